@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The kvstash storage engine: the only header that transport/ and tools/
+ * include from kvstore/.
+ *
+ * A store holds blocks, each named by (namespace id, key). A block is one or
+ * more parts (for example one per layer) stored back to back; its bytes are
+ * the concatenation of its parts. Blocks live in a DRAM arena and, once
+ * degraded or written durably, in log-structured regions of a data file read
+ * and written through io_uring with O_DIRECT. RocksDB records where every
+ * block on disk lives, so what was on disk is back after a restart.
+ *
+ * Threading: every call is thread-safe. Metadata (the hash index, the DRAM
+ * allocator, the region table) is guarded by one mutex per store that is
+ * never held across I/O or a data copy. Copies into and out of DRAM happen
+ * with the block referenced (see "references" below), so it cannot be freed
+ * under the copy. One background thread degrades DRAM to disk.
+ *
+ * References: a block's DRAM copy cannot be freed, moved or degraded while
+ * its reference count is above zero. kvs_store_pin() takes a reference (and
+ * brings the block into DRAM first); kvs_store_unpin() drops it. The daemon
+ * uses references for zero-copy sends, leases and client pins, and releases
+ * them when a client goes away.
+ *
+ * Errors: every call returns 0 or a negative status from kvstash/status.h.
+ * Output parameters are written only on success unless a call says otherwise.
+ */
+#ifndef KVS_STORE_H
+#define KVS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvstash/status.h"
+#include "kvstash/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kvs_store kvs_store_t;
+
+/* Configuration. Fill with kvs_store_config_default(), then change fields.
+ * Sizes are bytes. The store copies what it needs; the struct and its
+ * strings may be freed after kvs_store_open() returns. */
+typedef struct kvs_store_config {
+    const char *dir;              /* data file and index live here; created */
+    uint64_t dram_bytes;          /* DRAM arena size */
+    uint64_t nvme_bytes;          /* data file size; 0 disables the NVMe tier */
+    uint32_t region_bytes;        /* NVMe region size, a multiple of 1 MiB */
+    uint32_t max_block_bytes;     /* largest block (all parts together) */
+    uint32_t max_blocks;          /* metadata capacity: blocks in DRAM + NVMe */
+    uint32_t io_depth;            /* io_uring queue depth per ring */
+    uint32_t dram_high_pct;       /* degrade starts above this fill, percent */
+    uint32_t dram_low_pct;        /* degrade stops below this fill, percent */
+    uint32_t pinned_max_pct;      /* pinned class cap, percent of capacity */
+    int32_t compress_level;       /* zstd level on the way to disk; 0: off */
+    uint32_t compress_min_saving_pct; /* store raw below this saving */
+    uint32_t full_wait_ms;        /* a put waits this long for space */
+    bool sync_index;              /* fsync RocksDB WAL on every index write */
+} kvs_store_config_t;
+
+/* Fills cfg with defaults that fit a laptop: 1 GiB DRAM, 4 GiB NVMe, 64 MiB
+ * regions, 16 MiB blocks, data under ./var/kvstash. */
+void kvs_store_config_default(kvs_store_config_t *cfg);
+
+/*
+ * Opens (creating if needed) the store described by cfg and loads its index
+ * into memory. Fails with KVS_EURING if io_uring cannot be set up (for
+ * example when seccomp forbids it) and logs the cause; with KVS_ELAYOUT if
+ * an existing store was made with another region or file size.
+ * On success *store_out is owned by the caller until kvs_store_close().
+ */
+int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out);
+
+/* Flushes what is pending, stops the background thread and frees the store.
+ * All references must have been dropped. kvs_store_close(NULL) is a no-op. */
+void kvs_store_close(kvs_store_t *store);
+
+/*
+ * Namespaces. A namespace name (1..KVS_NS_NAME_MAX bytes) maps to a small
+ * id that is stable across restarts. elem_size is the element size in bytes
+ * of the namespace's tensors (2 for bf16/fp16, 1 for fp8, 0 if unknown); it
+ * is used by the codec and can be overridden per put.
+ */
+int kvs_store_ns_open(kvs_store_t *store, const char *name, uint32_t elem_size,
+                      uint32_t *ns_out);
+
+/* Put flags. */
+#define KVS_PUT_DURABLE   (1u << 0) /* return after data + index are on disk */
+#define KVS_PUT_NO_DRAM   (1u << 1) /* write straight to disk (bulk loads) */
+
+/* One put. All pointers are the caller's and are read during the call only. */
+typedef struct kvs_put_args {
+    uint32_t ns;                  /* namespace id */
+    uint32_t key_len;             /* 1..KVS_KEY_MAX */
+    const void *key;
+    const kvs_iov_t *parts;       /* the block, part by part */
+    uint32_t nparts;              /* 1..KVS_PARTS_MAX */
+    uint32_t flags;               /* KVS_PUT_* */
+    uint8_t cls;                  /* enum kvs_class */
+    uint8_t elem_size;            /* 0: the namespace's */
+    uint64_t ttl_ms;              /* user class: time to live; 0: none */
+    uint32_t parent_len;          /* 0: no parent */
+    const void *parent;           /* key of the block before it in the prompt */
+    uint64_t group;               /* conversation or user id; 0: none */
+} kvs_put_args_t;
+
+/*
+ * Stores a block, replacing any block with the same key. Returns when the
+ * block is in DRAM, or with KVS_PUT_DURABLE when its data and index entry are
+ * on stable storage. KVS_EFULL when no space could be made within
+ * full_wait_ms; KVS_EPINNED_FULL when a pinned put would exceed the cap;
+ * KVS_ETOOBIG over max_block_bytes; KVS_EBUSY when the old block with that
+ * key is referenced.
+ */
+int kvs_store_put(kvs_store_t *store, const kvs_put_args_t *args);
+
+/* Puts n blocks; status_out[i] gets each one's result. Durable blocks in one
+ * batch share one disk flush and one index commit. Returns 0 when every put
+ * succeeded, else the first error. */
+int kvs_store_put_batch(kvs_store_t *store, const kvs_put_args_t *args,
+                        size_t n, int *status_out);
+
+/* What a get reports about a block. */
+typedef struct kvs_block_info {
+    uint64_t data_len;            /* bytes, all parts */
+    uint32_t nparts;
+    uint8_t cls;                  /* enum kvs_class */
+    uint8_t tier;                 /* enum kvs_tier, before this call */
+    uint64_t expiry_ms;           /* wall clock ms; 0: none */
+    uint64_t group;
+} kvs_block_info_t;
+
+/* One get. buf/cap and part_lens/part_cap are the caller's. */
+typedef struct kvs_get_args {
+    uint32_t ns;
+    uint32_t key_len;
+    const void *key;
+    void *buf;                    /* receives the block's bytes */
+    size_t cap;                   /* bytes available at buf */
+    uint32_t *part_lens;          /* optional: receives each part's length */
+    uint32_t part_cap;            /* entries available at part_lens */
+} kvs_get_args_t;
+
+/*
+ * Copies a block into args->buf. From disk, the checksum is verified before
+ * any byte is reported; a block that fails it is KVS_ENOTFOUND and counted
+ * in stats.corrupt_reads. -ENOBUFS when cap (or part_cap) is too small; then
+ * info_out is still filled so the caller can retry with a larger buffer.
+ */
+int kvs_store_get(kvs_store_t *store, const kvs_get_args_t *args,
+                  kvs_block_info_t *info_out);
+
+/* Gets n blocks, with up to io_depth disk reads in flight at once.
+ * status_out[i] and infos_out[i] (optional) get each block's result. */
+int kvs_store_get_batch(kvs_store_t *store, const kvs_get_args_t *args,
+                        size_t n, kvs_block_info_t *infos_out,
+                        int *status_out);
+
+/* A referenced, zero-copy view of a block in DRAM. Valid until unpinned. */
+typedef struct kvs_view {
+    const void *data;             /* the block's bytes, in the DRAM arena */
+    uint64_t len;                 /* bytes */
+    uint32_t nparts;
+    const uint32_t *part_lens;    /* nparts entries, in the arena */
+    uint64_t arena_off;           /* offset of data within the arena */
+    void *ref;                    /* the store's handle; do not touch */
+} kvs_view_t;
+
+/*
+ * Takes a reference on a block, reading it into DRAM first if it is on disk
+ * only. While referenced the block stays in DRAM at the same address and is
+ * neither degraded nor evicted; a delete or a replacing put fails with
+ * KVS_EBUSY. view_out may be NULL. Every successful pin needs one unpin.
+ */
+int kvs_store_pin(kvs_store_t *store, uint32_t ns, const void *key,
+                  uint32_t key_len, kvs_view_t *view_out);
+/* Drops a reference taken by kvs_store_pin(), by view or by key. */
+void kvs_store_unpin_view(kvs_store_t *store, kvs_view_t *view);
+int kvs_store_unpin(kvs_store_t *store, uint32_t ns, const void *key,
+                    uint32_t key_len);
+
+/* A key for the batch calls. */
+typedef struct kvs_key {
+    const void *data;
+    uint32_t len;
+} kvs_key_t;
+
+/* present_out[i] = 1 if keys[i] is present (sealed, not expired), else 0. */
+int kvs_store_exists(kvs_store_t *store, uint32_t ns, const kvs_key_t *keys,
+                     size_t n, uint8_t *present_out);
+
+/* Match flags. */
+#define KVS_MATCH_PIN (1u << 0) /* take a reference on each matched block */
+
+/*
+ * Longest present prefix: *matched_out = the number of leading keys, in
+ * order, that are present. tiers_out (optional, n entries) gets the tier of
+ * each matched block. With KVS_MATCH_PIN each matched block is referenced
+ * as by kvs_store_pin() (the caller unpins each one). Answered from memory:
+ * no disk or RocksDB read.
+ */
+int kvs_store_match(kvs_store_t *store, uint32_t ns, const kvs_key_t *keys,
+                    size_t n, uint32_t flags, uint8_t *tiers_out,
+                    size_t *matched_out);
+
+/* Removes a block from every tier. KVS_ENOTFOUND if absent, KVS_EBUSY if
+ * referenced. */
+int kvs_store_delete(kvs_store_t *store, uint32_t ns, const void *key,
+                     uint32_t key_len);
+
+/* Changes a block's class and TTL (ttl_ms 0: no expiry). */
+int kvs_store_set_retention(kvs_store_t *store, uint32_t ns, const void *key,
+                            uint32_t key_len, uint8_t cls, uint64_t ttl_ms);
+
+/* Brings blocks from disk into DRAM ahead of need. Stops without evicting
+ * pinned or referenced blocks when DRAM is short; *promoted_out counts the
+ * blocks now in DRAM that were not before. */
+int kvs_store_promote(kvs_store_t *store, uint32_t ns, const kvs_key_t *keys,
+                      size_t n, size_t *promoted_out);
+
+/* Writes every DRAM-only block to disk and makes data and index durable. */
+int kvs_store_flush(kvs_store_t *store);
+
+/* Counters since open (and gauges, marked). */
+typedef struct kvs_store_stats {
+    uint64_t blocks;              /* gauge: blocks present */
+    uint64_t dram_blocks;         /* gauge */
+    uint64_t nvme_blocks;         /* gauge */
+    uint64_t dram_used_bytes;     /* gauge */
+    uint64_t dram_capacity_bytes; /* gauge */
+    uint64_t nvme_used_bytes;     /* gauge: bytes in regions holding data */
+    uint64_t nvme_capacity_bytes; /* gauge */
+    uint64_t pinned_bytes;        /* gauge: pinned class, logical bytes */
+    uint64_t refs;                /* gauge: references held */
+    uint64_t puts, gets, hits, misses;
+    uint64_t dram_hits, nvme_hits;
+    uint64_t degraded;            /* blocks written behind to disk */
+    uint64_t evicted;             /* blocks dropped to make room */
+    uint64_t expired;             /* user blocks dropped at their TTL */
+    uint64_t promoted;            /* disk to DRAM */
+    uint64_t corrupt_reads;       /* disk reads that failed a check */
+    uint64_t full_errors;         /* puts answered KVS_EFULL */
+    uint64_t regions_reclaimed;
+    uint64_t bytes_written;       /* to the data file */
+    uint64_t bytes_read;          /* from the data file */
+    uint64_t logical_bytes_degraded; /* before compression */
+    uint64_t stored_bytes_degraded;  /* after compression */
+    uint64_t admission_rejected;  /* blocks kept off the disk by the filter */
+} kvs_store_stats_t;
+
+void kvs_store_stats(kvs_store_t *store, kvs_store_stats_t *stats_out);
+
+/* Called by kvs_store_verify() for each block on disk that fails a check. */
+typedef void (*kvs_verify_cb)(void *arg, uint32_t ns, const void *key,
+                              uint32_t key_len, int status);
+
+/* Reads every block on disk and checks its header and checksum. *bad_out
+ * counts the failures (each reported to cb if non-NULL); bad blocks are
+ * dropped from the index. */
+int kvs_store_verify(kvs_store_t *store, kvs_verify_cb cb, void *arg,
+                     uint64_t *checked_out, uint64_t *bad_out);
+
+/* Arena access for transports that register it (UCX). Valid until close. */
+void *kvs_store_arena(kvs_store_t *store, size_t *len_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

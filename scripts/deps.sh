@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages that kvstash builds, tests and benchmarks
+# with. Idempotent: when everything is present it only runs dpkg-query.
+set -eu
+pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
+      liburing-dev librocksdb-dev libzstd-dev libxxhash-dev libcmocka-dev
+      libinih-dev libucx-dev ucx-utils
+      fio redis-server redis-tools python3 iproute2 iptables)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+        missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps: installing ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
