@@ -1,0 +1,305 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The kvstash wire format: what a client and kvstashd exchange, byte by
+ * byte. docs/protocol.md is the prose version of this header; where they
+ * disagree, this header and transport/wire.c are right and the document is
+ * a bug.
+ *
+ * A message is a frame (a fixed 32-byte header plus a body of body_len
+ * bytes) and, for PUT requests and DATA messages only, a payload: the bytes
+ * of the blocks. Every integer is little-endian and fixed-width; nothing is
+ * padded implicitly. Over UCX a message is one active message: a frame with
+ * a payload travels in the AM header and the payload in the AM data; a frame
+ * without a payload travels as the AM data with an empty AM header.
+ *
+ * This header is public so that clients in other languages can be written
+ * against it. The codec (kvs_wire_encode / kvs_wire_decode) is pure: no I/O,
+ * no allocation, no global state. Decoding never trusts a length: every
+ * length and count is checked against the buffer and against the limits
+ * before it is used, and a bad frame is an error code, never a crash.
+ */
+#ifndef KVSTASH_WIRE_H
+#define KVSTASH_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvstash/status.h"
+#include "kvstash/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KVS_WIRE_MAGIC    0x3153564bu /* bytes "KVS1" */
+#define KVS_WIRE_VERSION  1u          /* the only version spoken today */
+#define KVS_WIRE_HDR_SIZE 32u
+
+/*
+ * Absolute protocol limits. A daemon announces its own (smaller or equal)
+ * limits in the HELLO reply; a peer never sends more than announced.
+ */
+#define KVS_WIRE_BODY_MAX     (1u << 20) /* bytes of one body */
+#define KVS_WIRE_INLINE_MAX   4608u      /* frame bytes when it has a payload */
+#define KVS_WIRE_KEYS_MAX     1024u      /* entries in one batch frame */
+#define KVS_WIRE_TOKEN_MAX    256u       /* bytes of an auth token */
+#define KVS_WIRE_STAT_NAME_MAX 63u       /* bytes of a STAT counter name */
+#define KVS_WIRE_PAYLOAD_MAX  (1ull << 30) /* bytes of one payload */
+
+/* Opcodes. A reply carries the request's opcode with KVS_WIRE_F_REPLY. */
+enum kvs_wire_op {
+    KVS_OP_HELLO    = 1,  /* version, token, namespace -> limits */
+    KVS_OP_PUT      = 2,  /* n blocks; payload = their bytes */
+    KVS_OP_GET      = 3,  /* n keys -> n DATA messages + one reply */
+    KVS_OP_DATA     = 4,  /* daemon -> client: one block of a GET */
+    KVS_OP_MATCH    = 5,  /* n ordered keys -> leading keys present */
+    KVS_OP_EXISTS   = 6,  /* n keys -> n presence bytes */
+    KVS_OP_DELETE   = 7,  /* n keys -> n statuses */
+    KVS_OP_PIN      = 8,  /* n keys -> n statuses */
+    KVS_OP_UNPIN    = 9,  /* n keys -> n statuses */
+    KVS_OP_PREFETCH = 10, /* n keys -> blocks brought into DRAM */
+    KVS_OP_RELEASE  = 11, /* lease id -> status */
+    KVS_OP_STAT     = 12, /* -> named counters */
+    KVS_OP_VERIFY   = 13, /* -> blocks checked, blocks bad */
+    KVS_OP_COUNT
+};
+
+/* Header flags. */
+#define KVS_WIRE_F_REPLY   (1u << 0) /* a reply to the request with this id */
+#define KVS_WIRE_F_PAYLOAD (1u << 1) /* a payload follows the frame */
+#define KVS_WIRE_F_KNOWN   (KVS_WIRE_F_REPLY | KVS_WIRE_F_PAYLOAD)
+
+/* Feature bits agreed in HELLO: the reply holds the bits both sides know.
+ * A peer only uses a feature the other side accepted. */
+#define KVS_WIRE_FEAT_LEASE      (1u << 0) /* MATCH leases, GET lease_id */
+#define KVS_WIRE_FEAT_PIN_RETAIN (1u << 1) /* PIN/UNPIN KVS_WIRE_PIN_RETAIN */
+#define KVS_WIRE_FEAT_PREFETCH   (1u << 2) /* PREFETCH */
+#define KVS_WIRE_FEAT_VERIFY     (1u << 3) /* VERIFY */
+#define KVS_WIRE_FEAT_ALL        0xfu
+
+/* MATCH flags. */
+#define KVS_WIRE_MATCH_LEASE (1u << 0) /* hold the matched blocks */
+/* PIN/UNPIN flags. */
+#define KVS_WIRE_PIN_RETAIN  (1u << 0) /* change the class, not a reference */
+/* PUT entry flags (the store's KVS_PUT_* values). */
+#define KVS_WIRE_PUT_DURABLE (1u << 0)
+#define KVS_WIRE_PUT_NO_DRAM (1u << 1)
+#define KVS_WIRE_PUT_KNOWN   (KVS_WIRE_PUT_DURABLE | KVS_WIRE_PUT_NO_DRAM)
+
+/*
+ * The frame header as it lies on the wire (offsets in bytes):
+ *
+ *   0      4      5      6        8               16         20       24       28      32
+ *   +------+------+------+--------+----------------+----------+--------+--------+-------+
+ *   |magic |vers. |opcode| flags  |  request id    | body_len | status | count  | rsvd  |
+ *   | u32  | u8   | u8   | u16    |  u64           | u32      | i32    | u32    | u32   |
+ *   +------+------+------+--------+----------------+----------+--------+--------+-------+
+ *
+ * count is the number of entries of a batch body (keys, blocks, statuses,
+ * counters), or for DATA the index of the block in its GET. status is 0 in
+ * requests and the kvstash status (kvstash/status.h) in replies; a reply
+ * whose status is not 0 has an empty body. reserved is sent as 0 and
+ * ignored on receipt.
+ */
+typedef struct kvs_wire_hdr {
+    uint32_t magic;
+    uint8_t version;
+    uint8_t opcode;
+    uint16_t flags;
+    uint64_t req_id;
+    uint32_t body_len;    /* bytes after the header */
+    int32_t status;
+    uint32_t count;
+    uint32_t reserved;
+} kvs_wire_hdr_t;
+
+_Static_assert(sizeof(kvs_wire_hdr_t) == KVS_WIRE_HDR_SIZE,
+               "the wire header is 32 bytes");
+
+/* Fixed parts of bodies, for reference and size checks. */
+#define KVS_WIRE_HELLO_FIXED     12u /* features, elem_size, rsvd[3], lens */
+#define KVS_WIRE_HELLO_REP_SIZE  32u
+#define KVS_WIRE_PUT_ENT_FIXED   32u /* before key, parent and part lengths */
+#define KVS_WIRE_GET_FIXED       8u  /* lease id */
+#define KVS_WIRE_GET_ENT_FIXED   8u  /* cap, before the key */
+#define KVS_WIRE_BLOCK_SIZE      24u /* one GET reply entry */
+#define KVS_WIRE_DATA_FIXED      16u /* before the part lengths */
+#define KVS_WIRE_MATCH_FIXED     8u  /* flags, lease_ms */
+#define KVS_WIRE_MATCH_REP_FIXED 16u /* matched, rsvd, lease id */
+#define KVS_WIRE_PIN_FIXED       8u  /* flags, rsvd */
+
+/* A key or other byte string inside a decoded frame (not NUL-terminated). */
+typedef struct kvs_wire_bytes {
+    const uint8_t *data;
+    uint32_t len;
+} kvs_wire_bytes_t;
+
+/* One block of a PUT. */
+typedef struct kvs_wire_put_ent {
+    kvs_wire_bytes_t key;         /* 1..KVS_KEY_MAX bytes */
+    kvs_wire_bytes_t parent;      /* 0..KVS_KEY_MAX bytes */
+    uint8_t cls;                  /* enum kvs_class */
+    uint8_t elem_size;            /* 0: the namespace's */
+    uint32_t flags;               /* KVS_WIRE_PUT_* */
+    uint64_t ttl_ms;
+    uint64_t group;
+    uint32_t nparts;              /* 1..KVS_PARTS_MAX */
+    const uint32_t *part_lens;    /* nparts entries, host order */
+    uint64_t data_off;            /* decode: offset of the block in payload */
+    uint64_t data_len;            /* decode: sum of part_lens */
+} kvs_wire_put_ent_t;
+
+/* One key of a GET, with the room the client has for it. */
+typedef struct kvs_wire_get_ent {
+    kvs_wire_bytes_t key;
+    uint64_t cap;                 /* bytes the client can receive */
+} kvs_wire_get_ent_t;
+
+/* One entry of a GET reply. */
+typedef struct kvs_wire_block {
+    int32_t status;               /* 0, or why this block is not sent */
+    uint32_t nparts;
+    uint64_t len;                 /* bytes, also when status is -ENOBUFS */
+    uint8_t tier;                 /* enum kvs_tier it was served from */
+    uint8_t cls;
+} kvs_wire_block_t;
+
+/* One named STAT counter. */
+typedef struct kvs_wire_stat {
+    kvs_wire_bytes_t name;        /* 1..KVS_WIRE_STAT_NAME_MAX bytes */
+    uint64_t value;
+} kvs_wire_stat_t;
+
+/*
+ * A message in host form. The caller of kvs_wire_encode() fills hdr.opcode,
+ * hdr.flags, hdr.req_id, hdr.status, hdr.count and the body member of the
+ * union for that opcode; magic, version and body_len are computed. Pointers
+ * are the caller's and are read during the call only.
+ *
+ * kvs_wire_decode() fills everything; byte strings point into the decoded
+ * buffer and arrays into the scratch; both must outlive the message.
+ * Replies with a non-zero status, and requests with a zero count where a
+ * count is allowed, have an empty body.
+ */
+typedef struct kvs_wire_msg {
+    kvs_wire_hdr_t hdr;
+    uint64_t payload_len;         /* decode: bytes of payload announced */
+    union {
+        struct {
+            uint32_t features;
+            uint8_t elem_size;
+            kvs_wire_bytes_t token;  /* 0..KVS_WIRE_TOKEN_MAX bytes */
+            kvs_wire_bytes_t ns;     /* 1..KVS_NS_NAME_MAX bytes */
+        } hello;
+        struct {
+            uint32_t features;
+            uint32_t max_body;       /* bytes of a body the daemon accepts */
+            uint32_t max_payload;    /* bytes of one PUT payload */
+            uint32_t max_inflight;   /* requests in flight per connection */
+            uint32_t max_keys;       /* entries per batch frame */
+            uint32_t lease_max_ms;
+            uint64_t session;        /* connection id, for logs */
+        } hello_rep;
+        struct {
+            const kvs_wire_put_ent_t *ents; /* hdr.count entries */
+        } put;
+        struct {
+            uint64_t lease_id;       /* 0: none; else released when served */
+            const kvs_wire_get_ent_t *ents;
+        } get;
+        struct {
+            const kvs_wire_block_t *blocks;
+        } get_rep;
+        struct {
+            uint64_t len;            /* payload bytes */
+            uint32_t nparts;
+            uint8_t tier;
+            uint8_t cls;
+            const uint32_t *part_lens;
+        } data;
+        struct {                     /* MATCH, EXISTS, DELETE, PIN, UNPIN,
+                                        PREFETCH requests */
+            uint32_t flags;          /* MATCH, PIN, UNPIN only */
+            uint32_t lease_ms;       /* MATCH only; 0: the default */
+            const kvs_wire_bytes_t *keys;
+        } keys;
+        struct {
+            uint32_t matched;
+            uint64_t lease_id;       /* 0: no lease taken */
+            const uint8_t *tiers;    /* matched entries, enum kvs_tier */
+        } match_rep;
+        struct {
+            const uint8_t *present;  /* hdr.count entries, 0 or 1 */
+        } exists_rep;
+        struct {                     /* PUT, DELETE, PIN, UNPIN replies */
+            const int32_t *status;   /* hdr.count entries */
+        } status_rep;
+        struct {
+            uint64_t promoted;
+        } prefetch_rep;
+        struct {
+            uint64_t lease_id;
+        } release;
+        struct {
+            const kvs_wire_stat_t *ents;
+        } stat_rep;
+        struct {
+            uint64_t checked;
+            uint64_t bad;
+        } verify_rep;
+    } u;
+} kvs_wire_msg_t;
+
+/* What a decoder accepts. Fill with kvs_wire_limits_default(). */
+typedef struct kvs_wire_limits {
+    uint32_t max_body;            /* <= KVS_WIRE_BODY_MAX */
+    uint32_t max_keys;            /* <= KVS_WIRE_KEYS_MAX */
+    uint64_t max_payload;         /* <= KVS_WIRE_PAYLOAD_MAX */
+} kvs_wire_limits_t;
+
+void kvs_wire_limits_default(kvs_wire_limits_t *lim);
+
+/*
+ * Arrays a decoded message points into. Sized for the absolute limits, so
+ * one scratch serves any frame; about 1.6 MiB. Create one per thread that
+ * decodes. kvs_wire_scratch_destroy(NULL) is a no-op. Returns NULL without
+ * memory.
+ */
+typedef struct kvs_wire_scratch kvs_wire_scratch_t;
+kvs_wire_scratch_t *kvs_wire_scratch_create(void);
+void kvs_wire_scratch_destroy(kvs_wire_scratch_t *scratch);
+
+/*
+ * Encodes msg into buf (cap bytes). On success *len_out is the frame's size
+ * (header + body). -ENOBUFS when cap is too small; -EINVAL when msg breaks a
+ * rule of the format (a key over KVS_KEY_MAX, an unknown opcode, ...).
+ */
+int kvs_wire_encode(const kvs_wire_msg_t *msg, void *buf, size_t cap,
+                    size_t *len_out);
+
+/* Reads and checks only the header (len >= KVS_WIRE_HDR_SIZE): magic, then
+ * version, then known flags and opcode, then body_len against lim and len.
+ * Returns 0, KVS_EPROTO or KVS_EPROTO_VERSION; hdr_out is filled whenever
+ * at least the header's bytes were there, so a reply can name the request. */
+int kvs_wire_decode_hdr(const void *buf, size_t len,
+                        const kvs_wire_limits_t *lim, kvs_wire_hdr_t *hdr_out);
+
+/*
+ * Decodes one frame of len bytes, followed by payload_len bytes of payload
+ * (not read here; only its length is checked against the body). Returns 0,
+ * KVS_EPROTO (malformed: truncated, trailing bytes, bad count, reserved
+ * flag bits, ...), KVS_EPROTO_VERSION, or KVS_ETOOBIG (a key over
+ * KVS_KEY_MAX, a count or size over lim). On error msg_out->hdr is still
+ * filled if the header could be read, so the caller can reply to req_id.
+ */
+int kvs_wire_decode(const void *buf, size_t len, uint64_t payload_len,
+                    const kvs_wire_limits_t *lim, kvs_wire_scratch_t *scratch,
+                    kvs_wire_msg_t *msg_out);
+
+/* Returns a static name for an opcode ("GET"), or "?" */
+const char *kvs_wire_op_name(unsigned opcode);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
