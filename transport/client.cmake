@@ -1,0 +1,27 @@
+# libkvstash: the client library, a shared object with a SONAME, a symbol
+# version map (only kvs_* API symbols are exported) and a pkg-config file.
+include(GNUInstallDirs)
+add_library(kvstash SHARED ${CMAKE_CURRENT_SOURCE_DIR}/client.c
+    ${PROJECT_SOURCE_DIR}/common/status.c)
+# kvs_strerror() is part of the client API: export it from this copy.
+set_source_files_properties(${PROJECT_SOURCE_DIR}/common/status.c
+    TARGET_DIRECTORY kvstash PROPERTIES COMPILE_OPTIONS -fvisibility=default)
+target_link_libraries(kvstash PRIVATE kvs_wire kvs_common PkgConfig::UCX)
+set_target_properties(kvstash PROPERTIES
+    VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR}
+    C_VISIBILITY_PRESET hidden
+    LINK_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/libkvstash.map)
+target_link_options(kvstash PRIVATE
+    -Wl,--version-script=${CMAKE_CURRENT_SOURCE_DIR}/libkvstash.map
+    -Wl,--no-undefined)
+configure_file(${CMAKE_CURRENT_SOURCE_DIR}/libkvstash.pc.in
+    ${CMAKE_BINARY_DIR}/libkvstash.pc @ONLY)
+install(TARGETS kvstash LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+install(FILES ${PROJECT_SOURCE_DIR}/include/kvstash/kvstash.h
+    ${PROJECT_SOURCE_DIR}/include/kvstash/client.h
+    ${PROJECT_SOURCE_DIR}/include/kvstash/status.h
+    ${PROJECT_SOURCE_DIR}/include/kvstash/types.h
+    ${PROJECT_SOURCE_DIR}/include/kvstash/wire.h
+    DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/kvstash)
+install(FILES ${CMAKE_BINARY_DIR}/libkvstash.pc
+    DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

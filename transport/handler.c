@@ -1,0 +1,610 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The opcode table: one { .name, .feature, .handle } entry per request the
+ * daemon serves, checked at start-up (kvs_handler_check), each handler
+ * calling kvstore/store.h and answering with one reply.
+ *
+ * Tenancy is enforced here and only here. A connection's tenant comes from
+ * the token it presented in HELLO; its namespace is usable only if the
+ * tenant is allowed it (conn->ns_ok). On a namespace the tenant may not use,
+ * every operation answers exactly what it would answer if the namespace were
+ * empty: reads miss (KVS_ENOTFOUND, nothing present, a match of 0), writes
+ * are KVS_ENOTFOUND. The store is not consulted, so nothing about another
+ * tenant's blocks can be learnt, not even through timing of a lookup.
+ */
+#include "transport/server_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/debug.h"
+#include "common/log.h"
+
+typedef void (*handle_fn)(kvs_server_t *srv, kvs_conn_t *conn,
+                          kvs_wire_msg_t *m, const uint8_t *payload);
+
+typedef struct opdef {
+    const char *name;
+    uint32_t feature;             /* KVS_WIRE_FEAT_* it needs; 0: none */
+    handle_fn handle;
+} opdef_t;
+
+static kvs_wire_msg_t reply_to(const kvs_wire_msg_t *req, uint32_t count)
+{
+    kvs_wire_msg_t r;
+
+    memset(&r, 0, sizeof(r));
+    r.hdr.opcode = req->hdr.opcode;
+    r.hdr.flags = KVS_WIRE_F_REPLY;
+    r.hdr.req_id = req->hdr.req_id;
+    r.hdr.count = count;
+    return r;
+}
+
+static void fill_keys(kvs_server_t *srv, const kvs_wire_msg_t *m)
+{
+    for (uint32_t i = 0; i < m->hdr.count; i++) {
+        srv->keys[i].data = m->u.keys.keys[i].data;
+        srv->keys[i].len = m->u.keys.keys[i].len;
+    }
+}
+
+/* Tokens are compared in time that does not depend on where they differ. */
+static bool token_eq(const char *want, const kvs_wire_bytes_t *got)
+{
+    size_t wl = strlen(want);
+    unsigned diff = (unsigned)(wl ^ got->len);
+
+    for (size_t i = 0; i < got->len; i++)
+        diff |= (unsigned)(got->data[i] ^ (uint8_t)want[i < wl ? i : 0]);
+    return diff == 0 && wl > 0;
+}
+
+static const kvs_tenant_t open_tenant = {.name = "default", .all_ns = true};
+
+static bool ns_allowed(const kvs_tenant_t *t, const kvs_wire_bytes_t *ns)
+{
+    if (t->all_ns)
+        return true;
+    for (size_t i = 0; i < t->nnamespaces; i++)
+        if (strlen(t->namespaces[i]) == ns->len &&
+            memcmp(t->namespaces[i], ns->data, ns->len) == 0)
+            return true;
+    return false;
+}
+
+static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
+                     const uint8_t *payload)
+{
+    const kvs_tenant_t *tenant = NULL;
+    kvs_wire_msg_t r;
+    char ns[KVS_NS_NAME_MAX + 1];
+    int ret;
+
+    (void)payload;
+    if (conn->ready) {
+        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+        return;
+    }
+    if (srv->cfg.ntenants == 0) {
+        tenant = &open_tenant;
+    } else {
+        for (size_t i = 0; i < srv->cfg.ntenants; i++)
+            if (token_eq(srv->cfg.tenants[i].token, &m->u.hello.token))
+                tenant = &srv->cfg.tenants[i];
+    }
+    if (!tenant) {
+        srv->auth_failures++;
+        kvs_info("conn %llu: bad token; closing",
+                 (unsigned long long)conn->id);
+        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EAUTH, true);
+        return;
+    }
+    memcpy(ns, m->u.hello.ns.data, m->u.hello.ns.len);
+    ns[m->u.hello.ns.len] = '\0';
+    if (memchr(ns, '\0', m->u.hello.ns.len)) {
+        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, true);
+        return;
+    }
+    conn->tenant = tenant;
+    conn->ns_ok = ns_allowed(tenant, &m->u.hello.ns);
+    if (conn->ns_ok) {
+        ret = kvs_store_ns_open(srv->store, ns, m->u.hello.elem_size,
+                                &conn->ns);
+        if (ret) {
+            kvs_warn("conn %llu: namespace '%s': %s",
+                     (unsigned long long)conn->id, ns, kvs_strerror(ret));
+            kvs_server_reply_status(srv, conn, &m->hdr, ret, true);
+            return;
+        }
+    }
+    conn->ready = true;
+    conn->features = m->u.hello.features & KVS_WIRE_FEAT_ALL;
+    kvs_info("conn %llu: tenant %s, namespace '%s'%s",
+             (unsigned long long)conn->id, tenant->name, ns,
+             conn->ns_ok ? "" : " (not allowed: answered as empty)");
+    r = reply_to(m, 0);
+    r.u.hello_rep.features = conn->features;
+    r.u.hello_rep.max_body = srv->cfg.max_body;
+    r.u.hello_rep.max_payload = srv->cfg.max_payload;
+    r.u.hello_rep.max_inflight = srv->cfg.max_inflight;
+    r.u.hello_rep.max_keys = srv->cfg.max_keys;
+    r.u.hello_rep.lease_max_ms = srv->cfg.lease_max_ms;
+    r.u.hello_rep.session = conn->id;
+    kvs_server_reply(srv, conn, &r);
+}
+
+static void op_put(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
+                   const uint8_t *payload)
+{
+    uint32_t n = m->hdr.count;
+    size_t iov = 0;
+    kvs_wire_msg_t r = reply_to(m, n);
+
+    for (uint32_t i = 0; i < n; i++) {
+        const kvs_wire_put_ent_t *pe = &m->u.put.ents[i];
+        kvs_put_args_t *a = &srv->puts[i];
+        uint64_t off = pe->data_off;
+
+        if (!conn->ns_ok) {
+            srv->status[i] = KVS_ENOTFOUND;
+            continue;
+        }
+        memset(a, 0, sizeof(*a));
+        a->ns = conn->ns;
+        a->key = pe->key.data;
+        a->key_len = pe->key.len;
+        a->parent = pe->parent.data;
+        a->parent_len = pe->parent.len;
+        a->flags = pe->flags;
+        a->cls = pe->cls;
+        a->elem_size = pe->elem_size;
+        a->ttl_ms = pe->ttl_ms;
+        a->group = pe->group;
+        a->nparts = pe->nparts;
+        a->parts = &srv->iovs[iov];
+        /* The decoder checked that the parts add up to the payload, and a
+         * body bounds the number of parts below the iov scratch. */
+        for (uint32_t j = 0; j < pe->nparts; j++) {
+            srv->iovs[iov].base = payload + off;
+            srv->iovs[iov].len = pe->part_lens[j];
+            off += pe->part_lens[j];
+            iov++;
+        }
+        srv->status[i] = kvs_store_put(srv->store, a);
+    }
+    r.u.status_rep.status = srv->status;
+    kvs_server_reply(srv, conn, &r);
+}
+
+/* Serves each block with its own DATA message straight from the arena. */
+static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
+                   const uint8_t *payload)
+{
+    uint32_t n = m->hdr.count;
+    kvs_wire_msg_t r = reply_to(m, n);
+
+    (void)payload;
+    for (uint32_t i = 0; i < n; i++) {
+        const kvs_wire_get_ent_t *ge = &m->u.get.ents[i];
+        kvs_wire_block_t *b = &srv->blocks[i];
+        kvs_wire_msg_t d;
+        kvs_tx_t *tx;
+        size_t hlen;
+        int ret;
+
+        memset(b, 0, sizeof(*b));
+        if (!conn->ns_ok) {
+            b->status = KVS_ENOTFOUND;
+            continue;
+        }
+        tx = kvs_server_tx_get(srv, conn);
+        if (!tx) {
+            b->status = -ENOMEM;
+            continue;
+        }
+        ret = kvs_store_pin(srv->store, conn->ns, ge->key.data, ge->key.len,
+                            &tx->view);
+        if (ret) {
+            b->status = ret;
+            kvs_server_tx_put(srv, tx);
+            continue;
+        }
+        tx->has_view = true;
+        b->len = tx->view.len;
+        b->nparts = tx->view.nparts;
+        b->tier = KVS_TIER_DRAM;
+        if (tx->view.len > ge->cap) {
+            b->status = -ENOBUFS;
+            kvs_server_tx_put(srv, tx); /* unpins */
+            continue;
+        }
+        memset(&d, 0, sizeof(d));
+        d.hdr.opcode = KVS_OP_DATA;
+        d.hdr.flags = KVS_WIRE_F_PAYLOAD;
+        d.hdr.req_id = m->hdr.req_id;
+        d.hdr.count = i;
+        d.u.data.len = tx->view.len;
+        d.u.data.nparts = tx->view.nparts;
+        d.u.data.tier = KVS_TIER_DRAM;
+        d.u.data.part_lens = tx->view.part_lens;
+        ret = kvs_wire_encode(&d, tx->buf, srv->tx_cap, &hlen);
+        if (ret) {
+            b->status = KVS_ETOOBIG;
+            kvs_server_tx_put(srv, tx);
+            continue;
+        }
+        b->status = kvs_server_send_data(srv, tx, hlen);
+    }
+    /* A GET that names a lease ends it: the blocks are now pinned by their
+     * own sends, or were not wanted. */
+    if (m->u.get.lease_id) {
+        for (kvs_lease_t **pp = &conn->leases; *pp; pp = &(*pp)->next) {
+            if ((*pp)->id == m->u.get.lease_id) {
+                kvs_lease_t *l = *pp;
+                *pp = l->next;
+                conn->nleases--;
+                kvs_server_lease_free(srv, l);
+                break;
+            }
+        }
+    }
+    r.u.get_rep.blocks = srv->blocks;
+    kvs_server_reply(srv, conn, &r);
+}
+
+static void op_match(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
+                     const uint8_t *payload)
+{
+    uint32_t n = m->hdr.count;
+    bool lease = m->u.keys.flags & KVS_WIRE_MATCH_LEASE;
+    kvs_wire_msg_t r;
+    size_t matched = 0;
+    int ret = 0;
+
+    (void)payload;
+    if (lease && !(conn->features & KVS_WIRE_FEAT_LEASE)) {
+        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+        return;
+    }
+    if (lease && conn->nleases >= srv->cfg.max_leases) {
+        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EBUSY, false);
+        return;
+    }
+    if (conn->ns_ok) {
+        fill_keys(srv, m);
+        ret = kvs_store_match(srv->store, conn->ns, srv->keys, n,
+                              lease ? KVS_MATCH_PIN : 0, srv->bytes, &matched);
+        if (ret) {
+            kvs_server_reply_status(srv, conn, &m->hdr, ret, false);
+            return;
+        }
+    }
+    r = reply_to(m, (uint32_t)matched);
+    r.u.match_rep.tiers = srv->bytes;
+    if (lease && matched > 0) {
+        size_t bytes = 0;
+        kvs_lease_t *l;
+        uint64_t ms = m->u.keys.lease_ms ? m->u.keys.lease_ms
+                                         : srv->cfg.lease_default_ms;
+
+        for (size_t i = 0; i < matched; i++)
+            bytes += 1 + srv->keys[i].len;
+        l = malloc(sizeof(*l) + bytes);
+        if (!l) {
+            for (size_t i = 0; i < matched; i++)
+                kvs_store_unpin(srv->store, conn->ns, srv->keys[i].data,
+                                srv->keys[i].len);
+            kvs_server_reply_status(srv, conn, &m->hdr, -ENOMEM, false);
+            return;
+        }
+        if (ms > srv->cfg.lease_max_ms)
+            ms = srv->cfg.lease_max_ms;
+        l->id = ++srv->next_lease_id;
+        l->ns = conn->ns;
+        l->nkeys = (uint32_t)matched;
+        l->expiry_ns = kvs_clock_mono_ns() + ms * 1000000ull;
+        bytes = 0;
+        for (size_t i = 0; i < matched; i++) {
+            l->keys[bytes] = (uint8_t)srv->keys[i].len;
+            memcpy(&l->keys[bytes + 1], srv->keys[i].data, srv->keys[i].len);
+            bytes += 1 + srv->keys[i].len;
+        }
+        l->next = conn->leases;
+        conn->leases = l;
+        conn->nleases++;
+        srv->leases_active++;
+        r.u.match_rep.lease_id = l->id;
+    }
+    kvs_server_reply(srv, conn, &r);
+}
+
+static void op_exists(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
+                      const uint8_t *payload)
+{
+    uint32_t n = m->hdr.count;
+    kvs_wire_msg_t r = reply_to(m, n);
+    int ret;
+
+    (void)payload;
+    memset(srv->bytes, 0, n);
+    if (conn->ns_ok) {
+        fill_keys(srv, m);
+        ret = kvs_store_exists(srv->store, conn->ns, srv->keys, n, srv->bytes);
+        if (ret) {
+            kvs_server_reply_status(srv, conn, &m->hdr, ret, false);
+            return;
+        }
+    }
+    r.u.exists_rep.present = srv->bytes;
+    kvs_server_reply(srv, conn, &r);
+}
+
+static void op_delete(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
+                      const uint8_t *payload)
+{
+    uint32_t n = m->hdr.count;
+    kvs_wire_msg_t r = reply_to(m, n);
+
+    (void)payload;
+    for (uint32_t i = 0; i < n; i++)
+        srv->status[i] = conn->ns_ok
+            ? kvs_store_delete(srv->store, conn->ns, m->u.keys.keys[i].data,
+                               m->u.keys.keys[i].len)
+            : KVS_ENOTFOUND;
+    r.u.status_rep.status = srv->status;
+    kvs_server_reply(srv, conn, &r);
+}
+
+/* PIN takes a reference held by this connection (released by UNPIN or when
+ * the connection ends); PIN with RETAIN makes the block class "pinned" in
+ * the store, which outlives the connection (UNPIN RETAIN makes it scratch
+ * again). */
+static int pin_one(kvs_server_t *srv, kvs_conn_t *conn, uint32_t flags,
+                   const kvs_wire_bytes_t *key)
+{
+    int ret;
+
+    if (flags & KVS_WIRE_PIN_RETAIN)
+        return kvs_store_set_retention(srv->store, conn->ns, key->data,
+                                       key->len, KVS_CLASS_PINNED, 0);
+    if (conn->npins >= srv->cfg.max_pins)
+        return KVS_EBUSY;
+    if (!conn->pins) {
+        conn->pins = calloc(srv->cfg.max_pins, sizeof(*conn->pins));
+        if (!conn->pins)
+            return -ENOMEM;
+    }
+    ret = kvs_store_pin(srv->store, conn->ns, key->data, key->len, NULL);
+    if (ret)
+        return ret;
+    conn->pins[conn->npins].len = (uint8_t)key->len;
+    memcpy(conn->pins[conn->npins].key, key->data, key->len);
+    conn->npins++;
+    srv->conn_pins++;
+    return 0;
+}
+
+static int unpin_one(kvs_server_t *srv, kvs_conn_t *conn, uint32_t flags,
+                     const kvs_wire_bytes_t *key)
+{
+    if (flags & KVS_WIRE_PIN_RETAIN)
+        return kvs_store_set_retention(srv->store, conn->ns, key->data,
+                                       key->len, KVS_CLASS_SCRATCH, 0);
+    /* Only a reference this connection holds can be dropped. */
+    for (uint32_t i = 0; i < conn->npins; i++) {
+        if (conn->pins[i].len == key->len &&
+            memcmp(conn->pins[i].key, key->data, key->len) == 0) {
+            kvs_store_unpin(srv->store, conn->ns, key->data, key->len);
+            conn->pins[i] = conn->pins[--conn->npins];
+            srv->conn_pins--;
+            return 0;
+        }
+    }
+    return KVS_ENOTFOUND;
+}
+
+static void op_pin(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
+                   const uint8_t *payload)
+{
+    uint32_t n = m->hdr.count;
+    bool pin = m->hdr.opcode == KVS_OP_PIN;
+    kvs_wire_msg_t r = reply_to(m, n);
+
+    (void)payload;
+    if ((m->u.keys.flags & KVS_WIRE_PIN_RETAIN) &&
+        !(conn->features & KVS_WIRE_FEAT_PIN_RETAIN)) {
+        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const kvs_wire_bytes_t *k = &m->u.keys.keys[i];
+
+        if (!conn->ns_ok)
+            srv->status[i] = KVS_ENOTFOUND;
+        else if (pin)
+            srv->status[i] = pin_one(srv, conn, m->u.keys.flags, k);
+        else
+            srv->status[i] = unpin_one(srv, conn, m->u.keys.flags, k);
+    }
+    r.u.status_rep.status = srv->status;
+    kvs_server_reply(srv, conn, &r);
+}
+
+static void op_prefetch(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
+                        const uint8_t *payload)
+{
+    kvs_wire_msg_t r = reply_to(m, 0);
+    size_t promoted = 0;
+    int ret;
+
+    (void)payload;
+    if (conn->ns_ok) {
+        fill_keys(srv, m);
+        ret = kvs_store_promote(srv->store, conn->ns, srv->keys, m->hdr.count,
+                                &promoted);
+        if (ret) {
+            kvs_server_reply_status(srv, conn, &m->hdr, ret, false);
+            return;
+        }
+    }
+    r.u.prefetch_rep.promoted = promoted;
+    kvs_server_reply(srv, conn, &r);
+}
+
+static void op_release(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
+                       const uint8_t *payload)
+{
+    (void)payload;
+    for (kvs_lease_t **pp = &conn->leases; *pp; pp = &(*pp)->next) {
+        if ((*pp)->id == m->u.release.lease_id) {
+            kvs_lease_t *l = *pp;
+
+            *pp = l->next;
+            conn->nleases--;
+            kvs_server_lease_free(srv, l);
+            kvs_server_reply_status(srv, conn, &m->hdr, 0, false);
+            return;
+        }
+    }
+    kvs_server_reply_status(srv, conn, &m->hdr, KVS_ENOTFOUND, false);
+}
+
+#define STAT_ENT(s, field) {#field, offsetof(kvs_store_stats_t, field)}
+
+static const struct {
+    const char *name;
+    size_t off;
+} store_stats[] = {
+    STAT_ENT(s, blocks), STAT_ENT(s, dram_blocks), STAT_ENT(s, nvme_blocks),
+    STAT_ENT(s, dram_used_bytes), STAT_ENT(s, dram_capacity_bytes),
+    STAT_ENT(s, nvme_used_bytes), STAT_ENT(s, nvme_capacity_bytes),
+    STAT_ENT(s, pinned_bytes), STAT_ENT(s, refs), STAT_ENT(s, puts),
+    STAT_ENT(s, gets), STAT_ENT(s, hits), STAT_ENT(s, misses),
+    STAT_ENT(s, dram_hits), STAT_ENT(s, nvme_hits), STAT_ENT(s, degraded),
+    STAT_ENT(s, evicted), STAT_ENT(s, expired), STAT_ENT(s, promoted),
+    STAT_ENT(s, corrupt_reads), STAT_ENT(s, full_errors),
+    STAT_ENT(s, regions_reclaimed), STAT_ENT(s, bytes_written),
+    STAT_ENT(s, bytes_read), STAT_ENT(s, logical_bytes_degraded),
+    STAT_ENT(s, stored_bytes_degraded), STAT_ENT(s, admission_rejected),
+};
+
+static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
+                    const uint8_t *payload)
+{
+    kvs_wire_stat_t ents[KVS_ARRAY_SIZE(store_stats) + 10];
+    kvs_store_stats_t st;
+    kvs_wire_msg_t r;
+    size_t n = 0;
+
+    (void)payload;
+    kvs_store_stats(srv->store, &st);
+    for (size_t i = 0; i < KVS_ARRAY_SIZE(store_stats); i++) {
+        ents[n].name.data = (const uint8_t *)store_stats[i].name;
+        ents[n].name.len = (uint32_t)strlen(store_stats[i].name);
+        memcpy(&ents[n].value, (const char *)&st + store_stats[i].off, 8);
+        n++;
+    }
+#define SRV_STAT(nm, v)                                                    \
+    do {                                                                   \
+        ents[n].name.data = (const uint8_t *)nm;                           \
+        ents[n].name.len = (uint32_t)strlen(nm);                           \
+        ents[n].value = (v);                                               \
+        n++;                                                               \
+    } while (0)
+    SRV_STAT("connections", srv->nconns);
+    SRV_STAT("connections_accepted", srv->conns_accepted);
+    SRV_STAT("connections_rejected", srv->conns_rejected);
+    SRV_STAT("requests", srv->requests);
+    SRV_STAT("bad_frames", srv->bad_frames);
+    SRV_STAT("auth_failures", srv->auth_failures);
+    SRV_STAT("leases", srv->leases_active);
+    SRV_STAT("leases_expired", srv->leases_expired);
+    SRV_STAT("conn_pins", srv->conn_pins);
+    SRV_STAT("staged_puts", srv->staged_puts);
+#undef SRV_STAT
+    r = reply_to(m, (uint32_t)n);
+    r.u.stat_rep.ents = ents;
+    kvs_server_reply(srv, conn, &r);
+}
+
+static void op_verify(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
+                      const uint8_t *payload)
+{
+    kvs_wire_msg_t r = reply_to(m, 0);
+    uint64_t checked = 0, bad = 0;
+    int ret;
+
+    (void)payload;
+    /* Runs on the serving thread: other clients wait while it reads. */
+    ret = kvs_store_verify(srv->store, NULL, NULL, &checked, &bad);
+    if (ret) {
+        kvs_server_reply_status(srv, conn, &m->hdr, ret, false);
+        return;
+    }
+    kvs_info("verify: %llu blocks checked, %llu bad",
+             (unsigned long long)checked, (unsigned long long)bad);
+    r.u.verify_rep.checked = checked;
+    r.u.verify_rep.bad = bad;
+    kvs_server_reply(srv, conn, &r);
+}
+
+static const opdef_t opdefs[KVS_OP_COUNT] = {
+    [KVS_OP_HELLO] = {.name = "HELLO", .handle = op_hello},
+    [KVS_OP_PUT] = {.name = "PUT", .handle = op_put},
+    [KVS_OP_GET] = {.name = "GET", .handle = op_get},
+    [KVS_OP_MATCH] = {.name = "MATCH", .handle = op_match},
+    [KVS_OP_EXISTS] = {.name = "EXISTS", .handle = op_exists},
+    [KVS_OP_DELETE] = {.name = "DELETE", .handle = op_delete},
+    [KVS_OP_PIN] = {.name = "PIN", .handle = op_pin},
+    [KVS_OP_UNPIN] = {.name = "UNPIN", .handle = op_pin},
+    [KVS_OP_PREFETCH] = {.name = "PREFETCH",
+                         .feature = KVS_WIRE_FEAT_PREFETCH,
+                         .handle = op_prefetch},
+    [KVS_OP_RELEASE] = {.name = "RELEASE", .feature = KVS_WIRE_FEAT_LEASE,
+                        .handle = op_release},
+    [KVS_OP_STAT] = {.name = "STAT", .handle = op_stat},
+    [KVS_OP_VERIFY] = {.name = "VERIFY", .feature = KVS_WIRE_FEAT_VERIFY,
+                       .handle = op_verify},
+};
+
+int kvs_handler_check(void)
+{
+    for (unsigned op = 1; op < KVS_OP_COUNT; op++) {
+        if (op == KVS_OP_DATA)
+            continue; /* sent by the daemon only */
+        if (!opdefs[op].handle || !opdefs[op].name ||
+            strcmp(opdefs[op].name, kvs_wire_op_name(op)) != 0) {
+            kvs_error("opcode %u has no handler", op);
+            return KVS_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+bool kvs_handler_known(unsigned opcode)
+{
+    return opcode < KVS_OP_COUNT && opcode != 0;
+}
+
+void kvs_handler_dispatch(kvs_server_t *srv, kvs_conn_t *conn,
+                          kvs_wire_msg_t *m, const uint8_t *payload)
+{
+    const opdef_t *op = &opdefs[m->hdr.opcode];
+
+    if (!op->handle) {
+        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+        return;
+    }
+    if (op->feature && !(conn->features & op->feature)) {
+        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+        return;
+    }
+    kvs_trace("conn %llu: %s id %llu count %u", (unsigned long long)conn->id,
+              op->name, (unsigned long long)m->hdr.req_id, m->hdr.count);
+    conn->inflight++;
+    op->handle(srv, conn, m, payload);
+    conn->inflight--;
+}

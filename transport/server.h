@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The daemon side of the transport: a UCX listener on a socket address, one
+ * UCX worker driven by one thread, and the opcode handlers that call the
+ * storage engine. tools/kvstashd creates one server, runs it until a signal,
+ * then destroys it before closing the store.
+ */
+#ifndef KVS_SERVER_H
+#define KVS_SERVER_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvstore/store.h"
+
+/* One tenant: the connections that present token act as name and may use
+ * the listed namespaces (or every namespace when all_ns). Strings are the
+ * caller's and must outlive the server. */
+typedef struct kvs_tenant {
+    const char *name;
+    const char *token;
+    const char *const *namespaces;
+    size_t nnamespaces;
+    bool all_ns;
+} kvs_tenant_t;
+
+typedef struct kvs_server_config {
+    const char *listen_addr;      /* numeric IPv4/IPv6 address */
+    uint16_t port;                /* 0: any free port (see kvs_server_port) */
+    uint32_t max_conns;           /* connections at once */
+    uint32_t max_inflight;        /* requests in flight per connection */
+    uint32_t max_body;            /* bytes of a request body */
+    uint32_t max_keys;            /* entries per batch frame */
+    uint32_t max_payload;         /* bytes of one PUT payload */
+    uint32_t staging_slots;       /* PUT payloads received at once (each
+                                     max_payload bytes, allocated at start) */
+    uint32_t lease_default_ms;    /* a MATCH lease without a time */
+    uint32_t lease_max_ms;
+    uint32_t max_leases;          /* per connection */
+    uint32_t max_pins;            /* connection-held pins per connection */
+    uint32_t busy_poll_us;        /* spin this long before sleeping */
+    const kvs_tenant_t *tenants;  /* none: every token is accepted */
+    size_t ntenants;
+} kvs_server_config_t;
+
+typedef struct kvs_server kvs_server_t;
+
+void kvs_server_config_default(kvs_server_config_t *cfg);
+
+/*
+ * Creates the UCX context and worker, registers the store's DRAM arena with
+ * UCX once, and starts listening. The store is borrowed and must outlive the
+ * server. On success *server_out is the caller's until kvs_server_destroy().
+ */
+int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
+                      kvs_server_t **server_out);
+
+/* The port actually listened on (useful with port 0). */
+uint16_t kvs_server_port(const kvs_server_t *server);
+
+/* Serves until *stop becomes non-zero (set it from a signal handler). */
+int kvs_server_run(kvs_server_t *server, volatile sig_atomic_t *stop);
+
+/* Closes every connection (releasing its leases, pins and buffers), waits
+ * for in-flight sends to finish, and frees the server. NULL is a no-op. */
+void kvs_server_destroy(kvs_server_t *server);
+
+#endif

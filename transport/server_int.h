@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Internals shared by server.c (listener, connections, event loop, sends)
+ * and handler.c (the opcode table). Not a public header.
+ *
+ * Threading: everything here is owned by the one thread that runs
+ * kvs_server_run(); UCX callbacks run inside ucp_worker_progress() on that
+ * thread, so nothing in this file takes a lock.
+ */
+#ifndef KVS_SERVER_INT_H
+#define KVS_SERVER_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <ucp/api/ucp.h>
+
+#include "kvstash/wire.h"
+#include "transport/server.h"
+
+#define KVS_AM_ID 7u /* the UCX active-message id of every kvstash message */
+
+typedef struct kvs_conn kvs_conn_t;
+
+/* A lease: references taken by one MATCH, dropped by a GET naming it, a
+ * RELEASE, its timeout, or the connection's end. */
+typedef struct kvs_lease {
+    struct kvs_lease *next;
+    uint64_t id;
+    uint64_t expiry_ns;           /* monotonic */
+    uint32_t ns;                  /* store namespace of the keys */
+    uint32_t nkeys;
+    uint8_t keys[];               /* nkeys x (u8 len, bytes) */
+} kvs_lease_t;
+
+/* A reference a client took with PIN (not RETAIN); dropped by UNPIN or the
+ * connection's end. */
+typedef struct kvs_conn_pin {
+    uint8_t len;
+    uint8_t key[KVS_KEY_MAX];
+} kvs_conn_pin_t;
+
+/* One client connection. Lives until it is closed and the last send or
+ * receive that refers to it has completed (refs). */
+struct kvs_conn {
+    kvs_conn_t *next, *prev;      /* server's list of connections */
+    kvs_conn_t *hnext;            /* endpoint hash chain */
+    kvs_conn_t *close_next;       /* deferred-close list */
+    kvs_server_t *srv;
+    ucp_ep_h ep;
+    uint64_t id;
+    int refs;                     /* 1 while open + in-flight operations */
+    bool ready;                   /* HELLO accepted */
+    bool closing;                 /* no new work; being torn down */
+    bool close_queued;
+    bool close_after_reply;       /* fatal error answered: close once sent */
+    const kvs_tenant_t *tenant;
+    bool ns_ok;                   /* the tenant may use the namespace */
+    uint32_t ns;                  /* store namespace id, when ns_ok */
+    uint32_t features;            /* agreed in HELLO */
+    uint32_t inflight;            /* requests accepted, reply not yet sent */
+    kvs_lease_t *leases;
+    uint32_t nleases;
+    kvs_conn_pin_t *pins;         /* max_pins entries, allocated at first PIN */
+    uint32_t npins;
+};
+
+/* A send in flight: a frame and, for DATA, the pinned block it carries. */
+typedef struct kvs_tx {
+    struct kvs_tx *next;          /* free list */
+    kvs_conn_t *conn;             /* referenced while in flight */
+    bool has_view;
+    bool close_after;             /* close the connection once sent */
+    kvs_view_t view;              /* pinned source of a DATA payload */
+    uint8_t buf[];                /* tx_cap bytes */
+} kvs_tx_t;
+
+/* A PUT whose payload comes by rendezvous: waits for a staging slot, then
+ * for the payload to land in it. */
+typedef struct kvs_stage {
+    struct kvs_stage *next;
+    kvs_conn_t *conn;
+    void *desc;                   /* UCX rendezvous descriptor */
+    uint64_t len;                 /* payload bytes */
+    int slot;                     /* -1 until assigned */
+    size_t frame_len;
+    uint8_t frame[KVS_WIRE_INLINE_MAX];
+} kvs_stage_t;
+
+struct kvs_server {
+    kvs_server_config_t cfg;
+    kvs_store_t *store;           /* borrowed */
+    ucp_context_h ctx;
+    ucp_worker_h worker;
+    ucp_listener_h listener;
+    ucp_mem_h arena_memh;         /* the store's DRAM arena, mapped once */
+    int epfd;
+    uint16_t port;
+
+    kvs_conn_t *conns;            /* every connection not yet freed */
+    kvs_conn_t **hash;            /* open connections by endpoint */
+    uint32_t hash_mask;
+    kvs_conn_t *close_list;       /* connections to close from the loop */
+    uint32_t nconns;              /* open connections */
+    uint64_t next_conn_id;
+    uint64_t next_lease_id;
+
+    kvs_wire_limits_t lim;
+    kvs_wire_scratch_t *scratch;
+    size_t tx_cap;                /* bytes of a kvs_tx_t buffer */
+    kvs_tx_t *tx_free;
+    kvs_stage_t *stage_free;
+    kvs_stage_t *wait_head, *wait_tail; /* stages waiting for a slot */
+    uint8_t **slots;              /* staging_slots x max_payload bytes */
+    int *slot_free;
+    uint32_t nslot_free;
+
+    /* Per-request scratch for store calls (max_keys entries each). */
+    kvs_key_t *keys;
+    uint8_t *bytes;
+    int32_t *status;
+    kvs_wire_block_t *blocks;
+    kvs_put_args_t *puts;
+    kvs_iov_t *iovs;              /* KVS_WIRE_BODY_MAX / 4 entries */
+
+    /* Counters, reported by STAT. */
+    uint64_t conns_accepted;
+    uint64_t conns_rejected;
+    uint64_t bad_frames;
+    uint64_t auth_failures;
+    uint64_t requests;
+    uint64_t leases_active;
+    uint64_t leases_expired;
+    uint64_t conn_pins;
+    uint64_t staged_puts;
+};
+
+/* server.c */
+kvs_tx_t *kvs_server_tx_get(kvs_server_t *srv, kvs_conn_t *conn);
+void kvs_server_tx_put(kvs_server_t *srv, kvs_tx_t *tx);
+int kvs_server_send_frame(kvs_server_t *srv, kvs_tx_t *tx, size_t len);
+int kvs_server_send_data(kvs_server_t *srv, kvs_tx_t *tx, size_t hlen);
+void kvs_server_reply_status(kvs_server_t *srv, kvs_conn_t *conn,
+                             const kvs_wire_hdr_t *req, int status,
+                             bool close_after);
+void kvs_server_reply(kvs_server_t *srv, kvs_conn_t *conn,
+                      kvs_wire_msg_t *rep);
+void kvs_server_conn_close(kvs_conn_t *conn);
+void kvs_server_lease_free(kvs_server_t *srv, kvs_lease_t *lease);
+
+/* handler.c */
+int kvs_handler_check(void);
+/* Handles one decoded request; payload is the PUT payload when it is
+ * already in memory (eager or staged). */
+void kvs_handler_dispatch(kvs_server_t *srv, kvs_conn_t *conn,
+                          kvs_wire_msg_t *msg, const uint8_t *payload);
+bool kvs_handler_known(unsigned opcode);
+
+#endif
