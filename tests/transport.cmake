@@ -18,3 +18,20 @@ if(KVS_FUZZ)
     target_link_options(fuzz_wire PRIVATE -fsanitize=fuzzer,address,undefined)
     target_link_libraries(fuzz_wire PRIVATE kvs_wire)
 endif()
+
+# End-to-end tests: each starts a real kvstashd on 127.0.0.1 with an
+# ephemeral port and a data directory under KVS_TEST_DIR.
+add_library(kvs_e2e STATIC ${CMAKE_CURRENT_SOURCE_DIR}/e2e/e2e.c)
+target_compile_definitions(kvs_e2e PUBLIC
+    KVS_DAEMON_BIN="$<TARGET_FILE:kvstashd>")
+target_link_libraries(kvs_e2e PUBLIC kvstash kvs_testutil)
+add_dependencies(kvs_e2e kvstashd)
+file(GLOB KVS_E2E_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/e2e/e2e_*.c)
+foreach(src ${KVS_E2E_TESTS})
+    get_filename_component(name ${src} NAME_WE)
+    add_executable(${name} ${src})
+    target_link_libraries(${name} PRIVATE kvs_e2e kvs_wire PkgConfig::UCX)
+    add_test(NAME ${name} COMMAND ${name})
+    set_tests_properties(${name} PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
+        LABELS e2e ENVIRONMENT "KVS_TEST_DIR=${CMAKE_BINARY_DIR}/testdata")
+endforeach()
