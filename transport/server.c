@@ -151,8 +151,11 @@ void kvs_server_tx_put(kvs_server_t *srv, kvs_tx_t *tx)
         kvs_store_unpin_view(srv->store, &tx->view);
         tx->has_view = false;
     }
-    if (tx->close_after)
+    if (tx->close_after) {
+        /* Flush the error reply to the peer before disconnecting. */
+        conn->close_graceful = true;
         kvs_server_conn_close(conn);
+    }
     tx->next = srv->tx_free;
     srv->tx_free = tx;
     conn_unref(conn);
@@ -346,6 +349,10 @@ static void conn_close_now(kvs_conn_t *conn)
 
     if (conn->closing)
         return;
+    /* A peer that broke the protocol is alive: flush what we sent it (its
+     * error reply) first. A failed peer gets a forced close. */
+    if (conn->close_graceful && !conn->peer_failed)
+        prm.flags = 0;
     conn->closing = true;
     srv->nconns--;
     kvs_info("conn %llu: closing (tenant %s)", (unsigned long long)conn->id,
@@ -392,6 +399,7 @@ static void ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
     (void)ep;
     kvs_info("conn %llu: peer error: %s", (unsigned long long)conn->id,
              ucs_status_string(status));
+    conn->peer_failed = true;
     kvs_server_conn_close(conn);
 }
 

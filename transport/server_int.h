@@ -53,7 +53,8 @@ struct kvs_conn {
     bool ready;                   /* HELLO accepted */
     bool closing;                 /* no new work; being torn down */
     bool close_queued;
-    bool close_after_reply;       /* fatal error answered: close once sent */
+    bool close_graceful;          /* flush before disconnecting */
+    bool peer_failed;             /* UCX reported the peer gone */
     const kvs_tenant_t *tenant;
     bool ns_ok;                   /* the tenant may use the namespace */
     uint32_t ns;                  /* store namespace id, when ns_ok */
