@@ -74,8 +74,8 @@ size_t kvs_codec_bound(size_t len, uint32_t elem_size);
  * kvs_codec_bound(len, elem_size)).
  *
  * level: zstd level (1..ZSTD_maxCLevel()); <= 0 means "do not compress" and
- *   gives RAW. Level 1 is the one the engine uses; higher levels cost far
- *   more CPU for a ratio gain of a few percent on KV data.
+ *   gives RAW. Use 1: on bf16 KV data level 3 is twice as slow and no
+ *   better (docs/codec.md).
  * min_saving_pct (0..100): the encoding is kept only if it is smaller than
  *   len and saves at least this percentage of len; otherwise the output is
  *   RAW. 100 forces RAW for any len > 0.
@@ -85,6 +85,8 @@ size_t kvs_codec_bound(size_t len, uint32_t elem_size);
  * On success *codec_out is the codec id to store with the block and
  * *dst_len_out the number of bytes written to dst. RAW output is a copy of
  * src in dst (*dst_len_out == len). len 0 is valid and gives RAW, 0 bytes.
+ * The encoder may write anywhere in the first kvs_codec_bound(len) bytes
+ * of dst; only the first *dst_len_out bytes are meaningful afterwards.
  * src and dst must not overlap; src may be NULL when len is 0.
  *
  * Errors: -EINVAL (bad argument), -ENOBUFS (dst_cap too small), -ENOMEM
@@ -140,8 +142,8 @@ typedef struct kvs_codec_perf {
 /*
  * Measures, on one thread and on this machine, the throughput and ratio of
  * each path on sample (len bytes, a representative block). Each figure is
- * the best of repeated runs over about 30 ms, so the call takes roughly
- * 0.2 s. Encodes use min_saving_pct 0, so a path whose output would not be
+ * the best of repeated runs over about 30 ms with a warm cache, so the call
+ * takes roughly 0.25 s. Encodes use min_saving_pct 0, so a path whose output would not be
  * smaller reports ratio 1 and the time spent finding that out.
  *
  * Meant for start-up and for kvstash-bench: compare compress_bps / ratio
