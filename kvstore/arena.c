@@ -108,11 +108,13 @@ int kvs_arena_create(size_t bytes, kvs_arena_t **arena_out)
     a->prev = calloc(npages, sizeof(uint32_t));
     if (!a->tag || !a->next || !a->prev)
         goto err_free_tables;
+    /* Populated at create: first-touch faults (and zeroing) would
+     * otherwise land on the put path, one page at a time. */
     a->base = mmap(NULL, a->size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_POPULATE,
+                   -1, 0);
     if (a->base == MAP_FAILED)
         goto err_free_tables;
-    madvise(a->base, a->size, MADV_HUGEPAGE);
     for (unsigned b = 0; b < NBINS; b++)
         a->bin_head[b] = NIL;
     bin_insert(a, 0, a->npages);

@@ -51,6 +51,7 @@
 #include <xxhash.h>
 
 #define NIL UINT32_MAX
+#define PUT_CHUNK 64 /* puts sharing one durable write */
 
 enum {
     E_USED    = 1u << 0, /* allocated */
@@ -135,6 +136,7 @@ struct kvs_store {
     uint64_t uid_seq;
     uint64_t pinned_bytes;
     uint64_t dram_high, dram_low; /* bytes */
+    bool degrading;           /* between high and low watermark */
     struct ns_rec *ns;
     uint32_t nns;
     uint32_t ns_cap;
@@ -393,9 +395,23 @@ static bool dram_evict_locked(kvs_store_t *s, uint64_t bytes)
     return kvs_arena_largest_free(s->arena) >= bytes;
 }
 
+/*
+ * Write-behind starts when DRAM passes the high watermark and then runs
+ * without pause until it is back under the low one, so the disk stays busy
+ * while puts keep coming instead of idling between bursts.
+ */
 static bool need_degrade_locked(kvs_store_t *s)
 {
-    return s->seg && kvs_arena_used(s->arena) > s->dram_high;
+    size_t used;
+
+    if (!s->seg)
+        return false;
+    used = kvs_arena_used(s->arena);
+    if (used > s->dram_high)
+        s->degrading = true;
+    else if (used <= s->dram_low)
+        s->degrading = false;
+    return s->degrading;
 }
 
 /*
@@ -740,7 +756,8 @@ static int write_entries(kvs_store_t *s, const uint32_t *ents, uint32_t n,
 /* ---------------------------------------------------------------------- */
 /* Background thread: degrade DRAM to disk, expire TTLs, serve flushes. */
 
-#define DEGRADE_BATCH 64
+#define DEGRADE_BATCH 256          /* blocks per background write */
+#define DEGRADE_BYTES (64ull << 20) /* bytes per background write */
 
 /* Removes blocks past their TTL that nobody uses. */
 static void expire_sweep(kvs_store_t *s)
@@ -785,7 +802,7 @@ static uint32_t pick_degrade_locked(kvs_store_t *s, uint32_t *out,
     for (uint32_t i = s->lru_tail; i != NIL && n < max;) {
         struct entry *e = &s->ents[i];
         i = e->lru_prev;
-        if (!flush && used - bytes <= s->dram_low)
+        if (!flush && (used - bytes <= s->dram_low || bytes >= DEGRADE_BYTES))
             break;
         if (e->busy || !(e->flags & E_LINKED))
             continue;
@@ -1130,6 +1147,10 @@ static int open_nvme(kvs_store_t *s)
     if (ret == 0)
         ret = kvs_codec_create(&s->rcodec);
     if (ret == 0)
+        ret = kvs_codec_reserve(s->wcodec, s->cfg.max_block_bytes);
+    if (ret == 0)
+        ret = kvs_codec_reserve(s->rcodec, s->cfg.max_block_bytes);
+    if (ret == 0)
         ret = kvs_index_batch_create(&s->batch);
     return ret;
 }
@@ -1355,13 +1376,13 @@ int kvs_store_put(kvs_store_t *s, const kvs_put_args_t *a)
 int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
                         int *status_out)
 {
-    uint32_t ents[DEGRADE_BATCH];
-    int wstat[DEGRADE_BATCH];
+    uint32_t ents[PUT_CHUNK];
+    int wstat[PUT_CHUNK];
     uint32_t nd = 0;
     int first = 0;
 
     for (size_t done = 0; done < n;) {
-        size_t chunk = KVS_MIN(n - done, (size_t)DEGRADE_BATCH);
+        size_t chunk = KVS_MIN(n - done, (size_t)PUT_CHUNK);
         bool any_durable = false;
 
         /* Phase 1: room in DRAM and an entry for each block; copy. */
@@ -1442,7 +1463,7 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
         /* Phase 2: durable blocks go to disk, one flush and one index
          * commit for all of them. */
         if (any_durable) {
-            uint32_t dur[DEGRADE_BATCH], pos[DEGRADE_BATCH], ndur = 0;
+            uint32_t dur[PUT_CHUNK], pos[PUT_CHUNK], ndur = 0;
             for (uint32_t k = 0; k < nd; k++)
                 if (s->ents[ents[k]].flags & E_DURABLE) {
                     pos[ndur] = k;
