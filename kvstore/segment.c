@@ -8,7 +8,13 @@
  *
  *   data file:  | region 0 | region 1 | region 2 | ...          |
  *   region:     | block | block | block |  ...  | unused tail   |
- *   block:      | header (136 + 4*nparts) | payload | zero pad to 4 KiB |
+ *   block:      | header (136 + 4*nparts) | pad | payload | pad to 4 KiB |
+ *               ^ 4 KiB aligned                 ^ 4 KiB aligned
+ *
+ * The payload starts on its own 4 KiB boundary so that a block whose DRAM
+ * copy is laid out the same way (header pages, then the bytes) is written
+ * straight from the DRAM arena with one write, without a copy. Padding
+ * bytes carry no meaning and are not checked.
  *
  * Block header, little-endian:
  *
@@ -79,6 +85,11 @@ struct kvs_segment {
     uint64_t gen;         /* its generation */
     uint64_t region_fill; /* bytes appended into it */
     int write_err;        /* first write error since the last flush */
+    kvs_segment_write_cb write_cb;
+    bool image_fixed;     /* the image area is registered buffer NWBUF */
+    const uint8_t *image_base;
+    size_t image_len;
+    void *write_cb_arg;
 
     /* Reader side. */
     kvs_ring_t *rring;
@@ -87,13 +98,17 @@ struct kvs_segment {
     uint8_t *slots;       /* nslots * max_disk_len */
 };
 
+uint32_t kvs_segment_hdr_bytes(uint32_t nparts)
+{
+    return KVS_ALIGN_UP(KVS_SEG_HDR_FIXED + 4u * nparts, KVS_SEG_ALIGN);
+}
+
 uint32_t kvs_segment_disk_len(uint32_t key_len, uint32_t nparts,
                               uint64_t stored_len)
 {
     (void)key_len;
-    uint64_t n = KVS_SEG_HDR_FIXED + 4ull * nparts + stored_len;
-
-    return (uint32_t)KVS_ALIGN_UP(n, (uint64_t)KVS_SEG_ALIGN);
+    return (uint32_t)(kvs_segment_hdr_bytes(nparts) +
+                      KVS_ALIGN_UP(stored_len, (uint64_t)KVS_SEG_ALIGN));
 }
 
 /* Creates a ring with registered buffers, or without them if the kernel
@@ -114,7 +129,8 @@ static int ring_setup(unsigned depth, int fd, struct iovec *iov, unsigned n,
 int kvs_segment_open(const kvs_segment_config_t *cfg, kvs_segment_t **seg_out)
 {
     kvs_segment_t *s;
-    struct iovec iov[NWBUF];
+    struct iovec iov[NWBUF + 1];
+    unsigned niov = NWBUF;
     struct iovec *riov = NULL;
     struct stat st;
     int ret;
@@ -193,8 +209,17 @@ int kvs_segment_open(const kvs_segment_config_t *cfg, kvs_segment_t **seg_out)
     for (unsigned i = 0; i < s->nslots; i++)
         riov[i] = (struct iovec){s->slots + (size_t)i * s->max_disk_len,
                                  s->max_disk_len};
-    ret = ring_setup(KVS_MAX(cfg->io_depth, NWBUF), s->fd, iov, NWBUF,
+    /* The DRAM arena, when given, is registered too: blocks are written
+     * from it directly. io_uring takes buffers of up to 1 GiB. */
+    if (cfg->image_base && cfg->image_len && cfg->image_len <= (1ull << 30)) {
+        iov[NWBUF] = (struct iovec){(void *)cfg->image_base, cfg->image_len};
+        niov++;
+    }
+    s->image_base = cfg->image_base;
+    s->image_len = cfg->image_len;
+    ret = ring_setup(2 * KVS_MAX(cfg->io_depth, NWBUF), s->fd, iov, niov,
                      &s->wring, &s->wring_fixed);
+    s->image_fixed = s->wring_fixed && niov > NWBUF;
     if (ret)
         goto err_bufs;
     ret = ring_setup(cfg->io_depth, s->fd, riov, s->nslots, &s->rring,
@@ -252,7 +277,16 @@ static void write_done(void *arg, uint64_t user_data, int res)
 {
     kvs_segment_t *s = arg;
 
-    kvs_assert(user_data < NWBUF);
+    if (user_data >= NWBUF) {
+        /* A block written straight from its image. */
+        if (res < 0 && s->write_err == 0) {
+            s->write_err = res;
+            kvs_error("segment: direct write failed: %s", strerror(-res));
+        }
+        if (s->write_cb)
+            s->write_cb(s->write_cb_arg, user_data, res < 0 ? res : 0);
+        return;
+    }
     s->wb[user_data].in_flight = false;
     if (res < 0 && s->write_err == 0) {
         s->write_err = res;
@@ -261,6 +295,10 @@ static void write_done(void *arg, uint64_t user_data, int res)
                   (unsigned long long)s->wb[user_data].file_off,
                   strerror(-res));
     }
+    /* The buffer is free for the next fill. */
+    s->wb[user_data].fill = 0;
+    if (s->write_cb)
+        s->write_cb(s->write_cb_arg, (unsigned)user_data, res < 0 ? res : 0);
 }
 
 static int wbuf_submit(kvs_segment_t *s, unsigned i)
@@ -290,8 +328,92 @@ static int wbuf_wait(kvs_segment_t *s, unsigned i)
         if (ret < 0)
             return ret;
     }
-    s->wb[i].fill = 0;
     return 0;
+}
+
+void kvs_segment_set_write_cb(kvs_segment_t *s, kvs_segment_write_cb cb,
+                              void *arg)
+{
+    s->write_cb = cb;
+    s->write_cb_arg = arg;
+}
+
+unsigned kvs_segment_last_buf(const kvs_segment_t *s)
+{
+    return s->cur;
+}
+
+int kvs_segment_submit(kvs_segment_t *s)
+{
+    int ret;
+
+    if (s->wb[s->cur].fill == 0)
+        return 0;
+    ret = wbuf_submit(s, s->cur);
+    s->cur = (s->cur + 1) % NWBUF;
+    return ret;
+}
+
+int kvs_segment_append_image(kvs_segment_t *s, const kvs_seg_block_t *blk,
+                             uint8_t *image, uint64_t tag,
+                             kvs_seg_loc_t *loc_out)
+{
+    uint32_t disk_len = kvs_segment_disk_len(blk->key_len, blk->nparts,
+                                             blk->stored_len);
+    uint32_t hdr_bytes = kvs_segment_hdr_bytes(blk->nparts);
+    uint64_t off;
+    int ret;
+
+    kvs_assert(tag >= NWBUF);
+    kvs_assert(((uintptr_t)image & (KVS_SEG_ALIGN - 1)) == 0);
+    if (s->region == UINT32_MAX ||
+        s->region_fill + disk_len > s->region_bytes)
+        return -ENOSPC;
+    if (disk_len > s->max_disk_len)
+        return KVS_ETOOBIG;
+    /* The buffer being filled ends where this block starts. */
+    if (s->wb[s->cur].fill) {
+        wbuf_submit(s, s->cur);
+        s->cur = (s->cur + 1) % NWBUF;
+    }
+    uint32_t hdr_len = kvs_segment_block_encode(blk, s->gen, image);
+    memset(image + hdr_len, 0, hdr_bytes - hdr_len);
+    off = (uint64_t)s->region * s->region_bytes + s->region_fill;
+    bool fixed = s->image_fixed && image >= s->image_base &&
+                 image + disk_len <= s->image_base + s->image_len;
+    while ((ret = kvs_ring_write(s->wring, fixed ? NWBUF : -1, image,
+                                 disk_len, off, tag)) == -EBUSY) {
+        kvs_ring_submit(s->wring);
+        ret = kvs_ring_reap(s->wring, 1, write_done, s);
+        if (ret < 0)
+            return ret;
+    }
+    if (ret)
+        return ret;
+    ret = kvs_ring_submit(s->wring);
+    if (ret < 0)
+        return ret;
+    loc_out->off = off;
+    loc_out->gen = s->gen;
+    loc_out->region = s->region;
+    loc_out->disk_len = disk_len;
+    s->region_fill += disk_len;
+    return 0;
+}
+
+int kvs_segment_poll(kvs_segment_t *s, bool wait)
+{
+    int ret;
+
+    if (kvs_ring_inflight(s->wring) == 0)
+        return 0;
+    ret = kvs_ring_reap(s->wring, wait ? 1 : 0, write_done, s);
+    return ret < 0 ? ret : 0;
+}
+
+unsigned kvs_segment_writes_inflight(const kvs_segment_t *s)
+{
+    return kvs_ring_inflight(s->wring);
 }
 
 /* Writes out what is buffered; errors stay in write_err for the next
@@ -299,10 +421,13 @@ static int wbuf_wait(kvs_segment_t *s, unsigned i)
 static void flush_keep_error(kvs_segment_t *s)
 {
     wbuf_submit(s, s->cur);
-    for (unsigned i = 0; i < NWBUF; i++) {
-        int ret = wbuf_wait(s, i);
-        if (ret < 0 && s->write_err == 0)
-            s->write_err = ret;
+    while (kvs_ring_inflight(s->wring)) {
+        int ret = kvs_ring_reap(s->wring, 1, write_done, s);
+        if (ret < 0) {
+            if (s->write_err == 0)
+                s->write_err = ret;
+            break;
+        }
     }
     s->cur = (s->cur + 1) % NWBUF;
 }
@@ -311,13 +436,7 @@ int kvs_segment_flush(kvs_segment_t *s)
 {
     int ret;
 
-    wbuf_submit(s, s->cur);
-    for (unsigned i = 0; i < NWBUF; i++) {
-        ret = wbuf_wait(s, i);
-        if (ret < 0 && s->write_err == 0)
-            s->write_err = ret;
-    }
-    s->cur = (s->cur + 1) % NWBUF;
+    flush_keep_error(s);
     ret = s->write_err;
     s->write_err = 0;
     return ret;
@@ -423,14 +542,16 @@ int kvs_segment_block_decode(const uint8_t *b, const kvs_seg_loc_t *loc,
     blk.data_xxh = kvs_le64_load(b + 56);
     blk.key = b + 72;
     blk.part_lens = (const uint32_t *)(const void *)(b + KVS_SEG_HDR_FIXED);
-    if (blk.stored_len > loc->disk_len - hdr_len)
+    uint32_t hdr_bytes = kvs_segment_hdr_bytes(blk.nparts);
+    if (hdr_bytes > loc->disk_len ||
+        blk.stored_len > loc->disk_len - hdr_bytes)
         return KVS_ECORRUPT;
     for (uint32_t i = 0; i < blk.nparts; i++)
         sum += blk.part_lens[i];
     if (sum != blk.raw_len)
         return KVS_ECORRUPT;
     *out = blk;
-    *payload_out = b + hdr_len;
+    *payload_out = b + hdr_bytes;
     return 0;
 }
 
@@ -454,6 +575,8 @@ int kvs_segment_append(kvs_segment_t *s, const kvs_seg_block_t *blk,
         wbuf_submit(s, s->cur);
         s->cur = (s->cur + 1) % NWBUF;
         b = &s->wb[s->cur];
+    }
+    if (b->in_flight) {
         ret = wbuf_wait(s, s->cur);
         if (ret < 0)
             return ret;
@@ -462,13 +585,15 @@ int kvs_segment_append(kvs_segment_t *s, const kvs_seg_block_t *blk,
         b->file_off = (uint64_t)s->region * s->region_bytes + s->region_fill;
     p = b->mem + b->fill;
     uint32_t hdr_len = kvs_segment_block_encode(blk, s->gen, p);
+    uint32_t hdr_bytes = kvs_segment_hdr_bytes(blk->nparts);
+    memset(p + hdr_len, 0, hdr_bytes - hdr_len);
     uint64_t copied = 0;
     for (unsigned i = 0; i < niov; i++) {
-        memcpy(p + hdr_len + copied, payload[i].base, payload[i].len);
+        memcpy(p + hdr_bytes + copied, payload[i].base, payload[i].len);
         copied += payload[i].len;
     }
     kvs_assert(copied == blk->stored_len);
-    memset(p + hdr_len + copied, 0, disk_len - hdr_len - copied);
+    memset(p + hdr_bytes + copied, 0, disk_len - hdr_bytes - copied);
     loc_out->off = b->file_off + b->fill;
     loc_out->gen = s->gen;
     loc_out->region = s->region;

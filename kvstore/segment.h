@@ -38,6 +38,8 @@ typedef struct kvs_segment_config {
     uint32_t io_depth;        /* per ring */
     uint32_t read_slots;      /* bounce buffers for reads (>= 1) */
     uint32_t write_buf_bytes; /* each of the 4 write buffers */
+    const uint8_t *image_base; /* optional: memory block images are */
+    size_t image_len;          /* written from (the DRAM arena) */
 } kvs_segment_config_t;
 
 /* Where a block is on disk. */
@@ -71,6 +73,8 @@ uint32_t kvs_segment_nregions(const kvs_segment_t *seg);
 uint32_t kvs_segment_region_bytes(const kvs_segment_t *seg);
 /* Largest disk_len of any block (header and padding included). */
 uint32_t kvs_segment_max_disk_len(const kvs_segment_t *seg);
+/* Bytes of a block's header on disk, padding included (4 KiB multiple). */
+uint32_t kvs_segment_hdr_bytes(uint32_t nparts);
 /* Bytes a block of this shape takes on disk. */
 uint32_t kvs_segment_disk_len(uint32_t key_len, uint32_t nparts,
                               uint64_t stored_len);
@@ -95,6 +99,34 @@ uint32_t kvs_segment_region_current(const kvs_segment_t *seg);
 int kvs_segment_append(kvs_segment_t *seg, const kvs_seg_block_t *blk,
                        const kvs_iov_t *payload, unsigned niov,
                        kvs_seg_loc_t *loc_out);
+/*
+ * Asynchronous use. Appends fill one of four write buffers; a full buffer
+ * is written while the next one fills. The callback, when set, is called
+ * from inside append, submit, poll and flush each time a buffer's write
+ * completes, with the buffer's number and 0 or -errno: the blocks appended
+ * into that buffer are then on the file (not yet synced).
+ */
+typedef void (*kvs_segment_write_cb)(void *arg, uint64_t tag, int res);
+void kvs_segment_set_write_cb(kvs_segment_t *seg, kvs_segment_write_cb cb,
+                              void *arg);
+/* The buffer that holds the block appended last. */
+unsigned kvs_segment_last_buf(const kvs_segment_t *seg);
+/*
+ * Appends a block from its image: kvs_segment_hdr_bytes() of room for the
+ * header (written here) followed by the payload, padded to 4 KiB, at a
+ * 4 KiB-aligned address that stays valid until the write completes. The
+ * block is written with one write, without a copy; its completion is
+ * reported to the callback with tag (>= 4, unique among writes in flight).
+ */
+int kvs_segment_append_image(kvs_segment_t *seg, const kvs_seg_block_t *blk,
+                             uint8_t *image, uint64_t tag,
+                             kvs_seg_loc_t *loc_out);
+/* Starts the write of the partly filled buffer without waiting. */
+int kvs_segment_submit(kvs_segment_t *seg);
+/* Reaps finished writes (with wait, at least one if any is in flight). */
+int kvs_segment_poll(kvs_segment_t *seg, bool wait);
+unsigned kvs_segment_writes_inflight(const kvs_segment_t *seg);
+
 /* Writes everything appended and waits for it. -errno on a write error. */
 int kvs_segment_flush(kvs_segment_t *seg);
 /* fdatasync of the data file. */

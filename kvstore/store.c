@@ -12,10 +12,12 @@
  *
  * An entry can be in DRAM (E_DRAM, bytes at dram_off in the arena), on disk
  * (E_DISK, at loc), or both. Its DRAM copy is laid out as the block's bytes
- * followed by its part-length table, so the bytes start on a page boundary
- * and can be sent from directly:
+ * followed by its part-length table, behind room for its disk header, so
+ * the bytes start on a page boundary and can be sent from directly, and the
+ * extent is the block's disk image, written without a copy:
  *
- *   arena + dram_off: | data (raw_len) | pad to 8 | u32 part_lens[nparts] |
+ *   extent: | disk header pages | data (raw_len) | pad to 8 | part_lens |
+ *                                ^ arena + dram_off
  *
  * Locks, always taken in this order:
  *   wlock  the segment's writer and every write to block records in the
@@ -79,8 +81,8 @@ struct entry {
     uint64_t raw_len;       /* bytes */
     uint64_t expiry_ms;     /* wall clock; 0: none */
     uint64_t group;
-    uint64_t dram_off;      /* in the arena, when E_DRAM */
-    uint64_t dram_bytes;    /* allocated */
+    uint64_t dram_off;      /* of the data in the arena, when E_DRAM */
+    uint64_t dram_bytes;    /* allocated, header pages included */
     kvs_seg_loc_t loc;      /* when E_DISK */
     uint64_t stored_len;    /* bytes after the codec, when E_DISK */
     uint64_t data_xxh;      /* XXH3-64 of the raw bytes */
@@ -102,13 +104,20 @@ struct ns_rec {
     uint32_t elem_size;
 };
 
-/* One block scheduled for a write by the writer. */
+enum job_kind { JOB_DEGRADE, JOB_KEEP, JOB_PUT };
+enum job_state { JOB_APPENDED, JOB_DONE };
+
+/* One block being written (see the write pipeline below). */
 struct wjob {
     uint32_t e;             /* entry index */
     int status;
-    kvs_seg_loc_t loc;
+    uint8_t kind;           /* enum job_kind */
+    uint8_t state;          /* enum job_state */
     uint8_t codec;
+    uint64_t buf;           /* its write's tag (buffer 0..3 or >= 4) */
+    kvs_seg_loc_t loc;
     uint64_t stored_len;
+    int *result;            /* JOB_PUT: receives the status */
 };
 
 struct kvs_store {
@@ -137,6 +146,7 @@ struct kvs_store {
     uint64_t pinned_bytes;
     uint64_t dram_high, dram_low; /* bytes */
     bool degrading;           /* between high and low watermark */
+    uint64_t degrade_pending; /* DRAM bytes queued to degrade */
     struct ns_rec *ns;
     uint32_t nns;
     uint32_t ns_cap;
@@ -152,9 +162,15 @@ struct kvs_store {
     kvs_codec_t *wcodec;
     uint8_t *wscratch;        /* codec output, max_block bound */
     size_t wscratch_len;
-    struct wjob *jobs;
-    uint32_t *requeue;        /* njobs_max entries */
+    struct wjob *pend;        /* jobs in flight, njobs_max entries */
+    uint32_t npend;
+    uint32_t ndone;           /* of them DONE */
     uint32_t njobs_max;
+    uint32_t *requeue;        /* blocks to write again after a reclaim */
+    uint32_t nrequeue;
+    uint64_t tag_seq;         /* tags of direct writes, from 4 up */
+    uint32_t *dead;           /* dead entries to free after publishing */
+    uint32_t ndead;
 
     /* Guarded by rlock. */
     kvs_codec_t *rcodec;
@@ -315,7 +331,8 @@ static void dram_drop_locked(kvs_store_t *s, struct entry *e)
     kvs_assert(e->flags & E_DRAM);
     kvs_assert(e->refs == 0);
     lru_remove(s, e);
-    kvs_arena_free(s->arena, e->dram_off, e->dram_bytes);
+    kvs_arena_free(s->arena, e->dram_off - kvs_segment_hdr_bytes(e->nparts),
+                   e->dram_bytes);
     e->flags &= ~E_DRAM;
     s->st.dram_blocks--;
     pthread_cond_broadcast(&s->space_cv);
@@ -353,7 +370,18 @@ static void entry_remove_locked(kvs_store_t *s, struct entry *e)
 
 static uint64_t dram_bytes_for(uint64_t raw_len, uint32_t nparts)
 {
-    return KVS_ALIGN_UP(raw_len, 8ull) + 4ull * nparts;
+    return kvs_segment_hdr_bytes(nparts) + KVS_ALIGN_UP(raw_len, 8ull) +
+           4ull * nparts;
+}
+
+/* Zeroes what follows the part table up to the page end, so that padding
+ * written to disk never carries stale arena bytes. */
+static void dram_zero_tail(uint8_t *data, uint64_t raw_len, uint32_t nparts)
+{
+    uint64_t end = KVS_ALIGN_UP(raw_len, 8ull) + 4ull * nparts;
+
+    memset(data + raw_len, 0, KVS_ALIGN_UP(raw_len, 8ull) - raw_len);
+    memset(data + end, 0, KVS_ALIGN_UP(end, (uint64_t)KVS_ARENA_PAGE) - end);
 }
 
 static uint32_t *part_table(kvs_store_t *s, const struct entry *e)
@@ -569,77 +597,170 @@ static int region_next_wlocked(kvs_store_t *s, uint32_t *requeue,
 }
 
 /*
- * Writes the blocks of jobs[0..n) from DRAM to disk and records them in the
- * index; durable: data synced and index committed with sync before return.
- * Each job's status and location are set. Entries must be busy.
+ * The write pipeline. Blocks to write become jobs in s->pend (under wlock):
+ * a job is appended into one of the segment's write buffers (APPENDED),
+ * becomes DONE when that buffer's write completes (wbuf_done, called from
+ * inside the segment), and is published by publish_done_wlocked(): its
+ * index record is committed, the entry gets its disk location, and a
+ * degraded block leaves DRAM. Nothing waits for a write unless it has to,
+ * so the disk stays busy while the next blocks are copied.
+ *
+ * Job kinds: DEGRADE drops the DRAM copy once on disk; KEEP (a flush, or a
+ * block moved out of a reclaimed region) keeps it; PUT is a durable put
+ * whose caller holds the entry busy and publishes it itself.
  */
-static int write_jobs_wlocked(kvs_store_t *s, struct wjob *jobs, uint32_t *n,
-                              bool durable)
+static void wbuf_done(void *arg, uint64_t buf, int res)
 {
-    int ret = 0;
-    uint32_t requeue_max = s->njobs_max - *n;
+    kvs_store_t *s = arg;
 
-    for (uint32_t j = 0; j < *n; j++) {
-        struct wjob *job = &jobs[j];
-        struct entry *e = &s->ents[job->e];
-        const uint8_t *src = s->abase + e->dram_off;
-        kvs_seg_block_t blk = {
-            .ns = e->ns, .key_len = e->key_len, .key = e->key,
-            .key_hash = e->hash, .elem_size = e->elem_size,
-            .nparts = e->nparts, .part_lens = part_table(s, e),
-            .raw_len = e->raw_len, .data_xxh = e->data_xxh,
-        };
-        kvs_iov_t payload = {src, e->raw_len};
-        size_t out_len = 0;
-        uint8_t codec = KVS_CODEC_RAW;
+    for (uint32_t j = 0; j < s->npend; j++) {
+        struct wjob *job = &s->pend[j];
+        if (job->state != JOB_APPENDED || job->buf != buf)
+            continue;
+        job->state = JOB_DONE;
+        if (res && !job->status)
+            job->status = res;
+        s->ndone++;
+    }
+}
 
-        if (s->cfg.compress_level > 0 && e->raw_len > 0 &&
-            kvs_codec_encode(s->wcodec, src, e->raw_len, e->elem_size,
-                             s->cfg.compress_level,
-                             s->cfg.compress_min_saving_pct, s->wscratch,
-                             s->wscratch_len, &codec, &out_len) == 0 &&
-            codec != KVS_CODEC_RAW) {
-            payload = (kvs_iov_t){s->wscratch, out_len};
-        } else {
-            codec = KVS_CODEC_RAW;
-        }
-        blk.codec = codec;
-        blk.stored_len = payload.len;
-        for (;;) {
-            uint32_t nreq = 0;
+/* Encodes the entry's block and appends it, opening (and reclaiming) a
+ * region when the current one is full. */
+static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
+{
+    struct entry *e = &s->ents[job->e];
+    const uint8_t *src = s->abase + e->dram_off;
+    kvs_seg_block_t blk = {
+        .ns = e->ns, .key_len = e->key_len, .key = e->key,
+        .key_hash = e->hash, .elem_size = e->elem_size,
+        .nparts = e->nparts, .part_lens = part_table(s, e),
+        .raw_len = e->raw_len, .data_xxh = e->data_xxh,
+    };
+    kvs_iov_t payload = {src, e->raw_len};
+    size_t out_len = 0;
+    uint8_t codec = KVS_CODEC_RAW;
+
+    if (s->cfg.compress_level > 0 && e->raw_len > 0 &&
+        kvs_codec_encode(s->wcodec, src, e->raw_len, e->elem_size,
+                         s->cfg.compress_level,
+                         s->cfg.compress_min_saving_pct, s->wscratch,
+                         s->wscratch_len, &codec, &out_len) == 0 &&
+        codec != KVS_CODEC_RAW)
+        payload = (kvs_iov_t){s->wscratch, out_len};
+    else
+        codec = KVS_CODEC_RAW;
+    blk.codec = codec;
+    blk.stored_len = payload.len;
+    job->codec = codec;
+    job->stored_len = payload.len;
+    /* Raw blocks are written from their DRAM image; compressed ones are
+     * copied into the segment's write buffers. */
+    uint8_t *image = codec == KVS_CODEC_RAW
+                         ? s->abase + e->dram_off -
+                               kvs_segment_hdr_bytes(e->nparts)
+                         : NULL;
+    uint64_t tag = image ? ++s->tag_seq : 0;
+    for (;;) {
+        if (image)
+            job->status = kvs_segment_append_image(s->seg, &blk, image, tag,
+                                                   &job->loc);
+        else
             job->status = kvs_segment_append(s->seg, &blk, &payload, 1,
                                              &job->loc);
-            if (job->status != -ENOSPC)
-                break;
-            job->status = region_next_wlocked(s, s->requeue, &nreq,
-                                              requeue_max);
-            /* Blocks that lost their disk copy and must keep one are
-             * appended to this batch. */
-            for (uint32_t k = 0; k < nreq; k++)
-                jobs[*n + k] = (struct wjob){.e = s->requeue[k]};
-            *n += nreq;
-            requeue_max -= nreq;
-            if (job->status)
-                break;
-        }
-        job->codec = codec;
-        job->stored_len = payload.len;
-        if (job->status == 0) {
-            pthread_mutex_lock(&s->lock);
-            s->st.logical_bytes_degraded += e->raw_len;
-            s->st.stored_bytes_degraded += payload.len;
-            pthread_mutex_unlock(&s->lock);
-        }
-    }
-    ret = kvs_segment_flush(s->seg);
-    if (ret == 0 && durable)
-        ret = kvs_segment_sync(s->seg);
-    for (uint32_t j = 0; j < *n; j++) {
-        struct wjob *job = &jobs[j];
-        struct entry *e = &s->ents[job->e];
-        if (ret && job->status == 0)
-            job->status = ret;
+        if (job->status != -ENOSPC)
+            break;
+        job->status = region_next_wlocked(s, s->requeue, &s->nrequeue,
+                                          s->njobs_max);
         if (job->status)
+            break;
+    }
+    if (job->status) {
+        job->state = JOB_DONE;
+        s->ndone++;
+    } else {
+        job->state = JOB_APPENDED;
+        job->buf = image ? tag : kvs_segment_last_buf(s->seg);
+        pthread_mutex_lock(&s->lock);
+        s->st.logical_bytes_degraded += e->raw_len;
+        s->st.stored_bytes_degraded += payload.len;
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+static int drain_wlocked(kvs_store_t *s, bool sync);
+
+/* Queues the write of entry e (busy, in DRAM). Blocks that a region
+ * reclaim took off the disk but must keep a copy there follow it. */
+static void queue_write_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,
+                                int *result)
+{
+    if (s->npend == s->njobs_max)
+        drain_wlocked(s, false);
+    struct wjob *job = &s->pend[s->npend++];
+    *job = (struct wjob){.e = e, .kind = kind, .result = result};
+    append_one_wlocked(s, job);
+    while (s->nrequeue) {
+        if (s->npend == s->njobs_max)
+            drain_wlocked(s, false);
+        job = &s->pend[s->npend++];
+        *job = (struct wjob){.e = s->requeue[--s->nrequeue], .kind = JOB_KEEP};
+        append_one_wlocked(s, job);
+    }
+}
+
+/* Applies a finished job to its entry. Dead entries that reached the disk
+ * are collected so that their records can be deleted. */
+static void finish_job_locked(kvs_store_t *s, struct wjob *job)
+{
+    struct entry *e = &s->ents[job->e];
+
+    if (job->status == 0) {
+        if (e->flags & E_DISK) {
+            region_remove(s, e);
+            s->st.nvme_blocks--;
+        }
+        e->loc = job->loc;
+        e->codec = job->codec;
+        e->stored_len = job->stored_len;
+        e->flags |= E_DISK;
+        region_add(s, e);
+        s->st.nvme_blocks++;
+        s->st.bytes_written += job->loc.disk_len;
+    }
+    if (job->kind == JOB_PUT) {
+        *job->result = job->status;
+        return;
+    }
+    kvs_assert(e->busy > 0);
+    e->busy--;
+    if (job->kind == JOB_DEGRADE)
+        s->degrade_pending -= e->dram_bytes;
+    if (e->flags & E_DEAD) {
+        if (e->busy == 0)
+            s->dead[s->ndead++] = job->e;
+        return;
+    }
+    if (job->kind == JOB_DEGRADE && job->status == 0) {
+        s->st.degraded++;
+        if ((e->flags & E_DRAM) && !e->refs && !e->busy &&
+            e->cls != KVS_CLASS_PINNED)
+            dram_drop_locked(s, e);
+    }
+}
+
+/* Commits the records of finished jobs, publishes them and removes them
+ * from the pending list. */
+static int publish_done_wlocked(kvs_store_t *s, bool sync)
+{
+    int ret;
+    uint32_t k = 0;
+
+    if (s->ndone == 0)
+        return 0;
+    for (uint32_t j = 0; j < s->npend; j++) {
+        struct wjob *job = &s->pend[j];
+        struct entry *e = &s->ents[job->e];
+        if (job->state != JOB_DONE || job->status)
             continue;
         kvs_index_rec_t rec = {
             .ns = e->ns, .key_len = e->key_len, .parent_len = e->parent_len,
@@ -654,75 +775,28 @@ static int write_jobs_wlocked(kvs_store_t *s, struct wjob *jobs, uint32_t *n,
         memcpy(rec.parent, e->parent, e->parent_len);
         kvs_index_batch_put(s->batch, &rec);
     }
-    int iret = kvs_index_commit(s->index, s->batch, durable);
+    ret = kvs_index_commit(s->index, s->batch, sync);
     kvs_index_batch_clear(s->batch);
-    if (iret) {
-        for (uint32_t j = 0; j < *n; j++)
-            if (jobs[j].status == 0)
-                jobs[j].status = iret;
-        ret = ret ? ret : iret;
-    }
-    return ret;
-}
 
-/* Publishes the results of write_jobs_wlocked() and drops the busy marks;
- * with drop_dram, blocks now on disk leave DRAM. Returns the first error. */
-static int finish_jobs_locked(kvs_store_t *s, struct wjob *jobs, uint32_t n,
-                              bool drop_dram, int *dead_deletes)
-{
-    int first = 0;
-
-    for (uint32_t j = 0; j < n; j++) {
-        struct wjob *job = &jobs[j];
-        struct entry *e = &s->ents[job->e];
-
-        kvs_assert(e->busy > 0);
-        e->busy--;
-        if (job->status == 0) {
-            if (e->flags & E_DISK) {
-                region_remove(s, e);
-                s->st.nvme_blocks--;
-            }
-            e->loc = job->loc;
-            e->codec = job->codec;
-            e->stored_len = job->stored_len;
-            e->flags |= E_DISK;
-            region_add(s, e);
-            s->st.nvme_blocks++;
-            s->st.bytes_written += job->loc.disk_len;
-        } else if (!first) {
-            first = job->status;
-        }
-        if (e->flags & E_DEAD) {
-            /* Deleted while being written: its record must go too. */
-            if (job->status == 0)
-                (*dead_deletes)++;
-            if (e->busy == 0)
-                continue; /* freed by the caller after the index delete */
-        }
-        if (drop_dram && job->status == 0 && (e->flags & E_DRAM) &&
-            e->refs == 0 && e->busy == 0 && e->cls != KVS_CLASS_PINNED &&
-            kvs_arena_used(s->arena) > s->dram_low)
-            dram_drop_locked(s, e);
-    }
-    pthread_cond_broadcast(&s->space_cv);
-    return first;
-}
-
-/* Deletes the records of dead entries among jobs, then frees them. Called
- * with wlock held and lock not held. */
-static void reap_dead_wlocked(kvs_store_t *s, struct wjob *jobs, uint32_t n)
-{
-    for (uint32_t j = 0; j < n; j++) {
-        struct entry *e = &s->ents[jobs[j].e];
-        bool dead;
-
-        pthread_mutex_lock(&s->lock);
-        dead = (e->flags & E_DEAD) && e->busy == 0;
-        pthread_mutex_unlock(&s->lock);
-        if (!dead)
+    pthread_mutex_lock(&s->lock);
+    for (uint32_t j = 0; j < s->npend; j++) {
+        struct wjob *job = &s->pend[j];
+        if (job->state != JOB_DONE) {
+            s->pend[k++] = *job;
             continue;
-        if (jobs[j].status == 0)
+        }
+        if (ret && !job->status)
+            job->status = ret;
+        finish_job_locked(s, job);
+    }
+    s->npend = k;
+    s->ndone = 0;
+    pthread_cond_broadcast(&s->space_cv);
+    pthread_mutex_unlock(&s->lock);
+
+    for (uint32_t i = 0; i < s->ndead; i++) {
+        struct entry *e = &s->ents[s->dead[i]];
+        if (e->flags & E_DISK)
             kvs_index_block_delete_if(s->index, e->ns, e->key, e->key_len,
                                       e->uid);
         pthread_mutex_lock(&s->lock);
@@ -730,34 +804,37 @@ static void reap_dead_wlocked(kvs_store_t *s, struct wjob *jobs, uint32_t n)
             entry_free_locked(s, e);
         pthread_mutex_unlock(&s->lock);
     }
+    s->ndead = 0;
+    return ret;
 }
 
-/* Writes entries (busy, in DRAM) to disk and publishes them. */
-static int write_entries(kvs_store_t *s, const uint32_t *ents, uint32_t n,
-                         bool durable, bool drop_dram)
+/* Writes out everything queued, waits for it, optionally syncs data and
+ * index, and publishes. Returns the first error. */
+static int drain_wlocked(kvs_store_t *s, bool sync)
 {
-    int ret, dead = 0;
-    uint32_t njobs;
+    int ret = kvs_segment_flush(s->seg);
 
-    pthread_mutex_lock(&s->wlock);
-    kvs_assert(n <= s->njobs_max / 2);
-    for (uint32_t j = 0; j < n; j++)
-        s->jobs[j] = (struct wjob){.e = ents[j]};
-    njobs = n;
-    write_jobs_wlocked(s, s->jobs, &njobs, durable);
-    pthread_mutex_lock(&s->lock);
-    ret = finish_jobs_locked(s, s->jobs, njobs, drop_dram, &dead);
-    pthread_mutex_unlock(&s->lock);
-    reap_dead_wlocked(s, s->jobs, njobs);
-    pthread_mutex_unlock(&s->wlock);
-    return ret;
+    if (ret == 0 && sync)
+        ret = kvs_segment_sync(s->seg);
+    if (ret) {
+        /* The data of every block not yet published is in doubt. */
+        for (uint32_t j = 0; j < s->npend; j++) {
+            if (s->pend[j].state == JOB_APPENDED)
+                s->ndone++;
+            s->pend[j].state = JOB_DONE;
+            if (!s->pend[j].status)
+                s->pend[j].status = ret;
+        }
+    }
+    int pret = publish_done_wlocked(s, sync);
+    return ret ? ret : pret;
 }
 
 /* ---------------------------------------------------------------------- */
 /* Background thread: degrade DRAM to disk, expire TTLs, serve flushes. */
 
 #define DEGRADE_BATCH 256          /* blocks per background write */
-#define DEGRADE_BYTES (64ull << 20) /* bytes per background write */
+#define DEGRADE_BYTES (16ull << 20) /* bytes picked at a time */
 
 /* Removes blocks past their TTL that nobody uses. */
 static void expire_sweep(kvs_store_t *s)
@@ -799,6 +876,8 @@ static uint32_t pick_degrade_locked(kvs_store_t *s, uint32_t *out,
     uint32_t n = 0;
     uint64_t bytes = 0, used = kvs_arena_used(s->arena);
 
+    /* What is already on its way out counts as gone. */
+    used = used > s->degrade_pending ? used - s->degrade_pending : 0;
     for (uint32_t i = s->lru_tail; i != NIL && n < max;) {
         struct entry *e = &s->ents[i];
         i = e->lru_prev;
@@ -823,71 +902,113 @@ static uint32_t pick_degrade_locked(kvs_store_t *s, uint32_t *out,
         e->busy++;
         out[n++] = eidx(s, e);
         bytes += e->dram_bytes;
+        s->degrade_pending += e->dram_bytes;
     }
     return n;
 }
 
+static void bg_wait_locked(kvs_store_t *s, long ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&s->work_cv, &s->lock, &ts);
+}
+
+/*
+ * The background thread: writes DRAM behind to disk between the
+ * watermarks, serves flushes, and expires TTLs once a second. Writes are
+ * queued without waiting; the thread only waits for the disk when DRAM
+ * cannot drain otherwise, and it never sleeps with writes pending.
+ */
 static void *bg_main(void *arg)
 {
     kvs_store_t *s = arg;
     uint32_t picked[DEGRADE_BATCH];
     uint64_t last_sweep = kvs_clock_mono_ns();
+    int err_backoff = 0;
 
     pthread_mutex_lock(&s->lock);
     while (!s->stop) {
         bool flush = s->flush_done != s->flush_gen;
         uint32_t want = s->flush_gen;
+        bool degrade = need_degrade_locked(s) && !err_backoff;
+        uint32_t n = 0;
 
-        if (!flush && !need_degrade_locked(s)) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
-            pthread_cond_timedwait(&s->work_cv, &s->lock, &ts);
-            if (kvs_clock_mono_ns() - last_sweep > 1000000000ull) {
-                pthread_mutex_unlock(&s->lock);
-                expire_sweep(s);
-                last_sweep = kvs_clock_mono_ns();
-                pthread_mutex_lock(&s->lock);
-            }
-            continue;
-        }
-        uint32_t n = pick_degrade_locked(s, picked, DEGRADE_BATCH, flush);
+        if (flush || degrade)
+            n = pick_degrade_locked(s, picked, DEGRADE_BATCH, flush);
         pthread_mutex_unlock(&s->lock);
+
         int ret = 0;
-        if (n)
-            ret = write_entries(s, picked, n, flush, !flush);
+        if (s->seg) {
+            pthread_mutex_lock(&s->wlock);
+            for (uint32_t k = 0; k < n; k++) {
+                queue_write_wlocked(s, picked[k],
+                                    flush ? JOB_KEEP : JOB_DEGRADE, NULL);
+                if (s->ndone)
+                    publish_done_wlocked(s, false);
+            }
+            if (flush && n == 0) {
+                /* Every DRAM-only block is queued: write out, sync data
+                 * and index once, and the flush is done. */
+                ret = drain_wlocked(s, true);
+            } else if (n == 0 && s->npend) {
+                /* Nothing more to queue: push out the partial buffer and
+                 * wait for the disk, which is what frees DRAM now. */
+                kvs_segment_submit(s->seg);
+                kvs_segment_poll(s->seg, true);
+                ret = publish_done_wlocked(s, false);
+            } else {
+                kvs_segment_poll(s->seg, false);
+                ret = publish_done_wlocked(s, false);
+            }
+            pthread_mutex_unlock(&s->wlock);
+        }
+
         pthread_mutex_lock(&s->lock);
-        if (ret == 0 && n)
-            s->st.degraded += flush ? 0 : n;
         if (flush && (n == 0 || ret)) {
             s->flush_status = ret;
             s->flush_done = want;
             pthread_cond_broadcast(&s->space_cv);
         }
-        if (!flush && n == 0) {
-            /* Nothing can move (pinned or referenced): let waiters see it
-             * and retry later rather than spin. */
-            pthread_cond_broadcast(&s->space_cv);
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&s->work_cv, &s->lock, &ts);
-        }
         if (ret && !flush) {
-            /* A write error (disk full, EIO): back off, waiters time out
-             * with KVS_EFULL. */
+            /* A write error (disk full, EIO): back off a second; puts
+             * waiting for space time out with KVS_EFULL meanwhile. */
+            err_backoff = 1;
             pthread_cond_broadcast(&s->space_cv);
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
-            pthread_cond_timedwait(&s->work_cv, &s->lock, &ts);
+            bg_wait_locked(s, 1000);
+            continue;
+        }
+        err_backoff = 0;
+        if (n || flush || s->npend)
+            continue;
+        if (degrade) {
+            /* Over the watermark but nothing can move (pinned or
+             * referenced): let waiters see it, retry shortly. */
+            pthread_cond_broadcast(&s->space_cv);
+            bg_wait_locked(s, 50);
+            continue;
+        }
+        bg_wait_locked(s, 1000);
+        if (kvs_clock_mono_ns() - last_sweep > 1000000000ull) {
+            pthread_mutex_unlock(&s->lock);
+            expire_sweep(s);
+            last_sweep = kvs_clock_mono_ns();
+            pthread_mutex_lock(&s->lock);
         }
     }
     pthread_mutex_unlock(&s->lock);
+    if (s->seg) {
+        pthread_mutex_lock(&s->wlock);
+        drain_wlocked(s, false);
+        pthread_mutex_unlock(&s->wlock);
+    }
     return NULL;
 }
 
@@ -1119,6 +1240,7 @@ static int open_nvme(kvs_store_t *s)
         .max_block_bytes = s->cfg.max_block_bytes,
         .io_depth = s->cfg.io_depth, .read_slots = s->cfg.io_depth,
         .write_buf_bytes = 8u << 20,
+        .image_base = s->abase, .image_len = kvs_arena_size(s->arena),
     };
     /* Bounce slots for reads: io_depth of them, but not more than 256 MiB
      * of memory. */
@@ -1129,6 +1251,8 @@ static int open_nvme(kvs_store_t *s)
     ret = kvs_segment_open(&sc, &s->seg);
     if (ret)
         return ret;
+    kvs_segment_set_write_cb(s->seg, wbuf_done, s);
+    s->tag_seq = 4;
     s->nregions = kvs_segment_nregions(s->seg);
     s->regions = calloc(s->nregions, sizeof(*s->regions));
     if (!s->regions)
@@ -1137,11 +1261,14 @@ static int open_nvme(kvs_store_t *s)
         s->regions[r].head = NIL;
     s->wscratch_len = kvs_codec_bound(s->cfg.max_block_bytes, 4);
     s->wscratch = malloc(s->wscratch_len);
-    s->njobs_max = 2 * DEGRADE_BATCH +
+    /* Jobs in flight: every block that fits in the write buffers, one
+     * batch being queued, and a region's worth moved by a reclaim. */
+    s->njobs_max = 4 * (8u << 20) / KVS_SEG_ALIGN + DEGRADE_BATCH +
                    s->cfg.region_bytes / KVS_SEG_ALIGN;
-    s->jobs = calloc(s->njobs_max, sizeof(*s->jobs));
+    s->pend = calloc(s->njobs_max, sizeof(*s->pend));
     s->requeue = calloc(s->njobs_max, sizeof(*s->requeue));
-    if (!s->wscratch || !s->jobs || !s->requeue)
+    s->dead = calloc(s->njobs_max, sizeof(*s->dead));
+    if (!s->wscratch || !s->pend || !s->requeue || !s->dead)
         return -ENOMEM;
     ret = kvs_codec_create(&s->wcodec);
     if (ret == 0)
@@ -1251,8 +1378,9 @@ void kvs_store_close(kvs_store_t *s)
         for (uint32_t i = 0; i < s->nns; i++)
             free(s->ns[i].name);
     free(s->ns);
-    free(s->jobs);
+    free(s->pend);
     free(s->requeue);
+    free(s->dead);
     free(s->wscratch);
     free(s->regions);
     free(s->buckets);
@@ -1424,7 +1552,7 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
             }
             entry_set_key(e, a->ns, a->key, a->key_len,
                           key_hash(a->ns, a->key, a->key_len));
-            e->dram_off = off;
+            e->dram_off = off + kvs_segment_hdr_bytes(a->nparts);
             e->dram_bytes = bytes;
             e->flags |= E_DRAM;
             e->busy = 1;
@@ -1444,7 +1572,7 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
                 s->pinned_bytes += total;
             pthread_mutex_unlock(&s->lock);
 
-            uint8_t *dst = s->abase + off;
+            uint8_t *dst = s->abase + e->dram_off;
             uint32_t *pl = part_table(s, e);
             for (uint32_t p = 0; p < a->nparts; p++) {
                 if (a->parts[p].len)
@@ -1452,7 +1580,8 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
                 dst += a->parts[p].len;
                 pl[p] = (uint32_t)a->parts[p].len;
             }
-            e->data_xxh = XXH3_64bits(s->abase + off, total);
+            e->data_xxh = XXH3_64bits(s->abase + e->dram_off, total);
+            dram_zero_tail(s->abase + e->dram_off, total, a->nparts);
             wstat[nd] = 0;
             ents[nd++] = eidx(s, e);
             status_out[i] = 1; /* placeholder: in flight */
@@ -1471,20 +1600,8 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
                 }
             pthread_mutex_lock(&s->wlock);
             for (uint32_t j = 0; j < ndur; j++)
-                s->jobs[j] = (struct wjob){.e = dur[j]};
-            uint32_t njobs = ndur;
-            write_jobs_wlocked(s, s->jobs, &njobs, true);
-            pthread_mutex_lock(&s->lock);
-            /* Record results before publishing: finish_jobs marks E_DISK
-             * and drops the busy count taken in write_jobs for requeued
-             * blocks; ours keep theirs until published below. */
-            for (uint32_t j = 0; j < ndur; j++)
-                s->ents[s->jobs[j].e].busy++;
-            int dead = 0;
-            finish_jobs_locked(s, s->jobs, njobs, false, &dead);
-            for (uint32_t j = 0; j < ndur; j++)
-                wstat[pos[j]] = s->jobs[j].status;
-            pthread_mutex_unlock(&s->lock);
+                queue_write_wlocked(s, dur[j], JOB_PUT, &wstat[pos[j]]);
+            drain_wlocked(s, true);
             pthread_mutex_unlock(&s->wlock);
         }
 
@@ -1821,6 +1938,7 @@ static int promote_locked(kvs_store_t *s, struct entry *e)
         kvs_arena_free(s->arena, off, bytes);
         return (e->flags & E_DRAM) ? 0 : KVS_ENOTFOUND;
     }
+    uint64_t data_off = off + kvs_segment_hdr_bytes(e->nparts);
     e->busy++;
     memcpy(key, e->key, key_len);
     pthread_mutex_unlock(&s->lock);
@@ -1834,17 +1952,20 @@ static int promote_locked(kvs_store_t *s, struct entry *e)
         ret = ret < 0 ? ret : r.status;
     }
     if (ret == 0) {
-        uint32_t *pl = (uint32_t *)(void *)(s->abase + off +
+        uint32_t *pl = (uint32_t *)(void *)(s->abase + data_off +
                                             KVS_ALIGN_UP(r.raw_len, 8ull));
         ret = verify_decode_rlocked(s, &r, kvs_segment_slot(s->seg, 0), key,
-                                    key_len, s->abase + off, pl, r.nparts);
+                                    key_len, s->abase + data_off, pl,
+                                    r.nparts);
+        if (ret == 0)
+            dram_zero_tail(s->abase + data_off, r.raw_len, r.nparts);
     }
     pthread_mutex_unlock(&s->rlock);
 
     pthread_mutex_lock(&s->lock);
     e->busy--;
     if (ret == 0 && !(e->flags & E_DEAD) && !(e->flags & E_DRAM)) {
-        e->dram_off = off;
+        e->dram_off = data_off;
         e->dram_bytes = bytes;
         e->flags |= E_DRAM;
         lru_push(s, e);
