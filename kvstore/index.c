@@ -1,0 +1,456 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * RocksDB index. See index.h for the key space. A block record's value is
+ * fixed-width little-endian, with a version byte first and an XXH3 check
+ * last, so a record damaged on disk (or written by a newer kvstash) is
+ * rejected rather than trusted:
+ *
+ *   off  size  field
+ *     0     1  version (1)
+ *     1     1  codec
+ *     2     1  elem_size
+ *     3     1  class
+ *     4     4  nparts
+ *     8     4  region
+ *    12     4  disk_len
+ *    16     8  disk_off
+ *    24     8  gen
+ *    32     8  raw_len
+ *    40     8  stored_len
+ *    48     8  data_xxh
+ *    56     8  expiry_ms
+ *    64     8  group
+ *    72     8  uid
+ *    80     1  parent_len (0..64)
+ *    81     n  parent key
+ *  81+n     4  low 32 bits of XXH3-64 over bytes [0, 81+n)
+ */
+#include "kvstore/index.h"
+#include "common/debug.h"
+#include "common/endian.h"
+#include "common/log.h"
+#include "kvstash/status.h"
+
+#include <errno.h>
+#include <rocksdb/c.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define REC_VERSION 1
+#define REC_FIXED   81
+
+struct kvs_index {
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_writeoptions_t *wopts_sync;
+    rocksdb_writeoptions_t *wopts_async;
+    rocksdb_readoptions_t *ropts;
+};
+
+struct kvs_index_batch {
+    rocksdb_writebatch_t *wb;
+};
+
+/* Turns a RocksDB error string into a status, logs it and frees it. */
+static int index_error(char *err, const char *what)
+{
+    int ret = strstr(err, "No space left") ? KVS_EFULL : KVS_EINDEX;
+
+    kvs_error("index: %s: %s", what, err);
+    rocksdb_free(err);
+    return ret;
+}
+
+int kvs_index_open(const char *path, kvs_index_t **index_out)
+{
+    kvs_index_t *idx = calloc(1, sizeof(*idx));
+    char *err = NULL;
+
+    if (!idx)
+        return -ENOMEM;
+    idx->opts = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(idx->opts, 1);
+    /* Small footprint: the index is small and the machine is shared. */
+    rocksdb_options_set_max_open_files(idx->opts, 256);
+    rocksdb_options_set_keep_log_file_num(idx->opts, 2);
+    rocksdb_options_set_max_log_file_size(idx->opts, 1 << 20);
+    rocksdb_options_set_write_buffer_size(idx->opts, 16 << 20);
+    rocksdb_options_set_info_log_level(idx->opts, 2 /* WARN */);
+    idx->db = rocksdb_open(idx->opts, path, &err);
+    if (err) {
+        int ret = index_error(err, "open");
+        rocksdb_options_destroy(idx->opts);
+        free(idx);
+        return ret;
+    }
+    idx->wopts_sync = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(idx->wopts_sync, 1);
+    idx->wopts_async = rocksdb_writeoptions_create();
+    idx->ropts = rocksdb_readoptions_create();
+    *index_out = idx;
+    return 0;
+}
+
+void kvs_index_close(kvs_index_t *idx)
+{
+    if (!idx)
+        return;
+    rocksdb_close(idx->db);
+    rocksdb_writeoptions_destroy(idx->wopts_sync);
+    rocksdb_writeoptions_destroy(idx->wopts_async);
+    rocksdb_readoptions_destroy(idx->ropts);
+    rocksdb_options_destroy(idx->opts);
+    free(idx);
+}
+
+static int index_put(kvs_index_t *idx, const void *k, size_t klen,
+                     const void *v, size_t vlen, bool sync, const char *what)
+{
+    char *err = NULL;
+
+    rocksdb_put(idx->db, sync ? idx->wopts_sync : idx->wopts_async, k, klen,
+                v, vlen, &err);
+    return err ? index_error(err, what) : 0;
+}
+
+int kvs_index_meta_get(kvs_index_t *idx, kvs_index_meta_t *meta_out)
+{
+    char *err = NULL;
+    size_t vlen;
+    char *v = rocksdb_get(idx->db, idx->ropts, "M", 1, &vlen, &err);
+
+    if (err)
+        return index_error(err, "read layout");
+    if (!v)
+        return KVS_ENOTFOUND;
+    if (vlen != 12) {
+        rocksdb_free(v);
+        kvs_error("index: layout record has %zu bytes, expected 12", vlen);
+        return KVS_ECORRUPT;
+    }
+    meta_out->format = kvs_le32_load(v);
+    meta_out->region_bytes = kvs_le32_load(v + 4);
+    meta_out->nregions = kvs_le32_load(v + 8);
+    rocksdb_free(v);
+    return 0;
+}
+
+int kvs_index_meta_put(kvs_index_t *idx, const kvs_index_meta_t *meta)
+{
+    uint8_t v[12];
+
+    kvs_le32_store(v, meta->format);
+    kvs_le32_store(v + 4, meta->region_bytes);
+    kvs_le32_store(v + 8, meta->nregions);
+    return index_put(idx, "M", 1, v, sizeof(v), true, "write layout");
+}
+
+/* Iterates over every key starting with prefix. */
+typedef int (*scan_fn)(void *arg, const char *k, size_t klen, const char *v,
+                       size_t vlen);
+
+static int index_scan(kvs_index_t *idx, char prefix, scan_fn fn, void *arg)
+{
+    rocksdb_iterator_t *it = rocksdb_create_iterator(idx->db, idx->ropts);
+    char *err = NULL;
+    int ret = 0;
+
+    for (rocksdb_iter_seek(it, &prefix, 1); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        const char *v = rocksdb_iter_value(it, &vlen);
+        if (klen == 0 || k[0] != prefix)
+            break;
+        ret = fn(arg, k, klen, v, vlen);
+        if (ret)
+            break;
+    }
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    if (err)
+        return index_error(err, "scan");
+    return ret;
+}
+
+struct ns_scan {
+    kvs_index_ns_cb cb;
+    void *arg;
+};
+
+static int ns_one(void *arg, const char *k, size_t klen, const char *v,
+                  size_t vlen)
+{
+    struct ns_scan *s = arg;
+
+    if (vlen != 8 || klen < 2 || klen - 1 > KVS_NS_NAME_MAX) {
+        kvs_warn("index: skipping a malformed namespace record");
+        return 0;
+    }
+    s->cb(s->arg, k + 1, klen - 1, kvs_le32_load(v), kvs_le32_load(v + 4));
+    return 0;
+}
+
+int kvs_index_ns_load(kvs_index_t *idx, kvs_index_ns_cb cb, void *arg)
+{
+    struct ns_scan s = {cb, arg};
+
+    return index_scan(idx, 'N', ns_one, &s);
+}
+
+int kvs_index_ns_put(kvs_index_t *idx, const char *name, size_t name_len,
+                     uint32_t id, uint32_t elem_size)
+{
+    char k[1 + KVS_NS_NAME_MAX];
+    uint8_t v[8];
+
+    if (name_len == 0 || name_len > KVS_NS_NAME_MAX)
+        return -EINVAL;
+    k[0] = 'N';
+    memcpy(k + 1, name, name_len);
+    kvs_le32_store(v, id);
+    kvs_le32_store(v + 4, elem_size);
+    return index_put(idx, k, 1 + name_len, v, sizeof(v), true,
+                     "write namespace");
+}
+
+struct region_scan {
+    kvs_index_region_cb cb;
+    void *arg;
+};
+
+static int region_one(void *arg, const char *k, size_t klen, const char *v,
+                      size_t vlen)
+{
+    struct region_scan *s = arg;
+
+    if (klen != 5 || vlen != 8) {
+        kvs_warn("index: skipping a malformed region record");
+        return 0;
+    }
+    s->cb(s->arg, kvs_be32_load(k + 1),
+          kvs_le64_load(v));
+    return 0;
+}
+
+int kvs_index_region_load(kvs_index_t *idx, kvs_index_region_cb cb, void *arg)
+{
+    struct region_scan s = {cb, arg};
+
+    return index_scan(idx, 'R', region_one, &s);
+}
+
+int kvs_index_region_put(kvs_index_t *idx, uint32_t region, uint64_t gen,
+                         bool sync)
+{
+    uint8_t k[5], v[8];
+
+    k[0] = 'R';
+    kvs_be32_store(k + 1, region);
+    kvs_le64_store(v, gen);
+    return index_put(idx, k, sizeof(k), v, sizeof(v), sync, "write region");
+}
+
+size_t kvs_index_key_encode(uint32_t ns, const void *key, uint32_t key_len,
+                            uint8_t *buf)
+{
+    kvs_assert(key_len >= 1 && key_len <= KVS_KEY_MAX);
+    buf[0] = 'B';
+    kvs_be32_store(buf + 1, ns);
+    memcpy(buf + 5, key, key_len);
+    return 5 + key_len;
+}
+
+size_t kvs_index_rec_encode(const kvs_index_rec_t *r, uint8_t *b)
+{
+    size_t n;
+
+    kvs_assert(r->parent_len <= KVS_KEY_MAX);
+    b[0] = REC_VERSION;
+    b[1] = r->codec;
+    b[2] = r->elem_size;
+    b[3] = r->cls;
+    kvs_le32_store(b + 4, r->nparts);
+    kvs_le32_store(b + 8, r->region);
+    kvs_le32_store(b + 12, r->disk_len);
+    kvs_le64_store(b + 16, r->disk_off);
+    kvs_le64_store(b + 24, r->gen);
+    kvs_le64_store(b + 32, r->raw_len);
+    kvs_le64_store(b + 40, r->stored_len);
+    kvs_le64_store(b + 48, r->data_xxh);
+    kvs_le64_store(b + 56, r->expiry_ms);
+    kvs_le64_store(b + 64, r->group);
+    kvs_le64_store(b + 72, r->uid);
+    b[80] = r->parent_len;
+    memcpy(b + REC_FIXED, r->parent, r->parent_len);
+    n = REC_FIXED + r->parent_len;
+    kvs_le32_store(b + n, (uint32_t)XXH3_64bits(b, n));
+    return n + 4;
+}
+
+int kvs_index_rec_decode(const void *key, size_t klen, const void *val,
+                         size_t vlen, kvs_index_rec_t *out)
+{
+    const uint8_t *k = key, *b = val;
+    kvs_index_rec_t r;
+    size_t n;
+
+    if (klen < 6 || klen > KVS_INDEX_KEY_MAX || k[0] != 'B')
+        return KVS_ECORRUPT;
+    if (vlen < REC_FIXED + 4 || b[0] != REC_VERSION)
+        return KVS_ECORRUPT;
+    if (b[80] > KVS_KEY_MAX || vlen != REC_FIXED + b[80] + 4u)
+        return KVS_ECORRUPT;
+    n = REC_FIXED + b[80];
+    if (kvs_le32_load(b + n) != (uint32_t)XXH3_64bits(b, n))
+        return KVS_ECORRUPT;
+    memset(&r, 0, sizeof(r));
+    r.ns = kvs_be32_load(k + 1);
+    r.key_len = (uint8_t)(klen - 5);
+    memcpy(r.key, k + 5, r.key_len);
+    r.codec = b[1];
+    r.elem_size = b[2];
+    r.cls = b[3];
+    r.nparts = kvs_le32_load(b + 4);
+    r.region = kvs_le32_load(b + 8);
+    r.disk_len = kvs_le32_load(b + 12);
+    r.disk_off = kvs_le64_load(b + 16);
+    r.gen = kvs_le64_load(b + 24);
+    r.raw_len = kvs_le64_load(b + 32);
+    r.stored_len = kvs_le64_load(b + 40);
+    r.data_xxh = kvs_le64_load(b + 48);
+    r.expiry_ms = kvs_le64_load(b + 56);
+    r.group = kvs_le64_load(b + 64);
+    r.uid = kvs_le64_load(b + 72);
+    r.parent_len = b[80];
+    memcpy(r.parent, b + REC_FIXED, r.parent_len);
+    if (r.cls >= KVS_CLASS_COUNT || r.nparts == 0 || r.nparts > KVS_PARTS_MAX ||
+        r.stored_len > r.disk_len || r.disk_len == 0)
+        return KVS_ECORRUPT;
+    *out = r;
+    return 0;
+}
+
+
+struct rec_scan {
+    kvs_index_t *idx;
+    kvs_index_rec_cb cb;
+    void *arg;
+    uint64_t bad;
+    rocksdb_writebatch_t *drop;
+};
+
+static int rec_one(void *arg, const char *k, size_t klen, const char *v,
+                   size_t vlen)
+{
+    struct rec_scan *s = arg;
+    kvs_index_rec_t rec;
+
+    if (kvs_index_rec_decode(k, klen, v, vlen, &rec) != 0) {
+        s->bad++;
+        rocksdb_writebatch_delete(s->drop, k, klen);
+        return 0;
+    }
+    s->cb(s->arg, &rec);
+    return 0;
+}
+
+int kvs_index_block_load(kvs_index_t *idx, kvs_index_rec_cb cb, void *arg,
+                         uint64_t *bad_out)
+{
+    struct rec_scan s = {idx, cb, arg, 0, rocksdb_writebatch_create()};
+    char *err = NULL;
+    int ret = index_scan(idx, 'B', rec_one, &s);
+
+    if (ret == 0 && s.bad) {
+        kvs_warn("index: dropping %llu malformed block records",
+                 (unsigned long long)s.bad);
+        rocksdb_write(idx->db, idx->wopts_sync, s.drop, &err);
+        if (err)
+            ret = index_error(err, "drop malformed records");
+    }
+    rocksdb_writebatch_destroy(s.drop);
+    if (ret == 0 && bad_out)
+        *bad_out = s.bad;
+    return ret;
+}
+
+int kvs_index_batch_create(kvs_index_batch_t **batch_out)
+{
+    kvs_index_batch_t *b = malloc(sizeof(*b));
+
+    if (!b)
+        return -ENOMEM;
+    b->wb = rocksdb_writebatch_create();
+    *batch_out = b;
+    return 0;
+}
+
+void kvs_index_batch_destroy(kvs_index_batch_t *b)
+{
+    if (!b)
+        return;
+    rocksdb_writebatch_destroy(b->wb);
+    free(b);
+}
+
+void kvs_index_batch_clear(kvs_index_batch_t *b)
+{
+    rocksdb_writebatch_clear(b->wb);
+}
+
+void kvs_index_batch_put(kvs_index_batch_t *b, const kvs_index_rec_t *rec)
+{
+    uint8_t k[KVS_INDEX_KEY_MAX], v[KVS_INDEX_REC_MAX];
+    size_t kl = kvs_index_key_encode(rec->ns, rec->key, rec->key_len, k);
+    size_t vl = kvs_index_rec_encode(rec, v);
+
+    rocksdb_writebatch_put(b->wb, (const char *)k, kl, (const char *)v, vl);
+}
+
+void kvs_index_batch_delete(kvs_index_batch_t *b, uint32_t ns, const void *key,
+                            uint32_t key_len)
+{
+    uint8_t k[KVS_INDEX_KEY_MAX];
+    size_t kl = kvs_index_key_encode(ns, key, key_len, k);
+
+    rocksdb_writebatch_delete(b->wb, (const char *)k, kl);
+}
+
+int kvs_index_commit(kvs_index_t *idx, kvs_index_batch_t *b, bool sync)
+{
+    char *err = NULL;
+
+    if (rocksdb_writebatch_count(b->wb) == 0)
+        return 0;
+    rocksdb_write(idx->db, sync ? idx->wopts_sync : idx->wopts_async, b->wb,
+                  &err);
+    return err ? index_error(err, "commit") : 0;
+}
+
+int kvs_index_block_delete_if(kvs_index_t *idx, uint32_t ns, const void *key,
+                              uint32_t key_len, uint64_t uid)
+{
+    uint8_t k[KVS_INDEX_KEY_MAX];
+    size_t kl = kvs_index_key_encode(ns, key, key_len, k), vlen;
+    char *err = NULL;
+    char *v = rocksdb_get(idx->db, idx->ropts, (const char *)k, kl, &vlen,
+                          &err);
+    kvs_index_rec_t rec;
+
+    if (err)
+        return index_error(err, "read block record");
+    if (!v)
+        return 0;
+    /* A record that does not decode is dropped as well. */
+    if (kvs_index_rec_decode(k, kl, v, vlen, &rec) != 0 || rec.uid == uid) {
+        rocksdb_delete(idx->db, idx->wopts_async, (const char *)k, kl, &err);
+        if (err) {
+            rocksdb_free(v);
+            return index_error(err, "delete block record");
+        }
+    }
+    rocksdb_free(v);
+    return 0;
+}

@@ -1,0 +1,2325 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The storage engine facade: the block table, the DRAM tier, and the glue
+ * between them, the NVMe segment and the RocksDB index.
+ *
+ * Every block has one entry in a table allocated at open (no malloc on the
+ * data path), found through a chained hash of (namespace, key):
+ *
+ *   buckets[hash & mask] -> entry -> entry -> NIL        (hnext chains)
+ *   lru_head <-> ... <-> lru_tail                        (blocks in DRAM)
+ *   region[r].head <-> ... (blocks on disk in region r)  (rg_prev/rg_next)
+ *
+ * An entry can be in DRAM (E_DRAM, bytes at dram_off in the arena), on disk
+ * (E_DISK, at loc), or both. Its DRAM copy is laid out as the block's bytes
+ * followed by its part-length table, behind room for its disk header, so
+ * the bytes start on a page boundary and can be sent from directly, and the
+ * extent is the block's disk image, written without a copy:
+ *
+ *   extent: | disk header pages | data (raw_len) | pad to 8 | part_lens |
+ *                                ^ arena + dram_off
+ *
+ * Locks, always taken in this order:
+ *   wlock  the segment's writer and every write to block records in the
+ *          index, so records of one key are written in the order the store
+ *          decided them;
+ *   rlock  the segment's reader (ring and bounce slots);
+ *   lock   all metadata: the table, hash, LRU, arena, regions, stats.
+ * `lock` is never held across I/O or a copy of block data. An entry that a
+ * copy or I/O works on carries busy > 0 (internal) or refs > 0 (a caller's
+ * reference); neither kind is freed, and only refs makes a delete fail.
+ * A block deleted or replaced while busy is marked E_DEAD and unlinked; the
+ * last busy holder frees it.
+ *
+ * Disk reads need no reference on the region: a block read from a region
+ * reclaimed meanwhile fails its generation check and is a miss.
+ */
+#include "kvstore/store.h"
+#include "kvstore/arena.h"
+#include "kvstore/codec.h"
+#include "kvstore/index.h"
+#include "kvstore/segment.h"
+#include "common/clock.h"
+#include "common/debug.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#define NIL UINT32_MAX
+#define PUT_CHUNK 64 /* puts sharing one durable write */
+
+enum {
+    E_USED    = 1u << 0, /* allocated */
+    E_LINKED  = 1u << 1, /* in the hash: visible */
+    E_DRAM    = 1u << 2, /* DRAM copy valid */
+    E_DISK    = 1u << 3, /* disk copy valid, index record written */
+    E_DURABLE = 1u << 4, /* asked for durability: keep a disk copy */
+    E_DEAD    = 1u << 5, /* deleted or replaced while busy */
+    E_INLRU   = 1u << 6, /* on the DRAM LRU list */
+};
+
+struct entry {
+    uint64_t hash;          /* XXH3-64 of (ns, key) */
+    uint64_t uid;           /* unique per put */
+    uint32_t hnext;         /* hash chain */
+    uint32_t lru_prev, lru_next;
+    uint32_t rg_prev, rg_next;
+    uint32_t ns;
+    uint32_t flags;         /* E_* */
+    uint32_t refs;          /* callers' references (pins, views, leases) */
+    uint32_t busy;          /* the store's own I/O in progress */
+    uint32_t nparts;
+    uint8_t key_len, parent_len, cls, elem_size;
+    uint8_t codec;          /* of the disk copy */
+    uint64_t raw_len;       /* bytes */
+    uint64_t expiry_ms;     /* wall clock; 0: none */
+    uint64_t group;
+    uint64_t dram_off;      /* of the data in the arena, when E_DRAM */
+    uint64_t dram_bytes;    /* allocated, header pages included */
+    kvs_seg_loc_t loc;      /* when E_DISK */
+    uint64_t stored_len;    /* bytes after the codec, when E_DISK */
+    uint64_t data_xxh;      /* XXH3-64 of the raw bytes */
+    uint8_t key[KVS_KEY_MAX];
+    uint8_t parent[KVS_KEY_MAX];
+};
+
+enum region_state { RG_FREE = 0, RG_OPEN, RG_SEALED, RG_UNUSABLE };
+
+struct region {
+    uint64_t gen;           /* current generation */
+    uint32_t head;          /* entries on disk in this region */
+    uint32_t nblocks;
+    uint8_t state;          /* enum region_state */
+};
+
+struct ns_rec {
+    char *name;
+    uint32_t elem_size;
+};
+
+enum job_kind { JOB_DEGRADE, JOB_KEEP, JOB_PUT };
+enum job_state { JOB_APPENDED, JOB_DONE };
+
+/* One block being written (see the write pipeline below). */
+struct wjob {
+    uint32_t e;             /* entry index */
+    int status;
+    uint8_t kind;           /* enum job_kind */
+    uint8_t state;          /* enum job_state */
+    uint8_t codec;
+    uint64_t buf;           /* its write's tag (buffer 0..3 or >= 4) */
+    kvs_seg_loc_t loc;
+    uint64_t stored_len;
+    int *result;            /* JOB_PUT: receives the status */
+};
+
+struct kvs_store {
+    kvs_store_config_t cfg;
+    char *dir;
+
+    pthread_mutex_t lock;
+    pthread_cond_t space_cv;  /* DRAM space freed or a write finished */
+    pthread_cond_t work_cv;   /* wakes the background thread */
+    pthread_mutex_t wlock;
+    pthread_mutex_t rlock;
+
+    /* Guarded by lock. */
+    kvs_arena_t *arena;
+    uint8_t *abase;
+    struct entry *ents;
+    uint32_t nents;
+    uint32_t free_head;
+    uint32_t *buckets;
+    uint32_t bucket_mask;
+    uint32_t lru_head, lru_tail;
+    struct region *regions;
+    uint32_t nregions;
+    uint64_t gen_seq;
+    uint64_t uid_seq;
+    uint64_t pinned_bytes;
+    uint64_t dram_high, dram_low; /* bytes */
+    bool degrading;           /* between high and low watermark */
+    uint64_t degrade_pending; /* DRAM bytes queued to degrade */
+    struct ns_rec *ns;
+    uint32_t nns;
+    uint32_t ns_cap;
+    bool stop;
+    uint32_t flush_gen;       /* flush requests made */
+    uint32_t flush_done;      /* flush requests served */
+    int flush_status;
+    kvs_store_stats_t st;
+
+    /* Guarded by wlock. */
+    kvs_segment_t *seg;       /* NULL: no NVMe tier */
+    kvs_index_batch_t *batch;
+    kvs_codec_t *wcodec;
+    uint8_t *wscratch;        /* codec output, max_block bound */
+    size_t wscratch_len;
+    struct wjob *pend;        /* jobs in flight, njobs_max entries */
+    uint32_t npend;
+    uint32_t ndone;           /* of them DONE */
+    uint32_t njobs_max;
+    uint32_t *requeue;        /* blocks to write again after a reclaim */
+    uint32_t nrequeue;
+    uint64_t tag_seq;         /* tags of direct writes, from 4 up */
+    uint32_t *dead;           /* dead entries to free after publishing */
+    uint32_t ndead;
+
+    /* Guarded by rlock. */
+    kvs_codec_t *rcodec;
+
+    kvs_index_t *index;
+    pthread_t bg;
+    bool bg_started;
+};
+
+/* ---------------------------------------------------------------------- */
+
+static uint64_t key_hash(uint32_t ns, const void *key, uint32_t len)
+{
+    return XXH3_64bits_withSeed(key, len, 0x9e3779b97f4a7c15ull ^ ns);
+}
+
+static uint32_t eidx(const kvs_store_t *s, const struct entry *e)
+{
+    return (uint32_t)(e - s->ents);
+}
+
+static struct entry *lookup_locked(kvs_store_t *s, uint32_t ns,
+                                   const void *key, uint32_t len,
+                                   uint64_t hash)
+{
+    for (uint32_t i = s->buckets[hash & s->bucket_mask]; i != NIL;
+         i = s->ents[i].hnext) {
+        struct entry *e = &s->ents[i];
+        if (e->hash == hash && e->ns == ns && e->key_len == len &&
+            memcmp(e->key, key, len) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static bool expired(const struct entry *e, uint64_t now_ms)
+{
+    return e->expiry_ms && now_ms >= e->expiry_ms;
+}
+
+/* A visible entry, or NULL if absent or past its TTL. */
+static struct entry *find_locked(kvs_store_t *s, uint32_t ns, const void *key,
+                                 uint32_t len)
+{
+    struct entry *e = lookup_locked(s, ns, key, len, key_hash(ns, key, len));
+
+    if (e && expired(e, kvs_clock_real_ms()))
+        return NULL;
+    return e;
+}
+
+static void hash_link(kvs_store_t *s, struct entry *e)
+{
+    uint32_t *b = &s->buckets[e->hash & s->bucket_mask];
+
+    e->hnext = *b;
+    *b = eidx(s, e);
+    e->flags |= E_LINKED;
+}
+
+static void hash_unlink(kvs_store_t *s, struct entry *e)
+{
+    uint32_t *p = &s->buckets[e->hash & s->bucket_mask];
+    uint32_t i = eidx(s, e);
+
+    while (*p != i) {
+        kvs_assert(*p != NIL);
+        p = &s->ents[*p].hnext;
+    }
+    *p = e->hnext;
+    e->flags &= ~E_LINKED;
+}
+
+static void lru_push(kvs_store_t *s, struct entry *e)
+{
+    uint32_t i = eidx(s, e);
+
+    kvs_assert(!(e->flags & E_INLRU));
+    e->flags |= E_INLRU;
+    e->lru_prev = NIL;
+    e->lru_next = s->lru_head;
+    if (s->lru_head != NIL)
+        s->ents[s->lru_head].lru_prev = i;
+    else
+        s->lru_tail = i;
+    s->lru_head = i;
+}
+
+static void lru_remove(kvs_store_t *s, struct entry *e)
+{
+    if (!(e->flags & E_INLRU))
+        return;
+    e->flags &= ~E_INLRU;
+    if (e->lru_prev != NIL)
+        s->ents[e->lru_prev].lru_next = e->lru_next;
+    else
+        s->lru_head = e->lru_next;
+    if (e->lru_next != NIL)
+        s->ents[e->lru_next].lru_prev = e->lru_prev;
+    else
+        s->lru_tail = e->lru_prev;
+    e->lru_prev = e->lru_next = NIL;
+}
+
+static void lru_touch(kvs_store_t *s, struct entry *e)
+{
+    if ((e->flags & E_INLRU) && s->lru_head != eidx(s, e)) {
+        lru_remove(s, e);
+        lru_push(s, e);
+    }
+}
+
+static void region_add(kvs_store_t *s, struct entry *e)
+{
+    struct region *r = &s->regions[e->loc.region];
+    uint32_t i = eidx(s, e);
+
+    e->rg_prev = NIL;
+    e->rg_next = r->head;
+    if (r->head != NIL)
+        s->ents[r->head].rg_prev = i;
+    r->head = i;
+    r->nblocks++;
+}
+
+static void region_remove(kvs_store_t *s, struct entry *e)
+{
+    struct region *r = &s->regions[e->loc.region];
+
+    if (e->rg_prev != NIL)
+        s->ents[e->rg_prev].rg_next = e->rg_next;
+    else
+        r->head = e->rg_next;
+    if (e->rg_next != NIL)
+        s->ents[e->rg_next].rg_prev = e->rg_prev;
+    r->nblocks--;
+    if (r->nblocks == 0 && r->state == RG_SEALED)
+        r->state = RG_FREE;
+}
+
+static struct entry *entry_alloc_locked(kvs_store_t *s)
+{
+    struct entry *e;
+
+    if (s->free_head == NIL)
+        return NULL;
+    e = &s->ents[s->free_head];
+    s->free_head = e->hnext;
+    memset(e, 0, offsetof(struct entry, key));
+    e->flags = E_USED;
+    e->hnext = e->lru_prev = e->lru_next = e->rg_prev = e->rg_next = NIL;
+    e->uid = ++s->uid_seq;
+    return e;
+}
+
+static void dram_drop_locked(kvs_store_t *s, struct entry *e)
+{
+    kvs_assert(e->flags & E_DRAM);
+    kvs_assert(e->refs == 0);
+    lru_remove(s, e);
+    kvs_arena_free(s->arena, e->dram_off - kvs_segment_hdr_bytes(e->nparts),
+                   e->dram_bytes);
+    e->flags &= ~E_DRAM;
+    s->st.dram_blocks--;
+    pthread_cond_broadcast(&s->space_cv);
+}
+
+/* Frees an entry that is unlinked and not busy. */
+static void entry_free_locked(kvs_store_t *s, struct entry *e)
+{
+    kvs_assert(!(e->flags & E_LINKED));
+    kvs_assert(e->busy == 0 && e->refs == 0);
+    if (e->flags & E_DRAM)
+        dram_drop_locked(s, e);
+    if (e->flags & E_DISK) {
+        region_remove(s, e);
+        s->st.nvme_blocks--;
+    }
+    if (e->cls == KVS_CLASS_PINNED)
+        s->pinned_bytes -= e->raw_len;
+    e->flags = 0;
+    e->hnext = s->free_head;
+    s->free_head = eidx(s, e);
+}
+
+/* Makes a linked entry invisible; frees it unless the store is still
+ * working on it. */
+static void entry_remove_locked(kvs_store_t *s, struct entry *e)
+{
+    hash_unlink(s, e);
+    s->st.blocks--;
+    if (e->busy)
+        e->flags |= E_DEAD;
+    else
+        entry_free_locked(s, e);
+}
+
+static uint64_t dram_bytes_for(uint64_t raw_len, uint32_t nparts)
+{
+    return kvs_segment_hdr_bytes(nparts) + KVS_ALIGN_UP(raw_len, 8ull) +
+           4ull * nparts;
+}
+
+/* Zeroes what follows the part table up to the page end, so that padding
+ * written to disk never carries stale arena bytes. */
+static void dram_zero_tail(uint8_t *data, uint64_t raw_len, uint32_t nparts)
+{
+    uint64_t end = KVS_ALIGN_UP(raw_len, 8ull) + 4ull * nparts;
+
+    memset(data + raw_len, 0, KVS_ALIGN_UP(raw_len, 8ull) - raw_len);
+    memset(data + end, 0, KVS_ALIGN_UP(end, (uint64_t)KVS_ARENA_PAGE) - end);
+}
+
+static uint32_t *part_table(kvs_store_t *s, const struct entry *e)
+{
+    return (uint32_t *)(void *)(s->abase + e->dram_off +
+                                KVS_ALIGN_UP(e->raw_len, 8ull));
+}
+
+static void entry_set_key(struct entry *e, uint32_t ns, const void *key,
+                          uint32_t len, uint64_t hash)
+{
+    e->ns = ns;
+    e->key_len = (uint8_t)len;
+    memcpy(e->key, key, len);
+    e->hash = hash;
+}
+
+/* ---------------------------------------------------------------------- */
+/* DRAM space */
+
+/* Drops LRU blocks (no NVMe tier) until bytes fit; true if they now do. */
+static bool dram_evict_locked(kvs_store_t *s, uint64_t bytes)
+{
+    uint32_t i = s->lru_tail;
+
+    while (kvs_arena_largest_free(s->arena) < bytes && i != NIL) {
+        struct entry *e = &s->ents[i];
+        i = e->lru_prev;
+        if (e->refs || e->busy || e->cls == KVS_CLASS_PINNED ||
+            !(e->flags & E_LINKED))
+            continue;
+        if (e->flags & E_DISK) {
+            dram_drop_locked(s, e);
+        } else {
+            entry_remove_locked(s, e);
+            s->st.evicted++;
+        }
+    }
+    return kvs_arena_largest_free(s->arena) >= bytes;
+}
+
+/*
+ * Write-behind starts when DRAM passes the high watermark and then runs
+ * without pause until it is back under the low one, so the disk stays busy
+ * while puts keep coming instead of idling between bursts.
+ */
+static bool need_degrade_locked(kvs_store_t *s)
+{
+    size_t used;
+
+    if (!s->seg)
+        return false;
+    used = kvs_arena_used(s->arena);
+    if (used > s->dram_high)
+        s->degrading = true;
+    else if (used <= s->dram_low)
+        s->degrading = false;
+    return s->degrading;
+}
+
+/*
+ * Allocates DRAM for a block, making room if needed: without an NVMe tier
+ * by dropping least recently used blocks, with one by waking the background
+ * writer and waiting up to full_wait_ms for it. KVS_EFULL if no room.
+ */
+static int dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out)
+{
+    struct timespec deadline;
+    bool have_deadline = false;
+
+    for (;;) {
+        if (kvs_arena_alloc(s->arena, bytes, off_out) == 0) {
+            if (need_degrade_locked(s))
+                pthread_cond_signal(&s->work_cv);
+            return 0;
+        }
+        if (!s->seg) {
+            if (!dram_evict_locked(s, bytes))
+                return KVS_EFULL;
+            continue;
+        }
+        if (!have_deadline) {
+            clock_gettime(CLOCK_REALTIME, &deadline);
+            deadline.tv_sec += s->cfg.full_wait_ms / 1000;
+            deadline.tv_nsec += (long)(s->cfg.full_wait_ms % 1000) * 1000000L;
+            if (deadline.tv_nsec >= 1000000000L) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000L;
+            }
+            have_deadline = true;
+        }
+        /* Blocks already on disk can leave DRAM at once. */
+        uint32_t i = s->lru_tail;
+        while (i != NIL && kvs_arena_largest_free(s->arena) < bytes) {
+            struct entry *e = &s->ents[i];
+            i = e->lru_prev;
+            if ((e->flags & E_DISK) && !e->refs && !e->busy &&
+                e->cls != KVS_CLASS_PINNED)
+                dram_drop_locked(s, e);
+        }
+        if (kvs_arena_largest_free(s->arena) >= bytes)
+            continue;
+        pthread_cond_signal(&s->work_cv);
+        if (pthread_cond_timedwait(&s->space_cv, &s->lock, &deadline) ==
+            ETIMEDOUT) {
+            if (kvs_arena_alloc(s->arena, bytes, off_out) == 0)
+                return 0;
+            return KVS_EFULL;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Writer: regions, appends, index records. All under wlock. */
+
+/*
+ * Frees a region for writing: blocks on disk only are evicted (their index
+ * records deleted in the same batch); blocks also in DRAM just lose their
+ * disk copy, and those that must stay durable or are pinned are queued in
+ * jobs to be written again. Returns the region or NIL if every region holds
+ * something that cannot move now.
+ */
+static uint32_t region_pick_locked(kvs_store_t *s, uint32_t *requeue,
+                                   uint32_t *nrequeue, uint32_t requeue_max)
+{
+    uint32_t best = NIL;
+
+    for (uint32_t r = 0; r < s->nregions; r++)
+        if (s->regions[r].state == RG_FREE)
+            return r;
+    /* Oldest first: the lowest generation among sealed regions. */
+    for (uint32_t r = 0; r < s->nregions; r++) {
+        struct region *rg = &s->regions[r];
+        bool movable = rg->state == RG_SEALED;
+        for (uint32_t i = rg->head; movable && i != NIL;
+             i = s->ents[i].rg_next) {
+            const struct entry *e = &s->ents[i];
+            if (e->busy || (!(e->flags & E_DRAM) &&
+                            e->cls == KVS_CLASS_PINNED))
+                movable = false;
+        }
+        if (movable && (best == NIL || rg->gen < s->regions[best].gen))
+            best = r;
+    }
+    if (best == NIL)
+        return NIL;
+    struct region *rg = &s->regions[best];
+    while (rg->head != NIL) {
+        struct entry *e = &s->ents[rg->head];
+        region_remove(s, e);
+        e->flags &= ~E_DISK;
+        s->st.nvme_blocks--;
+        if (e->flags & E_DRAM) {
+            if ((e->flags & E_DURABLE || e->cls == KVS_CLASS_PINNED) &&
+                *nrequeue < requeue_max) {
+                e->busy++;
+                requeue[(*nrequeue)++] = eidx(s, e);
+            }
+            continue;
+        }
+        /* The index record goes in the writer's batch, committed with the
+         * blocks that take the region's space. */
+        kvs_index_batch_delete(s->batch, e->ns, e->key, e->key_len);
+        entry_remove_locked(s, e);
+        s->st.evicted++;
+    }
+    s->st.regions_reclaimed++;
+    rg->state = RG_FREE;
+    return best;
+}
+
+static int region_next_wlocked(kvs_store_t *s, uint32_t *requeue,
+                               uint32_t *nrequeue, uint32_t requeue_max)
+{
+    for (;;) {
+        uint32_t r, cur;
+        uint64_t gen;
+        int ret;
+
+        pthread_mutex_lock(&s->lock);
+        cur = kvs_segment_region_current(s->seg);
+        /* Sealed even if no block of it is published yet: blocks of the
+         * batch in progress are in it. An empty sealed region is the
+         * first to be reclaimed. */
+        if (cur != UINT32_MAX && s->regions[cur].state == RG_OPEN)
+            s->regions[cur].state = RG_SEALED;
+        r = region_pick_locked(s, requeue, nrequeue, requeue_max);
+        if (r == NIL) {
+            pthread_mutex_unlock(&s->lock);
+            kvs_warn("store: no region can be reclaimed: disk tier full");
+            return KVS_EFULL;
+        }
+        gen = ++s->gen_seq;
+        s->regions[r].state = RG_OPEN;
+        s->regions[r].gen = gen;
+        pthread_mutex_unlock(&s->lock);
+
+        /* The new generation is recorded before any block of it: a record
+         * that outlives a crash can then only name the generation its data
+         * was written with, or an older one, which reads as a miss. */
+        ret = kvs_index_region_put(s->index, r, gen, false);
+        if (ret == 0)
+            ret = kvs_segment_region_open(s->seg, r, gen);
+        if (ret == 0)
+            return 0;
+        pthread_mutex_lock(&s->lock);
+        s->regions[r].state = ret == -ENOSPC ? RG_UNUSABLE : RG_FREE;
+        pthread_mutex_unlock(&s->lock);
+        if (ret != -ENOSPC)
+            return ret;
+        kvs_warn("store: region %u has no space on the file system", r);
+    }
+}
+
+/*
+ * The write pipeline. Blocks to write become jobs in s->pend (under wlock):
+ * a job is appended into one of the segment's write buffers (APPENDED),
+ * becomes DONE when that buffer's write completes (wbuf_done, called from
+ * inside the segment), and is published by publish_done_wlocked(): its
+ * index record is committed, the entry gets its disk location, and a
+ * degraded block leaves DRAM. Nothing waits for a write unless it has to,
+ * so the disk stays busy while the next blocks are copied.
+ *
+ * Job kinds: DEGRADE drops the DRAM copy once on disk; KEEP (a flush, or a
+ * block moved out of a reclaimed region) keeps it; PUT is a durable put
+ * whose caller holds the entry busy and publishes it itself.
+ */
+static void wbuf_done(void *arg, uint64_t buf, int res)
+{
+    kvs_store_t *s = arg;
+
+    for (uint32_t j = 0; j < s->npend; j++) {
+        struct wjob *job = &s->pend[j];
+        if (job->state != JOB_APPENDED || job->buf != buf)
+            continue;
+        job->state = JOB_DONE;
+        if (res && !job->status)
+            job->status = res;
+        s->ndone++;
+    }
+}
+
+/* Encodes the entry's block and appends it, opening (and reclaiming) a
+ * region when the current one is full. */
+static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
+{
+    struct entry *e = &s->ents[job->e];
+    const uint8_t *src = s->abase + e->dram_off;
+    kvs_seg_block_t blk = {
+        .ns = e->ns, .key_len = e->key_len, .key = e->key,
+        .key_hash = e->hash, .elem_size = e->elem_size,
+        .nparts = e->nparts, .part_lens = part_table(s, e),
+        .raw_len = e->raw_len, .data_xxh = e->data_xxh,
+    };
+    kvs_iov_t payload = {src, e->raw_len};
+    size_t out_len = 0;
+    uint8_t codec = KVS_CODEC_RAW;
+
+    if (s->cfg.compress_level > 0 && e->raw_len > 0 &&
+        kvs_codec_encode(s->wcodec, src, e->raw_len, e->elem_size,
+                         s->cfg.compress_level,
+                         s->cfg.compress_min_saving_pct, s->wscratch,
+                         s->wscratch_len, &codec, &out_len) == 0 &&
+        codec != KVS_CODEC_RAW)
+        payload = (kvs_iov_t){s->wscratch, out_len};
+    else
+        codec = KVS_CODEC_RAW;
+    blk.codec = codec;
+    blk.stored_len = payload.len;
+    job->codec = codec;
+    job->stored_len = payload.len;
+    /* Raw blocks are written from their DRAM image; compressed ones are
+     * copied into the segment's write buffers. */
+    uint8_t *image = codec == KVS_CODEC_RAW
+                         ? s->abase + e->dram_off -
+                               kvs_segment_hdr_bytes(e->nparts)
+                         : NULL;
+    uint64_t tag = image ? ++s->tag_seq : 0;
+    for (;;) {
+        if (image)
+            job->status = kvs_segment_append_image(s->seg, &blk, image, tag,
+                                                   &job->loc);
+        else
+            job->status = kvs_segment_append(s->seg, &blk, &payload, 1,
+                                             &job->loc);
+        if (job->status != -ENOSPC)
+            break;
+        job->status = region_next_wlocked(s, s->requeue, &s->nrequeue,
+                                          s->njobs_max);
+        if (job->status)
+            break;
+    }
+    if (job->status) {
+        job->state = JOB_DONE;
+        s->ndone++;
+    } else {
+        job->state = JOB_APPENDED;
+        job->buf = image ? tag : kvs_segment_last_buf(s->seg);
+        pthread_mutex_lock(&s->lock);
+        s->st.logical_bytes_degraded += e->raw_len;
+        s->st.stored_bytes_degraded += payload.len;
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+static int drain_wlocked(kvs_store_t *s, bool sync);
+
+/* Queues the write of entry e (busy, in DRAM). Blocks that a region
+ * reclaim took off the disk but must keep a copy there follow it. */
+static void queue_write_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,
+                                int *result)
+{
+    if (s->npend == s->njobs_max)
+        drain_wlocked(s, false);
+    struct wjob *job = &s->pend[s->npend++];
+    *job = (struct wjob){.e = e, .kind = kind, .result = result};
+    append_one_wlocked(s, job);
+    while (s->nrequeue) {
+        if (s->npend == s->njobs_max)
+            drain_wlocked(s, false);
+        job = &s->pend[s->npend++];
+        *job = (struct wjob){.e = s->requeue[--s->nrequeue], .kind = JOB_KEEP};
+        append_one_wlocked(s, job);
+    }
+}
+
+/* Applies a finished job to its entry. Dead entries that reached the disk
+ * are collected so that their records can be deleted. */
+static void finish_job_locked(kvs_store_t *s, struct wjob *job)
+{
+    struct entry *e = &s->ents[job->e];
+
+    if (job->status == 0) {
+        if (e->flags & E_DISK) {
+            region_remove(s, e);
+            s->st.nvme_blocks--;
+        }
+        e->loc = job->loc;
+        e->codec = job->codec;
+        e->stored_len = job->stored_len;
+        e->flags |= E_DISK;
+        region_add(s, e);
+        s->st.nvme_blocks++;
+        s->st.bytes_written += job->loc.disk_len;
+    }
+    if (job->kind == JOB_PUT) {
+        *job->result = job->status;
+        return;
+    }
+    kvs_assert(e->busy > 0);
+    e->busy--;
+    if (job->kind == JOB_DEGRADE)
+        s->degrade_pending -= e->dram_bytes;
+    if (e->flags & E_DEAD) {
+        if (e->busy == 0)
+            s->dead[s->ndead++] = job->e;
+        return;
+    }
+    if (job->kind == JOB_DEGRADE && job->status == 0) {
+        s->st.degraded++;
+        if ((e->flags & E_DRAM) && !e->refs && !e->busy &&
+            e->cls != KVS_CLASS_PINNED)
+            dram_drop_locked(s, e);
+    }
+}
+
+/* Commits the records of finished jobs, publishes them and removes them
+ * from the pending list. */
+static int publish_done_wlocked(kvs_store_t *s, bool sync)
+{
+    int ret;
+    uint32_t k = 0;
+
+    if (s->ndone == 0)
+        return 0;
+    for (uint32_t j = 0; j < s->npend; j++) {
+        struct wjob *job = &s->pend[j];
+        struct entry *e = &s->ents[job->e];
+        if (job->state != JOB_DONE || job->status)
+            continue;
+        kvs_index_rec_t rec = {
+            .ns = e->ns, .key_len = e->key_len, .parent_len = e->parent_len,
+            .codec = job->codec, .elem_size = e->elem_size, .cls = e->cls,
+            .nparts = e->nparts, .region = job->loc.region,
+            .disk_len = job->loc.disk_len, .disk_off = job->loc.off,
+            .gen = job->loc.gen, .raw_len = e->raw_len,
+            .stored_len = job->stored_len, .data_xxh = e->data_xxh,
+            .expiry_ms = e->expiry_ms, .group = e->group, .uid = e->uid,
+        };
+        memcpy(rec.key, e->key, e->key_len);
+        memcpy(rec.parent, e->parent, e->parent_len);
+        kvs_index_batch_put(s->batch, &rec);
+    }
+    ret = kvs_index_commit(s->index, s->batch, sync);
+    kvs_index_batch_clear(s->batch);
+
+    pthread_mutex_lock(&s->lock);
+    for (uint32_t j = 0; j < s->npend; j++) {
+        struct wjob *job = &s->pend[j];
+        if (job->state != JOB_DONE) {
+            s->pend[k++] = *job;
+            continue;
+        }
+        if (ret && !job->status)
+            job->status = ret;
+        finish_job_locked(s, job);
+    }
+    s->npend = k;
+    s->ndone = 0;
+    pthread_cond_broadcast(&s->space_cv);
+    pthread_mutex_unlock(&s->lock);
+
+    for (uint32_t i = 0; i < s->ndead; i++) {
+        struct entry *e = &s->ents[s->dead[i]];
+        if (e->flags & E_DISK)
+            kvs_index_block_delete_if(s->index, e->ns, e->key, e->key_len,
+                                      e->uid);
+        pthread_mutex_lock(&s->lock);
+        if ((e->flags & E_DEAD) && e->busy == 0)
+            entry_free_locked(s, e);
+        pthread_mutex_unlock(&s->lock);
+    }
+    s->ndead = 0;
+    return ret;
+}
+
+/* Writes out everything queued, waits for it, optionally syncs data and
+ * index, and publishes. Returns the first error. */
+static int drain_wlocked(kvs_store_t *s, bool sync)
+{
+    int ret = kvs_segment_flush(s->seg);
+
+    if (ret == 0 && sync)
+        ret = kvs_segment_sync(s->seg);
+    if (ret) {
+        /* The data of every block not yet published is in doubt. */
+        for (uint32_t j = 0; j < s->npend; j++) {
+            if (s->pend[j].state == JOB_APPENDED)
+                s->ndone++;
+            s->pend[j].state = JOB_DONE;
+            if (!s->pend[j].status)
+                s->pend[j].status = ret;
+        }
+    }
+    int pret = publish_done_wlocked(s, sync);
+    return ret ? ret : pret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Background thread: degrade DRAM to disk, expire TTLs, serve flushes. */
+
+#define DEGRADE_BATCH 256          /* blocks per background write */
+#define DEGRADE_BYTES (16ull << 20) /* bytes picked at a time */
+
+/* Removes blocks past their TTL that nobody uses. */
+static void expire_sweep(kvs_store_t *s)
+{
+    uint64_t now = kvs_clock_real_ms();
+    struct { uint32_t ns; uint8_t len; uint8_t key[KVS_KEY_MAX]; uint64_t uid; }
+        gone[64];
+    uint32_t ngone = 0;
+
+    pthread_mutex_lock(&s->wlock);
+    pthread_mutex_lock(&s->lock);
+    for (uint32_t i = 0; i < s->nents && ngone < KVS_ARRAY_SIZE(gone); i++) {
+        struct entry *e = &s->ents[i];
+        if (!(e->flags & E_LINKED) || !expired(e, now) || e->refs || e->busy)
+            continue;
+        if (e->flags & E_DISK) {
+            gone[ngone].ns = e->ns;
+            gone[ngone].len = e->key_len;
+            memcpy(gone[ngone].key, e->key, e->key_len);
+            gone[ngone].uid = e->uid;
+            ngone++;
+        }
+        entry_remove_locked(s, e);
+        s->st.expired++;
+    }
+    pthread_mutex_unlock(&s->lock);
+    for (uint32_t i = 0; i < ngone; i++)
+        kvs_index_block_delete_if(s->index, gone[i].ns, gone[i].key,
+                                  gone[i].len, gone[i].uid);
+    pthread_mutex_unlock(&s->wlock);
+}
+
+/* Picks up to max blocks to write: for a flush every DRAM-only block, else
+ * the least recently used blocks that are not pinned. Blocks already on
+ * disk leave DRAM without I/O. */
+static uint32_t pick_degrade_locked(kvs_store_t *s, uint32_t *out,
+                                    uint32_t max, bool flush)
+{
+    uint32_t n = 0;
+    uint64_t bytes = 0, used = kvs_arena_used(s->arena);
+
+    /* What is already on its way out counts as gone. */
+    used = used > s->degrade_pending ? used - s->degrade_pending : 0;
+    for (uint32_t i = s->lru_tail; i != NIL && n < max;) {
+        struct entry *e = &s->ents[i];
+        i = e->lru_prev;
+        if (!flush && (used - bytes <= s->dram_low || bytes >= DEGRADE_BYTES))
+            break;
+        if (e->busy || !(e->flags & E_LINKED))
+            continue;
+        if (flush) {
+            if (!(e->flags & E_DISK)) {
+                e->busy++;
+                out[n++] = eidx(s, e);
+            }
+            continue;
+        }
+        if (e->refs || e->cls == KVS_CLASS_PINNED)
+            continue;
+        if (e->flags & E_DISK) {
+            bytes += e->dram_bytes;
+            dram_drop_locked(s, e);
+            continue;
+        }
+        e->busy++;
+        out[n++] = eidx(s, e);
+        bytes += e->dram_bytes;
+        s->degrade_pending += e->dram_bytes;
+    }
+    return n;
+}
+
+static void bg_wait_locked(kvs_store_t *s, long ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&s->work_cv, &s->lock, &ts);
+}
+
+/*
+ * The background thread: writes DRAM behind to disk between the
+ * watermarks, serves flushes, and expires TTLs once a second. Writes are
+ * queued without waiting; the thread only waits for the disk when DRAM
+ * cannot drain otherwise, and it never sleeps with writes pending.
+ */
+static void *bg_main(void *arg)
+{
+    kvs_store_t *s = arg;
+    uint32_t picked[DEGRADE_BATCH];
+    uint64_t last_sweep = kvs_clock_mono_ns();
+    int err_backoff = 0;
+
+    pthread_mutex_lock(&s->lock);
+    while (!s->stop) {
+        bool flush = s->flush_done != s->flush_gen;
+        uint32_t want = s->flush_gen;
+        bool degrade = need_degrade_locked(s) && !err_backoff;
+        uint32_t n = 0;
+
+        if (flush || degrade)
+            n = pick_degrade_locked(s, picked, DEGRADE_BATCH, flush);
+        pthread_mutex_unlock(&s->lock);
+
+        int ret = 0;
+        if (s->seg) {
+            pthread_mutex_lock(&s->wlock);
+            for (uint32_t k = 0; k < n; k++) {
+                queue_write_wlocked(s, picked[k],
+                                    flush ? JOB_KEEP : JOB_DEGRADE, NULL);
+                if (s->ndone)
+                    publish_done_wlocked(s, false);
+            }
+            if (flush && n == 0) {
+                /* Every DRAM-only block is queued: write out, sync data
+                 * and index once, and the flush is done. */
+                ret = drain_wlocked(s, true);
+            } else if (n == 0 && s->npend) {
+                /* Nothing more to queue: push out the partial buffer and
+                 * wait for the disk, which is what frees DRAM now. */
+                kvs_segment_submit(s->seg);
+                kvs_segment_poll(s->seg, true);
+                ret = publish_done_wlocked(s, false);
+            } else {
+                kvs_segment_poll(s->seg, false);
+                ret = publish_done_wlocked(s, false);
+            }
+            pthread_mutex_unlock(&s->wlock);
+        }
+
+        pthread_mutex_lock(&s->lock);
+        if (flush && (n == 0 || ret)) {
+            s->flush_status = ret;
+            s->flush_done = want;
+            pthread_cond_broadcast(&s->space_cv);
+        }
+        if (ret && !flush) {
+            /* A write error (disk full, EIO): back off a second; puts
+             * waiting for space time out with KVS_EFULL meanwhile. */
+            err_backoff = 1;
+            pthread_cond_broadcast(&s->space_cv);
+            bg_wait_locked(s, 1000);
+            continue;
+        }
+        err_backoff = 0;
+        if (n || flush || s->npend)
+            continue;
+        if (degrade) {
+            /* Over the watermark but nothing can move (pinned or
+             * referenced): let waiters see it, retry shortly. */
+            pthread_cond_broadcast(&s->space_cv);
+            bg_wait_locked(s, 50);
+            continue;
+        }
+        bg_wait_locked(s, 1000);
+        if (kvs_clock_mono_ns() - last_sweep > 1000000000ull) {
+            pthread_mutex_unlock(&s->lock);
+            expire_sweep(s);
+            last_sweep = kvs_clock_mono_ns();
+            pthread_mutex_lock(&s->lock);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (s->seg) {
+        pthread_mutex_lock(&s->wlock);
+        drain_wlocked(s, false);
+        pthread_mutex_unlock(&s->wlock);
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Open and close */
+
+void kvs_store_config_default(kvs_store_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->dir = "./var/kvstash";
+    cfg->dram_bytes = 1ull << 30;
+    cfg->nvme_bytes = 4ull << 30;
+    cfg->region_bytes = 64u << 20;
+    cfg->max_block_bytes = 16u << 20;
+    cfg->max_blocks = 1u << 18;
+    cfg->io_depth = 32;
+    cfg->dram_high_pct = 90;
+    cfg->dram_low_pct = 80;
+    cfg->pinned_max_pct = 25;
+    cfg->compress_level = 1;
+    cfg->compress_min_saving_pct = 5;
+    cfg->full_wait_ms = 2000;
+    cfg->sync_index = false;
+}
+
+static int mkdir_p(const char *path)
+{
+    char tmp[PATH_MAX];
+    size_t len = strlen(path);
+
+    if (len == 0 || len >= sizeof(tmp))
+        return -ENAMETOOLONG;
+    memcpy(tmp, path, len + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+static int check_config(const kvs_store_config_t *c)
+{
+    const char *why = NULL;
+
+    if (!c->dir || !*c->dir)
+        why = "dir is empty";
+    else if (c->dram_bytes < (4u << 20))
+        why = "dram_bytes must be at least 4 MiB";
+    else if (c->max_block_bytes == 0 || c->max_block_bytes > (1u << 30))
+        why = "max_block_bytes must be 1 B .. 1 GiB";
+    else if (c->max_block_bytes > c->dram_bytes / 2)
+        why = "max_block_bytes must be at most half of dram_bytes";
+    else if (c->max_blocks == 0 || c->max_blocks > (1u << 28))
+        why = "max_blocks must be 1 .. 2^28";
+    else if (c->io_depth == 0 || c->io_depth > 1024)
+        why = "io_depth must be 1 .. 1024";
+    else if (c->dram_low_pct > c->dram_high_pct || c->dram_high_pct > 100)
+        why = "need dram_low_pct <= dram_high_pct <= 100";
+    else if (c->pinned_max_pct > 100)
+        why = "pinned_max_pct must be at most 100";
+    else if (c->nvme_bytes &&
+             (c->region_bytes < (1u << 20) || c->region_bytes % (1u << 20)))
+        why = "region_bytes must be a multiple of 1 MiB";
+    else if (c->nvme_bytes && c->nvme_bytes < 2ull * c->region_bytes)
+        why = "nvme_bytes must hold at least two regions";
+    else if (c->nvme_bytes &&
+             kvs_segment_disk_len(KVS_KEY_MAX, KVS_PARTS_MAX,
+                                  c->max_block_bytes) > c->region_bytes)
+        why = "max_block_bytes (plus its header) must fit in one region";
+    if (why) {
+        kvs_error("store: bad configuration: %s", why);
+        return KVS_ECONFIG;
+    }
+    return 0;
+}
+
+static void load_ns(void *arg, const char *name, size_t len, uint32_t id,
+                    uint32_t elem_size)
+{
+    kvs_store_t *s = arg;
+
+    if (id >= s->ns_cap) {
+        kvs_warn("store: namespace id %u over the limit; ignored", id);
+        return;
+    }
+    free(s->ns[id].name);
+    s->ns[id].name = strndup(name, len);
+    s->ns[id].elem_size = elem_size;
+    if (id >= s->nns)
+        s->nns = id + 1;
+}
+
+static void load_region(void *arg, uint32_t region, uint64_t gen)
+{
+    kvs_store_t *s = arg;
+
+    if (region < s->nregions) {
+        s->regions[region].gen = gen;
+        if (gen > s->gen_seq)
+            s->gen_seq = gen;
+    }
+}
+
+struct load_ctx {
+    kvs_store_t *s;
+    uint64_t stale, dup, full;
+    kvs_index_batch_t *drop;
+};
+
+static void load_rec(void *arg, const kvs_index_rec_t *r)
+{
+    struct load_ctx *c = arg;
+    kvs_store_t *s = c->s;
+    struct entry *e;
+    uint64_t h;
+
+    /* A record whose region was reused since it was written (or whose
+     * location is out of range) describes data that is gone. */
+    if (r->region >= s->nregions || r->gen != s->regions[r->region].gen ||
+        r->disk_off / s->cfg.region_bytes != r->region ||
+        r->raw_len > s->cfg.max_block_bytes || r->key_len == 0 ||
+        r->ns >= s->nns || !s->ns[r->ns].name) {
+        c->stale++;
+        kvs_index_batch_delete(c->drop, r->ns, r->key, r->key_len);
+        return;
+    }
+    h = key_hash(r->ns, r->key, r->key_len);
+    if (lookup_locked(s, r->ns, r->key, r->key_len, h)) {
+        c->dup++;
+        return;
+    }
+    e = entry_alloc_locked(s);
+    if (!e) {
+        c->full++;
+        return;
+    }
+    entry_set_key(e, r->ns, r->key, r->key_len, h);
+    e->uid = r->uid;
+    if (r->uid > s->uid_seq)
+        s->uid_seq = r->uid;
+    e->parent_len = r->parent_len;
+    memcpy(e->parent, r->parent, r->parent_len);
+    e->cls = r->cls;
+    e->elem_size = r->elem_size;
+    e->codec = r->codec;
+    e->nparts = r->nparts;
+    e->raw_len = r->raw_len;
+    e->expiry_ms = r->expiry_ms;
+    e->group = r->group;
+    e->stored_len = r->stored_len;
+    e->data_xxh = r->data_xxh;
+    e->loc = (kvs_seg_loc_t){r->disk_off, r->gen, r->region, r->disk_len};
+    e->flags |= E_DISK | E_DURABLE;
+    hash_link(s, e);
+    region_add(s, e);
+    s->regions[r->region].state = RG_SEALED;
+    if (e->cls == KVS_CLASS_PINNED)
+        s->pinned_bytes += e->raw_len;
+    s->st.blocks++;
+    s->st.nvme_blocks++;
+}
+
+static int open_index(kvs_store_t *s)
+{
+    char path[PATH_MAX];
+    kvs_index_meta_t meta, want = {KVS_INDEX_FORMAT, s->cfg.region_bytes,
+                                   s->nregions};
+    struct load_ctx c = {.s = s};
+    uint64_t bad = 0;
+    int ret;
+
+    snprintf(path, sizeof(path), "%s/index", s->dir);
+    ret = kvs_index_open(path, &s->index);
+    if (ret)
+        return ret;
+    ret = kvs_index_meta_get(s->index, &meta);
+    if (ret == KVS_ENOTFOUND) {
+        ret = kvs_index_meta_put(s->index, &want);
+    } else if (ret == 0 && (meta.format != want.format ||
+                            meta.region_bytes != want.region_bytes ||
+                            meta.nregions != want.nregions)) {
+        kvs_error("store: %s was made with region_bytes=%u and %u regions; "
+                  "the configuration asks for %u and %u (format %u vs %u)",
+                  s->dir, meta.region_bytes, meta.nregions, want.region_bytes,
+                  want.nregions, meta.format, want.format);
+        return KVS_ELAYOUT;
+    }
+    if (ret)
+        return ret;
+    ret = kvs_index_ns_load(s->index, load_ns, s);
+    if (ret == 0)
+        ret = kvs_index_region_load(s->index, load_region, s);
+    if (ret)
+        return ret;
+    ret = kvs_index_batch_create(&c.drop);
+    if (ret)
+        return ret;
+    ret = kvs_index_block_load(s->index, load_rec, &c, &bad);
+    if (ret == 0)
+        ret = kvs_index_commit(s->index, c.drop, true);
+    kvs_index_batch_destroy(c.drop);
+    if (ret)
+        return ret;
+    if (s->st.blocks || c.stale || bad || c.full)
+        kvs_info("store: loaded %llu blocks from the index (%llu stale, "
+                 "%llu malformed, %llu over max_blocks)",
+                 (unsigned long long)s->st.blocks,
+                 (unsigned long long)c.stale, (unsigned long long)bad,
+                 (unsigned long long)c.full);
+    return 0;
+}
+
+static int open_nvme(kvs_store_t *s)
+{
+    char path[PATH_MAX];
+    kvs_segment_config_t sc;
+    int ret;
+
+    snprintf(path, sizeof(path), "%s/data.kvs", s->dir);
+    sc = (kvs_segment_config_t){
+        .path = path, .file_bytes = s->cfg.nvme_bytes,
+        .region_bytes = s->cfg.region_bytes,
+        .max_block_bytes = s->cfg.max_block_bytes,
+        .io_depth = s->cfg.io_depth, .read_slots = s->cfg.io_depth,
+        .write_buf_bytes = 8u << 20,
+        .image_base = s->abase, .image_len = kvs_arena_size(s->arena),
+    };
+    /* Bounce slots for reads: io_depth of them, but not more than 256 MiB
+     * of memory. */
+    uint32_t per = kvs_segment_disk_len(KVS_KEY_MAX, KVS_PARTS_MAX,
+                                        s->cfg.max_block_bytes);
+    sc.read_slots = (uint32_t)KVS_MAX(1u, KVS_MIN(s->cfg.io_depth,
+                                                  (256u << 20) / per));
+    ret = kvs_segment_open(&sc, &s->seg);
+    if (ret)
+        return ret;
+    kvs_segment_set_write_cb(s->seg, wbuf_done, s);
+    s->tag_seq = 4;
+    s->nregions = kvs_segment_nregions(s->seg);
+    s->regions = calloc(s->nregions, sizeof(*s->regions));
+    if (!s->regions)
+        return -ENOMEM;
+    for (uint32_t r = 0; r < s->nregions; r++)
+        s->regions[r].head = NIL;
+    s->wscratch_len = kvs_codec_bound(s->cfg.max_block_bytes, 4);
+    s->wscratch = malloc(s->wscratch_len);
+    /* Jobs in flight: every block that fits in the write buffers, one
+     * batch being queued, and a region's worth moved by a reclaim. */
+    s->njobs_max = 4 * (8u << 20) / KVS_SEG_ALIGN + DEGRADE_BATCH +
+                   s->cfg.region_bytes / KVS_SEG_ALIGN;
+    s->pend = calloc(s->njobs_max, sizeof(*s->pend));
+    s->requeue = calloc(s->njobs_max, sizeof(*s->requeue));
+    s->dead = calloc(s->njobs_max, sizeof(*s->dead));
+    if (!s->wscratch || !s->pend || !s->requeue || !s->dead)
+        return -ENOMEM;
+    ret = kvs_codec_create(&s->wcodec);
+    if (ret == 0)
+        ret = kvs_codec_create(&s->rcodec);
+    if (ret == 0)
+        ret = kvs_codec_reserve(s->wcodec, s->cfg.max_block_bytes);
+    if (ret == 0)
+        ret = kvs_codec_reserve(s->rcodec, s->cfg.max_block_bytes);
+    if (ret == 0)
+        ret = kvs_index_batch_create(&s->batch);
+    return ret;
+}
+
+int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
+{
+    kvs_store_t *s;
+    uint32_t nb;
+    int ret;
+
+    ret = check_config(cfg);
+    if (ret)
+        return ret;
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->cfg = *cfg;
+    s->dir = strdup(cfg->dir);
+    s->cfg.dir = s->dir;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->wlock, NULL);
+    pthread_mutex_init(&s->rlock, NULL);
+    pthread_cond_init(&s->space_cv, NULL);
+    pthread_cond_init(&s->work_cv, NULL);
+    s->lru_head = s->lru_tail = NIL;
+    s->ns_cap = 1u << 16;
+    s->ns = calloc(s->ns_cap, sizeof(*s->ns));
+    s->nents = cfg->max_blocks;
+    s->ents = calloc(s->nents, sizeof(*s->ents));
+    for (nb = 1; nb < s->nents; nb <<= 1)
+        ;
+    s->bucket_mask = nb - 1;
+    s->buckets = malloc((size_t)nb * sizeof(uint32_t));
+    if (!s->dir || !s->ns || !s->ents || !s->buckets) {
+        ret = -ENOMEM;
+        goto err_close;
+    }
+    memset(s->buckets, 0xff, (size_t)nb * sizeof(uint32_t));
+    s->free_head = NIL;
+    for (uint32_t i = s->nents; i-- > 0;) {
+        s->ents[i].hnext = s->free_head;
+        s->free_head = i;
+    }
+    ret = mkdir_p(s->dir);
+    if (ret) {
+        kvs_error("store: cannot create %s: %s", s->dir, strerror(-ret));
+        goto err_close;
+    }
+    ret = kvs_arena_create(cfg->dram_bytes, &s->arena);
+    if (ret) {
+        kvs_error("store: cannot map a DRAM arena of %llu bytes",
+                  (unsigned long long)cfg->dram_bytes);
+        goto err_close;
+    }
+    s->abase = kvs_arena_base(s->arena);
+    s->dram_high = kvs_arena_size(s->arena) / 100 * cfg->dram_high_pct;
+    s->dram_low = kvs_arena_size(s->arena) / 100 * cfg->dram_low_pct;
+    if (cfg->nvme_bytes) {
+        ret = open_nvme(s);
+        if (ret)
+            goto err_close;
+    }
+    ret = open_index(s);
+    if (ret)
+        goto err_close;
+    ret = pthread_create(&s->bg, NULL, bg_main, s);
+    if (ret) {
+        ret = -ret;
+        goto err_close;
+    }
+    s->bg_started = true;
+    *store_out = s;
+    return 0;
+
+err_close:
+    kvs_store_close(s);
+    return ret;
+}
+
+void kvs_store_close(kvs_store_t *s)
+{
+    if (!s)
+        return;
+    if (s->bg_started) {
+        pthread_mutex_lock(&s->lock);
+        s->stop = true;
+        pthread_cond_broadcast(&s->work_cv);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->bg, NULL);
+    }
+    kvs_segment_close(s->seg);
+    kvs_index_batch_destroy(s->batch);
+    kvs_index_close(s->index);
+    kvs_codec_destroy(s->wcodec);
+    kvs_codec_destroy(s->rcodec);
+    kvs_arena_destroy(s->arena);
+    if (s->ns)
+        for (uint32_t i = 0; i < s->nns; i++)
+            free(s->ns[i].name);
+    free(s->ns);
+    free(s->pend);
+    free(s->requeue);
+    free(s->dead);
+    free(s->wscratch);
+    free(s->regions);
+    free(s->buckets);
+    free(s->ents);
+    pthread_cond_destroy(&s->space_cv);
+    pthread_cond_destroy(&s->work_cv);
+    pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->wlock);
+    pthread_mutex_destroy(&s->rlock);
+    free(s->dir);
+    free(s);
+}
+
+int kvs_store_ns_open(kvs_store_t *s, const char *name, uint32_t elem_size,
+                      uint32_t *ns_out)
+{
+    size_t len = name ? strlen(name) : 0;
+    uint32_t id;
+    int ret;
+
+    if (len == 0 || len > KVS_NS_NAME_MAX || elem_size > 8)
+        return -EINVAL;
+    pthread_mutex_lock(&s->wlock);
+    pthread_mutex_lock(&s->lock);
+    for (id = 0; id < s->nns; id++)
+        if (s->ns[id].name && strcmp(s->ns[id].name, name) == 0)
+            break;
+    if (id < s->nns) {
+        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->wlock);
+        *ns_out = id;
+        return 0;
+    }
+    if (s->nns == s->ns_cap) {
+        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->wlock);
+        return KVS_EFULL;
+    }
+    id = s->nns;
+    pthread_mutex_unlock(&s->lock);
+    ret = kvs_index_ns_put(s->index, name, len, id, elem_size);
+    if (ret == 0) {
+        char *copy = strdup(name);
+        pthread_mutex_lock(&s->lock);
+        if (!copy) {
+            ret = -ENOMEM;
+        } else {
+            s->ns[id] = (struct ns_rec){copy, elem_size};
+            s->nns = id + 1;
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->wlock);
+    if (ret == 0)
+        *ns_out = id;
+    return ret;
+}
+
+static bool ns_valid_locked(const kvs_store_t *s, uint32_t ns)
+{
+    return ns < s->nns && s->ns[ns].name;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Put */
+
+static int check_put(const kvs_store_t *s, const kvs_put_args_t *a,
+                     uint64_t *total_out)
+{
+    uint64_t total = 0;
+
+    if (!a || !a->key || a->key_len == 0 || a->key_len > KVS_KEY_MAX ||
+        a->nparts == 0 || a->nparts > KVS_PARTS_MAX || !a->parts ||
+        a->cls >= KVS_CLASS_COUNT || a->parent_len > KVS_KEY_MAX ||
+        (a->parent_len && !a->parent))
+        return -EINVAL;
+    for (uint32_t i = 0; i < a->nparts; i++) {
+        if (a->parts[i].len > UINT32_MAX ||
+            (a->parts[i].len && !a->parts[i].base))
+            return -EINVAL;
+        total += a->parts[i].len;
+    }
+    if (total > s->cfg.max_block_bytes)
+        return KVS_ETOOBIG;
+    *total_out = total;
+    return 0;
+}
+
+/* Replaces or inserts e (busy, filled) under its key; returns 0 or
+ * KVS_EBUSY if the old block is referenced. *old_uid_out is set when an old
+ * block's index record must be deleted (the new block has none yet). */
+static int publish_locked(kvs_store_t *s, struct entry *e, bool *del_old,
+                          uint64_t *old_uid)
+{
+    struct entry *old = lookup_locked(s, e->ns, e->key, e->key_len, e->hash);
+
+    *del_old = false;
+    if (old) {
+        if (old->refs)
+            return KVS_EBUSY;
+        if ((old->flags & E_DISK) && !(e->flags & E_DISK)) {
+            *del_old = true;
+            *old_uid = old->uid;
+        }
+        entry_remove_locked(s, old);
+    }
+    hash_link(s, e);
+    lru_push(s, e);
+    s->st.blocks++;
+    s->st.dram_blocks++;
+    return 0;
+}
+
+int kvs_store_put(kvs_store_t *s, const kvs_put_args_t *a)
+{
+    int status;
+
+    return kvs_store_put_batch(s, a, 1, &status);
+}
+
+int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
+                        int *status_out)
+{
+    uint32_t ents[PUT_CHUNK];
+    int wstat[PUT_CHUNK];
+    uint32_t nd = 0;
+    int first = 0;
+
+    for (size_t done = 0; done < n;) {
+        size_t chunk = KVS_MIN(n - done, (size_t)PUT_CHUNK);
+        bool any_durable = false;
+
+        /* Phase 1: room in DRAM and an entry for each block; copy. */
+        for (size_t i = done; i < done + chunk; i++) {
+            const kvs_put_args_t *a = &args[i];
+            uint64_t total, off;
+            struct entry *e;
+            int ret = check_put(s, a, &total);
+
+            status_out[i] = ret;
+            if (ret)
+                continue;
+            uint64_t bytes = dram_bytes_for(total, a->nparts);
+            pthread_mutex_lock(&s->lock);
+            if (!ns_valid_locked(s, a->ns)) {
+                pthread_mutex_unlock(&s->lock);
+                status_out[i] = KVS_ENOTFOUND;
+                continue;
+            }
+            if (a->cls == KVS_CLASS_PINNED &&
+                s->pinned_bytes + total >
+                    (kvs_arena_size(s->arena) / 100) * s->cfg.pinned_max_pct) {
+                pthread_mutex_unlock(&s->lock);
+                status_out[i] = KVS_EPINNED_FULL;
+                continue;
+            }
+            e = entry_alloc_locked(s);
+            ret = e ? dram_alloc_locked(s, bytes, &off) : KVS_EFULL;
+            if (ret) {
+                if (e) {
+                    e->flags = 0;
+                    e->hnext = s->free_head;
+                    s->free_head = eidx(s, e);
+                }
+                s->st.full_errors++;
+                pthread_mutex_unlock(&s->lock);
+                status_out[i] = ret;
+                continue;
+            }
+            entry_set_key(e, a->ns, a->key, a->key_len,
+                          key_hash(a->ns, a->key, a->key_len));
+            e->dram_off = off + kvs_segment_hdr_bytes(a->nparts);
+            e->dram_bytes = bytes;
+            e->flags |= E_DRAM;
+            e->busy = 1;
+            e->nparts = a->nparts;
+            e->raw_len = total;
+            e->cls = a->cls;
+            e->elem_size = a->elem_size ? a->elem_size
+                                        : (uint8_t)s->ns[a->ns].elem_size;
+            e->group = a->group;
+            e->expiry_ms = a->ttl_ms ? kvs_clock_real_ms() + a->ttl_ms : 0;
+            e->parent_len = (uint8_t)a->parent_len;
+            if (a->parent_len)
+                memcpy(e->parent, a->parent, a->parent_len);
+            if (a->flags & (KVS_PUT_DURABLE | KVS_PUT_NO_DRAM))
+                e->flags |= E_DURABLE;
+            if (e->cls == KVS_CLASS_PINNED)
+                s->pinned_bytes += total;
+            pthread_mutex_unlock(&s->lock);
+
+            uint8_t *dst = s->abase + e->dram_off;
+            uint32_t *pl = part_table(s, e);
+            for (uint32_t p = 0; p < a->nparts; p++) {
+                if (a->parts[p].len)
+                    memcpy(dst, a->parts[p].base, a->parts[p].len);
+                dst += a->parts[p].len;
+                pl[p] = (uint32_t)a->parts[p].len;
+            }
+            e->data_xxh = XXH3_64bits(s->abase + e->dram_off, total);
+            dram_zero_tail(s->abase + e->dram_off, total, a->nparts);
+            wstat[nd] = 0;
+            ents[nd++] = eidx(s, e);
+            status_out[i] = 1; /* placeholder: in flight */
+            if ((e->flags & E_DURABLE) && s->seg)
+                any_durable = true;
+        }
+
+        /* Phase 2: durable blocks go to disk, one flush and one index
+         * commit for all of them. */
+        if (any_durable) {
+            uint32_t dur[PUT_CHUNK], pos[PUT_CHUNK], ndur = 0;
+            for (uint32_t k = 0; k < nd; k++)
+                if (s->ents[ents[k]].flags & E_DURABLE) {
+                    pos[ndur] = k;
+                    dur[ndur++] = ents[k];
+                }
+            pthread_mutex_lock(&s->wlock);
+            for (uint32_t j = 0; j < ndur; j++)
+                queue_write_wlocked(s, dur[j], JOB_PUT, &wstat[pos[j]]);
+            drain_wlocked(s, true);
+            pthread_mutex_unlock(&s->wlock);
+        }
+
+        /* Phase 3: publish. */
+        uint32_t k = 0;
+        for (size_t i = done; i < done + chunk; i++) {
+            if (status_out[i] != 1)
+                continue;
+            int ret = wstat[k];
+            struct entry *e = &s->ents[ents[k++]];
+            bool del_old = false, del_own = false;
+            uint64_t old_uid = 0, own_uid = e->uid;
+
+            pthread_mutex_lock(&s->lock);
+            if (ret == 0)
+                ret = publish_locked(s, e, &del_old, &old_uid);
+            if (ret) {
+                /* Not published: a record written for it must go. */
+                del_own = e->flags & E_DISK;
+                e->busy = 0;
+                entry_free_locked(s, e);
+            } else {
+                e->busy--;
+                s->st.puts++;
+                if ((args[i].flags & KVS_PUT_NO_DRAM) &&
+                    (e->flags & E_DISK) && !e->refs && !e->busy)
+                    dram_drop_locked(s, e);
+            }
+            pthread_mutex_unlock(&s->lock);
+            if (del_old || del_own) {
+                pthread_mutex_lock(&s->wlock);
+                kvs_index_block_delete_if(s->index, args[i].ns, args[i].key,
+                                          args[i].key_len,
+                                          del_own ? own_uid : old_uid);
+                pthread_mutex_unlock(&s->wlock);
+            }
+            status_out[i] = ret;
+        }
+        for (size_t i = done; i < done + chunk; i++)
+            if (status_out[i] && !first)
+                first = status_out[i];
+        nd = 0;
+        done += chunk;
+    }
+    return first;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Get */
+
+/* A disk read in progress. */
+struct rd {
+    const kvs_get_args_t *a;
+    kvs_block_info_t info;
+    kvs_seg_loc_t loc;
+    uint64_t raw_len, stored_len, data_xxh;
+    uint32_t nparts;
+    uint8_t codec, elem_size;
+    uint32_t ns;
+    uint64_t hash;
+    unsigned slot;
+    int status;
+    /* promote: the DRAM destination (an entry being filled) */
+    struct entry *into;
+};
+
+static void fill_info(kvs_block_info_t *info, const struct entry *e)
+{
+    info->data_len = e->raw_len;
+    info->nparts = e->nparts;
+    info->cls = e->cls;
+    info->tier = (e->flags & E_DRAM) ? KVS_TIER_DRAM : KVS_TIER_NVME;
+    info->expiry_ms = e->expiry_ms;
+    info->group = e->group;
+}
+
+/*
+ * Checks a block read from disk and decodes it into dst (raw_len bytes) and
+ * part_lens. Nothing in the read buffer is trusted: the header must match
+ * the location and the entry, and the decoded bytes their checksum.
+ */
+static int verify_decode_rlocked(kvs_store_t *s, const struct rd *r,
+                                 const uint8_t *buf, const void *key,
+                                 uint32_t key_len, void *dst,
+                                 uint32_t *part_lens, uint32_t part_cap)
+{
+    kvs_seg_block_t blk;
+    const uint8_t *payload;
+    int ret = kvs_segment_block_decode(buf, &r->loc, &blk, &payload);
+
+    if (ret)
+        return ret;
+    if (blk.ns != r->ns || blk.key_hash != r->hash ||
+        blk.key_len != key_len || memcmp(blk.key, key, key_len) != 0 ||
+        blk.raw_len != r->raw_len || blk.stored_len != r->stored_len ||
+        blk.data_xxh != r->data_xxh || blk.codec != r->codec ||
+        blk.nparts != r->nparts)
+        return KVS_ECORRUPT;
+    if (blk.codec == KVS_CODEC_RAW) {
+        if (blk.stored_len != blk.raw_len)
+            return KVS_ECORRUPT;
+        memcpy(dst, payload, blk.raw_len);
+    } else {
+        ret = kvs_codec_decode(s->rcodec, blk.codec, payload, blk.stored_len,
+                               blk.elem_size, dst, blk.raw_len);
+        if (ret)
+            return KVS_ECORRUPT;
+    }
+    if (XXH3_64bits(dst, blk.raw_len) != blk.data_xxh)
+        return KVS_ECORRUPT;
+    if (part_lens)
+        memcpy(part_lens, blk.part_lens,
+               sizeof(uint32_t) * KVS_MIN(part_cap, blk.nparts));
+    return 0;
+}
+
+static void rd_done(void *arg, uint64_t user_data, int res)
+{
+    struct rd *rds = arg;
+
+    if (res < 0)
+        rds[user_data].status = res;
+    else
+        rds[user_data].status = 0;
+}
+
+/* Drops an entry's disk copy after it failed verification. */
+static void corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
+                           uint32_t len, const kvs_seg_loc_t *loc)
+{
+    struct entry *e = lookup_locked(s, ns, key, len, key_hash(ns, key, len));
+
+    s->st.corrupt_reads++;
+    if (!e || !(e->flags & E_DISK) || e->loc.off != loc->off ||
+        e->loc.gen != loc->gen)
+        return; /* moved or reclaimed meanwhile */
+    kvs_warn("store: block at offset %llu failed verification; dropped",
+             (unsigned long long)loc->off);
+    region_remove(s, e);
+    e->flags &= ~E_DISK;
+    s->st.nvme_blocks--;
+    if (!(e->flags & E_DRAM) && !e->busy)
+        entry_remove_locked(s, e);
+}
+
+int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
+                        kvs_block_info_t *infos_out, int *status_out)
+{
+    struct rd rds[64];
+    size_t nrd = 0;
+    int first = 0;
+
+    for (size_t done = 0; done < n;) {
+        size_t chunk = KVS_MIN(n - done, KVS_ARRAY_SIZE(rds));
+        nrd = 0;
+
+        /* DRAM hits are copied now; disk reads are collected. */
+        for (size_t i = done; i < done + chunk; i++) {
+            const kvs_get_args_t *a = &args[i];
+            kvs_block_info_t info;
+            struct entry *e;
+
+            status_out[i] = 0;
+            if (!a->key || a->key_len == 0 || a->key_len > KVS_KEY_MAX) {
+                status_out[i] = -EINVAL;
+                continue;
+            }
+            pthread_mutex_lock(&s->lock);
+            s->st.gets++;
+            e = ns_valid_locked(s, a->ns)
+                    ? find_locked(s, a->ns, a->key, a->key_len) : NULL;
+            if (!e) {
+                s->st.misses++;
+                pthread_mutex_unlock(&s->lock);
+                status_out[i] = KVS_ENOTFOUND;
+                continue;
+            }
+            fill_info(&info, e);
+            if (infos_out)
+                infos_out[i] = info;
+            if (a->cap < e->raw_len ||
+                (a->part_lens && a->part_cap < e->nparts)) {
+                pthread_mutex_unlock(&s->lock);
+                status_out[i] = -ENOBUFS;
+                continue;
+            }
+            if (e->flags & E_DRAM) {
+                e->busy++;
+                lru_touch(s, e);
+                s->st.hits++;
+                s->st.dram_hits++;
+                pthread_mutex_unlock(&s->lock);
+                memcpy(a->buf, s->abase + e->dram_off, e->raw_len);
+                if (a->part_lens)
+                    memcpy(a->part_lens, part_table(s, e),
+                           sizeof(uint32_t) * e->nparts);
+                pthread_mutex_lock(&s->lock);
+                e->busy--;
+                if ((e->flags & E_DEAD) && !e->busy)
+                    entry_free_locked(s, e);
+                pthread_mutex_unlock(&s->lock);
+                continue;
+            }
+            struct rd *r = &rds[nrd++];
+            *r = (struct rd){
+                .a = a, .info = info, .loc = e->loc, .raw_len = e->raw_len,
+                .stored_len = e->stored_len, .data_xxh = e->data_xxh,
+                .nparts = e->nparts, .codec = e->codec,
+                .elem_size = e->elem_size, .ns = e->ns, .hash = e->hash,
+                .status = 1,
+            };
+            status_out[i] = 1;
+            pthread_mutex_unlock(&s->lock);
+        }
+
+        /* Disk reads, up to the number of bounce slots in flight. */
+        if (nrd) {
+            pthread_mutex_lock(&s->rlock);
+            unsigned nslots = kvs_segment_read_slots(s->seg);
+            unsigned free_slots[256], nfree = 0;
+            size_t next = 0, finished = 0;
+            for (unsigned k = 0; k < nslots && k < 256; k++)
+                free_slots[nfree++] = k;
+            while (finished < nrd) {
+                while (next < nrd && nfree) {
+                    struct rd *r = &rds[next];
+                    r->slot = free_slots[--nfree];
+                    int ret = kvs_segment_read_submit(s->seg, &r->loc,
+                                                      r->slot, next);
+                    if (ret) {
+                        r->status = ret;
+                        free_slots[nfree++] = r->slot;
+                        r->slot = UINT32_MAX;
+                    }
+                    next++;
+                }
+                /* Finish reads in order as they complete. */
+                for (size_t k = 0; k < nrd; k++) {
+                    struct rd *r = &rds[k];
+                    if (r->status == 1 || r->slot == UINT32_MAX - 1 ||
+                        k >= next)
+                        continue;
+                    if (r->status == 0 && r->slot != UINT32_MAX) {
+                        r->status = verify_decode_rlocked(
+                            s, r, kvs_segment_slot(s->seg, r->slot),
+                            r->a->key, r->a->key_len, r->a->buf,
+                            r->a->part_lens, r->a->part_cap);
+                    }
+                    if (r->slot != UINT32_MAX)
+                        free_slots[nfree++] = r->slot;
+                    r->slot = UINT32_MAX - 1; /* done */
+                    finished++;
+                }
+                if (finished < nrd && kvs_segment_read_inflight(s->seg)) {
+                    int ret = kvs_segment_read_reap(s->seg, 1, rd_done, rds);
+                    if (ret < 0) {
+                        kvs_error("store: read completion: %s",
+                                  strerror(-ret));
+                        break;
+                    }
+                }
+            }
+            pthread_mutex_unlock(&s->rlock);
+            pthread_mutex_lock(&s->lock);
+            for (size_t k = 0; k < nrd; k++) {
+                struct rd *r = &rds[k];
+                size_t i = (size_t)(r->a - args);
+                if (r->status == 0) {
+                    s->st.hits++;
+                    s->st.nvme_hits++;
+                    s->st.bytes_read += r->loc.disk_len;
+                    status_out[i] = 0;
+                    continue;
+                }
+                s->st.misses++;
+                if (r->status == KVS_ECORRUPT || r->status == -EIO)
+                    corrupt_locked(s, r->ns, r->a->key, r->a->key_len,
+                                   &r->loc);
+                status_out[i] = KVS_ENOTFOUND;
+            }
+            pthread_mutex_unlock(&s->lock);
+        }
+        done += chunk;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (status_out[i] && !first)
+            first = status_out[i];
+    return first;
+}
+
+int kvs_store_get(kvs_store_t *s, const kvs_get_args_t *a,
+                  kvs_block_info_t *info_out)
+{
+    kvs_block_info_t info;
+    int status;
+
+    kvs_store_get_batch(s, a, 1, &info, &status);
+    if (status == 0 || status == -ENOBUFS) {
+        if (info_out)
+            *info_out = info;
+    }
+    return status;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Pin, promote */
+
+/*
+ * Brings a disk-only block into DRAM. Called with lock held on a visible
+ * entry; returns with lock held. The entry stays visible (its disk copy
+ * serves other readers) while the bytes are read.
+ */
+static int promote_locked(kvs_store_t *s, struct entry *e)
+{
+    uint64_t bytes = dram_bytes_for(e->raw_len, e->nparts), off;
+    struct rd r = {
+        .loc = e->loc, .raw_len = e->raw_len, .stored_len = e->stored_len,
+        .data_xxh = e->data_xxh, .nparts = e->nparts, .codec = e->codec,
+        .elem_size = e->elem_size, .ns = e->ns, .hash = e->hash,
+    };
+    uint8_t key[KVS_KEY_MAX];
+    uint32_t key_len = e->key_len;
+    int ret;
+
+    if (e->flags & E_DRAM)
+        return 0;
+    if (!s->seg)
+        return KVS_ENOTFOUND;
+    ret = dram_alloc_locked(s, bytes, &off);
+    if (ret)
+        return ret;
+    if (e->flags & (E_DRAM | E_DEAD) || !(e->flags & E_DISK)) {
+        /* Changed while we waited for space. */
+        kvs_arena_free(s->arena, off, bytes);
+        return (e->flags & E_DRAM) ? 0 : KVS_ENOTFOUND;
+    }
+    uint64_t data_off = off + kvs_segment_hdr_bytes(e->nparts);
+    e->busy++;
+    memcpy(key, e->key, key_len);
+    pthread_mutex_unlock(&s->lock);
+
+    pthread_mutex_lock(&s->rlock);
+    r.slot = 0;
+    r.status = 1;
+    ret = kvs_segment_read_submit(s->seg, &r.loc, 0, 0);
+    if (ret == 0) {
+        ret = kvs_segment_read_reap(s->seg, 1, rd_done, &r);
+        ret = ret < 0 ? ret : r.status;
+    }
+    if (ret == 0) {
+        uint32_t *pl = (uint32_t *)(void *)(s->abase + data_off +
+                                            KVS_ALIGN_UP(r.raw_len, 8ull));
+        ret = verify_decode_rlocked(s, &r, kvs_segment_slot(s->seg, 0), key,
+                                    key_len, s->abase + data_off, pl,
+                                    r.nparts);
+        if (ret == 0)
+            dram_zero_tail(s->abase + data_off, r.raw_len, r.nparts);
+    }
+    pthread_mutex_unlock(&s->rlock);
+
+    pthread_mutex_lock(&s->lock);
+    e->busy--;
+    if (ret == 0 && !(e->flags & E_DEAD) && !(e->flags & E_DRAM)) {
+        e->dram_off = data_off;
+        e->dram_bytes = bytes;
+        e->flags |= E_DRAM;
+        lru_push(s, e);
+        s->st.dram_blocks++;
+        s->st.promoted++;
+        s->st.bytes_read += r.loc.disk_len;
+        return 0;
+    }
+    kvs_arena_free(s->arena, off, bytes);
+    pthread_cond_broadcast(&s->space_cv);
+    if ((e->flags & E_DEAD) && !e->busy) {
+        entry_free_locked(s, e);
+        return KVS_ENOTFOUND;
+    }
+    if (ret == KVS_ECORRUPT || ret == -EIO) {
+        corrupt_locked(s, r.ns, key, key_len, &r.loc);
+        return KVS_ENOTFOUND;
+    }
+    return ret;
+}
+
+int kvs_store_pin(kvs_store_t *s, uint32_t ns, const void *key,
+                  uint32_t key_len, kvs_view_t *view_out)
+{
+    struct entry *e;
+    int ret;
+
+    if (!key || key_len == 0 || key_len > KVS_KEY_MAX)
+        return -EINVAL;
+    pthread_mutex_lock(&s->lock);
+    e = ns_valid_locked(s, ns) ? find_locked(s, ns, key, key_len) : NULL;
+    if (!e) {
+        pthread_mutex_unlock(&s->lock);
+        return KVS_ENOTFOUND;
+    }
+    ret = promote_locked(s, e);
+    if (ret == 0 && !(e->flags & E_LINKED))
+        ret = KVS_ENOTFOUND;
+    if (ret == 0) {
+        e->refs++;
+        s->st.refs++;
+        lru_touch(s, e);
+        if (view_out) {
+            view_out->data = s->abase + e->dram_off;
+            view_out->len = e->raw_len;
+            view_out->nparts = e->nparts;
+            view_out->part_lens = part_table(s, e);
+            view_out->arena_off = e->dram_off;
+            view_out->ref = e;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+static void unref_locked(kvs_store_t *s, struct entry *e)
+{
+    kvs_assert(e->refs > 0);
+    e->refs--;
+    s->st.refs--;
+    if (need_degrade_locked(s))
+        pthread_cond_signal(&s->work_cv);
+}
+
+void kvs_store_unpin_view(kvs_store_t *s, kvs_view_t *view)
+{
+    if (!view || !view->ref)
+        return;
+    pthread_mutex_lock(&s->lock);
+    unref_locked(s, view->ref);
+    pthread_mutex_unlock(&s->lock);
+    view->ref = NULL;
+}
+
+int kvs_store_unpin(kvs_store_t *s, uint32_t ns, const void *key,
+                    uint32_t key_len)
+{
+    struct entry *e;
+    int ret = KVS_ENOTFOUND;
+
+    if (!key || key_len == 0 || key_len > KVS_KEY_MAX)
+        return -EINVAL;
+    pthread_mutex_lock(&s->lock);
+    /* An expired block can still be unpinned. */
+    e = lookup_locked(s, ns, key, key_len, key_hash(ns, key, key_len));
+    if (e && e->refs) {
+        unref_locked(s, e);
+        ret = 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+int kvs_store_promote(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
+                      size_t n, size_t *promoted_out)
+{
+    size_t promoted = 0;
+    int ret = 0;
+
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < n; i++) {
+        struct entry *e;
+        if (!keys[i].data || keys[i].len == 0 || keys[i].len > KVS_KEY_MAX)
+            continue;
+        e = ns_valid_locked(s, ns)
+                ? find_locked(s, ns, keys[i].data, keys[i].len) : NULL;
+        if (!e || (e->flags & E_DRAM))
+            continue;
+        /* Stop at the DRAM budget rather than push out other blocks. */
+        uint64_t bytes = dram_bytes_for(e->raw_len, e->nparts);
+        if (kvs_arena_used(s->arena) + bytes > s->dram_high ||
+            kvs_arena_largest_free(s->arena) < bytes) {
+            ret = KVS_EFULL;
+            break;
+        }
+        if (promote_locked(s, e) == 0)
+            promoted++;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (promoted_out)
+        *promoted_out = promoted;
+    return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Lookups */
+
+int kvs_store_exists(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
+                     size_t n, uint8_t *present_out)
+{
+    pthread_mutex_lock(&s->lock);
+    bool nsok = ns_valid_locked(s, ns);
+    uint64_t now = kvs_clock_real_ms();
+    for (size_t i = 0; i < n; i++) {
+        const struct entry *e = NULL;
+        if (nsok && keys[i].data && keys[i].len >= 1 &&
+            keys[i].len <= KVS_KEY_MAX)
+            e = lookup_locked(s, ns, keys[i].data, keys[i].len,
+                              key_hash(ns, keys[i].data, keys[i].len));
+        present_out[i] = e && !expired(e, now);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
+                    size_t n, uint32_t flags, uint8_t *tiers_out,
+                    size_t *matched_out)
+{
+    size_t m = 0;
+    uint64_t now = kvs_clock_real_ms();
+
+    pthread_mutex_lock(&s->lock);
+    if (!ns_valid_locked(s, ns))
+        n = 0;
+    for (; m < n; m++) {
+        struct entry *e;
+        if (!keys[m].data || keys[m].len == 0 || keys[m].len > KVS_KEY_MAX)
+            break;
+        e = lookup_locked(s, ns, keys[m].data, keys[m].len,
+                          key_hash(ns, keys[m].data, keys[m].len));
+        if (!e || expired(e, now))
+            break;
+        if (tiers_out)
+            tiers_out[m] = (e->flags & E_DRAM) ? KVS_TIER_DRAM : KVS_TIER_NVME;
+        if (flags & KVS_MATCH_PIN) {
+            /* A pinned match needs the block in DRAM; the read happens
+             * with the lock released, so the chain is re-checked. */
+            if (promote_locked(s, e) || !(e->flags & E_LINKED))
+                break;
+            e->refs++;
+            s->st.refs++;
+            if (tiers_out)
+                tiers_out[m] = KVS_TIER_DRAM;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    *matched_out = m;
+    return 0;
+}
+
+int kvs_store_delete(kvs_store_t *s, uint32_t ns, const void *key,
+                     uint32_t key_len)
+{
+    struct entry *e;
+    bool on_disk;
+    uint64_t uid;
+
+    if (!key || key_len == 0 || key_len > KVS_KEY_MAX)
+        return -EINVAL;
+    pthread_mutex_lock(&s->wlock);
+    pthread_mutex_lock(&s->lock);
+    e = ns_valid_locked(s, ns) ? find_locked(s, ns, key, key_len) : NULL;
+    if (!e || e->refs) {
+        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->wlock);
+        return e ? KVS_EBUSY : KVS_ENOTFOUND;
+    }
+    on_disk = e->flags & E_DISK;
+    uid = e->uid;
+    entry_remove_locked(s, e);
+    pthread_mutex_unlock(&s->lock);
+    if (on_disk)
+        kvs_index_block_delete_if(s->index, ns, key, key_len, uid);
+    pthread_mutex_unlock(&s->wlock);
+    return 0;
+}
+
+int kvs_store_set_retention(kvs_store_t *s, uint32_t ns, const void *key,
+                            uint32_t key_len, uint8_t cls, uint64_t ttl_ms)
+{
+    struct entry *e;
+    int ret = 0;
+    bool rewrite = false;
+
+    if (!key || key_len == 0 || key_len > KVS_KEY_MAX ||
+        cls >= KVS_CLASS_COUNT)
+        return -EINVAL;
+    pthread_mutex_lock(&s->wlock);
+    pthread_mutex_lock(&s->lock);
+    e = ns_valid_locked(s, ns) ? find_locked(s, ns, key, key_len) : NULL;
+    if (!e) {
+        ret = KVS_ENOTFOUND;
+    } else if (cls == KVS_CLASS_PINNED && e->cls != KVS_CLASS_PINNED &&
+               s->pinned_bytes + e->raw_len >
+                   (kvs_arena_size(s->arena) / 100) * s->cfg.pinned_max_pct) {
+        ret = KVS_EPINNED_FULL;
+    } else {
+        if (e->cls == KVS_CLASS_PINNED)
+            s->pinned_bytes -= e->raw_len;
+        if (cls == KVS_CLASS_PINNED)
+            s->pinned_bytes += e->raw_len;
+        e->cls = cls;
+        e->expiry_ms = ttl_ms ? kvs_clock_real_ms() + ttl_ms : 0;
+        rewrite = e->flags & E_DISK;
+    }
+    kvs_index_rec_t rec;
+    if (rewrite) {
+        rec = (kvs_index_rec_t){
+            .ns = e->ns, .key_len = e->key_len, .parent_len = e->parent_len,
+            .codec = e->codec, .elem_size = e->elem_size, .cls = e->cls,
+            .nparts = e->nparts, .region = e->loc.region,
+            .disk_len = e->loc.disk_len, .disk_off = e->loc.off,
+            .gen = e->loc.gen, .raw_len = e->raw_len,
+            .stored_len = e->stored_len, .data_xxh = e->data_xxh,
+            .expiry_ms = e->expiry_ms, .group = e->group, .uid = e->uid,
+        };
+        memcpy(rec.key, e->key, e->key_len);
+        memcpy(rec.parent, e->parent, e->parent_len);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (rewrite) {
+        kvs_index_batch_put(s->batch, &rec);
+        ret = kvs_index_commit(s->index, s->batch, false);
+        kvs_index_batch_clear(s->batch);
+    }
+    pthread_mutex_unlock(&s->wlock);
+    return ret;
+}
+
+int kvs_store_flush(kvs_store_t *s)
+{
+    int ret;
+
+    if (!s->seg)
+        return 0;
+    pthread_mutex_lock(&s->lock);
+    uint32_t want = ++s->flush_gen;
+    pthread_cond_signal(&s->work_cv);
+    while ((int32_t)(s->flush_done - want) < 0 && !s->stop)
+        pthread_cond_wait(&s->space_cv, &s->lock);
+    ret = s->flush_status;
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+void kvs_store_stats(kvs_store_t *s, kvs_store_stats_t *out)
+{
+    pthread_mutex_lock(&s->lock);
+    *out = s->st;
+    out->dram_used_bytes = kvs_arena_used(s->arena);
+    out->dram_capacity_bytes = kvs_arena_size(s->arena);
+    out->nvme_capacity_bytes = s->seg ? s->cfg.nvme_bytes : 0;
+    out->nvme_used_bytes = 0;
+    for (uint32_t r = 0; r < s->nregions; r++)
+        if (s->regions[r].state == RG_SEALED || s->regions[r].state == RG_OPEN)
+            out->nvme_used_bytes += s->cfg.region_bytes;
+    out->pinned_bytes = s->pinned_bytes;
+    pthread_mutex_unlock(&s->lock);
+}
+
+int kvs_store_verify(kvs_store_t *s, kvs_verify_cb cb, void *arg,
+                     uint64_t *checked_out, uint64_t *bad_out)
+{
+    uint64_t checked = 0, bad = 0;
+    uint8_t *tmp;
+
+    if (!s->seg) {
+        *checked_out = *bad_out = 0;
+        return 0;
+    }
+    tmp = malloc(s->cfg.max_block_bytes ? s->cfg.max_block_bytes : 1);
+    if (!tmp)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < s->nents; i++) {
+        struct rd r;
+        uint8_t key[KVS_KEY_MAX];
+        uint32_t key_len;
+        int ret;
+
+        pthread_mutex_lock(&s->lock);
+        struct entry *e = &s->ents[i];
+        if (!(e->flags & E_LINKED) || !(e->flags & E_DISK)) {
+            pthread_mutex_unlock(&s->lock);
+            continue;
+        }
+        r = (struct rd){
+            .loc = e->loc, .raw_len = e->raw_len, .stored_len = e->stored_len,
+            .data_xxh = e->data_xxh, .nparts = e->nparts, .codec = e->codec,
+            .elem_size = e->elem_size, .ns = e->ns, .hash = e->hash,
+            .status = 1,
+        };
+        key_len = e->key_len;
+        memcpy(key, e->key, key_len);
+        pthread_mutex_unlock(&s->lock);
+
+        pthread_mutex_lock(&s->rlock);
+        ret = kvs_segment_read_submit(s->seg, &r.loc, 0, 0);
+        if (ret == 0) {
+            ret = kvs_segment_read_reap(s->seg, 1, rd_done, &r);
+            ret = ret < 0 ? ret : r.status;
+        }
+        if (ret == 0)
+            ret = verify_decode_rlocked(s, &r, kvs_segment_slot(s->seg, 0),
+                                        key, key_len, tmp, NULL, 0);
+        pthread_mutex_unlock(&s->rlock);
+        checked++;
+        if (ret) {
+            bad++;
+            if (cb)
+                cb(arg, r.ns, key, key_len, ret);
+            pthread_mutex_lock(&s->lock);
+            corrupt_locked(s, r.ns, key, key_len, &r.loc);
+            pthread_mutex_unlock(&s->lock);
+        }
+    }
+    free(tmp);
+    *checked_out = checked;
+    *bad_out = bad;
+    return 0;
+}
+
+void *kvs_store_arena(kvs_store_t *s, size_t *len_out)
+{
+    *len_out = kvs_arena_size(s->arena);
+    return kvs_arena_base(s->arena);
+}

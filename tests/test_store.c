@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Engine round trips across tiers: blocks that overflow DRAM degrade to the
+ * NVMe tier and read back byte for byte, survive a reopen if they reached
+ * the disk, durable puts survive a close without flush, and the API's
+ * contracts (match, pin, delete, TTL, limits, errors) hold.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "kvstore/store.h"
+#include "tests/testutil.h"
+
+#define BLK (256u << 10)
+#define NPARTS 4
+
+static void config(kvs_store_config_t *c, const char *dir)
+{
+    kvs_store_config_default(c);
+    c->dir = dir;
+    c->dram_bytes = 16u << 20;
+    c->nvme_bytes = 96u << 20;
+    c->region_bytes = 4u << 20;
+    c->max_block_bytes = 1u << 20;
+    c->max_blocks = 4096;
+    c->io_depth = 16;
+    c->full_wait_ms = 5000;
+}
+
+static void make_key(uint8_t *key, uint32_t i)
+{
+    memset(key, 0, 32);
+    snprintf((char *)key, 32, "block-%08u", i);
+}
+
+static int put_block(kvs_store_t *s, uint32_t ns, uint32_t i, uint8_t *buf,
+                     uint32_t flags, uint8_t cls)
+{
+    uint8_t key[32];
+    kvs_iov_t parts[NPARTS];
+
+    make_key(key, i);
+    kvs_test_fill(buf, BLK, i);
+    for (int p = 0; p < NPARTS; p++)
+        parts[p] = (kvs_iov_t){buf + p * (BLK / NPARTS), BLK / NPARTS};
+    kvs_put_args_t a = {
+        .ns = ns, .key = key, .key_len = 32, .parts = parts,
+        .nparts = NPARTS, .flags = flags, .cls = cls,
+    };
+    return kvs_store_put(s, &a);
+}
+
+/* 0 if block i reads back intact, else the get's status. */
+static int check_block(kvs_store_t *s, uint32_t ns, uint32_t i, uint8_t *buf,
+                       uint8_t *want)
+{
+    uint8_t key[32];
+    uint32_t lens[NPARTS];
+    kvs_block_info_t info;
+
+    make_key(key, i);
+    kvs_test_fill(want, BLK, i);
+    memset(buf, 0, BLK);
+    kvs_get_args_t g = {.ns = ns, .key = key, .key_len = 32, .buf = buf,
+                        .cap = BLK, .part_lens = lens, .part_cap = NPARTS};
+    int ret = kvs_store_get(s, &g, &info);
+    if (ret)
+        return ret;
+    assert_int_equal(info.data_len, BLK);
+    assert_int_equal(info.nparts, NPARTS);
+    for (int p = 0; p < NPARTS; p++)
+        assert_int_equal(lens[p], BLK / NPARTS);
+    assert_memory_equal(buf, want, BLK);
+    return 0;
+}
+
+static void test_tiers_roundtrip_and_reopen(void **state)
+{
+    const char *dir = kvs_test_dir("store_tiers");
+    kvs_store_config_t c;
+    kvs_store_t *s;
+    kvs_store_stats_t st;
+    uint32_t ns;
+    uint8_t *buf = malloc(BLK), *want = malloc(BLK);
+    const uint32_t n = 200; /* 50 MiB through a 16 MiB DRAM tier */
+
+    (void)state;
+    config(&c, dir);
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "model=test;dtype=bf16", 2, &ns), 0);
+    for (uint32_t i = 0; i < n; i++)
+        assert_int_equal(put_block(s, ns, i, buf, 0, KVS_CLASS_SCRATCH), 0);
+    for (uint32_t i = 0; i < n; i++)
+        assert_int_equal(check_block(s, ns, i, buf, want), 0);
+    kvs_store_stats(s, &st);
+    assert_true(st.degraded > 0);
+    assert_true(st.nvme_hits > 0);
+    assert_true(st.dram_hits > 0);
+    assert_int_equal(st.corrupt_reads, 0);
+    assert_int_equal(st.blocks, n);
+
+    /* Flush makes every block durable: all are back after a reopen. */
+    assert_int_equal(kvs_store_flush(s), 0);
+    kvs_store_close(s);
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    uint32_t ns2;
+    assert_int_equal(kvs_store_ns_open(s, "model=test;dtype=bf16", 2, &ns2), 0);
+    assert_int_equal(ns2, ns);
+    for (uint32_t i = 0; i < n; i++)
+        assert_int_equal(check_block(s, ns, i, buf, want), 0);
+    kvs_store_stats(s, &st);
+    assert_int_equal(st.blocks, n);
+    assert_int_equal(st.corrupt_reads, 0);
+
+    uint64_t checked, bad;
+    assert_int_equal(kvs_store_verify(s, NULL, NULL, &checked, &bad), 0);
+    assert_int_equal(checked, n);
+    assert_int_equal(bad, 0);
+    kvs_store_close(s);
+
+    /* Another region size is another layout. */
+    c.region_bytes = 8u << 20;
+    assert_int_equal(kvs_store_open(&c, &s), KVS_ELAYOUT);
+    free(buf);
+    free(want);
+    kvs_test_rmtree(dir);
+}
+
+static void test_durable_survives_close_without_flush(void **state)
+{
+    const char *dir = kvs_test_dir("store_durable");
+    kvs_store_config_t c;
+    kvs_store_t *s;
+    uint32_t ns;
+    uint8_t *buf = malloc(BLK), *want = malloc(BLK);
+
+    (void)state;
+    config(&c, dir);
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "ns", 0, &ns), 0);
+    for (uint32_t i = 0; i < 8; i++)
+        assert_int_equal(put_block(s, ns, i, buf, KVS_PUT_DURABLE,
+                                   KVS_CLASS_USER), 0);
+    /* Durable blocks are on disk already. */
+    kvs_store_stats_t st;
+    kvs_store_stats(s, &st);
+    assert_int_equal(st.nvme_blocks, 8);
+    kvs_store_close(s);
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    for (uint32_t i = 0; i < 8; i++)
+        assert_int_equal(check_block(s, ns, i, buf, want), 0);
+    kvs_store_close(s);
+    free(buf);
+    free(want);
+    kvs_test_rmtree(dir);
+}
+
+static void test_api_contracts(void **state)
+{
+    const char *dir = kvs_test_dir("store_api");
+    kvs_store_config_t c;
+    kvs_store_t *s;
+    uint32_t ns, other;
+    uint8_t *buf = malloc(BLK), *want = malloc(BLK);
+    kvs_key_t keys[8];
+    uint8_t kb[8][32];
+    size_t m;
+
+    (void)state;
+    config(&c, dir);
+    c.nvme_bytes = 0; /* DRAM only */
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "a", 2, &ns), 0);
+    assert_int_equal(kvs_store_ns_open(s, "b", 2, &other), 0);
+    assert_int_not_equal(ns, other);
+
+    /* Match: the leading present keys, in order; a gap stops it. */
+    for (uint32_t i = 0; i < 8; i++) {
+        make_key(kb[i], i);
+        keys[i] = (kvs_key_t){kb[i], 32};
+    }
+    for (uint32_t i = 0; i < 5; i++)
+        assert_int_equal(put_block(s, ns, i, buf, 0, KVS_CLASS_SCRATCH), 0);
+    uint8_t tiers[8];
+    assert_int_equal(kvs_store_match(s, ns, keys, 8, 0, tiers, &m), 0);
+    assert_int_equal(m, 5);
+    assert_int_equal(tiers[0], KVS_TIER_DRAM);
+    assert_int_equal(kvs_store_match(s, other, keys, 8, 0, NULL, &m), 0);
+    assert_int_equal(m, 0);
+    assert_int_equal(kvs_store_delete(s, ns, kb[2], 32), 0);
+    assert_int_equal(kvs_store_delete(s, ns, kb[2], 32), KVS_ENOTFOUND);
+    assert_int_equal(kvs_store_match(s, ns, keys, 8, 0, NULL, &m), 0);
+    assert_int_equal(m, 2);
+    uint8_t present[8];
+    assert_int_equal(kvs_store_exists(s, ns, keys, 8, present), 0);
+    assert_int_equal(present[0] + present[1] + present[2] + present[3] +
+                         present[4] + present[5],
+                     4);
+
+    /* Pin: a zero-copy view of the bytes; a pinned block cannot go. */
+    kvs_view_t v;
+    assert_int_equal(kvs_store_pin(s, ns, kb[1], 32, &v), 0);
+    kvs_test_fill(want, BLK, 1);
+    assert_int_equal(v.len, BLK);
+    assert_memory_equal(v.data, want, BLK);
+    assert_int_equal(v.nparts, NPARTS);
+    assert_int_equal(kvs_store_delete(s, ns, kb[1], 32), KVS_EBUSY);
+    assert_int_equal(put_block(s, ns, 1, buf, 0, KVS_CLASS_SCRATCH), KVS_EBUSY);
+    kvs_store_stats_t st;
+    kvs_store_stats(s, &st);
+    assert_int_equal(st.refs, 1);
+    kvs_store_unpin_view(s, &v);
+    kvs_store_stats(s, &st);
+    assert_int_equal(st.refs, 0);
+    assert_int_equal(kvs_store_pin(s, ns, kb[1], 32, NULL), 0);
+    assert_int_equal(kvs_store_unpin(s, ns, kb[1], 32), 0);
+    assert_int_equal(kvs_store_unpin(s, ns, kb[1], 32), KVS_ENOTFOUND);
+    assert_int_equal(kvs_store_delete(s, ns, kb[1], 32), 0);
+
+    /* Match with pin takes one reference per matched block. */
+    assert_int_equal(kvs_store_match(s, ns, keys, 8, KVS_MATCH_PIN, NULL, &m),
+                     0);
+    assert_int_equal(m, 1);
+    kvs_store_stats(s, &st);
+    assert_int_equal(st.refs, 1);
+    assert_int_equal(kvs_store_unpin(s, ns, kb[0], 32), 0);
+
+    /* Errors: bad arguments, limits, small buffers. */
+    uint8_t big[KVS_KEY_MAX + 1] = {0};
+    kvs_iov_t part = {buf, 16};
+    kvs_put_args_t a = {.ns = ns, .key = big, .key_len = KVS_KEY_MAX + 1,
+                        .parts = &part, .nparts = 1};
+    assert_int_equal(kvs_store_put(s, &a), -EINVAL);
+    a.key_len = 0;
+    assert_int_equal(kvs_store_put(s, &a), -EINVAL);
+    a.key_len = 4;
+    a.nparts = 0;
+    assert_int_equal(kvs_store_put(s, &a), -EINVAL);
+    a.nparts = 1;
+    a.cls = 7;
+    assert_int_equal(kvs_store_put(s, &a), -EINVAL);
+    a.cls = 0;
+    part.len = c.max_block_bytes + 1;
+    uint8_t *huge = calloc(1, part.len);
+    part.base = huge;
+    assert_int_equal(kvs_store_put(s, &a), KVS_ETOOBIG);
+    free(huge);
+    part = (kvs_iov_t){buf, 16};
+    a.ns = 999;
+    assert_int_equal(kvs_store_put(s, &a), KVS_ENOTFOUND);
+    a.ns = ns;
+    assert_int_equal(kvs_store_put(s, &a), 0);
+    kvs_block_info_t info;
+    kvs_get_args_t g = {.ns = ns, .key = big, .key_len = 4, .buf = buf,
+                        .cap = 8};
+    assert_int_equal(kvs_store_get(s, &g, &info), -ENOBUFS);
+    assert_int_equal(info.data_len, 16);
+    g.cap = 16;
+    assert_int_equal(kvs_store_get(s, &g, &info), 0);
+
+    /* Pinned class is capped. */
+    uint8_t *pbuf = malloc(BLK);
+    int ret = 0;
+    uint32_t i;
+    for (i = 100; i < 200 && ret == 0; i++)
+        ret = put_block(s, ns, i, pbuf, 0, KVS_CLASS_PINNED);
+    assert_int_equal(ret, KVS_EPINNED_FULL);
+    assert_true(i - 100 > 1);
+    free(pbuf);
+
+    /* TTL: a user block is gone once its time is up. */
+    kvs_put_args_t t = {.ns = ns, .key = "ttl", .key_len = 3, .parts = &part,
+                        .nparts = 1, .cls = KVS_CLASS_USER, .ttl_ms = 30};
+    assert_int_equal(kvs_store_put(s, &t), 0);
+    g.key = "ttl";
+    g.key_len = 3;
+    usleep(80 * 1000);
+    assert_int_equal(kvs_store_get(s, &g, &info), KVS_ENOTFOUND);
+    /* And retention can be changed on a live block. */
+    t.ttl_ms = 0;
+    assert_int_equal(kvs_store_put(s, &t), 0);
+    assert_int_equal(kvs_store_set_retention(s, ns, "ttl", 3, KVS_CLASS_USER,
+                                             30), 0);
+    usleep(80 * 1000);
+    assert_int_equal(kvs_store_get(s, &g, &info), KVS_ENOTFOUND);
+
+    kvs_store_close(s);
+    free(buf);
+    free(want);
+    kvs_test_rmtree(dir);
+}
+
+static void test_dram_only_evicts_lru(void **state)
+{
+    const char *dir = kvs_test_dir("store_dram");
+    kvs_store_config_t c;
+    kvs_store_t *s;
+    uint32_t ns;
+    uint8_t *buf = malloc(BLK), *want = malloc(BLK);
+    kvs_store_stats_t st;
+
+    (void)state;
+    config(&c, dir);
+    c.nvme_bytes = 0;
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "ns", 0, &ns), 0);
+    for (uint32_t i = 0; i < 200; i++)
+        assert_int_equal(put_block(s, ns, i, buf, 0, KVS_CLASS_SCRATCH), 0);
+    kvs_store_stats(s, &st);
+    assert_true(st.evicted > 0);
+    assert_true(st.blocks < 200);
+    /* The newest block is there; the oldest was evicted. */
+    assert_int_equal(check_block(s, ns, 199, buf, want), 0);
+    assert_int_equal(check_block(s, ns, 0, buf, want), KVS_ENOTFOUND);
+    kvs_store_close(s);
+    free(buf);
+    free(want);
+    kvs_test_rmtree(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tiers_roundtrip_and_reopen),
+        cmocka_unit_test(test_durable_survives_close_without_flush),
+        cmocka_unit_test(test_api_contracts),
+        cmocka_unit_test(test_dram_only_evicts_lru),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Shared pieces of kvstash-bench: figure output (human or JSON lines) and
+ * the machine limits measured by ../shared/bench/limits.sh in the same run.
+ */
+#ifndef KVS_BENCH_H
+#define KVS_BENCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+extern bool bench_json;
+
+/* Prints one figure. limit <= 0 means "no limit measured": the ratio is
+ * then omitted (JSON null). */
+void bench_figure(const char *figure, double value, const char *unit,
+                  double limit, const char *note);
+
+/* Runs limits.sh for the given block size and depth and returns the MB/s
+ * of one limit ("disk-read", "disk-write", "ucx-am", "redis-get",
+ * "memcpy"), or -1 if it could not be measured (reason on stderr). what is
+ * passed to the script as is ("disk-read disk-write"). */
+int bench_limits_run(const char *dir, uint64_t bytes, unsigned depth,
+                     unsigned seconds, const char *what);
+double bench_limit(const char *name);
+
+/* Parses "256k", "1m", "2g" or a plain number; 0 on error. */
+uint64_t bench_parse_size(const char *s);
+
+double bench_now(void);
+
+/* Removes a directory tree the benchmark made. */
+int bench_rmtree(const char *path);
+
+int bench_store_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,254 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * kvstash-bench store: the engine's NVMe tier against fio on the same
+ * directory, same block size and queue depth, measured in the same run.
+ *
+ *   put: blocks are put through the engine (DRAM, then written behind to
+ *        the data file). Once DRAM is full every put waits for the
+ *        write-behind; the rate at which the engine then writes the data
+ *        file is compared with fio write (O_DIRECT, no fsync). The time to
+ *        durable (the same puts, then a flush with fdatasync) is printed
+ *        too, without a limit: fio has no such step.
+ *   get: the store is reopened so no block is in DRAM, then random blocks
+ *        are read with get_batch (up to --depth reads in flight), each
+ *        verified (header, XXH3) and copied to the caller. Compared with
+ *        fio randread.
+ */
+#include "tools/bench/bench.h"
+#include "kvstore/store.h"
+#include "common/compiler.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct opts {
+    const char *dir;
+    uint64_t block;
+    unsigned depth;
+    uint64_t data;
+    uint64_t dram;
+    unsigned seconds;
+    int compress;
+    bool durable;
+    bool limits;
+};
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: kvstash-bench store [options]\n"
+            "  --dir DIR        data directory (default ./var/bench)\n"
+            "  --block BYTES    block size (default 256k)\n"
+            "  --depth N        reads in flight (default 32)\n"
+            "  --data BYTES     data set written (default 2g)\n"
+            "  --dram BYTES     DRAM tier (default 256m)\n"
+            "  --seconds N      get phase and fio runtime (default 5)\n"
+            "  --compress L     zstd level on the way to disk (default 0)\n"
+            "  --durable        durable puts (synced, batch of 64)\n"
+            "  --no-limits      do not run fio\n"
+            "  --json           one JSON object per figure\n");
+}
+
+static void make_key(uint8_t *key, uint64_t i)
+{
+    memset(key, 0, 16);
+    memcpy(key, "bench", 5);
+    memcpy(key + 8, &i, 8);
+}
+
+static int run(const struct opts *o)
+{
+    kvs_store_config_t c;
+    kvs_store_t *s;
+    uint32_t ns;
+    uint64_t nblocks = o->data / o->block;
+    const unsigned batch = 64;
+    uint8_t *src, *dst;
+    uint8_t (*keys)[16];
+    kvs_put_args_t pa[64];
+    kvs_get_args_t ga[64];
+    kvs_iov_t iov[64];
+    int st[64];
+    int ret;
+
+    kvs_store_config_default(&c);
+    c.dir = o->dir;
+    c.dram_bytes = o->dram;
+    c.nvme_bytes = KVS_MAX(o->data + o->data / 4, (uint64_t)512 << 20);
+    c.region_bytes = 64u << 20;
+    c.max_block_bytes = (uint32_t)o->block;
+    c.io_depth = o->depth;
+    c.compress_level = o->compress;
+    c.max_blocks = (uint32_t)(nblocks + 1024);
+    c.full_wait_ms = 30000;
+
+    src = aligned_alloc(4096, o->block * batch);
+    dst = aligned_alloc(4096, o->block * batch);
+    keys = calloc(nblocks, 16);
+    if (!src || !dst || !keys)
+        return 1;
+    /* bf16-like values would let the codec shrink them; random bytes keep
+     * the disk doing the full work. */
+    for (uint64_t i = 0; i < o->block * batch / 8; i++)
+        ((uint64_t *)(void *)src)[i] = i * 0x9e3779b97f4a7c15ull;
+
+    /* Each run starts from an empty store. */
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/index", o->dir);
+    bench_rmtree(path);
+    snprintf(path, sizeof(path), "%s/data.kvs", o->dir);
+    bench_rmtree(path);
+    ret = kvs_store_open(&c, &s);
+    if (ret) {
+        fprintf(stderr, "store open: %s\n", kvs_strerror(ret));
+        return 1;
+    }
+    kvs_store_ns_open(s, "bench", 2, &ns);
+
+    /* Steady state starts once DRAM is full: from then on every put waits
+     * for the write-behind, and the rate at which the engine writes the
+     * data file is the figure. */
+    double t0 = bench_now(), ta = 0;
+    uint64_t bw_a = 0;
+    kvs_store_stats_t sst;
+    for (uint64_t i = 0; i < nblocks; i += batch) {
+        if (ta == 0 && i * o->block >= o->dram) {
+            kvs_store_stats(s, &sst);
+            bw_a = sst.bytes_written;
+            ta = bench_now();
+        }
+        unsigned n = (unsigned)KVS_MIN((uint64_t)batch, nblocks - i);
+        for (unsigned k = 0; k < n; k++) {
+            make_key(keys[i + k], i + k);
+            /* Make each block unique without rewriting all of it. */
+            memcpy(src + k * o->block, &(uint64_t){i + k}, 8);
+            iov[k] = (kvs_iov_t){src + k * o->block, o->block};
+            pa[k] = (kvs_put_args_t){.ns = ns, .key = keys[i + k],
+                                     .key_len = 16, .parts = &iov[k],
+                                     .nparts = 1,
+                                     .flags = o->durable ? KVS_PUT_DURABLE
+                                                         : 0};
+        }
+        ret = kvs_store_put_batch(s, pa, n, st);
+        if (ret) {
+            fprintf(stderr, "put: %s\n", kvs_strerror(ret));
+            return 1;
+        }
+    }
+    double tput = bench_now();
+    kvs_store_stats(s, &sst);
+    uint64_t bw_b = sst.bytes_written;
+    ret = kvs_store_flush(s);
+    double t1 = bench_now();
+    if (getenv("KVS_BENCH_VERBOSE"))
+        fprintf(stderr, "bench: put loop %.2fs, flush %.2fs\n", tput - t0,
+                t1 - tput);
+    if (ret) {
+        fprintf(stderr, "flush: %s\n", kvs_strerror(ret));
+        return 1;
+    }
+    kvs_store_close(s);
+    if (ta == 0) {
+        fprintf(stderr, "bench: --data must be larger than --dram\n");
+        return 1;
+    }
+    double put_mbps = (double)(bw_b - bw_a) / (tput - ta) / 1e6;
+    double durable_mbps = (double)(nblocks * o->block) / (t1 - t0) / 1e6;
+
+    /* Cold: a fresh open has nothing in DRAM. */
+    ret = kvs_store_open(&c, &s);
+    if (ret) {
+        fprintf(stderr, "store reopen: %s\n", kvs_strerror(ret));
+        return 1;
+    }
+    uint64_t rng = 88172645463325252ull, got = 0, miss = 0;
+    double g0 = bench_now(), g1;
+    do {
+        for (unsigned k = 0; k < batch; k++) {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            ga[k] = (kvs_get_args_t){.ns = ns, .key = keys[rng % nblocks],
+                                     .key_len = 16,
+                                     .buf = dst + k * o->block,
+                                     .cap = o->block};
+        }
+        kvs_store_get_batch(s, ga, batch, NULL, st);
+        for (unsigned k = 0; k < batch; k++) {
+            if (st[k] == 0)
+                got++;
+            else
+                miss++;
+        }
+        g1 = bench_now();
+    } while (g1 - g0 < o->seconds);
+    kvs_store_stats(s, &sst);
+    kvs_store_close(s);
+    double get_mbps = (double)(got * o->block) / (g1 - g0) / 1e6;
+
+    double lw = -1, lr = -1;
+    if (o->limits) {
+        char ldir[4096];
+        snprintf(ldir, sizeof(ldir), "%s/limits", o->dir);
+        if (bench_limits_run(ldir, o->block, o->depth, o->seconds,
+                             "disk-write disk-read") == 0) {
+            lw = bench_limit("disk-write");
+            lr = bench_limit("disk-read");
+        }
+    }
+    char note[160];
+    snprintf(note, sizeof(note), "block=%llu depth=%u data=%lluMiB%s",
+             (unsigned long long)o->block, o->depth,
+             (unsigned long long)(nblocks * o->block >> 20),
+             o->durable ? " durable" : "");
+    bench_figure("store-put-nvme", put_mbps, "MB/s", lw, note);
+    bench_figure("store-put-to-durable", durable_mbps, "MB/s", -1,
+                 "all puts then flush with fdatasync; fio does not sync");
+    bench_figure("store-get-nvme-cold", get_mbps, "MB/s", lr, note);
+    if (miss || sst.corrupt_reads)
+        fprintf(stderr, "bench: %llu misses, %llu corrupt reads\n",
+                (unsigned long long)miss,
+                (unsigned long long)sst.corrupt_reads);
+    free(src);
+    free(dst);
+    free(keys);
+    return miss ? 1 : 0;
+}
+
+int bench_store_main(int argc, char **argv)
+{
+    struct opts o = {"./var/bench", 256u << 10, 32, 2ull << 30, 256u << 20,
+                     5, 0, false, true};
+    static const struct option lo[] = {
+        {"dir", 1, 0, 'd'},     {"block", 1, 0, 'b'}, {"depth", 1, 0, 'q'},
+        {"data", 1, 0, 'n'},    {"dram", 1, 0, 'm'},  {"seconds", 1, 0, 't'},
+        {"compress", 1, 0, 'c'}, {"durable", 0, 0, 'D'},
+        {"no-limits", 0, 0, 'L'}, {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
+    int ch;
+
+    while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (ch) {
+        case 'd': o.dir = optarg; break;
+        case 'b': o.block = bench_parse_size(optarg); break;
+        case 'q': o.depth = (unsigned)atoi(optarg); break;
+        case 'n': o.data = bench_parse_size(optarg); break;
+        case 'm': o.dram = bench_parse_size(optarg); break;
+        case 't': o.seconds = (unsigned)atoi(optarg); break;
+        case 'c': o.compress = atoi(optarg); break;
+        case 'D': o.durable = true; break;
+        case 'L': o.limits = false; break;
+        case 'j': bench_json = true; break;
+        case 'h': usage(); return 0;
+        default: usage(); return 2;
+        }
+    }
+    if (!o.block || !o.depth || o.depth > 1024 || o.data < o.block ||
+        !o.dram || !o.seconds) {
+        usage();
+        return 2;
+    }
+    return run(&o);
+}

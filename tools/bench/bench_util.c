@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Figure output and machine limits for kvstash-bench (see bench.h). */
+#include "tools/bench/bench.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+bool bench_json;
+
+struct limit {
+    char name[32];
+    double mbps;
+};
+static struct limit limits[16];
+static int nlimits;
+
+double bench_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void bench_figure(const char *figure, double value, const char *unit,
+                  double limit, const char *note)
+{
+    if (bench_json) {
+        printf("{\"figure\":\"%s\",\"value\":%.3f,\"unit\":\"%s\",", figure,
+               value, unit);
+        if (limit > 0)
+            printf("\"limit\":%.3f,\"ratio\":%.3f", limit, value / limit);
+        else
+            printf("\"limit\":null,\"ratio\":null");
+        if (note)
+            printf(",\"note\":\"%s\"", note);
+        printf("}\n");
+    } else if (limit > 0) {
+        printf("%-28s %12.1f %-6s limit %10.1f  ratio %.3f%s%s\n", figure,
+               value, unit, limit, value / limit, note ? "  " : "",
+               note ? note : "");
+    } else {
+        printf("%-28s %12.1f %-6s%s%s\n", figure, value, unit,
+               note ? "  " : "", note ? note : "");
+    }
+    fflush(stdout);
+}
+
+uint64_t bench_parse_size(const char *s)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+
+    switch (*end) {
+    case 'k': case 'K': v <<= 10; end++; break;
+    case 'm': case 'M': v <<= 20; end++; break;
+    case 'g': case 'G': v <<= 30; end++; break;
+    default: break;
+    }
+    return *end ? 0 : v;
+}
+
+/* The script ships in the workplace's shared folder next to the checkout;
+ * KVS_LIMITS_SCRIPT overrides. */
+static const char *limits_script(void)
+{
+    static const char *const cand[] = {"../shared/bench/limits.sh",
+                                       "../../shared/bench/limits.sh",
+                                       "/work/shared/bench/limits.sh"};
+    const char *env = getenv("KVS_LIMITS_SCRIPT");
+
+    if (env && *env)
+        return env;
+    for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
+        if (access(cand[i], R_OK) == 0)
+            return cand[i];
+    return NULL;
+}
+
+int bench_limits_run(const char *dir, uint64_t bytes, unsigned depth,
+                     unsigned seconds, const char *what)
+{
+    const char *script = limits_script();
+    char cmd[1024], line[512];
+    FILE *p;
+
+    if (!script) {
+        fprintf(stderr, "bench: limits.sh not found (set KVS_LIMITS_SCRIPT)\n");
+        return -1;
+    }
+    snprintf(cmd, sizeof(cmd), "bash '%s' -d '%s' -s %llu -q %u -t %u %s",
+             script, dir, (unsigned long long)bytes, depth, seconds, what);
+    p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    while (fgets(line, sizeof(line), p)) {
+        char name[32];
+        double mbps;
+        const char *l = strstr(line, "\"limit\":\"");
+        const char *m = strstr(line, "\"MBps\":");
+        if (!l || !m || nlimits == (int)(sizeof(limits) / sizeof(limits[0])))
+            continue;
+        if (sscanf(l + 9, "%31[^\"]", name) != 1 ||
+            sscanf(m + 7, "%lf", &mbps) != 1)
+            continue;
+        snprintf(limits[nlimits].name, sizeof(limits[nlimits].name), "%s",
+                 name);
+        limits[nlimits++].mbps = mbps;
+    }
+    return pclose(p) == 0 ? 0 : -1;
+}
+
+double bench_limit(const char *name)
+{
+    for (int i = nlimits - 1; i >= 0; i--)
+        if (!strcmp(limits[i].name, name))
+            return limits[i].mbps > 0 ? limits[i].mbps : -1;
+    return -1;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag,
+                  struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+int bench_rmtree(const char *path)
+{
+    if (access(path, F_OK) != 0)
+        return 0;
+    return nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * kvstash-bench entry point: a table of modes, each with its own options.
+ * Every mode prints its figures next to the limit measured in the same run
+ * (bench_figure), as text or, with --json, one JSON object per line.
+ */
+#include "tools/bench/bench.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct mode {
+    const char *name;
+    int (*main)(int argc, char **argv);
+    const char *help;
+};
+
+static const struct mode modes[] = {
+    {"store", bench_store_main,
+     "engine put/get throughput on the NVMe tier vs fio (io_uring, O_DIRECT)"},
+};
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: kvstash-bench MODE [options] [--json]\n\nmodes:\n");
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+        fprintf(stderr, "  %-10s %s\n", modes[i].name, modes[i].help);
+    fprintf(stderr, "\nkvstash-bench MODE --help lists a mode's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage();
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+        if (!strcmp(argv[1], modes[i].name))
+            return modes[i].main(argc - 1, argv + 1);
+    fprintf(stderr, "kvstash-bench: unknown mode '%s'\n", argv[1]);
+    usage();
+    return 2;
+}
