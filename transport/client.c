@@ -664,6 +664,24 @@ static int client_hello(kvs_client_t *c, const kvs_client_params_t *p)
     return op_submit(c, op, &m, NULL, 0, 0, NULL, NULL, true);
 }
 
+/* UCX 1.13 keeps shared memory out of endpoints with peer error handling
+ * unless MM_ERROR_HANDLING is on; without it a client on the daemon's host
+ * would be served over TCP loopback. The environment still wins. */
+static ucs_status_t ucx_init(const ucp_params_t *up, ucp_context_h *ctx_out)
+{
+    ucp_config_t *config;
+    ucs_status_t st;
+
+    st = ucp_config_read(NULL, NULL, &config);
+    if (st != UCS_OK)
+        return st;
+    if (!getenv("UCX_MM_ERROR_HANDLING"))
+        (void)ucp_config_modify(config, "MM_ERROR_HANDLING", "y");
+    st = ucp_init(up, config, ctx_out);
+    ucp_config_release(config);
+    return st;
+}
+
 KVS_API int kvs_client_create_v(unsigned api_version,
                                 const kvs_client_params_t *params,
                                 kvs_client_t **client_out)
@@ -723,7 +741,7 @@ KVS_API int kvs_client_create_v(unsigned api_version,
     up.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
     up.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
     up.name = "libkvstash";
-    if (ucp_init(&up, NULL, &c->ctx) != UCS_OK) {
+    if (ucx_init(&up, &c->ctx) != UCS_OK) {
         ret = -ENODEV;
         goto err_free;
     }
@@ -774,6 +792,8 @@ KVS_API int kvs_client_create_v(unsigned api_version,
                         : 0;
     c->nslots = KVS_MAX(1u, KVS_MIN(c->limits.max_inflight, SLOTS_MAX));
     c->ready = true;
+    if (getenv("KVSTASH_PRINT_EP")) /* which UCX lanes carry what */
+        ucp_ep_print_info(c->ep, stderr);
     *client_out = c;
     return 0;
 

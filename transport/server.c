@@ -784,6 +784,41 @@ static int check_config(const kvs_server_config_t *c)
     return 0;
 }
 
+static bool is_loopback(const char *addr)
+{
+    return strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0;
+}
+
+/*
+ * UCX settings the daemon depends on, unless the operator set them in the
+ * environment:
+ *  - MM_ERROR_HANDLING=y: UCX 1.13 leaves shared-memory transports out of
+ *    endpoints that use peer error handling unless this is on, and then a
+ *    local client would be served over TCP loopback instead of shared
+ *    memory and CMA.
+ *  - NET_DEVICES=lo when listening on loopback: UCX would otherwise open its
+ *    TCP transport on every interface, reachable from the network even
+ *    though the daemon only listens on 127.0.0.1.
+ */
+static ucs_status_t ucx_init(kvs_server_t *srv, const ucp_params_t *up)
+{
+    ucp_config_t *config;
+    ucs_status_t st;
+
+    st = ucp_config_read(NULL, NULL, &config);
+    if (st != UCS_OK)
+        return st;
+    if (!getenv("UCX_MM_ERROR_HANDLING") &&
+        ucp_config_modify(config, "MM_ERROR_HANDLING", "y") != UCS_OK)
+        kvs_warn("cannot enable UCX shared memory with error handling");
+    if (!getenv("UCX_NET_DEVICES") && is_loopback(srv->cfg.listen_addr) &&
+        ucp_config_modify(config, "NET_DEVICES", "lo") != UCS_OK)
+        kvs_warn("cannot restrict UCX to the loopback device");
+    st = ucp_init(up, config, &srv->ctx);
+    ucp_config_release(config);
+    return st;
+}
+
 int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
                       kvs_server_t **server_out)
 {
@@ -819,7 +854,7 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     up.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
     up.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
     up.name = "kvstashd";
-    st = ucp_init(&up, NULL, &srv->ctx);
+    st = ucx_init(srv, &up);
     if (st != UCS_OK) {
         kvs_error("ucp_init: %s", ucs_status_string(st));
         ret = KVS_ECONFIG;

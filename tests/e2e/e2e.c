@@ -14,6 +14,18 @@
 #error "KVS_DAEMON_BIN must name the kvstashd binary"
 #endif
 
+/* A failed CHECK exits at once; never leave a daemon behind. */
+static pid_t started_pid, starter_pid;
+
+static void kill_daemon_at_exit(void)
+{
+    /* Only in the process that started it, not in forked clients. */
+    if (started_pid > 0 && getpid() == starter_pid) {
+        kill(started_pid, SIGKILL);
+        waitpid(started_pid, NULL, 0);
+    }
+}
+
 void kvs_e2e_daemon_init(kvs_e2e_daemon_t *d, const char *name)
 {
     const char *ext = getenv("KVS_TEST_DAEMON");
@@ -83,6 +95,11 @@ void kvs_e2e_daemon_start(kvs_e2e_daemon_t *d, const char *const *extra)
     fflush(NULL);
     d->pid = fork();
     CHECK(d->pid >= 0);
+    if (d->pid > 0 && started_pid == 0) {
+        started_pid = d->pid;
+        starter_pid = getpid();
+        atexit(kill_daemon_at_exit);
+    }
     if (d->pid == 0) {
         FILE *lf = freopen(log, "w", stdout);
 
@@ -127,6 +144,7 @@ void kvs_e2e_daemon_stop(kvs_e2e_daemon_t *d)
         exit(1);
     }
     d->pid = 0;
+    started_pid = 0;
 }
 
 int kvs_e2e_try_connect(const kvs_e2e_daemon_t *d, const char *ns,

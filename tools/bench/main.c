@@ -5,6 +5,7 @@
  * (bench_figure), as text or, with --json, one JSON object per line.
  */
 #include "tools/bench/bench.h"
+#include "tools/bench/bench_net.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +19,13 @@ struct mode {
 static const struct mode modes[] = {
     {"store", bench_store_main,
      "engine put/get throughput on the NVMe tier vs fio (io_uring, O_DIRECT)"},
+    {"net", bench_net_main, "net-get, net-multi and net-match in one run"},
+    {"net-get", bench_net_main,
+     "DRAM GET of 1 MiB blocks via kvstashd vs ucx_perftest am_bw"},
+    {"net-multi", bench_net_main,
+     "256 KiB GETs from 8 client processes vs Redis GET, 8 clients"},
+    {"net-match", bench_net_main,
+     "MATCH of a 128-key chain: p50/p99 vs one UCX round trip"},
 };
 
 static void usage(void)

@@ -1,0 +1,505 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Network benchmarks (see bench_net.h). The order inside one run is fixed so
+ * that the limits are not measured while kvstashd competes for the CPUs:
+ *
+ *   1. limits: limits.sh ucx (1 MiB), limits.sh redis (256 KiB), and a
+ *      ucx_perftest ucp_am_lat ping-pong for the UCX round trip;
+ *   2. start kvstashd (DRAM only, loopback, ephemeral port) unless --port;
+ *   3. the figures, each through libkvstash in processes other than the
+ *      daemon's;
+ *   4. stop kvstashd (SIGTERM, orderly shutdown).
+ *
+ * Client processes are forked before this process opens UCX (UCX state does
+ * not survive fork()).
+ */
+#include "tools/bench/bench.h"
+#include "tools/bench/bench_net.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kvstash/kvstash.h"
+
+typedef struct net_opts {
+    uint16_t port;                /* 0: start our own daemon */
+    const char *daemon;           /* kvstashd path */
+    const char *dir;              /* data and limits scratch */
+    const char *ns;
+    unsigned seconds;
+    unsigned clients;             /* net-multi processes */
+    unsigned window;              /* async GETs in flight per client */
+    unsigned multi_window;
+    bool limits;                  /* measure limits */
+    bool want_get, want_multi, want_match;
+} net_opts_t;
+
+static pid_t daemon_pid;
+
+static void usage(void)
+{
+    fprintf(stderr,
+        "usage: kvstash-bench net|net-get|net-multi|net-match [options]\n"
+        "  --port N        use a running kvstashd on 127.0.0.1:N\n"
+        "  --daemon PATH   kvstashd to start (default: next to this binary)\n"
+        "  --dir DIR       scratch directory (./var/bench-net)\n"
+        "  --seconds S     per figure (5)\n"
+        "  --clients N     processes for net-multi (8)\n"
+        "  --window N      GETs in flight per client in net-get (8)\n"
+        "  --multi-window N  GETs in flight per client in net-multi (1,\n"
+        "                  like redis-benchmark without pipelining)\n"
+        "  --no-limits     skip the limit measurements\n"
+        "  --json          one JSON object per figure\n");
+}
+
+/* ---- the daemon --------------------------------------------------- */
+
+static void default_daemon(char *out, size_t cap)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    char *slash;
+
+    if (n <= 0) {
+        snprintf(out, cap, "kvstashd");
+        return;
+    }
+    self[n] = '\0';
+    slash = strrchr(self, '/');
+    if (slash)
+        *slash = '\0';
+    if (snprintf(out, cap, "%s/kvstashd", self) >= (int)cap)
+        snprintf(out, cap, "kvstashd");
+}
+
+static int start_daemon(net_opts_t *o)
+{
+    char port_file[PATH_MAX], data[PATH_MAX], log[PATH_MAX];
+
+    snprintf(port_file, sizeof(port_file), "%s/port", o->dir);
+    snprintf(data, sizeof(data), "%s/data", o->dir);
+    snprintf(log, sizeof(log), "%s/kvstashd.log", o->dir);
+    unlink(port_file);
+    bench_rmtree(data);
+    fflush(NULL);
+    daemon_pid = fork();
+    if (daemon_pid < 0)
+        return -errno;
+    if (daemon_pid == 0) {
+        if (!freopen(log, "w", stdout) || dup2(1, 2) < 0)
+            _exit(127);
+        execl(o->daemon, o->daemon, "--port=0", "--port-file", port_file,
+              "--dir", data, "--dram-mib=1024", "--nvme-mib=0",
+              "--set=daemon.busy_poll_us=200", "--log-level=warn",
+              (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(port_file, "r");
+        unsigned port = 0;
+        int st;
+
+        if (f) {
+            int n = fscanf(f, "%u", &port);
+            fclose(f);
+            if (n == 1 && port) {
+                o->port = (uint16_t)port;
+                return 0;
+            }
+        }
+        if (waitpid(daemon_pid, &st, WNOHANG) == daemon_pid) {
+            fprintf(stderr, "bench: kvstashd exited; see %s\n", log);
+            daemon_pid = 0;
+            return -ECHILD;
+        }
+        usleep(20000);
+    }
+    fprintf(stderr, "bench: kvstashd did not start; see %s\n", log);
+    return -ETIMEDOUT;
+}
+
+static void stop_daemon(void)
+{
+    int st;
+
+    if (!daemon_pid)
+        return;
+    kill(daemon_pid, SIGTERM);
+    waitpid(daemon_pid, &st, 0);
+    daemon_pid = 0;
+}
+
+static kvs_client_t *connect_or_die(const net_opts_t *o, uint32_t busy_us)
+{
+    kvs_client_params_t p = {
+        .field_mask = KVS_CLIENT_PARAM_PORT | KVS_CLIENT_PARAM_NS |
+                      KVS_CLIENT_PARAM_BUSY_POLL_US,
+        .port = o->port,
+        .ns = o->ns,
+        .busy_poll_us = busy_us,
+    };
+    kvs_client_t *c;
+    int ret = kvs_client_create(&p, &c);
+
+    if (ret) {
+        fprintf(stderr, "bench: cannot connect to port %u: %s\n", o->port,
+                kvs_strerror(ret));
+        exit(1);
+    }
+    return c;
+}
+
+static void load_blocks(kvs_client_t *c, const char *prefix, unsigned n,
+                        size_t size)
+{
+    uint8_t *buf = malloc(size);
+    char key[64];
+
+    if (!buf)
+        exit(1);
+    for (size_t i = 0; i < size; i++)
+        buf[i] = (uint8_t)(i * 131 + 7);
+    for (unsigned i = 0; i < n; i++) {
+        int ret;
+
+        snprintf(key, sizeof(key), "%s-%u", prefix, i);
+        ret = kvs_client_put(c, key, (uint32_t)strlen(key), buf, size, 0);
+        if (ret) {
+            fprintf(stderr, "bench: put %s: %s\n", key, kvs_strerror(ret));
+            exit(1);
+        }
+    }
+    free(buf);
+}
+
+/* ---- GET throughput ----------------------------------------------- */
+
+typedef struct getter {
+    kvs_client_t *c;
+    kvs_client_get_t *items;      /* window entries */
+    char (*keys)[64];
+    unsigned nkeys;
+    unsigned next;
+    uint64_t bytes;
+    int errors;
+    bool stop;
+    const char *prefix;
+} getter_t;
+
+static void get_done(void *arg, int status);
+
+static void get_issue(getter_t *g, kvs_client_get_t *it)
+{
+    unsigned k = g->next++ % g->nkeys;
+
+    snprintf(g->keys[it - g->items], 64, "%s-%u", g->prefix, k);
+    it->key.data = g->keys[it - g->items];
+    it->key.len = (uint32_t)strlen(g->keys[it - g->items]);
+    if (kvs_client_get_batch_async(g->c, it, 1, 0, get_done, it) != 0)
+        g->errors++;
+}
+
+static getter_t *cur_getter;
+
+static void get_done(void *arg, int status)
+{
+    kvs_client_get_t *it = arg;
+    getter_t *g = cur_getter;
+
+    if (status)
+        g->errors++;
+    else
+        g->bytes += it->len;
+    if (!g->stop)
+        get_issue(g, it);
+}
+
+/* Keeps window GETs in flight for seconds; returns bytes per second. */
+static double run_gets(kvs_client_t *c, const char *prefix, unsigned nkeys,
+                       size_t size, unsigned window, unsigned seconds,
+                       int *errors_out)
+{
+    getter_t g = {.c = c, .nkeys = nkeys, .prefix = prefix};
+    uint8_t *buf = aligned_alloc(4096, (size_t)window * size);
+    kvs_mr_t *mr = NULL;
+    double t0, t1, warm_end;
+    uint64_t warm_bytes = 0;
+
+    g.items = calloc(window, sizeof(*g.items));
+    g.keys = calloc(window, 64);
+    if (!buf || !g.items || !g.keys)
+        exit(1);
+    memset(buf, 0, (size_t)window * size);
+    if (kvs_client_mem_reg(c, buf, (size_t)window * size, &mr) != 0)
+        mr = NULL;
+    cur_getter = &g;
+    for (unsigned i = 0; i < window; i++) {
+        g.items[i].buf = buf + (size_t)i * size;
+        g.items[i].cap = size;
+        g.items[i].mr = mr;
+        get_issue(&g, &g.items[i]);
+    }
+    /* One second of warm-up, not counted. */
+    warm_end = bench_now() + 1.0;
+    while (bench_now() < warm_end)
+        kvs_client_progress(c);
+    warm_bytes = g.bytes;
+    t0 = bench_now();
+    while ((t1 = bench_now()) < t0 + seconds)
+        kvs_client_progress(c);
+    g.stop = true;
+    kvs_client_wait(c);
+    *errors_out = g.errors;
+    kvs_client_mem_dereg(c, mr);
+    free(buf);
+    free(g.items);
+    free(g.keys);
+    return (double)(g.bytes - warm_bytes) / (t1 - t0);
+}
+
+static void fig_get(const net_opts_t *o, double limit_mbps)
+{
+    kvs_client_t *c = connect_or_die(o, 1000);
+    int errors = 0;
+    double bps;
+
+    load_blocks(c, "g1m", 64, 1u << 20);
+    bps = run_gets(c, "g1m", 64, 1u << 20, o->window, o->seconds, &errors);
+    kvs_client_destroy(c);
+    if (errors)
+        fprintf(stderr, "bench: %d GETs failed\n", errors);
+    bench_figure("net-get-1MiB-dram", bps / 1e6, "MB/s", limit_mbps,
+                 "vs ucx_perftest ucp_am_bw 1 MiB; target ratio >= 0.85");
+}
+
+/* ---- 8 clients ------------------------------------------------------ */
+
+static void fig_multi(const net_opts_t *o, double redis_mbps)
+{
+    unsigned n = o->clients;
+    pid_t *pids = calloc(n, sizeof(*pids));
+    int (*pipes)[2] = calloc(n, sizeof(*pipes));
+    int go[2];
+    double total = 0;
+    kvs_client_t *c;
+    char note[160];
+
+    if (!pids || !pipes || pipe(go) != 0)
+        exit(1);
+    fflush(NULL);
+    for (unsigned i = 0; i < n; i++) {
+        if (pipe(pipes[i]) != 0)
+            exit(1);
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            char ch;
+            int errors = 0;
+            double bps;
+
+            close(go[1]);
+            if (read(go[0], &ch, 1) != 1)
+                _exit(1);
+            c = connect_or_die(o, 0);
+            bps = run_gets(c, "g256k", 128, 256u << 10, o->multi_window,
+                           o->seconds, &errors);
+            kvs_client_destroy(c);
+            if (write(pipes[i][1], &bps, sizeof(bps)) != sizeof(bps))
+                _exit(1);
+            _exit(errors ? 1 : 0);
+        }
+        close(pipes[i][1]);
+    }
+    close(go[0]);
+    /* Children are waiting; load with a client of our own, then go. */
+    c = connect_or_die(o, 0);
+    load_blocks(c, "g256k", 128, 256u << 10);
+    kvs_client_destroy(c);
+    for (unsigned i = 0; i < n; i++)
+        if (write(go[1], "g", 1) != 1)
+            exit(1);
+    close(go[1]);
+    for (unsigned i = 0; i < n; i++) {
+        double bps = 0;
+        int st;
+
+        if (read(pipes[i][0], &bps, sizeof(bps)) == sizeof(bps))
+            total += bps;
+        close(pipes[i][0]);
+        waitpid(pids[i], &st, 0);
+        if (!WIFEXITED(st) || WEXITSTATUS(st))
+            fprintf(stderr, "bench: client %u had errors\n", i);
+    }
+    snprintf(note, sizeof(note),
+             "%u clients, %u in flight each, vs redis GET 256 KiB 8 clients; "
+             "target ratio >= 3", n, o->multi_window);
+    bench_figure("net-get-256KiB-8clients", total / 1e6, "MB/s", redis_mbps,
+                 note);
+    free(pids);
+    free(pipes);
+}
+
+/* ---- MATCH latency -------------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static void fig_match(const net_opts_t *o, double rtt_us)
+{
+    enum { CHAIN = 128 };
+    kvs_client_t *c = connect_or_die(o, 1000000);
+    static char names[CHAIN][64];
+    kvs_client_key_t keys[CHAIN];
+    kvs_client_match_result_t r;
+    uint8_t block[4096];
+    double *lat;
+    size_t n = 0, cap = 2000000;
+    double end;
+
+    memset(block, 1, sizeof(block));
+    for (int i = 0; i < CHAIN; i++) {
+        /* 32-byte keys, like a sha256 prefix hash. */
+        snprintf(names[i], sizeof(names[i]), "%032x", i * 2654435761u);
+        keys[i].data = names[i];
+        keys[i].len = 32;
+        if (kvs_client_put(c, names[i], 32, block, sizeof(block), 0) != 0)
+            exit(1);
+    }
+    lat = malloc(cap * sizeof(*lat));
+    if (!lat)
+        exit(1);
+    for (int i = 0; i < 1000; i++)
+        kvs_client_match(c, keys, CHAIN, 0, 0, NULL, &r);
+    end = bench_now() + o->seconds;
+    while (n < cap && bench_now() < end) {
+        double t0 = bench_now();
+        int ret = kvs_client_match(c, keys, CHAIN, 0, 0, NULL, &r);
+
+        lat[n++] = (bench_now() - t0) * 1e6;
+        if (ret || r.matched != CHAIN) {
+            fprintf(stderr, "bench: match: %s, %zu matched\n",
+                    kvs_strerror(ret), r.matched);
+            exit(1);
+        }
+    }
+    kvs_client_destroy(c);
+    qsort(lat, n, sizeof(*lat), cmp_double);
+    bench_figure("net-match128-p50", lat[n / 2], "us",
+                 rtt_us > 0 ? rtt_us + 10 : -1,
+                 "limit = UCX AM round trip + 10 us; target ratio <= 1");
+    bench_figure("net-match128-p99", lat[n * 99 / 100], "us",
+                 rtt_us > 0 ? rtt_us + 10 : -1,
+                 "limit = UCX AM round trip + 10 us; target ratio <= 1");
+    free(lat);
+}
+
+/* A UCX active-message round trip on this machine: ucx_perftest ucp_am_lat
+ * reports half of it (one-way latency, median). */
+static double measure_ucx_rtt_us(void)
+{
+    const char *cmd =
+        "p=$(python3 -c 'import socket; s=socket.socket(); "
+        "s.bind((\"127.0.0.1\",0)); print(s.getsockname()[1])'); "
+        "ucx_perftest -p $p >/dev/null 2>&1 & srv=$!; sleep 0.5; "
+        "timeout 60 ucx_perftest 127.0.0.1 -p $p -t ucp_am_lat -s 8 "
+        "-n 100000 -w 10000 -f 2>/dev/null | "
+        "awk '$1 ~ /^[0-9]+$/ && NF == 8 {l = $2} END {print l}'; "
+        "kill $srv 2>/dev/null; wait $srv 2>/dev/null";
+    FILE *p = popen(cmd, "r");
+    double one_way = -1;
+
+    if (!p)
+        return -1;
+    if (fscanf(p, "%lf", &one_way) != 1)
+        one_way = -1;
+    pclose(p);
+    return one_way > 0 ? 2 * one_way : -1;
+}
+
+int bench_net_main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"port", required_argument, NULL, 'p'},
+        {"daemon", required_argument, NULL, 'D'},
+        {"dir", required_argument, NULL, 'd'},
+        {"seconds", required_argument, NULL, 's'},
+        {"clients", required_argument, NULL, 'c'},
+        {"window", required_argument, NULL, 'w'},
+        {"multi-window", required_argument, NULL, 'W'},
+        {"no-limits", no_argument, NULL, 'L'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    char daemon_path[PATH_MAX], limits_dir[PATH_MAX];
+    net_opts_t o = {.dir = "./var/bench-net", .ns = "bench", .seconds = 5,
+                    .clients = 8, .window = 8, .multi_window = 1,
+                    .limits = true};
+    double am_bw = -1, redis = -1, rtt = -1;
+    const char *mode = argv[0];
+    int c;
+
+    default_daemon(daemon_path, sizeof(daemon_path));
+    o.daemon = daemon_path;
+    o.want_get = !strcmp(mode, "net") || !strcmp(mode, "net-get");
+    o.want_multi = !strcmp(mode, "net") || !strcmp(mode, "net-multi");
+    o.want_match = !strcmp(mode, "net") || !strcmp(mode, "net-match");
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'p': o.port = (uint16_t)atoi(optarg); break;
+        case 'D': o.daemon = optarg; break;
+        case 'd': o.dir = optarg; break;
+        case 's': o.seconds = (unsigned)atoi(optarg); break;
+        case 'c': o.clients = (unsigned)atoi(optarg); break;
+        case 'w': o.window = (unsigned)atoi(optarg); break;
+        case 'W': o.multi_window = (unsigned)atoi(optarg); break;
+        case 'L': o.limits = false; break;
+        case 'j': bench_json = true; break;
+        case 'h': usage(); return 0;
+        default: usage(); return 2;
+        }
+    }
+    if (!o.seconds || !o.clients || !o.window || !o.multi_window) {
+        usage();
+        return 2;
+    }
+    if (mkdir(o.dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "bench: cannot create %s: %s\n", o.dir, strerror(errno));
+        return 1;
+    }
+    snprintf(limits_dir, sizeof(limits_dir), "%s/limits", o.dir);
+    if (o.limits) {
+        if (o.want_get && bench_limits_run(limits_dir, 1u << 20, 1, o.seconds,
+                                           "ucx") == 0)
+            am_bw = bench_limit("ucx-am");
+        if (o.want_multi && bench_limits_run(limits_dir, 256u << 10, 8,
+                                             o.seconds, "redis") == 0)
+            redis = bench_limit("redis-get");
+        if (o.want_match)
+            rtt = measure_ucx_rtt_us();
+        if (rtt > 0)
+            bench_figure("ucx-am-round-trip", rtt, "us", -1,
+                         "ucx_perftest ucp_am_lat, 2 x one-way median");
+    }
+    if (!o.port && start_daemon(&o) != 0)
+        return 1;
+    if (o.want_get)
+        fig_get(&o, am_bw);
+    if (o.want_multi)
+        fig_multi(&o, redis);
+    if (o.want_match)
+        fig_match(&o, rtt);
+    stop_daemon();
+    return 0;
+}
