@@ -119,6 +119,8 @@ static void test_hello(void **state)
     r.u.hello_rep.max_keys = 1024;
     r.u.hello_rep.lease_max_ms = 60000;
     r.u.hello_rep.session = 42;
+    r.u.hello_rep.bind_secret = 0x0123456789abcdefull;
+    r.u.hello_rep.bulk_port = 40001;
     roundtrip(&r, 0, &o);
     assert_memory_equal(&o.u.hello_rep, &r.u.hello_rep, sizeof(r.u.hello_rep));
 }
@@ -301,6 +303,15 @@ static void test_admin_ops(void **state)
         assert_bytes(o.u.stat_rep.ents[i].name, st[i].name);
         assert_true(o.u.stat_rep.ents[i].value == st[i].value);
     }
+
+    m = req(KVS_OP_BIND, 0);
+    m.u.bind.session = 3;
+    m.u.bind.secret = 0xfeedfacecafebeefull;
+    roundtrip(&m, 0, &o);
+    assert_true(o.u.bind.session == 3);
+    assert_true(o.u.bind.secret == 0xfeedfacecafebeefull);
+    m = rep(KVS_OP_BIND, 0);
+    roundtrip(&m, 0, &o);
 
     m = req(KVS_OP_VERIFY, 0);
     roundtrip(&m, 0, &o);

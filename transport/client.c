@@ -90,7 +90,8 @@ struct kvs_mr {
 struct kvs_client {
     ucp_context_h ctx;
     ucp_worker_h worker;
-    ucp_ep_h ep;
+    ucp_ep_h ep;                  /* control: peer error handling on */
+    ucp_ep_h bulk_ep;             /* DATA: see transport/server_int.h */
     int efd;
     int failed;                   /* 0, or why every call now fails */
     bool ready;
@@ -103,6 +104,8 @@ struct kvs_client {
     uint32_t max_body;
     uint32_t timeout_ms;
     uint64_t busy_ns;
+    uint16_t bulk_port;           /* from HELLO; 0: no bulk endpoint */
+    uint64_t bind_secret;
     kvs_wire_limits_t lim;
     kvs_wire_scratch_t *scratch;
 };
@@ -310,6 +313,8 @@ static void on_reply(kvs_client_t *c, op_t *op, const kvs_wire_msg_t *m)
         c->limits.lease_max_ms = m->u.hello_rep.lease_max_ms;
         c->limits.session = m->u.hello_rep.session;
         c->max_body = KVS_MIN(m->u.hello_rep.max_body, BODY_CAP);
+        c->bulk_port = (uint16_t)m->u.hello_rep.bulk_port;
+        c->bind_secret = m->u.hello_rep.bind_secret;
         break;
     case KVS_OP_PUT:
         if (n != op->n) {
@@ -531,6 +536,7 @@ static void op_abort(kvs_client_t *c, op_t *op)
 static int op_send(kvs_client_t *c, op_t *op, size_t len, const void *payload,
                    size_t plen, size_t niov)
 {
+    ucp_ep_h ep = op->opcode == KVS_OP_BIND ? c->bulk_ep : c->ep;
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
                         UCP_OP_ATTR_FIELD_USER_DATA |
@@ -544,13 +550,12 @@ static int op_send(kvs_client_t *c, op_t *op, size_t len, const void *payload,
     if (niov) {
         prm.op_attr_mask |= UCP_OP_ATTR_FIELD_DATATYPE;
         prm.datatype = ucp_dt_make_iov();
-        sp = ucp_am_send_nbx(c->ep, AM_ID, op->frame, len, op->iov, niov, &prm);
+        sp = ucp_am_send_nbx(ep, AM_ID, op->frame, len, op->iov, niov, &prm);
     } else if (payload || plen) {
-        sp = ucp_am_send_nbx(c->ep, AM_ID, op->frame, len, payload, plen,
-                             &prm);
+        sp = ucp_am_send_nbx(ep, AM_ID, op->frame, len, payload, plen, &prm);
     } else {
         prm.flags |= UCP_AM_SEND_FLAG_EAGER;
-        sp = ucp_am_send_nbx(c->ep, AM_ID, NULL, 0, op->frame, len, &prm);
+        sp = ucp_am_send_nbx(ep, AM_ID, NULL, 0, op->frame, len, &prm);
     }
     if (sp == NULL) {
         op->sent = true;
@@ -682,6 +687,55 @@ static ucs_status_t ucx_init(const ucp_params_t *up, ucp_context_h *ctx_out)
     return st;
 }
 
+static void ep_close(kvs_client_t *c, ucp_ep_h *ep, bool force);
+
+static void bulk_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
+{
+    (void)arg;
+    (void)ep;
+    (void)status; /* the control endpoint reports a dead daemon */
+}
+
+/* A second endpoint, without peer error handling, so that UCX may pull
+ * blocks by CMA; bound to this connection by BIND. Best effort: on any
+ * failure blocks simply come over the control endpoint. */
+static void bulk_connect(kvs_client_t *c, struct sockaddr_storage *ss,
+                         socklen_t sl)
+{
+    ucp_ep_params_t ep;
+    kvs_wire_msg_t m;
+    op_t *op;
+
+    if (ss->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons(c->bulk_port);
+    else
+        ((struct sockaddr_in *)ss)->sin_port = htons(c->bulk_port);
+    memset(&ep, 0, sizeof(ep));
+    ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLER |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+    ep.sockaddr.addr = (struct sockaddr *)ss;
+    ep.sockaddr.addrlen = sl;
+    ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+    ep.err_handler.cb = bulk_err_cb;
+    ep.err_handler.arg = c;
+    if (ucp_ep_create(c->worker, &ep, &c->bulk_ep) != UCS_OK) {
+        c->bulk_ep = NULL;
+        return;
+    }
+    op = op_alloc(c, KVS_OP_BIND);
+    if (!op) {
+        ep_close(c, &c->bulk_ep, true);
+        return;
+    }
+    memset(&m, 0, sizeof(m));
+    m.u.bind.session = c->limits.session;
+    m.u.bind.secret = c->bind_secret;
+    if (op_submit(c, op, &m, NULL, 0, 0, NULL, NULL, true) != 0)
+        ep_close(c, &c->bulk_ep, true);
+}
+
 KVS_API int kvs_client_create_v(unsigned api_version,
                                 const kvs_client_params_t *params,
                                 kvs_client_t **client_out)
@@ -787,13 +841,19 @@ KVS_API int kvs_client_create_v(unsigned api_version,
     ret = client_hello(c, &p);
     if (ret)
         goto err_free;
+    if ((c->limits.features & KVS_WIRE_FEAT_BULK) && c->bulk_port &&
+        !getenv("KVSTASH_NO_BULK"))
+        bulk_connect(c, &ss, sl);
     c->timeout_ms = (params->field_mask & KVS_CLIENT_PARAM_TIMEOUT_MS)
                         ? p.timeout_ms
                         : 0;
     c->nslots = KVS_MAX(1u, KVS_MIN(c->limits.max_inflight, SLOTS_MAX));
     c->ready = true;
-    if (getenv("KVSTASH_PRINT_EP")) /* which UCX lanes carry what */
+    if (getenv("KVSTASH_PRINT_EP")) { /* which UCX lanes carry what */
         ucp_ep_print_info(c->ep, stderr);
+        if (c->bulk_ep)
+            ucp_ep_print_info(c->bulk_ep, stderr);
+    }
     *client_out = c;
     return 0;
 
@@ -802,7 +862,7 @@ err_free:
     return ret;
 }
 
-static void ep_close(kvs_client_t *c, bool force)
+static void ep_close(kvs_client_t *c, ucp_ep_h *epp, bool force)
 {
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
@@ -811,9 +871,9 @@ static void ep_close(kvs_client_t *c, bool force)
     ucs_status_ptr_t sp;
     uint64_t deadline = kvs_clock_mono_ns() + 2000000000ull;
 
-    if (!c->ep)
+    if (!*epp)
         return;
-    sp = ucp_ep_close_nbx(c->ep, &prm);
+    sp = ucp_ep_close_nbx(*epp, &prm);
     if (UCS_PTR_IS_PTR(sp)) {
         while (ucp_request_check_status(sp) == UCS_INPROGRESS &&
                kvs_clock_mono_ns() < deadline)
@@ -822,7 +882,7 @@ static void ep_close(kvs_client_t *c, bool force)
             ucp_request_cancel(c->worker, sp);
         ucp_request_free(sp);
     }
-    c->ep = NULL;
+    *epp = NULL;
 }
 
 KVS_API void kvs_client_destroy(kvs_client_t *c)
@@ -832,7 +892,10 @@ KVS_API void kvs_client_destroy(kvs_client_t *c)
     if (c->worker) {
         if (c->ep && !c->failed)
             kvs_client_wait(c);
-        ep_close(c, c->failed != 0);
+        /* The bulk endpoint has no error handling: force it when the
+         * daemon is gone, or a flush could wait for ever. */
+        ep_close(c, &c->bulk_ep, c->failed != 0);
+        ep_close(c, &c->ep, c->failed != 0);
         /* Let failed requests call back, so no UCX request still points
          * into this client when it is freed. */
         for (int i = 0; i < 1000 && c->inflight; i++) {

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "common/clock.h"
 #include "common/debug.h"
@@ -60,6 +61,16 @@ static bool token_eq(const char *want, const kvs_wire_bytes_t *got)
     for (size_t i = 0; i < got->len; i++)
         diff |= (unsigned)(got->data[i] ^ (uint8_t)want[i < wl ? i : 0]);
     return diff == 0 && wl > 0;
+}
+
+/* An unguessable 64-bit secret for BIND. */
+static uint64_t secret64(void)
+{
+    uint64_t x = 0;
+
+    if (getrandom(&x, sizeof(x), 0) != sizeof(x))
+        x = kvs_clock_mono_ns() * 0x9e3779b97f4a7c15ull;
+    return x | 1;
 }
 
 static const kvs_tenant_t open_tenant = {.name = "default", .all_ns = true};
@@ -133,6 +144,14 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     r.u.hello_rep.max_keys = srv->cfg.max_keys;
     r.u.hello_rep.lease_max_ms = srv->cfg.lease_max_ms;
     r.u.hello_rep.session = conn->id;
+    if (srv->bulk_port && (conn->features & KVS_WIRE_FEAT_BULK)) {
+        conn->bind_secret = secret64();
+        r.u.hello_rep.bind_secret = conn->bind_secret;
+        r.u.hello_rep.bulk_port = srv->bulk_port;
+    } else {
+        conn->features &= ~KVS_WIRE_FEAT_BULK;
+        r.u.hello_rep.features = conn->features;
+    }
     kvs_server_reply(srv, conn, &r);
 }
 
@@ -494,7 +513,7 @@ static const struct {
 static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                     const uint8_t *payload)
 {
-    kvs_wire_stat_t ents[KVS_ARRAY_SIZE(store_stats) + 10];
+    kvs_wire_stat_t ents[KVS_ARRAY_SIZE(store_stats) + 16];
     kvs_store_stats_t st;
     kvs_wire_msg_t r;
     size_t n = 0;
@@ -524,6 +543,7 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     SRV_STAT("leases_expired", srv->leases_expired);
     SRV_STAT("conn_pins", srv->conn_pins);
     SRV_STAT("staged_puts", srv->staged_puts);
+    SRV_STAT("bulk_endpoints_bound", srv->bulk_bound);
 #undef SRV_STAT
     r = reply_to(m, (uint32_t)n);
     r.u.stat_rep.ents = ents;
@@ -551,6 +571,13 @@ static void op_verify(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     kvs_server_reply(srv, conn, &r);
 }
 
+static void op_bind_misplaced(kvs_server_t *srv, kvs_conn_t *conn,
+                              kvs_wire_msg_t *m, const uint8_t *payload)
+{
+    (void)payload;
+    kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+}
+
 static const opdef_t opdefs[KVS_OP_COUNT] = {
     [KVS_OP_HELLO] = {.name = "HELLO", .handle = op_hello},
     [KVS_OP_PUT] = {.name = "PUT", .handle = op_put},
@@ -568,6 +595,9 @@ static const opdef_t opdefs[KVS_OP_COUNT] = {
     [KVS_OP_STAT] = {.name = "STAT", .handle = op_stat},
     [KVS_OP_VERIFY] = {.name = "VERIFY", .feature = KVS_WIRE_FEAT_VERIFY,
                        .handle = op_verify},
+    /* BIND is valid on a bulk endpoint only (server.c), never here. */
+    [KVS_OP_BIND] = {.name = "BIND", .feature = KVS_WIRE_FEAT_BULK,
+                     .handle = op_bind_misplaced},
 };
 
 int kvs_handler_check(void)

@@ -58,6 +58,7 @@ void kvs_server_config_default(kvs_server_config_t *cfg)
     cfg->max_leases = 256;
     cfg->max_pins = 4096;
     cfg->busy_poll_us = 50;
+    cfg->bulk_ep = true;
 }
 
 uint16_t kvs_server_port(const kvs_server_t *srv)
@@ -139,13 +140,29 @@ kvs_tx_t *kvs_server_tx_get(kvs_server_t *srv, kvs_conn_t *conn)
     tx->conn = conn;
     tx->has_view = false;
     tx->close_after = false;
+    tx->in_data_list = false;
     conn->refs++;
     return tx;
+}
+
+static void data_list_del(kvs_tx_t *tx)
+{
+    if (!tx->in_data_list)
+        return;
+    if (tx->dprev)
+        tx->dprev->dnext = tx->dnext;
+    else
+        tx->conn->data_txs = tx->dnext;
+    if (tx->dnext)
+        tx->dnext->dprev = tx->dprev;
+    tx->in_data_list = false;
 }
 
 void kvs_server_tx_put(kvs_server_t *srv, kvs_tx_t *tx)
 {
     kvs_conn_t *conn = tx->conn;
+
+    data_list_del(tx);
 
     if (tx->has_view) {
         kvs_store_unpin_view(srv->store, &tx->view);
@@ -221,14 +238,26 @@ int kvs_server_send_data(kvs_server_t *srv, kvs_tx_t *tx, size_t hlen)
         .user_data = tx,
         .memh = srv->arena_memh,
     };
+    ucs_status_ptr_t sp;
 
     if (tx->conn->closing) {
         kvs_server_tx_put(srv, tx);
         return KVS_EPEER;
     }
-    return tx_finish(srv, tx,
-                     ucp_am_send_nbx(tx->conn->ep, KVS_AM_ID, tx->buf, hlen,
-                                     tx->view.data, tx->view.len, &prm));
+    sp = ucp_am_send_nbx(tx->conn->bulk ? tx->conn->bulk->ep : tx->conn->ep,
+                         KVS_AM_ID, tx->buf, hlen, tx->view.data, tx->view.len,
+                         &prm);
+    if (UCS_PTR_IS_PTR(sp)) {
+        /* In flight: remembered so that closing the connection can drop
+         * its pin even if UCX never completes it (see conn_close_now). */
+        tx->dprev = NULL;
+        tx->dnext = tx->conn->data_txs;
+        if (tx->dnext)
+            tx->dnext->dprev = tx;
+        tx->conn->data_txs = tx;
+        tx->in_data_list = true;
+    }
+    return tx_finish(srv, tx, sp);
 }
 
 /* An error reply is a bare header; it is written here rather than through
@@ -330,6 +359,117 @@ static void ep_close_cb(void *request, ucs_status_t status, void *user_data)
 
 static void stage_release(kvs_server_t *srv, kvs_stage_t *st);
 
+static void bulk_close_cb(void *request, ucs_status_t status, void *user_data)
+{
+    (void)status;
+    (void)user_data;
+    ucp_request_free(request);
+}
+
+/* Force-closes a bulk endpoint: DATA sends still on it complete with
+ * UCS_ERR_CANCELED, and their completions drop their pins. */
+static void bulk_close(kvs_server_t *srv, kvs_bulk_t *b)
+{
+    ucp_request_param_t prm = {
+        .op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_CALLBACK,
+        .flags = UCP_EP_CLOSE_FLAG_FORCE,
+        .cb.send = bulk_close_cb,
+    };
+    ucs_status_ptr_t sp;
+
+    for (kvs_bulk_t **pp = &srv->bulks; *pp; pp = &(*pp)->next) {
+        if (*pp == b) {
+            *pp = b->next;
+            break;
+        }
+    }
+    if (b->conn)
+        b->conn->bulk = NULL;
+    sp = ucp_ep_close_nbx(b->ep, &prm);
+    (void)sp; /* a pending close finishes in bulk_close_cb */
+    free(b);
+}
+
+static void bulk_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
+{
+    kvs_bulk_t *b = arg;
+
+    (void)ep;
+    kvs_debug("bulk endpoint error: %s", ucs_status_string(status));
+    b->failed = true; /* closed from the event loop */
+}
+
+static void bulk_conn_cb(ucp_conn_request_h req, void *arg)
+{
+    kvs_server_t *srv = arg;
+    ucp_ep_params_t ep_params;
+    kvs_bulk_t *b;
+    size_t n = 0;
+
+    for (kvs_bulk_t *x = srv->bulks; x; x = x->next)
+        n++;
+    b = n < 2u * srv->cfg.max_conns ? calloc(1, sizeof(*b)) : NULL;
+    if (!b) {
+        ucp_listener_reject(srv->bulk_listener, req);
+        return;
+    }
+    memset(&ep_params, 0, sizeof(ep_params));
+    ep_params.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST |
+                           UCP_EP_PARAM_FIELD_ERR_HANDLER |
+                           UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    ep_params.conn_request = req;
+    ep_params.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+    ep_params.err_handler.cb = bulk_err_cb;
+    ep_params.err_handler.arg = b;
+    if (ucp_ep_create(srv->worker, &ep_params, &b->ep) != UCS_OK) {
+        free(b);
+        return;
+    }
+    b->created_ns = kvs_clock_mono_ns();
+    b->next = srv->bulks;
+    srv->bulks = b;
+}
+
+static kvs_bulk_t *bulk_find(kvs_server_t *srv, ucp_ep_h ep)
+{
+    for (kvs_bulk_t *b = srv->bulks; b; b = b->next)
+        if (b->ep == ep)
+            return b;
+    return NULL;
+}
+
+/* The only frame a bulk endpoint may send: BIND (session, secret). */
+static void bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
+                      size_t len)
+{
+    kvs_wire_msg_t m;
+    kvs_conn_t *conn = NULL;
+
+    if (b->conn || kvs_wire_decode(frame, len, 0, &srv->lim, srv->scratch,
+                                   &m) != 0 ||
+        m.hdr.opcode != KVS_OP_BIND || (m.hdr.flags & KVS_WIRE_F_REPLY)) {
+        srv->bad_frames++;
+        b->failed = true;
+        return;
+    }
+    for (kvs_conn_t *c = srv->conns; c; c = c->next)
+        if (c->id == m.u.bind.session && !c->closing && c->ready)
+            conn = c;
+    if (!conn || conn->bulk || !(conn->features & KVS_WIRE_FEAT_BULK) ||
+        conn->bind_secret != m.u.bind.secret) {
+        srv->bad_frames++;
+        b->failed = true;
+        if (conn)
+            kvs_server_reply_status(srv, conn, &m.hdr, KVS_EAUTH, false);
+        return;
+    }
+    b->conn = conn;
+    conn->bulk = b;
+    srv->bulk_bound++;
+    kvs_debug("conn %llu: bulk endpoint bound", (unsigned long long)conn->id);
+    kvs_server_reply_status(srv, conn, &m.hdr, 0, false);
+}
+
 /* Closes a connection now (from the event loop, never from inside a UCX
  * callback): no more requests are served, its leases and pins
  * are dropped, waiting PUTs are discarded, and the endpoint is force-closed
@@ -358,6 +498,19 @@ static void conn_close_now(kvs_conn_t *conn)
     kvs_info("conn %llu: closing (tenant %s)", (unsigned long long)conn->id,
              conn->tenant ? conn->tenant->name : "-");
     conn_release_refs(srv, conn);
+    if (conn->bulk)
+        bulk_close(srv, conn->bulk);
+    /* A bulk endpoint has no peer error handling, and UCX 1.13 does not
+     * complete its rendezvous sends when it is force-closed. Nobody reads
+     * those blocks any more (the client is gone or cut off), so their pins
+     * are dropped now; the sends' own completions, if they ever come, only
+     * free the kvs_tx_t. */
+    for (kvs_tx_t *tx = conn->data_txs; tx; tx = tx->dnext) {
+        if (tx->has_view) {
+            kvs_store_unpin_view(srv->store, &tx->view);
+            tx->has_view = false;
+        }
+    }
     /* Waiting PUTs of this connection give their descriptors back. */
     for (kvs_stage_t **pp = &srv->wait_head; *pp;) {
         kvs_stage_t *st = *pp;
@@ -632,7 +785,16 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
     if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP))
         return UCS_OK; /* nobody to answer: drop */
     conn = conn_find(srv, param->reply_ep);
-    if (!conn || conn->closing)
+    if (!conn) {
+        kvs_bulk_t *b = bulk_find(srv, param->reply_ep);
+
+        if (b && hlen == 0 && !rndv)
+            bulk_bind(srv, b, data, len);
+        else if (b)
+            b->failed = true;
+        return UCS_OK;
+    }
+    if (conn->closing)
         return UCS_OK;
     if (hlen == 0) {
         /* A frame without payload must come eagerly, as the AM data. */
@@ -695,6 +857,25 @@ static int listen_on(kvs_server_t *srv)
         return KVS_ECONFIG;
     }
     srv->port = ntohs(la.sockaddr.ss_family == AF_INET6
+                          ? ((struct sockaddr_in6 *)&la.sockaddr)->sin6_port
+                          : ((struct sockaddr_in *)&la.sockaddr)->sin_port);
+    if (!srv->cfg.bulk_ep)
+        return 0;
+    /* The bulk listener: same address, any free port (told in HELLO). */
+    if (ss.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&ss)->sin6_port = 0;
+    else
+        ((struct sockaddr_in *)&ss)->sin_port = 0;
+    lp.conn_handler.cb = bulk_conn_cb;
+    st = ucp_listener_create(srv->worker, &lp, &srv->bulk_listener);
+    if (st == UCS_OK)
+        st = ucp_listener_query(srv->bulk_listener, &la);
+    if (st != UCS_OK) {
+        kvs_warn("no bulk endpoints (%s): blocks go over the control "
+                 "endpoint", ucs_status_string(st));
+        return 0;
+    }
+    srv->bulk_port = ntohs(la.sockaddr.ss_family == AF_INET6
                           ? ((struct sockaddr_in6 *)&la.sockaddr)->sin6_port
                           : ((struct sockaddr_in *)&la.sockaddr)->sin_port);
     return 0;
@@ -912,7 +1093,8 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     ret = listen_on(srv);
     if (ret)
         goto err_destroy;
-    kvs_info("listening on %s port %u (UCX %s)", cfg->listen_addr, srv->port,
+    kvs_info("listening on %s port %u, bulk port %u (UCX %s)",
+             cfg->listen_addr, srv->port, srv->bulk_port,
              ucp_get_version_string());
     *server_out = srv;
     return 0;
@@ -942,6 +1124,16 @@ static void expire_leases(kvs_server_t *srv, uint64_t now)
     }
 }
 
+static void bulk_sweep(kvs_server_t *srv, uint64_t now)
+{
+    for (kvs_bulk_t *b = srv->bulks, *next; b; b = next) {
+        next = b->next;
+        /* An unbound bulk endpoint gets 10 s to BIND. */
+        if (b->failed || (!b->conn && now - b->created_ns > 10000000000ull))
+            bulk_close(srv, b);
+    }
+}
+
 static void run_deferred(kvs_server_t *srv)
 {
     while (srv->close_list) {
@@ -967,6 +1159,7 @@ int kvs_server_run(kvs_server_t *srv, volatile sig_atomic_t *stop)
         now = kvs_clock_mono_ns();
         if (now - last_timer > 50000000ull) {
             expire_leases(srv, now);
+            bulk_sweep(srv, now);
             last_timer = now;
         }
         if (n) {
@@ -995,6 +1188,8 @@ void kvs_server_destroy(kvs_server_t *srv)
 
         if (srv->listener)
             ucp_listener_destroy(srv->listener);
+        if (srv->bulk_listener)
+            ucp_listener_destroy(srv->bulk_listener);
         for (kvs_conn_t *c = srv->conns; c; c = c->next)
             kvs_server_conn_close(c);
         run_deferred(srv);
@@ -1006,9 +1201,26 @@ void kvs_server_destroy(kvs_server_t *srv)
         }
         if (srv->conns)
             kvs_warn("connections still closing at shutdown");
+        while (srv->bulks)
+            bulk_close(srv, srv->bulks);
         if (srv->arena_memh)
             ucp_mem_unmap(srv->ctx, srv->arena_memh);
         ucp_worker_destroy(srv->worker);
+        /* Connections whose sends UCX never completed: nothing refers to
+         * them any more once the worker is gone. */
+        while (srv->conns) {
+            kvs_conn_t *c = srv->conns;
+
+            srv->conns = c->next;
+            while (c->data_txs) {
+                kvs_tx_t *tx = c->data_txs;
+
+                c->data_txs = tx->dnext;
+                free(tx);
+            }
+            free(c->pins);
+            free(c);
+        }
     }
     if (srv->ctx)
         ucp_cleanup(srv->ctx);

@@ -41,6 +41,7 @@ typedef struct kvs_server_config {
     uint32_t max_leases;          /* per connection */
     uint32_t max_pins;            /* connection-held pins per connection */
     uint32_t busy_poll_us;        /* spin this long before sleeping */
+    bool bulk_ep;                 /* offer a second endpoint for DATA */
     const kvs_tenant_t *tenants;  /* none: every token is accepted */
     size_t ntenants;
 } kvs_server_config_t;

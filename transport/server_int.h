@@ -22,6 +22,21 @@
 
 typedef struct kvs_conn kvs_conn_t;
 
+/* A bulk endpoint: a second connection from a client, made without peer
+ * error handling so that UCX 1.13 may use CMA for rendezvous (it requires
+ * RMA invalidation on every rendezvous lane of a peer-error endpoint, which
+ * CMA lacks). It carries nothing but the client's BIND and the daemon's
+ * DATA messages; its owner is found by (session, secret) from HELLO, and it
+ * is force-closed with its connection, whose own endpoint (peer error
+ * handling on) is what notices a dead client. */
+typedef struct kvs_bulk {
+    struct kvs_bulk *next;
+    ucp_ep_h ep;
+    kvs_conn_t *conn;             /* NULL until bound */
+    uint64_t created_ns;          /* unbound ones expire */
+    bool failed;                  /* UCX reported an error */
+} kvs_bulk_t;
+
 /* A lease: references taken by one MATCH, dropped by a GET naming it, a
  * RELEASE, its timeout, or the connection's end. */
 typedef struct kvs_lease {
@@ -64,11 +79,16 @@ struct kvs_conn {
     uint32_t nleases;
     kvs_conn_pin_t *pins;         /* max_pins entries, allocated at first PIN */
     uint32_t npins;
+    uint64_t bind_secret;         /* for BIND, from HELLO */
+    kvs_bulk_t *bulk;             /* bound bulk endpoint, if any */
+    struct kvs_tx *data_txs;      /* DATA sends UCX has not completed */
 };
 
 /* A send in flight: a frame and, for DATA, the pinned block it carries. */
 typedef struct kvs_tx {
     struct kvs_tx *next;          /* free list */
+    struct kvs_tx *dnext, *dprev; /* conn->data_txs while a DATA is posted */
+    bool in_data_list;
     kvs_conn_t *conn;             /* referenced while in flight */
     bool has_view;
     bool close_after;             /* close the connection once sent */
@@ -94,6 +114,9 @@ struct kvs_server {
     ucp_context_h ctx;
     ucp_worker_h worker;
     ucp_listener_h listener;
+    ucp_listener_h bulk_listener; /* NULL: no bulk endpoints */
+    uint16_t bulk_port;
+    kvs_bulk_t *bulks;            /* every bulk endpoint */
     ucp_mem_h arena_memh;         /* the store's DRAM arena, mapped once */
     int epfd;
     uint16_t port;
@@ -134,6 +157,7 @@ struct kvs_server {
     uint64_t leases_expired;
     uint64_t conn_pins;
     uint64_t staged_puts;
+    uint64_t bulk_bound;
 };
 
 /* server.c */

@@ -62,7 +62,7 @@ static const char *const op_names[KVS_OP_COUNT] = {
     [KVS_OP_DELETE] = "DELETE",   [KVS_OP_PIN] = "PIN",
     [KVS_OP_UNPIN] = "UNPIN",     [KVS_OP_PREFETCH] = "PREFETCH",
     [KVS_OP_RELEASE] = "RELEASE", [KVS_OP_STAT] = "STAT",
-    [KVS_OP_VERIFY] = "VERIFY",
+    [KVS_OP_VERIFY] = "VERIFY",   [KVS_OP_BIND] = "BIND",
 };
 
 const char *kvs_wire_op_name(unsigned opcode)
@@ -256,6 +256,15 @@ static void enc_body(enc_t *e, const kvs_wire_msg_t *m)
             enc_u32(e, m->u.hello_rep.max_keys);
             enc_u32(e, m->u.hello_rep.lease_max_ms);
             enc_u64(e, m->u.hello_rep.session);
+            enc_u64(e, m->u.hello_rep.bind_secret);
+            enc_u32(e, m->u.hello_rep.bulk_port);
+            enc_u32(e, 0);
+        }
+        return;
+    case KVS_OP_BIND:
+        if (!reply) {
+            enc_u64(e, m->u.bind.session);
+            enc_u64(e, m->u.bind.secret);
         }
         return;
     case KVS_OP_PUT:
@@ -686,6 +695,11 @@ static int dec_request(dec_t *d, kvs_wire_msg_t *m, uint64_t payload_len,
         DEC_FIXED(d, 8, f);
         m->u.release.lease_id = ld64(f);
         return 0;
+    case KVS_OP_BIND:
+        DEC_FIXED(d, KVS_WIRE_BIND_SIZE, f);
+        m->u.bind.session = ld64(f);
+        m->u.bind.secret = ld64(f + 8);
+        return 0;
     case KVS_OP_STAT:
     case KVS_OP_VERIFY:
         return 0;
@@ -714,6 +728,8 @@ static int dec_reply(dec_t *d, kvs_wire_msg_t *m, const kvs_wire_limits_t *lim,
         m->u.hello_rep.max_keys = ld32(f + 16);
         m->u.hello_rep.lease_max_ms = ld32(f + 20);
         m->u.hello_rep.session = ld64(f + 24);
+        m->u.hello_rep.bind_secret = ld64(f + 32);
+        m->u.hello_rep.bulk_port = ld32(f + 40);
         return 0;
     case KVS_OP_PUT:
     case KVS_OP_DELETE:
@@ -751,6 +767,7 @@ static int dec_reply(dec_t *d, kvs_wire_msg_t *m, const kvs_wire_limits_t *lim,
         m->u.prefetch_rep.promoted = ld64(f);
         return 0;
     case KVS_OP_RELEASE:
+    case KVS_OP_BIND:
         return 0;
     case KVS_OP_STAT:
         for (uint32_t i = 0; i < n; i++) {

@@ -61,6 +61,7 @@ enum kvs_wire_op {
     KVS_OP_RELEASE  = 11, /* lease id -> status */
     KVS_OP_STAT     = 12, /* -> named counters */
     KVS_OP_VERIFY   = 13, /* -> blocks checked, blocks bad */
+    KVS_OP_BIND     = 14, /* on a bulk endpoint: session, secret */
     KVS_OP_COUNT
 };
 
@@ -75,7 +76,8 @@ enum kvs_wire_op {
 #define KVS_WIRE_FEAT_PIN_RETAIN (1u << 1) /* PIN/UNPIN KVS_WIRE_PIN_RETAIN */
 #define KVS_WIRE_FEAT_PREFETCH   (1u << 2) /* PREFETCH */
 #define KVS_WIRE_FEAT_VERIFY     (1u << 3) /* VERIFY */
-#define KVS_WIRE_FEAT_ALL        0xfu
+#define KVS_WIRE_FEAT_BULK       (1u << 4) /* a second endpoint for DATA */
+#define KVS_WIRE_FEAT_ALL        0x1fu
 
 /* MATCH flags. */
 #define KVS_WIRE_MATCH_LEASE (1u << 0) /* hold the matched blocks */
@@ -118,7 +120,8 @@ _Static_assert(sizeof(kvs_wire_hdr_t) == KVS_WIRE_HDR_SIZE,
 
 /* Fixed parts of bodies, for reference and size checks. */
 #define KVS_WIRE_HELLO_FIXED     12u /* features, elem_size, rsvd[3], lens */
-#define KVS_WIRE_HELLO_REP_SIZE  32u
+#define KVS_WIRE_HELLO_REP_SIZE  48u
+#define KVS_WIRE_BIND_SIZE       16u /* session, secret */
 #define KVS_WIRE_PUT_ENT_FIXED   32u /* before key, parent and part lengths */
 #define KVS_WIRE_GET_FIXED       8u  /* lease id */
 #define KVS_WIRE_GET_ENT_FIXED   8u  /* cap, before the key */
@@ -198,8 +201,15 @@ typedef struct kvs_wire_msg {
             uint32_t max_inflight;   /* requests in flight per connection */
             uint32_t max_keys;       /* entries per batch frame */
             uint32_t lease_max_ms;
-            uint64_t session;        /* connection id, for logs */
+            uint64_t session;        /* connection id */
+            uint64_t bind_secret;    /* BULK: proves a bulk endpoint's owner */
+            uint32_t bulk_port;      /* BULK: where bulk endpoints connect;
+                                        0: none */
         } hello_rep;
+        struct {
+            uint64_t session;
+            uint64_t secret;
+        } bind;
         struct {
             const kvs_wire_put_ent_t *ents; /* hdr.count entries */
         } put;

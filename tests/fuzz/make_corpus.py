@@ -13,7 +13,8 @@ def put_ent(k, lens, parent=b""):
     return struct.pack("<BBBBIQQII", len(k), len(parent), 0, 2, 0, 0, 0, len(lens), 0) + k + parent + b"".join(struct.pack("<I", l) for l in lens)
 seeds = {
  "hello": (0, frame(1, struct.pack("<IBxxxHH", 15, 2, 3, 5) + b"tok" + b"ns-01")),
- "hello_rep": (0, frame(1, struct.pack("<IIIIIIQ", 15, 65536, 1 << 26, 64, 1024, 60000, 7), REPLY)),
+ "hello_rep": (0, frame(1, struct.pack("<IIIIIIQQII", 31, 65536, 1 << 26, 64, 1024, 60000, 7, 99, 40001, 0), REPLY)),
+ "bind": (0, frame(14, struct.pack("<QQ", 7, 99))),
  "put": (300, frame(2, put_ent(b"k1", [100, 100]) + put_ent(b"k2", [100], b"k1"), PAYLOAD, 2)),
  "put_rep": (0, frame(2, struct.pack("<ii", 0, -5003), REPLY, 2)),
  "get": (0, frame(3, struct.pack("<Q", 0) + struct.pack("<Q", 1 << 20) + key(b"k1"), 0, 1)),

@@ -49,6 +49,8 @@ static const setting_t settings[] = {
     S("daemon", "max_pins", T_U32, server.max_pins, "per connection"),
     S("daemon", "busy_poll_us", T_U32, server.busy_poll_us,
       "spin before sleeping"),
+    S("daemon", "bulk_ep", T_BOOL, server.bulk_ep,
+      "second endpoint for GET data"),
     S("store", "dir", T_STR, dir, "data directory"),
     S("store", "dram_mib", T_U64_MIB, store.dram_bytes, "DRAM arena"),
     S("store", "nvme_mib", T_U64_MIB, store.nvme_bytes, "0: no NVMe tier"),
