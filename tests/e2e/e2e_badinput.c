@@ -52,7 +52,7 @@ static void raw_err(void *arg, ucp_ep_h ep, ucs_status_t st)
     ((raw_t *)arg)->closed = true;
 }
 
-static void raw_connect(raw_t *r, uint16_t port)
+static void raw_connect_mode(raw_t *r, uint16_t port, ucp_err_handling_mode_t mode)
 {
     ucp_params_t up = {.field_mask = UCP_PARAM_FIELD_FEATURES,
                        .features = UCP_FEATURE_AM};
@@ -77,10 +77,15 @@ static void raw_connect(raw_t *r, uint16_t port)
     ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
     ep.sockaddr.addr = (struct sockaddr *)&sa;
     ep.sockaddr.addrlen = sizeof(sa);
-    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+    ep.err_mode = mode;
     ep.err_handler.cb = raw_err;
     ep.err_handler.arg = r;
     CHECK(ucp_ep_create(r->w, &ep, &r->ep) == UCS_OK);
+}
+
+static void raw_connect(raw_t *r, uint16_t port)
+{
+    raw_connect_mode(r, port, UCP_ERR_HANDLING_MODE_PEER);
 }
 
 static void raw_close(raw_t *r)
@@ -242,6 +247,55 @@ int main(void)
     raw_connect(&r, d.port);
     len = hello(buf, "right");
     CHECK_EQ(raw_send(&r, buf, len, NULL, 0, false), 0);
+    /* A BIND with the wrong secret on the bulk port is refused (answered on
+     * the control endpoint) and its endpoint closed. */
+    {
+        kvs_wire_msg_t m, hr;
+        kvs_wire_limits_t lim;
+        kvs_wire_scratch_t *sc = kvs_wire_scratch_create();
+        raw_t *b = calloc(1, sizeof(*b));
+
+        kvs_wire_limits_default(&lim);
+        CHECK(sc && b);
+        CHECK_EQ(kvs_wire_decode(r.frame, r.len, 0, &lim, sc, &hr), 0);
+        CHECK(hr.u.hello_rep.bulk_port != 0);
+        /* As libkvstash does: no peer error handling on a bulk endpoint. */
+        raw_connect_mode(b, (uint16_t)hr.u.hello_rep.bulk_port,
+                         UCP_ERR_HANDLING_MODE_NONE);
+        memset(&m, 0, sizeof(m));
+        m.hdr.opcode = KVS_OP_BIND;
+        m.hdr.req_id = 77;
+        m.u.bind.session = hr.u.hello_rep.session;
+        m.u.bind.secret = hr.u.hello_rep.bind_secret ^ 1;
+        len = enc(buf, 4096, &m);
+        r.got = false;
+        {
+            ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                                     .flags = UCP_AM_SEND_FLAG_REPLY |
+                                              UCP_AM_SEND_FLAG_EAGER};
+            ucs_status_ptr_t sp = ucp_am_send_nbx(b->ep, AM_ID, NULL, 0, buf,
+                                                  len, &p);
+
+            if (UCS_PTR_IS_PTR(sp)) {
+                while (ucp_request_check_status(sp) == UCS_INPROGRESS)
+                    ucp_worker_progress(b->w);
+                ucp_request_free(sp);
+            }
+        }
+        while (!r.got) {
+            ucp_worker_progress(r.w);
+            ucp_worker_progress(b->w);
+        }
+        CHECK_EQ((int32_t)(r.frame[20] | r.frame[21] << 8 | r.frame[22] << 16 |
+                           (uint32_t)r.frame[23] << 24), KVS_EAUTH);
+        /* The daemon force-closes that bulk endpoint; a peer without a
+         * keepalive may not hear of it, so do not wait for it. */
+        raw_close(b);
+        free(b);
+        kvs_wire_scratch_destroy(sc);
+    }
+    still_serving(good, round++);
+    CHECK(kvs_e2e_stat(good, "bulk_endpoints_bound") >= 1);
     /* Truncated: body_len says more than arrived. */
     len = exists_frame(buf, "abc");
     CHECK_EQ(raw_send(&r, buf, len - 2, NULL, 0, false), KVS_EPROTO);
