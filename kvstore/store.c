@@ -78,6 +78,7 @@ struct entry {
     uint32_t nparts;
     uint8_t key_len, parent_len, cls, elem_size;
     uint8_t codec;          /* of the disk copy */
+    uint16_t hits;          /* accesses since put, saturating */
     uint64_t raw_len;       /* bytes */
     uint64_t expiry_ms;     /* wall clock; 0: none */
     uint64_t group;
@@ -140,12 +141,15 @@ struct kvs_store {
     uint32_t bucket_mask;
     uint32_t lru_head, lru_tail;
     struct region *regions;
+    uint8_t *rg_tried;        /* scratch for region_pick_locked */
+    uint32_t *reloc;          /* scratch for region_relocate_locked */
     uint32_t nregions;
     uint64_t gen_seq;
     uint64_t uid_seq;
     uint64_t pinned_bytes;
     uint64_t dram_high, dram_low; /* bytes */
     bool degrading;           /* between high and low watermark */
+    int space_waiters;        /* puts waiting for DRAM (atomic reads) */
     uint64_t degrade_pending; /* DRAM bytes queued to degrade */
     struct ns_rec *ns;
     uint32_t nns;
@@ -281,6 +285,14 @@ static void lru_touch(kvs_store_t *s, struct entry *e)
         lru_remove(s, e);
         lru_push(s, e);
     }
+}
+
+/* An access: recency for eviction, a hit for flash admission. */
+static void touch_locked(kvs_store_t *s, struct entry *e)
+{
+    if (e->hits < UINT16_MAX)
+        e->hits++;
+    lru_touch(s, e);
 }
 
 static void region_add(kvs_store_t *s, struct entry *e)
@@ -485,8 +497,10 @@ static int dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out)
         if (kvs_arena_largest_free(s->arena) >= bytes)
             continue;
         pthread_cond_signal(&s->work_cv);
-        if (pthread_cond_timedwait(&s->space_cv, &s->lock, &deadline) ==
-            ETIMEDOUT) {
+        __atomic_add_fetch(&s->space_waiters, 1, __ATOMIC_RELAXED);
+        int tret = pthread_cond_timedwait(&s->space_cv, &s->lock, &deadline);
+        __atomic_sub_fetch(&s->space_waiters, 1, __ATOMIC_RELAXED);
+        if (tret == ETIMEDOUT) {
             if (kvs_arena_alloc(s->arena, bytes, off_out) == 0)
                 return 0;
             return KVS_EFULL;
@@ -497,38 +511,88 @@ static int dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out)
 /* ---------------------------------------------------------------------- */
 /* Writer: regions, appends, index records. All under wlock. */
 
-/*
- * Frees a region for writing: blocks on disk only are evicted (their index
- * records deleted in the same batch); blocks also in DRAM just lose their
- * disk copy, and those that must stay durable or are pinned are queued in
- * jobs to be written again. Returns the region or NIL if every region holds
- * something that cannot move now.
- */
-static uint32_t region_pick_locked(kvs_store_t *s, uint32_t *requeue,
-                                   uint32_t *nrequeue, uint32_t requeue_max)
+static int promote_locked(kvs_store_t *s, struct entry *e, bool wait);
+
+/* A block on disk only that must survive its region's reclaim. */
+static bool worth_keeping(const struct entry *e, uint64_t now_ms)
+{
+    return !(e->flags & E_DRAM) &&
+           (e->cls == KVS_CLASS_PINNED ||
+            (e->cls == KVS_CLASS_USER && !expired(e, now_ms)));
+}
+
+/* The next region to write: a free one, else the oldest sealed region
+ * (lowest generation) not yet tried whose blocks are not in use. */
+static uint32_t region_victim_locked(kvs_store_t *s)
 {
     uint32_t best = NIL;
 
     for (uint32_t r = 0; r < s->nregions; r++)
         if (s->regions[r].state == RG_FREE)
             return r;
-    /* Oldest first: the lowest generation among sealed regions. */
     for (uint32_t r = 0; r < s->nregions; r++) {
         struct region *rg = &s->regions[r];
-        bool movable = rg->state == RG_SEALED;
+        bool movable = rg->state == RG_SEALED && !s->rg_tried[r];
         for (uint32_t i = rg->head; movable && i != NIL;
-             i = s->ents[i].rg_next) {
-            const struct entry *e = &s->ents[i];
-            if (e->busy || (!(e->flags & E_DRAM) &&
-                            e->cls == KVS_CLASS_PINNED))
+             i = s->ents[i].rg_next)
+            if (s->ents[i].busy)
                 movable = false;
-        }
         if (movable && (best == NIL || rg->gen < s->regions[best].gen))
             best = r;
     }
-    if (best == NIL)
-        return NIL;
-    struct region *rg = &s->regions[best];
+    return best;
+}
+
+/*
+ * Re-inserts the blocks of a victim region that are worth keeping (pinned,
+ * and user blocks before their TTL) by reading them into DRAM, from where
+ * they are written again like any other block. Only DRAM that is free now
+ * is used: the writer cannot wait for write-behind, which needs it. What
+ * does not fit stays on disk only, and the reclaim evicts it (user) or
+ * gives up on the region (pinned).
+ */
+static void region_relocate_locked(kvs_store_t *s, uint32_t r)
+{
+    uint64_t now = kvs_clock_real_ms();
+    uint32_t n = 0;
+
+    for (uint32_t i = s->regions[r].head; i != NIL && n < s->njobs_max;
+         i = s->ents[i].rg_next) {
+        struct entry *e = &s->ents[i];
+        if (worth_keeping(e, now)) {
+            e->busy++;
+            s->reloc[n++] = i;
+        }
+    }
+    for (uint32_t k = 0; k < n; k++)
+        promote_locked(s, &s->ents[s->reloc[k]], false);
+    for (uint32_t k = 0; k < n; k++) {
+        struct entry *e = &s->ents[s->reloc[k]];
+        e->busy--;
+        if ((e->flags & E_DEAD) && !e->busy)
+            entry_free_locked(s, e);
+    }
+}
+
+/*
+ * Empties region r for writing. Blocks on disk only are evicted, their
+ * index records deleted in the writer's batch; blocks also in DRAM just
+ * lose their disk copy, and those that must keep one (durable or pinned)
+ * are queued to be written again. Fails, changing nothing, if a pinned
+ * block of r is still on disk only.
+ */
+static bool region_reclaim_locked(kvs_store_t *s, uint32_t r,
+                                  uint32_t *requeue, uint32_t *nrequeue,
+                                  uint32_t requeue_max)
+{
+    struct region *rg = &s->regions[r];
+
+    for (uint32_t i = rg->head; i != NIL; i = s->ents[i].rg_next) {
+        const struct entry *e = &s->ents[i];
+        if (e->busy ||
+            (!(e->flags & E_DRAM) && e->cls == KVS_CLASS_PINNED))
+            return false;
+    }
     while (rg->head != NIL) {
         struct entry *e = &s->ents[rg->head];
         region_remove(s, e);
@@ -542,15 +606,32 @@ static uint32_t region_pick_locked(kvs_store_t *s, uint32_t *requeue,
             }
             continue;
         }
-        /* The index record goes in the writer's batch, committed with the
-         * blocks that take the region's space. */
         kvs_index_batch_delete(s->batch, e->ns, e->key, e->key_len);
         entry_remove_locked(s, e);
         s->st.evicted++;
     }
     s->st.regions_reclaimed++;
     rg->state = RG_FREE;
-    return best;
+    return true;
+}
+
+static uint32_t region_pick_locked(kvs_store_t *s, uint32_t *requeue,
+                                   uint32_t *nrequeue, uint32_t requeue_max)
+{
+    uint32_t r;
+
+    memset(s->rg_tried, 0, s->nregions);
+    while ((r = region_victim_locked(s)) != NIL) {
+        if (s->regions[r].state == RG_FREE)
+            return r;
+        region_relocate_locked(s, r);
+        if (s->regions[r].state == RG_FREE)
+            return r; /* emptied meanwhile */
+        if (region_reclaim_locked(s, r, requeue, nrequeue, requeue_max))
+            return r;
+        s->rg_tried[r] = 1;
+    }
+    return NIL;
 }
 
 static int region_next_wlocked(kvs_store_t *s, uint32_t *requeue,
@@ -640,7 +721,15 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
     size_t out_len = 0;
     uint8_t codec = KVS_CODEC_RAW;
 
-    if (s->cfg.compress_level > 0 && e->raw_len > 0 &&
+    /* The codec is slower than the disk here: while puts wait for DRAM,
+     * blocks go out raw so that compression never limits the drain. */
+    bool backlog = __atomic_load_n(&s->space_waiters, __ATOMIC_RELAXED) > 0;
+    if (backlog && s->cfg.compress_level > 0) {
+        pthread_mutex_lock(&s->lock);
+        s->st.compress_skipped++;
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (s->cfg.compress_level > 0 && e->raw_len > 0 && !backlog &&
         kvs_codec_encode(s->wcodec, src, e->raw_len, e->elem_size,
                          s->cfg.compress_level,
                          s->cfg.compress_min_saving_pct, s->wscratch,
@@ -897,6 +986,16 @@ static uint32_t pick_degrade_locked(kvs_store_t *s, uint32_t *out,
         if (e->flags & E_DISK) {
             bytes += e->dram_bytes;
             dram_drop_locked(s, e);
+            continue;
+        }
+        /* Flash admission: scratch blocks that were never hit again are
+         * not worth a disk write; they leave the store. */
+        if (e->cls == KVS_CLASS_SCRATCH &&
+            e->hits < s->cfg.admit_scratch_hits) {
+            bytes += e->dram_bytes;
+            entry_remove_locked(s, e);
+            s->st.admission_rejected++;
+            s->st.evicted++;
             continue;
         }
         e->busy++;
@@ -1259,6 +1358,9 @@ static int open_nvme(kvs_store_t *s)
         return -ENOMEM;
     for (uint32_t r = 0; r < s->nregions; r++)
         s->regions[r].head = NIL;
+    s->rg_tried = calloc(s->nregions, 1);
+    if (!s->rg_tried)
+        return -ENOMEM;
     s->wscratch_len = kvs_codec_bound(s->cfg.max_block_bytes, 4);
     s->wscratch = malloc(s->wscratch_len);
     /* Jobs in flight: every block that fits in the write buffers, one
@@ -1268,7 +1370,8 @@ static int open_nvme(kvs_store_t *s)
     s->pend = calloc(s->njobs_max, sizeof(*s->pend));
     s->requeue = calloc(s->njobs_max, sizeof(*s->requeue));
     s->dead = calloc(s->njobs_max, sizeof(*s->dead));
-    if (!s->wscratch || !s->pend || !s->requeue || !s->dead)
+    s->reloc = calloc(s->njobs_max, sizeof(*s->reloc));
+    if (!s->wscratch || !s->pend || !s->requeue || !s->dead || !s->reloc)
         return -ENOMEM;
     ret = kvs_codec_create(&s->wcodec);
     if (ret == 0)
@@ -1381,6 +1484,8 @@ void kvs_store_close(kvs_store_t *s)
     free(s->pend);
     free(s->requeue);
     free(s->dead);
+    free(s->reloc);
+    free(s->rg_tried);
     free(s->wscratch);
     free(s->regions);
     free(s->buckets);
@@ -1790,7 +1895,7 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
             }
             if (e->flags & E_DRAM) {
                 e->busy++;
-                lru_touch(s, e);
+                touch_locked(s, e);
                 s->st.hits++;
                 s->st.dram_hits++;
                 pthread_mutex_unlock(&s->lock);
@@ -1870,6 +1975,10 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
                 struct rd *r = &rds[k];
                 size_t i = (size_t)(r->a - args);
                 if (r->status == 0) {
+                    struct entry *e = lookup_locked(s, r->ns, r->a->key,
+                                                    r->a->key_len, r->hash);
+                    if (e)
+                        touch_locked(s, e);
                     s->st.hits++;
                     s->st.nvme_hits++;
                     s->st.bytes_read += r->loc.disk_len;
@@ -1914,7 +2023,7 @@ int kvs_store_get(kvs_store_t *s, const kvs_get_args_t *a,
  * entry; returns with lock held. The entry stays visible (its disk copy
  * serves other readers) while the bytes are read.
  */
-static int promote_locked(kvs_store_t *s, struct entry *e)
+static int promote_locked(kvs_store_t *s, struct entry *e, bool wait)
 {
     uint64_t bytes = dram_bytes_for(e->raw_len, e->nparts), off;
     struct rd r = {
@@ -1930,7 +2039,10 @@ static int promote_locked(kvs_store_t *s, struct entry *e)
         return 0;
     if (!s->seg)
         return KVS_ENOTFOUND;
-    ret = dram_alloc_locked(s, bytes, &off);
+    if (wait)
+        ret = dram_alloc_locked(s, bytes, &off);
+    else
+        ret = kvs_arena_alloc(s->arena, bytes, &off) ? KVS_EFULL : 0;
     if (ret)
         return ret;
     if (e->flags & (E_DRAM | E_DEAD) || !(e->flags & E_DISK)) {
@@ -2001,13 +2113,13 @@ int kvs_store_pin(kvs_store_t *s, uint32_t ns, const void *key,
         pthread_mutex_unlock(&s->lock);
         return KVS_ENOTFOUND;
     }
-    ret = promote_locked(s, e);
+    ret = promote_locked(s, e, true);
     if (ret == 0 && !(e->flags & E_LINKED))
         ret = KVS_ENOTFOUND;
     if (ret == 0) {
         e->refs++;
         s->st.refs++;
-        lru_touch(s, e);
+        touch_locked(s, e);
         if (view_out) {
             view_out->data = s->abase + e->dram_off;
             view_out->len = e->raw_len;
@@ -2081,7 +2193,7 @@ int kvs_store_promote(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             ret = KVS_EFULL;
             break;
         }
-        if (promote_locked(s, e) == 0)
+        if (promote_locked(s, e, true) == 0)
             promoted++;
     }
     pthread_mutex_unlock(&s->lock);
@@ -2129,12 +2241,13 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
                           key_hash(ns, keys[m].data, keys[m].len));
         if (!e || expired(e, now))
             break;
+        touch_locked(s, e);
         if (tiers_out)
             tiers_out[m] = (e->flags & E_DRAM) ? KVS_TIER_DRAM : KVS_TIER_NVME;
         if (flags & KVS_MATCH_PIN) {
             /* A pinned match needs the block in DRAM; the read happens
              * with the lock released, so the chain is re-checked. */
-            if (promote_locked(s, e) || !(e->flags & E_LINKED))
+            if (promote_locked(s, e, true) || !(e->flags & E_LINKED))
                 break;
             e->refs++;
             s->st.refs++;
