@@ -440,6 +440,26 @@ static bool dram_evict_locked(kvs_store_t *s, uint64_t bytes)
  * without pause until it is back under the low one, so the disk stays busy
  * while puts keep coming instead of idling between bursts.
  */
+/*
+ * The block table is full (max_blocks): drops the least recently used
+ * block that is in DRAM only and not in use. Blocks with a disk copy are
+ * left to region reclaim, which owns their index records. Returns whether
+ * an entry was freed.
+ */
+static bool evict_one_locked(kvs_store_t *s)
+{
+    for (uint32_t i = s->lru_tail; i != NIL; i = s->ents[i].lru_prev) {
+        struct entry *e = &s->ents[i];
+        if (e->refs || e->busy || e->cls == KVS_CLASS_PINNED ||
+            (e->flags & E_DISK) || !(e->flags & E_LINKED))
+            continue;
+        entry_remove_locked(s, e);
+        s->st.evicted++;
+        return true;
+    }
+    return false;
+}
+
 static bool need_degrade_locked(kvs_store_t *s)
 {
     size_t used;
@@ -1643,6 +1663,8 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
                 continue;
             }
             e = entry_alloc_locked(s);
+            if (!e && evict_one_locked(s))
+                e = entry_alloc_locked(s);
             ret = e ? dram_alloc_locked(s, bytes, &off) : KVS_EFULL;
             if (ret) {
                 if (e) {

@@ -18,6 +18,8 @@ struct mode {
 static const struct mode modes[] = {
     {"store", bench_store_main,
      "engine put/get throughput on the NVMe tier vs fio (io_uring, O_DIRECT)"},
+    {"replay", bench_replay_main,
+     "block hit ratio of the engine's eviction on a request trace vs LRU"},
 };
 
 static void usage(void)
