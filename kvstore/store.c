@@ -1855,23 +1855,29 @@ static void rd_done(void *arg, uint64_t user_data, int res)
         rds[user_data].status = 0;
 }
 
-/* Drops an entry's disk copy after it failed verification. */
-static void corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
-                           uint32_t len, const kvs_seg_loc_t *loc)
+/* Drops an entry's disk copy after it failed verification. Returns true
+ * (and the entry's uid in *uid_out, if not NULL) when the copy at loc was
+ * the entry's, false if it had moved or been reclaimed meanwhile. */
+static bool corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
+                           uint32_t len, const kvs_seg_loc_t *loc,
+                           uint64_t *uid_out)
 {
     struct entry *e = lookup_locked(s, ns, key, len, key_hash(ns, key, len));
 
     s->st.corrupt_reads++;
     if (!e || !(e->flags & E_DISK) || e->loc.off != loc->off ||
         e->loc.gen != loc->gen)
-        return; /* moved or reclaimed meanwhile */
+        return false; /* moved or reclaimed meanwhile */
     kvs_warn("store: block at offset %llu failed verification; dropped",
              (unsigned long long)loc->off);
+    if (uid_out)
+        *uid_out = e->uid;
     region_remove(s, e);
     e->flags &= ~E_DISK;
     s->st.nvme_blocks--;
     if (!(e->flags & E_DRAM) && !e->busy)
         entry_remove_locked(s, e);
+    return true;
 }
 
 int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
@@ -2010,7 +2016,7 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
                 s->st.misses++;
                 if (r->status == KVS_ECORRUPT || r->status == -EIO)
                     corrupt_locked(s, r->ns, r->a->key, r->a->key_len,
-                                   &r->loc);
+                                   &r->loc, NULL);
                 status_out[i] = KVS_ENOTFOUND;
             }
             pthread_mutex_unlock(&s->lock);
@@ -2115,7 +2121,7 @@ static int promote_locked(kvs_store_t *s, struct entry *e, bool wait)
         return KVS_ENOTFOUND;
     }
     if (ret == KVS_ECORRUPT || ret == -EIO) {
-        corrupt_locked(s, r.ns, key, key_len, &r.loc);
+        corrupt_locked(s, r.ns, key, key_len, &r.loc, NULL);
         return KVS_ENOTFOUND;
     }
     return ret;
@@ -2442,9 +2448,16 @@ int kvs_store_verify(kvs_store_t *s, kvs_verify_cb cb, void *arg,
             bad++;
             if (cb)
                 cb(arg, r.ns, key, key_len, ret);
+            /* Drop the record too, as documented. wlock keeps a writer
+             * from committing a new record for this entry in between. */
+            uint64_t uid;
+            pthread_mutex_lock(&s->wlock);
             pthread_mutex_lock(&s->lock);
-            corrupt_locked(s, r.ns, key, key_len, &r.loc);
+            bool dropped = corrupt_locked(s, r.ns, key, key_len, &r.loc, &uid);
             pthread_mutex_unlock(&s->lock);
+            if (dropped)
+                kvs_index_block_delete_if(s->index, r.ns, key, key_len, uid);
+            pthread_mutex_unlock(&s->wlock);
         }
     }
     free(tmp);
