@@ -91,13 +91,31 @@ struct entry {
     uint8_t parent[KVS_KEY_MAX];
 };
 
-enum region_state { RG_FREE = 0, RG_OPEN, RG_SEALED, RG_UNUSABLE };
+/*
+ * Region life cycle:
+ *
+ *   FREE --open--> OPEN --full--> SEALED --victim--> RECLAIMING --+--> FREE
+ *                                   ^                            |
+ *                                   +------ (something stayed) --+
+ *
+ * A region becomes FREE only when no published block and no write in
+ * flight (pending) is left in it, and only after the blocks moved out of
+ * it are durable elsewhere; its next generation is given when it opens.
+ */
+enum region_state { RG_FREE = 0, RG_OPEN, RG_SEALED, RG_RECLAIMING,
+                    RG_UNUSABLE };
+
+/* Free regions kept in reserve: write-behind does not take the last of
+ * them, so a reclaim always has room to move the blocks it keeps. */
+#define REGION_RESERVE 2
 
 struct region {
     uint64_t gen;           /* current generation */
     uint32_t head;          /* entries on disk in this region */
     uint32_t nblocks;
+    uint32_t pending;       /* appends not yet published */
     uint8_t state;          /* enum region_state */
+    bool reserved;          /* its space is allocated in the file */
 };
 
 struct ns_rec {
@@ -106,7 +124,7 @@ struct ns_rec {
 };
 
 enum job_kind { JOB_DEGRADE, JOB_KEEP, JOB_PUT };
-enum job_state { JOB_APPENDED, JOB_DONE };
+enum job_state { JOB_QUEUED = 0, JOB_APPENDED, JOB_DONE };
 
 /* One block being written (see the write pipeline below). */
 struct wjob {
@@ -114,6 +132,7 @@ struct wjob {
     int status;
     uint8_t kind;           /* enum job_kind */
     uint8_t state;          /* enum job_state */
+    bool state_appended;    /* counted in its region's pending */
     uint8_t codec;
     uint64_t buf;           /* its write's tag (buffer 0..3 or >= 4) */
     kvs_seg_loc_t loc;
@@ -141,7 +160,8 @@ struct kvs_store {
     uint32_t bucket_mask;
     uint32_t lru_head, lru_tail;
     struct region *regions;
-    uint8_t *rg_tried;        /* scratch for region_pick_locked */
+    uint32_t nfree_regions;
+    uint64_t reclaim_retry_ns; /* no reclaim before this (mono clock) */
     uint32_t *reloc;          /* scratch for region_relocate_locked */
     uint32_t nregions;
     uint64_t gen_seq;
@@ -170,8 +190,7 @@ struct kvs_store {
     uint32_t npend;
     uint32_t ndone;           /* of them DONE */
     uint32_t njobs_max;
-    uint32_t *requeue;        /* blocks to write again after a reclaim */
-    uint32_t nrequeue;
+    uint32_t *requeue;        /* blocks a reclaim writes again */
     uint64_t tag_seq;         /* tags of direct writes, from 4 up */
     uint32_t *dead;           /* dead entries to free after publishing */
     uint32_t ndead;
@@ -308,6 +327,24 @@ static void region_add(kvs_store_t *s, struct entry *e)
     r->nblocks++;
 }
 
+static void region_set_state(kvs_store_t *s, uint32_t r, uint8_t state)
+{
+    if (s->regions[r].state == RG_FREE)
+        s->nfree_regions--;
+    if (state == RG_FREE)
+        s->nfree_regions++;
+    s->regions[r].state = state;
+}
+
+/* A sealed region whose last block left is free again. */
+static void region_maybe_free_locked(kvs_store_t *s, uint32_t r)
+{
+    struct region *rg = &s->regions[r];
+
+    if (rg->state == RG_SEALED && rg->nblocks == 0 && rg->pending == 0)
+        region_set_state(s, r, RG_FREE);
+}
+
 static void region_remove(kvs_store_t *s, struct entry *e)
 {
     struct region *r = &s->regions[e->loc.region];
@@ -319,8 +356,7 @@ static void region_remove(kvs_store_t *s, struct entry *e)
     if (e->rg_next != NIL)
         s->ents[e->rg_next].rg_prev = e->rg_prev;
     r->nblocks--;
-    if (r->nblocks == 0 && r->state == RG_SEALED)
-        r->state = RG_FREE;
+    region_maybe_free_locked(s, e->loc.region);
 }
 
 static struct entry *entry_alloc_locked(kvs_store_t *s)
@@ -541,35 +577,51 @@ static bool worth_keeping(const struct entry *e, uint64_t now_ms)
             (e->cls == KVS_CLASS_USER && !expired(e, now_ms)));
 }
 
-/* The next region to write: a free one, else the oldest sealed region
- * (lowest generation) not yet tried whose blocks are not in use. */
+/* Bytes of region r that a reclaim would have to write again. */
+static uint64_t region_keep_bytes_locked(kvs_store_t *s, uint32_t r)
+{
+    uint64_t now = kvs_clock_real_ms(), bytes = 0;
+
+    for (uint32_t i = s->regions[r].head; i != NIL; i = s->ents[i].rg_next) {
+        const struct entry *e = &s->ents[i];
+        if (((e->flags & E_DRAM) &&
+             ((e->flags & E_DURABLE) || e->cls == KVS_CLASS_PINNED)) ||
+            worth_keeping(e, now))
+            bytes += e->loc.disk_len;
+    }
+    return bytes;
+}
+
+/* The region to reclaim: the oldest sealed one (lowest generation) with no
+ * block in use and no write in flight, among those where a reclaim frees
+ * at least half of the region. NIL if there is none. */
 static uint32_t region_victim_locked(kvs_store_t *s)
 {
     uint32_t best = NIL;
 
-    for (uint32_t r = 0; r < s->nregions; r++)
-        if (s->regions[r].state == RG_FREE)
-            return r;
     for (uint32_t r = 0; r < s->nregions; r++) {
         struct region *rg = &s->regions[r];
-        bool movable = rg->state == RG_SEALED && !s->rg_tried[r];
+        bool movable = rg->state == RG_SEALED && rg->pending == 0;
+        if (!movable || (best != NIL && rg->gen >= s->regions[best].gen))
+            continue;
         for (uint32_t i = rg->head; movable && i != NIL;
              i = s->ents[i].rg_next)
             if (s->ents[i].busy)
                 movable = false;
-        if (movable && (best == NIL || rg->gen < s->regions[best].gen))
+        if (movable &&
+            region_keep_bytes_locked(s, r) <= s->cfg.region_bytes / 2)
             best = r;
     }
     return best;
 }
 
 /*
- * Re-inserts the blocks of a victim region that are worth keeping (pinned,
- * and user blocks before their TTL) by reading them into DRAM, from where
- * they are written again like any other block. Only DRAM that is free now
- * is used: the writer cannot wait for write-behind, which needs it. What
- * does not fit stays on disk only, and the reclaim evicts it (user) or
- * gives up on the region (pinned).
+ * Reads the blocks of a victim region that are worth keeping (pinned, and
+ * user blocks before their TTL) back into DRAM, from where they are
+ * written again. Only DRAM that is free now is used: the writer cannot
+ * wait for write-behind, which needs the writer. What does not fit stays
+ * where it is, and keeps the region from being freed (pinned) or is
+ * evicted (user).
  */
 static void region_relocate_locked(kvs_store_t *s, uint32_t r)
 {
@@ -594,68 +646,10 @@ static void region_relocate_locked(kvs_store_t *s, uint32_t r)
     }
 }
 
-/*
- * Empties region r for writing. Blocks on disk only are evicted, their
- * index records deleted in the writer's batch; blocks also in DRAM just
- * lose their disk copy, and those that must keep one (durable or pinned)
- * are queued to be written again. Fails, changing nothing, if a pinned
- * block of r is still on disk only.
- */
-static bool region_reclaim_locked(kvs_store_t *s, uint32_t r,
-                                  uint32_t *requeue, uint32_t *nrequeue,
-                                  uint32_t requeue_max)
-{
-    struct region *rg = &s->regions[r];
-
-    for (uint32_t i = rg->head; i != NIL; i = s->ents[i].rg_next) {
-        const struct entry *e = &s->ents[i];
-        if (e->busy ||
-            (!(e->flags & E_DRAM) && e->cls == KVS_CLASS_PINNED))
-            return false;
-    }
-    while (rg->head != NIL) {
-        struct entry *e = &s->ents[rg->head];
-        region_remove(s, e);
-        e->flags &= ~E_DISK;
-        s->st.nvme_blocks--;
-        if (e->flags & E_DRAM) {
-            if ((e->flags & E_DURABLE || e->cls == KVS_CLASS_PINNED) &&
-                *nrequeue < requeue_max) {
-                e->busy++;
-                requeue[(*nrequeue)++] = eidx(s, e);
-            }
-            continue;
-        }
-        kvs_index_batch_delete(s->batch, e->ns, e->key, e->key_len);
-        entry_remove_locked(s, e);
-        s->st.evicted++;
-    }
-    s->st.regions_reclaimed++;
-    rg->state = RG_FREE;
-    return true;
-}
-
-static uint32_t region_pick_locked(kvs_store_t *s, uint32_t *requeue,
-                                   uint32_t *nrequeue, uint32_t requeue_max)
-{
-    uint32_t r;
-
-    memset(s->rg_tried, 0, s->nregions);
-    while ((r = region_victim_locked(s)) != NIL) {
-        if (s->regions[r].state == RG_FREE)
-            return r;
-        region_relocate_locked(s, r);
-        if (s->regions[r].state == RG_FREE)
-            return r; /* emptied meanwhile */
-        if (region_reclaim_locked(s, r, requeue, nrequeue, requeue_max))
-            return r;
-        s->rg_tried[r] = 1;
-    }
-    return NIL;
-}
-
-static int region_next_wlocked(kvs_store_t *s, uint32_t *requeue,
-                               uint32_t *nrequeue, uint32_t requeue_max)
+/* Opens the next free region for appends (on -ENOSPC from the segment).
+ * Never reclaims: that is ensure_space_wlocked()'s job, between appends.
+ * KVS_EFULL when no region is free. */
+static int region_next_wlocked(kvs_store_t *s)
 {
     for (;;) {
         uint32_t r, cur;
@@ -664,19 +658,20 @@ static int region_next_wlocked(kvs_store_t *s, uint32_t *requeue,
 
         pthread_mutex_lock(&s->lock);
         cur = kvs_segment_region_current(s->seg);
-        /* Sealed even if no block of it is published yet: blocks of the
-         * batch in progress are in it. An empty sealed region is the
-         * first to be reclaimed. */
-        if (cur != UINT32_MAX && s->regions[cur].state == RG_OPEN)
-            s->regions[cur].state = RG_SEALED;
-        r = region_pick_locked(s, requeue, nrequeue, requeue_max);
-        if (r == NIL) {
+        if (cur != UINT32_MAX && s->regions[cur].state == RG_OPEN) {
+            region_set_state(s, cur, RG_SEALED);
+            region_maybe_free_locked(s, cur);
+        }
+        for (r = 0; r < s->nregions; r++)
+            if (s->regions[r].state == RG_FREE)
+                break;
+        if (r == s->nregions) {
             pthread_mutex_unlock(&s->lock);
-            kvs_warn("store: no region can be reclaimed: disk tier full");
+            kvs_warn("store: no free region: disk tier full");
             return KVS_EFULL;
         }
         gen = ++s->gen_seq;
-        s->regions[r].state = RG_OPEN;
+        region_set_state(s, r, RG_OPEN);
         s->regions[r].gen = gen;
         pthread_mutex_unlock(&s->lock);
 
@@ -686,14 +681,30 @@ static int region_next_wlocked(kvs_store_t *s, uint32_t *requeue,
         ret = kvs_index_region_put(s->index, r, gen, false);
         if (ret == 0)
             ret = kvs_segment_region_open(s->seg, r, gen);
-        if (ret == 0)
-            return 0;
         pthread_mutex_lock(&s->lock);
-        s->regions[r].state = ret == -ENOSPC ? RG_UNUSABLE : RG_FREE;
+        if (ret == 0) {
+            s->regions[r].reserved = true;
+            pthread_mutex_unlock(&s->lock);
+            return 0;
+        }
+        region_set_state(s, r, RG_FREE);
+        if (ret == -ENOSPC) {
+            /* The file system is full: no region that has no space yet
+             * will get any. Only reserved regions are usable from now on,
+             * so the free count is true and reclaim starts. */
+            uint32_t lost = 0;
+            for (uint32_t k = 0; k < s->nregions; k++)
+                if (s->regions[k].state == RG_FREE &&
+                    !s->regions[k].reserved) {
+                    region_set_state(s, k, RG_UNUSABLE);
+                    lost++;
+                }
+            kvs_warn("store: the file system is full: %u regions of the "
+                     "data file cannot be reserved and stay unused", lost);
+        }
         pthread_mutex_unlock(&s->lock);
         if (ret != -ENOSPC)
             return ret;
-        kvs_warn("store: region %u has no space on the file system", r);
     }
 }
 
@@ -778,8 +789,7 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
                                              &job->loc);
         if (job->status != -ENOSPC)
             break;
-        job->status = region_next_wlocked(s, s->requeue, &s->nrequeue,
-                                          s->njobs_max);
+        job->status = region_next_wlocked(s);
         if (job->status)
             break;
     }
@@ -790,6 +800,8 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
         job->state = JOB_APPENDED;
         job->buf = image ? tag : kvs_segment_last_buf(s->seg);
         pthread_mutex_lock(&s->lock);
+        s->regions[job->loc.region].pending++;
+        job->state_appended = true;
         s->st.logical_bytes_degraded += e->raw_len;
         s->st.stored_bytes_degraded += payload.len;
         pthread_mutex_unlock(&s->lock);
@@ -798,23 +810,103 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
 
 static int drain_wlocked(kvs_store_t *s, bool sync);
 
-/* Queues the write of entry e (busy, in DRAM). Blocks that a region
- * reclaim took off the disk but must keep a copy there follow it. */
-static void queue_write_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,
-                                int *result)
+/* Queues the write of entry e (busy, in DRAM) without making room. */
+static void queue_one_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,
+                              int *result)
 {
     if (s->npend == s->njobs_max)
         drain_wlocked(s, false);
     struct wjob *job = &s->pend[s->npend++];
     *job = (struct wjob){.e = e, .kind = kind, .result = result};
     append_one_wlocked(s, job);
-    while (s->nrequeue) {
-        if (s->npend == s->njobs_max)
-            drain_wlocked(s, false);
-        job = &s->pend[s->npend++];
-        *job = (struct wjob){.e = s->requeue[--s->nrequeue], .kind = JOB_KEEP};
-        append_one_wlocked(s, job);
+}
+
+/*
+ * Keeps REGION_RESERVE regions free by reclaiming the oldest region whose
+ * reclaim pays: blocks on disk only are evicted (records deleted in the
+ * writer's batch), blocks also in DRAM lose their disk copy, and the ones
+ * that must keep one (durable or pinned, and the pinned or user blocks
+ * read back by region_relocate_locked) are written again into the open
+ * region first. The victim is freed only after that write, its data and
+ * index records, are synced: until then its old copies stay valid, so a
+ * crash at any point loses no durable block.
+ *
+ * Called only between appends (never from inside one), with no job
+ * pointer held, since it drains the pipeline.
+ */
+static void ensure_space_wlocked(kvs_store_t *s, bool force)
+{
+    uint32_t v, n = 0;
+
+    pthread_mutex_lock(&s->lock);
+    if ((!force && s->nfree_regions >= REGION_RESERVE) ||
+        kvs_clock_mono_ns() < s->reclaim_retry_ns ||
+        (v = region_victim_locked(s)) == NIL) {
+        pthread_mutex_unlock(&s->lock);
+        return;
     }
+    region_set_state(s, v, RG_RECLAIMING);
+    region_relocate_locked(s, v);
+    for (uint32_t i = s->regions[v].head, next; i != NIL; i = next) {
+        struct entry *e = &s->ents[i];
+        next = e->rg_next;
+        if (e->busy)
+            continue; /* stays; the region is not freed this time */
+        if (e->flags & E_DRAM) {
+            if ((e->flags & E_DURABLE) || e->cls == KVS_CLASS_PINNED) {
+                /* Moved: the old copy is dropped when the new one is
+                 * published (finish_job_locked). */
+                e->busy++;
+                s->requeue[n++] = i;
+            } else {
+                region_remove(s, e);
+                e->flags &= ~E_DISK;
+                s->st.nvme_blocks--;
+            }
+            continue;
+        }
+        if (e->cls == KVS_CLASS_PINNED)
+            continue; /* did not fit in DRAM: stays */
+        kvs_index_batch_delete(s->batch, e->ns, e->key, e->key_len);
+        entry_remove_locked(s, e);
+        s->st.evicted++;
+    }
+    pthread_mutex_unlock(&s->lock);
+
+    for (uint32_t k = 0; k < n; k++)
+        queue_one_wlocked(s, s->requeue[k], JOB_KEEP, NULL);
+    drain_wlocked(s, true);
+
+    pthread_mutex_lock(&s->lock);
+    struct region *rg = &s->regions[v];
+    if (rg->nblocks == 0 && rg->pending == 0) {
+        region_set_state(s, v, RG_FREE);
+        s->st.regions_reclaimed++;
+    } else {
+        /* Something had to stay (a pinned block with no DRAM to move
+         * through, a failed write): do not retry at every append. */
+        region_set_state(s, v, RG_SEALED);
+        s->reclaim_retry_ns = kvs_clock_mono_ns() + 100000000ull;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Queues the write of entry e (busy, in DRAM), making room first. */
+static void queue_write_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,
+                                int *result)
+{
+    ensure_space_wlocked(s, false);
+    queue_one_wlocked(s, e, kind, result);
+    struct wjob *job = &s->pend[s->npend - 1];
+    if (job->status != KVS_EFULL)
+        return;
+    /* No region was free (the reserve was used up, or the file system
+     * filled): take the job back, reclaim now, and try once more. */
+    s->npend--;
+    s->ndone--;
+    s->reclaim_retry_ns = 0;
+    ensure_space_wlocked(s, true);
+    queue_one_wlocked(s, e, kind, result);
 }
 
 /* Applies a finished job to its entry. Dead entries that reached the disk
@@ -823,6 +915,10 @@ static void finish_job_locked(kvs_store_t *s, struct wjob *job)
 {
     struct entry *e = &s->ents[job->e];
 
+    if (job->state_appended) {
+        s->regions[job->loc.region].pending--;
+        region_maybe_free_locked(s, job->loc.region);
+    }
     if (job->status == 0) {
         if (e->flags & E_DISK) {
             region_remove(s, e);
@@ -1289,7 +1385,9 @@ static void load_rec(void *arg, const kvs_index_rec_t *r)
     e->flags |= E_DISK | E_DURABLE;
     hash_link(s, e);
     region_add(s, e);
-    s->regions[r->region].state = RG_SEALED;
+    if (s->regions[r->region].state == RG_FREE)
+        region_set_state(s, r->region, RG_SEALED);
+    s->regions[r->region].reserved = true;
     if (e->cls == KVS_CLASS_PINNED)
         s->pinned_bytes += e->raw_len;
     s->st.blocks++;
@@ -1378,9 +1476,9 @@ static int open_nvme(kvs_store_t *s)
         return -ENOMEM;
     for (uint32_t r = 0; r < s->nregions; r++)
         s->regions[r].head = NIL;
-    s->rg_tried = calloc(s->nregions, 1);
-    if (!s->rg_tried)
-        return -ENOMEM;
+    s->nfree_regions = s->nregions;
+    for (uint32_t r = 0; r < s->nregions; r++)
+        s->regions[r].reserved = kvs_segment_preallocated(s->seg);
     s->wscratch_len = kvs_codec_bound(s->cfg.max_block_bytes, 4);
     s->wscratch = malloc(s->wscratch_len);
     /* Jobs in flight: every block that fits in the write buffers, one
@@ -1505,7 +1603,6 @@ void kvs_store_close(kvs_store_t *s)
     free(s->requeue);
     free(s->dead);
     free(s->reloc);
-    free(s->rg_tried);
     free(s->wscratch);
     free(s->regions);
     free(s->buckets);

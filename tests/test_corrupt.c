@@ -106,6 +106,7 @@ struct found {
     bool seen;
     uint64_t off;
     uint32_t hdr_len, stored_len, disk_len;
+    uint32_t pay_off;   /* the payload starts on its own 4 KiB boundary */
 };
 
 /* Finds every block header in the file by its magic at 4 KiB boundaries. */
@@ -133,6 +134,7 @@ static void scan_file(const char *path, struct found *f)
         f[i].seen = true;
         f[i].off = (uint64_t)off;
         f[i].hdr_len = kvs_le16_load(hdr + 30);
+        f[i].pay_off = kvs_segment_hdr_bytes(kvs_le32_load(hdr + 32));
         f[i].stored_len = (uint32_t)kvs_le64_load(hdr + 48);
         f[i].disk_len = kvs_segment_disk_len(KEYLEN, kvs_le32_load(hdr + 32),
                                              f[i].stored_len);
@@ -251,7 +253,7 @@ static void test_data_file_bitrot(void **state)
     assert_true(fd >= 0);
     for (uint32_t i = 0; i < NBLK; i++) {
         assert_true(f[i].seen);
-        uint32_t pay_end = f[i].hdr_len + f[i].stored_len;
+        uint32_t pay_end = f[i].pay_off + f[i].stored_len;
         uint8_t mask = (uint8_t)(1u << (kvs_test_rand(&rng) % 8));
         dmg[i] = (enum damage)(i % DMG_COUNT);
         switch (dmg[i]) {
@@ -267,7 +269,7 @@ static void test_data_file_bitrot(void **state)
                  mask);
             break;
         case DMG_PAYLOAD:
-            flip(fd, f[i].off + f[i].hdr_len +
+            flip(fd, f[i].off + f[i].pay_off +
                          kvs_test_rand(&rng) % f[i].stored_len,
                  mask);
             break;
@@ -282,7 +284,7 @@ static void test_data_file_bitrot(void **state)
             break;
         case DMG_TORN: {
             static const uint8_t zero[512];
-            uint32_t at = f[i].hdr_len;
+            uint32_t at = f[i].pay_off;
             if (f[i].stored_len > sizeof(zero))
                 at += (uint32_t)(kvs_test_rand(&rng) %
                                  (f[i].stored_len - sizeof(zero)));
@@ -543,7 +545,7 @@ static void test_segment_header_decode(void **state)
     assert_int_equal(out.stored_len, 2500);
     assert_int_equal(out.nparts, 3);
     assert_int_equal(out.part_lens[2], 2000);
-    assert_ptr_equal(payload, good + hl);
+    assert_ptr_equal(payload, good + kvs_segment_hdr_bytes(3));
 
     /* Every single-bit flip of the header. */
     for (uint32_t bit = 0; bit < hl * 8; bit++) {
@@ -562,7 +564,7 @@ static void test_segment_header_decode(void **state)
     l2.disk_len = KVS_SEG_HDR_FIXED + 3;
     assert_int_equal(kvs_segment_block_decode(good, &l2, &out, &payload),
                      KVS_ECORRUPT);
-    l2.disk_len = hl + 2499;
+    l2.disk_len = kvs_segment_hdr_bytes(3) + 2499;
     assert_int_equal(kvs_segment_block_decode(good, &l2, &out, &payload),
                      KVS_ECORRUPT);
     l2.disk_len = 0;

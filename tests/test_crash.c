@@ -535,11 +535,12 @@ static void child_main(uint32_t cycle, uint64_t seed, int ready_fd)
 
 /*
  * A durable block that is still in DRAM when its region is reclaimed must
- * be written again and stay durable. The writer here fills a two-region
- * store so that the next put reclaims the region holding durable block X,
- * then dies (seccomp kills it) at the moment the data file is synced for
- * that put, which is after the region's new generation was recorded and
- * before X's new index record is committed. X must be back after reopen.
+ * be written again and stay durable. The writer here fills region 0 of a
+ * two-region store, holding durable block X, until region 1 opens; the
+ * engine keeps two regions in reserve, so the next put reclaims region 0
+ * and writes X again. The writer dies (seccomp kills it) when the data
+ * file is synced during that reclaim, before X's new index record is
+ * committed. X must be back after reopen.
  */
 static int reclaim_window_child(const kvs_store_config_t *c)
 {
@@ -560,10 +561,11 @@ static int reclaim_window_child(const kvs_store_config_t *c)
                          .flags = KVS_PUT_DURABLE};
     if (kvs_store_put(s, &pa))
         return 11;
-    /* How many disk-only fillers fit in both regions after X. */
+    /* Fillers (disk only) for the rest of region 0, and one more, which
+     * opens region 1. */
     uint64_t rb = c->region_bytes, fl = kvs_segment_disk_len(KEYLEN, 1, filler);
     uint64_t in0 = (rb - kvs_segment_disk_len(KEYLEN, 1, x_len)) / fl;
-    uint64_t nfill = in0 + rb / fl;
+    uint64_t nfill = in0 + 1;
     kvs_test_fill(buf, filler, 99);
     part.len = filler;
     pa.flags = KVS_PUT_NO_DRAM;
