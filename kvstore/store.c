@@ -592,27 +592,41 @@ static uint64_t region_keep_bytes_locked(kvs_store_t *s, uint32_t r)
     return bytes;
 }
 
-/* The region to reclaim: the oldest sealed one (lowest generation) with no
+/*
+ * The region to reclaim: the oldest sealed one (lowest generation) with no
  * block in use and no write in flight, among those where a reclaim frees
- * at least half of the region. NIL if there is none. */
+ * at least half of the region; failing that, the one that frees the most,
+ * if it frees a tenth. NIL if there is none.
+ */
 static uint32_t region_victim_locked(kvs_store_t *s)
 {
-    uint32_t best = NIL;
+    uint32_t oldest = NIL, cheapest = NIL;
+    uint64_t cheapest_keep = UINT64_MAX;
 
     for (uint32_t r = 0; r < s->nregions; r++) {
         struct region *rg = &s->regions[r];
         bool movable = rg->state == RG_SEALED && rg->pending == 0;
-        if (!movable || (best != NIL && rg->gen >= s->regions[best].gen))
-            continue;
         for (uint32_t i = rg->head; movable && i != NIL;
              i = s->ents[i].rg_next)
             if (s->ents[i].busy)
                 movable = false;
-        if (movable &&
-            region_keep_bytes_locked(s, r) <= s->cfg.region_bytes / 2)
-            best = r;
+        if (!movable)
+            continue;
+        uint64_t keep = region_keep_bytes_locked(s, r);
+        if (keep <= s->cfg.region_bytes / 2 &&
+            (oldest == NIL || rg->gen < s->regions[oldest].gen))
+            oldest = r;
+        if (keep < cheapest_keep) {
+            cheapest_keep = keep;
+            cheapest = r;
+        }
     }
-    return best;
+    if (oldest != NIL)
+        return oldest;
+    if (cheapest != NIL &&
+        cheapest_keep <= (uint64_t)s->cfg.region_bytes / 10 * 9)
+        return cheapest;
+    return NIL;
 }
 
 /*
