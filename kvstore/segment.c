@@ -258,6 +258,11 @@ void kvs_segment_close(kvs_segment_t *s)
     free(s);
 }
 
+bool kvs_segment_preallocated(const kvs_segment_t *s)
+{
+    return s->preallocated;
+}
+
 uint32_t kvs_segment_nregions(const kvs_segment_t *s)
 {
     return s->nregions;

@@ -70,6 +70,9 @@ int kvs_segment_open(const kvs_segment_config_t *cfg, kvs_segment_t **seg_out);
 void kvs_segment_close(kvs_segment_t *seg);
 
 uint32_t kvs_segment_nregions(const kvs_segment_t *seg);
+/* Whether the whole file was reserved at open (else regions are reserved
+ * as they are opened, and that can fail with -ENOSPC). */
+bool kvs_segment_preallocated(const kvs_segment_t *seg);
 uint32_t kvs_segment_region_bytes(const kvs_segment_t *seg);
 /* Largest disk_len of any block (header and padding included). */
 uint32_t kvs_segment_max_disk_len(const kvs_segment_t *seg);

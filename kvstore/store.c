@@ -78,6 +78,7 @@ struct entry {
     uint32_t nparts;
     uint8_t key_len, parent_len, cls, elem_size;
     uint8_t codec;          /* of the disk copy */
+    uint16_t hits;          /* accesses since put, saturating */
     uint64_t raw_len;       /* bytes */
     uint64_t expiry_ms;     /* wall clock; 0: none */
     uint64_t group;
@@ -90,13 +91,31 @@ struct entry {
     uint8_t parent[KVS_KEY_MAX];
 };
 
-enum region_state { RG_FREE = 0, RG_OPEN, RG_SEALED, RG_UNUSABLE };
+/*
+ * Region life cycle:
+ *
+ *   FREE --open--> OPEN --full--> SEALED --victim--> RECLAIMING --+--> FREE
+ *                                   ^                            |
+ *                                   +------ (something stayed) --+
+ *
+ * A region becomes FREE only when no published block and no write in
+ * flight (pending) is left in it, and only after the blocks moved out of
+ * it are durable elsewhere; its next generation is given when it opens.
+ */
+enum region_state { RG_FREE = 0, RG_OPEN, RG_SEALED, RG_RECLAIMING,
+                    RG_UNUSABLE };
+
+/* Free regions kept in reserve: write-behind does not take the last of
+ * them, so a reclaim always has room to move the blocks it keeps. */
+#define REGION_RESERVE 2
 
 struct region {
     uint64_t gen;           /* current generation */
     uint32_t head;          /* entries on disk in this region */
     uint32_t nblocks;
+    uint32_t pending;       /* appends not yet published */
     uint8_t state;          /* enum region_state */
+    bool reserved;          /* its space is allocated in the file */
 };
 
 struct ns_rec {
@@ -105,7 +124,7 @@ struct ns_rec {
 };
 
 enum job_kind { JOB_DEGRADE, JOB_KEEP, JOB_PUT };
-enum job_state { JOB_APPENDED, JOB_DONE };
+enum job_state { JOB_QUEUED = 0, JOB_APPENDED, JOB_DONE };
 
 /* One block being written (see the write pipeline below). */
 struct wjob {
@@ -113,6 +132,7 @@ struct wjob {
     int status;
     uint8_t kind;           /* enum job_kind */
     uint8_t state;          /* enum job_state */
+    bool state_appended;    /* counted in its region's pending */
     uint8_t codec;
     uint64_t buf;           /* its write's tag (buffer 0..3 or >= 4) */
     kvs_seg_loc_t loc;
@@ -140,12 +160,16 @@ struct kvs_store {
     uint32_t bucket_mask;
     uint32_t lru_head, lru_tail;
     struct region *regions;
+    uint32_t nfree_regions;
+    uint64_t reclaim_retry_ns; /* no reclaim before this (mono clock) */
+    uint32_t *reloc;          /* scratch for region_relocate_locked */
     uint32_t nregions;
     uint64_t gen_seq;
     uint64_t uid_seq;
     uint64_t pinned_bytes;
     uint64_t dram_high, dram_low; /* bytes */
     bool degrading;           /* between high and low watermark */
+    int space_waiters;        /* puts waiting for DRAM (atomic reads) */
     uint64_t degrade_pending; /* DRAM bytes queued to degrade */
     struct ns_rec *ns;
     uint32_t nns;
@@ -166,8 +190,7 @@ struct kvs_store {
     uint32_t npend;
     uint32_t ndone;           /* of them DONE */
     uint32_t njobs_max;
-    uint32_t *requeue;        /* blocks to write again after a reclaim */
-    uint32_t nrequeue;
+    uint32_t *requeue;        /* blocks a reclaim writes again */
     uint64_t tag_seq;         /* tags of direct writes, from 4 up */
     uint32_t *dead;           /* dead entries to free after publishing */
     uint32_t ndead;
@@ -283,6 +306,14 @@ static void lru_touch(kvs_store_t *s, struct entry *e)
     }
 }
 
+/* An access: recency for eviction, a hit for flash admission. */
+static void touch_locked(kvs_store_t *s, struct entry *e)
+{
+    if (e->hits < UINT16_MAX)
+        e->hits++;
+    lru_touch(s, e);
+}
+
 static void region_add(kvs_store_t *s, struct entry *e)
 {
     struct region *r = &s->regions[e->loc.region];
@@ -296,6 +327,24 @@ static void region_add(kvs_store_t *s, struct entry *e)
     r->nblocks++;
 }
 
+static void region_set_state(kvs_store_t *s, uint32_t r, uint8_t state)
+{
+    if (s->regions[r].state == RG_FREE)
+        s->nfree_regions--;
+    if (state == RG_FREE)
+        s->nfree_regions++;
+    s->regions[r].state = state;
+}
+
+/* A sealed region whose last block left is free again. */
+static void region_maybe_free_locked(kvs_store_t *s, uint32_t r)
+{
+    struct region *rg = &s->regions[r];
+
+    if (rg->state == RG_SEALED && rg->nblocks == 0 && rg->pending == 0)
+        region_set_state(s, r, RG_FREE);
+}
+
 static void region_remove(kvs_store_t *s, struct entry *e)
 {
     struct region *r = &s->regions[e->loc.region];
@@ -307,8 +356,7 @@ static void region_remove(kvs_store_t *s, struct entry *e)
     if (e->rg_next != NIL)
         s->ents[e->rg_next].rg_prev = e->rg_prev;
     r->nblocks--;
-    if (r->nblocks == 0 && r->state == RG_SEALED)
-        r->state = RG_FREE;
+    region_maybe_free_locked(s, e->loc.region);
 }
 
 static struct entry *entry_alloc_locked(kvs_store_t *s)
@@ -428,6 +476,26 @@ static bool dram_evict_locked(kvs_store_t *s, uint64_t bytes)
  * without pause until it is back under the low one, so the disk stays busy
  * while puts keep coming instead of idling between bursts.
  */
+/*
+ * The block table is full (max_blocks): drops the least recently used
+ * block that is in DRAM only and not in use. Blocks with a disk copy are
+ * left to region reclaim, which owns their index records. Returns whether
+ * an entry was freed.
+ */
+static bool evict_one_locked(kvs_store_t *s)
+{
+    for (uint32_t i = s->lru_tail; i != NIL; i = s->ents[i].lru_prev) {
+        struct entry *e = &s->ents[i];
+        if (e->refs || e->busy || e->cls == KVS_CLASS_PINNED ||
+            (e->flags & E_DISK) || !(e->flags & E_LINKED))
+            continue;
+        entry_remove_locked(s, e);
+        s->st.evicted++;
+        return true;
+    }
+    return false;
+}
+
 static bool need_degrade_locked(kvs_store_t *s)
 {
     size_t used;
@@ -485,8 +553,10 @@ static int dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out)
         if (kvs_arena_largest_free(s->arena) >= bytes)
             continue;
         pthread_cond_signal(&s->work_cv);
-        if (pthread_cond_timedwait(&s->space_cv, &s->lock, &deadline) ==
-            ETIMEDOUT) {
+        __atomic_add_fetch(&s->space_waiters, 1, __ATOMIC_RELAXED);
+        int tret = pthread_cond_timedwait(&s->space_cv, &s->lock, &deadline);
+        __atomic_sub_fetch(&s->space_waiters, 1, __ATOMIC_RELAXED);
+        if (tret == ETIMEDOUT) {
             if (kvs_arena_alloc(s->arena, bytes, off_out) == 0)
                 return 0;
             return KVS_EFULL;
@@ -497,64 +567,103 @@ static int dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out)
 /* ---------------------------------------------------------------------- */
 /* Writer: regions, appends, index records. All under wlock. */
 
-/*
- * Frees a region for writing: blocks on disk only are evicted (their index
- * records deleted in the same batch); blocks also in DRAM just lose their
- * disk copy, and those that must stay durable or are pinned are queued in
- * jobs to be written again. Returns the region or NIL if every region holds
- * something that cannot move now.
- */
-static uint32_t region_pick_locked(kvs_store_t *s, uint32_t *requeue,
-                                   uint32_t *nrequeue, uint32_t requeue_max)
-{
-    uint32_t best = NIL;
+static int promote_locked(kvs_store_t *s, struct entry *e, bool wait);
 
-    for (uint32_t r = 0; r < s->nregions; r++)
-        if (s->regions[r].state == RG_FREE)
-            return r;
-    /* Oldest first: the lowest generation among sealed regions. */
-    for (uint32_t r = 0; r < s->nregions; r++) {
-        struct region *rg = &s->regions[r];
-        bool movable = rg->state == RG_SEALED;
-        for (uint32_t i = rg->head; movable && i != NIL;
-             i = s->ents[i].rg_next) {
-            const struct entry *e = &s->ents[i];
-            if (e->busy || (!(e->flags & E_DRAM) &&
-                            e->cls == KVS_CLASS_PINNED))
-                movable = false;
-        }
-        if (movable && (best == NIL || rg->gen < s->regions[best].gen))
-            best = r;
-    }
-    if (best == NIL)
-        return NIL;
-    struct region *rg = &s->regions[best];
-    while (rg->head != NIL) {
-        struct entry *e = &s->ents[rg->head];
-        region_remove(s, e);
-        e->flags &= ~E_DISK;
-        s->st.nvme_blocks--;
-        if (e->flags & E_DRAM) {
-            if ((e->flags & E_DURABLE || e->cls == KVS_CLASS_PINNED) &&
-                *nrequeue < requeue_max) {
-                e->busy++;
-                requeue[(*nrequeue)++] = eidx(s, e);
-            }
-            continue;
-        }
-        /* The index record goes in the writer's batch, committed with the
-         * blocks that take the region's space. */
-        kvs_index_batch_delete(s->batch, e->ns, e->key, e->key_len);
-        entry_remove_locked(s, e);
-        s->st.evicted++;
-    }
-    s->st.regions_reclaimed++;
-    rg->state = RG_FREE;
-    return best;
+/* A block on disk only that must survive its region's reclaim. */
+static bool worth_keeping(const struct entry *e, uint64_t now_ms)
+{
+    return !(e->flags & E_DRAM) &&
+           (e->cls == KVS_CLASS_PINNED ||
+            (e->cls == KVS_CLASS_USER && !expired(e, now_ms)));
 }
 
-static int region_next_wlocked(kvs_store_t *s, uint32_t *requeue,
-                               uint32_t *nrequeue, uint32_t requeue_max)
+/* Bytes of region r that a reclaim would have to write again. */
+static uint64_t region_keep_bytes_locked(kvs_store_t *s, uint32_t r)
+{
+    uint64_t now = kvs_clock_real_ms(), bytes = 0;
+
+    for (uint32_t i = s->regions[r].head; i != NIL; i = s->ents[i].rg_next) {
+        const struct entry *e = &s->ents[i];
+        if (((e->flags & E_DRAM) &&
+             ((e->flags & E_DURABLE) || e->cls == KVS_CLASS_PINNED)) ||
+            worth_keeping(e, now))
+            bytes += e->loc.disk_len;
+    }
+    return bytes;
+}
+
+/*
+ * The region to reclaim: the oldest sealed one (lowest generation) with no
+ * block in use and no write in flight, among those where a reclaim frees
+ * at least half of the region; failing that, the one that frees the most,
+ * if it frees a tenth. NIL if there is none.
+ */
+static uint32_t region_victim_locked(kvs_store_t *s)
+{
+    uint32_t oldest = NIL, cheapest = NIL;
+    uint64_t cheapest_keep = UINT64_MAX;
+
+    for (uint32_t r = 0; r < s->nregions; r++) {
+        struct region *rg = &s->regions[r];
+        bool movable = rg->state == RG_SEALED && rg->pending == 0;
+        for (uint32_t i = rg->head; movable && i != NIL;
+             i = s->ents[i].rg_next)
+            if (s->ents[i].busy)
+                movable = false;
+        if (!movable)
+            continue;
+        uint64_t keep = region_keep_bytes_locked(s, r);
+        if (keep <= s->cfg.region_bytes / 2 &&
+            (oldest == NIL || rg->gen < s->regions[oldest].gen))
+            oldest = r;
+        if (keep < cheapest_keep) {
+            cheapest_keep = keep;
+            cheapest = r;
+        }
+    }
+    if (oldest != NIL)
+        return oldest;
+    if (cheapest != NIL &&
+        cheapest_keep <= (uint64_t)s->cfg.region_bytes / 10 * 9)
+        return cheapest;
+    return NIL;
+}
+
+/*
+ * Reads the blocks of a victim region that are worth keeping (pinned, and
+ * user blocks before their TTL) back into DRAM, from where they are
+ * written again. Only DRAM that is free now is used: the writer cannot
+ * wait for write-behind, which needs the writer. What does not fit stays
+ * where it is, and keeps the region from being freed (pinned) or is
+ * evicted (user).
+ */
+static void region_relocate_locked(kvs_store_t *s, uint32_t r)
+{
+    uint64_t now = kvs_clock_real_ms();
+    uint32_t n = 0;
+
+    for (uint32_t i = s->regions[r].head; i != NIL && n < s->njobs_max;
+         i = s->ents[i].rg_next) {
+        struct entry *e = &s->ents[i];
+        if (worth_keeping(e, now)) {
+            e->busy++;
+            s->reloc[n++] = i;
+        }
+    }
+    for (uint32_t k = 0; k < n; k++)
+        promote_locked(s, &s->ents[s->reloc[k]], false);
+    for (uint32_t k = 0; k < n; k++) {
+        struct entry *e = &s->ents[s->reloc[k]];
+        e->busy--;
+        if ((e->flags & E_DEAD) && !e->busy)
+            entry_free_locked(s, e);
+    }
+}
+
+/* Opens the next free region for appends (on -ENOSPC from the segment).
+ * Never reclaims: that is ensure_space_wlocked()'s job, between appends.
+ * KVS_EFULL when no region is free. */
+static int region_next_wlocked(kvs_store_t *s)
 {
     for (;;) {
         uint32_t r, cur;
@@ -563,19 +672,20 @@ static int region_next_wlocked(kvs_store_t *s, uint32_t *requeue,
 
         pthread_mutex_lock(&s->lock);
         cur = kvs_segment_region_current(s->seg);
-        /* Sealed even if no block of it is published yet: blocks of the
-         * batch in progress are in it. An empty sealed region is the
-         * first to be reclaimed. */
-        if (cur != UINT32_MAX && s->regions[cur].state == RG_OPEN)
-            s->regions[cur].state = RG_SEALED;
-        r = region_pick_locked(s, requeue, nrequeue, requeue_max);
-        if (r == NIL) {
+        if (cur != UINT32_MAX && s->regions[cur].state == RG_OPEN) {
+            region_set_state(s, cur, RG_SEALED);
+            region_maybe_free_locked(s, cur);
+        }
+        for (r = 0; r < s->nregions; r++)
+            if (s->regions[r].state == RG_FREE)
+                break;
+        if (r == s->nregions) {
             pthread_mutex_unlock(&s->lock);
-            kvs_warn("store: no region can be reclaimed: disk tier full");
+            kvs_warn("store: no free region: disk tier full");
             return KVS_EFULL;
         }
         gen = ++s->gen_seq;
-        s->regions[r].state = RG_OPEN;
+        region_set_state(s, r, RG_OPEN);
         s->regions[r].gen = gen;
         pthread_mutex_unlock(&s->lock);
 
@@ -585,14 +695,30 @@ static int region_next_wlocked(kvs_store_t *s, uint32_t *requeue,
         ret = kvs_index_region_put(s->index, r, gen, false);
         if (ret == 0)
             ret = kvs_segment_region_open(s->seg, r, gen);
-        if (ret == 0)
-            return 0;
         pthread_mutex_lock(&s->lock);
-        s->regions[r].state = ret == -ENOSPC ? RG_UNUSABLE : RG_FREE;
+        if (ret == 0) {
+            s->regions[r].reserved = true;
+            pthread_mutex_unlock(&s->lock);
+            return 0;
+        }
+        region_set_state(s, r, RG_FREE);
+        if (ret == -ENOSPC) {
+            /* The file system is full: no region that has no space yet
+             * will get any. Only reserved regions are usable from now on,
+             * so the free count is true and reclaim starts. */
+            uint32_t lost = 0;
+            for (uint32_t k = 0; k < s->nregions; k++)
+                if (s->regions[k].state == RG_FREE &&
+                    !s->regions[k].reserved) {
+                    region_set_state(s, k, RG_UNUSABLE);
+                    lost++;
+                }
+            kvs_warn("store: the file system is full: %u regions of the "
+                     "data file cannot be reserved and stay unused", lost);
+        }
         pthread_mutex_unlock(&s->lock);
         if (ret != -ENOSPC)
             return ret;
-        kvs_warn("store: region %u has no space on the file system", r);
     }
 }
 
@@ -640,7 +766,15 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
     size_t out_len = 0;
     uint8_t codec = KVS_CODEC_RAW;
 
-    if (s->cfg.compress_level > 0 && e->raw_len > 0 &&
+    /* The codec is slower than the disk here: while puts wait for DRAM,
+     * blocks go out raw so that compression never limits the drain. */
+    bool backlog = __atomic_load_n(&s->space_waiters, __ATOMIC_RELAXED) > 0;
+    if (backlog && s->cfg.compress_level > 0) {
+        pthread_mutex_lock(&s->lock);
+        s->st.compress_skipped++;
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (s->cfg.compress_level > 0 && e->raw_len > 0 && !backlog &&
         kvs_codec_encode(s->wcodec, src, e->raw_len, e->elem_size,
                          s->cfg.compress_level,
                          s->cfg.compress_min_saving_pct, s->wscratch,
@@ -669,8 +803,7 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
                                              &job->loc);
         if (job->status != -ENOSPC)
             break;
-        job->status = region_next_wlocked(s, s->requeue, &s->nrequeue,
-                                          s->njobs_max);
+        job->status = region_next_wlocked(s);
         if (job->status)
             break;
     }
@@ -681,6 +814,8 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
         job->state = JOB_APPENDED;
         job->buf = image ? tag : kvs_segment_last_buf(s->seg);
         pthread_mutex_lock(&s->lock);
+        s->regions[job->loc.region].pending++;
+        job->state_appended = true;
         s->st.logical_bytes_degraded += e->raw_len;
         s->st.stored_bytes_degraded += payload.len;
         pthread_mutex_unlock(&s->lock);
@@ -689,23 +824,103 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
 
 static int drain_wlocked(kvs_store_t *s, bool sync);
 
-/* Queues the write of entry e (busy, in DRAM). Blocks that a region
- * reclaim took off the disk but must keep a copy there follow it. */
-static void queue_write_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,
-                                int *result)
+/* Queues the write of entry e (busy, in DRAM) without making room. */
+static void queue_one_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,
+                              int *result)
 {
     if (s->npend == s->njobs_max)
         drain_wlocked(s, false);
     struct wjob *job = &s->pend[s->npend++];
     *job = (struct wjob){.e = e, .kind = kind, .result = result};
     append_one_wlocked(s, job);
-    while (s->nrequeue) {
-        if (s->npend == s->njobs_max)
-            drain_wlocked(s, false);
-        job = &s->pend[s->npend++];
-        *job = (struct wjob){.e = s->requeue[--s->nrequeue], .kind = JOB_KEEP};
-        append_one_wlocked(s, job);
+}
+
+/*
+ * Keeps REGION_RESERVE regions free by reclaiming the oldest region whose
+ * reclaim pays: blocks on disk only are evicted (records deleted in the
+ * writer's batch), blocks also in DRAM lose their disk copy, and the ones
+ * that must keep one (durable or pinned, and the pinned or user blocks
+ * read back by region_relocate_locked) are written again into the open
+ * region first. The victim is freed only after that write, its data and
+ * index records, are synced: until then its old copies stay valid, so a
+ * crash at any point loses no durable block.
+ *
+ * Called only between appends (never from inside one), with no job
+ * pointer held, since it drains the pipeline.
+ */
+static void ensure_space_wlocked(kvs_store_t *s, bool force)
+{
+    uint32_t v, n = 0;
+
+    pthread_mutex_lock(&s->lock);
+    if ((!force && s->nfree_regions >= REGION_RESERVE) ||
+        kvs_clock_mono_ns() < s->reclaim_retry_ns ||
+        (v = region_victim_locked(s)) == NIL) {
+        pthread_mutex_unlock(&s->lock);
+        return;
     }
+    region_set_state(s, v, RG_RECLAIMING);
+    region_relocate_locked(s, v);
+    for (uint32_t i = s->regions[v].head, next; i != NIL; i = next) {
+        struct entry *e = &s->ents[i];
+        next = e->rg_next;
+        if (e->busy)
+            continue; /* stays; the region is not freed this time */
+        if (e->flags & E_DRAM) {
+            if ((e->flags & E_DURABLE) || e->cls == KVS_CLASS_PINNED) {
+                /* Moved: the old copy is dropped when the new one is
+                 * published (finish_job_locked). */
+                e->busy++;
+                s->requeue[n++] = i;
+            } else {
+                region_remove(s, e);
+                e->flags &= ~E_DISK;
+                s->st.nvme_blocks--;
+            }
+            continue;
+        }
+        if (e->cls == KVS_CLASS_PINNED)
+            continue; /* did not fit in DRAM: stays */
+        kvs_index_batch_delete(s->batch, e->ns, e->key, e->key_len);
+        entry_remove_locked(s, e);
+        s->st.evicted++;
+    }
+    pthread_mutex_unlock(&s->lock);
+
+    for (uint32_t k = 0; k < n; k++)
+        queue_one_wlocked(s, s->requeue[k], JOB_KEEP, NULL);
+    drain_wlocked(s, true);
+
+    pthread_mutex_lock(&s->lock);
+    struct region *rg = &s->regions[v];
+    if (rg->nblocks == 0 && rg->pending == 0) {
+        region_set_state(s, v, RG_FREE);
+        s->st.regions_reclaimed++;
+    } else {
+        /* Something had to stay (a pinned block with no DRAM to move
+         * through, a failed write): do not retry at every append. */
+        region_set_state(s, v, RG_SEALED);
+        s->reclaim_retry_ns = kvs_clock_mono_ns() + 100000000ull;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Queues the write of entry e (busy, in DRAM), making room first. */
+static void queue_write_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,
+                                int *result)
+{
+    ensure_space_wlocked(s, false);
+    queue_one_wlocked(s, e, kind, result);
+    struct wjob *job = &s->pend[s->npend - 1];
+    if (job->status != KVS_EFULL)
+        return;
+    /* No region was free (the reserve was used up, or the file system
+     * filled): take the job back, reclaim now, and try once more. */
+    s->npend--;
+    s->ndone--;
+    s->reclaim_retry_ns = 0;
+    ensure_space_wlocked(s, true);
+    queue_one_wlocked(s, e, kind, result);
 }
 
 /* Applies a finished job to its entry. Dead entries that reached the disk
@@ -714,6 +929,10 @@ static void finish_job_locked(kvs_store_t *s, struct wjob *job)
 {
     struct entry *e = &s->ents[job->e];
 
+    if (job->state_appended) {
+        s->regions[job->loc.region].pending--;
+        region_maybe_free_locked(s, job->loc.region);
+    }
     if (job->status == 0) {
         if (e->flags & E_DISK) {
             region_remove(s, e);
@@ -897,6 +1116,16 @@ static uint32_t pick_degrade_locked(kvs_store_t *s, uint32_t *out,
         if (e->flags & E_DISK) {
             bytes += e->dram_bytes;
             dram_drop_locked(s, e);
+            continue;
+        }
+        /* Flash admission: scratch blocks that were never hit again are
+         * not worth a disk write; they leave the store. */
+        if (e->cls == KVS_CLASS_SCRATCH &&
+            e->hits < s->cfg.admit_scratch_hits) {
+            bytes += e->dram_bytes;
+            entry_remove_locked(s, e);
+            s->st.admission_rejected++;
+            s->st.evicted++;
             continue;
         }
         e->busy++;
@@ -1170,7 +1399,9 @@ static void load_rec(void *arg, const kvs_index_rec_t *r)
     e->flags |= E_DISK | E_DURABLE;
     hash_link(s, e);
     region_add(s, e);
-    s->regions[r->region].state = RG_SEALED;
+    if (s->regions[r->region].state == RG_FREE)
+        region_set_state(s, r->region, RG_SEALED);
+    s->regions[r->region].reserved = true;
     if (e->cls == KVS_CLASS_PINNED)
         s->pinned_bytes += e->raw_len;
     s->st.blocks++;
@@ -1259,6 +1490,9 @@ static int open_nvme(kvs_store_t *s)
         return -ENOMEM;
     for (uint32_t r = 0; r < s->nregions; r++)
         s->regions[r].head = NIL;
+    s->nfree_regions = s->nregions;
+    for (uint32_t r = 0; r < s->nregions; r++)
+        s->regions[r].reserved = kvs_segment_preallocated(s->seg);
     s->wscratch_len = kvs_codec_bound(s->cfg.max_block_bytes, 4);
     s->wscratch = malloc(s->wscratch_len);
     /* Jobs in flight: every block that fits in the write buffers, one
@@ -1268,7 +1502,8 @@ static int open_nvme(kvs_store_t *s)
     s->pend = calloc(s->njobs_max, sizeof(*s->pend));
     s->requeue = calloc(s->njobs_max, sizeof(*s->requeue));
     s->dead = calloc(s->njobs_max, sizeof(*s->dead));
-    if (!s->wscratch || !s->pend || !s->requeue || !s->dead)
+    s->reloc = calloc(s->njobs_max, sizeof(*s->reloc));
+    if (!s->wscratch || !s->pend || !s->requeue || !s->dead || !s->reloc)
         return -ENOMEM;
     ret = kvs_codec_create(&s->wcodec);
     if (ret == 0)
@@ -1381,6 +1616,7 @@ void kvs_store_close(kvs_store_t *s)
     free(s->pend);
     free(s->requeue);
     free(s->dead);
+    free(s->reloc);
     free(s->wscratch);
     free(s->regions);
     free(s->buckets);
@@ -1538,6 +1774,8 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
                 continue;
             }
             e = entry_alloc_locked(s);
+            if (!e && evict_one_locked(s))
+                e = entry_alloc_locked(s);
             ret = e ? dram_alloc_locked(s, bytes, &off) : KVS_EFULL;
             if (ret) {
                 if (e) {
@@ -1728,23 +1966,29 @@ static void rd_done(void *arg, uint64_t user_data, int res)
         rds[user_data].status = 0;
 }
 
-/* Drops an entry's disk copy after it failed verification. */
-static void corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
-                           uint32_t len, const kvs_seg_loc_t *loc)
+/* Drops an entry's disk copy after it failed verification. Returns true
+ * (and the entry's uid in *uid_out, if not NULL) when the copy at loc was
+ * the entry's, false if it had moved or been reclaimed meanwhile. */
+static bool corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
+                           uint32_t len, const kvs_seg_loc_t *loc,
+                           uint64_t *uid_out)
 {
     struct entry *e = lookup_locked(s, ns, key, len, key_hash(ns, key, len));
 
     s->st.corrupt_reads++;
     if (!e || !(e->flags & E_DISK) || e->loc.off != loc->off ||
         e->loc.gen != loc->gen)
-        return; /* moved or reclaimed meanwhile */
+        return false; /* moved or reclaimed meanwhile */
     kvs_warn("store: block at offset %llu failed verification; dropped",
              (unsigned long long)loc->off);
+    if (uid_out)
+        *uid_out = e->uid;
     region_remove(s, e);
     e->flags &= ~E_DISK;
     s->st.nvme_blocks--;
     if (!(e->flags & E_DRAM) && !e->busy)
         entry_remove_locked(s, e);
+    return true;
 }
 
 int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
@@ -1790,7 +2034,7 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
             }
             if (e->flags & E_DRAM) {
                 e->busy++;
-                lru_touch(s, e);
+                touch_locked(s, e);
                 s->st.hits++;
                 s->st.dram_hits++;
                 pthread_mutex_unlock(&s->lock);
@@ -1870,6 +2114,10 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
                 struct rd *r = &rds[k];
                 size_t i = (size_t)(r->a - args);
                 if (r->status == 0) {
+                    struct entry *e = lookup_locked(s, r->ns, r->a->key,
+                                                    r->a->key_len, r->hash);
+                    if (e)
+                        touch_locked(s, e);
                     s->st.hits++;
                     s->st.nvme_hits++;
                     s->st.bytes_read += r->loc.disk_len;
@@ -1879,7 +2127,7 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
                 s->st.misses++;
                 if (r->status == KVS_ECORRUPT || r->status == -EIO)
                     corrupt_locked(s, r->ns, r->a->key, r->a->key_len,
-                                   &r->loc);
+                                   &r->loc, NULL);
                 status_out[i] = KVS_ENOTFOUND;
             }
             pthread_mutex_unlock(&s->lock);
@@ -1914,7 +2162,7 @@ int kvs_store_get(kvs_store_t *s, const kvs_get_args_t *a,
  * entry; returns with lock held. The entry stays visible (its disk copy
  * serves other readers) while the bytes are read.
  */
-static int promote_locked(kvs_store_t *s, struct entry *e)
+static int promote_locked(kvs_store_t *s, struct entry *e, bool wait)
 {
     uint64_t bytes = dram_bytes_for(e->raw_len, e->nparts), off;
     struct rd r = {
@@ -1930,7 +2178,10 @@ static int promote_locked(kvs_store_t *s, struct entry *e)
         return 0;
     if (!s->seg)
         return KVS_ENOTFOUND;
-    ret = dram_alloc_locked(s, bytes, &off);
+    if (wait)
+        ret = dram_alloc_locked(s, bytes, &off);
+    else
+        ret = kvs_arena_alloc(s->arena, bytes, &off) ? KVS_EFULL : 0;
     if (ret)
         return ret;
     if (e->flags & (E_DRAM | E_DEAD) || !(e->flags & E_DISK)) {
@@ -1981,7 +2232,7 @@ static int promote_locked(kvs_store_t *s, struct entry *e)
         return KVS_ENOTFOUND;
     }
     if (ret == KVS_ECORRUPT || ret == -EIO) {
-        corrupt_locked(s, r.ns, key, key_len, &r.loc);
+        corrupt_locked(s, r.ns, key, key_len, &r.loc, NULL);
         return KVS_ENOTFOUND;
     }
     return ret;
@@ -2001,13 +2252,13 @@ int kvs_store_pin(kvs_store_t *s, uint32_t ns, const void *key,
         pthread_mutex_unlock(&s->lock);
         return KVS_ENOTFOUND;
     }
-    ret = promote_locked(s, e);
+    ret = promote_locked(s, e, true);
     if (ret == 0 && !(e->flags & E_LINKED))
         ret = KVS_ENOTFOUND;
     if (ret == 0) {
         e->refs++;
         s->st.refs++;
-        lru_touch(s, e);
+        touch_locked(s, e);
         if (view_out) {
             view_out->data = s->abase + e->dram_off;
             view_out->len = e->raw_len;
@@ -2081,7 +2332,7 @@ int kvs_store_promote(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             ret = KVS_EFULL;
             break;
         }
-        if (promote_locked(s, e) == 0)
+        if (promote_locked(s, e, true) == 0)
             promoted++;
     }
     pthread_mutex_unlock(&s->lock);
@@ -2129,12 +2380,13 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
                           key_hash(ns, keys[m].data, keys[m].len));
         if (!e || expired(e, now))
             break;
+        touch_locked(s, e);
         if (tiers_out)
             tiers_out[m] = (e->flags & E_DRAM) ? KVS_TIER_DRAM : KVS_TIER_NVME;
         if (flags & KVS_MATCH_PIN) {
             /* A pinned match needs the block in DRAM; the read happens
              * with the lock released, so the chain is re-checked. */
-            if (promote_locked(s, e) || !(e->flags & E_LINKED))
+            if (promote_locked(s, e, true) || !(e->flags & E_LINKED))
                 break;
             e->refs++;
             s->st.refs++;
@@ -2307,9 +2559,16 @@ int kvs_store_verify(kvs_store_t *s, kvs_verify_cb cb, void *arg,
             bad++;
             if (cb)
                 cb(arg, r.ns, key, key_len, ret);
+            /* Drop the record too, as documented. wlock keeps a writer
+             * from committing a new record for this entry in between. */
+            uint64_t uid;
+            pthread_mutex_lock(&s->wlock);
             pthread_mutex_lock(&s->lock);
-            corrupt_locked(s, r.ns, key, key_len, &r.loc);
+            bool dropped = corrupt_locked(s, r.ns, key, key_len, &r.loc, &uid);
             pthread_mutex_unlock(&s->lock);
+            if (dropped)
+                kvs_index_block_delete_if(s->index, r.ns, key, key_len, uid);
+            pthread_mutex_unlock(&s->wlock);
         }
     }
     free(tmp);

@@ -59,6 +59,9 @@ typedef struct kvs_store_config {
     uint32_t compress_min_saving_pct; /* store raw below this saving */
     uint32_t full_wait_ms;        /* a put waits this long for space */
     bool sync_index;              /* fsync RocksDB WAL on every index write */
+    uint32_t admit_scratch_hits;  /* flash admission: a scratch block goes
+                                   * to disk only after this many hits
+                                   * (0: always); others just leave DRAM */
 } kvs_store_config_t;
 
 /* Fills cfg with defaults that fit a laptop: 1 GiB DRAM, 4 GiB NVMe, 64 MiB
@@ -249,6 +252,7 @@ typedef struct kvs_store_stats {
     uint64_t logical_bytes_degraded; /* before compression */
     uint64_t stored_bytes_degraded;  /* after compression */
     uint64_t admission_rejected;  /* blocks kept off the disk by the filter */
+    uint64_t compress_skipped;    /* blocks written raw to keep up (backlog) */
 } kvs_store_stats_t;
 
 void kvs_store_stats(kvs_store_t *store, kvs_store_stats_t *stats_out);

@@ -3,7 +3,13 @@
 #include "tests/testutil.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <ftw.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,4 +94,63 @@ void kvs_test_fill(void *buf, size_t len, uint64_t seed)
             v = kvs_test_rand(&st);
         p[i] = (uint8_t)(v >> ((i & 7) * 8));
     }
+}
+
+int kvs_test_seccomp(long nr, int match_fd, uint32_t action)
+{
+#if defined(__x86_64__)
+    const uint32_t arch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+    const uint32_t arch = AUDIT_ARCH_AARCH64;
+#else
+    return -EINVAL;
+#endif
+    /* Jump offsets count the instructions skipped; the last one allows. */
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 0, 5),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                 offsetof(struct seccomp_data, args[0])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)match_fd, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, action),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {(unsigned short)(sizeof(f) / sizeof(f[0])), f};
+
+    if (match_fd < 0) /* any first argument: skip the compare */
+        f[5] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JA, 0, 0, 0);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -errno;
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
+        return -errno;
+    return 0;
+}
+
+int kvs_test_find_fd(const char *path)
+{
+    struct stat want, st;
+    DIR *d;
+    struct dirent *de;
+    int found = -1;
+
+    if (stat(path, &want) < 0)
+        return -1;
+    d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    while ((de = readdir(d)) != NULL) {
+        char *end;
+        long fd = strtol(de->d_name, &end, 10);
+        if (*end || end == de->d_name || fd == dirfd(d))
+            continue;
+        if (fstat((int)fd, &st) == 0 && st.st_dev == want.st_dev &&
+            st.st_ino == want.st_ino) {
+            found = (int)fd;
+            break;
+        }
+    }
+    closedir(d);
+    return found;
 }

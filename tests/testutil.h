@@ -25,4 +25,18 @@ void kvs_test_fill(void *buf, size_t len, uint64_t seed);
 /* A small deterministic PRNG (splitmix64). */
 uint64_t kvs_test_rand(uint64_t *state);
 
+/*
+ * Installs a seccomp filter on the calling process (and its future threads
+ * and children) that answers the system call nr with action, a
+ * SECCOMP_RET_* value such as SECCOMP_RET_ERRNO | EPERM or
+ * SECCOMP_RET_KILL_PROCESS. With match_fd >= 0 only calls whose first
+ * argument is that file descriptor are affected. Sets no_new_privs first.
+ * Returns 0 or -errno (-EINVAL where seccomp filters are not supported).
+ */
+int kvs_test_seccomp(long nr, int match_fd, uint32_t action);
+
+/* The descriptor this process has open on path (compared by device and
+ * inode), or -1. */
+int kvs_test_find_fd(const char *path);
+
 #endif

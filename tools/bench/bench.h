@@ -33,5 +33,6 @@ double bench_now(void);
 int bench_rmtree(const char *path);
 
 int bench_store_main(int argc, char **argv);
+int bench_replay_main(int argc, char **argv);
 
 #endif

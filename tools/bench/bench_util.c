@@ -39,13 +39,13 @@ void bench_figure(const char *figure, double value, const char *unit,
         if (note)
             printf(",\"note\":\"%s\"", note);
         printf("}\n");
-    } else if (limit > 0) {
-        printf("%-28s %12.1f %-6s limit %10.1f  ratio %.3f%s%s\n", figure,
-               value, unit, limit, value / limit, note ? "  " : "",
-               note ? note : "");
     } else {
-        printf("%-28s %12.1f %-6s%s%s\n", figure, value, unit,
-               note ? "  " : "", note ? note : "");
+        /* Ratios need three decimals; rates and times one. */
+        int prec = strcmp(unit, "ratio") == 0 ? 3 : 1;
+        printf("%-28s %12.*f %-6s", figure, prec, value, unit);
+        if (limit > 0)
+            printf(" limit %10.*f  ratio %.3f", prec, limit, value / limit);
+        printf("%s%s\n", note ? "  " : "", note ? note : "");
     }
     fflush(stdout);
 }

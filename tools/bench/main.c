@@ -26,6 +26,8 @@ static const struct mode modes[] = {
      "256 KiB GETs from 8 client processes vs Redis GET, 8 clients"},
     {"net-match", bench_net_main,
      "MATCH of a 128-key chain: p50/p99 vs one UCX round trip"},
+    {"replay", bench_replay_main,
+     "block hit ratio of the engine's eviction on a request trace vs LRU"},
 };
 
 static void usage(void)
