@@ -2478,6 +2478,29 @@ int kvs_store_set_retention(kvs_store_t *s, uint32_t ns, const void *key,
     return ret;
 }
 
+int kvs_store_scan(kvs_store_t *s, uint32_t ns, uint64_t group,
+                   kvs_scan_cb cb, void *arg, uint64_t *count_out)
+{
+    uint64_t now = kvs_clock_real_ms(), n = 0;
+
+    pthread_mutex_lock(&s->lock);
+    for (uint32_t i = 0; i < s->nents; i++) {
+        const struct entry *e = &s->ents[i];
+        kvs_block_info_t info;
+        if (!(e->flags & E_LINKED) || e->ns != ns || expired(e, now) ||
+            (group && e->group != group))
+            continue;
+        fill_info(&info, e);
+        n++;
+        if (cb(arg, e->key, e->key_len, e->parent, e->parent_len, &info))
+            break;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (count_out)
+        *count_out = n;
+    return 0;
+}
+
 int kvs_store_flush(kvs_store_t *s)
 {
     int ret;

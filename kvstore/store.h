@@ -224,6 +224,20 @@ int kvs_store_set_retention(kvs_store_t *store, uint32_t ns, const void *key,
 int kvs_store_promote(kvs_store_t *store, uint32_t ns, const kvs_key_t *keys,
                       size_t n, size_t *promoted_out);
 
+/*
+ * Lists the blocks of namespace ns (only those of group, if group is not
+ * 0): cb gets each one's key, parent and info, pointers valid during the
+ * call only. cb runs with the store's lock held: it must only copy what it
+ * needs and must not call the store. A non-zero return from cb stops the
+ * scan. *count_out (optional) gets the number of blocks reported. Meant for
+ * offline tools (export, promote by group): it visits the whole table.
+ */
+typedef int (*kvs_scan_cb)(void *arg, const void *key, uint32_t key_len,
+                           const void *parent, uint32_t parent_len,
+                           const kvs_block_info_t *info);
+int kvs_store_scan(kvs_store_t *store, uint32_t ns, uint64_t group,
+                   kvs_scan_cb cb, void *arg, uint64_t *count_out);
+
 /* Writes every DRAM-only block to disk and makes data and index durable. */
 int kvs_store_flush(kvs_store_t *store);
 

@@ -162,6 +162,20 @@ static void test_durable_survives_close_without_flush(void **state)
     kvs_test_rmtree(dir);
 }
 
+static int scan_count(void *arg, const void *key, uint32_t key_len,
+                      const void *parent, uint32_t parent_len,
+                      const kvs_block_info_t *info)
+{
+    (void)key;
+    (void)parent;
+    (void)parent_len;
+    assert_int_equal(key_len, 32);
+    assert_int_equal(info->data_len, BLK);
+    if (arg)
+        (*(uint32_t *)arg)++;
+    return 0;
+}
+
 static void test_api_contracts(void **state)
 {
     const char *dir = kvs_test_dir("store_api");
@@ -231,6 +245,18 @@ static void test_api_contracts(void **state)
     kvs_store_stats(s, &st);
     assert_int_equal(st.refs, 1);
     assert_int_equal(kvs_store_unpin(s, ns, kb[0], 32), 0);
+
+    /* Scan lists a namespace's blocks, and only those of a group. */
+    uint64_t count;
+    assert_int_equal(kvs_store_scan(s, ns, 0, scan_count, NULL, &count), 0);
+    assert_int_equal(count, 3); /* 0, 3, 4 */
+    uint32_t seen = 0;
+    assert_int_equal(kvs_store_scan(s, ns, 0, scan_count, &seen, &count), 0);
+    assert_int_equal(seen, 3);
+    assert_int_equal(kvs_store_scan(s, ns, 77, scan_count, NULL, &count), 0);
+    assert_int_equal(count, 0);
+    assert_int_equal(kvs_store_scan(s, other, 0, scan_count, NULL, &count), 0);
+    assert_int_equal(count, 0);
 
     /* Errors: bad arguments, limits, small buffers. */
     uint8_t big[KVS_KEY_MAX + 1] = {0};
