@@ -37,6 +37,7 @@
 #include "kvstore/store.h"
 #include "kvstore/arena.h"
 #include "kvstore/codec.h"
+#include "kvstore/ghost.h"
 #include "kvstore/index.h"
 #include "kvstore/segment.h"
 #include "common/clock.h"
@@ -171,6 +172,7 @@ struct kvs_store {
     bool degrading;           /* between high and low watermark */
     int space_waiters;        /* puts waiting for DRAM (atomic reads) */
     uint64_t degrade_pending; /* DRAM bytes queued to degrade */
+    kvs_ghost_t *ghost;       /* admission (admit_ghost_factor), or NULL */
     struct ns_rec *ns;
     uint32_t nns;
     uint32_t ns_cap;
@@ -280,6 +282,24 @@ static void lru_push(kvs_store_t *s, struct entry *e)
     else
         s->lru_tail = i;
     s->lru_head = i;
+}
+
+/* Inserts e just behind p (less recent than p): a block goes behind its
+ * parent so that a chain is ordered root first and least recently used
+ * order always reaches a leaf before its ancestors. */
+static void lru_insert_after(kvs_store_t *s, struct entry *e, struct entry *p)
+{
+    uint32_t i = eidx(s, e), pi = eidx(s, p);
+
+    kvs_assert(!(e->flags & E_INLRU) && (p->flags & E_INLRU));
+    e->flags |= E_INLRU;
+    e->lru_prev = pi;
+    e->lru_next = p->lru_next;
+    if (p->lru_next != NIL)
+        s->ents[p->lru_next].lru_prev = i;
+    else
+        s->lru_tail = i;
+    p->lru_next = i;
 }
 
 static void lru_remove(kvs_store_t *s, struct entry *e)
@@ -1568,6 +1588,14 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
         goto err_close;
     }
     s->abase = kvs_arena_base(s->arena);
+    if (cfg->admit_ghost_factor) {
+        ret = kvs_ghost_create(
+            (uint32_t)KVS_MIN((uint64_t)cfg->admit_ghost_factor *
+                                  cfg->max_blocks, 1ull << 28),
+            &s->ghost);
+        if (ret)
+            goto err_close;
+    }
     s->dram_high = kvs_arena_size(s->arena) / 100 * cfg->dram_high_pct;
     s->dram_low = kvs_arena_size(s->arena) / 100 * cfg->dram_low_pct;
     if (cfg->nvme_bytes) {
@@ -1609,6 +1637,7 @@ void kvs_store_close(kvs_store_t *s)
     kvs_codec_destroy(s->wcodec);
     kvs_codec_destroy(s->rcodec);
     kvs_arena_destroy(s->arena);
+    kvs_ghost_destroy(s->ghost);
     if (s->ns)
         for (uint32_t i = 0; i < s->nns; i++)
             free(s->ns[i].name);
@@ -1705,6 +1734,30 @@ static int check_put(const kvs_store_t *s, const kvs_put_args_t *a,
     return 0;
 }
 
+/*
+ * Store admission for scratch puts (admit_ghost_factor): most blocks of a
+ * prompt are never asked for again, and keeping them pushes out blocks
+ * that are. A block is admitted when its key was put before and declined
+ * recently (it is in the ghost list), or when it replaces a present block;
+ * never when its parent is absent, since without the parent a match can
+ * never reach it. A declined key is remembered.
+ */
+static bool admit_locked(kvs_store_t *s, const kvs_put_args_t *a)
+{
+    uint64_t h = key_hash(a->ns, a->key, a->key_len);
+
+    if (lookup_locked(s, a->ns, a->key, a->key_len, h))
+        return true;
+    if ((a->parent_len &&
+         !find_locked(s, a->ns, a->parent, a->parent_len)) ||
+        !kvs_ghost_contains(s->ghost, h)) {
+        kvs_ghost_add(s->ghost, h);
+        return false;
+    }
+    kvs_ghost_remove(s->ghost, h);
+    return true;
+}
+
 /* Replaces or inserts e (busy, filled) under its key; returns 0 or
  * KVS_EBUSY if the old block is referenced. *old_uid_out is set when an old
  * block's index record must be deleted (the new block has none yet). */
@@ -1724,7 +1777,15 @@ static int publish_locked(kvs_store_t *s, struct entry *e, bool *del_old,
         entry_remove_locked(s, old);
     }
     hash_link(s, e);
-    lru_push(s, e);
+    struct entry *parent =
+        e->parent_len ? lookup_locked(s, e->ns, e->parent, e->parent_len,
+                                      key_hash(e->ns, e->parent,
+                                               e->parent_len))
+                      : NULL;
+    if (parent && (parent->flags & E_INLRU))
+        lru_insert_after(s, e, parent);
+    else
+        lru_push(s, e);
     s->st.blocks++;
     s->st.dram_blocks++;
     return 0;
@@ -1771,6 +1832,13 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
                     (kvs_arena_size(s->arena) / 100) * s->cfg.pinned_max_pct) {
                 pthread_mutex_unlock(&s->lock);
                 status_out[i] = KVS_EPINNED_FULL;
+                continue;
+            }
+            if (s->ghost && a->cls == KVS_CLASS_SCRATCH &&
+                !admit_locked(s, a)) {
+                s->st.admission_rejected++;
+                pthread_mutex_unlock(&s->lock);
+                status_out[i] = 0;
                 continue;
             }
             e = entry_alloc_locked(s);
@@ -1979,8 +2047,11 @@ static bool corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
     if (!e || !(e->flags & E_DISK) || e->loc.off != loc->off ||
         e->loc.gen != loc->gen)
         return false; /* moved or reclaimed meanwhile */
-    kvs_warn("store: block at offset %llu failed verification; dropped",
-             (unsigned long long)loc->off);
+    kvs_warn("store: block at offset %llu failed verification; dropped "
+             "(codec %u, %llu of %llu bytes stored, %u on disk)",
+             (unsigned long long)loc->off, e->codec,
+             (unsigned long long)e->stored_len,
+             (unsigned long long)e->raw_len, loc->disk_len);
     if (uid_out)
         *uid_out = e->uid;
     region_remove(s, e);
@@ -2380,7 +2451,6 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
                           key_hash(ns, keys[m].data, keys[m].len));
         if (!e || expired(e, now))
             break;
-        touch_locked(s, e);
         if (tiers_out)
             tiers_out[m] = (e->flags & E_DRAM) ? KVS_TIER_DRAM : KVS_TIER_NVME;
         if (flags & KVS_MATCH_PIN) {
@@ -2393,6 +2463,16 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             if (tiers_out)
                 tiers_out[m] = KVS_TIER_DRAM;
         }
+    }
+    /* Accessed deepest first, so each block ends up more recent than the
+     * blocks after it: eviction reaches leaves before their ancestors and
+     * never leaves a gap in a chain. */
+    for (size_t i = m; i-- > 0;) {
+        struct entry *e = lookup_locked(s, ns, keys[i].data, keys[i].len,
+                                        key_hash(ns, keys[i].data,
+                                                 keys[i].len));
+        if (e)
+            touch_locked(s, e);
     }
     pthread_mutex_unlock(&s->lock);
     *matched_out = m;

@@ -62,6 +62,11 @@ typedef struct kvs_store_config {
     uint32_t admit_scratch_hits;  /* flash admission: a scratch block goes
                                    * to disk only after this many hits
                                    * (0: always); others just leave DRAM */
+    uint32_t admit_ghost_factor;  /* store admission for scratch puts: 0
+                                   * admits all; N admits a block only if
+                                   * its key was put before and is among the
+                                   * last N * max_blocks keys declined, and
+                                   * only if its parent is present */
 } kvs_store_config_t;
 
 /* Fills cfg with defaults that fit a laptop: 1 GiB DRAM, 4 GiB NVMe, 64 MiB
@@ -113,7 +118,9 @@ typedef struct kvs_put_args {
 /*
  * Stores a block, replacing any block with the same key. Returns when the
  * block is in DRAM, or with KVS_PUT_DURABLE when its data and index entry are
- * on stable storage. KVS_EFULL when no space could be made within
+ * on stable storage. With admit_ghost_factor set, a scratch put may be
+ * declined (it returns 0, the block is not stored, and
+ * stats.admission_rejected counts it), as a cache may drop any block. KVS_EFULL when no space could be made within
  * full_wait_ms; KVS_EPINNED_FULL when a pinned put would exceed the cap;
  * KVS_ETOOBIG over max_block_bytes; KVS_EBUSY when the old block with that
  * key is referenced.
