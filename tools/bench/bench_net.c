@@ -38,6 +38,7 @@ typedef struct net_opts {
     unsigned clients;             /* net-multi processes */
     unsigned window;              /* async GETs in flight per client */
     unsigned multi_window;
+    unsigned blocks;              /* distinct 1 MiB blocks net-get cycles */
     bool limits;                  /* measure limits */
     bool want_get, want_multi, want_match;
 } net_opts_t;
@@ -54,6 +55,7 @@ static void usage(void)
         "  --seconds S     per figure (5)\n"
         "  --clients N     processes for net-multi (8)\n"
         "  --window N      GETs in flight per client in net-get (8)\n"
+        "  --blocks N      distinct 1 MiB blocks net-get cycles over (64)\n"
         "  --multi-window N  GETs in flight per client in net-multi (1,\n"
         "                  like redis-benchmark without pipelining)\n"
         "  --no-limits     skip the limit measurements\n"
@@ -270,14 +272,20 @@ static void fig_get(const net_opts_t *o, double limit_mbps)
     kvs_client_t *c = connect_or_die(o, 1000);
     int errors = 0;
     double bps;
+    char note[200];
 
-    load_blocks(c, "g1m", 64, 1u << 20);
-    bps = run_gets(c, "g1m", 64, 1u << 20, o->window, o->seconds, &errors);
+    load_blocks(c, "g1m", o->blocks, 1u << 20);
+    bps = run_gets(c, "g1m", o->blocks, 1u << 20, o->window, o->seconds,
+                   &errors);
     kvs_client_destroy(c);
     if (errors)
         fprintf(stderr, "bench: %d GETs failed\n", errors);
-    bench_figure("net-get-1MiB-dram", bps / 1e6, "MB/s", limit_mbps,
-                 "vs ucx_perftest ucp_am_bw 1 MiB; target ratio >= 0.85");
+    /* ucx_perftest moves one buffer again and again (cache-resident); the
+     * store serves distinct blocks, so say how many. */
+    snprintf(note, sizeof(note),
+             "%u distinct blocks, %u in flight, vs ucx_perftest ucp_am_bw "
+             "1 MiB; target ratio >= 0.85", o->blocks, o->window);
+    bench_figure("net-get-1MiB-dram", bps / 1e6, "MB/s", limit_mbps, note);
 }
 
 /* ---- 8 clients ------------------------------------------------------ */
@@ -409,8 +417,7 @@ static void fig_match(const net_opts_t *o, double rtt_us)
 static double measure_ucx_rtt_us(void)
 {
     const char *cmd =
-        "p=$(python3 -c 'import socket; s=socket.socket(); "
-        "s.bind((\"127.0.0.1\",0)); print(s.getsockname()[1])'); "
+        "p=$(shuf -i 20000-60000 -n 1); "
         "ucx_perftest -p $p >/dev/null 2>&1 & srv=$!; sleep 0.5; "
         "timeout 60 ucx_perftest 127.0.0.1 -p $p -t ucp_am_lat -s 8 "
         "-n 100000 -w 10000 -f 2>/dev/null | "
@@ -437,6 +444,7 @@ int bench_net_main(int argc, char **argv)
         {"clients", required_argument, NULL, 'c'},
         {"window", required_argument, NULL, 'w'},
         {"multi-window", required_argument, NULL, 'W'},
+        {"blocks", required_argument, NULL, 'b'},
         {"no-limits", no_argument, NULL, 'L'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
@@ -444,7 +452,7 @@ int bench_net_main(int argc, char **argv)
     };
     char daemon_path[PATH_MAX], limits_dir[PATH_MAX];
     net_opts_t o = {.dir = "./var/bench-net", .ns = "bench", .seconds = 5,
-                    .clients = 8, .window = 8, .multi_window = 1,
+                    .clients = 8, .window = 8, .multi_window = 1, .blocks = 64,
                     .limits = true};
     double am_bw = -1, redis = -1, rtt = -1;
     const char *mode = argv[0];
@@ -464,13 +472,15 @@ int bench_net_main(int argc, char **argv)
         case 'c': o.clients = (unsigned)atoi(optarg); break;
         case 'w': o.window = (unsigned)atoi(optarg); break;
         case 'W': o.multi_window = (unsigned)atoi(optarg); break;
+        case 'b': o.blocks = (unsigned)atoi(optarg); break;
         case 'L': o.limits = false; break;
         case 'j': bench_json = true; break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
         }
     }
-    if (!o.seconds || !o.clients || !o.window || !o.multi_window) {
+    if (!o.seconds || !o.clients || !o.window || !o.multi_window ||
+        !o.blocks || o.blocks > 512) {
         usage();
         return 2;
     }
