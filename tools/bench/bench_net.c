@@ -484,6 +484,19 @@ int bench_net_main(int argc, char **argv)
         usage();
         return 2;
     }
+    /* mkdir -p */
+    {
+        char tmp[PATH_MAX];
+
+        snprintf(tmp, sizeof(tmp), "%s", o.dir);
+        for (char *p = tmp + 1; *p; p++) {
+            if (*p == '/') {
+                *p = '\0';
+                mkdir(tmp, 0755);
+                *p = '/';
+            }
+        }
+    }
     if (mkdir(o.dir, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "bench: cannot create %s: %s\n", o.dir, strerror(errno));
         return 1;
