@@ -68,30 +68,32 @@ enum {
 };
 
 struct entry {
+    /* What a lookup reads, together in the first two cache lines. */
     uint64_t hash;          /* XXH3-64 of (ns, key) */
-    uint64_t uid;           /* unique per put */
     uint32_t hnext;         /* hash chain */
-    uint32_t lru_prev, lru_next;
-    uint32_t rg_prev, rg_next;
     uint32_t ns;
     uint32_t flags;         /* E_* */
+    uint8_t key_len, parent_len, cls, elem_size;
+    uint64_t expiry_ms;     /* wall clock; 0: none */
+    uint8_t key[KVS_KEY_MAX];
+    /* The rest. */
+    uint64_t uid;           /* unique per put */
+    uint32_t lru_prev, lru_next;
+    uint32_t rg_prev, rg_next;
     uint32_t refs;          /* callers' references (pins, views, leases) */
     uint32_t busy;          /* the store's own I/O in progress */
     uint32_t nparts;
-    uint8_t key_len, parent_len, cls, elem_size;
     uint8_t codec;          /* of the disk copy */
     uint16_t hits;          /* accesses since put, saturating */
     uint64_t raw_len;       /* bytes */
-    uint64_t expiry_ms;     /* wall clock; 0: none */
     uint64_t group;
     uint64_t dram_off;      /* of the data in the arena, when E_DRAM */
     uint64_t dram_bytes;    /* allocated, header pages included */
     kvs_seg_loc_t loc;      /* when E_DISK */
     uint64_t stored_len;    /* bytes after the codec, when E_DISK */
     uint64_t data_xxh;      /* XXH3-64 of the raw bytes */
-    uint8_t key[KVS_KEY_MAX];
     uint8_t parent[KVS_KEY_MAX];
-};
+} __attribute__((aligned(64)));
 
 /*
  * Region life cycle:
@@ -388,7 +390,7 @@ static struct entry *entry_alloc_locked(kvs_store_t *s)
         return NULL;
     e = &s->ents[s->free_head];
     s->free_head = e->hnext;
-    memset(e, 0, offsetof(struct entry, key));
+    memset(e, 0, sizeof(*e));
     e->flags = E_USED;
     e->hnext = e->lru_prev = e->lru_next = e->rg_prev = e->rg_next = NIL;
     e->uid = ++s->uid_seq;
@@ -1541,7 +1543,9 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
     s->ns_cap = 1u << 16;
     s->ns = calloc(s->ns_cap, sizeof(*s->ns));
     s->nents = cfg->max_blocks;
-    s->ents = calloc(s->nents, sizeof(*s->ents));
+    s->ents = aligned_alloc(64, (size_t)s->nents * sizeof(*s->ents));
+    if (s->ents)
+        memset(s->ents, 0, (size_t)s->nents * sizeof(*s->ents));
     for (nb = 1; nb < s->nents; nb <<= 1)
         ;
     s->bucket_mask = nb - 1;
@@ -2540,18 +2544,38 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
                     size_t n, uint32_t flags, uint8_t *tiers_out,
                     size_t *matched_out)
 {
-    size_t m = 0;
+    /* Hashes are computed and bucket heads prefetched a window ahead, so
+     * the cache misses of a long prompt overlap instead of queueing; the
+     * entries found are remembered for the touch pass (up to MATCH_WIN
+     * of them; past that the pass looks them up again). */
+    enum { MATCH_WIN = 256, AHEAD = 8 };
+    struct entry *found[MATCH_WIN];
+    uint64_t hashes[MATCH_WIN];
     uint64_t now = kvs_clock_real_ms();
+    size_t m = 0;
 
+    for (size_t i = 0; i < n && i < MATCH_WIN; i++)
+        hashes[i] = keys[i].data && keys[i].len >= 1 &&
+                            keys[i].len <= KVS_KEY_MAX
+                        ? key_hash(ns, keys[i].data, keys[i].len) : 0;
     pthread_mutex_lock(&s->lock);
     if (!ns_valid_locked(s, ns))
         n = 0;
+    for (size_t i = 0; i < n && i < AHEAD && i < MATCH_WIN; i++)
+        __builtin_prefetch(&s->buckets[hashes[i] & s->bucket_mask]);
     for (; m < n; m++) {
         struct entry *e;
         if (!keys[m].data || keys[m].len == 0 || keys[m].len > KVS_KEY_MAX)
             break;
+        if (m + AHEAD < n && m + AHEAD < MATCH_WIN) {
+            uint32_t b = s->buckets[hashes[m + AHEAD] & s->bucket_mask];
+            if (b != NIL)
+                __builtin_prefetch(&s->ents[b]);
+        }
         e = lookup_locked(s, ns, keys[m].data, keys[m].len,
-                          key_hash(ns, keys[m].data, keys[m].len));
+                          m < MATCH_WIN ? hashes[m]
+                                        : key_hash(ns, keys[m].data,
+                                                   keys[m].len));
         if (!e || expired(e, now))
             break;
         if (tiers_out)
@@ -2566,14 +2590,20 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             if (tiers_out)
                 tiers_out[m] = KVS_TIER_DRAM;
         }
+        if (m < MATCH_WIN)
+            found[m] = e;
     }
     /* Accessed deepest first, so each block ends up more recent than the
      * blocks after it: eviction reaches leaves before their ancestors and
-     * never leaves a gap in a chain. */
+     * never leaves a gap in a chain. A pinned match may have released the
+     * lock, so only then are the entries looked up again. */
     for (size_t i = m; i-- > 0;) {
-        struct entry *e = lookup_locked(s, ns, keys[i].data, keys[i].len,
-                                        key_hash(ns, keys[i].data,
-                                                 keys[i].len));
+        struct entry *e;
+        if (i < MATCH_WIN && !(flags & KVS_MATCH_PIN))
+            e = found[i];
+        else
+            e = lookup_locked(s, ns, keys[i].data, keys[i].len,
+                              key_hash(ns, keys[i].data, keys[i].len));
         if (e)
             touch_locked(s, e);
     }
