@@ -11,8 +11,9 @@
  *  2. import of the manifest into a fresh namespace (parse, map, hash,
  *     EXISTS, assemble parts, put).
  * and prints both rates and their ratio, as text and as one JSON line on
- * stdout. The raw blocks are deleted before the import so both runs see
- * the same free DRAM.
+ * stdout. The raw puts run twice and the second is reported (the first
+ * pays the daemon's first touch of its arena); the raw blocks are deleted
+ * before the import so both runs see the same free DRAM.
  */
 #include "tools/kvstash-warmup/bench.h"
 
@@ -228,16 +229,18 @@ int kvs_bench_main(const kvs_warmup_opts_t *o_in, const char *ns, int argc,
         memcpy(keys[i], &i, sizeof(i));
         keys[i][8] = 0x5a;
     }
-    raw_s = raw_puts(c, &o, data, layers, part, nblocks, keys);
-    if (raw_s <= 0) {
-        fprintf(stderr, "kvstash-warmup bench: raw puts failed (is DRAM + "
-                "NVMe large enough for %.1f MiB?)\n", (double)nblocks *
-                layers * part / 1048576);
-        goto out;
-    }
-    {
+    /* Twice: the first pass touches the daemon's arena for the first
+     * time (page faults), which the import would otherwise not pay. */
+    for (int pass = 0; pass < 2; pass++) {
         kvs_client_key_t k[256];
 
+        raw_s = raw_puts(c, &o, data, layers, part, nblocks, keys);
+        if (raw_s <= 0) {
+            fprintf(stderr, "kvstash-warmup bench: raw puts failed (is DRAM "
+                    "+ NVMe large enough for %.1f MiB?)\n", (double)nblocks *
+                    layers * part / 1048576);
+            goto out;
+        }
         for (uint32_t i = 0; i < nblocks; i += 256) {
             uint32_t n = nblocks - i < 256 ? nblocks - i : 256;
 
