@@ -311,10 +311,19 @@ static int wbuf_submit(kvs_segment_t *s, unsigned i)
     struct wbuf *b = &s->wb[i];
     int ret;
 
-    if (b->fill == 0)
+    /* A buffer in flight keeps its fill until it completes: submitting it
+     * again would write whatever fills it next over its old place. */
+    if (b->fill == 0 || b->in_flight)
         return 0;
-    ret = kvs_ring_write(s->wring, s->wring_fixed ? (int)i : -1, b->mem,
-                         b->fill, b->file_off, i);
+    /* A full ring (direct writes share it) makes room by reaping. */
+    while ((ret = kvs_ring_write(s->wring, s->wring_fixed ? (int)i : -1,
+                                 b->mem, b->fill, b->file_off, i)) ==
+           -EBUSY) {
+        kvs_ring_submit(s->wring);
+        ret = kvs_ring_reap(s->wring, 1, write_done, s);
+        if (ret < 0)
+            break;
+    }
     if (ret == 0)
         ret = kvs_ring_submit(s->wring);
     if (ret < 0) {
@@ -352,7 +361,7 @@ int kvs_segment_submit(kvs_segment_t *s)
 {
     int ret;
 
-    if (s->wb[s->cur].fill == 0)
+    if (s->wb[s->cur].fill == 0 || s->wb[s->cur].in_flight)
         return 0;
     ret = wbuf_submit(s, s->cur);
     s->cur = (s->cur + 1) % NWBUF;
@@ -377,7 +386,7 @@ int kvs_segment_append_image(kvs_segment_t *s, const kvs_seg_block_t *blk,
     if (disk_len > s->max_disk_len)
         return KVS_ETOOBIG;
     /* The buffer being filled ends where this block starts. */
-    if (s->wb[s->cur].fill) {
+    if (s->wb[s->cur].fill && !s->wb[s->cur].in_flight) {
         wbuf_submit(s, s->cur);
         s->cur = (s->cur + 1) % NWBUF;
     }

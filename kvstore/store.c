@@ -37,6 +37,7 @@
 #include "kvstore/store.h"
 #include "kvstore/arena.h"
 #include "kvstore/codec.h"
+#include "kvstore/ghost.h"
 #include "kvstore/index.h"
 #include "kvstore/segment.h"
 #include "common/clock.h"
@@ -171,6 +172,7 @@ struct kvs_store {
     bool degrading;           /* between high and low watermark */
     int space_waiters;        /* puts waiting for DRAM (atomic reads) */
     uint64_t degrade_pending; /* DRAM bytes queued to degrade */
+    kvs_ghost_t *ghost;       /* admission (admit_ghost_factor), or NULL */
     struct ns_rec *ns;
     uint32_t nns;
     uint32_t ns_cap;
@@ -280,6 +282,24 @@ static void lru_push(kvs_store_t *s, struct entry *e)
     else
         s->lru_tail = i;
     s->lru_head = i;
+}
+
+/* Inserts e just behind p (less recent than p): a block goes behind its
+ * parent so that a chain is ordered root first and least recently used
+ * order always reaches a leaf before its ancestors. */
+static void lru_insert_after(kvs_store_t *s, struct entry *e, struct entry *p)
+{
+    uint32_t i = eidx(s, e), pi = eidx(s, p);
+
+    kvs_assert(!(e->flags & E_INLRU) && (p->flags & E_INLRU));
+    e->flags |= E_INLRU;
+    e->lru_prev = pi;
+    e->lru_next = p->lru_next;
+    if (p->lru_next != NIL)
+        s->ents[p->lru_next].lru_prev = i;
+    else
+        s->lru_tail = i;
+    p->lru_next = i;
 }
 
 static void lru_remove(kvs_store_t *s, struct entry *e)
@@ -1568,6 +1588,14 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
         goto err_close;
     }
     s->abase = kvs_arena_base(s->arena);
+    if (cfg->admit_ghost_factor) {
+        ret = kvs_ghost_create(
+            (uint32_t)KVS_MIN((uint64_t)cfg->admit_ghost_factor *
+                                  cfg->max_blocks, 1ull << 28),
+            &s->ghost);
+        if (ret)
+            goto err_close;
+    }
     s->dram_high = kvs_arena_size(s->arena) / 100 * cfg->dram_high_pct;
     s->dram_low = kvs_arena_size(s->arena) / 100 * cfg->dram_low_pct;
     if (cfg->nvme_bytes) {
@@ -1609,6 +1637,7 @@ void kvs_store_close(kvs_store_t *s)
     kvs_codec_destroy(s->wcodec);
     kvs_codec_destroy(s->rcodec);
     kvs_arena_destroy(s->arena);
+    kvs_ghost_destroy(s->ghost);
     if (s->ns)
         for (uint32_t i = 0; i < s->nns; i++)
             free(s->ns[i].name);
@@ -1684,7 +1713,7 @@ static bool ns_valid_locked(const kvs_store_t *s, uint32_t ns)
 /* Put */
 
 static int check_put(const kvs_store_t *s, const kvs_put_args_t *a,
-                     uint64_t *total_out)
+                     bool need_data, uint64_t *total_out)
 {
     uint64_t total = 0;
 
@@ -1695,7 +1724,7 @@ static int check_put(const kvs_store_t *s, const kvs_put_args_t *a,
         return -EINVAL;
     for (uint32_t i = 0; i < a->nparts; i++) {
         if (a->parts[i].len > UINT32_MAX ||
-            (a->parts[i].len && !a->parts[i].base))
+            (need_data && a->parts[i].len && !a->parts[i].base))
             return -EINVAL;
         total += a->parts[i].len;
     }
@@ -1703,6 +1732,30 @@ static int check_put(const kvs_store_t *s, const kvs_put_args_t *a,
         return KVS_ETOOBIG;
     *total_out = total;
     return 0;
+}
+
+/*
+ * Store admission for scratch puts (admit_ghost_factor): most blocks of a
+ * prompt are never asked for again, and keeping them pushes out blocks
+ * that are. A block is admitted when its key was put before and declined
+ * recently (it is in the ghost list), or when it replaces a present block;
+ * never when its parent is absent, since without the parent a match can
+ * never reach it. A declined key is remembered.
+ */
+static bool admit_locked(kvs_store_t *s, const kvs_put_args_t *a)
+{
+    uint64_t h = key_hash(a->ns, a->key, a->key_len);
+
+    if (lookup_locked(s, a->ns, a->key, a->key_len, h))
+        return true;
+    if ((a->parent_len &&
+         !find_locked(s, a->ns, a->parent, a->parent_len)) ||
+        !kvs_ghost_contains(s->ghost, h)) {
+        kvs_ghost_add(s->ghost, h);
+        return false;
+    }
+    kvs_ghost_remove(s->ghost, h);
+    return true;
 }
 
 /* Replaces or inserts e (busy, filled) under its key; returns 0 or
@@ -1724,7 +1777,15 @@ static int publish_locked(kvs_store_t *s, struct entry *e, bool *del_old,
         entry_remove_locked(s, old);
     }
     hash_link(s, e);
-    lru_push(s, e);
+    struct entry *parent =
+        e->parent_len ? lookup_locked(s, e->ns, e->parent, e->parent_len,
+                                      key_hash(e->ns, e->parent,
+                                               e->parent_len))
+                      : NULL;
+    if (parent && (parent->flags & E_INLRU))
+        lru_insert_after(s, e, parent);
+    else
+        lru_push(s, e);
     s->st.blocks++;
     s->st.dram_blocks++;
     return 0;
@@ -1737,154 +1798,284 @@ int kvs_store_put(kvs_store_t *s, const kvs_put_args_t *a)
     return kvs_store_put_batch(s, a, 1, &status);
 }
 
+/*
+ * Reserves an entry and DRAM for a block of total bytes: the entry is busy
+ * and invisible (not in the hash) until published. 0 with *e_out, 1 when
+ * admission declined the put, or an error.
+ */
+static int reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
+                          uint64_t total, struct entry **e_out)
+{
+    uint64_t bytes = dram_bytes_for(total, a->nparts), off;
+    struct entry *e;
+    int ret;
+
+    if (!ns_valid_locked(s, a->ns))
+        return KVS_ENOTFOUND;
+    if (a->cls == KVS_CLASS_PINNED &&
+        s->pinned_bytes + total >
+            (kvs_arena_size(s->arena) / 100) * s->cfg.pinned_max_pct)
+        return KVS_EPINNED_FULL;
+    if (s->ghost && a->cls == KVS_CLASS_SCRATCH && !admit_locked(s, a)) {
+        s->st.admission_rejected++;
+        return 1;
+    }
+    e = entry_alloc_locked(s);
+    if (!e && evict_one_locked(s))
+        e = entry_alloc_locked(s);
+    ret = e ? dram_alloc_locked(s, bytes, &off) : KVS_EFULL;
+    if (ret) {
+        if (e) {
+            e->flags = 0;
+            e->hnext = s->free_head;
+            s->free_head = eidx(s, e);
+        }
+        s->st.full_errors++;
+        return ret;
+    }
+    entry_set_key(e, a->ns, a->key, a->key_len,
+                  key_hash(a->ns, a->key, a->key_len));
+    e->dram_off = off + kvs_segment_hdr_bytes(a->nparts);
+    e->dram_bytes = bytes;
+    e->flags |= E_DRAM;
+    e->busy = 1;
+    e->nparts = a->nparts;
+    e->raw_len = total;
+    e->cls = a->cls;
+    e->elem_size = a->elem_size ? a->elem_size
+                                : (uint8_t)s->ns[a->ns].elem_size;
+    e->group = a->group;
+    e->expiry_ms = a->ttl_ms ? kvs_clock_real_ms() + a->ttl_ms : 0;
+    e->parent_len = (uint8_t)a->parent_len;
+    if (a->parent_len)
+        memcpy(e->parent, a->parent, a->parent_len);
+    if (a->flags & (KVS_PUT_DURABLE | KVS_PUT_NO_DRAM))
+        e->flags |= E_DURABLE;
+    if (e->cls == KVS_CLASS_PINNED)
+        s->pinned_bytes += total;
+    uint32_t *pl = part_table(s, e);
+    for (uint32_t p = 0; p < a->nparts; p++)
+        pl[p] = (uint32_t)a->parts[p].len;
+    *e_out = e;
+    return 0;
+}
+
+/* Checksums a filled block and clears what follows it. */
+static void seal_bytes(kvs_store_t *s, struct entry *e)
+{
+    e->data_xxh = XXH3_64bits(s->abase + e->dram_off, e->raw_len);
+    dram_zero_tail(s->abase + e->dram_off, e->raw_len, e->nparts);
+}
+
+/*
+ * Makes filled entries visible: durable ones are written first (one flush
+ * and one synced index commit for all of them), then each replaces any
+ * block of the same key. status[k] is 0 on entry, and the result after.
+ */
+static void commit_entries(kvs_store_t *s, const kvs_put_args_t *const *args,
+                           const uint32_t *ents, uint32_t n, int *status)
+{
+    bool any_durable = false;
+
+    for (uint32_t k = 0; k < n && s->seg; k++)
+        any_durable |= (s->ents[ents[k]].flags & E_DURABLE) != 0;
+    if (any_durable) {
+        pthread_mutex_lock(&s->wlock);
+        for (uint32_t k = 0; k < n; k++)
+            if (s->ents[ents[k]].flags & E_DURABLE)
+                queue_write_wlocked(s, ents[k], JOB_PUT, &status[k]);
+        drain_wlocked(s, true);
+        pthread_mutex_unlock(&s->wlock);
+    }
+    for (uint32_t k = 0; k < n; k++) {
+        const kvs_put_args_t *a = args[k];
+        struct entry *e = &s->ents[ents[k]];
+        bool del_old = false, del_own = false;
+        uint64_t old_uid = 0, own_uid = e->uid;
+        int ret = status[k];
+
+        pthread_mutex_lock(&s->lock);
+        if (ret == 0)
+            ret = publish_locked(s, e, &del_old, &old_uid);
+        if (ret) {
+            /* Not published: a record written for it must go. */
+            del_own = e->flags & E_DISK;
+            e->busy = 0;
+            entry_free_locked(s, e);
+        } else {
+            e->busy--;
+            s->st.puts++;
+            if ((a->flags & KVS_PUT_NO_DRAM) && (e->flags & E_DISK) &&
+                !e->refs && !e->busy)
+                dram_drop_locked(s, e);
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (del_old || del_own) {
+            pthread_mutex_lock(&s->wlock);
+            kvs_index_block_delete_if(s->index, a->ns, a->key, a->key_len,
+                                      del_own ? own_uid : old_uid);
+            pthread_mutex_unlock(&s->wlock);
+        }
+        status[k] = ret;
+    }
+}
+
 int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
                         int *status_out)
 {
+    const kvs_put_args_t *cargs[PUT_CHUNK];
     uint32_t ents[PUT_CHUNK];
     int wstat[PUT_CHUNK];
-    uint32_t nd = 0;
+    size_t pos[PUT_CHUNK];
     int first = 0;
 
     for (size_t done = 0; done < n;) {
         size_t chunk = KVS_MIN(n - done, (size_t)PUT_CHUNK);
-        bool any_durable = false;
+        uint32_t nd = 0;
 
-        /* Phase 1: room in DRAM and an entry for each block; copy. */
+        /* Room in DRAM and an entry for each block, then the copy with
+         * the lock released. */
         for (size_t i = done; i < done + chunk; i++) {
             const kvs_put_args_t *a = &args[i];
-            uint64_t total, off;
-            struct entry *e;
-            int ret = check_put(s, a, &total);
+            uint64_t total;
+            struct entry *e = NULL;
+            int ret = check_put(s, a, true, &total);
 
-            status_out[i] = ret;
+            if (ret == 0) {
+                pthread_mutex_lock(&s->lock);
+                ret = reserve_locked(s, a, total, &e);
+                pthread_mutex_unlock(&s->lock);
+            }
+            status_out[i] = ret == 1 ? 0 : ret; /* 1: declined */
             if (ret)
                 continue;
-            uint64_t bytes = dram_bytes_for(total, a->nparts);
-            pthread_mutex_lock(&s->lock);
-            if (!ns_valid_locked(s, a->ns)) {
-                pthread_mutex_unlock(&s->lock);
-                status_out[i] = KVS_ENOTFOUND;
-                continue;
-            }
-            if (a->cls == KVS_CLASS_PINNED &&
-                s->pinned_bytes + total >
-                    (kvs_arena_size(s->arena) / 100) * s->cfg.pinned_max_pct) {
-                pthread_mutex_unlock(&s->lock);
-                status_out[i] = KVS_EPINNED_FULL;
-                continue;
-            }
-            e = entry_alloc_locked(s);
-            if (!e && evict_one_locked(s))
-                e = entry_alloc_locked(s);
-            ret = e ? dram_alloc_locked(s, bytes, &off) : KVS_EFULL;
-            if (ret) {
-                if (e) {
-                    e->flags = 0;
-                    e->hnext = s->free_head;
-                    s->free_head = eidx(s, e);
-                }
-                s->st.full_errors++;
-                pthread_mutex_unlock(&s->lock);
-                status_out[i] = ret;
-                continue;
-            }
-            entry_set_key(e, a->ns, a->key, a->key_len,
-                          key_hash(a->ns, a->key, a->key_len));
-            e->dram_off = off + kvs_segment_hdr_bytes(a->nparts);
-            e->dram_bytes = bytes;
-            e->flags |= E_DRAM;
-            e->busy = 1;
-            e->nparts = a->nparts;
-            e->raw_len = total;
-            e->cls = a->cls;
-            e->elem_size = a->elem_size ? a->elem_size
-                                        : (uint8_t)s->ns[a->ns].elem_size;
-            e->group = a->group;
-            e->expiry_ms = a->ttl_ms ? kvs_clock_real_ms() + a->ttl_ms : 0;
-            e->parent_len = (uint8_t)a->parent_len;
-            if (a->parent_len)
-                memcpy(e->parent, a->parent, a->parent_len);
-            if (a->flags & (KVS_PUT_DURABLE | KVS_PUT_NO_DRAM))
-                e->flags |= E_DURABLE;
-            if (e->cls == KVS_CLASS_PINNED)
-                s->pinned_bytes += total;
-            pthread_mutex_unlock(&s->lock);
-
             uint8_t *dst = s->abase + e->dram_off;
-            uint32_t *pl = part_table(s, e);
             for (uint32_t p = 0; p < a->nparts; p++) {
                 if (a->parts[p].len)
                     memcpy(dst, a->parts[p].base, a->parts[p].len);
                 dst += a->parts[p].len;
-                pl[p] = (uint32_t)a->parts[p].len;
             }
-            e->data_xxh = XXH3_64bits(s->abase + e->dram_off, total);
-            dram_zero_tail(s->abase + e->dram_off, total, a->nparts);
+            seal_bytes(s, e);
+            cargs[nd] = a;
+            pos[nd] = i;
             wstat[nd] = 0;
             ents[nd++] = eidx(s, e);
-            status_out[i] = 1; /* placeholder: in flight */
-            if ((e->flags & E_DURABLE) && s->seg)
-                any_durable = true;
         }
-
-        /* Phase 2: durable blocks go to disk, one flush and one index
-         * commit for all of them. */
-        if (any_durable) {
-            uint32_t dur[PUT_CHUNK], pos[PUT_CHUNK], ndur = 0;
-            for (uint32_t k = 0; k < nd; k++)
-                if (s->ents[ents[k]].flags & E_DURABLE) {
-                    pos[ndur] = k;
-                    dur[ndur++] = ents[k];
-                }
-            pthread_mutex_lock(&s->wlock);
-            for (uint32_t j = 0; j < ndur; j++)
-                queue_write_wlocked(s, dur[j], JOB_PUT, &wstat[pos[j]]);
-            drain_wlocked(s, true);
-            pthread_mutex_unlock(&s->wlock);
-        }
-
-        /* Phase 3: publish. */
-        uint32_t k = 0;
-        for (size_t i = done; i < done + chunk; i++) {
-            if (status_out[i] != 1)
-                continue;
-            int ret = wstat[k];
-            struct entry *e = &s->ents[ents[k++]];
-            bool del_old = false, del_own = false;
-            uint64_t old_uid = 0, own_uid = e->uid;
-
-            pthread_mutex_lock(&s->lock);
-            if (ret == 0)
-                ret = publish_locked(s, e, &del_old, &old_uid);
-            if (ret) {
-                /* Not published: a record written for it must go. */
-                del_own = e->flags & E_DISK;
-                e->busy = 0;
-                entry_free_locked(s, e);
-            } else {
-                e->busy--;
-                s->st.puts++;
-                if ((args[i].flags & KVS_PUT_NO_DRAM) &&
-                    (e->flags & E_DISK) && !e->refs && !e->busy)
-                    dram_drop_locked(s, e);
-            }
-            pthread_mutex_unlock(&s->lock);
-            if (del_old || del_own) {
-                pthread_mutex_lock(&s->wlock);
-                kvs_index_block_delete_if(s->index, args[i].ns, args[i].key,
-                                          args[i].key_len,
-                                          del_own ? own_uid : old_uid);
-                pthread_mutex_unlock(&s->wlock);
-            }
-            status_out[i] = ret;
-        }
+        commit_entries(s, cargs, ents, nd, wstat);
+        for (uint32_t k = 0; k < nd; k++)
+            status_out[pos[k]] = wstat[k];
         for (size_t i = done; i < done + chunk; i++)
             if (status_out[i] && !first)
                 first = status_out[i];
-        nd = 0;
         done += chunk;
     }
     return first;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Streaming puts: a block whose parts arrive one at a time */
+
+int kvs_store_put_begin(kvs_store_t *s, const kvs_put_args_t *a,
+                        kvs_put_stream_t *ps)
+{
+    uint64_t total;
+    struct entry *e = NULL;
+    int ret = check_put(s, a, false, &total);
+
+    if (ret)
+        return ret;
+    pthread_mutex_lock(&s->lock);
+    ret = reserve_locked(s, a, total, &e);
+    pthread_mutex_unlock(&s->lock);
+    if (ret == 1)
+        return KVS_EBUSY; /* declined by admission: nothing to stream into */
+    if (ret)
+        return ret;
+    memset(ps, 0, sizeof(*ps));
+    ps->ref = e;
+    ps->nparts = a->nparts;
+    ps->flags = a->flags;
+    ps->ns = a->ns;
+    return 0;
+}
+
+void *kvs_store_put_part_buf(kvs_store_t *s, kvs_put_stream_t *ps,
+                             uint32_t part, size_t *len_out)
+{
+    struct entry *e = ps->ref;
+    const uint32_t *pl;
+    uint64_t off = 0;
+
+    if (!e || part >= ps->nparts)
+        return NULL;
+    pl = part_table(s, e);
+    for (uint32_t p = 0; p < part; p++)
+        off += pl[p];
+    *len_out = pl[part];
+    return s->abase + e->dram_off + off;
+}
+
+int kvs_store_put_part(kvs_store_t *s, kvs_put_stream_t *ps, uint32_t part,
+                       const void *data, size_t len)
+{
+    size_t want;
+    void *dst = kvs_store_put_part_buf(s, ps, part, &want);
+
+    if (!dst)
+        return -EINVAL;
+    if (len != want)
+        return KVS_EPROTO;
+    if (len)
+        memcpy(dst, data, len);
+    return kvs_store_put_part_done(s, ps, part);
+}
+
+int kvs_store_put_part_done(kvs_store_t *s, kvs_put_stream_t *ps,
+                            uint32_t part)
+{
+    (void)s;
+    if (!ps->ref || part >= ps->nparts)
+        return -EINVAL;
+    uint64_t bit = 1ull << (part % 64);
+    if (!(ps->done[part / 64] & bit)) {
+        ps->done[part / 64] |= bit;
+        ps->ndone++;
+    }
+    return 0;
+}
+
+int kvs_store_put_seal(kvs_store_t *s, kvs_put_stream_t *ps)
+{
+    struct entry *e = ps->ref;
+    int status = 0;
+
+    if (!e)
+        return -EINVAL;
+    if (ps->ndone != ps->nparts)
+        return KVS_EINCOMPLETE;
+    /* What commit_entries reads of the put: its flags and key. */
+    kvs_put_args_t a = {.ns = ps->ns, .key = e->key, .key_len = e->key_len,
+                        .flags = ps->flags};
+    const kvs_put_args_t *ap = &a;
+    uint32_t idx = eidx(s, e);
+
+    seal_bytes(s, e);
+    ps->ref = NULL;
+    commit_entries(s, &ap, &idx, 1, &status);
+    return status;
+}
+
+void kvs_store_put_abort(kvs_store_t *s, kvs_put_stream_t *ps)
+{
+    struct entry *e = ps->ref;
+
+    if (!e)
+        return;
+    pthread_mutex_lock(&s->lock);
+    e->busy = 0;
+    entry_free_locked(s, e);
+    pthread_mutex_unlock(&s->lock);
+    ps->ref = NULL;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1979,8 +2170,11 @@ static bool corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
     if (!e || !(e->flags & E_DISK) || e->loc.off != loc->off ||
         e->loc.gen != loc->gen)
         return false; /* moved or reclaimed meanwhile */
-    kvs_warn("store: block at offset %llu failed verification; dropped",
-             (unsigned long long)loc->off);
+    kvs_warn("store: block at offset %llu failed verification; dropped "
+             "(codec %u, %llu of %llu bytes stored, %u on disk)",
+             (unsigned long long)loc->off, e->codec,
+             (unsigned long long)e->stored_len,
+             (unsigned long long)e->raw_len, loc->disk_len);
     if (uid_out)
         *uid_out = e->uid;
     region_remove(s, e);
@@ -2380,7 +2574,6 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
                           key_hash(ns, keys[m].data, keys[m].len));
         if (!e || expired(e, now))
             break;
-        touch_locked(s, e);
         if (tiers_out)
             tiers_out[m] = (e->flags & E_DRAM) ? KVS_TIER_DRAM : KVS_TIER_NVME;
         if (flags & KVS_MATCH_PIN) {
@@ -2393,6 +2586,16 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             if (tiers_out)
                 tiers_out[m] = KVS_TIER_DRAM;
         }
+    }
+    /* Accessed deepest first, so each block ends up more recent than the
+     * blocks after it: eviction reaches leaves before their ancestors and
+     * never leaves a gap in a chain. */
+    for (size_t i = m; i-- > 0;) {
+        struct entry *e = lookup_locked(s, ns, keys[i].data, keys[i].len,
+                                        key_hash(ns, keys[i].data,
+                                                 keys[i].len));
+        if (e)
+            touch_locked(s, e);
     }
     pthread_mutex_unlock(&s->lock);
     *matched_out = m;

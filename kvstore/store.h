@@ -62,6 +62,11 @@ typedef struct kvs_store_config {
     uint32_t admit_scratch_hits;  /* flash admission: a scratch block goes
                                    * to disk only after this many hits
                                    * (0: always); others just leave DRAM */
+    uint32_t admit_ghost_factor;  /* store admission for scratch puts: 0
+                                   * admits all; N admits a block only if
+                                   * its key was put before and is among the
+                                   * last N * max_blocks keys declined, and
+                                   * only if its parent is present */
 } kvs_store_config_t;
 
 /* Fills cfg with defaults that fit a laptop: 1 GiB DRAM, 4 GiB NVMe, 64 MiB
@@ -113,7 +118,9 @@ typedef struct kvs_put_args {
 /*
  * Stores a block, replacing any block with the same key. Returns when the
  * block is in DRAM, or with KVS_PUT_DURABLE when its data and index entry are
- * on stable storage. KVS_EFULL when no space could be made within
+ * on stable storage. With admit_ghost_factor set, a scratch put may be
+ * declined (it returns 0, the block is not stored, and
+ * stats.admission_rejected counts it), as a cache may drop any block. KVS_EFULL when no space could be made within
  * full_wait_ms; KVS_EPINNED_FULL when a pinned put would exceed the cap;
  * KVS_ETOOBIG over max_block_bytes; KVS_EBUSY when the old block with that
  * key is referenced.
@@ -125,6 +132,43 @@ int kvs_store_put(kvs_store_t *store, const kvs_put_args_t *args);
  * succeeded, else the first error. */
 int kvs_store_put_batch(kvs_store_t *store, const kvs_put_args_t *args,
                         size_t n, int *status_out);
+
+/*
+ * Streaming puts, for blocks whose parts arrive one at a time (prefill
+ * produces them layer by layer). put_begin reserves the block from args
+ * (parts[i].len give the part lengths; parts[i].base is not read) and
+ * returns it in *stream, which the caller owns (no allocation here). The
+ * block is invisible to match, get and exists until put_seal: a partial
+ * block never counts as a hit. Each part is written either by
+ * put_part (a copy) or directly at put_part_buf (for example by the
+ * network), followed by put_part_done. put_seal fails with
+ * KVS_EINCOMPLETE until every part is done, and then publishes the block
+ * like kvs_store_put (durable if args->flags asked). put_abort drops it.
+ * After seal (whatever it returned) or abort the stream is spent.
+ * KVS_EBUSY from put_begin: the admission filter declined the block.
+ */
+typedef struct kvs_put_stream {
+    void *ref;                    /* the store's; do not touch */
+    uint32_t ns;
+    uint32_t nparts;
+    uint32_t ndone;               /* parts done */
+    uint32_t flags;
+    uint64_t done[KVS_PARTS_MAX / 64];
+} kvs_put_stream_t;
+
+int kvs_store_put_begin(kvs_store_t *store, const kvs_put_args_t *args,
+                        kvs_put_stream_t *stream);
+/* Where part's bytes go (in the DRAM arena) and their length; NULL if the
+ * part does not exist. Valid until seal or abort. */
+void *kvs_store_put_part_buf(kvs_store_t *store, kvs_put_stream_t *stream,
+                             uint32_t part, size_t *len_out);
+/* Copies part's bytes; KVS_EPROTO if len is not the part's length. */
+int kvs_store_put_part(kvs_store_t *store, kvs_put_stream_t *stream,
+                       uint32_t part, const void *data, size_t len);
+int kvs_store_put_part_done(kvs_store_t *store, kvs_put_stream_t *stream,
+                            uint32_t part);
+int kvs_store_put_seal(kvs_store_t *store, kvs_put_stream_t *stream);
+void kvs_store_put_abort(kvs_store_t *store, kvs_put_stream_t *stream);
 
 /* What a get reports about a block. */
 typedef struct kvs_block_info {

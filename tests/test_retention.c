@@ -67,6 +67,22 @@ static int get(kvs_store_t *s, uint32_t ns, const char *prefix, uint32_t i,
     return kvs_store_get(s, &g, &info);
 }
 
+/* bf16 values of a normal distribution: the top half of a float. */
+static void fill_bf16(uint8_t *buf, size_t len, uint64_t seed)
+{
+    uint64_t rng = seed;
+
+    for (size_t i = 0; i + 1 < len; i += 2) {
+        double u1 = ((double)(kvs_test_rand(&rng) >> 11) + 1) / 9007199254740993.0;
+        double u2 = (double)(kvs_test_rand(&rng) >> 11) / 9007199254740992.0;
+        float f = (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+        uint32_t b;
+        memcpy(&b, &f, 4);
+        buf[i] = (uint8_t)(b >> 16);
+        buf[i + 1] = (uint8_t)(b >> 24);
+    }
+}
+
 static void test_pinned_and_user_survive_pressure(void **state)
 {
     const char *dir = kvs_test_dir("retention_pressure");
@@ -78,6 +94,7 @@ static void test_pinned_and_user_survive_pressure(void **state)
 
     (void)state;
     config(&c, dir);
+    c.compress_level = 1;
     assert_int_equal(kvs_store_open(&c, &s), 0);
     assert_int_equal(kvs_store_ns_open(s, "ns", 2, &ns), 0);
     /* A few system prompts and a conversation's memory, then a flood of
@@ -93,7 +110,12 @@ static void test_pinned_and_user_survive_pressure(void **state)
                              3600 * 1000, 0), 0);
     }
     for (uint32_t i = 0; i < 2400; i++) {
-        kvs_test_fill(buf, BLK, i);
+        /* Compressible and incompressible blocks interleave, so buffered
+         * (compressed) and direct (raw) writes share the ring. */
+        if (i % 2)
+            fill_bf16(buf, BLK, i);
+        else
+            kvs_test_fill(buf, BLK, i);
         int ret = put(s, ns, "scratch", i, buf, BLK, KVS_CLASS_SCRATCH, 0, 0);
         assert_true(ret == 0 || ret == KVS_EFULL);
     }
@@ -156,22 +178,6 @@ static void test_admission_filter(void **state)
     kvs_store_close(s);
     free(buf);
     kvs_test_rmtree(dir);
-}
-
-/* bf16 values of a normal distribution: the top half of a float. */
-static void fill_bf16(uint8_t *buf, size_t len, uint64_t seed)
-{
-    uint64_t rng = seed;
-
-    for (size_t i = 0; i + 1 < len; i += 2) {
-        double u1 = ((double)(kvs_test_rand(&rng) >> 11) + 1) / 9007199254740993.0;
-        double u2 = (double)(kvs_test_rand(&rng) >> 11) / 9007199254740992.0;
-        float f = (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
-        uint32_t b;
-        memcpy(&b, &f, 4);
-        buf[i] = (uint8_t)(b >> 16);
-        buf[i + 1] = (uint8_t)(b >> 24);
-    }
 }
 
 static void test_compressed_roundtrip_and_damage(void **state)

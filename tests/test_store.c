@@ -351,6 +351,78 @@ static void test_dram_only_evicts_lru(void **state)
     kvs_test_rmtree(dir);
 }
 
+static void test_streaming_put(void **state)
+{
+    const char *dir = kvs_test_dir("store_stream");
+    kvs_store_config_t c;
+    kvs_store_t *s;
+    kvs_store_stats_t st;
+    uint32_t ns;
+    uint8_t *buf = malloc(BLK), *want = malloc(BLK);
+    kvs_put_stream_t ps;
+    kvs_iov_t parts[NPARTS];
+    uint8_t key[32];
+    size_t m;
+
+    (void)state;
+    config(&c, dir);
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "ns", 2, &ns), 0);
+    make_key(key, 7);
+    kvs_test_fill(want, BLK, 7);
+    for (int p = 0; p < NPARTS; p++)
+        parts[p] = (kvs_iov_t){NULL, BLK / NPARTS};
+    kvs_put_args_t a = {.ns = ns, .key = key, .key_len = 32, .parts = parts,
+                        .nparts = NPARTS, .flags = KVS_PUT_DURABLE};
+    assert_int_equal(kvs_store_put_begin(s, &a, &ps), 0);
+    kvs_key_t k = {key, 32};
+    uint8_t present;
+    /* Parts arrive out of order; until the last one the block is not
+     * there for anyone. */
+    for (int p = NPARTS - 1; p >= 1; p--) {
+        if (p == 2) {
+            size_t len;
+            uint8_t *dst = kvs_store_put_part_buf(s, &ps, 2, &len);
+            assert_non_null(dst);
+            assert_int_equal(len, BLK / NPARTS);
+            memcpy(dst, want + 2 * (BLK / NPARTS), len);
+            assert_int_equal(kvs_store_put_part_done(s, &ps, 2), 0);
+        } else {
+            assert_int_equal(kvs_store_put_part(s, &ps, (uint32_t)p,
+                                                want + p * (BLK / NPARTS),
+                                                BLK / NPARTS), 0);
+        }
+        assert_int_equal(kvs_store_exists(s, ns, &k, 1, &present), 0);
+        assert_int_equal(present, 0);
+        assert_int_equal(kvs_store_match(s, ns, &k, 1, 0, NULL, &m), 0);
+        assert_int_equal(m, 0);
+        assert_int_equal(check_block(s, ns, 7, buf, want), KVS_ENOTFOUND);
+    }
+    assert_int_equal(kvs_store_put_part(s, &ps, 0, want, 5), KVS_EPROTO);
+    assert_int_equal(kvs_store_put_seal(s, &ps), KVS_EINCOMPLETE);
+    assert_int_equal(kvs_store_put_part(s, &ps, 0, want, BLK / NPARTS), 0);
+    assert_int_equal(kvs_store_put_seal(s, &ps), 0);
+    assert_int_equal(check_block(s, ns, 7, buf, want), 0);
+    kvs_store_stats(s, &st);
+    assert_int_equal(st.nvme_blocks, 1); /* durable: on disk already */
+
+    /* An aborted stream leaves nothing behind. */
+    make_key(key, 8);
+    kvs_store_stats(s, &st);
+    uint64_t used = st.dram_used_bytes;
+    assert_int_equal(kvs_store_put_begin(s, &a, &ps), 0);
+    assert_int_equal(kvs_store_put_part(s, &ps, 0, want, BLK / NPARTS), 0);
+    kvs_store_put_abort(s, &ps);
+    assert_int_equal(check_block(s, ns, 8, buf, want), KVS_ENOTFOUND);
+    kvs_store_stats(s, &st);
+    assert_int_equal(st.blocks, 1);
+    assert_int_equal(st.dram_used_bytes, used);
+    kvs_store_close(s);
+    free(buf);
+    free(want);
+    kvs_test_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_durable_survives_close_without_flush),
         cmocka_unit_test(test_api_contracts),
         cmocka_unit_test(test_dram_only_evicts_lru),
+        cmocka_unit_test(test_streaming_put),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

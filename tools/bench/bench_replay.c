@@ -25,8 +25,20 @@
 struct trace {
     uint64_t *ids;       /* every request's ids, back to back */
     uint32_t *start;     /* request r: ids[start[r] .. start[r + 1]) */
+    uint8_t *partial;    /* request r's last block is not full */
     uint32_t nreq;
 };
+
+#define TRACE_BLOCK_TOKENS 512
+
+/* How many of request r's blocks the client puts: all, or with
+ * full_blocks only the full ones, as inference engines do. */
+static uint32_t put_limit(const struct trace *t, uint32_t r, bool full_blocks)
+{
+    uint32_t n = t->start[r + 1] - t->start[r];
+
+    return full_blocks && t->partial[r] && n ? n - 1 : n;
+}
 
 static int trace_load(const char *path, struct trace *t)
 {
@@ -42,6 +54,7 @@ static int trace_load(const char *path, struct trace *t)
     }
     t->ids = malloc(idcap * sizeof(*t->ids));
     t->start = malloc((reqcap + 1) * sizeof(*t->start));
+    t->partial = malloc(reqcap + 1);
     t->nreq = 0;
     while ((len = getline(&line, &cap, f)) > 0) {
         json_object *o, *ids;
@@ -63,7 +76,12 @@ static int trace_load(const char *path, struct trace *t)
         if (t->nreq + 1 >= reqcap) {
             reqcap *= 2;
             t->start = realloc(t->start, (reqcap + 1) * sizeof(*t->start));
+            t->partial = realloc(t->partial, reqcap + 1);
         }
+        json_object *il;
+        int64_t tokens = json_object_object_get_ex(o, "input_length", &il)
+                             ? json_object_get_int64(il) : 0;
+        t->partial[t->nreq] = tokens % TRACE_BLOCK_TOKENS != 0;
         t->start[t->nreq++] = (uint32_t)nids;
         for (size_t i = 0; i < n; i++)
             t->ids[nids++] =
@@ -130,7 +148,7 @@ static void lru_map_del(struct lru *l, uint32_t *slot)
     l->map[h] = LNIL;
 }
 
-static double lru_replay(const struct trace *t, uint32_t cap)
+static double lru_replay(const struct trace *t, uint32_t cap, bool full)
 {
     struct lru l = {0};
     uint64_t hits = 0, total = 0;
@@ -153,8 +171,11 @@ static double lru_replay(const struct trace *t, uint32_t cap)
             m++;
         hits += m;
         total += n;
+        uint32_t np = put_limit(t, r, full);
         for (uint32_t i = 0; i < n; i++) {
             uint32_t e = lru_find(&l, ids[i], &slot);
+            if (e == LNIL && i >= np)
+                break;
             if (e != LNIL) {
                 lru_unlink(&l, e);
                 lru_front(&l, e);
@@ -183,8 +204,8 @@ static double lru_replay(const struct trace *t, uint32_t cap)
 }
 
 static int engine_replay(const struct trace *t, uint32_t cap, uint32_t payload,
-                         const char *dir, double *ratio_out,
-                         kvs_store_stats_t *st_out)
+                         uint32_t ghost, bool full, const char *dir,
+                         double *ratio_out, kvs_store_stats_t *st_out)
 {
     kvs_store_config_t c;
     kvs_store_t *s;
@@ -204,6 +225,7 @@ static int engine_replay(const struct trace *t, uint32_t cap, uint32_t payload,
     c.dram_bytes = KVS_MAX((uint64_t)cap * (payload + 3 * 4096) * 5 / 4,
                            (uint64_t)16 << 20);
     c.max_block_bytes = payload;
+    c.admit_ghost_factor = ghost;
     ret = kvs_store_open(&c, &s);
     if (ret) {
         fprintf(stderr, "store open: %s\n", kvs_strerror(ret));
@@ -226,7 +248,7 @@ static int engine_replay(const struct trace *t, uint32_t cap, uint32_t payload,
         kvs_store_match(s, ns, keys, n, 0, NULL, &m);
         hits += m;
         total += n;
-        for (uint32_t i = (uint32_t)m; i < n; i++) {
+        for (uint32_t i = (uint32_t)m; i < put_limit(t, r, full); i++) {
             kvs_iov_t iov = {buf, payload};
             kvs_put_args_t a = {
                 .ns = ns, .key = &kb[i], .key_len = 8, .parts = &iov,
@@ -258,6 +280,10 @@ static void usage(void)
             "  --capacity N     blocks; repeat for several (default 1000 and "
             "10000)\n"
             "  --payload BYTES  bytes put per block (default 1024)\n"
+            "  --ghost N        also run with store admission, ghost list of\n"
+            "                   N x capacity keys (default 4; 0: skip)\n"
+            "  --full-blocks    put only full 512-token blocks, as engines\n"
+            "                   do (the reference LRU does the same)\n"
             "  --dir DIR        store directory (default ./var/replay)\n"
             "  --json           one JSON object per figure\n");
 }
@@ -268,10 +294,12 @@ int bench_replay_main(int argc, char **argv)
         "../shared/traces/conversation_trace.jsonl",
         "/work/shared/traces/conversation_trace.jsonl"};
     const char *trace = NULL, *dir = "./var/replay";
-    uint32_t caps[8], ncap = 0, payload = 1024;
+    uint32_t caps[8], ncap = 0, payload = 1024, ghost = 4;
+    bool full = false;
     static const struct option lo[] = {
         {"trace", 1, 0, 't'}, {"capacity", 1, 0, 'c'}, {"payload", 1, 0, 'p'},
         {"dir", 1, 0, 'd'},   {"json", 0, 0, 'j'},     {"help", 0, 0, 'h'},
+        {"ghost", 1, 0, 'g'}, {"full-blocks", 0, 0, 'f'},
         {0, 0, 0, 0}};
     int ch;
 
@@ -284,6 +312,8 @@ int bench_replay_main(int argc, char **argv)
             break;
         case 'p': payload = (uint32_t)bench_parse_size(optarg); break;
         case 'd': dir = optarg; break;
+        case 'g': ghost = (uint32_t)strtoul(optarg, NULL, 10); break;
+        case 'f': full = true; break;
         case 'j': bench_json = true; break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
@@ -306,25 +336,36 @@ int bench_replay_main(int argc, char **argv)
         return 1;
     }
     for (uint32_t i = 0; i < ncap; i++) {
-        char name[64], note[160], sub[4096];
-        kvs_store_stats_t st;
-        double ours, lru;
-
         if (caps[i] == 0)
             continue;
-        snprintf(sub, sizeof(sub), "%s/cap%u", dir, caps[i]);
-        bench_rmtree(sub);
-        if (engine_replay(&t, caps[i], payload, sub, &ours, &st))
-            return 1;
-        bench_rmtree(sub);
-        lru = lru_replay(&t, caps[i]);
-        snprintf(name, sizeof(name), "replay-hit-ratio-%u", caps[i]);
-        snprintf(note, sizeof(note),
-                 "limit is exact LRU in this run; %u requests, evicted %llu",
-                 t.nreq, (unsigned long long)st.evicted);
-        bench_figure(name, ours, "ratio", lru, note);
+        double lru = lru_replay(&t, caps[i], full);
+        /* The engine's own order (recency, chains leaf first), then the
+         * same with store admission. */
+        for (int pass = 0; pass < (ghost ? 2 : 1); pass++) {
+            char name[80], note[200], sub[4096];
+            kvs_store_stats_t st;
+            double ours;
+            uint32_t g = pass ? ghost : 0;
+
+            snprintf(sub, sizeof(sub), "%s/cap%u", dir, caps[i]);
+            bench_rmtree(sub);
+            if (engine_replay(&t, caps[i], payload, g, full, sub, &ours, &st))
+                return 1;
+            bench_rmtree(sub);
+            snprintf(name, sizeof(name), "replay-hit-ratio-%u%s", caps[i],
+                     pass ? "-admission" : "");
+            snprintf(note, sizeof(note),
+                     "limit: exact LRU, this run; %u requests%s; evicted "
+                     "%llu, declined %llu%s",
+                     t.nreq, full ? ", full blocks only" : "",
+                     (unsigned long long)st.evicted,
+                     (unsigned long long)st.admission_rejected,
+                     pass ? "; ghost list x capacity" : "");
+            bench_figure(name, ours, "ratio", lru, note);
+        }
     }
     free(t.ids);
     free(t.start);
+    free(t.partial);
     return 0;
 }
