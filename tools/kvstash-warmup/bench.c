@@ -79,6 +79,8 @@ static double raw_puts(kvs_client_t *c, const kvs_warmup_opts_t *o,
     per = per < 64 ? per : 64;
     while ((32 + 16 + 16 + 4 * nparts) * per + 32 > 4608 && per > 1)
         per--;
+    unsigned idle = 0;
+
     t0 = now_ns();
     while (next < nblocks) {
         bool sent = false;
@@ -109,8 +111,20 @@ static double raw_puts(kvs_client_t *c, const kvs_warmup_opts_t *o,
             next += n;
             sent = true;
         }
-        if (!sent && kvs_client_progress(c) < 0)
-            failed = 1;
+        if (!sent) {
+            int got = kvs_client_progress(c);
+
+            if (got < 0)
+                failed = 1;
+            /* The same back-off as import's wait: a spinning client would
+             * starve a daemon on the same cores. */
+            if (got == 0 && ++idle > 64) {
+                struct timespec ts = {0, 20000};
+                nanosleep(&ts, NULL);
+            } else if (got > 0) {
+                idle = 0;
+            }
+        }
     }
     kvs_client_wait(c);
     t0 = now_ns() - t0;
