@@ -12,6 +12,7 @@
 #include "kvstash/status.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <liburing.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,15 +118,19 @@ static struct io_uring_sqe *ring_get(kvs_ring_t *r, size_t len,
     return sqe;
 }
 
-int kvs_ring_read(kvs_ring_t *r, int buf_index, void *buf, size_t len,
-                  uint64_t off, uint64_t user_data)
+static int ring_prep(kvs_ring_t *r, bool write, int buf_index, void *buf,
+                     size_t len, uint64_t off, uint64_t user_data)
 {
     uint32_t slot;
     struct io_uring_sqe *sqe = ring_get(r, len, user_data, &slot);
 
     if (!sqe)
         return -EBUSY;
-    if (buf_index >= 0)
+    if (write && buf_index >= 0)
+        io_uring_prep_write_fixed(sqe, 0, buf, (unsigned)len, off, buf_index);
+    else if (write)
+        io_uring_prep_write(sqe, 0, buf, (unsigned)len, off);
+    else if (buf_index >= 0)
         io_uring_prep_read_fixed(sqe, 0, buf, (unsigned)len, off, buf_index);
     else
         io_uring_prep_read(sqe, 0, buf, (unsigned)len, off);
@@ -134,21 +139,17 @@ int kvs_ring_read(kvs_ring_t *r, int buf_index, void *buf, size_t len,
     return 0;
 }
 
+int kvs_ring_read(kvs_ring_t *r, int buf_index, void *buf, size_t len,
+                  uint64_t off, uint64_t user_data)
+{
+    return ring_prep(r, false, buf_index, buf, len, off, user_data);
+}
+
 int kvs_ring_write(kvs_ring_t *r, int buf_index, const void *buf, size_t len,
                    uint64_t off, uint64_t user_data)
 {
-    uint32_t slot;
-    struct io_uring_sqe *sqe = ring_get(r, len, user_data, &slot);
-
-    if (!sqe)
-        return -EBUSY;
-    if (buf_index >= 0)
-        io_uring_prep_write_fixed(sqe, 0, buf, (unsigned)len, off, buf_index);
-    else
-        io_uring_prep_write(sqe, 0, buf, (unsigned)len, off);
-    sqe->flags |= IOSQE_FIXED_FILE;
-    io_uring_sqe_set_data64(sqe, slot);
-    return 0;
+    /* The kernel only reads buf for a write. */
+    return ring_prep(r, true, buf_index, (void *)buf, len, off, user_data);
 }
 
 int kvs_ring_submit(kvs_ring_t *r)

@@ -42,6 +42,7 @@
 #include "kvstore/segment.h"
 #include "common/clock.h"
 #include "common/debug.h"
+#include "common/fs.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -1283,27 +1284,6 @@ void kvs_store_config_default(kvs_store_config_t *cfg)
     cfg->sync_index = false;
 }
 
-static int mkdir_p(const char *path)
-{
-    char tmp[PATH_MAX];
-    size_t len = strlen(path);
-
-    if (len == 0 || len >= sizeof(tmp))
-        return -ENAMETOOLONG;
-    memcpy(tmp, path, len + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 static int check_config(const kvs_store_config_t *c)
 {
     const char *why = NULL;
@@ -1576,7 +1556,7 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
         s->ents[i].hnext = s->free_head;
         s->free_head = i;
     }
-    ret = mkdir_p(s->dir);
+    ret = kvs_fs_mkdir_p(s->dir);
     if (ret) {
         kvs_error("store: cannot create %s: %s", s->dir, strerror(-ret));
         goto err_close;

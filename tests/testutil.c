@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Test helpers: see testutil.h. */
 #include "tests/testutil.h"
+#include "common/fs.h"
 
 #include <errno.h>
 #include <dirent.h>
@@ -17,41 +18,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int rm_one(const char *path, const struct stat *st, int flag,
-                  struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path) < 0 ? -errno : 0;
-}
-
 int kvs_test_rmtree(const char *path)
 {
-    if (access(path, F_OK) != 0)
-        return 0;
-    return nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static int mkdir_p(const char *path)
-{
-    char tmp[PATH_MAX];
-    size_t len = strlen(path);
-
-    if (len >= sizeof(tmp))
-        return -ENAMETOOLONG;
-    memcpy(tmp, path, len + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
+    return kvs_fs_rmtree(path);
 }
 
 const char *kvs_test_dir(const char *name)
@@ -68,7 +37,7 @@ const char *kvs_test_dir(const char *name)
         exit(1);
     }
     kvs_test_rmtree(path);
-    if (mkdir_p(path) < 0) {
+    if (kvs_fs_mkdir_p(path) < 0) {
         fprintf(stderr, "cannot create %s: %s\n", path, strerror(errno));
         exit(1);
     }

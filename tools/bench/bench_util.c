@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Figure output and machine limits for kvstash-bench (see bench.h). */
 #include "tools/bench/bench.h"
+#include "common/fs.h"
 
 #include <ftw.h>
 #include <stdio.h>
@@ -122,18 +123,7 @@ double bench_limit(const char *name)
     return -1;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag,
-                  struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 int bench_rmtree(const char *path)
 {
-    if (access(path, F_OK) != 0)
-        return 0;
-    return nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    return kvs_fs_rmtree(path);
 }

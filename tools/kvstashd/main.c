@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fs.h"
 #include "common/log.h"
 #include "kvstore/store.h"
 #include "tools/kvstashd/config.h"
@@ -47,27 +48,6 @@ static void usage(FILE *out)
         "      --print-config     print the effective configuration, exit\n"
         "  -h, --help\n"
         "Settings are applied in order: defaults, the file, then flags.\n");
-}
-
-static int mkdir_p(const char *path)
-{
-    char tmp[4096];
-    size_t len = strlen(path);
-
-    if (len == 0 || len >= sizeof(tmp))
-        return -ENAMETOOLONG;
-    memcpy(tmp, path, len + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
 }
 
 static int write_port_file(const char *path, unsigned port)
@@ -214,7 +194,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    ret = mkdir_p(cfg.dir);
+    ret = kvs_fs_mkdir_p(cfg.dir);
     if (ret) {
         kvs_error("cannot create data directory %s: %s", cfg.dir,
                   kvs_strerror(ret));
