@@ -4,7 +4,7 @@
 set -eu
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
       liburing-dev librocksdb-dev libzstd-dev libxxhash-dev libcmocka-dev
-      libinih-dev libucx-dev ucx-utils libjson-c-dev
+      libinih-dev libucx-dev ucx-utils libjson-c-dev libssl-dev
       fio redis-server redis-tools python3 iproute2 iptables)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -346,6 +346,70 @@ static int dec(size_t len, uint64_t payload)
     return kvs_wire_decode(buf, len, payload, &lim, scratch, &o);
 }
 
+/* SCAN, with the request's group and cursor, and a page of blocks with and
+ * without parents; a truncated entry and an empty key are malformed. */
+static void test_scan(void **state)
+{
+    kvs_wire_msg_t m = req(KVS_OP_SCAN, 100), o;
+    kvs_wire_scan_ent_t ents[3];
+    size_t len;
+
+    (void)state;
+    m.u.scan.group = 0xfeedfacecafebeefull;
+    m.u.scan.cursor = 4242;
+    len = roundtrip(&m, 0, &o);
+    assert_int_equal(len, KVS_WIRE_HDR_SIZE + KVS_WIRE_SCAN_FIXED);
+    assert_true(o.u.scan.group == m.u.scan.group);
+    assert_int_equal(o.u.scan.cursor, 4242);
+
+    /* A SCAN with count 0 asks for nothing: malformed. */
+    m.hdr.count = 0;
+    assert_int_equal(kvs_wire_encode(&m, buf, sizeof(buf), &len), 0);
+    assert_int_equal(kvs_wire_decode(buf, len, 0, &lim, scratch, &o),
+                     KVS_EPROTO);
+
+    memset(ents, 0, sizeof(ents));
+    for (int i = 0; i < 3; i++) {
+        ents[i].key = B(keys3[i]);
+        ents[i].parent = i ? B(keys3[i - 1]) : B("");
+        ents[i].tier = (uint8_t)(1 + (i & 1));
+        ents[i].cls = (uint8_t)i;
+        ents[i].nparts = 32u + (uint32_t)i;
+        ents[i].len = (1ull << 33) + (uint64_t)i;
+        ents[i].group = 77u * (uint64_t)i;
+        ents[i].expiry_ms = 1700000000000ull + (uint64_t)i;
+    }
+    m = rep(KVS_OP_SCAN, 3);
+    m.u.scan_rep.next = 9;
+    m.u.scan_rep.ents = ents;
+    len = roundtrip(&m, 0, &o);
+    assert_int_equal(o.u.scan_rep.next, 9);
+    for (int i = 0; i < 3; i++) {
+        const kvs_wire_scan_ent_t *e = &o.u.scan_rep.ents[i];
+
+        assert_bytes(e->key, ents[i].key);
+        assert_bytes(e->parent, ents[i].parent);
+        assert_int_equal(e->tier, ents[i].tier);
+        assert_int_equal(e->cls, ents[i].cls);
+        assert_int_equal(e->nparts, ents[i].nparts);
+        assert_true(e->len == ents[i].len);
+        assert_true(e->group == ents[i].group);
+        assert_true(e->expiry_ms == ents[i].expiry_ms);
+    }
+    /* Cut inside the last entry: truncated. */
+    buf[16] = (uint8_t)(len - 1 - KVS_WIRE_HDR_SIZE);
+    assert_int_equal(kvs_wire_decode(buf, len - 1, 0, &lim, scratch, &o),
+                     KVS_EPROTO);
+    /* An entry with an empty key cannot be encoded, nor decoded. */
+    ents[1].key = B("");
+    assert_int_equal(kvs_wire_encode(&m, buf, sizeof(buf), &len), -EINVAL);
+    ents[1].key = B(keys3[1]);
+    assert_int_equal(kvs_wire_encode(&m, buf, sizeof(buf), &len), 0);
+    buf[KVS_WIRE_HDR_SIZE + KVS_WIRE_SCAN_REP_FIXED] = 0;
+    assert_int_equal(kvs_wire_decode(buf, len, 0, &lim, scratch, &o),
+                     KVS_EPROTO);
+}
+
 static void test_malformed(void **state)
 {
     (void)state;
@@ -466,6 +530,7 @@ int main(void)
         cmocka_unit_test(test_get_and_data),
         cmocka_unit_test(test_key_ops),
         cmocka_unit_test(test_admin_ops),
+        cmocka_unit_test(test_scan),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_key_too_big),
         cmocka_unit_test(test_encode_rules),

@@ -75,6 +75,12 @@ struct op {
         struct {
             uint64_t *checked, *bad;
         } verify;
+        struct {
+            kvs_client_scan_ent_t *out;
+            size_t cap;
+            size_t *n_out;
+            uint32_t *next_out;
+        } scan;
     } out;
     uint8_t *frame;               /* KVS_WIRE_HDR_SIZE + BODY_CAP bytes */
     ucp_dt_iov_t *iov;            /* PUT payload pieces */
@@ -398,6 +404,30 @@ static void on_reply(kvs_client_t *c, op_t *op, const kvs_wire_msg_t *m)
     case KVS_OP_VERIFY:
         *op->out.verify.checked = m->u.verify_rep.checked;
         *op->out.verify.bad = m->u.verify_rep.bad;
+        break;
+    case KVS_OP_SCAN:
+        if (n > op->n) {
+            op->status = KVS_EPROTO;
+            break;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            kvs_client_scan_ent_t *o = &op->out.scan.out[i];
+            const kvs_wire_scan_ent_t *w = &m->u.scan_rep.ents[i];
+
+            memcpy(o->key, w->key.data, w->key.len);
+            o->key_len = w->key.len;
+            if (w->parent.len)
+                memcpy(o->parent, w->parent.data, w->parent.len);
+            o->parent_len = w->parent.len;
+            o->tier = w->tier;
+            o->cls = w->cls;
+            o->nparts = w->nparts;
+            o->len = w->len;
+            o->group = w->group;
+            o->expiry_ms = w->expiry_ms;
+        }
+        *op->out.scan.n_out = n;
+        *op->out.scan.next_out = m->u.scan_rep.next;
         break;
     default:
         break;
@@ -1263,6 +1293,33 @@ KVS_API int kvs_client_verify(kvs_client_t *c, uint64_t *checked_out,
     memset(&m, 0, sizeof(m));
     op->out.verify.checked = checked_out;
     op->out.verify.bad = bad_out;
+    return plain_sync(c, op, &m);
+}
+
+KVS_API int kvs_client_scan(kvs_client_t *c, uint64_t group, uint32_t cursor,
+                            kvs_client_scan_ent_t *out, size_t cap,
+                            size_t *n_out, uint32_t *next_out)
+{
+    kvs_wire_msg_t m;
+    op_t *op;
+
+    if (c->failed)
+        return KVS_EPEER;
+    if (!out || !n_out || !next_out || cap == 0)
+        return -EINVAL;
+    if (!(c->limits.features & KVS_WIRE_FEAT_SCAN))
+        return -ENOTSUP;
+    if (!(op = op_alloc(c, KVS_OP_SCAN)))
+        return c->failed ? KVS_EPEER : -ENOMEM;
+    memset(&m, 0, sizeof(m));
+    m.hdr.count = (uint32_t)KVS_MIN(cap, (size_t)c->limits.max_keys);
+    m.u.scan.group = group;
+    m.u.scan.cursor = cursor;
+    op->n = m.hdr.count;
+    op->out.scan.out = out;
+    op->out.scan.cap = cap;
+    op->out.scan.n_out = n_out;
+    op->out.scan.next_out = next_out;
     return plain_sync(c, op, &m);
 }
 

@@ -578,6 +578,93 @@ static void op_verify(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     kvs_server_reply(srv, conn, &r);
 }
 
+/* SCAN: one page of the namespace's blocks (or one group's), in the store's
+ * table order. The cursor counts the blocks already reported, so a page is
+ * found by skipping that many: the whole table is visited for every page,
+ * which is acceptable for the offline tools SCAN exists for (export, and
+ * promotion by group). A namespace that changes between pages may have
+ * blocks missed or repeated; the tools scan a quiet namespace. */
+typedef struct scan_page {
+    uint32_t skip;                /* blocks still to skip */
+    uint32_t want;                /* most entries in this page */
+    uint32_t n;                   /* entries collected */
+    size_t room;                  /* body bytes left for entries */
+    bool more;                    /* a block was left for the next page */
+    kvs_wire_scan_ent_t *ents;
+    uint8_t *bytes;               /* copies of keys and parents */
+    size_t used;                  /* bytes used at bytes */
+} scan_page_t;
+
+static int scan_collect(void *arg, const void *key, uint32_t key_len,
+                        const void *parent, uint32_t parent_len,
+                        const kvs_block_info_t *info)
+{
+    scan_page_t *pg = arg;
+    kvs_wire_scan_ent_t *se;
+    size_t need = KVS_WIRE_SCAN_ENT_FIXED + key_len + parent_len;
+
+    if (pg->skip) {
+        pg->skip--;
+        return 0;
+    }
+    if (pg->n == pg->want || need > pg->room) {
+        pg->more = true;
+        return 1;
+    }
+    se = &pg->ents[pg->n++];
+    memcpy(pg->bytes + pg->used, key, key_len);
+    se->key.data = pg->bytes + pg->used;
+    se->key.len = key_len;
+    pg->used += key_len;
+    memcpy(pg->bytes + pg->used, parent, parent_len);
+    se->parent.data = pg->bytes + pg->used;
+    se->parent.len = parent_len;
+    pg->used += parent_len;
+    se->tier = info->tier;
+    se->cls = info->cls;
+    se->nparts = info->nparts;
+    se->len = info->data_len;
+    se->group = info->group;
+    se->expiry_ms = info->expiry_ms;
+    pg->room -= need;
+    return 0;
+}
+
+static void op_scan(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
+                    const uint8_t *payload)
+{
+    scan_page_t pg = {
+        .skip = m->u.scan.cursor,
+        .want = m->hdr.count,
+        .room = srv->tx_cap - KVS_WIRE_HDR_SIZE - KVS_WIRE_SCAN_REP_FIXED,
+    };
+    kvs_wire_msg_t r;
+    int ret = 0;
+
+    (void)payload;
+    /* An administrative call, not the data path: its page is allocated. */
+    pg.ents = malloc(pg.want * sizeof(*pg.ents));
+    pg.bytes = malloc(pg.room);
+    if (!pg.ents || !pg.bytes) {
+        kvs_server_reply_status(srv, conn, &m->hdr, -ENOMEM, false);
+        goto out;
+    }
+    if (conn->ns_ok)
+        ret = kvs_store_scan(srv->store, conn->ns, m->u.scan.group,
+                             scan_collect, &pg, NULL);
+    if (ret) {
+        kvs_server_reply_status(srv, conn, &m->hdr, ret, false);
+        goto out;
+    }
+    r = reply_to(m, pg.n);
+    r.u.scan_rep.next = pg.more ? m->u.scan.cursor + pg.n : 0;
+    r.u.scan_rep.ents = pg.ents;
+    kvs_server_reply(srv, conn, &r);
+out:
+    free(pg.bytes);
+    free(pg.ents);
+}
+
 static void op_bind_misplaced(kvs_server_t *srv, kvs_conn_t *conn,
                               kvs_wire_msg_t *m, const uint8_t *payload)
 {
@@ -605,6 +692,8 @@ static const opdef_t opdefs[KVS_OP_COUNT] = {
     /* BIND is valid on a bulk endpoint only (server.c), never here. */
     [KVS_OP_BIND] = {.name = "BIND", .feature = KVS_WIRE_FEAT_BULK,
                      .handle = op_bind_misplaced},
+    [KVS_OP_SCAN] = {.name = "SCAN", .feature = KVS_WIRE_FEAT_SCAN,
+                     .handle = op_scan},
 };
 
 int kvs_handler_check(void)

@@ -390,13 +390,19 @@ static void bulk_close(kvs_server_t *srv, kvs_bulk_t *b)
     free(b);
 }
 
+static kvs_bulk_t *bulk_find(kvs_server_t *srv, ucp_ep_h ep);
+
+/* UCX may report an error on an endpoint after bulk_close() freed its
+ * kvs_bulk_t (seen with a client SIGKILLed mid-transfer), so the handler's
+ * argument is the server and the endpoint is looked up: a closed one is no
+ * longer listed, and its error is moot. */
 static void bulk_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
 {
-    kvs_bulk_t *b = arg;
+    kvs_bulk_t *b = bulk_find(arg, ep);
 
-    (void)ep;
     kvs_debug("bulk endpoint error: %s", ucs_status_string(status));
-    b->failed = true; /* closed from the event loop */
+    if (b)
+        b->failed = true; /* closed from the event loop */
 }
 
 static void bulk_conn_cb(ucp_conn_request_h req, void *arg)
@@ -420,7 +426,7 @@ static void bulk_conn_cb(ucp_conn_request_h req, void *arg)
     ep_params.conn_request = req;
     ep_params.err_mode = UCP_ERR_HANDLING_MODE_NONE;
     ep_params.err_handler.cb = bulk_err_cb;
-    ep_params.err_handler.arg = b;
+    ep_params.err_handler.arg = srv;
     if (ucp_ep_create(srv->worker, &ep_params, &b->ep) != UCS_OK) {
         free(b);
         return;

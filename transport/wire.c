@@ -32,6 +32,7 @@ struct kvs_wire_scratch {
     kvs_wire_get_ent_t gets[KVS_WIRE_KEYS_MAX];
     kvs_wire_block_t blocks[KVS_WIRE_KEYS_MAX];
     kvs_wire_stat_t stats[KVS_WIRE_KEYS_MAX];
+    kvs_wire_scan_ent_t scans[KVS_WIRE_KEYS_MAX];
     int32_t status[KVS_WIRE_KEYS_MAX];
     /* Every part length of one frame: each takes 4 body bytes, so a body can
      * never describe more than this. */
@@ -63,6 +64,7 @@ static const char *const op_names[KVS_OP_COUNT] = {
     [KVS_OP_UNPIN] = "UNPIN",     [KVS_OP_PREFETCH] = "PREFETCH",
     [KVS_OP_RELEASE] = "RELEASE", [KVS_OP_STAT] = "STAT",
     [KVS_OP_VERIFY] = "VERIFY",   [KVS_OP_BIND] = "BIND",
+    [KVS_OP_SCAN] = "SCAN",
 };
 
 const char *kvs_wire_op_name(unsigned opcode)
@@ -394,6 +396,39 @@ static void enc_body(enc_t *e, const kvs_wire_msg_t *m)
             enc_u64(e, m->u.verify_rep.bad);
         }
         return;
+    case KVS_OP_SCAN:
+        if (!reply) {
+            enc_u64(e, m->u.scan.group);
+            enc_u32(e, m->u.scan.cursor);
+            enc_u32(e, 0);
+            return;
+        }
+        if (n && !m->u.scan_rep.ents) {
+            e->err = -EINVAL;
+            return;
+        }
+        enc_u32(e, m->u.scan_rep.next);
+        enc_u32(e, 0);
+        for (uint32_t i = 0; i < n; i++) {
+            const kvs_wire_scan_ent_t *se = &m->u.scan_rep.ents[i];
+
+            if (se->key.len < 1 || se->key.len > KVS_KEY_MAX ||
+                se->parent.len > KVS_KEY_MAX) {
+                e->err = -EINVAL;
+                return;
+            }
+            enc_u8(e, (uint8_t)se->key.len);
+            enc_u8(e, (uint8_t)se->parent.len);
+            enc_u8(e, se->tier);
+            enc_u8(e, se->cls);
+            enc_u32(e, se->nparts);
+            enc_u64(e, se->len);
+            enc_u64(e, se->group);
+            enc_u64(e, se->expiry_ms);
+            enc_bytes(e, se->key.data, se->key.len);
+            enc_bytes(e, se->parent.data, se->parent.len);
+        }
+        return;
     default:
         e->err = -EINVAL;
         return;
@@ -703,6 +738,13 @@ static int dec_request(dec_t *d, kvs_wire_msg_t *m, uint64_t payload_len,
     case KVS_OP_STAT:
     case KVS_OP_VERIFY:
         return 0;
+    case KVS_OP_SCAN:
+        if ((ret = check_count(n, lim)))
+            return ret;
+        DEC_FIXED(d, KVS_WIRE_SCAN_FIXED, f);
+        m->u.scan.group = ld64(f);
+        m->u.scan.cursor = ld32(f + 8);
+        return 0;
     default:
         return KVS_EPROTO;
     }
@@ -787,6 +829,32 @@ static int dec_reply(dec_t *d, kvs_wire_msg_t *m, const kvs_wire_limits_t *lim,
         DEC_FIXED(d, 16, f);
         m->u.verify_rep.checked = ld64(f);
         m->u.verify_rep.bad = ld64(f + 8);
+        return 0;
+    case KVS_OP_SCAN:
+        DEC_FIXED(d, KVS_WIRE_SCAN_REP_FIXED, f);
+        m->u.scan_rep.next = ld32(f);
+        for (uint32_t i = 0; i < n; i++) {
+            kvs_wire_scan_ent_t *se = &s->scans[i];
+
+            DEC_FIXED(d, KVS_WIRE_SCAN_ENT_FIXED, f);
+            se->key.len = f[0];
+            se->parent.len = f[1];
+            se->tier = f[2];
+            se->cls = f[3];
+            se->nparts = ld32(f + 4);
+            se->len = ld64(f + 8);
+            se->group = ld64(f + 16);
+            se->expiry_ms = ld64(f + 24);
+            if (se->key.len == 0)
+                return KVS_EPROTO;
+            if (se->key.len > KVS_KEY_MAX || se->parent.len > KVS_KEY_MAX)
+                return KVS_ETOOBIG;
+            DEC_FIXED(d, se->key.len, se->key.data);
+            se->parent.data = NULL;
+            if (se->parent.len)
+                DEC_FIXED(d, se->parent.len, se->parent.data);
+        }
+        m->u.scan_rep.ents = s->scans;
         return 0;
     default:
         return KVS_EPROTO;

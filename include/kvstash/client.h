@@ -256,6 +256,33 @@ KVS_API int kvs_client_stat(kvs_client_t *client, kvs_client_stat_t *out,
 KVS_API int kvs_client_verify(kvs_client_t *client, uint64_t *checked_out,
                               uint64_t *bad_out);
 
+/* One block reported by kvs_client_scan(). */
+typedef struct kvs_client_scan_ent {
+    uint8_t key[KVS_KEY_MAX];
+    uint32_t key_len;
+    uint8_t parent[KVS_KEY_MAX];
+    uint32_t parent_len;          /* 0: no parent */
+    uint8_t tier;                 /* enum kvs_tier */
+    uint8_t cls;                  /* enum kvs_class */
+    uint32_t nparts;
+    uint64_t len;                 /* bytes, all parts */
+    uint64_t group;
+    uint64_t expiry_ms;           /* wall clock ms; 0: none */
+} kvs_client_scan_ent_t;
+
+/*
+ * Lists one page of this client's namespace: every block, or those of group
+ * when group is not 0 (needs the SCAN feature; -ENOTSUP without it). Start
+ * with cursor 0 and pass *next_out back until it is 0. Up to cap entries
+ * (at most kvs_client_limits().max_keys) are written to out; *n_out is how
+ * many, possibly fewer than cap before the end. Pages are positions in the
+ * daemon's table: a namespace that changes during a scan may have blocks
+ * missed or repeated. Meant for offline tools (export, promotion).
+ */
+KVS_API int kvs_client_scan(kvs_client_t *client, uint64_t group,
+                            uint32_t cursor, kvs_client_scan_ent_t *out,
+                            size_t cap, size_t *n_out, uint32_t *next_out);
+
 /* ---- progress ------------------------------------------------------ */
 
 /* Makes progress and runs the callbacks of completed asynchronous calls.

@@ -62,6 +62,7 @@ enum kvs_wire_op {
     KVS_OP_STAT     = 12, /* -> named counters */
     KVS_OP_VERIFY   = 13, /* -> blocks checked, blocks bad */
     KVS_OP_BIND     = 14, /* on a bulk endpoint: session, secret */
+    KVS_OP_SCAN     = 15, /* group, cursor -> a page of the ns's blocks */
     KVS_OP_COUNT
 };
 
@@ -77,7 +78,8 @@ enum kvs_wire_op {
 #define KVS_WIRE_FEAT_PREFETCH   (1u << 2) /* PREFETCH */
 #define KVS_WIRE_FEAT_VERIFY     (1u << 3) /* VERIFY */
 #define KVS_WIRE_FEAT_BULK       (1u << 4) /* a second endpoint for DATA */
-#define KVS_WIRE_FEAT_ALL        0x1fu
+#define KVS_WIRE_FEAT_SCAN       (1u << 5) /* SCAN */
+#define KVS_WIRE_FEAT_ALL        0x3fu
 
 /* MATCH flags. */
 #define KVS_WIRE_MATCH_LEASE (1u << 0) /* hold the matched blocks */
@@ -130,6 +132,9 @@ _Static_assert(sizeof(kvs_wire_hdr_t) == KVS_WIRE_HDR_SIZE,
 #define KVS_WIRE_MATCH_FIXED     8u  /* flags, lease_ms */
 #define KVS_WIRE_MATCH_REP_FIXED 16u /* matched, rsvd, lease id */
 #define KVS_WIRE_PIN_FIXED       8u  /* flags, rsvd */
+#define KVS_WIRE_SCAN_FIXED      16u /* group, cursor, rsvd */
+#define KVS_WIRE_SCAN_REP_FIXED  8u  /* next cursor, rsvd */
+#define KVS_WIRE_SCAN_ENT_FIXED  32u /* before the key and the parent */
 
 /* A key or other byte string inside a decoded frame (not NUL-terminated). */
 typedef struct kvs_wire_bytes {
@@ -166,6 +171,18 @@ typedef struct kvs_wire_block {
     uint8_t tier;                 /* enum kvs_tier it was served from */
     uint8_t cls;
 } kvs_wire_block_t;
+
+/* One block of a SCAN reply. */
+typedef struct kvs_wire_scan_ent {
+    kvs_wire_bytes_t key;         /* 1..KVS_KEY_MAX bytes */
+    kvs_wire_bytes_t parent;      /* 0..KVS_KEY_MAX bytes */
+    uint8_t tier;                 /* enum kvs_tier */
+    uint8_t cls;                  /* enum kvs_class */
+    uint32_t nparts;
+    uint64_t len;                 /* bytes, all parts */
+    uint64_t group;
+    uint64_t expiry_ms;           /* wall clock ms; 0: none */
+} kvs_wire_scan_ent_t;
 
 /* One named STAT counter. */
 typedef struct kvs_wire_stat {
@@ -257,6 +274,14 @@ typedef struct kvs_wire_msg {
             uint64_t checked;
             uint64_t bad;
         } verify_rep;
+        struct {                     /* hdr.count: most entries wanted */
+            uint64_t group;          /* 0: every block of the namespace */
+            uint32_t cursor;         /* 0 first, then the reply's next */
+        } scan;
+        struct {                     /* hdr.count entries */
+            uint32_t next;           /* cursor to continue; 0: done */
+            const kvs_wire_scan_ent_t *ents;
+        } scan_rep;
     } u;
 } kvs_wire_msg_t;
 
