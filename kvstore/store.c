@@ -1910,7 +1910,7 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
     const kvs_put_args_t *cargs[PUT_CHUNK];
     uint32_t ents[PUT_CHUNK];
     int wstat[PUT_CHUNK];
-    size_t pos[PUT_CHUNK];
+    size_t pos[PUT_CHUNK] = {0}; /* set for each filled slot */
     int first = 0;
 
     for (size_t done = 0; done < n;) {

@@ -43,7 +43,7 @@ extern "C" {
 #error "include kvstash/kvstash.h, not kvstash/client.h"
 #endif
 
-#define KVS_DEFAULT_PORT 7370 /* kvstashd's default port, on 127.0.0.1 */
+#define KVS_DEFAULT_PORT 7370u/* kvstashd's default port, on 127.0.0.1 */
 
 typedef struct kvs_client kvs_client_t;
 typedef struct kvs_mr kvs_mr_t;

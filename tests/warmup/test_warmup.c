@@ -481,7 +481,7 @@ static void test_promote_export(void)
     tiers(NS_P, 9, 64, &dram, &nvme);
     CHECK_EQ(dram, nb);
     /* Group 78 with a budget of 5 blocks: the first 5 of the chain. */
-    snprintf(budget, sizeof(budget), "%u", 5 * BLOCK / 1024);
+    snprintf(budget, sizeof(budget), "%u", 5u * BLOCK / 1024);
     CHECK_EQ(run((const char *[]){"-n", NS_P, "promote", "--group", "78",
                                   "--budget-kib", budget, NULL}), 0);
     CHECK(output_has("stopped at the DRAM budget"));

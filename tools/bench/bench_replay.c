@@ -15,6 +15,7 @@
 #include "kvstore/store.h"
 #include "common/compiler.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -229,6 +230,7 @@ static int engine_replay(const struct trace *t, uint32_t cap, uint32_t payload,
     ret = kvs_store_open(&c, &s);
     if (ret) {
         fprintf(stderr, "store open: %s\n", kvs_strerror(ret));
+        free(buf);
         return ret;
     }
     kvs_store_ns_open(s, "trace", 2, &ns);
@@ -237,9 +239,17 @@ static int engine_replay(const struct trace *t, uint32_t cap, uint32_t payload,
         uint32_t n = t->start[r + 1] - t->start[r];
         size_t m;
         if (n > kcap) {
+            kvs_key_t *nk = realloc(keys, n * 2 * sizeof(*keys));
+            uint64_t *nb = nk ? realloc(kb, n * 2 * sizeof(*kb)) : NULL;
+            if (nk)
+                keys = nk;
+            if (!nk || !nb) {
+                fprintf(stderr, "replay: out of memory\n");
+                ret = -ENOMEM;
+                break;
+            }
+            kb = nb;
             kcap = n * 2;
-            keys = realloc(keys, kcap * sizeof(*keys));
-            kb = realloc(kb, kcap * sizeof(*kb));
         }
         for (uint32_t i = 0; i < n; i++) {
             kb[i] = ids[i];
@@ -268,7 +278,7 @@ static int engine_replay(const struct trace *t, uint32_t cap, uint32_t payload,
     free(keys);
     free(kb);
     *ratio_out = total ? (double)hits / (double)total : 0;
-    return 0;
+    return ret == -ENOMEM ? ret : 0;
 }
 
 static void usage(void)
