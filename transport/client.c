@@ -931,6 +931,25 @@ KVS_API int kvs_client_progress(kvs_client_t *c)
     return n;
 }
 
+KVS_API int kvs_client_progress_wait(kvs_client_t *c, int timeout_ms)
+{
+    int n;
+
+    ucp_worker_progress(c->worker);
+    n = run_completions(c);
+    if (n == 0 && !c->failed && c->inflight &&
+        ucp_worker_arm(c->worker) == UCS_OK) {
+        struct pollfd pfd = {.fd = c->efd, .events = POLLIN};
+
+        poll(&pfd, 1, timeout_ms);
+        ucp_worker_progress(c->worker);
+        n = run_completions(c);
+    }
+    if (n == 0 && c->failed)
+        return KVS_EPEER;
+    return n;
+}
+
 KVS_API int kvs_client_wait(kvs_client_t *c)
 {
     uint64_t idle = 0;

@@ -255,8 +255,12 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
             kvs_server_tx_put(srv, tx);
             continue;
         }
+        srv->blocks_sent++;
+        srv->bytes_sent += b->len;
         b->status = kvs_server_send_data(srv, tx, hlen);
     }
+    for (uint32_t i = 0; i < n; i++)
+        srv->get_misses += srv->blocks[i].status != 0;
     /* A GET that names a lease ends it: the blocks are now pinned by their
      * own sends, or were not wanted. */
     if (m->u.get.lease_id) {
@@ -544,6 +548,9 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     SRV_STAT("conn_pins", srv->conn_pins);
     SRV_STAT("staged_puts", srv->staged_puts);
     SRV_STAT("bulk_endpoints_bound", srv->bulk_bound);
+    SRV_STAT("get_blocks_sent", srv->blocks_sent);
+    SRV_STAT("get_bytes_sent", srv->bytes_sent);
+    SRV_STAT("get_misses", srv->get_misses);
 #undef SRV_STAT
     r = reply_to(m, (uint32_t)n);
     r.u.stat_rep.ents = ents;

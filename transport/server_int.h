@@ -158,6 +158,9 @@ struct kvs_server {
     uint64_t conn_pins;
     uint64_t staged_puts;
     uint64_t bulk_bound;
+    uint64_t blocks_sent;         /* DATA messages posted */
+    uint64_t bytes_sent;          /* their payload bytes */
+    uint64_t get_misses;          /* GET entries answered without data */
 };
 
 /* server.c */

@@ -261,6 +261,10 @@ KVS_API int kvs_client_verify(kvs_client_t *client, uint64_t *checked_out,
 /* Makes progress and runs the callbacks of completed asynchronous calls.
  * Returns how many completed, or KVS_EPEER once the connection is lost. */
 KVS_API int kvs_client_progress(kvs_client_t *client);
+/* Like kvs_client_progress(), but when nothing has completed and calls are
+ * in flight, sleeps until UCX has an event or timeout_ms passes (-1: no
+ * limit) instead of returning at once: for hosts that should not spin. */
+KVS_API int kvs_client_progress_wait(kvs_client_t *client, int timeout_ms);
 /* Progresses until no call is in flight. */
 KVS_API int kvs_client_wait(kvs_client_t *client);
 
