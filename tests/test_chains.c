@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Randomized: whatever puts, deletes, reads and eviction do to chains, a
+ * match never counts a block past a gap. After every step, for random
+ * chains, match (with a lease) must equal the number of leading blocks
+ * that exists() reports, and every matched block must read back with its
+ * own bytes while leased. Run on a DRAM + NVMe store under pressure and on
+ * a DRAM-only store with store admission.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "kvstore/store.h"
+#include "tests/testutil.h"
+
+#define NCHAIN 60
+#define DEPTH 24
+#define BLK (32u << 10)
+
+static void key_of(uint8_t *key, uint32_t chain, uint32_t i)
+{
+    memset(key, 0, 16);
+    memcpy(key, &chain, 4);
+    memcpy(key + 4, &i, 4);
+    memcpy(key + 8, "chainkey", 8);
+}
+
+static uint64_t seed_of(uint32_t chain, uint32_t i)
+{
+    return ((uint64_t)chain << 32) | i;
+}
+
+static void put_prefix(kvs_store_t *s, uint32_t ns, uint32_t chain,
+                       uint32_t upto, uint8_t *buf)
+{
+    for (uint32_t i = 0; i < upto; i++) {
+        uint8_t key[16], parent[16];
+        key_of(key, chain, i);
+        key_of(parent, chain, i ? i - 1 : 0);
+        kvs_test_fill(buf, BLK, seed_of(chain, i));
+        kvs_iov_t iov = {buf, BLK};
+        kvs_put_args_t a = {.ns = ns, .key = key, .key_len = 16,
+                            .parts = &iov, .nparts = 1,
+                            .cls = KVS_CLASS_SCRATCH,
+                            .parent = i ? parent : NULL,
+                            .parent_len = i ? 16 : 0};
+        int ret = kvs_store_put(s, &a);
+        assert_true(ret == 0 || ret == KVS_EFULL);
+    }
+}
+
+static void check_chain(kvs_store_t *s, uint32_t ns, uint32_t chain,
+                        uint8_t *buf, uint8_t *want)
+{
+    uint8_t keys[DEPTH][16], present[DEPTH];
+    kvs_key_t k[DEPTH];
+    size_t m;
+    uint32_t first_absent = DEPTH;
+
+    for (uint32_t i = 0; i < DEPTH; i++) {
+        key_of(keys[i], chain, i);
+        k[i] = (kvs_key_t){keys[i], 16};
+    }
+    assert_int_equal(kvs_store_match(s, ns, k, DEPTH, KVS_MATCH_PIN, NULL, &m),
+                     0);
+    assert_int_equal(kvs_store_exists(s, ns, k, DEPTH, present), 0);
+    for (uint32_t i = 0; i < DEPTH; i++)
+        if (!present[i]) {
+            first_absent = i;
+            break;
+        }
+    /* A pinned match can stop early only if a block could not be brought
+     * into DRAM; it never goes past the first absent block. */
+    assert_true(m <= first_absent);
+    for (uint32_t i = 0; i < m; i++) {
+        kvs_block_info_t info;
+        kvs_get_args_t g = {.ns = ns, .key = keys[i], .key_len = 16,
+                            .buf = buf, .cap = BLK};
+        assert_int_equal(kvs_store_get(s, &g, &info), 0);
+        kvs_test_fill(want, BLK, seed_of(chain, i));
+        assert_memory_equal(buf, want, BLK);
+        assert_int_equal(kvs_store_unpin(s, ns, keys[i], 16), 0);
+    }
+    /* Without a lease the answer is exactly the leading present blocks. */
+    assert_int_equal(kvs_store_match(s, ns, k, DEPTH, 0, NULL, &m), 0);
+    assert_int_equal(m, first_absent);
+}
+
+static void run(kvs_store_config_t *c, const char *name)
+{
+    const char *dir = kvs_test_dir(name);
+    kvs_store_t *s;
+    kvs_store_stats_t st;
+    uint32_t ns;
+    uint64_t rng = 12345;
+    uint8_t *buf = malloc(BLK), *want = malloc(BLK);
+
+    c->dir = dir;
+    assert_int_equal(kvs_store_open(c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "chains", 2, &ns), 0);
+    for (int step = 0; step < 1500; step++) {
+        uint32_t chain = (uint32_t)(kvs_test_rand(&rng) % NCHAIN);
+        uint32_t op = (uint32_t)(kvs_test_rand(&rng) % 10);
+        if (op < 5) {
+            put_prefix(s, ns, chain,
+                       1 + (uint32_t)(kvs_test_rand(&rng) % DEPTH), buf);
+        } else if (op < 6) {
+            /* Make a gap by hand in the middle of a chain. */
+            uint8_t key[16];
+            key_of(key, chain, (uint32_t)(kvs_test_rand(&rng) % DEPTH));
+            int ret = kvs_store_delete(s, ns, key, 16);
+            assert_true(ret == 0 || ret == KVS_ENOTFOUND);
+        } else if (op < 7) {
+            uint8_t key[16];
+            kvs_block_info_t info;
+            key_of(key, chain, (uint32_t)(kvs_test_rand(&rng) % DEPTH));
+            kvs_get_args_t g = {.ns = ns, .key = key, .key_len = 16,
+                                .buf = buf, .cap = BLK};
+            int ret = kvs_store_get(s, &g, &info);
+            assert_true(ret == 0 || ret == KVS_ENOTFOUND);
+        }
+        check_chain(s, ns, (uint32_t)(kvs_test_rand(&rng) % NCHAIN), buf,
+                    want);
+    }
+    kvs_store_stats(s, &st);
+    printf("%s: evicted %llu, declined %llu, regions reclaimed %llu\n", name,
+           (unsigned long long)st.evicted,
+           (unsigned long long)st.admission_rejected,
+           (unsigned long long)st.regions_reclaimed);
+    assert_true(st.evicted > 0);
+    assert_int_equal(st.refs, 0);
+    assert_int_equal(st.corrupt_reads, 0);
+    kvs_store_close(s);
+    free(buf);
+    free(want);
+    kvs_test_rmtree(dir);
+}
+
+static void test_chains_dram_and_nvme(void **state)
+{
+    kvs_store_config_t c;
+
+    (void)state;
+    kvs_store_config_default(&c);
+    c.dram_bytes = 6u << 20;
+    c.nvme_bytes = 12u << 20;
+    c.region_bytes = 1u << 20;
+    c.max_block_bytes = 64u << 10;
+    c.max_blocks = 2048;
+    c.io_depth = 8;
+    c.compress_level = 0;
+    run(&c, "chains_tiers");
+}
+
+static void test_chains_dram_admission(void **state)
+{
+    kvs_store_config_t c;
+
+    (void)state;
+    kvs_store_config_default(&c);
+    c.dram_bytes = 64u << 20;
+    c.nvme_bytes = 0;
+    c.max_block_bytes = 64u << 10;
+    c.max_blocks = 300;
+    c.admit_ghost_factor = 2;
+    run(&c, "chains_admission");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_chains_dram_and_nvme),
+        cmocka_unit_test(test_chains_dram_admission),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
