@@ -245,6 +245,11 @@ int main(void)
     kvs_client_destroy(cd);
     kvs_e2e_daemon_stop(&D);
     kvs_e2e_daemon_stop(&P);
+    /* Three daemons' data (each preallocates its disk): kept on failure
+     * only. */
+    kvs_test_rmtree(D.dir);
+    kvs_test_rmtree(P.dir);
+    kvs_test_rmtree(E.dir);
     printf("ok\n");
     return 0;
 }

@@ -118,6 +118,8 @@ int main(void)
     kvs_client_destroy(cp);
     kvs_client_destroy(cd);
     kvs_e2e_daemon_stop(&D);
+    kvs_test_rmtree(D.dir); /* kept on failure only */
+    kvs_test_rmtree(P.dir);
     printf("ok\n");
     return 0;
 }

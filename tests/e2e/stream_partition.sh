@@ -114,5 +114,6 @@ if [ $drc -ne 0 ]; then
     echo "decode-side kvstashd exited $drc"; tail -30 "$work/d/kvstashd.log"
     exit 1
 fi
+rm -rf "$work" # kept on failure only
 echo ok
 exit 0
