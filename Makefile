@@ -35,7 +35,7 @@ run: build
 # Prefill -> decode streaming between two daemons on loopback (issue 5):
 # a paced prefill client, a decode client that checks every byte; prints
 # throughput and time to the first part against time to the whole block.
-DEMO_ARGS ?= --blocks 16 --parts 32 --part-kib 256 --rate 400
+DEMO_ARGS ?= --blocks 8 --parts 32 --part-kib 256 --rate 100
 demo: build
 	$(BUILD)/tools/kvstash-bench stream --demo --dir var/demo $(DEMO_ARGS)
 
