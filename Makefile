@@ -41,5 +41,12 @@ run: build
 	@mkdir -p var/kvstash
 	$(BUILD)/tools/kvstashd
 
+# Prefill -> decode streaming between two daemons on loopback (issue 5):
+# a paced prefill client, a decode client that checks every byte; prints
+# throughput and time to the first part against time to the whole block.
+DEMO_ARGS ?= --blocks 8 --parts 32 --part-kib 256 --rate 100
+demo: build
+	$(BUILD)/tools/kvstash-bench stream --demo --dir var/demo $(DEMO_ARGS)
+
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

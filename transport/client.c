@@ -28,6 +28,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -36,6 +37,7 @@
 
 #include "common/clock.h"
 #include "common/compiler.h"
+#include "transport/client_int.h"
 
 #define AM_ID      7u    /* must match the daemon's (transport/server_int.h) */
 #define SLOTS_MAX  256u  /* request ids carry the slot in 8 bits */
@@ -114,6 +116,9 @@ struct kvs_client {
     uint64_t bind_secret;
     kvs_wire_limits_t lim;
     kvs_wire_scratch_t *scratch;
+    /* Streaming (client_stream.c): the namespace's name and its state. */
+    char ns[KVS_NS_NAME_MAX + 1];
+    void *stream;
 };
 
 KVS_API unsigned kvs_version(void)
@@ -814,6 +819,7 @@ KVS_API int kvs_client_create_v(unsigned api_version,
     if (!c)
         return -ENOMEM;
     c->nslots = 1; /* until HELLO says more */
+    snprintf(c->ns, sizeof(c->ns), "%s", p.ns);
     c->max_body = 4096;
     c->busy_ns = (uint64_t)p.busy_poll_us * 1000;
     c->lim.max_body = KVS_WIRE_BODY_MAX;
@@ -945,7 +951,18 @@ KVS_API void kvs_client_destroy(kvs_client_t *c)
         free(c->ops[i].iov);
     }
     kvs_wire_scratch_destroy(c->scratch);
+    free(c->stream);
     free(c);
+}
+
+/* For client_stream.c: the UCX objects and namespace of a client. */
+void kvs_client_internals(kvs_client_t *c, kvs_client_internals_t *out)
+{
+    out->worker = c->worker;
+    out->ep = c->failed ? NULL : c->ep;
+    out->ns = c->ns;
+    out->stream = &c->stream;
+    out->failed = c->failed;
 }
 
 KVS_API void kvs_client_limits(const kvs_client_t *c,

@@ -2,6 +2,7 @@
 # version map (only kvs_* API symbols are exported) and a pkg-config file.
 include(GNUInstallDirs)
 add_library(kvstash SHARED ${CMAKE_CURRENT_SOURCE_DIR}/client.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/client_stream.c
     ${PROJECT_SOURCE_DIR}/common/status.c)
 # kvs_strerror() is part of the client API: export it from this copy.
 set_source_files_properties(${PROJECT_SOURCE_DIR}/common/status.c
@@ -19,6 +20,7 @@ configure_file(${CMAKE_CURRENT_SOURCE_DIR}/libkvstash.pc.in
 install(TARGETS kvstash LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(FILES ${PROJECT_SOURCE_DIR}/include/kvstash/kvstash.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/client.h
+    ${PROJECT_SOURCE_DIR}/include/kvstash/stream.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/status.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/types.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/wire.h

@@ -41,6 +41,7 @@
 #include "common/clock.h"
 #include "common/debug.h"
 #include "common/log.h"
+#include "transport/stream.h"
 
 void kvs_server_config_default(kvs_server_config_t *cfg)
 {
@@ -59,6 +60,7 @@ void kvs_server_config_default(kvs_server_config_t *cfg)
     cfg->max_pins = 4096;
     cfg->busy_poll_us = 50;
     cfg->bulk_ep = true;
+    cfg->peer_timeout_ms = 5000;
 }
 
 uint16_t kvs_server_port(const kvs_server_t *srv)
@@ -86,6 +88,11 @@ static kvs_conn_t *conn_find(kvs_server_t *srv, ucp_ep_h ep)
         if (c->ep == ep)
             return c;
     return NULL;
+}
+
+kvs_conn_t *kvs_server_conn_find(kvs_server_t *srv, ucp_ep_h ep)
+{
+    return conn_find(srv, ep);
 }
 
 static void conn_unhash(kvs_server_t *srv, kvs_conn_t *conn)
@@ -504,6 +511,7 @@ static void conn_close_now(kvs_conn_t *conn)
     kvs_info("conn %llu: closing (tenant %s)", (unsigned long long)conn->id,
              conn->tenant ? conn->tenant->name : "-");
     conn_release_refs(srv, conn);
+    kvs_stream_conn_closed(srv, conn);
     if (conn->bulk)
         bulk_close(srv, conn->bulk);
     /* A bulk endpoint has no peer error handling, and UCX 1.13 does not
@@ -1079,6 +1087,9 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     ret = map_arena(srv);
     if (ret)
         goto err_destroy;
+    ret = kvs_stream_create(srv);
+    if (ret)
+        goto err_destroy;
     st = ucp_worker_get_efd(srv->worker, &efd);
     if (st != UCS_OK) {
         kvs_error("ucp_worker_get_efd: %s", ucs_status_string(st));
@@ -1166,6 +1177,7 @@ int kvs_server_run(kvs_server_t *srv, volatile sig_atomic_t *stop)
         if (now - last_timer > 50000000ull) {
             expire_leases(srv, now);
             bulk_sweep(srv, now);
+            kvs_stream_tick(srv, now);
             last_timer = now;
         }
         if (n) {
@@ -1196,6 +1208,7 @@ void kvs_server_destroy(kvs_server_t *srv)
             ucp_listener_destroy(srv->listener);
         if (srv->bulk_listener)
             ucp_listener_destroy(srv->bulk_listener);
+        kvs_stream_stop(srv);
         for (kvs_conn_t *c = srv->conns; c; c = c->next)
             kvs_server_conn_close(c);
         run_deferred(srv);
@@ -1212,6 +1225,7 @@ void kvs_server_destroy(kvs_server_t *srv)
         if (srv->arena_memh)
             ucp_mem_unmap(srv->ctx, srv->arena_memh);
         ucp_worker_destroy(srv->worker);
+        kvs_stream_destroy(srv);
         /* Connections whose sends UCX never completed: nothing refers to
          * them any more once the worker is gone. */
         while (srv->conns) {

@@ -161,6 +161,9 @@ struct kvs_server {
     uint64_t blocks_sent;         /* DATA messages posted */
     uint64_t bytes_sent;          /* their payload bytes */
     uint64_t get_misses;          /* GET entries answered without data */
+
+    /* Streaming between sidecars (transport/stream.c). */
+    struct kvs_stream *stream;
 };
 
 /* server.c */
@@ -175,6 +178,8 @@ void kvs_server_reply(kvs_server_t *srv, kvs_conn_t *conn,
                       kvs_wire_msg_t *rep);
 void kvs_server_conn_close(kvs_conn_t *conn);
 void kvs_server_lease_free(kvs_server_t *srv, kvs_lease_t *lease);
+/* The open connection whose endpoint is ep, or NULL (for stream.c). */
+kvs_conn_t *kvs_server_conn_find(kvs_server_t *srv, ucp_ep_h ep);
 
 /* handler.c */
 int kvs_handler_check(void);

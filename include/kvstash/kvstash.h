@@ -30,6 +30,7 @@
 #include "kvstash/status.h"
 #include "kvstash/types.h"
 #include "kvstash/client.h"
+#include "kvstash/stream.h"
 
 #ifdef __cplusplus
 extern "C" {

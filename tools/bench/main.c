@@ -6,6 +6,7 @@
  */
 #include "tools/bench/bench.h"
 #include "tools/bench/bench_net.h"
+#include "tools/bench/bench_stream.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -26,6 +27,8 @@ static const struct mode modes[] = {
      "256 KiB GETs from 8 client processes vs Redis GET, 8 clients"},
     {"net-match", bench_net_main,
      "MATCH of a 128-key chain: p50/p99 vs one UCX round trip"},
+    {"stream", bench_stream_main,
+     "prefill->decode streaming between two daemons vs ucx_perftest am_bw"},
     {"replay", bench_replay_main,
      "block hit ratio of the engine's eviction on a request trace vs LRU"},
 };

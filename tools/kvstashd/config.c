@@ -51,6 +51,11 @@ static const setting_t settings[] = {
       "spin before sleeping"),
     S("daemon", "bulk_ep", T_BOOL, server.bulk_ep,
       "second endpoint for GET data"),
+    S("peer", "secret", T_STR, peer_secret,
+      "shared secret of peer links; unset: no peer may connect"),
+    S("peer", "list", T_STR, peers, "name=ip:port,... peers to stream from"),
+    S("peer", "timeout_ms", T_U32, server.peer_timeout_ms,
+      "a silent peer link fails after this"),
     S("store", "dir", T_STR, dir, "data directory"),
     S("store", "dram_mib", T_U64_MIB, store.dram_bytes, "DRAM arena"),
     S("store", "nvme_mib", T_U64_MIB, store.nvme_bytes, "0: no NVMe tier"),
@@ -292,6 +297,8 @@ int kvs_config_finish(kvs_config_t *cfg)
         return KVS_ECONFIG;
     }
     cfg->server.listen_addr = cfg->listen;
+    cfg->server.peer_secret = cfg->peer_secret;
+    cfg->server.peers = cfg->peers;
     cfg->store.dir = cfg->dir;
     /* A PUT frame carries at most one block's worth of payload, so the
      * largest block must fit one staging slot. */
@@ -339,7 +346,10 @@ void kvs_config_print(const kvs_config_t *cfg, FILE *out)
         fprintf(out, "%s = ", s->key);
         switch (s->type) {
         case T_STR:
-            fprintf(out, "%s", *(char *const *)p ? *(char *const *)p : "");
+            if (p == (const void *)&cfg->peer_secret && cfg->peer_secret)
+                fprintf(out, "********"); /* never print the secret */
+            else
+                fprintf(out, "%s", *(char *const *)p ? *(char *const *)p : "");
             break;
         case T_BOOL:
             fprintf(out, "%s", *(const bool *)p ? "true" : "false");

@@ -37,6 +37,8 @@ typedef struct kvs_config {
     kvs_config_tenant_t tenants[KVS_CONFIG_TENANTS_MAX];
     size_t ntenants;
     kvs_tenant_t server_tenants[KVS_CONFIG_TENANTS_MAX];
+    char *peer_secret;            /* [peer] secret */
+    char *peers;                  /* [peer] list: name=ip:port,... */
 } kvs_config_t;
 
 /* Fills cfg with the laptop defaults. */

@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What client_stream.c needs of a client's internals (client.c). Not a
+ * public header and not exported from libkvstash.
+ */
+#ifndef KVS_CLIENT_INT_H
+#define KVS_CLIENT_INT_H
+
+#include <ucp/api/ucp.h>
+
+#include "kvstash/kvstash.h"
+
+typedef struct kvs_client_internals {
+    ucp_worker_h worker;
+    ucp_ep_h ep;                  /* NULL once the connection failed */
+    const char *ns;               /* the namespace named in HELLO */
+    void **stream;                /* client_stream.c's state; freed with
+                                     the client */
+    int failed;                   /* 0, or why every call now fails */
+} kvs_client_internals_t;
+
+void kvs_client_internals(kvs_client_t *client, kvs_client_internals_t *out);
+
+#endif

@@ -1,0 +1,647 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libkvstash: streaming puts and streaming fetches (kvstash/stream.h).
+ *
+ * Stream messages (transport/stream_msg.h) use their own UCX active-message
+ * id on the client's control endpoint, so they share the connection, its
+ * tenant and its namespace with the request/reply calls of client.c, and
+ * are progressed by the same worker. The handler is registered on first
+ * use; its state (the live fetches and puts, by id) hangs off the client.
+ *
+ * A fetch's block buffer receives each part at its offset: rendezvous data
+ * is written there by UCX straight from the sidecar's arena (the one copy);
+ * small parts that came eagerly are copied from UCX's receive buffer.
+ */
+#include "kvstash/kvstash.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ucp/api/ucp.h>
+
+#include "common/clock.h"
+#include "transport/client_int.h"
+#include "transport/stream_msg.h"
+
+typedef struct cstate {
+    kvs_client_t *c;
+    kvs_stream_fetch_t *fetches;
+    kvs_stream_put_t *puts;
+    uint64_t next_id;
+} cstate_t;
+
+typedef struct cblk {
+    void *buf;
+    size_t cap;
+    int status;
+    bool began, complete;
+    uint32_t nparts;
+    uint32_t parts_in;
+    uint32_t inflight;            /* rendezvous receives into buf */
+    uint64_t len;
+    uint64_t *offs;
+    uint32_t *lens;
+    uint8_t *got;
+    uint64_t first_ns, complete_ns;
+} cblk_t;
+
+struct kvs_stream_fetch {
+    kvs_stream_fetch_t *next;
+    cstate_t *cs;
+    uint64_t id;
+    uint32_t n;
+    int status;                   /* the whole fetch failed */
+    cblk_t blk[];
+};
+
+struct kvs_stream_put {
+    kvs_stream_put_t *next;
+    cstate_t *cs;
+    uint64_t id;
+    uint32_t nparts;
+    bool done;
+    int status;
+};
+
+typedef struct crx {
+    kvs_stream_fetch_t *f;
+    uint32_t block, part;
+} crx_t;
+
+/* ------------------------------------------------------------------ */
+
+static void part_landed(kvs_stream_fetch_t *f, uint32_t b, uint32_t part,
+                        int status)
+{
+    cblk_t *k = &f->blk[b];
+
+    if (status) {
+        if (!k->status)
+            k->status = status;
+        return;
+    }
+    if (!k->got[part]) {
+        k->got[part] = 1;
+        k->parts_in++;
+        if (!k->first_ns)
+            k->first_ns = kvs_clock_mono_ns();
+    }
+}
+
+static void crx_cb(void *request, ucs_status_t status, size_t length,
+                   void *user_data)
+{
+    crx_t *r = user_data;
+
+    (void)length;
+    r->f->blk[r->block].inflight--;
+    part_landed(r->f, r->block, r->part, status == UCS_OK ? 0 : KVS_EPEER);
+    free(r);
+    ucp_request_free(request);
+}
+
+static ucs_status_t on_part(cstate_t *cs, kvs_stream_fetch_t *f,
+                            const kvs_smsg_t *m, void *data, size_t len,
+                            bool rndv, ucp_worker_h worker)
+{
+    ucp_request_param_t prm = {
+        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
+                        UCP_OP_ATTR_FIELD_USER_DATA,
+        .cb.recv_am = crx_cb,
+    };
+    ucs_status_ptr_t sp;
+    cblk_t *k;
+    crx_t *r;
+
+    (void)cs;
+    if (m->block >= f->n)
+        return UCS_OK;
+    k = &f->blk[m->block];
+    if (!k->began || m->part >= k->nparts || k->got[m->part] ||
+        len != m->len || len != k->lens[m->part] ||
+        m->off != k->offs[m->part]) {
+        if (!k->status)
+            k->status = KVS_EPROTO;
+        return UCS_OK;
+    }
+    if (k->status)
+        return UCS_OK;
+    if (!rndv) {
+        memcpy((uint8_t *)k->buf + m->off, data, len);
+        part_landed(f, m->block, m->part, 0);
+        return UCS_OK;
+    }
+    r = malloc(sizeof(*r));
+    if (!r) {
+        k->status = -ENOMEM;
+        return UCS_OK;
+    }
+    r->f = f;
+    r->block = m->block;
+    r->part = m->part;
+    prm.user_data = r;
+    k->inflight++;
+    sp = ucp_am_recv_data_nbx(worker, data, (uint8_t *)k->buf + m->off, len,
+                              &prm);
+    if (sp == NULL) {
+        k->inflight--;
+        free(r);
+        part_landed(f, m->block, m->part, 0);
+    } else if (UCS_PTR_IS_ERR(sp)) {
+        k->inflight--;
+        free(r);
+        part_landed(f, m->block, m->part, KVS_EPEER);
+    }
+    return UCS_INPROGRESS;
+}
+
+static void on_block(kvs_stream_fetch_t *f, const kvs_smsg_t *m)
+{
+    kvs_smsg_rd_t rd;
+    cblk_t *k;
+    uint64_t total;
+
+    if (m->block >= f->n)
+        return;
+    k = &f->blk[m->block];
+    if (k->began || m->nparts < 1 || m->nparts > KVS_PARTS_MAX)
+        return;
+    k->lens = calloc(m->nparts, sizeof(*k->lens));
+    k->offs = calloc(m->nparts, sizeof(*k->offs));
+    k->got = calloc(m->nparts, 1);
+    kvs_smsg_rd_init(&rd, m);
+    if (!k->lens || !k->offs || !k->got) {
+        k->status = -ENOMEM;
+        return;
+    }
+    if (kvs_smsg_rd_lens(&rd, m->nparts, k->lens, &total)) {
+        k->status = KVS_EPROTO;
+        return;
+    }
+    if (total > k->cap) {
+        k->status = -ENOBUFS;
+        k->len = total;
+        return;
+    }
+    for (uint32_t i = 0; i < m->nparts; i++)
+        k->offs[i] = i ? k->offs[i - 1] + k->lens[i - 1] : 0;
+    k->nparts = m->nparts;
+    k->len = total;
+    k->began = true;
+}
+
+static void on_end(kvs_stream_fetch_t *f, const kvs_smsg_t *m)
+{
+    if (m->block == UINT32_MAX) {
+        f->status = m->status ? m->status : KVS_EPROTO;
+        for (uint32_t i = 0; i < f->n; i++)
+            if (!f->blk[i].complete && !f->blk[i].status)
+                f->blk[i].status = f->status;
+        return;
+    }
+    if (m->block >= f->n)
+        return;
+    if (m->status) {
+        if (!f->blk[m->block].status)
+            f->blk[m->block].status = m->status;
+    } else {
+        f->blk[m->block].complete = true;
+        f->blk[m->block].complete_ns = kvs_clock_mono_ns();
+    }
+}
+
+static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
+                          void *data, size_t len,
+                          const ucp_am_recv_param_t *param)
+{
+    cstate_t *cs = arg;
+    kvs_client_internals_t ci;
+    kvs_smsg_t m;
+
+    if (kvs_smsg_decode(header, hlen, &m))
+        return UCS_OK;
+    kvs_client_internals(cs->c, &ci);
+    if (m.op == KVS_SOP_PUT_DONE) {
+        for (kvs_stream_put_t *p = cs->puts; p; p = p->next)
+            if (p->id == m.id) {
+                p->done = true;
+                p->status = m.status;
+            }
+        return UCS_OK;
+    }
+    for (kvs_stream_fetch_t *f = cs->fetches; f; f = f->next) {
+        if (f->id != m.id)
+            continue;
+        switch (m.op) {
+        case KVS_SOP_BLOCK:
+            on_block(f, &m);
+            break;
+        case KVS_SOP_PART:
+            return on_part(cs, f, &m, data, len,
+                           param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV,
+                           ci.worker);
+        case KVS_SOP_END:
+            on_end(f, &m);
+            break;
+        default:
+            break;
+        }
+        break;
+    }
+    return UCS_OK;
+}
+
+static int cstate_get(kvs_client_t *c, cstate_t **out)
+{
+    kvs_client_internals_t ci;
+    ucp_am_handler_param_t ap;
+    cstate_t *cs;
+
+    kvs_client_internals(c, &ci);
+    if (ci.failed || !ci.ep)
+        return ci.failed ? ci.failed : KVS_EPEER;
+    if (*ci.stream) {
+        *out = *ci.stream;
+        return 0;
+    }
+    cs = calloc(1, sizeof(*cs));
+    if (!cs)
+        return -ENOMEM;
+    cs->c = c;
+    memset(&ap, 0, sizeof(ap));
+    ap.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID |
+                    UCP_AM_HANDLER_PARAM_FIELD_CB |
+                    UCP_AM_HANDLER_PARAM_FIELD_ARG;
+    ap.id = KVS_STREAM_AM_ID;
+    ap.cb = am_cb;
+    ap.arg = cs;
+    if (ucp_worker_set_am_recv_handler(ci.worker, &ap) != UCS_OK) {
+        free(cs);
+        return -ENODEV;
+    }
+    *ci.stream = cs;
+    *out = cs;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Sending: every send is waited for, so the buffers are the caller's
+ * again when a call returns. */
+
+typedef struct csend {
+    bool done;
+    ucs_status_t status;
+} csend_t;
+
+static void csend_cb(void *request, ucs_status_t status, void *user_data)
+{
+    csend_t *s = user_data;
+
+    s->done = true;
+    s->status = status;
+    ucp_request_free(request);
+}
+
+static int smsg_send(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
+                     size_t blen, const void *data, size_t dlen)
+{
+    uint8_t hdr[KVS_SMSG_MAX];
+    kvs_client_internals_t ci;
+    csend_t s = {0};
+    ucp_request_param_t prm = {
+        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
+                        UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS,
+        .cb.send = csend_cb,
+        .user_data = &s,
+        .flags = UCP_AM_SEND_FLAG_REPLY,
+    };
+    ucs_status_ptr_t sp;
+
+    if (blen > KVS_SMSG_BODY_MAX)
+        return KVS_ETOOBIG;
+    kvs_client_internals(c, &ci);
+    if (!ci.ep)
+        return ci.failed ? ci.failed : KVS_EPEER;
+    kvs_smsg_put_hdr(hdr, m);
+    if (blen)
+        memcpy(hdr + KVS_SMSG_HDR_SIZE, body, blen);
+    sp = ucp_am_send_nbx(ci.ep, KVS_STREAM_AM_ID, hdr, KVS_SMSG_HDR_SIZE + blen,
+                         data, dlen, &prm);
+    if (sp == NULL)
+        return 0;
+    if (UCS_PTR_IS_ERR(sp))
+        return KVS_EPEER;
+    while (!s.done) {
+        int ret = kvs_client_progress_wait(c, 100);
+
+        if (ret < 0 && !s.done) {
+            /* The connection is gone: UCX completes the send with an
+             * error once the endpoint is closed; wait for that. */
+            for (int i = 0; i < 10000 && !s.done; i++)
+                ucp_worker_progress(ci.worker);
+            if (!s.done)
+                ucp_request_cancel(ci.worker, sp);
+            while (!s.done)
+                ucp_worker_progress(ci.worker);
+            return ret;
+        }
+    }
+    return s.status == UCS_OK ? 0 : KVS_EPEER;
+}
+
+/* ------------------------------------------------------------------ */
+/* Streaming puts. */
+
+KVS_API int kvs_stream_put_begin(kvs_client_t *c, const kvs_client_key_t *key,
+                                 const uint32_t *part_lens, uint32_t nparts,
+                                 uint8_t cls, uint32_t flags,
+                                 const char *push_peer,
+                                 kvs_stream_put_t **put_out)
+{
+    uint8_t body[KVS_SMSG_BODY_MAX];
+    kvs_client_internals_t ci;
+    kvs_smsg_t m;
+    size_t blen;
+    kvs_stream_put_t *p;
+    cstate_t *cs;
+    int ret;
+
+    if (!c || !key || !part_lens || !put_out || key->len < 1 ||
+        key->len > KVS_KEY_MAX || nparts < 1 || nparts > KVS_PARTS_MAX)
+        return -EINVAL;
+    blen = key->len + 4ull * nparts;
+    kvs_client_internals(c, &ci);
+    if (push_peer)
+        blen += 1 + strlen(ci.ns) + strlen(push_peer);
+    if (blen > sizeof(body) || (push_peer && strlen(ci.ns) > 255))
+        return KVS_ETOOBIG;
+    ret = cstate_get(c, &cs);
+    if (ret)
+        return ret;
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    p->cs = cs;
+    p->id = ++cs->next_id;
+    p->nparts = nparts;
+    memset(&m, 0, sizeof(m));
+    m.op = KVS_SOP_PUT_BEGIN;
+    m.id = p->id;
+    m.block = cls;
+    m.part = flags;
+    m.nparts = nparts;
+    m.str_len = (uint16_t)key->len;
+    memcpy(body, key->data, key->len);
+    blen = key->len;
+    for (uint32_t i = 0; i < nparts; i++) {
+        kvs_le32_store(body + blen, part_lens[i]);
+        blen += 4;
+    }
+    if (push_peer) {
+        m.flags |= KVS_SMSG_F_PUSH;
+        body[blen] = (uint8_t)strlen(ci.ns);
+        memcpy(body + blen + 1, ci.ns, body[blen]);
+        blen += 1u + body[blen];
+        memcpy(body + blen, push_peer, strlen(push_peer));
+        blen += strlen(push_peer);
+    }
+    ret = smsg_send(c, &m, body, blen, NULL, 0);
+    if (ret) {
+        free(p);
+        return ret;
+    }
+    p->next = cs->puts;
+    cs->puts = p;
+    *put_out = p;
+    return 0;
+}
+
+KVS_API int kvs_stream_put_part(kvs_stream_put_t *p, uint32_t part,
+                                const void *buf, size_t len)
+{
+    kvs_smsg_t m;
+
+    if (!p || part >= p->nparts)
+        return -EINVAL;
+    if (p->done)
+        return p->status ? p->status : KVS_EPROTO;
+    memset(&m, 0, sizeof(m));
+    m.op = KVS_SOP_PUT_PART;
+    m.id = p->id;
+    m.part = part;
+    m.len = len;
+    return smsg_send(p->cs->c, &m, NULL, 0, buf, len);
+}
+
+static void put_unlink_free(kvs_stream_put_t *p)
+{
+    for (kvs_stream_put_t **pp = &p->cs->puts; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    free(p);
+}
+
+static int put_finish(kvs_stream_put_t *p, uint8_t op)
+{
+    kvs_client_t *c = p->cs->c;
+    kvs_smsg_t m;
+    int ret;
+
+    memset(&m, 0, sizeof(m));
+    m.op = op;
+    m.id = p->id;
+    ret = smsg_send(c, &m, NULL, 0, NULL, 0);
+    while (!ret && !p->done) {
+        ret = kvs_client_progress_wait(c, 100);
+        if (ret > 0)
+            ret = 0;
+    }
+    if (!ret)
+        ret = p->status;
+    put_unlink_free(p);
+    return ret;
+}
+
+KVS_API int kvs_stream_put_seal(kvs_stream_put_t *p)
+{
+    if (!p)
+        return -EINVAL;
+    return put_finish(p, KVS_SOP_PUT_SEAL);
+}
+
+KVS_API void kvs_stream_put_abort(kvs_stream_put_t *p)
+{
+    if (p)
+        (void)put_finish(p, KVS_SOP_PUT_ABORT);
+}
+
+/* ------------------------------------------------------------------ */
+/* Streaming fetches. */
+
+KVS_API int kvs_stream_fetch(kvs_client_t *c, const char *peer,
+                             const kvs_stream_block_t *blocks, size_t n,
+                             uint32_t wait_ms, kvs_stream_fetch_t **fetch_out)
+{
+    uint8_t body[KVS_SMSG_BODY_MAX];
+    kvs_client_internals_t ci;
+    kvs_stream_fetch_t *f;
+    kvs_smsg_t m;
+    size_t blen, plen, nl;
+    cstate_t *cs;
+    int ret;
+
+    if (!c || !peer || !blocks || !fetch_out || n < 1 || n > UINT32_MAX - 1)
+        return -EINVAL;
+    kvs_client_internals(c, &ci);
+    plen = strlen(peer);
+    nl = strlen(ci.ns);
+    blen = plen + 1 + nl;
+    for (size_t i = 0; i < n; i++) {
+        if (blocks[i].key.len < 1 || blocks[i].key.len > KVS_KEY_MAX)
+            return -EINVAL;
+        blen += 1 + blocks[i].key.len;
+    }
+    if (blen > sizeof(body) || plen < 1 || plen > 255 || nl > 255)
+        return KVS_ETOOBIG;
+    ret = cstate_get(c, &cs);
+    if (ret)
+        return ret;
+    f = calloc(1, sizeof(*f) + n * sizeof(cblk_t));
+    if (!f)
+        return -ENOMEM;
+    f->cs = cs;
+    f->id = ++cs->next_id;
+    f->n = (uint32_t)n;
+    memcpy(body, peer, plen);
+    blen = plen;
+    body[blen] = (uint8_t)nl;
+    memcpy(body + blen + 1, ci.ns, nl);
+    blen += 1 + nl;
+    for (size_t i = 0; i < n; i++) {
+        f->blk[i].buf = blocks[i].buf;
+        f->blk[i].cap = blocks[i].cap;
+        body[blen] = (uint8_t)blocks[i].key.len;
+        memcpy(body + blen + 1, blocks[i].key.data, blocks[i].key.len);
+        blen += 1 + blocks[i].key.len;
+    }
+    memset(&m, 0, sizeof(m));
+    m.op = KVS_SOP_FETCH;
+    m.id = f->id;
+    m.nparts = (uint32_t)n;
+    m.len = wait_ms;
+    m.str_len = (uint16_t)plen;
+    f->next = cs->fetches;
+    cs->fetches = f;
+    ret = smsg_send(c, &m, body, blen, NULL, 0);
+    if (ret) {
+        cs->fetches = f->next;
+        free(f);
+        return ret;
+    }
+    *fetch_out = f;
+    return 0;
+}
+
+static int wait_state(const kvs_stream_fetch_t *f, uint32_t block,
+                      uint32_t part)
+{
+    const cblk_t *k = &f->blk[block];
+
+    if (part == KVS_STREAM_BLOCK) {
+        if (k->complete && k->parts_in == k->nparts && !k->inflight)
+            return 0;
+    } else if (k->began && part < k->nparts && k->got[part]) {
+        return 0;
+    } else if (k->began && part >= k->nparts) {
+        return -EINVAL;
+    }
+    if (k->status)
+        return k->status;
+    return 1; /* not yet */
+}
+
+KVS_API int kvs_stream_wait(kvs_stream_fetch_t *f, uint32_t block,
+                            uint32_t part, int timeout_ms)
+{
+    kvs_client_t *c;
+    uint64_t deadline;
+    int ret;
+
+    if (!f || block >= f->n)
+        return -EINVAL;
+    c = f->cs->c;
+    deadline = timeout_ms < 0 ? UINT64_MAX
+                              : kvs_clock_mono_ns() +
+                                    (uint64_t)timeout_ms * 1000000ull;
+    for (;;) {
+        ret = wait_state(f, block, part);
+        if (ret <= 0)
+            return ret;
+        if (kvs_clock_mono_ns() >= deadline)
+            return -ETIMEDOUT;
+        ret = kvs_client_progress_wait(c, 10);
+        if (ret < 0) {
+            ret = wait_state(f, block, part);
+            return ret <= 0 ? ret : KVS_EPEER;
+        }
+    }
+}
+
+KVS_API int kvs_stream_info(const kvs_stream_fetch_t *f, uint32_t block,
+                            kvs_stream_info_t *out)
+{
+    const cblk_t *k;
+
+    if (!f || !out || block >= f->n)
+        return -EINVAL;
+    k = &f->blk[block];
+    memset(out, 0, sizeof(*out));
+    out->status = k->status;
+    out->complete = k->complete && k->parts_in == k->nparts && !k->inflight;
+    out->nparts = k->nparts;
+    out->parts_in = k->parts_in;
+    out->len = k->len;
+    out->first_part_ns = k->first_ns;
+    out->complete_ns = out->complete ? k->complete_ns : 0;
+    return 0;
+}
+
+KVS_API void kvs_stream_fetch_destroy(kvs_stream_fetch_t *f)
+{
+    kvs_client_internals_t ci;
+    kvs_client_t *c;
+    bool busy = true;
+
+    if (!f)
+        return;
+    c = f->cs->c;
+    kvs_client_internals(c, &ci);
+    if (ci.ep) {
+        kvs_smsg_t m = {.op = KVS_SOP_CANCEL, .id = f->id};
+
+        (void)smsg_send(c, &m, NULL, 0, NULL, 0);
+    }
+    /* Receives in flight write into the caller's buffers: wait them out. */
+    for (int i = 0; busy && i < 100000; i++) {
+        busy = false;
+        for (uint32_t b = 0; b < f->n; b++)
+            busy |= f->blk[b].inflight > 0;
+        if (busy)
+            ucp_worker_progress(ci.worker);
+    }
+    for (kvs_stream_fetch_t **pp = &f->cs->fetches; *pp; pp = &(*pp)->next)
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    for (uint32_t b = 0; b < f->n; b++) {
+        free(f->blk[b].lens);
+        free(f->blk[b].offs);
+        free(f->blk[b].got);
+    }
+    free(f);
+}
