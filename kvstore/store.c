@@ -85,6 +85,7 @@ struct entry {
     uint32_t nparts;
     uint8_t codec;          /* of the disk copy */
     uint16_t hits;          /* accesses since put, saturating */
+    uint32_t flush_gen;     /* the last flush that wrote it */
     uint64_t raw_len;       /* bytes */
     uint64_t group;
     uint64_t dram_off;      /* of the data in the arena, when E_DRAM */
@@ -183,6 +184,7 @@ struct kvs_store {
     uint32_t flush_gen;       /* flush requests made */
     uint32_t flush_done;      /* flush requests served */
     int flush_status;
+    int flush_job_err;        /* first failed write of the flush */
     kvs_store_stats_t st;
 
     /* Guarded by wlock. */
@@ -973,6 +975,10 @@ static void finish_job_locked(kvs_store_t *s, struct wjob *job)
         *job->result = job->status;
         return;
     }
+    /* A flush that could not write a block ends with that error instead
+     * of picking the block again forever. */
+    if (job->kind == JOB_KEEP && job->status && !s->flush_job_err)
+        s->flush_job_err = job->status;
     kvs_assert(e->busy > 0);
     e->busy--;
     if (job->kind == JOB_DEGRADE)
@@ -1128,7 +1134,11 @@ static uint32_t pick_degrade_locked(kvs_store_t *s, uint32_t *out,
         if (e->busy || !(e->flags & E_LINKED))
             continue;
         if (flush) {
-            if (!(e->flags & E_DISK)) {
+            /* One pass: a block is written once per flush, even if a
+             * reclaim takes its disk copy away again meanwhile (DRAM can
+             * be larger than the disk). */
+            if (!(e->flags & E_DISK) && e->flush_gen != s->flush_gen) {
+                e->flush_gen = s->flush_gen;
                 e->busy++;
                 out[n++] = eidx(s, e);
             }
@@ -1224,6 +1234,19 @@ static void *bg_main(void *arg)
         }
 
         pthread_mutex_lock(&s->lock);
+        if (flush && !ret && s->flush_job_err)
+            ret = s->flush_job_err;
+        if (flush && !ret && n == 0) {
+            /* Whatever this flush wrote but a reclaim took off the disk
+             * again did not fit: the disk tier is smaller than DRAM. */
+            for (uint32_t i = 0; i < s->nents && !ret; i++)
+                if ((s->ents[i].flags & E_LINKED) &&
+                    s->ents[i].flush_gen == want &&
+                    !(s->ents[i].flags & E_DISK))
+                    ret = KVS_EFULL;
+        }
+        if (flush)
+            s->flush_job_err = 0;
         if (flush && (n == 0 || ret)) {
             s->flush_status = ret;
             s->flush_done = want;

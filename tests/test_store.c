@@ -423,6 +423,37 @@ static void test_streaming_put(void **state)
     kvs_test_rmtree(dir);
 }
 
+/* A flush when DRAM holds more than the disk tier can: it must end, with
+ * KVS_EFULL, instead of writing blocks that a reclaim then drops again
+ * forever (kvstashd hung at shutdown this way). */
+static void test_flush_larger_than_disk(void **state)
+{
+    const char *dir = kvs_test_dir("store_flush_full");
+    kvs_store_config_t c;
+    kvs_store_t *s;
+    uint32_t ns;
+    uint8_t *buf = malloc(BLK);
+
+    (void)state;
+    config(&c, dir);
+    c.dram_bytes = 64u << 20;
+    c.nvme_bytes = 8u << 20;
+    c.region_bytes = 2u << 20;
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "ns", 0, &ns), 0);
+    for (uint32_t i = 0; i < 120; i++) /* 30 MiB */
+        assert_int_equal(put_block(s, ns, i, buf, 0, KVS_CLASS_SCRATCH), 0);
+    assert_int_equal(kvs_store_flush(s), KVS_EFULL);
+    /* Everything is still readable from DRAM or disk. */
+    uint8_t *want = malloc(BLK);
+    for (uint32_t i = 0; i < 120; i++)
+        assert_int_equal(check_block(s, ns, i, buf, want), 0);
+    kvs_store_close(s);
+    free(buf);
+    free(want);
+    kvs_test_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -431,6 +462,7 @@ int main(void)
         cmocka_unit_test(test_api_contracts),
         cmocka_unit_test(test_dram_only_evicts_lru),
         cmocka_unit_test(test_streaming_put),
+        cmocka_unit_test(test_flush_larger_than_disk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -83,7 +83,7 @@ void kvs_e2e_daemon_start(kvs_e2e_daemon_t *d, const char *const *extra)
     argv[argc++] = "--dir";
     argv[argc++] = data;
     argv[argc++] = "--dram-mib=64";
-    argv[argc++] = "--nvme-mib=256";
+    argv[argc++] = "--nvme-mib=64";
     argv[argc++] = "--set=store.region_mib=8";
     argv[argc++] = "--set=store.max_block_mib=4";
     argv[argc++] = "--set=store.max_blocks=65536";

@@ -230,7 +230,12 @@ err_destroy_server:
     {
         int fret = kvs_store_flush(store);
 
-        if (fret) {
+        if (fret == KVS_EFULL) {
+            /* A cache whose DRAM holds more than its disk tier: what did
+             * not fit was never promised to survive (not durable). */
+            kvs_warn("flush at shutdown: not every block in DRAM fits on "
+                     "the disk tier; those are not kept");
+        } else if (fret) {
             kvs_error("flush at shutdown failed: %s", kvs_strerror(fret));
             if (!ret)
                 ret = fret;
