@@ -747,6 +747,23 @@ static int region_next_wlocked(kvs_store_t *s)
     }
 }
 
+/* The index record of entry e with its disk copy at loc. */
+static void rec_of(const struct entry *e, const kvs_seg_loc_t *loc,
+                   uint8_t codec, uint64_t stored_len, kvs_index_rec_t *rec)
+{
+    *rec = (kvs_index_rec_t){
+        .ns = e->ns, .key_len = e->key_len, .parent_len = e->parent_len,
+        .codec = codec, .elem_size = e->elem_size, .cls = e->cls,
+        .nparts = e->nparts, .region = loc->region,
+        .disk_len = loc->disk_len, .disk_off = loc->off, .gen = loc->gen,
+        .raw_len = e->raw_len, .stored_len = stored_len,
+        .data_xxh = e->data_xxh, .expiry_ms = e->expiry_ms,
+        .group = e->group, .uid = e->uid,
+    };
+    memcpy(rec->key, e->key, e->key_len);
+    memcpy(rec->parent, e->parent, e->parent_len);
+}
+
 /*
  * The write pipeline. Blocks to write become jobs in s->pend (under wlock):
  * a job is appended into one of the segment's write buffers (APPENDED),
@@ -1010,17 +1027,8 @@ static int publish_done_wlocked(kvs_store_t *s, bool sync)
         struct entry *e = &s->ents[job->e];
         if (job->state != JOB_DONE || job->status)
             continue;
-        kvs_index_rec_t rec = {
-            .ns = e->ns, .key_len = e->key_len, .parent_len = e->parent_len,
-            .codec = job->codec, .elem_size = e->elem_size, .cls = e->cls,
-            .nparts = e->nparts, .region = job->loc.region,
-            .disk_len = job->loc.disk_len, .disk_off = job->loc.off,
-            .gen = job->loc.gen, .raw_len = e->raw_len,
-            .stored_len = job->stored_len, .data_xxh = e->data_xxh,
-            .expiry_ms = e->expiry_ms, .group = e->group, .uid = e->uid,
-        };
-        memcpy(rec.key, e->key, e->key_len);
-        memcpy(rec.parent, e->parent, e->parent_len);
+        kvs_index_rec_t rec;
+        rec_of(e, &job->loc, job->codec, job->stored_len, &rec);
         kvs_index_batch_put(s->batch, &rec);
     }
     ret = kvs_index_commit(s->index, s->batch, sync);
@@ -2692,17 +2700,7 @@ int kvs_store_set_retention(kvs_store_t *s, uint32_t ns, const void *key,
     }
     kvs_index_rec_t rec;
     if (rewrite) {
-        rec = (kvs_index_rec_t){
-            .ns = e->ns, .key_len = e->key_len, .parent_len = e->parent_len,
-            .codec = e->codec, .elem_size = e->elem_size, .cls = e->cls,
-            .nparts = e->nparts, .region = e->loc.region,
-            .disk_len = e->loc.disk_len, .disk_off = e->loc.off,
-            .gen = e->loc.gen, .raw_len = e->raw_len,
-            .stored_len = e->stored_len, .data_xxh = e->data_xxh,
-            .expiry_ms = e->expiry_ms, .group = e->group, .uid = e->uid,
-        };
-        memcpy(rec.key, e->key, e->key_len);
-        memcpy(rec.parent, e->parent, e->parent_len);
+        rec_of(e, &e->loc, e->codec, e->stored_len, &rec);
     }
     pthread_mutex_unlock(&s->lock);
     if (rewrite) {
