@@ -167,6 +167,7 @@ struct kvs_store {
     struct region *regions;
     uint32_t nfree_regions;
     uint64_t reclaim_retry_ns; /* no reclaim before this (mono clock) */
+    uint32_t sweep_pos;       /* where the next TTL sweep starts */
     uint32_t *reloc;          /* scratch for region_relocate_locked */
     uint32_t nregions;
     uint64_t gen_seq;
@@ -896,8 +897,14 @@ static void ensure_space_wlocked(kvs_store_t *s, bool force)
 
     pthread_mutex_lock(&s->lock);
     if ((!force && s->nfree_regions >= REGION_RESERVE) ||
-        kvs_clock_mono_ns() < s->reclaim_retry_ns ||
-        (v = region_victim_locked(s)) == NIL) {
+        kvs_clock_mono_ns() < s->reclaim_retry_ns) {
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    if ((v = region_victim_locked(s)) == NIL) {
+        /* Choosing a victim walks every block on disk: when none pays,
+         * do not walk them again at every append. */
+        s->reclaim_retry_ns = kvs_clock_mono_ns() + 100000000ull;
         pthread_mutex_unlock(&s->lock);
         return;
     }
@@ -1092,7 +1099,14 @@ static int drain_wlocked(kvs_store_t *s, bool sync)
 #define DEGRADE_BATCH 256          /* blocks per background write */
 #define DEGRADE_BYTES (16ull << 20) /* bytes picked at a time */
 
-/* Removes blocks past their TTL that nobody uses. */
+/*
+ * Removes blocks past their TTL that nobody uses, visiting at most
+ * SWEEP_WINDOW table slots per call from where the last call stopped, so
+ * that the store's lock is never held for a scan of the whole table.
+ * Expired blocks are invisible from the moment they expire; this only
+ * gives their space back.
+ */
+#define SWEEP_WINDOW 16384u
 static void expire_sweep(kvs_store_t *s)
 {
     uint64_t now = kvs_clock_real_ms();
@@ -1102,8 +1116,10 @@ static void expire_sweep(kvs_store_t *s)
 
     pthread_mutex_lock(&s->wlock);
     pthread_mutex_lock(&s->lock);
-    for (uint32_t i = 0; i < s->nents && ngone < KVS_ARRAY_SIZE(gone); i++) {
-        struct entry *e = &s->ents[i];
+    for (uint32_t k = 0; k < KVS_MIN(s->nents, SWEEP_WINDOW) &&
+                         ngone < KVS_ARRAY_SIZE(gone); k++) {
+        struct entry *e = &s->ents[s->sweep_pos];
+        s->sweep_pos = (s->sweep_pos + 1) % s->nents;
         if (!(e->flags & E_LINKED) || !expired(e, now) || e->refs || e->busy)
             continue;
         if (e->flags & E_DISK) {
@@ -1206,6 +1222,14 @@ static void *bg_main(void *arg)
 
     pthread_mutex_lock(&s->lock);
     while (!s->stop) {
+        /* TTLs are swept every 100 ms, a window at a time, busy or not. */
+        if (kvs_clock_mono_ns() - last_sweep > 100000000ull) {
+            pthread_mutex_unlock(&s->lock);
+            expire_sweep(s);
+            last_sweep = kvs_clock_mono_ns();
+            pthread_mutex_lock(&s->lock);
+            continue;
+        }
         bool flush = s->flush_done != s->flush_gen;
         uint32_t want = s->flush_gen;
         bool degrade = need_degrade_locked(s) && !err_backoff;
@@ -1279,12 +1303,6 @@ static void *bg_main(void *arg)
             continue;
         }
         bg_wait_locked(s, 1000);
-        if (kvs_clock_mono_ns() - last_sweep > 1000000000ull) {
-            pthread_mutex_unlock(&s->lock);
-            expire_sweep(s);
-            last_sweep = kvs_clock_mono_ns();
-            pthread_mutex_lock(&s->lock);
-        }
     }
     pthread_mutex_unlock(&s->lock);
     if (s->seg) {
