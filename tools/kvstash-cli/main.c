@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "kvstash/kvstash.h"
+#include "common/hex.h"
 
 static bool hex_keys;
 
@@ -54,17 +55,6 @@ static int die_usage(const char *msg)
     return 2;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Turns argv strings into keys; with --hex decodes them in place. */
 static int make_keys(char **args, int n, kvs_client_key_t *keys)
 {
@@ -72,15 +62,10 @@ static int make_keys(char **args, int n, kvs_client_key_t *keys)
         size_t len = strlen(args[i]);
 
         if (hex_keys) {
-            if (len % 2)
+            long dec = kvs_hex_decode(args[i], (uint8_t *)args[i], len / 2);
+            if (dec < 0)
                 return -EINVAL;
-            for (size_t j = 0; j < len / 2; j++) {
-                int hi = hexval(args[i][2 * j]), lo = hexval(args[i][2 * j + 1]);
-                if (hi < 0 || lo < 0)
-                    return -EINVAL;
-                args[i][j] = (char)(hi << 4 | lo);
-            }
-            len /= 2;
+            len = (size_t)dec;
         }
         if (len == 0)
             return -EINVAL;

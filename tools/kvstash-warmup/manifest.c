@@ -6,6 +6,7 @@
  * ("...;dtype=bf16;tokens_per_block=16;...") as the truth the line must
  * agree with.
  */
+#include "common/hex.h"
 #include "tools/kvstash-warmup/manifest.h"
 
 #include <errno.h>
@@ -49,32 +50,16 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     return -EINVAL;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int kvs_manifest_hex_key(const char *hex, kvs_manifest_key_t *key_out)
 {
     size_t n = strlen(hex);
     kvs_manifest_key_t k = {0};
 
-    if (n == 0 || n % 2 || n / 2 > KVS_KEY_MAX)
-        return -EINVAL;
-    for (size_t i = 0; i < n / 2; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+    long len = n ? kvs_hex_decode(hex, k.b, KVS_KEY_MAX) : -1;
 
-        if (hi < 0 || lo < 0)
-            return -EINVAL;
-        k.b[i] = (uint8_t)(hi << 4 | lo);
-    }
-    k.len = (uint8_t)(n / 2);
+    if (len <= 0)
+        return -EINVAL;
+    k.len = (uint8_t)len;
     *key_out = k;
     return 0;
 }
