@@ -567,9 +567,12 @@ static int dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out)
             }
             have_deadline = true;
         }
-        /* Blocks already on disk can leave DRAM at once. */
-        uint32_t i = s->lru_tail;
-        while (i != NIL && kvs_arena_largest_free(s->arena) < bytes) {
+        /* Blocks already on disk can leave DRAM at once. Only the oldest
+         * few are looked at: this runs under the lock at every wakeup of a
+         * waiting put, and write-behind frees the rest. */
+        uint32_t i = s->lru_tail, seen = 0;
+        while (i != NIL && seen++ < 256 &&
+               kvs_arena_largest_free(s->arena) < bytes) {
             struct entry *e = &s->ents[i];
             i = e->lru_prev;
             if ((e->flags & E_DISK) && !e->refs && !e->busy &&
