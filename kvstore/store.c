@@ -1041,7 +1041,7 @@ static int publish_done_wlocked(kvs_store_t *s, bool sync)
         rec_of(e, &job->loc, job->codec, job->stored_len, &rec);
         kvs_index_batch_put(s->batch, &rec);
     }
-    ret = kvs_index_commit(s->index, s->batch, sync);
+    ret = kvs_index_commit(s->index, s->batch, sync || s->cfg.sync_index);
     kvs_index_batch_clear(s->batch);
 
     pthread_mutex_lock(&s->lock);
@@ -2129,8 +2129,6 @@ struct rd {
     uint64_t hash;
     unsigned slot;
     int status;
-    /* promote: the DRAM destination (an entry being filled) */
-    struct entry *into;
 };
 
 static void fill_info(kvs_block_info_t *info, const struct entry *e)
@@ -2726,7 +2724,7 @@ int kvs_store_set_retention(kvs_store_t *s, uint32_t ns, const void *key,
     pthread_mutex_unlock(&s->lock);
     if (rewrite) {
         kvs_index_batch_put(s->batch, &rec);
-        ret = kvs_index_commit(s->index, s->batch, false);
+        ret = kvs_index_commit(s->index, s->batch, s->cfg.sync_index);
         kvs_index_batch_clear(s->batch);
     }
     pthread_mutex_unlock(&s->wlock);

@@ -58,7 +58,10 @@ typedef struct kvs_store_config {
     int32_t compress_level;       /* zstd level on the way to disk; 0: off */
     uint32_t compress_min_saving_pct; /* store raw below this saving */
     uint32_t full_wait_ms;        /* a put waits this long for space */
-    bool sync_index;              /* fsync RocksDB WAL on every index write */
+    bool sync_index;              /* sync the RocksDB WAL at every commit of
+                                   * block records, not only for durable
+                                   * puts and flushes (slower; narrows what
+                                   * a machine crash can take back) */
     uint32_t admit_scratch_hits;  /* flash admission: a scratch block goes
                                    * to disk only after this many hits
                                    * (0: always); others just leave DRAM */
