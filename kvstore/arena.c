@@ -38,9 +38,17 @@
 #define NIL       UINT32_MAX
 #define SCAN_MAX  8 /* extents examined in the request's own bin */
 
+#define HUGE_ALIGN (2u << 20) /* a transparent huge page on x86-64 */
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
 struct kvs_arena {
-    uint8_t *base;        /* the mapping */
-    size_t size;          /* bytes mapped */
+    uint8_t *base;        /* the arena: HUGE_ALIGN-aligned in the mapping */
+    size_t size;          /* bytes of the arena */
+    void *map;            /* the mapping, for munmap */
+    size_t map_len;
     uint32_t npages;
     uint32_t used_pages;
     uint32_t *tag;        /* per page: (pages << 1) | FREE_BIT at both ends */
@@ -108,13 +116,25 @@ int kvs_arena_create(size_t bytes, kvs_arena_t **arena_out)
     a->prev = calloc(npages, sizeof(uint32_t));
     if (!a->tag || !a->next || !a->prev)
         goto err_free_tables;
-    /* Populated at create: first-touch faults (and zeroing) would
-     * otherwise land on the put path, one page at a time. */
-    a->base = mmap(NULL, a->size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_POPULATE,
-                   -1, 0);
-    if (a->base == MAP_FAILED)
+    /* Huge pages, populated at create. A first touch costs a fault per
+     * page, and on a VM with shadow paging (this project's CI machine) the
+     * first write from user space to each 4 KiB page costs ~20 us even
+     * after MAP_POPULATE: 200 MB/s, on the put and stream paths. With 2 MiB
+     * pages it is one fault per 512 pages, paid here, and fewer TLB misses
+     * after. Both steps are best effort: without THP the pages are 4 KiB,
+     * without MADV_POPULATE_WRITE they are touched one by one. */
+    a->map_len = a->size + HUGE_ALIGN;
+    a->map = mmap(NULL, a->map_len, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (a->map == MAP_FAILED)
         goto err_free_tables;
+    a->base = (uint8_t *)(((uintptr_t)a->map + HUGE_ALIGN - 1) &
+                          ~(uintptr_t)(HUGE_ALIGN - 1));
+    (void)madvise(a->base, a->size, MADV_HUGEPAGE);
+    if (madvise(a->base, a->size, MADV_POPULATE_WRITE) != 0 &&
+        errno == EINVAL)
+        for (size_t off = 0; off < a->size; off += 4096)
+            ((volatile uint8_t *)a->base)[off] = 0;
     for (unsigned b = 0; b < NBINS; b++)
         a->bin_head[b] = NIL;
     bin_insert(a, 0, a->npages);
@@ -133,7 +153,7 @@ void kvs_arena_destroy(kvs_arena_t *a)
 {
     if (!a)
         return;
-    munmap(a->base, a->size);
+    munmap(a->map, a->map_len);
     free(a->tag);
     free(a->next);
     free(a->prev);
