@@ -50,6 +50,7 @@ typedef struct sopts {
     uint32_t blocks, parts;
     uint64_t part_bytes;
     double rate;                  /* parts/s; 0: as fast as possible */
+    unsigned dram_mib;            /* each daemon's DRAM tier */
     bool demo, limits, verify;
 } sopts_t;
 
@@ -109,10 +110,11 @@ static void self_dir(char *out, size_t cap, const char *name)
 static pid_t start_daemon(const sopts_t *o, const char *name, uint16_t *port)
 {
     char dir[PATH_MAX], port_file[PATH_MAX + 8], data[PATH_MAX + 8],
-        log[PATH_MAX + 16], blk[64], busy[64];
+        log[PATH_MAX + 16], blk[64], busy[64], dram[32];
     pid_t pid;
 
     snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%u", busy_us);
+    snprintf(dram, sizeof(dram), "--dram-mib=%u", o->dram_mib);
 
     snprintf(dir, sizeof(dir), "%s/%s", o->dir, name);
     mkdir(o->dir, 0755);
@@ -132,7 +134,7 @@ static pid_t start_daemon(const sopts_t *o, const char *name, uint16_t *port)
         if (!freopen(log, "w", stdout) || dup2(1, 2) < 0)
             _exit(127);
         execl(o->daemon, o->daemon, "--port=0", "--port-file", port_file,
-              "--dir", data, "--dram-mib=2048", "--nvme-mib=0", blk,
+              "--dir", data, dram, "--nvme-mib=0", blk,
               "--set=peer.secret=bench", busy,
               getenv("KVS_BENCH_DEBUG") ? "--log-level=debug"
                                         : "--log-level=warn",
@@ -395,7 +397,8 @@ static void usage(void)
         "  --no-limits     skip ucx_perftest\n"
         "  --no-verify     skip the byte check\n"
         "  --dir DIR       scratch directory (./var/bench-stream)\n"
-        "  --daemon PATH   kvstashd (default: next to this binary)\n");
+        "  --daemon PATH   kvstashd (default: next to this binary)\n"
+        "  --dram-mib N    each daemon's DRAM tier in MiB (2048)\n");
 }
 
 int bench_stream_main(int argc, char **argv)
@@ -410,13 +413,15 @@ int bench_stream_main(int argc, char **argv)
         {"no-verify", no_argument, NULL, 'V'},
         {"dir", required_argument, NULL, 'd'},
         {"daemon", required_argument, NULL, 'x'},
+        {"dram-mib", required_argument, NULL, 'M'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
     char dpath[PATH_MAX];
     sopts_t o = {.dir = "./var/bench-stream", .blocks = 32, .parts = 16,
-                 .part_bytes = 1u << 20, .limits = true, .verify = true};
+                 .part_bytes = 1u << 20, .dram_mib = 2048, .limits = true,
+                 .verify = true};
     uint16_t pport = 0, dport = 0;
     pid_t P, D, cp, cd;
     double am_bw = -1;
@@ -436,6 +441,7 @@ int bench_stream_main(int argc, char **argv)
         case 'V': o.verify = false; break;
         case 'd': o.dir = optarg; break;
         case 'x': o.daemon = optarg; break;
+        case 'M': o.dram_mib = (unsigned)strtoul(optarg, NULL, 0); break;
         case 'j': bench_json = true; break;
         default: usage(); return c == 'h' ? 0 : 2;
         }
