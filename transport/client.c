@@ -960,6 +960,7 @@ void kvs_client_internals(kvs_client_t *c, kvs_client_internals_t *out)
 {
     out->worker = c->worker;
     out->ep = c->failed ? NULL : c->ep;
+    out->data_ep = c->failed ? NULL : c->bulk_ep ? c->bulk_ep : c->ep;
     out->ns = c->ns;
     out->stream = &c->stream;
     out->failed = c->failed;
@@ -999,6 +1000,36 @@ KVS_API int kvs_client_progress_wait(kvs_client_t *c, int timeout_ms)
     if (n == 0 && c->failed)
         return KVS_EPEER;
     return n;
+}
+
+/* For client_stream.c, whose waits have no request in flight (so
+ * kvs_client_progress_wait() would never sleep): progresses, and once the
+ * busy-poll window has passed with nothing to do, sleeps on UCX's event fd
+ * for at most timeout_ms. Returns 1 if something happened, 0 if not, or
+ * KVS_EPEER once the connection has failed. */
+int kvs_client_progress_idle(kvs_client_t *c, uint64_t *idle_since,
+                             int timeout_ms)
+{
+    unsigned n = ucp_worker_progress(c->worker);
+    int done = run_completions(c);
+    uint64_t now;
+
+    if (n || done) {
+        *idle_since = 0;
+        return 1;
+    }
+    if (c->failed)
+        return KVS_EPEER;
+    now = kvs_clock_mono_ns();
+    if (!*idle_since)
+        *idle_since = now;
+    if (now - *idle_since >= c->busy_ns &&
+        ucp_worker_arm(c->worker) == UCS_OK) {
+        struct pollfd pfd = {.fd = c->efd, .events = POLLIN};
+
+        poll(&pfd, 1, timeout_ms);
+    }
+    return 0;
 }
 
 KVS_API int kvs_client_wait(kvs_client_t *c)

@@ -13,6 +13,8 @@
 typedef struct kvs_client_internals {
     ucp_worker_h worker;
     ucp_ep_h ep;                  /* NULL once the connection failed */
+    ucp_ep_h data_ep;             /* where stream messages go: the bound
+                                     bulk endpoint, else ep */
     const char *ns;               /* the namespace named in HELLO */
     void **stream;                /* client_stream.c's state; freed with
                                      the client */
@@ -20,5 +22,7 @@ typedef struct kvs_client_internals {
 } kvs_client_internals_t;
 
 void kvs_client_internals(kvs_client_t *client, kvs_client_internals_t *out);
+int kvs_client_progress_idle(kvs_client_t *client, uint64_t *idle_since,
+                             int timeout_ms);
 
 #endif

@@ -292,6 +292,7 @@ static int cstate_get(kvs_client_t *c, cstate_t **out)
 
 typedef struct csend {
     bool done;
+    bool abandoned;               /* the caller gave up: the callback frees */
     ucs_status_t status;
 } csend_t;
 
@@ -302,6 +303,8 @@ static void csend_cb(void *request, ucs_status_t status, void *user_data)
     s->done = true;
     s->status = status;
     ucp_request_free(request);
+    if (s->abandoned)
+        free(s);
 }
 
 static int smsg_send(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
@@ -309,46 +312,60 @@ static int smsg_send(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
 {
     uint8_t hdr[KVS_SMSG_MAX];
     kvs_client_internals_t ci;
-    csend_t s = {0};
+    csend_t *s;
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
                         UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS,
         .cb.send = csend_cb,
-        .user_data = &s,
         .flags = UCP_AM_SEND_FLAG_REPLY,
     };
     ucs_status_ptr_t sp;
+    int ret;
 
     if (blen > KVS_SMSG_BODY_MAX)
         return KVS_ETOOBIG;
     kvs_client_internals(c, &ci);
     if (!ci.ep)
         return ci.failed ? ci.failed : KVS_EPEER;
+    if (!(s = calloc(1, sizeof(*s))))
+        return -ENOMEM;
+    prm.user_data = s;
     kvs_smsg_put_hdr(hdr, m);
     if (blen)
         memcpy(hdr + KVS_SMSG_HDR_SIZE, body, blen);
-    sp = ucp_am_send_nbx(ci.ep, KVS_STREAM_AM_ID, hdr, KVS_SMSG_HDR_SIZE + blen,
-                         data, dlen, &prm);
-    if (sp == NULL)
-        return 0;
-    if (UCS_PTR_IS_ERR(sp))
-        return KVS_EPEER;
-    while (!s.done) {
-        int ret = kvs_client_progress_wait(c, 100);
+    /* On the bulk endpoint (when bound) part bytes move by CMA. */
+    sp = ucp_am_send_nbx(ci.data_ep, KVS_STREAM_AM_ID, hdr,
+                         KVS_SMSG_HDR_SIZE + blen, data, dlen, &prm);
+    if (sp == NULL || UCS_PTR_IS_ERR(sp)) {
+        free(s);
+        return sp == NULL ? 0 : KVS_EPEER;
+    }
+    uint64_t idle = 0;
 
-        if (ret < 0 && !s.done) {
-            /* The connection is gone: UCX completes the send with an
-             * error once the endpoint is closed; wait for that. */
-            for (int i = 0; i < 10000 && !s.done; i++)
+    while (!s->done) {
+        ret = kvs_client_progress_idle(c, &idle, 100);
+        if (ret < 0 && !s->done) {
+            /* The connection is gone. On the control endpoint UCX fails
+             * the send; on the bulk endpoint (no error handling) it may
+             * never complete it. The daemon is gone and UCX only reads
+             * the caller's bytes, so after a last try the send is left to
+             * UCX, which frees s if it ever calls back. */
+            for (int i = 0; i < 10000 && !s->done; i++)
                 ucp_worker_progress(ci.worker);
-            if (!s.done)
+            if (!s->done)
                 ucp_request_cancel(ci.worker, sp);
-            while (!s.done)
+            for (int i = 0; i < 10000 && !s->done; i++)
                 ucp_worker_progress(ci.worker);
+            if (s->done)
+                free(s);
+            else
+                s->abandoned = true;
             return ret;
         }
     }
-    return s.status == UCS_OK ? 0 : KVS_EPEER;
+    ret = s->status == UCS_OK ? 0 : KVS_EPEER;
+    free(s);
+    return ret;
 }
 
 /* ------------------------------------------------------------------ */
@@ -448,6 +465,7 @@ static void put_unlink_free(kvs_stream_put_t *p)
 static int put_finish(kvs_stream_put_t *p, uint8_t op)
 {
     kvs_client_t *c = p->cs->c;
+    uint64_t idle = 0;
     kvs_smsg_t m;
     int ret;
 
@@ -456,7 +474,7 @@ static int put_finish(kvs_stream_put_t *p, uint8_t op)
     m.id = p->id;
     ret = smsg_send(c, &m, NULL, 0, NULL, 0);
     while (!ret && !p->done) {
-        ret = kvs_client_progress_wait(c, 100);
+        ret = kvs_client_progress_idle(c, &idle, 100);
         if (ret > 0)
             ret = 0;
     }
@@ -568,12 +586,13 @@ KVS_API int kvs_stream_wait(kvs_stream_fetch_t *f, uint32_t block,
                             uint32_t part, int timeout_ms)
 {
     kvs_client_t *c;
-    uint64_t deadline;
+    uint64_t deadline, idle;
     int ret;
 
     if (!f || block >= f->n)
         return -EINVAL;
     c = f->cs->c;
+    idle = 0;
     deadline = timeout_ms < 0 ? UINT64_MAX
                               : kvs_clock_mono_ns() +
                                     (uint64_t)timeout_ms * 1000000ull;
@@ -583,7 +602,7 @@ KVS_API int kvs_stream_wait(kvs_stream_fetch_t *f, uint32_t block,
             return ret;
         if (kvs_clock_mono_ns() >= deadline)
             return -ETIMEDOUT;
-        ret = kvs_client_progress_wait(c, 10);
+        ret = kvs_client_progress_idle(c, &idle, 10);
         if (ret < 0) {
             ret = wait_state(f, block, part);
             return ret <= 0 ? ret : KVS_EPEER;

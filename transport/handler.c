@@ -64,7 +64,7 @@ static bool token_eq(const char *want, const kvs_wire_bytes_t *got)
 }
 
 /* An unguessable 64-bit secret for BIND. */
-static uint64_t secret64(void)
+uint64_t kvs_handler_secret64(void)
 {
     uint64_t x = 0;
 
@@ -145,7 +145,7 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     r.u.hello_rep.lease_max_ms = srv->cfg.lease_max_ms;
     r.u.hello_rep.session = conn->id;
     if (srv->bulk_port && (conn->features & KVS_WIRE_FEAT_BULK)) {
-        conn->bind_secret = secret64();
+        conn->bind_secret = kvs_handler_secret64();
         r.u.hello_rep.bind_secret = conn->bind_secret;
         r.u.hello_rep.bulk_port = srv->bulk_port;
     } else {

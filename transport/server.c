@@ -95,6 +95,18 @@ kvs_conn_t *kvs_server_conn_find(kvs_server_t *srv, ucp_ep_h ep)
     return conn_find(srv, ep);
 }
 
+kvs_conn_t *kvs_server_conn_find_any(kvs_server_t *srv, ucp_ep_h ep)
+{
+    kvs_conn_t *c = conn_find(srv, ep);
+
+    if (c)
+        return c;
+    for (kvs_bulk_t *b = srv->bulks; b; b = b->next)
+        if (b->ep == ep)
+            return b->failed ? NULL : b->conn;
+    return NULL;
+}
+
 static void conn_unhash(kvs_server_t *srv, kvs_conn_t *conn)
 {
     kvs_conn_t **pp = &srv->hash[ep_hash(srv, conn->ep)];
@@ -438,6 +450,7 @@ static void bulk_conn_cb(ucp_conn_request_h req, void *arg)
         free(b);
         return;
     }
+    kvs_debug("bulk endpoint accepted");
     b->created_ns = kvs_clock_mono_ns();
     b->next = srv->bulks;
     srv->bulks = b;
@@ -461,6 +474,7 @@ static void bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
     if (b->conn || kvs_wire_decode(frame, len, 0, &srv->lim, srv->scratch,
                                    &m) != 0 ||
         m.hdr.opcode != KVS_OP_BIND || (m.hdr.flags & KVS_WIRE_F_REPLY)) {
+        kvs_debug("bulk endpoint: first frame is not a BIND");
         srv->bad_frames++;
         b->failed = true;
         return;
@@ -470,6 +484,8 @@ static void bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
             conn = c;
     if (!conn || conn->bulk || !(conn->features & KVS_WIRE_FEAT_BULK) ||
         conn->bind_secret != m.u.bind.secret) {
+        kvs_debug("bulk endpoint: BIND to session %llu refused",
+                  (unsigned long long)m.u.bind.session);
         srv->bad_frames++;
         b->failed = true;
         if (conn)

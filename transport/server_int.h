@@ -180,6 +180,9 @@ void kvs_server_conn_close(kvs_conn_t *conn);
 void kvs_server_lease_free(kvs_server_t *srv, kvs_lease_t *lease);
 /* The open connection whose endpoint is ep, or NULL (for stream.c). */
 kvs_conn_t *kvs_server_conn_find(kvs_server_t *srv, ucp_ep_h ep);
+/* The connection ep belongs to: its control endpoint or its bound bulk
+ * endpoint. */
+kvs_conn_t *kvs_server_conn_find_any(kvs_server_t *srv, ucp_ep_h ep);
 
 /* handler.c */
 int kvs_handler_check(void);
@@ -188,5 +191,6 @@ int kvs_handler_check(void);
 void kvs_handler_dispatch(kvs_server_t *srv, kvs_conn_t *conn,
                           kvs_wire_msg_t *msg, const uint8_t *payload);
 bool kvs_handler_known(unsigned opcode);
+uint64_t kvs_handler_secret64(void);
 
 #endif

@@ -35,6 +35,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,12 @@ typedef struct link {
     bool closed;                  /* ep closed / conn closing */
     int fail_status;
     ucp_ep_h ep;                  /* outbound */
+    ucp_ep_h bulk_ep;             /* outbound, same host: see link_bulk() */
+    struct sockaddr_storage ss;   /* outbound: the peer's address */
+    bool local;                   /* outbound: the peer is on this host */
+    uint8_t bind_frame[KVS_WIRE_HDR_SIZE + 32]; /* UCX reads it until sent */
+    void *bind_req;               /* the BIND send, until it completes */
+    bool bulk_bad;                /* BIND failed: stay on the control ep */
     kvs_conn_t *conn;             /* inbound */
     bool ready;                   /* inbound, or outbound and HELLO answered:
                                      nothing but HELLO goes out before */
@@ -149,7 +156,10 @@ typedef struct fetch {
 } fetch_t;
 
 typedef struct stx {
-    struct stx *next;
+    struct stx *next;             /* free list */
+    struct stx *lnext, *lprev;    /* st->stx_live while UCX holds it */
+    ucp_ep_h ep;
+    bool orphan;                  /* done already ran; UCX still holds it */
     kvs_stream_t *st;
     void (*done)(kvs_stream_t *st, void *obj, void *obj2, int status);
     void *obj, *obj2;
@@ -170,6 +180,7 @@ struct kvs_stream {
     fetch_t *fetches;
     stx_t *stx_free;
     stx_t *stx_failed;            /* failed sends, completed by the tick */
+    stx_t *stx_live;              /* sends UCX has not completed */
     uint64_t next_id;
     uint64_t timeout_ns;
     peer_cfg_t peers[PEERS_MAX];
@@ -204,7 +215,41 @@ static stx_t *stx_get(kvs_stream_t *st)
     t->st = st;
     t->done = NULL;
     t->obj = t->obj2 = NULL;
+    t->ep = NULL;
+    t->orphan = false;
+    t->lnext = t->lprev = NULL;
     return t;
+}
+
+static void stx_unlink(kvs_stream_t *st, stx_t *t)
+{
+    if (t->lprev)
+        t->lprev->lnext = t->lnext;
+    else if (st->stx_live == t)
+        st->stx_live = t->lnext;
+    if (t->lnext)
+        t->lnext->lprev = t->lprev;
+    t->lnext = t->lprev = NULL;
+}
+
+/* A bulk endpoint has no peer error handling, and UCX 1.13 may never
+ * complete a rendezvous send on it once the peer is gone. When the link or
+ * connection that owns ep fails, the sends still on it are finished here
+ * (their done callbacks run with KVS_EPEER); UCX only ever reads a send's
+ * bytes, so the blocks they came from may be sealed or dropped at once.
+ * The stx itself is recycled if UCX completes it later. */
+static void stx_orphan_ep(kvs_stream_t *st, ucp_ep_h ep)
+{
+    for (stx_t *t = st->stx_live, *next; t; t = next) {
+        next = t->lnext;
+        if (!ep || t->ep != ep)
+            continue;
+        stx_unlink(st, t);
+        t->orphan = true;
+        if (t->done)
+            t->done(st, t->obj, t->obj2, KVS_EPEER);
+        t->done = NULL;
+    }
 }
 
 static void stx_put(kvs_stream_t *st, stx_t *t, int status)
@@ -219,6 +264,8 @@ static void stx_cb(void *request, ucs_status_t status, void *user_data)
 {
     stx_t *t = user_data;
 
+    if (!t->orphan)
+        stx_unlink(t->st, t);
     stx_put(t->st, t, status == UCS_OK ? 0 : KVS_EPEER);
     ucp_request_free(request);
 }
@@ -267,10 +314,17 @@ static int smsg_send(kvs_stream_t *st, ucp_ep_h ep, const kvs_smsg_t *m,
      * rejects a large header plus data ("Invalid am_short_iov length"). */
     if (data_len)
         prm.flags |= UCP_AM_SEND_FLAG_RNDV;
+    /* Listed before the call: UCX may run stx_cb before it returns. */
+    t->ep = ep;
+    t->lnext = st->stx_live;
+    if (t->lnext)
+        t->lnext->lprev = t;
+    st->stx_live = t;
     sp = ucp_am_send_nbx(ep, KVS_STREAM_AM_ID, t->hdr,
                          KVS_SMSG_HDR_SIZE + body_len, data, data_len, &prm);
     if (sp == NULL || UCS_PTR_IS_ERR(sp)) {
         /* NULL cannot happen with NO_IMM_CMPL; treat it as failed too. */
+        stx_unlink(st, t);
         t->next = st->stx_failed;
         st->stx_failed = t;
         return KVS_EPEER;
@@ -278,18 +332,24 @@ static int smsg_send(kvs_stream_t *st, ucp_ep_h ep, const kvs_smsg_t *m,
     return 0;
 }
 
+/* Every stream message of a connection or link travels on one endpoint,
+ * so that UCX keeps them in order: the bulk endpoint once there is one
+ * (shared memory and CMA, see transport/server_int.h), else the control
+ * endpoint. Before a link's bulk endpoint is up only HELLO goes out. */
+static ucp_ep_h conn_ep(kvs_conn_t *c)
+{
+    if (!c || c->closing)
+        return NULL;
+    return c->bulk && !c->bulk->failed ? c->bulk->ep : c->ep;
+}
+
 static ucp_ep_h link_ep(link_t *l)
 {
     if (l->dead || l->closed)
         return NULL;
     if (l->outbound)
-        return l->ep;
-    return l->conn && !l->conn->closing ? l->conn->ep : NULL;
-}
-
-static ucp_ep_h conn_ep(kvs_conn_t *c)
-{
-    return c && !c->closing ? c->ep : NULL;
+        return l->bulk_ep && !l->bulk_bad ? l->bulk_ep : l->ep;
+    return conn_ep(l->conn);
 }
 
 static int link_send(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m,
@@ -348,6 +408,137 @@ static int parse_hostport(const char *s, char *addr, size_t cap,
     return 0;
 }
 
+/* True if ss is a loopback address or one of this host's own: a peer
+ * there shares memory with us, so its link may take a bulk endpoint. A
+ * peer on another host keeps every message on the control endpoint, whose
+ * peer error handling notices a dead host; UCX 1.13 has no error handling
+ * for the bulk endpoint's network transports. */
+static bool addr_is_local(const struct sockaddr_storage *ss)
+{
+    struct ifaddrs *ifs;
+    bool local = false;
+
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+
+        if ((ntohl(a->sin_addr.s_addr) >> 24) == 127)
+            return true;
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+
+        if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr))
+            return true;
+    }
+    if (getifaddrs(&ifs) != 0)
+        return false;
+    for (struct ifaddrs *i = ifs; i && !local; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != ss->ss_family)
+            continue;
+        if (ss->ss_family == AF_INET)
+            local = ((const struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr ==
+                    ((const struct sockaddr_in *)ss)->sin_addr.s_addr;
+        else
+            local = !memcmp(&((const struct sockaddr_in6 *)i->ifa_addr)->sin6_addr,
+                            &((const struct sockaddr_in6 *)ss)->sin6_addr,
+                            sizeof(struct in6_addr));
+    }
+    freeifaddrs(ifs);
+    return local;
+}
+
+static void link_ready(kvs_stream_t *st, link_t *l);
+
+/* The BIND went out, so the bulk endpoint is wired up: the link is ready.
+ * (UCX 1.13 asserts in its rendezvous code when a large send is queued on
+ * an endpoint that is still being wired up, so nothing else goes before.) */
+static void bulk_send_cb(void *request, ucs_status_t status, void *user_data)
+{
+    kvs_server_t *srv = user_data;
+    kvs_stream_t *st = srv->stream;
+
+    ucp_request_free(request);
+    if (!st)
+        return;
+    for (link_t *l = st->links; l; l = l->next) {
+        if (l->bind_req != request)
+            continue;
+        l->bind_req = NULL;
+        if (status != UCS_OK) {
+            kvs_info("peer %s: bulk endpoint: %s", l->name,
+                     ucs_status_string(status));
+            l->bulk_bad = true;
+        }
+        if (!l->dead && !l->closed)
+            link_ready(st, l);
+        break;
+    }
+}
+
+/* The peer answered HELLO with its bulk port and a BIND secret for the
+ * connection it sees us as (m->part, m->off, m->id). Connects a second
+ * endpoint without peer error handling, so that part bytes move by CMA,
+ * and binds it exactly as a client does (KVS_OP_BIND). Best effort: on
+ * any failure the link keeps using its control endpoint. */
+static void link_bulk(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m)
+{
+    kvs_server_t *srv = st->srv;
+    struct sockaddr_storage ss = l->ss;
+    ucp_request_param_t prm = {
+        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_FLAGS |
+                        UCP_OP_ATTR_FIELD_USER_DATA,
+        .cb.send = bulk_send_cb,
+        .user_data = srv,
+        .flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER,
+    };
+    ucs_status_ptr_t sp;
+    kvs_wire_msg_t b;
+    ucp_ep_params_t ep;
+    size_t len;
+
+    if (!l->local || !m->part || m->part > 65535 || !m->off ||
+        getenv("KVSTASH_NO_BULK"))
+        return;
+    if (ss.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)m->part);
+    else
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)m->part);
+    memset(&b, 0, sizeof(b));
+    b.hdr.opcode = KVS_OP_BIND;
+    b.hdr.req_id = 1;
+    b.u.bind.session = m->id;
+    b.u.bind.secret = m->off;
+    if (kvs_wire_encode(&b, l->bind_frame, sizeof(l->bind_frame), &len) != 0)
+        return;
+    memset(&ep, 0, sizeof(ep));
+    ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+    ep.sockaddr.addr = (struct sockaddr *)&ss;
+    ep.sockaddr.addrlen = ss.ss_family == AF_INET6
+                              ? sizeof(struct sockaddr_in6)
+                              : sizeof(struct sockaddr_in);
+    ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+    if (ucp_ep_create(srv->worker, &ep, &l->bulk_ep) != UCS_OK) {
+        l->bulk_ep = NULL;
+        return;
+    }
+    sp = ucp_am_send_nbx(l->bulk_ep, KVS_AM_ID, NULL, 0, l->bind_frame, len,
+                         &prm);
+    if (UCS_PTR_IS_ERR(sp)) {
+        ucp_request_param_t cp = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                                  .flags = UCP_EP_CLOSE_FLAG_FORCE};
+
+        sp = ucp_ep_close_nbx(l->bulk_ep, &cp);
+        if (UCS_PTR_IS_PTR(sp))
+            ucp_request_free(sp);
+        l->bulk_ep = NULL;
+        return;
+    }
+    if (sp != NULL)
+        l->bind_req = sp; /* ready once it is sent: bulk_send_cb */
+    kvs_info("peer %s: bulk endpoint to port %u", l->name, (unsigned)m->part);
+}
+
 static void link_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
 {
     link_t *l = arg;
@@ -403,6 +594,8 @@ static int link_get(kvs_stream_t *st, const char *peer, link_t **out)
         return -ENOMEM;
     snprintf(l->name, sizeof(l->name), "%s", peer);
     l->outbound = true;
+    l->ss = ss;
+    l->local = addr_is_local(&ss);
     memset(&ep, 0, sizeof(ep));
     ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
                     UCP_EP_PARAM_FIELD_ERR_HANDLER |
@@ -444,7 +637,7 @@ static link_t *link_by_conn(kvs_stream_t *st, kvs_conn_t *conn)
 static link_t *link_by_ep(kvs_stream_t *st, ucp_ep_h ep)
 {
     for (link_t *l = st->links; l; l = l->next)
-        if (l->outbound && l->ep == ep && !l->closed)
+        if (l->outbound && !l->closed && (l->ep == ep || l->bulk_ep == ep))
             return l;
     return NULL;
 }
@@ -1352,21 +1545,12 @@ static ucs_status_t link_msg(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m,
                      kvs_strerror(m->status));
             l->dead = true;
             l->fail_status = m->status;
-        } else if ((m->flags & KVS_SMSG_F_REPLY) && !l->ready) {
-            l->ready = true;
-            while (l->pend_head) {
-                pend_t *p = l->pend_head;
-
-                l->pend_head = p->next;
-                link_send(st, l, &p->m, p->body, p->blen);
-                free(p);
-            }
-            l->pend_tail = NULL;
-            for (src_t *s = st->srcs, *next; s; s = next) {
-                next = s->next;
-                if (s->link == l)
-                    src_pump(st, s);
-            }
+        } else if ((m->flags & KVS_SMSG_F_REPLY) && !l->ready &&
+                   !l->bind_req) {
+            if (l->outbound)
+                link_bulk(st, l, m);
+            if (!l->bind_req)
+                link_ready(st, l);
         }
         return UCS_OK;
     case KVS_SOP_PING:
@@ -1456,6 +1640,26 @@ static ucs_status_t link_msg(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m,
     }
 }
 
+/* HELLO answered (and the bulk endpoint, if any, bound): what was held
+ * back goes out. */
+static void link_ready(kvs_stream_t *st, link_t *l)
+{
+    l->ready = true;
+    while (l->pend_head) {
+        pend_t *p = l->pend_head;
+
+        l->pend_head = p->next;
+        link_send(st, l, &p->m, p->body, p->blen);
+        free(p);
+    }
+    l->pend_tail = NULL;
+    for (src_t *s = st->srcs, *next; s; s = next) {
+        next = s->next;
+        if (s->link == l)
+            src_pump(st, s);
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* The AM handler. */
 
@@ -1486,7 +1690,7 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
     l = link_by_ep(st, param->reply_ep);
     if (l)
         return link_msg(st, l, &m, data, len, rndv);
-    conn = kvs_server_conn_find(srv, param->reply_ep);
+    conn = kvs_server_conn_find_any(srv, param->reply_ep);
     if (!conn || conn->closing)
         return UCS_OK;
     l = link_by_conn(st, conn);
@@ -1514,6 +1718,15 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
         l->next = st->links;
         st->links = l;
         conn->ready = true; /* a peer: no HELLO of its own */
+        /* The peer may bind a bulk endpoint, as a client does (BIND); it
+         * only will if it is on this host (link_bulk). */
+        if (srv->bulk_port) {
+            conn->features |= KVS_WIRE_FEAT_BULK;
+            conn->bind_secret = kvs_handler_secret64();
+            r.id = conn->id;
+            r.off = conn->bind_secret;
+            r.part = srv->bulk_port;
+        }
         kvs_info("conn %llu: peer link accepted", (unsigned long long)conn->id);
         smsg_send(st, conn->ep, &r, NULL, 0, NULL, 0, NULL, NULL, NULL);
         return UCS_OK;
@@ -1580,7 +1793,7 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
 /* ------------------------------------------------------------------ */
 /* Failure and timers. */
 
-static void link_close_ep(link_t *l)
+static void link_close_ep(kvs_stream_t *st, link_t *l)
 {
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
@@ -1591,6 +1804,13 @@ static void link_close_ep(link_t *l)
     if (l->closed)
         return;
     l->closed = true;
+    if (l->outbound && l->bulk_ep) {
+        stx_orphan_ep(st, l->bulk_ep);
+        sp = ucp_ep_close_nbx(l->bulk_ep, &prm);
+        if (UCS_PTR_IS_PTR(sp))
+            ucp_request_free(sp);
+        l->bulk_ep = NULL;
+    }
     if (l->outbound && l->ep) {
         sp = ucp_ep_close_nbx(l->ep, &prm);
         if (UCS_PTR_IS_PTR(sp))
@@ -1636,7 +1856,7 @@ static void link_fail(kvs_stream_t *st, link_t *l, int status)
         next = s->next;
         src_free_if_idle(st, s);
     }
-    link_close_ep(l);
+    link_close_ep(st, l);
 }
 
 void kvs_stream_tick(kvs_server_t *srv, uint64_t now)
@@ -1683,6 +1903,8 @@ void kvs_stream_conn_closed(kvs_server_t *srv, kvs_conn_t *conn)
 
     if (!st)
         return;
+    if (conn->bulk)
+        stx_orphan_ep(st, conn->bulk->ep);
     for (sput_t *p = st->sputs, *next; p; p = next) {
         next = p->next;
         if (p->conn != conn)
