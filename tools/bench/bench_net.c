@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Network benchmarks (see bench_net.h). The order inside one run is fixed so
- * that the limits are not measured while kvstashd competes for the CPUs:
+ * that no limit is measured while kvstashd or our clients are busy:
  *
- *   1. limits: limits.sh redis (256 KiB), and a ucx_perftest ucp_am_lat
- *      ping-pong for the UCX round trip;
+ *   1. limits: a ucx_perftest ucp_am_lat ping-pong for the UCX round trip;
  *   2. start kvstashd (DRAM only, loopback, ephemeral port) unless --port;
  *   3. the figures, each through libkvstash in processes other than the
- *      daemon's; the 1 MiB GET figure alternates with limits.sh ucx
- *      (1 MiB) in rounds while the daemon sleeps (fig_get);
+ *      daemon's; the two throughput figures alternate with their limits
+ *      (limits.sh ucx 1 MiB, limits.sh redis 256 KiB) in rounds while the
+ *      daemon sleeps, and report the median round (report_rounds);
  *   4. stop kvstashd (SIGTERM, orderly shutdown).
  *
  * Client processes are forked before this process opens UCX (UCX state does
@@ -40,13 +40,15 @@ typedef struct net_opts {
     unsigned window;              /* async GETs in flight per client */
     unsigned multi_window;
     unsigned blocks;              /* distinct 1 MiB blocks net-get cycles */
-    unsigned rounds;              /* net-get (limit, ours) rounds */
+    unsigned rounds;              /* net-get, net-multi: (limit, ours) */
     int busy_us;                  /* daemon and client spinning; -1: auto */
     bool limits;                  /* measure limits */
     bool want_get, want_multi, want_match;
 } net_opts_t;
 
 #define NET_ROUNDS_MAX 9
+
+static int cmp_double(const void *a, const void *b);
 
 static pid_t daemon_pid;
 
@@ -61,8 +63,8 @@ static void usage(void)
         "  --clients N     processes for net-multi (8)\n"
         "  --window N      GETs in flight per client in net-get (8)\n"
         "  --blocks N      distinct 1 MiB blocks net-get cycles over (64)\n"
-        "  --rounds N      net-get: rounds of (ucx_perftest, ours), median\n"
-        "                  ratio reported (3, at most 9)\n"
+        "  --rounds N      net-get, net-multi: rounds of (limit, ours), the\n"
+        "                  median ratio is reported (3, at most 9)\n"
         "  --busy-us N     daemon/client spin before sleeping (auto: 200\n"
         "                  with more than 4 cores, else 0)\n"
         "  --multi-window N  GETs in flight per client in net-multi (1,\n"
@@ -276,61 +278,28 @@ static double run_gets(kvs_client_t *c, const char *prefix, unsigned nkeys,
     return (double)(g.bytes - warm_bytes) / (t1 - t0);
 }
 
-/* The ucx_perftest figure this machine gives swings by 2x within minutes
- * (other tenants, frequency), so one limit measured before one figure of
- * ours makes a ratio of two unrelated moments. Instead: rounds of (limit,
- * ours) back to back, the order alternating so that a drift favours
- * neither, and the round with the median ratio is reported (its own value
- * and limit, so value / limit is that ratio). The daemon and our client
- * sit idle, asleep, while ucx_perftest runs. */
-static void fig_get(const net_opts_t *o, const char *limits_dir)
+/* Prints the round with the median ratio of ours[i] / lim[i] (the median
+ * of ours when a round has no limit), with that round's own value and
+ * limit, so that value / limit is the median ratio; the note lists every
+ * round. */
+static void report_rounds(const char *figure, unsigned nr, const double *ours,
+                          const double *lim, const char *what)
 {
-    kvs_client_t *c = connect_or_die(o, (uint32_t)o->busy_us * 5);
-    unsigned nr = o->rounds;
-    double ours[NET_ROUNDS_MAX], lim[NET_ROUNDS_MAX], ratio[NET_ROUNDS_MAX];
-    double mcpy = -1;
-    unsigned order[NET_ROUNDS_MAX], med = 0, nlim = 0;
-    int errors = 0;
+    unsigned order[NET_ROUNDS_MAX] = {0}, nlim = 0, med;
+    double key[NET_ROUNDS_MAX];
     char note[400], rl[200] = "";
     size_t off = 0;
 
-    load_blocks(c, "g1m", o->blocks, 1u << 20);
-    if (o->limits && bench_limits_run(limits_dir, 1u << 20, 1, o->seconds,
-                                      "memcpy") == 0)
-        mcpy = bench_limit("memcpy");
-    for (unsigned r = 0; r < nr; r++) {
-        bool limit_first = (r % 2) == 0;
-
-        lim[r] = -1;
-        for (int step = 0; step < 2; step++) {
-            if ((step == 0) == limit_first) {
-                if (o->limits && bench_limits_run(limits_dir, 1u << 20, 1,
-                                                  o->seconds, "ucx") == 0)
-                    lim[r] = bench_limit("ucx-am");
-            } else {
-                int e = 0;
-
-                ours[r] = run_gets(c, "g1m", o->blocks, 1u << 20, o->window,
-                                   o->seconds, o->busy_us > 0, &e) / 1e6;
-                errors += e;
-            }
-        }
-        ratio[r] = lim[r] > 0 ? ours[r] / lim[r] : -1;
-        nlim += lim[r] > 0;
-    }
-    kvs_client_destroy(c);
-    if (errors)
-        fprintf(stderr, "bench: %d GETs failed\n", errors);
-    /* Median by ratio when every round has a limit, else by our value. */
     for (unsigned i = 0; i < nr; i++)
+        nlim += lim[i] > 0;
+    for (unsigned i = 0; i < nr; i++) {
         order[i] = i;
+        key[i] = nlim == nr ? ours[i] / lim[i] : ours[i];
+    }
     for (unsigned i = 1; i < nr; i++)
-        for (unsigned j = i; j > 0; j--) {
-            const double *k = nlim == nr ? ratio : ours;
-
-            if (k[order[j - 1]] <= k[order[j]])
-                break;
+        for (unsigned j = i; j > 0 && key[order[j - 1]] > key[order[j]]; j--) {
             unsigned t = order[j];
+
             order[j] = order[j - 1];
             order[j - 1] = t;
         }
@@ -345,25 +314,73 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
             break;
         off += (size_t)w;
     }
+    snprintf(note, sizeof(note),
+             "median of %u interleaved rounds (ours/limit MB/s: %s); %s", nr,
+             rl, what);
+    bench_figure(figure, ours[med], "MB/s", nlim == nr ? lim[med] : -1, note);
+}
+
+/* The ucx_perftest figure this machine gives swings by 2x within minutes
+ * (other tenants, frequency), so one limit measured before one figure of
+ * ours makes a ratio of two unrelated moments. Instead: rounds of (limit,
+ * ours) back to back, the order alternating so that a drift favours
+ * neither, and the round with the median ratio is reported (its own value
+ * and limit, so value / limit is that ratio). The daemon and our client
+ * sit idle, asleep, while ucx_perftest runs. */
+static void fig_get(const net_opts_t *o, const char *limits_dir)
+{
+    kvs_client_t *c = connect_or_die(o, (uint32_t)o->busy_us * 5);
+    double ours[NET_ROUNDS_MAX], lim[NET_ROUNDS_MAX], mcpy = -1;
+    int errors = 0;
+    char what[200];
+
+    load_blocks(c, "g1m", o->blocks, 1u << 20);
+    if (o->limits && bench_limits_run(limits_dir, 1u << 20, 1, o->seconds,
+                                      "memcpy") == 0)
+        mcpy = bench_limit("memcpy");
+    for (unsigned r = 0; r < o->rounds; r++) {
+        lim[r] = -1;
+        for (int step = 0; step < 2; step++) {
+            if ((step == 0) == (r % 2 == 0)) {
+                if (o->limits && bench_limits_run(limits_dir, 1u << 20, 1,
+                                                  o->seconds, "ucx") == 0)
+                    lim[r] = bench_limit("ucx-am");
+            } else {
+                int e = 0;
+
+                ours[r] = run_gets(c, "g1m", o->blocks, 1u << 20, o->window,
+                                   o->seconds, o->busy_us > 0, &e) / 1e6;
+                errors += e;
+            }
+        }
+    }
+    kvs_client_destroy(c);
+    if (errors)
+        fprintf(stderr, "bench: %d GETs failed\n", errors);
     /* ucx_perftest moves one buffer again and again (cache-resident); the
      * store serves distinct blocks, so say how many. */
-    snprintf(note, sizeof(note),
-             "median of %u interleaved rounds (ours/limit MB/s: %s); "
+    snprintf(what, sizeof(what),
              "%u distinct blocks, %u in flight, vs ucx_perftest ucp_am_bw "
-             "1 MiB; target ratio >= 0.85", nr, rl, o->blocks, o->window);
-    bench_figure("net-get-1MiB-dram", ours[med], "MB/s",
-                 nlim == nr ? lim[med] : -1, note);
-    /* The same bytes against one cold memcpy: a one-copy GET can at best
-     * match it. */
-    if (mcpy > 0)
-        bench_figure("net-get-1MiB-dram-vs-memcpy", ours[med], "MB/s", mcpy,
-                     "vs one thread's memcpy of 1 MiB, cold (limits.sh "
-                     "memcpy)");
+             "1 MiB; target ratio >= 0.85", o->blocks, o->window);
+    report_rounds("net-get-1MiB-dram", o->rounds, ours, lim, what);
+    /* One cold memcpy: a one-copy GET can at best match it. Against the
+     * median of our rounds. */
+    if (mcpy > 0) {
+        double s[NET_ROUNDS_MAX];
+
+        memcpy(s, ours, o->rounds * sizeof(*s));
+        qsort(s, o->rounds, sizeof(*s), cmp_double);
+        bench_figure("net-get-1MiB-dram-vs-memcpy", s[o->rounds / 2], "MB/s",
+                     mcpy, "median of our rounds vs one thread's memcpy of "
+                     "1 MiB, cold (limits.sh memcpy)");
+    }
 }
 
 /* ---- 8 clients ------------------------------------------------------ */
 
-static void fig_multi(const net_opts_t *o, double redis_mbps)
+/* One round: n forked clients GET for o->seconds; returns their MB/s. The
+ * blocks are loaded in the first round only. */
+static double run_multi(const net_opts_t *o, bool load)
 {
     unsigned n = o->clients;
     pid_t *pids = calloc(n, sizeof(*pids));
@@ -371,7 +388,6 @@ static void fig_multi(const net_opts_t *o, double redis_mbps)
     int go[2];
     double total = 0;
     kvs_client_t *c;
-    char note[160];
 
     if (!pids || !pipes || pipe(go) != 0)
         exit(1);
@@ -402,9 +418,11 @@ static void fig_multi(const net_opts_t *o, double redis_mbps)
     }
     close(go[0]);
     /* Children are waiting; load with a client of our own, then go. */
-    c = connect_or_die(o, 0);
-    load_blocks(c, "g256k", 128, 256u << 10);
-    kvs_client_destroy(c);
+    if (load) {
+        c = connect_or_die(o, 0);
+        load_blocks(c, "g256k", 128, 256u << 10);
+        kvs_client_destroy(c);
+    }
     for (unsigned i = 0; i < n; i++)
         if (write(go[1], "g", 1) != 1)
             exit(1);
@@ -420,13 +438,34 @@ static void fig_multi(const net_opts_t *o, double redis_mbps)
         if (!WIFEXITED(st) || WEXITSTATUS(st))
             fprintf(stderr, "bench: client %u had errors\n", i);
     }
-    snprintf(note, sizeof(note),
-             "%u clients, %u in flight each, vs redis GET 256 KiB 8 clients; "
-             "target ratio >= 3", n, o->multi_window);
-    bench_figure("net-get-256KiB-8clients", total / 1e6, "MB/s", redis_mbps,
-                 note);
     free(pids);
     free(pipes);
+    return total / 1e6;
+}
+
+/* Rounds of (redis-benchmark, ours) like fig_get: redis-benchmark's 4000
+ * GETs take a fraction of a second and vary as much as ucx_perftest. */
+static void fig_multi(const net_opts_t *o, const char *limits_dir)
+{
+    double ours[NET_ROUNDS_MAX], lim[NET_ROUNDS_MAX];
+    char what[160];
+
+    for (unsigned r = 0; r < o->rounds; r++) {
+        lim[r] = -1;
+        for (int step = 0; step < 2; step++) {
+            if ((step == 0) == (r % 2 == 0)) {
+                if (o->limits && bench_limits_run(limits_dir, 256u << 10, 8,
+                                                  o->seconds, "redis") == 0)
+                    lim[r] = bench_limit("redis-get");
+            } else {
+                ours[r] = run_multi(o, r == 0);
+            }
+        }
+    }
+    snprintf(what, sizeof(what),
+             "%u clients, %u in flight each, vs redis GET 256 KiB 8 clients; "
+             "target ratio >= 3", o->clients, o->multi_window);
+    report_rounds("net-get-256KiB-8clients", o->rounds, ours, lim, what);
 }
 
 /* ---- MATCH latency -------------------------------------------------- */
@@ -533,7 +572,7 @@ int bench_net_main(int argc, char **argv)
                     .rounds = 3,
                     .busy_us = -1,
                     .limits = true};
-    double redis = -1, rtt = -1;
+    double rtt = -1;
     const char *mode = argv[0];
     int c;
 
@@ -589,9 +628,6 @@ int bench_net_main(int argc, char **argv)
     if (o.busy_us < 0)
         o.busy_us = sysconf(_SC_NPROCESSORS_ONLN) > 4 ? 200 : 0;
     if (o.limits) {
-        if (o.want_multi && bench_limits_run(limits_dir, 256u << 10, 8,
-                                             o.seconds, "redis") == 0)
-            redis = bench_limit("redis-get");
         if (o.want_match)
             rtt = measure_ucx_rtt_us();
         if (rtt > 0)
@@ -603,7 +639,7 @@ int bench_net_main(int argc, char **argv)
     if (o.want_get)
         fig_get(&o, limits_dir);
     if (o.want_multi)
-        fig_multi(&o, redis);
+        fig_multi(&o, limits_dir);
     if (o.want_match)
         fig_match(&o, rtt);
     stop_daemon();
