@@ -51,6 +51,9 @@ typedef struct net_opts {
 static int cmp_double(const void *a, const void *b);
 
 static pid_t daemon_pid;
+static pid_t daemon_owner;        /* the process that started it */
+static void stop_daemon(void);
+static void on_fatal_signal(int sig);
 
 static void usage(void)
 {
@@ -104,6 +107,17 @@ static int start_daemon(net_opts_t *o)
     unlink(port_file);
     bench_rmtree(data);
     fflush(NULL);
+    /* Every exit(), including connect_or_die()'s, and the usual fatal
+     * signals stop the daemon; a forked client's do not (stop_daemon and
+     * on_fatal_signal check the owner). */
+    if (!daemon_owner) {
+        atexit(stop_daemon);
+        signal(SIGINT, on_fatal_signal);
+        signal(SIGTERM, on_fatal_signal);
+        signal(SIGHUP, on_fatal_signal);
+        signal(SIGPIPE, on_fatal_signal);
+    }
+    daemon_owner = getpid();
     daemon_pid = fork();
     if (daemon_pid < 0)
         return -errno;
@@ -139,11 +153,21 @@ static int start_daemon(net_opts_t *o)
     return -ETIMEDOUT;
 }
 
+/* Ctrl-C, or a reader of our output that went away (SIGPIPE): stop the
+ * daemon too, then die of the signal as before. */
+static void on_fatal_signal(int sig)
+{
+    if (daemon_pid && getpid() == daemon_owner)
+        kill(daemon_pid, SIGTERM);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 static void stop_daemon(void)
 {
     int st;
 
-    if (!daemon_pid)
+    if (!daemon_pid || getpid() != daemon_owner)
         return;
     kill(daemon_pid, SIGTERM);
     waitpid(daemon_pid, &st, 0);
