@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -131,6 +132,9 @@ static pid_t start_daemon(const sopts_t *o, const char *name, uint16_t *port)
     if (pid < 0)
         return -1;
     if (pid == 0) {
+        /* A bench that dies (or is killed) takes its daemons with it:
+         * each holds a 2 GiB arena. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (!freopen(log, "w", stdout) || dup2(1, 2) < 0)
             _exit(127);
         execl(o->daemon, o->daemon, "--port=0", "--port-file", port_file,
