@@ -1255,7 +1255,8 @@ static void fwd_sent(kvs_stream_t *st, void *obj, void *obj2, int status)
     fetch_t *f = obj;
     uint32_t i = (uint32_t)(uintptr_t)obj2;
 
-    (void)status;
+    kvs_debug("fetch %llu block %u: a part reached the client (%d)",
+              (unsigned long long)f->id, i, status);
     f->blk[i].inflight--;
     dblk_try_finish(st, f, i);
     fetch_free_if_done(st, f);
@@ -1267,6 +1268,8 @@ static void fetch_part_landed(kvs_stream_t *st, fetch_t *f, uint32_t i,
     dblk_t *b = &f->blk[i];
 
     b->inflight--;
+    kvs_debug("fetch %llu block %u part %u landed (%d)",
+              (unsigned long long)f->id, i, part, status);
     if (status) {
         dblk_fail(st, f, i, status);
     } else if (b->state == B_OPEN && !b->got[part]) {
