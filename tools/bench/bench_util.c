@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -132,4 +133,33 @@ double bench_limit(const char *name)
 int bench_rmtree(const char *path)
 {
     return kvs_fs_rmtree(path);
+}
+
+#define HUGE_SZ (2u << 20)
+
+void *bench_alloc_huge(size_t len)
+{
+    size_t map = len + HUGE_SZ;
+    uint8_t *m = mmap(NULL, map, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *p;
+
+    if (m == MAP_FAILED)
+        return NULL;
+    p = (uint8_t *)(((uintptr_t)m + HUGE_SZ - 1) & ~(uintptr_t)(HUGE_SZ - 1));
+    /* The unused head and tail go back; munmap needs the aligned range. */
+    if (p > m)
+        munmap(m, (size_t)(p - m));
+    if (m + map > p + len)
+        munmap(p + len, (size_t)(m + map - (p + len)));
+    (void)madvise(p, len, MADV_HUGEPAGE);
+    (void)madvise(p, len, 23 /* MADV_POPULATE_WRITE, Linux 5.14 */);
+    memset(p, 0, len);
+    return p;
+}
+
+void bench_free_huge(void *p, size_t len)
+{
+    if (p)
+        munmap(p, len);
 }
