@@ -602,7 +602,7 @@ KVS_API int kvs_stream_wait(kvs_stream_fetch_t *f, uint32_t block,
             return ret;
         if (kvs_clock_mono_ns() >= deadline)
             return -ETIMEDOUT;
-        ret = kvs_client_progress_idle(c, &idle, 1);
+        ret = kvs_client_progress_idle(c, &idle, 10);
         if (ret < 0) {
             ret = wait_state(f, block, part);
             return ret <= 0 ? ret : KVS_EPEER;
