@@ -63,6 +63,7 @@ struct kvs_stream_put {
     uint32_t nparts;
     bool done;
     int status;
+    struct csend *posted;         /* kvs_stream_put_part_nb() sends */
 };
 
 typedef struct crx {
@@ -291,9 +292,12 @@ static int cstate_get(kvs_client_t *c, cstate_t **out)
  * again when a call returns. */
 
 typedef struct csend {
+    struct csend *next;           /* a put's sends not yet waited for */
+    void *req;                    /* the UCX request; NULL once done */
     bool done;
     bool abandoned;               /* the caller gave up: the callback frees */
     ucs_status_t status;
+    uint8_t hdr[KVS_SMSG_MAX];    /* UCX may read it until the send is done */
 } csend_t;
 
 static void csend_cb(void *request, ucs_status_t status, void *user_data)
@@ -307,10 +311,12 @@ static void csend_cb(void *request, ucs_status_t status, void *user_data)
         free(s);
 }
 
-static int smsg_send(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
-                     size_t blen, const void *data, size_t dlen)
+/* Posts m (with data bytes, if any) and returns at once. *out is NULL if
+ * the send completed in place; otherwise csend_wait() must be called. */
+static int smsg_post(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
+                     size_t blen, const void *data, size_t dlen,
+                     csend_t **out)
 {
-    uint8_t hdr[KVS_SMSG_MAX];
     kvs_client_internals_t ci;
     csend_t *s;
     ucp_request_param_t prm = {
@@ -320,8 +326,8 @@ static int smsg_send(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
         .flags = UCP_AM_SEND_FLAG_REPLY,
     };
     ucs_status_ptr_t sp;
-    int ret;
 
+    *out = NULL;
     if (blen > KVS_SMSG_BODY_MAX)
         return KVS_ETOOBIG;
     kvs_client_internals(c, &ci);
@@ -330,18 +336,29 @@ static int smsg_send(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
     if (!(s = calloc(1, sizeof(*s))))
         return -ENOMEM;
     prm.user_data = s;
-    kvs_smsg_put_hdr(hdr, m);
+    kvs_smsg_put_hdr(s->hdr, m);
     if (blen)
-        memcpy(hdr + KVS_SMSG_HDR_SIZE, body, blen);
+        memcpy(s->hdr + KVS_SMSG_HDR_SIZE, body, blen);
     /* On the bulk endpoint (when bound) part bytes move by CMA. */
-    sp = ucp_am_send_nbx(ci.data_ep, KVS_STREAM_AM_ID, hdr,
+    sp = ucp_am_send_nbx(ci.data_ep, KVS_STREAM_AM_ID, s->hdr,
                          KVS_SMSG_HDR_SIZE + blen, data, dlen, &prm);
     if (sp == NULL || UCS_PTR_IS_ERR(sp)) {
         free(s);
         return sp == NULL ? 0 : KVS_EPEER;
     }
-    uint64_t idle = 0;
+    s->req = sp;
+    *out = s;
+    return 0;
+}
 
+/* Waits for s to complete and frees it. */
+static int csend_wait(kvs_client_t *c, csend_t *s)
+{
+    kvs_client_internals_t ci;
+    uint64_t idle = 0;
+    int ret;
+
+    kvs_client_internals(c, &ci);
     while (!s->done) {
         ret = kvs_client_progress_idle(c, &idle, 100);
         if (ret < 0 && !s->done) {
@@ -353,7 +370,7 @@ static int smsg_send(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
             for (int i = 0; i < 10000 && !s->done; i++)
                 ucp_worker_progress(ci.worker);
             if (!s->done)
-                ucp_request_cancel(ci.worker, sp);
+                ucp_request_cancel(ci.worker, s->req);
             for (int i = 0; i < 10000 && !s->done; i++)
                 ucp_worker_progress(ci.worker);
             if (s->done)
@@ -366,6 +383,15 @@ static int smsg_send(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
     ret = s->status == UCS_OK ? 0 : KVS_EPEER;
     free(s);
     return ret;
+}
+
+static int smsg_send(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
+                     size_t blen, const void *data, size_t dlen)
+{
+    csend_t *s;
+    int ret = smsg_post(c, m, body, blen, data, dlen, &s);
+
+    return ret || !s ? ret : csend_wait(c, s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -452,6 +478,48 @@ KVS_API int kvs_stream_put_part(kvs_stream_put_t *p, uint32_t part,
     return smsg_send(p->cs->c, &m, NULL, 0, buf, len);
 }
 
+KVS_API int kvs_stream_put_part_nb(kvs_stream_put_t *p, uint32_t part,
+                                   const void *buf, size_t len)
+{
+    kvs_smsg_t m;
+    csend_t *s;
+    int ret;
+
+    if (!p || part >= p->nparts)
+        return -EINVAL;
+    if (p->done)
+        return p->status ? p->status : KVS_EPROTO;
+    memset(&m, 0, sizeof(m));
+    m.op = KVS_SOP_PUT_PART;
+    m.id = p->id;
+    m.part = part;
+    m.len = len;
+    ret = smsg_post(p->cs->c, &m, NULL, 0, buf, len, &s);
+    if (!ret && s) {
+        s->next = p->posted;
+        p->posted = s;
+    }
+    return ret;
+}
+
+/* Waits for every part posted with kvs_stream_put_part_nb(): the caller's
+ * buffers are its own again after this. Returns the first error. */
+static int put_wait_posted(kvs_stream_put_t *p)
+{
+    int ret = 0;
+
+    while (p->posted) {
+        csend_t *s = p->posted;
+        int r;
+
+        p->posted = s->next;
+        r = csend_wait(p->cs->c, s);
+        if (!ret)
+            ret = r;
+    }
+    return ret;
+}
+
 static void put_unlink_free(kvs_stream_put_t *p)
 {
     for (kvs_stream_put_t **pp = &p->cs->puts; *pp; pp = &(*pp)->next)
@@ -472,7 +540,10 @@ static int put_finish(kvs_stream_put_t *p, uint8_t op)
     memset(&m, 0, sizeof(m));
     m.op = op;
     m.id = p->id;
+    /* SEAL or ABORT follows the posted parts on the same endpoint. */
     ret = smsg_send(c, &m, NULL, 0, NULL, 0);
+    if (put_wait_posted(p) && !ret && op == KVS_SOP_PUT_SEAL)
+        ret = KVS_EPEER;
     while (!ret && !p->done) {
         ret = kvs_client_progress_idle(c, &idle, 100);
         if (ret > 0)

@@ -64,6 +64,12 @@ KVS_API int kvs_stream_put_begin(kvs_client_t *client,
 /* Sends one part; buf may be reused when this returns. */
 KVS_API int kvs_stream_put_part(kvs_stream_put_t *put, uint32_t part,
                                 const void *buf, size_t len);
+/* Posts one part and returns at once, so that several parts are in flight
+ * (a prefill engine saving layer after layer). buf must stay unchanged
+ * until kvs_stream_put_seal() or kvs_stream_put_abort() returns; both wait
+ * for every posted part. Since libkvstash 0.3. */
+KVS_API int kvs_stream_put_part_nb(kvs_stream_put_t *put, uint32_t part,
+                                   const void *buf, size_t len);
 /* Waits until the block is sealed (and pushed), returns the result, and
  * frees put. KVS_EINCOMPLETE if parts are missing. */
 KVS_API int kvs_stream_put_seal(kvs_stream_put_t *put);

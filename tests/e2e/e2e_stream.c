@@ -122,11 +122,19 @@ int main(void)
     for (int b = 1; b < NB; b++) {
         CHECK_EQ(kvs_stream_put_begin(cp, &blocks[b].key, part_len, NP, 0, 0,
                                       NULL, &put[b]), 0);
-        /* Parts out of order: delivery still waits for part 0. */
-        for (int p = NP - 1; p >= 0; p--)
-            CHECK_EQ(kvs_stream_put_part(put[b], (uint32_t)p,
-                                         src[b] + part_off((uint32_t)p),
-                                         part_len[p]), 0);
+        /* Parts out of order: delivery still waits for part 0. Odd
+         * blocks post every part before waiting for any (the seal waits
+         * for them). */
+        for (int p = NP - 1; p >= 0; p--) {
+            const uint8_t *pb = src[b] + part_off((uint32_t)p);
+
+            if (b % 2)
+                CHECK_EQ(kvs_stream_put_part_nb(put[b], (uint32_t)p, pb,
+                                                part_len[p]), 0);
+            else
+                CHECK_EQ(kvs_stream_put_part(put[b], (uint32_t)p, pb,
+                                             part_len[p]), 0);
+        }
         CHECK_EQ(kvs_stream_put_seal(put[b]), 0);
     }
     for (int b = 0; b < NB; b++) {

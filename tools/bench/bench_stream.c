@@ -59,7 +59,7 @@ typedef struct sopts {
 
 /* Shared between the processes. */
 typedef struct shared {
-    uint64_t t_part0_put[MAX_BLOCKS];   /* prefill: part 0 acknowledged */
+    uint64_t t_part0_put[MAX_BLOCKS];   /* prefill: part 0 posted */
     uint64_t t_first_in[2][MAX_BLOCKS]; /* decode: first part landed */
     uint64_t t_block_in[2][MAX_BLOCKS]; /* decode: whole block stored */
     uint64_t t_start[2], t_end[2];
@@ -237,8 +237,10 @@ static int prefill(const sopts_t *o, uint16_t port, shared_t *sh)
                     while (now_ns() < due)
                         usleep(200);
                 }
-                ret = kvs_stream_put_part(put, p, buf + p * o->part_bytes,
-                                          o->part_bytes);
+                /* Posted, not waited for: the parts' bytes stay put
+                 * until the seal, as a prefill engine's layers do. */
+                ret = kvs_stream_put_part_nb(put, p, buf + p * o->part_bytes,
+                                             o->part_bytes);
                 if (p == 0 && phase == 0)
                     sh->t_part0_put[b] = now_ns();
                 n++;
