@@ -372,7 +372,31 @@ static double median_ms(uint64_t *v, uint32_t n)
     return (double)v[n / 2] / 1e6;
 }
 
-static void report(const sopts_t *o, const shared_t *sh, double am_bw)
+static void limit_sample(const sopts_t *o, double *lim, int *n)
+{
+    char ldir[PATH_MAX];
+
+    mkdir(o->dir, 0755);
+    snprintf(ldir, sizeof(ldir), "%s/limits", o->dir);
+    if (bench_limits_run(ldir, o->part_bytes, 1, 5, "ucx") == 0 &&
+        bench_limit("ucx-am") > 0)
+        lim[(*n)++] = bench_limit("ucx-am");
+}
+
+static double median_d(double *v, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            double t = v[j];
+
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return n ? v[n / 2] : -1;
+}
+
+static void report(const sopts_t *o, const shared_t *sh, double am_bw,
+                   const double *lim, int nlim)
 {
     uint64_t bytes = (uint64_t)o->blocks * o->parts * o->part_bytes;
     uint64_t ttfp[MAX_BLOCKS], ttb[MAX_BLOCKS], tb2[MAX_BLOCKS];
@@ -386,14 +410,18 @@ static void report(const sopts_t *o, const shared_t *sh, double am_bw)
                              ? sh->t_put_start : sh->t_start[ph];
         double s = (double)(sh->t_end[ph] - start - sh->t_verify[ph]) / 1e9;
         double mbs = (double)bytes / s / 1e6;
-        char note[200];
+        char note[320], lims[96] = "";
 
+        for (int i = 0; i < nlim; i++)
+            snprintf(lims + strlen(lims), sizeof(lims) - strlen(lims),
+                     "%s%.0f", i ? " " : "", lim[i]);
         snprintf(note, sizeof(note),
                  "%u blocks x %u parts x %llu KiB, %s (byte checks not "
-                 "timed); vs ucx_perftest ucp_am_bw (2 processes)",
-                 o->blocks, o->parts,
+                 "timed); vs ucx_perftest ucp_am_bw (2 processes), median "
+                 "of %d runs (%s MB/s)", o->blocks, o->parts,
                  (unsigned long long)(o->part_bytes >> 10),
-                 ph ? "fetched after sealing" : "fetched while being put");
+                 ph ? "fetched after sealing" : "fetched while being put",
+                 nlim, lims);
         bench_figure(ph ? "stream-sealed" : "stream-live", mbs, "MB/s", am_bw,
                      note);
     }
@@ -457,7 +485,8 @@ int bench_stream_main(int argc, char **argv)
                  .verify = true};
     uint16_t pport = 0, dport = 0;
     pid_t P, D, cp, cd;
-    double am_bw = -1;
+    double am_bw = -1, lim[3];
+    int nlim = 0;
     shared_t *sh;
     int c, st, rc = 0;
 
@@ -488,14 +517,11 @@ int bench_stream_main(int argc, char **argv)
         return 2;
     }
     busy_us = sysconf(_SC_NPROCESSORS_ONLN) > 4 ? 200 : 0;
-    if (o.limits) {
-        char ldir[PATH_MAX];
-
-        mkdir(o.dir, 0755);
-        snprintf(ldir, sizeof(ldir), "%s/limits", o.dir);
-        if (bench_limits_run(ldir, o.part_bytes, 1, 5, "ucx") == 0)
-            am_bw = bench_limit("ucx-am");
-    }
+    /* ucx_perftest on these VMs is bimodal (4 or 14-21 GB/s within
+     * minutes): the limit is the median of two runs before the streams
+     * and one after. */
+    for (int i = 0; o.limits && i < 2; i++)
+        limit_sample(&o, lim, &nlim);
     sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (sh == MAP_FAILED)
@@ -527,14 +553,17 @@ int bench_stream_main(int argc, char **argv)
     waitpid(cd, &st, 0);
     if (!WIFEXITED(st) || WEXITSTATUS(st))
         rc = 1;
-    if (!rc)
-        report(&o, sh, am_bw);
     if (sh->errors || sh->bad_bytes)
         rc = 1;
     kill(D, SIGTERM);
     kill(P, SIGTERM);
     waitpid(D, &st, 0);
     waitpid(P, &st, 0);
+    if (o.limits)
+        limit_sample(&o, lim, &nlim);
+    am_bw = median_d(lim, nlim);
+    if (!rc || sh->errors || sh->bad_bytes)
+        report(&o, sh, am_bw, lim, nlim);
     munmap(sh, sizeof(*sh));
     printf("%s\n", rc ? "FAILED" : "ok");
     return rc;
