@@ -181,6 +181,7 @@ struct kvs_stream {
     stx_t *stx_free;
     stx_t *stx_failed;            /* failed sends, completed by the tick */
     stx_t *stx_live;              /* sends UCX has not completed */
+    stx_t *stx_orphans;           /* finished by us, still held by UCX */
     uint64_t next_id;
     uint64_t timeout_ns;
     peer_cfg_t peers[PEERS_MAX];
@@ -221,15 +222,24 @@ static stx_t *stx_get(kvs_stream_t *st)
     return t;
 }
 
-static void stx_unlink(kvs_stream_t *st, stx_t *t)
+static void stx_unlink(stx_t **head, stx_t *t)
 {
     if (t->lprev)
         t->lprev->lnext = t->lnext;
-    else if (st->stx_live == t)
-        st->stx_live = t->lnext;
+    else if (*head == t)
+        *head = t->lnext;
     if (t->lnext)
         t->lnext->lprev = t->lprev;
     t->lnext = t->lprev = NULL;
+}
+
+static void stx_link(stx_t **head, stx_t *t)
+{
+    t->lprev = NULL;
+    t->lnext = *head;
+    if (t->lnext)
+        t->lnext->lprev = t;
+    *head = t;
 }
 
 /* A bulk endpoint has no peer error handling, and UCX 1.13 may never
@@ -244,7 +254,8 @@ static void stx_orphan_ep(kvs_stream_t *st, ucp_ep_h ep)
         next = t->lnext;
         if (!ep || t->ep != ep)
             continue;
-        stx_unlink(st, t);
+        stx_unlink(&st->stx_live, t);
+        stx_link(&st->stx_orphans, t); /* freed at destroy, if not before */
         t->orphan = true;
         if (t->done)
             t->done(st, t->obj, t->obj2, KVS_EPEER);
@@ -264,8 +275,7 @@ static void stx_cb(void *request, ucs_status_t status, void *user_data)
 {
     stx_t *t = user_data;
 
-    if (!t->orphan)
-        stx_unlink(t->st, t);
+    stx_unlink(t->orphan ? &t->st->stx_orphans : &t->st->stx_live, t);
     stx_put(t->st, t, status == UCS_OK ? 0 : KVS_EPEER);
     ucp_request_free(request);
 }
@@ -316,15 +326,12 @@ static int smsg_send(kvs_stream_t *st, ucp_ep_h ep, const kvs_smsg_t *m,
         prm.flags |= UCP_AM_SEND_FLAG_RNDV;
     /* Listed before the call: UCX may run stx_cb before it returns. */
     t->ep = ep;
-    t->lnext = st->stx_live;
-    if (t->lnext)
-        t->lnext->lprev = t;
-    st->stx_live = t;
+    stx_link(&st->stx_live, t);
     sp = ucp_am_send_nbx(ep, KVS_STREAM_AM_ID, t->hdr,
                          KVS_SMSG_HDR_SIZE + body_len, data, data_len, &prm);
     if (sp == NULL || UCS_PTR_IS_ERR(sp)) {
         /* NULL cannot happen with NO_IMM_CMPL; treat it as failed too. */
-        stx_unlink(st, t);
+        stx_unlink(&st->stx_live, t);
         t->next = st->stx_failed;
         st->stx_failed = t;
         return KVS_EPEER;
@@ -2071,6 +2078,13 @@ void kvs_stream_destroy(kvs_server_t *srv)
         stx_t *t = st->stx_free;
 
         st->stx_free = t->next;
+        free(t);
+    }
+    /* The worker is gone (kvs_server_destroy), so UCX calls back no more. */
+    while (st->stx_orphans) {
+        stx_t *t = st->stx_orphans;
+
+        st->stx_orphans = t->lnext;
         free(t);
     }
     free(st);
