@@ -839,6 +839,33 @@ static src_t *src_new(kvs_stream_t *st, link_t *l, uint64_t id,
 /* ------------------------------------------------------------------ */
 /* Streaming puts. */
 
+/* Reserves a block of nparts parts of lens[i] bytes in the store (a
+ * client's streaming put, or a block arriving from a peer) and fills in
+ * each part's offset in it. */
+static int store_begin(kvs_stream_t *st, uint32_t ns, const uint8_t *key,
+                       uint8_t key_len, const uint32_t *lens, uint64_t *offs,
+                       uint32_t nparts, uint8_t cls, uint32_t flags,
+                       kvs_put_stream_t *ps)
+{
+    kvs_iov_t *iov = st->srv->iovs;
+    kvs_put_args_t a;
+
+    for (uint32_t i = 0; i < nparts; i++) {
+        offs[i] = i ? offs[i - 1] + lens[i - 1] : 0;
+        iov[i].base = NULL;
+        iov[i].len = lens[i];
+    }
+    memset(&a, 0, sizeof(a));
+    a.ns = ns;
+    a.key = key;
+    a.key_len = key_len;
+    a.parts = iov;
+    a.nparts = nparts;
+    a.cls = cls;
+    a.flags = flags & KVS_WIRE_PUT_KNOWN;
+    return kvs_store_put_begin(st->srv->store, &a, ps);
+}
+
 static void sput_reply(kvs_stream_t *st, sput_t *p)
 {
     kvs_smsg_t m = {.op = KVS_SOP_PUT_DONE, .flags = KVS_SMSG_F_REPLY,
@@ -947,8 +974,6 @@ static void sput_begin(kvs_stream_t *st, kvs_conn_t *conn,
 {
     kvs_server_t *srv = st->srv;
     kvs_smsg_rd_t rd;
-    kvs_put_args_t a;
-    kvs_iov_t *iov = srv->iovs;
     uint64_t total = 0;
     sput_t *p;
     int ret = 0;
@@ -986,20 +1011,10 @@ static void sput_begin(kvs_stream_t *st, kvs_conn_t *conn,
         p->status = ret;
         goto out;
     }
-    for (uint32_t i = 0; i < p->nparts; i++) {
-        p->offs[i] = i ? p->offs[i - 1] + p->lens[i - 1] : 0;
-        iov[i].base = NULL;
-        iov[i].len = p->lens[i];
-    }
-    memset(&a, 0, sizeof(a));
-    a.ns = p->ns;
-    a.key = p->key;
-    a.key_len = p->key_len;
-    a.parts = iov;
-    a.nparts = p->nparts;
-    a.cls = p->cls = (uint8_t)m->block;
-    a.flags = p->flags = m->part & KVS_WIRE_PUT_KNOWN;
-    ret = kvs_store_put_begin(srv->store, &a, &p->ps);
+    p->cls = (uint8_t)m->block;
+    p->flags = m->part & KVS_WIRE_PUT_KNOWN;
+    ret = store_begin(st, p->ns, p->key, p->key_len, p->lens, p->offs,
+                      p->nparts, p->cls, p->flags, &p->ps);
     if (ret) {
         p->status = ret;
         goto out;
@@ -1319,9 +1334,7 @@ static int dblk_open(kvs_stream_t *st, fetch_t *f, uint32_t i,
                      uint32_t flags)
 {
     dblk_t *b = &f->blk[i];
-    kvs_iov_t *iov = st->srv->iovs;
     uint64_t total;
-    kvs_put_args_t a;
     int ret;
 
     if (b->state != B_WAIT || m->nparts < 1 || m->nparts > KVS_PARTS_MAX)
@@ -1335,20 +1348,8 @@ static int dblk_open(kvs_stream_t *st, fetch_t *f, uint32_t i,
     if (ret)
         return ret;
     b->nparts = m->nparts;
-    for (uint32_t j = 0; j < b->nparts; j++) {
-        b->offs[j] = j ? b->offs[j - 1] + b->lens[j - 1] : 0;
-        iov[j].base = NULL;
-        iov[j].len = b->lens[j];
-    }
-    memset(&a, 0, sizeof(a));
-    a.ns = f->ns;
-    a.key = b->key;
-    a.key_len = b->key_len;
-    a.parts = iov;
-    a.nparts = b->nparts;
-    a.cls = cls;
-    a.flags = flags & KVS_WIRE_PUT_KNOWN;
-    ret = kvs_store_put_begin(st->srv->store, &a, &b->ps);
+    ret = store_begin(st, f->ns, b->key, b->key_len, b->lens, b->offs,
+                      b->nparts, cls, flags, &b->ps);
     if (ret)
         return ret;
     b->put_open = true;
