@@ -410,18 +410,20 @@ static void report(const sopts_t *o, const shared_t *sh, double am_bw,
                              ? sh->t_put_start : sh->t_start[ph];
         double s = (double)(sh->t_end[ph] - start - sh->t_verify[ph]) / 1e9;
         double mbs = (double)bytes / s / 1e6;
-        char note[320], lims[96] = "";
+        char note[320], lims[128] = "";
 
+        if (nlim)
+            snprintf(lims, sizeof(lims), "; vs ucx_perftest ucp_am_bw (2 "
+                     "processes), median of %d runs (", nlim);
         for (int i = 0; i < nlim; i++)
             snprintf(lims + strlen(lims), sizeof(lims) - strlen(lims),
-                     "%s%.0f", i ? " " : "", lim[i]);
+                     "%.0f%s", lim[i], i + 1 < nlim ? " " : " MB/s)");
         snprintf(note, sizeof(note),
                  "%u blocks x %u parts x %llu KiB, %s (byte checks not "
-                 "timed); vs ucx_perftest ucp_am_bw (2 processes), median "
-                 "of %d runs (%s MB/s)", o->blocks, o->parts,
+                 "timed)%s", o->blocks, o->parts,
                  (unsigned long long)(o->part_bytes >> 10),
                  ph ? "fetched after sealing" : "fetched while being put",
-                 nlim, lims);
+                 lims);
         bench_figure(ph ? "stream-sealed" : "stream-live", mbs, "MB/s", am_bw,
                      note);
     }
