@@ -1003,33 +1003,17 @@ KVS_API int kvs_client_progress_wait(kvs_client_t *c, int timeout_ms)
 }
 
 /* For client_stream.c, whose waits have no request in flight (so
- * kvs_client_progress_wait() would never sleep): progresses, and once the
- * busy-poll window has passed with nothing to do, sleeps on UCX's event fd
- * for at most timeout_ms. Returns 1 if something happened, 0 if not, or
- * KVS_EPEER once the connection has failed. */
-int kvs_client_progress_idle(kvs_client_t *c, uint64_t *idle_since,
-                             int timeout_ms)
+ * kvs_client_progress_wait() would never sleep): one progress_once(), then
+ * the completions it made due. Returns 1 if something happened, 0 if not,
+ * or KVS_EPEER once the connection has failed. */
+int kvs_client_progress_idle(kvs_client_t *c, uint64_t *idle_since)
 {
-    unsigned n = ucp_worker_progress(c->worker);
-    int done = run_completions(c);
-    uint64_t now;
+    int n = progress_once(c, idle_since);
 
-    if (n || done) {
-        *idle_since = 0;
+    n += run_completions(c);
+    if (n)
         return 1;
-    }
-    if (c->failed)
-        return KVS_EPEER;
-    now = kvs_clock_mono_ns();
-    if (!*idle_since)
-        *idle_since = now;
-    if (now - *idle_since >= c->busy_ns &&
-        ucp_worker_arm(c->worker) == UCS_OK) {
-        struct pollfd pfd = {.fd = c->efd, .events = POLLIN};
-
-        poll(&pfd, 1, timeout_ms);
-    }
-    return 0;
+    return c->failed ? KVS_EPEER : 0;
 }
 
 KVS_API int kvs_client_wait(kvs_client_t *c)

@@ -22,7 +22,6 @@ typedef struct kvs_client_internals {
 } kvs_client_internals_t;
 
 void kvs_client_internals(kvs_client_t *client, kvs_client_internals_t *out);
-int kvs_client_progress_idle(kvs_client_t *client, uint64_t *idle_since,
-                             int timeout_ms);
+int kvs_client_progress_idle(kvs_client_t *client, uint64_t *idle_since);
 
 #endif

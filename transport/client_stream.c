@@ -297,7 +297,7 @@ typedef struct csend {
     bool done;
     bool abandoned;               /* the caller gave up: the callback frees */
     ucs_status_t status;
-    uint8_t hdr[KVS_SMSG_MAX];    /* UCX may read it until the send is done */
+    uint8_t hdr[];                /* UCX may read it until the send is done */
 } csend_t;
 
 static void csend_cb(void *request, ucs_status_t status, void *user_data)
@@ -333,7 +333,7 @@ static int smsg_post(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
     kvs_client_internals(c, &ci);
     if (!ci.ep)
         return ci.failed ? ci.failed : KVS_EPEER;
-    if (!(s = calloc(1, sizeof(*s))))
+    if (!(s = calloc(1, sizeof(*s) + KVS_SMSG_HDR_SIZE + blen)))
         return -ENOMEM;
     prm.user_data = s;
     kvs_smsg_put_hdr(s->hdr, m);
@@ -360,7 +360,7 @@ static int csend_wait(kvs_client_t *c, csend_t *s)
 
     kvs_client_internals(c, &ci);
     while (!s->done) {
-        ret = kvs_client_progress_idle(c, &idle, 100);
+        ret = kvs_client_progress_idle(c, &idle);
         if (ret < 0 && !s->done) {
             /* The connection is gone. On the control endpoint UCX fails
              * the send; on the bulk endpoint (no error handling) it may
@@ -545,7 +545,7 @@ static int put_finish(kvs_stream_put_t *p, uint8_t op)
     if (put_wait_posted(p) && !ret && op == KVS_SOP_PUT_SEAL)
         ret = KVS_EPEER;
     while (!ret && !p->done) {
-        ret = kvs_client_progress_idle(c, &idle, 100);
+        ret = kvs_client_progress_idle(c, &idle);
         if (ret > 0)
             ret = 0;
     }
@@ -673,7 +673,7 @@ KVS_API int kvs_stream_wait(kvs_stream_fetch_t *f, uint32_t block,
             return ret;
         if (kvs_clock_mono_ns() >= deadline)
             return -ETIMEDOUT;
-        ret = kvs_client_progress_idle(c, &idle, 10);
+        ret = kvs_client_progress_idle(c, &idle);
         if (ret < 0) {
             ret = wait_state(f, block, part);
             return ret <= 0 ? ret : KVS_EPEER;
