@@ -263,9 +263,8 @@ int kvs_server_send_data(kvs_server_t *srv, kvs_tx_t *tx, size_t hlen)
         kvs_server_tx_put(srv, tx);
         return KVS_EPEER;
     }
-    sp = ucp_am_send_nbx(tx->conn->bulk ? tx->conn->bulk->ep : tx->conn->ep,
-                         KVS_AM_ID, tx->buf, hlen, tx->view.data, tx->view.len,
-                         &prm);
+    sp = ucp_am_send_nbx(kvs_conn_data_ep(tx->conn), KVS_AM_ID, tx->buf, hlen,
+                         tx->view.data, tx->view.len, &prm);
     if (UCS_PTR_IS_PTR(sp)) {
         /* In flight: remembered so that closing the connection can drop
          * its pin even if UCX never completes it (see conn_close_now). */

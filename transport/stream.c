@@ -345,9 +345,7 @@ static int smsg_send(kvs_stream_t *st, ucp_ep_h ep, const kvs_smsg_t *m,
  * endpoint. Before a link's bulk endpoint is up only HELLO goes out. */
 static ucp_ep_h conn_ep(kvs_conn_t *c)
 {
-    if (!c || c->closing)
-        return NULL;
-    return c->bulk && !c->bulk->failed ? c->bulk->ep : c->ep;
+    return c && !c->closing ? kvs_conn_data_ep(c) : NULL;
 }
 
 static ucp_ep_h link_ep(link_t *l)
