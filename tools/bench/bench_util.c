@@ -137,6 +137,10 @@ int bench_rmtree(const char *path)
 
 #define HUGE_SZ (2u << 20)
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
 void *bench_alloc_huge(size_t len)
 {
     size_t map = len + HUGE_SZ;
@@ -153,7 +157,7 @@ void *bench_alloc_huge(size_t len)
     if (m + map > p + len)
         munmap(p + len, (size_t)(m + map - (p + len)));
     (void)madvise(p, len, MADV_HUGEPAGE);
-    (void)madvise(p, len, 23 /* MADV_POPULATE_WRITE, Linux 5.14 */);
+    (void)madvise(p, len, MADV_POPULATE_WRITE);
     memset(p, 0, len);
     return p;
 }
