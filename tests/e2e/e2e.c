@@ -175,6 +175,15 @@ kvs_client_t *kvs_e2e_connect(const kvs_e2e_daemon_t *d, const char *ns,
     return c;
 }
 
+int kvs_e2e_present(kvs_client_t *c, const char *key)
+{
+    kvs_client_key_t k = {key, (uint32_t)strlen(key)};
+    uint8_t p = 9;
+
+    CHECK_EQ(kvs_client_exists(c, &k, 1, &p), 0);
+    return p;
+}
+
 uint64_t kvs_e2e_stat(kvs_client_t *c, const char *name)
 {
     kvs_client_stat_t st[128];

@@ -65,6 +65,8 @@ kvs_client_t *kvs_e2e_connect(const kvs_e2e_daemon_t *d, const char *ns,
                               const char *token);
 int kvs_e2e_try_connect(const kvs_e2e_daemon_t *d, const char *ns,
                         const char *token, kvs_client_t **out);
+/* 1 if the daemon holds key (EXISTS), 0 if not; exits on an error. */
+int kvs_e2e_present(kvs_client_t *c, const char *key);
 /* One named STAT value; exits if absent. */
 uint64_t kvs_e2e_stat(kvs_client_t *c, const char *name);
 

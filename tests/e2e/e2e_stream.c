@@ -42,15 +42,6 @@ static uint64_t part_off(uint32_t p)
 
 static uint8_t src[NB][2u << 20], dst[NB][2u << 20];
 
-static int present(kvs_client_t *c, const char *key)
-{
-    kvs_client_key_t k = {key, (uint32_t)strlen(key)};
-    uint8_t p = 9;
-
-    CHECK_EQ(kvs_client_exists(c, &k, 1, &p), 0);
-    return p;
-}
-
 int main(void)
 {
     kvs_e2e_daemon_t P, D, E;
@@ -113,8 +104,8 @@ int main(void)
     CHECK_EQ(kvs_stream_info(f, 0, &info), 0);
     CHECK_EQ(info.complete, 0);
     CHECK_EQ(info.nparts, NP);
-    CHECK_EQ(present(cp, keys[0]), 0);
-    CHECK_EQ(present(cd, keys[0]), 0);
+    CHECK_EQ(kvs_e2e_present(cp, keys[0]), 0);
+    CHECK_EQ(kvs_e2e_present(cd, keys[0]), 0);
     for (uint32_t p = 4; p < NP; p++)
         CHECK_EQ(kvs_stream_put_part(put[0], p, src[0] + part_off(p),
                                      part_len[p]), 0);
@@ -151,7 +142,7 @@ int main(void)
     for (int b = 0; b < NB; b++) {
         size_t got = 0;
 
-        CHECK_EQ(present(cd, keys[b]), 1);
+        CHECK_EQ(kvs_e2e_present(cd, keys[b]), 1);
         memset(dst[b], 0, sizeof(dst[b]));
         CHECK_EQ(kvs_client_get(cd, keys[b], (uint32_t)strlen(keys[b]),
                                 dst[b], sizeof(dst[b]), &got), 0);
@@ -181,8 +172,8 @@ int main(void)
         CHECK(memcmp(dst[0], src[0], 1000000) == 0);
         CHECK_EQ(kvs_stream_wait(f, 1, 0, -1), KVS_ENOTFOUND);
         kvs_stream_fetch_destroy(f);
-        CHECK_EQ(present(cd, k1), 1);
-        CHECK_EQ(present(cd, k2), 0);
+        CHECK_EQ(kvs_e2e_present(cd, k1), 1);
+        CHECK_EQ(kvs_e2e_present(cd, k2), 0);
     }
 
     /* 3. An aborted put fails its block on D; nothing becomes visible. */
@@ -205,8 +196,8 @@ int main(void)
         CHECK(ret < 0);
         printf("aborted block: %s\n", kvs_strerror(ret));
         kvs_stream_fetch_destroy(f);
-        CHECK_EQ(present(cp, ka), 0);
-        CHECK_EQ(present(cd, ka), 0);
+        CHECK_EQ(kvs_e2e_present(cp, ka), 0);
+        CHECK_EQ(kvs_e2e_present(cd, ka), 0);
     }
 
     /* 4. Push: P's client streams a block into D's store through P. */
@@ -224,8 +215,8 @@ int main(void)
             CHECK_EQ(kvs_stream_put_part(pp, p, src[1] + part_off(p),
                                          part_len[p]), 0);
         CHECK_EQ(kvs_stream_put_seal(pp), 0);
-        CHECK_EQ(present(cp, "pushed"), 1);
-        CHECK_EQ(present(cd, "pushed"), 1);
+        CHECK_EQ(kvs_e2e_present(cp, "pushed"), 1);
+        CHECK_EQ(kvs_e2e_present(cd, "pushed"), 1);
         memset(dst[1], 0, sizeof(dst[1]));
         CHECK_EQ(kvs_client_get(cd, "pushed", 6, dst[1], sizeof(dst[1]), &got),
                  0);

@@ -23,15 +23,6 @@
 
 static uint8_t src[NB][NP * PART], dst[NB][NP * PART];
 
-static int present(kvs_client_t *c, const char *key)
-{
-    kvs_client_key_t k = {key, (uint32_t)strlen(key)};
-    uint8_t p = 9;
-
-    CHECK_EQ(kvs_client_exists(c, &k, 1, &p), 0);
-    return p;
-}
-
 int main(void)
 {
     kvs_e2e_daemon_t P, D;
@@ -88,7 +79,7 @@ int main(void)
     CHECK(memcmp(dst[0], src[0], sizeof(src[0])) == 0);
     CHECK_EQ(kvs_stream_wait(f, 1, 2, -1), 0);
     CHECK(memcmp(dst[1], src[1], 3 * PART) == 0);
-    CHECK_EQ(present(cd, keys[1]), 0);
+    CHECK_EQ(kvs_e2e_present(cd, keys[1]), 0);
 
     CHECK(kill(P.pid, SIGKILL) == 0);
     t_kill = kvs_clock_mono_ns();
@@ -110,9 +101,9 @@ int main(void)
     kvs_stream_fetch_destroy(f);
 
     /* Only the complete block is visible on the decode side. */
-    CHECK_EQ(present(cd, keys[0]), 1);
-    CHECK_EQ(present(cd, keys[1]), 0);
-    CHECK_EQ(present(cd, keys[2]), 0);
+    CHECK_EQ(kvs_e2e_present(cd, keys[0]), 1);
+    CHECK_EQ(kvs_e2e_present(cd, keys[1]), 0);
+    CHECK_EQ(kvs_e2e_present(cd, keys[2]), 0);
 
     kvs_stream_put_abort(put1); /* its daemon is gone: fails fast */
     kvs_client_destroy(cp);

@@ -39,7 +39,6 @@ int main(void)
     kvs_client_key_t k = {"orphan", 6};
     uint64_t t_kill;
     size_t got = 0;
-    uint8_t here = 0;
     int status, ret;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -84,8 +83,7 @@ int main(void)
     CHECK_EQ(ret, 0);
 
     /* Stored on P, every byte. */
-    CHECK_EQ(kvs_client_exists(cp, &k, 1, &here), 0);
-    CHECK_EQ(here, 1);
+    CHECK_EQ(kvs_e2e_present(cp, "orphan"), 1);
     CHECK_EQ(kvs_client_get(cp, "orphan", 6, back, sizeof(back), &got), 0);
     CHECK_EQ(got, sizeof(src));
     CHECK(memcmp(back, src, sizeof(src)) == 0);

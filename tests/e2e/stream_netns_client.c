@@ -56,14 +56,6 @@ static void keys_init(kvs_stream_block_t *bl, char names[][16])
     }
 }
 
-static int present(kvs_client_t *c, const kvs_client_key_t *k)
-{
-    uint8_t p = 9;
-
-    CHECK_EQ(kvs_client_exists(c, k, 1, &p), 0);
-    return p;
-}
-
 static int prefill(const char *addr, const char *port)
 {
     kvs_client_t *c = connect_to(addr, port);
@@ -121,9 +113,9 @@ static int decode(const char *addr, const char *port, const char *peer)
     CHECK_EQ(kvs_stream_info(f, 0, &info), 0);
     CHECK_EQ(info.complete, 1);
     kvs_stream_fetch_destroy(f);
-    CHECK_EQ(present(c, &bl[0].key), 1);
-    CHECK_EQ(present(c, &bl[1].key), 0);
-    CHECK_EQ(present(c, &bl[2].key), 0);
+    CHECK_EQ(kvs_e2e_present(c, bl[0].key.data), 1);
+    CHECK_EQ(kvs_e2e_present(c, bl[1].key.data), 0);
+    CHECK_EQ(kvs_e2e_present(c, bl[2].key.data), 0);
     kvs_client_destroy(c);
     printf("ok\n");
     return 0;
