@@ -39,6 +39,11 @@ int bench_rmtree(const char *path);
 void *bench_alloc_huge(size_t len);
 void bench_free_huge(void *p, size_t len);
 
+/* Spins one thread for seconds, reading the clock: how often per second
+ * it lost the CPU for more than 5 us, and the share of time lost. Idle
+ * bare metal gives the timer tick; a VM adds its host's exits. */
+void bench_cpu_stalls(double seconds, double *per_s, double *lost_pct);
+
 int bench_store_main(int argc, char **argv);
 int bench_replay_main(int argc, char **argv);
 

@@ -3,12 +3,15 @@
  * Network benchmarks (see bench_net.h). The order inside one run is fixed so
  * that no limit is measured while kvstashd or our clients are busy:
  *
- *   1. limits: a ucx_perftest ucp_am_lat ping-pong for the UCX round trip;
+ *   1. limits for MATCH: ucx_perftest ucp_am_lat ping-pongs (the median
+ *      round trip of 8 bytes, the p99 of a MATCH request's size) and a
+ *      spinning thread counting the machine's CPU stalls;
  *   2. start kvstashd (DRAM only, loopback, ephemeral port) unless --port;
  *   3. the figures, each through libkvstash in processes other than the
  *      daemon's; the two throughput figures alternate with their limits
  *      (limits.sh ucx 1 MiB, limits.sh redis 256 KiB) in rounds while the
- *      daemon sleeps, and report the median round (report_rounds);
+ *      daemon sleeps, and report the median round (report_rounds); MATCH
+ *      last, on a daemon restarted to spin when the others did not;
  *   4. stop kvstashd (SIGTERM, orderly shutdown).
  *
  * Client processes are forked before this process opens UCX (UCX state does
@@ -42,6 +45,7 @@ typedef struct net_opts {
     unsigned blocks;              /* distinct 1 MiB blocks net-get cycles */
     unsigned rounds;              /* net-get, net-multi: (limit, ours) */
     int busy_us;                  /* daemon and client spinning; -1: auto */
+    int match_busy_us;            /* the same, for the MATCH figure */
     bool limits;                  /* measure limits */
     bool want_get, want_multi, want_match;
 } net_opts_t;
@@ -69,7 +73,8 @@ static void usage(void)
         "  --rounds N      net-get, net-multi: rounds of (limit, ours), the\n"
         "                  median ratio is reported (3, at most 9)\n"
         "  --busy-us N     daemon/client spin before sleeping (auto: 200\n"
-        "                  with more than 4 cores, else 0)\n"
+        "                  with more than 4 cores, else 0; MATCH always\n"
+        "                  spins, as its ucx_perftest limit does)\n"
         "  --multi-window N  GETs in flight per client in net-multi (1,\n"
         "                  like redis-benchmark without pipelining)\n"
         "  --no-limits     skip the limit measurements\n"
@@ -96,11 +101,11 @@ static void default_daemon(char *out, size_t cap)
         snprintf(out, cap, "kvstashd");
 }
 
-static int start_daemon(net_opts_t *o)
+static int start_daemon(net_opts_t *o, int busy_us)
 {
     char port_file[PATH_MAX], data[PATH_MAX], log[PATH_MAX], busy[64];
 
-    snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%d", o->busy_us);
+    snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%d", busy_us);
     snprintf(port_file, sizeof(port_file), "%s/port", o->dir);
     snprintf(data, sizeof(data), "%s/data", o->dir);
     snprintf(log, sizeof(log), "%s/kvstashd.log", o->dir);
@@ -501,20 +506,30 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void fig_match(const net_opts_t *o, double rtt_us)
+/* The request of a 128-key MATCH of 32-byte keys: frame header, count,
+ * then a length byte and the key for each. */
+#define MATCH_CHAIN 128
+#define MATCH_REQ_BYTES (64 + MATCH_CHAIN * 33)
+
+typedef struct match_limits {
+    double rtt_us;                /* ucx_perftest round trip, 8 B, median */
+    double rtt99_us;              /* same, MATCH_REQ_BYTES, 99th percentile */
+} match_limits_t;
+
+static void fig_match(const net_opts_t *o, const match_limits_t *lim)
 {
-    enum { CHAIN = 128 };
-    kvs_client_t *c = connect_or_die(o, o->busy_us ? 1000000 : 0);
-    static char names[CHAIN][64];
-    kvs_client_key_t keys[CHAIN];
+    kvs_client_t *c = connect_or_die(o, o->match_busy_us ? 1000000 : 0);
+    static char names[MATCH_CHAIN][64];
+    kvs_client_key_t keys[MATCH_CHAIN];
     kvs_client_match_result_t r;
     uint8_t block[4096];
-    double *lat;
-    size_t n = 0, cap = 2000000;
+    double *lat, limit = lim->rtt_us > 0 ? lim->rtt_us + 10 : -1;
+    size_t n = 0, cap = 4000000;
     double end;
+    char what[256];
 
     memset(block, 1, sizeof(block));
-    for (int i = 0; i < CHAIN; i++) {
+    for (int i = 0; i < MATCH_CHAIN; i++) {
         /* 32-byte keys, like a sha256 prefix hash. */
         snprintf(names[i], sizeof(names[i]), "%032x", i * 2654435761u);
         keys[i].data = names[i];
@@ -526,14 +541,14 @@ static void fig_match(const net_opts_t *o, double rtt_us)
     if (!lat)
         exit(1);
     for (int i = 0; i < 1000; i++)
-        kvs_client_match(c, keys, CHAIN, 0, 0, NULL, &r);
+        kvs_client_match(c, keys, MATCH_CHAIN, 0, 0, NULL, &r);
     end = bench_now() + o->seconds;
     while (n < cap && bench_now() < end) {
         double t0 = bench_now();
-        int ret = kvs_client_match(c, keys, CHAIN, 0, 0, NULL, &r);
+        int ret = kvs_client_match(c, keys, MATCH_CHAIN, 0, 0, NULL, &r);
 
         lat[n++] = (bench_now() - t0) * 1e6;
-        if (ret || r.matched != CHAIN) {
+        if (ret || r.matched != MATCH_CHAIN) {
             fprintf(stderr, "bench: match: %s, %zu matched\n",
                     kvs_strerror(ret), r.matched);
             exit(1);
@@ -541,35 +556,66 @@ static void fig_match(const net_opts_t *o, double rtt_us)
     }
     kvs_client_destroy(c);
     qsort(lat, n, sizeof(*lat), cmp_double);
-    bench_figure("net-match128-p50", lat[n / 2], "us",
-                 rtt_us > 0 ? rtt_us + 10 : -1,
-                 "limit = UCX AM round trip + 10 us; target ratio <= 1");
-    bench_figure("net-match128-p99", lat[n * 99 / 100], "us",
-                 rtt_us > 0 ? rtt_us + 10 : -1,
-                 "limit = UCX AM round trip + 10 us; target ratio <= 1");
+    fprintf(stderr,
+            "bench: match, %zu samples, us: p50 %.1f p90 %.1f p95 %.1f "
+            "p98 %.1f p99 %.1f p99.9 %.1f max %.1f\n", n, lat[n / 2],
+            lat[n * 90 / 100], lat[n * 95 / 100], lat[n * 98 / 100],
+            lat[n * 99 / 100], lat[n * 999 / 1000], lat[n - 1]);
+    snprintf(what, sizeof(what),
+             "limit = UCX AM round trip + 10 us; target ratio <= 1; "
+             "daemon and client %s",
+             o->match_busy_us ? "spin, as ucx_perftest does" : "sleep");
+    bench_figure("net-match128-p50", lat[n / 2], "us", limit, what);
+    bench_figure("net-match128-p99", lat[n * 99 / 100], "us", limit, what);
     free(lat);
 }
 
-/* A UCX active-message round trip on this machine: ucx_perftest ucp_am_lat
- * reports half of it (one-way latency, median). */
-static double measure_ucx_rtt_us(void)
+/* A UCX active-message round trip of size bytes on this machine, at a
+ * percentile: ucx_perftest ucp_am_lat reports half of it (one-way). */
+static double measure_ucx_rtt_us(size_t size, double pct)
 {
-    const char *cmd =
-        "p=$(shuf -i 20000-60000 -n 1); "
-        "ucx_perftest -p $p >/dev/null 2>&1 & srv=$!; sleep 0.5; "
-        "timeout 60 ucx_perftest 127.0.0.1 -p $p -t ucp_am_lat -s 8 "
-        "-n 100000 -w 10000 -f 2>/dev/null | "
-        "awk '$1 ~ /^[0-9]+$/ && NF == 8 {l = $2} END {print l}'; "
-        "kill $srv 2>/dev/null; wait $srv 2>/dev/null";
-    FILE *p = popen(cmd, "r");
+    char cmd[768];
+    FILE *p;
     double one_way = -1;
 
+    snprintf(cmd, sizeof(cmd),
+             "p=$(shuf -i 20000-60000 -n 1); "
+             "ucx_perftest -p $p >/dev/null 2>&1 & srv=$!; sleep 0.5; "
+             "timeout 60 ucx_perftest 127.0.0.1 -p $p -t ucp_am_lat -s %zu "
+             "-R %g -n 300000 -w 10000 -f 2>/dev/null | "
+             "awk '$1 ~ /^[0-9]+$/ && NF == 8 {l = $2} END {print l}'; "
+             "kill $srv 2>/dev/null; wait $srv 2>/dev/null",
+             size, pct);
+    p = popen(cmd, "r");
     if (!p)
         return -1;
     if (fscanf(p, "%lf", &one_way) != 1)
         one_way = -1;
     pclose(p);
     return one_way > 0 ? 2 * one_way : -1;
+}
+
+static void match_limits(match_limits_t *lim)
+{
+    double stalls, lost;
+    char what[160];
+
+    lim->rtt_us = measure_ucx_rtt_us(8, 50);
+    lim->rtt99_us = measure_ucx_rtt_us(MATCH_REQ_BYTES, 99);
+    bench_cpu_stalls(2, &stalls, &lost);
+    if (lim->rtt_us > 0)
+        bench_figure("ucx-am-round-trip", lim->rtt_us, "us", -1,
+                     "ucx_perftest ucp_am_lat -s 8, 2 x one-way median");
+    if (lim->rtt99_us > 0) {
+        snprintf(what, sizeof(what),
+                 "ucx_perftest ucp_am_lat -s %d -R 99 (a MATCH request's "
+                 "size), 2 x one-way p99", MATCH_REQ_BYTES);
+        bench_figure("ucx-am-round-trip-p99", lim->rtt99_us, "us", -1, what);
+    }
+    snprintf(what, sizeof(what),
+             "a spinning thread on an idle machine lost its CPU for > 5 us "
+             "this often; %.1f%% of its time", lost);
+    bench_figure("cpu-stalls", stalls, "per s", -1, what);
 }
 
 int bench_net_main(int argc, char **argv)
@@ -596,7 +642,8 @@ int bench_net_main(int argc, char **argv)
                     .rounds = 3,
                     .busy_us = -1,
                     .limits = true};
-    double rtt = -1;
+    match_limits_t mlim = {-1, -1};
+    bool busy_auto, own_daemon;
     const char *mode = argv[0];
     int c;
 
@@ -649,23 +696,29 @@ int bench_net_main(int argc, char **argv)
     snprintf(limits_dir, sizeof(limits_dir), "%s/limits", o.dir);
     /* Spinning pays only with idle cores: a 2-core machine running the
      * daemon and its clients has none. */
-    if (o.busy_us < 0)
+    busy_auto = o.busy_us < 0;
+    if (busy_auto)
         o.busy_us = sysconf(_SC_NPROCESSORS_ONLN) > 4 ? 200 : 0;
-    if (o.limits) {
-        if (o.want_match)
-            rtt = measure_ucx_rtt_us();
-        if (rtt > 0)
-            bench_figure("ucx-am-round-trip", rtt, "us", -1,
-                         "ucx_perftest ucp_am_lat, 2 x one-way median");
-    }
-    if (!o.port && start_daemon(&o) != 0)
+    /* MATCH's limit is a ping-pong in which both sides spin; so do ours
+     * for that figure, on any number of cores, unless told otherwise. */
+    o.match_busy_us = busy_auto ? 1000000 : o.busy_us;
+    if (o.limits && o.want_match)
+        match_limits(&mlim);
+    own_daemon = !o.port;
+    if (own_daemon && start_daemon(&o, o.busy_us) != 0)
         return 1;
     if (o.want_get)
         fig_get(&o, limits_dir);
     if (o.want_multi)
         fig_multi(&o, limits_dir);
-    if (o.want_match)
-        fig_match(&o, rtt);
+    if (o.want_match) {
+        if (own_daemon && o.match_busy_us != o.busy_us) {
+            stop_daemon();
+            if (start_daemon(&o, o.match_busy_us) != 0)
+                return 1;
+        }
+        fig_match(&o, &mlim);
+    }
     stop_daemon();
     return 0;
 }

@@ -167,3 +167,20 @@ void bench_free_huge(void *p, size_t len)
     if (p)
         munmap(p, len);
 }
+
+void bench_cpu_stalls(double seconds, double *per_s, double *lost_pct)
+{
+    const double stall = 5e-6;
+    double start = bench_now(), last = start, now, lost = 0;
+    unsigned long n = 0;
+
+    while ((now = bench_now()) < start + seconds) {
+        if (now - last > stall) {
+            n++;
+            lost += now - last;
+        }
+        last = now;
+    }
+    *per_s = n / (now - start);
+    *lost_pct = 100 * lost / (now - start);
+}
