@@ -1103,43 +1103,51 @@ static int drain_wlocked(kvs_store_t *s, bool sync)
 #define DEGRADE_BYTES (16ull << 20) /* bytes picked at a time */
 
 /*
- * Removes blocks past their TTL that nobody uses, visiting at most
- * SWEEP_WINDOW table slots per call from where the last call stopped, so
- * that the store's lock is never held for a scan of the whole table.
- * Expired blocks are invisible from the moment they expire; this only
- * gives their space back.
+ * Removes blocks past their TTL that nobody uses, visiting SWEEP_WINDOW
+ * table slots per call from where the last call stopped, SWEEP_SLICE at a
+ * time: the store's lock is held for one slice (tens of microseconds), not
+ * for a scan of the window, so a MATCH or GET arriving meanwhile does not
+ * wait a millisecond. Expired blocks are invisible from the moment they
+ * expire; this only gives their space back.
  */
 #define SWEEP_WINDOW 16384u
+#define SWEEP_SLICE 256u
 static void expire_sweep(kvs_store_t *s)
 {
     uint64_t now = kvs_clock_real_ms();
     struct { uint32_t ns; uint8_t len; uint8_t key[KVS_KEY_MAX]; uint64_t uid; }
         gone[64];
-    uint32_t ngone = 0;
 
-    pthread_mutex_lock(&s->wlock);
-    pthread_mutex_lock(&s->lock);
-    for (uint32_t k = 0; k < KVS_MIN(s->nents, SWEEP_WINDOW) &&
-                         ngone < KVS_ARRAY_SIZE(gone); k++) {
-        struct entry *e = &s->ents[s->sweep_pos];
-        s->sweep_pos = (s->sweep_pos + 1) % s->nents;
-        if (!(e->flags & E_LINKED) || !expired(e, now) || e->refs || e->busy)
-            continue;
-        if (e->flags & E_DISK) {
-            gone[ngone].ns = e->ns;
-            gone[ngone].len = e->key_len;
-            memcpy(gone[ngone].key, e->key, e->key_len);
-            gone[ngone].uid = e->uid;
-            ngone++;
+    for (uint32_t done = 0; done < SWEEP_WINDOW && done < s->nents;) {
+        uint32_t ngone = 0, k = 0;
+
+        pthread_mutex_lock(&s->wlock);
+        pthread_mutex_lock(&s->lock);
+        for (; k < SWEEP_SLICE && done + k < s->nents &&
+               ngone < KVS_ARRAY_SIZE(gone); k++) {
+            struct entry *e = &s->ents[s->sweep_pos];
+            if (++s->sweep_pos == s->nents)
+                s->sweep_pos = 0;
+            if (!(e->flags & E_LINKED) || !expired(e, now) || e->refs ||
+                e->busy)
+                continue;
+            if (e->flags & E_DISK) {
+                gone[ngone].ns = e->ns;
+                gone[ngone].len = e->key_len;
+                memcpy(gone[ngone].key, e->key, e->key_len);
+                gone[ngone].uid = e->uid;
+                ngone++;
+            }
+            entry_remove_locked(s, e);
+            s->st.expired++;
         }
-        entry_remove_locked(s, e);
-        s->st.expired++;
+        pthread_mutex_unlock(&s->lock);
+        for (uint32_t i = 0; i < ngone; i++)
+            kvs_index_block_delete_if(s->index, gone[i].ns, gone[i].key,
+                                      gone[i].len, gone[i].uid);
+        pthread_mutex_unlock(&s->wlock);
+        done += k;
     }
-    pthread_mutex_unlock(&s->lock);
-    for (uint32_t i = 0; i < ngone; i++)
-        kvs_index_block_delete_if(s->index, gone[i].ns, gone[i].key,
-                                  gone[i].len, gone[i].uid);
-    pthread_mutex_unlock(&s->wlock);
 }
 
 /* Picks up to max blocks to write: for a flush every DRAM-only block, else
