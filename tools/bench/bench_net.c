@@ -359,7 +359,8 @@ static void report_rounds(const char *figure, unsigned nr, const double *ours,
 static void fig_get(const net_opts_t *o, const char *limits_dir)
 {
     kvs_client_t *c = connect_or_die(o, (uint32_t)o->busy_us * 5);
-    double ours[NET_ROUNDS_MAX], lim[NET_ROUNDS_MAX], mcpy = -1;
+    double ours[NET_ROUNDS_MAX], lim[NET_ROUNDS_MAX], same[NET_ROUNDS_MAX];
+    double mcpy = -1;
     int errors = 0;
     char what[200];
 
@@ -380,6 +381,10 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
                 ours[r] = run_gets(c, "g1m", o->blocks, 1u << 20, o->window,
                                    o->seconds, o->busy_us > 0, &e) / 1e6;
                 errors += e;
+                /* As ucx_perftest does: one source, one destination. */
+                same[r] = run_gets(c, "g1m", 1, 1u << 20, 1, o->seconds,
+                                   o->busy_us > 0, &e) / 1e6;
+                errors += e;
             }
         }
     }
@@ -392,6 +397,10 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
              "%u distinct blocks, %u in flight, vs ucx_perftest ucp_am_bw "
              "1 MiB; target ratio >= 0.85", o->blocks, o->window);
     report_rounds("net-get-1MiB-dram", o->rounds, ours, lim, what);
+    report_rounds("net-get-1MiB-dram-same-block", o->rounds, same, lim,
+                  "one block GET again and again into one buffer, as "
+                  "ucx_perftest ucp_am_bw 1 MiB sends one buffer; the same "
+                  "limits as net-get-1MiB-dram");
     /* One cold memcpy: a one-copy GET can at best match it. Against the
      * median of our rounds. */
     if (mcpy > 0) {
