@@ -90,6 +90,16 @@ static kvs_conn_t *conn_find(kvs_server_t *srv, ucp_ep_h ep)
     return NULL;
 }
 
+/* Bulk endpoints by endpoint, in a table of their own (same size): up to
+ * 2 x max_conns of them, looked up for every stream message they carry. */
+static kvs_bulk_t *bulk_find(kvs_server_t *srv, ucp_ep_h ep)
+{
+    for (kvs_bulk_t *b = srv->bulk_hash[ep_hash(srv, ep)]; b; b = b->hnext)
+        if (b->ep == ep)
+            return b;
+    return NULL;
+}
+
 kvs_conn_t *kvs_server_conn_find(kvs_server_t *srv, ucp_ep_h ep)
 {
     return conn_find(srv, ep);
@@ -99,12 +109,12 @@ kvs_conn_t *kvs_server_conn_find_any(kvs_server_t *srv, ucp_ep_h ep)
 {
     kvs_conn_t *c = conn_find(srv, ep);
 
+    kvs_bulk_t *b;
+
     if (c)
         return c;
-    for (kvs_bulk_t *b = srv->bulks; b; b = b->next)
-        if (b->ep == ep)
-            return b->failed ? NULL : b->conn;
-    return NULL;
+    b = bulk_find(srv, ep);
+    return b && !b->failed ? b->conn : NULL;
 }
 
 static void conn_unhash(kvs_server_t *srv, kvs_conn_t *conn)
@@ -401,14 +411,20 @@ static void bulk_close(kvs_server_t *srv, kvs_bulk_t *b)
             break;
         }
     }
+    for (kvs_bulk_t **pp = &srv->bulk_hash[ep_hash(srv, b->ep)]; *pp;
+         pp = &(*pp)->hnext) {
+        if (*pp == b) {
+            *pp = b->hnext;
+            break;
+        }
+    }
+    srv->nbulks--;
     if (b->conn)
         b->conn->bulk = NULL;
     sp = ucp_ep_close_nbx(b->ep, &prm);
     (void)sp; /* a pending close finishes in bulk_close_cb */
     free(b);
 }
-
-static kvs_bulk_t *bulk_find(kvs_server_t *srv, ucp_ep_h ep);
 
 /* UCX may report an error on an endpoint after bulk_close() freed its
  * kvs_bulk_t (seen with a client SIGKILLed mid-transfer), so the handler's
@@ -428,11 +444,9 @@ static void bulk_conn_cb(ucp_conn_request_h req, void *arg)
     kvs_server_t *srv = arg;
     ucp_ep_params_t ep_params;
     kvs_bulk_t *b;
-    size_t n = 0;
 
-    for (kvs_bulk_t *x = srv->bulks; x; x = x->next)
-        n++;
-    b = n < 2u * srv->cfg.max_conns ? calloc(1, sizeof(*b)) : NULL;
+    b = srv->nbulks < 2u * srv->cfg.max_conns ? calloc(1, sizeof(*b))
+                                              : NULL;
     if (!b) {
         ucp_listener_reject(srv->bulk_listener, req);
         return;
@@ -453,15 +467,11 @@ static void bulk_conn_cb(ucp_conn_request_h req, void *arg)
     b->created_ns = kvs_clock_mono_ns();
     b->next = srv->bulks;
     srv->bulks = b;
+    b->hnext = srv->bulk_hash[ep_hash(srv, b->ep)];
+    srv->bulk_hash[ep_hash(srv, b->ep)] = b;
+    srv->nbulks++;
 }
 
-static kvs_bulk_t *bulk_find(kvs_server_t *srv, ucp_ep_h ep)
-{
-    for (kvs_bulk_t *b = srv->bulks; b; b = b->next)
-        if (b->ep == ep)
-            return b;
-    return NULL;
-}
 
 /* The only frame a bulk endpoint may send: BIND (session, secret). */
 static void bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
@@ -952,11 +962,13 @@ static int alloc_scratch(kvs_server_t *srv)
     while (srv->hash_mask < 2 * c->max_conns)
         srv->hash_mask <<= 1;
     srv->hash = calloc(srv->hash_mask, sizeof(*srv->hash));
+    srv->bulk_hash = calloc(srv->hash_mask, sizeof(*srv->bulk_hash));
     srv->hash_mask--;
     srv->slots = calloc(c->staging_slots, sizeof(*srv->slots));
     srv->slot_free = calloc(c->staging_slots, sizeof(*srv->slot_free));
     if (!srv->scratch || !srv->keys || !srv->bytes || !srv->status ||
         !srv->blocks || !srv->puts || !srv->iovs || !srv->hash ||
+        !srv->bulk_hash ||
         !srv->slots || !srv->slot_free)
         return -ENOMEM;
     for (uint32_t i = 0; i < c->staging_slots; i++) {
@@ -1276,6 +1288,7 @@ void kvs_server_destroy(kvs_server_t *srv)
     free(srv->slots);
     free(srv->slot_free);
     free(srv->hash);
+    free(srv->bulk_hash);
     free(srv->keys);
     free(srv->bytes);
     free(srv->status);

@@ -31,6 +31,7 @@ typedef struct kvs_conn kvs_conn_t;
  * handling on) is what notices a dead client. */
 typedef struct kvs_bulk {
     struct kvs_bulk *next;
+    struct kvs_bulk *hnext;       /* endpoint hash chain */
     ucp_ep_h ep;
     kvs_conn_t *conn;             /* NULL until bound */
     uint64_t created_ns;          /* unbound ones expire */
@@ -117,6 +118,8 @@ struct kvs_server {
     ucp_listener_h bulk_listener; /* NULL: no bulk endpoints */
     uint16_t bulk_port;
     kvs_bulk_t *bulks;            /* every bulk endpoint */
+    kvs_bulk_t **bulk_hash;       /* the same, by endpoint (hash_mask) */
+    uint32_t nbulks;
     ucp_mem_h arena_memh;         /* the store's DRAM arena, mapped once */
     int epfd;
     uint16_t port;
