@@ -71,7 +71,7 @@ static void usage(void)
         "  --window N      GETs in flight per client in net-get (8)\n"
         "  --blocks N      distinct 1 MiB blocks net-get cycles over (64)\n"
         "  --rounds N      net-get, net-multi: rounds of (limit, ours), the\n"
-        "                  median ratio is reported (3, at most 9)\n"
+        "                  median ratio is reported (5, at most 9)\n"
         "  --busy-us N     daemon/client spin before sleeping (auto: 200\n"
         "                  with more than 4 cores, else 0; MATCH always\n"
         "                  spins, as its ucx_perftest limit does)\n"
@@ -648,7 +648,7 @@ int bench_net_main(int argc, char **argv)
     char daemon_path[PATH_MAX], limits_dir[PATH_MAX];
     net_opts_t o = {.dir = "./var/bench-net", .ns = "bench", .seconds = 5,
                     .clients = 8, .window = 8, .multi_window = 1, .blocks = 64,
-                    .rounds = 3,
+                    .rounds = 5,
                     .busy_us = -1,
                     .limits = true};
     match_limits_t mlim = {-1, -1};
