@@ -65,6 +65,7 @@ enum {
     E_DURABLE = 1u << 4, /* asked for durability: keep a disk copy */
     E_DEAD    = 1u << 5, /* deleted or replaced while busy */
     E_INLRU   = 1u << 6, /* on the DRAM LRU list */
+    E_INTTL   = 1u << 7, /* on the TTL list */
 };
 
 struct entry {
@@ -80,6 +81,7 @@ struct entry {
     uint64_t uid;           /* unique per put */
     uint32_t lru_prev, lru_next;
     uint32_t rg_prev, rg_next;
+    uint32_t ttl_prev, ttl_next; /* TTL list: linked entries with a TTL */
     uint32_t refs;          /* callers' references (pins, views, leases) */
     uint32_t busy;          /* the store's own I/O in progress */
     uint32_t nparts;
@@ -167,7 +169,9 @@ struct kvs_store {
     struct region *regions;
     uint32_t nfree_regions;
     uint64_t reclaim_retry_ns; /* no reclaim before this (mono clock) */
-    uint32_t sweep_pos;       /* where the next TTL sweep starts */
+    uint32_t ttl_head, ttl_tail; /* linked entries with a TTL, for the
+                                  * sweep, which rotates them */
+    uint32_t nttl;
     uint32_t *reloc;          /* scratch for region_relocate_locked */
     uint32_t nregions;
     uint64_t gen_seq;
@@ -253,6 +257,50 @@ static struct entry *find_locked(kvs_store_t *s, uint32_t ns, const void *key,
     return e;
 }
 
+/* The TTL list holds exactly the visible entries that have a TTL, so that
+ * the sweep visits those and not the whole table (80 MiB at the default
+ * 2^18 entries): walking 16,384 table slots a second cost an idle store
+ * 15 ms of CPU a second on this project's VMs. ttl_sync() puts e on the
+ * list or takes it off after its visibility or its TTL changed. */
+static void ttl_del(kvs_store_t *s, struct entry *e)
+{
+    if (e->ttl_prev != NIL)
+        s->ents[e->ttl_prev].ttl_next = e->ttl_next;
+    else
+        s->ttl_head = e->ttl_next;
+    if (e->ttl_next != NIL)
+        s->ents[e->ttl_next].ttl_prev = e->ttl_prev;
+    else
+        s->ttl_tail = e->ttl_prev;
+    e->flags &= ~E_INTTL;
+    s->nttl--;
+}
+
+static void ttl_append(kvs_store_t *s, struct entry *e)
+{
+    uint32_t i = eidx(s, e);
+
+    e->ttl_prev = s->ttl_tail;
+    e->ttl_next = NIL;
+    if (s->ttl_tail != NIL)
+        s->ents[s->ttl_tail].ttl_next = i;
+    else
+        s->ttl_head = i;
+    s->ttl_tail = i;
+    e->flags |= E_INTTL;
+    s->nttl++;
+}
+
+static void ttl_sync(kvs_store_t *s, struct entry *e)
+{
+    bool want = (e->flags & E_LINKED) && e->expiry_ms;
+
+    if (want && !(e->flags & E_INTTL))
+        ttl_append(s, e);
+    else if (!want && (e->flags & E_INTTL))
+        ttl_del(s, e);
+}
+
 static void hash_link(kvs_store_t *s, struct entry *e)
 {
     uint32_t *b = &s->buckets[e->hash & s->bucket_mask];
@@ -260,6 +308,7 @@ static void hash_link(kvs_store_t *s, struct entry *e)
     e->hnext = *b;
     *b = eidx(s, e);
     e->flags |= E_LINKED;
+    ttl_sync(s, e);
 }
 
 static void hash_unlink(kvs_store_t *s, struct entry *e)
@@ -273,6 +322,7 @@ static void hash_unlink(kvs_store_t *s, struct entry *e)
     }
     *p = e->hnext;
     e->flags &= ~E_LINKED;
+    ttl_sync(s, e);
 }
 
 static void lru_push(kvs_store_t *s, struct entry *e)
@@ -1103,12 +1153,12 @@ static int drain_wlocked(kvs_store_t *s, bool sync)
 #define DEGRADE_BYTES (16ull << 20) /* bytes picked at a time */
 
 /*
- * Removes blocks past their TTL that nobody uses, visiting SWEEP_WINDOW
- * table slots per call from where the last call stopped, SWEEP_SLICE at a
- * time: the store's lock is held for one slice (tens of microseconds), not
- * for a scan of the window, so a MATCH or GET arriving meanwhile does not
- * wait a millisecond. Expired blocks are invisible from the moment they
- * expire; this only gives their space back.
+ * Removes blocks past their TTL that nobody uses. Visits up to SWEEP_WINDOW
+ * entries of the TTL list from its head, SWEEP_SLICE under the store's
+ * lock at a time so that a MATCH or GET arriving meanwhile does not wait
+ * for the window; an entry that stays goes to the tail, so successive
+ * calls go round the list. Expired blocks are invisible from the moment
+ * they expire; this only gives their space back.
  */
 #define SWEEP_WINDOW 16384u
 #define SWEEP_SLICE 256u
@@ -1117,20 +1167,24 @@ static void expire_sweep(kvs_store_t *s)
     uint64_t now = kvs_clock_real_ms();
     struct { uint32_t ns; uint8_t len; uint8_t key[KVS_KEY_MAX]; uint64_t uid; }
         gone[64];
+    uint32_t budget = SWEEP_WINDOW;
 
-    for (uint32_t done = 0; done < SWEEP_WINDOW && done < s->nents;) {
+    while (budget > 0) {
         uint32_t ngone = 0, k = 0;
 
         pthread_mutex_lock(&s->wlock);
         pthread_mutex_lock(&s->lock);
-        for (; k < SWEEP_SLICE && done + k < s->nents &&
+        if (budget > s->nttl)
+            budget = s->nttl;
+        for (; k < SWEEP_SLICE && k < budget &&
                ngone < KVS_ARRAY_SIZE(gone); k++) {
-            struct entry *e = &s->ents[s->sweep_pos];
-            if (++s->sweep_pos == s->nents)
-                s->sweep_pos = 0;
-            if (!(e->flags & E_LINKED) || !expired(e, now) || e->refs ||
-                e->busy)
+            struct entry *e = &s->ents[s->ttl_head];
+
+            if (!expired(e, now) || e->refs || e->busy) {
+                ttl_del(s, e);
+                ttl_append(s, e);
                 continue;
+            }
             if (e->flags & E_DISK) {
                 gone[ngone].ns = e->ns;
                 gone[ngone].len = e->key_len;
@@ -1138,15 +1192,17 @@ static void expire_sweep(kvs_store_t *s)
                 gone[ngone].uid = e->uid;
                 ngone++;
             }
-            entry_remove_locked(s, e);
+            entry_remove_locked(s, e); /* takes it off the list */
             s->st.expired++;
         }
+        budget -= k;
         pthread_mutex_unlock(&s->lock);
         for (uint32_t i = 0; i < ngone; i++)
             kvs_index_block_delete_if(s->index, gone[i].ns, gone[i].key,
                                       gone[i].len, gone[i].uid);
         pthread_mutex_unlock(&s->wlock);
-        done += k;
+        if (k == 0)
+            break;
     }
 }
 
@@ -1600,6 +1656,7 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
     pthread_cond_init(&s->space_cv, NULL);
     pthread_cond_init(&s->work_cv, NULL);
     s->lru_head = s->lru_tail = NIL;
+    s->ttl_head = s->ttl_tail = NIL;
     s->ns_cap = 1u << 16;
     s->ns = calloc(s->ns_cap, sizeof(*s->ns));
     s->nents = cfg->max_blocks;
@@ -2723,6 +2780,7 @@ int kvs_store_set_retention(kvs_store_t *s, uint32_t ns, const void *key,
             s->pinned_bytes += e->raw_len;
         e->cls = cls;
         e->expiry_ms = ttl_ms ? kvs_clock_real_ms() + ttl_ms : 0;
+        ttl_sync(s, e);
         rewrite = e->flags & E_DISK;
     }
     kvs_index_rec_t rec;

@@ -265,12 +265,89 @@ static void test_compressed_roundtrip_and_damage(void **state)
     kvs_test_rmtree(dir);
 }
 
+/* User blocks past their TTL give their space back, durable or not, and
+ * nothing else goes: blocks without a TTL, with a long one, or whose TTL
+ * was lifted stay; a TTL set later takes effect. More blocks expire than
+ * the sweep takes per lock hold, so it has to come back for the rest. */
+static void test_ttl_sweep(void **state)
+{
+    const char *dir = kvs_test_dir("retention_ttl");
+    enum { SHORT = 300, LONG = 20, NONE = 20, LIFTED = 10, LATER = 10 };
+    kvs_store_config_t c;
+    kvs_store_t *s;
+    kvs_store_stats_t st, before;
+    uint32_t ns;
+    uint8_t *buf = malloc(4096);
+    char key[24];
+
+    (void)state;
+    config(&c, dir);
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "ns", 2, &ns), 0);
+    memset(buf, 7, 4096);
+    for (uint32_t i = 0; i < SHORT; i++)
+        assert_int_equal(put(s, ns, "short", i, buf, 4096, KVS_CLASS_USER,
+                             300, i % 2 ? KVS_PUT_DURABLE : 0), 0);
+    for (uint32_t i = 0; i < LONG; i++)
+        assert_int_equal(put(s, ns, "long", i, buf, 4096, KVS_CLASS_USER,
+                             3600 * 1000, KVS_PUT_DURABLE), 0);
+    for (uint32_t i = 0; i < NONE; i++)
+        assert_int_equal(put(s, ns, "none", i, buf, 4096, KVS_CLASS_SCRATCH,
+                             0, 0), 0);
+    for (uint32_t i = 0; i < LIFTED; i++) {
+        assert_int_equal(put(s, ns, "lifted", i, buf, 4096, KVS_CLASS_USER,
+                             300, 0), 0);
+        key_of(key, "lifted", i);
+        assert_int_equal(kvs_store_set_retention(s, ns, key,
+                                                 (uint32_t)strlen(key),
+                                                 KVS_CLASS_USER, 0), 0);
+    }
+    for (uint32_t i = 0; i < LATER; i++) {
+        assert_int_equal(put(s, ns, "later", i, buf, 4096, KVS_CLASS_SCRATCH,
+                             0, 0), 0);
+        key_of(key, "later", i);
+        assert_int_equal(kvs_store_set_retention(s, ns, key,
+                                                 (uint32_t)strlen(key),
+                                                 KVS_CLASS_USER, 300), 0);
+    }
+    kvs_store_stats(s, &before);
+    assert_int_equal(before.blocks, SHORT + LONG + NONE + LIFTED + LATER);
+    /* The background thread sweeps at least once a second. */
+    for (int i = 0; i < 100; i++) {
+        kvs_store_stats(s, &st);
+        if (st.expired >= SHORT + LATER)
+            break;
+        usleep(50000);
+    }
+    assert_int_equal(st.expired, SHORT + LATER);
+    assert_int_equal(st.blocks, LONG + NONE + LIFTED);
+    assert_true(st.dram_used_bytes < before.dram_used_bytes);
+    assert_int_equal(get(s, ns, "short", 1, buf, 4096), KVS_ENOTFOUND);
+    assert_int_equal(get(s, ns, "later", 0, buf, 4096), KVS_ENOTFOUND);
+    for (uint32_t i = 0; i < LONG; i++)
+        assert_int_equal(get(s, ns, "long", i, buf, 4096), 0);
+    for (uint32_t i = 0; i < NONE; i++)
+        assert_int_equal(get(s, ns, "none", i, buf, 4096), 0);
+    for (uint32_t i = 0; i < LIFTED; i++)
+        assert_int_equal(get(s, ns, "lifted", i, buf, 4096), 0);
+    /* The durable ones that expired left the index too: after a restart
+     * only the long-lived durable blocks come back. */
+    kvs_store_close(s);
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    kvs_store_stats(s, &st);
+    assert_int_equal(st.blocks, LONG);
+    kvs_store_close(s);
+    free(buf);
+    kvs_test_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pinned_and_user_survive_pressure),
         cmocka_unit_test(test_admission_filter),
         cmocka_unit_test(test_compressed_roundtrip_and_damage),
+        cmocka_unit_test(test_ttl_sweep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
