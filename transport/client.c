@@ -710,7 +710,11 @@ static int client_hello(kvs_client_t *c, const kvs_client_params_t *p)
 
 /* UCX 1.13 keeps shared memory out of endpoints with peer error handling
  * unless MM_ERROR_HANDLING is on; without it a client on the daemon's host
- * would be served over TCP loopback. The environment still wins. */
+ * would be served over TCP loopback. Turning TCP put off
+ * (UCX_TCP_PUT_ENABLE=n, given here without the transport's prefix) keeps
+ * TCP loopback from being the control endpoint's rendezvous lane, and
+ * UCX's TCP polling (a system call per progress) off a local client's
+ * path; see ucx_init() in server.c. The environment still wins. */
 static ucs_status_t ucx_init(const ucp_params_t *up, ucp_context_h *ctx_out)
 {
     ucp_config_t *config;
@@ -721,6 +725,8 @@ static ucs_status_t ucx_init(const ucp_params_t *up, ucp_context_h *ctx_out)
         return st;
     if (!getenv("UCX_MM_ERROR_HANDLING"))
         (void)ucp_config_modify(config, "MM_ERROR_HANDLING", "y");
+    if (!getenv("UCX_TCP_PUT_ENABLE"))
+        (void)ucp_config_modify(config, "PUT_ENABLE", "n");
     st = ucp_init(up, config, ctx_out);
     ucp_config_release(config);
     return st;

@@ -1021,6 +1021,18 @@ static bool is_loopback(const char *addr)
  *  - NET_DEVICES=lo when listening on loopback: UCX would otherwise open its
  *    TCP transport on every interface, reachable from the network even
  *    though the daemon only listens on 127.0.0.1.
+ *  - PUT_ENABLE=n for the TCP transport (UCX_TCP_PUT_ENABLE; the config
+ *    takes the name without the transport's prefix). With TCP put on, a
+ *    local client's control endpoint (peer error handling, so no CMA)
+ *    takes TCP loopback as its rendezvous lane: large PUT payloads cross
+ *    TCP, and with the TCP transport in use every ucp_worker_progress()
+ *    makes an epoll_wait() system call, paid on every poll of a spinning
+ *    daemon or client. Without it the control endpoint of a local client
+ *    has one shared-memory lane and rendezvous goes by active messages
+ *    over it; bulk endpoints keep CMA, and remote peers still reach us
+ *    over TCP. Measured on loopback: 1 MiB PUTs 2.2 -> 4.1 GB/s, 128-key
+ *    MATCH p50 7 -> 4.7 us. Either side turning it off is enough; mixed
+ *    settings were checked.
  */
 static ucs_status_t ucx_init(kvs_server_t *srv, const ucp_params_t *up)
 {
@@ -1036,6 +1048,9 @@ static ucs_status_t ucx_init(kvs_server_t *srv, const ucp_params_t *up)
     if (!getenv("UCX_NET_DEVICES") && is_loopback(srv->cfg.listen_addr) &&
         ucp_config_modify(config, "NET_DEVICES", "lo") != UCS_OK)
         kvs_warn("cannot restrict UCX to the loopback device");
+    if (!getenv("UCX_TCP_PUT_ENABLE") &&
+        ucp_config_modify(config, "PUT_ENABLE", "n") != UCS_OK)
+        kvs_warn("cannot keep UCX's TCP transport out of rendezvous");
     st = ucp_init(up, config, &srv->ctx);
     ucp_config_release(config);
     return st;
