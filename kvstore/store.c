@@ -383,6 +383,40 @@ static void lru_touch(kvs_store_t *s, struct entry *e)
 }
 
 /* An access: recency for eviction, a hit for flash admission. */
+/* Whether e[0..n-1] are all on the LRU list, each right behind the one
+ * before it (e[0] the most recent of them). */
+static bool lru_run_in_order(const kvs_store_t *s, struct entry *const *e,
+                             size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!(e[i]->flags & E_INLRU))
+            return false;
+        if (i + 1 < n && e[i]->lru_next != eidx(s, e[i + 1]))
+            return false;
+    }
+    return true;
+}
+
+/* Moves the run first..last (linked by lru_next) to the head, in order. */
+static void lru_run_to_head(kvs_store_t *s, struct entry *first,
+                            struct entry *last)
+{
+    uint32_t fi = eidx(s, first), li = eidx(s, last);
+
+    if (s->lru_head == fi)
+        return;
+    /* Not the head, so first has a predecessor. */
+    s->ents[first->lru_prev].lru_next = last->lru_next;
+    if (last->lru_next != NIL)
+        s->ents[last->lru_next].lru_prev = first->lru_prev;
+    else
+        s->lru_tail = first->lru_prev;
+    first->lru_prev = NIL;
+    last->lru_next = s->lru_head;
+    s->ents[s->lru_head].lru_prev = li;
+    s->lru_head = fi;
+}
+
 static void touch_locked(kvs_store_t *s, struct entry *e)
 {
     if (e->hits < UINT16_MAX)
@@ -2668,6 +2702,7 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
     uint64_t hashes[MATCH_WIN];
     uint64_t now = kvs_clock_real_ms();
     size_t m = 0;
+    bool m_touched = false;
 
     for (size_t i = 0; i < n && i < MATCH_WIN; i++)
         hashes[i] = keys[i].data && keys[i].len >= 1 &&
@@ -2710,9 +2745,20 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
     }
     /* Accessed deepest first, so each block ends up more recent than the
      * blocks after it: eviction reaches leaves before their ancestors and
-     * never leaves a gap in a chain. A pinned match may have released the
-     * lock, so only then are the entries looked up again. */
-    for (size_t i = m; i-- > 0;) {
+     * never leaves a gap in a chain. A chain matched before (or put in
+     * order) already lies in the LRU list in that order, and then moving
+     * it to the head in one piece gives the same list. A pinned match may
+     * have released the lock, so only then are the entries looked up
+     * again. */
+    if (!(flags & KVS_MATCH_PIN) && m > 0 && m <= MATCH_WIN &&
+        lru_run_in_order(s, found, m)) {
+        for (size_t i = 0; i < m; i++)
+            if (found[i]->hits < UINT16_MAX)
+                found[i]->hits++;
+        lru_run_to_head(s, found[0], found[m - 1]);
+        m_touched = true;
+    }
+    for (size_t i = m; !m_touched && i-- > 0;) {
         struct entry *e;
         if (i < MATCH_WIN && !(flags & KVS_MATCH_PIN))
             e = found[i];

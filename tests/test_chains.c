@@ -5,7 +5,8 @@
  * chains, match (with a lease) must equal the number of leading blocks
  * that exists() reports, and every matched block must read back with its
  * own bytes while leased. Run on a DRAM + NVMe store under pressure and on
- * a DRAM-only store with store admission.
+ * a DRAM-only store with store admission. Then, deterministic: the LRU
+ * order a MATCH leaves behind, seen through evictions from a full table.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -37,23 +38,52 @@ static uint64_t seed_of(uint32_t chain, uint32_t i)
     return ((uint64_t)chain << 32) | i;
 }
 
+static int put_one(kvs_store_t *s, uint32_t ns, uint32_t chain, uint32_t i,
+                   bool with_parent, uint8_t *buf)
+{
+    uint8_t key[16], parent[16];
+    kvs_iov_t iov = {buf, BLK};
+
+    key_of(key, chain, i);
+    key_of(parent, chain, i ? i - 1 : 0);
+    kvs_test_fill(buf, BLK, seed_of(chain, i));
+    with_parent = with_parent && i > 0;
+    kvs_put_args_t a = {.ns = ns, .key = key, .key_len = 16,
+                        .parts = &iov, .nparts = 1,
+                        .cls = KVS_CLASS_SCRATCH,
+                        .parent = with_parent ? parent : NULL,
+                        .parent_len = with_parent ? 16 : 0};
+    return kvs_store_put(s, &a);
+}
+
 static void put_prefix(kvs_store_t *s, uint32_t ns, uint32_t chain,
                        uint32_t upto, uint8_t *buf)
 {
     for (uint32_t i = 0; i < upto; i++) {
-        uint8_t key[16], parent[16];
-        key_of(key, chain, i);
-        key_of(parent, chain, i ? i - 1 : 0);
-        kvs_test_fill(buf, BLK, seed_of(chain, i));
-        kvs_iov_t iov = {buf, BLK};
-        kvs_put_args_t a = {.ns = ns, .key = key, .key_len = 16,
-                            .parts = &iov, .nparts = 1,
-                            .cls = KVS_CLASS_SCRATCH,
-                            .parent = i ? parent : NULL,
-                            .parent_len = i ? 16 : 0};
-        int ret = kvs_store_put(s, &a);
+        int ret = put_one(s, ns, chain, i, true, buf);
         assert_true(ret == 0 || ret == KVS_EFULL);
     }
+}
+
+/* How many leading blocks of chain are present, checking that none comes
+ * after a gap. */
+static uint32_t present_prefix(kvs_store_t *s, uint32_t ns, uint32_t chain,
+                               uint32_t len)
+{
+    uint8_t keys[DEPTH][16], present[DEPTH];
+    kvs_key_t k[DEPTH];
+    uint32_t n = 0;
+
+    for (uint32_t i = 0; i < len; i++) {
+        key_of(keys[i], chain, i);
+        k[i] = (kvs_key_t){keys[i], 16};
+    }
+    assert_int_equal(kvs_store_exists(s, ns, k, len, present), 0);
+    while (n < len && present[n])
+        n++;
+    for (uint32_t i = n; i < len; i++)
+        assert_false(present[i]);
+    return n;
 }
 
 static void check_chain(kvs_store_t *s, uint32_t ns, uint32_t chain,
@@ -173,11 +203,65 @@ static void test_chains_dram_admission(void **state)
     run(&c, "chains_admission");
 }
 
+/* A MATCH makes its chain the most recently used, root first. With the
+ * block table full, each new block pushes out the least recently used one:
+ * first the chain put after the matched one (leaf first), then the matched
+ * chain, leaf first. Matched twice: once when the chain lies in the LRU
+ * list in order but not at its head, once when it is at the head. */
+static void test_match_lru_order(void **state)
+{
+    enum { LEN = 8, OTHER = 8 };
+    const char *dir = kvs_test_dir("chains_lru");
+    kvs_store_config_t c;
+    kvs_store_t *s;
+    uint8_t keys[LEN][16];
+    kvs_key_t k[LEN];
+    uint8_t *buf = malloc(BLK);
+    uint32_t ns;
+    size_t m;
+
+    (void)state;
+    kvs_store_config_default(&c);
+    c.dir = dir;
+    c.dram_bytes = 16u << 20;
+    c.nvme_bytes = 0;
+    c.max_block_bytes = 64u << 10;
+    c.max_blocks = LEN + OTHER;
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "lru", 2, &ns), 0);
+    for (uint32_t i = 0; i < LEN; i++) {
+        key_of(keys[i], 0, i);
+        k[i] = (kvs_key_t){keys[i], 16};
+        assert_int_equal(put_one(s, ns, 0, i, true, buf), 0);
+    }
+    for (uint32_t i = 0; i < OTHER; i++)
+        assert_int_equal(put_one(s, ns, 1, i, true, buf), 0);
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(kvs_store_match(s, ns, k, LEN, 0, NULL, &m), 0);
+        assert_int_equal(m, LEN);
+    }
+    for (uint32_t n = 1; n <= LEN + OTHER; n++) {
+        assert_int_equal(put_one(s, ns, 2, n, false, buf), 0);
+        if (n <= OTHER) {
+            assert_int_equal(present_prefix(s, ns, 1, OTHER), OTHER - n);
+            assert_int_equal(present_prefix(s, ns, 0, LEN), LEN);
+        } else {
+            assert_int_equal(present_prefix(s, ns, 1, OTHER), 0);
+            assert_int_equal(present_prefix(s, ns, 0, LEN),
+                             LEN - (n - OTHER));
+        }
+    }
+    kvs_store_close(s);
+    free(buf);
+    kvs_test_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chains_dram_and_nvme),
         cmocka_unit_test(test_chains_dram_admission),
+        cmocka_unit_test(test_match_lru_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
