@@ -708,14 +708,25 @@ static int client_hello(kvs_client_t *c, const kvs_client_params_t *p)
     return op_submit(c, op, &m, NULL, 0, 0, NULL, NULL, true);
 }
 
+static bool addr_is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >>
+                24) == 127;
+    return ss->ss_family == AF_INET6 &&
+           IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+}
+
 /* UCX 1.13 keeps shared memory out of endpoints with peer error handling
  * unless MM_ERROR_HANDLING is on; without it a client on the daemon's host
- * would be served over TCP loopback. Turning TCP put off
- * (UCX_TCP_PUT_ENABLE=n, given here without the transport's prefix) keeps
- * TCP loopback from being the control endpoint's rendezvous lane, and
- * UCX's TCP polling (a system call per progress) off a local client's
- * path; see ucx_init() in server.c. The environment still wins. */
-static ucs_status_t ucx_init(const ucp_params_t *up, ucp_context_h *ctx_out)
+ * would be served over TCP loopback. For a daemon on a loopback address,
+ * turning TCP put off (UCX_TCP_PUT_ENABLE=n, given here without the
+ * transport's prefix) keeps TCP loopback from being the control endpoint's
+ * rendezvous lane, and UCX's TCP polling (a system call per progress) off
+ * the client's path; see ucx_init() in server.c. The environment still
+ * wins. */
+static ucs_status_t ucx_init(const ucp_params_t *up, bool local,
+                             ucp_context_h *ctx_out)
 {
     ucp_config_t *config;
     ucs_status_t st;
@@ -725,7 +736,7 @@ static ucs_status_t ucx_init(const ucp_params_t *up, ucp_context_h *ctx_out)
         return st;
     if (!getenv("UCX_MM_ERROR_HANDLING"))
         (void)ucp_config_modify(config, "MM_ERROR_HANDLING", "y");
-    if (!getenv("UCX_TCP_PUT_ENABLE"))
+    if (local && !getenv("UCX_TCP_PUT_ENABLE"))
         (void)ucp_config_modify(config, "PUT_ENABLE", "n");
     st = ucp_init(up, config, ctx_out);
     ucp_config_release(config);
@@ -841,7 +852,7 @@ KVS_API int kvs_client_create_v(unsigned api_version,
     up.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
     up.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
     up.name = "libkvstash";
-    if (ucx_init(&up, &c->ctx) != UCS_OK) {
+    if (ucx_init(&up, addr_is_loopback(&ss), &c->ctx) != UCS_OK) {
         ret = -ENODEV;
         goto err_free;
     }
