@@ -48,6 +48,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -382,7 +383,6 @@ static void lru_touch(kvs_store_t *s, struct entry *e)
     }
 }
 
-/* An access: recency for eviction, a hit for flash admission. */
 /* Whether e[0..n-1] are all on the LRU list, each right behind the one
  * before it (e[0] the most recent of them). */
 static bool lru_run_in_order(const kvs_store_t *s, struct entry *const *e,
@@ -417,6 +417,7 @@ static void lru_run_to_head(kvs_store_t *s, struct entry *first,
     s->lru_head = fi;
 }
 
+/* An access: recency for eviction, a hit for flash admission. */
 static void touch_locked(kvs_store_t *s, struct entry *e)
 {
     if (e->hits < UINT16_MAX)
@@ -2878,6 +2879,65 @@ int kvs_store_flush(kvs_store_t *s)
     while ((int32_t)(s->flush_done - want) < 0 && !s->stop)
         pthread_cond_wait(&s->space_cv, &s->lock);
     ret = s->flush_status;
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/* One list of entries linked by index (LRU or TTL): walks it from the head
+ * by next and checks each back link and the tail, then that exactly the
+ * entries with flag are on it, as many as expected (UINT32_MAX: any). */
+static int check_list_locked(kvs_store_t *s, const char *what, uint32_t head,
+                             uint32_t tail, size_t next_off, size_t prev_off,
+                             uint32_t flag, uint32_t expect)
+{
+    uint32_t n = 0, prev = NIL, flagged = 0;
+
+    for (uint32_t i = head; i != NIL; i = *(uint32_t *)((char *)&s->ents[i] +
+                                                        next_off)) {
+        if (i >= s->nents || n++ > s->nents) {
+            kvs_error("store check: %s list runs off the table", what);
+            return KVS_ECORRUPT;
+        }
+        if (*(uint32_t *)((char *)&s->ents[i] + prev_off) != prev ||
+            !(s->ents[i].flags & flag)) {
+            kvs_error("store check: %s list entry %u: bad back link or flag",
+                      what, i);
+            return KVS_ECORRUPT;
+        }
+        prev = i;
+    }
+    for (uint32_t i = 0; i < s->nents; i++)
+        flagged += (s->ents[i].flags & flag) != 0;
+    if (prev != tail || flagged != n || (expect != UINT32_MAX && n != expect)) {
+        kvs_error("store check: %s list: %u entries, %u flagged, tail %s",
+                  what, n, flagged, prev == tail ? "right" : "wrong");
+        return KVS_ECORRUPT;
+    }
+    return 0;
+}
+
+int kvs_store_check(kvs_store_t *s)
+{
+    uint32_t with_ttl = 0;
+    int ret;
+
+    pthread_mutex_lock(&s->lock);
+    for (uint32_t i = 0; i < s->nents; i++)
+        with_ttl += (s->ents[i].flags & E_LINKED) && s->ents[i].expiry_ms;
+    ret = check_list_locked(s, "LRU", s->lru_head, s->lru_tail,
+                            offsetof(struct entry, lru_next),
+                            offsetof(struct entry, lru_prev), E_INLRU,
+                            UINT32_MAX);
+    if (!ret)
+        ret = check_list_locked(s, "TTL", s->ttl_head, s->ttl_tail,
+                                offsetof(struct entry, ttl_next),
+                                offsetof(struct entry, ttl_prev), E_INTTL,
+                                with_ttl);
+    if (!ret && s->nttl != with_ttl) {
+        kvs_error("store check: TTL count %u, %u entries with a TTL", s->nttl,
+                  with_ttl);
+        ret = KVS_ECORRUPT;
+    }
     pthread_mutex_unlock(&s->lock);
     return ret;
 }

@@ -318,6 +318,11 @@ typedef struct kvs_store_stats {
 
 void kvs_store_stats(kvs_store_t *store, kvs_store_stats_t *stats_out);
 
+/* Walks the store's own lists (the DRAM LRU list both ways, the TTL list)
+ * and checks them against the block table: for tests. 0 when consistent,
+ * else KVS_ECORRUPT, with the first thing found wrong logged. */
+int kvs_store_check(kvs_store_t *store);
+
 /* Called by kvs_store_verify() for each block on disk that fails a check. */
 typedef void (*kvs_verify_cb)(void *arg, uint32_t ns, const void *key,
                               uint32_t key_len, int status);

@@ -158,6 +158,7 @@ static void run(kvs_store_config_t *c, const char *name)
         }
         check_chain(s, ns, (uint32_t)(kvs_test_rand(&rng) % NCHAIN), buf,
                     want);
+        assert_int_equal(kvs_store_check(s), 0);
     }
     kvs_store_stats(s, &st);
     printf("%s: evicted %llu, declined %llu, regions reclaimed %llu\n", name,
@@ -239,9 +240,11 @@ static void test_match_lru_order(void **state)
     for (int round = 0; round < 2; round++) {
         assert_int_equal(kvs_store_match(s, ns, k, LEN, 0, NULL, &m), 0);
         assert_int_equal(m, LEN);
+        assert_int_equal(kvs_store_check(s), 0);
     }
     for (uint32_t n = 1; n <= LEN + OTHER; n++) {
         assert_int_equal(put_one(s, ns, 2, n, false, buf), 0);
+        assert_int_equal(kvs_store_check(s), 0);
         if (n <= OTHER) {
             assert_int_equal(present_prefix(s, ns, 1, OTHER), OTHER - n);
             assert_int_equal(present_prefix(s, ns, 0, LEN), LEN);

@@ -310,6 +310,7 @@ static void test_ttl_sweep(void **state)
                                                  (uint32_t)strlen(key),
                                                  KVS_CLASS_USER, 300), 0);
     }
+    assert_int_equal(kvs_store_check(s), 0);
     /* The background thread sweeps at least once a second. Nothing here
      * depends on how long the puts took (under ASan, on a loaded machine,
      * the first short-lived blocks may be gone before the last is put). */
@@ -322,6 +323,7 @@ static void test_ttl_sweep(void **state)
     assert_int_equal(st.expired, SHORT + LATER);
     assert_int_equal(st.blocks, LONG + NONE + LIFTED);
     assert_int_equal(st.dram_blocks, LONG + NONE + LIFTED);
+    assert_int_equal(kvs_store_check(s), 0);
     assert_int_equal(get(s, ns, "short", 1, buf, 4096), KVS_ENOTFOUND);
     assert_int_equal(get(s, ns, "later", 0, buf, 4096), KVS_ENOTFOUND);
     for (uint32_t i = 0; i < LONG; i++)
@@ -336,6 +338,7 @@ static void test_ttl_sweep(void **state)
     assert_int_equal(kvs_store_open(&c, &s), 0);
     kvs_store_stats(s, &st);
     assert_int_equal(st.blocks, LONG);
+    assert_int_equal(kvs_store_check(s), 0);
     kvs_store_close(s);
     free(buf);
     kvs_test_rmtree(dir);
