@@ -102,6 +102,7 @@ struct kvs_client {
     ucp_ep_h bulk_ep;             /* DATA: see transport/server_int.h */
     int efd;
     int failed;                   /* 0, or why every call now fails */
+    bool peer_gone;               /* UCX said so; failed once drained */
     bool ready;
     uint64_t seq;
     uint32_t nslots;              /* window: min(max_inflight, SLOTS_MAX) */
@@ -198,13 +199,31 @@ static void client_fail(kvs_client_t *c, int status)
     }
 }
 
+/* Noted only: see worker_progress(). */
 static void ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
 {
     kvs_client_t *c = arg;
 
     (void)ep;
     (void)status;
-    client_fail(c, KVS_EPEER);
+    c->peer_gone = true;
+}
+
+/* ucp_worker_progress(), and when UCX has reported the daemon gone, what
+ * the daemon sent before it went is read first, then every request still
+ * open fails. A daemon refusing a HELLO answers KVS_EAUTH and disconnects;
+ * the disconnect comes on the connection manager's socket and the answer
+ * through shared memory, and the disconnect can be seen first. */
+static unsigned worker_progress(kvs_client_t *c)
+{
+    unsigned n = ucp_worker_progress(c->worker);
+
+    if (c->peer_gone && !c->failed) {
+        for (int i = 0; i < 64 && ucp_worker_progress(c->worker); i++)
+            ;
+        client_fail(c, KVS_EPEER);
+    }
+    return n;
 }
 
 /* ------------------------------------------------------------------ */
@@ -504,7 +523,7 @@ static void sent_cb(void *request, ucs_status_t status, void *user_data)
  * worker's event fd. */
 static int progress_once(kvs_client_t *c, uint64_t *idle_since)
 {
-    unsigned n = ucp_worker_progress(c->worker);
+    unsigned n = worker_progress(c);
     uint64_t now;
 
     if (n) {
@@ -956,7 +975,7 @@ KVS_API void kvs_client_destroy(kvs_client_t *c)
         /* Let failed requests call back, so no UCX request still points
          * into this client when it is freed. */
         for (int i = 0; i < 1000 && c->inflight; i++) {
-            ucp_worker_progress(c->worker);
+            worker_progress(c);
             run_completions(c);
         }
         ucp_worker_destroy(c->worker);
@@ -993,7 +1012,7 @@ KVS_API int kvs_client_progress(kvs_client_t *c)
 {
     int n;
 
-    ucp_worker_progress(c->worker);
+    worker_progress(c);
     n = run_completions(c);
     if (n == 0 && c->failed)
         return KVS_EPEER;
@@ -1004,14 +1023,14 @@ KVS_API int kvs_client_progress_wait(kvs_client_t *c, int timeout_ms)
 {
     int n;
 
-    ucp_worker_progress(c->worker);
+    worker_progress(c);
     n = run_completions(c);
     if (n == 0 && !c->failed && c->inflight &&
         ucp_worker_arm(c->worker) == UCS_OK) {
         struct pollfd pfd = {.fd = c->efd, .events = POLLIN};
 
         poll(&pfd, 1, timeout_ms);
-        ucp_worker_progress(c->worker);
+        worker_progress(c);
         n = run_completions(c);
     }
     if (n == 0 && c->failed)
