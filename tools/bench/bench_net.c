@@ -3,15 +3,15 @@
  * Network benchmarks (see bench_net.h). The order inside one run is fixed so
  * that no limit is measured while kvstashd or our clients are busy:
  *
- *   1. limits for MATCH: ucx_perftest ucp_am_lat ping-pongs (the median
- *      round trip of 8 bytes, the p99 of a MATCH request's size) and a
- *      spinning thread counting the machine's CPU stalls;
- *   2. start kvstashd (DRAM only, loopback, ephemeral port) unless --port;
- *   3. the figures, each through libkvstash in processes other than the
- *      daemon's; the two throughput figures alternate with their limits
- *      (limits.sh ucx 1 MiB, limits.sh redis 256 KiB) in rounds while the
- *      daemon sleeps, and report the median round (report_rounds); MATCH
- *      last, on a daemon restarted to spin when the others did not;
+ *   1. start kvstashd (DRAM only, loopback, ephemeral port) unless --port;
+ *   2. the throughput figures, each through libkvstash in processes other
+ *      than the daemon's, alternating with their limits (limits.sh ucx
+ *      1 MiB, limits.sh redis 256 KiB) in rounds while the daemon sleeps;
+ *      the median round is reported (report_rounds);
+ *   3. MATCH: with our daemon stopped, its limits (ucx_perftest ucp_am_lat
+ *      ping-pongs: the median round trip of 8 bytes, the p99 of a MATCH
+ *      request's size; a spinning thread counting the machine's CPU
+ *      stalls), then the figure on a daemon started to spin;
  *   4. stop kvstashd (SIGTERM, orderly shutdown).
  *
  * Client processes are forked before this process opens UCX (UCX state does
@@ -716,21 +716,23 @@ int bench_net_main(int argc, char **argv)
     /* MATCH's limit is a ping-pong in which both sides spin; so do ours
      * for that figure, on any number of cores, unless told otherwise. */
     o.match_busy_us = busy_auto ? 1000000 : o.busy_us;
-    if (o.limits && o.want_match)
-        match_limits(&mlim);
     own_daemon = !o.port;
-    if (own_daemon && start_daemon(&o, o.busy_us) != 0)
+    if (own_daemon && (o.want_get || o.want_multi) &&
+        start_daemon(&o, o.busy_us) != 0)
         return 1;
     if (o.want_get)
         fig_get(&o, limits_dir);
     if (o.want_multi)
         fig_multi(&o, limits_dir);
     if (o.want_match) {
-        if (own_daemon && o.match_busy_us != o.busy_us) {
+        /* The machine's latency limits just before the figure, with no
+         * daemon of ours running: its stalls change by the minute. */
+        if (own_daemon)
             stop_daemon();
-            if (start_daemon(&o, o.match_busy_us) != 0)
-                return 1;
-        }
+        if (o.limits)
+            match_limits(&mlim);
+        if (own_daemon && start_daemon(&o, o.match_busy_us) != 0)
+            return 1;
         fig_match(&o, &mlim);
     }
     stop_daemon();
