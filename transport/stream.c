@@ -1090,25 +1090,33 @@ typedef struct rx {
 static void fetch_part_landed(kvs_stream_t *st, fetch_t *f, uint32_t b,
                               uint32_t part, int status);
 
+/* A part's bytes are in (ret 0) or never will be: tells its client put,
+ * whose inflight count the caller raised, or its fetch. */
+static void rx_done(kvs_stream_t *st, sput_t *put, fetch_t *f,
+                    uint32_t block, uint32_t part, int ret)
+{
+    if (put) {
+        if (ret) {
+            put->status = ret;
+            put->abort_req = true;
+        } else {
+            sput_part_landed(st, put, part);
+        }
+        put->inflight--;
+        sput_maybe_finish(st, put);
+    } else {
+        fetch_part_landed(st, f, block, part, ret);
+    }
+}
+
 static void rx_cb(void *request, ucs_status_t status, size_t length,
                   void *user_data)
 {
     rx_t *r = user_data;
-    int ret = status == UCS_OK ? 0 : KVS_EPEER;
 
     (void)length;
-    if (r->put) {
-        if (ret) {
-            r->put->status = ret;
-            r->put->abort_req = true;
-        } else {
-            sput_part_landed(r->st, r->put, r->part);
-        }
-        r->put->inflight--;
-        sput_maybe_finish(r->st, r->put);
-    } else {
-        fetch_part_landed(r->st, r->f, r->block, r->part, ret);
-    }
+    rx_done(r->st, r->put, r->f, r->block, r->part,
+            status == UCS_OK ? 0 : KVS_EPEER);
     free(r);
     ucp_request_free(request);
 }
@@ -1130,13 +1138,7 @@ static ucs_status_t rx_start(kvs_stream_t *st, sput_t *put, fetch_t *f,
 
     if (!rndv) {
         memcpy(dst, data, len);
-        if (put) {
-            sput_part_landed(st, put, part);
-            put->inflight--;
-            sput_maybe_finish(st, put);
-        } else {
-            fetch_part_landed(st, f, block, part, 0);
-        }
+        rx_done(st, put, f, block, part, 0);
         return UCS_OK;
     }
     r = malloc(sizeof(*r));
@@ -1154,27 +1156,14 @@ static ucs_status_t rx_start(kvs_stream_t *st, sput_t *put, fetch_t *f,
         sp = ucp_am_recv_data_nbx(st->srv->worker, data, dst, len, &prm);
         if (sp == NULL) {
             free(r);
-            if (put) {
-                sput_part_landed(st, put, part);
-                put->inflight--;
-                sput_maybe_finish(st, put);
-            } else {
-                fetch_part_landed(st, f, block, part, 0);
-            }
+            rx_done(st, put, f, block, part, 0);
             return UCS_INPROGRESS;
         }
         if (!UCS_PTR_IS_ERR(sp))
             return UCS_INPROGRESS;
         free(r);
     }
-    if (put) {
-        put->inflight--;
-        put->status = KVS_EPEER;
-        put->abort_req = true;
-        sput_maybe_finish(st, put);
-    } else {
-        fetch_part_landed(st, f, block, part, KVS_EPEER);
-    }
+    rx_done(st, put, f, block, part, KVS_EPEER);
     return UCS_OK;
 }
 
