@@ -461,21 +461,29 @@ KVS_API int kvs_stream_put_begin(kvs_client_t *c, const kvs_client_key_t *key,
     return 0;
 }
 
-KVS_API int kvs_stream_put_part(kvs_stream_put_t *p, uint32_t part,
-                                const void *buf, size_t len)
+/* The PUT_PART message for part of p, or why there is none. */
+static int part_msg(const kvs_stream_put_t *p, uint32_t part, size_t len,
+                    kvs_smsg_t *m)
 {
-    kvs_smsg_t m;
-
     if (!p || part >= p->nparts)
         return -EINVAL;
     if (p->done)
         return p->status ? p->status : KVS_EPROTO;
-    memset(&m, 0, sizeof(m));
-    m.op = KVS_SOP_PUT_PART;
-    m.id = p->id;
-    m.part = part;
-    m.len = len;
-    return smsg_send(p->cs->c, &m, NULL, 0, buf, len);
+    memset(m, 0, sizeof(*m));
+    m->op = KVS_SOP_PUT_PART;
+    m->id = p->id;
+    m->part = part;
+    m->len = len;
+    return 0;
+}
+
+KVS_API int kvs_stream_put_part(kvs_stream_put_t *p, uint32_t part,
+                                const void *buf, size_t len)
+{
+    kvs_smsg_t m;
+    int ret = part_msg(p, part, len, &m);
+
+    return ret ? ret : smsg_send(p->cs->c, &m, NULL, 0, buf, len);
 }
 
 KVS_API int kvs_stream_put_part_nb(kvs_stream_put_t *p, uint32_t part,
@@ -483,17 +491,10 @@ KVS_API int kvs_stream_put_part_nb(kvs_stream_put_t *p, uint32_t part,
 {
     kvs_smsg_t m;
     csend_t *s;
-    int ret;
+    int ret = part_msg(p, part, len, &m);
 
-    if (!p || part >= p->nparts)
-        return -EINVAL;
-    if (p->done)
-        return p->status ? p->status : KVS_EPROTO;
-    memset(&m, 0, sizeof(m));
-    m.op = KVS_SOP_PUT_PART;
-    m.id = p->id;
-    m.part = part;
-    m.len = len;
+    if (ret)
+        return ret;
     ret = smsg_post(p->cs->c, &m, NULL, 0, buf, len, &s);
     if (!ret && s) {
         s->next = p->posted;
