@@ -224,73 +224,97 @@ static void load_blocks(kvs_client_t *c, const char *prefix, unsigned n,
 
 /* ---- GET throughput ----------------------------------------------- */
 
-typedef struct getter {
+/* window GETs (or PUTs) in flight, each slot reissued when it completes. */
+typedef struct mover {
     kvs_client_t *c;
-    kvs_client_get_t *items;      /* window entries */
+    bool put;
+    kvs_client_get_t *gets;       /* window entries, when !put */
+    kvs_client_put_t *puts;       /* window entries, when put */
+    kvs_iov_t *iovs;              /* the PUTs' sources */
+    unsigned *slot;               /* slot[i] == i: the callbacks' argument */
     char (*keys)[64];
+    size_t size;
     unsigned nkeys;
     unsigned next;
     uint64_t bytes;
     int errors;
     bool stop;
     const char *prefix;
-} getter_t;
+} mover_t;
 
-static void get_done(void *arg, int status);
+static mover_t *cur_mover;
 
-static void get_issue(getter_t *g, kvs_client_get_t *it)
+static void move_done(void *arg, int status);
+
+static void move_issue(mover_t *g, unsigned i)
 {
-    unsigned k = g->next++ % g->nkeys;
+    kvs_client_key_t key = {.data = g->keys[i]};
+    int ret;
 
-    snprintf(g->keys[it - g->items], 64, "%s-%u", g->prefix, k);
-    it->key.data = g->keys[it - g->items];
-    it->key.len = (uint32_t)strlen(g->keys[it - g->items]);
-    if (kvs_client_get_batch_async(g->c, it, 1, 0, get_done, it) != 0)
+    snprintf(g->keys[i], 64, "%s-%u", g->prefix, g->next++ % g->nkeys);
+    key.len = (uint32_t)strlen(g->keys[i]);
+    if (g->put) {
+        g->puts[i] = (kvs_client_put_t){.key = key, .parts = &g->iovs[i],
+                                        .nparts = 1,
+                                        .cls = KVS_CLASS_SCRATCH};
+        ret = kvs_client_put_batch_async(g->c, &g->puts[i], 1, move_done,
+                                         &g->slot[i]);
+    } else {
+        g->gets[i].key = key;
+        ret = kvs_client_get_batch_async(g->c, &g->gets[i], 1, 0, move_done,
+                                         &g->slot[i]);
+    }
+    if (ret != 0)
         g->errors++;
 }
 
-static getter_t *cur_getter;
-
-static void get_done(void *arg, int status)
+static void move_done(void *arg, int status)
 {
-    kvs_client_get_t *it = arg;
-    getter_t *g = cur_getter;
+    unsigned i = *(unsigned *)arg;
+    mover_t *g = cur_mover;
 
     if (status)
         g->errors++;
     else
-        g->bytes += it->len;
+        g->bytes += g->put ? g->size : g->gets[i].len;
     if (!g->stop)
-        get_issue(g, it);
+        move_issue(g, i);
 }
 
-/* Keeps window GETs in flight for seconds; returns bytes per second. Each
- * GET in flight has a buffer of its own, or with one_buf they all land in
- * the same one, as ucx_perftest's receives do. */
-static double run_gets(kvs_client_t *c, const char *prefix, unsigned nkeys,
-                       size_t size, unsigned window, bool one_buf,
-                       unsigned seconds, bool spin, int *errors_out)
+/* Keeps window GETs (or PUTs, replacing nkeys blocks) in flight for
+ * seconds; returns bytes per second. Each one in flight has a buffer of its
+ * own, or with one_buf they all use the same one, as ucx_perftest does. */
+static double run_moves(kvs_client_t *c, bool put, const char *prefix,
+                        unsigned nkeys, size_t size, unsigned window,
+                        bool one_buf, unsigned seconds, bool spin,
+                        int *errors_out)
 {
-    getter_t g = {.c = c, .nkeys = nkeys, .prefix = prefix};
+    mover_t g = {.c = c, .put = put, .size = size, .nkeys = nkeys,
+                 .prefix = prefix};
     unsigned nbufs = one_buf ? 1 : window;
     uint8_t *buf = aligned_alloc(4096, (size_t)nbufs * size);
     kvs_mr_t *mr = NULL;
     double t0, t1, warm_end;
     uint64_t warm_bytes = 0;
 
-    g.items = calloc(window, sizeof(*g.items));
+    g.gets = calloc(window, sizeof(*g.gets));
+    g.puts = calloc(window, sizeof(*g.puts));
+    g.iovs = calloc(window, sizeof(*g.iovs));
+    g.slot = calloc(window, sizeof(*g.slot));
     g.keys = calloc(window, 64);
-    if (!buf || !g.items || !g.keys)
+    if (!buf || !g.gets || !g.puts || !g.iovs || !g.slot || !g.keys)
         exit(1);
-    memset(buf, 0, (size_t)nbufs * size);
-    if (kvs_client_mem_reg(c, buf, (size_t)nbufs * size, &mr) != 0)
+    memset(buf, put ? 0x5a : 0, (size_t)nbufs * size);
+    if (!put && kvs_client_mem_reg(c, buf, (size_t)nbufs * size, &mr) != 0)
         mr = NULL;
-    cur_getter = &g;
+    cur_mover = &g;
     for (unsigned i = 0; i < window; i++) {
-        g.items[i].buf = buf + (size_t)(i % nbufs) * size;
-        g.items[i].cap = size;
-        g.items[i].mr = mr;
-        get_issue(&g, &g.items[i]);
+        uint8_t *b = buf + (size_t)(i % nbufs) * size;
+
+        g.slot[i] = i;
+        g.gets[i] = (kvs_client_get_t){.buf = b, .cap = size, .mr = mr};
+        g.iovs[i] = (kvs_iov_t){.base = b, .len = size};
+        move_issue(&g, i);
     }
     /* One second of warm-up, not counted. */
     warm_end = bench_now() + 1.0;
@@ -305,9 +329,20 @@ static double run_gets(kvs_client_t *c, const char *prefix, unsigned nkeys,
     *errors_out = g.errors;
     kvs_client_mem_dereg(c, mr);
     free(buf);
-    free(g.items);
+    free(g.gets);
+    free(g.puts);
+    free(g.iovs);
+    free(g.slot);
     free(g.keys);
     return (double)(g.bytes - warm_bytes) / (t1 - t0);
+}
+
+static double run_gets(kvs_client_t *c, const char *prefix, unsigned nkeys,
+                       size_t size, unsigned window, bool one_buf,
+                       unsigned seconds, bool spin, int *errors_out)
+{
+    return run_moves(c, false, prefix, nkeys, size, window, one_buf, seconds,
+                     spin, errors_out);
 }
 
 /* Prints the round with the median ratio of ours[i] / lim[i] (the median
@@ -363,7 +398,7 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
 {
     kvs_client_t *c = connect_or_die(o, (uint32_t)o->busy_us * 5);
     double ours[NET_ROUNDS_MAX], lim[NET_ROUNDS_MAX], same[NET_ROUNDS_MAX];
-    double mcpy = -1;
+    double puts[NET_ROUNDS_MAX], mcpy = -1;
     int errors = 0;
     char what[200];
 
@@ -390,12 +425,16 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
                 same[r] = run_gets(c, "g1m", 1, 1u << 20, o->window, true,
                                    o->seconds, o->busy_us > 0, &e) / 1e6;
                 errors += e;
+                puts[r] = run_moves(c, true, "p1m", o->blocks, 1u << 20,
+                                    o->window, false, o->seconds,
+                                    o->busy_us > 0, &e) / 1e6;
+                errors += e;
             }
         }
     }
     kvs_client_destroy(c);
     if (errors)
-        fprintf(stderr, "bench: %d GETs failed\n", errors);
+        fprintf(stderr, "bench: %d GETs or PUTs failed\n", errors);
     /* ucx_perftest moves one buffer again and again (cache-resident); the
      * store serves distinct blocks, so say how many. */
     snprintf(what, sizeof(what),
@@ -406,6 +445,11 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
                   "one block GET again and again into one buffer, as "
                   "ucx_perftest ucp_am_bw 1 MiB sends one buffer, with as "
                   "many in flight; the same limits as net-get-1MiB-dram");
+    snprintf(what, sizeof(what),
+             "%u distinct blocks replaced, %u in flight, from another "
+             "process into the DRAM tier; the same limits as "
+             "net-get-1MiB-dram (no target)", o->blocks, o->window);
+    report_rounds("net-put-1MiB-dram", o->rounds, puts, lim, what);
     /* One cold memcpy: a one-copy GET can at best match it. Against the
      * median of our rounds. */
     if (mcpy > 0) {
