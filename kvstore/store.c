@@ -43,6 +43,7 @@
 #include "common/clock.h"
 #include "common/debug.h"
 #include "common/fs.h"
+#include "common/hugemem.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -161,7 +162,8 @@ struct kvs_store {
     /* Guarded by lock. */
     kvs_arena_t *arena;
     uint8_t *abase;
-    struct entry *ents;
+    struct entry *ents;       /* in ents_mem */
+    kvs_huge_t ents_mem, buckets_mem; /* see common/hugemem.h */
     uint32_t nents;
     uint32_t free_head;
     uint32_t *buckets;
@@ -1694,14 +1696,17 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
     s->ttl_head = s->ttl_tail = NIL;
     s->ns_cap = 1u << 16;
     s->ns = calloc(s->ns_cap, sizeof(*s->ns));
+    /* The block table and the buckets are read at random by every lookup
+     * (a MATCH of 128 keys spread over 200,000 blocks took 250 ns a key on
+     * 4 KiB pages on the CI machine): 2 MiB pages. */
     s->nents = cfg->max_blocks;
-    s->ents = aligned_alloc(64, (size_t)s->nents * sizeof(*s->ents));
-    if (s->ents)
-        memset(s->ents, 0, (size_t)s->nents * sizeof(*s->ents));
+    if (kvs_huge_map((size_t)s->nents * sizeof(*s->ents), &s->ents_mem) == 0)
+        s->ents = s->ents_mem.base;
     for (nb = 1; nb < s->nents; nb <<= 1)
         ;
     s->bucket_mask = nb - 1;
-    s->buckets = malloc((size_t)nb * sizeof(uint32_t));
+    if (kvs_huge_map((size_t)nb * sizeof(uint32_t), &s->buckets_mem) == 0)
+        s->buckets = s->buckets_mem.base;
     if (!s->dir || !s->ns || !s->ents || !s->buckets) {
         ret = -ENOMEM;
         goto err_close;
@@ -1784,8 +1789,8 @@ void kvs_store_close(kvs_store_t *s)
     free(s->reloc);
     free(s->wscratch);
     free(s->regions);
-    free(s->buckets);
-    free(s->ents);
+    kvs_huge_unmap(&s->buckets_mem);
+    kvs_huge_unmap(&s->ents_mem);
     pthread_cond_destroy(&s->space_cv);
     pthread_cond_destroy(&s->work_cv);
     pthread_mutex_destroy(&s->lock);
