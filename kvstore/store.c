@@ -2766,6 +2766,16 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
     }
     for (size_t i = m; !m_touched && i-- > 0;) {
         struct entry *e;
+        /* Each touch unlinks a block from between two others that are
+         * likely cold: fetch them ahead of time. */
+        if (i >= AHEAD && i - AHEAD < MATCH_WIN &&
+            !(flags & KVS_MATCH_PIN)) {
+            const struct entry *p = found[i - AHEAD];
+            if (p->lru_prev != NIL)
+                __builtin_prefetch(&s->ents[p->lru_prev].lru_next, 1);
+            if (p->lru_next != NIL)
+                __builtin_prefetch(&s->ents[p->lru_next].lru_prev, 1);
+        }
         if (i < MATCH_WIN && !(flags & KVS_MATCH_PIN))
             e = found[i];
         else
