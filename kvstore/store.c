@@ -71,7 +71,8 @@ enum {
 };
 
 struct entry {
-    /* What a lookup reads, together in the first two cache lines. */
+    /* What a lookup and a MATCH's touch read, in the first two cache
+     * lines (a block table spread over a large store misses on each). */
     uint64_t hash;          /* XXH3-64 of (ns, key) */
     uint32_t hnext;         /* hash chain */
     uint32_t ns;
@@ -79,16 +80,16 @@ struct entry {
     uint8_t key_len, parent_len, cls, elem_size;
     uint64_t expiry_ms;     /* wall clock; 0: none */
     uint8_t key[KVS_KEY_MAX];
-    /* The rest. */
     uint64_t uid;           /* unique per put */
     uint32_t lru_prev, lru_next;
-    uint32_t rg_prev, rg_next;
+    uint16_t hits;          /* accesses since put, saturating */
+    uint8_t codec;          /* of the disk copy */
     uint32_t ttl_prev, ttl_next; /* TTL list: linked entries with a TTL */
+    /* The rest. */
+    uint32_t rg_prev, rg_next;
     uint32_t refs;          /* callers' references (pins, views, leases) */
     uint32_t busy;          /* the store's own I/O in progress */
     uint32_t nparts;
-    uint8_t codec;          /* of the disk copy */
-    uint16_t hits;          /* accesses since put, saturating */
     uint32_t flush_gen;     /* the last flush that wrote it */
     uint64_t raw_len;       /* bytes */
     uint64_t group;
@@ -99,6 +100,8 @@ struct entry {
     uint64_t data_xxh;      /* XXH3-64 of the raw bytes */
     uint8_t parent[KVS_KEY_MAX];
 } __attribute__((aligned(64)));
+_Static_assert(offsetof(struct entry, ttl_next) + 4 <= 128,
+               "a lookup and a touch read two cache lines of an entry");
 
 /*
  * Region life cycle:
@@ -2717,12 +2720,15 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
     pthread_mutex_lock(&s->lock);
     if (!ns_valid_locked(s, ns))
         n = 0;
-    for (size_t i = 0; i < n && i < AHEAD && i < MATCH_WIN; i++)
+    for (size_t i = 0; i < n && i < 2 * AHEAD && i < MATCH_WIN; i++)
         __builtin_prefetch(&s->buckets[hashes[i] & s->bucket_mask]);
     for (; m < n; m++) {
         struct entry *e;
         if (!keys[m].data || keys[m].len == 0 || keys[m].len > KVS_KEY_MAX)
             break;
+        if (m + 2 * AHEAD < n && m + 2 * AHEAD < MATCH_WIN)
+            __builtin_prefetch(
+                &s->buckets[hashes[m + 2 * AHEAD] & s->bucket_mask]);
         if (m + AHEAD < n && m + AHEAD < MATCH_WIN) {
             uint32_t b = s->buckets[hashes[m + AHEAD] & s->bucket_mask];
             if (b != NIL)
