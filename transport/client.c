@@ -52,6 +52,8 @@ struct op {
     bool done_queued;
     uint32_t data_expected;       /* GET: blocks the reply announced */
     uint32_t data_done;           /* GET: blocks fully received */
+    uint32_t data_rndv;           /* GET: rendezvous receives still
+                                     writing into the caller's buffers */
     int status;
     uint32_t n;                   /* entries in the request */
     kvs_client_cb_t cb;
@@ -193,8 +195,11 @@ static void client_fail(kvs_client_t *c, int status)
             op->replied = true;
             op->status = status;
         }
-        /* Blocks not yet received never will be. */
-        op->data_expected = op->data_done;
+        /* Blocks not yet received never will be, but receives UCX has
+         * started still write into the caller's buffer: the request ends
+         * when they have (UCX completes them, with an error if need be),
+         * not before, and its slot is not reused under them. */
+        op->data_expected = op->data_done + op->data_rndv;
         op_maybe_done(c, op);
     }
 }
@@ -258,6 +263,7 @@ static void rndv_cb(void *request, ucs_status_t status, size_t length,
     data_ctx_t *d = user_data;
 
     (void)length;
+    d->op->data_rndv--;
     data_done(d->c, d->op, d->idx, status == UCS_OK ? 0 : KVS_EPEER);
     free(d);
     ucp_request_free(request);
@@ -320,6 +326,8 @@ static ucs_status_t on_data(kvs_client_t *c, const kvs_wire_msg_t *m,
         } else if (UCS_PTR_IS_ERR(sp)) {
             free(d);
             data_done(c, op, idx, KVS_EPEER);
+        } else {
+            op->data_rndv++;
         }
         return UCS_INPROGRESS;
     }
@@ -567,7 +575,7 @@ static op_t *op_alloc(kvs_client_t *c, uint8_t opcode)
         op->id = (c->seq << 8) | i;
         op->opcode = opcode;
         op->sent = op->replied = op->done_queued = false;
-        op->data_expected = op->data_done = 0;
+        op->data_expected = op->data_done = op->data_rndv = 0;
         op->status = 0;
         op->n = 0;
         op->cb = NULL;
@@ -970,8 +978,8 @@ KVS_API void kvs_client_destroy(kvs_client_t *c)
             kvs_client_wait(c);
         /* The bulk endpoint has no error handling: force it when the
          * daemon is gone, or a flush could wait for ever. */
-        ep_close(c, &c->bulk_ep, c->failed != 0);
-        ep_close(c, &c->ep, c->failed != 0);
+        ep_close(c, &c->bulk_ep, c->failed != 0 || c->peer_gone);
+        ep_close(c, &c->ep, c->failed != 0 || c->peer_gone);
         /* Let failed requests call back, so no UCX request still points
          * into this client when it is freed. */
         for (int i = 0; i < 1000 && c->inflight; i++) {
@@ -995,11 +1003,13 @@ KVS_API void kvs_client_destroy(kvs_client_t *c)
 void kvs_client_internals(kvs_client_t *c, kvs_client_internals_t *out)
 {
     out->worker = c->worker;
-    out->ep = c->failed ? NULL : c->ep;
-    out->data_ep = c->failed ? NULL : c->bulk_ep ? c->bulk_ep : c->ep;
+    out->ep = c->failed || c->peer_gone ? NULL : c->ep;
+    out->data_ep = c->failed || c->peer_gone ? NULL
+                   : c->bulk_ep               ? c->bulk_ep
+                                              : c->ep;
     out->ns = c->ns;
     out->stream = &c->stream;
-    out->failed = c->failed;
+    out->failed = c->failed ? c->failed : c->peer_gone ? KVS_EPEER : 0;
 }
 
 KVS_API void kvs_client_limits(const kvs_client_t *c,
