@@ -38,6 +38,7 @@
 #include "common/clock.h"
 #include "common/compiler.h"
 #include "transport/client_int.h"
+#include "transport/sockaddr.h"
 
 #define AM_ID      7u    /* must match the daemon's (transport/server_int.h) */
 #define SLOTS_MAX  256u  /* request ids carry the slot in 8 bits */
@@ -735,15 +736,6 @@ static int client_hello(kvs_client_t *c, const kvs_client_params_t *p)
     return op_submit(c, op, &m, NULL, 0, 0, NULL, NULL, true);
 }
 
-static bool addr_is_loopback(const struct sockaddr_storage *ss)
-{
-    if (ss->ss_family == AF_INET)
-        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >>
-                24) == 127;
-    return ss->ss_family == AF_INET6 &&
-           IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
-}
-
 /* UCX 1.13 keeps shared memory out of endpoints with peer error handling
  * unless MM_ERROR_HANDLING is on; without it a client on the daemon's host
  * would be served over TCP loopback. For a daemon on a loopback address,
@@ -879,7 +871,7 @@ KVS_API int kvs_client_create_v(unsigned api_version,
     up.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
     up.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
     up.name = "libkvstash";
-    if (ucx_init(&up, addr_is_loopback(&ss), &c->ctx) != UCS_OK) {
+    if (ucx_init(&up, kvs_sockaddr_is_loopback(&ss), &c->ctx) != UCS_OK) {
         ret = -ENODEV;
         goto err_free;
     }

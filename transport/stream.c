@@ -45,6 +45,7 @@
 #include "common/clock.h"
 #include "common/debug.h"
 #include "common/log.h"
+#include "transport/sockaddr.h"
 #include "transport/stream_msg.h"
 
 #define PEERS_MAX 32
@@ -423,17 +424,8 @@ static bool addr_is_local(const struct sockaddr_storage *ss)
     struct ifaddrs *ifs;
     bool local = false;
 
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-
-        if ((ntohl(a->sin_addr.s_addr) >> 24) == 127)
-            return true;
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-
-        if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr))
-            return true;
-    }
+    if (kvs_sockaddr_is_loopback(ss))
+        return true;
     if (getifaddrs(&ifs) != 0)
         return false;
     for (struct ifaddrs *i = ifs; i && !local; i = i->ifa_next) {
