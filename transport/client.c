@@ -692,26 +692,6 @@ static int op_submit(kvs_client_t *c, op_t *op, kvs_wire_msg_t *m,
 /* ------------------------------------------------------------------ */
 /* Creation. */
 
-static int parse_addr(const char *addr, uint16_t port,
-                      struct sockaddr_storage *ss, socklen_t *len_out)
-{
-    memset(ss, 0, sizeof(*ss));
-    if (inet_pton(AF_INET, addr, &((struct sockaddr_in *)ss)->sin_addr) == 1) {
-        ((struct sockaddr_in *)ss)->sin_family = AF_INET;
-        ((struct sockaddr_in *)ss)->sin_port = htons(port);
-        *len_out = sizeof(struct sockaddr_in);
-        return 0;
-    }
-    if (inet_pton(AF_INET6, addr, &((struct sockaddr_in6 *)ss)->sin6_addr) ==
-        1) {
-        ((struct sockaddr_in6 *)ss)->sin6_family = AF_INET6;
-        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
-        *len_out = sizeof(struct sockaddr_in6);
-        return 0;
-    }
-    return -EINVAL;
-}
-
 static int client_hello(kvs_client_t *c, const kvs_client_params_t *p)
 {
     kvs_wire_msg_t m;
@@ -774,24 +754,20 @@ static void bulk_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
 /* A second endpoint, without peer error handling, so that UCX may pull
  * blocks by CMA; bound to this connection by BIND. Best effort: on any
  * failure blocks simply come over the control endpoint. */
-static void bulk_connect(kvs_client_t *c, struct sockaddr_storage *ss,
-                         socklen_t sl)
+static void bulk_connect(kvs_client_t *c, struct sockaddr_storage *ss)
 {
     ucp_ep_params_t ep;
     kvs_wire_msg_t m;
     op_t *op;
 
-    if (ss->ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)ss)->sin6_port = htons(c->bulk_port);
-    else
-        ((struct sockaddr_in *)ss)->sin_port = htons(c->bulk_port);
+    kvs_sockaddr_set_port(ss, c->bulk_port);
     memset(&ep, 0, sizeof(ep));
     ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
                     UCP_EP_PARAM_FIELD_ERR_HANDLER |
                     UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
     ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
     ep.sockaddr.addr = (struct sockaddr *)ss;
-    ep.sockaddr.addrlen = sl;
+    ep.sockaddr.addrlen = kvs_sockaddr_len(ss);
     ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
     ep.err_handler.cb = bulk_err_cb;
     ep.err_handler.arg = c;
@@ -821,7 +797,6 @@ KVS_API int kvs_client_create_v(unsigned api_version,
     ucp_am_handler_param_t ap;
     ucp_ep_params_t ep;
     struct sockaddr_storage ss;
-    socklen_t sl;
     kvs_client_t *c;
     ucs_status_t st;
     int ret;
@@ -848,7 +823,7 @@ KVS_API int kvs_client_create_v(unsigned api_version,
         p.busy_poll_us = params->busy_poll_us;
     if (!p.ns || !p.addr || p.elem_size > 255)
         return -EINVAL;
-    if (parse_addr(p.addr, p.port, &ss, &sl))
+    if (kvs_sockaddr_parse(p.addr, p.port, &ss))
         return -EINVAL;
 
     c = calloc(1, sizeof(*c));
@@ -903,7 +878,7 @@ KVS_API int kvs_client_create_v(unsigned api_version,
                     UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
     ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
     ep.sockaddr.addr = (struct sockaddr *)&ss;
-    ep.sockaddr.addrlen = sl;
+    ep.sockaddr.addrlen = kvs_sockaddr_len(&ss);
     ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
     ep.err_handler.cb = ep_err_cb;
     ep.err_handler.arg = c;
@@ -919,7 +894,7 @@ KVS_API int kvs_client_create_v(unsigned api_version,
         goto err_free;
     if ((c->limits.features & KVS_WIRE_FEAT_BULK) && c->bulk_port &&
         !getenv("KVSTASH_NO_BULK"))
-        bulk_connect(c, &ss, sl);
+        bulk_connect(c, &ss);
     c->timeout_ms = (params->field_mask & KVS_CLIENT_PARAM_TIMEOUT_MS)
                         ? p.timeout_ms
                         : 0;

@@ -28,6 +28,7 @@
  * only when its last in-flight operation has completed (conn->refs).
  */
 #include "transport/server_int.h"
+#include "transport/sockaddr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -857,21 +858,9 @@ static int listen_on(kvs_server_t *srv)
     struct sockaddr_storage ss;
     ucp_listener_params_t lp;
     ucp_listener_attr_t la;
-    socklen_t sl;
     ucs_status_t st;
 
-    memset(&ss, 0, sizeof(ss));
-    if (inet_pton(AF_INET, srv->cfg.listen_addr,
-                  &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
-        ((struct sockaddr_in *)&ss)->sin_family = AF_INET;
-        ((struct sockaddr_in *)&ss)->sin_port = htons(srv->cfg.port);
-        sl = sizeof(struct sockaddr_in);
-    } else if (inet_pton(AF_INET6, srv->cfg.listen_addr,
-                         &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
-        ((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(srv->cfg.port);
-        sl = sizeof(struct sockaddr_in6);
-    } else {
+    if (kvs_sockaddr_parse(srv->cfg.listen_addr, srv->cfg.port, &ss) != 0) {
         kvs_error("listen address '%s' is not a numeric IP address",
                   srv->cfg.listen_addr);
         return KVS_ECONFIG;
@@ -880,7 +869,7 @@ static int listen_on(kvs_server_t *srv)
     lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR |
                     UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
     lp.sockaddr.addr = (const struct sockaddr *)&ss;
-    lp.sockaddr.addrlen = sl;
+    lp.sockaddr.addrlen = kvs_sockaddr_len(&ss);
     lp.conn_handler.cb = conn_request_cb;
     lp.conn_handler.arg = srv;
     st = ucp_listener_create(srv->worker, &lp, &srv->listener);

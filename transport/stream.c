@@ -495,10 +495,7 @@ static void link_bulk(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m)
     if (!l->local || !m->part || m->part > 65535 || !m->off ||
         getenv("KVSTASH_NO_BULK"))
         return;
-    if (ss.ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)m->part);
-    else
-        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)m->part);
+    kvs_sockaddr_set_port(&ss, (uint16_t)m->part);
     memset(&b, 0, sizeof(b));
     b.hdr.opcode = KVS_OP_BIND;
     b.hdr.req_id = 1;
@@ -511,9 +508,7 @@ static void link_bulk(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m)
                     UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
     ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
     ep.sockaddr.addr = (struct sockaddr *)&ss;
-    ep.sockaddr.addrlen = ss.ss_family == AF_INET6
-                              ? sizeof(struct sockaddr_in6)
-                              : sizeof(struct sockaddr_in);
+    ep.sockaddr.addrlen = kvs_sockaddr_len(&ss);
     ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
     if (ucp_ep_create(srv->worker, &ep, &l->bulk_ep) != UCS_OK) {
         l->bulk_ep = NULL;
@@ -575,17 +570,8 @@ static int link_get(kvs_stream_t *st, const char *peer, link_t **out)
         }
     if (!addr[0] && parse_hostport(peer, addr, sizeof(addr), &port))
         return KVS_ENOTFOUND;
-    memset(&ss, 0, sizeof(ss));
-    if (inet_pton(AF_INET, addr, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
-        ((struct sockaddr_in *)&ss)->sin_family = AF_INET;
-        ((struct sockaddr_in *)&ss)->sin_port = htons(port);
-    } else if (inet_pton(AF_INET6, addr,
-                         &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
-        ((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
-    } else {
+    if (kvs_sockaddr_parse(addr, port, &ss) != 0)
         return KVS_ENOTFOUND;
-    }
     l = calloc(1, sizeof(*l));
     if (!l)
         return -ENOMEM;
@@ -599,9 +585,7 @@ static int link_get(kvs_stream_t *st, const char *peer, link_t **out)
                     UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
     ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
     ep.sockaddr.addr = (struct sockaddr *)&ss;
-    ep.sockaddr.addrlen = ss.ss_family == AF_INET6
-                              ? sizeof(struct sockaddr_in6)
-                              : sizeof(struct sockaddr_in);
+    ep.sockaddr.addrlen = kvs_sockaddr_len(&ss);
     ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
     ep.err_handler.cb = link_err_cb;
     ep.err_handler.arg = l;
