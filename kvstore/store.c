@@ -422,12 +422,30 @@ static void lru_run_to_head(kvs_store_t *s, struct entry *first,
     s->lru_head = fi;
 }
 
-/* An access: recency for eviction, a hit for flash admission. */
-static void touch_locked(kvs_store_t *s, struct entry *e)
+static void count_hit(struct entry *e)
 {
     if (e->hits < UINT16_MAX)
         e->hits++;
+}
+
+/* An access: recency for eviction, a hit for flash admission. */
+static void touch_locked(kvs_store_t *s, struct entry *e)
+{
+    count_hit(e);
     lru_touch(s, e);
+}
+
+/* Touches e[0..n-1] (a MATCH's chain, root first) the way touching them
+ * one by one deepest first would, when they already lie in the LRU list in
+ * that order: in one piece. False, touching nothing, otherwise. */
+static bool touch_run_locked(kvs_store_t *s, struct entry *const *e, size_t n)
+{
+    if (n == 0 || !lru_run_in_order(s, e, n))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        count_hit(e[i]);
+    lru_run_to_head(s, e[0], e[n - 1]);
+    return true;
 }
 
 static void region_add(kvs_store_t *s, struct entry *e)
@@ -2711,7 +2729,6 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
     uint64_t hashes[MATCH_WIN];
     uint64_t now = kvs_clock_real_ms();
     size_t m = 0;
-    bool m_touched = false;
 
     for (size_t i = 0; i < n && i < MATCH_WIN; i++)
         hashes[i] = keys[i].data && keys[i].len >= 1 &&
@@ -2762,33 +2779,28 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
      * it to the head in one piece gives the same list. A pinned match may
      * have released the lock, so only then are the entries looked up
      * again. */
-    if (!(flags & KVS_MATCH_PIN) && m > 0 && m <= MATCH_WIN &&
-        lru_run_in_order(s, found, m)) {
-        for (size_t i = 0; i < m; i++)
-            if (found[i]->hits < UINT16_MAX)
-                found[i]->hits++;
-        lru_run_to_head(s, found[0], found[m - 1]);
-        m_touched = true;
-    }
-    for (size_t i = m; !m_touched && i-- > 0;) {
-        struct entry *e;
-        /* Each touch unlinks a block from between two others that are
-         * likely cold: fetch them ahead of time. */
-        if (i >= AHEAD && i - AHEAD < MATCH_WIN &&
-            !(flags & KVS_MATCH_PIN)) {
-            const struct entry *p = found[i - AHEAD];
-            if (p->lru_prev != NIL)
-                __builtin_prefetch(&s->ents[p->lru_prev].lru_next, 1);
-            if (p->lru_next != NIL)
-                __builtin_prefetch(&s->ents[p->lru_next].lru_prev, 1);
+    if ((flags & KVS_MATCH_PIN) || m > MATCH_WIN ||
+        !touch_run_locked(s, found, m)) {
+        for (size_t i = m; i-- > 0;) {
+            struct entry *e;
+            /* Each touch unlinks a block from between two others that are
+             * likely cold: fetch them ahead of time. */
+            if (i >= AHEAD && i - AHEAD < MATCH_WIN &&
+                !(flags & KVS_MATCH_PIN)) {
+                const struct entry *p = found[i - AHEAD];
+                if (p->lru_prev != NIL)
+                    __builtin_prefetch(&s->ents[p->lru_prev].lru_next, 1);
+                if (p->lru_next != NIL)
+                    __builtin_prefetch(&s->ents[p->lru_next].lru_prev, 1);
+            }
+            if (i < MATCH_WIN && !(flags & KVS_MATCH_PIN))
+                e = found[i];
+            else
+                e = lookup_locked(s, ns, keys[i].data, keys[i].len,
+                                  key_hash(ns, keys[i].data, keys[i].len));
+            if (e)
+                touch_locked(s, e);
         }
-        if (i < MATCH_WIN && !(flags & KVS_MATCH_PIN))
-            e = found[i];
-        else
-            e = lookup_locked(s, ns, keys[i].data, keys[i].len,
-                              key_hash(ns, keys[i].data, keys[i].len));
-        if (e)
-            touch_locked(s, e);
     }
     pthread_mutex_unlock(&s->lock);
     *matched_out = m;
