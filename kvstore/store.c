@@ -1347,7 +1347,8 @@ static void *bg_main(void *arg)
 
     pthread_mutex_lock(&s->lock);
     while (!s->stop) {
-        /* TTLs are swept every 100 ms, a window at a time, busy or not. */
+        /* TTLs are swept at most every 100 ms while the thread is busy,
+         * and once a second when idle (its longest wait). */
         if (kvs_clock_mono_ns() - last_sweep > 100000000ull) {
             pthread_mutex_unlock(&s->lock);
             expire_sweep(s);
