@@ -575,7 +575,6 @@ static int cmp_double(const void *a, const void *b)
 
 typedef struct match_limits {
     double rtt_us;                /* ucx_perftest round trip, 8 B, median */
-    double rtt99_us;              /* same, MATCH_REQ_BYTES, 99th percentile */
 } match_limits_t;
 
 /* MATCHes of whole 128-key chains for o->seconds, cycling over nchains
@@ -686,20 +685,20 @@ static double measure_ucx_rtt_us(size_t size, double pct)
 
 static void match_limits(match_limits_t *lim)
 {
-    double stalls, lost;
+    double rtt99, stalls, lost;
     char what[160];
 
     lim->rtt_us = measure_ucx_rtt_us(8, 50);
-    lim->rtt99_us = measure_ucx_rtt_us(MATCH_REQ_BYTES, 99);
+    rtt99 = measure_ucx_rtt_us(MATCH_REQ_BYTES, 99);
     bench_cpu_stalls(2, &stalls, &lost);
     if (lim->rtt_us > 0)
         bench_figure("ucx-am-round-trip", lim->rtt_us, "us", -1,
                      "ucx_perftest ucp_am_lat -s 8, 2 x one-way median");
-    if (lim->rtt99_us > 0) {
+    if (rtt99 > 0) {
         snprintf(what, sizeof(what),
                  "ucx_perftest ucp_am_lat -s %d -R 99 (a MATCH request's "
                  "size), 2 x one-way p99", MATCH_REQ_BYTES);
-        bench_figure("ucx-am-round-trip-p99", lim->rtt99_us, "us", -1, what);
+        bench_figure("ucx-am-round-trip-p99", rtt99, "us", -1, what);
     }
     snprintf(what, sizeof(what),
              "a spinning thread on an idle machine lost its CPU for > 5 us "
@@ -731,7 +730,7 @@ int bench_net_main(int argc, char **argv)
                     .rounds = 5,
                     .busy_us = -1,
                     .limits = true};
-    match_limits_t mlim = {-1, -1};
+    match_limits_t mlim = {-1};
     bool busy_auto, own_daemon;
     const char *mode = argv[0];
     int c;
