@@ -1,0 +1,232 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The storage engine's inside, shared by the .c files of kvstore/ and by
+ * nothing else: the store itself, the block table's entry, the regions and
+ * the write jobs. kvstore/store.h is the engine's public interface.
+ *
+ * Every block has one entry in a table allocated at open (no malloc on the
+ * data path), found through a chained hash of (namespace, key):
+ *
+ *   buckets[hash & mask] -> entry -> entry -> NIL        (hnext chains)
+ *   lru_head <-> ... <-> lru_tail                        (blocks in DRAM)
+ *   ttl_head <-> ... <-> ttl_tail                        (blocks with a TTL)
+ *   region[r].head <-> ... (blocks on disk in region r)  (rg_prev/rg_next)
+ *
+ * An entry can be in DRAM (E_DRAM, bytes at dram_off in the arena), on disk
+ * (E_DISK, at loc), or both. Its DRAM copy is laid out as the block's bytes
+ * followed by its part-length table, behind room for its disk header, so
+ * the bytes start on a page boundary and can be sent from directly, and the
+ * extent is the block's disk image, written without a copy:
+ *
+ *   extent: | disk header pages | data (raw_len) | pad to 8 | part_lens |
+ *                                ^ arena + dram_off
+ *
+ * Locks, as layers: a thread holding a lock of one layer may take a lock
+ * of a lower layer, never one of the same or a higher layer.
+ *
+ *   layer 3  wlock  the segment's writer and every write to block records
+ *                   in the index, so records of one key are written in the
+ *                   order the store decided them (writer.c, region.c's
+ *                   kvs_region_open_next, and each index write elsewhere);
+ *   layer 2  rlock  the segment's reader: ring and bounce slots (read.c);
+ *   layer 1  lock   all metadata: the table, hash, LRU, TTL list, arena,
+ *                   regions, namespaces, stats, the ghost list.
+ *
+ * So wlock -> rlock -> lock, wlock -> lock and rlock -> lock are the only
+ * nestings. `lock` is never held across I/O or a copy of block data: a
+ * function that needs either with `lock` held (kvs_read_promote,
+ * kvs_dram_alloc waiting for space) releases it and takes it back. An entry
+ * that a copy or I/O works on carries busy > 0 (internal) or refs > 0 (a
+ * caller's reference); neither kind is freed, and only refs makes a delete
+ * fail. A block deleted or replaced while busy is marked E_DEAD and
+ * unlinked; the last busy holder frees it.
+ *
+ * Disk reads need no reference on the region: a block read from a region
+ * reclaimed meanwhile fails its generation check and is a miss.
+ *
+ * Threads: the callers' threads (any number, each public call), and one
+ * background thread (background.c) that writes DRAM behind to disk, serves
+ * flushes and expires TTLs.
+ */
+#ifndef KVS_STORE_INT_H
+#define KVS_STORE_INT_H
+
+#include "kvstore/store.h"
+#include "kvstore/arena.h"
+#include "kvstore/codec.h"
+#include "kvstore/ghost.h"
+#include "kvstore/index.h"
+#include "kvstore/segment.h"
+#include "common/compiler.h"
+#include "common/hugemem.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NIL UINT32_MAX
+
+enum {
+    E_USED    = 1u << 0, /* allocated */
+    E_LINKED  = 1u << 1, /* in the hash: visible */
+    E_DRAM    = 1u << 2, /* DRAM copy valid */
+    E_DISK    = 1u << 3, /* disk copy valid, index record written */
+    E_DURABLE = 1u << 4, /* asked for durability: keep a disk copy */
+    E_DEAD    = 1u << 5, /* deleted or replaced while busy */
+    E_INLRU   = 1u << 6, /* on the DRAM LRU list */
+    E_INTTL   = 1u << 7, /* on the TTL list */
+};
+
+struct entry {
+    /* What a lookup and a MATCH's touch read, in the first two cache
+     * lines (a block table spread over a large store misses on each). */
+    uint64_t hash;          /* XXH3-64 of (ns, key) */
+    uint32_t hnext;         /* hash chain */
+    uint32_t ns;
+    uint32_t flags;         /* E_* */
+    uint8_t key_len, parent_len, cls, elem_size;
+    uint64_t expiry_ms;     /* wall clock; 0: none */
+    uint8_t key[KVS_KEY_MAX];
+    uint64_t uid;           /* unique per put */
+    uint32_t lru_prev, lru_next;
+    uint16_t hits;          /* accesses since put, saturating */
+    uint8_t codec;          /* of the disk copy */
+    uint32_t ttl_prev, ttl_next; /* TTL list: linked entries with a TTL */
+    /* The rest. */
+    uint32_t rg_prev, rg_next;
+    uint32_t refs;          /* callers' references (pins, views, leases) */
+    uint32_t busy;          /* the store's own I/O in progress */
+    uint32_t nparts;
+    uint32_t flush_gen;     /* the last flush that wrote it */
+    uint64_t raw_len;       /* bytes */
+    uint64_t group;
+    uint64_t dram_off;      /* of the data in the arena, when E_DRAM */
+    uint64_t dram_bytes;    /* allocated, header pages included */
+    kvs_seg_loc_t loc;      /* when E_DISK */
+    uint64_t stored_len;    /* bytes after the codec, when E_DISK */
+    uint64_t data_xxh;      /* XXH3-64 of the raw bytes */
+    uint8_t parent[KVS_KEY_MAX];
+} __attribute__((aligned(64)));
+_Static_assert(offsetof(struct entry, ttl_next) + 4 <= 128,
+               "a lookup and a touch read two cache lines of an entry");
+
+/*
+ * Region life cycle:
+ *
+ *   FREE --open--> OPEN --full--> SEALED --victim--> RECLAIMING --+--> FREE
+ *                                   ^                            |
+ *                                   +------ (something stayed) --+
+ *
+ * A region becomes FREE only when no published block and no write in
+ * flight (pending) is left in it, and only after the blocks moved out of
+ * it are durable elsewhere; its next generation is given when it opens.
+ */
+enum region_state { RG_FREE = 0, RG_OPEN, RG_SEALED, RG_RECLAIMING,
+                    RG_UNUSABLE };
+
+/* Free regions kept in reserve: write-behind does not take the last of
+ * them, so a reclaim always has room to move the blocks it keeps. */
+#define REGION_RESERVE 2
+
+struct region {
+    uint64_t gen;           /* current generation */
+    uint32_t head;          /* entries on disk in this region */
+    uint32_t nblocks;
+    uint32_t pending;       /* appends not yet published */
+    uint8_t state;          /* enum region_state */
+    bool reserved;          /* its space is allocated in the file */
+};
+
+struct ns_rec {
+    char *name;
+    uint32_t elem_size;
+};
+
+enum job_kind { JOB_DEGRADE, JOB_KEEP, JOB_PUT };
+enum job_state { JOB_QUEUED = 0, JOB_APPENDED, JOB_DONE };
+
+/* One block being written (see the write pipeline below). */
+struct wjob {
+    uint32_t e;             /* entry index */
+    int status;
+    uint8_t kind;           /* enum job_kind */
+    uint8_t state;          /* enum job_state */
+    bool state_appended;    /* counted in its region's pending */
+    uint8_t codec;
+    uint64_t buf;           /* its write's tag (buffer 0..3 or >= 4) */
+    kvs_seg_loc_t loc;
+    uint64_t stored_len;
+    int *result;            /* JOB_PUT: receives the status */
+};
+
+struct kvs_store {
+    kvs_store_config_t cfg;
+    char *dir;
+
+    pthread_mutex_t lock;
+    pthread_cond_t space_cv;  /* DRAM space freed or a write finished */
+    pthread_cond_t work_cv;   /* wakes the background thread */
+    pthread_mutex_t wlock;
+    pthread_mutex_t rlock;
+
+    /* Guarded by lock. */
+    kvs_arena_t *arena;
+    uint8_t *abase;
+    struct entry *ents;       /* in ents_mem */
+    kvs_huge_t ents_mem, buckets_mem; /* see common/hugemem.h */
+    uint32_t nents;
+    uint32_t free_head;
+    uint32_t *buckets;
+    uint32_t bucket_mask;
+    uint32_t lru_head, lru_tail;
+    struct region *regions;
+    uint32_t nfree_regions;
+    uint64_t reclaim_retry_ns; /* no reclaim before this (mono clock) */
+    uint32_t ttl_head, ttl_tail; /* linked entries with a TTL, for the
+                                  * sweep, which rotates them */
+    uint32_t nttl;
+    uint32_t *reloc;          /* scratch for region_relocate_locked */
+    uint32_t nregions;
+    uint64_t gen_seq;
+    uint64_t uid_seq;
+    uint64_t pinned_bytes;
+    uint64_t dram_high, dram_low; /* bytes */
+    bool degrading;           /* between high and low watermark */
+    int space_waiters;        /* puts waiting for DRAM (atomic reads) */
+    uint64_t degrade_pending; /* DRAM bytes queued to degrade */
+    kvs_ghost_t *ghost;       /* admission (admit_ghost_factor), or NULL */
+    struct ns_rec *ns;
+    uint32_t nns;
+    uint32_t ns_cap;
+    bool stop;
+    uint32_t flush_gen;       /* flush requests made */
+    uint32_t flush_done;      /* flush requests served */
+    int flush_status;
+    int flush_job_err;        /* first failed write of the flush */
+    kvs_store_stats_t st;
+
+    /* Guarded by wlock. */
+    kvs_segment_t *seg;       /* NULL: no NVMe tier */
+    kvs_index_batch_t *batch;
+    kvs_codec_t *wcodec;
+    uint8_t *wscratch;        /* codec output, max_block bound */
+    size_t wscratch_len;
+    struct wjob *pend;        /* jobs in flight, njobs_max entries */
+    uint32_t npend;
+    uint32_t ndone;           /* of them DONE */
+    uint32_t njobs_max;
+    uint32_t *requeue;        /* blocks a reclaim writes again */
+    uint64_t tag_seq;         /* tags of direct writes, from 4 up */
+    uint32_t *dead;           /* dead entries to free after publishing */
+    uint32_t ndead;
+
+    /* Guarded by rlock. */
+    kvs_codec_t *rcodec;
+
+    kvs_index_t *index;
+    pthread_t bg;
+    bool bg_started;
+};
+
+#endif
