@@ -26,331 +26,16 @@
 
 /* ---------------------------------------------------------------------- */
 
-static uint64_t key_hash(uint32_t ns, const void *key, uint32_t len)
-{
-    return XXH3_64bits_withSeed(key, len, 0x9e3779b97f4a7c15ull ^ ns);
-}
-
-static uint32_t eidx(const kvs_store_t *s, const struct entry *e)
-{
-    return (uint32_t)(e - s->ents);
-}
-
-static struct entry *lookup_locked(kvs_store_t *s, uint32_t ns,
-                                   const void *key, uint32_t len,
-                                   uint64_t hash)
-{
-    for (uint32_t i = s->buckets[hash & s->bucket_mask]; i != NIL;
-         i = s->ents[i].hnext) {
-        struct entry *e = &s->ents[i];
-        if (e->hash == hash && e->ns == ns && e->key_len == len &&
-            memcmp(e->key, key, len) == 0)
-            return e;
-    }
-    return NULL;
-}
-
-static bool expired(const struct entry *e, uint64_t now_ms)
-{
-    return e->expiry_ms && now_ms >= e->expiry_ms;
-}
-
-/* A visible entry, or NULL if absent or past its TTL. */
-static struct entry *find_locked(kvs_store_t *s, uint32_t ns, const void *key,
-                                 uint32_t len)
-{
-    struct entry *e = lookup_locked(s, ns, key, len, key_hash(ns, key, len));
-
-    if (e && expired(e, kvs_clock_real_ms()))
-        return NULL;
-    return e;
-}
-
-/* The TTL list holds exactly the visible entries that have a TTL, so that
- * the sweep visits those and not the whole table (80 MiB at the default
- * 2^18 entries): walking 16,384 table slots a second cost an idle store
- * 15 ms of CPU a second on this project's VMs. ttl_sync() puts e on the
- * list or takes it off after its visibility or its TTL changed. */
-static void ttl_del(kvs_store_t *s, struct entry *e)
-{
-    if (e->ttl_prev != NIL)
-        s->ents[e->ttl_prev].ttl_next = e->ttl_next;
-    else
-        s->ttl_head = e->ttl_next;
-    if (e->ttl_next != NIL)
-        s->ents[e->ttl_next].ttl_prev = e->ttl_prev;
-    else
-        s->ttl_tail = e->ttl_prev;
-    e->flags &= ~E_INTTL;
-    s->nttl--;
-}
-
-static void ttl_append(kvs_store_t *s, struct entry *e)
-{
-    uint32_t i = eidx(s, e);
-
-    e->ttl_prev = s->ttl_tail;
-    e->ttl_next = NIL;
-    if (s->ttl_tail != NIL)
-        s->ents[s->ttl_tail].ttl_next = i;
-    else
-        s->ttl_head = i;
-    s->ttl_tail = i;
-    e->flags |= E_INTTL;
-    s->nttl++;
-}
-
-static void ttl_sync(kvs_store_t *s, struct entry *e)
-{
-    bool want = (e->flags & E_LINKED) && e->expiry_ms;
-
-    if (want && !(e->flags & E_INTTL))
-        ttl_append(s, e);
-    else if (!want && (e->flags & E_INTTL))
-        ttl_del(s, e);
-}
-
-static void hash_link(kvs_store_t *s, struct entry *e)
-{
-    uint32_t *b = &s->buckets[e->hash & s->bucket_mask];
-
-    e->hnext = *b;
-    *b = eidx(s, e);
-    e->flags |= E_LINKED;
-    ttl_sync(s, e);
-}
-
-static void hash_unlink(kvs_store_t *s, struct entry *e)
-{
-    uint32_t *p = &s->buckets[e->hash & s->bucket_mask];
-    uint32_t i = eidx(s, e);
-
-    while (*p != i) {
-        kvs_assert(*p != NIL);
-        p = &s->ents[*p].hnext;
-    }
-    *p = e->hnext;
-    e->flags &= ~E_LINKED;
-    ttl_sync(s, e);
-}
-
-static void lru_push(kvs_store_t *s, struct entry *e)
-{
-    uint32_t i = eidx(s, e);
-
-    kvs_assert(!(e->flags & E_INLRU));
-    e->flags |= E_INLRU;
-    e->lru_prev = NIL;
-    e->lru_next = s->lru_head;
-    if (s->lru_head != NIL)
-        s->ents[s->lru_head].lru_prev = i;
-    else
-        s->lru_tail = i;
-    s->lru_head = i;
-}
-
-/* Inserts e just behind p (less recent than p): a block goes behind its
- * parent so that a chain is ordered root first and least recently used
- * order always reaches a leaf before its ancestors. */
-static void lru_insert_after(kvs_store_t *s, struct entry *e, struct entry *p)
-{
-    uint32_t i = eidx(s, e), pi = eidx(s, p);
-
-    kvs_assert(!(e->flags & E_INLRU) && (p->flags & E_INLRU));
-    e->flags |= E_INLRU;
-    e->lru_prev = pi;
-    e->lru_next = p->lru_next;
-    if (p->lru_next != NIL)
-        s->ents[p->lru_next].lru_prev = i;
-    else
-        s->lru_tail = i;
-    p->lru_next = i;
-}
-
-static void lru_remove(kvs_store_t *s, struct entry *e)
-{
-    if (!(e->flags & E_INLRU))
-        return;
-    e->flags &= ~E_INLRU;
-    if (e->lru_prev != NIL)
-        s->ents[e->lru_prev].lru_next = e->lru_next;
-    else
-        s->lru_head = e->lru_next;
-    if (e->lru_next != NIL)
-        s->ents[e->lru_next].lru_prev = e->lru_prev;
-    else
-        s->lru_tail = e->lru_prev;
-    e->lru_prev = e->lru_next = NIL;
-}
-
-static void lru_touch(kvs_store_t *s, struct entry *e)
-{
-    if ((e->flags & E_INLRU) && s->lru_head != eidx(s, e)) {
-        lru_remove(s, e);
-        lru_push(s, e);
-    }
-}
-
-/* Whether e[0..n-1] are all on the LRU list, each right behind the one
- * before it (e[0] the most recent of them). */
-static bool lru_run_in_order(const kvs_store_t *s, struct entry *const *e,
-                             size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (!(e[i]->flags & E_INLRU))
-            return false;
-        if (i + 1 < n && e[i]->lru_next != eidx(s, e[i + 1]))
-            return false;
-    }
-    return true;
-}
-
-/* Moves the run first..last (linked by lru_next) to the head, in order. */
-static void lru_run_to_head(kvs_store_t *s, struct entry *first,
-                            struct entry *last)
-{
-    uint32_t fi = eidx(s, first), li = eidx(s, last);
-
-    if (s->lru_head == fi)
-        return;
-    /* Not the head, so first has a predecessor. */
-    s->ents[first->lru_prev].lru_next = last->lru_next;
-    if (last->lru_next != NIL)
-        s->ents[last->lru_next].lru_prev = first->lru_prev;
-    else
-        s->lru_tail = first->lru_prev;
-    first->lru_prev = NIL;
-    last->lru_next = s->lru_head;
-    s->ents[s->lru_head].lru_prev = li;
-    s->lru_head = fi;
-}
-
-static void count_hit(struct entry *e)
-{
-    if (e->hits < UINT16_MAX)
-        e->hits++;
-}
-
-/* An access: recency for eviction, a hit for flash admission. */
-static void touch_locked(kvs_store_t *s, struct entry *e)
-{
-    count_hit(e);
-    lru_touch(s, e);
-}
-
-/* Touches e[0..n-1] (a MATCH's chain, root first) the way touching them
- * one by one deepest first would, when they already lie in the LRU list in
- * that order: in one piece. False, touching nothing, otherwise. */
-static bool touch_run_locked(kvs_store_t *s, struct entry *const *e, size_t n)
-{
-    if (n == 0 || !lru_run_in_order(s, e, n))
-        return false;
-    for (size_t i = 0; i < n; i++)
-        count_hit(e[i]);
-    lru_run_to_head(s, e[0], e[n - 1]);
-    return true;
-}
-
-static void region_add(kvs_store_t *s, struct entry *e)
-{
-    struct region *r = &s->regions[e->loc.region];
-    uint32_t i = eidx(s, e);
-
-    e->rg_prev = NIL;
-    e->rg_next = r->head;
-    if (r->head != NIL)
-        s->ents[r->head].rg_prev = i;
-    r->head = i;
-    r->nblocks++;
-}
-
-static void region_set_state(kvs_store_t *s, uint32_t r, uint8_t state)
-{
-    if (s->regions[r].state == RG_FREE)
-        s->nfree_regions--;
-    if (state == RG_FREE)
-        s->nfree_regions++;
-    s->regions[r].state = state;
-}
-
-/* A sealed region whose last block left is free again. */
-static void region_maybe_free_locked(kvs_store_t *s, uint32_t r)
-{
-    struct region *rg = &s->regions[r];
-
-    if (rg->state == RG_SEALED && rg->nblocks == 0 && rg->pending == 0)
-        region_set_state(s, r, RG_FREE);
-}
-
-static void region_remove(kvs_store_t *s, struct entry *e)
-{
-    struct region *r = &s->regions[e->loc.region];
-
-    if (e->rg_prev != NIL)
-        s->ents[e->rg_prev].rg_next = e->rg_next;
-    else
-        r->head = e->rg_next;
-    if (e->rg_next != NIL)
-        s->ents[e->rg_next].rg_prev = e->rg_prev;
-    r->nblocks--;
-    region_maybe_free_locked(s, e->loc.region);
-}
-
-static struct entry *entry_alloc_locked(kvs_store_t *s)
-{
-    struct entry *e;
-
-    if (s->free_head == NIL)
-        return NULL;
-    e = &s->ents[s->free_head];
-    s->free_head = e->hnext;
-    memset(e, 0, sizeof(*e));
-    e->flags = E_USED;
-    e->hnext = e->lru_prev = e->lru_next = e->rg_prev = e->rg_next = NIL;
-    e->uid = ++s->uid_seq;
-    return e;
-}
-
-static void dram_drop_locked(kvs_store_t *s, struct entry *e)
+void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e)
 {
     kvs_assert(e->flags & E_DRAM);
     kvs_assert(e->refs == 0);
-    lru_remove(s, e);
+    kvs_table_lru_remove(s, e);
     kvs_arena_free(s->arena, e->dram_off - kvs_segment_hdr_bytes(e->nparts),
                    e->dram_bytes);
     e->flags &= ~E_DRAM;
     s->st.dram_blocks--;
     pthread_cond_broadcast(&s->space_cv);
-}
-
-/* Frees an entry that is unlinked and not busy. */
-static void entry_free_locked(kvs_store_t *s, struct entry *e)
-{
-    kvs_assert(!(e->flags & E_LINKED));
-    kvs_assert(e->busy == 0 && e->refs == 0);
-    if (e->flags & E_DRAM)
-        dram_drop_locked(s, e);
-    if (e->flags & E_DISK) {
-        region_remove(s, e);
-        s->st.nvme_blocks--;
-    }
-    if (e->cls == KVS_CLASS_PINNED)
-        s->pinned_bytes -= e->raw_len;
-    e->flags = 0;
-    e->hnext = s->free_head;
-    s->free_head = eidx(s, e);
-}
-
-/* Makes a linked entry invisible; frees it unless the store is still
- * working on it. */
-static void entry_remove_locked(kvs_store_t *s, struct entry *e)
-{
-    hash_unlink(s, e);
-    s->st.blocks--;
-    if (e->busy)
-        e->flags |= E_DEAD;
-    else
-        entry_free_locked(s, e);
 }
 
 static uint64_t dram_bytes_for(uint64_t raw_len, uint32_t nparts)
@@ -375,15 +60,6 @@ static uint32_t *part_table(kvs_store_t *s, const struct entry *e)
                                 KVS_ALIGN_UP(e->raw_len, 8ull));
 }
 
-static void entry_set_key(struct entry *e, uint32_t ns, const void *key,
-                          uint32_t len, uint64_t hash)
-{
-    e->ns = ns;
-    e->key_len = (uint8_t)len;
-    memcpy(e->key, key, len);
-    e->hash = hash;
-}
-
 /* ---------------------------------------------------------------------- */
 /* DRAM space */
 
@@ -399,9 +75,9 @@ static bool dram_evict_locked(kvs_store_t *s, uint64_t bytes)
             !(e->flags & E_LINKED))
             continue;
         if (e->flags & E_DISK) {
-            dram_drop_locked(s, e);
+            kvs_dram_drop_locked(s, e);
         } else {
-            entry_remove_locked(s, e);
+            kvs_table_remove_locked(s, e);
             s->st.evicted++;
         }
     }
@@ -426,7 +102,7 @@ static bool evict_one_locked(kvs_store_t *s)
         if (e->refs || e->busy || e->cls == KVS_CLASS_PINNED ||
             (e->flags & E_DISK) || !(e->flags & E_LINKED))
             continue;
-        entry_remove_locked(s, e);
+        kvs_table_remove_locked(s, e);
         s->st.evicted++;
         return true;
     }
@@ -488,7 +164,7 @@ static int dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out)
             i = e->lru_prev;
             if ((e->flags & E_DISK) && !e->refs && !e->busy &&
                 e->cls != KVS_CLASS_PINNED)
-                dram_drop_locked(s, e);
+                kvs_dram_drop_locked(s, e);
         }
         if (kvs_arena_largest_free(s->arena) >= bytes)
             continue;
@@ -509,66 +185,6 @@ static int dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out)
 
 static int promote_locked(kvs_store_t *s, struct entry *e, bool wait);
 
-/* A block on disk only that must survive its region's reclaim. */
-static bool worth_keeping(const struct entry *e, uint64_t now_ms)
-{
-    return !(e->flags & E_DRAM) &&
-           (e->cls == KVS_CLASS_PINNED ||
-            (e->cls == KVS_CLASS_USER && !expired(e, now_ms)));
-}
-
-/* Bytes of region r that a reclaim would have to write again. */
-static uint64_t region_keep_bytes_locked(kvs_store_t *s, uint32_t r)
-{
-    uint64_t now = kvs_clock_real_ms(), bytes = 0;
-
-    for (uint32_t i = s->regions[r].head; i != NIL; i = s->ents[i].rg_next) {
-        const struct entry *e = &s->ents[i];
-        if (((e->flags & E_DRAM) &&
-             ((e->flags & E_DURABLE) || e->cls == KVS_CLASS_PINNED)) ||
-            worth_keeping(e, now))
-            bytes += e->loc.disk_len;
-    }
-    return bytes;
-}
-
-/*
- * The region to reclaim: the oldest sealed one (lowest generation) with no
- * block in use and no write in flight, among those where a reclaim frees
- * at least half of the region; failing that, the one that frees the most,
- * if it frees a tenth. NIL if there is none.
- */
-static uint32_t region_victim_locked(kvs_store_t *s)
-{
-    uint32_t oldest = NIL, cheapest = NIL;
-    uint64_t cheapest_keep = UINT64_MAX;
-
-    for (uint32_t r = 0; r < s->nregions; r++) {
-        struct region *rg = &s->regions[r];
-        bool movable = rg->state == RG_SEALED && rg->pending == 0;
-        for (uint32_t i = rg->head; movable && i != NIL;
-             i = s->ents[i].rg_next)
-            if (s->ents[i].busy)
-                movable = false;
-        if (!movable)
-            continue;
-        uint64_t keep = region_keep_bytes_locked(s, r);
-        if (keep <= s->cfg.region_bytes / 2 &&
-            (oldest == NIL || rg->gen < s->regions[oldest].gen))
-            oldest = r;
-        if (keep < cheapest_keep) {
-            cheapest_keep = keep;
-            cheapest = r;
-        }
-    }
-    if (oldest != NIL)
-        return oldest;
-    if (cheapest != NIL &&
-        cheapest_keep <= (uint64_t)s->cfg.region_bytes / 10 * 9)
-        return cheapest;
-    return NIL;
-}
-
 /*
  * Reads the blocks of a victim region that are worth keeping (pinned, and
  * user blocks before their TTL) back into DRAM, from where they are
@@ -585,7 +201,7 @@ static void region_relocate_locked(kvs_store_t *s, uint32_t r)
     for (uint32_t i = s->regions[r].head; i != NIL && n < s->njobs_max;
          i = s->ents[i].rg_next) {
         struct entry *e = &s->ents[i];
-        if (worth_keeping(e, now)) {
+        if (kvs_region_must_keep(e, now)) {
             e->busy++;
             s->reloc[n++] = i;
         }
@@ -596,69 +212,7 @@ static void region_relocate_locked(kvs_store_t *s, uint32_t r)
         struct entry *e = &s->ents[s->reloc[k]];
         e->busy--;
         if ((e->flags & E_DEAD) && !e->busy)
-            entry_free_locked(s, e);
-    }
-}
-
-/* Opens the next free region for appends (on -ENOSPC from the segment).
- * Never reclaims: that is ensure_space_wlocked()'s job, between appends.
- * KVS_EFULL when no region is free. */
-static int region_next_wlocked(kvs_store_t *s)
-{
-    for (;;) {
-        uint32_t r, cur;
-        uint64_t gen;
-        int ret;
-
-        pthread_mutex_lock(&s->lock);
-        cur = kvs_segment_region_current(s->seg);
-        if (cur != UINT32_MAX && s->regions[cur].state == RG_OPEN) {
-            region_set_state(s, cur, RG_SEALED);
-            region_maybe_free_locked(s, cur);
-        }
-        for (r = 0; r < s->nregions; r++)
-            if (s->regions[r].state == RG_FREE)
-                break;
-        if (r == s->nregions) {
-            pthread_mutex_unlock(&s->lock);
-            kvs_warn("store: no free region: disk tier full");
-            return KVS_EFULL;
-        }
-        gen = ++s->gen_seq;
-        region_set_state(s, r, RG_OPEN);
-        s->regions[r].gen = gen;
-        pthread_mutex_unlock(&s->lock);
-
-        /* The new generation is recorded before any block of it: a record
-         * that outlives a crash can then only name the generation its data
-         * was written with, or an older one, which reads as a miss. */
-        ret = kvs_index_region_put(s->index, r, gen, false);
-        if (ret == 0)
-            ret = kvs_segment_region_open(s->seg, r, gen);
-        pthread_mutex_lock(&s->lock);
-        if (ret == 0) {
-            s->regions[r].reserved = true;
-            pthread_mutex_unlock(&s->lock);
-            return 0;
-        }
-        region_set_state(s, r, RG_FREE);
-        if (ret == -ENOSPC) {
-            /* The file system is full: no region that has no space yet
-             * will get any. Only reserved regions are usable from now on,
-             * so the free count is true and reclaim starts. */
-            uint32_t lost = 0;
-            for (uint32_t k = 0; k < s->nregions; k++)
-                if (s->regions[k].state == RG_FREE &&
-                    !s->regions[k].reserved) {
-                    region_set_state(s, k, RG_UNUSABLE);
-                    lost++;
-                }
-            kvs_warn("store: the file system is full: %u regions of the "
-                     "data file cannot be reserved and stay unused", lost);
-        }
-        pthread_mutex_unlock(&s->lock);
-        if (ret != -ENOSPC)
-            return ret;
+            kvs_table_free_locked(s, e);
     }
 }
 
@@ -760,7 +314,7 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
                                              &job->loc);
         if (job->status != -ENOSPC)
             break;
-        job->status = region_next_wlocked(s);
+        job->status = kvs_region_open_next_wlocked(s);
         if (job->status)
             break;
     }
@@ -815,14 +369,14 @@ static void ensure_space_wlocked(kvs_store_t *s, bool force)
         pthread_mutex_unlock(&s->lock);
         return;
     }
-    if ((v = region_victim_locked(s)) == NIL) {
+    if ((v = kvs_region_victim_locked(s)) == NIL) {
         /* Choosing a victim walks every block on disk: when none pays,
          * do not walk them again at every append. */
         s->reclaim_retry_ns = kvs_clock_mono_ns() + 100000000ull;
         pthread_mutex_unlock(&s->lock);
         return;
     }
-    region_set_state(s, v, RG_RECLAIMING);
+    kvs_region_set_state(s, v, RG_RECLAIMING);
     region_relocate_locked(s, v);
     for (uint32_t i = s->regions[v].head, next; i != NIL; i = next) {
         struct entry *e = &s->ents[i];
@@ -836,7 +390,7 @@ static void ensure_space_wlocked(kvs_store_t *s, bool force)
                 e->busy++;
                 s->requeue[n++] = i;
             } else {
-                region_remove(s, e);
+                kvs_region_remove(s, e);
                 e->flags &= ~E_DISK;
                 s->st.nvme_blocks--;
             }
@@ -845,7 +399,7 @@ static void ensure_space_wlocked(kvs_store_t *s, bool force)
         if (e->cls == KVS_CLASS_PINNED)
             continue; /* did not fit in DRAM: stays */
         kvs_index_batch_delete(s->batch, e->ns, e->key, e->key_len);
-        entry_remove_locked(s, e);
+        kvs_table_remove_locked(s, e);
         s->st.evicted++;
     }
     pthread_mutex_unlock(&s->lock);
@@ -857,12 +411,12 @@ static void ensure_space_wlocked(kvs_store_t *s, bool force)
     pthread_mutex_lock(&s->lock);
     struct region *rg = &s->regions[v];
     if (rg->nblocks == 0 && rg->pending == 0) {
-        region_set_state(s, v, RG_FREE);
+        kvs_region_set_state(s, v, RG_FREE);
         s->st.regions_reclaimed++;
     } else {
         /* Something had to stay (a pinned block with no DRAM to move
          * through, a failed write): do not retry at every append. */
-        region_set_state(s, v, RG_SEALED);
+        kvs_region_set_state(s, v, RG_SEALED);
         s->reclaim_retry_ns = kvs_clock_mono_ns() + 100000000ull;
     }
     pthread_mutex_unlock(&s->lock);
@@ -894,18 +448,18 @@ static void finish_job_locked(kvs_store_t *s, struct wjob *job)
 
     if (job->state_appended) {
         s->regions[job->loc.region].pending--;
-        region_maybe_free_locked(s, job->loc.region);
+        kvs_region_maybe_free_locked(s, job->loc.region);
     }
     if (job->status == 0) {
         if (e->flags & E_DISK) {
-            region_remove(s, e);
+            kvs_region_remove(s, e);
             s->st.nvme_blocks--;
         }
         e->loc = job->loc;
         e->codec = job->codec;
         e->stored_len = job->stored_len;
         e->flags |= E_DISK;
-        region_add(s, e);
+        kvs_region_add(s, e);
         s->st.nvme_blocks++;
         s->st.bytes_written += job->loc.disk_len;
     }
@@ -930,7 +484,7 @@ static void finish_job_locked(kvs_store_t *s, struct wjob *job)
         s->st.degraded++;
         if ((e->flags & E_DRAM) && !e->refs && !e->busy &&
             e->cls != KVS_CLASS_PINNED)
-            dram_drop_locked(s, e);
+            kvs_dram_drop_locked(s, e);
     }
 }
 
@@ -978,7 +532,7 @@ static int publish_done_wlocked(kvs_store_t *s, bool sync)
                                       e->uid);
         pthread_mutex_lock(&s->lock);
         if ((e->flags & E_DEAD) && e->busy == 0)
-            entry_free_locked(s, e);
+            kvs_table_free_locked(s, e);
         pthread_mutex_unlock(&s->lock);
     }
     s->ndead = 0;
@@ -1042,8 +596,8 @@ static void expire_sweep(kvs_store_t *s)
             struct entry *e = &s->ents[s->ttl_head];
 
             if (!expired(e, now) || e->refs || e->busy) {
-                ttl_del(s, e);
-                ttl_append(s, e);
+                kvs_table_ttl_del(s, e);
+                kvs_table_ttl_append(s, e);
                 continue;
             }
             if (e->flags & E_DISK) {
@@ -1053,7 +607,7 @@ static void expire_sweep(kvs_store_t *s)
                 gone[ngone].uid = e->uid;
                 ngone++;
             }
-            entry_remove_locked(s, e); /* takes it off the list */
+            kvs_table_remove_locked(s, e); /* takes it off the list */
             s->st.expired++;
         }
         budget -= k;
@@ -1100,7 +654,7 @@ static uint32_t pick_degrade_locked(kvs_store_t *s, uint32_t *out,
             continue;
         if (e->flags & E_DISK) {
             bytes += e->dram_bytes;
-            dram_drop_locked(s, e);
+            kvs_dram_drop_locked(s, e);
             continue;
         }
         /* Flash admission: scratch blocks that were never hit again are
@@ -1108,7 +662,7 @@ static uint32_t pick_degrade_locked(kvs_store_t *s, uint32_t *out,
         if (e->cls == KVS_CLASS_SCRATCH &&
             e->hits < s->cfg.admit_scratch_hits) {
             bytes += e->dram_bytes;
-            entry_remove_locked(s, e);
+            kvs_table_remove_locked(s, e);
             s->st.admission_rejected++;
             s->st.evicted++;
             continue;
@@ -1351,16 +905,16 @@ static void load_rec(void *arg, const kvs_index_rec_t *r)
         return;
     }
     h = key_hash(r->ns, r->key, r->key_len);
-    if (lookup_locked(s, r->ns, r->key, r->key_len, h)) {
+    if (kvs_table_lookup_locked(s, r->ns, r->key, r->key_len, h)) {
         c->dup++;
         return;
     }
-    e = entry_alloc_locked(s);
+    e = kvs_table_alloc_locked(s);
     if (!e) {
         c->full++;
         return;
     }
-    entry_set_key(e, r->ns, r->key, r->key_len, h);
+    kvs_table_set_key(e, r->ns, r->key, r->key_len, h);
     e->uid = r->uid;
     if (r->uid > s->uid_seq)
         s->uid_seq = r->uid;
@@ -1377,10 +931,10 @@ static void load_rec(void *arg, const kvs_index_rec_t *r)
     e->data_xxh = r->data_xxh;
     e->loc = (kvs_seg_loc_t){r->disk_off, r->gen, r->region, r->disk_len};
     e->flags |= E_DISK | E_DURABLE;
-    hash_link(s, e);
-    region_add(s, e);
+    kvs_table_link(s, e);
+    kvs_region_add(s, e);
     if (s->regions[r->region].state == RG_FREE)
-        region_set_state(s, r->region, RG_SEALED);
+        kvs_region_set_state(s, r->region, RG_SEALED);
     s->regions[r->region].reserved = true;
     if (e->cls == KVS_CLASS_PINNED)
         s->pinned_bytes += e->raw_len;
@@ -1712,10 +1266,10 @@ static bool admit_locked(kvs_store_t *s, const kvs_put_args_t *a)
 {
     uint64_t h = key_hash(a->ns, a->key, a->key_len);
 
-    if (lookup_locked(s, a->ns, a->key, a->key_len, h))
+    if (kvs_table_lookup_locked(s, a->ns, a->key, a->key_len, h))
         return true;
     if ((a->parent_len &&
-         !find_locked(s, a->ns, a->parent, a->parent_len)) ||
+         !kvs_table_find_locked(s, a->ns, a->parent, a->parent_len)) ||
         !kvs_ghost_contains(s->ghost, h)) {
         kvs_ghost_add(s->ghost, h);
         return false;
@@ -1730,7 +1284,8 @@ static bool admit_locked(kvs_store_t *s, const kvs_put_args_t *a)
 static int publish_locked(kvs_store_t *s, struct entry *e, bool *del_old,
                           uint64_t *old_uid)
 {
-    struct entry *old = lookup_locked(s, e->ns, e->key, e->key_len, e->hash);
+    struct entry *old =
+        kvs_table_lookup_locked(s, e->ns, e->key, e->key_len, e->hash);
 
     *del_old = false;
     if (old) {
@@ -1740,18 +1295,18 @@ static int publish_locked(kvs_store_t *s, struct entry *e, bool *del_old,
             *del_old = true;
             *old_uid = old->uid;
         }
-        entry_remove_locked(s, old);
+        kvs_table_remove_locked(s, old);
     }
-    hash_link(s, e);
+    kvs_table_link(s, e);
     struct entry *parent =
-        e->parent_len ? lookup_locked(s, e->ns, e->parent, e->parent_len,
-                                      key_hash(e->ns, e->parent,
-                                               e->parent_len))
-                      : NULL;
+        e->parent_len
+            ? kvs_table_lookup_locked(s, e->ns, e->parent, e->parent_len,
+                                      key_hash(e->ns, e->parent, e->parent_len))
+            : NULL;
     if (parent && (parent->flags & E_INLRU))
-        lru_insert_after(s, e, parent);
+        kvs_table_lru_insert_after(s, e, parent);
     else
-        lru_push(s, e);
+        kvs_table_lru_push(s, e);
     s->st.blocks++;
     s->st.dram_blocks++;
     return 0;
@@ -1786,9 +1341,9 @@ static int reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
         s->st.admission_rejected++;
         return 1;
     }
-    e = entry_alloc_locked(s);
+    e = kvs_table_alloc_locked(s);
     if (!e && evict_one_locked(s))
-        e = entry_alloc_locked(s);
+        e = kvs_table_alloc_locked(s);
     ret = e ? dram_alloc_locked(s, bytes, &off) : KVS_EFULL;
     if (ret) {
         if (e) {
@@ -1799,8 +1354,8 @@ static int reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
         s->st.full_errors++;
         return ret;
     }
-    entry_set_key(e, a->ns, a->key, a->key_len,
-                  key_hash(a->ns, a->key, a->key_len));
+    kvs_table_set_key(e, a->ns, a->key, a->key_len,
+                      key_hash(a->ns, a->key, a->key_len));
     e->dram_off = off + kvs_segment_hdr_bytes(a->nparts);
     e->dram_bytes = bytes;
     e->flags |= E_DRAM;
@@ -1867,13 +1422,13 @@ static void commit_entries(kvs_store_t *s, const kvs_put_args_t *const *args,
             /* Not published: a record written for it must go. */
             del_own = e->flags & E_DISK;
             e->busy = 0;
-            entry_free_locked(s, e);
+            kvs_table_free_locked(s, e);
         } else {
             e->busy--;
             s->st.puts++;
             if ((a->flags & KVS_PUT_NO_DRAM) && (e->flags & E_DISK) &&
                 !e->refs && !e->busy)
-                dram_drop_locked(s, e);
+                kvs_dram_drop_locked(s, e);
         }
         pthread_mutex_unlock(&s->lock);
         if (del_old || del_own) {
@@ -2039,7 +1594,7 @@ void kvs_store_put_abort(kvs_store_t *s, kvs_put_stream_t *ps)
         return;
     pthread_mutex_lock(&s->lock);
     e->busy = 0;
-    entry_free_locked(s, e);
+    kvs_table_free_locked(s, e);
     pthread_mutex_unlock(&s->lock);
     ps->ref = NULL;
 }
@@ -2060,16 +1615,6 @@ struct rd {
     unsigned slot;
     int status;
 };
-
-static void fill_info(kvs_block_info_t *info, const struct entry *e)
-{
-    info->data_len = e->raw_len;
-    info->nparts = e->nparts;
-    info->cls = e->cls;
-    info->tier = (e->flags & E_DRAM) ? KVS_TIER_DRAM : KVS_TIER_NVME;
-    info->expiry_ms = e->expiry_ms;
-    info->group = e->group;
-}
 
 /*
  * Checks a block read from disk and decodes it into dst (raw_len bytes) and
@@ -2128,7 +1673,8 @@ static bool corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
                            uint32_t len, const kvs_seg_loc_t *loc,
                            uint64_t *uid_out)
 {
-    struct entry *e = lookup_locked(s, ns, key, len, key_hash(ns, key, len));
+    struct entry *e =
+        kvs_table_lookup_locked(s, ns, key, len, key_hash(ns, key, len));
 
     s->st.corrupt_reads++;
     if (!e || !(e->flags & E_DISK) || e->loc.off != loc->off ||
@@ -2141,11 +1687,11 @@ static bool corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
              (unsigned long long)e->raw_len, loc->disk_len);
     if (uid_out)
         *uid_out = e->uid;
-    region_remove(s, e);
+    kvs_region_remove(s, e);
     e->flags &= ~E_DISK;
     s->st.nvme_blocks--;
     if (!(e->flags & E_DRAM) && !e->busy)
-        entry_remove_locked(s, e);
+        kvs_table_remove_locked(s, e);
     return true;
 }
 
@@ -2174,14 +1720,15 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
             pthread_mutex_lock(&s->lock);
             s->st.gets++;
             e = ns_valid_locked(s, a->ns)
-                    ? find_locked(s, a->ns, a->key, a->key_len) : NULL;
+                    ? kvs_table_find_locked(s, a->ns, a->key, a->key_len)
+                    : NULL;
             if (!e) {
                 s->st.misses++;
                 pthread_mutex_unlock(&s->lock);
                 status_out[i] = KVS_ENOTFOUND;
                 continue;
             }
-            fill_info(&info, e);
+            kvs_table_info(&info, e);
             if (infos_out)
                 infos_out[i] = info;
             if (a->cap < e->raw_len ||
@@ -2192,7 +1739,7 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
             }
             if (e->flags & E_DRAM) {
                 e->busy++;
-                touch_locked(s, e);
+                kvs_table_touch_locked(s, e);
                 s->st.hits++;
                 s->st.dram_hits++;
                 pthread_mutex_unlock(&s->lock);
@@ -2203,7 +1750,7 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
                 pthread_mutex_lock(&s->lock);
                 e->busy--;
                 if ((e->flags & E_DEAD) && !e->busy)
-                    entry_free_locked(s, e);
+                    kvs_table_free_locked(s, e);
                 pthread_mutex_unlock(&s->lock);
                 continue;
             }
@@ -2272,10 +1819,10 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
                 struct rd *r = &rds[k];
                 size_t i = (size_t)(r->a - args);
                 if (r->status == 0) {
-                    struct entry *e = lookup_locked(s, r->ns, r->a->key,
-                                                    r->a->key_len, r->hash);
+                    struct entry *e = kvs_table_lookup_locked(
+                        s, r->ns, r->a->key, r->a->key_len, r->hash);
                     if (e)
-                        touch_locked(s, e);
+                        kvs_table_touch_locked(s, e);
                     s->st.hits++;
                     s->st.nvme_hits++;
                     s->st.bytes_read += r->loc.disk_len;
@@ -2377,7 +1924,7 @@ static int promote_locked(kvs_store_t *s, struct entry *e, bool wait)
         e->dram_off = data_off;
         e->dram_bytes = bytes;
         e->flags |= E_DRAM;
-        lru_push(s, e);
+        kvs_table_lru_push(s, e);
         s->st.dram_blocks++;
         s->st.promoted++;
         s->st.bytes_read += r.loc.disk_len;
@@ -2386,7 +1933,7 @@ static int promote_locked(kvs_store_t *s, struct entry *e, bool wait)
     kvs_arena_free(s->arena, off, bytes);
     pthread_cond_broadcast(&s->space_cv);
     if ((e->flags & E_DEAD) && !e->busy) {
-        entry_free_locked(s, e);
+        kvs_table_free_locked(s, e);
         return KVS_ENOTFOUND;
     }
     if (ret == KVS_ECORRUPT || ret == -EIO) {
@@ -2405,7 +1952,8 @@ int kvs_store_pin(kvs_store_t *s, uint32_t ns, const void *key,
     if (!key || key_len == 0 || key_len > KVS_KEY_MAX)
         return -EINVAL;
     pthread_mutex_lock(&s->lock);
-    e = ns_valid_locked(s, ns) ? find_locked(s, ns, key, key_len) : NULL;
+    e = ns_valid_locked(s, ns) ? kvs_table_find_locked(s, ns, key, key_len)
+                               : NULL;
     if (!e) {
         pthread_mutex_unlock(&s->lock);
         return KVS_ENOTFOUND;
@@ -2416,7 +1964,7 @@ int kvs_store_pin(kvs_store_t *s, uint32_t ns, const void *key,
     if (ret == 0) {
         e->refs++;
         s->st.refs++;
-        touch_locked(s, e);
+        kvs_table_touch_locked(s, e);
         if (view_out) {
             view_out->data = s->abase + e->dram_off;
             view_out->len = e->raw_len;
@@ -2459,7 +2007,8 @@ int kvs_store_unpin(kvs_store_t *s, uint32_t ns, const void *key,
         return -EINVAL;
     pthread_mutex_lock(&s->lock);
     /* An expired block can still be unpinned. */
-    e = lookup_locked(s, ns, key, key_len, key_hash(ns, key, key_len));
+    e = kvs_table_lookup_locked(s, ns, key, key_len,
+                                key_hash(ns, key, key_len));
     if (e && e->refs) {
         unref_locked(s, e);
         ret = 0;
@@ -2480,7 +2029,8 @@ int kvs_store_promote(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
         if (!keys[i].data || keys[i].len == 0 || keys[i].len > KVS_KEY_MAX)
             continue;
         e = ns_valid_locked(s, ns)
-                ? find_locked(s, ns, keys[i].data, keys[i].len) : NULL;
+                ? kvs_table_find_locked(s, ns, keys[i].data, keys[i].len)
+                : NULL;
         if (!e || (e->flags & E_DRAM))
             continue;
         /* Stop at the DRAM budget rather than push out other blocks. */
@@ -2512,8 +2062,9 @@ int kvs_store_exists(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
         const struct entry *e = NULL;
         if (nsok && keys[i].data && keys[i].len >= 1 &&
             keys[i].len <= KVS_KEY_MAX)
-            e = lookup_locked(s, ns, keys[i].data, keys[i].len,
-                              key_hash(ns, keys[i].data, keys[i].len));
+            e = kvs_table_lookup_locked(
+                s, ns, keys[i].data, keys[i].len,
+                key_hash(ns, keys[i].data, keys[i].len));
         present_out[i] = e && !expired(e, now);
     }
     pthread_mutex_unlock(&s->lock);
@@ -2555,8 +2106,8 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             if (b != NIL)
                 __builtin_prefetch(&s->ents[b]);
         }
-        e = lookup_locked(s, ns, keys[m].data, keys[m].len,
-                          m < MATCH_WIN ? hashes[m]
+        e = kvs_table_lookup_locked(s, ns, keys[m].data, keys[m].len,
+                                    m < MATCH_WIN ? hashes[m]
                                         : key_hash(ns, keys[m].data,
                                                    keys[m].len));
         if (!e || expired(e, now))
@@ -2584,7 +2135,7 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
      * have released the lock, so only then are the entries looked up
      * again. */
     if ((flags & KVS_MATCH_PIN) || m > MATCH_WIN ||
-        !touch_run_locked(s, found, m)) {
+        !kvs_table_touch_run_locked(s, found, m)) {
         for (size_t i = m; i-- > 0;) {
             struct entry *e;
             /* Each touch unlinks a block from between two others that are
@@ -2600,10 +2151,11 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             if (i < MATCH_WIN && !(flags & KVS_MATCH_PIN))
                 e = found[i];
             else
-                e = lookup_locked(s, ns, keys[i].data, keys[i].len,
-                                  key_hash(ns, keys[i].data, keys[i].len));
+                e = kvs_table_lookup_locked(
+                    s, ns, keys[i].data, keys[i].len,
+                    key_hash(ns, keys[i].data, keys[i].len));
             if (e)
-                touch_locked(s, e);
+                kvs_table_touch_locked(s, e);
         }
     }
     pthread_mutex_unlock(&s->lock);
@@ -2622,7 +2174,8 @@ int kvs_store_delete(kvs_store_t *s, uint32_t ns, const void *key,
         return -EINVAL;
     pthread_mutex_lock(&s->wlock);
     pthread_mutex_lock(&s->lock);
-    e = ns_valid_locked(s, ns) ? find_locked(s, ns, key, key_len) : NULL;
+    e = ns_valid_locked(s, ns) ? kvs_table_find_locked(s, ns, key, key_len)
+                               : NULL;
     if (!e || e->refs) {
         pthread_mutex_unlock(&s->lock);
         pthread_mutex_unlock(&s->wlock);
@@ -2630,7 +2183,7 @@ int kvs_store_delete(kvs_store_t *s, uint32_t ns, const void *key,
     }
     on_disk = e->flags & E_DISK;
     uid = e->uid;
-    entry_remove_locked(s, e);
+    kvs_table_remove_locked(s, e);
     pthread_mutex_unlock(&s->lock);
     if (on_disk)
         kvs_index_block_delete_if(s->index, ns, key, key_len, uid);
@@ -2650,7 +2203,8 @@ int kvs_store_set_retention(kvs_store_t *s, uint32_t ns, const void *key,
         return -EINVAL;
     pthread_mutex_lock(&s->wlock);
     pthread_mutex_lock(&s->lock);
-    e = ns_valid_locked(s, ns) ? find_locked(s, ns, key, key_len) : NULL;
+    e = ns_valid_locked(s, ns) ? kvs_table_find_locked(s, ns, key, key_len)
+                               : NULL;
     if (!e) {
         ret = KVS_ENOTFOUND;
     } else if (cls == KVS_CLASS_PINNED && e->cls != KVS_CLASS_PINNED &&
@@ -2664,7 +2218,7 @@ int kvs_store_set_retention(kvs_store_t *s, uint32_t ns, const void *key,
             s->pinned_bytes += e->raw_len;
         e->cls = cls;
         e->expiry_ms = ttl_ms ? kvs_clock_real_ms() + ttl_ms : 0;
-        ttl_sync(s, e);
+        kvs_table_ttl_sync(s, e);
         rewrite = e->flags & E_DISK;
     }
     kvs_index_rec_t rec;
@@ -2693,7 +2247,7 @@ int kvs_store_scan(kvs_store_t *s, uint32_t ns, uint64_t group,
         if (!(e->flags & E_LINKED) || e->ns != ns || expired(e, now) ||
             (group && e->group != group))
             continue;
-        fill_info(&info, e);
+        kvs_table_info(&info, e);
         n++;
         if (cb(arg, e->key, e->key_len, e->parent, e->parent_len, &info))
             break;
@@ -2720,61 +2274,12 @@ int kvs_store_flush(kvs_store_t *s)
     return ret;
 }
 
-/* One list of entries linked by index (LRU or TTL): walks it from the head
- * by next and checks each back link and the tail, then that exactly the
- * entries with flag are on it, as many as expected (UINT32_MAX: any). */
-static int check_list_locked(kvs_store_t *s, const char *what, uint32_t head,
-                             uint32_t tail, size_t next_off, size_t prev_off,
-                             uint32_t flag, uint32_t expect)
-{
-    uint32_t n = 0, prev = NIL, flagged = 0;
-
-    for (uint32_t i = head; i != NIL; i = *(uint32_t *)((char *)&s->ents[i] +
-                                                        next_off)) {
-        if (i >= s->nents || n++ > s->nents) {
-            kvs_error("store check: %s list runs off the table", what);
-            return KVS_ECORRUPT;
-        }
-        if (*(uint32_t *)((char *)&s->ents[i] + prev_off) != prev ||
-            !(s->ents[i].flags & flag)) {
-            kvs_error("store check: %s list entry %u: bad back link or flag",
-                      what, i);
-            return KVS_ECORRUPT;
-        }
-        prev = i;
-    }
-    for (uint32_t i = 0; i < s->nents; i++)
-        flagged += (s->ents[i].flags & flag) != 0;
-    if (prev != tail || flagged != n || (expect != UINT32_MAX && n != expect)) {
-        kvs_error("store check: %s list: %u entries, %u flagged, tail %s",
-                  what, n, flagged, prev == tail ? "right" : "wrong");
-        return KVS_ECORRUPT;
-    }
-    return 0;
-}
-
 int kvs_store_check(kvs_store_t *s)
 {
-    uint32_t with_ttl = 0;
     int ret;
 
     pthread_mutex_lock(&s->lock);
-    for (uint32_t i = 0; i < s->nents; i++)
-        with_ttl += (s->ents[i].flags & E_LINKED) && s->ents[i].expiry_ms;
-    ret = check_list_locked(s, "LRU", s->lru_head, s->lru_tail,
-                            offsetof(struct entry, lru_next),
-                            offsetof(struct entry, lru_prev), E_INLRU,
-                            UINT32_MAX);
-    if (!ret)
-        ret = check_list_locked(s, "TTL", s->ttl_head, s->ttl_tail,
-                                offsetof(struct entry, ttl_next),
-                                offsetof(struct entry, ttl_prev), E_INTTL,
-                                with_ttl);
-    if (!ret && s->nttl != with_ttl) {
-        kvs_error("store check: TTL count %u, %u entries with a TTL", s->nttl,
-                  with_ttl);
-        ret = KVS_ECORRUPT;
-    }
+    ret = kvs_table_check_locked(s);
     pthread_mutex_unlock(&s->lock);
     return ret;
 }

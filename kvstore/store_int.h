@@ -64,6 +64,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <xxhash.h>
 
 #define NIL UINT32_MAX
 
@@ -228,5 +229,70 @@ struct kvs_store {
     pthread_t bg;
     bool bg_started;
 };
+
+/* ---- Helpers on the entry layout. ---- */
+
+static inline uint64_t key_hash(uint32_t ns, const void *key, uint32_t len)
+{
+    return XXH3_64bits_withSeed(key, len, 0x9e3779b97f4a7c15ull ^ ns);
+}
+
+/* An entry's index in the table, which is how lists link entries. */
+static inline uint32_t eidx(const kvs_store_t *s, const struct entry *e)
+{
+    return (uint32_t)(e - s->ents);
+}
+
+static inline bool expired(const struct entry *e, uint64_t now_ms)
+{
+    return e->expiry_ms && now_ms >= e->expiry_ms;
+}
+
+/* ---- table.c: entries, hash, LRU and TTL lists. Caller holds lock. ---- */
+
+/* The entry of (ns, key) with that hash, expired or not; NULL if none. */
+struct entry *kvs_table_lookup_locked(kvs_store_t *s, uint32_t ns,
+                                      const void *key, uint32_t len,
+                                      uint64_t hash);
+/* A visible entry, or NULL if absent or past its TTL. */
+struct entry *kvs_table_find_locked(kvs_store_t *s, uint32_t ns,
+                                    const void *key, uint32_t len);
+void kvs_table_ttl_del(kvs_store_t *s, struct entry *e);
+void kvs_table_ttl_append(kvs_store_t *s, struct entry *e);
+void kvs_table_ttl_sync(kvs_store_t *s, struct entry *e);
+/* Makes e visible under its key, or invisible. */
+void kvs_table_link(kvs_store_t *s, struct entry *e);
+void kvs_table_unlink(kvs_store_t *s, struct entry *e);
+void kvs_table_lru_push(kvs_store_t *s, struct entry *e);
+void kvs_table_lru_insert_after(kvs_store_t *s, struct entry *e,
+                                struct entry *p);
+void kvs_table_lru_remove(kvs_store_t *s, struct entry *e);
+void kvs_table_touch_locked(kvs_store_t *s, struct entry *e);
+bool kvs_table_touch_run_locked(kvs_store_t *s, struct entry *const *e,
+                                size_t n);
+/* A free entry, zeroed, E_USED, with a new uid; NULL if the table is full. */
+struct entry *kvs_table_alloc_locked(kvs_store_t *s);
+void kvs_table_free_locked(kvs_store_t *s, struct entry *e);
+void kvs_table_remove_locked(kvs_store_t *s, struct entry *e);
+void kvs_table_set_key(struct entry *e, uint32_t ns, const void *key,
+                       uint32_t len, uint64_t hash);
+void kvs_table_info(kvs_block_info_t *info, const struct entry *e);
+/* Checks the LRU and TTL lists; KVS_ECORRUPT (logged) if broken. */
+int kvs_table_check_locked(kvs_store_t *s);
+
+/* ---- region.c: region lists, states, victims. Caller holds lock. ---- */
+
+void kvs_region_add(kvs_store_t *s, struct entry *e);
+void kvs_region_remove(kvs_store_t *s, struct entry *e);
+void kvs_region_set_state(kvs_store_t *s, uint32_t r, uint8_t state);
+void kvs_region_maybe_free_locked(kvs_store_t *s, uint32_t r);
+bool kvs_region_must_keep(const struct entry *e, uint64_t now_ms);
+uint32_t kvs_region_victim_locked(kvs_store_t *s);
+/* Caller holds wlock, not lock. */
+int kvs_region_open_next_wlocked(kvs_store_t *s);
+
+/* ---- dram.c: DRAM space and watermarks. Caller holds lock. ---- */
+
+void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e);
 
 #endif
