@@ -26,159 +26,8 @@
 
 /* ---------------------------------------------------------------------- */
 
-void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e)
-{
-    kvs_assert(e->flags & E_DRAM);
-    kvs_assert(e->refs == 0);
-    kvs_table_lru_remove(s, e);
-    kvs_arena_free(s->arena, e->dram_off - kvs_segment_hdr_bytes(e->nparts),
-                   e->dram_bytes);
-    e->flags &= ~E_DRAM;
-    s->st.dram_blocks--;
-    pthread_cond_broadcast(&s->space_cv);
-}
-
-static uint64_t dram_bytes_for(uint64_t raw_len, uint32_t nparts)
-{
-    return kvs_segment_hdr_bytes(nparts) + KVS_ALIGN_UP(raw_len, 8ull) +
-           4ull * nparts;
-}
-
-/* Zeroes what follows the part table up to the page end, so that padding
- * written to disk never carries stale arena bytes. */
-static void dram_zero_tail(uint8_t *data, uint64_t raw_len, uint32_t nparts)
-{
-    uint64_t end = KVS_ALIGN_UP(raw_len, 8ull) + 4ull * nparts;
-
-    memset(data + raw_len, 0, KVS_ALIGN_UP(raw_len, 8ull) - raw_len);
-    memset(data + end, 0, KVS_ALIGN_UP(end, (uint64_t)KVS_ARENA_PAGE) - end);
-}
-
-static uint32_t *part_table(kvs_store_t *s, const struct entry *e)
-{
-    return (uint32_t *)(void *)(s->abase + e->dram_off +
-                                KVS_ALIGN_UP(e->raw_len, 8ull));
-}
-
 /* ---------------------------------------------------------------------- */
 /* DRAM space */
-
-/* Drops LRU blocks (no NVMe tier) until bytes fit; true if they now do. */
-static bool dram_evict_locked(kvs_store_t *s, uint64_t bytes)
-{
-    uint32_t i = s->lru_tail;
-
-    while (kvs_arena_largest_free(s->arena) < bytes && i != NIL) {
-        struct entry *e = &s->ents[i];
-        i = e->lru_prev;
-        if (e->refs || e->busy || e->cls == KVS_CLASS_PINNED ||
-            !(e->flags & E_LINKED))
-            continue;
-        if (e->flags & E_DISK) {
-            kvs_dram_drop_locked(s, e);
-        } else {
-            kvs_table_remove_locked(s, e);
-            s->st.evicted++;
-        }
-    }
-    return kvs_arena_largest_free(s->arena) >= bytes;
-}
-
-/*
- * Write-behind starts when DRAM passes the high watermark and then runs
- * without pause until it is back under the low one, so the disk stays busy
- * while puts keep coming instead of idling between bursts.
- */
-/*
- * The block table is full (max_blocks): drops the least recently used
- * block that is in DRAM only and not in use. Blocks with a disk copy are
- * left to region reclaim, which owns their index records. Returns whether
- * an entry was freed.
- */
-static bool evict_one_locked(kvs_store_t *s)
-{
-    for (uint32_t i = s->lru_tail; i != NIL; i = s->ents[i].lru_prev) {
-        struct entry *e = &s->ents[i];
-        if (e->refs || e->busy || e->cls == KVS_CLASS_PINNED ||
-            (e->flags & E_DISK) || !(e->flags & E_LINKED))
-            continue;
-        kvs_table_remove_locked(s, e);
-        s->st.evicted++;
-        return true;
-    }
-    return false;
-}
-
-static bool need_degrade_locked(kvs_store_t *s)
-{
-    size_t used;
-
-    if (!s->seg)
-        return false;
-    used = kvs_arena_used(s->arena);
-    if (used > s->dram_high)
-        s->degrading = true;
-    else if (used <= s->dram_low)
-        s->degrading = false;
-    return s->degrading;
-}
-
-/*
- * Allocates DRAM for a block, making room if needed: without an NVMe tier
- * by dropping least recently used blocks, with one by waking the background
- * writer and waiting up to full_wait_ms for it. KVS_EFULL if no room.
- */
-static int dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out)
-{
-    struct timespec deadline;
-    bool have_deadline = false;
-
-    for (;;) {
-        if (kvs_arena_alloc(s->arena, bytes, off_out) == 0) {
-            if (need_degrade_locked(s))
-                pthread_cond_signal(&s->work_cv);
-            return 0;
-        }
-        if (!s->seg) {
-            if (!dram_evict_locked(s, bytes))
-                return KVS_EFULL;
-            continue;
-        }
-        if (!have_deadline) {
-            clock_gettime(CLOCK_REALTIME, &deadline);
-            deadline.tv_sec += s->cfg.full_wait_ms / 1000;
-            deadline.tv_nsec += (long)(s->cfg.full_wait_ms % 1000) * 1000000L;
-            if (deadline.tv_nsec >= 1000000000L) {
-                deadline.tv_sec++;
-                deadline.tv_nsec -= 1000000000L;
-            }
-            have_deadline = true;
-        }
-        /* Blocks already on disk can leave DRAM at once. Only the oldest
-         * few are looked at: this runs under the lock at every wakeup of a
-         * waiting put, and write-behind frees the rest. */
-        uint32_t i = s->lru_tail, seen = 0;
-        while (i != NIL && seen++ < 256 &&
-               kvs_arena_largest_free(s->arena) < bytes) {
-            struct entry *e = &s->ents[i];
-            i = e->lru_prev;
-            if ((e->flags & E_DISK) && !e->refs && !e->busy &&
-                e->cls != KVS_CLASS_PINNED)
-                kvs_dram_drop_locked(s, e);
-        }
-        if (kvs_arena_largest_free(s->arena) >= bytes)
-            continue;
-        pthread_cond_signal(&s->work_cv);
-        __atomic_add_fetch(&s->space_waiters, 1, __ATOMIC_RELAXED);
-        int tret = pthread_cond_timedwait(&s->space_cv, &s->lock, &deadline);
-        __atomic_sub_fetch(&s->space_waiters, 1, __ATOMIC_RELAXED);
-        if (tret == ETIMEDOUT) {
-            if (kvs_arena_alloc(s->arena, bytes, off_out) == 0)
-                return 0;
-            return KVS_EFULL;
-        }
-    }
-}
 
 /* ---------------------------------------------------------------------- */
 /* Writer: regions, appends, index records. All under wlock. */
@@ -564,8 +413,6 @@ static int drain_wlocked(kvs_store_t *s, bool sync)
 /* ---------------------------------------------------------------------- */
 /* Background thread: degrade DRAM to disk, expire TTLs, serve flushes. */
 
-#define DEGRADE_BATCH 256          /* blocks per background write */
-#define DEGRADE_BYTES (16ull << 20) /* bytes picked at a time */
 
 /*
  * Removes blocks past their TTL that nobody uses. Visits up to SWEEP_WINDOW
@@ -621,60 +468,6 @@ static void expire_sweep(kvs_store_t *s)
     }
 }
 
-/* Picks up to max blocks to write: for a flush every DRAM-only block, else
- * the least recently used blocks that are not pinned. Blocks already on
- * disk leave DRAM without I/O. */
-static uint32_t pick_degrade_locked(kvs_store_t *s, uint32_t *out,
-                                    uint32_t max, bool flush)
-{
-    uint32_t n = 0;
-    uint64_t bytes = 0, used = kvs_arena_used(s->arena);
-
-    /* What is already on its way out counts as gone. */
-    used = used > s->degrade_pending ? used - s->degrade_pending : 0;
-    for (uint32_t i = s->lru_tail; i != NIL && n < max;) {
-        struct entry *e = &s->ents[i];
-        i = e->lru_prev;
-        if (!flush && (used - bytes <= s->dram_low || bytes >= DEGRADE_BYTES))
-            break;
-        if (e->busy || !(e->flags & E_LINKED))
-            continue;
-        if (flush) {
-            /* One pass: a block is written once per flush, even if a
-             * reclaim takes its disk copy away again meanwhile (DRAM can
-             * be larger than the disk). */
-            if (!(e->flags & E_DISK) && e->flush_gen != s->flush_gen) {
-                e->flush_gen = s->flush_gen;
-                e->busy++;
-                out[n++] = eidx(s, e);
-            }
-            continue;
-        }
-        if (e->refs || e->cls == KVS_CLASS_PINNED)
-            continue;
-        if (e->flags & E_DISK) {
-            bytes += e->dram_bytes;
-            kvs_dram_drop_locked(s, e);
-            continue;
-        }
-        /* Flash admission: scratch blocks that were never hit again are
-         * not worth a disk write; they leave the store. */
-        if (e->cls == KVS_CLASS_SCRATCH &&
-            e->hits < s->cfg.admit_scratch_hits) {
-            bytes += e->dram_bytes;
-            kvs_table_remove_locked(s, e);
-            s->st.admission_rejected++;
-            s->st.evicted++;
-            continue;
-        }
-        e->busy++;
-        out[n++] = eidx(s, e);
-        bytes += e->dram_bytes;
-        s->degrade_pending += e->dram_bytes;
-    }
-    return n;
-}
-
 static void bg_wait_locked(kvs_store_t *s, long ms)
 {
     struct timespec ts;
@@ -715,11 +508,11 @@ static void *bg_main(void *arg)
         }
         bool flush = s->flush_done != s->flush_gen;
         uint32_t want = s->flush_gen;
-        bool degrade = need_degrade_locked(s) && !err_backoff;
+        bool degrade = kvs_dram_need_degrade_locked(s) && !err_backoff;
         uint32_t n = 0;
 
         if (flush || degrade)
-            n = pick_degrade_locked(s, picked, DEGRADE_BATCH, flush);
+            n = kvs_evict_pick_degrade_locked(s, picked, DEGRADE_BATCH, flush);
         pthread_mutex_unlock(&s->lock);
 
         int ret = 0;
@@ -1254,30 +1047,6 @@ static int check_put(const kvs_store_t *s, const kvs_put_args_t *a,
     return 0;
 }
 
-/*
- * Store admission for scratch puts (admit_ghost_factor): most blocks of a
- * prompt are never asked for again, and keeping them pushes out blocks
- * that are. A block is admitted when its key was put before and declined
- * recently (it is in the ghost list), or when it replaces a present block;
- * never when its parent is absent, since without the parent a match can
- * never reach it. A declined key is remembered.
- */
-static bool admit_locked(kvs_store_t *s, const kvs_put_args_t *a)
-{
-    uint64_t h = key_hash(a->ns, a->key, a->key_len);
-
-    if (kvs_table_lookup_locked(s, a->ns, a->key, a->key_len, h))
-        return true;
-    if ((a->parent_len &&
-         !kvs_table_find_locked(s, a->ns, a->parent, a->parent_len)) ||
-        !kvs_ghost_contains(s->ghost, h)) {
-        kvs_ghost_add(s->ghost, h);
-        return false;
-    }
-    kvs_ghost_remove(s->ghost, h);
-    return true;
-}
-
 /* Replaces or inserts e (busy, filled) under its key; returns 0 or
  * KVS_EBUSY if the old block is referenced. *old_uid_out is set when an old
  * block's index record must be deleted (the new block has none yet). */
@@ -1327,7 +1096,7 @@ int kvs_store_put(kvs_store_t *s, const kvs_put_args_t *a)
 static int reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
                           uint64_t total, struct entry **e_out)
 {
-    uint64_t bytes = dram_bytes_for(total, a->nparts), off;
+    uint64_t bytes = kvs_dram_bytes_for(total, a->nparts), off;
     struct entry *e;
     int ret;
 
@@ -1337,14 +1106,15 @@ static int reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
         s->pinned_bytes + total >
             (kvs_arena_size(s->arena) / 100) * s->cfg.pinned_max_pct)
         return KVS_EPINNED_FULL;
-    if (s->ghost && a->cls == KVS_CLASS_SCRATCH && !admit_locked(s, a)) {
+    if (s->ghost && a->cls == KVS_CLASS_SCRATCH &&
+        !kvs_evict_admit_locked(s, a)) {
         s->st.admission_rejected++;
         return 1;
     }
     e = kvs_table_alloc_locked(s);
-    if (!e && evict_one_locked(s))
+    if (!e && kvs_evict_one_locked(s))
         e = kvs_table_alloc_locked(s);
-    ret = e ? dram_alloc_locked(s, bytes, &off) : KVS_EFULL;
+    ret = e ? kvs_dram_alloc_locked(s, bytes, &off) : KVS_EFULL;
     if (ret) {
         if (e) {
             e->flags = 0;
@@ -1385,7 +1155,7 @@ static int reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
 static void seal_bytes(kvs_store_t *s, struct entry *e)
 {
     e->data_xxh = XXH3_64bits(s->abase + e->dram_off, e->raw_len);
-    dram_zero_tail(s->abase + e->dram_off, e->raw_len, e->nparts);
+    kvs_dram_zero_tail(s->abase + e->dram_off, e->raw_len, e->nparts);
 }
 
 /*
@@ -1869,7 +1639,7 @@ int kvs_store_get(kvs_store_t *s, const kvs_get_args_t *a,
  */
 static int promote_locked(kvs_store_t *s, struct entry *e, bool wait)
 {
-    uint64_t bytes = dram_bytes_for(e->raw_len, e->nparts), off;
+    uint64_t bytes = kvs_dram_bytes_for(e->raw_len, e->nparts), off;
     struct rd r = {
         .loc = e->loc, .raw_len = e->raw_len, .stored_len = e->stored_len,
         .data_xxh = e->data_xxh, .nparts = e->nparts, .codec = e->codec,
@@ -1884,7 +1654,7 @@ static int promote_locked(kvs_store_t *s, struct entry *e, bool wait)
     if (!s->seg)
         return KVS_ENOTFOUND;
     if (wait)
-        ret = dram_alloc_locked(s, bytes, &off);
+        ret = kvs_dram_alloc_locked(s, bytes, &off);
     else
         ret = kvs_arena_alloc(s->arena, bytes, &off) ? KVS_EFULL : 0;
     if (ret)
@@ -1914,7 +1684,7 @@ static int promote_locked(kvs_store_t *s, struct entry *e, bool wait)
                                     key_len, s->abase + data_off, pl,
                                     r.nparts);
         if (ret == 0)
-            dram_zero_tail(s->abase + data_off, r.raw_len, r.nparts);
+            kvs_dram_zero_tail(s->abase + data_off, r.raw_len, r.nparts);
     }
     pthread_mutex_unlock(&s->rlock);
 
@@ -1983,7 +1753,7 @@ static void unref_locked(kvs_store_t *s, struct entry *e)
     kvs_assert(e->refs > 0);
     e->refs--;
     s->st.refs--;
-    if (need_degrade_locked(s))
+    if (kvs_dram_need_degrade_locked(s))
         pthread_cond_signal(&s->work_cv);
 }
 
@@ -2034,7 +1804,7 @@ int kvs_store_promote(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
         if (!e || (e->flags & E_DRAM))
             continue;
         /* Stop at the DRAM budget rather than push out other blocks. */
-        uint64_t bytes = dram_bytes_for(e->raw_len, e->nparts);
+        uint64_t bytes = kvs_dram_bytes_for(e->raw_len, e->nparts);
         if (kvs_arena_used(s->arena) + bytes > s->dram_high ||
             kvs_arena_largest_free(s->arena) < bytes) {
             ret = KVS_EFULL;

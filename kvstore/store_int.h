@@ -161,6 +161,8 @@ struct wjob {
     int *result;            /* JOB_PUT: receives the status */
 };
 
+#define DEGRADE_BATCH 256 /* blocks per background write */
+
 struct kvs_store {
     kvs_store_config_t cfg;
     char *dir;
@@ -248,6 +250,13 @@ static inline bool expired(const struct entry *e, uint64_t now_ms)
     return e->expiry_ms && now_ms >= e->expiry_ms;
 }
 
+/* The block's part-length table, behind its bytes in DRAM (E_DRAM). */
+static inline uint32_t *part_table(kvs_store_t *s, const struct entry *e)
+{
+    return (uint32_t *)(void *)(s->abase + e->dram_off +
+                                KVS_ALIGN_UP(e->raw_len, 8ull));
+}
+
 /* ---- table.c: entries, hash, LRU and TTL lists. Caller holds lock. ---- */
 
 /* The entry of (ns, key) with that hash, expired or not; NULL if none. */
@@ -293,6 +302,25 @@ int kvs_region_open_next_wlocked(kvs_store_t *s);
 
 /* ---- dram.c: DRAM space and watermarks. Caller holds lock. ---- */
 
+/* DRAM for a block: its extent, header pages included. */
+uint64_t kvs_dram_bytes_for(uint64_t raw_len, uint32_t nparts);
+void kvs_dram_zero_tail(uint8_t *data, uint64_t raw_len, uint32_t nparts);
+/* Frees e's DRAM copy (e in DRAM, not referenced). */
 void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e);
+/* Updates the write-behind state; true while DRAM is to be degraded. */
+bool kvs_dram_need_degrade_locked(kvs_store_t *s);
+/* DRAM for bytes at *off_out, waiting up to full_wait_ms for write-behind
+ * (releases lock meanwhile); KVS_EFULL if no room. */
+int kvs_dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out);
+
+/* ---- evict.c: what leaves DRAM or the store, and what is not admitted.
+ * Caller holds lock. ---- */
+
+bool kvs_evict_dram_locked(kvs_store_t *s, uint64_t bytes);
+bool kvs_evict_disk_copies_locked(kvs_store_t *s, uint64_t bytes);
+bool kvs_evict_one_locked(kvs_store_t *s);
+bool kvs_evict_admit_locked(kvs_store_t *s, const kvs_put_args_t *a);
+uint32_t kvs_evict_pick_degrade_locked(kvs_store_t *s, uint32_t *out,
+                                       uint32_t max, bool flush);
 
 #endif
