@@ -25,394 +25,7 @@
 #define PUT_CHUNK 64 /* puts sharing one durable write */
 
 /* ---------------------------------------------------------------------- */
-
-/* ---------------------------------------------------------------------- */
-/* DRAM space */
-
-/* ---------------------------------------------------------------------- */
-/* Writer: regions, appends, index records. All under wlock. */
-
-static int promote_locked(kvs_store_t *s, struct entry *e, bool wait);
-
-/*
- * Reads the blocks of a victim region that are worth keeping (pinned, and
- * user blocks before their TTL) back into DRAM, from where they are
- * written again. Only DRAM that is free now is used: the writer cannot
- * wait for write-behind, which needs the writer. What does not fit stays
- * where it is, and keeps the region from being freed (pinned) or is
- * evicted (user).
- */
-static void region_relocate_locked(kvs_store_t *s, uint32_t r)
-{
-    uint64_t now = kvs_clock_real_ms();
-    uint32_t n = 0;
-
-    for (uint32_t i = s->regions[r].head; i != NIL && n < s->njobs_max;
-         i = s->ents[i].rg_next) {
-        struct entry *e = &s->ents[i];
-        if (kvs_region_must_keep(e, now)) {
-            e->busy++;
-            s->reloc[n++] = i;
-        }
-    }
-    for (uint32_t k = 0; k < n; k++)
-        promote_locked(s, &s->ents[s->reloc[k]], false);
-    for (uint32_t k = 0; k < n; k++) {
-        struct entry *e = &s->ents[s->reloc[k]];
-        e->busy--;
-        if ((e->flags & E_DEAD) && !e->busy)
-            kvs_table_free_locked(s, e);
-    }
-}
-
-/* The index record of entry e with its disk copy at loc. */
-static void rec_of(const struct entry *e, const kvs_seg_loc_t *loc,
-                   uint8_t codec, uint64_t stored_len, kvs_index_rec_t *rec)
-{
-    *rec = (kvs_index_rec_t){
-        .ns = e->ns, .key_len = e->key_len, .parent_len = e->parent_len,
-        .codec = codec, .elem_size = e->elem_size, .cls = e->cls,
-        .nparts = e->nparts, .region = loc->region,
-        .disk_len = loc->disk_len, .disk_off = loc->off, .gen = loc->gen,
-        .raw_len = e->raw_len, .stored_len = stored_len,
-        .data_xxh = e->data_xxh, .expiry_ms = e->expiry_ms,
-        .group = e->group, .uid = e->uid,
-    };
-    memcpy(rec->key, e->key, e->key_len);
-    memcpy(rec->parent, e->parent, e->parent_len);
-}
-
-/*
- * The write pipeline. Blocks to write become jobs in s->pend (under wlock):
- * a job is appended into one of the segment's write buffers (APPENDED),
- * becomes DONE when that buffer's write completes (wbuf_done, called from
- * inside the segment), and is published by publish_done_wlocked(): its
- * index record is committed, the entry gets its disk location, and a
- * degraded block leaves DRAM. Nothing waits for a write unless it has to,
- * so the disk stays busy while the next blocks are copied.
- *
- * Job kinds: DEGRADE drops the DRAM copy once on disk; KEEP (a flush, or a
- * block moved out of a reclaimed region) keeps it; PUT is a durable put
- * whose caller holds the entry busy and publishes it itself.
- */
-static void wbuf_done(void *arg, uint64_t buf, int res)
-{
-    kvs_store_t *s = arg;
-
-    for (uint32_t j = 0; j < s->npend; j++) {
-        struct wjob *job = &s->pend[j];
-        if (job->state != JOB_APPENDED || job->buf != buf)
-            continue;
-        job->state = JOB_DONE;
-        if (res && !job->status)
-            job->status = res;
-        s->ndone++;
-    }
-}
-
-/* Encodes the entry's block and appends it, opening (and reclaiming) a
- * region when the current one is full. */
-static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
-{
-    struct entry *e = &s->ents[job->e];
-    const uint8_t *src = s->abase + e->dram_off;
-    kvs_seg_block_t blk = {
-        .ns = e->ns, .key_len = e->key_len, .key = e->key,
-        .key_hash = e->hash, .elem_size = e->elem_size,
-        .nparts = e->nparts, .part_lens = part_table(s, e),
-        .raw_len = e->raw_len, .data_xxh = e->data_xxh,
-    };
-    kvs_iov_t payload = {src, e->raw_len};
-    size_t out_len = 0;
-    uint8_t codec = KVS_CODEC_RAW;
-
-    /* The codec is slower than the disk here: while puts wait for DRAM,
-     * blocks go out raw so that compression never limits the drain. */
-    bool backlog = __atomic_load_n(&s->space_waiters, __ATOMIC_RELAXED) > 0;
-    if (backlog && s->cfg.compress_level > 0) {
-        pthread_mutex_lock(&s->lock);
-        s->st.compress_skipped++;
-        pthread_mutex_unlock(&s->lock);
-    }
-    if (s->cfg.compress_level > 0 && e->raw_len > 0 && !backlog &&
-        kvs_codec_encode(s->wcodec, src, e->raw_len, e->elem_size,
-                         s->cfg.compress_level,
-                         s->cfg.compress_min_saving_pct, s->wscratch,
-                         s->wscratch_len, &codec, &out_len) == 0 &&
-        codec != KVS_CODEC_RAW)
-        payload = (kvs_iov_t){s->wscratch, out_len};
-    else
-        codec = KVS_CODEC_RAW;
-    blk.codec = codec;
-    blk.stored_len = payload.len;
-    job->codec = codec;
-    job->stored_len = payload.len;
-    /* Raw blocks are written from their DRAM image; compressed ones are
-     * copied into the segment's write buffers. */
-    uint8_t *image = codec == KVS_CODEC_RAW
-                         ? s->abase + e->dram_off -
-                               kvs_segment_hdr_bytes(e->nparts)
-                         : NULL;
-    uint64_t tag = image ? ++s->tag_seq : 0;
-    for (;;) {
-        if (image)
-            job->status = kvs_segment_append_image(s->seg, &blk, image, tag,
-                                                   &job->loc);
-        else
-            job->status = kvs_segment_append(s->seg, &blk, &payload, 1,
-                                             &job->loc);
-        if (job->status != -ENOSPC)
-            break;
-        job->status = kvs_region_open_next_wlocked(s);
-        if (job->status)
-            break;
-    }
-    if (job->status) {
-        job->state = JOB_DONE;
-        s->ndone++;
-    } else {
-        job->state = JOB_APPENDED;
-        job->buf = image ? tag : kvs_segment_last_buf(s->seg);
-        pthread_mutex_lock(&s->lock);
-        s->regions[job->loc.region].pending++;
-        job->state_appended = true;
-        s->st.logical_bytes_degraded += e->raw_len;
-        s->st.stored_bytes_degraded += payload.len;
-        pthread_mutex_unlock(&s->lock);
-    }
-}
-
-static int drain_wlocked(kvs_store_t *s, bool sync);
-
-/* Queues the write of entry e (busy, in DRAM) without making room. */
-static void queue_one_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,
-                              int *result)
-{
-    if (s->npend == s->njobs_max)
-        drain_wlocked(s, false);
-    struct wjob *job = &s->pend[s->npend++];
-    *job = (struct wjob){.e = e, .kind = kind, .result = result};
-    append_one_wlocked(s, job);
-}
-
-/*
- * Keeps REGION_RESERVE regions free by reclaiming the oldest region whose
- * reclaim pays: blocks on disk only are evicted (records deleted in the
- * writer's batch), blocks also in DRAM lose their disk copy, and the ones
- * that must keep one (durable or pinned, and the pinned or user blocks
- * read back by region_relocate_locked) are written again into the open
- * region first. The victim is freed only after that write, its data and
- * index records, are synced: until then its old copies stay valid, so a
- * crash at any point loses no durable block.
- *
- * Called only between appends (never from inside one), with no job
- * pointer held, since it drains the pipeline.
- */
-static void ensure_space_wlocked(kvs_store_t *s, bool force)
-{
-    uint32_t v, n = 0;
-
-    pthread_mutex_lock(&s->lock);
-    if ((!force && s->nfree_regions >= REGION_RESERVE) ||
-        kvs_clock_mono_ns() < s->reclaim_retry_ns) {
-        pthread_mutex_unlock(&s->lock);
-        return;
-    }
-    if ((v = kvs_region_victim_locked(s)) == NIL) {
-        /* Choosing a victim walks every block on disk: when none pays,
-         * do not walk them again at every append. */
-        s->reclaim_retry_ns = kvs_clock_mono_ns() + 100000000ull;
-        pthread_mutex_unlock(&s->lock);
-        return;
-    }
-    kvs_region_set_state(s, v, RG_RECLAIMING);
-    region_relocate_locked(s, v);
-    for (uint32_t i = s->regions[v].head, next; i != NIL; i = next) {
-        struct entry *e = &s->ents[i];
-        next = e->rg_next;
-        if (e->busy)
-            continue; /* stays; the region is not freed this time */
-        if (e->flags & E_DRAM) {
-            if ((e->flags & E_DURABLE) || e->cls == KVS_CLASS_PINNED) {
-                /* Moved: the old copy is dropped when the new one is
-                 * published (finish_job_locked). */
-                e->busy++;
-                s->requeue[n++] = i;
-            } else {
-                kvs_region_remove(s, e);
-                e->flags &= ~E_DISK;
-                s->st.nvme_blocks--;
-            }
-            continue;
-        }
-        if (e->cls == KVS_CLASS_PINNED)
-            continue; /* did not fit in DRAM: stays */
-        kvs_index_batch_delete(s->batch, e->ns, e->key, e->key_len);
-        kvs_table_remove_locked(s, e);
-        s->st.evicted++;
-    }
-    pthread_mutex_unlock(&s->lock);
-
-    for (uint32_t k = 0; k < n; k++)
-        queue_one_wlocked(s, s->requeue[k], JOB_KEEP, NULL);
-    drain_wlocked(s, true);
-
-    pthread_mutex_lock(&s->lock);
-    struct region *rg = &s->regions[v];
-    if (rg->nblocks == 0 && rg->pending == 0) {
-        kvs_region_set_state(s, v, RG_FREE);
-        s->st.regions_reclaimed++;
-    } else {
-        /* Something had to stay (a pinned block with no DRAM to move
-         * through, a failed write): do not retry at every append. */
-        kvs_region_set_state(s, v, RG_SEALED);
-        s->reclaim_retry_ns = kvs_clock_mono_ns() + 100000000ull;
-    }
-    pthread_mutex_unlock(&s->lock);
-}
-
-/* Queues the write of entry e (busy, in DRAM), making room first. */
-static void queue_write_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,
-                                int *result)
-{
-    ensure_space_wlocked(s, false);
-    queue_one_wlocked(s, e, kind, result);
-    struct wjob *job = &s->pend[s->npend - 1];
-    if (job->status != KVS_EFULL)
-        return;
-    /* No region was free (the reserve was used up, or the file system
-     * filled): take the job back, reclaim now, and try once more. */
-    s->npend--;
-    s->ndone--;
-    s->reclaim_retry_ns = 0;
-    ensure_space_wlocked(s, true);
-    queue_one_wlocked(s, e, kind, result);
-}
-
-/* Applies a finished job to its entry. Dead entries that reached the disk
- * are collected so that their records can be deleted. */
-static void finish_job_locked(kvs_store_t *s, struct wjob *job)
-{
-    struct entry *e = &s->ents[job->e];
-
-    if (job->state_appended) {
-        s->regions[job->loc.region].pending--;
-        kvs_region_maybe_free_locked(s, job->loc.region);
-    }
-    if (job->status == 0) {
-        if (e->flags & E_DISK) {
-            kvs_region_remove(s, e);
-            s->st.nvme_blocks--;
-        }
-        e->loc = job->loc;
-        e->codec = job->codec;
-        e->stored_len = job->stored_len;
-        e->flags |= E_DISK;
-        kvs_region_add(s, e);
-        s->st.nvme_blocks++;
-        s->st.bytes_written += job->loc.disk_len;
-    }
-    if (job->kind == JOB_PUT) {
-        *job->result = job->status;
-        return;
-    }
-    /* A flush that could not write a block ends with that error instead
-     * of picking the block again forever. */
-    if (job->kind == JOB_KEEP && job->status && !s->flush_job_err)
-        s->flush_job_err = job->status;
-    kvs_assert(e->busy > 0);
-    e->busy--;
-    if (job->kind == JOB_DEGRADE)
-        s->degrade_pending -= e->dram_bytes;
-    if (e->flags & E_DEAD) {
-        if (e->busy == 0)
-            s->dead[s->ndead++] = job->e;
-        return;
-    }
-    if (job->kind == JOB_DEGRADE && job->status == 0) {
-        s->st.degraded++;
-        if ((e->flags & E_DRAM) && !e->refs && !e->busy &&
-            e->cls != KVS_CLASS_PINNED)
-            kvs_dram_drop_locked(s, e);
-    }
-}
-
-/* Commits the records of finished jobs, publishes them and removes them
- * from the pending list. */
-static int publish_done_wlocked(kvs_store_t *s, bool sync)
-{
-    int ret;
-    uint32_t k = 0;
-
-    if (s->ndone == 0)
-        return 0;
-    for (uint32_t j = 0; j < s->npend; j++) {
-        struct wjob *job = &s->pend[j];
-        struct entry *e = &s->ents[job->e];
-        if (job->state != JOB_DONE || job->status)
-            continue;
-        kvs_index_rec_t rec;
-        rec_of(e, &job->loc, job->codec, job->stored_len, &rec);
-        kvs_index_batch_put(s->batch, &rec);
-    }
-    ret = kvs_index_commit(s->index, s->batch, sync || s->cfg.sync_index);
-    kvs_index_batch_clear(s->batch);
-
-    pthread_mutex_lock(&s->lock);
-    for (uint32_t j = 0; j < s->npend; j++) {
-        struct wjob *job = &s->pend[j];
-        if (job->state != JOB_DONE) {
-            s->pend[k++] = *job;
-            continue;
-        }
-        if (ret && !job->status)
-            job->status = ret;
-        finish_job_locked(s, job);
-    }
-    s->npend = k;
-    s->ndone = 0;
-    pthread_cond_broadcast(&s->space_cv);
-    pthread_mutex_unlock(&s->lock);
-
-    for (uint32_t i = 0; i < s->ndead; i++) {
-        struct entry *e = &s->ents[s->dead[i]];
-        if (e->flags & E_DISK)
-            kvs_index_block_delete_if(s->index, e->ns, e->key, e->key_len,
-                                      e->uid);
-        pthread_mutex_lock(&s->lock);
-        if ((e->flags & E_DEAD) && e->busy == 0)
-            kvs_table_free_locked(s, e);
-        pthread_mutex_unlock(&s->lock);
-    }
-    s->ndead = 0;
-    return ret;
-}
-
-/* Writes out everything queued, waits for it, optionally syncs data and
- * index, and publishes. Returns the first error. */
-static int drain_wlocked(kvs_store_t *s, bool sync)
-{
-    int ret = kvs_segment_flush(s->seg);
-
-    if (ret == 0 && sync)
-        ret = kvs_segment_sync(s->seg);
-    if (ret) {
-        /* The data of every block not yet published is in doubt. */
-        for (uint32_t j = 0; j < s->npend; j++) {
-            if (s->pend[j].state == JOB_APPENDED)
-                s->ndone++;
-            s->pend[j].state = JOB_DONE;
-            if (!s->pend[j].status)
-                s->pend[j].status = ret;
-        }
-    }
-    int pret = publish_done_wlocked(s, sync);
-    return ret ? ret : pret;
-}
-
-/* ---------------------------------------------------------------------- */
 /* Background thread: degrade DRAM to disk, expire TTLs, serve flushes. */
-
 
 /*
  * Removes blocks past their TTL that nobody uses. Visits up to SWEEP_WINDOW
@@ -519,24 +132,24 @@ static void *bg_main(void *arg)
         if (s->seg) {
             pthread_mutex_lock(&s->wlock);
             for (uint32_t k = 0; k < n; k++) {
-                queue_write_wlocked(s, picked[k],
-                                    flush ? JOB_KEEP : JOB_DEGRADE, NULL);
+                kvs_writer_queue_wlocked(s, picked[k],
+                                         flush ? JOB_KEEP : JOB_DEGRADE, NULL);
                 if (s->ndone)
-                    publish_done_wlocked(s, false);
+                    kvs_writer_publish_wlocked(s, false);
             }
             if (flush && n == 0) {
                 /* Every DRAM-only block is queued: write out, sync data
                  * and index once, and the flush is done. */
-                ret = drain_wlocked(s, true);
+                ret = kvs_writer_drain_wlocked(s, true);
             } else if (n == 0 && s->npend) {
                 /* Nothing more to queue: push out the partial buffer and
                  * wait for the disk, which is what frees DRAM now. */
                 kvs_segment_submit(s->seg);
                 kvs_segment_poll(s->seg, true);
-                ret = publish_done_wlocked(s, false);
+                ret = kvs_writer_publish_wlocked(s, false);
             } else {
                 kvs_segment_poll(s->seg, false);
-                ret = publish_done_wlocked(s, false);
+                ret = kvs_writer_publish_wlocked(s, false);
             }
             pthread_mutex_unlock(&s->wlock);
         }
@@ -583,7 +196,7 @@ static void *bg_main(void *arg)
     pthread_mutex_unlock(&s->lock);
     if (s->seg) {
         pthread_mutex_lock(&s->wlock);
-        drain_wlocked(s, false);
+        kvs_writer_drain_wlocked(s, false);
         pthread_mutex_unlock(&s->wlock);
     }
     return NULL;
@@ -785,65 +398,6 @@ static int open_index(kvs_store_t *s)
     return 0;
 }
 
-static int open_nvme(kvs_store_t *s)
-{
-    char path[PATH_MAX];
-    kvs_segment_config_t sc;
-    int ret;
-
-    snprintf(path, sizeof(path), "%s/data.kvs", s->dir);
-    sc = (kvs_segment_config_t){
-        .path = path, .file_bytes = s->cfg.nvme_bytes,
-        .region_bytes = s->cfg.region_bytes,
-        .max_block_bytes = s->cfg.max_block_bytes,
-        .io_depth = s->cfg.io_depth, .read_slots = s->cfg.io_depth,
-        .write_buf_bytes = 8u << 20,
-        .image_base = s->abase, .image_len = kvs_arena_size(s->arena),
-    };
-    /* Bounce slots for reads: io_depth of them, but not more than 256 MiB
-     * of memory. */
-    uint32_t per = kvs_segment_disk_len(KVS_KEY_MAX, KVS_PARTS_MAX,
-                                        s->cfg.max_block_bytes);
-    sc.read_slots = (uint32_t)KVS_MAX(1u, KVS_MIN(s->cfg.io_depth,
-                                                  (256u << 20) / per));
-    ret = kvs_segment_open(&sc, &s->seg);
-    if (ret)
-        return ret;
-    kvs_segment_set_write_cb(s->seg, wbuf_done, s);
-    s->tag_seq = 4;
-    s->nregions = kvs_segment_nregions(s->seg);
-    s->regions = calloc(s->nregions, sizeof(*s->regions));
-    if (!s->regions)
-        return -ENOMEM;
-    for (uint32_t r = 0; r < s->nregions; r++)
-        s->regions[r].head = NIL;
-    s->nfree_regions = s->nregions;
-    for (uint32_t r = 0; r < s->nregions; r++)
-        s->regions[r].reserved = kvs_segment_preallocated(s->seg);
-    s->wscratch_len = kvs_codec_bound(s->cfg.max_block_bytes, 4);
-    s->wscratch = malloc(s->wscratch_len);
-    /* Jobs in flight: every block that fits in the write buffers, one
-     * batch being queued, and a region's worth moved by a reclaim. */
-    s->njobs_max = 4 * (8u << 20) / KVS_SEG_ALIGN + DEGRADE_BATCH +
-                   s->cfg.region_bytes / KVS_SEG_ALIGN;
-    s->pend = calloc(s->njobs_max, sizeof(*s->pend));
-    s->requeue = calloc(s->njobs_max, sizeof(*s->requeue));
-    s->dead = calloc(s->njobs_max, sizeof(*s->dead));
-    s->reloc = calloc(s->njobs_max, sizeof(*s->reloc));
-    if (!s->wscratch || !s->pend || !s->requeue || !s->dead || !s->reloc)
-        return -ENOMEM;
-    ret = kvs_codec_create(&s->wcodec);
-    if (ret == 0)
-        ret = kvs_codec_create(&s->rcodec);
-    if (ret == 0)
-        ret = kvs_codec_reserve(s->wcodec, s->cfg.max_block_bytes);
-    if (ret == 0)
-        ret = kvs_codec_reserve(s->rcodec, s->cfg.max_block_bytes);
-    if (ret == 0)
-        ret = kvs_index_batch_create(&s->batch);
-    return ret;
-}
-
 int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
 {
     kvs_store_t *s;
@@ -912,7 +466,7 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
     s->dram_high = kvs_arena_size(s->arena) / 100 * cfg->dram_high_pct;
     s->dram_low = kvs_arena_size(s->arena) / 100 * cfg->dram_low_pct;
     if (cfg->nvme_bytes) {
-        ret = open_nvme(s);
+        ret = kvs_writer_open(s);
         if (ret)
             goto err_close;
     }
@@ -944,23 +498,14 @@ void kvs_store_close(kvs_store_t *s)
         pthread_mutex_unlock(&s->lock);
         pthread_join(s->bg, NULL);
     }
-    kvs_segment_close(s->seg);
-    kvs_index_batch_destroy(s->batch);
+    kvs_writer_close(s);
     kvs_index_close(s->index);
-    kvs_codec_destroy(s->wcodec);
-    kvs_codec_destroy(s->rcodec);
     kvs_arena_destroy(s->arena);
     kvs_ghost_destroy(s->ghost);
     if (s->ns)
         for (uint32_t i = 0; i < s->nns; i++)
             free(s->ns[i].name);
     free(s->ns);
-    free(s->pend);
-    free(s->requeue);
-    free(s->dead);
-    free(s->reloc);
-    free(s->wscratch);
-    free(s->regions);
     kvs_huge_unmap(&s->buckets_mem);
     kvs_huge_unmap(&s->ents_mem);
     pthread_cond_destroy(&s->space_cv);
@@ -1174,8 +719,8 @@ static void commit_entries(kvs_store_t *s, const kvs_put_args_t *const *args,
         pthread_mutex_lock(&s->wlock);
         for (uint32_t k = 0; k < n; k++)
             if (s->ents[ents[k]].flags & E_DURABLE)
-                queue_write_wlocked(s, ents[k], JOB_PUT, &status[k]);
-        drain_wlocked(s, true);
+                kvs_writer_queue_wlocked(s, ents[k], JOB_PUT, &status[k]);
+        kvs_writer_drain_wlocked(s, true);
         pthread_mutex_unlock(&s->wlock);
     }
     for (uint32_t k = 0; k < n; k++) {
@@ -1372,99 +917,6 @@ void kvs_store_put_abort(kvs_store_t *s, kvs_put_stream_t *ps)
 /* ---------------------------------------------------------------------- */
 /* Get */
 
-/* A disk read in progress. */
-struct rd {
-    const kvs_get_args_t *a;
-    kvs_block_info_t info;
-    kvs_seg_loc_t loc;
-    uint64_t raw_len, stored_len, data_xxh;
-    uint32_t nparts;
-    uint8_t codec, elem_size;
-    uint32_t ns;
-    uint64_t hash;
-    unsigned slot;
-    int status;
-};
-
-/*
- * Checks a block read from disk and decodes it into dst (raw_len bytes) and
- * part_lens. Nothing in the read buffer is trusted: the header must match
- * the location and the entry, and the decoded bytes their checksum.
- */
-static int verify_decode_rlocked(kvs_store_t *s, const struct rd *r,
-                                 const uint8_t *buf, const void *key,
-                                 uint32_t key_len, void *dst,
-                                 uint32_t *part_lens, uint32_t part_cap)
-{
-    kvs_seg_block_t blk;
-    const uint8_t *payload;
-    int ret = kvs_segment_block_decode(buf, &r->loc, &blk, &payload);
-
-    if (ret)
-        return ret;
-    if (blk.ns != r->ns || blk.key_hash != r->hash ||
-        blk.key_len != key_len || memcmp(blk.key, key, key_len) != 0 ||
-        blk.raw_len != r->raw_len || blk.stored_len != r->stored_len ||
-        blk.data_xxh != r->data_xxh || blk.codec != r->codec ||
-        blk.nparts != r->nparts)
-        return KVS_ECORRUPT;
-    if (blk.codec == KVS_CODEC_RAW) {
-        if (blk.stored_len != blk.raw_len)
-            return KVS_ECORRUPT;
-        memcpy(dst, payload, blk.raw_len);
-    } else {
-        ret = kvs_codec_decode(s->rcodec, blk.codec, payload, blk.stored_len,
-                               blk.elem_size, dst, blk.raw_len);
-        if (ret)
-            return KVS_ECORRUPT;
-    }
-    if (XXH3_64bits(dst, blk.raw_len) != blk.data_xxh)
-        return KVS_ECORRUPT;
-    if (part_lens)
-        memcpy(part_lens, blk.part_lens,
-               sizeof(uint32_t) * KVS_MIN(part_cap, blk.nparts));
-    return 0;
-}
-
-static void rd_done(void *arg, uint64_t user_data, int res)
-{
-    struct rd *rds = arg;
-
-    if (res < 0)
-        rds[user_data].status = res;
-    else
-        rds[user_data].status = 0;
-}
-
-/* Drops an entry's disk copy after it failed verification. Returns true
- * (and the entry's uid in *uid_out, if not NULL) when the copy at loc was
- * the entry's, false if it had moved or been reclaimed meanwhile. */
-static bool corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
-                           uint32_t len, const kvs_seg_loc_t *loc,
-                           uint64_t *uid_out)
-{
-    struct entry *e =
-        kvs_table_lookup_locked(s, ns, key, len, key_hash(ns, key, len));
-
-    s->st.corrupt_reads++;
-    if (!e || !(e->flags & E_DISK) || e->loc.off != loc->off ||
-        e->loc.gen != loc->gen)
-        return false; /* moved or reclaimed meanwhile */
-    kvs_warn("store: block at offset %llu failed verification; dropped "
-             "(codec %u, %llu of %llu bytes stored, %u on disk)",
-             (unsigned long long)loc->off, e->codec,
-             (unsigned long long)e->stored_len,
-             (unsigned long long)e->raw_len, loc->disk_len);
-    if (uid_out)
-        *uid_out = e->uid;
-    kvs_region_remove(s, e);
-    e->flags &= ~E_DISK;
-    s->st.nvme_blocks--;
-    if (!(e->flags & E_DRAM) && !e->busy)
-        kvs_table_remove_locked(s, e);
-    return true;
-}
-
 int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
                         kvs_block_info_t *infos_out, int *status_out)
 {
@@ -1525,13 +977,9 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
                 continue;
             }
             struct rd *r = &rds[nrd++];
-            *r = (struct rd){
-                .a = a, .info = info, .loc = e->loc, .raw_len = e->raw_len,
-                .stored_len = e->stored_len, .data_xxh = e->data_xxh,
-                .nparts = e->nparts, .codec = e->codec,
-                .elem_size = e->elem_size, .ns = e->ns, .hash = e->hash,
-                .status = 1,
-            };
+            kvs_read_init(r, e);
+            r->a = a;
+            r->info = info;
             status_out[i] = 1;
             pthread_mutex_unlock(&s->lock);
         }
@@ -1539,50 +987,7 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
         /* Disk reads, up to the number of bounce slots in flight. */
         if (nrd) {
             pthread_mutex_lock(&s->rlock);
-            unsigned nslots = kvs_segment_read_slots(s->seg);
-            unsigned free_slots[256], nfree = 0;
-            size_t next = 0, finished = 0;
-            for (unsigned k = 0; k < nslots && k < 256; k++)
-                free_slots[nfree++] = k;
-            while (finished < nrd) {
-                while (next < nrd && nfree) {
-                    struct rd *r = &rds[next];
-                    r->slot = free_slots[--nfree];
-                    int ret = kvs_segment_read_submit(s->seg, &r->loc,
-                                                      r->slot, next);
-                    if (ret) {
-                        r->status = ret;
-                        free_slots[nfree++] = r->slot;
-                        r->slot = UINT32_MAX;
-                    }
-                    next++;
-                }
-                /* Finish reads in order as they complete. */
-                for (size_t k = 0; k < nrd; k++) {
-                    struct rd *r = &rds[k];
-                    if (r->status == 1 || r->slot == UINT32_MAX - 1 ||
-                        k >= next)
-                        continue;
-                    if (r->status == 0 && r->slot != UINT32_MAX) {
-                        r->status = verify_decode_rlocked(
-                            s, r, kvs_segment_slot(s->seg, r->slot),
-                            r->a->key, r->a->key_len, r->a->buf,
-                            r->a->part_lens, r->a->part_cap);
-                    }
-                    if (r->slot != UINT32_MAX)
-                        free_slots[nfree++] = r->slot;
-                    r->slot = UINT32_MAX - 1; /* done */
-                    finished++;
-                }
-                if (finished < nrd && kvs_segment_read_inflight(s->seg)) {
-                    int ret = kvs_segment_read_reap(s->seg, 1, rd_done, rds);
-                    if (ret < 0) {
-                        kvs_error("store: read completion: %s",
-                                  strerror(-ret));
-                        break;
-                    }
-                }
-            }
+            kvs_read_batch_rlocked(s, rds, nrd);
             pthread_mutex_unlock(&s->rlock);
             pthread_mutex_lock(&s->lock);
             for (size_t k = 0; k < nrd; k++) {
@@ -1601,8 +1006,8 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
                 }
                 s->st.misses++;
                 if (r->status == KVS_ECORRUPT || r->status == -EIO)
-                    corrupt_locked(s, r->ns, r->a->key, r->a->key_len,
-                                   &r->loc, NULL);
+                    kvs_read_drop_corrupt_locked(s, r->ns, r->a->key,
+                                                 r->a->key_len, &r->loc, NULL);
                 status_out[i] = KVS_ENOTFOUND;
             }
             pthread_mutex_unlock(&s->lock);
@@ -1632,87 +1037,6 @@ int kvs_store_get(kvs_store_t *s, const kvs_get_args_t *a,
 /* ---------------------------------------------------------------------- */
 /* Pin, promote */
 
-/*
- * Brings a disk-only block into DRAM. Called with lock held on a visible
- * entry; returns with lock held. The entry stays visible (its disk copy
- * serves other readers) while the bytes are read.
- */
-static int promote_locked(kvs_store_t *s, struct entry *e, bool wait)
-{
-    uint64_t bytes = kvs_dram_bytes_for(e->raw_len, e->nparts), off;
-    struct rd r = {
-        .loc = e->loc, .raw_len = e->raw_len, .stored_len = e->stored_len,
-        .data_xxh = e->data_xxh, .nparts = e->nparts, .codec = e->codec,
-        .elem_size = e->elem_size, .ns = e->ns, .hash = e->hash,
-    };
-    uint8_t key[KVS_KEY_MAX];
-    uint32_t key_len = e->key_len;
-    int ret;
-
-    if (e->flags & E_DRAM)
-        return 0;
-    if (!s->seg)
-        return KVS_ENOTFOUND;
-    if (wait)
-        ret = kvs_dram_alloc_locked(s, bytes, &off);
-    else
-        ret = kvs_arena_alloc(s->arena, bytes, &off) ? KVS_EFULL : 0;
-    if (ret)
-        return ret;
-    if (e->flags & (E_DRAM | E_DEAD) || !(e->flags & E_DISK)) {
-        /* Changed while we waited for space. */
-        kvs_arena_free(s->arena, off, bytes);
-        return (e->flags & E_DRAM) ? 0 : KVS_ENOTFOUND;
-    }
-    uint64_t data_off = off + kvs_segment_hdr_bytes(e->nparts);
-    e->busy++;
-    memcpy(key, e->key, key_len);
-    pthread_mutex_unlock(&s->lock);
-
-    pthread_mutex_lock(&s->rlock);
-    r.slot = 0;
-    r.status = 1;
-    ret = kvs_segment_read_submit(s->seg, &r.loc, 0, 0);
-    if (ret == 0) {
-        ret = kvs_segment_read_reap(s->seg, 1, rd_done, &r);
-        ret = ret < 0 ? ret : r.status;
-    }
-    if (ret == 0) {
-        uint32_t *pl = (uint32_t *)(void *)(s->abase + data_off +
-                                            KVS_ALIGN_UP(r.raw_len, 8ull));
-        ret = verify_decode_rlocked(s, &r, kvs_segment_slot(s->seg, 0), key,
-                                    key_len, s->abase + data_off, pl,
-                                    r.nparts);
-        if (ret == 0)
-            kvs_dram_zero_tail(s->abase + data_off, r.raw_len, r.nparts);
-    }
-    pthread_mutex_unlock(&s->rlock);
-
-    pthread_mutex_lock(&s->lock);
-    e->busy--;
-    if (ret == 0 && !(e->flags & E_DEAD) && !(e->flags & E_DRAM)) {
-        e->dram_off = data_off;
-        e->dram_bytes = bytes;
-        e->flags |= E_DRAM;
-        kvs_table_lru_push(s, e);
-        s->st.dram_blocks++;
-        s->st.promoted++;
-        s->st.bytes_read += r.loc.disk_len;
-        return 0;
-    }
-    kvs_arena_free(s->arena, off, bytes);
-    pthread_cond_broadcast(&s->space_cv);
-    if ((e->flags & E_DEAD) && !e->busy) {
-        kvs_table_free_locked(s, e);
-        return KVS_ENOTFOUND;
-    }
-    if (ret == KVS_ECORRUPT || ret == -EIO) {
-        corrupt_locked(s, r.ns, key, key_len, &r.loc, NULL);
-        return KVS_ENOTFOUND;
-    }
-    return ret;
-}
-
 int kvs_store_pin(kvs_store_t *s, uint32_t ns, const void *key,
                   uint32_t key_len, kvs_view_t *view_out)
 {
@@ -1728,7 +1052,7 @@ int kvs_store_pin(kvs_store_t *s, uint32_t ns, const void *key,
         pthread_mutex_unlock(&s->lock);
         return KVS_ENOTFOUND;
     }
-    ret = promote_locked(s, e, true);
+    ret = kvs_read_promote_locked(s, e, true);
     if (ret == 0 && !(e->flags & E_LINKED))
         ret = KVS_ENOTFOUND;
     if (ret == 0) {
@@ -1810,7 +1134,7 @@ int kvs_store_promote(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             ret = KVS_EFULL;
             break;
         }
-        if (promote_locked(s, e, true) == 0)
+        if (kvs_read_promote_locked(s, e, true) == 0)
             promoted++;
     }
     pthread_mutex_unlock(&s->lock);
@@ -1887,7 +1211,7 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
         if (flags & KVS_MATCH_PIN) {
             /* A pinned match needs the block in DRAM; the read happens
              * with the lock released, so the chain is re-checked. */
-            if (promote_locked(s, e, true) || !(e->flags & E_LINKED))
+            if (kvs_read_promote_locked(s, e, true) || !(e->flags & E_LINKED))
                 break;
             e->refs++;
             s->st.refs++;
@@ -1993,7 +1317,7 @@ int kvs_store_set_retention(kvs_store_t *s, uint32_t ns, const void *key,
     }
     kvs_index_rec_t rec;
     if (rewrite) {
-        rec_of(e, &e->loc, e->codec, e->stored_len, &rec);
+        kvs_writer_rec(e, &e->loc, e->codec, e->stored_len, &rec);
     }
     pthread_mutex_unlock(&s->lock);
     if (rewrite) {
@@ -2094,25 +1418,13 @@ int kvs_store_verify(kvs_store_t *s, kvs_verify_cb cb, void *arg,
             pthread_mutex_unlock(&s->lock);
             continue;
         }
-        r = (struct rd){
-            .loc = e->loc, .raw_len = e->raw_len, .stored_len = e->stored_len,
-            .data_xxh = e->data_xxh, .nparts = e->nparts, .codec = e->codec,
-            .elem_size = e->elem_size, .ns = e->ns, .hash = e->hash,
-            .status = 1,
-        };
+        kvs_read_init(&r, e);
         key_len = e->key_len;
         memcpy(key, e->key, key_len);
         pthread_mutex_unlock(&s->lock);
 
         pthread_mutex_lock(&s->rlock);
-        ret = kvs_segment_read_submit(s->seg, &r.loc, 0, 0);
-        if (ret == 0) {
-            ret = kvs_segment_read_reap(s->seg, 1, rd_done, &r);
-            ret = ret < 0 ? ret : r.status;
-        }
-        if (ret == 0)
-            ret = verify_decode_rlocked(s, &r, kvs_segment_slot(s->seg, 0),
-                                        key, key_len, tmp, NULL, 0);
+        ret = kvs_read_one_rlocked(s, &r, key, key_len, tmp, NULL, 0);
         pthread_mutex_unlock(&s->rlock);
         checked++;
         if (ret) {
@@ -2124,7 +1436,8 @@ int kvs_store_verify(kvs_store_t *s, kvs_verify_cb cb, void *arg,
             uint64_t uid;
             pthread_mutex_lock(&s->wlock);
             pthread_mutex_lock(&s->lock);
-            bool dropped = corrupt_locked(s, r.ns, key, key_len, &r.loc, &uid);
+            bool dropped = kvs_read_drop_corrupt_locked(s, r.ns, key, key_len,
+                                                        &r.loc, &uid);
             pthread_mutex_unlock(&s->lock);
             if (dropped)
                 kvs_index_block_delete_if(s->index, r.ns, key, key_len, uid);

@@ -161,6 +161,20 @@ struct wjob {
     int *result;            /* JOB_PUT: receives the status */
 };
 
+/* A disk read in progress. */
+struct rd {
+    const kvs_get_args_t *a;
+    kvs_block_info_t info;
+    kvs_seg_loc_t loc;
+    uint64_t raw_len, stored_len, data_xxh;
+    uint32_t nparts;
+    uint8_t codec, elem_size;
+    uint32_t ns;
+    uint64_t hash;
+    unsigned slot;
+    int status;
+};
+
 #define DEGRADE_BATCH 256 /* blocks per background write */
 
 struct kvs_store {
@@ -322,5 +336,37 @@ bool kvs_evict_one_locked(kvs_store_t *s);
 bool kvs_evict_admit_locked(kvs_store_t *s, const kvs_put_args_t *a);
 uint32_t kvs_evict_pick_degrade_locked(kvs_store_t *s, uint32_t *out,
                                        uint32_t max, bool flush);
+
+/* ---- read.c: NVMe reads, checks, promotion. ---- */
+
+void kvs_read_init(struct rd *r, const struct entry *e);
+int kvs_read_one_rlocked(kvs_store_t *s, struct rd *r, const void *key,
+                         uint32_t key_len, void *dst, uint32_t *part_lens,
+                         uint32_t part_cap);
+void kvs_read_batch_rlocked(kvs_store_t *s, struct rd *rds, size_t nrd);
+/* Drops an entry's disk copy that failed verification; true (and its uid
+ * in *uid_out, if not NULL) when the copy at loc was still the entry's.
+ * Caller holds lock. */
+bool kvs_read_drop_corrupt_locked(kvs_store_t *s, uint32_t ns,
+                                  const void *key, uint32_t len,
+                                  const kvs_seg_loc_t *loc,
+                                  uint64_t *uid_out);
+/* Brings visible entry e into DRAM; called and returns with lock held,
+ * released during the read. */
+int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait);
+
+/* ---- writer.c: write pipeline, index records, reclaim. Caller holds
+ * wlock. ---- */
+
+int kvs_writer_open(kvs_store_t *s);
+void kvs_writer_close(kvs_store_t *s);
+void kvs_writer_rec(const struct entry *e, const kvs_seg_loc_t *loc,
+                    uint8_t codec, uint64_t stored_len, kvs_index_rec_t *rec);
+/* Queues the write of entry e (busy, in DRAM) as a job of kind (enum
+ * job_kind), making room first; result receives a JOB_PUT's status. */
+void kvs_writer_queue_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,
+                              int *result);
+int kvs_writer_publish_wlocked(kvs_store_t *s, bool sync);
+int kvs_writer_drain_wlocked(kvs_store_t *s, bool sync);
 
 #endif
