@@ -369,4 +369,13 @@ void kvs_writer_queue_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,
 int kvs_writer_publish_wlocked(kvs_store_t *s, bool sync);
 int kvs_writer_drain_wlocked(kvs_store_t *s, bool sync);
 
+/* ---- background.c: the background thread. ---- */
+
+int kvs_background_start(kvs_store_t *s);
+void kvs_background_stop(kvs_store_t *s);
+
+/* ---- recover.c: open the index and rebuild the table from it. ---- */
+
+int kvs_recover_load(kvs_store_t *s);
+
 #endif
