@@ -271,6 +271,11 @@ static inline uint32_t *part_table(kvs_store_t *s, const struct entry *e)
                                 KVS_ALIGN_UP(e->raw_len, 8ull));
 }
 
+static inline bool ns_valid_locked(const kvs_store_t *s, uint32_t ns)
+{
+    return ns < s->nns && s->ns[ns].name;
+}
+
 /* ---- table.c: entries, hash, LRU and TTL lists. Caller holds lock. ---- */
 
 /* The entry of (ns, key) with that hash, expired or not; NULL if none. */
@@ -377,5 +382,20 @@ void kvs_background_stop(kvs_store_t *s);
 /* ---- recover.c: open the index and rebuild the table from it. ---- */
 
 int kvs_recover_load(kvs_store_t *s);
+
+/* ---- put.c: the steps of a put, shared with streaming puts. ---- */
+
+/* Checks a put's arguments; its byte count in *total_out. */
+int kvs_put_check(const kvs_store_t *s, const kvs_put_args_t *a,
+                  bool need_data, uint64_t *total_out);
+/* A busy, invisible entry with DRAM for the block: 0 with *e_out, 1 when
+ * admission declined the put, or an error. Caller holds lock. */
+int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
+                           uint64_t total, struct entry **e_out);
+void kvs_put_seal(kvs_store_t *s, struct entry *e);
+/* Makes filled entries visible; status[k] is 0 on entry, the result after.
+ * Takes the locks itself. */
+void kvs_put_commit(kvs_store_t *s, const kvs_put_args_t *const *args,
+                    const uint32_t *ents, uint32_t n, int *status);
 
 #endif
