@@ -1,9 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The storage engine facade: open and close, namespaces, and the public
- * calls of kvstore/store.h that are not put, get, pin or lookups. The
- * store's layout, its locks and their order are described in
- * kvstore/store_int.h.
+ * The storage engine's facade: opening a store (configuration, the block
+ * table, the arena, the NVMe tier, recovery, the background thread) and
+ * closing it, namespaces, and the calls of kvstore/store.h that act on the
+ * store as a whole or on one key's metadata: delete, retention, flush,
+ * check, stats and verify. The other public calls live in the file named
+ * for what they do (put.c, put_stream.c, get.c, pin.c, lookup.c); the
+ * store's layout, its locks and their order are in kvstore/store_int.h.
+ *
+ * Open builds in order and close undoes in reverse: close accepts a store
+ * that open left half built. Calls here take wlock before `lock` when they
+ * write an index record (ns_open, delete, set_retention) and rlock for
+ * verify's reads.
  */
 #include "kvstore/store_int.h"
 #include "common/clock.h"
@@ -14,13 +22,10 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <xxhash.h>
 
 /* ---------------------------------------------------------------------- */
 /* Open and close */
