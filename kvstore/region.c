@@ -4,9 +4,7 @@
  * and reclaimed by, each with the list of its blocks on disk, a state and
  * a generation.
  *
- *   FREE --open--> OPEN --full--> SEALED --victim--> RECLAIMING --+--> FREE
- *                                   ^                            |
- *                                   +------ (something stayed) --+
+ * Its life cycle is drawn in store_int.h, above enum region_state.
  *
  * Invariants: nfree_regions counts the regions in RG_FREE; a region is
  * FREE only with no block on its list and no append in flight (pending);
