@@ -82,9 +82,22 @@ class Restored:
 class Connector:
     """Moves whole blocks of a Sequence's cache to and from kvstash."""
 
-    def __init__(self, client: Client, cfg: Config):
+    def __init__(self, client: Client, cfg: Config,
+                 staging: Optional[torch.Tensor] = None):
+        """staging: memory to fetch blocks into, of shape (blocks,
+        n_layers, 2, block_size, n_kv_heads, head_size), reused by every
+        restore (a real connector keeps such a pool: first touching fresh
+        pages costs more than the fetch on some VMs). None: allocated per
+        restore."""
         self.client = client
         self.cfg = cfg
+        self.staging = staging
+
+    @staticmethod
+    def make_staging(cfg: Config, blocks: int) -> torch.Tensor:
+        """A staging pool for `blocks` blocks, its pages touched."""
+        return torch.zeros(blocks, cfg.n_layers, 2, cfg.block_size,
+                           cfg.n_kv_heads, cfg.head_size)
 
     def save(self, seq: Sequence, keys: Seq[bytes], first: int = 0) -> int:
         """Puts blocks first..len(keys)-1 of seq (full ones only), one
@@ -120,8 +133,11 @@ class Connector:
             self.client.release(lid)  # get_batch ends only the first
         if n == 0:
             return Restored(0, (), 0)
-        stage = torch.empty(n, cfg.n_layers, 2, cfg.block_size,
-                            cfg.n_kv_heads, cfg.head_size)
+        if self.staging is not None and self.staging.shape[0] >= n:
+            stage = self.staging[:n]
+        else:
+            stage = torch.empty(n, cfg.n_layers, 2, cfg.block_size,
+                                cfg.n_kv_heads, cfg.head_size)
         res = self.client.get_batch(keys[:n], [stage[i] for i in range(n)],
                                     lease_id=m.lease_id)
         good = 0
