@@ -465,7 +465,8 @@ class Client:
             args = [self._handle(), kk.at(start), cnt]
             if flags is not None:
                 args.append(flags)
-            args.append(ctypes.cast(byref(st, start), ctypes.POINTER(c_int)))
+            args.append(ctypes.cast(byref(st, start * ctypes.sizeof(c_int)),
+                                    ctypes.POINTER(c_int)))
             with self._lock:
                 ret = fn(*args)
             if ret < 0 and not any(st[start:start + cnt]):

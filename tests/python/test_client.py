@@ -112,6 +112,12 @@ def test_batches_split_into_frames_answer_as_one(client):
     st = client.delete_batch(keys[30:40])
     assert st == [0] * 7 + [Status.ENOTFOUND] + [0] * 2
     assert client.match(keys).matched == 30
+    # Statuses land at their key's place in every frame (16 + 4 here).
+    st = client.delete_batch(keys[:18] + [b"gone"] + keys[18:19])
+    assert st == [0] * 18 + [Status.ENOTFOUND, 0]
+    with pytest.raises(NotFoundError) as ei:
+        client.pin_batch(keys[20:30] + keys[:9] + [b"gone"])
+    assert ei.value.statuses == [0] * 10 + [Status.ENOTFOUND] * 10
 
 
 def test_match_with_lease_then_get_ends_it(client, daemon):
