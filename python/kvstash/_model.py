@@ -143,6 +143,25 @@ class Model:
         ang = torch.cat((ang, ang), dim=-1)
         self.cos, self.sin = ang.cos(), ang.sin()
 
+    def _qkv(self, L: dict, x: torch.Tensor, cos: torch.Tensor,
+             sin: torch.Tensor) -> tuple:
+        """Attention's RMSNorm, projections and RoPE: q (T, H, hd), k and
+        v (T, KVH, hd)."""
+        cfg = self.cfg
+        T = x.shape[0]
+        h = _rms_norm(x, L["attn_norm"], cfg.eps)
+        q = (h @ L["wq"].T).view(T, cfg.n_heads, cfg.head_size)
+        k = (h @ L["wk"].T).view(T, cfg.n_kv_heads, cfg.head_size)
+        v = (h @ L["wv"].T).view(T, cfg.n_kv_heads, cfg.head_size)
+        return (q * cos + _rotate_half(q) * sin,
+                k * cos + _rotate_half(k) * sin, v)
+
+    def _mlp(self, L: dict, x: torch.Tensor) -> torch.Tensor:
+        """x plus the SwiGLU MLP of its RMSNorm."""
+        h = _rms_norm(x, L["mlp_norm"], self.cfg.eps)
+        gate = torch.nn.functional.silu(h @ L["w_gate"].T)
+        return x + (gate * (h @ L["w_up"].T)) @ L["w_down"].T
+
     def _attend(self, layer: int, q: torch.Tensor, k: torch.Tensor,
                 v: torch.Tensor, seq: Sequence, p0: int) -> torch.Tensor:
         """Writes k, v at positions p0.. into the pages, attends q over
@@ -188,16 +207,9 @@ class Model:
         cos, sin = self.cos[p0:p0 + T, None, :], self.sin[p0:p0 + T, None, :]
         x = self.embed[tokens]
         for li, L in enumerate(self.layers):
-            h = _rms_norm(x, L["attn_norm"], cfg.eps)
-            q = (h @ L["wq"].T).view(T, cfg.n_heads, cfg.head_size)
-            k = (h @ L["wk"].T).view(T, cfg.n_kv_heads, cfg.head_size)
-            v = (h @ L["wv"].T).view(T, cfg.n_kv_heads, cfg.head_size)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q, k, v = self._qkv(L, x, cos, sin)
             x = x + self._attend(li, q, k, v, seq, p0) @ L["wo"].T
-            h = _rms_norm(x, L["mlp_norm"], cfg.eps)
-            gate = torch.nn.functional.silu(h @ L["w_gate"].T)
-            x = x + (gate * (h @ L["w_up"].T)) @ L["w_down"].T
+            x = self._mlp(L, x)
         seq.num_tokens = p0 + T
         return _rms_norm(x, self.norm, cfg.eps) @ self.lm_head.T
 
@@ -239,19 +251,11 @@ class Model:
         group = cfg.n_heads // cfg.n_kv_heads
         mask = torch.ones(T, T, dtype=torch.bool).triu(1)
         for L in self.layers:
-            h = _rms_norm(x, L["attn_norm"], cfg.eps)
-            q = (h @ L["wq"].T).view(T, cfg.n_heads, cfg.head_size)
-            k = (h @ L["wk"].T).view(T, cfg.n_kv_heads, cfg.head_size)
-            v = (h @ L["wv"].T).view(T, cfg.n_kv_heads, cfg.head_size)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q, k, v = self._qkv(L, x, cos, sin)
             k = k.repeat_interleave(group, dim=1)
             v = v.repeat_interleave(group, dim=1)
             s = torch.einsum("thd,shd->hts", q, k) / math.sqrt(cfg.head_size)
             p = torch.softmax(s.masked_fill(mask, float("-inf")), dim=-1)
             a = torch.einsum("hts,shd->thd", p, v).reshape(T, -1)
-            x = x + a @ L["wo"].T
-            h = _rms_norm(x, L["mlp_norm"], cfg.eps)
-            gate = torch.nn.functional.silu(h @ L["w_gate"].T)
-            x = x + (gate * (h @ L["w_up"].T)) @ L["w_down"].T
+            x = self._mlp(L, x + a @ L["wo"].T)
         return _rms_norm(x, self.norm, cfg.eps) @ self.lm_head.T
