@@ -16,7 +16,7 @@
 #include <ucp/api/ucp.h>
 
 #include "kvstash/wire.h"
-#include "transport/server.h"
+#include "transport/server/server.h"
 
 #define KVS_AM_ID 7u /* the UCX active-message id of every kvstash message */
 
@@ -165,7 +165,7 @@ struct kvs_server {
     uint64_t bytes_sent;          /* their payload bytes */
     uint64_t get_misses;          /* GET entries answered without data */
 
-    /* Streaming between sidecars (transport/stream.c). */
+    /* Streaming between sidecars (transport/server/stream.c). */
     struct kvs_stream *stream;
 };
 

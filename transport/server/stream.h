@@ -2,7 +2,7 @@
 /*
  * Streaming between sidecars: streaming puts from clients, streaming
  * fetches from a named peer daemon, pushes into a peer daemon, and the
- * peer links that carry them (transport/stream.c). Called by server.c
+ * peer links that carry them (transport/server/stream.c). Called by server.c
  * only, on the server's thread.
  */
 #ifndef KVS_STREAM_H
@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#include "transport/server_int.h"
+#include "transport/server/server_int.h"
 
 typedef struct kvs_stream kvs_stream_t;
 

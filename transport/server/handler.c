@@ -12,7 +12,7 @@
  * are KVS_ENOTFOUND. The store is not consulted, so nothing about another
  * tenant's blocks can be learnt, not even through timing of a lookup.
  */
-#include "transport/server_int.h"
+#include "transport/server/server_int.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -31,7 +31,7 @@
  * yet complete on it (END with KVS_EPEER to the client, put_abort locally),
  * and nothing else: blocks already complete are sealed as usual.
  */
-#include "transport/stream.h"
+#include "transport/server/stream.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,8 +45,8 @@
 #include "common/clock.h"
 #include "common/debug.h"
 #include "common/log.h"
-#include "transport/sockaddr.h"
-#include "transport/stream_msg.h"
+#include "transport/proto/sockaddr.h"
+#include "transport/proto/stream_msg.h"
 
 #define PEERS_MAX 32
 
@@ -342,7 +342,7 @@ static int smsg_send(kvs_stream_t *st, ucp_ep_h ep, const kvs_smsg_t *m,
 
 /* Every stream message of a connection or link travels on one endpoint,
  * so that UCX keeps them in order: the bulk endpoint once there is one
- * (shared memory and CMA, see transport/server_int.h), else the control
+ * (shared memory and CMA, see transport/server/server_int.h), else the control
  * endpoint. Before a link's bulk endpoint is up only HELLO goes out. */
 static ucp_ep_h conn_ep(kvs_conn_t *c)
 {

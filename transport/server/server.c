@@ -27,8 +27,8 @@
  * completions drop the block pins they held. A connection's memory is freed
  * only when its last in-flight operation has completed (conn->refs).
  */
-#include "transport/server_int.h"
-#include "transport/sockaddr.h"
+#include "transport/server/server_int.h"
+#include "transport/proto/sockaddr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -42,7 +42,7 @@
 #include "common/clock.h"
 #include "common/debug.h"
 #include "common/log.h"
-#include "transport/stream.h"
+#include "transport/server/stream.h"
 
 void kvs_server_config_default(kvs_server_config_t *cfg)
 {

@@ -37,10 +37,10 @@
 
 #include "common/clock.h"
 #include "common/compiler.h"
-#include "transport/client_int.h"
-#include "transport/sockaddr.h"
+#include "transport/client/client_int.h"
+#include "transport/proto/sockaddr.h"
 
-#define AM_ID      7u    /* must match the daemon's (transport/server_int.h) */
+#define AM_ID      7u    /* must match the daemon's (transport/server/server_int.h) */
 #define SLOTS_MAX  256u  /* request ids carry the slot in 8 bits */
 #define BODY_CAP   (128u << 10)
 
@@ -102,7 +102,7 @@ struct kvs_client {
     ucp_context_h ctx;
     ucp_worker_h worker;
     ucp_ep_h ep;                  /* control: peer error handling on */
-    ucp_ep_h bulk_ep;             /* DATA: see transport/server_int.h */
+    ucp_ep_h bulk_ep;             /* DATA: see transport/server/server_int.h */
     int efd;
     int failed;                   /* 0, or why every call now fails */
     bool peer_gone;               /* UCX said so; failed once drained */

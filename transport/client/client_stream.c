@@ -2,7 +2,7 @@
 /*
  * libkvstash: streaming puts and streaming fetches (kvstash/stream.h).
  *
- * Stream messages (transport/stream_msg.h) use their own UCX active-message
+ * Stream messages (transport/proto/stream_msg.h) use their own UCX active-message
  * id on the client's control endpoint, so they share the connection, its
  * tenant and its namespace with the request/reply calls of client.c, and
  * are progressed by the same worker. The handler is registered on first
@@ -22,8 +22,8 @@
 #include <ucp/api/ucp.h>
 
 #include "common/clock.h"
-#include "transport/client_int.h"
-#include "transport/stream_msg.h"
+#include "transport/client/client_int.h"
+#include "transport/proto/stream_msg.h"
 
 typedef struct cstate {
     kvs_client_t *c;
