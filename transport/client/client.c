@@ -39,6 +39,7 @@
 #include "common/compiler.h"
 #include "transport/client/client_int.h"
 #include "transport/proto/sockaddr.h"
+#include "transport/proto/ucx.h"
 
 #define AM_ID      7u    /* must match the daemon's (transport/server/server_int.h) */
 #define SLOTS_MAX  256u  /* request ids carry the slot in 8 bits */
@@ -716,32 +717,6 @@ static int client_hello(kvs_client_t *c, const kvs_client_params_t *p)
     return op_submit(c, op, &m, NULL, 0, 0, NULL, NULL, true);
 }
 
-/* UCX 1.13 keeps shared memory out of endpoints with peer error handling
- * unless MM_ERROR_HANDLING is on; without it a client on the daemon's host
- * would be served over TCP loopback. For a daemon on a loopback address,
- * turning TCP put off (UCX_TCP_PUT_ENABLE=n, given here without the
- * transport's prefix) keeps TCP loopback from being the control endpoint's
- * rendezvous lane, and UCX's TCP polling (a system call per progress) off
- * the client's path; see ucx_init() in server.c. The environment still
- * wins. */
-static ucs_status_t ucx_init(const ucp_params_t *up, bool local,
-                             ucp_context_h *ctx_out)
-{
-    ucp_config_t *config;
-    ucs_status_t st;
-
-    st = ucp_config_read(NULL, NULL, &config);
-    if (st != UCS_OK)
-        return st;
-    if (!getenv("UCX_MM_ERROR_HANDLING"))
-        (void)ucp_config_modify(config, "MM_ERROR_HANDLING", "y");
-    if (local && !getenv("UCX_TCP_PUT_ENABLE"))
-        (void)ucp_config_modify(config, "PUT_ENABLE", "n");
-    st = ucp_init(up, config, ctx_out);
-    ucp_config_release(config);
-    return st;
-}
-
 static void ep_close(kvs_client_t *c, ucp_ep_h *ep, bool force);
 
 static void bulk_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
@@ -756,25 +731,13 @@ static void bulk_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
  * failure blocks simply come over the control endpoint. */
 static void bulk_connect(kvs_client_t *c, struct sockaddr_storage *ss)
 {
-    ucp_ep_params_t ep;
     kvs_wire_msg_t m;
     op_t *op;
 
     kvs_sockaddr_set_port(ss, c->bulk_port);
-    memset(&ep, 0, sizeof(ep));
-    ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLER |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-    ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
-    ep.sockaddr.addr = (struct sockaddr *)ss;
-    ep.sockaddr.addrlen = kvs_sockaddr_len(ss);
-    ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
-    ep.err_handler.cb = bulk_err_cb;
-    ep.err_handler.arg = c;
-    if (ucp_ep_create(c->worker, &ep, &c->bulk_ep) != UCS_OK) {
-        c->bulk_ep = NULL;
+    if (kvs_ucx_connect(c->worker, ss, false, bulk_err_cb, c,
+                        &c->bulk_ep) != 0)
         return;
-    }
     op = op_alloc(c, KVS_OP_BIND);
     if (!op) {
         ep_close(c, &c->bulk_ep, true);
@@ -792,10 +755,7 @@ KVS_API int kvs_client_create_v(unsigned api_version,
                                 kvs_client_t **client_out)
 {
     kvs_client_params_t p = {0};
-    ucp_params_t up;
-    ucp_worker_params_t wp;
-    ucp_am_handler_param_t ap;
-    ucp_ep_params_t ep;
+    kvs_ucx_opts_t opts = {0};
     struct sockaddr_storage ss;
     kvs_client_t *c;
     ucs_status_t st;
@@ -842,52 +802,22 @@ KVS_API int kvs_client_create_v(unsigned api_version,
         ret = -ENOMEM;
         goto err_free;
     }
-    memset(&up, 0, sizeof(up));
-    up.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
-    up.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
-    up.name = "libkvstash";
-    if (ucx_init(&up, kvs_sockaddr_is_loopback(&ss), &c->ctx) != UCS_OK) {
-        ret = -ENODEV;
+    opts.name = "libkvstash";
+    opts.loopback = kvs_sockaddr_is_loopback(&ss);
+    ret = kvs_ucx_open(&opts, &c->ctx, &c->worker);
+    if (ret)
         goto err_free;
-    }
-    memset(&wp, 0, sizeof(wp));
-    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-    wp.thread_mode = UCS_THREAD_MODE_SINGLE;
-    if (ucp_worker_create(c->ctx, &wp, &c->worker) != UCS_OK) {
-        ret = -ENODEV;
-        goto err_free;
-    }
-    if (ucp_worker_get_efd(c->worker, &c->efd) != UCS_OK) {
-        ret = -ENODEV;
-        goto err_free;
-    }
-    memset(&ap, 0, sizeof(ap));
-    ap.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID |
-                    UCP_AM_HANDLER_PARAM_FIELD_CB |
-                    UCP_AM_HANDLER_PARAM_FIELD_ARG;
-    ap.id = AM_ID;
-    ap.cb = am_cb;
-    ap.arg = c;
-    if (ucp_worker_set_am_recv_handler(c->worker, &ap) != UCS_OK) {
-        ret = -ENODEV;
-        goto err_free;
-    }
-    memset(&ep, 0, sizeof(ep));
-    ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLER |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-    ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
-    ep.sockaddr.addr = (struct sockaddr *)&ss;
-    ep.sockaddr.addrlen = kvs_sockaddr_len(&ss);
-    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-    ep.err_handler.cb = ep_err_cb;
-    ep.err_handler.arg = c;
-    st = ucp_ep_create(c->worker, &ep, &c->ep);
+    st = ucp_worker_get_efd(c->worker, &c->efd);
     if (st != UCS_OK) {
-        c->ep = NULL;
-        ret = KVS_EPEER;
+        ret = kvs_ucx_status(st, "ucp_worker_get_efd");
         goto err_free;
     }
+    ret = kvs_ucx_am_handler(c->worker, AM_ID, am_cb, c);
+    if (ret)
+        goto err_free;
+    ret = kvs_ucx_connect(c->worker, &ss, true, ep_err_cb, c, &c->ep);
+    if (ret)
+        goto err_free;
     c->timeout_ms = p.timeout_ms ? p.timeout_ms : 10000;
     ret = client_hello(c, &p);
     if (ret)
@@ -1046,22 +976,18 @@ KVS_API int kvs_client_wait(kvs_client_t *c)
 KVS_API int kvs_client_mem_reg(kvs_client_t *c, void *buf, size_t len,
                                kvs_mr_t **mr_out)
 {
-    ucp_mem_map_params_t mp = {
-        .field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS |
-                      UCP_MEM_MAP_PARAM_FIELD_LENGTH,
-        .address = buf,
-        .length = len,
-    };
     kvs_mr_t *mr;
+    int ret;
 
     if (!buf || !len || !mr_out)
         return -EINVAL;
     mr = calloc(1, sizeof(*mr));
     if (!mr)
         return -ENOMEM;
-    if (ucp_mem_map(c->ctx, &mp, &mr->memh) != UCS_OK) {
+    ret = kvs_ucx_mem_map(c->ctx, buf, len, &mr->memh);
+    if (ret) {
         free(mr);
-        return -ENOMEM;
+        return ret;
     }
     mr->base = buf;
     mr->len = len;

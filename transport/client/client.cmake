@@ -7,7 +7,7 @@ add_library(kvstash SHARED ${CMAKE_CURRENT_SOURCE_DIR}/client/client.c
 # kvs_strerror() is part of the client API: export it from this copy.
 set_source_files_properties(${PROJECT_SOURCE_DIR}/common/status.c
     TARGET_DIRECTORY kvstash PROPERTIES COMPILE_OPTIONS -fvisibility=default)
-target_link_libraries(kvstash PRIVATE kvs_wire kvs_common PkgConfig::UCX)
+target_link_libraries(kvstash PRIVATE kvs_wire kvs_ucx kvs_common PkgConfig::UCX)
 set_target_properties(kvstash PROPERTIES
     VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR}
     C_VISIBILITY_PRESET hidden

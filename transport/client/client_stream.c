@@ -24,6 +24,7 @@
 #include "common/clock.h"
 #include "transport/client/client_int.h"
 #include "transport/proto/stream_msg.h"
+#include "transport/proto/ucx.h"
 
 typedef struct cstate {
     kvs_client_t *c;
@@ -257,8 +258,8 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
 static int cstate_get(kvs_client_t *c, cstate_t **out)
 {
     kvs_client_internals_t ci;
-    ucp_am_handler_param_t ap;
     cstate_t *cs;
+    int ret;
 
     kvs_client_internals(c, &ci);
     if (ci.failed || !ci.ep)
@@ -271,16 +272,10 @@ static int cstate_get(kvs_client_t *c, cstate_t **out)
     if (!cs)
         return -ENOMEM;
     cs->c = c;
-    memset(&ap, 0, sizeof(ap));
-    ap.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID |
-                    UCP_AM_HANDLER_PARAM_FIELD_CB |
-                    UCP_AM_HANDLER_PARAM_FIELD_ARG;
-    ap.id = KVS_STREAM_AM_ID;
-    ap.cb = am_cb;
-    ap.arg = cs;
-    if (ucp_worker_set_am_recv_handler(ci.worker, &ap) != UCS_OK) {
+    ret = kvs_ucx_am_handler(ci.worker, KVS_STREAM_AM_ID, am_cb, cs);
+    if (ret) {
         free(cs);
-        return -ENODEV;
+        return ret;
     }
     *ci.stream = cs;
     *out = cs;

@@ -29,6 +29,7 @@
  */
 #include "transport/server/server_int.h"
 #include "transport/proto/sockaddr.h"
+#include "transport/proto/ucx.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -443,7 +444,6 @@ static void bulk_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
 static void bulk_conn_cb(ucp_conn_request_h req, void *arg)
 {
     kvs_server_t *srv = arg;
-    ucp_ep_params_t ep_params;
     kvs_bulk_t *b;
 
     b = srv->nbulks < 2u * srv->cfg.max_conns ? calloc(1, sizeof(*b))
@@ -452,15 +452,8 @@ static void bulk_conn_cb(ucp_conn_request_h req, void *arg)
         ucp_listener_reject(srv->bulk_listener, req);
         return;
     }
-    memset(&ep_params, 0, sizeof(ep_params));
-    ep_params.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST |
-                           UCP_EP_PARAM_FIELD_ERR_HANDLER |
-                           UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-    ep_params.conn_request = req;
-    ep_params.err_mode = UCP_ERR_HANDLING_MODE_NONE;
-    ep_params.err_handler.cb = bulk_err_cb;
-    ep_params.err_handler.arg = srv;
-    if (ucp_ep_create(srv->worker, &ep_params, &b->ep) != UCS_OK) {
+    if (kvs_ucx_accept(srv->worker, req, false, bulk_err_cb, srv,
+                       &b->ep) != 0) {
         free(b);
         return;
     }
@@ -599,9 +592,7 @@ static void ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
 static void conn_request_cb(ucp_conn_request_h req, void *arg)
 {
     kvs_server_t *srv = arg;
-    ucp_ep_params_t ep_params;
     kvs_conn_t *conn;
-    ucs_status_t st;
 
     if (srv->nconns >= srv->cfg.max_conns) {
         srv->conns_rejected++;
@@ -619,17 +610,8 @@ static void conn_request_cb(ucp_conn_request_h req, void *arg)
     conn->srv = srv;
     conn->id = ++srv->next_conn_id;
     conn->refs = 1;
-    memset(&ep_params, 0, sizeof(ep_params));
-    ep_params.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST |
-                           UCP_EP_PARAM_FIELD_ERR_HANDLER |
-                           UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-    ep_params.conn_request = req;
-    ep_params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-    ep_params.err_handler.cb = ep_err_cb;
-    ep_params.err_handler.arg = conn;
-    st = ucp_ep_create(srv->worker, &ep_params, &conn->ep);
-    if (st != UCS_OK) {
-        kvs_warn("cannot accept a connection: %s", ucs_status_string(st));
+    if (kvs_ucx_accept(srv->worker, req, true, ep_err_cb, conn,
+                       &conn->ep) != 0) {
         srv->conns_rejected++;
         free(conn);
         return;
@@ -856,80 +838,47 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
 static int listen_on(kvs_server_t *srv)
 {
     struct sockaddr_storage ss;
-    ucp_listener_params_t lp;
-    ucp_listener_attr_t la;
-    ucs_status_t st;
+    int ret;
 
     if (kvs_sockaddr_parse(srv->cfg.listen_addr, srv->cfg.port, &ss) != 0) {
         kvs_error("listen address '%s' is not a numeric IP address",
                   srv->cfg.listen_addr);
         return KVS_ECONFIG;
     }
-    memset(&lp, 0, sizeof(lp));
-    lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR |
-                    UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
-    lp.sockaddr.addr = (const struct sockaddr *)&ss;
-    lp.sockaddr.addrlen = kvs_sockaddr_len(&ss);
-    lp.conn_handler.cb = conn_request_cb;
-    lp.conn_handler.arg = srv;
-    st = ucp_listener_create(srv->worker, &lp, &srv->listener);
-    if (st != UCS_OK) {
+    ret = kvs_ucx_listen(srv->worker, &ss, conn_request_cb, srv,
+                         &srv->listener, &srv->port);
+    if (ret) {
         kvs_error("cannot listen on %s port %u: %s", srv->cfg.listen_addr,
-                  srv->cfg.port, ucs_status_string(st));
-        return st == UCS_ERR_BUSY ? -EADDRINUSE : KVS_ECONFIG;
+                  srv->cfg.port, kvs_strerror(ret));
+        return ret;
     }
-    la.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
-    st = ucp_listener_query(srv->listener, &la);
-    if (st != UCS_OK) {
-        kvs_error("cannot query the listener: %s", ucs_status_string(st));
-        return KVS_ECONFIG;
-    }
-    srv->port = ntohs(la.sockaddr.ss_family == AF_INET6
-                          ? ((struct sockaddr_in6 *)&la.sockaddr)->sin6_port
-                          : ((struct sockaddr_in *)&la.sockaddr)->sin_port);
     if (!srv->cfg.bulk_ep)
         return 0;
     /* The bulk listener: same address, any free port (told in HELLO). */
-    if (ss.ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)&ss)->sin6_port = 0;
-    else
-        ((struct sockaddr_in *)&ss)->sin_port = 0;
-    lp.conn_handler.cb = bulk_conn_cb;
-    st = ucp_listener_create(srv->worker, &lp, &srv->bulk_listener);
-    if (st == UCS_OK)
-        st = ucp_listener_query(srv->bulk_listener, &la);
-    if (st != UCS_OK) {
-        kvs_warn("no bulk endpoints (%s): blocks go over the control "
-                 "endpoint", ucs_status_string(st));
-        return 0;
+    kvs_sockaddr_set_port(&ss, 0);
+    if (kvs_ucx_listen(srv->worker, &ss, bulk_conn_cb, srv,
+                       &srv->bulk_listener, &srv->bulk_port) != 0) {
+        kvs_warn("no bulk endpoints: blocks go over the control endpoint");
+        srv->bulk_port = 0;
     }
-    srv->bulk_port = ntohs(la.sockaddr.ss_family == AF_INET6
-                          ? ((struct sockaddr_in6 *)&la.sockaddr)->sin6_port
-                          : ((struct sockaddr_in *)&la.sockaddr)->sin_port);
     return 0;
 }
 
 static int map_arena(kvs_server_t *srv)
 {
-    ucp_mem_map_params_t mp;
     size_t len = 0;
     void *arena = kvs_store_arena(srv->store, &len);
-    ucs_status_t st;
+    int ret;
 
     if (!arena || !len) {
         kvs_warn("the store has no DRAM arena to register");
         return 0;
     }
-    memset(&mp, 0, sizeof(mp));
-    mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS |
-                    UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-    mp.address = arena;
-    mp.length = len;
-    st = ucp_mem_map(srv->ctx, &mp, &srv->arena_memh);
-    if (st != UCS_OK) {
-        kvs_error("cannot register the DRAM arena (%zu bytes) with UCX: %s",
-                  len, ucs_status_string(st));
-        return -ENOMEM;
+    ret = kvs_ucx_mem_map(srv->ctx, arena, len, &srv->arena_memh);
+    if (ret) {
+        kvs_error("cannot register the DRAM arena (%zu bytes) with UCX",
+                  len);
+        return ret;
     }
     kvs_info("DRAM arena registered with UCX: %zu MiB", len >> 20);
     return 0;
@@ -1000,59 +949,11 @@ static bool is_loopback(const char *addr)
     return strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0;
 }
 
-/*
- * UCX settings the daemon depends on, unless the operator set them in the
- * environment:
- *  - MM_ERROR_HANDLING=y: UCX 1.13 leaves shared-memory transports out of
- *    endpoints that use peer error handling unless this is on, and then a
- *    local client would be served over TCP loopback instead of shared
- *    memory and CMA.
- *  - NET_DEVICES=lo when listening on loopback: UCX would otherwise open its
- *    TCP transport on every interface, reachable from the network even
- *    though the daemon only listens on 127.0.0.1.
- *  - PUT_ENABLE=n for the TCP transport (UCX_TCP_PUT_ENABLE; the config
- *    takes the name without the transport's prefix). With TCP put on, a
- *    local client's control endpoint (peer error handling, so no CMA)
- *    takes TCP loopback as its rendezvous lane: large PUT payloads cross
- *    TCP, and with the TCP transport in use every ucp_worker_progress()
- *    makes an epoll_wait() system call, paid on every poll of a spinning
- *    daemon or client. Without it the control endpoint of a local client
- *    has one shared-memory lane and rendezvous goes by active messages
- *    over it; bulk endpoints keep CMA, and remote peers still reach us
- *    over TCP. Measured on loopback: 1 MiB PUTs 2.2 -> 4.1 GB/s, 128-key
- *    MATCH p50 7 -> 4.7 us. Either side turning it off is enough; mixed
- *    settings were checked. Only when listening on loopback: between hosts
- *    TCP is the only transport, and that path was not measured (a client
- *    that connects to 127.0.0.1 turns it off on its side anyway).
- */
-static ucs_status_t ucx_init(kvs_server_t *srv, const ucp_params_t *up)
-{
-    ucp_config_t *config;
-    ucs_status_t st;
-
-    st = ucp_config_read(NULL, NULL, &config);
-    if (st != UCS_OK)
-        return st;
-    if (!getenv("UCX_MM_ERROR_HANDLING") &&
-        ucp_config_modify(config, "MM_ERROR_HANDLING", "y") != UCS_OK)
-        kvs_warn("cannot enable UCX shared memory with error handling");
-    if (!getenv("UCX_NET_DEVICES") && is_loopback(srv->cfg.listen_addr) &&
-        ucp_config_modify(config, "NET_DEVICES", "lo") != UCS_OK)
-        kvs_warn("cannot restrict UCX to the loopback device");
-    if (!getenv("UCX_TCP_PUT_ENABLE") && is_loopback(srv->cfg.listen_addr))
-        (void)ucp_config_modify(config, "PUT_ENABLE", "n");
-    st = ucp_init(up, config, &srv->ctx);
-    ucp_config_release(config);
-    return st;
-}
-
 int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
                       kvs_server_t **server_out)
 {
-    ucp_params_t up;
-    ucp_worker_params_t wp;
+    kvs_ucx_opts_t opts = {0};
     ucp_worker_attr_t wa;
-    ucp_am_handler_param_t ap;
     struct epoll_event ev;
     kvs_server_t *srv;
     ucs_status_t st;
@@ -1077,25 +978,11 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     if (ret)
         goto err_destroy;
 
-    memset(&up, 0, sizeof(up));
-    up.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
-    up.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
-    up.name = "kvstashd";
-    st = ucx_init(srv, &up);
-    if (st != UCS_OK) {
-        kvs_error("ucp_init: %s", ucs_status_string(st));
-        ret = KVS_ECONFIG;
+    opts.name = "kvstashd";
+    opts.loopback = opts.lo_only = is_loopback(cfg->listen_addr);
+    ret = kvs_ucx_open(&opts, &srv->ctx, &srv->worker);
+    if (ret)
         goto err_destroy;
-    }
-    memset(&wp, 0, sizeof(wp));
-    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-    wp.thread_mode = UCS_THREAD_MODE_SINGLE;
-    st = ucp_worker_create(srv->ctx, &wp, &srv->worker);
-    if (st != UCS_OK) {
-        kvs_error("ucp_worker_create: %s", ucs_status_string(st));
-        ret = KVS_ECONFIG;
-        goto err_destroy;
-    }
     wa.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
     st = ucp_worker_query(srv->worker, &wa);
     if (st != UCS_OK || wa.max_am_header < KVS_WIRE_INLINE_MAX) {
@@ -1104,18 +991,9 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
         ret = KVS_ECONFIG;
         goto err_destroy;
     }
-    memset(&ap, 0, sizeof(ap));
-    ap.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID |
-                    UCP_AM_HANDLER_PARAM_FIELD_CB |
-                    UCP_AM_HANDLER_PARAM_FIELD_ARG;
-    ap.id = KVS_AM_ID;
-    ap.cb = am_cb;
-    ap.arg = srv;
-    st = ucp_worker_set_am_recv_handler(srv->worker, &ap);
-    if (st != UCS_OK) {
-        ret = KVS_ECONFIG;
+    ret = kvs_ucx_am_handler(srv->worker, KVS_AM_ID, am_cb, srv);
+    if (ret)
         goto err_destroy;
-    }
     ret = map_arena(srv);
     if (ret)
         goto err_destroy;
@@ -1124,8 +1002,7 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
         goto err_destroy;
     st = ucp_worker_get_efd(srv->worker, &efd);
     if (st != UCS_OK) {
-        kvs_error("ucp_worker_get_efd: %s", ucs_status_string(st));
-        ret = KVS_ECONFIG;
+        ret = kvs_ucx_status(st, "ucp_worker_get_efd");
         goto err_destroy;
     }
     srv->epfd = epoll_create1(EPOLL_CLOEXEC);

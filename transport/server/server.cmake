@@ -2,5 +2,5 @@
 add_library(kvs_transport STATIC ${CMAKE_CURRENT_SOURCE_DIR}/server/server.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/handler.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/stream.c)
-target_link_libraries(kvs_transport PUBLIC kvstore kvs_wire kvs_common
+target_link_libraries(kvs_transport PUBLIC kvstore kvs_wire kvs_ucx kvs_common
     PkgConfig::UCX)

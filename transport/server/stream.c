@@ -47,6 +47,7 @@
 #include "common/log.h"
 #include "transport/proto/sockaddr.h"
 #include "transport/proto/stream_msg.h"
+#include "transport/proto/ucx.h"
 
 #define PEERS_MAX 32
 
@@ -489,7 +490,6 @@ static void link_bulk(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m)
     };
     ucs_status_ptr_t sp;
     kvs_wire_msg_t b;
-    ucp_ep_params_t ep;
     size_t len;
 
     if (!l->local || !m->part || m->part > 65535 || !m->off ||
@@ -503,17 +503,9 @@ static void link_bulk(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m)
     b.u.bind.secret = m->off;
     if (kvs_wire_encode(&b, l->bind_frame, sizeof(l->bind_frame), &len) != 0)
         return;
-    memset(&ep, 0, sizeof(ep));
-    ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-    ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
-    ep.sockaddr.addr = (struct sockaddr *)&ss;
-    ep.sockaddr.addrlen = kvs_sockaddr_len(&ss);
-    ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
-    if (ucp_ep_create(srv->worker, &ep, &l->bulk_ep) != UCS_OK) {
-        l->bulk_ep = NULL;
+    if (kvs_ucx_connect(srv->worker, &ss, false, NULL, NULL,
+                        &l->bulk_ep) != 0)
         return;
-    }
     sp = ucp_am_send_nbx(l->bulk_ep, KVS_AM_ID, NULL, 0, l->bind_frame, len,
                          &prm);
     if (UCS_PTR_IS_ERR(sp)) {
@@ -552,7 +544,6 @@ static int link_get(kvs_stream_t *st, const char *peer, link_t **out)
     char addr[64];
     uint16_t port = 0;
     struct sockaddr_storage ss;
-    ucp_ep_params_t ep;
     link_t *l;
     kvs_smsg_t m;
     int ret;
@@ -579,17 +570,7 @@ static int link_get(kvs_stream_t *st, const char *peer, link_t **out)
     l->outbound = true;
     l->ss = ss;
     l->local = addr_is_local(&ss);
-    memset(&ep, 0, sizeof(ep));
-    ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLER |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-    ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
-    ep.sockaddr.addr = (struct sockaddr *)&ss;
-    ep.sockaddr.addrlen = kvs_sockaddr_len(&ss);
-    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-    ep.err_handler.cb = link_err_cb;
-    ep.err_handler.arg = l;
-    if (ucp_ep_create(srv->worker, &ep, &l->ep) != UCS_OK) {
+    if (kvs_ucx_connect(srv->worker, &ss, true, link_err_cb, l, &l->ep) != 0) {
         free(l);
         return KVS_EPEER;
     }
@@ -1949,7 +1930,6 @@ static int parse_peers(kvs_stream_t *st, const char *list)
 
 int kvs_stream_create(kvs_server_t *srv)
 {
-    ucp_am_handler_param_t ap;
     kvs_stream_t *st = calloc(1, sizeof(*st));
     int ret;
 
@@ -1962,15 +1942,9 @@ int kvs_stream_create(kvs_server_t *srv)
     ret = parse_peers(st, srv->cfg.peers);
     if (ret)
         return ret;
-    memset(&ap, 0, sizeof(ap));
-    ap.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID |
-                    UCP_AM_HANDLER_PARAM_FIELD_CB |
-                    UCP_AM_HANDLER_PARAM_FIELD_ARG;
-    ap.id = KVS_STREAM_AM_ID;
-    ap.cb = am_cb;
-    ap.arg = srv;
-    if (ucp_worker_set_am_recv_handler(srv->worker, &ap) != UCS_OK)
-        return KVS_ECONFIG;
+    ret = kvs_ucx_am_handler(srv->worker, KVS_STREAM_AM_ID, am_cb, srv);
+    if (ret)
+        return ret;
     if (st->npeers)
         kvs_info("%zu peers configured; peer timeout %llu ms", st->npeers,
                  (unsigned long long)(st->timeout_ns / 1000000));
