@@ -15,10 +15,11 @@
 #include <ucp/api/ucp.h>
 
 #include "kvstash/wire.h"
+#include "transport/proto/ucx.h"
 #include "tests/e2e/e2e.h"
 #include "tests/testutil.h"
 
-#define AM_ID 7u
+#define AM_ID KVS_AM_ID /* the one id, transport/proto/ucx.h */
 
 typedef struct raw {
     ucp_context_h ctx;
@@ -223,6 +224,39 @@ int main(void)
     wait_closed(&r);
     raw_close(&r);
     still_serving(good, round++);
+
+    /* A stream opcode before HELLO: the same as any request. */
+    {
+        kvs_wire_msg_t m;
+
+        raw_connect(&r, d.port);
+        memset(&m, 0, sizeof(m));
+        m.hdr.opcode = KVS_OP_SPUT_SEAL;
+        m.hdr.req_id = 3;
+        len = enc(buf, 4096, &m);
+        CHECK_EQ(raw_send(&r, buf, len, NULL, 0, false), KVS_EAUTH);
+        wait_closed(&r);
+        raw_close(&r);
+        still_serving(good, round++);
+    }
+
+    /* The peer form of HELLO, on a daemon with no peer secret: refused. */
+    {
+        kvs_wire_msg_t m;
+
+        raw_connect(&r, d.port);
+        memset(&m, 0, sizeof(m));
+        m.hdr.opcode = KVS_OP_HELLO;
+        m.hdr.req_id = 1;
+        m.u.hello.features = KVS_WIRE_FEAT_PEER | KVS_WIRE_FEAT_STREAM;
+        m.u.hello.token.data = (const uint8_t *)"right";
+        m.u.hello.token.len = 5;
+        len = enc(buf, 4096, &m);
+        CHECK_EQ(raw_send(&r, buf, len, NULL, 0, false), KVS_EAUTH);
+        wait_closed(&r);
+        raw_close(&r);
+        still_serving(good, round++);
+    }
 
     /* A version the daemon does not speak. */
     raw_connect(&r, d.port);

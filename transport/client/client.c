@@ -41,7 +41,6 @@
 #include "transport/proto/sockaddr.h"
 #include "transport/proto/ucx.h"
 
-#define AM_ID      7u    /* must match the daemon's (transport/server/server_int.h) */
 #define SLOTS_MAX  256u  /* request ids carry the slot in 8 bits */
 #define BODY_CAP   (128u << 10)
 
@@ -480,9 +479,13 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
     op_t *op;
 
     if (hlen) {
-        /* DATA: the frame in the header, the block as the data. */
-        if (kvs_wire_decode(header, hlen, len, &c->lim, c->scratch, &m) != 0 ||
-            m.hdr.opcode != KVS_OP_DATA)
+        /* DATA or a stream opcode: the frame in the header, the block or
+         * part as the data. */
+        if (kvs_wire_decode(header, hlen, len, &c->lim, c->scratch, &m) != 0)
+            return UCS_OK;
+        if (kvs_wire_op_is_stream(m.hdr.opcode))
+            return kvs_client_stream_rx(c, &m, data, len, rndv);
+        if (m.hdr.opcode != KVS_OP_DATA)
             return UCS_OK;
         return on_data(c, &m, data, len, rndv);
     }
@@ -614,12 +617,12 @@ static int op_send(kvs_client_t *c, op_t *op, size_t len, const void *payload,
     if (niov) {
         prm.op_attr_mask |= UCP_OP_ATTR_FIELD_DATATYPE;
         prm.datatype = ucp_dt_make_iov();
-        sp = ucp_am_send_nbx(ep, AM_ID, op->frame, len, op->iov, niov, &prm);
+        sp = ucp_am_send_nbx(ep, KVS_AM_ID, op->frame, len, op->iov, niov, &prm);
     } else if (payload || plen) {
-        sp = ucp_am_send_nbx(ep, AM_ID, op->frame, len, payload, plen, &prm);
+        sp = ucp_am_send_nbx(ep, KVS_AM_ID, op->frame, len, payload, plen, &prm);
     } else {
         prm.flags |= UCP_AM_SEND_FLAG_EAGER;
-        sp = ucp_am_send_nbx(ep, AM_ID, NULL, 0, op->frame, len, &prm);
+        sp = ucp_am_send_nbx(ep, KVS_AM_ID, NULL, 0, op->frame, len, &prm);
     }
     if (sp == NULL) {
         op->sent = true;
@@ -812,7 +815,7 @@ KVS_API int kvs_client_create_v(unsigned api_version,
         ret = kvs_ucx_status(st, "ucp_worker_get_efd");
         goto err_free;
     }
-    ret = kvs_ucx_am_handler(c->worker, AM_ID, am_cb, c);
+    ret = kvs_ucx_am_handler(c->worker, KVS_AM_ID, am_cb, c);
     if (ret)
         goto err_free;
     ret = kvs_ucx_connect(c->worker, &ss, true, ep_err_cb, c, &c->ep);

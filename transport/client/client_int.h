@@ -8,7 +8,11 @@
 
 #include <ucp/api/ucp.h>
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "kvstash/kvstash.h"
+#include "kvstash/wire.h"
 
 typedef struct kvs_client_internals {
     ucp_worker_h worker;
@@ -23,5 +27,10 @@ typedef struct kvs_client_internals {
 
 void kvs_client_internals(kvs_client_t *client, kvs_client_internals_t *out);
 int kvs_client_progress_idle(kvs_client_t *client, uint64_t *idle_since);
+/* client.c hands every stream opcode it receives to client_stream.c: data
+ * and len are the AM data (part bytes); UCS_INPROGRESS keeps them. */
+ucs_status_t kvs_client_stream_rx(kvs_client_t *client,
+                                  const kvs_wire_msg_t *m, void *data,
+                                  size_t len, bool rndv);
 
 #endif

@@ -24,6 +24,10 @@
 
 #include <ucp/api/ucp.h>
 
+/* The UCX active-message id of every kvstash message, both ways, for the
+ * daemon, its peers and libkvstash (docs/protocol.md section 2). */
+#define KVS_AM_ID 7u
+
 /* What kvs_ucx_open() should set in UCX's configuration (each only when the
  * operator has not set it in the environment; see ucx.c). */
 typedef struct kvs_ucx_opts {

@@ -13,6 +13,7 @@
  * tenant's blocks can be learnt, not even through timing of a lookup.
  */
 #include "transport/server/server_int.h"
+#include "transport/server/stream.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -26,10 +27,19 @@
 typedef void (*handle_fn)(kvs_server_t *srv, kvs_conn_t *conn,
                           kvs_wire_msg_t *m, const uint8_t *payload);
 
+/* A stream opcode's handler: also gets the AM data (part bytes), and
+ * returns UCS_INPROGRESS when it keeps the data descriptor. */
+typedef ucs_status_t (*stream_fn)(kvs_server_t *srv, kvs_conn_t *conn,
+                                  const kvs_wire_msg_t *m, void *data,
+                                  size_t len, bool rndv);
+
+/* One entry per opcode: a request handler, or (stream opcodes, which have
+ * no reply of their own) a stream handler. */
 typedef struct opdef {
     const char *name;
     uint32_t feature;             /* KVS_WIRE_FEAT_* it needs; 0: none */
     handle_fn handle;
+    stream_fn stream;
 } opdef_t;
 
 static kvs_wire_msg_t reply_to(const kvs_wire_msg_t *req, uint32_t count)
@@ -86,6 +96,65 @@ static bool ns_allowed(const kvs_tenant_t *t, const kvs_wire_bytes_t *ns)
     return false;
 }
 
+/* The HELLO reply's limits, the same for clients and peers. */
+static kvs_wire_msg_t hello_reply(kvs_server_t *srv, kvs_conn_t *conn,
+                                  const kvs_wire_msg_t *m)
+{
+    kvs_wire_msg_t r = reply_to(m, 0);
+
+    r.u.hello_rep.max_body = srv->cfg.max_body;
+    r.u.hello_rep.max_payload = srv->cfg.max_payload;
+    r.u.hello_rep.max_inflight = srv->cfg.max_inflight;
+    r.u.hello_rep.max_keys = srv->cfg.max_keys;
+    r.u.hello_rep.lease_max_ms = srv->cfg.lease_max_ms;
+    r.u.hello_rep.session = conn->id;
+    if (srv->bulk_port && (conn->features & KVS_WIRE_FEAT_BULK)) {
+        conn->bind_secret = kvs_handler_secret64();
+        r.u.hello_rep.bind_secret = conn->bind_secret;
+        r.u.hello_rep.bulk_port = srv->bulk_port;
+    } else {
+        conn->features &= ~KVS_WIRE_FEAT_BULK;
+    }
+    r.u.hello_rep.features = conn->features;
+    return r;
+}
+
+/* The peer form of HELLO: a daemon opening a link (docs/protocol.md 9.3).
+ * The token is the shared peer secret; the link has no tenant and no
+ * namespace of its own (each FETCH or PUSH names one). A peer on this
+ * host may bind a bulk endpoint, as a client does. */
+static void hello_peer(kvs_server_t *srv, kvs_conn_t *conn,
+                       const kvs_wire_msg_t *m)
+{
+    kvs_wire_msg_t r;
+    int ret;
+
+    /* Only so that the refusal below reaches the peer (server.c sends to
+     * peers with the reply endpoint); the connection is not ready and is
+     * closed after it. */
+    conn->features = KVS_WIRE_FEAT_PEER;
+    if (!srv->cfg.peer_secret ||
+        !token_eq(srv->cfg.peer_secret, &m->u.hello.token)) {
+        srv->auth_failures++;
+        kvs_warn("conn %llu: peer link refused: bad secret; closing",
+                 (unsigned long long)conn->id);
+        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EAUTH, true);
+        return;
+    }
+    ret = kvs_srvstream_peer_accept(srv, conn);
+    if (ret) {
+        kvs_server_reply_status(srv, conn, &m->hdr, ret, true);
+        return;
+    }
+    conn->ready = true;
+    conn->features = m->u.hello.features &
+                     (KVS_WIRE_FEAT_PEER | KVS_WIRE_FEAT_STREAM |
+                      KVS_WIRE_FEAT_BULK);
+    r = hello_reply(srv, conn, m);
+    kvs_info("conn %llu: peer link accepted", (unsigned long long)conn->id);
+    kvs_server_reply(srv, conn, &r);
+}
+
 static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                      const uint8_t *payload)
 {
@@ -97,6 +166,10 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     (void)payload;
     if (conn->ready) {
         kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+        return;
+    }
+    if (m->u.hello.features & KVS_WIRE_FEAT_PEER) {
+        hello_peer(srv, conn, m);
         return;
     }
     if (srv->cfg.ntenants == 0) {
@@ -136,22 +209,7 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     kvs_info("conn %llu: tenant %s, namespace '%s'%s",
              (unsigned long long)conn->id, tenant->name, ns,
              conn->ns_ok ? "" : " (not allowed: answered as empty)");
-    r = reply_to(m, 0);
-    r.u.hello_rep.features = conn->features;
-    r.u.hello_rep.max_body = srv->cfg.max_body;
-    r.u.hello_rep.max_payload = srv->cfg.max_payload;
-    r.u.hello_rep.max_inflight = srv->cfg.max_inflight;
-    r.u.hello_rep.max_keys = srv->cfg.max_keys;
-    r.u.hello_rep.lease_max_ms = srv->cfg.lease_max_ms;
-    r.u.hello_rep.session = conn->id;
-    if (srv->bulk_port && (conn->features & KVS_WIRE_FEAT_BULK)) {
-        conn->bind_secret = kvs_handler_secret64();
-        r.u.hello_rep.bind_secret = conn->bind_secret;
-        r.u.hello_rep.bulk_port = srv->bulk_port;
-    } else {
-        conn->features &= ~KVS_WIRE_FEAT_BULK;
-        r.u.hello_rep.features = conn->features;
-    }
+    r = hello_reply(srv, conn, m);
     kvs_server_reply(srv, conn, &r);
 }
 
@@ -694,14 +752,31 @@ static const opdef_t opdefs[KVS_OP_COUNT] = {
                      .handle = op_bind_misplaced},
     [KVS_OP_SCAN] = {.name = "SCAN", .feature = KVS_WIRE_FEAT_SCAN,
                      .handle = op_scan},
+    /* Stream opcodes (stream.c). A client's need STREAM; those only a
+     * peer daemon sends need PEER (a peer's HELLO grants both). SPUT_DONE
+     * goes to clients only: nobody may send it here. */
+#define STREAM_OP(op, nm, feat) \
+    [op] = {.name = nm, .feature = feat, .stream = kvs_srvstream_rx}
+    STREAM_OP(KVS_OP_SPUT_BEGIN, "SPUT_BEGIN", KVS_WIRE_FEAT_STREAM),
+    STREAM_OP(KVS_OP_SPUT_PART, "SPUT_PART", KVS_WIRE_FEAT_STREAM),
+    STREAM_OP(KVS_OP_SPUT_SEAL, "SPUT_SEAL", KVS_WIRE_FEAT_STREAM),
+    STREAM_OP(KVS_OP_SPUT_ABORT, "SPUT_ABORT", KVS_WIRE_FEAT_STREAM),
+    STREAM_OP(KVS_OP_FETCH, "FETCH", KVS_WIRE_FEAT_STREAM),
+    STREAM_OP(KVS_OP_CANCEL, "CANCEL", KVS_WIRE_FEAT_STREAM),
+    STREAM_OP(KVS_OP_BLOCK, "BLOCK", KVS_WIRE_FEAT_PEER),
+    STREAM_OP(KVS_OP_PART, "PART", KVS_WIRE_FEAT_PEER),
+    STREAM_OP(KVS_OP_END, "END", KVS_WIRE_FEAT_PEER),
+    STREAM_OP(KVS_OP_PING, "PING", KVS_WIRE_FEAT_PEER),
+    STREAM_OP(KVS_OP_PUSH, "PUSH", KVS_WIRE_FEAT_PEER),
+#undef STREAM_OP
 };
 
 int kvs_handler_check(void)
 {
     for (unsigned op = 1; op < KVS_OP_COUNT; op++) {
-        if (op == KVS_OP_DATA)
+        if (op == KVS_OP_DATA || op == KVS_OP_SPUT_DONE)
             continue; /* sent by the daemon only */
-        if (!opdefs[op].handle || !opdefs[op].name ||
+        if (!(opdefs[op].handle || opdefs[op].stream) || !opdefs[op].name ||
             strcmp(opdefs[op].name, kvs_wire_op_name(op)) != 0) {
             kvs_error("opcode %u has no handler", op);
             return KVS_ECONFIG;
@@ -720,7 +795,7 @@ void kvs_handler_dispatch(kvs_server_t *srv, kvs_conn_t *conn,
 {
     const opdef_t *op = &opdefs[m->hdr.opcode];
 
-    if (!op->handle) {
+    if (!op->handle) { /* DATA, or a stream opcode */
         kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
         return;
     }
@@ -733,4 +808,20 @@ void kvs_handler_dispatch(kvs_server_t *srv, kvs_conn_t *conn,
     conn->inflight++;
     op->handle(srv, conn, m, payload);
     conn->inflight--;
+}
+
+ucs_status_t kvs_handler_dispatch_stream(kvs_server_t *srv, kvs_conn_t *conn,
+                                         kvs_wire_msg_t *m, void *data,
+                                         size_t len, bool rndv)
+{
+    const opdef_t *op = &opdefs[m->hdr.opcode];
+
+    /* No reply: a stream opcode has none. Dropped, and counted. */
+    if (!op->stream || !(conn->features & op->feature)) {
+        srv->bad_frames++;
+        kvs_info("conn %llu: %s not allowed on this connection; dropped",
+                 (unsigned long long)conn->id, kvs_wire_op_name(m->hdr.opcode));
+        return UCS_OK;
+    }
+    return op->stream(srv, conn, m, data, len, rndv);
 }

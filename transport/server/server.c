@@ -107,18 +107,6 @@ kvs_conn_t *kvs_server_conn_find(kvs_server_t *srv, ucp_ep_h ep)
     return conn_find(srv, ep);
 }
 
-kvs_conn_t *kvs_server_conn_find_any(kvs_server_t *srv, ucp_ep_h ep)
-{
-    kvs_conn_t *c = conn_find(srv, ep);
-
-    kvs_bulk_t *b;
-
-    if (c)
-        return c;
-    b = bulk_find(srv, ep);
-    return b && !b->failed ? b->conn : NULL;
-}
-
 static void conn_unhash(kvs_server_t *srv, kvs_conn_t *conn)
 {
     kvs_conn_t **pp = &srv->hash[ep_hash(srv, conn->ep)];
@@ -252,6 +240,9 @@ int kvs_server_send_frame(kvs_server_t *srv, kvs_tx_t *tx, size_t len)
         kvs_server_tx_put(srv, tx);
         return KVS_EPEER;
     }
+    /* A peer daemon knows its links by the reply endpoint only. */
+    if (tx->conn->features & KVS_WIRE_FEAT_PEER)
+        prm.flags |= UCP_AM_SEND_FLAG_REPLY;
     return tx_finish(srv, tx,
                      ucp_am_send_nbx(tx->conn->ep, KVS_AM_ID, NULL, 0, tx->buf,
                                      len, &prm));
@@ -530,7 +521,7 @@ static void conn_close_now(kvs_conn_t *conn)
     kvs_info("conn %llu: closing (tenant %s)", (unsigned long long)conn->id,
              conn->tenant ? conn->tenant->name : "-");
     conn_release_refs(srv, conn);
-    kvs_stream_conn_closed(srv, conn);
+    kvs_srvstream_conn_closed(srv, conn);
     if (conn->bulk)
         bulk_close(srv, conn->bulk);
     /* A bulk endpoint has no peer error handling, and UCX 1.13 does not
@@ -729,9 +720,12 @@ static void stage_pump(kvs_server_t *srv)
 /* ------------------------------------------------------------------ */
 /* Receiving. */
 
+/* One frame from conn (on its control endpoint, or on its bound bulk
+ * endpoint bulk), with plen bytes of AM data. */
 static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
-                                 const uint8_t *frame, size_t flen,
-                                 void *payload, size_t plen, bool rndv)
+                                 kvs_bulk_t *bulk, const uint8_t *frame,
+                                 size_t flen, void *payload, size_t plen,
+                                 bool rndv)
 {
     kvs_wire_msg_t m;
     int ret;
@@ -753,12 +747,21 @@ static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
         kvs_info("conn %llu: bad %s frame (%zu bytes): %s%s",
                  (unsigned long long)conn->id, kvs_wire_op_name(m.hdr.opcode),
                  flen, kvs_strerror(ret), fatal ? "; closing" : "");
-        kvs_server_reply_status(srv, conn, &m.hdr, ret, fatal);
+        /* A stream opcode has no reply to carry the error: dropped. */
+        if (fatal || !kvs_wire_op_is_stream(m.hdr.opcode))
+            kvs_server_reply_status(srv, conn, &m.hdr, ret, fatal);
         return UCS_OK;
     }
     if (!conn->ready && m.hdr.opcode != KVS_OP_HELLO) {
         srv->auth_failures++;
         kvs_server_reply_status(srv, conn, &m.hdr, KVS_EAUTH, true);
+        return UCS_OK;
+    }
+    if (kvs_wire_op_is_stream(m.hdr.opcode))
+        return kvs_handler_dispatch_stream(srv, conn, &m, payload, plen,
+                                           rndv);
+    if (bulk) { /* a bulk endpoint carries BIND and stream opcodes only */
+        bulk->failed = true;
         return UCS_OK;
     }
     if (conn->inflight >= srv->cfg.max_inflight) {
@@ -796,25 +799,50 @@ static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
     return UCS_OK;
 }
 
+/* A frame on an endpoint that is neither a connection nor a bulk endpoint:
+ * one of the stream module's outbound peer links, or nothing. */
+static ucs_status_t link_frame(kvs_server_t *srv, ucp_ep_h ep,
+                               const void *header, size_t hlen, void *data,
+                               size_t len, bool rndv)
+{
+    kvs_wire_msg_t m;
+
+    if (hlen == 0 && rndv)
+        return UCS_OK;
+    if ((hlen ? kvs_wire_decode(header, hlen, len, &srv->lim, srv->scratch,
+                                &m)
+              : kvs_wire_decode(data, len, 0, &srv->lim, srv->scratch, &m)))
+        return UCS_OK; /* links are dropped by their timeout, not by us */
+    return kvs_srvstream_link_rx(srv, ep, &m, hlen ? data : NULL,
+                                 hlen ? len : 0, rndv);
+}
+
 static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
                           void *data, size_t len,
                           const ucp_am_recv_param_t *param)
 {
     kvs_server_t *srv = arg;
     bool rndv = param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV;
+    kvs_bulk_t *b = NULL;
     kvs_conn_t *conn;
 
     if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP))
         return UCS_OK; /* nobody to answer: drop */
     conn = conn_find(srv, param->reply_ep);
     if (!conn) {
-        kvs_bulk_t *b = bulk_find(srv, param->reply_ep);
-
-        if (b && hlen == 0 && !rndv)
+        b = bulk_find(srv, param->reply_ep);
+        if (!b)
+            return link_frame(srv, param->reply_ep, header, hlen, data, len,
+                              rndv);
+        if (!b->conn && hlen == 0 && !rndv) {
             bulk_bind(srv, b, data, len);
-        else if (b)
+            return UCS_OK;
+        }
+        if (!b->conn || b->failed || hlen == 0) {
             b->failed = true;
-        return UCS_OK;
+            return UCS_OK;
+        }
+        conn = b->conn;
     }
     if (conn->closing)
         return UCS_OK;
@@ -827,9 +855,9 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
             kvs_server_reply_status(srv, conn, &h, KVS_EPROTO, true);
             return UCS_OK;
         }
-        return handle_frame(srv, conn, data, len, NULL, 0, false);
+        return handle_frame(srv, conn, b, data, len, NULL, 0, false);
     }
-    return handle_frame(srv, conn, header, hlen, data, len, rndv);
+    return handle_frame(srv, conn, b, header, hlen, data, len, rndv);
 }
 
 /* ------------------------------------------------------------------ */
@@ -997,7 +1025,7 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     ret = map_arena(srv);
     if (ret)
         goto err_destroy;
-    ret = kvs_stream_create(srv);
+    ret = kvs_srvstream_create(srv);
     if (ret)
         goto err_destroy;
     st = ucp_worker_get_efd(srv->worker, &efd);
@@ -1086,7 +1114,7 @@ int kvs_server_run(kvs_server_t *srv, volatile sig_atomic_t *stop)
         if (now - last_timer > 50000000ull) {
             expire_leases(srv, now);
             bulk_sweep(srv, now);
-            kvs_stream_tick(srv, now);
+            kvs_srvstream_tick(srv, now);
             last_timer = now;
         }
         if (n) {
@@ -1117,7 +1145,7 @@ void kvs_server_destroy(kvs_server_t *srv)
             ucp_listener_destroy(srv->listener);
         if (srv->bulk_listener)
             ucp_listener_destroy(srv->bulk_listener);
-        kvs_stream_stop(srv);
+        kvs_srvstream_stop(srv);
         for (kvs_conn_t *c = srv->conns; c; c = c->next)
             kvs_server_conn_close(c);
         run_deferred(srv);
@@ -1134,7 +1162,7 @@ void kvs_server_destroy(kvs_server_t *srv)
         if (srv->arena_memh)
             ucp_mem_unmap(srv->ctx, srv->arena_memh);
         ucp_worker_destroy(srv->worker);
-        kvs_stream_destroy(srv);
+        kvs_srvstream_destroy(srv);
         /* Connections whose sends UCX never completed: nothing refers to
          * them any more once the worker is gone. */
         while (srv->conns) {

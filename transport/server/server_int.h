@@ -16,9 +16,9 @@
 #include <ucp/api/ucp.h>
 
 #include "kvstash/wire.h"
+#include "transport/proto/ucx.h"
 #include "transport/server/server.h"
 
-#define KVS_AM_ID 7u /* the UCX active-message id of every kvstash message */
 
 typedef struct kvs_conn kvs_conn_t;
 
@@ -166,7 +166,7 @@ struct kvs_server {
     uint64_t get_misses;          /* GET entries answered without data */
 
     /* Streaming between sidecars (transport/server/stream.c). */
-    struct kvs_stream *stream;
+    struct kvs_srvstream *stream;
 };
 
 /* server.c */
@@ -190,9 +190,6 @@ static inline ucp_ep_h kvs_conn_data_ep(const kvs_conn_t *c)
 }
 
 kvs_conn_t *kvs_server_conn_find(kvs_server_t *srv, ucp_ep_h ep);
-/* The connection ep belongs to: its control endpoint or its bound bulk
- * endpoint. */
-kvs_conn_t *kvs_server_conn_find_any(kvs_server_t *srv, ucp_ep_h ep);
 
 /* handler.c */
 int kvs_handler_check(void);
@@ -201,6 +198,11 @@ int kvs_handler_check(void);
 void kvs_handler_dispatch(kvs_server_t *srv, kvs_conn_t *conn,
                           kvs_wire_msg_t *msg, const uint8_t *payload);
 bool kvs_handler_known(unsigned opcode);
+/* A stream opcode: to its handler if the connection's features allow it,
+ * else dropped (stream opcodes have no error reply). */
+ucs_status_t kvs_handler_dispatch_stream(kvs_server_t *srv, kvs_conn_t *conn,
+                                         kvs_wire_msg_t *m, void *data,
+                                         size_t len, bool rndv);
 uint64_t kvs_handler_secret64(void);
 
 #endif

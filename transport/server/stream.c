@@ -46,7 +46,7 @@
 #include "common/debug.h"
 #include "common/log.h"
 #include "transport/proto/sockaddr.h"
-#include "transport/proto/stream_msg.h"
+#include "transport/proto/stream_op.h"
 #include "transport/proto/ucx.h"
 
 #define PEERS_MAX 32
@@ -162,8 +162,8 @@ typedef struct stx {
     struct stx *lnext, *lprev;    /* st->stx_live while UCX holds it */
     ucp_ep_h ep;
     bool orphan;                  /* done already ran; UCX still holds it */
-    kvs_stream_t *st;
-    void (*done)(kvs_stream_t *st, void *obj, void *obj2, int status);
+    kvs_srvstream_t *st;
+    void (*done)(kvs_srvstream_t *st, void *obj, void *obj2, int status);
     void *obj, *obj2;
     uint8_t hdr[KVS_SMSG_MAX];
 } stx_t;
@@ -174,7 +174,7 @@ typedef struct peer_cfg {
     uint16_t port;
 } peer_cfg_t;
 
-struct kvs_stream {
+struct kvs_srvstream {
     kvs_server_t *srv;
     link_t *links;
     sput_t *sputs;
@@ -192,7 +192,7 @@ struct kvs_stream {
     uint64_t parts_in, parts_out, blocks_sealed, blocks_failed;
 };
 
-static kvs_stream_t *S(kvs_server_t *srv)
+static kvs_srvstream_t *S(kvs_server_t *srv)
 {
     return srv->stream;
 }
@@ -207,7 +207,7 @@ static uint8_t *part_buf(kvs_server_t *srv, kvs_put_stream_t *ps, uint32_t i)
 /* ------------------------------------------------------------------ */
 /* Sends. */
 
-static stx_t *stx_get(kvs_stream_t *st)
+static stx_t *stx_get(kvs_srvstream_t *st)
 {
     stx_t *t = st->stx_free;
 
@@ -250,7 +250,7 @@ static void stx_link(stx_t **head, stx_t *t)
  * (their done callbacks run with KVS_EPEER); UCX only ever reads a send's
  * bytes, so the blocks they came from may be sealed or dropped at once.
  * The stx itself is recycled if UCX completes it later. */
-static void stx_orphan_ep(kvs_stream_t *st, ucp_ep_h ep)
+static void stx_orphan_ep(kvs_srvstream_t *st, ucp_ep_h ep)
 {
     for (stx_t *t = st->stx_live, *next; t; t = next) {
         next = t->lnext;
@@ -265,7 +265,7 @@ static void stx_orphan_ep(kvs_stream_t *st, ucp_ep_h ep)
     }
 }
 
-static void stx_put(kvs_stream_t *st, stx_t *t, int status)
+static void stx_put(kvs_srvstream_t *st, stx_t *t, int status)
 {
     if (t->done)
         t->done(st, t->obj, t->obj2, status);
@@ -282,15 +282,16 @@ static void stx_cb(void *request, ucs_status_t status, void *user_data)
     ucp_request_free(request);
 }
 
-/* Sends m (with data bytes from the arena, if any) on ep. done runs once
+/* Sends m (with data bytes from the arena, if any) on ep; m NULL: body is
+ * an already encoded frame (body_len bytes), sent without data. done runs once
  * UCX is finished with the data, also on failure, but never inside this
  * call: completions come from ucp_worker_progress() (NO_IMM_CMPL), failed
- * sends from the next kvs_stream_tick(). So a caller may hold pointers to
+ * sends from the next kvs_srvstream_tick(). So a caller may hold pointers to
  * objects that done might free. */
-static int smsg_send(kvs_stream_t *st, ucp_ep_h ep, const kvs_smsg_t *m,
+static int smsg_send(kvs_srvstream_t *st, ucp_ep_h ep, const kvs_smsg_t *m,
                      const void *body, size_t body_len, const void *data,
                      size_t data_len,
-                     void (*done)(kvs_stream_t *, void *, void *, int),
+                     void (*done)(kvs_srvstream_t *, void *, void *, int),
                      void *obj, void *obj2)
 {
     ucp_request_param_t prm = {
@@ -302,20 +303,23 @@ static int smsg_send(kvs_stream_t *st, ucp_ep_h ep, const kvs_smsg_t *m,
     };
     ucs_status_ptr_t sp;
     stx_t *t = stx_get(st);
+    size_t flen = 0;
 
     if (!t)
         kvs_panic("stream: out of memory for a send");
     t->done = done;
     t->obj = obj;
     t->obj2 = obj2;
-    if (!ep || body_len > KVS_SMSG_BODY_MAX) {
+    if (!ep || (m ? kvs_smsg_encode(m, body, body_len, t->hdr, &flen)
+                  : (body_len > sizeof(t->hdr) ? -EINVAL : 0)) != 0) {
         t->next = st->stx_failed;
         st->stx_failed = t;
         return KVS_EPEER;
     }
-    kvs_smsg_put_hdr(t->hdr, m);
-    if (body_len)
-        memcpy(t->hdr + KVS_SMSG_HDR_SIZE, body, body_len);
+    if (!m) { /* an encoded frame of the main protocol: the link's HELLO */
+        memcpy(t->hdr, body, body_len);
+        flen = body_len;
+    }
     prm.user_data = t;
     if (data_len && st->srv->arena_memh) {
         prm.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
@@ -329,8 +333,7 @@ static int smsg_send(kvs_stream_t *st, ucp_ep_h ep, const kvs_smsg_t *m,
     /* Listed before the call: UCX may run stx_cb before it returns. */
     t->ep = ep;
     stx_link(&st->stx_live, t);
-    sp = ucp_am_send_nbx(ep, KVS_STREAM_AM_ID, t->hdr,
-                         KVS_SMSG_HDR_SIZE + body_len, data, data_len, &prm);
+    sp = ucp_am_send_nbx(ep, KVS_AM_ID, t->hdr, flen, data, data_len, &prm);
     if (sp == NULL || UCS_PTR_IS_ERR(sp)) {
         /* NULL cannot happen with NO_IMM_CMPL; treat it as failed too. */
         stx_unlink(&st->stx_live, t);
@@ -359,10 +362,10 @@ static ucp_ep_h link_ep(link_t *l)
     return conn_ep(l->conn);
 }
 
-static int link_send(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m,
+static int link_send(kvs_srvstream_t *st, link_t *l, const kvs_smsg_t *m,
                      const void *body, size_t blen)
 {
-    if (!l->ready && m->op != KVS_SOP_HELLO) {
+    if (!l->ready) {
         /* UCX may deliver a message sent while the endpoint is wired up
          * before the HELLO it followed; the peer would drop it. */
         pend_t *p = malloc(sizeof(*p) + blen);
@@ -385,10 +388,10 @@ static int link_send(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m,
     return smsg_send(st, link_ep(l), m, body, blen, NULL, 0, NULL, NULL, NULL);
 }
 
-static void send_end(kvs_stream_t *st, ucp_ep_h ep, uint64_t id,
+static void send_end(kvs_srvstream_t *st, ucp_ep_h ep, uint64_t id,
                      uint32_t block, int status)
 {
-    kvs_smsg_t m = {.op = KVS_SOP_END, .id = id, .block = block,
+    kvs_smsg_t m = {.op = KVS_OP_END, .id = id, .block = block,
                     .status = status};
 
     smsg_send(st, ep, &m, NULL, 0, NULL, 0, NULL, NULL, NULL);
@@ -444,7 +447,7 @@ static bool addr_is_local(const struct sockaddr_storage *ss)
     return local;
 }
 
-static void link_ready(kvs_stream_t *st, link_t *l);
+static void link_ready(kvs_srvstream_t *st, link_t *l);
 
 /* The BIND went out, so the bulk endpoint is wired up: the link is ready.
  * (UCX 1.13 asserts in its rendezvous code when a large send is queued on
@@ -452,7 +455,7 @@ static void link_ready(kvs_stream_t *st, link_t *l);
 static void bulk_send_cb(void *request, ucs_status_t status, void *user_data)
 {
     kvs_server_t *srv = user_data;
-    kvs_stream_t *st = srv->stream;
+    kvs_srvstream_t *st = srv->stream;
 
     ucp_request_free(request);
     if (!st)
@@ -477,7 +480,8 @@ static void bulk_send_cb(void *request, ucs_status_t status, void *user_data)
  * endpoint without peer error handling, so that part bytes move by CMA,
  * and binds it exactly as a client does (KVS_OP_BIND). Best effort: on
  * any failure the link keeps using its control endpoint. */
-static void link_bulk(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m)
+static void link_bulk(kvs_srvstream_t *st, link_t *l, uint64_t session,
+                      uint64_t secret, uint32_t port)
 {
     kvs_server_t *srv = st->srv;
     struct sockaddr_storage ss = l->ss;
@@ -492,15 +496,15 @@ static void link_bulk(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m)
     kvs_wire_msg_t b;
     size_t len;
 
-    if (!l->local || !m->part || m->part > 65535 || !m->off ||
+    if (!l->local || !port || port > 65535 || !secret ||
         getenv("KVSTASH_NO_BULK"))
         return;
-    kvs_sockaddr_set_port(&ss, (uint16_t)m->part);
+    kvs_sockaddr_set_port(&ss, (uint16_t)port);
     memset(&b, 0, sizeof(b));
     b.hdr.opcode = KVS_OP_BIND;
     b.hdr.req_id = 1;
-    b.u.bind.session = m->id;
-    b.u.bind.secret = m->off;
+    b.u.bind.session = session;
+    b.u.bind.secret = secret;
     if (kvs_wire_encode(&b, l->bind_frame, sizeof(l->bind_frame), &len) != 0)
         return;
     if (kvs_ucx_connect(srv->worker, &ss, false, NULL, NULL,
@@ -520,7 +524,7 @@ static void link_bulk(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m)
     }
     if (sp != NULL)
         l->bind_req = sp; /* ready once it is sent: bulk_send_cb */
-    kvs_info("peer %s: bulk endpoint to port %u", l->name, (unsigned)m->part);
+    kvs_info("peer %s: bulk endpoint to port %u", l->name, (unsigned)port);
 }
 
 static void link_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
@@ -537,7 +541,7 @@ static void link_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
 
 /* The live outbound link to peer (a configured name or "ip:port"),
  * connecting if there is none. */
-static int link_get(kvs_stream_t *st, const char *peer, link_t **out)
+static int link_get(kvs_srvstream_t *st, const char *peer, link_t **out)
 {
     kvs_server_t *srv = st->srv;
     const char *secret = srv->cfg.peer_secret ? srv->cfg.peer_secret : "";
@@ -545,7 +549,10 @@ static int link_get(kvs_stream_t *st, const char *peer, link_t **out)
     uint16_t port = 0;
     struct sockaddr_storage ss;
     link_t *l;
-    kvs_smsg_t m;
+    kvs_wire_msg_t h;
+    uint8_t frame[KVS_WIRE_HDR_SIZE + KVS_WIRE_HELLO_FIXED +
+                  KVS_WIRE_TOKEN_MAX];
+    size_t flen;
     int ret;
 
     for (l = st->links; l; l = l->next)
@@ -577,10 +584,19 @@ static int link_get(kvs_stream_t *st, const char *peer, link_t **out)
     l->last_rx_ns = l->last_tx_ns = kvs_clock_mono_ns();
     l->next = st->links;
     st->links = l;
-    memset(&m, 0, sizeof(m));
-    m.op = KVS_SOP_HELLO;
-    m.str_len = (uint16_t)strlen(secret);
-    ret = link_send(st, l, &m, secret, m.str_len);
+    /* The peer form of HELLO: the shared secret as the token, no
+     * namespace (each FETCH or PUSH names its own). */
+    memset(&h, 0, sizeof(h));
+    h.hdr.opcode = KVS_OP_HELLO;
+    h.hdr.req_id = 1;
+    h.u.hello.features = KVS_WIRE_FEAT_PEER | KVS_WIRE_FEAT_STREAM |
+                         KVS_WIRE_FEAT_BULK;
+    h.u.hello.token.data = (const uint8_t *)secret;
+    h.u.hello.token.len = (uint32_t)strlen(secret);
+    ret = kvs_wire_encode(&h, frame, sizeof(frame), &flen);
+    if (ret == 0)
+        ret = smsg_send(st, l->ep, NULL, frame, flen, NULL, 0, NULL, NULL,
+                        NULL);
     kvs_info("peer %s: connecting to %s port %u", peer, addr, port);
     if (ret)
         return ret;
@@ -588,7 +604,7 @@ static int link_get(kvs_stream_t *st, const char *peer, link_t **out)
     return 0;
 }
 
-static link_t *link_by_conn(kvs_stream_t *st, kvs_conn_t *conn)
+static link_t *link_by_conn(kvs_srvstream_t *st, kvs_conn_t *conn)
 {
     for (link_t *l = st->links; l; l = l->next)
         if (!l->outbound && l->conn == conn && !l->closed)
@@ -596,7 +612,7 @@ static link_t *link_by_conn(kvs_stream_t *st, kvs_conn_t *conn)
     return NULL;
 }
 
-static link_t *link_by_ep(kvs_stream_t *st, ucp_ep_h ep)
+static link_t *link_by_ep(kvs_srvstream_t *st, ucp_ep_h ep)
 {
     for (link_t *l = st->links; l; l = l->next)
         if (l->outbound && !l->closed && (l->ep == ep || l->bulk_ep == ep))
@@ -607,10 +623,10 @@ static link_t *link_by_ep(kvs_stream_t *st, ucp_ep_h ep)
 /* ------------------------------------------------------------------ */
 /* Sources: blocks sent to a link. */
 
-static void src_pump(kvs_stream_t *st, src_t *s);
-static void sput_maybe_finish(kvs_stream_t *st, sput_t *p);
+static void src_pump(kvs_srvstream_t *st, src_t *s);
+static void sput_maybe_finish(kvs_srvstream_t *st, sput_t *p);
 
-static void src_free_if_idle(kvs_stream_t *st, src_t *s)
+static void src_free_if_idle(kvs_srvstream_t *st, src_t *s)
 {
     if (!s->ended || s->inflight)
         return;
@@ -626,7 +642,7 @@ static void src_free_if_idle(kvs_stream_t *st, src_t *s)
     free(s);
 }
 
-static void src_end(kvs_stream_t *st, src_t *s, int status)
+static void src_end(kvs_srvstream_t *st, src_t *s, int status)
 {
     if (s->ended)
         return;
@@ -638,7 +654,7 @@ static void src_end(kvs_stream_t *st, src_t *s, int status)
     src_free_if_idle(st, s);
 }
 
-static void src_part_sent(kvs_stream_t *st, void *obj, void *obj2, int status)
+static void src_part_sent(kvs_srvstream_t *st, void *obj, void *obj2, int status)
 {
     src_t *s = obj;
     sput_t *p = obj2;
@@ -654,7 +670,7 @@ static void src_part_sent(kvs_stream_t *st, void *obj, void *obj2, int status)
     src_free_if_idle(st, s);
 }
 
-static void src_pump(kvs_stream_t *st, src_t *s)
+static void src_pump(kvs_srvstream_t *st, src_t *s)
 {
     kvs_server_t *srv = st->srv;
     const uint32_t *lens;
@@ -706,7 +722,7 @@ static void src_pump(kvs_stream_t *st, src_t *s)
         m.nparts = nparts;
         if (s->push) {
             /* Namespace, then the key, then the lengths. */
-            m.op = KVS_SOP_PUSH;
+            m.op = KVS_OP_PUSH;
             m.block = s->put->cls;
             m.part = s->put->flags;
             m.str_len = (uint16_t)strlen(s->put->ns_name);
@@ -716,7 +732,7 @@ static void src_pump(kvs_stream_t *st, src_t *s)
             memcpy(body + blen + 1, s->key, s->key_len);
             blen += 1u + s->key_len;
         } else {
-            m.op = KVS_SOP_BLOCK;
+            m.op = KVS_OP_BLOCK;
         }
         if (blen + 4ull * nparts > sizeof(body)) {
             src_end(st, s, KVS_ETOOBIG);
@@ -750,7 +766,7 @@ static void src_pump(kvs_stream_t *st, src_t *s)
             data = base + off;
         }
         memset(&m, 0, sizeof(m));
-        m.op = KVS_SOP_PART;
+        m.op = KVS_OP_PART;
         m.id = s->id;
         m.block = s->block;
         m.part = i;
@@ -771,7 +787,7 @@ static void src_pump(kvs_stream_t *st, src_t *s)
         src_end(st, s, 0);
 }
 
-static src_t *src_new(kvs_stream_t *st, link_t *l, uint64_t id,
+static src_t *src_new(kvs_srvstream_t *st, link_t *l, uint64_t id,
                       uint32_t block, uint32_t ns, const uint8_t *key,
                       uint32_t key_len, uint64_t wait_ms)
 {
@@ -797,7 +813,7 @@ static src_t *src_new(kvs_stream_t *st, link_t *l, uint64_t id,
 /* Reserves a block of nparts parts of lens[i] bytes in the store (a
  * client's streaming put, or a block arriving from a peer) and fills in
  * each part's offset in it. */
-static int store_begin(kvs_stream_t *st, uint32_t ns, const uint8_t *key,
+static int store_begin(kvs_srvstream_t *st, uint32_t ns, const uint8_t *key,
                        uint8_t key_len, const uint32_t *lens, uint64_t *offs,
                        uint32_t nparts, uint8_t cls, uint32_t flags,
                        kvs_put_stream_t *ps)
@@ -821,9 +837,9 @@ static int store_begin(kvs_stream_t *st, uint32_t ns, const uint8_t *key,
     return kvs_store_put_begin(st->srv->store, &a, ps);
 }
 
-static void sput_reply(kvs_stream_t *st, sput_t *p)
+static void sput_reply(kvs_srvstream_t *st, sput_t *p)
 {
-    kvs_smsg_t m = {.op = KVS_SOP_PUT_DONE, .flags = KVS_SMSG_F_REPLY,
+    kvs_smsg_t m = {.op = KVS_OP_SPUT_DONE,
                     .id = p->cid};
 
     if (p->replied || !p->finished || p->push_wait)
@@ -833,7 +849,7 @@ static void sput_reply(kvs_stream_t *st, sput_t *p)
     smsg_send(st, conn_ep(p->conn), &m, NULL, 0, NULL, 0, NULL, NULL, NULL);
 }
 
-static void sput_free_if_idle(kvs_stream_t *st, sput_t *p)
+static void sput_free_if_idle(kvs_srvstream_t *st, sput_t *p)
 {
     if (!p->finished || p->inflight || p->push_wait ||
         (p->conn && !p->replied))
@@ -855,7 +871,7 @@ static void sput_free_if_idle(kvs_stream_t *st, sput_t *p)
 /* True while a source following p has parts still to send: the block is
  * sealed only after every follower has sent every part (a push whose link
  * is still being set up, or a slow peer, holds the seal back). */
-static bool sput_followers_behind(kvs_stream_t *st, const sput_t *p)
+static bool sput_followers_behind(kvs_srvstream_t *st, const sput_t *p)
 {
     for (const src_t *s = st->srcs; s; s = s->next)
         if (s->put == p && !s->ended && s->next_part < p->nparts)
@@ -864,7 +880,7 @@ static bool sput_followers_behind(kvs_stream_t *st, const sput_t *p)
 }
 
 /* Seals (or aborts) once nothing reads or writes the block's bytes. */
-static void sput_maybe_finish(kvs_stream_t *st, sput_t *p)
+static void sput_maybe_finish(kvs_srvstream_t *st, sput_t *p)
 {
     if (!p->finished && !p->inflight &&
         (p->abort_req || !sput_followers_behind(st, p)) &&
@@ -903,7 +919,7 @@ static void sput_maybe_finish(kvs_stream_t *st, sput_t *p)
     sput_free_if_idle(st, p);
 }
 
-static sput_t *sput_find(kvs_stream_t *st, kvs_conn_t *conn, uint64_t cid)
+static sput_t *sput_find(kvs_srvstream_t *st, kvs_conn_t *conn, uint64_t cid)
 {
     for (sput_t *p = st->sputs; p; p = p->next)
         if (p->conn == conn && p->cid == cid && !p->finished)
@@ -911,7 +927,7 @@ static sput_t *sput_find(kvs_stream_t *st, kvs_conn_t *conn, uint64_t cid)
     return NULL;
 }
 
-static void sput_part_landed(kvs_stream_t *st, sput_t *p, uint32_t part)
+static void sput_part_landed(kvs_srvstream_t *st, sput_t *p, uint32_t part)
 {
     if (kvs_store_put_part_done(st->srv->store, &p->ps, part) == 0 &&
         !p->done[part]) {
@@ -924,7 +940,7 @@ static void sput_part_landed(kvs_stream_t *st, sput_t *p, uint32_t part)
             src_pump(st, s);
 }
 
-static void sput_begin(kvs_stream_t *st, kvs_conn_t *conn,
+static void sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn,
                        const kvs_smsg_t *m)
 {
     kvs_server_t *srv = st->srv;
@@ -1038,18 +1054,18 @@ out:
 }
 
 typedef struct rx {
-    kvs_stream_t *st;
+    kvs_srvstream_t *st;
     sput_t *put;                  /* a client's part, or */
     fetch_t *f;                   /* a peer's part */
     uint32_t block, part;
 } rx_t;
 
-static void fetch_part_landed(kvs_stream_t *st, fetch_t *f, uint32_t b,
+static void fetch_part_landed(kvs_srvstream_t *st, fetch_t *f, uint32_t b,
                               uint32_t part, int status);
 
 /* A part's bytes are in (ret 0) or never will be: tells its client put,
  * whose inflight count the caller raised, or its fetch. */
-static void rx_done(kvs_stream_t *st, sput_t *put, fetch_t *f,
+static void rx_done(kvs_srvstream_t *st, sput_t *put, fetch_t *f,
                     uint32_t block, uint32_t part, int ret)
 {
     if (put) {
@@ -1081,7 +1097,7 @@ static void rx_cb(void *request, ucs_status_t status, size_t length,
 /* Receives a part's data (eager: copied; rendezvous: UCX writes it into
  * dst). Returns what the AM callback returns. inflight is counted by the
  * caller and finished through the landed functions. */
-static ucs_status_t rx_start(kvs_stream_t *st, sput_t *put, fetch_t *f,
+static ucs_status_t rx_start(kvs_srvstream_t *st, sput_t *put, fetch_t *f,
                              uint32_t block, uint32_t part, void *dst,
                              void *data, size_t len, bool rndv)
 {
@@ -1124,7 +1140,7 @@ static ucs_status_t rx_start(kvs_stream_t *st, sput_t *put, fetch_t *f,
     return UCS_OK;
 }
 
-static ucs_status_t sput_part(kvs_stream_t *st, kvs_conn_t *conn,
+static ucs_status_t sput_part(kvs_srvstream_t *st, kvs_conn_t *conn,
                               const kvs_smsg_t *m, void *data, size_t len,
                               bool rndv)
 {
@@ -1150,7 +1166,7 @@ static ucs_status_t sput_part(kvs_stream_t *st, kvs_conn_t *conn,
 /* ------------------------------------------------------------------ */
 /* Fetches: blocks received from a link. */
 
-static void fetch_free_if_done(kvs_stream_t *st, fetch_t *f)
+static void fetch_free_if_done(kvs_srvstream_t *st, fetch_t *f)
 {
     for (uint32_t i = 0; i < f->nblocks; i++)
         if (f->blk[i].state != B_DONE || f->blk[i].inflight)
@@ -1168,7 +1184,7 @@ static void fetch_free_if_done(kvs_stream_t *st, fetch_t *f)
     free(f);
 }
 
-static void dblk_try_finish(kvs_stream_t *st, fetch_t *f, uint32_t i)
+static void dblk_try_finish(kvs_srvstream_t *st, fetch_t *f, uint32_t i)
 {
     dblk_t *b = &f->blk[i];
     int ret;
@@ -1206,7 +1222,7 @@ static void dblk_try_finish(kvs_stream_t *st, fetch_t *f, uint32_t i)
         send_end(st, link_ep(f->link), f->cid, 0, ret);
 }
 
-static void dblk_fail(kvs_stream_t *st, fetch_t *f, uint32_t i, int status)
+static void dblk_fail(kvs_srvstream_t *st, fetch_t *f, uint32_t i, int status)
 {
     dblk_t *b = &f->blk[i];
 
@@ -1216,7 +1232,7 @@ static void dblk_fail(kvs_stream_t *st, fetch_t *f, uint32_t i, int status)
     dblk_try_finish(st, f, i);
 }
 
-static void fwd_sent(kvs_stream_t *st, void *obj, void *obj2, int status)
+static void fwd_sent(kvs_srvstream_t *st, void *obj, void *obj2, int status)
 {
     fetch_t *f = obj;
     uint32_t i = (uint32_t)(uintptr_t)obj2;
@@ -1228,7 +1244,7 @@ static void fwd_sent(kvs_stream_t *st, void *obj, void *obj2, int status)
     fetch_free_if_done(st, f);
 }
 
-static void fetch_part_landed(kvs_stream_t *st, fetch_t *f, uint32_t i,
+static void fetch_part_landed(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
                               uint32_t part, int status)
 {
     dblk_t *b = &f->blk[i];
@@ -1244,7 +1260,7 @@ static void fetch_part_landed(kvs_stream_t *st, fetch_t *f, uint32_t i,
         b->ngot++;
         st->parts_in++;
         if (f->conn && !b->status) {
-            kvs_smsg_t m = {.op = KVS_SOP_PART, .id = f->cid, .block = i,
+            kvs_smsg_t m = {.op = KVS_OP_PART, .id = f->cid, .block = i,
                             .part = part, .off = b->offs[part],
                             .len = b->lens[part]};
 
@@ -1259,7 +1275,7 @@ static void fetch_part_landed(kvs_stream_t *st, fetch_t *f, uint32_t i,
     fetch_free_if_done(st, f);
 }
 
-static fetch_t *fetch_new(kvs_stream_t *st, uint32_t n)
+static fetch_t *fetch_new(kvs_srvstream_t *st, uint32_t n)
 {
     fetch_t *f = calloc(1, sizeof(*f) + n * sizeof(dblk_t));
 
@@ -1273,7 +1289,7 @@ static fetch_t *fetch_new(kvs_stream_t *st, uint32_t n)
 }
 
 /* BLOCK (or PUSH): the block's parts are known; reserve it in the store. */
-static int dblk_open(kvs_stream_t *st, fetch_t *f, uint32_t i,
+static int dblk_open(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
                      const kvs_smsg_t *m, kvs_smsg_rd_t *rd, uint8_t cls,
                      uint32_t flags)
 {
@@ -1302,7 +1318,7 @@ static int dblk_open(kvs_stream_t *st, fetch_t *f, uint32_t i,
         kvs_smsg_t c = *m;
         uint8_t body[4 * KVS_PARTS_MAX];
 
-        c.op = KVS_SOP_BLOCK;
+        c.op = KVS_OP_BLOCK;
         c.id = f->cid;
         c.block = i;
         c.str_len = 0;
@@ -1315,7 +1331,7 @@ static int dblk_open(kvs_stream_t *st, fetch_t *f, uint32_t i,
     return 0;
 }
 
-static void fetch_start(kvs_stream_t *st, kvs_conn_t *conn,
+static void fetch_start(kvs_srvstream_t *st, kvs_conn_t *conn,
                         const kvs_smsg_t *m)
 {
     kvs_server_t *srv = st->srv;
@@ -1394,7 +1410,7 @@ static void fetch_start(kvs_stream_t *st, kvs_conn_t *conn,
 /* ------------------------------------------------------------------ */
 /* Messages from a peer link. */
 
-static void link_fetch(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m)
+static void link_fetch(kvs_srvstream_t *st, link_t *l, const kvs_smsg_t *m)
 {
     char ns[KVS_NS_NAME_MAX + 1];
     kvs_smsg_rd_t rd;
@@ -1434,7 +1450,7 @@ static void link_fetch(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m)
     }
 }
 
-static void link_push(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m)
+static void link_push(kvs_srvstream_t *st, link_t *l, const kvs_smsg_t *m)
 {
     char ns[KVS_NS_NAME_MAX + 1];
     kvs_smsg_rd_t rd;
@@ -1474,7 +1490,7 @@ static void link_push(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m)
 }
 
 /* Our fetches are known by our id; a peer's pushes by the peer's. */
-static fetch_t *fetch_on_link(kvs_stream_t *st, link_t *l, uint64_t id)
+static fetch_t *fetch_on_link(kvs_srvstream_t *st, link_t *l, uint64_t id)
 {
     for (fetch_t *f = st->fetches; f; f = f->next)
         if (f->link == l && (f->push ? f->cid : f->id) == id)
@@ -1482,41 +1498,27 @@ static fetch_t *fetch_on_link(kvs_stream_t *st, link_t *l, uint64_t id)
     return NULL;
 }
 
-static ucs_status_t link_msg(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m,
+static ucs_status_t link_msg(kvs_srvstream_t *st, link_t *l, const kvs_smsg_t *m,
                              void *data, size_t len, bool rndv)
 {
     kvs_smsg_rd_t rd;
     fetch_t *f;
 
     l->last_rx_ns = kvs_clock_mono_ns();
-    if (m->op != KVS_SOP_PING)
+    if (m->op != KVS_OP_PING)
         kvs_debug("peer %s: op %u id %llu block %u part %u status %d",
                   l->name, m->op, (unsigned long long)m->id, m->block,
                   m->part, m->status);
     switch (m->op) {
-    case KVS_SOP_HELLO:
-        if ((m->flags & KVS_SMSG_F_REPLY) && m->status) {
-            kvs_warn("peer %s refused the link: %s", l->name,
-                     kvs_strerror(m->status));
-            l->dead = true;
-            l->fail_status = m->status;
-        } else if ((m->flags & KVS_SMSG_F_REPLY) && !l->ready &&
-                   !l->bind_req) {
-            if (l->outbound)
-                link_bulk(st, l, m);
-            if (!l->bind_req)
-                link_ready(st, l);
-        }
+    case KVS_OP_PING:
         return UCS_OK;
-    case KVS_SOP_PING:
-        return UCS_OK;
-    case KVS_SOP_FETCH:
+    case KVS_OP_FETCH:
         link_fetch(st, l, m);
         return UCS_OK;
-    case KVS_SOP_PUSH:
+    case KVS_OP_PUSH:
         link_push(st, l, m);
         return UCS_OK;
-    case KVS_SOP_CANCEL:
+    case KVS_OP_CANCEL:
         for (src_t *s = st->srcs, *next; s; s = next) {
             next = s->next;
             if (s->link == l && s->id == m->id) {
@@ -1525,7 +1527,7 @@ static ucs_status_t link_msg(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m,
             }
         }
         return UCS_OK;
-    case KVS_SOP_BLOCK:
+    case KVS_OP_BLOCK:
         f = fetch_on_link(st, l, m->id);
         if (f && m->block < f->nblocks && !f->push) {
             int ret;
@@ -1537,7 +1539,7 @@ static ucs_status_t link_msg(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m,
             fetch_free_if_done(st, f);
         }
         return UCS_OK;
-    case KVS_SOP_PART: {
+    case KVS_OP_PART: {
         dblk_t *b;
         void *dst;
 
@@ -1555,7 +1557,7 @@ static ucs_status_t link_msg(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m,
         b->inflight++;
         return rx_start(st, NULL, f, m->block, m->part, dst, data, len, rndv);
     }
-    case KVS_SOP_END:
+    case KVS_OP_END:
         f = fetch_on_link(st, l, m->id);
         if (f && !f->push) {
             if (m->block == UINT32_MAX) {
@@ -1597,7 +1599,7 @@ static ucs_status_t link_msg(kvs_stream_t *st, link_t *l, const kvs_smsg_t *m,
 
 /* HELLO answered (and the bulk endpoint, if any, bound): what was held
  * back goes out. */
-static void link_ready(kvs_stream_t *st, link_t *l)
+static void link_ready(kvs_srvstream_t *st, link_t *l)
 {
     l->ready = true;
     while (l->pend_head) {
@@ -1618,84 +1620,88 @@ static void link_ready(kvs_stream_t *st, link_t *l)
 /* ------------------------------------------------------------------ */
 /* The AM handler. */
 
-static bool secret_eq(const char *want, const uint8_t *got, size_t len)
+/* A peer's HELLO (KVS_WIRE_FEAT_PEER) was accepted on conn (handler.c
+ * checked the secret): from now on conn carries an inbound link. */
+int kvs_srvstream_peer_accept(kvs_server_t *srv, kvs_conn_t *conn)
 {
-    size_t wl = strlen(want);
-    unsigned diff = (unsigned)(wl ^ len);
+    kvs_srvstream_t *st = S(srv);
+    link_t *l = calloc(1, sizeof(*l));
 
-    for (size_t i = 0; i < len; i++)
-        diff |= (unsigned)(got[i] ^ (uint8_t)want[i < wl ? i : 0]);
-    return diff == 0 && wl > 0;
+    if (!l)
+        return -ENOMEM;
+    snprintf(l->name, sizeof(l->name), "conn-%llu",
+             (unsigned long long)conn->id);
+    l->conn = conn;
+    l->ready = true;
+    l->last_rx_ns = l->last_tx_ns = kvs_clock_mono_ns();
+    l->next = st->links;
+    st->links = l;
+    return 0;
 }
 
-static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
-                          void *data, size_t len,
-                          const ucp_am_recv_param_t *param)
+/* The answer to an outbound link's HELLO. */
+static void link_hello_rep(kvs_srvstream_t *st, link_t *l,
+                           const kvs_wire_msg_t *w)
 {
-    kvs_server_t *srv = arg;
-    kvs_stream_t *st = S(srv);
-    bool rndv = param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV;
-    kvs_conn_t *conn;
+    if (w->hdr.status) {
+        kvs_warn("peer %s refused the link: %s", l->name,
+                 kvs_strerror(w->hdr.status));
+        l->dead = true;
+        l->fail_status = w->hdr.status;
+        return;
+    }
+    if (l->ready || l->bind_req)
+        return;
+    if (w->u.hello_rep.features & KVS_WIRE_FEAT_BULK)
+        link_bulk(st, l, w->u.hello_rep.session, w->u.hello_rep.bind_secret,
+                  w->u.hello_rep.bulk_port);
+    if (!l->bind_req)
+        link_ready(st, l);
+}
+
+ucs_status_t kvs_srvstream_link_rx(kvs_server_t *srv, ucp_ep_h ep,
+                                   const kvs_wire_msg_t *w, void *data,
+                                   size_t len, bool rndv)
+{
+    kvs_srvstream_t *st = S(srv);
+    link_t *l = st ? link_by_ep(st, ep) : NULL;
+    kvs_smsg_t m;
+
+    if (!l)
+        return UCS_OK;
+    if (w->hdr.opcode == KVS_OP_HELLO && (w->hdr.flags & KVS_WIRE_F_REPLY)) {
+        l->last_rx_ns = kvs_clock_mono_ns();
+        link_hello_rep(st, l, w);
+        return UCS_OK;
+    }
+    if (!kvs_wire_op_is_stream(w->hdr.opcode))
+        return UCS_OK;
+    kvs_smsg_from_wire(w, &m);
+    return link_msg(st, l, &m, data, len, rndv);
+}
+
+ucs_status_t kvs_srvstream_rx(kvs_server_t *srv, kvs_conn_t *conn,
+                              const kvs_wire_msg_t *w, void *data,
+                              size_t len, bool rndv)
+{
+    kvs_srvstream_t *st = S(srv);
     kvs_smsg_t m;
     link_t *l;
 
-    if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) ||
-        kvs_smsg_decode(header, hlen, &m) != 0)
-        return UCS_OK;
-    l = link_by_ep(st, param->reply_ep);
-    if (l)
-        return link_msg(st, l, &m, data, len, rndv);
-    conn = kvs_server_conn_find_any(srv, param->reply_ep);
-    if (!conn || conn->closing)
-        return UCS_OK;
+    kvs_smsg_from_wire(w, &m);
     l = link_by_conn(st, conn);
     if (l)
         return link_msg(st, l, &m, data, len, rndv);
-    if (m.op == KVS_SOP_HELLO && !conn->ready) {
-        kvs_smsg_t r = {.op = KVS_SOP_HELLO, .flags = KVS_SMSG_F_REPLY};
-
-        if (!srv->cfg.peer_secret ||
-            !secret_eq(srv->cfg.peer_secret, m.body, m.str_len) ||
-            !(l = calloc(1, sizeof(*l)))) {
-            srv->auth_failures++;
-            kvs_warn("conn %llu: peer link refused: bad secret",
-                     (unsigned long long)conn->id);
-            r.status = KVS_EAUTH;
-            smsg_send(st, conn->ep, &r, NULL, 0, NULL, 0, NULL, NULL, NULL);
-            kvs_server_conn_close(conn);
-            return UCS_OK;
-        }
-        snprintf(l->name, sizeof(l->name), "conn-%llu",
-                 (unsigned long long)conn->id);
-        l->conn = conn;
-        l->ready = true;
-        l->last_rx_ns = l->last_tx_ns = kvs_clock_mono_ns();
-        l->next = st->links;
-        st->links = l;
-        conn->ready = true; /* a peer: no HELLO of its own */
-        /* The peer may bind a bulk endpoint, as a client does (BIND); it
-         * only will if it is on this host (link_bulk). */
-        if (srv->bulk_port) {
-            conn->features |= KVS_WIRE_FEAT_BULK;
-            conn->bind_secret = kvs_handler_secret64();
-            r.id = conn->id;
-            r.off = conn->bind_secret;
-            r.part = srv->bulk_port;
-        }
-        kvs_info("conn %llu: peer link accepted", (unsigned long long)conn->id);
-        smsg_send(st, conn->ep, &r, NULL, 0, NULL, 0, NULL, NULL, NULL);
-        return UCS_OK;
-    }
-    if (!conn->ready)
-        return UCS_OK;
+    if (conn->features & KVS_WIRE_FEAT_PEER)
+        return UCS_OK; /* its link failed already */
     switch (m.op) {
-    case KVS_SOP_PUT_BEGIN:
+    case KVS_OP_SPUT_BEGIN:
         sput_begin(st, conn, &m);
         return UCS_OK;
-    case KVS_SOP_PUT_PART:
+    case KVS_OP_SPUT_PART:
         return sput_part(st, conn, &m, data, len, rndv);
-    case KVS_SOP_PUT_SEAL:
-    case KVS_SOP_PUT_ABORT: {
+    case KVS_OP_SPUT_SEAL:
+    case KVS_OP_SPUT_ABORT: {
         sput_t *p = sput_find(st, conn, m.id);
 
         if (!p) {
@@ -1704,15 +1710,14 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
                 if (p->conn == conn && p->cid == m.id)
                     break;
             if (!p) {
-                kvs_smsg_t r = {.op = KVS_SOP_PUT_DONE,
-                                .flags = KVS_SMSG_F_REPLY, .id = m.id,
+                kvs_smsg_t r = {.op = KVS_OP_SPUT_DONE, .id = m.id,
                                 .status = KVS_ENOTFOUND};
                 smsg_send(st, conn->ep, &r, NULL, 0, NULL, 0, NULL, NULL,
                           NULL);
             }
             return UCS_OK;
         }
-        if (m.op == KVS_SOP_PUT_SEAL) {
+        if (m.op == KVS_OP_SPUT_SEAL) {
             p->seal_req = true;
         } else {
             p->abort_req = true;
@@ -1722,17 +1727,17 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
         sput_maybe_finish(st, p);
         return UCS_OK;
     }
-    case KVS_SOP_FETCH:
+    case KVS_OP_FETCH:
         fetch_start(st, conn, &m);
         return UCS_OK;
-    case KVS_SOP_CANCEL:
+    case KVS_OP_CANCEL:
         for (fetch_t *f = st->fetches, *next; f; f = next) {
             next = f->next;
             if (f->conn != conn || f->cid != m.id)
                 continue;
             f->conn = NULL;
             if (f->link) {
-                kvs_smsg_t c = {.op = KVS_SOP_CANCEL, .id = f->id};
+                kvs_smsg_t c = {.op = KVS_OP_CANCEL, .id = f->id};
                 link_send(st, f->link, &c, NULL, 0);
             }
             for (uint32_t i = 0; i < f->nblocks; i++)
@@ -1748,7 +1753,7 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
 /* ------------------------------------------------------------------ */
 /* Failure and timers. */
 
-static void link_close_ep(kvs_stream_t *st, link_t *l)
+static void link_close_ep(kvs_srvstream_t *st, link_t *l)
 {
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
@@ -1777,7 +1782,7 @@ static void link_close_ep(kvs_stream_t *st, link_t *l)
 }
 
 /* Fails every block not yet complete on l. */
-static void link_fail(kvs_stream_t *st, link_t *l, int status)
+static void link_fail(kvs_srvstream_t *st, link_t *l, int status)
 {
     l->dead = true;
     kvs_warn("peer %s: link failed (%s): failing its incomplete blocks",
@@ -1814,9 +1819,9 @@ static void link_fail(kvs_stream_t *st, link_t *l, int status)
     link_close_ep(st, l);
 }
 
-void kvs_stream_tick(kvs_server_t *srv, uint64_t now)
+void kvs_srvstream_tick(kvs_server_t *srv, uint64_t now)
 {
-    kvs_stream_t *st = S(srv);
+    kvs_srvstream_t *st = S(srv);
     uint64_t ping_ns = st->timeout_ns / 4;
 
     while (st->stx_failed) {
@@ -1839,7 +1844,7 @@ void kvs_stream_tick(kvs_server_t *srv, uint64_t now)
             continue;
         }
         if (l->ready && now - l->last_tx_ns > ping_ns) {
-            kvs_smsg_t m = {.op = KVS_SOP_PING};
+            kvs_smsg_t m = {.op = KVS_OP_PING};
 
             link_send(st, l, &m, NULL, 0);
         }
@@ -1851,9 +1856,9 @@ void kvs_stream_tick(kvs_server_t *srv, uint64_t now)
     }
 }
 
-void kvs_stream_conn_closed(kvs_server_t *srv, kvs_conn_t *conn)
+void kvs_srvstream_conn_closed(kvs_server_t *srv, kvs_conn_t *conn)
 {
-    kvs_stream_t *st = S(srv);
+    kvs_srvstream_t *st = S(srv);
     link_t *l;
 
     if (!st)
@@ -1877,7 +1882,7 @@ void kvs_stream_conn_closed(kvs_server_t *srv, kvs_conn_t *conn)
             continue;
         f->conn = NULL;
         if (f->link) {
-            kvs_smsg_t c = {.op = KVS_SOP_CANCEL, .id = f->id};
+            kvs_smsg_t c = {.op = KVS_OP_CANCEL, .id = f->id};
             link_send(st, f->link, &c, NULL, 0);
         }
         for (uint32_t i = 0; i < f->nblocks; i++) {
@@ -1897,7 +1902,7 @@ void kvs_stream_conn_closed(kvs_server_t *srv, kvs_conn_t *conn)
 /* ------------------------------------------------------------------ */
 /* Lifecycle. */
 
-static int parse_peers(kvs_stream_t *st, const char *list)
+static int parse_peers(kvs_srvstream_t *st, const char *list)
 {
     char buf[4096], *save = NULL;
 
@@ -1928,9 +1933,9 @@ static int parse_peers(kvs_stream_t *st, const char *list)
     return 0;
 }
 
-int kvs_stream_create(kvs_server_t *srv)
+int kvs_srvstream_create(kvs_server_t *srv)
 {
-    kvs_stream_t *st = calloc(1, sizeof(*st));
+    kvs_srvstream_t *st = calloc(1, sizeof(*st));
     int ret;
 
     if (!st)
@@ -1942,18 +1947,15 @@ int kvs_stream_create(kvs_server_t *srv)
     ret = parse_peers(st, srv->cfg.peers);
     if (ret)
         return ret;
-    ret = kvs_ucx_am_handler(srv->worker, KVS_STREAM_AM_ID, am_cb, srv);
-    if (ret)
-        return ret;
     if (st->npeers)
         kvs_info("%zu peers configured; peer timeout %llu ms", st->npeers,
                  (unsigned long long)(st->timeout_ns / 1000000));
     return 0;
 }
 
-void kvs_stream_stop(kvs_server_t *srv)
+void kvs_srvstream_stop(kvs_server_t *srv)
 {
-    kvs_stream_t *st = S(srv);
+    kvs_srvstream_t *st = S(srv);
 
     if (!st)
         return;
@@ -1962,9 +1964,9 @@ void kvs_stream_stop(kvs_server_t *srv)
             link_fail(st, l, KVS_EPEER);
 }
 
-void kvs_stream_destroy(kvs_server_t *srv)
+void kvs_srvstream_destroy(kvs_server_t *srv)
 {
-    kvs_stream_t *st = S(srv);
+    kvs_srvstream_t *st = S(srv);
 
     if (!st)
         return;

@@ -2,30 +2,45 @@
 /*
  * Streaming between sidecars: streaming puts from clients, streaming
  * fetches from a named peer daemon, pushes into a peer daemon, and the
- * peer links that carry them (transport/server/stream.c). Called by server.c
- * only, on the server's thread.
+ * peer links that carry them (transport/server/stream.c). Called by
+ * server.c and handler.c, on the server's thread.
  */
 #ifndef KVS_STREAM_H
 #define KVS_STREAM_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "transport/server/server_int.h"
 
-typedef struct kvs_stream kvs_stream_t;
+typedef struct kvs_srvstream kvs_srvstream_t;
 
-/* Parses the peer table of the server's config and registers the stream
- * AM handler on the server's worker. */
-int kvs_stream_create(kvs_server_t *srv);
+/* Parses the peer table of the server's config. */
+int kvs_srvstream_create(kvs_server_t *srv);
+/* A stream opcode from a connection (a client, or a peer whose HELLO was
+ * accepted): the table in handler.c sends every stream opcode here. data,
+ * len and rndv are the AM data (part bytes); returns UCS_INPROGRESS when
+ * it keeps the data descriptor. */
+ucs_status_t kvs_srvstream_rx(kvs_server_t *srv, kvs_conn_t *conn,
+                              const kvs_wire_msg_t *m, void *data,
+                              size_t len, bool rndv);
+/* A frame that came on an endpoint that is no connection of ours: if it is
+ * one of our outbound links, the peer's HELLO reply or a stream opcode. */
+ucs_status_t kvs_srvstream_link_rx(kvs_server_t *srv, ucp_ep_h ep,
+                                   const kvs_wire_msg_t *m, void *data,
+                                   size_t len, bool rndv);
+/* handler.c accepted a peer's HELLO on conn: it now carries a link. */
+int kvs_srvstream_peer_accept(kvs_server_t *srv, kvs_conn_t *conn);
 /* Timers: liveness pings, dead links, fetches waiting for a block. */
-void kvs_stream_tick(kvs_server_t *srv, uint64_t now_ns);
+void kvs_srvstream_tick(kvs_server_t *srv, uint64_t now_ns);
 /* A connection is closing (client or inbound peer): its puts are aborted,
  * its fetches cancelled, a link it carried fails. */
-void kvs_stream_conn_closed(kvs_server_t *srv, kvs_conn_t *conn);
+void kvs_srvstream_conn_closed(kvs_server_t *srv, kvs_conn_t *conn);
 /* Before the worker goes: force-closes outbound links. */
-void kvs_stream_stop(kvs_server_t *srv);
+void kvs_srvstream_stop(kvs_server_t *srv);
 /* After the worker is destroyed: drops what is left (aborting unsealed
  * blocks, unpinning views). NULL stream is a no-op. */
-void kvs_stream_destroy(kvs_server_t *srv);
+void kvs_srvstream_destroy(kvs_server_t *srv);
 
 #endif
