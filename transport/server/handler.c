@@ -141,7 +141,7 @@ static void hello_peer(kvs_server_t *srv, kvs_conn_t *conn,
         kvs_server_reply_status(srv, conn, &m->hdr, KVS_EAUTH, true);
         return;
     }
-    ret = kvs_srvstream_peer_accept(srv, conn);
+    ret = kvs_srvstream_peer_accept(srv->stream, conn);
     if (ret) {
         kvs_server_reply_status(srv, conn, &m->hdr, ret, true);
         return;
@@ -730,6 +730,14 @@ static void op_bind_misplaced(kvs_server_t *srv, kvs_conn_t *conn,
     kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
 }
 
+/* Every stream opcode: the stream module's (stream.c). */
+static ucs_status_t op_stream(kvs_server_t *srv, kvs_conn_t *conn,
+                              const kvs_wire_msg_t *m, void *data, size_t len,
+                              bool rndv)
+{
+    return kvs_srvstream_rx(srv->stream, conn, m, data, len, rndv);
+}
+
 static const opdef_t opdefs[KVS_OP_COUNT] = {
     [KVS_OP_HELLO] = {.name = "HELLO", .handle = op_hello},
     [KVS_OP_PUT] = {.name = "PUT", .handle = op_put},
@@ -756,7 +764,7 @@ static const opdef_t opdefs[KVS_OP_COUNT] = {
      * peer daemon sends need PEER (a peer's HELLO grants both). SPUT_DONE
      * goes to clients only: nobody may send it here. */
 #define STREAM_OP(op, nm, feat) \
-    [op] = {.name = nm, .feature = feat, .stream = kvs_srvstream_rx}
+    [op] = {.name = nm, .feature = feat, .stream = op_stream}
     STREAM_OP(KVS_OP_SPUT_BEGIN, "SPUT_BEGIN", KVS_WIRE_FEAT_STREAM),
     STREAM_OP(KVS_OP_SPUT_PART, "SPUT_PART", KVS_WIRE_FEAT_STREAM),
     STREAM_OP(KVS_OP_SPUT_SEAL, "SPUT_SEAL", KVS_WIRE_FEAT_STREAM),

@@ -521,7 +521,7 @@ static void conn_close_now(kvs_conn_t *conn)
     kvs_info("conn %llu: closing (tenant %s)", (unsigned long long)conn->id,
              conn->tenant ? conn->tenant->name : "-");
     conn_release_refs(srv, conn);
-    kvs_srvstream_conn_closed(srv, conn);
+    kvs_srvstream_conn_closed(srv->stream, conn);
     if (conn->bulk)
         bulk_close(srv, conn->bulk);
     /* A bulk endpoint has no peer error handling, and UCX 1.13 does not
@@ -813,7 +813,7 @@ static ucs_status_t link_frame(kvs_server_t *srv, ucp_ep_h ep,
                                 &m)
               : kvs_wire_decode(data, len, 0, &srv->lim, srv->scratch, &m)))
         return UCS_OK; /* links are dropped by their timeout, not by us */
-    return kvs_srvstream_link_rx(srv, ep, &m, hlen ? data : NULL,
+    return kvs_srvstream_link_rx(srv->stream, ep, &m, hlen ? data : NULL,
                                  hlen ? len : 0, rndv);
 }
 
@@ -981,6 +981,7 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
                       kvs_server_t **server_out)
 {
     kvs_ucx_opts_t opts = {0};
+    kvs_srvstream_params_t sp = {0};
     ucp_worker_attr_t wa;
     struct epoll_event ev;
     kvs_server_t *srv;
@@ -1025,7 +1026,13 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     ret = map_arena(srv);
     if (ret)
         goto err_destroy;
-    ret = kvs_srvstream_create(srv);
+    sp.store = store;
+    sp.worker = srv->worker;
+    sp.memh = srv->arena_memh;
+    sp.secret = cfg->peer_secret;
+    sp.peers = cfg->peers;
+    sp.timeout_ms = cfg->peer_timeout_ms;
+    ret = kvs_srvstream_create(&sp, &srv->stream);
     if (ret)
         goto err_destroy;
     st = ucp_worker_get_efd(srv->worker, &efd);
@@ -1114,7 +1121,7 @@ int kvs_server_run(kvs_server_t *srv, volatile sig_atomic_t *stop)
         if (now - last_timer > 50000000ull) {
             expire_leases(srv, now);
             bulk_sweep(srv, now);
-            kvs_srvstream_tick(srv, now);
+            kvs_srvstream_tick(srv->stream, now);
             last_timer = now;
         }
         if (n) {
@@ -1145,7 +1152,7 @@ void kvs_server_destroy(kvs_server_t *srv)
             ucp_listener_destroy(srv->listener);
         if (srv->bulk_listener)
             ucp_listener_destroy(srv->bulk_listener);
-        kvs_srvstream_stop(srv);
+        kvs_srvstream_stop(srv->stream);
         for (kvs_conn_t *c = srv->conns; c; c = c->next)
             kvs_server_conn_close(c);
         run_deferred(srv);
@@ -1162,7 +1169,7 @@ void kvs_server_destroy(kvs_server_t *srv)
         if (srv->arena_memh)
             ucp_mem_unmap(srv->ctx, srv->arena_memh);
         ucp_worker_destroy(srv->worker);
-        kvs_srvstream_destroy(srv);
+        kvs_srvstream_destroy(srv->stream);
         /* Connections whose sends UCX never completed: nothing refers to
          * them any more once the worker is gone. */
         while (srv->conns) {

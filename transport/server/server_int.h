@@ -181,7 +181,7 @@ void kvs_server_reply(kvs_server_t *srv, kvs_conn_t *conn,
                       kvs_wire_msg_t *rep);
 void kvs_server_conn_close(kvs_conn_t *conn);
 void kvs_server_lease_free(kvs_server_t *srv, kvs_lease_t *lease);
-/* The open connection whose endpoint is ep, or NULL (for stream.c). */
+/* The open connection whose endpoint is ep, or NULL. */
 /* Where a connection's block bytes go: its bound bulk endpoint (CMA, see
  * BIND in docs/protocol.md), else its control endpoint. */
 static inline ucp_ep_h kvs_conn_data_ep(const kvs_conn_t *c)
