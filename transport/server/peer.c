@@ -472,7 +472,7 @@ static void link_close_ep(kvs_srvstream_t *st, link_t *l)
             ucp_request_free(sp);
     } else if (l->conn) {
         l->conn->peer_failed = true;
-        kvs_server_conn_close(l->conn);
+        kvs_conn_close(l->conn);
     }
 }
 

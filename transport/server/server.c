@@ -71,653 +71,6 @@ uint16_t kvs_server_port(const kvs_server_t *srv)
 }
 
 /* ------------------------------------------------------------------ */
-/* Connections by endpoint. The reply endpoint of an active message is the
- * only trusted way to tell which connection (and so which tenant) sent it. */
-
-static uint32_t ep_hash(const kvs_server_t *srv, ucp_ep_h ep)
-{
-    uint64_t x = (uint64_t)(uintptr_t)ep;
-
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    return (uint32_t)x & srv->hash_mask;
-}
-
-static kvs_conn_t *conn_find(kvs_server_t *srv, ucp_ep_h ep)
-{
-    for (kvs_conn_t *c = srv->hash[ep_hash(srv, ep)]; c; c = c->hnext)
-        if (c->ep == ep)
-            return c;
-    return NULL;
-}
-
-/* Bulk endpoints by endpoint, in a table of their own (same size): up to
- * 2 x max_conns of them, looked up for every stream message they carry. */
-static kvs_bulk_t *bulk_find(kvs_server_t *srv, ucp_ep_h ep)
-{
-    for (kvs_bulk_t *b = srv->bulk_hash[ep_hash(srv, ep)]; b; b = b->hnext)
-        if (b->ep == ep)
-            return b;
-    return NULL;
-}
-
-kvs_conn_t *kvs_server_conn_find(kvs_server_t *srv, ucp_ep_h ep)
-{
-    return conn_find(srv, ep);
-}
-
-static void conn_unhash(kvs_server_t *srv, kvs_conn_t *conn)
-{
-    kvs_conn_t **pp = &srv->hash[ep_hash(srv, conn->ep)];
-
-    for (; *pp; pp = &(*pp)->hnext) {
-        if (*pp == conn) {
-            *pp = conn->hnext;
-            return;
-        }
-    }
-}
-
-static void conn_unref(kvs_conn_t *conn)
-{
-    kvs_server_t *srv = conn->srv;
-
-    kvs_assert(conn->refs > 0);
-    if (--conn->refs > 0)
-        return;
-    kvs_assert(conn->closing && !conn->leases && !conn->npins);
-    if (conn->prev)
-        conn->prev->next = conn->next;
-    else
-        srv->conns = conn->next;
-    if (conn->next)
-        conn->next->prev = conn->prev;
-    kvs_debug("conn %llu: freed", (unsigned long long)conn->id);
-    free(conn->pins);
-    free(conn);
-}
-
-/* ------------------------------------------------------------------ */
-/* Sends. A kvs_tx_t holds the frame (and for DATA the pinned view) until
- * UCX reports the send complete; it holds a reference on its connection. */
-
-kvs_tx_t *kvs_server_tx_get(kvs_server_t *srv, kvs_conn_t *conn)
-{
-    kvs_tx_t *tx = srv->tx_free;
-
-    if (tx) {
-        srv->tx_free = tx->next;
-    } else {
-        /* The free list grows to the high-water mark of sends in flight,
-         * bounded by max_conns x max_inflight x max_keys, and is reused. */
-        tx = malloc(sizeof(*tx) + srv->tx_cap);
-        if (!tx)
-            return NULL;
-    }
-    tx->next = NULL;
-    tx->conn = conn;
-    tx->has_view = false;
-    tx->close_after = false;
-    tx->in_data_list = false;
-    conn->refs++;
-    return tx;
-}
-
-static void data_list_del(kvs_tx_t *tx)
-{
-    if (!tx->in_data_list)
-        return;
-    if (tx->dprev)
-        tx->dprev->dnext = tx->dnext;
-    else
-        tx->conn->data_txs = tx->dnext;
-    if (tx->dnext)
-        tx->dnext->dprev = tx->dprev;
-    tx->in_data_list = false;
-}
-
-void kvs_server_tx_put(kvs_server_t *srv, kvs_tx_t *tx)
-{
-    kvs_conn_t *conn = tx->conn;
-
-    data_list_del(tx);
-
-    if (tx->has_view) {
-        kvs_store_unpin_view(srv->store, &tx->view);
-        tx->has_view = false;
-    }
-    if (tx->close_after) {
-        /* Flush the error reply to the peer before disconnecting. */
-        conn->close_graceful = true;
-        kvs_server_conn_close(conn);
-    }
-    tx->next = srv->tx_free;
-    srv->tx_free = tx;
-    conn_unref(conn);
-}
-
-static void tx_done_cb(void *request, ucs_status_t status, void *user_data)
-{
-    kvs_tx_t *tx = user_data;
-
-    if (status != UCS_OK && status != UCS_ERR_CANCELED)
-        kvs_debug("conn %llu: send failed: %s",
-                  (unsigned long long)tx->conn->id, ucs_status_string(status));
-    kvs_server_tx_put(tx->conn->srv, tx);
-    ucp_request_free(request);
-}
-
-static int tx_finish(kvs_server_t *srv, kvs_tx_t *tx, ucs_status_ptr_t sp)
-{
-    if (sp == NULL) {
-        kvs_server_tx_put(srv, tx);
-        return 0;
-    }
-    if (UCS_PTR_IS_ERR(sp)) {
-        kvs_debug("conn %llu: send: %s", (unsigned long long)tx->conn->id,
-                  ucs_status_string(UCS_PTR_STATUS(sp)));
-        kvs_server_tx_put(srv, tx);
-        return KVS_EPEER;
-    }
-    return 0; /* tx_done_cb finishes it */
-}
-
-/* A frame without payload: the AM data, sent eagerly (the client handles
- * such frames inside its receive callback). */
-int kvs_server_send_frame(kvs_server_t *srv, kvs_tx_t *tx, size_t len)
-{
-    ucp_request_param_t prm = {
-        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                        UCP_OP_ATTR_FIELD_USER_DATA |
-                        UCP_OP_ATTR_FIELD_FLAGS,
-        .cb.send = tx_done_cb,
-        .user_data = tx,
-        .flags = UCP_AM_SEND_FLAG_EAGER,
-    };
-
-    if (tx->conn->closing) {
-        kvs_server_tx_put(srv, tx);
-        return KVS_EPEER;
-    }
-    /* A peer daemon knows its links by the reply endpoint only. */
-    if (tx->conn->features & KVS_WIRE_FEAT_PEER)
-        prm.flags |= UCP_AM_SEND_FLAG_REPLY;
-    return tx_finish(srv, tx,
-                     ucp_am_send_nbx(tx->conn->ep, KVS_AM_ID, NULL, 0, tx->buf,
-                                     len, &prm));
-}
-
-/* A DATA message: the frame in the AM header, the pinned block from the
- * registered arena as the AM data; UCX picks eager or rendezvous. */
-int kvs_server_send_data(kvs_server_t *srv, kvs_tx_t *tx, size_t hlen)
-{
-    ucp_request_param_t prm = {
-        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                        UCP_OP_ATTR_FIELD_USER_DATA |
-                        UCP_OP_ATTR_FIELD_MEMH,
-        .cb.send = tx_done_cb,
-        .user_data = tx,
-        .memh = srv->arena_memh,
-    };
-    ucs_status_ptr_t sp;
-
-    if (tx->conn->closing) {
-        kvs_server_tx_put(srv, tx);
-        return KVS_EPEER;
-    }
-    sp = ucp_am_send_nbx(kvs_conn_data_ep(tx->conn), KVS_AM_ID, tx->buf, hlen,
-                         tx->view.data, tx->view.len, &prm);
-    if (UCS_PTR_IS_PTR(sp)) {
-        /* In flight: remembered so that closing the connection can drop
-         * its pin even if UCX never completes it (see conn_close_now). */
-        tx->dprev = NULL;
-        tx->dnext = tx->conn->data_txs;
-        if (tx->dnext)
-            tx->dnext->dprev = tx;
-        tx->conn->data_txs = tx;
-        tx->in_data_list = true;
-    }
-    return tx_finish(srv, tx, sp);
-}
-
-/* An error reply is a bare header; it is written here rather than through
- * the encoder so that it can echo whatever opcode the bad frame had. */
-void kvs_server_reply_status(kvs_server_t *srv, kvs_conn_t *conn,
-                             const kvs_wire_hdr_t *req, int status,
-                             bool close_after)
-{
-    kvs_wire_msg_t m;
-    kvs_tx_t *tx;
-    size_t len;
-
-    if (conn->closing)
-        return;
-    tx = kvs_server_tx_get(srv, conn);
-    if (!tx) {
-        kvs_server_conn_close(conn);
-        return;
-    }
-    memset(&m, 0, sizeof(m));
-    m.hdr.opcode = kvs_handler_known(req->opcode) ? req->opcode : KVS_OP_STAT;
-    m.hdr.flags = KVS_WIRE_F_REPLY;
-    m.hdr.req_id = req->req_id;
-    m.hdr.status = status;
-    if (kvs_wire_encode(&m, tx->buf, srv->tx_cap, &len) != 0)
-        kvs_panic("cannot encode an error reply");
-    /* Echo an unknown opcode byte as it came, so the client can match it. */
-    tx->buf[5] = req->opcode;
-    tx->close_after = close_after;
-    kvs_server_send_frame(srv, tx, len);
-}
-
-void kvs_server_reply(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *rep)
-{
-    kvs_tx_t *tx;
-    size_t len;
-    int ret;
-
-    if (conn->closing)
-        return;
-    tx = kvs_server_tx_get(srv, conn);
-    if (!tx) {
-        kvs_server_conn_close(conn);
-        return;
-    }
-    rep->hdr.flags |= KVS_WIRE_F_REPLY;
-    ret = kvs_wire_encode(rep, tx->buf, srv->tx_cap, &len);
-    if (ret) {
-        /* tx_cap is sized for the largest reply the limits allow. */
-        kvs_error("conn %llu: cannot encode %s reply: %s",
-                  (unsigned long long)conn->id,
-                  kvs_wire_op_name(rep->hdr.opcode), kvs_strerror(ret));
-        kvs_server_tx_put(srv, tx);
-        kvs_server_reply_status(srv, conn, &rep->hdr, ret, false);
-        return;
-    }
-    kvs_server_send_frame(srv, tx, len);
-}
-
-/* ------------------------------------------------------------------ */
-/* Leases and connection pins. */
-
-void kvs_server_lease_free(kvs_server_t *srv, kvs_lease_t *lease)
-{
-    const uint8_t *p = lease->keys;
-
-    /* The lease holds one reference per key, in the connection's
-     * namespace. */
-    for (uint32_t i = 0; i < lease->nkeys; i++) {
-        kvs_store_unpin(srv->store, lease->ns, p + 1, p[0]);
-        p += 1 + p[0];
-    }
-    srv->leases_active--;
-    free(lease);
-}
-
-static void conn_release_refs(kvs_server_t *srv, kvs_conn_t *conn)
-{
-    while (conn->leases) {
-        kvs_lease_t *l = conn->leases;
-
-        conn->leases = l->next;
-        kvs_server_lease_free(srv, l);
-    }
-    conn->nleases = 0;
-    for (uint32_t i = 0; i < conn->npins; i++)
-        kvs_store_unpin(srv->store, conn->ns, conn->pins[i].key,
-                        conn->pins[i].len);
-    srv->conn_pins -= conn->npins;
-    conn->npins = 0;
-}
-
-static void ep_close_cb(void *request, ucs_status_t status, void *user_data)
-{
-    (void)status;
-    conn_unref(user_data);
-    ucp_request_free(request);
-}
-
-static void stage_release(kvs_server_t *srv, kvs_stage_t *st);
-
-static void bulk_close_cb(void *request, ucs_status_t status, void *user_data)
-{
-    (void)status;
-    (void)user_data;
-    ucp_request_free(request);
-}
-
-/* Force-closes a bulk endpoint: DATA sends still on it complete with
- * UCS_ERR_CANCELED, and their completions drop their pins. */
-static void bulk_close(kvs_server_t *srv, kvs_bulk_t *b)
-{
-    ucp_request_param_t prm = {
-        .op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_CALLBACK,
-        .flags = UCP_EP_CLOSE_FLAG_FORCE,
-        .cb.send = bulk_close_cb,
-    };
-    ucs_status_ptr_t sp;
-
-    for (kvs_bulk_t **pp = &srv->bulks; *pp; pp = &(*pp)->next) {
-        if (*pp == b) {
-            *pp = b->next;
-            break;
-        }
-    }
-    for (kvs_bulk_t **pp = &srv->bulk_hash[ep_hash(srv, b->ep)]; *pp;
-         pp = &(*pp)->hnext) {
-        if (*pp == b) {
-            *pp = b->hnext;
-            break;
-        }
-    }
-    srv->nbulks--;
-    if (b->conn)
-        b->conn->bulk = NULL;
-    sp = ucp_ep_close_nbx(b->ep, &prm);
-    (void)sp; /* a pending close finishes in bulk_close_cb */
-    free(b);
-}
-
-/* UCX may report an error on an endpoint after bulk_close() freed its
- * kvs_bulk_t (seen with a client SIGKILLed mid-transfer), so the handler's
- * argument is the server and the endpoint is looked up: a closed one is no
- * longer listed, and its error is moot. */
-static void bulk_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
-{
-    kvs_bulk_t *b = bulk_find(arg, ep);
-
-    kvs_debug("bulk endpoint error: %s", ucs_status_string(status));
-    if (b)
-        b->failed = true; /* closed from the event loop */
-}
-
-static void bulk_conn_cb(ucp_conn_request_h req, void *arg)
-{
-    kvs_server_t *srv = arg;
-    kvs_bulk_t *b;
-
-    b = srv->nbulks < 2u * srv->cfg.max_conns ? calloc(1, sizeof(*b))
-                                              : NULL;
-    if (!b) {
-        ucp_listener_reject(srv->bulk_listener, req);
-        return;
-    }
-    if (kvs_ucx_accept(srv->worker, req, false, bulk_err_cb, srv,
-                       &b->ep) != 0) {
-        free(b);
-        return;
-    }
-    kvs_debug("bulk endpoint accepted");
-    b->created_ns = kvs_clock_mono_ns();
-    b->next = srv->bulks;
-    srv->bulks = b;
-    b->hnext = srv->bulk_hash[ep_hash(srv, b->ep)];
-    srv->bulk_hash[ep_hash(srv, b->ep)] = b;
-    srv->nbulks++;
-}
-
-
-/* The only frame a bulk endpoint may send: BIND (session, secret). */
-static void bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
-                      size_t len)
-{
-    kvs_wire_msg_t m;
-    kvs_conn_t *conn = NULL;
-
-    if (b->conn || kvs_wire_decode(frame, len, 0, &srv->lim, srv->scratch,
-                                   &m) != 0 ||
-        m.hdr.opcode != KVS_OP_BIND || (m.hdr.flags & KVS_WIRE_F_REPLY)) {
-        kvs_debug("bulk endpoint: first frame is not a BIND");
-        srv->bad_frames++;
-        b->failed = true;
-        return;
-    }
-    for (kvs_conn_t *c = srv->conns; c; c = c->next)
-        if (c->id == m.u.bind.session && !c->closing && c->ready)
-            conn = c;
-    if (!conn || conn->bulk || !(conn->features & KVS_WIRE_FEAT_BULK) ||
-        conn->bind_secret != m.u.bind.secret) {
-        kvs_debug("bulk endpoint: BIND to session %llu refused",
-                  (unsigned long long)m.u.bind.session);
-        srv->bad_frames++;
-        b->failed = true;
-        if (conn)
-            kvs_server_reply_status(srv, conn, &m.hdr, KVS_EAUTH, false);
-        return;
-    }
-    b->conn = conn;
-    conn->bulk = b;
-    srv->bulk_bound++;
-    kvs_debug("conn %llu: bulk endpoint bound", (unsigned long long)conn->id);
-    kvs_server_reply_status(srv, conn, &m.hdr, 0, false);
-}
-
-/* Closes a connection now (from the event loop, never from inside a UCX
- * callback): no more requests are served, its leases and pins
- * are dropped, waiting PUTs are discarded, and the endpoint is force-closed
- * (which fails the sends still in flight; their callbacks drop the block
- * pins). Safe to call more than once. */
-static void conn_close_now(kvs_conn_t *conn)
-{
-    kvs_server_t *srv = conn->srv;
-    ucp_request_param_t prm = {
-        .op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_CALLBACK |
-                        UCP_OP_ATTR_FIELD_USER_DATA,
-        .flags = UCP_EP_CLOSE_FLAG_FORCE,
-        .cb.send = ep_close_cb,
-        .user_data = conn,
-    };
-    ucs_status_ptr_t sp;
-
-    if (conn->closing)
-        return;
-    /* A peer that broke the protocol is alive: flush what we sent it (its
-     * error reply) first. A failed peer gets a forced close. */
-    if (conn->close_graceful && !conn->peer_failed)
-        prm.flags = 0;
-    conn->closing = true;
-    srv->nconns--;
-    kvs_info("conn %llu: closing (tenant %s)", (unsigned long long)conn->id,
-             conn->tenant ? conn->tenant->name : "-");
-    conn_release_refs(srv, conn);
-    kvs_srvstream_conn_closed(srv->stream, conn);
-    if (conn->bulk)
-        bulk_close(srv, conn->bulk);
-    /* A bulk endpoint has no peer error handling, and UCX 1.13 does not
-     * complete its rendezvous sends when it is force-closed. Nobody reads
-     * those blocks any more (the client is gone or cut off), so their pins
-     * are dropped now; the sends' own completions, if they ever come, only
-     * free the kvs_tx_t. */
-    for (kvs_tx_t *tx = conn->data_txs; tx; tx = tx->dnext) {
-        if (tx->has_view) {
-            kvs_store_unpin_view(srv->store, &tx->view);
-            tx->has_view = false;
-        }
-    }
-    /* Waiting PUTs of this connection give their descriptors back. */
-    for (kvs_stage_t **pp = &srv->wait_head; *pp;) {
-        kvs_stage_t *st = *pp;
-
-        if (st->conn != conn) {
-            pp = &st->next;
-            continue;
-        }
-        *pp = st->next;
-        if (srv->wait_tail == st) {
-            srv->wait_tail = NULL;
-            for (kvs_stage_t *t = srv->wait_head; t; t = t->next)
-                srv->wait_tail = t;
-        }
-        ucp_am_data_release(srv->worker, st->desc);
-        stage_release(srv, st);
-    }
-    conn_unhash(srv, conn);
-    sp = ucp_ep_close_nbx(conn->ep, &prm);
-    if (sp == NULL || UCS_PTR_IS_ERR(sp))
-        conn_unref(conn); /* the open reference */
-}
-
-/* Queues a connection for closing by the event loop. Safe anywhere,
- * including inside UCX callbacks, and more than once. */
-void kvs_server_conn_close(kvs_conn_t *conn)
-{
-    if (conn->close_queued || conn->closing)
-        return;
-    conn->close_queued = true;
-    conn->close_next = conn->srv->close_list;
-    conn->srv->close_list = conn;
-}
-
-static void ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
-{
-    kvs_conn_t *conn = arg;
-
-    (void)ep;
-    kvs_info("conn %llu: peer error: %s", (unsigned long long)conn->id,
-             ucs_status_string(status));
-    conn->peer_failed = true;
-    kvs_server_conn_close(conn);
-}
-
-static void conn_request_cb(ucp_conn_request_h req, void *arg)
-{
-    kvs_server_t *srv = arg;
-    kvs_conn_t *conn;
-
-    if (srv->nconns >= srv->cfg.max_conns) {
-        srv->conns_rejected++;
-        kvs_warn("connection refused: %u connections already open",
-                 srv->nconns);
-        ucp_listener_reject(srv->listener, req);
-        return;
-    }
-    conn = calloc(1, sizeof(*conn));
-    if (!conn) {
-        srv->conns_rejected++;
-        ucp_listener_reject(srv->listener, req);
-        return;
-    }
-    conn->srv = srv;
-    conn->id = ++srv->next_conn_id;
-    conn->refs = 1;
-    if (kvs_ucx_accept(srv->worker, req, true, ep_err_cb, conn,
-                       &conn->ep) != 0) {
-        srv->conns_rejected++;
-        free(conn);
-        return;
-    }
-    conn->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = conn;
-    srv->conns = conn;
-    conn->hnext = srv->hash[ep_hash(srv, conn->ep)];
-    srv->hash[ep_hash(srv, conn->ep)] = conn;
-    srv->nconns++;
-    srv->conns_accepted++;
-    kvs_info("conn %llu: accepted", (unsigned long long)conn->id);
-}
-
-/* ------------------------------------------------------------------ */
-/* PUT payloads that come by rendezvous. */
-
-static kvs_stage_t *stage_get(kvs_server_t *srv)
-{
-    kvs_stage_t *st = srv->stage_free;
-
-    if (st)
-        srv->stage_free = st->next;
-    else if (!(st = malloc(sizeof(*st))))
-        return NULL;
-    st->next = NULL;
-    st->slot = -1;
-    return st;
-}
-
-static void stage_release(kvs_server_t *srv, kvs_stage_t *st)
-{
-    if (st->slot >= 0)
-        srv->slot_free[srv->nslot_free++] = st->slot;
-    st->slot = -1;
-    st->conn->inflight--;
-    conn_unref(st->conn);
-    st->next = srv->stage_free;
-    srv->stage_free = st;
-}
-
-static void stage_run(kvs_server_t *srv, kvs_stage_t *st)
-{
-    kvs_wire_msg_t m;
-    int ret;
-
-    ret = kvs_wire_decode(st->frame, st->frame_len, st->len, &srv->lim,
-                          srv->scratch, &m);
-    /* The frame was checked when it arrived; it cannot have changed. */
-    kvs_assert(ret == 0);
-    if (ret == 0 && !st->conn->closing) {
-        /* dispatch counts the request in flight again */
-        st->conn->inflight--;
-        kvs_handler_dispatch(srv, st->conn, &m, srv->slots[st->slot]);
-        st->conn->inflight++;
-    }
-    stage_release(srv, st);
-}
-
-static void stage_recv_cb(void *request, ucs_status_t status, size_t length,
-                          void *user_data)
-{
-    kvs_stage_t *st = user_data;
-    kvs_server_t *srv = st->conn->srv;
-
-    (void)length;
-    if (status == UCS_OK) {
-        stage_run(srv, st);
-    } else {
-        kvs_debug("conn %llu: PUT payload lost: %s",
-                  (unsigned long long)st->conn->id, ucs_status_string(status));
-        stage_release(srv, st);
-    }
-    ucp_request_free(request);
-}
-
-static void stage_start(kvs_server_t *srv, kvs_stage_t *st)
-{
-    ucp_request_param_t prm = {
-        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                        UCP_OP_ATTR_FIELD_USER_DATA,
-        .cb.recv_am = stage_recv_cb,
-        .user_data = st,
-    };
-    ucs_status_ptr_t sp;
-
-    kvs_assert(srv->nslot_free > 0);
-    st->slot = srv->slot_free[--srv->nslot_free];
-    sp = ucp_am_recv_data_nbx(srv->worker, st->desc, srv->slots[st->slot],
-                              st->len, &prm);
-    if (sp == NULL) {
-        stage_run(srv, st);
-    } else if (UCS_PTR_IS_ERR(sp)) {
-        kvs_debug("conn %llu: PUT payload receive: %s",
-                  (unsigned long long)st->conn->id,
-                  ucs_status_string(UCS_PTR_STATUS(sp)));
-        stage_release(srv, st);
-    }
-}
-
-static void stage_pump(kvs_server_t *srv)
-{
-    while (srv->wait_head && srv->nslot_free > 0) {
-        kvs_stage_t *st = srv->wait_head;
-
-        srv->wait_head = st->next;
-        if (!srv->wait_head)
-            srv->wait_tail = NULL;
-        st->next = NULL;
-        stage_start(srv, st);
-    }
-}
-
-/* ------------------------------------------------------------------ */
 /* Receiving. */
 
 /* One frame from conn (on its control endpoint, or on its bound bulk
@@ -749,12 +102,12 @@ static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
                  flen, kvs_strerror(ret), fatal ? "; closing" : "");
         /* A stream opcode has no reply to carry the error: dropped. */
         if (fatal || !kvs_wire_op_is_stream(m.hdr.opcode))
-            kvs_server_reply_status(srv, conn, &m.hdr, ret, fatal);
+            kvs_send_status(srv, conn, &m.hdr, ret, fatal);
         return UCS_OK;
     }
     if (!conn->ready && m.hdr.opcode != KVS_OP_HELLO) {
         srv->auth_failures++;
-        kvs_server_reply_status(srv, conn, &m.hdr, KVS_EAUTH, true);
+        kvs_send_status(srv, conn, &m.hdr, KVS_EAUTH, true);
         return UCS_OK;
     }
     if (kvs_wire_op_is_stream(m.hdr.opcode))
@@ -765,15 +118,15 @@ static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
         return UCS_OK;
     }
     if (conn->inflight >= srv->cfg.max_inflight) {
-        kvs_server_reply_status(srv, conn, &m.hdr, -EAGAIN, false);
+        kvs_send_status(srv, conn, &m.hdr, -EAGAIN, false);
         return UCS_OK;
     }
     if (rndv) {
         kvs_stage_t *st;
 
         /* Only a PUT has a payload (checked by the decoder). */
-        if (flen > sizeof(st->frame) || !(st = stage_get(srv))) {
-            kvs_server_reply_status(srv, conn, &m.hdr, -ENOMEM, false);
+        if (flen > sizeof(st->frame) || !(st = kvs_stage_get(srv))) {
+            kvs_send_status(srv, conn, &m.hdr, -ENOMEM, false);
             return UCS_OK;
         }
         memcpy(st->frame, frame, flen);
@@ -785,7 +138,7 @@ static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
         conn->inflight++;
         srv->staged_puts++;
         if (srv->nslot_free > 0 && !srv->wait_head) {
-            stage_start(srv, st);
+            kvs_stage_start(srv, st);
         } else {
             if (srv->wait_tail)
                 srv->wait_tail->next = st;
@@ -828,14 +181,14 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
 
     if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP))
         return UCS_OK; /* nobody to answer: drop */
-    conn = conn_find(srv, param->reply_ep);
+    conn = kvs_conn_find(srv, param->reply_ep);
     if (!conn) {
-        b = bulk_find(srv, param->reply_ep);
+        b = kvs_conn_bulk_find(srv, param->reply_ep);
         if (!b)
             return link_frame(srv, param->reply_ep, header, hlen, data, len,
                               rndv);
         if (!b->conn && hlen == 0 && !rndv) {
-            bulk_bind(srv, b, data, len);
+            kvs_conn_bulk_bind(srv, b, data, len);
             return UCS_OK;
         }
         if (!b->conn || b->failed || hlen == 0) {
@@ -852,7 +205,7 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
             kvs_wire_hdr_t h = {0};
 
             srv->bad_frames++;
-            kvs_server_reply_status(srv, conn, &h, KVS_EPROTO, true);
+            kvs_send_status(srv, conn, &h, KVS_EPROTO, true);
             return UCS_OK;
         }
         return handle_frame(srv, conn, b, data, len, NULL, 0, false);
@@ -873,7 +226,7 @@ static int listen_on(kvs_server_t *srv)
                   srv->cfg.listen_addr);
         return KVS_ECONFIG;
     }
-    ret = kvs_ucx_listen(srv->worker, &ss, conn_request_cb, srv,
+    ret = kvs_ucx_listen(srv->worker, &ss, kvs_conn_request_cb, srv,
                          &srv->listener, &srv->port);
     if (ret) {
         kvs_error("cannot listen on %s port %u: %s", srv->cfg.listen_addr,
@@ -884,7 +237,7 @@ static int listen_on(kvs_server_t *srv)
         return 0;
     /* The bulk listener: same address, any free port (told in HELLO). */
     kvs_sockaddr_set_port(&ss, 0);
-    if (kvs_ucx_listen(srv->worker, &ss, bulk_conn_cb, srv,
+    if (kvs_ucx_listen(srv->worker, &ss, kvs_conn_bulk_request_cb, srv,
                        &srv->bulk_listener, &srv->bulk_port) != 0) {
         kvs_warn("no bulk endpoints: blocks go over the control endpoint");
         srv->bulk_port = 0;
@@ -1080,7 +433,7 @@ static void expire_leases(kvs_server_t *srv, uint64_t now)
             *pp = l->next;
             c->nleases--;
             srv->leases_expired++;
-            kvs_server_lease_free(srv, l);
+            kvs_conn_lease_free(srv, l);
         }
     }
 }
@@ -1091,7 +444,7 @@ static void bulk_sweep(kvs_server_t *srv, uint64_t now)
         next = b->next;
         /* An unbound bulk endpoint gets 10 s to BIND. */
         if (b->failed || (!b->conn && now - b->created_ns > 10000000000ull))
-            bulk_close(srv, b);
+            kvs_conn_bulk_close(srv, b);
     }
 }
 
@@ -1102,9 +455,9 @@ static void run_deferred(kvs_server_t *srv)
 
         srv->close_list = c->close_next;
         c->close_queued = false;
-        conn_close_now(c);
+        kvs_conn_close_now(c);
     }
-    stage_pump(srv);
+    kvs_stage_pump(srv);
 }
 
 int kvs_server_run(kvs_server_t *srv, volatile sig_atomic_t *stop)
@@ -1154,7 +507,7 @@ void kvs_server_destroy(kvs_server_t *srv)
             ucp_listener_destroy(srv->bulk_listener);
         kvs_srvstream_stop(srv->stream);
         for (kvs_conn_t *c = srv->conns; c; c = c->next)
-            kvs_server_conn_close(c);
+            kvs_conn_close(c);
         run_deferred(srv);
         /* Let the forced closes and failed sends call back, so that every
          * block pin is dropped before the store closes. */
@@ -1165,7 +518,7 @@ void kvs_server_destroy(kvs_server_t *srv)
         if (srv->conns)
             kvs_warn("connections still closing at shutdown");
         while (srv->bulks)
-            bulk_close(srv, srv->bulks);
+            kvs_conn_bulk_close(srv, srv->bulks);
         if (srv->arena_memh)
             ucp_mem_unmap(srv->ctx, srv->arena_memh);
         ucp_worker_destroy(srv->worker);

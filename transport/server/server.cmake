@@ -1,5 +1,8 @@
 # The daemon side: listener, connections and opcode handlers over UCX.
 add_library(kvs_transport STATIC ${CMAKE_CURRENT_SOURCE_DIR}/server/server.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/server/conn.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/server/send.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/server/stage.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/handler.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/stream.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/peer.c
