@@ -1,8 +1,10 @@
 # libkvstash: the client library, a shared object with a SONAME, a symbol
 # version map (only kvs_* API symbols are exported) and a pkg-config file.
 include(GNUInstallDirs)
-add_library(kvstash SHARED ${CMAKE_CURRENT_SOURCE_DIR}/client/client.c
-    ${CMAKE_CURRENT_SOURCE_DIR}/client/client_stream.c
+add_library(kvstash SHARED ${CMAKE_CURRENT_SOURCE_DIR}/client/conn.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/client/request.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/client/ops.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/client/stream.c
     ${PROJECT_SOURCE_DIR}/common/status.c)
 # kvs_strerror() is part of the client API: export it from this copy.
 set_source_files_properties(${PROJECT_SOURCE_DIR}/common/status.c

@@ -2,11 +2,13 @@
 /*
  * libkvstash: streaming puts and streaming fetches (kvstash/stream.h).
  *
- * Stream messages (transport/proto/stream_msg.h) use their own UCX active-message
- * id on the client's control endpoint, so they share the connection, its
- * tenant and its namespace with the request/reply calls of client.c, and
- * are progressed by the same worker. The handler is registered on first
- * use; its state (the live fetches and puts, by id) hangs off the client.
+ * The stream opcodes (transport/proto/stream_op.h) are opcodes of the one
+ * wire protocol, on the client's connection (its bound bulk endpoint when
+ * it has one), so they share the connection, its tenant and its namespace
+ * with the request/reply calls, and are progressed by the same worker;
+ * request.c hands each one received to kvs_client_stream_rx(). The state
+ * (the live fetches and puts, by id) is made on first use and hangs off
+ * the client.
  *
  * A fetch's block buffer receives each part at its offset: rendezvous data
  * is written there by UCX straight from the sidecar's arena (the one copy);
