@@ -139,6 +139,20 @@ int kvs_ucx_am_handler(ucp_worker_h worker, unsigned am_id,
                           "registering the active-message handler");
 }
 
+/* Peer error handling on or off, and who hears of errors. */
+static void ep_errors(ucp_ep_params_t *ep, bool peer,
+                      ucp_err_handler_cb_t err_cb, void *err_arg)
+{
+    ep->field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    ep->err_mode = peer ? UCP_ERR_HANDLING_MODE_PEER
+                        : UCP_ERR_HANDLING_MODE_NONE;
+    if (err_cb) {
+        ep->field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLER;
+        ep->err_handler.cb = err_cb;
+        ep->err_handler.arg = err_arg;
+    }
+}
+
 int kvs_ucx_connect(ucp_worker_h worker, const struct sockaddr_storage *ss,
                     bool peer, ucp_err_handler_cb_t err_cb, void *err_arg,
                     ucp_ep_h *ep_out)
@@ -147,18 +161,11 @@ int kvs_ucx_connect(ucp_worker_h worker, const struct sockaddr_storage *ss,
     ucs_status_t st;
 
     memset(&ep, 0, sizeof(ep));
-    ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR;
     ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
     ep.sockaddr.addr = (const struct sockaddr *)ss;
     ep.sockaddr.addrlen = kvs_sockaddr_len(ss);
-    ep.err_mode = peer ? UCP_ERR_HANDLING_MODE_PEER
-                       : UCP_ERR_HANDLING_MODE_NONE;
-    if (err_cb) {
-        ep.field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLER;
-        ep.err_handler.cb = err_cb;
-        ep.err_handler.arg = err_arg;
-    }
+    ep_errors(&ep, peer, err_cb, err_arg);
     st = ucp_ep_create(worker, &ep, ep_out);
     if (st != UCS_OK)
         *ep_out = NULL;
@@ -173,16 +180,9 @@ int kvs_ucx_accept(ucp_worker_h worker, ucp_conn_request_h req, bool peer,
     ucs_status_t st;
 
     memset(&ep, 0, sizeof(ep));
-    ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST;
     ep.conn_request = req;
-    ep.err_mode = peer ? UCP_ERR_HANDLING_MODE_PEER
-                       : UCP_ERR_HANDLING_MODE_NONE;
-    if (err_cb) {
-        ep.field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLER;
-        ep.err_handler.cb = err_cb;
-        ep.err_handler.arg = err_arg;
-    }
+    ep_errors(&ep, peer, err_cb, err_arg);
     st = ucp_ep_create(worker, &ep, ep_out);
     if (st != UCS_OK)
         *ep_out = NULL;
