@@ -439,7 +439,10 @@ static void test_malformed(void **state)
     assert_int_equal(kvs_wire_decode(buf, len, 0, &lim, scratch, &o),
                      KVS_EPROTO);
     buf[0] ^= 0xff;
-    buf[4] = 2;
+    buf[4] = KVS_WIRE_VERSION + 1;
+    assert_int_equal(kvs_wire_decode(buf, len, 0, &lim, scratch, &o),
+                     KVS_EPROTO_VERSION);
+    buf[4] = 1; /* before the stream opcodes joined: refused too */
     assert_int_equal(kvs_wire_decode(buf, len, 0, &lim, scratch, &o),
                      KVS_EPROTO_VERSION);
     assert_int_equal(o.hdr.opcode, KVS_OP_EXISTS);
@@ -503,6 +506,91 @@ static void test_key_too_big(void **state)
         kvs_wire_decode(raw, sizeof(raw), 0, &lim, scratch, &o), KVS_ETOOBIG);
 }
 
+/* The stream opcodes: one fixed part, a string, the rest; parts carry a
+ * payload; no reply flag, no count. And the peer form of HELLO. */
+static void test_stream(void **state)
+{
+    static const uint8_t body[] = {'p', 'r', 'e', 'f', 'i', 'l', 'l',
+                                   1, 'k', 4, 0, 0, 0};
+    kvs_wire_msg_t m = req(KVS_OP_SPUT_BEGIN, 0), o;
+    size_t len;
+
+    (void)state;
+    m.hdr.req_id = 77;
+    m.u.stream.block = 1;
+    m.u.stream.part = 2;
+    m.u.stream.nparts = 1;
+    m.u.stream.flags = KVS_WIRE_STREAM_PUSH;
+    m.u.stream.len = 1234;
+    m.u.stream.off = 5678;
+    m.u.stream.str = (kvs_wire_bytes_t){.data = body, .len = 7};
+    m.u.stream.rest = (kvs_wire_bytes_t){.data = body + 7,
+                                         .len = sizeof(body) - 7};
+    len = roundtrip(&m, 0, &o);
+    assert_int_equal(len, KVS_WIRE_HDR_SIZE + KVS_WIRE_STREAM_FIXED +
+                              sizeof(body));
+    assert_int_equal(o.u.stream.block, 1);
+    assert_int_equal(o.u.stream.part, 2);
+    assert_int_equal(o.u.stream.nparts, 1);
+    assert_int_equal(o.u.stream.flags, KVS_WIRE_STREAM_PUSH);
+    assert_true(o.u.stream.len == 1234 && o.u.stream.off == 5678);
+    assert_bytes(o.u.stream.str, m.u.stream.str);
+    assert_bytes(o.u.stream.rest, m.u.stream.rest);
+    assert_string_equal(kvs_wire_op_name(KVS_OP_SPUT_BEGIN), "SPUT_BEGIN");
+
+    /* String beyond the body; unknown stream flag; reply flag; count. */
+    buf[KVS_WIRE_HDR_SIZE + 12] = 200;
+    assert_int_equal(kvs_wire_decode(buf, len, 0, &lim, scratch, &o),
+                     KVS_EPROTO);
+    buf[KVS_WIRE_HDR_SIZE + 12] = 7;
+    buf[KVS_WIRE_HDR_SIZE + 14] = 0x80;
+    assert_int_equal(kvs_wire_decode(buf, len, 0, &lim, scratch, &o),
+                     KVS_EPROTO);
+    buf[KVS_WIRE_HDR_SIZE + 14] = KVS_WIRE_STREAM_PUSH;
+    buf[6] = KVS_WIRE_F_REPLY;
+    assert_int_equal(kvs_wire_decode(buf, len, 0, &lim, scratch, &o),
+                     KVS_EPROTO);
+    buf[6] = 0;
+    buf[24] = 1;
+    assert_int_equal(kvs_wire_decode(buf, len, 0, &lim, scratch, &o),
+                     KVS_EPROTO);
+    buf[24] = 0;
+    assert_int_equal(kvs_wire_decode(buf, len, 0, &lim, scratch, &o), 0);
+    /* Truncated fixed part. */
+    m = req(KVS_OP_PING, 0);
+    len = roundtrip(&m, 0, &o);
+    assert_int_equal(len, KVS_WIRE_HDR_SIZE + KVS_WIRE_STREAM_FIXED);
+    buf[16] = KVS_WIRE_STREAM_FIXED - 1;
+    assert_int_equal(kvs_wire_decode(buf, len - 1, 0, &lim, scratch, &o),
+                     KVS_EPROTO);
+
+    /* A part: always the payload flag, the payload may be empty. */
+    m = req(KVS_OP_PART, 0);
+    m.hdr.flags = KVS_WIRE_F_PAYLOAD;
+    m.u.stream.len = 4096;
+    roundtrip(&m, 4096, &o);
+    roundtrip(&m, 0, &o);
+    m.hdr.flags = 0;
+    assert_int_equal(kvs_wire_encode(&m, buf, sizeof(buf), &len), 0);
+    assert_int_equal(kvs_wire_decode(buf, len, 4096, &lim, scratch, &o),
+                     KVS_EPROTO);
+    /* A body over what fits the AM header is refused both ways. */
+    m = req(KVS_OP_FETCH, 0);
+    m.u.stream.rest = (kvs_wire_bytes_t){.data = buf + 8192,
+                                         .len = KVS_WIRE_STREAM_BODY_MAX + 1};
+    assert_int_equal(kvs_wire_encode(&m, buf, 8192, &len), -EINVAL);
+
+    /* HELLO: only the peer form may name no namespace. */
+    m = req(KVS_OP_HELLO, 0);
+    m.u.hello.features = KVS_WIRE_FEAT_PEER | KVS_WIRE_FEAT_STREAM;
+    m.u.hello.token = B("peer-secret");
+    roundtrip(&m, 0, &o);
+    assert_int_equal(o.u.hello.ns.len, 0);
+    assert_bytes(o.u.hello.token, m.u.hello.token);
+    m.u.hello.features = KVS_WIRE_FEAT_STREAM;
+    assert_int_equal(kvs_wire_encode(&m, buf, sizeof(buf), &len), -EINVAL);
+}
+
 static void test_encode_rules(void **state)
 {
     (void)state;
@@ -532,6 +620,7 @@ int main(void)
         cmocka_unit_test(test_admin_ops),
         cmocka_unit_test(test_scan),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_stream),
         cmocka_unit_test(test_key_too_big),
         cmocka_unit_test(test_encode_rules),
     };

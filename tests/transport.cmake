@@ -15,7 +15,7 @@ set_tests_properties(fuzz_wire_replay PROPERTIES TIMEOUT 120 LABELS fuzz)
 if(KVS_FUZZ)
     # The codec is compiled into the target so libFuzzer sees its coverage.
     add_executable(fuzz_wire ${KVS_FUZZ_DIR}/fuzz_wire.c
-        ${PROJECT_SOURCE_DIR}/transport/wire.c)
+        ${PROJECT_SOURCE_DIR}/transport/proto/wire.c)
     target_compile_options(fuzz_wire PRIVATE -fsanitize=fuzzer,address,undefined)
     target_link_options(fuzz_wire PRIVATE -fsanitize=fuzzer,address,undefined)
     target_link_libraries(fuzz_wire PRIVATE kvs_common)

@@ -32,7 +32,8 @@ extern "C" {
 #endif
 
 #define KVS_WIRE_MAGIC    0x3153564bu /* bytes "KVS1" */
-#define KVS_WIRE_VERSION  1u          /* the only version spoken today */
+#define KVS_WIRE_VERSION  2u          /* the only version spoken today; 2
+                                         added the stream opcodes (16-27) */
 #define KVS_WIRE_HDR_SIZE 32u
 
 /*
@@ -63,6 +64,21 @@ enum kvs_wire_op {
     KVS_OP_VERIFY   = 13, /* -> blocks checked, blocks bad */
     KVS_OP_BIND     = 14, /* on a bulk endpoint: session, secret */
     KVS_OP_SCAN     = 15, /* group, cursor -> a page of the ns's blocks */
+    /* Stream opcodes (docs/protocol.md section 9): no reply of their own;
+     * req_id is the put's, fetch's or push's id. C client, D its daemon,
+     * P a peer daemon. */
+    KVS_OP_SPUT_BEGIN = 16, /* C->D: a streaming put; key, part lens */
+    KVS_OP_SPUT_PART  = 17, /* C->D: one part; payload = its bytes */
+    KVS_OP_SPUT_SEAL  = 18, /* C->D: publish -> SPUT_DONE */
+    KVS_OP_SPUT_DONE  = 19, /* D->C: the seal's or abort's status */
+    KVS_OP_SPUT_ABORT = 20, /* C->D: drop -> SPUT_DONE */
+    KVS_OP_FETCH      = 21, /* C->D, D->P: stream these keys' blocks */
+    KVS_OP_CANCEL     = 22, /* C->D, D->P: stop a fetch */
+    KVS_OP_BLOCK      = 23, /* P->D, D->C: a block of a fetch begins */
+    KVS_OP_PART       = 24, /* P->D, D->C: one part; payload = its bytes */
+    KVS_OP_END        = 25, /* P->D, D->C, D->P: a block is done, or not */
+    KVS_OP_PING       = 26, /* either way on a peer link: liveness */
+    KVS_OP_PUSH       = 27, /* D->P: a block streamed into P's store */
     KVS_OP_COUNT
 };
 
@@ -79,7 +95,11 @@ enum kvs_wire_op {
 #define KVS_WIRE_FEAT_VERIFY     (1u << 3) /* VERIFY */
 #define KVS_WIRE_FEAT_BULK       (1u << 4) /* a second endpoint for DATA */
 #define KVS_WIRE_FEAT_SCAN       (1u << 5) /* SCAN */
-#define KVS_WIRE_FEAT_ALL        0x3fu
+#define KVS_WIRE_FEAT_STREAM     (1u << 6) /* the stream opcodes */
+#define KVS_WIRE_FEAT_ALL        0x7fu     /* every bit a client may ask */
+/* Not a client's: the HELLO is a peer daemon's (token = the peer secret,
+ * namespace empty); the connection is a peer link (section 9.3). */
+#define KVS_WIRE_FEAT_PEER       (1u << 7)
 
 /* MATCH flags. */
 #define KVS_WIRE_MATCH_LEASE (1u << 0) /* hold the matched blocks */
@@ -89,6 +109,9 @@ enum kvs_wire_op {
 #define KVS_WIRE_PUT_DURABLE (1u << 0)
 #define KVS_WIRE_PUT_NO_DRAM (1u << 1)
 #define KVS_WIRE_PUT_KNOWN   (KVS_WIRE_PUT_DURABLE | KVS_WIRE_PUT_NO_DRAM)
+/* Stream body flags. */
+#define KVS_WIRE_STREAM_PUSH  (1u << 0) /* SPUT_BEGIN: a push peer follows */
+#define KVS_WIRE_STREAM_KNOWN KVS_WIRE_STREAM_PUSH
 
 /*
  * The frame header as it lies on the wire (offsets in bytes):
@@ -135,6 +158,11 @@ _Static_assert(sizeof(kvs_wire_hdr_t) == KVS_WIRE_HDR_SIZE,
 #define KVS_WIRE_SCAN_FIXED      16u /* group, cursor, rsvd */
 #define KVS_WIRE_SCAN_REP_FIXED  8u  /* next cursor, rsvd */
 #define KVS_WIRE_SCAN_ENT_FIXED  32u /* before the key and the parent */
+#define KVS_WIRE_STREAM_FIXED    32u /* of every stream opcode's body */
+/* Bytes of a stream opcode's body after the fixed part: its frame travels
+ * in the UCX AM header, so it fits KVS_WIRE_INLINE_MAX. */
+#define KVS_WIRE_STREAM_BODY_MAX \
+    (KVS_WIRE_INLINE_MAX - KVS_WIRE_HDR_SIZE - KVS_WIRE_STREAM_FIXED)
 
 /* A key or other byte string inside a decoded frame (not NUL-terminated). */
 typedef struct kvs_wire_bytes {
@@ -282,6 +310,20 @@ typedef struct kvs_wire_msg {
             uint32_t next;           /* cursor to continue; 0: done */
             const kvs_wire_scan_ent_t *ents;
         } scan_rep;
+        struct {                     /* every stream opcode (hdr.count 0) */
+            uint32_t block;          /* block index; SPUT_BEGIN, PUSH: class */
+            uint32_t part;           /* part index; SPUT_BEGIN, PUSH: put
+                                        flags */
+            uint32_t nparts;         /* parts of a block; FETCH: keys */
+            uint32_t flags;          /* KVS_WIRE_STREAM_* */
+            uint64_t len;            /* bytes of a part or a block; FETCH:
+                                        wait_ms */
+            uint64_t off;            /* PART: offset of the part */
+            kvs_wire_bytes_t str;    /* the string that starts the body */
+            kvs_wire_bytes_t rest;   /* the op-specific bytes after it;
+                                        decode: rest.data = str.data +
+                                        str.len */
+        } stream;
     } u;
 } kvs_wire_msg_t;
 
@@ -330,6 +372,12 @@ int kvs_wire_decode_hdr(const void *buf, size_t len,
 int kvs_wire_decode(const void *buf, size_t len, uint64_t payload_len,
                     const kvs_wire_limits_t *lim, kvs_wire_scratch_t *scratch,
                     kvs_wire_msg_t *msg_out);
+
+/* True for the stream opcodes (KVS_OP_SPUT_BEGIN..KVS_OP_PUSH). */
+static inline int kvs_wire_op_is_stream(unsigned opcode)
+{
+    return opcode >= KVS_OP_SPUT_BEGIN && opcode < KVS_OP_COUNT;
+}
 
 /* Returns a static name for an opcode ("GET"), or "?" */
 const char *kvs_wire_op_name(unsigned opcode);

@@ -15,10 +15,11 @@
 #include <ucp/api/ucp.h>
 
 #include "kvstash/wire.h"
+#include "transport/proto/ucx.h"
 #include "tests/e2e/e2e.h"
 #include "tests/testutil.h"
 
-#define AM_ID 7u
+#define AM_ID KVS_AM_ID /* the one id, transport/proto/ucx.h */
 
 typedef struct raw {
     ucp_context_h ctx;
@@ -181,6 +182,16 @@ static size_t exists_frame(uint8_t *buf, const char *key)
     return enc(buf, 4096, &m);
 }
 
+/* A frame on a fresh connection, answered with status and then closed. */
+static void refused(raw_t *r, uint16_t port, const uint8_t *frame,
+                    size_t len, int status)
+{
+    raw_connect(r, port);
+    CHECK_EQ(raw_send(r, frame, len, NULL, 0, false), status);
+    wait_closed(r);
+    raw_close(r);
+}
+
 /* The well-behaved client, after each bad input. */
 static void still_serving(kvs_client_t *good, int round)
 {
@@ -198,6 +209,7 @@ int main(void)
     static uint8_t buf[1 << 18];
     kvs_e2e_daemon_t d;
     kvs_client_t *good;
+    kvs_wire_msg_t sm;
     raw_t r;
     size_t len;
     int round = 0;
@@ -222,6 +234,23 @@ int main(void)
     CHECK_EQ(raw_send(&r, buf, len, NULL, 0, false), KVS_EAUTH);
     wait_closed(&r);
     raw_close(&r);
+    still_serving(good, round++);
+
+    /* A stream opcode before HELLO: the same as any request. */
+    memset(&sm, 0, sizeof(sm));
+    sm.hdr.opcode = KVS_OP_SPUT_SEAL;
+    sm.hdr.req_id = 3;
+    refused(&r, d.port, buf, enc(buf, 4096, &sm), KVS_EAUTH);
+    still_serving(good, round++);
+
+    /* The peer form of HELLO, on a daemon with no peer secret: refused. */
+    memset(&sm, 0, sizeof(sm));
+    sm.hdr.opcode = KVS_OP_HELLO;
+    sm.hdr.req_id = 1;
+    sm.u.hello.features = KVS_WIRE_FEAT_PEER | KVS_WIRE_FEAT_STREAM;
+    sm.u.hello.token.data = (const uint8_t *)"right";
+    sm.u.hello.token.len = 5;
+    refused(&r, d.port, buf, enc(buf, 4096, &sm), KVS_EAUTH);
     still_serving(good, round++);
 
     /* A version the daemon does not speak. */

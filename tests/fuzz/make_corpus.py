@@ -1,17 +1,37 @@
 #!/usr/bin/env python3
 # Writes the seed corpus for fuzz_wire: one valid frame of every message
-# type plus a few malformed ones. Input layout: u32 payload length, frame.
+# type (the stream opcodes included) plus a few malformed ones. Input
+# layout: u32 payload length, frame.
 import os, struct, sys
 out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "corpus", "wire")
 os.makedirs(out, exist_ok=True)
 MAGIC, REPLY, PAYLOAD = 0x3153564B, 1, 2
-def frame(op, body=b"", flags=0, count=0, status=0, req=1, ver=1):
+def frame(op, body=b"", flags=0, count=0, status=0, req=1, ver=2):
     return struct.pack("<IBBHQIiII", MAGIC, ver, op, flags, req, len(body), status, count, 0) + body
 def key(k): return bytes([len(k)]) + k
 def keys(*ks): return b"".join(key(k) for k in ks)
 def put_ent(k, lens, parent=b""):
     return struct.pack("<BBBBIQQII", len(k), len(parent), 0, 2, 0, 0, 0, len(lens), 0) + k + parent + b"".join(struct.pack("<I", l) for l in lens)
+def stream(op, s=b"", rest=b"", block=0, part=0, nparts=0, sflags=0, ln=0, off=0, flags=0, status=0):
+    return frame(op, struct.pack("<IIIHHQQ", block, part, nparts, len(s), sflags, ln, off) + s + rest, flags, 0, status)
+def lens(*ls): return b"".join(struct.pack("<I", l) for l in ls)
 seeds = {
+ "hello_peer": (0, frame(1, struct.pack("<IBxxxHH", 0xd0, 0, 6, 0) + b"secret")),
+ "sput_begin": (0, stream(16, b"k1", lens(100, 200), 1, 0, 2)),
+ "sput_begin_push": (0, stream(16, b"k1", lens(100) + key(b"ns") + b"peer", 0, 0, 1, 1)),
+ "sput_part": (100, stream(17, part=1, ln=100, flags=PAYLOAD)),
+ "sput_seal": (0, stream(18)),
+ "sput_done": (0, stream(19, status=-5001)),
+ "sput_abort": (0, stream(20)),
+ "fetch": (0, stream(21, b"prefill", key(b"ns") + keys(b"a", b"b"), nparts=2, ln=500)),
+ "cancel": (0, stream(22)),
+ "block": (0, stream(23, b"", lens(10, 20), 3, 0, 2, ln=30)),
+ "part": (20, stream(24, block=3, part=1, ln=20, off=10, flags=PAYLOAD)),
+ "end": (0, stream(25, block=0xffffffff, status=-5012)),
+ "ping": (0, stream(26)),
+ "push": (0, stream(27, b"ns", key(b"k") + lens(4096), 1, 0, 1)),
+ "stream_str_lies": (0, stream(21, b"peer")[:-4]),
+ "stream_reply": (0, stream(26, flags=REPLY)),
  "hello": (0, frame(1, struct.pack("<IBxxxHH", 15, 2, 3, 5) + b"tok" + b"ns-01")),
  "hello_rep": (0, frame(1, struct.pack("<IIIIIIQQII", 31, 65536, 1 << 26, 64, 1024, 60000, 7, 99, 40001, 0), REPLY)),
  "bind": (0, frame(14, struct.pack("<QQ", 7, 99))),

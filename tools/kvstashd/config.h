@@ -12,7 +12,7 @@
 #include <stdio.h>
 
 #include "kvstore/store.h"
-#include "transport/server.h"
+#include "transport/server/server.h"
 
 #define KVS_CONFIG_TENANTS_MAX 64
 #define KVS_CONFIG_NS_MAX      64 /* namespaces listed per tenant */

@@ -22,7 +22,7 @@
 #include "common/log.h"
 #include "kvstore/store.h"
 #include "tools/kvstashd/config.h"
-#include "transport/server.h"
+#include "transport/server/server.h"
 
 static volatile sig_atomic_t stop_flag;
 

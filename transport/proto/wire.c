@@ -65,6 +65,12 @@ static const char *const op_names[KVS_OP_COUNT] = {
     [KVS_OP_RELEASE] = "RELEASE", [KVS_OP_STAT] = "STAT",
     [KVS_OP_VERIFY] = "VERIFY",   [KVS_OP_BIND] = "BIND",
     [KVS_OP_SCAN] = "SCAN",
+    [KVS_OP_SPUT_BEGIN] = "SPUT_BEGIN", [KVS_OP_SPUT_PART] = "SPUT_PART",
+    [KVS_OP_SPUT_SEAL] = "SPUT_SEAL",   [KVS_OP_SPUT_DONE] = "SPUT_DONE",
+    [KVS_OP_SPUT_ABORT] = "SPUT_ABORT", [KVS_OP_FETCH] = "FETCH",
+    [KVS_OP_CANCEL] = "CANCEL",         [KVS_OP_BLOCK] = "BLOCK",
+    [KVS_OP_PART] = "PART",             [KVS_OP_END] = "END",
+    [KVS_OP_PING] = "PING",             [KVS_OP_PUSH] = "PUSH",
 };
 
 const char *kvs_wire_op_name(unsigned opcode)
@@ -223,12 +229,38 @@ static void enc_put(enc_t *e, const kvs_wire_msg_t *m)
     }
 }
 
+/* Every stream opcode: the 32-byte fixed part, the string, the rest. */
+static void enc_stream(enc_t *e, const kvs_wire_msg_t *m)
+{
+    kvs_wire_bytes_t str = m->u.stream.str, rest = m->u.stream.rest;
+
+    if (str.len > UINT16_MAX || (str.len && !str.data) ||
+        (rest.len && !rest.data) || (m->u.stream.flags & ~KVS_WIRE_STREAM_KNOWN) ||
+        (size_t)str.len + rest.len > KVS_WIRE_STREAM_BODY_MAX) {
+        e->err = -EINVAL;
+        return;
+    }
+    enc_u32(e, m->u.stream.block);
+    enc_u32(e, m->u.stream.part);
+    enc_u32(e, m->u.stream.nparts);
+    enc_u16(e, (uint16_t)str.len);
+    enc_u16(e, (uint16_t)m->u.stream.flags);
+    enc_u64(e, m->u.stream.len);
+    enc_u64(e, m->u.stream.off);
+    enc_bytes(e, str.data, str.len);
+    enc_bytes(e, rest.data, rest.len);
+}
+
 static void enc_body(enc_t *e, const kvs_wire_msg_t *m)
 {
     const kvs_wire_hdr_t *h = &m->hdr;
     bool reply = h->flags & KVS_WIRE_F_REPLY;
     uint32_t n = h->count;
 
+    if (kvs_wire_op_is_stream(h->opcode)) {
+        enc_stream(e, m);
+        return;
+    }
     if (reply && h->status != 0)
         return;
     switch (h->opcode) {
@@ -236,9 +268,11 @@ static void enc_body(enc_t *e, const kvs_wire_msg_t *m)
         if (!reply) {
             kvs_wire_bytes_t tok = m->u.hello.token, ns = m->u.hello.ns;
 
-            if (tok.len > KVS_WIRE_TOKEN_MAX || ns.len < 1 ||
+            bool peer = m->u.hello.features & KVS_WIRE_FEAT_PEER;
+
+            if (tok.len > KVS_WIRE_TOKEN_MAX || (ns.len < 1 && !peer) ||
                 ns.len > KVS_NS_NAME_MAX || (tok.len && !tok.data) ||
-                !ns.data) {
+                (ns.len && !ns.data)) {
                 e->err = -EINVAL;
                 return;
             }
@@ -615,10 +649,12 @@ int kvs_wire_decode_hdr(const void *buf, size_t len,
     return 0;
 }
 
-/* Which messages carry a payload: PUT requests and DATA, always. */
+/* Which messages carry a payload: PUT requests, DATA, SPUT_PART and PART,
+ * always (a stream part's payload may be empty: a part of 0 bytes). */
 static bool has_payload(const kvs_wire_hdr_t *h)
 {
-    if (h->opcode == KVS_OP_DATA)
+    if (h->opcode == KVS_OP_DATA || h->opcode == KVS_OP_SPUT_PART ||
+        h->opcode == KVS_OP_PART)
         return true;
     return h->opcode == KVS_OP_PUT && !(h->flags & KVS_WIRE_F_REPLY);
 }
@@ -651,14 +687,15 @@ static int dec_request(dec_t *d, kvs_wire_msg_t *m, uint64_t payload_len,
         nlen = ld16(f + 10);
         if (tlen > KVS_WIRE_TOKEN_MAX || nlen > KVS_NS_NAME_MAX)
             return KVS_ETOOBIG;
-        if (nlen == 0)
-            return KVS_EPROTO;
+        if (nlen == 0 && !(m->u.hello.features & KVS_WIRE_FEAT_PEER))
+            return KVS_EPROTO; /* only a peer's HELLO names no namespace */
         m->u.hello.token.len = tlen;
         m->u.hello.token.data = NULL;
         if (tlen)
             DEC_FIXED(d, tlen, m->u.hello.token.data);
         m->u.hello.ns.len = nlen;
-        DEC_FIXED(d, nlen, m->u.hello.ns.data);
+        if (nlen)
+            DEC_FIXED(d, nlen, m->u.hello.ns.data);
         return 0;
     }
     case KVS_OP_PUT:
@@ -861,6 +898,40 @@ static int dec_reply(dec_t *d, kvs_wire_msg_t *m, const kvs_wire_limits_t *lim,
     }
 }
 
+/* Every stream opcode: the fixed part, then a string of str_len bytes,
+ * then the rest (read by the stream handlers with kvs_wire_stream_*). */
+static int dec_stream(dec_t *d, kvs_wire_msg_t *m)
+{
+    const uint8_t *f;
+    uint32_t slen;
+
+    if (m->hdr.flags & KVS_WIRE_F_REPLY)
+        return KVS_EPROTO; /* stream opcodes answer with opcodes */
+    if (m->hdr.count != 0)
+        return KVS_EPROTO;
+    if (m->hdr.body_len > KVS_WIRE_STREAM_FIXED + KVS_WIRE_STREAM_BODY_MAX)
+        return KVS_ETOOBIG;
+    DEC_FIXED(d, KVS_WIRE_STREAM_FIXED, f);
+    m->u.stream.block = ld32(f);
+    m->u.stream.part = ld32(f + 4);
+    m->u.stream.nparts = ld32(f + 8);
+    slen = ld16(f + 12);
+    m->u.stream.flags = ld16(f + 14);
+    m->u.stream.len = ld64(f + 16);
+    m->u.stream.off = ld64(f + 24);
+    if (m->u.stream.flags & ~KVS_WIRE_STREAM_KNOWN)
+        return KVS_EPROTO;
+    if (slen > d->len - d->off)
+        return KVS_EPROTO;
+    m->u.stream.str.data = d->p + d->off;
+    m->u.stream.str.len = slen;
+    d->off += slen;
+    m->u.stream.rest.data = d->p + d->off;
+    m->u.stream.rest.len = (uint32_t)(d->len - d->off);
+    d->off = d->len;
+    return 0;
+}
+
 int kvs_wire_decode(const void *buf, size_t len, uint64_t payload_len,
                     const kvs_wire_limits_t *lim, kvs_wire_scratch_t *scratch,
                     kvs_wire_msg_t *msg_out)
@@ -892,7 +963,9 @@ int kvs_wire_decode(const void *buf, size_t len, uint64_t payload_len,
     d.p = (const uint8_t *)buf + KVS_WIRE_HDR_SIZE;
     d.len = m->hdr.body_len;
     d.off = 0;
-    if (m->hdr.flags & KVS_WIRE_F_REPLY)
+    if (kvs_wire_op_is_stream(m->hdr.opcode))
+        ret = dec_stream(&d, m);
+    else if (m->hdr.flags & KVS_WIRE_F_REPLY)
         ret = dec_reply(&d, m, lim, scratch);
     else
         ret = dec_request(&d, m, payload_len, lim, scratch);

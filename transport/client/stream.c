@@ -2,11 +2,13 @@
 /*
  * libkvstash: streaming puts and streaming fetches (kvstash/stream.h).
  *
- * Stream messages (transport/stream_msg.h) use their own UCX active-message
- * id on the client's control endpoint, so they share the connection, its
- * tenant and its namespace with the request/reply calls of client.c, and
- * are progressed by the same worker. The handler is registered on first
- * use; its state (the live fetches and puts, by id) hangs off the client.
+ * The stream opcodes (transport/proto/stream_op.h) are opcodes of the one
+ * wire protocol, on the client's connection (its bound bulk endpoint when
+ * it has one), so they share the connection, its tenant and its namespace
+ * with the request/reply calls, and are progressed by the same worker;
+ * request.c hands each one received to kvs_client_stream_rx(). The state
+ * (the live fetches and puts, by id) is made on first use and hangs off
+ * the client.
  *
  * A fetch's block buffer receives each part at its offset: rendezvous data
  * is written there by UCX straight from the sidecar's arena (the one copy);
@@ -22,8 +24,9 @@
 #include <ucp/api/ucp.h>
 
 #include "common/clock.h"
-#include "transport/client_int.h"
-#include "transport/stream_msg.h"
+#include "transport/client/client_int.h"
+#include "transport/proto/stream_op.h"
+#include "transport/proto/ucx.h"
 
 typedef struct cstate {
     kvs_client_t *c;
@@ -213,18 +216,19 @@ static void on_end(kvs_stream_fetch_t *f, const kvs_smsg_t *m)
     }
 }
 
-static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
-                          void *data, size_t len,
-                          const ucp_am_recv_param_t *param)
+ucs_status_t kvs_client_stream_rx(kvs_client_t *c, const kvs_wire_msg_t *w,
+                                  void *data, size_t len, bool rndv)
 {
-    cstate_t *cs = arg;
     kvs_client_internals_t ci;
+    cstate_t *cs;
     kvs_smsg_t m;
 
-    if (kvs_smsg_decode(header, hlen, &m))
-        return UCS_OK;
-    kvs_client_internals(cs->c, &ci);
-    if (m.op == KVS_SOP_PUT_DONE) {
+    kvs_client_internals(c, &ci);
+    cs = *ci.stream;
+    if (!cs)
+        return UCS_OK; /* nothing streamed yet: nothing to match */
+    kvs_smsg_from_wire(w, &m);
+    if (m.op == KVS_OP_SPUT_DONE) {
         for (kvs_stream_put_t *p = cs->puts; p; p = p->next)
             if (p->id == m.id) {
                 p->done = true;
@@ -236,14 +240,12 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
         if (f->id != m.id)
             continue;
         switch (m.op) {
-        case KVS_SOP_BLOCK:
+        case KVS_OP_BLOCK:
             on_block(f, &m);
             break;
-        case KVS_SOP_PART:
-            return on_part(cs, f, &m, data, len,
-                           param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV,
-                           ci.worker);
-        case KVS_SOP_END:
+        case KVS_OP_PART:
+            return on_part(cs, f, &m, data, len, rndv, ci.worker);
+        case KVS_OP_END:
             on_end(f, &m);
             break;
         default:
@@ -257,7 +259,6 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
 static int cstate_get(kvs_client_t *c, cstate_t **out)
 {
     kvs_client_internals_t ci;
-    ucp_am_handler_param_t ap;
     cstate_t *cs;
 
     kvs_client_internals(c, &ci);
@@ -271,17 +272,6 @@ static int cstate_get(kvs_client_t *c, cstate_t **out)
     if (!cs)
         return -ENOMEM;
     cs->c = c;
-    memset(&ap, 0, sizeof(ap));
-    ap.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID |
-                    UCP_AM_HANDLER_PARAM_FIELD_CB |
-                    UCP_AM_HANDLER_PARAM_FIELD_ARG;
-    ap.id = KVS_STREAM_AM_ID;
-    ap.cb = am_cb;
-    ap.arg = cs;
-    if (ucp_worker_set_am_recv_handler(ci.worker, &ap) != UCS_OK) {
-        free(cs);
-        return -ENODEV;
-    }
     *ci.stream = cs;
     *out = cs;
     return 0;
@@ -326,6 +316,7 @@ static int smsg_post(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
         .flags = UCP_AM_SEND_FLAG_REPLY,
     };
     ucs_status_ptr_t sp;
+    size_t flen;
 
     *out = NULL;
     if (blen > KVS_SMSG_BODY_MAX)
@@ -333,15 +324,16 @@ static int smsg_post(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
     kvs_client_internals(c, &ci);
     if (!ci.ep)
         return ci.failed ? ci.failed : KVS_EPEER;
-    if (!(s = calloc(1, sizeof(*s) + KVS_SMSG_HDR_SIZE + blen)))
+    if (!(s = calloc(1, sizeof(*s) + KVS_SMSG_MAX)))
         return -ENOMEM;
     prm.user_data = s;
-    kvs_smsg_put_hdr(s->hdr, m);
-    if (blen)
-        memcpy(s->hdr + KVS_SMSG_HDR_SIZE, body, blen);
+    if (kvs_smsg_encode(m, body, blen, s->hdr, &flen) != 0) {
+        free(s);
+        return -EINVAL;
+    }
     /* On the bulk endpoint (when bound) part bytes move by CMA. */
-    sp = ucp_am_send_nbx(ci.data_ep, KVS_STREAM_AM_ID, s->hdr,
-                         KVS_SMSG_HDR_SIZE + blen, data, dlen, &prm);
+    sp = ucp_am_send_nbx(ci.data_ep, KVS_AM_ID, s->hdr, flen, data, dlen,
+                         &prm);
     if (sp == NULL || UCS_PTR_IS_ERR(sp)) {
         free(s);
         return sp == NULL ? 0 : KVS_EPEER;
@@ -430,7 +422,7 @@ KVS_API int kvs_stream_put_begin(kvs_client_t *c, const kvs_client_key_t *key,
     p->id = ++cs->next_id;
     p->nparts = nparts;
     memset(&m, 0, sizeof(m));
-    m.op = KVS_SOP_PUT_BEGIN;
+    m.op = KVS_OP_SPUT_BEGIN;
     m.id = p->id;
     m.block = cls;
     m.part = flags;
@@ -470,7 +462,7 @@ static int part_msg(const kvs_stream_put_t *p, uint32_t part, size_t len,
     if (p->done)
         return p->status ? p->status : KVS_EPROTO;
     memset(m, 0, sizeof(*m));
-    m->op = KVS_SOP_PUT_PART;
+    m->op = KVS_OP_SPUT_PART;
     m->id = p->id;
     m->part = part;
     m->len = len;
@@ -543,7 +535,7 @@ static int put_finish(kvs_stream_put_t *p, uint8_t op)
     m.id = p->id;
     /* SEAL or ABORT follows the posted parts on the same endpoint. */
     ret = smsg_send(c, &m, NULL, 0, NULL, 0);
-    if (put_wait_posted(p) && !ret && op == KVS_SOP_PUT_SEAL)
+    if (put_wait_posted(p) && !ret && op == KVS_OP_SPUT_SEAL)
         ret = KVS_EPEER;
     while (!ret && !p->done) {
         ret = kvs_client_progress_idle(c, &idle);
@@ -560,13 +552,13 @@ KVS_API int kvs_stream_put_seal(kvs_stream_put_t *p)
 {
     if (!p)
         return -EINVAL;
-    return put_finish(p, KVS_SOP_PUT_SEAL);
+    return put_finish(p, KVS_OP_SPUT_SEAL);
 }
 
 KVS_API void kvs_stream_put_abort(kvs_stream_put_t *p)
 {
     if (p)
-        (void)put_finish(p, KVS_SOP_PUT_ABORT);
+        (void)put_finish(p, KVS_OP_SPUT_ABORT);
 }
 
 /* ------------------------------------------------------------------ */
@@ -619,7 +611,7 @@ KVS_API int kvs_stream_fetch(kvs_client_t *c, const char *peer,
         blen += 1 + blocks[i].key.len;
     }
     memset(&m, 0, sizeof(m));
-    m.op = KVS_SOP_FETCH;
+    m.op = KVS_OP_FETCH;
     m.id = f->id;
     m.nparts = (uint32_t)n;
     m.len = wait_ms;
@@ -712,7 +704,7 @@ KVS_API void kvs_stream_fetch_destroy(kvs_stream_fetch_t *f)
     c = f->cs->c;
     kvs_client_internals(c, &ci);
     if (ci.ep) {
-        kvs_smsg_t m = {.op = KVS_SOP_CANCEL, .id = f->id};
+        kvs_smsg_t m = {.op = KVS_OP_CANCEL, .id = f->id};
 
         (void)smsg_send(c, &m, NULL, 0, NULL, 0);
     }

@@ -44,7 +44,7 @@ typedef struct kvs_server_config {
     bool bulk_ep;                 /* offer a second endpoint for DATA */
     const kvs_tenant_t *tenants;  /* none: every token is accepted */
     size_t ntenants;
-    /* Streaming between sidecars (transport/stream.c). */
+    /* Streaming between sidecars (transport/server/stream.c). */
     const char *peer_secret;      /* shared by peers; NULL: no peer links in */
     const char *peers;            /* "name=ip:port,..."; NULL: none */
     uint32_t peer_timeout_ms;     /* a silent peer link fails after this */

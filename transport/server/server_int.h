@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Internals shared by server.c (listener, connections, event loop, sends)
- * and handler.c (the opcode table). Not a public header.
+ * Internals of the daemon's transport, shared by server.c (listeners,
+ * receiving, the event loop), conn.c (connections), send.c (sends),
+ * stage.c (staging of rendezvous PUT payloads) and handler.c (the opcode
+ * table). Not a public header.
  *
  * Threading: everything here is owned by the one thread that runs
  * kvs_server_run(); UCX callbacks run inside ucp_worker_progress() on that
@@ -16,9 +18,9 @@
 #include <ucp/api/ucp.h>
 
 #include "kvstash/wire.h"
-#include "transport/server.h"
+#include "transport/proto/ucx.h"
+#include "transport/server/server.h"
 
-#define KVS_AM_ID 7u /* the UCX active-message id of every kvstash message */
 
 typedef struct kvs_conn kvs_conn_t;
 
@@ -165,23 +167,46 @@ struct kvs_server {
     uint64_t bytes_sent;          /* their payload bytes */
     uint64_t get_misses;          /* GET entries answered without data */
 
-    /* Streaming between sidecars (transport/stream.c). */
-    struct kvs_stream *stream;
+    /* Streaming between sidecars (transport/server/stream.c). */
+    struct kvs_srvstream *stream;
 };
 
-/* server.c */
-kvs_tx_t *kvs_server_tx_get(kvs_server_t *srv, kvs_conn_t *conn);
-void kvs_server_tx_put(kvs_server_t *srv, kvs_tx_t *tx);
-int kvs_server_send_frame(kvs_server_t *srv, kvs_tx_t *tx, size_t len);
-int kvs_server_send_data(kvs_server_t *srv, kvs_tx_t *tx, size_t hlen);
-void kvs_server_reply_status(kvs_server_t *srv, kvs_conn_t *conn,
-                             const kvs_wire_hdr_t *req, int status,
-                             bool close_after);
-void kvs_server_reply(kvs_server_t *srv, kvs_conn_t *conn,
-                      kvs_wire_msg_t *rep);
-void kvs_server_conn_close(kvs_conn_t *conn);
-void kvs_server_lease_free(kvs_server_t *srv, kvs_lease_t *lease);
-/* The open connection whose endpoint is ep, or NULL (for stream.c). */
+/* send.c */
+kvs_tx_t *kvs_send_tx_get(kvs_server_t *srv, kvs_conn_t *conn);
+void kvs_send_tx_put(kvs_server_t *srv, kvs_tx_t *tx);
+int kvs_send_frame(kvs_server_t *srv, kvs_tx_t *tx, size_t len);
+int kvs_send_data(kvs_server_t *srv, kvs_tx_t *tx, size_t hlen);
+void kvs_send_status(kvs_server_t *srv, kvs_conn_t *conn,
+                     const kvs_wire_hdr_t *req, int status, bool close_after);
+void kvs_send_reply(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *rep);
+
+/* conn.c */
+/* The open connection whose control endpoint is ep, or NULL. */
+kvs_conn_t *kvs_conn_find(kvs_server_t *srv, ucp_ep_h ep);
+/* The bulk endpoint ep, bound or not, or NULL. */
+kvs_bulk_t *kvs_conn_bulk_find(kvs_server_t *srv, ucp_ep_h ep);
+void kvs_conn_unref(kvs_conn_t *conn);
+void kvs_conn_close(kvs_conn_t *conn);
+void kvs_conn_close_now(kvs_conn_t *conn);
+void kvs_conn_lease_free(kvs_server_t *srv, kvs_lease_t *lease);
+/* The listeners' callbacks: a client's (or peer's) control endpoint, and
+ * a bulk endpoint. */
+void kvs_conn_request_cb(ucp_conn_request_h req, void *arg);
+void kvs_conn_bulk_request_cb(ucp_conn_request_h req, void *arg);
+/* The only frame a bulk endpoint may send before it is bound. */
+void kvs_conn_bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
+                        size_t len);
+void kvs_conn_bulk_close(kvs_server_t *srv, kvs_bulk_t *b);
+/* The one place a connection's tenancy and features are set, once handler.c
+ * has checked its HELLO: tenant (NULL: a peer daemon's link), whether it
+ * may use its namespace ns, the features agreed (BULK only when this
+ * daemon has a bulk port; then a new BIND secret). */
+void kvs_conn_set_ready(kvs_server_t *srv, kvs_conn_t *conn,
+                        const kvs_tenant_t *tenant, bool ns_ok, uint32_t ns,
+                        uint32_t features);
+/* A peer's HELLO is being answered: replies to it carry the UCX reply
+ * endpoint (how a daemon tells its links apart), even a refusal. */
+void kvs_conn_set_peer_form(kvs_conn_t *conn);
 /* Where a connection's block bytes go: its bound bulk endpoint (CMA, see
  * BIND in docs/protocol.md), else its control endpoint. */
 static inline ucp_ep_h kvs_conn_data_ep(const kvs_conn_t *c)
@@ -189,10 +214,11 @@ static inline ucp_ep_h kvs_conn_data_ep(const kvs_conn_t *c)
     return c->bulk && !c->bulk->failed ? c->bulk->ep : c->ep;
 }
 
-kvs_conn_t *kvs_server_conn_find(kvs_server_t *srv, ucp_ep_h ep);
-/* The connection ep belongs to: its control endpoint or its bound bulk
- * endpoint. */
-kvs_conn_t *kvs_server_conn_find_any(kvs_server_t *srv, ucp_ep_h ep);
+/* stage.c */
+kvs_stage_t *kvs_stage_get(kvs_server_t *srv);
+void kvs_stage_release(kvs_server_t *srv, kvs_stage_t *st);
+void kvs_stage_start(kvs_server_t *srv, kvs_stage_t *st);
+void kvs_stage_pump(kvs_server_t *srv);
 
 /* handler.c */
 int kvs_handler_check(void);
@@ -201,6 +227,10 @@ int kvs_handler_check(void);
 void kvs_handler_dispatch(kvs_server_t *srv, kvs_conn_t *conn,
                           kvs_wire_msg_t *msg, const uint8_t *payload);
 bool kvs_handler_known(unsigned opcode);
-uint64_t kvs_handler_secret64(void);
+/* A stream opcode: to its handler if the connection's features allow it,
+ * else dropped (stream opcodes have no error reply). */
+ucs_status_t kvs_handler_dispatch_stream(kvs_server_t *srv, kvs_conn_t *conn,
+                                         kvs_wire_msg_t *m, void *data,
+                                         size_t len, bool rndv);
 
 #endif

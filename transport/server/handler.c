@@ -12,12 +12,12 @@
  * are KVS_ENOTFOUND. The store is not consulted, so nothing about another
  * tenant's blocks can be learnt, not even through timing of a lookup.
  */
-#include "transport/server_int.h"
+#include "transport/server/server_int.h"
+#include "transport/server/stream.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "common/clock.h"
 #include "common/debug.h"
@@ -26,10 +26,19 @@
 typedef void (*handle_fn)(kvs_server_t *srv, kvs_conn_t *conn,
                           kvs_wire_msg_t *m, const uint8_t *payload);
 
+/* A stream opcode's handler: also gets the AM data (part bytes), and
+ * returns UCS_INPROGRESS when it keeps the data descriptor. */
+typedef ucs_status_t (*stream_fn)(kvs_server_t *srv, kvs_conn_t *conn,
+                                  const kvs_wire_msg_t *m, void *data,
+                                  size_t len, bool rndv);
+
+/* One entry per opcode: a request handler, or (stream opcodes, which have
+ * no reply of their own) a stream handler. */
 typedef struct opdef {
     const char *name;
     uint32_t feature;             /* KVS_WIRE_FEAT_* it needs; 0: none */
     handle_fn handle;
+    stream_fn stream;
 } opdef_t;
 
 static kvs_wire_msg_t reply_to(const kvs_wire_msg_t *req, uint32_t count)
@@ -63,16 +72,6 @@ static bool token_eq(const char *want, const kvs_wire_bytes_t *got)
     return diff == 0 && wl > 0;
 }
 
-/* An unguessable 64-bit secret for BIND. */
-uint64_t kvs_handler_secret64(void)
-{
-    uint64_t x = 0;
-
-    if (getrandom(&x, sizeof(x), 0) != sizeof(x))
-        x = kvs_clock_mono_ns() * 0x9e3779b97f4a7c15ull;
-    return x | 1;
-}
-
 static const kvs_tenant_t open_tenant = {.name = "default", .all_ns = true};
 
 static bool ns_allowed(const kvs_tenant_t *t, const kvs_wire_bytes_t *ns)
@@ -86,17 +85,77 @@ static bool ns_allowed(const kvs_tenant_t *t, const kvs_wire_bytes_t *ns)
     return false;
 }
 
+/* The HELLO reply's limits, the same for clients and peers. */
+static kvs_wire_msg_t hello_reply(kvs_server_t *srv, kvs_conn_t *conn,
+                                  const kvs_wire_msg_t *m)
+{
+    kvs_wire_msg_t r = reply_to(m, 0);
+
+    r.u.hello_rep.max_body = srv->cfg.max_body;
+    r.u.hello_rep.max_payload = srv->cfg.max_payload;
+    r.u.hello_rep.max_inflight = srv->cfg.max_inflight;
+    r.u.hello_rep.max_keys = srv->cfg.max_keys;
+    r.u.hello_rep.lease_max_ms = srv->cfg.lease_max_ms;
+    r.u.hello_rep.session = conn->id;
+    r.u.hello_rep.features = conn->features;
+    if (conn->features & KVS_WIRE_FEAT_BULK) {
+        r.u.hello_rep.bind_secret = conn->bind_secret;
+        r.u.hello_rep.bulk_port = srv->bulk_port;
+    }
+    return r;
+}
+
+/* The peer form of HELLO: a daemon opening a link (docs/protocol.md 9.3).
+ * The token is the shared peer secret; the link has no tenant and no
+ * namespace of its own (each FETCH or PUSH names one). A peer on this
+ * host may bind a bulk endpoint, as a client does. */
+static void hello_peer(kvs_server_t *srv, kvs_conn_t *conn,
+                       const kvs_wire_msg_t *m)
+{
+    kvs_wire_msg_t r;
+    int ret;
+
+    /* So that even the refusal below reaches the peer. */
+    kvs_conn_set_peer_form(conn);
+    if (!srv->cfg.peer_secret ||
+        !token_eq(srv->cfg.peer_secret, &m->u.hello.token)) {
+        srv->auth_failures++;
+        kvs_warn("conn %llu: peer link refused: bad secret; closing",
+                 (unsigned long long)conn->id);
+        kvs_send_status(srv, conn, &m->hdr, KVS_EAUTH, true);
+        return;
+    }
+    ret = kvs_srvstream_peer_accept(srv->stream, conn);
+    if (ret) {
+        kvs_send_status(srv, conn, &m->hdr, ret, true);
+        return;
+    }
+    kvs_conn_set_ready(srv, conn, NULL, false, 0,
+                       m->u.hello.features &
+                           (KVS_WIRE_FEAT_PEER | KVS_WIRE_FEAT_STREAM |
+                            KVS_WIRE_FEAT_BULK));
+    r = hello_reply(srv, conn, m);
+    kvs_info("conn %llu: peer link accepted", (unsigned long long)conn->id);
+    kvs_send_reply(srv, conn, &r);
+}
+
 static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                      const uint8_t *payload)
 {
     const kvs_tenant_t *tenant = NULL;
     kvs_wire_msg_t r;
     char ns[KVS_NS_NAME_MAX + 1];
+    uint32_t nsid = 0;
+    bool ns_ok;
     int ret;
 
     (void)payload;
     if (conn->ready) {
-        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+        kvs_send_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+        return;
+    }
+    if (m->u.hello.features & KVS_WIRE_FEAT_PEER) {
+        hello_peer(srv, conn, m);
         return;
     }
     if (srv->cfg.ntenants == 0) {
@@ -110,49 +169,32 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         srv->auth_failures++;
         kvs_info("conn %llu: bad token; closing",
                  (unsigned long long)conn->id);
-        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EAUTH, true);
+        kvs_send_status(srv, conn, &m->hdr, KVS_EAUTH, true);
         return;
     }
     memcpy(ns, m->u.hello.ns.data, m->u.hello.ns.len);
     ns[m->u.hello.ns.len] = '\0';
     if (memchr(ns, '\0', m->u.hello.ns.len)) {
-        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, true);
+        kvs_send_status(srv, conn, &m->hdr, KVS_EPROTO, true);
         return;
     }
-    conn->tenant = tenant;
-    conn->ns_ok = ns_allowed(tenant, &m->u.hello.ns);
-    if (conn->ns_ok) {
-        ret = kvs_store_ns_open(srv->store, ns, m->u.hello.elem_size,
-                                &conn->ns);
+    ns_ok = ns_allowed(tenant, &m->u.hello.ns);
+    if (ns_ok) {
+        ret = kvs_store_ns_open(srv->store, ns, m->u.hello.elem_size, &nsid);
         if (ret) {
             kvs_warn("conn %llu: namespace '%s': %s",
                      (unsigned long long)conn->id, ns, kvs_strerror(ret));
-            kvs_server_reply_status(srv, conn, &m->hdr, ret, true);
+            kvs_send_status(srv, conn, &m->hdr, ret, true);
             return;
         }
     }
-    conn->ready = true;
-    conn->features = m->u.hello.features & KVS_WIRE_FEAT_ALL;
+    kvs_conn_set_ready(srv, conn, tenant, ns_ok, nsid,
+                       m->u.hello.features & KVS_WIRE_FEAT_ALL);
     kvs_info("conn %llu: tenant %s, namespace '%s'%s",
              (unsigned long long)conn->id, tenant->name, ns,
-             conn->ns_ok ? "" : " (not allowed: answered as empty)");
-    r = reply_to(m, 0);
-    r.u.hello_rep.features = conn->features;
-    r.u.hello_rep.max_body = srv->cfg.max_body;
-    r.u.hello_rep.max_payload = srv->cfg.max_payload;
-    r.u.hello_rep.max_inflight = srv->cfg.max_inflight;
-    r.u.hello_rep.max_keys = srv->cfg.max_keys;
-    r.u.hello_rep.lease_max_ms = srv->cfg.lease_max_ms;
-    r.u.hello_rep.session = conn->id;
-    if (srv->bulk_port && (conn->features & KVS_WIRE_FEAT_BULK)) {
-        conn->bind_secret = kvs_handler_secret64();
-        r.u.hello_rep.bind_secret = conn->bind_secret;
-        r.u.hello_rep.bulk_port = srv->bulk_port;
-    } else {
-        conn->features &= ~KVS_WIRE_FEAT_BULK;
-        r.u.hello_rep.features = conn->features;
-    }
-    kvs_server_reply(srv, conn, &r);
+             ns_ok ? "" : " (not allowed: answered as empty)");
+    r = hello_reply(srv, conn, m);
+    kvs_send_reply(srv, conn, &r);
 }
 
 static void op_put(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
@@ -195,7 +237,7 @@ static void op_put(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         srv->status[i] = kvs_store_put(srv->store, a);
     }
     r.u.status_rep.status = srv->status;
-    kvs_server_reply(srv, conn, &r);
+    kvs_send_reply(srv, conn, &r);
 }
 
 /* Serves each block with its own DATA message straight from the arena. */
@@ -219,7 +261,7 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
             b->status = KVS_ENOTFOUND;
             continue;
         }
-        tx = kvs_server_tx_get(srv, conn);
+        tx = kvs_send_tx_get(srv, conn);
         if (!tx) {
             b->status = -ENOMEM;
             continue;
@@ -228,7 +270,7 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                             &tx->view);
         if (ret) {
             b->status = ret;
-            kvs_server_tx_put(srv, tx);
+            kvs_send_tx_put(srv, tx);
             continue;
         }
         tx->has_view = true;
@@ -237,7 +279,7 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         b->tier = KVS_TIER_DRAM;
         if (tx->view.len > ge->cap) {
             b->status = -ENOBUFS;
-            kvs_server_tx_put(srv, tx); /* unpins */
+            kvs_send_tx_put(srv, tx); /* unpins */
             continue;
         }
         memset(&d, 0, sizeof(d));
@@ -252,12 +294,12 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         ret = kvs_wire_encode(&d, tx->buf, srv->tx_cap, &hlen);
         if (ret) {
             b->status = KVS_ETOOBIG;
-            kvs_server_tx_put(srv, tx);
+            kvs_send_tx_put(srv, tx);
             continue;
         }
         srv->blocks_sent++;
         srv->bytes_sent += b->len;
-        b->status = kvs_server_send_data(srv, tx, hlen);
+        b->status = kvs_send_data(srv, tx, hlen);
     }
     for (uint32_t i = 0; i < n; i++)
         srv->get_misses += srv->blocks[i].status != 0;
@@ -269,13 +311,13 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                 kvs_lease_t *l = *pp;
                 *pp = l->next;
                 conn->nleases--;
-                kvs_server_lease_free(srv, l);
+                kvs_conn_lease_free(srv, l);
                 break;
             }
         }
     }
     r.u.get_rep.blocks = srv->blocks;
-    kvs_server_reply(srv, conn, &r);
+    kvs_send_reply(srv, conn, &r);
 }
 
 static void op_match(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
@@ -289,11 +331,11 @@ static void op_match(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
 
     (void)payload;
     if (lease && !(conn->features & KVS_WIRE_FEAT_LEASE)) {
-        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+        kvs_send_status(srv, conn, &m->hdr, KVS_EPROTO, false);
         return;
     }
     if (lease && conn->nleases >= srv->cfg.max_leases) {
-        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EBUSY, false);
+        kvs_send_status(srv, conn, &m->hdr, KVS_EBUSY, false);
         return;
     }
     if (conn->ns_ok) {
@@ -301,7 +343,7 @@ static void op_match(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         ret = kvs_store_match(srv->store, conn->ns, srv->keys, n,
                               lease ? KVS_MATCH_PIN : 0, srv->bytes, &matched);
         if (ret) {
-            kvs_server_reply_status(srv, conn, &m->hdr, ret, false);
+            kvs_send_status(srv, conn, &m->hdr, ret, false);
             return;
         }
     }
@@ -320,7 +362,7 @@ static void op_match(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
             for (size_t i = 0; i < matched; i++)
                 kvs_store_unpin(srv->store, conn->ns, srv->keys[i].data,
                                 srv->keys[i].len);
-            kvs_server_reply_status(srv, conn, &m->hdr, -ENOMEM, false);
+            kvs_send_status(srv, conn, &m->hdr, -ENOMEM, false);
             return;
         }
         if (ms > srv->cfg.lease_max_ms)
@@ -341,7 +383,7 @@ static void op_match(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         srv->leases_active++;
         r.u.match_rep.lease_id = l->id;
     }
-    kvs_server_reply(srv, conn, &r);
+    kvs_send_reply(srv, conn, &r);
 }
 
 static void op_exists(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
@@ -357,12 +399,12 @@ static void op_exists(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         fill_keys(srv, m);
         ret = kvs_store_exists(srv->store, conn->ns, srv->keys, n, srv->bytes);
         if (ret) {
-            kvs_server_reply_status(srv, conn, &m->hdr, ret, false);
+            kvs_send_status(srv, conn, &m->hdr, ret, false);
             return;
         }
     }
     r.u.exists_rep.present = srv->bytes;
-    kvs_server_reply(srv, conn, &r);
+    kvs_send_reply(srv, conn, &r);
 }
 
 static void op_delete(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
@@ -378,7 +420,7 @@ static void op_delete(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                                m->u.keys.keys[i].len)
             : KVS_ENOTFOUND;
     r.u.status_rep.status = srv->status;
-    kvs_server_reply(srv, conn, &r);
+    kvs_send_reply(srv, conn, &r);
 }
 
 /* PIN takes a reference held by this connection (released by UNPIN or when
@@ -439,7 +481,7 @@ static void op_pin(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     (void)payload;
     if ((m->u.keys.flags & KVS_WIRE_PIN_RETAIN) &&
         !(conn->features & KVS_WIRE_FEAT_PIN_RETAIN)) {
-        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+        kvs_send_status(srv, conn, &m->hdr, KVS_EPROTO, false);
         return;
     }
     for (uint32_t i = 0; i < n; i++) {
@@ -453,7 +495,7 @@ static void op_pin(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
             srv->status[i] = unpin_one(srv, conn, m->u.keys.flags, k);
     }
     r.u.status_rep.status = srv->status;
-    kvs_server_reply(srv, conn, &r);
+    kvs_send_reply(srv, conn, &r);
 }
 
 static void op_prefetch(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
@@ -469,12 +511,12 @@ static void op_prefetch(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         ret = kvs_store_promote(srv->store, conn->ns, srv->keys, m->hdr.count,
                                 &promoted);
         if (ret) {
-            kvs_server_reply_status(srv, conn, &m->hdr, ret, false);
+            kvs_send_status(srv, conn, &m->hdr, ret, false);
             return;
         }
     }
     r.u.prefetch_rep.promoted = promoted;
-    kvs_server_reply(srv, conn, &r);
+    kvs_send_reply(srv, conn, &r);
 }
 
 static void op_release(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
@@ -487,12 +529,12 @@ static void op_release(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
 
             *pp = l->next;
             conn->nleases--;
-            kvs_server_lease_free(srv, l);
-            kvs_server_reply_status(srv, conn, &m->hdr, 0, false);
+            kvs_conn_lease_free(srv, l);
+            kvs_send_status(srv, conn, &m->hdr, 0, false);
             return;
         }
     }
-    kvs_server_reply_status(srv, conn, &m->hdr, KVS_ENOTFOUND, false);
+    kvs_send_status(srv, conn, &m->hdr, KVS_ENOTFOUND, false);
 }
 
 #define STAT_ENT(s, field) {#field, offsetof(kvs_store_stats_t, field)}
@@ -554,7 +596,7 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
 #undef SRV_STAT
     r = reply_to(m, (uint32_t)n);
     r.u.stat_rep.ents = ents;
-    kvs_server_reply(srv, conn, &r);
+    kvs_send_reply(srv, conn, &r);
 }
 
 static void op_verify(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
@@ -568,14 +610,14 @@ static void op_verify(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     /* Runs on the serving thread: other clients wait while it reads. */
     ret = kvs_store_verify(srv->store, NULL, NULL, &checked, &bad);
     if (ret) {
-        kvs_server_reply_status(srv, conn, &m->hdr, ret, false);
+        kvs_send_status(srv, conn, &m->hdr, ret, false);
         return;
     }
     kvs_info("verify: %llu blocks checked, %llu bad",
              (unsigned long long)checked, (unsigned long long)bad);
     r.u.verify_rep.checked = checked;
     r.u.verify_rep.bad = bad;
-    kvs_server_reply(srv, conn, &r);
+    kvs_send_reply(srv, conn, &r);
 }
 
 /* SCAN: one page of the namespace's blocks (or one group's), in the store's
@@ -646,20 +688,20 @@ static void op_scan(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     pg.ents = malloc(pg.want * sizeof(*pg.ents));
     pg.bytes = malloc(pg.room);
     if (!pg.ents || !pg.bytes) {
-        kvs_server_reply_status(srv, conn, &m->hdr, -ENOMEM, false);
+        kvs_send_status(srv, conn, &m->hdr, -ENOMEM, false);
         goto out;
     }
     if (conn->ns_ok)
         ret = kvs_store_scan(srv->store, conn->ns, m->u.scan.group,
                              scan_collect, &pg, NULL);
     if (ret) {
-        kvs_server_reply_status(srv, conn, &m->hdr, ret, false);
+        kvs_send_status(srv, conn, &m->hdr, ret, false);
         goto out;
     }
     r = reply_to(m, pg.n);
     r.u.scan_rep.next = pg.more ? m->u.scan.cursor + pg.n : 0;
     r.u.scan_rep.ents = pg.ents;
-    kvs_server_reply(srv, conn, &r);
+    kvs_send_reply(srv, conn, &r);
 out:
     free(pg.bytes);
     free(pg.ents);
@@ -669,7 +711,15 @@ static void op_bind_misplaced(kvs_server_t *srv, kvs_conn_t *conn,
                               kvs_wire_msg_t *m, const uint8_t *payload)
 {
     (void)payload;
-    kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+    kvs_send_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+}
+
+/* Every stream opcode: the stream module's (stream.c). */
+static ucs_status_t op_stream(kvs_server_t *srv, kvs_conn_t *conn,
+                              const kvs_wire_msg_t *m, void *data, size_t len,
+                              bool rndv)
+{
+    return kvs_srvstream_rx(srv->stream, conn, m, data, len, rndv);
 }
 
 static const opdef_t opdefs[KVS_OP_COUNT] = {
@@ -694,14 +744,31 @@ static const opdef_t opdefs[KVS_OP_COUNT] = {
                      .handle = op_bind_misplaced},
     [KVS_OP_SCAN] = {.name = "SCAN", .feature = KVS_WIRE_FEAT_SCAN,
                      .handle = op_scan},
+    /* Stream opcodes (stream.c). A client's need STREAM; those only a
+     * peer daemon sends need PEER (a peer's HELLO grants both). SPUT_DONE
+     * goes to clients only: nobody may send it here. */
+#define STREAM_OP(op, nm, feat) \
+    [op] = {.name = nm, .feature = feat, .stream = op_stream}
+    STREAM_OP(KVS_OP_SPUT_BEGIN, "SPUT_BEGIN", KVS_WIRE_FEAT_STREAM),
+    STREAM_OP(KVS_OP_SPUT_PART, "SPUT_PART", KVS_WIRE_FEAT_STREAM),
+    STREAM_OP(KVS_OP_SPUT_SEAL, "SPUT_SEAL", KVS_WIRE_FEAT_STREAM),
+    STREAM_OP(KVS_OP_SPUT_ABORT, "SPUT_ABORT", KVS_WIRE_FEAT_STREAM),
+    STREAM_OP(KVS_OP_FETCH, "FETCH", KVS_WIRE_FEAT_STREAM),
+    STREAM_OP(KVS_OP_CANCEL, "CANCEL", KVS_WIRE_FEAT_STREAM),
+    STREAM_OP(KVS_OP_BLOCK, "BLOCK", KVS_WIRE_FEAT_PEER),
+    STREAM_OP(KVS_OP_PART, "PART", KVS_WIRE_FEAT_PEER),
+    STREAM_OP(KVS_OP_END, "END", KVS_WIRE_FEAT_PEER),
+    STREAM_OP(KVS_OP_PING, "PING", KVS_WIRE_FEAT_PEER),
+    STREAM_OP(KVS_OP_PUSH, "PUSH", KVS_WIRE_FEAT_PEER),
+#undef STREAM_OP
 };
 
 int kvs_handler_check(void)
 {
     for (unsigned op = 1; op < KVS_OP_COUNT; op++) {
-        if (op == KVS_OP_DATA)
+        if (op == KVS_OP_DATA || op == KVS_OP_SPUT_DONE)
             continue; /* sent by the daemon only */
-        if (!opdefs[op].handle || !opdefs[op].name ||
+        if (!(opdefs[op].handle || opdefs[op].stream) || !opdefs[op].name ||
             strcmp(opdefs[op].name, kvs_wire_op_name(op)) != 0) {
             kvs_error("opcode %u has no handler", op);
             return KVS_ECONFIG;
@@ -720,12 +787,12 @@ void kvs_handler_dispatch(kvs_server_t *srv, kvs_conn_t *conn,
 {
     const opdef_t *op = &opdefs[m->hdr.opcode];
 
-    if (!op->handle) {
-        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+    if (!op->handle) { /* DATA, or a stream opcode */
+        kvs_send_status(srv, conn, &m->hdr, KVS_EPROTO, false);
         return;
     }
     if (op->feature && !(conn->features & op->feature)) {
-        kvs_server_reply_status(srv, conn, &m->hdr, KVS_EPROTO, false);
+        kvs_send_status(srv, conn, &m->hdr, KVS_EPROTO, false);
         return;
     }
     kvs_trace("conn %llu: %s id %llu count %u", (unsigned long long)conn->id,
@@ -733,4 +800,20 @@ void kvs_handler_dispatch(kvs_server_t *srv, kvs_conn_t *conn,
     conn->inflight++;
     op->handle(srv, conn, m, payload);
     conn->inflight--;
+}
+
+ucs_status_t kvs_handler_dispatch_stream(kvs_server_t *srv, kvs_conn_t *conn,
+                                         kvs_wire_msg_t *m, void *data,
+                                         size_t len, bool rndv)
+{
+    const opdef_t *op = &opdefs[m->hdr.opcode];
+
+    /* No reply: a stream opcode has none. Dropped, and counted. */
+    if (!op->stream || !(conn->features & op->feature)) {
+        srv->bad_frames++;
+        kvs_info("conn %llu: %s not allowed on this connection; dropped",
+                 (unsigned long long)conn->id, kvs_wire_op_name(m->hdr.opcode));
+        return UCS_OK;
+    }
+    return op->stream(srv, conn, m, data, len, rndv);
 }

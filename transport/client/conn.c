@@ -1,0 +1,344 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libkvstash's connection: creating a client (UCX context and worker, the
+ * control endpoint, HELLO, the bulk endpoint and its BIND), progress and
+ * waiting, destroying it, and memory registration.
+ */
+#include "transport/client/client_int.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/compiler.h"
+#include "transport/proto/sockaddr.h"
+#include "transport/proto/ucx.h"
+
+KVS_API unsigned kvs_version(void)
+{
+    return KVS_VERSION_NUMBER;
+}
+
+KVS_API const char *kvs_version_string(void)
+{
+#define STR2(x) #x
+#define STR(x) STR2(x)
+    return STR(KVS_VERSION_MAJOR) "." STR(KVS_VERSION_MINOR) "." STR(
+        KVS_VERSION_PATCH);
+}
+
+/* ------------------------------------------------------------------ */
+/* Creation. */
+
+static int client_hello(kvs_client_t *c, const kvs_client_params_t *p)
+{
+    kvs_wire_msg_t m;
+    op_t *op = kvs_req_alloc(c, KVS_OP_HELLO);
+
+    if (!op)
+        return c->failed ? c->failed : -ENOMEM;
+    memset(&m, 0, sizeof(m));
+    m.u.hello.features = KVS_WIRE_FEAT_ALL;
+    m.u.hello.elem_size = (uint8_t)p->elem_size;
+    if (p->token) {
+        m.u.hello.token.data = (const uint8_t *)p->token;
+        m.u.hello.token.len = (uint32_t)strlen(p->token);
+    }
+    m.u.hello.ns.data = (const uint8_t *)p->ns;
+    m.u.hello.ns.len = (uint32_t)strlen(p->ns);
+    if (m.u.hello.token.len > KVS_WIRE_TOKEN_MAX ||
+        m.u.hello.ns.len > KVS_NS_NAME_MAX || m.u.hello.ns.len == 0) {
+        kvs_req_abort(c, op);
+        return KVS_ETOOBIG;
+    }
+    return kvs_req_submit(c, op, &m, NULL, 0, 0, NULL, NULL, true);
+}
+
+static void ep_close(kvs_client_t *c, ucp_ep_h *ep, bool force);
+
+static void bulk_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
+{
+    (void)arg;
+    (void)ep;
+    (void)status; /* the control endpoint reports a dead daemon */
+}
+
+/* A second endpoint, without peer error handling, so that UCX may pull
+ * blocks by CMA; bound to this connection by BIND. Best effort: on any
+ * failure blocks simply come over the control endpoint. */
+static void bulk_connect(kvs_client_t *c, struct sockaddr_storage *ss)
+{
+    kvs_wire_msg_t m;
+    op_t *op;
+
+    kvs_sockaddr_set_port(ss, c->bulk_port);
+    if (kvs_ucx_connect(c->worker, ss, false, bulk_err_cb, c,
+                        &c->bulk_ep) != 0)
+        return;
+    op = kvs_req_alloc(c, KVS_OP_BIND);
+    if (!op) {
+        ep_close(c, &c->bulk_ep, true);
+        return;
+    }
+    memset(&m, 0, sizeof(m));
+    m.u.bind.session = c->limits.session;
+    m.u.bind.secret = c->bind_secret;
+    if (kvs_req_submit(c, op, &m, NULL, 0, 0, NULL, NULL, true) != 0)
+        ep_close(c, &c->bulk_ep, true);
+}
+
+KVS_API int kvs_client_create_v(unsigned api_version,
+                                const kvs_client_params_t *params,
+                                kvs_client_t **client_out)
+{
+    kvs_client_params_t p = {0};
+    kvs_ucx_opts_t opts = {0};
+    struct sockaddr_storage ss;
+    kvs_client_t *c;
+    ucs_status_t st;
+    int ret;
+
+    if ((api_version >> 16) != KVS_VERSION_MAJOR || !params || !client_out)
+        return -EINVAL;
+    p.addr = "127.0.0.1";
+    p.port = KVS_DEFAULT_PORT;
+    p.timeout_ms = 10000;
+    p.busy_poll_us = 20;
+    if (params->field_mask & KVS_CLIENT_PARAM_ADDR)
+        p.addr = params->addr;
+    if (params->field_mask & KVS_CLIENT_PARAM_PORT)
+        p.port = params->port;
+    if (params->field_mask & KVS_CLIENT_PARAM_TOKEN)
+        p.token = params->token;
+    if (params->field_mask & KVS_CLIENT_PARAM_NS)
+        p.ns = params->ns;
+    if (params->field_mask & KVS_CLIENT_PARAM_ELEM_SIZE)
+        p.elem_size = params->elem_size;
+    if (params->field_mask & KVS_CLIENT_PARAM_TIMEOUT_MS)
+        p.timeout_ms = params->timeout_ms;
+    if (params->field_mask & KVS_CLIENT_PARAM_BUSY_POLL_US)
+        p.busy_poll_us = params->busy_poll_us;
+    if (!p.ns || !p.addr || p.elem_size > 255)
+        return -EINVAL;
+    if (kvs_sockaddr_parse(p.addr, p.port, &ss))
+        return -EINVAL;
+
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->nslots = 1; /* until HELLO says more */
+    snprintf(c->ns, sizeof(c->ns), "%s", p.ns);
+    c->max_body = 4096;
+    c->busy_ns = (uint64_t)p.busy_poll_us * 1000;
+    c->lim.max_body = KVS_WIRE_BODY_MAX;
+    c->lim.max_keys = KVS_WIRE_KEYS_MAX;
+    c->lim.max_payload = KVS_WIRE_PAYLOAD_MAX;
+    c->efd = -1;
+    c->scratch = kvs_wire_scratch_create();
+    if (!c->scratch) {
+        ret = -ENOMEM;
+        goto err_free;
+    }
+    opts.name = "libkvstash";
+    opts.loopback = kvs_sockaddr_is_loopback(&ss);
+    ret = kvs_ucx_open(&opts, &c->ctx, &c->worker);
+    if (ret)
+        goto err_free;
+    st = ucp_worker_get_efd(c->worker, &c->efd);
+    if (st != UCS_OK) {
+        ret = kvs_ucx_status(st, "ucp_worker_get_efd");
+        goto err_free;
+    }
+    ret = kvs_ucx_am_handler(c->worker, KVS_AM_ID, kvs_req_am_cb, c);
+    if (ret)
+        goto err_free;
+    ret = kvs_ucx_connect(c->worker, &ss, true, kvs_req_ep_err_cb, c, &c->ep);
+    if (ret)
+        goto err_free;
+    c->timeout_ms = p.timeout_ms ? p.timeout_ms : 10000;
+    ret = client_hello(c, &p);
+    if (ret)
+        goto err_free;
+    if ((c->limits.features & KVS_WIRE_FEAT_BULK) && c->bulk_port &&
+        !getenv("KVSTASH_NO_BULK"))
+        bulk_connect(c, &ss);
+    c->timeout_ms = (params->field_mask & KVS_CLIENT_PARAM_TIMEOUT_MS)
+                        ? p.timeout_ms
+                        : 0;
+    c->nslots = KVS_MAX(1u, KVS_MIN(c->limits.max_inflight, SLOTS_MAX));
+    c->ready = true;
+    if (getenv("KVSTASH_PRINT_EP")) { /* which UCX lanes carry what */
+        ucp_ep_print_info(c->ep, stderr);
+        if (c->bulk_ep)
+            ucp_ep_print_info(c->bulk_ep, stderr);
+    }
+    *client_out = c;
+    return 0;
+
+err_free:
+    kvs_client_destroy(c);
+    return ret;
+}
+
+static void ep_close(kvs_client_t *c, ucp_ep_h *epp, bool force)
+{
+    ucp_request_param_t prm = {
+        .op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+        .flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0,
+    };
+    ucs_status_ptr_t sp;
+    uint64_t deadline = kvs_clock_mono_ns() + 2000000000ull;
+
+    if (!*epp)
+        return;
+    sp = ucp_ep_close_nbx(*epp, &prm);
+    if (UCS_PTR_IS_PTR(sp)) {
+        while (ucp_request_check_status(sp) == UCS_INPROGRESS &&
+               kvs_clock_mono_ns() < deadline)
+            ucp_worker_progress(c->worker);
+        if (ucp_request_check_status(sp) == UCS_INPROGRESS)
+            ucp_request_cancel(c->worker, sp);
+        ucp_request_free(sp);
+    }
+    *epp = NULL;
+}
+
+KVS_API void kvs_client_destroy(kvs_client_t *c)
+{
+    if (!c)
+        return;
+    if (c->worker) {
+        if (c->ep && !c->failed)
+            kvs_client_wait(c);
+        /* The bulk endpoint has no error handling: force it when the
+         * daemon is gone, or a flush could wait for ever. */
+        ep_close(c, &c->bulk_ep, c->failed != 0 || c->peer_gone);
+        ep_close(c, &c->ep, c->failed != 0 || c->peer_gone);
+        /* Let failed requests call back, so no UCX request still points
+         * into this client when it is freed. */
+        for (int i = 0; i < 1000 && c->inflight; i++) {
+            kvs_req_worker_progress(c);
+            kvs_req_run_completions(c);
+        }
+        ucp_worker_destroy(c->worker);
+    }
+    if (c->ctx)
+        ucp_cleanup(c->ctx);
+    for (uint32_t i = 0; i < SLOTS_MAX; i++) {
+        free(c->ops[i].frame);
+        free(c->ops[i].iov);
+    }
+    kvs_wire_scratch_destroy(c->scratch);
+    free(c->stream);
+    free(c);
+}
+
+/* For stream.c: the UCX objects and namespace of a client. */
+void kvs_client_internals(kvs_client_t *c, kvs_client_internals_t *out)
+{
+    out->worker = c->worker;
+    out->ep = c->failed || c->peer_gone ? NULL : c->ep;
+    out->data_ep = c->failed || c->peer_gone ? NULL
+                   : c->bulk_ep               ? c->bulk_ep
+                                              : c->ep;
+    out->ns = c->ns;
+    out->stream = &c->stream;
+    out->failed = c->failed ? c->failed : c->peer_gone ? KVS_EPEER : 0;
+}
+
+KVS_API void kvs_client_limits(const kvs_client_t *c,
+                               kvs_client_limits_t *limits_out)
+{
+    *limits_out = c->limits;
+}
+
+KVS_API int kvs_client_progress(kvs_client_t *c)
+{
+    int n;
+
+    kvs_req_worker_progress(c);
+    n = kvs_req_run_completions(c);
+    if (n == 0 && c->failed)
+        return KVS_EPEER;
+    return n;
+}
+
+KVS_API int kvs_client_progress_wait(kvs_client_t *c, int timeout_ms)
+{
+    int n;
+
+    kvs_req_worker_progress(c);
+    n = kvs_req_run_completions(c);
+    if (n == 0 && !c->failed && c->inflight &&
+        ucp_worker_arm(c->worker) == UCS_OK) {
+        struct pollfd pfd = {.fd = c->efd, .events = POLLIN};
+
+        poll(&pfd, 1, timeout_ms);
+        kvs_req_worker_progress(c);
+        n = kvs_req_run_completions(c);
+    }
+    if (n == 0 && c->failed)
+        return KVS_EPEER;
+    return n;
+}
+
+/* For stream.c, whose waits have no request in flight (so
+ * kvs_client_progress_wait() would never sleep): one kvs_req_progress_once(),
+ * then the completions it made due. Returns 1 if something happened, 0 if not,
+ * or KVS_EPEER once the connection has failed. */
+int kvs_client_progress_idle(kvs_client_t *c, uint64_t *idle_since)
+{
+    int n = kvs_req_progress_once(c, idle_since);
+
+    n += kvs_req_run_completions(c);
+    if (n)
+        return 1;
+    return c->failed ? KVS_EPEER : 0;
+}
+
+KVS_API int kvs_client_wait(kvs_client_t *c)
+{
+    uint64_t idle = 0;
+
+    while (c->inflight) {
+        kvs_req_progress_once(c, &idle);
+        kvs_req_run_completions(c);
+    }
+    return c->failed ? KVS_EPEER : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Memory registration. */
+
+KVS_API int kvs_client_mem_reg(kvs_client_t *c, void *buf, size_t len,
+                               kvs_mr_t **mr_out)
+{
+    kvs_mr_t *mr;
+    int ret;
+
+    if (!buf || !len || !mr_out)
+        return -EINVAL;
+    mr = calloc(1, sizeof(*mr));
+    if (!mr)
+        return -ENOMEM;
+    ret = kvs_ucx_mem_map(c->ctx, buf, len, &mr->memh);
+    if (ret) {
+        free(mr);
+        return ret;
+    }
+    mr->base = buf;
+    mr->len = len;
+    *mr_out = mr;
+    return 0;
+}
+
+KVS_API void kvs_client_mem_dereg(kvs_client_t *c, kvs_mr_t *mr)
+{
+    if (!mr)
+        return;
+    ucp_mem_unmap(c->ctx, mr->memh);
+    free(mr);
+}

@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Sources: one block being sent to a peer link, for the peer's FETCH or
+ * for a PUSH. A source follows a live streaming put (each part goes out as
+ * soon as it and every part before it are done) or a sealed block (pinned
+ * view, every part at once).
+ */
+#include "transport/server/stream_int.h"
+
+/* Sources: blocks sent to a link. */
+
+
+void kvs_source_free_if_idle(kvs_srvstream_t *st, src_t *s)
+{
+    if (!s->ended || s->inflight)
+        return;
+    for (src_t **pp = &st->srcs; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    if (s->has_view)
+        kvs_store_unpin_view(st->store, &s->view);
+    if (s->put && s->put->push_src == s)
+        s->put->push_src = NULL;
+    free(s);
+}
+
+void kvs_source_end(kvs_srvstream_t *st, src_t *s, int status)
+{
+    if (s->ended)
+        return;
+    s->ended = true;
+    if (s->began || status)
+        kvs_srvstream_send_end(st, kvs_srvstream_link_ep(s->link), s->id,
+                               s->block, status);
+    if (status)
+        st->blocks_failed++;
+    kvs_source_free_if_idle(st, s);
+}
+
+static void src_part_sent(kvs_srvstream_t *st, void *obj, void *obj2,
+                          int status)
+{
+    src_t *s = obj;
+    sput_t *p = obj2;
+
+    (void)status;
+    /* s stays counted until the put has had its say: finishing the put
+     * ends s, and must not free it under us. */
+    if (p) {
+        p->inflight--;
+        kvs_sput_maybe_finish(st, p);
+    }
+    s->inflight--;
+    kvs_source_free_if_idle(st, s);
+}
+
+void kvs_source_pump(kvs_srvstream_t *st, src_t *s)
+{
+    const uint32_t *lens;
+    const uint8_t *base;
+    uint32_t nparts;
+    kvs_smsg_t m;
+
+    if (s->ended)
+        return;
+    if (!kvs_srvstream_link_ep(s->link)) {
+        kvs_source_end(st, s, KVS_EPEER);
+        return;
+    }
+    if (!s->link->ready)
+        return; /* pumped again when the link's HELLO is answered */
+    if (!s->put && !s->has_view) {
+        for (sput_t *p = st->sputs; p; p = p->next)
+            if (!p->finished && !p->abort_req && p->ns == s->ns &&
+                p->key_len == s->key_len &&
+                !memcmp(p->key, s->key, s->key_len))
+                s->put = p;
+        if (!s->put) {
+            if (kvs_store_pin(st->store, s->ns, s->key, s->key_len,
+                              &s->view) != 0) {
+                if (kvs_clock_mono_ns() >= s->deadline_ns)
+                    kvs_source_end(st, s, KVS_ENOTFOUND); /* may free s */
+                return;
+            }
+            s->has_view = true;
+        }
+    }
+    if (s->put) {
+        nparts = s->put->nparts;
+        lens = s->put->lens;
+        base = part_buf(st, &s->put->ps, 0);
+    } else {
+        nparts = s->view.nparts;
+        lens = s->view.part_lens;
+        base = s->view.data;
+    }
+    if (!s->began) {
+        uint8_t body[KVS_SMSG_BODY_MAX];
+        size_t blen = 0;
+        uint64_t total = 0;
+
+        memset(&m, 0, sizeof(m));
+        m.id = s->id;
+        m.block = s->block;
+        m.nparts = nparts;
+        if (s->push) {
+            /* Namespace, then the key, then the lengths. */
+            m.op = KVS_OP_PUSH;
+            m.block = s->put->cls;
+            m.part = s->put->flags;
+            m.str_len = (uint16_t)strlen(s->put->ns_name);
+            memcpy(body, s->put->ns_name, m.str_len);
+            blen = m.str_len;
+            body[blen] = s->key_len;
+            memcpy(body + blen + 1, s->key, s->key_len);
+            blen += 1u + s->key_len;
+        } else {
+            m.op = KVS_OP_BLOCK;
+        }
+        if (blen + 4ull * nparts > sizeof(body)) {
+            kvs_source_end(st, s, KVS_ETOOBIG);
+            return;
+        }
+        for (uint32_t i = 0; i < nparts; i++) {
+            kvs_le32_store(body + blen, lens[i]);
+            blen += 4;
+            total += lens[i];
+        }
+        m.len = total;
+        s->began = true;
+        if (kvs_srvstream_link_send(st, s->link, &m, body, blen)) {
+            kvs_source_end(st, s, KVS_EPEER);
+            return;
+        }
+    }
+    while (s->next_part < nparts) {
+        uint32_t i = s->next_part;
+        const uint8_t *data;
+        uint64_t off = 0;
+
+        if (s->put) {
+            if (!s->put->done[i])
+                break;
+            off = s->put->offs[i];
+            data = part_buf(st, &s->put->ps, i);
+        } else {
+            for (uint32_t j = 0; j < i; j++)
+                off += lens[j];
+            data = base + off;
+        }
+        memset(&m, 0, sizeof(m));
+        m.op = KVS_OP_PART;
+        m.id = s->id;
+        m.block = s->block;
+        m.part = i;
+        m.off = off;
+        m.len = lens[i];
+        s->next_part++;
+        s->inflight++;
+        if (s->put)
+            s->put->inflight++;
+        st->parts_out++;
+        s->link->last_tx_ns = kvs_clock_mono_ns();
+        kvs_srvstream_send(st, kvs_srvstream_link_ep(s->link), &m, NULL, 0,
+                           data, lens[i], src_part_sent, s, s->put);
+        if (s->ended)
+            return;
+    }
+    if (s->next_part == nparts && s->has_view)
+        kvs_source_end(st, s, 0);
+}
+
+src_t *kvs_source_new(kvs_srvstream_t *st, link_t *l, uint64_t id,
+                      uint32_t block, uint32_t ns, const uint8_t *key,
+                      uint32_t key_len, uint64_t wait_ms)
+{
+    src_t *s = calloc(1, sizeof(*s));
+
+    if (!s)
+        return NULL;
+    s->link = l;
+    s->id = id;
+    s->block = block;
+    s->ns = ns;
+    memcpy(s->key, key, key_len);
+    s->key_len = (uint8_t)key_len;
+    s->deadline_ns = kvs_clock_mono_ns() + wait_ms * 1000000ull;
+    s->next = st->srcs;
+    st->srcs = s;
+    return s;
+}

@@ -1,0 +1,275 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Streaming puts from clients: SPUT_BEGIN reserves the block in the store,
+ * each SPUT_PART lands straight in its arena bytes, SPUT_SEAL publishes it
+ * once every follower (source) has sent every part.
+ */
+#include "transport/server/stream_int.h"
+
+/* Streaming puts. */
+
+/* Reserves a block of nparts parts of lens[i] bytes in the store (a
+ * client's streaming put, or a block arriving from a peer) and fills in
+ * each part's offset in it. */
+int kvs_sput_store_begin(kvs_srvstream_t *st, uint32_t ns, const uint8_t *key,
+                         uint8_t key_len, const uint32_t *lens, uint64_t *offs,
+                         uint32_t nparts, uint8_t cls, uint32_t flags,
+                         kvs_put_stream_t *ps)
+{
+    kvs_iov_t *iov = st->iovs;
+    kvs_put_args_t a;
+
+    for (uint32_t i = 0; i < nparts; i++) {
+        offs[i] = i ? offs[i - 1] + lens[i - 1] : 0;
+        iov[i].base = NULL;
+        iov[i].len = lens[i];
+    }
+    memset(&a, 0, sizeof(a));
+    a.ns = ns;
+    a.key = key;
+    a.key_len = key_len;
+    a.parts = iov;
+    a.nparts = nparts;
+    a.cls = cls;
+    a.flags = flags & KVS_WIRE_PUT_KNOWN;
+    return kvs_store_put_begin(st->store, &a, ps);
+}
+
+void kvs_sput_reply(kvs_srvstream_t *st, sput_t *p)
+{
+    kvs_smsg_t m = {.op = KVS_OP_SPUT_DONE,
+                    .id = p->cid};
+
+    if (p->replied || !p->finished || p->push_wait)
+        return;
+    p->replied = true;
+    m.status = p->status ? p->status : p->push_status;
+    kvs_srvstream_send(st, kvs_srvstream_conn_ep(p->conn), &m, NULL, 0, NULL, 0,
+                       NULL, NULL, NULL);
+}
+
+void kvs_sput_free_if_idle(kvs_srvstream_t *st, sput_t *p)
+{
+    if (!p->finished || p->inflight || p->push_wait ||
+        (p->conn && !p->replied))
+        return;
+    for (src_t *s = st->srcs; s; s = s->next)
+        if (s->put == p)
+            return; /* detached in kvs_sput_maybe_finish before this */
+    for (sput_t **pp = &st->sputs; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    free(p->lens);
+    free(p->offs);
+    free(p->done);
+    free(p);
+}
+
+/* True while a source following p has parts still to send: the block is
+ * sealed only after every follower has sent every part (a push whose link
+ * is still being set up, or a slow peer, holds the seal back). */
+static bool sput_followers_behind(kvs_srvstream_t *st, const sput_t *p)
+{
+    for (const src_t *s = st->srcs; s; s = s->next)
+        if (s->put == p && !s->ended && s->next_part < p->nparts)
+            return true;
+    return false;
+}
+
+/* Seals (or aborts) once nothing reads or writes the block's bytes. */
+void kvs_sput_maybe_finish(kvs_srvstream_t *st, sput_t *p)
+{
+    if (!p->finished && !p->inflight &&
+        (p->abort_req || !sput_followers_behind(st, p)) &&
+        (p->abort_req || (p->seal_req && p->ndone == p->nparts))) {
+        int ret;
+
+        p->finished = true;
+        if (p->abort_req) {
+            kvs_store_put_abort(st->store, &p->ps);
+            ret = p->status ? p->status : KVS_EPEER;
+        } else {
+            ret = kvs_store_put_seal(st->store, &p->ps);
+            if (ret)
+                kvs_warn("stream put: seal: %s", kvs_strerror(ret));
+            else
+                st->blocks_sealed++;
+        }
+        p->status = ret;
+        for (src_t *s = st->srcs, *next; s; s = next) {
+            next = s->next;
+            if (s->put != p)
+                continue;
+            s->put = NULL;
+            kvs_source_end(st, s, ret);
+        }
+        kvs_sput_reply(st, p);
+    } else if (p->seal_req && !p->abort_req && p->ndone < p->nparts &&
+               !p->finished && !p->inflight) {
+        /* SEAL before every part: the store says KVS_EINCOMPLETE. */
+        p->status = KVS_EINCOMPLETE;
+        p->abort_req = true;
+        kvs_sput_maybe_finish(st, p);
+        return;
+    }
+    kvs_sput_reply(st, p);
+    kvs_sput_free_if_idle(st, p);
+}
+
+sput_t *kvs_sput_find(kvs_srvstream_t *st, kvs_conn_t *conn, uint64_t cid)
+{
+    for (sput_t *p = st->sputs; p; p = p->next)
+        if (p->conn == conn && p->cid == cid && !p->finished)
+            return p;
+    return NULL;
+}
+
+void kvs_sput_part_landed(kvs_srvstream_t *st, sput_t *p, uint32_t part)
+{
+    if (kvs_store_put_part_done(st->store, &p->ps, part) == 0 &&
+        !p->done[part]) {
+        p->done[part] = 1;
+        p->ndone++;
+        st->parts_in++;
+    }
+    for (src_t *s = st->srcs; s; s = s->next)
+        if (s->put == p)
+            kvs_source_pump(st, s);
+}
+
+void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
+{
+    kvs_smsg_rd_t rd;
+    uint64_t total = 0;
+    sput_t *p;
+    int ret = 0;
+
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        return;
+    p->conn = conn;
+    p->cid = m->id;
+    p->ns = conn->ns;
+    p->next = st->sputs;
+    st->sputs = p;
+    p->finished = true; /* until begun */
+    if (!conn->ns_ok) {
+        p->status = KVS_ENOTFOUND;
+        goto out;
+    }
+    if (m->str_len < 1 || m->str_len > KVS_KEY_MAX) {
+        p->status = KVS_EPROTO;
+        goto out;
+    }
+    memcpy(p->key, m->body, m->str_len);
+    p->key_len = (uint8_t)m->str_len;
+    p->nparts = m->nparts;
+    p->lens = calloc(m->nparts ? m->nparts : 1, sizeof(*p->lens));
+    p->offs = calloc(m->nparts ? m->nparts : 1, sizeof(*p->offs));
+    p->done = calloc(m->nparts ? m->nparts : 1, 1);
+    if (!p->lens || !p->offs || !p->done) {
+        p->status = -ENOMEM;
+        goto out;
+    }
+    kvs_smsg_rd_init(&rd, m);
+    ret = kvs_smsg_rd_lens(&rd, m->nparts, p->lens, &total);
+    if (ret) {
+        p->status = ret;
+        goto out;
+    }
+    p->cls = (uint8_t)m->block;
+    p->flags = m->part & KVS_WIRE_PUT_KNOWN;
+    ret = kvs_sput_store_begin(st, p->ns, p->key, p->key_len, p->lens, p->offs,
+                               p->nparts, p->cls, p->flags, &p->ps);
+    if (ret) {
+        p->status = ret;
+        goto out;
+    }
+    p->finished = false;
+    if (m->flags & KVS_SMSG_F_PUSH) {
+        char peer[256];
+        uint32_t plen, nsid = 0;
+        link_t *l;
+
+        /* After the lengths: (u8 len, namespace name), then the peer. */
+        if (rd.left >= 1 && rd.p[0] >= 1 && rd.p[0] + 1u <= rd.left) {
+            uint32_t nl = rd.p[0];
+
+            memcpy(p->ns_name, rd.p + 1, nl);
+            p->ns_name[nl] = '\0';
+            rd.left -= nl + 1;
+            rd.p += nl + 1;
+        }
+        plen = rd.left;
+        if (!p->ns_name[0] ||
+            kvs_store_ns_open(st->store, p->ns_name, 0, &nsid) ||
+            nsid != p->ns) {
+            p->status = KVS_ENOTFOUND;
+            p->abort_req = true;
+            goto out;
+        }
+        if (plen == 0 || plen >= sizeof(peer)) {
+            p->status = KVS_EPROTO;
+            p->abort_req = true;
+            goto out;
+        }
+        memcpy(peer, rd.p, plen);
+        peer[plen] = '\0';
+        ret = kvs_peer_get(st, peer, &l);
+        if (ret) {
+            p->status = ret;
+            p->abort_req = true;
+            goto out;
+        }
+        p->push_id = ++st->next_id;
+        p->push_src =
+            kvs_source_new(st, l, p->push_id, 0, p->ns, p->key, p->key_len, 0);
+        if (!p->push_src) {
+            p->status = -ENOMEM;
+            p->abort_req = true;
+            goto out;
+        }
+        p->push_src->push = true;
+        p->push_src->put = p;
+        p->push_wait = true;
+        p->push_status = KVS_EPEER;
+    }
+    /* Fetches from peers that were waiting for this block. */
+    for (src_t *s = st->srcs; s; s = s->next)
+        if (!s->began && !s->ended && s->ns == p->ns &&
+            s->key_len == p->key_len && !memcmp(s->key, p->key, p->key_len))
+            s->put = p;
+    for (src_t *s = st->srcs, *next; s; s = next) {
+        next = s->next;
+        if (s->put == p)
+            kvs_source_pump(st, s);
+    }
+out:
+    kvs_sput_maybe_finish(st, p);
+}
+
+ucs_status_t kvs_sput_part(kvs_srvstream_t *st, kvs_conn_t *conn,
+                           const kvs_smsg_t *m, void *data, size_t len,
+                           bool rndv)
+{
+    sput_t *p = kvs_sput_find(st, conn, m->id);
+    void *dst;
+    size_t plen = 0;
+
+    if (!p)
+        return UCS_OK; /* failed earlier: SEAL reports it */
+    dst = kvs_store_put_part_buf(st->store, &p->ps, m->part, &plen);
+    if (p->abort_req || m->part >= p->nparts || !dst || plen != len ||
+        p->done[m->part]) {
+        if (!p->abort_req)
+            p->status = KVS_EPROTO;
+        p->abort_req = true;
+        kvs_sput_maybe_finish(st, p);
+        return UCS_OK;
+    }
+    p->inflight++;
+    return kvs_srvstream_rx_start(st, p, NULL, 0, m->part, dst, data, len,
+                                  rndv);
+}
