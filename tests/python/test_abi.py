@@ -6,7 +6,7 @@ carry the C names), compiled against the headers with cc, and run: it
 prints sizeof, alignment and every field's offset and size, and the
 constants and enum values. Each must equal what ctypes and the Python
 package say. A second check compares the library's exported symbols
-(transport/libkvstash.map) with the prototypes the binding declares.
+(transport/client/libkvstash.map) with the prototypes the binding declares.
 """
 import ctypes
 import re
@@ -133,7 +133,7 @@ def test_constant_matches_c(c_view, const):
 
 def test_every_exported_call_is_declared_or_left_out_on_purpose():
     mapped = set(re.findall(r"\b(kvs_\w+);",
-                            (ROOT / "transport" / "libkvstash.map")
+                            (ROOT / "transport" / "client" / "libkvstash.map")
                             .read_text()))
     declared = set(_lib._PROTOS)
     assert declared <= mapped, declared - mapped
