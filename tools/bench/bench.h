@@ -30,6 +30,12 @@ uint64_t bench_parse_size(const char *s);
 
 double bench_now(void);
 
+/* Fills p with normal floats (the shape of real KV data), each stored
+ * little-endian as its top elem_size bytes: bf16 for 2, fp32 for 4, the
+ * top byte (an fp8-like stand-in) otherwise. Deterministic for a seed. */
+void bench_fill_floats(uint8_t *p, size_t len, uint32_t elem_size,
+                       uint64_t seed);
+
 /* Removes a directory tree the benchmark made. */
 int bench_rmtree(const char *path);
 
@@ -45,6 +51,8 @@ void bench_free_huge(void *p, size_t len);
 void bench_cpu_stalls(double seconds, double *per_s, double *lost_pct);
 
 int bench_store_main(int argc, char **argv);
+int bench_codec_main(int argc, char **argv);
+int bench_warmup_main(int argc, char **argv);
 int bench_replay_main(int argc, char **argv);
 
 #endif

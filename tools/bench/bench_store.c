@@ -18,10 +18,7 @@
 #include "kvstore/store.h"
 #include "common/compiler.h"
 
-#include "kvstore/codec.h"
-
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,28 +35,6 @@ struct opts {
     bool limits;
     bool bf16;
 };
-
-/* bf16 values of a normal distribution, the shape of real KV data. */
-static void fill_bf16(uint8_t *buf, size_t len, uint64_t seed)
-{
-    uint64_t x = seed | 1;
-
-    for (size_t i = 0; i + 1 < len; i += 2) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        double u1 = ((double)(x >> 11) + 1) / 9007199254740993.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        double u2 = (double)(x >> 11) / 9007199254740992.0;
-        float f = (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
-        uint32_t b;
-        memcpy(&b, &f, 4);
-        buf[i] = (uint8_t)(b >> 16);
-        buf[i + 1] = (uint8_t)(b >> 24);
-    }
-}
 
 static void usage(void)
 {
@@ -120,7 +95,7 @@ static int run(const struct opts *o)
     /* Incompressible bytes keep the disk doing the full work; --bf16 gives
      * the codec the data it is for. */
     if (o->bf16)
-        fill_bf16(src, o->block * batch, 42);
+        bench_fill_floats(src, o->block * batch, 2, 42);
     else
         for (uint64_t i = 0; i < o->block * batch / 8; i++)
             ((uint64_t *)(void *)src)[i] = i * 0x9e3779b97f4a7c15ull;

@@ -4,6 +4,7 @@
 #include "common/fs.h"
 
 #include <ftw.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +129,39 @@ double bench_limit(const char *name)
         if (!strcmp(limits[i].name, name))
             return limits[i].mbps > 0 ? limits[i].mbps : -1;
     return -1;
+}
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* A uniform double in (0, 1). */
+static double uniform(uint64_t *s)
+{
+    return ((double)(splitmix(s) >> 11) + 0.5) / 9007199254740992.0;
+}
+
+void bench_fill_floats(uint8_t *p, size_t len, uint32_t elem_size,
+                       uint64_t seed)
+{
+    const uint32_t w = elem_size == 2 || elem_size == 4 ? elem_size : 1;
+
+    for (size_t i = 0; i < len; i += w) {
+        /* Box-Muller: a standard normal from two uniforms. */
+        double g = sqrt(-2.0 * log(uniform(&seed))) *
+                   cos(6.283185307179586 * uniform(&seed));
+        float f = (float)g;
+        uint32_t u;
+
+        memcpy(&u, &f, sizeof(u));
+        for (uint32_t b = 0; b < w && i + b < len; b++)
+            p[i + b] = (uint8_t)(u >> (8 * (4 - w + b)));
+    }
 }
 
 int bench_rmtree(const char *path)

@@ -3,8 +3,8 @@
  * kvstash-warmup: what its commands share. The tool is a client of kvstashd
  * (libkvstash only): import loads KV blocks from safetensors files named by
  * a manifest, promote brings groups' blocks from NVMe to DRAM, export writes
- * a group or namespace back to safetensors + manifest, bench compares the
- * import rate with raw client puts. See docs/warmup.md.
+ * a group or namespace back to safetensors + manifest. kvstash-bench warmup
+ * compares the import rate with raw client puts. See docs/warmup.md.
  */
 #ifndef KVS_WARMUP_H
 #define KVS_WARMUP_H
