@@ -394,6 +394,7 @@ static bool lru_run_in_order(const kvs_store_t *s, struct entry *const *e,
                              size_t n)
 {
     for (size_t i = 0; i < n; i++) {
+        /* cppcheck-suppress uninitvar ; it takes found[0..n) as set */
         if (!(e[i]->flags & E_INLRU))
             return false;
         if (i + 1 < n && e[i]->lru_next != eidx(s, e[i + 1]))

@@ -2,7 +2,7 @@
 # Install the Debian 12 packages that kvstash builds, tests and benchmarks
 # with. Idempotent: when everything is present it only runs dpkg-query.
 set -eu
-pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
+pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev cppcheck
       liburing-dev librocksdb-dev libzstd-dev libxxhash-dev libcmocka-dev
       libinih-dev libucx-dev ucx-utils libjson-c-dev libssl-dev
       fio redis-server redis-tools python3 iproute2 iptables)
