@@ -67,36 +67,39 @@ uint64_t bench_parse_size(const char *s)
     return *end ? 0 : v;
 }
 
-/* The script ships in the workplace's shared folder next to the checkout;
- * KVS_LIMITS_SCRIPT overrides. */
+/* tools/bench/limits.sh of this source tree (KVS_BENCH_LIMITS, set by
+ * CMake); KVS_LIMITS_SCRIPT overrides. */
 static const char *limits_script(void)
 {
-    static const char *const cand[] = {"../shared/bench/limits.sh",
-                                       "../../shared/bench/limits.sh",
-                                       "/work/shared/bench/limits.sh"};
     const char *env = getenv("KVS_LIMITS_SCRIPT");
 
     if (env && *env)
         return env;
-    for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
-        if (access(cand[i], R_OK) == 0)
-            return cand[i];
-    return NULL;
+    return access(KVS_BENCH_LIMITS, R_OK) == 0 ? KVS_BENCH_LIMITS : NULL;
 }
 
 int bench_limits_run(const char *dir, uint64_t bytes, unsigned depth,
                      unsigned seconds, const char *what)
+{
+    return bench_limits_run_args(dir, bytes, depth, seconds, "", what);
+}
+
+int bench_limits_run_args(const char *dir, uint64_t bytes, unsigned depth,
+                          unsigned seconds, const char *args,
+                          const char *what)
 {
     const char *script = limits_script();
     char cmd[1024], line[512];
     FILE *p;
 
     if (!script) {
-        fprintf(stderr, "bench: limits.sh not found (set KVS_LIMITS_SCRIPT)\n");
+        fprintf(stderr, "bench: %s not found (set KVS_LIMITS_SCRIPT)\n",
+                KVS_BENCH_LIMITS);
         return -1;
     }
-    snprintf(cmd, sizeof(cmd), "bash '%s' -d '%s' -s %llu -q %u -t %u %s",
-             script, dir, (unsigned long long)bytes, depth, seconds, what);
+    snprintf(cmd, sizeof(cmd), "bash '%s' -d '%s' -s %llu -q %u -t %u %s %s",
+             script, dir, (unsigned long long)bytes, depth, seconds, args,
+             what);
     p = popen(cmd, "r");
     if (!p)
         return -1;
@@ -162,6 +165,44 @@ void bench_fill_floats(uint8_t *p, size_t len, uint32_t elem_size,
         for (uint32_t b = 0; b < w && i + b < len; b++)
             p[i + b] = (uint8_t)(u >> (8 * (4 - w + b)));
     }
+}
+
+void bench_report_rounds(const char *figure, unsigned nr, const double *ours,
+                         const double *lim, const char *what)
+{
+    unsigned order[BENCH_ROUNDS_MAX] = {0}, nlim = 0, med;
+    double key[BENCH_ROUNDS_MAX];
+    char note[400], rl[200] = "";
+    size_t off = 0;
+
+    for (unsigned i = 0; i < nr; i++)
+        nlim += lim[i] > 0;
+    for (unsigned i = 0; i < nr; i++) {
+        order[i] = i;
+        key[i] = nlim == nr ? ours[i] / lim[i] : ours[i];
+    }
+    for (unsigned i = 1; i < nr; i++)
+        for (unsigned j = i; j > 0 && key[order[j - 1]] > key[order[j]]; j--) {
+            unsigned t = order[j];
+
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    med = order[nr / 2];
+    for (unsigned i = 0; i < nr && off < sizeof(rl); i++) {
+        int w = nlim == nr
+                    ? snprintf(rl + off, sizeof(rl) - off, "%s%.0f/%.0f",
+                               i ? " " : "", ours[i], lim[i])
+                    : snprintf(rl + off, sizeof(rl) - off, "%s%.0f",
+                               i ? " " : "", ours[i]);
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+    snprintf(note, sizeof(note),
+             "median of %u interleaved rounds (ours/limit MB/s: %s); %s", nr,
+             rl, what);
+    bench_figure(figure, ours[med], "MB/s", nlim == nr ? lim[med] : -1, note);
 }
 
 int bench_rmtree(const char *path)
