@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 JOBS      ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-asan test-tsan test-clang fuzz cppcheck run demo bench clean
+.PHONY: all deps build test test-asan test-tsan test-clang fuzz cppcheck bench-report run demo bench clean
 
 all: build
 
@@ -73,6 +73,23 @@ cppcheck: deps
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --std=c11 -D_GNU_SOURCE -I. -Iinclude --suppress=missingIncludeSystem \
 	    --inline-suppr kvstore common transport tools
+
+# A short run of the store, codec and replay benchmarks (a synthetic
+# trace), drawn by kvstash-bench report into $(REPORT_DIR)/report.png. The
+# figures of so short a run are for the picture, not for comparing.
+REPORT_DIR ?= var/bench-report
+REPORT_CAPS = 100 300 1000 3000 10000
+bench-report: build
+	rm -rf $(REPORT_DIR) && mkdir -p $(REPORT_DIR)
+	$(BUILD)/tools/kvstash-bench store --json --data 128m --dram 32m \
+	    --seconds 1 --rounds 1 --dir $(REPORT_DIR)/store > $(REPORT_DIR)/store.jsonl
+	$(BUILD)/tools/kvstash-bench codec --json > $(REPORT_DIR)/codec.jsonl
+	/usr/bin/python3 tools/bench/synth_trace.py > $(REPORT_DIR)/trace.jsonl
+	$(BUILD)/tools/kvstash-bench replay --json --trace $(REPORT_DIR)/trace.jsonl \
+	    $(addprefix --capacity ,$(REPORT_CAPS)) --dir $(REPORT_DIR)/replay \
+	    > $(REPORT_DIR)/replay.jsonl
+	$(BUILD)/tools/kvstash-bench report -o $(REPORT_DIR)/report.png \
+	    --title "kvstash-bench, short run" $(REPORT_DIR)/*.jsonl
 
 run: build
 	@mkdir -p var/kvstash
