@@ -197,15 +197,7 @@ int bench_warmup_main(int argc, char **argv)
     uint32_t nblocks = 256, layers = 8, heads = 8, dim = 128, tpb = 16;
     uint32_t port = KVS_DEFAULT_PORT, batch_kib = 4096;
     const char *ns = getenv("KVSTASH_NS");
-    kvs_warmup_opts_t o = {
-        .addr = getenv("KVSTASH_ADDR") ? getenv("KVSTASH_ADDR") : "127.0.0.1",
-        .token = getenv("KVSTASH_TOKEN"),
-        .timeout_ms = 60000,
-        .jobs = 8,
-        .hash = "sha256",
-        .tty = -1,
-        .interval_ms = 2000,
-    };
+    kvs_warmup_opts_t o;
     char dir[] = "/tmp/kvstash-warmup-bench-XXXXXX", path[4200], raw_ns[300],
          imp_ns[300], note[160];
     kvs_safetensors_out_t *t = NULL;
@@ -219,6 +211,7 @@ int bench_warmup_main(int argc, char **argv)
     int opt, rc = 2;
     bool ok = true;
 
+    kvs_warmup_opts_default(&o);
     if (getenv("KVSTASH_PORT"))
         ok = parse_u32("KVSTASH_PORT", getenv("KVSTASH_PORT"), 1, 65535,
                        &port);

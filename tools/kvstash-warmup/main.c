@@ -89,23 +89,15 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    kvs_warmup_opts_t o = {
-        .addr = getenv("KVSTASH_ADDR") ? getenv("KVSTASH_ADDR") : "127.0.0.1",
-        .port = getenv("KVSTASH_PORT") ? (uint16_t)atoi(getenv("KVSTASH_PORT"))
-                                       : KVS_DEFAULT_PORT,
-        .token = getenv("KVSTASH_TOKEN"),
-        .timeout_ms = 60000,
-        .jobs = 8,
-        .batch_bytes = 4u << 20,
-        .hash = "sha256",
-        .tty = -1,
-        .interval_ms = 2000,
-    };
+    kvs_warmup_opts_t o;
     const char *ns = getenv("KVSTASH_NS");
     kvs_blockkey_params_t bp = {0};
     kvs_manifest_key_t root;
     int c;
 
+    kvs_warmup_opts_default(&o);
+    if (getenv("KVSTASH_PORT"))
+        o.port = (uint16_t)atoi(getenv("KVSTASH_PORT"));
     while ((c = getopt_long(argc, argv, "+a:p:t:n:j:h", opts, NULL)) != -1) {
         switch (c) {
         case 'a': o.addr = optarg; break;

@@ -7,6 +7,24 @@
 #include "tools/kvstash-warmup/warmup.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+
+void kvs_warmup_opts_default(kvs_warmup_opts_t *o)
+{
+    const char *addr = getenv("KVSTASH_ADDR");
+
+    *o = (kvs_warmup_opts_t){
+        .addr = addr ? addr : "127.0.0.1",
+        .port = KVS_DEFAULT_PORT,
+        .token = getenv("KVSTASH_TOKEN"),
+        .timeout_ms = 60000,
+        .jobs = 8,
+        .batch_bytes = 4u << 20,
+        .hash = "sha256",
+        .tty = -1,
+        .interval_ms = 2000,
+    };
+}
 
 void kvs_warmup_hex(const uint8_t *b, size_t n, char *out)
 {

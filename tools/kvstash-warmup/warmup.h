@@ -36,6 +36,11 @@ typedef struct kvs_warmup_opts {
     uint64_t kill_after;          /* test hook: SIGKILL self after N puts */
 } kvs_warmup_opts_t;
 
+/* The defaults every command starts from: address and token from
+ * KVSTASH_ADDR and KVSTASH_TOKEN (127.0.0.1, none), the default port, 8
+ * batches in flight of 4 MiB, sha256 keys, automatic progress output. */
+void kvs_warmup_opts_default(kvs_warmup_opts_t *o);
+
 /* Connects to the daemon in namespace ns. Returns 0 or a status, printing
  * the reason. */
 int kvs_warmup_connect(const kvs_warmup_opts_t *o, const char *ns,
