@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The DRAM tier's space: a block's extent in the arena, allocating one
+ * (making room when the arena is full), freeing one, and the watermarks
+ * that start and stop write-behind.
+ *
+ * Invariants: an entry has E_DRAM exactly while it owns dram_bytes of the
+ * arena at dram_off - kvs_segment_hdr_bytes(nparts); st.dram_blocks counts
+ * them. Every free broadcasts space_cv, which puts waiting for room sleep
+ * on. `degrading` is set above dram_high and cleared at dram_low.
+ *
+ * Callers: puts and promotes (alloc), the table (a freed entry's DRAM),
+ * eviction and the writer (drop). All need `lock`; kvs_dram_alloc_locked
+ * waits on space_cv, releasing it meanwhile.
+ */
+#include "kvstore/store_int.h"
+#include "common/debug.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e)
+{
+    kvs_assert(e->flags & E_DRAM);
+    kvs_assert(e->refs == 0);
+    kvs_table_lru_remove(s, e);
+    kvs_arena_free(s->arena, e->dram_off - kvs_segment_hdr_bytes(e->nparts),
+                   e->dram_bytes);
+    e->flags &= ~E_DRAM;
+    s->st.dram_blocks--;
+    pthread_cond_broadcast(&s->space_cv);
+}
+
+uint64_t kvs_dram_bytes_for(uint64_t raw_len, uint32_t nparts)
+{
+    return kvs_segment_hdr_bytes(nparts) + KVS_ALIGN_UP(raw_len, 8ull) +
+           4ull * nparts;
+}
+
+/* Zeroes what follows the part table up to the page end, so that padding
+ * written to disk never carries stale arena bytes. */
+void kvs_dram_zero_tail(uint8_t *data, uint64_t raw_len, uint32_t nparts)
+{
+    uint64_t end = KVS_ALIGN_UP(raw_len, 8ull) + 4ull * nparts;
+
+    memset(data + raw_len, 0, KVS_ALIGN_UP(raw_len, 8ull) - raw_len);
+    memset(data + end, 0, KVS_ALIGN_UP(end, (uint64_t)KVS_ARENA_PAGE) - end);
+}
+
+/*
+ * Write-behind starts when DRAM passes the high watermark and then runs
+ * without pause until it is back under the low one, so the disk stays busy
+ * while puts keep coming instead of idling between bursts.
+ */
+bool kvs_dram_need_degrade_locked(kvs_store_t *s)
+{
+    size_t used;
+
+    if (!s->seg)
+        return false;
+    used = kvs_arena_used(s->arena);
+    if (used > s->dram_high)
+        s->degrading = true;
+    else if (used <= s->dram_low)
+        s->degrading = false;
+    return s->degrading;
+}
+
+/*
+ * Allocates DRAM for a block, making room if needed: without an NVMe tier
+ * by dropping least recently used blocks, with one by waking the background
+ * writer and waiting up to full_wait_ms for it. KVS_EFULL if no room.
+ */
+int kvs_dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out)
+{
+    struct timespec deadline;
+    bool have_deadline = false;
+
+    for (;;) {
+        if (kvs_arena_alloc(s->arena, bytes, off_out) == 0) {
+            if (kvs_dram_need_degrade_locked(s))
+                pthread_cond_signal(&s->work_cv);
+            return 0;
+        }
+        if (!s->seg) {
+            if (!kvs_evict_dram_locked(s, bytes))
+                return KVS_EFULL;
+            continue;
+        }
+        if (!have_deadline) {
+            clock_gettime(CLOCK_REALTIME, &deadline);
+            deadline.tv_sec += s->cfg.full_wait_ms / 1000;
+            deadline.tv_nsec += (long)(s->cfg.full_wait_ms % 1000) * 1000000L;
+            if (deadline.tv_nsec >= 1000000000L) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000L;
+            }
+            have_deadline = true;
+        }
+        if (kvs_evict_disk_copies_locked(s, bytes))
+            continue;
+        pthread_cond_signal(&s->work_cv);
+        __atomic_add_fetch(&s->space_waiters, 1, __ATOMIC_RELAXED);
+        int tret = pthread_cond_timedwait(&s->space_cv, &s->lock, &deadline);
+        __atomic_sub_fetch(&s->space_waiters, 1, __ATOMIC_RELAXED);
+        if (tret == ETIMEDOUT) {
+            if (kvs_arena_alloc(s->arena, bytes, off_out) == 0)
+                return 0;
+            return KVS_EFULL;
+        }
+    }
+}

@@ -1,0 +1,401 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The storage engine's inside, shared by the .c files of kvstore/ and by
+ * nothing else: the store itself, the block table's entry, the regions and
+ * the write jobs. kvstore/store.h is the engine's public interface.
+ *
+ * Every block has one entry in a table allocated at open (no malloc on the
+ * data path), found through a chained hash of (namespace, key):
+ *
+ *   buckets[hash & mask] -> entry -> entry -> NIL        (hnext chains)
+ *   lru_head <-> ... <-> lru_tail                        (blocks in DRAM)
+ *   ttl_head <-> ... <-> ttl_tail                        (blocks with a TTL)
+ *   region[r].head <-> ... (blocks on disk in region r)  (rg_prev/rg_next)
+ *
+ * An entry can be in DRAM (E_DRAM, bytes at dram_off in the arena), on disk
+ * (E_DISK, at loc), or both. Its DRAM copy is laid out as the block's bytes
+ * followed by its part-length table, behind room for its disk header, so
+ * the bytes start on a page boundary and can be sent from directly, and the
+ * extent is the block's disk image, written without a copy:
+ *
+ *   extent: | disk header pages | data (raw_len) | pad to 8 | part_lens |
+ *                                ^ arena + dram_off
+ *
+ * Locks, as layers: a thread holding a lock of one layer may take a lock
+ * of a lower layer, never one of the same or a higher layer.
+ *
+ *   layer 3  wlock  the segment's writer and every write to block records
+ *                   in the index, so records of one key are written in the
+ *                   order the store decided them (writer.c, region.c's
+ *                   kvs_region_open_next, and each index write elsewhere);
+ *   layer 2  rlock  the segment's reader: ring and bounce slots (read.c);
+ *   layer 1  lock   all metadata: the table, hash, LRU, TTL list, arena,
+ *                   regions, namespaces, stats, the ghost list.
+ *
+ * So wlock -> rlock -> lock, wlock -> lock and rlock -> lock are the only
+ * nestings. `lock` is never held across I/O or a copy of block data: a
+ * function that needs either with `lock` held (kvs_read_promote,
+ * kvs_dram_alloc waiting for space) releases it and takes it back. An entry
+ * that a copy or I/O works on carries busy > 0 (internal) or refs > 0 (a
+ * caller's reference); neither kind is freed, and only refs makes a delete
+ * fail. A block deleted or replaced while busy is marked E_DEAD and
+ * unlinked; the last busy holder frees it.
+ *
+ * Disk reads need no reference on the region: a block read from a region
+ * reclaimed meanwhile fails its generation check and is a miss.
+ *
+ * Threads: the callers' threads (any number, each public call), and one
+ * background thread (background.c) that writes DRAM behind to disk, serves
+ * flushes and expires TTLs.
+ */
+#ifndef KVS_STORE_INT_H
+#define KVS_STORE_INT_H
+
+#include "kvstore/store.h"
+#include "kvstore/arena.h"
+#include "kvstore/codec.h"
+#include "kvstore/ghost.h"
+#include "kvstore/index.h"
+#include "kvstore/segment.h"
+#include "common/compiler.h"
+#include "common/hugemem.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <xxhash.h>
+
+#define NIL UINT32_MAX
+
+enum {
+    E_USED    = 1u << 0, /* allocated */
+    E_LINKED  = 1u << 1, /* in the hash: visible */
+    E_DRAM    = 1u << 2, /* DRAM copy valid */
+    E_DISK    = 1u << 3, /* disk copy valid, index record written */
+    E_DURABLE = 1u << 4, /* asked for durability: keep a disk copy */
+    E_DEAD    = 1u << 5, /* deleted or replaced while busy */
+    E_INLRU   = 1u << 6, /* on the DRAM LRU list */
+    E_INTTL   = 1u << 7, /* on the TTL list */
+};
+
+struct entry {
+    /* What a lookup and a MATCH's touch read, in the first two cache
+     * lines (a block table spread over a large store misses on each). */
+    uint64_t hash;          /* XXH3-64 of (ns, key) */
+    uint32_t hnext;         /* hash chain */
+    uint32_t ns;
+    uint32_t flags;         /* E_* */
+    uint8_t key_len, parent_len, cls, elem_size;
+    uint64_t expiry_ms;     /* wall clock; 0: none */
+    uint8_t key[KVS_KEY_MAX];
+    uint64_t uid;           /* unique per put */
+    uint32_t lru_prev, lru_next;
+    uint16_t hits;          /* accesses since put, saturating */
+    uint8_t codec;          /* of the disk copy */
+    uint32_t ttl_prev, ttl_next; /* TTL list: linked entries with a TTL */
+    /* The rest. */
+    uint32_t rg_prev, rg_next;
+    uint32_t refs;          /* callers' references (pins, views, leases) */
+    uint32_t busy;          /* the store's own I/O in progress */
+    uint32_t nparts;
+    uint32_t flush_gen;     /* the last flush that wrote it */
+    uint64_t raw_len;       /* bytes */
+    uint64_t group;
+    uint64_t dram_off;      /* of the data in the arena, when E_DRAM */
+    uint64_t dram_bytes;    /* allocated, header pages included */
+    kvs_seg_loc_t loc;      /* when E_DISK */
+    uint64_t stored_len;    /* bytes after the codec, when E_DISK */
+    uint64_t data_xxh;      /* XXH3-64 of the raw bytes */
+    uint8_t parent[KVS_KEY_MAX];
+} __attribute__((aligned(64)));
+_Static_assert(offsetof(struct entry, ttl_next) + 4 <= 128,
+               "a lookup and a touch read two cache lines of an entry");
+
+/*
+ * Region life cycle:
+ *
+ *   FREE --open--> OPEN --full--> SEALED --victim--> RECLAIMING --+--> FREE
+ *                                   ^                            |
+ *                                   +------ (something stayed) --+
+ *
+ * A region becomes FREE only when no published block and no write in
+ * flight (pending) is left in it, and only after the blocks moved out of
+ * it are durable elsewhere; its next generation is given when it opens.
+ */
+enum region_state { RG_FREE = 0, RG_OPEN, RG_SEALED, RG_RECLAIMING,
+                    RG_UNUSABLE };
+
+/* Free regions kept in reserve: write-behind does not take the last of
+ * them, so a reclaim always has room to move the blocks it keeps. */
+#define REGION_RESERVE 2
+
+struct region {
+    uint64_t gen;           /* current generation */
+    uint32_t head;          /* entries on disk in this region */
+    uint32_t nblocks;
+    uint32_t pending;       /* appends not yet published */
+    uint8_t state;          /* enum region_state */
+    bool reserved;          /* its space is allocated in the file */
+};
+
+struct ns_rec {
+    char *name;
+    uint32_t elem_size;
+};
+
+enum job_kind { JOB_DEGRADE, JOB_KEEP, JOB_PUT };
+enum job_state { JOB_QUEUED = 0, JOB_APPENDED, JOB_DONE };
+
+/* One block being written (see the write pipeline below). */
+struct wjob {
+    uint32_t e;             /* entry index */
+    int status;
+    uint8_t kind;           /* enum job_kind */
+    uint8_t state;          /* enum job_state */
+    bool state_appended;    /* counted in its region's pending */
+    uint8_t codec;
+    uint64_t buf;           /* its write's tag (buffer 0..3 or >= 4) */
+    kvs_seg_loc_t loc;
+    uint64_t stored_len;
+    int *result;            /* JOB_PUT: receives the status */
+};
+
+/* A disk read in progress. */
+struct rd {
+    const kvs_get_args_t *a;
+    kvs_block_info_t info;
+    kvs_seg_loc_t loc;
+    uint64_t raw_len, stored_len, data_xxh;
+    uint32_t nparts;
+    uint8_t codec, elem_size;
+    uint32_t ns;
+    uint64_t hash;
+    unsigned slot;
+    int status;
+};
+
+#define DEGRADE_BATCH 256 /* blocks per background write */
+
+struct kvs_store {
+    kvs_store_config_t cfg;
+    char *dir;
+
+    pthread_mutex_t lock;
+    pthread_cond_t space_cv;  /* DRAM space freed or a write finished */
+    pthread_cond_t work_cv;   /* wakes the background thread */
+    pthread_mutex_t wlock;
+    pthread_mutex_t rlock;
+
+    /* Guarded by lock. */
+    kvs_arena_t *arena;
+    uint8_t *abase;
+    struct entry *ents;       /* in ents_mem */
+    kvs_huge_t ents_mem, buckets_mem; /* see common/hugemem.h */
+    uint32_t nents;
+    uint32_t free_head;
+    uint32_t *buckets;
+    uint32_t bucket_mask;
+    uint32_t lru_head, lru_tail;
+    struct region *regions;
+    uint32_t nfree_regions;
+    uint64_t reclaim_retry_ns; /* no reclaim before this (mono clock) */
+    uint32_t ttl_head, ttl_tail; /* linked entries with a TTL, for the
+                                  * sweep, which rotates them */
+    uint32_t nttl;
+    uint32_t *reloc;          /* scratch for region_relocate_locked */
+    uint32_t nregions;
+    uint64_t gen_seq;
+    uint64_t uid_seq;
+    uint64_t pinned_bytes;
+    uint64_t dram_high, dram_low; /* bytes */
+    bool degrading;           /* between high and low watermark */
+    int space_waiters;        /* puts waiting for DRAM (atomic reads) */
+    uint64_t degrade_pending; /* DRAM bytes queued to degrade */
+    kvs_ghost_t *ghost;       /* admission (admit_ghost_factor), or NULL */
+    struct ns_rec *ns;
+    uint32_t nns;
+    uint32_t ns_cap;
+    bool stop;
+    uint32_t flush_gen;       /* flush requests made */
+    uint32_t flush_done;      /* flush requests served */
+    int flush_status;
+    int flush_job_err;        /* first failed write of the flush */
+    kvs_store_stats_t st;
+
+    /* Guarded by wlock. */
+    kvs_segment_t *seg;       /* NULL: no NVMe tier */
+    kvs_index_batch_t *batch;
+    kvs_codec_t *wcodec;
+    uint8_t *wscratch;        /* codec output, max_block bound */
+    size_t wscratch_len;
+    struct wjob *pend;        /* jobs in flight, njobs_max entries */
+    uint32_t npend;
+    uint32_t ndone;           /* of them DONE */
+    uint32_t njobs_max;
+    uint32_t *requeue;        /* blocks a reclaim writes again */
+    uint64_t tag_seq;         /* tags of direct writes, from 4 up */
+    uint32_t *dead;           /* dead entries to free after publishing */
+    uint32_t ndead;
+
+    /* Guarded by rlock. */
+    kvs_codec_t *rcodec;
+
+    kvs_index_t *index;
+    pthread_t bg;
+    bool bg_started;
+};
+
+/* ---- Helpers on the entry layout. ---- */
+
+static inline uint64_t key_hash(uint32_t ns, const void *key, uint32_t len)
+{
+    return XXH3_64bits_withSeed(key, len, 0x9e3779b97f4a7c15ull ^ ns);
+}
+
+/* An entry's index in the table, which is how lists link entries. */
+static inline uint32_t eidx(const kvs_store_t *s, const struct entry *e)
+{
+    return (uint32_t)(e - s->ents);
+}
+
+static inline bool expired(const struct entry *e, uint64_t now_ms)
+{
+    return e->expiry_ms && now_ms >= e->expiry_ms;
+}
+
+/* The block's part-length table, behind its bytes in DRAM (E_DRAM). */
+static inline uint32_t *part_table(kvs_store_t *s, const struct entry *e)
+{
+    return (uint32_t *)(void *)(s->abase + e->dram_off +
+                                KVS_ALIGN_UP(e->raw_len, 8ull));
+}
+
+static inline bool ns_valid_locked(const kvs_store_t *s, uint32_t ns)
+{
+    return ns < s->nns && s->ns[ns].name;
+}
+
+/* ---- table.c: entries, hash, LRU and TTL lists. Caller holds lock. ---- */
+
+/* The entry of (ns, key) with that hash, expired or not; NULL if none. */
+struct entry *kvs_table_lookup_locked(kvs_store_t *s, uint32_t ns,
+                                      const void *key, uint32_t len,
+                                      uint64_t hash);
+/* A visible entry, or NULL if absent or past its TTL. */
+struct entry *kvs_table_find_locked(kvs_store_t *s, uint32_t ns,
+                                    const void *key, uint32_t len);
+void kvs_table_ttl_del(kvs_store_t *s, struct entry *e);
+void kvs_table_ttl_append(kvs_store_t *s, struct entry *e);
+void kvs_table_ttl_sync(kvs_store_t *s, struct entry *e);
+/* Makes e visible under its key, or invisible. */
+void kvs_table_link(kvs_store_t *s, struct entry *e);
+void kvs_table_unlink(kvs_store_t *s, struct entry *e);
+void kvs_table_lru_push(kvs_store_t *s, struct entry *e);
+void kvs_table_lru_insert_after(kvs_store_t *s, struct entry *e,
+                                struct entry *p);
+void kvs_table_lru_remove(kvs_store_t *s, struct entry *e);
+void kvs_table_touch_locked(kvs_store_t *s, struct entry *e);
+bool kvs_table_touch_run_locked(kvs_store_t *s, struct entry *const *e,
+                                size_t n);
+/* A free entry, zeroed, E_USED, with a new uid; NULL if the table is full. */
+struct entry *kvs_table_alloc_locked(kvs_store_t *s);
+void kvs_table_free_locked(kvs_store_t *s, struct entry *e);
+void kvs_table_remove_locked(kvs_store_t *s, struct entry *e);
+void kvs_table_set_key(struct entry *e, uint32_t ns, const void *key,
+                       uint32_t len, uint64_t hash);
+void kvs_table_info(kvs_block_info_t *info, const struct entry *e);
+/* Checks the LRU and TTL lists; KVS_ECORRUPT (logged) if broken. */
+int kvs_table_check_locked(kvs_store_t *s);
+
+/* ---- region.c: region lists, states, victims. Caller holds lock. ---- */
+
+void kvs_region_add(kvs_store_t *s, struct entry *e);
+void kvs_region_remove(kvs_store_t *s, struct entry *e);
+void kvs_region_set_state(kvs_store_t *s, uint32_t r, uint8_t state);
+void kvs_region_maybe_free_locked(kvs_store_t *s, uint32_t r);
+bool kvs_region_must_keep(const struct entry *e, uint64_t now_ms);
+uint32_t kvs_region_victim_locked(kvs_store_t *s);
+/* Caller holds wlock, not lock. */
+int kvs_region_open_next_wlocked(kvs_store_t *s);
+
+/* ---- dram.c: DRAM space and watermarks. Caller holds lock. ---- */
+
+/* DRAM for a block: its extent, header pages included. */
+uint64_t kvs_dram_bytes_for(uint64_t raw_len, uint32_t nparts);
+void kvs_dram_zero_tail(uint8_t *data, uint64_t raw_len, uint32_t nparts);
+/* Frees e's DRAM copy (e in DRAM, not referenced). */
+void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e);
+/* Updates the write-behind state; true while DRAM is to be degraded. */
+bool kvs_dram_need_degrade_locked(kvs_store_t *s);
+/* DRAM for bytes at *off_out, waiting up to full_wait_ms for write-behind
+ * (releases lock meanwhile); KVS_EFULL if no room. */
+int kvs_dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out);
+
+/* ---- evict.c: what leaves DRAM or the store, and what is not admitted.
+ * Caller holds lock. ---- */
+
+bool kvs_evict_dram_locked(kvs_store_t *s, uint64_t bytes);
+bool kvs_evict_disk_copies_locked(kvs_store_t *s, uint64_t bytes);
+bool kvs_evict_one_locked(kvs_store_t *s);
+bool kvs_evict_admit_locked(kvs_store_t *s, const kvs_put_args_t *a);
+uint32_t kvs_evict_pick_degrade_locked(kvs_store_t *s, uint32_t *out,
+                                       uint32_t max, bool flush);
+
+/* ---- read.c: NVMe reads, checks, promotion. ---- */
+
+void kvs_read_init(struct rd *r, const struct entry *e);
+int kvs_read_one_rlocked(kvs_store_t *s, struct rd *r, const void *key,
+                         uint32_t key_len, void *dst, uint32_t *part_lens,
+                         uint32_t part_cap);
+void kvs_read_batch_rlocked(kvs_store_t *s, struct rd *rds, size_t nrd);
+/* Drops an entry's disk copy that failed verification; true (and its uid
+ * in *uid_out, if not NULL) when the copy at loc was still the entry's.
+ * Caller holds lock. */
+bool kvs_read_drop_corrupt_locked(kvs_store_t *s, uint32_t ns,
+                                  const void *key, uint32_t len,
+                                  const kvs_seg_loc_t *loc,
+                                  uint64_t *uid_out);
+/* Brings visible entry e into DRAM; called and returns with lock held,
+ * released during the read. */
+int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait);
+
+/* ---- writer.c: write pipeline, index records, reclaim. Caller holds
+ * wlock. ---- */
+
+int kvs_writer_open(kvs_store_t *s);
+void kvs_writer_close(kvs_store_t *s);
+void kvs_writer_rec(const struct entry *e, const kvs_seg_loc_t *loc,
+                    uint8_t codec, uint64_t stored_len, kvs_index_rec_t *rec);
+/* Queues the write of entry e (busy, in DRAM) as a job of kind (enum
+ * job_kind), making room first; result receives a JOB_PUT's status. */
+void kvs_writer_queue_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,
+                              int *result);
+int kvs_writer_publish_wlocked(kvs_store_t *s, bool sync);
+int kvs_writer_drain_wlocked(kvs_store_t *s, bool sync);
+
+/* ---- background.c: the background thread. ---- */
+
+int kvs_background_start(kvs_store_t *s);
+void kvs_background_stop(kvs_store_t *s);
+
+/* ---- recover.c: open the index and rebuild the table from it. ---- */
+
+int kvs_recover_load(kvs_store_t *s);
+
+/* ---- put.c: the steps of a put, shared with streaming puts. ---- */
+
+/* Checks a put's arguments; its byte count in *total_out. */
+int kvs_put_check(const kvs_store_t *s, const kvs_put_args_t *a,
+                  bool need_data, uint64_t *total_out);
+/* A busy, invisible entry with DRAM for the block: 0 with *e_out, 1 when
+ * admission declined the put, or an error. Caller holds lock. */
+int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
+                           uint64_t total, struct entry **e_out);
+void kvs_put_seal(kvs_store_t *s, struct entry *e);
+/* Makes filled entries visible; status[k] is 0 on entry, the result after.
+ * Takes the locks itself. */
+void kvs_put_commit(kvs_store_t *s, const kvs_put_args_t *const *args,
+                    const uint32_t *ents, uint32_t n, int *status);
+
+#endif
