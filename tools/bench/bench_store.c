@@ -259,6 +259,8 @@ static int run(const struct opts *o)
     uint64_t miss = 0, corrupt = 0, evicted = 0;
     char ldir[4096], largs[96];
 
+    memset(rounds, 0, sizeof(rounds));
+
     /* The disk's speed here moves by 2x within a minute, so a figure of
      * ours taken once against a limit taken once is noise: rounds of
      * (ours, fio) back to back, the order alternating so that a drift
