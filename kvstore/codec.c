@@ -75,6 +75,7 @@
 #include "common/compiler.h"
 #include "common/debug.h"
 #include "common/log.h"
+#include "kvstore/store.h"
 
 #define SHUF_VERSION      1u
 #define SHUF_FIXED_HDR    4u            /* version, P, flags, reserved */

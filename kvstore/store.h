@@ -336,6 +336,50 @@ int kvs_store_verify(kvs_store_t *store, kvs_verify_cb cb, void *arg,
 /* Arena access for transports that register it (UCX). Valid until close. */
 void *kvs_store_arena(kvs_store_t *store, size_t *len_out);
 
+/* ---- The block codec on this machine (implemented in codec.c) ----
+ * The only codec entry point outside kvstore/: the codec itself
+ * (kvstore/codec.h) is an engine internal. */
+
+/* Speed and ratio of one encoding path, measured on one sample. */
+typedef struct kvs_codec_path_perf {
+    double ratio;                 /* raw bytes / encoded bytes (1.0 if RAW) */
+    double compress_bps;          /* raw bytes encoded per second */
+    double decompress_bps;        /* raw bytes decoded per second */
+    uint8_t codec;                /* codec id the encoder chose on the sample */
+    uint8_t planes;               /* SHUF_ZSTD: planes in the format */
+    uint8_t planes_zstd;          /* SHUF_ZSTD: planes that went through zstd */
+} kvs_codec_path_perf_t;
+
+/* What kvs_codec_measure() reports. Throughputs are per thread. */
+typedef struct kvs_codec_perf {
+    size_t sample_len;            /* bytes measured */
+    int level;                    /* zstd level used */
+    kvs_codec_path_perf_t raw;    /* RAW: a copy, the floor of any path */
+    kvs_codec_path_perf_t zstd;   /* plain zstd */
+    kvs_codec_path_perf_t shuf_zstd; /* shuffle + zstd; all zero unless
+                                      * elem_size is 2 or 4 */
+    double shuffle_bps;           /* the shuffle alone, bytes per second */
+    double unshuffle_bps;         /* the unshuffle alone, bytes per second */
+} kvs_codec_perf_t;
+
+/*
+ * Measures, on one thread and on this machine, the throughput and ratio of
+ * each path on sample (len bytes, a representative block). Each figure is
+ * the best of repeated runs over about 30 ms with a warm cache, so the call
+ * takes roughly 0.25 s. Encodes use min_saving_pct 0, so a path whose output would not be
+ * smaller reports ratio 1 and the time spent finding that out.
+ *
+ * Meant for start-up and for kvstash-bench (codec and store modes): compare compress_bps / ratio
+ * (bytes written per second) with the disk's write speed measured in the
+ * same run to choose the path that does not limit the drain to NVMe.
+ * Allocates its own context and buffers (not for the data path).
+ *
+ * Errors: -EINVAL (len 0, NULL, level <= 0, bad elem_size), -ENOMEM,
+ * KVS_ECODEC.
+ */
+int kvs_codec_measure(const void *sample, size_t len, uint32_t elem_size,
+                      int level, kvs_codec_perf_t *perf_out);
+
 #ifdef __cplusplus
 }
 #endif

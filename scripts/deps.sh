@@ -2,11 +2,11 @@
 # Install the Debian 12 packages that kvstash builds, tests and benchmarks
 # with. Idempotent: when everything is present it only runs dpkg-query.
 set -eu
-pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
+pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev cppcheck
       liburing-dev librocksdb-dev libzstd-dev libxxhash-dev libcmocka-dev
       libinih-dev libucx-dev ucx-utils libjson-c-dev libssl-dev
-      fio redis-server redis-tools python3 iproute2 iptables
-      python3-pytest python3-numpy python3-torch python3-pip
+      fio redis-server redis-tools python3 python3-matplotlib iproute2
+      iptables python3-pytest python3-numpy python3-torch python3-pip
       python3-setuptools python3-wheel libopenblas0-pthread)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -17,6 +17,7 @@
 
 #include "common/compiler.h"
 #include "kvstore/codec.h"
+#include "kvstore/store.h"
 #include "tests/testutil.h"
 
 enum data_kind { DATA_RANDOM, DATA_CONSTANT, DATA_BF16, DATA_FP32 };

@@ -13,8 +13,8 @@
  * also encoded with every element size and decoded back, which must give
  * the same bytes: the encoder sees odd sizes and odd data this way.
  *
- * Built with libFuzzer by tests/codec.cmake under KVS_FUZZ=ON; in ordinary
- * builds tests/fuzz/replay.c runs it on tests/fuzz/corpus/codec/.
+ * Built with libFuzzer by tests/fuzz/CMakeLists.txt under KVS_FUZZ=ON; in
+ * ordinary builds tests/fuzz/replay.c runs it on tests/fuzz/corpus/codec/.
  */
 #include <stddef.h>
 #include <stdint.h>

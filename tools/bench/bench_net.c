@@ -7,7 +7,7 @@
  *   2. the throughput figures, each through libkvstash in processes other
  *      than the daemon's, alternating with their limits (limits.sh ucx
  *      1 MiB, limits.sh redis 256 KiB) in rounds while the daemon sleeps;
- *      the median round is reported (report_rounds);
+ *      the median round is reported (bench_report_rounds);
  *   3. MATCH: with our daemon stopped, its limits (ucx_perftest ucp_am_lat
  *      ping-pongs: the median round trip of 8 bytes, the p99 of a MATCH
  *      request's size; a spinning thread counting the machine's CPU
@@ -51,7 +51,7 @@ typedef struct net_opts {
     bool want_get, want_multi, want_match;
 } net_opts_t;
 
-#define NET_ROUNDS_MAX 9
+#define NET_ROUNDS_MAX BENCH_ROUNDS_MAX
 
 static int cmp_double(const void *a, const void *b);
 
@@ -346,48 +346,6 @@ static double run_gets(kvs_client_t *c, const char *prefix, unsigned nkeys,
                      spin, errors_out);
 }
 
-/* Prints the round with the median ratio of ours[i] / lim[i] (the median
- * of ours when a round has no limit), with that round's own value and
- * limit, so that value / limit is the median ratio; the note lists every
- * round. */
-static void report_rounds(const char *figure, unsigned nr, const double *ours,
-                          const double *lim, const char *what)
-{
-    unsigned order[NET_ROUNDS_MAX] = {0}, nlim = 0, med;
-    double key[NET_ROUNDS_MAX];
-    char note[400], rl[200] = "";
-    size_t off = 0;
-
-    for (unsigned i = 0; i < nr; i++)
-        nlim += lim[i] > 0;
-    for (unsigned i = 0; i < nr; i++) {
-        order[i] = i;
-        key[i] = nlim == nr ? ours[i] / lim[i] : ours[i];
-    }
-    for (unsigned i = 1; i < nr; i++)
-        for (unsigned j = i; j > 0 && key[order[j - 1]] > key[order[j]]; j--) {
-            unsigned t = order[j];
-
-            order[j] = order[j - 1];
-            order[j - 1] = t;
-        }
-    med = order[nr / 2];
-    for (unsigned i = 0; i < nr && off < sizeof(rl); i++) {
-        int w = nlim == nr
-                    ? snprintf(rl + off, sizeof(rl) - off, "%s%.0f/%.0f",
-                               i ? " " : "", ours[i], lim[i])
-                    : snprintf(rl + off, sizeof(rl) - off, "%s%.0f",
-                               i ? " " : "", ours[i]);
-        if (w < 0)
-            break;
-        off += (size_t)w;
-    }
-    snprintf(note, sizeof(note),
-             "median of %u interleaved rounds (ours/limit MB/s: %s); %s", nr,
-             rl, what);
-    bench_figure(figure, ours[med], "MB/s", nlim == nr ? lim[med] : -1, note);
-}
-
 /* The ucx_perftest figure this machine gives swings by 2x within minutes
  * (other tenants, frequency), so one limit measured before one figure of
  * ours makes a ratio of two unrelated moments. Instead: rounds of (limit,
@@ -443,8 +401,8 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
     snprintf(what, sizeof(what),
              "%u distinct blocks, %u in flight, vs ucx_perftest ucp_am_bw "
              "1 MiB; target ratio >= 0.85", o->blocks, o->window);
-    report_rounds("net-get-1MiB-dram", o->rounds, ours, lim, what);
-    report_rounds("net-get-1MiB-dram-same-block", o->rounds, same, lim,
+    bench_report_rounds("net-get-1MiB-dram", o->rounds, ours, lim, what);
+    bench_report_rounds("net-get-1MiB-dram-same-block", o->rounds, same, lim,
                   "one block GET again and again into one buffer, as "
                   "ucx_perftest ucp_am_bw 1 MiB sends one buffer, with as "
                   "many in flight; the same limits as net-get-1MiB-dram");
@@ -453,7 +411,7 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
              "process into the DRAM tier; the same limits as "
              "net-get-1MiB-dram (no target)", KVS_MIN(o->blocks, 64u),
              o->window);
-    report_rounds("net-put-1MiB-dram", o->rounds, puts, lim, what);
+    bench_report_rounds("net-put-1MiB-dram", o->rounds, puts, lim, what);
     /* One cold memcpy: a one-copy GET can at best match it. Against the
      * median of our rounds. */
     if (mcpy > 0) {
@@ -556,7 +514,7 @@ static void fig_multi(const net_opts_t *o, const char *limits_dir)
     snprintf(what, sizeof(what),
              "%u clients, %u in flight each, vs redis GET 256 KiB 8 clients; "
              "target ratio >= 3", o->clients, o->multi_window);
-    report_rounds("net-get-256KiB-8clients", o->rounds, ours, lim, what);
+    bench_report_rounds("net-get-256KiB-8clients", o->rounds, ours, lim, what);
 }
 
 /* ---- MATCH latency -------------------------------------------------- */

@@ -9,7 +9,8 @@
  * before it as parent, with a small payload. The store's capacity is its
  * block table (max_blocks), DRAM only, so the figure is the eviction
  * policy's alone. The same trace is also replayed through an exact LRU
- * simulation in this run, the reference the ratio is taken against.
+ * simulation in this run, the reference the ratio is taken against, and
+ * through Belady's MIN (belady_replay), the bound no policy can beat.
  */
 #include "tools/bench/bench.h"
 #include "kvstore/store.h"
@@ -204,6 +205,115 @@ static double lru_replay(const struct trace *t, uint32_t cap, bool full)
     return total ? (double)hits / (double)total : 0;
 }
 
+/* ---- Belady's bound ------------------------------------------------ */
+
+/* An access of the stream: its block id and position, sorted by id to find
+ * each access's previous and next use. */
+struct use {
+    uint64_t id;
+    uint32_t pos;
+};
+
+static int cmp_use(const void *a, const void *b)
+{
+    const struct use *x = a, *y = b;
+
+    if (x->id != y->id)
+        return x->id < y->id ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+/* Max-heap of (next use << 32 | position). */
+static void heap_push(uint64_t *h, uint32_t *n, uint64_t v)
+{
+    uint32_t i = (*n)++;
+
+    while (i > 0 && h[(i - 1) / 2] < v) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = v;
+}
+
+static void heap_pop(uint64_t *h, uint32_t *n)
+{
+    uint64_t v = h[--(*n)];
+    uint32_t i = 0;
+
+    for (;;) {
+        uint32_t c = 2 * i + 1;
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && h[c + 1] > h[c])
+            c++;
+        if (h[c] <= v)
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*n)
+        h[i] = v;
+}
+
+/*
+ * Belady's MIN with bypass over every block access of the trace, in order:
+ * on a miss with the cache full, the block used again farthest in the
+ * future goes (or the new one is not kept, if it is that block). It
+ * counts every block found, not only a request's leading ones, so it is an
+ * upper bound on the hit ratio of any eviction policy with this capacity,
+ * the engine's and LRU's included. Same denominator as lru_replay().
+ * -1 if out of memory.
+ */
+static double belady_replay(const struct trace *t, uint32_t cap)
+{
+    uint32_t n = t->start[t->nreq], nh = 0, size = 0;
+    struct use *u = malloc((size_t)n * sizeof(*u));
+    uint32_t *prev = malloc((size_t)n * 4), *next = malloc((size_t)n * 4);
+    uint8_t *cached = calloc(n ? n : 1, 1);
+    uint64_t *heap = malloc((size_t)n * 8), hits = 0;
+    double ratio = -1;
+
+    if (!u || !prev || !next || !cached || !heap)
+        goto out;
+    for (uint32_t i = 0; i < n; i++)
+        u[i] = (struct use){t->ids[i], i};
+    qsort(u, n, sizeof(*u), cmp_use);
+    for (uint32_t i = 0; i < n; i++) {
+        bool same_prev = i > 0 && u[i - 1].id == u[i].id;
+        bool same_next = i + 1 < n && u[i + 1].id == u[i].id;
+        prev[u[i].pos] = same_prev ? u[i - 1].pos : UINT32_MAX;
+        next[u[i].pos] = same_next ? u[i + 1].pos : UINT32_MAX;
+    }
+    /* A block in the cache is known by the position of its latest access:
+     * cached[p], and a heap entry for p that is stale once cached[p] is 0. */
+    for (uint32_t p = 0; p < n; p++) {
+        uint32_t q = prev[p];
+        if (q != UINT32_MAX && cached[q]) {
+            hits++;
+            cached[q] = 0;
+        } else if (size < cap) {
+            size++;
+        } else {
+            while (nh && !cached[(uint32_t)heap[0]])
+                heap_pop(heap, &nh);
+            if (!nh || (heap[0] >> 32) <= next[p])
+                continue; /* bypass: this block is the farthest */
+            cached[(uint32_t)heap[0]] = 0;
+            heap_pop(heap, &nh);
+        }
+        cached[p] = 1;
+        heap_push(heap, &nh, (uint64_t)next[p] << 32 | p);
+    }
+    ratio = n ? (double)hits / (double)n : 0;
+out:
+    free(u);
+    free(prev);
+    free(next);
+    free(cached);
+    free(heap);
+    return ratio;
+}
+
 static int engine_replay(const struct trace *t, uint32_t cap, uint32_t payload,
                          uint32_t ghost, bool full, const char *dir,
                          double *ratio_out, kvs_store_stats_t *st_out)
@@ -373,6 +483,13 @@ int bench_replay_main(int argc, char **argv)
                      pass ? "; ghost list x capacity" : "");
             bench_figure(name, ours, "ratio", lru, note);
         }
+        char name[80];
+        double opt = belady_replay(&t, caps[i]);
+        snprintf(name, sizeof(name), "replay-hit-ratio-%u-belady", caps[i]);
+        if (opt >= 0)
+            bench_figure(name, opt, "ratio", -1,
+                         "Belady's MIN with bypass, every block counted: an "
+                         "upper bound on any eviction policy's hit ratio");
     }
     free(t.ids);
     free(t.start);

@@ -4,6 +4,7 @@
 #include "common/fs.h"
 
 #include <ftw.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,36 +67,39 @@ uint64_t bench_parse_size(const char *s)
     return *end ? 0 : v;
 }
 
-/* The script ships in the workplace's shared folder next to the checkout;
- * KVS_LIMITS_SCRIPT overrides. */
+/* tools/bench/limits.sh of this source tree (KVS_BENCH_LIMITS, set by
+ * CMake); KVS_LIMITS_SCRIPT overrides. */
 static const char *limits_script(void)
 {
-    static const char *const cand[] = {"../shared/bench/limits.sh",
-                                       "../../shared/bench/limits.sh",
-                                       "/work/shared/bench/limits.sh"};
     const char *env = getenv("KVS_LIMITS_SCRIPT");
 
     if (env && *env)
         return env;
-    for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++)
-        if (access(cand[i], R_OK) == 0)
-            return cand[i];
-    return NULL;
+    return access(KVS_BENCH_LIMITS, R_OK) == 0 ? KVS_BENCH_LIMITS : NULL;
 }
 
 int bench_limits_run(const char *dir, uint64_t bytes, unsigned depth,
                      unsigned seconds, const char *what)
+{
+    return bench_limits_run_args(dir, bytes, depth, seconds, "", what);
+}
+
+int bench_limits_run_args(const char *dir, uint64_t bytes, unsigned depth,
+                          unsigned seconds, const char *args,
+                          const char *what)
 {
     const char *script = limits_script();
     char cmd[1024], line[512];
     FILE *p;
 
     if (!script) {
-        fprintf(stderr, "bench: limits.sh not found (set KVS_LIMITS_SCRIPT)\n");
+        fprintf(stderr, "bench: %s not found (set KVS_LIMITS_SCRIPT)\n",
+                KVS_BENCH_LIMITS);
         return -1;
     }
-    snprintf(cmd, sizeof(cmd), "bash '%s' -d '%s' -s %llu -q %u -t %u %s",
-             script, dir, (unsigned long long)bytes, depth, seconds, what);
+    snprintf(cmd, sizeof(cmd), "bash '%s' -d '%s' -s %llu -q %u -t %u %s %s",
+             script, dir, (unsigned long long)bytes, depth, seconds, args,
+             what);
     p = popen(cmd, "r");
     if (!p)
         return -1;
@@ -128,6 +132,77 @@ double bench_limit(const char *name)
         if (!strcmp(limits[i].name, name))
             return limits[i].mbps > 0 ? limits[i].mbps : -1;
     return -1;
+}
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* A uniform double in (0, 1). */
+static double uniform(uint64_t *s)
+{
+    return ((double)(splitmix(s) >> 11) + 0.5) / 9007199254740992.0;
+}
+
+void bench_fill_floats(uint8_t *p, size_t len, uint32_t elem_size,
+                       uint64_t seed)
+{
+    const uint32_t w = elem_size == 2 || elem_size == 4 ? elem_size : 1;
+
+    for (size_t i = 0; i < len; i += w) {
+        /* Box-Muller: a standard normal from two uniforms. */
+        double g = sqrt(-2.0 * log(uniform(&seed))) *
+                   cos(6.283185307179586 * uniform(&seed));
+        float f = (float)g;
+        uint32_t u;
+
+        memcpy(&u, &f, sizeof(u));
+        for (uint32_t b = 0; b < w && i + b < len; b++)
+            p[i + b] = (uint8_t)(u >> (8 * (4 - w + b)));
+    }
+}
+
+void bench_report_rounds(const char *figure, unsigned nr, const double *ours,
+                         const double *lim, const char *what)
+{
+    unsigned order[BENCH_ROUNDS_MAX] = {0}, nlim = 0, med;
+    double key[BENCH_ROUNDS_MAX];
+    char note[400], rl[200] = "";
+    size_t off = 0;
+
+    for (unsigned i = 0; i < nr; i++)
+        nlim += lim[i] > 0;
+    for (unsigned i = 0; i < nr; i++) {
+        order[i] = i;
+        key[i] = nlim == nr ? ours[i] / lim[i] : ours[i];
+    }
+    for (unsigned i = 1; i < nr; i++)
+        for (unsigned j = i; j > 0 && key[order[j - 1]] > key[order[j]]; j--) {
+            unsigned t = order[j];
+
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    med = order[nr / 2];
+    for (unsigned i = 0; i < nr && off < sizeof(rl); i++) {
+        int w = nlim == nr
+                    ? snprintf(rl + off, sizeof(rl) - off, "%s%.0f/%.0f",
+                               i ? " " : "", ours[i], lim[i])
+                    : snprintf(rl + off, sizeof(rl) - off, "%s%.0f",
+                               i ? " " : "", ours[i]);
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+    snprintf(note, sizeof(note),
+             "median of %u interleaved rounds (ours/limit MB/s: %s); %s", nr,
+             rl, what);
+    bench_figure(figure, ours[med], "MB/s", nlim == nr ? lim[med] : -1, note);
 }
 
 int bench_rmtree(const char *path)

@@ -20,6 +20,8 @@ struct mode {
 static const struct mode modes[] = {
     {"store", bench_store_main,
      "engine put/get throughput on the NVMe tier vs fio (io_uring, O_DIRECT)"},
+    {"codec", bench_codec_main,
+     "ratio and one-thread speed of each codec path on one block"},
     {"net", bench_net_main, "net-get, net-multi and net-match in one run"},
     {"net-get", bench_net_main,
      "DRAM GET of 1 MiB blocks via kvstashd vs ucx_perftest am_bw"},
@@ -31,6 +33,10 @@ static const struct mode modes[] = {
      "prefill->decode streaming between two daemons vs ucx_perftest am_bw"},
     {"replay", bench_replay_main,
      "block hit ratio of the engine's eviction on a request trace vs LRU"},
+    {"report", bench_report_main,
+     "JSON lines of one or more runs -> a PNG (figures beside limits)"},
+    {"warmup", bench_warmup_main,
+     "kvstash-warmup import rate vs raw client puts, running daemon"},
 };
 
 static void usage(void)

@@ -1,54 +1,29 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * kvstash-warmup entry point: options shared by every command, then the
- * command (import, promote, export, bench). See docs/warmup.md.
- *
- * Exit status: 0 everything was done; 1 some manifest lines or blocks
- * failed (each one was reported with its file and line); 2 bad usage or no
- * daemon.
+ * kvstash-warmup: what its commands share (warmup.h): the connection to
+ * the daemon and hex output. main() is in main.c, each command in a file
+ * of its own; this file includes none of them.
  */
 #include "tools/kvstash-warmup/warmup.h"
 
-#include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "tools/kvstash-warmup/bench.h"
-#include "tools/kvstash-warmup/blockkey.h"
-#include "tools/kvstash-warmup/export.h"
-#include "tools/kvstash-warmup/import.h"
-#include "tools/kvstash-warmup/manifest.h"
-#include "tools/kvstash-warmup/promote.h"
-
-static void usage(FILE *out)
+void kvs_warmup_opts_default(kvs_warmup_opts_t *o)
 {
-    fprintf(out,
-        "usage: kvstash-warmup [options] COMMAND [args]\n"
-        "commands:\n"
-        "  import MANIFEST       load the blocks a JSONL manifest describes;\n"
-        "                        blocks already present are skipped\n"
-        "  promote [--group G]... [--keys FILE] [--budget-mib N]\n"
-        "                        bring blocks from NVMe into DRAM (-n NS)\n"
-        "  export (--group G | --all) --out DIR\n"
-        "                        write blocks to DIR/manifest.jsonl + files\n"
-        "  bench [--blocks N]    raw put rate vs import rate, same daemon\n"
-        "options:\n"
-        "  -a, --addr IP         daemon address ($KVSTASH_ADDR, 127.0.0.1)\n"
-        "  -p, --port N          daemon port ($KVSTASH_PORT, %u)\n"
-        "  -t, --token T         auth token ($KVSTASH_TOKEN)\n"
-        "  -n, --ns NAME         namespace of promote/export/bench ($KVSTASH_NS)\n"
-        "  -j, --jobs N          put batches in flight (8)\n"
-        "      --batch-kib N     payload of one put batch, at most (4096)\n"
-        "      --hash NAME       digest of computed block keys (sha256)\n"
-        "      --root HEX        parent bytes of the first block (none)\n"
-        "      --durable         puts acknowledged once on disk\n"
-        "      --no-dram         puts go straight to NVMe\n"
-        "      --progress MODE   auto|bar|lines|none (auto)\n"
-        "      --interval-ms N   between progress lines (2000)\n"
-        "      --timeout MS      per synchronous call (60000)\n",
-        KVS_DEFAULT_PORT);
+    const char *addr = getenv("KVSTASH_ADDR");
+
+    *o = (kvs_warmup_opts_t){
+        .addr = addr ? addr : "127.0.0.1",
+        .port = KVS_DEFAULT_PORT,
+        .token = getenv("KVSTASH_TOKEN"),
+        .timeout_ms = 60000,
+        .jobs = 8,
+        .batch_bytes = 4u << 20,
+        .hash = "sha256",
+        .tty = -1,
+        .interval_ms = 2000,
+    };
 }
 
 void kvs_warmup_hex(const uint8_t *b, size_t n, char *out)
@@ -86,133 +61,4 @@ int kvs_warmup_connect(const kvs_warmup_opts_t *o, const char *ns,
         fprintf(stderr, "kvstash-warmup: cannot connect to %s:%u namespace "
                 "'%s': %s\n", o->addr, o->port, ns, kvs_strerror(ret));
     return ret;
-}
-
-static int cmd_import(kvs_warmup_opts_t *o, int argc, char **argv)
-{
-    kvs_import_result_t r;
-
-    if (argc != 1) {
-        usage(stderr);
-        return KVS_WARMUP_EXIT_USAGE;
-    }
-    if (kvs_import_run(o, argv[0], &r))
-        return KVS_WARMUP_EXIT_USAGE;
-    return (r.failed || r.bad_lines) ? KVS_WARMUP_EXIT_FAILED
-                                     : KVS_WARMUP_EXIT_OK;
-}
-
-enum {
-    OPT_HASH = 256, OPT_ROOT, OPT_DURABLE, OPT_NO_DRAM, OPT_PROGRESS,
-    OPT_INTERVAL, OPT_TIMEOUT, OPT_KILL_AFTER, OPT_BATCH,
-};
-
-int main(int argc, char **argv)
-{
-    static const struct option opts[] = {
-        {"addr", required_argument, NULL, 'a'},
-        {"port", required_argument, NULL, 'p'},
-        {"token", required_argument, NULL, 't'},
-        {"ns", required_argument, NULL, 'n'},
-        {"jobs", required_argument, NULL, 'j'},
-        {"batch-kib", required_argument, NULL, OPT_BATCH},
-        {"hash", required_argument, NULL, OPT_HASH},
-        {"root", required_argument, NULL, OPT_ROOT},
-        {"durable", no_argument, NULL, OPT_DURABLE},
-        {"no-dram", no_argument, NULL, OPT_NO_DRAM},
-        {"progress", required_argument, NULL, OPT_PROGRESS},
-        {"interval-ms", required_argument, NULL, OPT_INTERVAL},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        /* Test hook: SIGKILL itself after N blocks were acknowledged. */
-        {"kill-after", required_argument, NULL, OPT_KILL_AFTER},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    kvs_warmup_opts_t o = {
-        .addr = getenv("KVSTASH_ADDR") ? getenv("KVSTASH_ADDR") : "127.0.0.1",
-        .port = getenv("KVSTASH_PORT") ? (uint16_t)atoi(getenv("KVSTASH_PORT"))
-                                       : KVS_DEFAULT_PORT,
-        .token = getenv("KVSTASH_TOKEN"),
-        .timeout_ms = 60000,
-        .jobs = 8,
-        .batch_bytes = 4u << 20,
-        .hash = "sha256",
-        .tty = -1,
-        .interval_ms = 2000,
-    };
-    const char *ns = getenv("KVSTASH_NS");
-    kvs_blockkey_params_t bp = {0};
-    kvs_manifest_key_t root;
-    int c;
-
-    while ((c = getopt_long(argc, argv, "+a:p:t:n:j:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'a': o.addr = optarg; break;
-        case 'p': o.port = (uint16_t)atoi(optarg); break;
-        case 't': o.token = optarg; break;
-        case 'n': ns = optarg; break;
-        case 'j': o.jobs = (uint32_t)atoi(optarg); break;
-        case OPT_BATCH: o.batch_bytes = (uint32_t)atoi(optarg) << 10; break;
-        case OPT_HASH: o.hash = optarg; break;
-        case OPT_ROOT:
-            if (kvs_manifest_hex_key(optarg, &root)) {
-                fprintf(stderr, "kvstash-warmup: --root: 1..%u bytes of hex\n",
-                        KVS_KEY_MAX);
-                return KVS_WARMUP_EXIT_USAGE;
-            }
-            memcpy(o.root, root.b, root.len);
-            o.root_len = root.len;
-            break;
-        case OPT_DURABLE: o.put_flags |= KVS_CLIENT_PUT_DURABLE; break;
-        case OPT_NO_DRAM: o.put_flags |= KVS_CLIENT_PUT_NO_DRAM; break;
-        case OPT_PROGRESS:
-            if (!strcmp(optarg, "auto")) o.tty = -1;
-            else if (!strcmp(optarg, "bar")) o.tty = 1;
-            else if (!strcmp(optarg, "lines")) o.tty = 0;
-            else if (!strcmp(optarg, "none")) o.quiet = true;
-            else {
-                usage(stderr);
-                return KVS_WARMUP_EXIT_USAGE;
-            }
-            break;
-        case OPT_INTERVAL: o.interval_ms = (uint32_t)atoi(optarg); break;
-        case OPT_TIMEOUT: o.timeout_ms = (uint32_t)atoi(optarg); break;
-        case OPT_KILL_AFTER:
-            o.kill_after = strtoull(optarg, NULL, 10);
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return KVS_WARMUP_EXIT_USAGE;
-        }
-    }
-    bp.hash = o.hash;
-    if (kvs_blockkey_size(&bp) < 0) {
-        fprintf(stderr, "kvstash-warmup: --hash %s: not a digest of 1..%u "
-                "bytes that OpenSSL knows\n", o.hash, KVS_KEY_MAX);
-        return KVS_WARMUP_EXIT_USAGE;
-    }
-    if (o.jobs == 0 || o.jobs > 256 || o.batch_bytes == 0) {
-        fprintf(stderr, "kvstash-warmup: --jobs is 1..256, --batch-kib > 0\n");
-        return KVS_WARMUP_EXIT_USAGE;
-    }
-    if (optind >= argc) {
-        usage(stderr);
-        return KVS_WARMUP_EXIT_USAGE;
-    }
-    argc -= optind;
-    argv += optind;
-    if (!strcmp(argv[0], "import"))
-        return cmd_import(&o, argc - 1, argv + 1);
-    if (!strcmp(argv[0], "promote"))
-        return kvs_promote_main(&o, ns, argc, argv);
-    if (!strcmp(argv[0], "export"))
-        return kvs_export_main(&o, ns, argc, argv);
-    if (!strcmp(argv[0], "bench"))
-        return kvs_bench_main(&o, ns, argc, argv);
-    fprintf(stderr, "kvstash-warmup: unknown command '%s'\n", argv[0]);
-    usage(stderr);
-    return KVS_WARMUP_EXIT_USAGE;
 }

@@ -3,8 +3,8 @@
  * kvstash-warmup: what its commands share. The tool is a client of kvstashd
  * (libkvstash only): import loads KV blocks from safetensors files named by
  * a manifest, promote brings groups' blocks from NVMe to DRAM, export writes
- * a group or namespace back to safetensors + manifest, bench compares the
- * import rate with raw client puts. See docs/warmup.md.
+ * a group or namespace back to safetensors + manifest. kvstash-bench warmup
+ * compares the import rate with raw client puts. See docs/warmup.md.
  */
 #ifndef KVS_WARMUP_H
 #define KVS_WARMUP_H
@@ -35,6 +35,11 @@ typedef struct kvs_warmup_opts {
     uint32_t interval_ms;         /* between plain progress lines */
     uint64_t kill_after;          /* test hook: SIGKILL self after N puts */
 } kvs_warmup_opts_t;
+
+/* The defaults every command starts from: address and token from
+ * KVSTASH_ADDR and KVSTASH_TOKEN (127.0.0.1, none), the default port, 8
+ * batches in flight of 4 MiB, sha256 keys, automatic progress output. */
+void kvs_warmup_opts_default(kvs_warmup_opts_t *o);
 
 /* Connects to the daemon in namespace ns. Returns 0 or a status, printing
  * the reason. */

@@ -1,21 +1,24 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * kvstash-warmup bench (see bench.h, docs/warmup.md).
+ * kvstash-bench warmup: kvstash-warmup's import rate next to the daemon's
+ * raw put rate, measured in the same run against the same running daemon
+ * (docs/warmup.md).
  *
  * Writes a synthetic safetensors file (bf16, --layers layers of [tokens,
  * kv_heads, head_dim]) and a one-line manifest into a temporary directory,
  * then measures against the daemon:
  *  1. raw puts: blocks of the same size and parts, prepared in memory, put
  *     with the same number of batches in flight and the same batch budget
- *     (the ceiling: the daemon's put rate through libkvstash);
+ *     (the limit: the daemon's put rate through libkvstash);
  *  2. import of the manifest into a fresh namespace (parse, map, hash,
- *     EXISTS, assemble parts, put).
- * and prints both rates and their ratio, as text and as one JSON line on
- * stdout. The raw puts run twice and the second is reported (the first
- * pays the daemon's first touch of its arena); the raw blocks are deleted
- * before the import so both runs see the same free DRAM.
+ *     EXISTS, assemble parts, put), through the import module of
+ *     kvstash-warmup itself (tools/kvstash-warmup/import.c).
+ * and prints the figure warmup-import beside that limit. The raw puts run
+ * twice and the second is reported (the first pays the daemon's first touch
+ * of its arena); the raw blocks are deleted before the import so both runs
+ * see the same free DRAM.
  */
-#include "tools/kvstash-warmup/bench.h"
+#include "tools/bench/bench.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -25,16 +28,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kvstash/kvstash.h"
 #include "tools/kvstash-warmup/import.h"
 #include "tools/kvstash-warmup/safetensors.h"
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
+#include "tools/kvstash-warmup/warmup.h"
 
 typedef struct raw_batch {
     bool busy;
@@ -58,7 +55,8 @@ static double raw_puts(kvs_client_t *c, const kvs_warmup_opts_t *o,
     kvs_client_limits_t lim;
     raw_batch_t *b = calloc(o->jobs, sizeof(*b));
     kvs_iov_t *iov = malloc(nparts * sizeof(*iov));
-    uint64_t block = nparts * part, t0;
+    uint64_t block = nparts * part;
+    double t0;
     uint32_t per, next = 0;
     int failed = 0;
 
@@ -81,7 +79,7 @@ static double raw_puts(kvs_client_t *c, const kvs_warmup_opts_t *o,
         per--;
     unsigned idle = 0;
 
-    t0 = now_ns();
+    t0 = bench_now();
     while (next < nblocks) {
         bool sent = false;
 
@@ -127,30 +125,81 @@ static double raw_puts(kvs_client_t *c, const kvs_warmup_opts_t *o,
         }
     }
     kvs_client_wait(c);
-    t0 = now_ns() - t0;
+    t0 = bench_now() - t0;
     for (uint32_t j = 0; j < o->jobs; j++)
         for (uint32_t i = 0; i < per && i < 64; i++)
             failed |= b[j].items[i].status != 0;
     free(b);
     free(iov);
-    return failed ? -1 : (double)t0 / 1e9;
+    return failed ? -1 : t0;
 }
 
-int kvs_bench_main(const kvs_warmup_opts_t *o_in, const char *ns, int argc,
-                   char **argv)
+static void usage(FILE *out)
 {
+    fprintf(out,
+        "usage: kvstash-bench warmup [options]   (needs a running kvstashd)\n"
+        "  -a, --addr IP           daemon address ($KVSTASH_ADDR, 127.0.0.1)\n"
+        "  -p, --port N            daemon port ($KVSTASH_PORT, %u)\n"
+        "  -t, --token T           auth token ($KVSTASH_TOKEN)\n"
+        "  -n, --ns NAME           namespace prefix ($KVSTASH_NS)\n"
+        "  -j, --jobs N            put batches in flight (8)\n"
+        "      --batch-kib N       payload of one put batch, at most (4096)\n"
+        "      --durable           puts acknowledged once on disk\n"
+        "      --no-dram           puts go straight to NVMe\n"
+        "      --blocks N          blocks (256)\n"
+        "      --layers N          parts of a block, one per layer (8)\n"
+        "      --kv-heads N        (8)\n"
+        "      --head-dim N        (128)\n"
+        "      --tokens-per-block N (16)\n"
+        "      --json              one JSON object per figure\n",
+        KVS_DEFAULT_PORT);
+}
+
+/* A number in [lo, hi], or false with the option named on stderr. */
+static bool parse_u32(const char *opt, const char *arg, uint32_t lo,
+                      uint32_t hi, uint32_t *out)
+{
+    char *end;
+    unsigned long v;
+
+    errno = 0;
+    v = strtoul(arg, &end, 10);
+    if (errno || end == arg || *end || v < lo || v > hi) {
+        fprintf(stderr, "kvstash-bench warmup: %s: '%s' is not a number in "
+                "%u..%u\n", opt, arg, lo, hi);
+        return false;
+    }
+    *out = (uint32_t)v;
+    return true;
+}
+
+int bench_warmup_main(int argc, char **argv)
+{
+    enum { OPT_BATCH = 256, OPT_DURABLE, OPT_NO_DRAM, OPT_JSON };
     static const struct option opts[] = {
+        {"addr", required_argument, NULL, 'a'},
+        {"port", required_argument, NULL, 'p'},
+        {"token", required_argument, NULL, 't'},
+        {"ns", required_argument, NULL, 'n'},
+        {"jobs", required_argument, NULL, 'j'},
+        {"batch-kib", required_argument, NULL, OPT_BATCH},
+        {"durable", no_argument, NULL, OPT_DURABLE},
+        {"no-dram", no_argument, NULL, OPT_NO_DRAM},
+        {"json", no_argument, NULL, OPT_JSON},
         {"blocks", required_argument, NULL, 'b'},
         {"layers", required_argument, NULL, 'l'},
         {"kv-heads", required_argument, NULL, 'H'},
         {"head-dim", required_argument, NULL, 'd'},
         {"tokens-per-block", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     uint32_t nblocks = 256, layers = 8, heads = 8, dim = 128, tpb = 16;
-    kvs_warmup_opts_t o = *o_in;
+    uint32_t port = KVS_DEFAULT_PORT, batch_kib = 4096;
+    const char *ns = getenv("KVSTASH_NS");
+    kvs_warmup_opts_t o;
     char dir[] = "/tmp/kvstash-warmup-bench-XXXXXX", path[4200], raw_ns[300],
-         imp_ns[300];
+         imp_ns[300], note[160];
     kvs_safetensors_out_t *t = NULL;
     kvs_import_result_t r;
     kvs_client_t *c = NULL;
@@ -159,23 +208,49 @@ int kvs_bench_main(const kvs_warmup_opts_t *o_in, const char *ns, int argc,
     double raw_s, raw_rate, imp_rate;
     char (*names)[32] = NULL;
     FILE *mf;
-    int opt, rc = KVS_WARMUP_EXIT_USAGE;
+    int opt, rc = 2;
+    bool ok = true;
 
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "b:l:H:d:T:", opts, NULL)) != -1) {
+    kvs_warmup_opts_default(&o);
+    if (getenv("KVSTASH_PORT"))
+        ok = parse_u32("KVSTASH_PORT", getenv("KVSTASH_PORT"), 1, 65535,
+                       &port);
+    while (ok && (opt = getopt_long(argc, argv, "a:p:t:n:j:h", opts,
+                                    NULL)) != -1) {
         switch (opt) {
-        case 'b': nblocks = (uint32_t)atoi(optarg); break;
-        case 'l': layers = (uint32_t)atoi(optarg); break;
-        case 'H': heads = (uint32_t)atoi(optarg); break;
-        case 'd': dim = (uint32_t)atoi(optarg); break;
-        case 'T': tpb = (uint32_t)atoi(optarg); break;
-        default: return KVS_WARMUP_EXIT_USAGE;
+        case 'a': o.addr = optarg; break;
+        case 'p': ok = parse_u32("--port", optarg, 1, 65535, &port); break;
+        case 't': o.token = optarg; break;
+        case 'n': ns = optarg; break;
+        case 'j': ok = parse_u32("--jobs", optarg, 1, 256, &o.jobs); break;
+        case OPT_BATCH:
+            ok = parse_u32("--batch-kib", optarg, 1, 1u << 20, &batch_kib);
+            break;
+        case OPT_DURABLE: o.put_flags |= KVS_CLIENT_PUT_DURABLE; break;
+        case OPT_NO_DRAM: o.put_flags |= KVS_CLIENT_PUT_NO_DRAM; break;
+        case OPT_JSON: bench_json = true; break;
+        case 'b': ok = parse_u32("--blocks", optarg, 1, 1u << 20, &nblocks);
+            break;
+        case 'l': ok = parse_u32("--layers", optarg, 1, 512, &layers); break;
+        case 'H': ok = parse_u32("--kv-heads", optarg, 1, 1024, &heads);
+            break;
+        case 'd': ok = parse_u32("--head-dim", optarg, 1, 4096, &dim); break;
+        case 'T': ok = parse_u32("--tokens-per-block", optarg, 1, 4096, &tpb);
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
         }
     }
-    if (!nblocks || !layers || layers > 512 || !heads || !dim || !tpb) {
-        fprintf(stderr, "kvstash-warmup bench: sizes must be positive\n");
-        return KVS_WARMUP_EXIT_USAGE;
+    if (!ok)
+        return 2;
+    if (optind != argc) {
+        fprintf(stderr, "kvstash-bench warmup: unexpected argument '%s'\n",
+                argv[optind]);
+        usage(stderr);
+        return 2;
     }
+    o.port = (uint16_t)port;
+    o.batch_bytes = batch_kib << 10;
     o.quiet = true;
     snprintf(raw_ns, sizeof(raw_ns), "%s-raw-%d",
              ns ? ns : "warmup-bench;dtype=bf16", (int)getpid());
@@ -186,8 +261,8 @@ int kvs_bench_main(const kvs_warmup_opts_t *o_in, const char *ns, int argc,
     part = 2 * half;
     total = (uint64_t)nblocks * layers * part;
     if (!mkdtemp(dir)) {
-        perror("kvstash-warmup bench: mkdtemp");
-        return KVS_WARMUP_EXIT_USAGE;
+        perror("kvstash-bench warmup: mkdtemp");
+        return 2;
     }
     data = malloc(total);
     keys = malloc((size_t)nblocks * sizeof(*keys));
@@ -219,7 +294,7 @@ int kvs_bench_main(const kvs_warmup_opts_t *o_in, const char *ns, int argc,
     }
     snprintf(path, sizeof(path), "%s/kv.safetensors", dir);
     if (kvs_safetensors_write(path, t, 2 * layers)) {
-        fprintf(stderr, "kvstash-warmup bench: cannot write %s\n", path);
+        fprintf(stderr, "kvstash-bench warmup: cannot write %s\n", path);
         goto out;
     }
     snprintf(path, sizeof(path), "%s/manifest.jsonl", dir);
@@ -250,7 +325,7 @@ int kvs_bench_main(const kvs_warmup_opts_t *o_in, const char *ns, int argc,
 
         raw_s = raw_puts(c, &o, data, layers, part, nblocks, keys);
         if (raw_s <= 0) {
-            fprintf(stderr, "kvstash-warmup bench: raw puts failed (is DRAM "
+            fprintf(stderr, "kvstash-bench warmup: raw puts failed (is DRAM "
                     "+ NVMe large enough for %.1f MiB?)\n", (double)nblocks *
                     layers * part / 1048576);
             goto out;
@@ -270,24 +345,23 @@ int kvs_bench_main(const kvs_warmup_opts_t *o_in, const char *ns, int argc,
     /* 2. Import. */
     if (kvs_import_run(&o, path, &r) || r.failed || r.bad_lines ||
         r.imported != nblocks) {
-        fprintf(stderr, "kvstash-warmup bench: the import failed\n");
+        fprintf(stderr, "kvstash-bench warmup: the import failed\n");
         goto out;
     }
     imp_rate = (double)r.bytes / r.seconds;
-    printf("blocks %u x %u parts x %llu bytes (%.1f MiB), %u batches in "
-           "flight\n", nblocks, layers, (unsigned long long)part,
-           (double)nblocks * layers * part / 1048576, o.jobs);
-    printf("raw put:  %.3f GB/s (%.0f blocks/s)\n", raw_rate / 1e9,
-           nblocks / raw_s);
-    printf("import:   %.3f GB/s (%.0f blocks/s)\n", imp_rate / 1e9,
-           nblocks / r.seconds);
-    printf("import / raw put = %.2f\n", imp_rate / raw_rate);
-    printf("{\"bench\":\"warmup-import\",\"blocks\":%u,\"block_bytes\":%llu,"
-           "\"jobs\":%u,\"raw_put_gbps\":%.4f,\"import_gbps\":%.4f,"
-           "\"ratio\":%.3f}\n", nblocks,
-           (unsigned long long)(layers * part), o.jobs, raw_rate / 1e9,
-           imp_rate / 1e9, imp_rate / raw_rate);
-    rc = KVS_WARMUP_EXIT_OK;
+    if (!bench_json) {
+        printf("blocks %u x %u parts x %llu bytes (%.1f MiB), %u batches "
+               "in flight\n", nblocks, layers, (unsigned long long)part,
+               (double)nblocks * layers * part / 1048576, o.jobs);
+        printf("raw put:  %.0f blocks/s; import: %.0f blocks/s\n",
+               nblocks / raw_s, nblocks / r.seconds);
+    }
+    snprintf(note, sizeof(note), "blocks=%u block_bytes=%llu jobs=%u; "
+             "limit: raw client puts, same daemon", nblocks,
+             (unsigned long long)(layers * part), o.jobs);
+    bench_figure("warmup-import", imp_rate / 1e6, "MB/s", raw_rate / 1e6,
+                 note);
+    rc = 0;
 out:
     kvs_client_destroy(c);
     snprintf(path, sizeof(path), "%s/kv.safetensors", dir);

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Writes the seed corpus of the engine's fuzz targets into
- * <dir>/fuzz_index_record and <dir>/fuzz_segment_header: valid encodings
+ * <dir>/index_record and <dir>/segment_header: valid encodings
  * from the engine's own encoders plus a few damaged ones. Run it to
  * regenerate tests/fuzz/corpus after a format change:
- *   build/tests/fuzz_engine_corpus tests/fuzz/corpus
+ *   build/tests/make_corpus_engine tests/fuzz/corpus
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -46,7 +46,7 @@ int main(int argc, char **argv)
     static uint8_t b[2 * KVS_SEG_ALIGN] __attribute__((aligned(4096)));
     uint8_t in[1 + KVS_INDEX_KEY_MAX + KVS_INDEX_REC_MAX];
     const char *dir = argc > 1 ? argv[1] : "tests/fuzz/corpus";
-    const char *ir = "fuzz_index_record", *sh = "fuzz_segment_header";
+    const char *ir = "index_record", *sh = "segment_header";
     kvs_index_rec_t r = {
         .ns = 1, .key_len = 8, .codec = 1, .elem_size = 2, .cls = 0,
         .nparts = 2, .region = 3, .disk_len = 8192,
