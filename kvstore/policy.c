@@ -7,9 +7,12 @@
  *   window: head <-> ... <-> tail   blocks seen once      -> ghost_w
  *   main:   head <-> ... <-> tail   hit, or seen again    -> ghost_m
  *
- * A put whose key is in ghost_w means the window was too small to keep it
- * until its reuse: the target share grows. One in ghost_m means the main
- * list was too small: the share shrinks. Steps follow ARC (the larger the
+ * A put whose key is in ghost_w goes to the main list: it was seen
+ * before. If it left the window among the last nslots blocks to leave it
+ * (ghost_wr), a window at most the whole DRAM would have kept it until
+ * now: the target share grows. Older drops say nothing about the window's
+ * size (no window could have kept them) and leave it alone. A put whose
+ * key is in ghost_m means the main list was too small: the share shrinks. Steps follow ARC (the larger the
  * other ghost, the larger the step). Eviction takes the window's tail
  * first while the window holds more than its share, else the main list's.
  *
@@ -18,8 +21,9 @@
  * parent link carries the parent's generation, so a child of a block that
  * was replaced meanwhile does not count against the new occupant.
  *
- * Memory: 24 bytes a slot, plus the ghosts (4 x nslots and 1 x nslots
- * hashes, 8 bytes a ring slot and 2 to 4 set slots of 8 bytes each).
+ * Memory: 24 bytes a slot, plus the ghosts (4, 1 and 1 x nslots hashes,
+ * each 8 bytes in a ring and 2 to 4 set slots of 8 bytes): at most
+ * 24 + 6 x 40 = 264 bytes a slot, all allocated at create.
  */
 #include "kvstore/policy.h"
 #include "kvstore/ghost.h"
@@ -56,6 +60,7 @@ struct kvs_policy {
     bool adaptive;
     uint8_t walk_first;     /* the list a walk started in */
     kvs_ghost_t *ghost_w, *ghost_m;
+    kvs_ghost_t *ghost_wr;  /* the last nslots of ghost_w's keys */
 };
 
 /* Ghost lists hold at most 2^28 keys (ghost.h). */
@@ -80,7 +85,8 @@ int kvs_policy_create(uint32_t nslots, uint32_t window_pct,
     p->n = calloc(nslots, sizeof(*p->n));
     if (!p->n || kvs_ghost_create(ghost_cap(GHOST_W_FACTOR, nslots),
                                   &p->ghost_w) ||
-        kvs_ghost_create(ghost_cap(GHOST_M_FACTOR, nslots), &p->ghost_m)) {
+        kvs_ghost_create(ghost_cap(GHOST_M_FACTOR, nslots), &p->ghost_m) ||
+        kvs_ghost_create(nslots, &p->ghost_wr)) {
         kvs_policy_destroy(p);
         return -ENOMEM;
     }
@@ -100,6 +106,7 @@ void kvs_policy_destroy(kvs_policy_t *p)
         return;
     kvs_ghost_destroy(p->ghost_w);
     kvs_ghost_destroy(p->ghost_m);
+    kvs_ghost_destroy(p->ghost_wr);
     free(p->n);
     free(p);
 }
@@ -182,7 +189,12 @@ void kvs_policy_insert(kvs_policy_t *p, uint32_t slot, uint64_t hash,
         return;
     if (kvs_ghost_contains(p->ghost_w, hash)) {
         kvs_ghost_remove(p->ghost_w, hash);
-        adapt(p, true);
+        /* Only a recent drop says the window was too small: one that a
+         * window of at most nslots blocks would have kept. */
+        if (kvs_ghost_contains(p->ghost_wr, hash)) {
+            kvs_ghost_remove(p->ghost_wr, hash);
+            adapt(p, true);
+        }
         l = L_MAIN;
     } else if (kvs_ghost_contains(p->ghost_m, hash)) {
         kvs_ghost_remove(p->ghost_m, hash);
@@ -223,8 +235,12 @@ void kvs_policy_remove(kvs_policy_t *p, uint32_t slot, uint64_t hash,
 
     if (x->list == L_NONE)
         return;
-    if (remember)
-        kvs_ghost_add(x->list == L_WIN ? p->ghost_w : p->ghost_m, hash);
+    if (remember && x->list == L_WIN) {
+        kvs_ghost_add(p->ghost_w, hash);
+        kvs_ghost_add(p->ghost_wr, hash);
+    } else if (remember) {
+        kvs_ghost_add(p->ghost_m, hash);
+    }
     if (x->parent != NIL) {
         struct node *y = &p->n[x->parent];
         if (y->list != L_NONE && y->gen == x->parent_gen && y->nchild)
@@ -283,7 +299,8 @@ uint32_t kvs_policy_window_share(const kvs_policy_t *p)
 size_t kvs_policy_bytes(const kvs_policy_t *p)
 {
     return sizeof(*p) + (size_t)p->nslots * sizeof(*p->n) +
-           kvs_ghost_bytes(p->ghost_w) + kvs_ghost_bytes(p->ghost_m);
+           kvs_ghost_bytes(p->ghost_w) + kvs_ghost_bytes(p->ghost_m) +
+           kvs_ghost_bytes(p->ghost_wr);
 }
 
 int kvs_policy_check(const kvs_policy_t *p)
