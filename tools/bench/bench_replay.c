@@ -508,13 +508,15 @@ static int replay_one(const struct trace *t, uint32_t cap, uint32_t payload,
     bench_rmtree(sub);
     snprintf(name, sizeof(name), "replay-hit-ratio-%u%s", cap, suffix);
     snprintf(note, sizeof(note),
-             "limit: exact LRU, this run; %s, %u requests%s; evicted %llu",
+             "limit: exact LRU, this run; %s, %u requests%s; evicted %llu; "
+             "%.4f against LRU %.4f",
              tname, t->nreq, full ? ", full blocks only" : "",
-             (unsigned long long)st.evicted);
+             (unsigned long long)st.evicted, ours, lru);
     bench_figure(name, ours, "ratio", lru, note);
     snprintf(name, sizeof(name), "replay-best-fixed-%u%s", cap, suffix);
-    snprintf(note, sizeof(note), "limit: the default; %s, best: %s", tname,
-             best_what);
+    snprintf(note, sizeof(note),
+             "limit: the default; %s, best: %s, %.4f against %.4f", tname,
+             best_what, best, ours);
     bench_figure(name, best, "ratio", ours, note);
     snprintf(name, sizeof(name), "replay-belady-%u%s", cap, suffix);
     snprintf(note, sizeof(note), "limit: the default; %s, clairvoyant bound",
