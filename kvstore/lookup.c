@@ -91,9 +91,13 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
     }
     /* Accessed deepest first, so each block ends up more recent than the
      * blocks after it: eviction reaches leaves before their ancestors. A
+     * chain matched before already lies in the main list in that order,
+     * and then it moves to the head in one piece (docs/operations.md). A
      * pinned match may have released the lock, so only then are the
      * entries looked up again. */
-    for (size_t i = m; i-- > 0;) {
+    bool spliced = !(flags & KVS_MATCH_PIN) && m <= MATCH_WIN &&
+                   kvs_table_touch_run_locked(s, found, m);
+    for (size_t i = m; !spliced && i-- > 0;) {
         struct entry *e;
         if (i < MATCH_WIN && !(flags & KVS_MATCH_PIN))
             e = found[i];

@@ -228,6 +228,34 @@ void kvs_policy_touch(kvs_policy_t *p, uint32_t slot)
     push_head(p, slot, L_MAIN);
 }
 
+bool kvs_policy_touch_run(kvs_policy_t *p, const uint32_t *slots, size_t n)
+{
+    uint32_t first, last;
+
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (p->n[slots[i]].list != L_MAIN ||
+            (i + 1 < n && p->n[slots[i]].next != slots[i + 1]))
+            return false;
+    }
+    first = slots[0];
+    last = slots[n - 1];
+    if (p->head[L_MAIN] == first)
+        return true;
+    /* Not the head, so first has a predecessor. */
+    p->n[p->n[first].prev].next = p->n[last].next;
+    if (p->n[last].next != NIL)
+        p->n[p->n[last].next].prev = p->n[first].prev;
+    else
+        p->tail[L_MAIN] = p->n[first].prev;
+    p->n[first].prev = NIL;
+    p->n[last].next = p->head[L_MAIN];
+    p->n[p->head[L_MAIN]].prev = last;
+    p->head[L_MAIN] = first;
+    return true;
+}
+
 void kvs_policy_remove(kvs_policy_t *p, uint32_t slot, uint64_t hash,
                        bool remember)
 {

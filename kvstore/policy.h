@@ -41,6 +41,12 @@ void kvs_policy_insert(kvs_policy_t *policy, uint32_t slot, uint64_t hash,
                        uint32_t parent);
 /* An access to a tracked slot. A chain is touched deepest block first. */
 void kvs_policy_touch(kvs_policy_t *policy, uint32_t slot);
+/* Touches slots[0..n-1] (a chain, root first) the way touching them one
+ * by one deepest first would, in one splice, when they already lie in
+ * the main list in that order (a chain matched before); false, touching
+ * nothing, otherwise. */
+bool kvs_policy_touch_run(kvs_policy_t *policy, const uint32_t *slots,
+                          size_t n);
 /* Slot leaves the order. remember: it was evicted or written behind (its
  * key goes to a ghost list), not deleted or replaced. No-op if untracked. */
 void kvs_policy_remove(kvs_policy_t *policy, uint32_t slot, uint64_t hash,

@@ -306,6 +306,8 @@ uint32_t kvs_table_lru_warmer(kvs_store_t *s, uint32_t i);
  * stays, so a chain never has a gap. */
 bool kvs_table_lru_evictable(kvs_store_t *s, const struct entry *e);
 void kvs_table_touch_locked(kvs_store_t *s, struct entry *e);
+bool kvs_table_touch_run_locked(kvs_store_t *s, struct entry *const *e,
+                                size_t n);
 /* A free entry, zeroed, E_USED, with a new uid; NULL if the table is full. */
 struct entry *kvs_table_alloc_locked(kvs_store_t *s);
 void kvs_table_free_locked(kvs_store_t *s, struct entry *e);

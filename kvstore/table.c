@@ -158,6 +158,24 @@ void kvs_table_touch_locked(kvs_store_t *s, struct entry *e)
     kvs_policy_touch(s->policy, eidx(s, e));
 }
 
+/* Touches e[0..n-1] (a MATCH's chain, root first) in one splice when the
+ * policy can (kvs_policy_touch_run); false, touching nothing, otherwise. */
+bool kvs_table_touch_run_locked(kvs_store_t *s, struct entry *const *e,
+                                size_t n)
+{
+    uint32_t slots[256];
+
+    if (n == 0 || n > 256)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        slots[i] = eidx(s, e[i]);
+    if (!kvs_policy_touch_run(s->policy, slots, n))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        count_hit(e[i]);
+    return true;
+}
+
 struct entry *kvs_table_alloc_locked(kvs_store_t *s)
 {
     struct entry *e;

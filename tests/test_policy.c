@@ -58,6 +58,16 @@ static void test_chain_leaf_first(void **state)
         kvs_policy_touch(p, i);
     assert_int_equal(walk_count(p, &first), 4);
     assert_int_equal(first, 3);
+    /* Now in the main list in chain order: one splice does the same. */
+    uint32_t chain[4] = {0, 1, 2, 3}, wrong[2] = {1, 0};
+    kvs_policy_insert(p, 8, 108, NIL);
+    kvs_policy_touch(p, 8);
+    assert_false(kvs_policy_touch_run(p, wrong, 2));
+    assert_true(kvs_policy_touch_run(p, chain, 4));
+    assert_int_equal(kvs_policy_check(p), 0);
+    assert_int_equal(walk_count(p, &first), 5);
+    assert_int_equal(first, 8);
+    kvs_policy_remove(p, 8, 108, false);
     kvs_policy_remove(p, 3, 103, true);
     assert_false(kvs_policy_tracked(p, 3));
     assert_true(kvs_policy_evictable(p, 2));
