@@ -24,7 +24,7 @@ void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e)
 {
     kvs_assert(e->flags & E_DRAM);
     kvs_assert(e->refs == 0);
-    kvs_table_lru_remove(s, e);
+    kvs_table_lru_remove(s, e, true);
     kvs_arena_free(s->arena, e->dram_off - kvs_segment_hdr_bytes(e->nparts),
                    e->dram_bytes);
     e->flags &= ~E_DRAM;

@@ -1,16 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Eviction and admission: every choice of which block leaves DRAM or the
- * store, and which is not let in. The lists these choices walk (LRU, the
- * table) are kept in table.c; the region to reclaim is chosen in region.c.
+ * store, and which is not let in. The order these choices walk is the
+ * policy's (kvstore/policy.c, through table.c); the region to reclaim is
+ * chosen in region.c.
  *
- *   put --admit?--> DRAM --LRU tail--> written behind (degrade) or dropped
+ *   put --admit?--> DRAM --coldest--> written behind (degrade) or dropped
  *        (ghost)           \--table full / no NVMe tier--> evicted
  *
  * Invariants: nothing here frees a block that is busy, referenced, pinned
  * (KVS_CLASS_PINNED) or unlinked; a block with a disk copy is never
  * evicted from the store here (region reclaim owns its index record), only
- * its DRAM copy dropped.
+ * its DRAM copy dropped; nor a block whose children are in DRAM (chains
+ * stay gap-free).
  *
  * Callers: dram.c (making room), puts (admission, a full table) and the
  * background thread (what to write behind). All need `lock`.
@@ -20,20 +22,22 @@
 
 #define DEGRADE_BYTES (16ull << 20) /* bytes picked at a time */
 
-/* Drops LRU blocks (no NVMe tier) until bytes fit; true if they now do. */
+/* Drops the coldest blocks (no NVMe tier) until bytes fit; true if they
+ * now do. */
 bool kvs_evict_dram_locked(kvs_store_t *s, uint64_t bytes)
 {
-    uint32_t i = s->lru_tail;
+    uint32_t i = kvs_table_lru_coldest(s);
 
     while (kvs_arena_largest_free(s->arena) < bytes && i != NIL) {
         struct entry *e = &s->ents[i];
-        i = e->lru_prev;
+        i = kvs_table_lru_warmer(s, i);
         if (e->refs || e->busy || e->cls == KVS_CLASS_PINNED ||
-            !(e->flags & E_LINKED))
+            !(e->flags & E_LINKED) || !kvs_table_lru_evictable(s, e))
             continue;
         if (e->flags & E_DISK) {
             kvs_dram_drop_locked(s, e);
         } else {
+            kvs_table_lru_remove(s, e, true);
             kvs_table_remove_locked(s, e);
             s->st.evicted++;
         }
@@ -47,12 +51,12 @@ bool kvs_evict_dram_locked(kvs_store_t *s, uint64_t bytes)
  * of a put waiting for space, and write-behind frees the rest. */
 bool kvs_evict_disk_copies_locked(kvs_store_t *s, uint64_t bytes)
 {
-    uint32_t i = s->lru_tail, seen = 0;
+    uint32_t i = kvs_table_lru_coldest(s), seen = 0;
 
     while (i != NIL && seen++ < 256 &&
            kvs_arena_largest_free(s->arena) < bytes) {
         struct entry *e = &s->ents[i];
-        i = e->lru_prev;
+        i = kvs_table_lru_warmer(s, i);
         if ((e->flags & E_DISK) && !e->refs && !e->busy &&
             e->cls != KVS_CLASS_PINNED)
             kvs_dram_drop_locked(s, e);
@@ -61,18 +65,21 @@ bool kvs_evict_disk_copies_locked(kvs_store_t *s, uint64_t bytes)
 }
 
 /*
- * The block table is full (max_blocks): drops the least recently used
- * block that is in DRAM only and not in use. Blocks with a disk copy are
+ * The block table is full (max_blocks): drops the coldest block that is
+ * in DRAM only, not in use and has no children in DRAM. Blocks with a disk copy are
  * left to region reclaim, which owns their index records. Returns whether
  * an entry was freed.
  */
 bool kvs_evict_one_locked(kvs_store_t *s)
 {
-    for (uint32_t i = s->lru_tail; i != NIL; i = s->ents[i].lru_prev) {
+    for (uint32_t i = kvs_table_lru_coldest(s); i != NIL;
+         i = kvs_table_lru_warmer(s, i)) {
         struct entry *e = &s->ents[i];
         if (e->refs || e->busy || e->cls == KVS_CLASS_PINNED ||
-            (e->flags & E_DISK) || !(e->flags & E_LINKED))
+            (e->flags & E_DISK) || !(e->flags & E_LINKED) ||
+            !kvs_table_lru_evictable(s, e))
             continue;
+        kvs_table_lru_remove(s, e, true);
         kvs_table_remove_locked(s, e);
         s->st.evicted++;
         return true;
@@ -115,9 +122,9 @@ uint32_t kvs_evict_pick_degrade_locked(kvs_store_t *s, uint32_t *out,
 
     /* What is already on its way out counts as gone. */
     used = used > s->degrade_pending ? used - s->degrade_pending : 0;
-    for (uint32_t i = s->lru_tail; i != NIL && n < max;) {
+    for (uint32_t i = kvs_table_lru_coldest(s); i != NIL && n < max;) {
         struct entry *e = &s->ents[i];
-        i = e->lru_prev;
+        i = kvs_table_lru_warmer(s, i);
         if (!flush && (used - bytes <= s->dram_low || bytes >= DEGRADE_BYTES))
             break;
         if (e->busy || !(e->flags & E_LINKED))
@@ -143,8 +150,10 @@ uint32_t kvs_evict_pick_degrade_locked(kvs_store_t *s, uint32_t *out,
         /* Flash admission: scratch blocks that were never hit again are
          * not worth a disk write; they leave the store. */
         if (e->cls == KVS_CLASS_SCRATCH &&
-            e->hits < s->cfg.admit_scratch_hits) {
+            e->hits < s->cfg.admit_scratch_hits &&
+            kvs_table_lru_evictable(s, e)) {
             bytes += e->dram_bytes;
+            kvs_table_lru_remove(s, e, true);
             kvs_table_remove_locked(s, e);
             s->st.admission_rejected++;
             s->st.evicted++;

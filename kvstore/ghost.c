@@ -125,3 +125,14 @@ void kvs_ghost_add(kvs_ghost_t *g, uint64_t hash)
     }
     g->set[i] = h;
 }
+
+uint32_t kvs_ghost_count(const kvs_ghost_t *g)
+{
+    return g->count;
+}
+
+size_t kvs_ghost_bytes(const kvs_ghost_t *g)
+{
+    return sizeof(*g) + (size_t)g->cap * sizeof(*g->ring) +
+           ((size_t)g->mask + 1) * sizeof(*g->set);
+}

@@ -9,6 +9,7 @@
 #define KVS_GHOST_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct kvs_ghost kvs_ghost_t;
@@ -21,5 +22,9 @@ bool kvs_ghost_contains(const kvs_ghost_t *ghost, uint64_t hash);
 /* Remembers hash (no-op if present), forgetting the oldest when full. */
 void kvs_ghost_add(kvs_ghost_t *ghost, uint64_t hash);
 void kvs_ghost_remove(kvs_ghost_t *ghost, uint64_t hash);
+/* Hashes remembered (removed ones count until their turn comes). */
+uint32_t kvs_ghost_count(const kvs_ghost_t *ghost);
+/* Bytes the list holds: 8 per ring slot, 8 per set slot. */
+size_t kvs_ghost_bytes(const kvs_ghost_t *ghost);
 
 #endif

@@ -90,35 +90,23 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             found[m] = e;
     }
     /* Accessed deepest first, so each block ends up more recent than the
-     * blocks after it: eviction reaches leaves before their ancestors and
-     * never leaves a gap in a chain. A chain matched before (or put in
-     * order) already lies in the LRU list in that order, and then moving
-     * it to the head in one piece gives the same list. A pinned match may
-     * have released the lock, so only then are the entries looked up
-     * again. */
-    if ((flags & KVS_MATCH_PIN) || m > MATCH_WIN ||
-        !kvs_table_touch_run_locked(s, found, m)) {
-        for (size_t i = m; i-- > 0;) {
-            struct entry *e;
-            /* Each touch unlinks a block from between two others that are
-             * likely cold: fetch them ahead of time. */
-            if (i >= AHEAD && i - AHEAD < MATCH_WIN &&
-                !(flags & KVS_MATCH_PIN)) {
-                const struct entry *p = found[i - AHEAD];
-                if (p->lru_prev != NIL)
-                    __builtin_prefetch(&s->ents[p->lru_prev].lru_next, 1);
-                if (p->lru_next != NIL)
-                    __builtin_prefetch(&s->ents[p->lru_next].lru_prev, 1);
-            }
-            if (i < MATCH_WIN && !(flags & KVS_MATCH_PIN))
-                e = found[i];
-            else
-                e = kvs_table_lookup_locked(
-                    s, ns, keys[i].data, keys[i].len,
-                    key_hash(ns, keys[i].data, keys[i].len));
-            if (e)
-                kvs_table_touch_locked(s, e);
-        }
+     * blocks after it: eviction reaches leaves before their ancestors. A
+     * chain matched before already lies in the main list in that order,
+     * and then it moves to the head in one piece (docs/operations.md). A
+     * pinned match may have released the lock, so only then are the
+     * entries looked up again. */
+    bool spliced = !(flags & KVS_MATCH_PIN) && m <= MATCH_WIN &&
+                   kvs_table_touch_run_locked(s, found, m);
+    for (size_t i = m; !spliced && i-- > 0;) {
+        struct entry *e;
+        if (i < MATCH_WIN && !(flags & KVS_MATCH_PIN))
+            e = found[i];
+        else
+            e = kvs_table_lookup_locked(s, ns, keys[i].data, keys[i].len,
+                                        key_hash(ns, keys[i].data,
+                                                 keys[i].len));
+        if (e)
+            kvs_table_touch_locked(s, e);
     }
     pthread_mutex_unlock(&s->lock);
     *matched_out = m;

@@ -69,10 +69,7 @@ static int publish_locked(kvs_store_t *s, struct entry *e, bool *del_old,
             ? kvs_table_lookup_locked(s, e->ns, e->parent, e->parent_len,
                                       key_hash(e->ns, e->parent, e->parent_len))
             : NULL;
-    if (parent && (parent->flags & E_INLRU))
-        kvs_table_lru_insert_after(s, e, parent);
-    else
-        kvs_table_lru_push(s, e);
+    kvs_table_lru_push(s, e, parent);
     s->st.blocks++;
     s->st.dram_blocks++;
     return 0;

@@ -236,7 +236,7 @@ int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
         e->dram_off = data_off;
         e->dram_bytes = bytes;
         e->flags |= E_DRAM;
-        kvs_table_lru_push(s, e);
+        kvs_table_lru_push(s, e, NULL);
         s->st.dram_blocks++;
         s->st.promoted++;
         s->st.bytes_read += r.loc.disk_len;

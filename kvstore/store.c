@@ -47,6 +47,7 @@ void kvs_store_config_default(kvs_store_config_t *cfg)
     cfg->compress_min_saving_pct = 5;
     cfg->full_wait_ms = 2000;
     cfg->sync_index = false;
+    cfg->policy_window_pct = KVS_STORE_WINDOW_ADAPTIVE;
 }
 
 static int check_config(const kvs_store_config_t *c)
@@ -63,6 +64,9 @@ static int check_config(const kvs_store_config_t *c)
         why = "max_block_bytes must be at most half of dram_bytes";
     else if (c->max_blocks == 0 || c->max_blocks > (1u << 28))
         why = "max_blocks must be 1 .. 2^28";
+    else if (c->policy_window_pct > 100 &&
+             c->policy_window_pct != KVS_STORE_WINDOW_ADAPTIVE)
+        why = "policy_window_pct must be 0 .. 100, or adaptive";
     else if (c->io_depth == 0 || c->io_depth > 1024)
         why = "io_depth must be 1 .. 1024";
     else if (c->dram_low_pct > c->dram_high_pct || c->dram_high_pct > 100)
@@ -105,7 +109,6 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
     pthread_mutex_init(&s->rlock, NULL);
     pthread_cond_init(&s->space_cv, NULL);
     pthread_cond_init(&s->work_cv, NULL);
-    s->lru_head = s->lru_tail = NIL;
     s->ttl_head = s->ttl_tail = NIL;
     s->ns_cap = 1u << 16;
     s->ns = calloc(s->ns_cap, sizeof(*s->ns));
@@ -142,6 +145,10 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
         goto err_close;
     }
     s->abase = kvs_arena_base(s->arena);
+    ret = kvs_policy_create(cfg->max_blocks, cfg->policy_window_pct,
+                            &s->policy);
+    if (ret)
+        goto err_close;
     if (cfg->admit_ghost_factor) {
         ret = kvs_ghost_create(
             (uint32_t)KVS_MIN((uint64_t)cfg->admit_ghost_factor *
@@ -180,6 +187,7 @@ void kvs_store_close(kvs_store_t *s)
     kvs_index_close(s->index);
     kvs_arena_destroy(s->arena);
     kvs_ghost_destroy(s->ghost);
+    kvs_policy_destroy(s->policy);
     if (s->ns)
         for (uint32_t i = 0; i < s->nns; i++)
             free(s->ns[i].name);

@@ -70,7 +70,13 @@ typedef struct kvs_store_config {
                                    * its key was put before and is among the
                                    * last N * max_blocks keys declined, and
                                    * only if its parent is present */
+    uint32_t policy_window_pct;   /* DRAM order (docs/policy.md): the
+                                   * window's share of DRAM blocks, 0..100,
+                                   * fixed; KVS_STORE_WINDOW_ADAPTIVE (the
+                                   * default): it adapts to the workload */
 } kvs_store_config_t;
+
+#define KVS_STORE_WINDOW_ADAPTIVE UINT32_MAX
 
 /* Fills cfg with defaults that fit a laptop: 1 GiB DRAM, 4 GiB NVMe, 64 MiB
  * regions, 16 MiB blocks, data under ./var/kvstash. */

@@ -8,7 +8,7 @@
  * data path), found through a chained hash of (namespace, key):
  *
  *   buckets[hash & mask] -> entry -> entry -> NIL        (hnext chains)
- *   lru_head <-> ... <-> lru_tail                        (blocks in DRAM)
+ *   policy: window and main lists     (blocks in DRAM, kvstore/policy.h)
  *   ttl_head <-> ... <-> ttl_tail                        (blocks with a TTL)
  *   region[r].head <-> ... (blocks on disk in region r)  (rg_prev/rg_next)
  *
@@ -55,6 +55,7 @@
 #include "kvstore/arena.h"
 #include "kvstore/codec.h"
 #include "kvstore/ghost.h"
+#include "kvstore/policy.h"
 #include "kvstore/index.h"
 #include "kvstore/segment.h"
 #include "common/compiler.h"
@@ -67,6 +68,9 @@
 #include <xxhash.h>
 
 #define NIL UINT32_MAX
+_Static_assert(NIL == KVS_POLICY_NIL &&
+                   KVS_STORE_WINDOW_ADAPTIVE == KVS_POLICY_ADAPTIVE,
+               "the store and the policy agree on their constants");
 
 enum {
     E_USED    = 1u << 0, /* allocated */
@@ -75,7 +79,6 @@ enum {
     E_DISK    = 1u << 3, /* disk copy valid, index record written */
     E_DURABLE = 1u << 4, /* asked for durability: keep a disk copy */
     E_DEAD    = 1u << 5, /* deleted or replaced while busy */
-    E_INLRU   = 1u << 6, /* on the DRAM LRU list */
     E_INTTL   = 1u << 7, /* on the TTL list */
 };
 
@@ -90,7 +93,6 @@ struct entry {
     uint64_t expiry_ms;     /* wall clock; 0: none */
     uint8_t key[KVS_KEY_MAX];
     uint64_t uid;           /* unique per put */
-    uint32_t lru_prev, lru_next;
     uint16_t hits;          /* accesses since put, saturating */
     uint8_t codec;          /* of the disk copy */
     uint32_t ttl_prev, ttl_next; /* TTL list: linked entries with a TTL */
@@ -196,7 +198,7 @@ struct kvs_store {
     uint32_t free_head;
     uint32_t *buckets;
     uint32_t bucket_mask;
-    uint32_t lru_head, lru_tail;
+    kvs_policy_t *policy;     /* DRAM order: eviction and write-behind */
     struct region *regions;
     uint32_t nfree_regions;
     uint64_t reclaim_retry_ns; /* no reclaim before this (mono clock) */
@@ -291,10 +293,18 @@ void kvs_table_ttl_sync(kvs_store_t *s, struct entry *e);
 /* Makes e visible under its key, or invisible. */
 void kvs_table_link(kvs_store_t *s, struct entry *e);
 void kvs_table_unlink(kvs_store_t *s, struct entry *e);
-void kvs_table_lru_push(kvs_store_t *s, struct entry *e);
-void kvs_table_lru_insert_after(kvs_store_t *s, struct entry *e,
-                                struct entry *p);
-void kvs_table_lru_remove(kvs_store_t *s, struct entry *e);
+/* e enters the DRAM order (behind parent, if given and in DRAM). */
+void kvs_table_lru_push(kvs_store_t *s, struct entry *e, struct entry *parent);
+/* e leaves it; remember: to make room (evicted or written behind), so the
+ * policy keeps its key in a ghost list; not for deletes and replacements. */
+void kvs_table_lru_remove(kvs_store_t *s, struct entry *e, bool remember);
+/* Eviction candidates, coldest first: coldest, then warmer of the last,
+ * until NIL. */
+uint32_t kvs_table_lru_coldest(kvs_store_t *s);
+uint32_t kvs_table_lru_warmer(kvs_store_t *s, uint32_t i);
+/* Whether e may leave the store now: a block whose children are in DRAM
+ * stays, so a chain never has a gap. */
+bool kvs_table_lru_evictable(kvs_store_t *s, const struct entry *e);
 void kvs_table_touch_locked(kvs_store_t *s, struct entry *e);
 bool kvs_table_touch_run_locked(kvs_store_t *s, struct entry *const *e,
                                 size_t n);

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The block table: the entries allocated at open, the chained hash that
- * finds them by (namespace, key), the DRAM LRU list and the TTL list, and
- * an entry's life from allocation to free.
+ * finds them by (namespace, key), the TTL list, the glue to the DRAM
+ * order of kvstore/policy.c, and an entry's life from allocation to free.
  *
- * Invariants: an entry is in the hash exactly while E_LINKED; on the LRU
- * list exactly while E_INLRU (only entries with a DRAM copy); on the TTL
+ * Invariants: an entry is in the hash exactly while E_LINKED; tracked by
+ * the policy only while it has a DRAM copy; on the TTL
  * list exactly while E_INTTL, which is while it is linked and has a TTL
  * (kvs_table_check_locked verifies the lists). A free entry is on the free
  * list, chained through hnext. An entry is freed only when it is unlinked
@@ -116,96 +116,33 @@ void kvs_table_unlink(kvs_store_t *s, struct entry *e)
     kvs_table_ttl_sync(s, e);
 }
 
-void kvs_table_lru_push(kvs_store_t *s, struct entry *e)
+/* The DRAM order is the policy's (kvstore/policy.h); these adapt it to
+ * entries. A block goes behind its parent when the parent is in DRAM, so
+ * that a chain's leaves are reached before its ancestors. */
+void kvs_table_lru_push(kvs_store_t *s, struct entry *e, struct entry *parent)
 {
-    uint32_t i = eidx(s, e);
-
-    kvs_assert(!(e->flags & E_INLRU));
-    e->flags |= E_INLRU;
-    e->lru_prev = NIL;
-    e->lru_next = s->lru_head;
-    if (s->lru_head != NIL)
-        s->ents[s->lru_head].lru_prev = i;
-    else
-        s->lru_tail = i;
-    s->lru_head = i;
+    kvs_policy_insert(s->policy, eidx(s, e), e->hash,
+                      parent ? eidx(s, parent) : KVS_POLICY_NIL);
 }
 
-/* Inserts e just behind p (less recent than p): a block goes behind its
- * parent so that a chain is ordered root first and least recently used
- * order always reaches a leaf before its ancestors. */
-void kvs_table_lru_insert_after(kvs_store_t *s, struct entry *e,
-                                struct entry *p)
+void kvs_table_lru_remove(kvs_store_t *s, struct entry *e, bool remember)
 {
-    uint32_t i = eidx(s, e), pi = eidx(s, p);
-
-    kvs_assert(!(e->flags & E_INLRU) && (p->flags & E_INLRU));
-    e->flags |= E_INLRU;
-    e->lru_prev = pi;
-    e->lru_next = p->lru_next;
-    if (p->lru_next != NIL)
-        s->ents[p->lru_next].lru_prev = i;
-    else
-        s->lru_tail = i;
-    p->lru_next = i;
+    kvs_policy_remove(s->policy, eidx(s, e), e->hash, remember);
 }
 
-void kvs_table_lru_remove(kvs_store_t *s, struct entry *e)
+uint32_t kvs_table_lru_coldest(kvs_store_t *s)
 {
-    if (!(e->flags & E_INLRU))
-        return;
-    e->flags &= ~E_INLRU;
-    if (e->lru_prev != NIL)
-        s->ents[e->lru_prev].lru_next = e->lru_next;
-    else
-        s->lru_head = e->lru_next;
-    if (e->lru_next != NIL)
-        s->ents[e->lru_next].lru_prev = e->lru_prev;
-    else
-        s->lru_tail = e->lru_prev;
-    e->lru_prev = e->lru_next = NIL;
+    return kvs_policy_coldest(s->policy);
 }
 
-static void lru_touch(kvs_store_t *s, struct entry *e)
+uint32_t kvs_table_lru_warmer(kvs_store_t *s, uint32_t i)
 {
-    if ((e->flags & E_INLRU) && s->lru_head != eidx(s, e)) {
-        kvs_table_lru_remove(s, e);
-        kvs_table_lru_push(s, e);
-    }
+    return kvs_policy_warmer(s->policy, i);
 }
 
-/* Whether e[0..n-1] are all on the LRU list, each right behind the one
- * before it (e[0] the most recent of them). */
-static bool lru_run_in_order(const kvs_store_t *s, struct entry *const *e,
-                             size_t n)
+bool kvs_table_lru_evictable(kvs_store_t *s, const struct entry *e)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (!(e[i]->flags & E_INLRU))
-            return false;
-        if (i + 1 < n && e[i]->lru_next != eidx(s, e[i + 1]))
-            return false;
-    }
-    return true;
-}
-
-/* Moves the run first..last (linked by lru_next) to the head, in order. */
-static void lru_run_to_head(kvs_store_t *s, struct entry *first,
-                            struct entry *last)
-{
-    uint32_t fi = eidx(s, first), li = eidx(s, last);
-
-    if (s->lru_head == fi)
-        return;
-    /* Not the head, so first has a predecessor. */
-    s->ents[first->lru_prev].lru_next = last->lru_next;
-    if (last->lru_next != NIL)
-        s->ents[last->lru_next].lru_prev = first->lru_prev;
-    else
-        s->lru_tail = first->lru_prev;
-    first->lru_prev = NIL;
-    last->lru_next = s->lru_head;
-    s->ents[s->lru_head].lru_prev = li;
-    s->lru_head = fi;
+    return kvs_policy_evictable(s->policy, eidx(s, e));
 }
 
 static void count_hit(struct entry *e)
@@ -218,20 +155,24 @@ static void count_hit(struct entry *e)
 void kvs_table_touch_locked(kvs_store_t *s, struct entry *e)
 {
     count_hit(e);
-    lru_touch(s, e);
+    kvs_policy_touch(s->policy, eidx(s, e));
 }
 
-/* Touches e[0..n-1] (a MATCH's chain, root first) the way touching them
- * one by one deepest first would, when they already lie in the LRU list in
- * that order: in one piece. False, touching nothing, otherwise. */
+/* Touches e[0..n-1] (a MATCH's chain, root first) in one splice when the
+ * policy can (kvs_policy_touch_run); false, touching nothing, otherwise. */
 bool kvs_table_touch_run_locked(kvs_store_t *s, struct entry *const *e,
                                 size_t n)
 {
-    if (n == 0 || !lru_run_in_order(s, e, n))
+    uint32_t slots[256];
+
+    if (n == 0 || n > 256)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        slots[i] = eidx(s, e[i]);
+    if (!kvs_policy_touch_run(s->policy, slots, n))
         return false;
     for (size_t i = 0; i < n; i++)
         count_hit(e[i]);
-    lru_run_to_head(s, e[0], e[n - 1]);
     return true;
 }
 
@@ -245,7 +186,7 @@ struct entry *kvs_table_alloc_locked(kvs_store_t *s)
     s->free_head = e->hnext;
     memset(e, 0, sizeof(*e));
     e->flags = E_USED;
-    e->hnext = e->lru_prev = e->lru_next = e->rg_prev = e->rg_next = NIL;
+    e->hnext = e->rg_prev = e->rg_next = NIL;
     e->uid = ++s->uid_seq;
     return e;
 }
@@ -255,6 +196,7 @@ void kvs_table_free_locked(kvs_store_t *s, struct entry *e)
 {
     kvs_assert(!(e->flags & E_LINKED));
     kvs_assert(e->busy == 0 && e->refs == 0);
+    kvs_table_lru_remove(s, e, false); /* deleted or replaced: no ghost */
     if (e->flags & E_DRAM)
         kvs_dram_drop_locked(s, e);
     if (e->flags & E_DISK) {
@@ -339,10 +281,7 @@ int kvs_table_check_locked(kvs_store_t *s)
 
     for (uint32_t i = 0; i < s->nents; i++)
         with_ttl += (s->ents[i].flags & E_LINKED) && s->ents[i].expiry_ms;
-    ret = check_list_locked(s, "LRU", s->lru_head, s->lru_tail,
-                            offsetof(struct entry, lru_next),
-                            offsetof(struct entry, lru_prev), E_INLRU,
-                            UINT32_MAX);
+    ret = kvs_policy_check(s->policy);
     if (!ret)
         ret = check_list_locked(s, "TTL", s->ttl_head, s->ttl_tail,
                                 offsetof(struct entry, ttl_next),

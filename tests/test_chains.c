@@ -204,14 +204,17 @@ static void test_chains_dram_admission(void **state)
     run(&c, "chains_admission");
 }
 
-/* A MATCH makes its chain the most recently used, root first. With the
- * block table full, each new block pushes out the least recently used one:
- * first the chain put after the matched one (leaf first), then the matched
- * chain, leaf first. Matched twice: once when the chain lies in the LRU
- * list in order but not at its head, once when it is at the head. */
+/* A MATCH moves its chain to the main list, root first. With the block
+ * table full, each new block pushes out another, always a leaf: with a
+ * window of 0% first the chain put after the matched one (seen once, in
+ * the window, leaf first), and then the matched chain stays whole while
+ * the new blocks push out each other. With the adaptive default only the
+ * chains' shape is checked (present_prefix: never a gap). Matched twice:
+ * once from the window, once in the main list. */
 static void test_match_lru_order(void **state)
 {
     enum { LEN = 8, OTHER = 8 };
+    static const uint32_t windows[] = {0, KVS_STORE_WINDOW_ADAPTIVE};
     const char *dir = kvs_test_dir("chains_lru");
     kvs_store_config_t c;
     kvs_store_t *s;
@@ -222,41 +225,42 @@ static void test_match_lru_order(void **state)
     size_t m;
 
     (void)state;
-    kvs_store_config_default(&c);
-    c.dir = dir;
-    c.dram_bytes = 16u << 20;
-    c.nvme_bytes = 0;
-    c.max_block_bytes = 64u << 10;
-    c.max_blocks = LEN + OTHER;
-    assert_int_equal(kvs_store_open(&c, &s), 0);
-    assert_int_equal(kvs_store_ns_open(s, "lru", 2, &ns), 0);
-    for (uint32_t i = 0; i < LEN; i++) {
-        key_of(keys[i], 0, i);
-        k[i] = (kvs_key_t){keys[i], 16};
-        assert_int_equal(put_one(s, ns, 0, i, true, buf), 0);
-    }
-    for (uint32_t i = 0; i < OTHER; i++)
-        assert_int_equal(put_one(s, ns, 1, i, true, buf), 0);
-    for (int round = 0; round < 2; round++) {
-        assert_int_equal(kvs_store_match(s, ns, k, LEN, 0, NULL, &m), 0);
-        assert_int_equal(m, LEN);
-        assert_int_equal(kvs_store_check(s), 0);
-    }
-    for (uint32_t n = 1; n <= LEN + OTHER; n++) {
-        assert_int_equal(put_one(s, ns, 2, n, false, buf), 0);
-        assert_int_equal(kvs_store_check(s), 0);
-        if (n <= OTHER) {
-            assert_int_equal(present_prefix(s, ns, 1, OTHER), OTHER - n);
-            assert_int_equal(present_prefix(s, ns, 0, LEN), LEN);
-        } else {
-            assert_int_equal(present_prefix(s, ns, 1, OTHER), 0);
-            assert_int_equal(present_prefix(s, ns, 0, LEN),
-                             LEN - (n - OTHER));
+    for (uint32_t w = 0; w < 2; w++) {
+        kvs_store_config_default(&c);
+        c.dir = dir;
+        c.dram_bytes = 16u << 20;
+        c.nvme_bytes = 0;
+        c.max_block_bytes = 64u << 10;
+        c.max_blocks = LEN + OTHER;
+        c.policy_window_pct = windows[w];
+        assert_int_equal(kvs_store_open(&c, &s), 0);
+        assert_int_equal(kvs_store_ns_open(s, "lru", 2, &ns), 0);
+        for (uint32_t i = 0; i < LEN; i++) {
+            key_of(keys[i], 0, i);
+            k[i] = (kvs_key_t){keys[i], 16};
+            assert_int_equal(put_one(s, ns, 0, i, true, buf), 0);
         }
+        for (uint32_t i = 0; i < OTHER; i++)
+            assert_int_equal(put_one(s, ns, 1, i, true, buf), 0);
+        for (int round = 0; round < 2; round++) {
+            assert_int_equal(kvs_store_match(s, ns, k, LEN, 0, NULL, &m), 0);
+            assert_int_equal(m, LEN);
+            assert_int_equal(kvs_store_check(s), 0);
+        }
+        for (uint32_t n = 1; n <= LEN + OTHER; n++) {
+            assert_int_equal(put_one(s, ns, 2, n, false, buf), 0);
+            assert_int_equal(kvs_store_check(s), 0);
+            uint32_t other = present_prefix(s, ns, 1, OTHER);
+            uint32_t matched = present_prefix(s, ns, 0, LEN);
+            if (windows[w] == 0) {
+                assert_int_equal(other, n <= OTHER ? OTHER - n : 0);
+                assert_int_equal(matched, LEN);
+            }
+        }
+        kvs_store_close(s);
+        kvs_test_rmtree(dir);
     }
-    kvs_store_close(s);
     free(buf);
-    kvs_test_rmtree(dir);
 }
 
 int main(void)

@@ -10,7 +10,9 @@
  * block table (max_blocks), DRAM only, so the figure is the eviction
  * policy's alone. The same trace is also replayed through an exact LRU
  * simulation in this run, the reference the ratio is taken against, and
- * through Belady's MIN (belady_replay), the bound no policy can beat.
+ * through a clairvoyant (Belady) simulation, the bound. The default,
+ * adaptive policy is compared with the fixed settings it adapts between
+ * (docs/policy.md).
  */
 #include "tools/bench/bench.h"
 #include "kvstore/store.h"
@@ -205,30 +207,33 @@ static double lru_replay(const struct trace *t, uint32_t cap, bool full)
     return total ? (double)hits / (double)total : 0;
 }
 
-/* ---- Belady's bound ------------------------------------------------ */
-
-/* An access of the stream: its block id and position, sorted by id to find
- * each access's previous and next use. */
-struct use {
-    uint64_t id;
-    uint32_t pos;
+/* Id -> dense index, open addressing over a power of two. */
+struct idmap {
+    uint64_t *key;
+    uint32_t *val, mask, n;
 };
 
-static int cmp_use(const void *a, const void *b)
+static uint32_t idmap_get(struct idmap *m, uint64_t id)
 {
-    const struct use *x = a, *y = b;
+    uint32_t h = (uint32_t)((id * 0x9e3779b97f4a7c15ull) >> 32) & m->mask;
 
-    if (x->id != y->id)
-        return x->id < y->id ? -1 : 1;
-    return x->pos < y->pos ? -1 : x->pos > y->pos;
+    for (;; h = (h + 1) & m->mask) {
+        if (m->val[h] == LNIL) {
+            m->key[h] = id;
+            m->val[h] = m->n++;
+            return m->val[h];
+        }
+        if (m->key[h] == id)
+            return m->val[h];
+    }
 }
 
-/* Max-heap of (next use << 32 | position). */
+/* Max-heap of (next use << 32 | id), with stale entries skipped on pop. */
 static void heap_push(uint64_t *h, uint32_t *n, uint64_t v)
 {
     uint32_t i = (*n)++;
 
-    while (i > 0 && h[(i - 1) / 2] < v) {
+    while (i && h[(i - 1) / 2] < v) {
         h[i] = h[(i - 1) / 2];
         i = (i - 1) / 2;
     }
@@ -256,66 +261,102 @@ static void heap_pop(uint64_t *h, uint32_t *n)
 }
 
 /*
- * Belady's MIN with bypass over every block access of the trace, in order:
- * on a miss with the cache full, the block used again farthest in the
- * future goes (or the new one is not kept, if it is that block). It
- * counts every block found, not only a request's leading ones, so it is an
- * upper bound on the hit ratio of any eviction policy with this capacity,
- * the engine's and LRU's included. Same denominator as lru_replay().
- * -1 if out of memory.
+ * Belady's clairvoyant policy with the same match-then-insert model: on a
+ * miss the block is kept only if its next use comes before that of the
+ * block used furthest in the future, which is then evicted; a block never
+ * used again is not kept. A parent is always used again no later than its
+ * children, so this never leaves a gap. The bound the figures are put
+ * against.
  */
-static double belady_replay(const struct trace *t, uint32_t cap)
+static double belady_replay(const struct trace *t, uint32_t cap, bool full)
 {
-    uint32_t n = t->start[t->nreq], nh = 0, size = 0;
-    struct use *u = malloc((size_t)n * sizeof(*u));
-    uint32_t *prev = malloc((size_t)n * 4), *next = malloc((size_t)n * 4);
-    uint8_t *cached = calloc(n ? n : 1, 1);
-    uint64_t *heap = malloc((size_t)n * 8), hits = 0;
-    double ratio = -1;
+    uint32_t nref = t->start[t->nreq], msize = 2, *dense, *nextpos, *cur;
+    uint64_t hits = 0, total = 0, *heap;
+    uint8_t *in;
+    uint32_t nheap = 0, size = 0;
+    struct idmap m = {0};
+    double ratio = 0;
 
-    if (!u || !prev || !next || !cached || !heap)
-        goto out;
-    for (uint32_t i = 0; i < n; i++)
-        u[i] = (struct use){t->ids[i], i};
-    qsort(u, n, sizeof(*u), cmp_use);
-    for (uint32_t i = 0; i < n; i++) {
-        bool same_prev = i > 0 && u[i - 1].id == u[i].id;
-        bool same_next = i + 1 < n && u[i + 1].id == u[i].id;
-        prev[u[i].pos] = same_prev ? u[i - 1].pos : UINT32_MAX;
-        next[u[i].pos] = same_next ? u[i + 1].pos : UINT32_MAX;
+    while (msize < 2 * nref)
+        msize <<= 1;
+    m.mask = msize - 1;
+    m.key = malloc((size_t)msize * sizeof(*m.key));
+    m.val = malloc((size_t)msize * sizeof(*m.val));
+    dense = malloc((size_t)nref * sizeof(*dense));
+    nextpos = malloc((size_t)nref * sizeof(*nextpos));
+    heap = malloc(((size_t)nref + 1) * sizeof(*heap));
+    if (!m.key || !m.val || !dense || !nextpos || !heap)
+        goto out_free;
+    memset(m.val, 0xff, (size_t)msize * sizeof(*m.val));
+    for (uint32_t i = 0; i < nref; i++)
+        dense[i] = idmap_get(&m, t->ids[i]);
+    cur = calloc(m.n, sizeof(*cur));   /* the next use of each id */
+    in = calloc(m.n, 1);
+    if (!cur || !in)
+        goto out_cur;
+    for (uint32_t i = 0; i < m.n; i++)
+        cur[i] = LNIL;
+    for (uint32_t i = nref; i-- > 0;) {
+        nextpos[i] = cur[dense[i]];
+        cur[dense[i]] = i;
     }
-    /* A block in the cache is known by the position of its latest access:
-     * cached[p], and a heap entry for p that is stale once cached[p] is 0. */
-    for (uint32_t p = 0; p < n; p++) {
-        uint32_t q = prev[p];
-        if (q != UINT32_MAX && cached[q]) {
-            hits++;
-            cached[q] = 0;
-        } else if (size < cap) {
-            size++;
-        } else {
-            while (nh && !cached[(uint32_t)heap[0]])
-                heap_pop(heap, &nh);
-            if (!nh || (heap[0] >> 32) <= next[p])
-                continue; /* bypass: this block is the farthest */
-            cached[(uint32_t)heap[0]] = 0;
-            heap_pop(heap, &nh);
+    for (uint32_t r = 0; r < t->nreq; r++) {
+        uint32_t b = t->start[r], n = t->start[r + 1] - b, k = 0;
+        while (k < n && in[dense[b + k]])
+            k++;
+        hits += k;
+        total += n;
+        uint32_t np = put_limit(t, r, full);
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t id = dense[b + i], nx = nextpos[b + i];
+            cur[id] = nx;
+            if (in[id]) {
+                if (nx == LNIL) {
+                    in[id] = 0;
+                    size--;
+                } else {
+                    heap_push(heap, &nheap, (uint64_t)nx << 32 | id);
+                }
+                continue;
+            }
+            if (i >= np || nx == LNIL)
+                continue;
+            while (size == cap && nheap) {
+                uint64_t top = heap[0];
+                uint32_t vid = (uint32_t)top, vnx = (uint32_t)(top >> 32);
+                if (!in[vid] || cur[vid] != vnx) {
+                    heap_pop(heap, &nheap); /* stale */
+                    continue;
+                }
+                if (vnx < nx)
+                    break;
+                heap_pop(heap, &nheap);
+                in[vid] = 0;
+                size--;
+            }
+            if (size < cap) {
+                in[id] = 1;
+                size++;
+                heap_push(heap, &nheap, (uint64_t)nx << 32 | id);
+            }
         }
-        cached[p] = 1;
-        heap_push(heap, &nh, (uint64_t)next[p] << 32 | p);
     }
-    ratio = n ? (double)hits / (double)n : 0;
-out:
-    free(u);
-    free(prev);
-    free(next);
-    free(cached);
+    ratio = total ? (double)hits / (double)total : 0;
+out_cur:
+    free(cur);
+    free(in);
+out_free:
+    free(m.key);
+    free(m.val);
+    free(dense);
+    free(nextpos);
     free(heap);
     return ratio;
 }
 
 static int engine_replay(const struct trace *t, uint32_t cap, uint32_t payload,
-                         uint32_t ghost, bool full, const char *dir,
+                         uint32_t ghost, uint32_t window, bool full,
+                         const char *dir,
                          double *ratio_out, kvs_store_stats_t *st_out)
 {
     kvs_store_config_t c;
@@ -337,6 +378,7 @@ static int engine_replay(const struct trace *t, uint32_t cap, uint32_t payload,
                            (uint64_t)16 << 20);
     c.max_block_bytes = payload;
     c.admit_ghost_factor = ghost;
+    c.policy_window_pct = window;
     ret = kvs_store_open(&c, &s);
     if (ret) {
         fprintf(stderr, "store open: %s\n", kvs_strerror(ret));
@@ -395,26 +437,102 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: kvstash-bench replay [options]\n"
-            "  --trace PATH     JSONL trace (default: the shared conversation "
-            "trace)\n"
-            "  --capacity N     blocks; repeat for several (default 1000 and "
-            "10000)\n"
+            "  --trace PATH     JSONL trace; repeat for several (default: the\n"
+            "                   shared conversation and synthetic traces)\n"
+            "  --capacity N     blocks; repeat for several (default 1000, 3000,\n"
+            "                   10000 and 30000)\n"
             "  --payload BYTES  bytes put per block (default 1024)\n"
-            "  --ghost N        also run with store admission, ghost list of\n"
-            "                   N x capacity keys (default 4; 0: skip)\n"
+            "  --ghost N        the fixed settings include store admission,\n"
+            "                   ghost list of N x capacity keys (default 4;\n"
+            "                   0: skip)\n"
             "  --full-blocks    put only full 512-token blocks, as engines\n"
             "                   do (the reference LRU does the same)\n"
             "  --dir DIR        store directory (default ./var/replay)\n"
-            "  --json           one JSON object per figure\n");
+            "  --json           one JSON object per figure\n"
+            "Per trace and capacity: replay-hit-ratio-<cap> (the default,\n"
+            "adaptive policy; limit: exact LRU), replay-best-fixed-<cap> (the\n"
+            "best fixed setting: window 0, 10, 30, 60 or 100%%, or ghost\n"
+            "admission) and replay-belady-<cap> (the clairvoyant bound); both\n"
+            "with the default's ratio as limit. Figures of a trace other than\n"
+            "the first carry its file name: replay-hit-ratio-<cap>-<name>.\n");
+}
+
+/* The fixed settings the default is compared with: window shares, then
+ * store admission (ghost list, whole DRAM as window). */
+static const uint32_t fixed_windows[] = {0, 10, 30, 60, 100};
+#define NFIXED (sizeof(fixed_windows) / sizeof(fixed_windows[0]))
+
+/* "conversation" for ../x/conversation_trace.jsonl. */
+static void trace_name(const char *path, char *out, size_t len)
+{
+    const char *b = strrchr(path, '/');
+    size_t n;
+
+    b = b ? b + 1 : path;
+    n = strcspn(b, "._");
+    snprintf(out, len, "%.*s", (int)n, b);
+}
+
+static int replay_one(const struct trace *t, uint32_t cap, uint32_t payload,
+                      uint32_t ghost, bool full, const char *dir,
+                      const char *suffix, const char *tname)
+{
+    char name[96], note[256], sub[4096], best_what[32] = "";
+    kvs_store_stats_t st;
+    double lru = lru_replay(t, cap, full), bound = belady_replay(t, cap, full);
+    double ours, best = -1;
+
+    snprintf(sub, sizeof(sub), "%s/cap%u", dir, cap);
+    for (uint32_t k = 0; k <= NFIXED; k++) {
+        bool adm = k == NFIXED;
+        double r;
+        if (adm && !ghost)
+            break;
+        bench_rmtree(sub);
+        if (engine_replay(t, cap, payload, adm ? ghost : 0,
+                          adm ? 100 : fixed_windows[k], full, sub, &r, &st))
+            return 1;
+        if (r > best) {
+            best = r;
+            if (adm)
+                snprintf(best_what, sizeof(best_what), "ghost %u x", ghost);
+            else
+                snprintf(best_what, sizeof(best_what), "window %u%%",
+                         fixed_windows[k]);
+        }
+    }
+    bench_rmtree(sub);
+    if (engine_replay(t, cap, payload, 0, KVS_STORE_WINDOW_ADAPTIVE, full, sub,
+                      &ours, &st))
+        return 1;
+    bench_rmtree(sub);
+    snprintf(name, sizeof(name), "replay-hit-ratio-%u%s", cap, suffix);
+    snprintf(note, sizeof(note),
+             "limit: exact LRU, this run; %s, %u requests%s; evicted %llu; "
+             "%.4f against LRU %.4f",
+             tname, t->nreq, full ? ", full blocks only" : "",
+             (unsigned long long)st.evicted, ours, lru);
+    bench_figure(name, ours, "ratio", lru, note);
+    snprintf(name, sizeof(name), "replay-best-fixed-%u%s", cap, suffix);
+    snprintf(note, sizeof(note),
+             "limit: the default; %s, best: %s, %.4f against %.4f", tname,
+             best_what, best, ours);
+    bench_figure(name, best, "ratio", ours, note);
+    snprintf(name, sizeof(name), "replay-belady-%u%s", cap, suffix);
+    snprintf(note, sizeof(note), "limit: the default; %s, clairvoyant bound",
+             tname);
+    bench_figure(name, bound, "ratio", ours, note);
+    return 0;
 }
 
 int bench_replay_main(int argc, char **argv)
 {
-    static const char *const traces[] = {
-        "../shared/traces/conversation_trace.jsonl",
-        "/work/shared/traces/conversation_trace.jsonl"};
-    const char *trace = NULL, *dir = "./var/replay";
-    uint32_t caps[8], ncap = 0, payload = 1024, ghost = 4;
+    static const char *const dirs[] = {"../shared/traces", "/work/shared/traces"};
+    static const char *const names[] = {"conversation_trace.jsonl",
+                                        "synthetic_trace.jsonl"};
+    const char *traces[8], *dir = "./var/replay";
+    char found[2][512];
+    uint32_t ntrace = 0, caps[8], ncap = 0, payload = 1024, ghost = 4;
     bool full = false;
     static const struct option lo[] = {
         {"trace", 1, 0, 't'}, {"capacity", 1, 0, 'c'}, {"payload", 1, 0, 'p'},
@@ -425,7 +543,10 @@ int bench_replay_main(int argc, char **argv)
 
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
-        case 't': trace = optarg; break;
+        case 't':
+            if (ntrace < 8)
+                traces[ntrace++] = optarg;
+            break;
         case 'c':
             if (ncap < 8)
                 caps[ncap++] = (uint32_t)strtoul(optarg, NULL, 10);
@@ -439,60 +560,47 @@ int bench_replay_main(int argc, char **argv)
         default: usage(); return 2;
         }
     }
-    for (size_t i = 0; !trace && i < 2; i++)
-        if (access(traces[i], R_OK) == 0)
-            trace = traces[i];
-    if (!trace || !payload) {
+    /* By default both shared traces, each from the first folder that has
+     * it. */
+    bool dflt = ntrace == 0;
+    for (size_t k = 0; dflt && k < 2; k++) {
+        for (size_t i = 0; i < 2; i++) {
+            snprintf(found[k], sizeof(found[k]), "%s/%s", dirs[i], names[k]);
+            if (access(found[k], R_OK) == 0) {
+                traces[ntrace++] = found[k];
+                break;
+            }
+        }
+    }
+    if (!ntrace || !payload) {
         usage();
         return 2;
     }
     if (!ncap) {
-        caps[ncap++] = 1000;
-        caps[ncap++] = 10000;
+        static const uint32_t def_caps[] = {1000, 3000, 10000, 30000};
+        for (size_t i = 0; i < 4; i++)
+            caps[ncap++] = def_caps[i];
     }
-    struct trace t;
-    if (trace_load(trace, &t)) {
-        fprintf(stderr, "replay: cannot load %s\n", trace);
-        return 1;
-    }
-    for (uint32_t i = 0; i < ncap; i++) {
-        if (caps[i] == 0)
-            continue;
-        double lru = lru_replay(&t, caps[i], full);
-        /* The engine's own order (recency, chains leaf first), then the
-         * same with store admission. */
-        for (int pass = 0; pass < (ghost ? 2 : 1); pass++) {
-            char name[80], note[200], sub[4096];
-            kvs_store_stats_t st;
-            double ours;
-            uint32_t g = pass ? ghost : 0;
-
-            snprintf(sub, sizeof(sub), "%s/cap%u", dir, caps[i]);
-            bench_rmtree(sub);
-            if (engine_replay(&t, caps[i], payload, g, full, sub, &ours, &st))
-                return 1;
-            bench_rmtree(sub);
-            snprintf(name, sizeof(name), "replay-hit-ratio-%u%s", caps[i],
-                     pass ? "-admission" : "");
-            snprintf(note, sizeof(note),
-                     "limit: exact LRU, this run; %u requests%s; evicted "
-                     "%llu, declined %llu%s",
-                     t.nreq, full ? ", full blocks only" : "",
-                     (unsigned long long)st.evicted,
-                     (unsigned long long)st.admission_rejected,
-                     pass ? "; ghost list x capacity" : "");
-            bench_figure(name, ours, "ratio", lru, note);
+    for (uint32_t k = 0; k < ntrace; k++) {
+        struct trace t;
+        char tname[64], suffix[72] = "";
+        int ret = 0;
+        if (trace_load(traces[k], &t)) {
+            fprintf(stderr, "replay: cannot load %s\n", traces[k]);
+            return 1;
         }
-        char name[80];
-        double opt = belady_replay(&t, caps[i]);
-        snprintf(name, sizeof(name), "replay-hit-ratio-%u-belady", caps[i]);
-        if (opt >= 0)
-            bench_figure(name, opt, "ratio", -1,
-                         "Belady's MIN with bypass, every block counted: an "
-                         "upper bound on any eviction policy's hit ratio");
+        trace_name(traces[k], tname, sizeof(tname));
+        if (k)
+            snprintf(suffix, sizeof(suffix), "-%s", tname);
+        for (uint32_t i = 0; i < ncap && !ret; i++)
+            if (caps[i])
+                ret = replay_one(&t, caps[i], payload, ghost, full, dir,
+                                 suffix, tname);
+        free(t.ids);
+        free(t.start);
+        free(t.partial);
+        if (ret)
+            return 1;
     }
-    free(t.ids);
-    free(t.start);
-    free(t.partial);
     return 0;
 }

@@ -8,7 +8,8 @@ runs (files, or - for stdin) into one PNG.
 Panels: every figure that has a limit, beside that limit (one panel per
 unit; with several runs a bar is the median and its whisker the range);
 and, if the runs hold replay figures, the hit ratio against capacity of
-the engine (with and without admission), exact LRU and Belady's bound.
+the engine's adaptive default, the best fixed setting, exact LRU and
+Belady's bound.
 Lines that are not JSON objects with a "figure" are skipped, so the text
 a benchmark prints around its JSON lines does no harm. Exit 1 if no
 figure was found, 2 on bad usage. Needs python3-matplotlib (Debian).
@@ -23,7 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-REPLAY = re.compile(r"^replay-hit-ratio-(\d+)(-admission|-belady)?$")
+REPLAY = re.compile(r"^replay-(hit-ratio|best-fixed|belady)-(\d+)$")
 
 
 def load(paths):
@@ -77,19 +78,22 @@ def draw_limits(ax, unit, items):
 
 
 def draw_replay(ax, figs):
-    series = {"": {}, "-admission": {}, "-belady": {}, "lru": {}}
+    # The first trace of a run only: figures of further traces carry the
+    # trace's name as a suffix and do not match REPLAY.
+    series = {"hit-ratio": {}, "best-fixed": {}, "belady": {}, "lru": {}}
     for name, objs in figs.items():
         m = REPLAY.match(name)
         if not m:
             continue
-        cap, kind = int(m.group(1)), m.group(2) or ""
+        kind, cap = m.group(1), int(m.group(2))
         series[kind][cap] = statistics.median(o["value"] for o in objs)
-        if kind == "":
+        if kind == "hit-ratio":
             lru = [o["limit"] for o in objs if o.get("limit") is not None]
             if lru:
                 series["lru"][cap] = statistics.median(lru)
-    style = {"": ("kvstash", "o-"), "-admission": ("kvstash + admission", "s-"),
-             "lru": ("exact LRU", "x--"), "-belady": ("Belady's bound", "^:")}
+    style = {"hit-ratio": ("kvstash (adaptive)", "o-"),
+             "best-fixed": ("best fixed setting", "s-"),
+             "lru": ("exact LRU", "x--"), "belady": ("Belady's bound", "^:")}
     for kind, (label, fmt) in style.items():
         pts = sorted(series[kind].items())
         if pts:
