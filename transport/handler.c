@@ -133,9 +133,11 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     }
     conn->ready = true;
     conn->features = m->u.hello.features & KVS_WIRE_FEAT_ALL;
-    kvs_info("conn %llu: tenant %s, namespace '%s'%s",
-             (unsigned long long)conn->id, tenant->name, ns,
-             conn->ns_ok ? "" : " (not allowed: answered as empty)");
+    /* A connection's life is debug news; a namespace refused is not. */
+    kvs_log(conn->ns_ok ? KVS_LOG_DEBUG : KVS_LOG_INFO,
+            "conn %llu: tenant %s, namespace '%s'%s",
+            (unsigned long long)conn->id, tenant->name, ns,
+            conn->ns_ok ? "" : " (not allowed: answered as empty)");
     r = reply_to(m, 0);
     r.u.hello_rep.features = conn->features;
     r.u.hello_rep.max_body = srv->cfg.max_body;
