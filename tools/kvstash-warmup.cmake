@@ -7,5 +7,5 @@ file(GLOB KVS_WARMUP_SRC CONFIGURE_DEPENDS
     ${CMAKE_CURRENT_SOURCE_DIR}/kvstash-warmup/*.c)
 add_executable(kvstash-warmup ${KVS_WARMUP_SRC})
 target_include_directories(kvstash-warmup PRIVATE ${PROJECT_SOURCE_DIR})
-target_link_libraries(kvstash-warmup PRIVATE kvstash PkgConfig::WARMUP_JSONC
+target_link_libraries(kvstash-warmup PRIVATE kvstash kvs_common PkgConfig::WARMUP_JSONC
     PkgConfig::WARMUP_CRYPTO)

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cliarg.h"
 #include "tools/kvstash-warmup/bench.h"
 #include "tools/kvstash-warmup/blockkey.h"
 #include "tools/kvstash-warmup/export.h"
@@ -35,7 +36,8 @@ static void usage(FILE *out)
         "                        write blocks to DIR/manifest.jsonl + files\n"
         "  bench [--blocks N]    raw put rate vs import rate, same daemon\n"
         "options:\n"
-        "  -a, --addr IP         daemon address ($KVSTASH_ADDR, 127.0.0.1)\n"
+        "  -a, --addr HOST       daemon address or host name ($KVSTASH_ADDR,\n"
+        "                        127.0.0.1)\n"
         "  -p, --port N          daemon port ($KVSTASH_PORT, %u)\n"
         "  -t, --token T         auth token ($KVSTASH_TOKEN)\n"
         "  -n, --ns NAME         namespace of promote/export/bench ($KVSTASH_NS)\n"
@@ -47,7 +49,9 @@ static void usage(FILE *out)
         "      --no-dram         puts go straight to NVMe\n"
         "      --progress MODE   auto|bar|lines|none (auto)\n"
         "      --interval-ms N   between progress lines (2000)\n"
-        "      --timeout MS      per synchronous call (60000)\n",
+        "      --timeout MS      per synchronous call (60000)\n"
+        "  -V, --version         print the version\n"
+        "Options go before the command; a command's own options after it.\n",
         KVS_DEFAULT_PORT);
 }
 
@@ -83,8 +87,7 @@ int kvs_warmup_connect(const kvs_warmup_opts_t *o, const char *ns,
     }
     ret = kvs_client_create(&p, client_out);
     if (ret)
-        fprintf(stderr, "kvstash-warmup: cannot connect to %s:%u namespace "
-                "'%s': %s\n", o->addr, o->port, ns, kvs_strerror(ret));
+        kvs_cliarg_connect_failed("kvstash-warmup", o->addr, o->port, ret);
     return ret;
 }
 
@@ -126,12 +129,14 @@ int main(int argc, char **argv)
         /* Test hook: SIGKILL itself after N blocks were acknowledged. */
         {"kill-after", required_argument, NULL, OPT_KILL_AFTER},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
+    static char addr[KVS_RESOLVE_ADDR_MAX];
+    const char *addr_arg = NULL, *port_arg = NULL;
+    const char *T = "kvstash-warmup";
+    uint32_t kib;
     kvs_warmup_opts_t o = {
-        .addr = getenv("KVSTASH_ADDR") ? getenv("KVSTASH_ADDR") : "127.0.0.1",
-        .port = getenv("KVSTASH_PORT") ? (uint16_t)atoi(getenv("KVSTASH_PORT"))
-                                       : KVS_DEFAULT_PORT,
         .token = getenv("KVSTASH_TOKEN"),
         .timeout_ms = 60000,
         .jobs = 8,
@@ -145,14 +150,21 @@ int main(int argc, char **argv)
     kvs_manifest_key_t root;
     int c;
 
-    while ((c = getopt_long(argc, argv, "+a:p:t:n:j:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+a:p:t:n:j:hV", opts, NULL)) != -1) {
         switch (c) {
-        case 'a': o.addr = optarg; break;
-        case 'p': o.port = (uint16_t)atoi(optarg); break;
+        case 'a': addr_arg = optarg; break;
+        case 'p': port_arg = optarg; break;
         case 't': o.token = optarg; break;
         case 'n': ns = optarg; break;
-        case 'j': o.jobs = (uint32_t)atoi(optarg); break;
-        case OPT_BATCH: o.batch_bytes = (uint32_t)atoi(optarg) << 10; break;
+        case 'j':
+            if (kvs_cliarg_u32(T, "-j", optarg, 1, 256, &o.jobs))
+                return KVS_WARMUP_EXIT_USAGE;
+            break;
+        case OPT_BATCH:
+            if (kvs_cliarg_u32(T, "--batch-kib", optarg, 1, 1u << 20, &kib))
+                return KVS_WARMUP_EXIT_USAGE;
+            o.batch_bytes = kib << 10;
+            break;
         case OPT_HASH: o.hash = optarg; break;
         case OPT_ROOT:
             if (kvs_manifest_hex_key(optarg, &root)) {
@@ -175,19 +187,33 @@ int main(int argc, char **argv)
                 return KVS_WARMUP_EXIT_USAGE;
             }
             break;
-        case OPT_INTERVAL: o.interval_ms = (uint32_t)atoi(optarg); break;
-        case OPT_TIMEOUT: o.timeout_ms = (uint32_t)atoi(optarg); break;
+        case OPT_INTERVAL:
+            if (kvs_cliarg_u32(T, "--interval-ms", optarg, 1, 86400000,
+                               &o.interval_ms))
+                return KVS_WARMUP_EXIT_USAGE;
+            break;
+        case OPT_TIMEOUT:
+            if (kvs_cliarg_u32(T, "--timeout", optarg, 1, 86400000,
+                               &o.timeout_ms))
+                return KVS_WARMUP_EXIT_USAGE;
+            break;
         case OPT_KILL_AFTER:
             o.kill_after = strtoull(optarg, NULL, 10);
             break;
         case 'h':
             usage(stdout);
             return 0;
+        case 'V':
+            kvs_cliarg_version(T, stdout);
+            return 0;
         default:
             usage(stderr);
             return KVS_WARMUP_EXIT_USAGE;
         }
     }
+    if (kvs_cliarg_daemon(T, addr_arg, port_arg, addr, sizeof(addr), &o.port))
+        return KVS_WARMUP_EXIT_USAGE;
+    o.addr = addr;
     bp.hash = o.hash;
     if (kvs_blockkey_size(&bp) < 0) {
         fprintf(stderr, "kvstash-warmup: --hash %s: not a digest of 1..%u "

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# kvstash-warmup and kvstash-bench (issue 20): --version, and the shared
+# checks of connection options (common/cliarg.c).
+. "$(dirname "$0")/lib.sh"
+unset KVSTASH_ADDR KVSTASH_PORT KVSTASH_TOKEN KVSTASH_NS
+W=$KVSTASH_WARMUP
+
+for tool in "$KVSTASHD" "$KVSTASH" "$W" "$KVSTASH_BENCH"; do
+    expect 0 "^$(basename "$tool") [0-9]+\.[0-9]+\.[0-9]+$" "$tool" --version
+done
+expect 2 "^kvstash-warmup: -p 'abc': not a whole number in 1..65535$" "$W" -p abc import m
+expect 2 "^kvstash-warmup: KVSTASH_PORT '99999'" env KVSTASH_PORT=99999 "$W" import m
+expect 2 "^kvstash-warmup: -j '0': not a whole number in 1..256$" "$W" -j 0 import m
+expect 2 "-a 'no-such-host.invalid': cannot resolve" "$W" -a no-such-host.invalid import m
+free_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+expect 2 "cannot connect to 127.0.0.1 port $free_port: nothing answered. Is kvstashd running" \
+    "$W" -a localhost -p "$free_port" -n ns promote --group 1
+expect 2 "unknown mode 'frob'" "$KVSTASH_BENCH" frob
+echo "tools: ok"
