@@ -16,14 +16,16 @@ fail() {
 }
 
 # expect STATUS PATTERN CMD...: runs CMD (stdout and stderr to $T/out),
-# checks its exit status and that its output matches the grep -E PATTERN.
+# checks its exit status and that its output matches the grep -E PATTERN
+# (empty: anything).
 expect() {
     local want=$1 pat=$2 rc
     shift 2
     "$@" >"$T/out" 2>&1
     rc=$?
     [ "$rc" -eq "$want" ] || fail "exit $rc, wanted $want: $*"
-    grep -Eq -- "$pat" "$T/out" || fail "no /$pat/ in the output of: $*"
+    [ -z "$pat" ] || grep -Eq -- "$pat" "$T/out" ||
+        fail "no /$pat/ in the output of: $*"
 }
 
 # expect_not PATTERN: the last expect's output does not match.
