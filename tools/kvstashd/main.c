@@ -12,10 +12,10 @@
  * DIR/kvstashd.lock, so that a second daemon on the same data directory is
  * told so plainly, and checks that the port is free.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,32 +121,27 @@ static int lock_data_dir(const char *dir, char *holder, size_t cap)
  */
 static int check_port_free(const char *addr, uint16_t port)
 {
-    struct sockaddr_storage ss;
-    socklen_t len;
+    struct addrinfo hints, *ai;
+    char service[8];
     int fd, one = 1, ret = 0;
 
     if (port == 0)
         return 0;
-    memset(&ss, 0, sizeof(ss));
-    if (inet_pton(AF_INET, addr, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
-        ss.ss_family = AF_INET;
-        ((struct sockaddr_in *)&ss)->sin_port = htons(port);
-        len = sizeof(struct sockaddr_in);
-    } else if (inet_pton(AF_INET6, addr,
-                         &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
-        ss.ss_family = AF_INET6;
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
-        len = sizeof(struct sockaddr_in6);
-    } else {
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    snprintf(service, sizeof(service), "%u", port);
+    if (getaddrinfo(addr, service, &hints, &ai) != 0)
         return 0; /* the transport will say */
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0)
+            ret = -errno;
+        close(fd);
     }
-    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, len) != 0)
-        ret = -errno;
-    close(fd);
+    freeaddrinfo(ai);
     return ret;
 }
 
