@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# kvstash-warmup and kvstash-bench (issue 20): --version, and the shared
-# checks of connection options (common/cliarg.c).
+# Every tool's --help and --version; kvstash-warmup's use of the shared
+# checks of options and connection settings (common/cliarg.c).
 . "$(dirname "$0")/lib.sh"
 unset KVSTASH_ADDR KVSTASH_PORT KVSTASH_TOKEN KVSTASH_NS
 W=$KVSTASH_WARMUP
 
 for tool in "$KVSTASHD" "$KVSTASH" "$W" "$KVSTASH_BENCH"; do
     expect 0 "^$(basename "$tool") [0-9]+\.[0-9]+\.[0-9]+$" "$tool" --version
+    expect 0 "^usage: $(basename "$tool") " "$tool" --help
+    grep -q -- '--version' "$T/out" || fail "$(basename "$tool") --help does not list --version"
 done
 expect 2 "^kvstash-warmup: -p 'abc': not a whole number in 1..65535$" "$W" -p abc import m
 expect 2 "^kvstash-warmup: KVSTASH_PORT '99999'" env KVSTASH_PORT=99999 "$W" import m
