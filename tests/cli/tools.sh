@@ -18,5 +18,11 @@ expect 2 "-a 'no-such-host.invalid': cannot resolve" "$W" -a no-such-host.invali
 free_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 expect 2 "cannot connect to 127.0.0.1 port $free_port: nothing answered. Is kvstashd running" \
     "$W" -a localhost -p "$free_port" -n ns promote --group 1
+# Shared options after the command, and among the command's own.
+expect 2 "cannot connect to 127.0.0.1 port $free_port: nothing answered" \
+    "$W" -n ns promote --group 1 -a localhost --port "$free_port"
+expect 2 "cannot connect to 127.0.0.1 port $free_port: nothing answered" \
+    "$W" promote -n ns --group 1 --addr=localhost -p"$free_port"
+expect 2 "^kvstash-warmup: -p 'abc'" "$W" import m -p abc
 expect 2 "unknown mode 'frob'" "$KVSTASH_BENCH" frob
 echo "tools: ok"

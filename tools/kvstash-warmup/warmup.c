@@ -51,7 +51,7 @@ static void usage(FILE *out)
         "      --interval-ms N   between progress lines (2000)\n"
         "      --timeout MS      per synchronous call (60000)\n"
         "  -V, --version         print the version\n"
-        "Options go before the command; a command's own options after it.\n",
+        "Options may come before or after the command.\n",
         KVS_DEFAULT_PORT);
 }
 
@@ -110,6 +110,64 @@ enum {
     OPT_INTERVAL, OPT_TIMEOUT, OPT_KILL_AFTER, OPT_BATCH,
 };
 
+#define GLOBAL_SHORT "+a:p:t:n:j:hV"
+
+/* 1 if arg is one of the options shared by every command, 2 if its value
+ * is the next argument, 0 if it is not one of them. */
+static int global_opt(const struct option *opts, const char *arg)
+{
+    if (arg[0] != '-' || !arg[1] || !strcmp(arg, "--"))
+        return 0;
+    if (arg[1] == '-') {
+        size_t n = strcspn(arg + 2, "=");
+
+        for (const struct option *o = opts; o->name; o++)
+            if (strlen(o->name) == n && !strncmp(o->name, arg + 2, n))
+                return o->has_arg == required_argument && !arg[2 + n] ? 2 : 1;
+        return 0;
+    }
+    {
+        const char *l = strchr(GLOBAL_SHORT + 1, arg[1]);
+
+        if (!l || *l == ':')
+            return 0;
+        return l[1] == ':' && !arg[2] ? 2 : 1;
+    }
+}
+
+/*
+ * Moves the shared options that follow the command in front of it, so that
+ * "kvstash-warmup import m.jsonl -p 7400" means what it says: each command
+ * parses only its own options. The short and long names of the shared
+ * options and of every command's options are distinct.
+ */
+static void hoist_global_opts(const struct option *opts, int argc,
+                              char **argv)
+{
+    int cmd = 1, out;
+
+    while (cmd < argc && global_opt(opts, argv[cmd]))
+        cmd += global_opt(opts, argv[cmd]);
+    if (cmd >= argc || !strcmp(argv[cmd], "--"))
+        return;
+    out = cmd;
+    for (int i = cmd + 1; i < argc && strcmp(argv[i], "--"); i++) {
+        int n = global_opt(opts, argv[i]);
+
+        if (n == 0 || i + n > argc)
+            continue;
+        /* Rotate argv[out..i+n-1] so the n option words come first. */
+        for (int k = 0; k < n; k++) {
+            char *w = argv[i + k];
+
+            memmove(&argv[out + 1], &argv[out],
+                    (size_t)(i + k - out) * sizeof(*argv));
+            argv[out++] = w;
+        }
+        i += n - 1;
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -150,7 +208,8 @@ int main(int argc, char **argv)
     kvs_manifest_key_t root;
     int c;
 
-    while ((c = getopt_long(argc, argv, "+a:p:t:n:j:hV", opts, NULL)) != -1) {
+    hoist_global_opts(opts, argc, argv);
+    while ((c = getopt_long(argc, argv, GLOBAL_SHORT, opts, NULL)) != -1) {
         switch (c) {
         case 'a': addr_arg = optarg; break;
         case 'p': port_arg = optarg; break;
