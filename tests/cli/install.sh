@@ -24,6 +24,11 @@ for f in bin/kvstashd bin/kvstash bin/kvstash-warmup bin/kvstash-bench \
 done
 [ -e "$D$sysconf/kvstash/kvstashd.ini" ] || fail "not installed: $sysconf/kvstash/kvstashd.ini"
 export LD_LIBRARY_PATH=$R/$libdir
+# A sanitizer build installs an instrumented libkvstash: the consumer is
+# built the same way, as the sanitizer's runtime must come first.
+san=""
+grep -q '^KVS_ASAN:BOOL=ON' "$B/CMakeCache.txt" && san="$san -fsanitize=address"
+grep -q '^KVS_UBSAN:BOOL=ON' "$B/CMakeCache.txt" && san="$san -fsanitize=undefined"
 for t in kvstashd kvstash kvstash-warmup kvstash-bench; do
     expect 0 "^$t [0-9.]+$" "$R/bin/$t" --version
 done
@@ -31,7 +36,8 @@ expect 0 '^dir = /var/lib/kvstash' "$R/bin/kvstashd" -c "$D$sysconf/kvstash/kvst
 
 # A consumer, built both ways against the install only.
 expect 0 'Build files have been written' cmake -S "$KVS_SOURCE_DIR/tests/cli/consumer" \
-    -B "$T/cbuild" -DCMAKE_PREFIX_PATH="$R" -DCMAKE_BUILD_TYPE=Release
+    -B "$T/cbuild" -DCMAKE_PREFIX_PATH="$R" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_C_FLAGS="$san"
 grep -q "kvstash_DIR:PATH=$R/$libdir/cmake/kvstash" "$T/cbuild/CMakeCache.txt" ||
     fail "find_package found another kvstash"
 expect 0 '' cmake --build "$T/cbuild"
@@ -40,7 +46,7 @@ expect 0 "^-I$R/include" env PKG_CONFIG_PATH="$R/$libdir/pkgconfig" \
 cflags=$(cat "$T/out")
 libs=$(PKG_CONFIG_PATH="$R/$libdir/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$D" pkg-config --libs libkvstash) ||
     fail "pkg-config --libs libkvstash"
-expect 0 '' cc -o "$T/consumer-pc" "$KVS_SOURCE_DIR/tests/cli/consumer/main.c" $cflags $libs
+expect 0 '' cc $san -o "$T/consumer-pc" "$KVS_SOURCE_DIR/tests/cli/consumer/main.c" $cflags $libs
 
 KVSTASHD=$R/bin/kvstashd start_daemon "$T/d"
 expect 0 'put and get of 65536 bytes: ok' "$T/cbuild/consumer" 127.0.0.1 "$port"
