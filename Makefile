@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 JOBS      ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-asan test-tsan test-clang fuzz cppcheck bench-report run demo bench clean
+.PHONY: all deps build test test-asan test-tsan test-clang fuzz cppcheck bench-report run demo bench clean install deb
 
 all: build
 
@@ -101,6 +101,16 @@ run: build
 DEMO_ARGS ?= --blocks 8 --parts 32 --part-kib 256 --rate 100
 demo: build
 	$(BUILD)/tools/kvstash-bench stream --demo --dir var/demo $(DEMO_ARGS)
+
+# Installs under CMAKE_INSTALL_PREFIX (/usr/local; PREFIX=... to change),
+# or under DESTDIR=... : tools, libkvstash, headers, .pc, CMake package,
+# systemd unit, example configuration (packaging/CMakeLists.txt).
+install: build
+	cmake --install $(BUILD) $(if $(PREFIX),--prefix $(PREFIX))
+
+# The Debian package, built and smoke-tested (scripts/package-deb.sh).
+deb: deps
+	scripts/deb-smoke.sh --extract "$$(scripts/package-deb.sh)"
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(CLANG_BUILD) $(FUZZ_BUILD)

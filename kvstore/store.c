@@ -50,7 +50,7 @@ void kvs_store_config_default(kvs_store_config_t *cfg)
     cfg->policy_window_pct = KVS_STORE_WINDOW_ADAPTIVE;
 }
 
-static int check_config(const kvs_store_config_t *c)
+int kvs_store_config_check(const kvs_store_config_t *c)
 {
     const char *why = NULL;
 
@@ -95,7 +95,7 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
     uint32_t nb;
     int ret;
 
-    ret = check_config(cfg);
+    ret = kvs_store_config_check(cfg);
     if (ret)
         return ret;
     s = calloc(1, sizeof(*s));

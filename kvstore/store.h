@@ -82,6 +82,10 @@ typedef struct kvs_store_config {
  * regions, 16 MiB blocks, data under ./var/kvstash. */
 void kvs_store_config_default(kvs_store_config_t *cfg);
 
+/* The checks kvs_store_open() makes of cfg, without opening anything: 0, or
+ * KVS_ECONFIG with the reason logged. */
+int kvs_store_config_check(const kvs_store_config_t *cfg);
+
 /*
  * Opens (creating if needed) the store described by cfg and loads its index
  * into memory. Fails with KVS_EURING if io_uring cannot be set up (for

@@ -7,7 +7,8 @@ pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev cppcheck
       libinih-dev libucx-dev ucx-utils libjson-c-dev libssl-dev
       fio redis-server redis-tools python3 python3-matplotlib iproute2
       iptables python3-pytest python3-numpy python3-torch python3-pip
-      python3-setuptools python3-wheel libopenblas0-pthread)
+      python3-setuptools python3-wheel libopenblas0-pthread
+      systemd)  # systemd-analyze verifies the unit (tests/cli/install.sh)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -7,6 +7,7 @@
 #include "tools/bench/bench.h"
 #include "tools/bench/bench_net.h"
 #include "tools/bench/bench_stream.h"
+#include "common/cliarg.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -44,11 +45,16 @@ static void usage(void)
     fprintf(stderr, "usage: kvstash-bench MODE [options] [--json]\n\nmodes:\n");
     for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
         fprintf(stderr, "  %-10s %s\n", modes[i].name, modes[i].help);
-    fprintf(stderr, "\nkvstash-bench MODE --help lists a mode's options.\n");
+    fprintf(stderr, "\nkvstash-bench MODE --help lists a mode's options;\n"
+            "kvstash-bench --version prints the version.\n");
 }
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
+        kvs_cliarg_version("kvstash-bench", stdout);
+        return 0;
+    }
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage();
         return argc < 2 ? 2 : 0;

@@ -4,8 +4,11 @@
  *
  *   kvstash [connection options] COMMAND [arguments]
  *
- * Connection options fall back to the environment (KVSTASH_ADDR,
- * KVSTASH_PORT, KVSTASH_TOKEN, KVSTASH_NS), then to the daemon's defaults.
+ * Options may come anywhere on the line ("kvstash put K FILE --durable");
+ * an unknown one is refused by name, as is a command's option given to
+ * another command. Connection options fall back to the environment
+ * (KVSTASH_ADDR, KVSTASH_PORT, KVSTASH_TOKEN, KVSTASH_NS), then to the daemon's defaults;
+ * host names are resolved here, since libkvstash takes numeric addresses.
  * Keys are given as text, or as hex with --hex. Exit status: 0 success,
  * 1 the operation failed (not found, mismatch, ...), 2 usage or connection.
  */
@@ -16,42 +19,61 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "kvstash/kvstash.h"
+#include "common/cliarg.h"
 #include "common/hex.h"
 
-static bool hex_keys;
+/* The command line, parsed whole before anything is sent: options may come
+ * before or after the command and its arguments, in any order. */
+typedef struct cli {
+    bool hex_keys;                /* -x: keys are hex strings */
+    bool json;                    /* stat --json */
+    bool lease;                   /* match --lease */
+    const char *parent;           /* put --parent */
+    kvs_client_put_t put;         /* put --durable, --class, --ttl-ms */
+} cli_t;
+
+static cli_t cli;
+static const char *ns_name = "default"; /* -n, $KVSTASH_NS */
 
 static void usage(FILE *out)
 {
     fprintf(out,
-        "usage: kvstash [options] COMMAND [args]\n"
-        "options:\n"
-        "  -a, --addr IP        daemon address ($KVSTASH_ADDR, 127.0.0.1)\n"
+        "usage: kvstash [options] COMMAND [args] [options]\n"
+        "options (anywhere on the line; -- ends them):\n"
+        "  -a, --addr HOST      daemon address or host name ($KVSTASH_ADDR,\n"
+        "                       127.0.0.1)\n"
         "  -p, --port N         daemon port ($KVSTASH_PORT, %u)\n"
         "  -t, --token T        auth token ($KVSTASH_TOKEN)\n"
         "  -n, --ns NAME        namespace ($KVSTASH_NS, \"default\")\n"
         "  -x, --hex            keys are hex strings\n"
         "      --timeout MS     per-call timeout (30000)\n"
+        "  -V, --version        print the version\n"
+        "  -h, --help           print this\n"
         "commands:\n"
         "  stat [--json]                    daemon counters and gauges\n"
-        "  put KEY FILE [--parent KEY] [--durable] [--class C] [--ttl-ms N]\n"
+        "  put KEY FILE|- [--parent KEY] [--durable] [--class C] [--ttl-ms N]\n"
         "                                   store FILE's bytes as one block\n"
         "                                   (C: scratch|user|pinned)\n"
         "  get KEY FILE|-                   fetch a block into FILE\n"
-        "  match [--lease] KEY...           leading keys present, and tiers\n"
+        "  match KEY... [--lease]           leading keys present, and tiers\n"
         "  exists KEY...                    1/0 per key\n"
         "  pin KEY... / unpin KEY...        make blocks (not) pinned class\n"
         "  delete KEY...                    remove blocks\n"
         "  prefetch KEY...                  bring blocks from NVMe to DRAM\n"
-        "  verify                           check every block on disk\n",
+        "  verify                           check every block on disk\n"
+        "Exit status: 0 success, 1 the operation failed (not found, ...),\n"
+        "2 usage or connection.\n",
         KVS_DEFAULT_PORT);
 }
 
-static int die_usage(const char *msg)
+static int die_usage(const char *fmt, const char *arg)
 {
-    fprintf(stderr, "kvstash: %s\n", msg);
-    usage(stderr);
+    fprintf(stderr, "kvstash: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (kvstash --help for usage)\n");
     return 2;
 }
 
@@ -61,7 +83,7 @@ static int make_keys(char **args, int n, kvs_client_key_t *keys)
     for (int i = 0; i < n; i++) {
         size_t len = strlen(args[i]);
 
-        if (hex_keys) {
+        if (cli.hex_keys) {
             long dec = kvs_hex_decode(args[i], (uint8_t *)args[i], len / 2);
             if (dec < 0)
                 return -EINVAL;
@@ -89,13 +111,41 @@ static int report(const char *what, int ret)
     return ret ? 1 : 0;
 }
 
+static void print_size(FILE *out, uint64_t n)
+{
+    if (n >= (1u << 20))
+        fprintf(out, "%" PRIu64 " bytes (%.1f MiB)", n, (double)n / (1 << 20));
+    else
+        fprintf(out, "%" PRIu64 " bytes", n);
+}
+
+/* A block larger than the daemon takes: names both sizes and the setting.
+ * len is the size, or 0 for input read only as far as the limit. */
+static int too_big(const char *key, const char *file, uint64_t len,
+                   uint32_t max)
+{
+    fprintf(stderr, "kvstash: put %s: %s is ", key, file);
+    if (len) {
+        print_size(stderr, len);
+        fprintf(stderr, ", ");
+    }
+    fprintf(stderr, "longer than the daemon's largest block, ");
+    print_size(stderr, max);
+    fprintf(stderr, " (its setting store.max_block_mib; raise it there, or "
+            "split the data into several blocks)\n");
+    return 1;
+}
+
 static int cmd_stat(kvs_client_t *c, int argc, char **argv)
 {
     kvs_client_stat_t st[128];
-    bool json = argc > 1 && strcmp(argv[1], "--json") == 0;
+    bool json = cli.json;
     size_t n = 0;
-    int ret = kvs_client_stat(c, st, 128, &n);
+    int ret;
 
+    if (argc != 1)
+        return die_usage("stat takes no arguments, '%s' given", argv[1]);
+    ret = kvs_client_stat(c, st, 128, &n);
     if (ret)
         return report("stat", ret);
     if (json) {
@@ -118,7 +168,10 @@ static int cmd_stat(kvs_client_t *c, int argc, char **argv)
     return 0;
 }
 
-static int read_file(const char *path, void **buf_out, size_t *len_out)
+/* Reads path ("-": stdin) whole, but never more than max + 1 bytes: a
+ * longer input is refused by the caller without being read to its end. */
+static int read_file(const char *path, size_t max, void **buf_out,
+                     size_t *len_out)
 {
     FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
     size_t cap = 1 << 20, len = 0, n;
@@ -132,6 +185,8 @@ static int read_file(const char *path, void **buf_out, size_t *len_out)
     }
     while ((n = fread(buf + len, 1, cap - len, f)) > 0) {
         len += n;
+        if (len > max)
+            break;
         if (len == cap) {
             char *nb = realloc(buf, cap * 2);
             if (!nb) {
@@ -153,55 +208,36 @@ static int read_file(const char *path, void **buf_out, size_t *len_out)
 
 static int cmd_put(kvs_client_t *c, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"parent", required_argument, NULL, 'P'},
-        {"durable", no_argument, NULL, 'D'},
-        {"class", required_argument, NULL, 'C'},
-        {"ttl-ms", required_argument, NULL, 'T'},
-        {NULL, 0, NULL, 0},
-    };
-    kvs_client_put_t it = {0};
+    kvs_client_put_t it = cli.put;
     kvs_client_key_t key, parent = {0};
-    char *parent_arg = NULL;
+    char *parent_arg = (char *)cli.parent;
+    const char *file;
+    kvs_client_limits_t lim;
+    struct stat sb;
     kvs_iov_t part;
     void *buf = NULL;
     size_t len = 0;
-    int o, ret;
+    int ret;
 
-    optind = 1;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (o) {
-        case 'P':
-            parent_arg = optarg;
-            break;
-        case 'D':
-            it.flags |= KVS_CLIENT_PUT_DURABLE;
-            break;
-        case 'C':
-            if (!strcmp(optarg, "scratch"))
-                it.cls = KVS_CLASS_SCRATCH;
-            else if (!strcmp(optarg, "user"))
-                it.cls = KVS_CLASS_USER;
-            else if (!strcmp(optarg, "pinned"))
-                it.cls = KVS_CLASS_PINNED;
-            else
-                return die_usage("unknown class");
-            break;
-        case 'T':
-            it.ttl_ms = strtoull(optarg, NULL, 10);
-            break;
-        default:
-            return die_usage("bad put option");
-        }
-    }
-    if (argc - optind != 2)
-        return die_usage("put KEY FILE");
-    if (make_keys(&argv[optind], 1, &key) ||
+    if (argc != 3)
+        return die_usage("%s", "put wants KEY FILE");
+    file = argv[2];
+    if (make_keys(&argv[1], 1, &key) ||
         (parent_arg && make_keys(&parent_arg, 1, &parent)))
-        return die_usage("bad key");
-    ret = read_file(argv[optind + 1], &buf, &len);
+        return die_usage("%s", "bad key");
+    kvs_client_limits(c, &lim);
+    /* A file's size is known before reading it: a block over the limit is
+     * refused at once, not after reading it whole. */
+    if (strcmp(file, "-") && stat(file, &sb) == 0 && S_ISREG(sb.st_mode) &&
+        (uint64_t)sb.st_size > lim.max_payload)
+        return too_big(argv[1], file, (uint64_t)sb.st_size, lim.max_payload);
+    ret = read_file(file, lim.max_payload, &buf, &len);
     if (ret)
-        return report(argv[optind + 1], ret);
+        return report(file, ret);
+    if (len > lim.max_payload) { /* a pipe, or a file that grew */
+        free(buf);
+        return too_big(argv[1], file, 0, lim.max_payload);
+    }
     part.base = buf;
     part.len = len;
     it.key = key;
@@ -210,6 +246,8 @@ static int cmd_put(kvs_client_t *c, int argc, char **argv)
     it.nparts = 1;
     ret = kvs_client_put_batch(c, &it, 1);
     free(buf);
+    if (ret == KVS_ETOOBIG)
+        return too_big(argv[1], file, len, lim.max_payload);
     if (!ret)
         printf("stored %zu bytes\n", len);
     return report("put", ret);
@@ -224,9 +262,9 @@ static int cmd_get(kvs_client_t *c, int argc, char **argv)
     int ret;
 
     if (argc != 3)
-        return die_usage("get KEY FILE|-");
+        return die_usage("%s", "get wants KEY FILE|-");
     if (make_keys(&argv[1], 1, &key))
-        return die_usage("bad key");
+        return die_usage("%s", "bad key");
     for (int tries = 0; tries < 3; tries++) {
         free(buf);
         buf = malloc(cap ? cap : 1);
@@ -236,6 +274,12 @@ static int cmd_get(kvs_client_t *c, int argc, char **argv)
         if (ret != -ENOBUFS)
             break;
         cap = len; /* the block grew or we guessed small: retry its size */
+    }
+    if (ret == KVS_ENOTFOUND) {
+        free(buf);
+        fprintf(stderr, "kvstash: get %s: not found (no such block in "
+                "namespace '%s')\n", argv[1], ns_name);
+        return 1;
     }
     if (ret) {
         free(buf);
@@ -263,24 +307,19 @@ static int cmd_keys(kvs_client_t *c, const char *cmd, int argc, char **argv)
 {
     kvs_client_key_t *keys;
     int n, ret, bad = 0;
-    bool lease = false;
+    bool lease = cli.lease, reported = false;
 
     argv++;
     argc--;
-    if (argc > 0 && strcmp(cmd, "match") == 0 && !strcmp(argv[0], "--lease")) {
-        lease = true;
-        argv++;
-        argc--;
-    }
     n = argc;
     if (n < 1)
-        return die_usage("at least one key is needed");
+        return die_usage("%s wants at least one key", cmd);
     keys = calloc((size_t)n, sizeof(*keys));
     if (!keys)
         return report(cmd, -ENOMEM);
     if (make_keys(argv, n, keys)) {
         free(keys);
-        return die_usage("bad key");
+        return die_usage("%s", "bad key");
     }
     if (!strcmp(cmd, "match")) {
         uint8_t *tiers = calloc((size_t)n, 1);
@@ -328,21 +367,30 @@ static int cmd_keys(kvs_client_t *c, const char *cmd, int argc, char **argv)
         else
             ret = kvs_client_unpin(c, keys, (size_t)n, KVS_CLIENT_PIN_RETAIN,
                                    st);
-        for (int i = 0; st && i < n && (ret == 0 || ret < KVS_EBASE); i++)
+        /* Each key's result once; the call's own status is the first
+         * key's failure, already printed. */
+        for (int i = 0; st && i < n && (ret == 0 || ret < KVS_EBASE); i++) {
             printf("%s %s\n", argv[i], kvs_strerror(st[i]));
+            reported |= st[i] != 0 && st[i] == ret;
+        }
         free(st);
     }
     free(keys);
+    if (ret && reported)
+        return 1;
     if (ret)
         return report(cmd, ret);
     return bad;
 }
 
-static int cmd_verify(kvs_client_t *c)
+static int cmd_verify(kvs_client_t *c, int argc, char **argv)
 {
     uint64_t checked = 0, bad = 0;
-    int ret = kvs_client_verify(c, &checked, &bad);
+    int ret;
 
+    if (argc != 1)
+        return die_usage("verify takes no arguments, '%s' given", argv[1]);
+    ret = kvs_client_verify(c, &checked, &bad);
     if (ret)
         return report("verify", ret);
     printf("checked %" PRIu64 " blocks on disk, %" PRIu64 " bad\n", checked,
@@ -350,88 +398,152 @@ static int cmd_verify(kvs_client_t *c)
     return bad ? 1 : 0;
 }
 
+/* The commands, and which of the command options each takes. */
+static const struct command {
+    const char *name;
+    const char *opts;             /* letters of the command options */
+} commands[] = {
+    {"stat", "j"}, {"put", "PDCT"}, {"get", ""}, {"match", "L"},
+    {"exists", ""}, {"pin", ""}, {"unpin", ""}, {"delete", ""},
+    {"prefetch", ""}, {"verify", ""},
+};
+
+static const struct option opts[] = {
+    {"addr", required_argument, NULL, 'a'},
+    {"port", required_argument, NULL, 'p'},
+    {"token", required_argument, NULL, 't'},
+    {"ns", required_argument, NULL, 'n'},
+    {"hex", no_argument, NULL, 'x'},
+    {"timeout", required_argument, NULL, 'O'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {"json", no_argument, NULL, 'j'},
+    {"parent", required_argument, NULL, 'P'},
+    {"durable", no_argument, NULL, 'D'},
+    {"class", required_argument, NULL, 'C'},
+    {"ttl-ms", required_argument, NULL, 'T'},
+    {"lease", no_argument, NULL, 'L'},
+    {NULL, 0, NULL, 0},
+};
+
+static const char *long_name(int val)
+{
+    for (const struct option *o = opts; o->name; o++)
+        if (o->val == val)
+            return o->name;
+    return "?";
+}
+
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"addr", required_argument, NULL, 'a'},
-        {"port", required_argument, NULL, 'p'},
-        {"token", required_argument, NULL, 't'},
-        {"ns", required_argument, NULL, 'n'},
-        {"hex", no_argument, NULL, 'x'},
-        {"timeout", required_argument, NULL, 'T'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
+    char addr[KVS_RESOLVE_ADDR_MAX], cmd_letters[16] = "";
+    const char *addr_arg = NULL, *port_arg = NULL;
+    const struct command *cmd = NULL;
     kvs_client_params_t p = {0};
     kvs_client_t *c;
-    const char *cmd;
+    uint64_t x;
     int o, ret;
 
-    p.field_mask = KVS_CLIENT_PARAM_ADDR | KVS_CLIENT_PARAM_PORT |
-                   KVS_CLIENT_PARAM_NS | KVS_CLIENT_PARAM_TIMEOUT_MS;
-    p.addr = getenv("KVSTASH_ADDR") ? getenv("KVSTASH_ADDR") : "127.0.0.1";
-    p.port = getenv("KVSTASH_PORT") ? (uint16_t)atoi(getenv("KVSTASH_PORT"))
-                                    : KVS_DEFAULT_PORT;
     p.token = getenv("KVSTASH_TOKEN");
-    p.ns = getenv("KVSTASH_NS") ? getenv("KVSTASH_NS") : "default";
+    if (getenv("KVSTASH_NS") && *getenv("KVSTASH_NS"))
+        ns_name = getenv("KVSTASH_NS");
     p.timeout_ms = 30000;
-    /* Options stop at the command, so command options are its own. */
-    while ((o = getopt_long(argc, argv, "+a:p:t:n:xh", opts, NULL)) != -1) {
+    opterr = 0; /* the messages below name the option */
+    while ((o = getopt_long(argc, argv, ":a:p:t:n:xhV", opts, NULL)) != -1) {
         switch (o) {
-        case 'a':
-            p.addr = optarg;
-            break;
-        case 'p':
-            p.port = (uint16_t)atoi(optarg);
-            break;
-        case 't':
-            p.token = optarg;
-            break;
-        case 'n':
-            p.ns = optarg;
-            break;
-        case 'x':
-            hex_keys = true;
-            break;
-        case 'T':
-            p.timeout_ms = (uint32_t)atoi(optarg);
+        case 'a': addr_arg = optarg; break;
+        case 'p': port_arg = optarg; break;
+        case 't': p.token = optarg; break;
+        case 'n': ns_name = optarg; break;
+        case 'x': cli.hex_keys = true; break;
+        case 'O':
+            if (kvs_cliarg_u32("kvstash", "--timeout", optarg, 1, 86400000,
+                               &p.timeout_ms))
+                return 2;
             break;
         case 'h':
             usage(stdout);
             return 0;
+        case 'V':
+            kvs_cliarg_version("kvstash", stdout);
+            return 0;
+        case 'j': cli.json = true; break;
+        case 'L': cli.lease = true; break;
+        case 'P': cli.parent = optarg; break;
+        case 'D': cli.put.flags |= KVS_CLIENT_PUT_DURABLE; break;
+        case 'C':
+            if (!strcmp(optarg, "scratch"))
+                cli.put.cls = KVS_CLASS_SCRATCH;
+            else if (!strcmp(optarg, "user"))
+                cli.put.cls = KVS_CLASS_USER;
+            else if (!strcmp(optarg, "pinned"))
+                cli.put.cls = KVS_CLASS_PINNED;
+            else
+                return die_usage("--class %s: want scratch, user or pinned",
+                                 optarg);
+            break;
+        case 'T':
+            if (kvs_cliarg_u64("kvstash", "--ttl-ms", optarg, 0, UINT64_MAX,
+                               &x))
+                return 2;
+            cli.put.ttl_ms = x;
+            break;
+        case ':':
+            return die_usage("option '%s' needs a value", argv[optind - 1]);
         default:
-            usage(stderr);
-            return 2;
+            return die_usage("unknown option '%s'", argv[optind - 1]);
+        }
+        if (strchr("jLPDCT", o)) { /* a command's own: checked below */
+            size_t l = strlen(cmd_letters);
+
+            if (!strchr(cmd_letters, o) && l + 1 < sizeof(cmd_letters)) {
+                cmd_letters[l] = (char)o;
+                cmd_letters[l + 1] = '\0';
+            }
         }
     }
     if (optind >= argc)
-        return die_usage("no command");
+        return die_usage("%s", "no command given");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(argv[optind], commands[i].name))
+            cmd = &commands[i];
+    if (!cmd)
+        return die_usage("unknown command '%s' (commands: stat, put, get, "
+                         "match, exists, pin, unpin, delete, prefetch, "
+                         "verify)", argv[optind]);
+    for (const char *l = cmd_letters; *l; l++) {
+        if (!strchr(cmd->opts, *l)) {
+            fprintf(stderr, "kvstash: --%s is not an option of %s (kvstash "
+                    "--help for usage)\n", long_name(*l), cmd->name);
+            return 2;
+        }
+    }
+    if (kvs_cliarg_daemon("kvstash", addr_arg, port_arg, addr, sizeof(addr),
+                          &p.port))
+        return 2;
+    p.addr = addr;
+    p.ns = ns_name;
+    p.field_mask = KVS_CLIENT_PARAM_ADDR | KVS_CLIENT_PARAM_PORT |
+                   KVS_CLIENT_PARAM_NS | KVS_CLIENT_PARAM_TIMEOUT_MS;
     if (p.token)
         p.field_mask |= KVS_CLIENT_PARAM_TOKEN;
-    cmd = argv[optind];
-    if (strcmp(cmd, "stat") && strcmp(cmd, "put") && strcmp(cmd, "get") &&
-        strcmp(cmd, "match") && strcmp(cmd, "exists") && strcmp(cmd, "pin") &&
-        strcmp(cmd, "unpin") && strcmp(cmd, "delete") &&
-        strcmp(cmd, "prefetch") && strcmp(cmd, "verify"))
-        return die_usage("unknown command");
     ret = kvs_client_create(&p, &c);
     if (ret) {
-        fprintf(stderr, "kvstash: cannot connect to %s port %u: %s\n", p.addr,
-                p.port, kvs_strerror(ret));
+        kvs_cliarg_connect_failed("kvstash", addr, p.port, ret);
         return 2;
     }
     argc -= optind;
     argv += optind;
-    if (!strcmp(cmd, "stat"))
+    if (!strcmp(cmd->name, "stat"))
         ret = cmd_stat(c, argc, argv);
-    else if (!strcmp(cmd, "put"))
+    else if (!strcmp(cmd->name, "put"))
         ret = cmd_put(c, argc, argv);
-    else if (!strcmp(cmd, "get"))
+    else if (!strcmp(cmd->name, "get"))
         ret = cmd_get(c, argc, argv);
-    else if (!strcmp(cmd, "verify"))
-        ret = cmd_verify(c);
+    else if (!strcmp(cmd->name, "verify"))
+        ret = cmd_verify(c, argc, argv);
     else
-        ret = cmd_keys(c, cmd, argc, argv);
+        ret = cmd_keys(c, cmd->name, argc, argv);
     kvs_client_destroy(c);
     return ret;
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cliarg.h"
 #include "tools/kvstash-warmup/blockkey.h"
 #include "tools/kvstash-warmup/export.h"
 #include "tools/kvstash-warmup/import.h"
@@ -33,7 +34,8 @@ static void usage(FILE *out)
         "  export (--group G | --all) --out DIR\n"
         "                        write blocks to DIR/manifest.jsonl + files\n"
         "options:\n"
-        "  -a, --addr IP         daemon address ($KVSTASH_ADDR, 127.0.0.1)\n"
+        "  -a, --addr HOST       daemon address or host name ($KVSTASH_ADDR,\n"
+        "                        127.0.0.1)\n"
         "  -p, --port N          daemon port ($KVSTASH_PORT, %u)\n"
         "  -t, --token T         auth token ($KVSTASH_TOKEN)\n"
         "  -n, --ns NAME         namespace of promote/export ($KVSTASH_NS)\n"
@@ -45,7 +47,9 @@ static void usage(FILE *out)
         "      --no-dram         puts go straight to NVMe\n"
         "      --progress MODE   auto|bar|lines|none (auto)\n"
         "      --interval-ms N   between progress lines (2000)\n"
-        "      --timeout MS      per synchronous call (60000)\n",
+        "      --timeout MS      per synchronous call (60000)\n"
+        "  -V, --version         print the version\n"
+        "Options may come before or after the command.\n",
         KVS_DEFAULT_PORT);
 }
 
@@ -68,6 +72,64 @@ enum {
     OPT_INTERVAL, OPT_TIMEOUT, OPT_KILL_AFTER, OPT_BATCH,
 };
 
+#define GLOBAL_SHORT "+a:p:t:n:j:hV"
+
+/* 1 if arg is one of the options shared by every command, 2 if its value
+ * is the next argument, 0 if it is not one of them. */
+static int global_opt(const struct option *opts, const char *arg)
+{
+    if (arg[0] != '-' || !arg[1] || !strcmp(arg, "--"))
+        return 0;
+    if (arg[1] == '-') {
+        size_t n = strcspn(arg + 2, "=");
+
+        for (const struct option *o = opts; o->name; o++)
+            if (strlen(o->name) == n && !strncmp(o->name, arg + 2, n))
+                return o->has_arg == required_argument && !arg[2 + n] ? 2 : 1;
+        return 0;
+    }
+    {
+        const char *l = strchr(GLOBAL_SHORT + 1, arg[1]);
+
+        if (!l || *l == ':')
+            return 0;
+        return l[1] == ':' && !arg[2] ? 2 : 1;
+    }
+}
+
+/*
+ * Moves the shared options that follow the command in front of it, so that
+ * "kvstash-warmup import m.jsonl -p 7400" means what it says: each command
+ * parses only its own options. The short and long names of the shared
+ * options and of every command's options are distinct.
+ */
+static void hoist_global_opts(const struct option *opts, int argc,
+                              char **argv)
+{
+    int cmd = 1, out;
+
+    while (cmd < argc && global_opt(opts, argv[cmd]))
+        cmd += global_opt(opts, argv[cmd]);
+    if (cmd >= argc || !strcmp(argv[cmd], "--"))
+        return;
+    out = cmd;
+    for (int i = cmd + 1; i < argc && strcmp(argv[i], "--"); i++) {
+        int n = global_opt(opts, argv[i]);
+
+        if (n == 0 || i + n > argc)
+            continue;
+        /* Rotate argv[out..i+n-1] so the n option words come first. */
+        for (int k = 0; k < n; k++) {
+            char *w = argv[i + k];
+
+            memmove(&argv[out + 1], &argv[out],
+                    (size_t)(i + k - out) * sizeof(*argv));
+            argv[out++] = w;
+        }
+        i += n - 1;
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -87,8 +149,13 @@ int main(int argc, char **argv)
         /* Test hook: SIGKILL itself after N blocks were acknowledged. */
         {"kill-after", required_argument, NULL, OPT_KILL_AFTER},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
+    static char addr[KVS_RESOLVE_ADDR_MAX];
+    const char *addr_arg = NULL, *port_arg = NULL;
+    const char *T = "kvstash-warmup";
+    uint32_t kib;
     kvs_warmup_opts_t o;
     const char *ns = getenv("KVSTASH_NS");
     kvs_blockkey_params_t bp = {0};
@@ -96,16 +163,22 @@ int main(int argc, char **argv)
     int c;
 
     kvs_warmup_opts_default(&o);
-    if (getenv("KVSTASH_PORT"))
-        o.port = (uint16_t)atoi(getenv("KVSTASH_PORT"));
-    while ((c = getopt_long(argc, argv, "+a:p:t:n:j:h", opts, NULL)) != -1) {
+    hoist_global_opts(opts, argc, argv);
+    while ((c = getopt_long(argc, argv, GLOBAL_SHORT, opts, NULL)) != -1) {
         switch (c) {
-        case 'a': o.addr = optarg; break;
-        case 'p': o.port = (uint16_t)atoi(optarg); break;
+        case 'a': addr_arg = optarg; break;
+        case 'p': port_arg = optarg; break;
         case 't': o.token = optarg; break;
         case 'n': ns = optarg; break;
-        case 'j': o.jobs = (uint32_t)atoi(optarg); break;
-        case OPT_BATCH: o.batch_bytes = (uint32_t)atoi(optarg) << 10; break;
+        case 'j':
+            if (kvs_cliarg_u32(T, "-j", optarg, 1, 256, &o.jobs))
+                return KVS_WARMUP_EXIT_USAGE;
+            break;
+        case OPT_BATCH:
+            if (kvs_cliarg_u32(T, "--batch-kib", optarg, 1, 1u << 20, &kib))
+                return KVS_WARMUP_EXIT_USAGE;
+            o.batch_bytes = kib << 10;
+            break;
         case OPT_HASH: o.hash = optarg; break;
         case OPT_ROOT:
             if (kvs_manifest_hex_key(optarg, &root)) {
@@ -128,19 +201,33 @@ int main(int argc, char **argv)
                 return KVS_WARMUP_EXIT_USAGE;
             }
             break;
-        case OPT_INTERVAL: o.interval_ms = (uint32_t)atoi(optarg); break;
-        case OPT_TIMEOUT: o.timeout_ms = (uint32_t)atoi(optarg); break;
+        case OPT_INTERVAL:
+            if (kvs_cliarg_u32(T, "--interval-ms", optarg, 1, 86400000,
+                               &o.interval_ms))
+                return KVS_WARMUP_EXIT_USAGE;
+            break;
+        case OPT_TIMEOUT:
+            if (kvs_cliarg_u32(T, "--timeout", optarg, 1, 86400000,
+                               &o.timeout_ms))
+                return KVS_WARMUP_EXIT_USAGE;
+            break;
         case OPT_KILL_AFTER:
             o.kill_after = strtoull(optarg, NULL, 10);
             break;
         case 'h':
             usage(stdout);
             return 0;
+        case 'V':
+            kvs_cliarg_version(T, stdout);
+            return 0;
         default:
             usage(stderr);
             return KVS_WARMUP_EXIT_USAGE;
         }
     }
+    if (kvs_cliarg_daemon(T, addr_arg, port_arg, addr, sizeof(addr), &o.port))
+        return KVS_WARMUP_EXIT_USAGE;
+    o.addr = addr;
     bp.hash = o.hash;
     if (kvs_blockkey_size(&bp) < 0) {
         fprintf(stderr, "kvstash-warmup: --hash %s: not a digest of 1..%u "

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "common/cliarg.h"
+
 void kvs_warmup_opts_default(kvs_warmup_opts_t *o)
 {
     const char *addr = getenv("KVSTASH_ADDR");
@@ -58,7 +60,6 @@ int kvs_warmup_connect(const kvs_warmup_opts_t *o, const char *ns,
     }
     ret = kvs_client_create(&p, client_out);
     if (ret)
-        fprintf(stderr, "kvstash-warmup: cannot connect to %s:%u namespace "
-                "'%s': %s\n", o->addr, o->port, ns, kvs_strerror(ret));
+        kvs_cliarg_connect_failed("kvstash-warmup", o->addr, o->port, ret);
     return ret;
 }

@@ -6,6 +6,20 @@
  * only sections with a variable name ("[tenant.NAME]").
  *
  * Sizes are given in MiB in the file (dram_mib = 512) and kept in bytes.
+ *
+ * The file is read whole and cleaned line by line before inih sees it:
+ * comments after a value ("port = 7370  # any text", '#' or ';' after
+ * white space) are cut, as is leading white space (which inih would take
+ * as a continuation of the previous value), and a section header without
+ * its ']' or a line without '=' is refused with its line number. Line
+ * numbers stay those of the file. inih then stops at the first setting
+ * refused, so one mistake gives one message.
+ *
+ * kvs_config_finish() is the one validation: --print-config and a start
+ * both go through it, so what it accepts is what starts. It resolves host
+ * names (listen, peer list) to numeric addresses, checks the DRAM arena
+ * against the machine's memory, and runs the engine's and the transport's
+ * own configuration checks.
  */
 #include "tools/kvstashd/config.h"
 
@@ -16,9 +30,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "common/compiler.h"
 #include "common/log.h"
+#include "common/resolve.h"
 
 enum ctype { T_STR, T_U16, T_U32, T_U64_MIB, T_U32_MIB, T_I32, T_BOOL };
 
@@ -33,7 +49,7 @@ typedef struct setting {
 #define S(sec, k, t, field, h) {sec, k, t, offsetof(kvs_config_t, field), h}
 
 static const setting_t settings[] = {
-    S("daemon", "listen", T_STR, listen, "numeric IP to listen on"),
+    S("daemon", "listen", T_STR, listen, "IP or host name to listen on"),
     S("daemon", "port", T_U16, server.port, "0: any free port"),
     S("daemon", "log_level", T_STR, log_level, "error|warn|info|debug|trace"),
     S("daemon", "port_file", T_STR, port_file, "write the port here"),
@@ -53,7 +69,7 @@ static const setting_t settings[] = {
       "second endpoint for GET data"),
     S("peer", "secret", T_STR, peer_secret,
       "shared secret of peer links; unset: no peer may connect"),
-    S("peer", "list", T_STR, peers, "name=ip:port,... peers to stream from"),
+    S("peer", "list", T_STR, peers, "name=host:port,... peers to stream from"),
     S("peer", "timeout_ms", T_U32, server.peer_timeout_ms,
       "a silent peer link fails after this"),
     S("store", "dir", T_STR, dir, "data directory"),
@@ -112,6 +128,7 @@ void kvs_config_fini(kvs_config_t *cfg)
             free(cfg->tenants[i].ns[j]);
     }
     free(cfg->config_path);
+    free(cfg->peers_num);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -154,12 +171,13 @@ static kvs_config_tenant_t *tenant_get(kvs_config_t *cfg, const char *name)
 }
 
 static int set_tenant(kvs_config_t *cfg, const char *name, const char *key,
-                      const char *value)
+                      const char *value, char *err, size_t errcap)
 {
     kvs_config_tenant_t *t = tenant_get(cfg, name);
 
     if (!t) {
-        fprintf(stderr, "kvstashd: too many tenants, or an empty name\n");
+        snprintf(err, errcap, "[tenant.%s]: more than %d tenants, or an "
+                 "empty name", name, KVS_CONFIG_TENANTS_MAX);
         return KVS_ECONFIG;
     }
     if (strcmp(key, "token") == 0) {
@@ -186,8 +204,9 @@ static int set_tenant(kvs_config_t *cfg, const char *name, const char *key,
                 continue;
             }
             if (t->nns == KVS_CONFIG_NS_MAX || strlen(tok) > KVS_NS_NAME_MAX) {
-                fprintf(stderr, "kvstashd: tenant %s: too many namespaces or "
-                        "one too long\n", name);
+                snprintf(err, errcap, "tenant.%s.namespaces: more than %d, "
+                         "or one longer than %d bytes", name,
+                         KVS_CONFIG_NS_MAX, KVS_NS_NAME_MAX);
                 free(list);
                 return KVS_ECONFIG;
             }
@@ -196,15 +215,50 @@ static int set_tenant(kvs_config_t *cfg, const char *name, const char *key,
         free(list);
         return 0;
     }
-    fprintf(stderr, "kvstashd: unknown tenant setting '%s'\n", key);
+    snprintf(err, errcap, "unknown setting 'tenant.%s.%s' (a tenant has "
+             "token and namespaces)", name, key);
     return KVS_ECONFIG;
 }
 
-int kvs_config_set(kvs_config_t *cfg, const char *section, const char *key,
-                   const char *value)
+/* What a bad value of type t should have looked like. */
+static const char *type_want(enum ctype t)
+{
+    switch (t) {
+    case T_BOOL: return "true or false";
+    case T_I32: return "a whole number";
+    case T_U16: return "a whole number 0..65535";
+    case T_U32: return "a whole number 0..4294967295";
+    case T_U32_MIB: return "a whole number of MiB, 0..4095";
+    case T_U64_MIB: return "a whole number of MiB";
+    case T_STR: break;
+    }
+    return "text";
+}
+
+/* An unknown section.key: says where the key lives if it exists
+ * elsewhere, so "[store" (unclosed) or a key under the wrong section
+ * points at the fix. */
+static void unknown_setting(const char *section, const char *key, char *err,
+                            size_t errcap)
+{
+    for (size_t i = 0; i < KVS_ARRAY_SIZE(settings); i++) {
+        if (strcmp(settings[i].key, key) == 0) {
+            snprintf(err, errcap, "unknown setting '%s%s%s': %s belongs "
+                     "in section [%s]", section, *section ? "." : "", key,
+                     key, settings[i].section);
+            return;
+        }
+    }
+    snprintf(err, errcap, "unknown setting '%s%s%s' (kvstashd "
+             "--print-config lists every setting)", section,
+             *section ? "." : "", key);
+}
+
+static int config_set(kvs_config_t *cfg, const char *section, const char *key,
+                      const char *value, char *err, size_t errcap)
 {
     if (strncmp(section, "tenant.", 7) == 0)
-        return set_tenant(cfg, section + 7, key, value);
+        return set_tenant(cfg, section + 7, key, value, err, errcap);
     for (size_t i = 0; i < KVS_ARRAY_SIZE(settings); i++) {
         const setting_t *s = &settings[i];
         void *p = (char *)cfg + s->off;
@@ -259,30 +313,175 @@ int kvs_config_set(kvs_config_t *cfg, const char *section, const char *key,
             *(uint64_t *)p = x << 20;
             return 0;
         }
-        fprintf(stderr, "kvstashd: %s.%s: bad value '%s'\n", section, key,
-                value);
+        snprintf(err, errcap, "%s.%s: bad value '%s' (want %s)", section,
+                 key, value, type_want(s->type));
         return KVS_ECONFIG;
     }
-    fprintf(stderr, "kvstashd: unknown setting '%s.%s'\n", section, key);
+    unknown_setting(section, key, err, errcap);
     return KVS_ECONFIG;
 }
+
+int kvs_config_set(kvs_config_t *cfg, const char *section, const char *key,
+                   const char *value)
+{
+    char err[512];
+    int ret = config_set(cfg, section, key, value, err, sizeof(err));
+
+    if (ret)
+        fprintf(stderr, "kvstashd: %s\n", err);
+    return ret;
+}
+
+/* State of one file's parse: the first refused setting's message. */
+typedef struct load_ctx {
+    kvs_config_t *cfg;
+    bool failed;
+    char err[512];
+} load_ctx_t;
 
 static int ini_cb(void *arg, const char *section, const char *key,
                   const char *value)
 {
-    return kvs_config_set(arg, section, key, value) == 0;
+    load_ctx_t *lc = arg;
+
+    if (lc->failed)
+        return 1; /* one message per file; inih still reports the first */
+    if (config_set(lc->cfg, section, key, value, lc->err, sizeof(lc->err))) {
+        lc->failed = true;
+        return 0;
+    }
+    return 1;
+}
+
+/* The longest line inih (Debian's build: INI_MAX_LINE 200, on the stack)
+ * reads whole; a longer one would be split into two. */
+#define LINE_MAX_LEN 199
+
+/*
+ * Cleans one line of the file in place (see the top of this file). Returns
+ * 0, or KVS_ECONFIG with the problem in err.
+ */
+static int clean_line(char *line, char *err, size_t errcap)
+{
+    char *s = line, *e;
+    size_t n;
+
+    while (*s == ' ' || *s == '\t')
+        s++;
+    if (*s == '#' || *s == ';')
+        *s = '\0';
+    for (char *p = s; *p; p++) {
+        if ((*p == '#' || *p == ';') && (p[-1] == ' ' || p[-1] == '\t')) {
+            *p = '\0';
+            break;
+        }
+    }
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+        *--e = '\0';
+    n = (size_t)(e - s);
+    memmove(line, s, n + 1);
+    if (n == 0)
+        return 0;
+    if (n > LINE_MAX_LEN) {
+        snprintf(err, errcap, "line longer than %d characters", LINE_MAX_LEN);
+        return KVS_ECONFIG;
+    }
+    if (line[0] == '[') {
+        if (!strchr(line, ']')) {
+            snprintf(err, errcap, "section header '%s' has no closing ']'",
+                     line);
+            return KVS_ECONFIG;
+        }
+        return 0;
+    }
+    if (!strchr(line, '=')) {
+        snprintf(err, errcap, "'%s' is not a setting (want key = value)",
+                 line);
+        return KVS_ECONFIG;
+    }
+    return 0;
+}
+
+/* Reads path whole (a configuration file is small). NUL-terminated; the
+ * caller frees. */
+static int read_whole(const char *path, char **text_out)
+{
+    FILE *f = fopen(path, "r");
+    size_t cap = 4096, len = 0, n;
+    char *buf;
+
+    if (!f)
+        return -errno;
+    buf = malloc(cap);
+    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (len + 1 == cap) {
+            char *nb = cap < (1u << 24) ? realloc(buf, cap * 2) : NULL;
+
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (!buf || ferror(f)) {
+        int ret = buf ? -EIO : -EFBIG;
+
+        free(buf);
+        fclose(f);
+        return ret;
+    }
+    fclose(f);
+    buf[len] = '\0';
+    *text_out = buf;
+    return 0;
 }
 
 int kvs_config_load(kvs_config_t *cfg, const char *path)
 {
-    int line = ini_parse(path, ini_cb, cfg);
+    load_ctx_t lc = {.cfg = cfg};
+    char *text = NULL, *clean, *line, *next;
+    size_t len = 0;
+    int ret, lineno = 0;
 
-    if (line < 0) {
-        fprintf(stderr, "kvstashd: cannot read config file %s\n", path);
+    ret = read_whole(path, &text);
+    if (ret) {
+        fprintf(stderr, "kvstashd: cannot read config file %s: %s\n", path,
+                ret == -EFBIG ? "larger than 16 MiB" : strerror(-ret));
         return KVS_ECONFIG;
     }
-    if (line > 0) {
-        fprintf(stderr, "kvstashd: %s:%d: invalid setting\n", path, line);
+    /* The cleaned lines, one '\n' each: never longer than the file. */
+    clean = malloc(strlen(text) + 2);
+    if (!clean) {
+        free(text);
+        return -ENOMEM;
+    }
+    for (line = text; line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        lineno++;
+        if (clean_line(line, lc.err, sizeof(lc.err))) {
+            fprintf(stderr, "kvstashd: %s:%d: %s\n", path, lineno, lc.err);
+            free(clean);
+            free(text);
+            return KVS_ECONFIG;
+        }
+        memcpy(clean + len, line, strlen(line));
+        len += strlen(line);
+        clean[len++] = '\n';
+    }
+    clean[len] = '\0';
+    free(text);
+    ret = ini_parse_string(clean, ini_cb, &lc);
+    free(clean);
+    if (ret != 0 || lc.failed) {
+        fprintf(stderr, "kvstashd: %s:%d: %s\n", path, ret,
+                lc.failed ? lc.err : "not understood");
         return KVS_ECONFIG;
     }
     free(cfg->config_path);
@@ -290,15 +489,107 @@ int kvs_config_load(kvs_config_t *cfg, const char *path)
     return 0;
 }
 
+/* Resolves every host of the peer list ("name=host:port,...") into
+ * cfg->peers_num, the same list with numeric addresses. */
+static int resolve_peers(kvs_config_t *cfg)
+{
+    size_t cap = cfg->peers ? strlen(cfg->peers) * 2 + 64 : 0;
+    char *list, *save = NULL, *out;
+    size_t len = 0;
+
+    free(cfg->peers_num);
+    cfg->peers_num = NULL;
+    if (!cfg->peers || !*cfg->peers)
+        return 0;
+    list = dup_or_die(cfg->peers);
+    out = calloc(1, cap + KVS_RESOLVE_ADDR_MAX * 64);
+    if (!out) {
+        free(list);
+        return -ENOMEM;
+    }
+    cap += KVS_RESOLVE_ADDR_MAX * 64;
+    for (char *tok = strtok_r(list, ", ", &save); tok;
+         tok = strtok_r(NULL, ", ", &save)) {
+        char num[KVS_RESOLVE_ADDR_MAX], why[256], *eq = strchr(tok, '=');
+        uint16_t port;
+        int n;
+
+        if (!eq || eq == tok) {
+            fprintf(stderr, "kvstashd: peer.list: '%s' is not "
+                    "name=host:port\n", tok);
+            goto err_free;
+        }
+        *eq = '\0';
+        if (kvs_resolve_hostport(eq + 1, num, sizeof(num), &port, why,
+                                 sizeof(why))) {
+            fprintf(stderr, "kvstashd: peer.list: peer %s at '%s': %s\n", tok,
+                    eq + 1, why);
+            goto err_free;
+        }
+        n = snprintf(out + len, cap - len, "%s%s=%s:%u", len ? "," : "", tok,
+                     num, port);
+        if (n < 0 || (size_t)n >= cap - len) {
+            fprintf(stderr, "kvstashd: peer.list: too many peers\n");
+            goto err_free;
+        }
+        len += (size_t)n;
+    }
+    free(list);
+    cfg->peers_num = out;
+    return 0;
+
+err_free:
+    free(list);
+    free(out);
+    return KVS_ECONFIG;
+}
+
+/* The DRAM arena and the staging slots are allocated and populated at
+ * start: more than the machine has cannot work. */
+static int check_memory(const kvs_config_t *cfg)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    uint64_t phys, need;
+
+    if (pages <= 0 || psz <= 0)
+        return 0; /* unknown: the allocation will tell */
+    phys = (uint64_t)pages * (uint64_t)psz;
+    need = cfg->store.dram_bytes +
+           (uint64_t)cfg->server.staging_slots * cfg->store.max_block_bytes;
+    if (need <= phys)
+        return 0;
+    fprintf(stderr, "kvstashd: store.dram_mib = %" PRIu64 " (plus %" PRIu32
+            " staging slots of max_block_mib = %" PRIu32 ") needs %" PRIu64
+            " MiB, more than this machine's %" PRIu64 " MiB of memory: "
+            "lower store.dram_mib\n", cfg->store.dram_bytes >> 20,
+            cfg->server.staging_slots, cfg->store.max_block_bytes >> 20,
+            need >> 20, phys >> 20);
+    return KVS_ECONFIG;
+}
+
 int kvs_config_finish(kvs_config_t *cfg)
 {
+    char why[256];
+    int ret;
+
     if (kvs_log_parse_level(cfg->log_level) < 0) {
-        fprintf(stderr, "kvstashd: unknown log level '%s'\n", cfg->log_level);
+        fprintf(stderr, "kvstashd: daemon.log_level: unknown level '%s' "
+                "(want error|warn|info|debug|trace)\n", cfg->log_level);
         return KVS_ECONFIG;
     }
-    cfg->server.listen_addr = cfg->listen;
+    if (kvs_resolve_host(cfg->listen, cfg->listen_num, sizeof(cfg->listen_num),
+                         why, sizeof(why))) {
+        fprintf(stderr, "kvstashd: daemon.listen = %s: cannot resolve the "
+                "host name: %s (give a numeric address, e.g. 127.0.0.1)\n",
+                cfg->listen, why);
+        return KVS_ECONFIG;
+    }
+    ret = resolve_peers(cfg);
+    if (ret)
+        return ret;
+    cfg->server.listen_addr = cfg->listen_num;
     cfg->server.peer_secret = cfg->peer_secret;
-    cfg->server.peers = cfg->peers;
+    cfg->server.peers = cfg->peers_num;
     cfg->store.dir = cfg->dir;
     /* A PUT frame carries at most one block's worth of payload, so the
      * largest block must fit one staging slot. */
@@ -326,7 +617,12 @@ int kvs_config_finish(kvs_config_t *cfg)
     }
     cfg->server.tenants = cfg->ntenants ? cfg->server_tenants : NULL;
     cfg->server.ntenants = cfg->ntenants;
-    return 0;
+    /* The engine's and the transport's own checks, which they repeat at
+     * open: a configuration they would refuse is refused here already. */
+    if (kvs_store_config_check(&cfg->store) ||
+        kvs_server_config_check(&cfg->server))
+        return KVS_ECONFIG;
+    return check_memory(cfg);
 }
 
 void kvs_config_print(const kvs_config_t *cfg, FILE *out)
@@ -350,6 +646,12 @@ void kvs_config_print(const kvs_config_t *cfg, FILE *out)
                 fprintf(out, "********"); /* never print the secret */
             else
                 fprintf(out, "%s", *(char *const *)p ? *(char *const *)p : "");
+            if (p == (const void *)&cfg->listen && cfg->listen_num[0] &&
+                strcmp(cfg->listen, cfg->listen_num))
+                fprintf(out, "  # %s", cfg->listen_num);
+            if (p == (const void *)&cfg->peers && cfg->peers_num &&
+                strcmp(cfg->peers, cfg->peers_num))
+                fprintf(out, "  # %s", cfg->peers_num);
             break;
         case T_BOOL:
             fprintf(out, "%s", *(const bool *)p ? "true" : "false");

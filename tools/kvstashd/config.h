@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "common/resolve.h"
 #include "kvstore/store.h"
 #include "transport/server/server.h"
 
@@ -30,7 +31,8 @@ typedef struct kvs_config {
     char *config_path;            /* NULL: none */
     char *log_level;
     char *port_file;              /* written with the port once listening */
-    char *listen;
+    char *listen;                 /* as given: an address or a host name */
+    char listen_num[KVS_RESOLVE_ADDR_MAX]; /* resolved by kvs_config_finish */
     char *dir;
     kvs_server_config_t server;   /* strings point into this struct */
     kvs_store_config_t store;
@@ -38,7 +40,8 @@ typedef struct kvs_config {
     size_t ntenants;
     kvs_tenant_t server_tenants[KVS_CONFIG_TENANTS_MAX];
     char *peer_secret;            /* [peer] secret */
-    char *peers;                  /* [peer] list: name=ip:port,... */
+    char *peers;                  /* [peer] list: name=host:port,... */
+    char *peers_num;              /* the same, hosts resolved (finish) */
 } kvs_config_t;
 
 /* Fills cfg with the laptop defaults. */
@@ -52,7 +55,10 @@ int kvs_config_set(kvs_config_t *cfg, const char *section, const char *key,
                    const char *value);
 /* Reads an INI file. */
 int kvs_config_load(kvs_config_t *cfg, const char *path);
-/* Checks the whole and links the tenant table into cfg->server. */
+/* Checks the whole, resolves host names and links the tenant table into
+ * cfg->server: the one validation, used by --print-config and by a start
+ * alike. Returns 0 or KVS_ECONFIG with a message on stderr naming the
+ * setting. */
 int kvs_config_finish(kvs_config_t *cfg);
 /* Prints the effective configuration as INI (tokens masked). */
 void kvs_config_print(const kvs_config_t *cfg, FILE *out);

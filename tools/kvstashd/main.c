@@ -7,17 +7,25 @@
  * flushed (kvs_store_flush), the store closed (kvs_store_close).
  *
  * Start-up failures are fatal with a message; nothing after start-up exits
- * the process except a signal.
+ * the process except a signal. Before anything large is allocated (the DRAM
+ * arena is populated at open) the daemon takes an exclusive lock on
+ * DIR/kvstashd.lock, so that a second daemon on the same data directory is
+ * told so plainly, and checks that the port is free.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/cliarg.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "kvstore/store.h"
@@ -37,7 +45,7 @@ static void usage(FILE *out)
     fprintf(out,
         "usage: kvstashd [options]\n"
         "  -c, --config FILE      INI configuration file\n"
-        "  -l, --listen ADDR      numeric IP to listen on (127.0.0.1)\n"
+        "  -l, --listen HOST      address or host name to listen on (127.0.0.1)\n"
         "  -p, --port N           port (7370; 0: any free port)\n"
         "  -d, --dir DIR          data directory (./var/kvstash)\n"
         "      --dram-mib N       DRAM arena size\n"
@@ -45,9 +53,12 @@ static void usage(FILE *out)
         "      --port-file FILE   write the port to FILE once listening\n"
         "      --log-level L      error|warn|info|debug|trace\n"
         "  -s, --set S.K=V        any setting, e.g. --set store.region_mib=4\n"
-        "      --print-config     print the effective configuration, exit\n"
+        "      --print-config     check and print the effective configuration, exit\n"
+        "  -V, --version          print the version, exit\n"
         "  -h, --help\n"
-        "Settings are applied in order: defaults, the file, then flags.\n");
+        "Settings are applied in order: defaults, the file, then flags.\n"
+        "Exit status: 0 after a clean stop, 1 a failure while running or at\n"
+        "start, 2 a configuration refused. See docs/operations.md.\n");
 }
 
 static int write_port_file(const char *path, unsigned port)
@@ -68,6 +79,72 @@ static int write_port_file(const char *path, unsigned port)
     return 0;
 }
 
+/*
+ * Takes DIR/kvstashd.lock (flock, exclusive, not waiting) and writes our
+ * pid into it. The lock lives as long as the returned descriptor, which is
+ * never closed before exit: the kernel drops it however the process ends,
+ * so a crashed daemon leaves nothing to clean up. Returns the descriptor
+ * or a negative errno; -EWOULDBLOCK when another process holds it.
+ */
+static int lock_data_dir(const char *dir, char *holder, size_t cap)
+{
+    char path[4096], buf[32];
+    ssize_t n;
+    int fd;
+
+    if (snprintf(path, sizeof(path), "%s/kvstashd.lock", dir) >=
+        (int)sizeof(path))
+        return -ENAMETOOLONG;
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = -errno;
+
+        n = pread(fd, holder, cap - 1, 0);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        close(fd);
+        return err;
+    }
+    n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)n, 0) != n)
+        kvs_warn("cannot write our pid into %s: %m", path);
+    return fd;
+}
+
+/*
+ * Binds a TCP socket to the listen address and port and lets it go: a
+ * port that another process listens on is found now, before the arena is
+ * allocated, instead of after. UCX binds the same way (SO_REUSEADDR), so a
+ * port this check passes is one UCX can take, barring a race.
+ */
+static int check_port_free(const char *addr, uint16_t port)
+{
+    struct addrinfo hints, *ai;
+    char service[8];
+    int fd, one = 1, ret = 0;
+
+    if (port == 0)
+        return 0;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    snprintf(service, sizeof(service), "%u", port);
+    if (getaddrinfo(addr, service, &hints, &ai) != 0)
+        return 0; /* the transport will say */
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0)
+            ret = -errno;
+        close(fd);
+    }
+    freeaddrinfo(ai);
+    return ret;
+}
+
 /* Flags: "--set section.key=value" and named shortcuts. Two passes: the
  * config file first (wherever -c appears), then the rest in order. */
 static int parse_args(kvs_config_t *cfg, int argc, char **argv, bool *print_out)
@@ -85,18 +162,23 @@ static int parse_args(kvs_config_t *cfg, int argc, char **argv, bool *print_out)
         {"log-level", required_argument, NULL, O_LOG},
         {"print-config", no_argument, NULL, O_PRINT},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     int c, ret = 0;
 
     for (int pass = 0; pass < 2; pass++) {
         optind = 1;
-        while ((c = getopt_long(argc, argv, "c:l:p:d:s:h", opts, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "c:l:p:d:s:hV", opts, NULL)) != -1) {
             if (pass == 0) {
                 if (c == 'c' && (ret = kvs_config_load(cfg, optarg)))
                     return ret;
                 if (c == 'h') {
                     usage(stdout);
+                    exit(0);
+                }
+                if (c == 'V') {
+                    kvs_cliarg_version("kvstashd", stdout);
                     exit(0);
                 }
                 if (c == '?') {
@@ -194,11 +276,39 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    ret = check_port_free(cfg.listen_num, cfg.server.port);
+    if (ret) {
+        kvs_error("cannot listen on %s port %u: %s%s", cfg.listen,
+                  cfg.server.port, kvs_strerror(ret),
+                  ret == -EADDRINUSE ? " (another kvstashd? give this one "
+                  "another port with -p N, or -p 0 for any free port)" : "");
+        goto out;
+    }
     ret = kvs_fs_mkdir_p(cfg.dir);
     if (ret) {
         kvs_error("cannot create data directory %s: %s", cfg.dir,
                   kvs_strerror(ret));
         goto out;
+    }
+    {
+        char holder[32] = "";
+        int fd = lock_data_dir(cfg.dir, holder, sizeof(holder));
+
+        if (fd == -EWOULDBLOCK) {
+            kvs_error("another kvstashd%s%s is using %s (lock held on "
+                      "%s/kvstashd.lock): stop it first, or give this one "
+                      "its own data directory with -d DIR",
+                      *holder ? ", pid " : "", holder, cfg.dir, cfg.dir);
+            ret = -EWOULDBLOCK;
+            goto out;
+        }
+        if (fd < 0) {
+            kvs_error("cannot lock %s/kvstashd.lock: %s", cfg.dir,
+                      kvs_strerror(fd));
+            ret = fd;
+            goto out;
+        }
+        /* fd stays open until exit: it holds the lock. */
     }
     ret = kvs_store_open(&cfg.store, &store);
     if (ret) {

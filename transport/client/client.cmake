@@ -19,7 +19,9 @@ target_link_options(kvstash PRIVATE
     -Wl,--no-undefined)
 configure_file(${CMAKE_CURRENT_SOURCE_DIR}/client/libkvstash.pc.in
     ${CMAKE_BINARY_DIR}/libkvstash.pc @ONLY)
-install(TARGETS kvstash LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+install(TARGETS kvstash EXPORT kvstashTargets
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(FILES ${PROJECT_SOURCE_DIR}/include/kvstash/kvstash.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/client.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/stream.h

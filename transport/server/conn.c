@@ -258,8 +258,8 @@ void kvs_conn_close_now(kvs_conn_t *conn)
         prm.flags = 0;
     conn->closing = true;
     srv->nconns--;
-    kvs_info("conn %llu: closing (tenant %s)", (unsigned long long)conn->id,
-             conn->tenant ? conn->tenant->name : "-");
+    kvs_debug("conn %llu: closing (tenant %s)", (unsigned long long)conn->id,
+              conn->tenant ? conn->tenant->name : "-");
     conn_release_refs(srv, conn);
     kvs_srvstream_conn_closed(srv->stream, conn);
     if (conn->bulk)
@@ -314,8 +314,10 @@ static void ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
     kvs_conn_t *conn = arg;
 
     (void)ep;
-    kvs_info("conn %llu: peer error: %s", (unsigned long long)conn->id,
-             ucs_status_string(status));
+    /* UCX reports a client's ordinary close as a reset: not news. */
+    kvs_log(status == UCS_ERR_CONNECTION_RESET ? KVS_LOG_DEBUG : KVS_LOG_INFO,
+            "conn %llu: peer error: %s", (unsigned long long)conn->id,
+            ucs_status_string(status));
     conn->peer_failed = true;
     kvs_conn_close(conn);
 }
@@ -355,7 +357,7 @@ void kvs_conn_request_cb(ucp_conn_request_h req, void *arg)
     srv->hash[ep_hash(srv, conn->ep)] = conn;
     srv->nconns++;
     srv->conns_accepted++;
-    kvs_info("conn %llu: accepted", (unsigned long long)conn->id);
+    kvs_debug("conn %llu: accepted", (unsigned long long)conn->id);
 }
 
 /* ------------------------------------------------------------------ */

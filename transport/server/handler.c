@@ -190,9 +190,11 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     }
     kvs_conn_set_ready(srv, conn, tenant, ns_ok, nsid,
                        m->u.hello.features & KVS_WIRE_FEAT_ALL);
-    kvs_info("conn %llu: tenant %s, namespace '%s'%s",
-             (unsigned long long)conn->id, tenant->name, ns,
-             ns_ok ? "" : " (not allowed: answered as empty)");
+    /* A connection's life is debug news; a namespace refused is not. */
+    kvs_log(ns_ok ? KVS_LOG_DEBUG : KVS_LOG_INFO,
+            "conn %llu: tenant %s, namespace '%s'%s",
+            (unsigned long long)conn->id, tenant->name, ns,
+            ns_ok ? "" : " (not allowed: answered as empty)");
     r = hello_reply(srv, conn, m);
     kvs_send_reply(srv, conn, &r);
 }

@@ -303,7 +303,7 @@ static int alloc_scratch(kvs_server_t *srv)
     return 0;
 }
 
-static int check_config(const kvs_server_config_t *c)
+int kvs_server_config_check(const kvs_server_config_t *c)
 {
     if (c->max_keys < 1 || c->max_keys > KVS_WIRE_KEYS_MAX ||
         c->max_body < 1024 || c->max_body > KVS_WIRE_BODY_MAX ||
@@ -344,7 +344,7 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     ret = kvs_handler_check();
     if (ret)
         return ret;
-    ret = check_config(cfg);
+    ret = kvs_server_config_check(cfg);
     if (ret)
         return ret;
     srv = calloc(1, sizeof(*srv));

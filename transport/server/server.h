@@ -54,6 +54,10 @@ typedef struct kvs_server kvs_server_t;
 
 void kvs_server_config_default(kvs_server_config_t *cfg);
 
+/* The checks kvs_server_create() makes of cfg, without creating anything:
+ * 0, or KVS_ECONFIG with the reason logged. */
+int kvs_server_config_check(const kvs_server_config_t *cfg);
+
 /*
  * Creates the UCX context and worker, registers the store's DRAM arena with
  * UCX once, and starts listening. The store is borrowed and must outlive the
