@@ -205,7 +205,7 @@ static int set_tenant(kvs_config_t *cfg, const char *name, const char *key,
             }
             if (t->nns == KVS_CONFIG_NS_MAX || strlen(tok) > KVS_NS_NAME_MAX) {
                 snprintf(err, errcap, "tenant.%s.namespaces: more than %d, "
-                         "or one longer than %d bytes", name,
+                         "or one longer than %u bytes", name,
                          KVS_CONFIG_NS_MAX, KVS_NS_NAME_MAX);
                 free(list);
                 return KVS_ECONFIG;
