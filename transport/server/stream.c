@@ -54,6 +54,8 @@ static void stx_link(stx_t **head, stx_t *t)
  * The stx itself is recycled if UCX completes it later. */
 void kvs_srvstream_stx_orphan_ep(kvs_srvstream_t *st, ucp_ep_h ep)
 {
+    if (!st)
+        return;
     for (stx_t *t = st->stx_live, *next; t; t = next) {
         next = t->lnext;
         if (!ep || t->ep != ep)
@@ -542,9 +544,18 @@ void kvs_srvstream_stop(kvs_srvstream_t *st)
             kvs_peer_fail(st, l, KVS_EPEER);
 }
 
+static void stx_free_list(stx_t **head)
+{
+    while (*head) {
+        stx_t *t = *head;
+
+        *head = t->lnext;
+        free(t);
+    }
+}
+
 void kvs_srvstream_destroy(kvs_srvstream_t *st)
 {
-
     if (!st)
         return;
     while (st->srcs) {
@@ -597,12 +608,18 @@ void kvs_srvstream_destroy(kvs_srvstream_t *st)
         st->stx_free = t->next;
         free(t);
     }
-    /* The worker is gone (kvs_server_destroy), so UCX calls back no more. */
-    while (st->stx_orphans) {
-        stx_t *t = st->stx_orphans;
+    /* Failed sends the tick has not reached yet: the objects their done
+     * callbacks would touch were freed above, so they are only freed. */
+    while (st->stx_failed) {
+        stx_t *t = st->stx_failed;
 
-        st->stx_orphans = t->lnext;
+        st->stx_failed = t->next;
         free(t);
     }
+    /* The worker is gone (kvs_server_destroy), so UCX calls back no more:
+     * sends it never completed (on an endpoint whose peer died) and orphans
+     * are freed here. */
+    stx_free_list(&st->stx_live);
+    stx_free_list(&st->stx_orphans);
     free(st);
 }
