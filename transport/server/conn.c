@@ -152,6 +152,10 @@ void kvs_conn_bulk_close(kvs_server_t *srv, kvs_bulk_t *b)
         }
     }
     srv->nbulks--;
+    /* The stream sends still on this endpoint would never complete (no
+     * peer error handling): they are finished now, whichever closes first,
+     * the bulk endpoint (its error, seen by bulk_sweep) or its connection. */
+    kvs_srvstream_stx_orphan_ep(srv->stream, b->ep);
     if (b->conn)
         b->conn->bulk = NULL;
     sp = ucp_ep_close_nbx(b->ep, &prm);

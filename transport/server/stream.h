@@ -48,6 +48,10 @@ void kvs_srvstream_tick(kvs_srvstream_t *st, uint64_t now_ns);
 /* A connection is closing (client or inbound peer): its puts are aborted,
  * its fetches cancelled, a link it carried fails. */
 void kvs_srvstream_conn_closed(kvs_srvstream_t *st, kvs_conn_t *conn);
+/* An endpoint without peer error handling is going away: the stream sends
+ * still on it are finished now with KVS_EPEER (UCX 1.13 would never
+ * complete them). st may be NULL. */
+void kvs_srvstream_stx_orphan_ep(kvs_srvstream_t *st, ucp_ep_h ep);
 /* Before the worker goes: force-closes outbound links. */
 void kvs_srvstream_stop(kvs_srvstream_t *st);
 /* After the worker is destroyed: drops what is left (aborting unsealed

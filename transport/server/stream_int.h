@@ -215,7 +215,6 @@ static inline uint8_t *part_buf(kvs_srvstream_t *st, kvs_put_stream_t *ps,
 }
 
 /* stream.c: sends, part receives. */
-void kvs_srvstream_stx_orphan_ep(kvs_srvstream_t *st, ucp_ep_h ep);
 int kvs_srvstream_send(kvs_srvstream_t *st, ucp_ep_h ep, const kvs_smsg_t *m,
                        const void *body, size_t body_len, const void *data,
                        size_t data_len, void (*done)(kvs_srvstream_t *, void *,
