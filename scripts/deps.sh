@@ -5,7 +5,8 @@ set -eu
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
       liburing-dev librocksdb-dev libzstd-dev libxxhash-dev libcmocka-dev
       libinih-dev libucx-dev ucx-utils libjson-c-dev libssl-dev
-      fio redis-server redis-tools python3 iproute2 iptables)
+      fio redis-server redis-tools python3 iproute2 iptables
+      libfuse3-dev fuse3)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
