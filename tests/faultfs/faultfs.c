@@ -8,9 +8,11 @@
  * and is driven through a control file, MOUNTPOINT/.faultfs, which does not
  * exist in the backing directory. Each line written to it is one command:
  *
- *   rule KIND SUBSTR [one_in N] [skip K] [limit M] [arg X] [at A] [span S]
+ *   rule KIND SUBSTR [op read|write|sync] [one_in N] [skip K] [limit M]
+ *        [arg X] [at A] [span S]
  *        adds a rule: operations on files whose path (from the mount root)
- *        contains SUBSTR ("*" matches every file) are faulted. Of the
+ *        contains SUBSTR ("*" matches every file) are faulted; with op, only
+ *        operations of that type (delay and cut take any type). Of the
  *        matching operations the first K are spared, then each one is hit
  *        with probability 1/N (N = 1, the default: all), at most M times
  *        (0, the default: no limit). KIND is one of
@@ -96,6 +98,7 @@ struct rule {
     enum kind kind;
     char substr[256];
     uint64_t one_in, skip, limit, arg, at, span;
+    int op;             /* enum op, or -1: any */
     uint64_t seen, fired;
 };
 
@@ -174,7 +177,7 @@ static struct rule *match(const char *path, enum op op, uint64_t *delay_us)
     g.ops++;
     for (unsigned i = 0; i < g.nrules; i++) {
         struct rule *r = &g.rules[i];
-        if (!kind_applies(r->kind, op) ||
+        if (!kind_applies(r->kind, op) || (r->op >= 0 && r->op != (int)op) ||
             (strcmp(r->substr, "*") != 0 && !strstr(path, r->substr)))
             continue;
         if (++r->seen <= r->skip || (r->limit && r->fired >= r->limit))
@@ -401,7 +404,7 @@ static int command(char *line)
     }
     if (strcmp(w, "rule") != 0 || g.nrules == MAX_RULES)
         return -EINVAL;
-    struct rule r = {.one_in = 1};
+    struct rule r = {.one_in = 1, .op = -1};
     char *k = strtok_r(NULL, " \t", &save), *sub = strtok_r(NULL, " \t", &save);
     if (!k || !sub || strlen(sub) >= sizeof(r.substr))
         return -EINVAL;
@@ -414,6 +417,13 @@ static int command(char *line)
     strcpy(r.substr, sub);
     while ((w = strtok_r(NULL, " \t", &save))) {
         char *v = strtok_r(NULL, " \t", &save);
+        if (!strcmp(w, "op") && v) {
+            r.op = !strcmp(v, "read") ? OP_READ : !strcmp(v, "write") ? OP_WRITE
+                 : !strcmp(v, "sync") ? OP_SYNC : -2;
+            if (r.op == -2)
+                return -EINVAL;
+            continue;
+        }
         uint64_t *dst = !strcmp(w, "one_in") ? &r.one_in
                       : !strcmp(w, "skip")   ? &r.skip
                       : !strcmp(w, "limit")  ? &r.limit

@@ -9,7 +9,8 @@
  *   drop_write                        success, the file is unchanged;
  *   torn_write                        success, only the prefix landed;
  *   delay                             the call takes at least that long;
- *   cut + restore                     synced bytes stay, unsynced bytes and
+ *   cut (now, or at a file's next sync)
+ *   + restore                         synced bytes stay, unsynced bytes and
  *                                     sizes are rolled back (also for a
  *                                     renamed file and a new file), and
  *                                     nothing works while the power is off.
@@ -206,6 +207,20 @@ static void test_power_cut(void)
           memcmp(got, buf, 8 * BS) == 0);
     close(fd);
     CHECK(stat(path_n, &st) == 0 && st.st_size == 0);
+
+    /* A cut scheduled at the next sync of one file: the write before it
+     * works, the sync fails, and the write is gone after restore. */
+    fn = open(path_n, O_RDWR | O_CLOEXEC);
+    CHECK(fn >= 0);
+    CHECK(kvs_test_faultfs_cmd("rule cut fn.dat op sync limit 1") == 0);
+    CHECK(pwrite(fn, "abc", 3, 0) == 3);
+    CHECK(kvs_test_faultfs_stat("power") == 0);
+    CHECK(fsync(fn) < 0 && errno == EIO);
+    CHECK(kvs_test_faultfs_stat("power") == 1);
+    CHECK(kvs_test_faultfs_cmd("restore") == 0);
+    CHECK(kvs_test_faultfs_cmd("clear") == 0);
+    CHECK(fstat(fn, &st) == 0 && st.st_size == 0);
+    close(fn);
 }
 
 int main(void)
