@@ -19,6 +19,8 @@
  *          eio_read    the read fails with EIO
  *          eio_write   the write fails with EIO, nothing is written
  *          eio_sync    fsync/fdatasync fail with EIO (nothing is made durable)
+ *          drop_sync   fsync/fdatasync report success and make nothing
+ *                      durable (a drive that lies about its cache flush)
  *          flip_read   one bit of the returned bytes is inverted, at a random
  *                      offset in [A, A + S) of the request (default: anywhere);
  *                      the file is not changed
@@ -84,11 +86,11 @@
 #define CTL_NAME "/.faultfs"
 #define MAX_RULES 32
 
-enum kind { K_EIO_READ, K_EIO_WRITE, K_EIO_SYNC, K_FLIP_READ, K_DROP_WRITE,
-            K_TORN_WRITE, K_DELAY, K_CUT, K_COUNT };
+enum kind { K_EIO_READ, K_EIO_WRITE, K_EIO_SYNC, K_DROP_SYNC, K_FLIP_READ,
+            K_DROP_WRITE, K_TORN_WRITE, K_DELAY, K_CUT, K_COUNT };
 
 static const char *const kind_name[K_COUNT] = {
-    "eio_read", "eio_write", "eio_sync", "flip_read", "drop_write",
+    "eio_read", "eio_write", "eio_sync", "drop_sync", "flip_read", "drop_write",
     "torn_write", "delay", "cut",
 };
 
@@ -161,7 +163,8 @@ static bool kind_applies(enum kind k, enum op op)
     case K_EIO_WRITE:
     case K_DROP_WRITE:
     case K_TORN_WRITE: return op == OP_WRITE;
-    case K_EIO_SYNC:   return op == OP_SYNC;
+    case K_EIO_SYNC:
+    case K_DROP_SYNC:  return op == OP_SYNC;
     default:           return true;
     }
 }
@@ -175,6 +178,8 @@ static struct rule *match(const char *path, enum op op, uint64_t *delay_us)
 
     *delay_us = 0;
     g.ops++;
+    if (!path)
+        path = ""; /* unlinked while open: only "*" matches it */
     for (unsigned i = 0; i < g.nrules; i++) {
         struct rule *r = &g.rules[i];
         if (!kind_applies(r->kind, op) || (r->op >= 0 && r->op != (int)op) ||
@@ -477,9 +482,10 @@ static int ctl_read(char *buf, size_t size, off_t off)
     return (int)len;
 }
 
+/* path is NULL for a file unlinked while open (hard_remove). */
 static bool is_ctl(const char *path)
 {
-    return strcmp(path, CTL_NAME) == 0;
+    return path && strcmp(path, CTL_NAME) == 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -670,6 +676,8 @@ static int do_sync(const char *path, int fd, int datasync)
     sleep_us(delay);
     if (r && r->kind == K_EIO_SYNC)
         return -EIO;
+    if (r && r->kind == K_DROP_SYNC)
+        return 0;
     pthread_mutex_lock(&g.lock);
     int ret = 0;
     if (g.power_off) {

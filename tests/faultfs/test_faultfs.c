@@ -146,6 +146,12 @@ static void test_faults(void)
     CHECK(kvs_test_faultfs_cmd("rule eio_sync fa.dat limit 1") == 0);
     CHECK(fdatasync(fd) < 0 && errno == EIO);
     CHECK(fdatasync(fd) == 0);
+    CHECK(pwrite(fd, buf, BS, 0) == BS);
+    CHECK(kvs_test_faultfs_cmd("rule drop_sync fa.dat limit 1") == 0);
+    CHECK(fdatasync(fd) == 0);
+    CHECK(kvs_test_faultfs_stat("unsynced_bytes") == BS);
+    CHECK(fdatasync(fd) == 0);
+    CHECK(kvs_test_faultfs_stat("unsynced_bytes") == 0);
 
     /* skip and one_in: the first two matches are spared, then one in
      * four of 400 reads of fb.dat fails (about 100). */
