@@ -13,6 +13,8 @@
  *   torn_write              data.kvs writes         only the header page lands
  *   eio_write               data.kvs writes         the durable put fails
  *   eio_write (index)       index/0* (WAL, SSTs)    the durable put fails
+ *   delay                   data.kvs, 1 op in 2     5 ms more: nothing else
+ *                                                   changes (200 puts, gets)
  *
  * Each kind has two sets of 1,000 blocks, written one durable put each
  * (KVS_PUT_NO_DRAM, so reads go to the disk): set G is read back with
@@ -274,6 +276,30 @@ static void run_kind(kvs_store_t *s, uint32_t ns, unsigned k,
     }
 }
 
+/* A slow disk: half the data file's writes and reads take 5 ms more.
+ * Durable puts and gets of 200 blocks must all succeed, right. */
+static void slow_disk(kvs_store_t *s, uint32_t ns)
+{
+    enum { N = 200 };
+    uint64_t fired0 = kvs_test_faultfs_stat("fired_delay");
+    unsigned put_bad = 0, get_bad = 0;
+
+    CHECK(kvs_test_faultfs_cmd("rule delay data.kvs one_in 2 arg 5000") == 0,
+          "rule");
+    for (unsigned i = 0; i < N; i++)
+        put_bad += put(s, ns, 97, 0, i) != 0;
+    for (unsigned i = 0; i < N; i++)
+        get_bad += get(s, ns, 97, 0, i) != 0;
+    CHECK(kvs_test_faultfs_cmd("clear") == 0, "clear");
+    uint64_t fired = kvs_test_faultfs_stat("fired_delay") - fired0;
+    CHECK(put_bad == 0 && get_bad == 0, "slow disk: %u puts, %u gets failed",
+          put_bad, get_bad);
+    CHECK(fired >= N / 2, "slow disk: only %" PRIu64 " delays", fired);
+    printf("diskfault: %-18s faults injected %5" PRIu64 "; puts ok %u "
+           "failed %u; gets right %u wrong or missing %u\n", "delay 5 ms",
+           fired, N - put_bad, put_bad, N - get_bad, get_bad);
+}
+
 /* Verify at the reopen may find only blocks that a get found damaged on
  * disk (set G of drop_write and torn_write): a get drops a damaged block
  * from the table, its index record only goes with verify or a reclaim. */
@@ -379,6 +405,8 @@ int main(void)
     for (unsigned k = 0; k < NKINDS; k++) {
         /* The index kind last: RocksDB takes no writes after a failed one
          * until it is reopened. */
+        if (kinds[k].index)
+            slow_disk(s, ns);
         run_kind(s, ns, k, &o[k]);
         printf("diskfault: %-18s faults injected %5" PRIu64 "; puts ok %4"
                PRIu64 " failed %4" PRIu64 "; gets: right %" PRIu64
