@@ -99,6 +99,7 @@ int main(int argc, char **argv)
             kill(fs, SIGKILL);
             waitpid(fs, &st, 0);
         }
+        kvs_test_rmtree(base);
         return KVS_TEST_SKIP;
     }
     setenv("KVS_FAULTFS", mnt, 1);

@@ -3,7 +3,7 @@
 # test_powercut). The store lives on faultfs; each cycle cuts the power
 # (every unsynced write of the data file and of the RocksDB index is
 # forgotten), kills the writer and restarts it; every acknowledged durable
-# put must come back with its bytes. About 4-5 minutes on 2 cores.
+# put must come back with its bytes. About 6 minutes on 2 cores.
 #
 #   tests/long/powercut.sh [BUILD_DIR] [CYCLES] [SEED]
 set -eu
