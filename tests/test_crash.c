@@ -1007,8 +1007,14 @@ int main(void)
               sh->pin_failures == 0 && sh->put_errors == 0 &&
               sh->retention_errors == 0 &&
               bad_exits == 0 && sh->checks_done > 0;
-    if (ok && !getenv("KVS_CRASH_KEEP"))
+    if (ok && !getenv("KVS_CRASH_KEEP")) {
         kvs_test_rmtree(dir);
+        if (cuts) {
+            char *slash = strrchr(ack_path, '/');
+            *slash = '\0'; /* the acknowledgement log's own directory */
+            kvs_test_rmtree(ack_path);
+        }
+    }
     printf("crash: %s\n", ok ? "PASS" : "FAIL");
     return ok ? 0 : 1;
 }
