@@ -9,7 +9,8 @@
  *   2. check: every acknowledged durable block is back with its bytes,
  *      every volatile block is absent or some version of itself;
  *   3. write: durable puts (class pinned, so that no eviction may take
- *      them), ordinary puts, deletes and gets; in half the cycles a rule
+ *      them; beyond 400 the oldest is retired, that is struck off the list
+ *      and then deleted), ordinary puts and deletes; in half the cycles a rule
  *      cuts the power at a random later operation of the daemon's files
  *      (any, or a sync: inside a durable put or an index commit), else the
  *      power is cut after a random number of client operations;
@@ -31,12 +32,14 @@
 #include "tests/e2e/e2e.h"
 #include "tests/testutil.h"
 
-#define DUR_MAX   8192u
+#define DUR_MAX   (1u << 17)
+#define DUR_LIVE  400u     /* acknowledged durable blocks kept */
 #define NVOL      256u
 #define BLK_MAX   (32u << 10)
 
 static uint8_t acked[DUR_MAX];
 static uint32_t next_dur;
+static uint32_t live[DUR_LIVE], live_head, nlive; /* oldest first */
 static uint64_t n_acked, n_checked, n_lost, n_wrong, n_errors, n_put_errors;
 static uint64_t n_vol_present, n_sched_fired, n_client_cuts;
 
@@ -148,6 +151,19 @@ static void write_phase(kvs_client_t *c, uint32_t cycle, uint64_t *rng)
             if (ret == 0) {
                 acked[n] = 1;
                 n_acked++;
+                if (nlive == DUR_LIVE) {
+                    uint32_t old = live[live_head];
+                    char okey[16];
+                    int st;
+                    acked[old] = 0; /* struck off first: may stay or go */
+                    snprintf(okey, sizeof(okey), "d%06u", old);
+                    kvs_client_key_t ck = {okey, 7};
+                    kvs_client_delete(c, &ck, 1, &st);
+                    live[live_head] = n;
+                    live_head = (live_head + 1) % DUR_LIVE;
+                } else {
+                    live[(live_head + nlive++) % DUR_LIVE] = n;
+                }
             } else if (!power_off()) {
                 n_put_errors++;
                 fprintf(stderr, "pcd: cycle %u: durable put %s: %s\n", cycle,
