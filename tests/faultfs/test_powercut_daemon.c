@@ -18,7 +18,7 @@
  *
  * A last cycle checks, runs VERIFY through the daemon, and stops it with
  * SIGTERM, which must be an orderly exit. KVS_PCD_CYCLES (default 50),
- * KVS_PCD_SEED; KVS_POWERCUT_RULE is one more faultfs rule for every cycle
+ * KVS_PCD_SEED (tests/long/powercut.sh daemon runs 3,000); KVS_POWERCUT_RULE is one more faultfs rule for every cycle
  * (with "rule drop_sync data.kvs" the test must report losses).
  */
 #include <inttypes.h>
