@@ -4,6 +4,8 @@
 #include "common/fs.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <dirent.h>
 #include <ftw.h>
 #include <linux/audit.h>
@@ -122,4 +124,65 @@ int kvs_test_find_fd(const char *path)
     }
     closedir(d);
     return found;
+}
+
+const char *kvs_test_faultfs(void)
+{
+    const char *m = getenv("KVS_FAULTFS");
+
+    return m && *m ? m : NULL;
+}
+
+int kvs_test_faultfs_cmd(const char *fmt, ...)
+{
+    char path[PATH_MAX], line[512];
+    const char *m = kvs_test_faultfs();
+    va_list ap;
+    int fd, n, ret = 0;
+
+    if (!m)
+        return -ENOENT;
+    va_start(ap, fmt);
+    n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(line) - 1)
+        return -EINVAL;
+    line[n++] = '\n';
+    snprintf(path, sizeof(path), "%s/.faultfs", m);
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (write(fd, line, (size_t)n) != n)
+        ret = -errno;
+    close(fd);
+    return ret;
+}
+
+uint64_t kvs_test_faultfs_stat(const char *key)
+{
+    char path[PATH_MAX], text[4096], *p;
+    const char *m = kvs_test_faultfs();
+    size_t klen = strlen(key);
+    ssize_t n;
+    int fd;
+
+    if (!m)
+        return UINT64_MAX;
+    snprintf(path, sizeof(path), "%s/.faultfs", m);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return UINT64_MAX;
+    n = read(fd, text, sizeof(text) - 1);
+    close(fd);
+    if (n <= 0)
+        return UINT64_MAX;
+    text[n] = '\0';
+    for (p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, key, klen) != 0 || p[klen] != ' ')
+            continue;
+        if (!strcmp(key, "power"))
+            return strncmp(p + klen + 1, "off", 3) == 0;
+        return strtoull(p + klen + 1, NULL, 10);
+    }
+    return UINT64_MAX;
 }

@@ -39,4 +39,16 @@ int kvs_test_seccomp(long nr, int match_fd, uint32_t action);
  * inode), or -1. */
 int kvs_test_find_fd(const char *path);
 
+/*
+ * The fault-injecting file system (tests/faultfs/). $KVS_FAULTFS names its
+ * mount point when a test runs under faultfs-run; NULL otherwise.
+ * kvs_test_faultfs_cmd() writes one command line to its control file
+ * (0 or -errno); kvs_test_faultfs_stat() reads one value from it ("power"
+ * reads 1 when the power is off), or UINT64_MAX when it cannot.
+ */
+const char *kvs_test_faultfs(void);
+int kvs_test_faultfs_cmd(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+uint64_t kvs_test_faultfs_stat(const char *key);
+
 #endif
