@@ -4,8 +4,10 @@
  * nothing else: the store itself, the block table's entry, the regions and
  * the write jobs. kvstore/store.h is the engine's public interface.
  *
- * Every block has one entry in a table allocated at open (no malloc on the
- * data path), found through a chained hash of (namespace, key):
+ * Every block has one entry in a table reserved at open for max_blocks
+ * entries (no malloc on the data path) and resident only as far as entries
+ * were handed out, found through a chained hash of (namespace, key) whose
+ * buckets double as blocks are linked:
  *
  *   buckets[hash & mask] -> entry -> entry -> NIL        (hnext chains)
  *   policy: window and main lists     (blocks in DRAM, kvstore/policy.h)
@@ -194,10 +196,13 @@ struct kvs_store {
     uint8_t *abase;
     struct entry *ents;       /* in ents_mem */
     kvs_huge_t ents_mem, buckets_mem; /* see common/hugemem.h */
-    uint32_t nents;
-    uint32_t free_head;
-    uint32_t *buckets;
-    uint32_t bucket_mask;
+    uint32_t nents;           /* capacity: max_blocks */
+    uint32_t nents_used;      /* entries ever handed out: [0, nents_used)
+                               * are resident, the rest untouched */
+    uint32_t free_head;       /* freed entries below nents_used */
+    uint32_t *buckets;        /* in buckets_mem */
+    uint32_t bucket_mask;     /* buckets - 1, a power of two */
+    uint32_t nlinked;         /* entries in the hash */
     kvs_policy_t *policy;     /* DRAM order: eviction and write-behind */
     struct region *regions;
     uint32_t nfree_regions;
@@ -308,6 +313,8 @@ bool kvs_table_lru_evictable(kvs_store_t *s, const struct entry *e);
 void kvs_table_touch_locked(kvs_store_t *s, struct entry *e);
 bool kvs_table_touch_run_locked(kvs_store_t *s, struct entry *const *e,
                                 size_t n);
+/* Buckets for a first few blocks (at open); -ENOMEM. */
+int kvs_table_buckets_init(kvs_store_t *s);
 /* A free entry, zeroed, E_USED, with a new uid; NULL if the table is full. */
 struct entry *kvs_table_alloc_locked(kvs_store_t *s);
 void kvs_table_free_locked(kvs_store_t *s, struct entry *e);

@@ -4,6 +4,10 @@
  * finds them by (namespace, key), the TTL list, the glue to the DRAM
  * order of kvstore/policy.c, and an entry's life from allocation to free.
  *
+ * Entries are handed out from the free list, else from the untouched part
+ * of the table above nents_used, so the table's resident memory follows
+ * the most blocks it held at once, not max_blocks.
+ *
  * Invariants: an entry is in the hash exactly while E_LINKED; tracked by
  * the policy only while it has a DRAM copy; on the TTL
  * list exactly while E_INTTL, which is while it is linked and has a TTL
@@ -20,6 +24,7 @@
 #include "common/debug.h"
 #include "common/log.h"
 
+#include <errno.h>
 #include <string.h>
 
 struct entry *kvs_table_lookup_locked(kvs_store_t *s, uint32_t ns,
@@ -92,13 +97,70 @@ void kvs_table_ttl_sync(kvs_store_t *s, struct entry *e)
         kvs_table_ttl_del(s, e);
 }
 
+/* The buckets start at BUCKETS_MIN and double whenever the hash holds more
+ * blocks than buckets, up to the power of two at or above max_blocks: at
+ * most 8 bytes of buckets per linked block, and an idle store with a large
+ * max_blocks holds 256 KiB of them. A doubling rehashes every linked entry
+ * under `lock` (about 10 ns an entry: 80 ms at 8,388,608 blocks, once);
+ * the amortised cost of a link stays O(1). A doubling that cannot get
+ * memory leaves the hash as it is, longer chains but correct. */
+#define BUCKETS_MIN (1u << 16)
+
+static int buckets_map(uint32_t nb, kvs_huge_t *mem)
+{
+    if (kvs_huge_map((size_t)nb * sizeof(uint32_t), mem) != 0)
+        return -ENOMEM;
+    memset(mem->base, 0xff, (size_t)nb * sizeof(uint32_t));
+    return 0;
+}
+
+int kvs_table_buckets_init(kvs_store_t *s)
+{
+    uint32_t nb = 1;
+
+    while (nb < s->nents && nb < BUCKETS_MIN)
+        nb <<= 1;
+    if (buckets_map(nb, &s->buckets_mem))
+        return -ENOMEM;
+    s->buckets = s->buckets_mem.base;
+    s->bucket_mask = nb - 1;
+    return 0;
+}
+
+static void buckets_grow(kvs_store_t *s)
+{
+    uint32_t nb = (s->bucket_mask + 1) * 2;
+    kvs_huge_t mem;
+    uint32_t *b;
+
+    if (buckets_map(nb, &mem))
+        return;
+    b = mem.base;
+    for (uint32_t i = 0; i < s->nents_used; i++) {
+        struct entry *e = &s->ents[i];
+        if (!(e->flags & E_LINKED))
+            continue;
+        e->hnext = b[e->hash & (nb - 1)];
+        b[e->hash & (nb - 1)] = i;
+    }
+    kvs_huge_unmap(&s->buckets_mem);
+    s->buckets_mem = mem;
+    s->buckets = b;
+    s->bucket_mask = nb - 1;
+}
+
 void kvs_table_link(kvs_store_t *s, struct entry *e)
 {
-    uint32_t *b = &s->buckets[e->hash & s->bucket_mask];
+    uint32_t *b;
 
+    if (s->nlinked > s->bucket_mask && s->bucket_mask + 1 < s->nents &&
+        s->bucket_mask < (1u << 31) - 1)
+        buckets_grow(s);
+    b = &s->buckets[e->hash & s->bucket_mask];
     e->hnext = *b;
     *b = eidx(s, e);
     e->flags |= E_LINKED;
+    s->nlinked++;
     kvs_table_ttl_sync(s, e);
 }
 
@@ -113,6 +175,7 @@ void kvs_table_unlink(kvs_store_t *s, struct entry *e)
     }
     *p = e->hnext;
     e->flags &= ~E_LINKED;
+    s->nlinked--;
     kvs_table_ttl_sync(s, e);
 }
 
@@ -180,10 +243,14 @@ struct entry *kvs_table_alloc_locked(kvs_store_t *s)
 {
     struct entry *e;
 
-    if (s->free_head == NIL)
+    if (s->free_head != NIL) {
+        e = &s->ents[s->free_head];
+        s->free_head = e->hnext;
+    } else if (s->nents_used < s->nents) {
+        e = &s->ents[s->nents_used++]; /* first write makes it resident */
+    } else {
         return NULL;
-    e = &s->ents[s->free_head];
-    s->free_head = e->hnext;
+    }
     memset(e, 0, sizeof(*e));
     e->flags = E_USED;
     e->hnext = e->rg_prev = e->rg_next = NIL;
@@ -252,7 +319,7 @@ static int check_list_locked(kvs_store_t *s, const char *what, uint32_t head,
 
     for (uint32_t i = head; i != NIL; i = *(uint32_t *)((char *)&s->ents[i] +
                                                         next_off)) {
-        if (i >= s->nents || n++ > s->nents) {
+        if (i >= s->nents_used || n++ > s->nents_used) {
             kvs_error("store check: %s list runs off the table", what);
             return KVS_ECORRUPT;
         }
@@ -264,7 +331,7 @@ static int check_list_locked(kvs_store_t *s, const char *what, uint32_t head,
         }
         prev = i;
     }
-    for (uint32_t i = 0; i < s->nents; i++)
+    for (uint32_t i = 0; i < s->nents_used; i++)
         flagged += (s->ents[i].flags & flag) != 0;
     if (prev != tail || flagged != n || (expect != UINT32_MAX && n != expect)) {
         kvs_error("store check: %s list: %u entries, %u flagged, tail %s",
@@ -279,7 +346,7 @@ int kvs_table_check_locked(kvs_store_t *s)
     uint32_t with_ttl = 0;
     int ret;
 
-    for (uint32_t i = 0; i < s->nents; i++)
+    for (uint32_t i = 0; i < s->nents_used; i++)
         with_ttl += (s->ents[i].flags & E_LINKED) && s->ents[i].expiry_ms;
     ret = kvs_policy_check(s->policy);
     if (!ret)
