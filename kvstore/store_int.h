@@ -89,32 +89,37 @@ struct entry {
      * lines (a block table spread over a large store misses on each). */
     uint64_t hash;          /* XXH3-64 of (ns, key) */
     uint32_t hnext;         /* hash chain */
-    uint32_t ns;
-    uint32_t flags;         /* E_* */
+    uint16_t ns;            /* < ns_cap (65,536) */
+    uint8_t flags;          /* E_* */
     uint8_t key_len, parent_len, cls, elem_size;
+    uint8_t codec;          /* of the disk copy */
+    uint16_t hits;          /* accesses since put, saturating */
+    uint16_t nparts;        /* 1..KVS_PARTS_MAX */
     uint64_t expiry_ms;     /* wall clock; 0: none */
     uint8_t key[KVS_KEY_MAX];
     uint64_t uid;           /* unique per put */
-    uint16_t hits;          /* accesses since put, saturating */
-    uint8_t codec;          /* of the disk copy */
     uint32_t ttl_prev, ttl_next; /* TTL list: linked entries with a TTL */
     /* The rest. */
     uint32_t rg_prev, rg_next;
     uint32_t refs;          /* callers' references (pins, views, leases) */
     uint32_t busy;          /* the store's own I/O in progress */
-    uint32_t nparts;
     uint32_t flush_gen;     /* the last flush that wrote it */
-    uint64_t raw_len;       /* bytes */
+    uint32_t raw_len;       /* bytes, <= max_block_bytes */
+    uint32_t stored_len;    /* bytes after the codec, when E_DISK */
+    uint32_t dram_bytes;    /* allocated, header pages included; fits:
+                             * max_block_bytes <= 1 GiB (config check) */
     uint64_t group;
     uint64_t dram_off;      /* of the data in the arena, when E_DRAM */
-    uint64_t dram_bytes;    /* allocated, header pages included */
     kvs_seg_loc_t loc;      /* when E_DISK */
-    uint64_t stored_len;    /* bytes after the codec, when E_DISK */
     uint64_t data_xxh;      /* XXH3-64 of the raw bytes */
     uint8_t parent[KVS_KEY_MAX];
 } __attribute__((aligned(64)));
 _Static_assert(offsetof(struct entry, ttl_next) + 4 <= 128,
                "a lookup and a touch read two cache lines of an entry");
+/* Four cache lines, 128 of them key and parent bytes: what an indexed
+ * block costs (docs/operations.md, "Memory"). */
+_Static_assert(sizeof(struct entry) == 256, "an entry is 256 bytes");
+_Static_assert(KVS_PARTS_MAX <= UINT16_MAX, "nparts fits an entry");
 
 /*
  * Region life cycle:
