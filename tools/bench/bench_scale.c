@@ -132,6 +132,28 @@ static void wipe(const char *dir)
     bench_rmtree(path);
 }
 
+/* An empty store of c, and its namespace: 0, or 1 with the reason
+ * printed. */
+static int open_fresh(const kvs_store_config_t *c, kvs_store_t **s,
+                      uint32_t *ns)
+{
+    int ret;
+
+    wipe(c->dir);
+    ret = kvs_store_open(c, s);
+    if (ret) {
+        fprintf(stderr, "scale: open: %s\n", kvs_strerror(ret));
+        return 1;
+    }
+    ret = kvs_store_ns_open(*s, "scale", 2, ns);
+    if (ret) {
+        fprintf(stderr, "scale: namespace: %s\n", kvs_strerror(ret));
+        kvs_store_close(*s);
+        return 1;
+    }
+    return 0;
+}
+
 /* RSS of an idle, empty store of c, less the RSS before it opened and its
  * arena; -1 on failure. */
 static double idle_rss(const kvs_store_config_t *c)
@@ -139,14 +161,10 @@ static double idle_rss(const kvs_store_config_t *c)
     uint64_t before = rss_bytes(), after;
     kvs_store_stats_t st;
     kvs_store_t *s;
-    int ret;
+    uint32_t ns;
 
-    wipe(c->dir);
-    ret = kvs_store_open(c, &s);
-    if (ret) {
-        fprintf(stderr, "scale: open: %s\n", kvs_strerror(ret));
+    if (open_fresh(c, &s, &ns))
         return -1;
-    }
     usleep(200 * 1000); /* the background thread has started and slept */
     after = rss_bytes();
     kvs_store_stats(s, &st);
@@ -247,15 +265,11 @@ static int scale_run(const struct opts *o, bool *over)
     buf = malloc(2 * KVS_MAX(SCALE_BATCH * o->block, 2 * o->block));
     if (!buf)
         return 1;
-    wipe(o->dir);
     uint64_t before = rss_bytes();
-    ret = kvs_store_open(&c, &s);
-    if (ret) {
-        fprintf(stderr, "scale: open: %s\n", kvs_strerror(ret));
+    if (open_fresh(&c, &s, &ns)) {
         free(buf);
         return 1;
     }
-    kvs_store_ns_open(s, "scale", 2, &ns);
     usleep(200 * 1000);
     uint64_t idle = rss_bytes();
     double t0 = bench_now();
@@ -323,26 +337,20 @@ static int amp_run(const struct opts *o, uint64_t size, const char *name)
     uint8_t *buf;
     uint32_t ns;
     char fig[64];
-    int ret;
+    int ret = 0;
 
     /* DRAM room for all of them at three times their size, so nothing is
      * written behind before they are measured. */
     config(&c, o->dir, KVS_ALIGN_UP(3 * k * (size + 8192), 2ull << 20), size,
            k, (uint32_t)(k + 1024));
     c.dram_high_pct = 95;
-    buf = malloc(2 * SCALE_BATCH * size > (64ull << 20) ? 2 * 16 * size
-                                                        : 2 * SCALE_BATCH * size);
+    buf = malloc(size);
     if (!buf)
         return 1;
-    wipe(o->dir);
-    ret = kvs_store_open(&c, &s);
-    if (ret) {
-        fprintf(stderr, "scale: open: %s\n", kvs_strerror(ret));
+    if (open_fresh(&c, &s, &ns)) {
         free(buf);
         return 1;
     }
-    kvs_store_ns_open(s, "scale", 2, &ns);
-    /* Batches of at most 16 large blocks, so buf stays small. */
     uint8_t key[SCALE_KEY];
     for (uint64_t i = 0; i < k && !ret; i++) {
         kvs_iov_t iov = {buf, size};
