@@ -141,12 +141,15 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
     }
     s->abase = kvs_arena_base(s->arena);
     /* A block in DRAM takes at least two arena pages (its header's and
-     * its data's), which bounds the blocks the policy orders at once. */
-    ret = kvs_policy_create(
-        cfg->max_blocks,
-        (uint32_t)KVS_MIN(kvs_arena_size(s->arena) / (2 * KVS_ARENA_PAGE),
-                          (uint64_t)UINT32_MAX),
-        cfg->policy_window_pct, &s->policy);
+     * its data's), which bounds the blocks the policy orders at once: its
+     * slots and ghost lists are sized by that, not by max_blocks. */
+    uint32_t cache_blocks = (uint32_t)KVS_MIN(
+        kvs_arena_size(s->arena) / (2 * KVS_ARENA_PAGE),
+        (uint64_t)cfg->max_blocks);
+    ret = kvs_table_pslots_init(s, cache_blocks);
+    if (!ret)
+        ret = kvs_policy_create(cache_blocks, cache_blocks,
+                                cfg->policy_window_pct, &s->policy);
     if (ret)
         goto err_close;
     if (cfg->admit_ghost_factor) {
@@ -188,6 +191,7 @@ void kvs_store_close(kvs_store_t *s)
     kvs_arena_destroy(s->arena);
     kvs_ghost_destroy(s->ghost);
     kvs_policy_destroy(s->policy);
+    free(s->pslot_ent);
     if (s->ns)
         for (uint32_t i = 0; i < s->nns; i++)
             free(s->ns[i].name);

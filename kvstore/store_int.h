@@ -106,8 +106,8 @@ struct entry {
     uint32_t flush_gen;     /* the last flush that wrote it */
     uint32_t raw_len;       /* bytes, <= max_block_bytes */
     uint32_t stored_len;    /* bytes after the codec, when E_DISK */
-    uint32_t dram_bytes;    /* allocated, header pages included; fits:
-                             * max_block_bytes <= 1 GiB (config check) */
+    uint32_t pslot;         /* its node in the DRAM order while E_DRAM
+                             * (table.c), else NIL */
     uint64_t group;
     uint64_t dram_off;      /* of the data in the arena, when E_DRAM */
     kvs_seg_loc_t loc;      /* when E_DISK */
@@ -209,6 +209,11 @@ struct kvs_store {
     uint32_t bucket_mask;     /* buckets - 1, a power of two */
     uint32_t nlinked;         /* entries in the hash */
     kvs_policy_t *policy;     /* DRAM order: eviction and write-behind */
+    uint32_t *pslot_ent;      /* policy slot -> entry, npslots of them: a
+                               * slot per block DRAM can hold, not per
+                               * entry (table.c) */
+    uint32_t npslots;
+    uint32_t pslot_free;      /* free slots, chained through pslot_ent */
     struct region *regions;
     uint32_t nfree_regions;
     uint64_t reclaim_retry_ns; /* no reclaim before this (mono clock) */
@@ -318,8 +323,10 @@ bool kvs_table_lru_evictable(kvs_store_t *s, const struct entry *e);
 void kvs_table_touch_locked(kvs_store_t *s, struct entry *e);
 bool kvs_table_touch_run_locked(kvs_store_t *s, struct entry *const *e,
                                 size_t n);
-/* Buckets for a first few blocks (at open); -ENOMEM. */
+/* Buckets for a first few blocks, and the policy's slots, one per block
+ * DRAM can hold (at open); -ENOMEM. */
 int kvs_table_buckets_init(kvs_store_t *s);
+int kvs_table_pslots_init(kvs_store_t *s, uint32_t npslots);
 /* A free entry, zeroed, E_USED, with a new uid; NULL if the table is full. */
 struct entry *kvs_table_alloc_locked(kvs_store_t *s);
 void kvs_table_free_locked(kvs_store_t *s, struct entry *e);
@@ -345,6 +352,11 @@ int kvs_region_open_next_wlocked(kvs_store_t *s);
 
 /* DRAM for a block: its extent, header pages included. */
 uint64_t kvs_dram_bytes_for(uint64_t raw_len, uint32_t nparts);
+/* The DRAM entry e takes (or would take). */
+static inline uint64_t kvs_dram_bytes_of(const struct entry *e)
+{
+    return kvs_dram_bytes_for(e->raw_len, e->nparts);
+}
 void kvs_dram_zero_tail(uint8_t *data, uint64_t raw_len, uint32_t nparts);
 /* Frees e's DRAM copy (e in DRAM, not referenced). */
 void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e);

@@ -25,6 +25,7 @@
 #include "common/log.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct entry *kvs_table_lookup_locked(kvs_store_t *s, uint32_t ns,
@@ -180,32 +181,68 @@ void kvs_table_unlink(kvs_store_t *s, struct entry *e)
 }
 
 /* The DRAM order is the policy's (kvstore/policy.h); these adapt it to
- * entries. A block goes behind its parent when the parent is in DRAM, so
- * that a chain's leaves are reached before its ancestors. */
+ * entries. The policy numbers its blocks by slot, and has one slot per
+ * block DRAM can hold at once (two arena pages at least each), not one
+ * per entry: an entry takes a slot (pslot) when it enters DRAM and gives
+ * it back when it leaves, so the order's 24 bytes a block are paid for
+ * DRAM's blocks only. pslot_ent maps a slot back to its entry, and
+ * chains the free slots. A block goes behind its parent when the parent
+ * is in DRAM, so that a chain's leaves are reached before its ancestors. */
+int kvs_table_pslots_init(kvs_store_t *s, uint32_t npslots)
+{
+    s->pslot_ent = malloc((size_t)npslots * sizeof(*s->pslot_ent));
+    if (!s->pslot_ent)
+        return -ENOMEM;
+    s->npslots = npslots;
+    for (uint32_t i = 0; i < npslots; i++)
+        s->pslot_ent[i] = i + 1 < npslots ? i + 1 : NIL;
+    s->pslot_free = 0;
+    return 0;
+}
+
 void kvs_table_lru_push(kvs_store_t *s, struct entry *e, struct entry *parent)
 {
-    kvs_policy_insert(s->policy, eidx(s, e), e->hash,
-                      parent ? eidx(s, parent) : KVS_POLICY_NIL);
+    uint32_t slot = s->pslot_free;
+
+    if (e->pslot != NIL)
+        return;
+    /* DRAM holds fewer blocks than slots (see above). */
+    kvs_assert(slot != NIL);
+    s->pslot_free = s->pslot_ent[slot];
+    s->pslot_ent[slot] = eidx(s, e);
+    e->pslot = slot;
+    kvs_policy_insert(s->policy, slot, e->hash,
+                      parent ? parent->pslot : KVS_POLICY_NIL);
 }
 
 void kvs_table_lru_remove(kvs_store_t *s, struct entry *e, bool remember)
 {
-    kvs_policy_remove(s->policy, eidx(s, e), e->hash, remember);
+    if (e->pslot == NIL)
+        return;
+    kvs_policy_remove(s->policy, e->pslot, e->hash, remember);
+    s->pslot_ent[e->pslot] = s->pslot_free;
+    s->pslot_free = e->pslot;
+    e->pslot = NIL;
+}
+
+static uint32_t ent_of(const kvs_store_t *s, uint32_t slot)
+{
+    return slot == KVS_POLICY_NIL ? NIL : s->pslot_ent[slot];
 }
 
 uint32_t kvs_table_lru_coldest(kvs_store_t *s)
 {
-    return kvs_policy_coldest(s->policy);
+    return ent_of(s, kvs_policy_coldest(s->policy));
 }
 
 uint32_t kvs_table_lru_warmer(kvs_store_t *s, uint32_t i)
 {
-    return kvs_policy_warmer(s->policy, i);
+    return ent_of(s, kvs_policy_warmer(s->policy, s->ents[i].pslot));
 }
 
 bool kvs_table_lru_evictable(kvs_store_t *s, const struct entry *e)
 {
-    return kvs_policy_evictable(s->policy, eidx(s, e));
+    return e->pslot == NIL || kvs_policy_evictable(s->policy, e->pslot);
 }
 
 static void count_hit(struct entry *e)
@@ -218,7 +255,8 @@ static void count_hit(struct entry *e)
 void kvs_table_touch_locked(kvs_store_t *s, struct entry *e)
 {
     count_hit(e);
-    kvs_policy_touch(s->policy, eidx(s, e));
+    if (e->pslot != NIL)
+        kvs_policy_touch(s->policy, e->pslot);
 }
 
 /* Touches e[0..n-1] (a MATCH's chain, root first) in one splice when the
@@ -230,8 +268,11 @@ bool kvs_table_touch_run_locked(kvs_store_t *s, struct entry *const *e,
 
     if (n == 0 || n > 256)
         return false;
-    for (size_t i = 0; i < n; i++)
-        slots[i] = eidx(s, e[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (e[i]->pslot == NIL)
+            return false;
+        slots[i] = e[i]->pslot;
+    }
     if (!kvs_policy_touch_run(s->policy, slots, n))
         return false;
     for (size_t i = 0; i < n; i++)
@@ -253,7 +294,7 @@ struct entry *kvs_table_alloc_locked(kvs_store_t *s)
     }
     memset(e, 0, sizeof(*e));
     e->flags = E_USED;
-    e->hnext = e->rg_prev = e->rg_next = NIL;
+    e->hnext = e->rg_prev = e->rg_next = e->pslot = NIL;
     e->uid = ++s->uid_seq;
     return e;
 }
@@ -349,6 +390,17 @@ int kvs_table_check_locked(kvs_store_t *s)
     for (uint32_t i = 0; i < s->nents_used; i++)
         with_ttl += (s->ents[i].flags & E_LINKED) && s->ents[i].expiry_ms;
     ret = kvs_policy_check(s->policy);
+    for (uint32_t i = 0; i < s->nents_used && !ret; i++) {
+        const struct entry *e = &s->ents[i];
+        if (e->pslot == NIL)
+            continue;
+        if (e->pslot >= s->npslots || s->pslot_ent[e->pslot] != i ||
+            !(e->flags & E_DRAM) || !kvs_policy_tracked(s->policy, e->pslot)) {
+            kvs_error("store check: entry %u: policy slot %u not its own",
+                      i, e->pslot);
+            ret = KVS_ECORRUPT;
+        }
+    }
     if (!ret)
         ret = check_list_locked(s, "TTL", s->ttl_head, s->ttl_tail,
                                 offsetof(struct entry, ttl_next),
