@@ -12,7 +12,7 @@
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
 #endif
 
-int kvs_huge_map(size_t len, kvs_huge_t *h)
+int kvs_huge_reserve(size_t len, kvs_huge_t *h)
 {
     memset(h, 0, sizeof(*h));
     if (len == 0 || len > SIZE_MAX - HUGE_ALIGN)
@@ -28,6 +28,15 @@ int kvs_huge_map(size_t len, kvs_huge_t *h)
                        ~(uintptr_t)(HUGE_ALIGN - 1));
     h->len = len;
     (void)madvise(h->base, len, MADV_HUGEPAGE);
+    return 0;
+}
+
+int kvs_huge_map(size_t len, kvs_huge_t *h)
+{
+    int ret = kvs_huge_reserve(len, h);
+
+    if (ret)
+        return ret;
     if (madvise(h->base, len, MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
         for (size_t off = 0; off < len; off += 4096)
             ((volatile uint8_t *)h->base)[off] = 0;

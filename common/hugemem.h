@@ -26,6 +26,11 @@ typedef struct kvs_huge {
 /* Maps len (> 0) bytes. 0, or -ENOMEM with *h zeroed. */
 int kvs_huge_map(size_t len, kvs_huge_t *h);
 
+/* Maps len (> 0) bytes on 2 MiB pages where the kernel gives them, but
+ * populates nothing: memory becomes resident as it is first written, so a
+ * table sized for its most entries costs what it holds. 0, or -ENOMEM. */
+int kvs_huge_reserve(size_t len, kvs_huge_t *h);
+
 /* Unmaps; a zeroed kvs_huge_t is a no-op. */
 void kvs_huge_unmap(kvs_huge_t *h);
 

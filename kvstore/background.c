@@ -154,7 +154,7 @@ static void *background_main(void *arg)
         if (flush && !ret && n == 0) {
             /* Whatever this flush wrote but a reclaim took off the disk
              * again did not fit: the disk tier is smaller than DRAM. */
-            for (uint32_t i = 0; i < s->nents && !ret; i++)
+            for (uint32_t i = 0; i < s->nents_used && !ret; i++)
                 if ((s->ents[i].flags & E_LINKED) &&
                     s->ents[i].flush_gen == want &&
                     !(s->ents[i].flags & E_DISK))

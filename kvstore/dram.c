@@ -26,7 +26,7 @@ void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e)
     kvs_assert(e->refs == 0);
     kvs_table_lru_remove(s, e, true);
     kvs_arena_free(s->arena, e->dram_off - kvs_segment_hdr_bytes(e->nparts),
-                   e->dram_bytes);
+                   kvs_dram_bytes_of(e));
     e->flags &= ~E_DRAM;
     s->st.dram_blocks--;
     pthread_cond_broadcast(&s->space_cv);

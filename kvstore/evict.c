@@ -143,7 +143,7 @@ uint32_t kvs_evict_pick_degrade_locked(kvs_store_t *s, uint32_t *out,
         if (e->refs || e->cls == KVS_CLASS_PINNED)
             continue;
         if (e->flags & E_DISK) {
-            bytes += e->dram_bytes;
+            bytes += kvs_dram_bytes_of(e);
             kvs_dram_drop_locked(s, e);
             continue;
         }
@@ -152,7 +152,7 @@ uint32_t kvs_evict_pick_degrade_locked(kvs_store_t *s, uint32_t *out,
         if (e->cls == KVS_CLASS_SCRATCH &&
             e->hits < s->cfg.admit_scratch_hits &&
             kvs_table_lru_evictable(s, e)) {
-            bytes += e->dram_bytes;
+            bytes += kvs_dram_bytes_of(e);
             kvs_table_lru_remove(s, e, true);
             kvs_table_remove_locked(s, e);
             s->st.admission_rejected++;
@@ -161,8 +161,8 @@ uint32_t kvs_evict_pick_degrade_locked(kvs_store_t *s, uint32_t *out,
         }
         e->busy++;
         out[n++] = eidx(s, e);
-        bytes += e->dram_bytes;
-        s->degrade_pending += e->dram_bytes;
+        bytes += kvs_dram_bytes_of(e);
+        s->degrade_pending += kvs_dram_bytes_of(e);
     }
     return n;
 }

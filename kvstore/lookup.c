@@ -119,7 +119,7 @@ int kvs_store_scan(kvs_store_t *s, uint32_t ns, uint64_t group,
     uint64_t now = kvs_clock_real_ms(), n = 0;
 
     pthread_mutex_lock(&s->lock);
-    for (uint32_t i = 0; i < s->nents; i++) {
+    for (uint32_t i = 0; i < s->nents_used; i++) {
         const struct entry *e = &s->ents[i];
         kvs_block_info_t info;
         if (!(e->flags & E_LINKED) || e->ns != ns || expired(e, now) ||

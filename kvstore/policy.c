@@ -21,9 +21,13 @@
  * parent link carries the parent's generation, so a child of a block that
  * was replaced meanwhile does not count against the new occupant.
  *
- * Memory: 24 bytes a slot, plus the ghosts (4, 1 and 1 x nslots hashes,
- * each 8 bytes in a ring and 2 to 4 set slots of 8 bytes): at most
- * 24 + 6 x 40 = 264 bytes a slot, all allocated at create.
+ * Memory: 24 bytes a slot (calloc'd: resident as slots are first used),
+ * plus the ghosts, sized by what the cache can hold, not by the slots: 4, 1
+ * and 1 x cap hashes (cap: the most blocks DRAM holds at once, at most
+ * nslots), each 8 bytes in a ring and 2 to 4 set slots of 8 bytes, so at
+ * most 6 x 40 = 240 bytes per block of cache. ARC's ghosts are as long as
+ * the cache; a ghost as long as max_blocks, which counts the disk's blocks
+ * too, remembered keys no window could have kept.
  */
 #include "kvstore/policy.h"
 #include "kvstore/ghost.h"
@@ -35,8 +39,8 @@
 
 #define NIL KVS_POLICY_NIL
 #define SHARE_ONE 65536u          /* a share of 1, fixed point */
-#define GHOST_W_FACTOR 4          /* window ghost: 4 x nslots keys */
-#define GHOST_M_FACTOR 1          /* main ghost: 1 x nslots keys */
+#define GHOST_W_FACTOR 4          /* window ghost: 4 x cap keys */
+#define GHOST_M_FACTOR 1          /* main ghost: 1 x cap keys */
 #define START_SHARE (SHARE_ONE / 2) /* no prior: halfway */
 
 enum { L_NONE = 0, L_WIN, L_MAIN, L_COUNT };
@@ -55,25 +59,28 @@ _Static_assert(sizeof(struct node) == 24, "24 bytes a slot");
 struct kvs_policy {
     struct node *n;
     uint32_t nslots;
+    uint32_t cap;           /* the cache's size in blocks, <= nslots */
     uint32_t head[L_COUNT], tail[L_COUNT], count[L_COUNT];
     uint32_t share;         /* window target, 1/65536 of tracked blocks */
     bool adaptive;
     uint8_t walk_first;     /* the list a walk started in */
     kvs_ghost_t *ghost_w, *ghost_m;
-    kvs_ghost_t *ghost_wr;  /* the last nslots of ghost_w's keys */
+    kvs_ghost_t *ghost_wr;  /* the last cap of ghost_w's keys */
 };
 
 /* Ghost lists hold at most 2^28 keys (ghost.h). */
-static uint32_t ghost_cap(uint32_t factor, uint32_t nslots)
+static uint32_t ghost_cap(uint32_t factor, uint32_t cap)
 {
-    uint64_t n = (uint64_t)factor * nslots;
+    uint64_t n = (uint64_t)factor * cap;
 
     return (uint32_t)(n < (1u << 28) ? n : (1u << 28));
 }
 
-int kvs_policy_create(uint32_t nslots, uint32_t window_pct,
-                      kvs_policy_t **policy_out)
+int kvs_policy_create(uint32_t nslots, uint32_t cache_blocks,
+                      uint32_t window_pct, kvs_policy_t **policy_out)
 {
+    uint32_t cap = cache_blocks && cache_blocks < nslots ? cache_blocks
+                                                         : nslots;
     kvs_policy_t *p;
 
     if (nslots == 0 || nslots > (1u << 28) ||
@@ -83,14 +90,15 @@ int kvs_policy_create(uint32_t nslots, uint32_t window_pct,
     if (!p)
         return -ENOMEM;
     p->n = calloc(nslots, sizeof(*p->n));
-    if (!p->n || kvs_ghost_create(ghost_cap(GHOST_W_FACTOR, nslots),
+    if (!p->n || kvs_ghost_create(ghost_cap(GHOST_W_FACTOR, cap),
                                   &p->ghost_w) ||
-        kvs_ghost_create(ghost_cap(GHOST_M_FACTOR, nslots), &p->ghost_m) ||
-        kvs_ghost_create(nslots, &p->ghost_wr)) {
+        kvs_ghost_create(ghost_cap(GHOST_M_FACTOR, cap), &p->ghost_m) ||
+        kvs_ghost_create(cap, &p->ghost_wr)) {
         kvs_policy_destroy(p);
         return -ENOMEM;
     }
     p->nslots = nslots;
+    p->cap = cap;
     for (int l = 0; l < L_COUNT; l++)
         p->head[l] = p->tail[l] = NIL;
     p->adaptive = window_pct == KVS_POLICY_ADAPTIVE;
@@ -166,7 +174,7 @@ static void adapt(kvs_policy_t *p, bool grow)
 {
     uint32_t gw = kvs_ghost_count(p->ghost_w), gm = kvs_ghost_count(p->ghost_m);
     uint64_t ratio = grow ? (gw ? gm / gw : 1) : (gm ? gw / gm : 1);
-    uint64_t step = (ratio ? ratio : 1) * SHARE_ONE / p->nslots;
+    uint64_t step = (ratio ? ratio : 1) * SHARE_ONE / p->cap;
 
     if (!p->adaptive)
         return;
@@ -190,7 +198,7 @@ void kvs_policy_insert(kvs_policy_t *p, uint32_t slot, uint64_t hash,
     if (kvs_ghost_contains(p->ghost_w, hash)) {
         kvs_ghost_remove(p->ghost_w, hash);
         /* Only a recent drop says the window was too small: one that a
-         * window of at most nslots blocks would have kept. */
+         * window of at most cap blocks would have kept. */
         if (kvs_ghost_contains(p->ghost_wr, hash)) {
             kvs_ghost_remove(p->ghost_wr, hash);
             adapt(p, true);

@@ -28,10 +28,12 @@
 
 typedef struct kvs_policy kvs_policy_t;
 
-/* nslots > 0; window_pct 0..100 for a fixed window share, or
+/* nslots > 0; cache_blocks: the most blocks the cache can hold at once,
+ * which sizes the ghost lists and the adaptation step (0, or more than
+ * nslots: nslots); window_pct 0..100 for a fixed window share, or
  * KVS_POLICY_ADAPTIVE. -EINVAL or -ENOMEM. */
-int kvs_policy_create(uint32_t nslots, uint32_t window_pct,
-                      kvs_policy_t **policy_out);
+int kvs_policy_create(uint32_t nslots, uint32_t cache_blocks,
+                      uint32_t window_pct, kvs_policy_t **policy_out);
 void kvs_policy_destroy(kvs_policy_t *policy);
 
 /* Slot enters the order (it is now in DRAM). parent: the tracked slot of

@@ -121,7 +121,6 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
     kvs_table_set_key(e, a->ns, a->key, a->key_len,
                       key_hash(a->ns, a->key, a->key_len));
     e->dram_off = off + kvs_segment_hdr_bytes(a->nparts);
-    e->dram_bytes = bytes;
     e->flags |= E_DRAM;
     e->busy = 1;
     e->nparts = a->nparts;

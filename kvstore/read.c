@@ -234,7 +234,6 @@ int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
     e->busy--;
     if (ret == 0 && !(e->flags & E_DEAD) && !(e->flags & E_DRAM)) {
         e->dram_off = data_off;
-        e->dram_bytes = bytes;
         e->flags |= E_DRAM;
         kvs_table_lru_push(s, e, NULL);
         s->st.dram_blocks++;

@@ -92,7 +92,6 @@ int kvs_store_config_check(const kvs_store_config_t *c)
 int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
 {
     kvs_store_t *s;
-    uint32_t nb;
     int ret;
 
     ret = kvs_store_config_check(cfg);
@@ -114,24 +113,20 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
     s->ns = calloc(s->ns_cap, sizeof(*s->ns));
     /* The block table and the buckets are read at random by every lookup
      * (a MATCH of 128 keys spread over 200,000 blocks took 250 ns a key on
-     * 4 KiB pages on the CI machine): 2 MiB pages. */
+     * 4 KiB pages on the CI machine): 2 MiB pages. The table is reserved
+     * for max_blocks entries but only the entries handed out become
+     * resident, and the buckets start small and double with the blocks
+     * linked (kvstore/table.c), so an idle store costs little whatever
+     * its max_blocks. */
     s->nents = cfg->max_blocks;
-    if (kvs_huge_map((size_t)s->nents * sizeof(*s->ents), &s->ents_mem) == 0)
+    if (kvs_huge_reserve((size_t)s->nents * sizeof(*s->ents),
+                         &s->ents_mem) == 0)
         s->ents = s->ents_mem.base;
-    for (nb = 1; nb < s->nents; nb <<= 1)
-        ;
-    s->bucket_mask = nb - 1;
-    if (kvs_huge_map((size_t)nb * sizeof(uint32_t), &s->buckets_mem) == 0)
-        s->buckets = s->buckets_mem.base;
-    if (!s->dir || !s->ns || !s->ents || !s->buckets) {
+    s->free_head = NIL;
+    if (!s->dir || !s->ns || !s->ents ||
+        kvs_table_buckets_init(s) != 0) {
         ret = -ENOMEM;
         goto err_close;
-    }
-    memset(s->buckets, 0xff, (size_t)nb * sizeof(uint32_t));
-    s->free_head = NIL;
-    for (uint32_t i = s->nents; i-- > 0;) {
-        s->ents[i].hnext = s->free_head;
-        s->free_head = i;
     }
     ret = kvs_fs_mkdir_p(s->dir);
     if (ret) {
@@ -145,8 +140,16 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
         goto err_close;
     }
     s->abase = kvs_arena_base(s->arena);
-    ret = kvs_policy_create(cfg->max_blocks, cfg->policy_window_pct,
-                            &s->policy);
+    /* A block in DRAM takes at least two arena pages (its header's and
+     * its data's), which bounds the blocks the policy orders at once: its
+     * slots and ghost lists are sized by that, not by max_blocks. */
+    uint32_t cache_blocks = (uint32_t)KVS_MIN(
+        kvs_arena_size(s->arena) / (2 * KVS_ARENA_PAGE),
+        (uint64_t)cfg->max_blocks);
+    ret = kvs_table_pslots_init(s, cache_blocks);
+    if (!ret)
+        ret = kvs_policy_create(cache_blocks, cache_blocks,
+                                cfg->policy_window_pct, &s->policy);
     if (ret)
         goto err_close;
     if (cfg->admit_ghost_factor) {
@@ -188,6 +191,7 @@ void kvs_store_close(kvs_store_t *s)
     kvs_arena_destroy(s->arena);
     kvs_ghost_destroy(s->ghost);
     kvs_policy_destroy(s->policy);
+    free(s->pslot_ent);
     if (s->ns)
         for (uint32_t i = 0; i < s->nns; i++)
             free(s->ns[i].name);
@@ -374,7 +378,7 @@ int kvs_store_verify(kvs_store_t *s, kvs_verify_cb cb, void *arg,
     tmp = malloc(s->cfg.max_block_bytes ? s->cfg.max_block_bytes : 1);
     if (!tmp)
         return -ENOMEM;
-    for (uint32_t i = 0; i < s->nents; i++) {
+    for (uint32_t i = 0; i < s->nents_used; i++) {
         struct rd r;
         uint8_t key[KVS_KEY_MAX];
         uint32_t key_len;

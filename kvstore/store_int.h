@@ -4,8 +4,10 @@
  * nothing else: the store itself, the block table's entry, the regions and
  * the write jobs. kvstore/store.h is the engine's public interface.
  *
- * Every block has one entry in a table allocated at open (no malloc on the
- * data path), found through a chained hash of (namespace, key):
+ * Every block has one entry in a table reserved at open for max_blocks
+ * entries (no malloc on the data path) and resident only as far as entries
+ * were handed out, found through a chained hash of (namespace, key) whose
+ * buckets double as blocks are linked:
  *
  *   buckets[hash & mask] -> entry -> entry -> NIL        (hnext chains)
  *   policy: window and main lists     (blocks in DRAM, kvstore/policy.h)
@@ -87,32 +89,37 @@ struct entry {
      * lines (a block table spread over a large store misses on each). */
     uint64_t hash;          /* XXH3-64 of (ns, key) */
     uint32_t hnext;         /* hash chain */
-    uint32_t ns;
-    uint32_t flags;         /* E_* */
+    uint16_t ns;            /* < ns_cap (65,536) */
+    uint8_t flags;          /* E_* */
     uint8_t key_len, parent_len, cls, elem_size;
+    uint8_t codec;          /* of the disk copy */
+    uint16_t hits;          /* accesses since put, saturating */
+    uint16_t nparts;        /* 1..KVS_PARTS_MAX */
     uint64_t expiry_ms;     /* wall clock; 0: none */
     uint8_t key[KVS_KEY_MAX];
     uint64_t uid;           /* unique per put */
-    uint16_t hits;          /* accesses since put, saturating */
-    uint8_t codec;          /* of the disk copy */
     uint32_t ttl_prev, ttl_next; /* TTL list: linked entries with a TTL */
     /* The rest. */
     uint32_t rg_prev, rg_next;
     uint32_t refs;          /* callers' references (pins, views, leases) */
     uint32_t busy;          /* the store's own I/O in progress */
-    uint32_t nparts;
     uint32_t flush_gen;     /* the last flush that wrote it */
-    uint64_t raw_len;       /* bytes */
+    uint32_t raw_len;       /* bytes, <= max_block_bytes */
+    uint32_t stored_len;    /* bytes after the codec, when E_DISK */
+    uint32_t pslot;         /* its node in the DRAM order while E_DRAM
+                             * (table.c), else NIL */
     uint64_t group;
     uint64_t dram_off;      /* of the data in the arena, when E_DRAM */
-    uint64_t dram_bytes;    /* allocated, header pages included */
     kvs_seg_loc_t loc;      /* when E_DISK */
-    uint64_t stored_len;    /* bytes after the codec, when E_DISK */
     uint64_t data_xxh;      /* XXH3-64 of the raw bytes */
     uint8_t parent[KVS_KEY_MAX];
 } __attribute__((aligned(64)));
 _Static_assert(offsetof(struct entry, ttl_next) + 4 <= 128,
                "a lookup and a touch read two cache lines of an entry");
+/* Four cache lines, 128 of them key and parent bytes: what an indexed
+ * block costs (docs/operations.md, "Memory"). */
+_Static_assert(sizeof(struct entry) == 256, "an entry is 256 bytes");
+_Static_assert(KVS_PARTS_MAX <= UINT16_MAX, "nparts fits an entry");
 
 /*
  * Region life cycle:
@@ -194,11 +201,19 @@ struct kvs_store {
     uint8_t *abase;
     struct entry *ents;       /* in ents_mem */
     kvs_huge_t ents_mem, buckets_mem; /* see common/hugemem.h */
-    uint32_t nents;
-    uint32_t free_head;
-    uint32_t *buckets;
-    uint32_t bucket_mask;
+    uint32_t nents;           /* capacity: max_blocks */
+    uint32_t nents_used;      /* entries ever handed out: [0, nents_used)
+                               * are resident, the rest untouched */
+    uint32_t free_head;       /* freed entries below nents_used */
+    uint32_t *buckets;        /* in buckets_mem */
+    uint32_t bucket_mask;     /* buckets - 1, a power of two */
+    uint32_t nlinked;         /* entries in the hash */
     kvs_policy_t *policy;     /* DRAM order: eviction and write-behind */
+    uint32_t *pslot_ent;      /* policy slot -> entry, npslots of them: a
+                               * slot per block DRAM can hold, not per
+                               * entry (table.c) */
+    uint32_t npslots;
+    uint32_t pslot_free;      /* free slots, chained through pslot_ent */
     struct region *regions;
     uint32_t nfree_regions;
     uint64_t reclaim_retry_ns; /* no reclaim before this (mono clock) */
@@ -308,6 +323,10 @@ bool kvs_table_lru_evictable(kvs_store_t *s, const struct entry *e);
 void kvs_table_touch_locked(kvs_store_t *s, struct entry *e);
 bool kvs_table_touch_run_locked(kvs_store_t *s, struct entry *const *e,
                                 size_t n);
+/* Buckets for a first few blocks, and the policy's slots, one per block
+ * DRAM can hold (at open); -ENOMEM. */
+int kvs_table_buckets_init(kvs_store_t *s);
+int kvs_table_pslots_init(kvs_store_t *s, uint32_t npslots);
 /* A free entry, zeroed, E_USED, with a new uid; NULL if the table is full. */
 struct entry *kvs_table_alloc_locked(kvs_store_t *s);
 void kvs_table_free_locked(kvs_store_t *s, struct entry *e);
@@ -333,6 +352,11 @@ int kvs_region_open_next_wlocked(kvs_store_t *s);
 
 /* DRAM for a block: its extent, header pages included. */
 uint64_t kvs_dram_bytes_for(uint64_t raw_len, uint32_t nparts);
+/* The DRAM entry e takes (or would take). */
+static inline uint64_t kvs_dram_bytes_of(const struct entry *e)
+{
+    return kvs_dram_bytes_for(e->raw_len, e->nparts);
+}
 void kvs_dram_zero_tail(uint8_t *data, uint64_t raw_len, uint32_t nparts);
 /* Frees e's DRAM copy (e in DRAM, not referenced). */
 void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e);

@@ -4,6 +4,10 @@
  * finds them by (namespace, key), the TTL list, the glue to the DRAM
  * order of kvstore/policy.c, and an entry's life from allocation to free.
  *
+ * Entries are handed out from the free list, else from the untouched part
+ * of the table above nents_used, so the table's resident memory follows
+ * the most blocks it held at once, not max_blocks.
+ *
  * Invariants: an entry is in the hash exactly while E_LINKED; tracked by
  * the policy only while it has a DRAM copy; on the TTL
  * list exactly while E_INTTL, which is while it is linked and has a TTL
@@ -20,6 +24,8 @@
 #include "common/debug.h"
 #include "common/log.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct entry *kvs_table_lookup_locked(kvs_store_t *s, uint32_t ns,
@@ -92,13 +98,71 @@ void kvs_table_ttl_sync(kvs_store_t *s, struct entry *e)
         kvs_table_ttl_del(s, e);
 }
 
+/* The buckets start at BUCKETS_MIN and double whenever the hash holds more
+ * blocks than buckets, up to the power of two at or above max_blocks: at
+ * most 8 bytes of buckets per linked block, and an idle store with a large
+ * max_blocks holds 256 KiB of them. A doubling rehashes every linked entry
+ * under `lock`, a pause that grows with the blocks held (not measured on
+ * its own: the restart of 1,000,000 blocks in docs/operations.md includes
+ * four); the amortised cost of a link stays O(1). A doubling that cannot get
+ * memory leaves the hash as it is, longer chains but correct. */
+#define BUCKETS_MIN (1u << 16)
+
+static int buckets_map(uint32_t nb, kvs_huge_t *mem)
+{
+    if (kvs_huge_map((size_t)nb * sizeof(uint32_t), mem) != 0)
+        return -ENOMEM;
+    memset(mem->base, 0xff, (size_t)nb * sizeof(uint32_t));
+    return 0;
+}
+
+int kvs_table_buckets_init(kvs_store_t *s)
+{
+    uint32_t nb = 1;
+
+    while (nb < s->nents && nb < BUCKETS_MIN)
+        nb <<= 1;
+    if (buckets_map(nb, &s->buckets_mem))
+        return -ENOMEM;
+    s->buckets = s->buckets_mem.base;
+    s->bucket_mask = nb - 1;
+    return 0;
+}
+
+static void buckets_grow(kvs_store_t *s)
+{
+    uint32_t nb = (s->bucket_mask + 1) * 2;
+    kvs_huge_t mem;
+    uint32_t *b;
+
+    if (buckets_map(nb, &mem))
+        return;
+    b = mem.base;
+    for (uint32_t i = 0; i < s->nents_used; i++) {
+        struct entry *e = &s->ents[i];
+        if (!(e->flags & E_LINKED))
+            continue;
+        e->hnext = b[e->hash & (nb - 1)];
+        b[e->hash & (nb - 1)] = i;
+    }
+    kvs_huge_unmap(&s->buckets_mem);
+    s->buckets_mem = mem;
+    s->buckets = b;
+    s->bucket_mask = nb - 1;
+}
+
 void kvs_table_link(kvs_store_t *s, struct entry *e)
 {
-    uint32_t *b = &s->buckets[e->hash & s->bucket_mask];
+    uint32_t *b;
 
+    if (s->nlinked > s->bucket_mask && s->bucket_mask + 1 < s->nents &&
+        s->bucket_mask < (1u << 31) - 1)
+        buckets_grow(s);
+    b = &s->buckets[e->hash & s->bucket_mask];
     e->hnext = *b;
     *b = eidx(s, e);
     e->flags |= E_LINKED;
+    s->nlinked++;
     kvs_table_ttl_sync(s, e);
 }
 
@@ -113,36 +177,73 @@ void kvs_table_unlink(kvs_store_t *s, struct entry *e)
     }
     *p = e->hnext;
     e->flags &= ~E_LINKED;
+    s->nlinked--;
     kvs_table_ttl_sync(s, e);
 }
 
 /* The DRAM order is the policy's (kvstore/policy.h); these adapt it to
- * entries. A block goes behind its parent when the parent is in DRAM, so
- * that a chain's leaves are reached before its ancestors. */
+ * entries. The policy numbers its blocks by slot, and has one slot per
+ * block DRAM can hold at once (two arena pages at least each), not one
+ * per entry: an entry takes a slot (pslot) when it enters DRAM and gives
+ * it back when it leaves, so the order's 24 bytes a block are paid for
+ * DRAM's blocks only. pslot_ent maps a slot back to its entry, and
+ * chains the free slots. A block goes behind its parent when the parent
+ * is in DRAM, so that a chain's leaves are reached before its ancestors. */
+int kvs_table_pslots_init(kvs_store_t *s, uint32_t npslots)
+{
+    s->pslot_ent = malloc((size_t)npslots * sizeof(*s->pslot_ent));
+    if (!s->pslot_ent)
+        return -ENOMEM;
+    s->npslots = npslots;
+    for (uint32_t i = 0; i < npslots; i++)
+        s->pslot_ent[i] = i + 1 < npslots ? i + 1 : NIL;
+    s->pslot_free = 0;
+    return 0;
+}
+
 void kvs_table_lru_push(kvs_store_t *s, struct entry *e, struct entry *parent)
 {
-    kvs_policy_insert(s->policy, eidx(s, e), e->hash,
-                      parent ? eidx(s, parent) : KVS_POLICY_NIL);
+    uint32_t slot = s->pslot_free;
+
+    if (e->pslot != NIL)
+        return;
+    /* DRAM holds fewer blocks than slots (see above). */
+    kvs_assert(slot != NIL);
+    s->pslot_free = s->pslot_ent[slot];
+    s->pslot_ent[slot] = eidx(s, e);
+    e->pslot = slot;
+    kvs_policy_insert(s->policy, slot, e->hash,
+                      parent ? parent->pslot : KVS_POLICY_NIL);
 }
 
 void kvs_table_lru_remove(kvs_store_t *s, struct entry *e, bool remember)
 {
-    kvs_policy_remove(s->policy, eidx(s, e), e->hash, remember);
+    if (e->pslot == NIL)
+        return;
+    kvs_policy_remove(s->policy, e->pslot, e->hash, remember);
+    s->pslot_ent[e->pslot] = s->pslot_free;
+    s->pslot_free = e->pslot;
+    e->pslot = NIL;
+}
+
+static uint32_t ent_of(const kvs_store_t *s, uint32_t slot)
+{
+    return slot == KVS_POLICY_NIL ? NIL : s->pslot_ent[slot];
 }
 
 uint32_t kvs_table_lru_coldest(kvs_store_t *s)
 {
-    return kvs_policy_coldest(s->policy);
+    return ent_of(s, kvs_policy_coldest(s->policy));
 }
 
 uint32_t kvs_table_lru_warmer(kvs_store_t *s, uint32_t i)
 {
-    return kvs_policy_warmer(s->policy, i);
+    return ent_of(s, kvs_policy_warmer(s->policy, s->ents[i].pslot));
 }
 
 bool kvs_table_lru_evictable(kvs_store_t *s, const struct entry *e)
 {
-    return kvs_policy_evictable(s->policy, eidx(s, e));
+    return e->pslot == NIL || kvs_policy_evictable(s->policy, e->pslot);
 }
 
 static void count_hit(struct entry *e)
@@ -155,7 +256,8 @@ static void count_hit(struct entry *e)
 void kvs_table_touch_locked(kvs_store_t *s, struct entry *e)
 {
     count_hit(e);
-    kvs_policy_touch(s->policy, eidx(s, e));
+    if (e->pslot != NIL)
+        kvs_policy_touch(s->policy, e->pslot);
 }
 
 /* Touches e[0..n-1] (a MATCH's chain, root first) in one splice when the
@@ -167,8 +269,11 @@ bool kvs_table_touch_run_locked(kvs_store_t *s, struct entry *const *e,
 
     if (n == 0 || n > 256)
         return false;
-    for (size_t i = 0; i < n; i++)
-        slots[i] = eidx(s, e[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (e[i]->pslot == NIL)
+            return false;
+        slots[i] = e[i]->pslot;
+    }
     if (!kvs_policy_touch_run(s->policy, slots, n))
         return false;
     for (size_t i = 0; i < n; i++)
@@ -180,13 +285,17 @@ struct entry *kvs_table_alloc_locked(kvs_store_t *s)
 {
     struct entry *e;
 
-    if (s->free_head == NIL)
+    if (s->free_head != NIL) {
+        e = &s->ents[s->free_head];
+        s->free_head = e->hnext;
+    } else if (s->nents_used < s->nents) {
+        e = &s->ents[s->nents_used++]; /* first write makes it resident */
+    } else {
         return NULL;
-    e = &s->ents[s->free_head];
-    s->free_head = e->hnext;
+    }
     memset(e, 0, sizeof(*e));
     e->flags = E_USED;
-    e->hnext = e->rg_prev = e->rg_next = NIL;
+    e->hnext = e->rg_prev = e->rg_next = e->pslot = NIL;
     e->uid = ++s->uid_seq;
     return e;
 }
@@ -252,7 +361,7 @@ static int check_list_locked(kvs_store_t *s, const char *what, uint32_t head,
 
     for (uint32_t i = head; i != NIL; i = *(uint32_t *)((char *)&s->ents[i] +
                                                         next_off)) {
-        if (i >= s->nents || n++ > s->nents) {
+        if (i >= s->nents_used || n++ > s->nents_used) {
             kvs_error("store check: %s list runs off the table", what);
             return KVS_ECORRUPT;
         }
@@ -264,7 +373,7 @@ static int check_list_locked(kvs_store_t *s, const char *what, uint32_t head,
         }
         prev = i;
     }
-    for (uint32_t i = 0; i < s->nents; i++)
+    for (uint32_t i = 0; i < s->nents_used; i++)
         flagged += (s->ents[i].flags & flag) != 0;
     if (prev != tail || flagged != n || (expect != UINT32_MAX && n != expect)) {
         kvs_error("store check: %s list: %u entries, %u flagged, tail %s",
@@ -279,9 +388,20 @@ int kvs_table_check_locked(kvs_store_t *s)
     uint32_t with_ttl = 0;
     int ret;
 
-    for (uint32_t i = 0; i < s->nents; i++)
+    for (uint32_t i = 0; i < s->nents_used; i++)
         with_ttl += (s->ents[i].flags & E_LINKED) && s->ents[i].expiry_ms;
     ret = kvs_policy_check(s->policy);
+    for (uint32_t i = 0; i < s->nents_used && !ret; i++) {
+        const struct entry *e = &s->ents[i];
+        if (e->pslot == NIL)
+            continue;
+        if (e->pslot >= s->npslots || s->pslot_ent[e->pslot] != i ||
+            !(e->flags & E_DRAM) || !kvs_policy_tracked(s->policy, e->pslot)) {
+            kvs_error("store check: entry %u: policy slot %u not its own",
+                      i, e->pslot);
+            ret = KVS_ECORRUPT;
+        }
+    }
     if (!ret)
         ret = check_list_locked(s, "TTL", s->ttl_head, s->ttl_tail,
                                 offsetof(struct entry, ttl_next),

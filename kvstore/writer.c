@@ -316,7 +316,7 @@ static void finish_job_locked(kvs_store_t *s, struct wjob *job)
     kvs_assert(e->busy > 0);
     e->busy--;
     if (job->kind == JOB_DEGRADE)
-        s->degrade_pending -= e->dram_bytes;
+        s->degrade_pending -= kvs_dram_bytes_of(e);
     if (e->flags & E_DEAD) {
         if (e->busy == 0)
             s->dead[s->ndead++] = job->e;

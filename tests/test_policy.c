@@ -41,9 +41,9 @@ static void test_chain_leaf_first(void **state)
     uint32_t first = NIL;
 
     (void)state;
-    assert_int_equal(kvs_policy_create(0, 10, &p), -EINVAL);
-    assert_int_equal(kvs_policy_create(8, 101, &p), -EINVAL);
-    assert_int_equal(kvs_policy_create(16, KVS_POLICY_ADAPTIVE, &p), 0);
+    assert_int_equal(kvs_policy_create(0, 0, 10, &p), -EINVAL);
+    assert_int_equal(kvs_policy_create(8, 0, 101, &p), -EINVAL);
+    assert_int_equal(kvs_policy_create(16, 0, KVS_POLICY_ADAPTIVE, &p), 0);
     /* A chain 0 <- 1 <- 2 <- 3: only the leaf can leave. */
     for (uint32_t i = 0; i < 4; i++)
         kvs_policy_insert(p, i, 100 + i, i ? i - 1 : NIL);
@@ -89,8 +89,8 @@ static void test_ghost_adapts(void **state)
     uint32_t s0;
 
     (void)state;
-    assert_int_equal(kvs_policy_create(100, KVS_POLICY_ADAPTIVE, &p), 0);
-    assert_int_equal(kvs_policy_create(100, 30, &f), 0);
+    assert_int_equal(kvs_policy_create(100, 0, KVS_POLICY_ADAPTIVE, &p), 0);
+    assert_int_equal(kvs_policy_create(100, 0, 30, &f), 0);
     s0 = kvs_policy_window_share(p);
     /* Evicted from the window, put again: the window was too small. */
     for (uint32_t i = 0; i < 10; i++) {
@@ -133,7 +133,7 @@ static void test_bounded_memory(void **state)
     const uint32_t n = 10000;
 
     (void)state;
-    assert_int_equal(kvs_policy_create(n, KVS_POLICY_ADAPTIVE, &p), 0);
+    assert_int_equal(kvs_policy_create(n, 0, KVS_POLICY_ADAPTIVE, &p), 0);
     size_t before = kvs_policy_bytes(p);
     assert_true(before <= (size_t)n * 264 + 4096);
     for (uint32_t round = 0; round < 20; round++)

@@ -34,6 +34,8 @@ static const struct mode modes[] = {
      "prefill->decode streaming between two daemons vs ucx_perftest am_bw"},
     {"replay", bench_replay_main,
      "block hit ratio of the engine's eviction on a request trace vs LRU"},
+    {"scale", bench_scale_main,
+     "one node at scale: memory per indexed block, fixed memory, space amp"},
     {"report", bench_report_main,
      "JSON lines of one or more runs -> a PNG (figures beside limits)"},
     {"warmup", bench_warmup_main,
