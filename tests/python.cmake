@@ -1,9 +1,9 @@
 # Python tests (tests/python, pytest) with Debian's interpreter: another
 # python3 that does not see Debian's packages may come first on PATH. The
 # package is used from the source tree (python/), with the library and the
-# daemon of this build. Two entries so that ctest -j runs them side by
-# side: the binding, and the torch model (skipped, saying so, without
-# torch). pytest's exit code 5 (no tests collected) counts as skipped.
+# daemon of this build. Three entries so that ctest -j runs them side by
+# side: the binding, the torch model (skipped, saying so, without torch)
+# and the engine adapters' harnesses. pytest's exit code 5 (no tests collected) counts as skipped.
 set(KVS_PYTHON /usr/bin/python3 CACHE FILEPATH "Python for the Python tests")
 set(KVS_PY_DIR ${CMAKE_CURRENT_SOURCE_DIR}/python)
 set(KVS_PY_ENV "KVS_TEST_DIR=${CMAKE_BINARY_DIR}/testdata"
@@ -17,7 +17,7 @@ if(KVS_ASAN)
     list(APPEND KVS_PY_ENV "LD_PRELOAD=${KVS_LIBASAN}"
         "ASAN_OPTIONS=detect_leaks=0" "KVS_ASAN=1")
 endif()
-foreach(part binding model)
+foreach(part binding model hosts)
     add_test(NAME python_${part}
         COMMAND ${KVS_PYTHON} -m pytest -q -rsx -p no:cacheprovider
             -m ${part} ${KVS_PY_DIR}

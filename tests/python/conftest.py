@@ -66,7 +66,9 @@ def client(daemon, request):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests not marked model (the torch ones) are the binding's."""
+    """Tests not marked model (the torch ones) or hosts (the engine
+    adapters' harnesses) are the binding's."""
     for it in items:
-        if it.get_closest_marker("model") is None:
+        if it.get_closest_marker("model") is None and \
+                it.get_closest_marker("hosts") is None:
             it.add_marker(pytest.mark.binding)

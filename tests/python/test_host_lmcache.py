@@ -19,11 +19,14 @@ import ctypes
 import hashlib
 import importlib
 import select
-import signal
 import threading
 import time
 
 import pytest
+
+from procs import freeze, thaw  # noqa: E402
+
+pytestmark = pytest.mark.hosts
 
 REQUIRED = ["event_fd", "submit_batch_get", "submit_batch_set",
             "submit_batch_exists", "drain_completions", "close"]
@@ -141,7 +144,7 @@ def test_submit_never_waits_for_the_daemon(daemon):
     try:
         keys = [lmcache_key(i) for i in range(8)]
         assert h.result(h.submit("set", keys, [chunk(i) for i in range(8)]))[0]
-        daemon.proc.send_signal(signal.SIGSTOP)
+        freeze(daemon)
         try:
             fids = [h.submit("exists", keys) for _ in range(5)]
             dst = [memoryview((ctypes.c_ubyte * CHUNK)()).cast("B")
@@ -150,7 +153,7 @@ def test_submit_never_waits_for_the_daemon(daemon):
             with h.lock:
                 assert not h.done   # nothing could have completed
         finally:
-            daemon.proc.send_signal(signal.SIGCONT)
+            thaw(daemon)
         for f in fids:
             assert h.result(f)[0]
     finally:
@@ -164,7 +167,7 @@ def test_daemon_killed_mid_load_fails_the_keys_and_nothing_hangs(daemon):
         keys = [lmcache_key(i) for i in range(16)]
         src = [chunk(i) for i in range(16)]
         assert h.result(h.submit("set", keys, src))[0]
-        daemon.proc.send_signal(signal.SIGSTOP)
+        freeze(daemon)
         dsts = []
         fids = []
         for _ in range(4):

@@ -19,13 +19,16 @@ from kv_buffer exactly as those pools do.
 """
 import hashlib
 import importlib
-import signal
 import threading
 import time
 from dataclasses import dataclass
 from typing import Optional
 
 import pytest
+
+from procs import freeze  # noqa: E402
+
+pytestmark = pytest.mark.hosts
 
 torch = pytest.importorskip("torch", reason="torch absent: the SGLang "
                             "harness is skipped (its host pool is torch)")
@@ -209,7 +212,7 @@ def test_daemon_killed_mid_load_fails_the_pages_and_nothing_hangs(daemon):
     be.register_mem_pool_host(pool)
     keys = page_hashes(100, seed=7)
     assert on_thread(backup, be, keys, 0)[0] == [True] * 100
-    daemon.proc.send_signal(signal.SIGSTOP)
+    freeze(daemon)
     out = {}
     th = threading.Thread(target=lambda: out.setdefault(
         "r", be.batch_get_v1(keys, slots(128, 100), None)), daemon=True)

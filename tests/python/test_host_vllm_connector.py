@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.hosts
+
 torch = pytest.importorskip("torch", reason="torch absent: the vLLM "
                             "connector harness is skipped")
 

@@ -22,12 +22,15 @@ All on the one scheduler thread, none of it allowed to block: the
 SIGSTOP test proves it with a daemon that cannot answer.
 """
 import hashlib
-import signal
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import pytest
+
+from procs import freeze, thaw  # noqa: E402
+
+pytestmark = pytest.mark.hosts
 
 np = pytest.importorskip("numpy", reason="numpy absent: the vLLM tier "
                          "harness is skipped (vLLM's jobs carry numpy ids)")
@@ -172,7 +175,7 @@ def test_nothing_blocks_while_the_daemon_cannot_answer(daemon):
     ctx = ReqContext("r")
     fill(m.buf, 0, 1)
     assert m.wait(m.store([key(0)], [0], ctx))
-    daemon.proc.send_signal(signal.SIGSTOP)
+    freeze(daemon)
     try:
         assert m.tier.lookup(key(5), ctx) is None
         jid = m.store([key(1)], [1], ctx)
@@ -181,7 +184,7 @@ def test_nothing_blocks_while_the_daemon_cannot_answer(daemon):
         assert m.tier.has_pending_work()
         assert jid in m.jobs and m.last_load in m.jobs
     finally:
-        daemon.proc.send_signal(signal.SIGCONT)
+        thaw(daemon)
     assert m.wait(jid) and m.wait(m.last_load)
     m.tier.shutdown()
 
@@ -192,7 +195,7 @@ def test_daemon_killed_mid_load_fails_the_job_and_nothing_hangs(daemon):
     for s in range(16):
         fill(m.buf, s, s + 50)
     assert m.wait(m.store([key(i) for i in range(16)], range(16), ctx))
-    daemon.proc.send_signal(signal.SIGSTOP)
+    freeze(daemon)
     for i in range(16):
         m.pending_loads.append((key(i), 32 + i, ctx))
     m.end_step()
