@@ -31,6 +31,7 @@ import threading
 import time
 from typing import Any, Callable, Deque, List, NamedTuple, Optional, Tuple
 
+from ._reconnect import Connection
 from .client import Client
 from .errors import KvsError, Status
 
@@ -57,11 +58,7 @@ class Worker:
 
     def __init__(self, connect: Callable[[], Client], name: str = "kvstash",
                  *, eventfd: bool = False, reconnect_ms: int = 1000):
-        self._connect = connect
-        self._reconnect_s = reconnect_ms / 1000.0
-        self._client: Optional[Client] = None
-        self._last_fail = -1e9
-        self._last_error = ""
+        self._conn = Connection(connect, reconnect_ms)
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
         self._jobs: Deque[Tuple[int, Callable[[Client], Any]]] = \
@@ -148,32 +145,15 @@ class Worker:
         if self._efd >= 0:
             os.eventfd_write(self._efd, 1)
 
-    def _client_or_error(self) -> Tuple[Optional[Client], str]:
-        if self._client is not None and not self._client.closed:
-            return self._client, ""
-        if time.monotonic() - self._last_fail < self._reconnect_s:
-            return None, self._last_error
-        try:
-            self._client = self._connect()
-            return self._client, ""
-        except (KvsError, OSError) as e:
-            self._last_fail = time.monotonic()
-            self._last_error = f"kvstashd unreachable: {e}"
-            log.warning("kvstash: %s", self._last_error)
-            return None, self._last_error
-
     def _run_one(self, fn: Callable[[Client], Any]) -> Tuple[bool, Any, str]:
-        client, err = self._client_or_error()
+        client = self._conn.get()
         if client is None:
-            return False, None, err
+            return False, None, self._conn.last_error
         try:
             return True, fn(client), ""
         except KvsError as e:
             if e.status in (Status.EPEER, -errno.ETIMEDOUT):
-                client.close()
-                self._client = None
-                self._last_fail = time.monotonic()
-                self._last_error = f"kvstashd went away: {e}"
+                self._conn.lost(e)
             return False, None, str(e)
         except Exception as e:  # an adapter's bug must not kill the thread
             log.exception("kvstash: job failed")
@@ -192,6 +172,4 @@ class Worker:
                 self._complete(Completion(job_id, ok, value, err))
                 self._inflight -= 1
                 self._cv.notify_all()
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._conn.close()

@@ -43,11 +43,11 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-import time
 from typing import Any, List, Optional, Sequence
 
 from ._keymap import store_key
 from ._lib import DEFAULT_PORT
+from ._reconnect import Connection
 from .client import Client, PutItem
 from .errors import KvsError
 
@@ -76,7 +76,6 @@ class KvstashHiCache(_Base):
         self._port = int(extra.get("kvstash_port", DEFAULT_PORT))
         self._token = extra.get("kvstash_token")
         self._timeout_ms = int(extra.get("kvstash_timeout_ms", 10_000))
-        self._reconnect_s = int(extra.get("kvstash_reconnect_ms", 1000)) / 1e3
         ns = extra.get("kvstash_namespace")
         if not ns:
             model = getattr(storage_config, "model_name", None) or "model"
@@ -89,41 +88,26 @@ class KvstashHiCache(_Base):
         self.namespace = ns
         self.mem_pool_host: Any = None
         self._per = 1             # buffers per page, from the pool
-        self._lock = threading.Lock()
-        self._client: Optional[Client] = None
-        self._last_fail = -1e9
+        self._lock = threading.Lock()     # serialises _c's use
+        address, port, token = self._address, self._port, self._token
+        self._c = Connection(lambda: Client(address, port, token, ns,
+                                            timeout_ms=self._timeout_ms),
+                             int(extra.get("kvstash_reconnect_ms", 1000)))
         self._stats = {"get_pages": 0, "get_hits": 0, "set_pages": 0,
                        "set_ok": 0, "errors": 0}
 
     # ---- connection ---------------------------------------------------
 
     def _conn(self) -> Optional[Client]:
-        """The client, reconnecting at most every reconnect_ms; None while
-        the daemon is unreachable."""
+        """The client; None while the daemon is unreachable."""
         with self._lock:
-            if self._client is not None and not self._client.closed:
-                return self._client
-            if time.monotonic() - self._last_fail < self._reconnect_s:
-                return None
-            try:
-                self._client = Client(self._address, self._port, self._token,
-                                      self.namespace,
-                                      timeout_ms=self._timeout_ms)
-                return self._client
-            except (KvsError, OSError) as e:
-                self._last_fail = time.monotonic()
-                log.warning("kvstash: kvstashd unreachable (%s): HiCache "
-                            "storage misses until it is back", e)
-                return None
+            return self._c.get()
 
     def _failed(self, op: str, e: Exception) -> None:
         self._stats["errors"] += 1
         log.warning("kvstash: %s failed: %s", op, e)
         with self._lock:
-            if self._client is not None:
-                self._client.close()
-            self._client = None
-            self._last_fail = time.monotonic()
+            self._c.lost(e)
 
     # ---- the pool's pages ---------------------------------------------
 
@@ -304,9 +288,7 @@ class KvstashHiCache(_Base):
 
     def close(self) -> None:
         with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            self._c.close()
 
 
 def _indices(r: range) -> Any:

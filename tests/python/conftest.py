@@ -44,6 +44,16 @@ def make_daemon(request):
         d.kill()
 
 
+@pytest.fixture
+def fresh_daemon(make_daemon):
+    """A daemon of the test's own, started; stopped (or, if the test killed
+    it, reaped) at the end."""
+    d = make_daemon()
+    d.start()
+    yield d
+    d.kill() if d.proc is None else d.stop()
+
+
 @pytest.fixture(scope="module")
 def daemon(request):
     """One daemon for a whole test module, with frames of at most 16 keys

@@ -102,11 +102,8 @@ class Host:
 
 
 @pytest.fixture
-def daemon(make_daemon):
-    d = make_daemon()
-    d.start()
-    yield d
-    d.kill() if d.proc is None else d.stop()
+def daemon(fresh_daemon):
+    return fresh_daemon
 
 
 def test_store_lookup_load_delete_through_the_event_fd(daemon):

@@ -171,11 +171,8 @@ def prefetch(backend, keys, first_page):
 
 
 @pytest.fixture
-def daemon(make_daemon):
-    d = make_daemon()
-    d.start()
-    yield d
-    d.kill() if d.proc is None else d.stop()
+def daemon(fresh_daemon):
+    return fresh_daemon
 
 
 @pytest.mark.parametrize("mla", [False, True])

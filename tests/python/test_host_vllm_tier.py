@@ -131,11 +131,8 @@ def fill(view_buf, slot, seed):
 
 
 @pytest.fixture
-def daemon(make_daemon):
-    d = make_daemon()
-    d.start()
-    yield d
-    d.kill() if d.proc is None else d.stop()
+def daemon(fresh_daemon):
+    return fresh_daemon
 
 
 def tier_config(port, **kw):

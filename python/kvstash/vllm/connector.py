@@ -59,12 +59,12 @@ head_size) and FlashInfer's (num_blocks, 2, ...).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .._keymap import store_key
 from .._lib import DEFAULT_PORT
+from .._reconnect import Connection
 from ..client import Client
 from ..errors import KvsError, Status
 
@@ -186,19 +186,22 @@ class KvstashConnector(_Base):
         self.advertise = extra.get("kvstash_advertise")
         self._timeout_ms = int(extra.get("kvstash_timeout_ms", 10_000))
         self._wait_ms = int(extra.get("kvstash_wait_ms", 0))
-        self._reconnect_s = int(extra.get("kvstash_reconnect_ms", 1000)) / 1e3
         # Scheduler side.
         self._reqs: Dict[str, _ReqState] = {}
         self._loads: List[LoadSpec] = []
         # Worker side (the model runner's thread only).
-        self._client: Optional[Client] = None
-        self._last_fail = -1e9
+        address, port, token, ns = (self._address, self._port, self._token,
+                                    self.namespace)
+        self._c = Connection(lambda: Client(address, port, token, ns,
+                                            timeout_ms=self._timeout_ms),
+                             int(extra.get("kvstash_reconnect_ms", 1000)))
         self._layers: List[Tuple[str, Any]] = []
         self._index: Dict[str, int] = {}
         self._fetches: List[_Fetch] = []
         self._puts: Optional[List[Any]] = None
         self._keep: List[Any] = []
         self._load_errors: Set[int] = set()
+        self._gone: Optional[Exception] = None   # EPEER seen, see _lost
 
     # ================= scheduler side =================================
 
@@ -287,25 +290,20 @@ class KvstashConnector(_Base):
     # ================= worker side ====================================
 
     def _conn(self) -> Optional[Client]:
-        if self._client is not None and not self._client.closed:
-            return self._client
-        if time.monotonic() - self._last_fail < self._reconnect_s:
-            return None
-        try:
-            self._client = Client(self._address, self._port, self._token,
-                                  self.namespace, timeout_ms=self._timeout_ms)
-            return self._client
-        except (KvsError, OSError) as e:
-            self._last_fail = time.monotonic()
-            log.warning("kvstash: kvstashd unreachable: %s", e)
-            return None
+        return self._c.get()
 
     def _lost(self, e: Exception) -> None:
-        """After KVS_EPEER: the connection is gone."""
+        """Logs e; after KVS_EPEER the connection is gone, and is dropped
+        by _settle() once no stream made with it is left (destroying a
+        client under its streams would free what they use)."""
         log.warning("kvstash: %s", e)
         if isinstance(e, KvsError) and e.status == Status.EPEER:
-            self._client = None
-            self._last_fail = time.monotonic()
+            self._gone = e
+
+    def _settle(self) -> None:
+        if self._gone is not None and not self._puts and not self._fetches:
+            self._c.lost(self._gone)
+            self._gone = None
 
     def register_kv_caches(self, kv_caches: Dict[str, Any]) -> None:
         """The layers, in the model's order; each (2, num_blocks, bs,
@@ -410,6 +408,7 @@ class KvstashConnector(_Base):
                     f.close()
             self._load_errors.update(fe.spec.block_ids[b] for b in fe.failed)
         self._fetches = []
+        self._settle()
 
     def save_kv_layer(self, layer_name: str, kv_layer: Any,
                       attn_metadata: Any, **kwargs: Any) -> None:
@@ -467,6 +466,7 @@ class KvstashConnector(_Base):
         self._keep = []
         if self._fetches:
             self._finish_fetches()
+        self._settle()
 
     def get_finished(self, finished_req_ids: Set[str]
                      ) -> Tuple[Optional[Set[str]], Optional[Set[str]]]:
@@ -483,9 +483,7 @@ class KvstashConnector(_Base):
         self._puts = None
         if self._fetches:
             self._finish_fetches()
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._c.close()
 
 
 __all__ = ["KvstashConnector", "KvstashConnectorMetadata", "LoadSpec",
