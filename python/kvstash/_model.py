@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import torch
 
@@ -196,9 +196,15 @@ class Model:
         return out.permute(2, 0, 1, 3).reshape(T, cfg.n_heads * cfg.head_size)
 
     @torch.no_grad()
-    def forward(self, tokens: torch.Tensor, seq: Sequence) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, seq: Sequence,
+                hooks: Optional[Any] = None) -> torch.Tensor:
         """Runs tokens (1-D long) at positions seq.num_tokens.. and returns
-        their logits (T, vocab). Their K and V go into seq's pages."""
+        their logits (T, vocab). Their K and V go into seq's pages.
+
+        hooks, if given, is called around each layer's attention as vLLM
+        calls a KV connector: hooks.before_attention(layer) before it reads
+        the pages (wait_for_layer_load), hooks.after_attention(layer) once
+        the layer's new K and V are in them (save_kv_layer)."""
         cfg = self.cfg
         T, p0 = tokens.shape[0], seq.num_tokens
         if p0 + T > cfg.max_tokens:
@@ -208,8 +214,12 @@ class Model:
         x = self.embed[tokens]
         for li, L in enumerate(self.layers):
             q, k, v = self._qkv(L, x, cos, sin)
-            x = x + self._attend(li, q, k, v, seq, p0) @ L["wo"].T
-            x = self._mlp(L, x)
+            if hooks is not None:
+                hooks.before_attention(li)
+            a = self._attend(li, q, k, v, seq, p0)
+            if hooks is not None:
+                hooks.after_attention(li)
+            x = self._mlp(L, x + a @ L["wo"].T)
         seq.num_tokens = p0 + T
         return _rms_norm(x, self.norm, cfg.eps) @ self.lm_head.T
 

@@ -44,6 +44,16 @@ def make_daemon(request):
         d.kill()
 
 
+@pytest.fixture
+def fresh_daemon(make_daemon):
+    """A daemon of the test's own, started; stopped (or, if the test killed
+    it, reaped) at the end."""
+    d = make_daemon()
+    d.start()
+    yield d
+    d.kill() if d.proc is None else d.stop()
+
+
 @pytest.fixture(scope="module")
 def daemon(request):
     """One daemon for a whole test module, with frames of at most 16 keys
@@ -66,7 +76,9 @@ def client(daemon, request):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests not marked model (the torch ones) are the binding's."""
+    """Tests not marked model (the torch ones) or hosts (the engine
+    adapters' harnesses) are the binding's."""
     for it in items:
-        if it.get_closest_marker("model") is None:
+        if it.get_closest_marker("model") is None and \
+                it.get_closest_marker("hosts") is None:
             it.add_marker(pytest.mark.binding)
