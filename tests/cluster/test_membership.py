@@ -6,6 +6,8 @@ record gone within TTL + 1 s); restart (back, its NVMe contents announced
 again); etcd lost and restarted empty (daemons keep serving, say so, and
 register again); and an event consumer that found the publishers in etcd
 and whose index equals the daemons' contents after the churn."""
+import os
+import subprocess
 import time
 
 import pytest
@@ -15,6 +17,7 @@ from clusterlib import Consumer, Daemon, Etcd, wait_for
 PREFIX = "/kvstash/nodes/"
 TTL = 2
 SECRET = ["peer.secret=cluster-test-secret"]
+KVSTASH = os.environ.get("KVSTASH", "kvstash")
 
 
 @pytest.fixture
@@ -129,3 +132,16 @@ def test_membership_and_churn(cluster):
         want = present(d, every)  # n1 holds n2's fetched block too
         assert set(cons.index(d.node)) == want, d.node
     assert keys["n2"][1] in cons.index("n1")
+
+    # kvstash locate answers from an index built the same way, in C.
+    def locate(chain):
+        r = subprocess.run([KVSTASH, "locate", "--etcd", etcd.url,
+                            "--prefix", PREFIX] + [k.decode() for k in chain],
+                           capture_output=True, text=True, timeout=30)
+        return r.returncode, r.stdout.split()
+    chain = keys["n3"]  # 0..9 and 30..34 deleted
+    assert locate(chain[10:30]) == (0, ["n3", "dram", "20/20"])
+    assert locate(chain[10:40])[1][2] == "20/30"
+    durable2 = keys["n2"][0:30:4]
+    assert locate(durable2[:1]) == (0, ["n2", "nvme", "1/1"])
+    assert locate([b"nobody-has-this"]) == (1, ["none", "-", "0/1"])
