@@ -36,6 +36,8 @@ static const struct mode modes[] = {
      "block hit ratio of the engine's eviction on a request trace vs LRU"},
     {"report", bench_report_main,
      "JSON lines of one or more runs -> a PNG (figures beside limits)"},
+    {"events", bench_events_main,
+     "PUT rate with the KV event publisher on vs off, events/s published"},
     {"warmup", bench_warmup_main,
      "kvstash-warmup import rate vs raw client puts, running daemon"},
 };
