@@ -168,11 +168,12 @@ void kvs_kvindex_removed(kvs_kvindex_t *ix, uint32_t node, const void *key,
 
 void kvs_kvindex_clear_node(kvs_kvindex_t *ix, uint32_t node)
 {
-    uint64_t bit = 1ull << node;
+    uint64_t bit;
     size_t i = 0;
 
     if (node >= KVS_KVINDEX_NODES)
         return;
+    bit = 1ull << node;
     while (i < ix->cap) {
         struct slot *s = &ix->t[i];
 

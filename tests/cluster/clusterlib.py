@@ -141,8 +141,12 @@ class Daemon:
         for e in self.extra:
             args += ["--set", e]
         self.log = open(self.dir / "kvstashd.log", "ab")
+        # Under ASan the daemon is instrumented itself: it needs no preload,
+        # and it checks for leaks at a clean stop (stop() reads the log).
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
+        env.pop("LD_PRELOAD", None)
         self.proc = subprocess.Popen(args, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, env=env)
         def up():
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.node} exited: "
@@ -163,7 +167,11 @@ class Daemon:
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(30)
+            rc = self.proc.wait(30)
+            self.proc = None
+            log = self.log_text()
+            assert "Sanitizer" not in log, log[-3000:]
+            assert rc == 0, f"{self.node} exited {rc}: {log[-2000:]}"
         self.proc = None
 
     def log_text(self):

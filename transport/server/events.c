@@ -383,6 +383,20 @@ static int bind_socket(void *zctx, int type, const char *ep, int hwm,
     return 0;
 }
 
+/* Frees the memory of ev (sockets and thread already gone). */
+static void free_events(kvs_events_t *ev)
+{
+    for (uint32_t i = 0; i < ev->nkept; i++)
+        free(ev->kept[(ev->kept_head + i) % ev->cfg.buffer_steps].data);
+    msgpack_sbuffer_destroy(&ev->sbuf);
+    pthread_mutex_destroy(&ev->qlock);
+    free(ev->kept);
+    free(ev->work);
+    free(ev->q);
+    free(ev->topic);
+    free(ev);
+}
+
 int kvs_events_create(const kvs_events_config_t *cfg, kvs_events_t **out)
 {
     kvs_events_t *ev;
@@ -434,13 +448,7 @@ err_pub:
 err_ctx:
     zmq_ctx_term(ev->zctx);
 err_free:
-    msgpack_sbuffer_destroy(&ev->sbuf);
-    pthread_mutex_destroy(&ev->qlock);
-    free(ev->kept);
-    free(ev->work);
-    free(ev->q);
-    free(ev->topic);
-    free(ev);
+    free_events(ev);
     return ret;
 }
 
@@ -456,15 +464,7 @@ void kvs_events_destroy(kvs_events_t *ev)
         zmq_close(ev->replay);
     zmq_close(ev->pub);
     zmq_ctx_term(ev->zctx);
-    for (uint32_t i = 0; i < ev->nkept; i++)
-        free(ev->kept[(ev->kept_head + i) % ev->cfg.buffer_steps].data);
-    msgpack_sbuffer_destroy(&ev->sbuf);
-    pthread_mutex_destroy(&ev->qlock);
-    free(ev->kept);
-    free(ev->work);
-    free(ev->q);
-    free(ev->topic);
-    free(ev);
+    free_events(ev);
 }
 
 void kvs_events_stats(kvs_events_t *ev, kvs_events_stats_t *out)
