@@ -72,7 +72,7 @@ fuzz: deps $(FUZZ_BUILD)/CMakeCache.txt
 cppcheck: deps
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --std=c11 -D_GNU_SOURCE -I. -Iinclude --suppress=missingIncludeSystem \
-	    --inline-suppr kvstore common transport tools
+	    --inline-suppr kvstore common cluster transport tools
 
 # A short run of the store, codec and replay benchmarks (a synthetic
 # trace), drawn by kvstash-bench report into $(REPORT_DIR)/report.png. The

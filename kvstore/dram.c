@@ -24,6 +24,7 @@ void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e)
 {
     kvs_assert(e->flags & E_DRAM);
     kvs_assert(e->refs == 0);
+    ev_tier_locked(s, e, KVS_STORE_EV_REMOVED, KVS_TIER_DRAM);
     kvs_table_lru_remove(s, e, true);
     kvs_arena_free(s->arena, e->dram_off - kvs_segment_hdr_bytes(e->nparts),
                    kvs_dram_bytes_of(e));

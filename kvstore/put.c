@@ -72,6 +72,7 @@ static int publish_locked(kvs_store_t *s, struct entry *e, bool *del_old,
     kvs_table_lru_push(s, e, parent);
     s->st.blocks++;
     s->st.dram_blocks++;
+    ev_tier_locked(s, e, KVS_STORE_EV_STORED, KVS_TIER_DRAM);
     return 0;
 }
 

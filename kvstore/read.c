@@ -127,6 +127,7 @@ bool kvs_read_drop_corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
              (unsigned long long)e->raw_len, loc->disk_len);
     if (uid_out)
         *uid_out = e->uid;
+    ev_tier_locked(s, e, KVS_STORE_EV_REMOVED, KVS_TIER_NVME);
     kvs_region_remove(s, e);
     e->flags &= ~E_DISK;
     s->st.nvme_blocks--;
@@ -237,6 +238,7 @@ int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
         e->flags |= E_DRAM;
         kvs_table_lru_push(s, e, NULL);
         s->st.dram_blocks++;
+        ev_tier_locked(s, e, KVS_STORE_EV_STORED, KVS_TIER_DRAM);
         s->st.promoted++;
         s->st.bytes_read += r.loc.disk_len;
         return 0;

@@ -108,6 +108,7 @@ static void load_rec(void *arg, const kvs_index_rec_t *r)
         s->pinned_bytes += e->raw_len;
     s->st.blocks++;
     s->st.nvme_blocks++;
+    ev_tier_locked(s, e, KVS_STORE_EV_STORED, KVS_TIER_NVME);
 }
 
 int kvs_recover_load(kvs_store_t *s)

@@ -41,6 +41,36 @@ extern "C" {
 
 typedef struct kvs_store kvs_store_t;
 
+/*
+ * Tier events, for a publisher that tells routers what this store holds
+ * (transport/server/events.c). The store reports each time a block's copy
+ * appears in a tier (STORED) or leaves it (REMOVED): a put is STORED DRAM; a
+ * write-behind is STORED NVME while the DRAM copy stays; the DRAM copy's
+ * eviction after that is REMOVED DRAM (so a degrade is STORED NVME then
+ * REMOVED DRAM); a delete, replace, expiry or eviction is REMOVED for each
+ * tier it was in; a promote is STORED DRAM; blocks found on disk at open
+ * are STORED NVME, reported from inside kvs_store_open(). A relocation
+ * within the disk tier reports nothing.
+ *
+ * The callback runs with the store's metadata lock held, on whatever thread
+ * changed the tier (a putter, the background thread, a reader). It must be
+ * cheap and must never block or call the store: copy the event into a
+ * queue and return. The pointers are valid during the call only.
+ */
+enum kvs_store_event_type { KVS_STORE_EV_STORED = 1, KVS_STORE_EV_REMOVED = 2 };
+
+typedef struct kvs_store_event {
+    uint8_t type;                 /* enum kvs_store_event_type */
+    uint8_t tier;                 /* enum kvs_tier: KVS_TIER_DRAM or _NVME */
+    uint32_t ns;
+    uint32_t key_len;
+    const uint8_t *key;
+    uint32_t parent_len;          /* 0: none */
+    const uint8_t *parent;
+} kvs_store_event_t;
+
+typedef void (*kvs_store_event_cb)(void *arg, const kvs_store_event_t *ev);
+
 /* Configuration. Fill with kvs_store_config_default(), then change fields.
  * Sizes are bytes. The store copies what it needs; the struct and its
  * strings may be freed after kvs_store_open() returns. */
@@ -74,6 +104,8 @@ typedef struct kvs_store_config {
                                    * window's share of DRAM blocks, 0..100,
                                    * fixed; KVS_STORE_WINDOW_ADAPTIVE (the
                                    * default): it adapts to the workload */
+    kvs_store_event_cb event_cb;  /* tier changes (see below); NULL: none */
+    void *event_arg;              /* passed to event_cb */
 } kvs_store_config_t;
 
 #define KVS_STORE_WINDOW_ADAPTIVE UINT32_MAX

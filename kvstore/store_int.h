@@ -270,6 +270,19 @@ static inline uint64_t key_hash(uint32_t ns, const void *key, uint32_t len)
     return XXH3_64bits_withSeed(key, len, 0x9e3779b97f4a7c15ull ^ ns);
 }
 
+/* Reports a tier change of a linked entry to the event callback
+ * (store.h, "Tier events"); silent for entries already unlinked, whose
+ * removal was reported when they were unlinked. Caller holds lock. */
+static inline void ev_tier_locked(const kvs_store_t *s, const struct entry *e,
+                                  uint8_t type, uint8_t tier)
+{
+    if (!s->cfg.event_cb || !(e->flags & E_LINKED))
+        return;
+    kvs_store_event_t ev = {type, tier, e->ns, e->key_len, e->key,
+                            e->parent_len, e->parent};
+    s->cfg.event_cb(s->cfg.event_arg, &ev);
+}
+
 /* An entry's index in the table, which is how lists link entries. */
 static inline uint32_t eidx(const kvs_store_t *s, const struct entry *e)
 {

@@ -323,6 +323,10 @@ void kvs_table_free_locked(kvs_store_t *s, struct entry *e)
  * working on it. */
 void kvs_table_remove_locked(kvs_store_t *s, struct entry *e)
 {
+    if (e->flags & E_DRAM)
+        ev_tier_locked(s, e, KVS_STORE_EV_REMOVED, KVS_TIER_DRAM);
+    if (e->flags & E_DISK)
+        ev_tier_locked(s, e, KVS_STORE_EV_REMOVED, KVS_TIER_NVME);
     kvs_table_unlink(s, e);
     s->st.blocks--;
     if (e->busy)

@@ -232,6 +232,7 @@ static void ensure_space_wlocked(kvs_store_t *s, bool force)
                 e->busy++;
                 s->requeue[n++] = i;
             } else {
+                ev_tier_locked(s, e, KVS_STORE_EV_REMOVED, KVS_TIER_NVME);
                 kvs_region_remove(s, e);
                 e->flags &= ~E_DISK;
                 s->st.nvme_blocks--;
@@ -293,7 +294,9 @@ static void finish_job_locked(kvs_store_t *s, struct wjob *job)
         kvs_region_maybe_free_locked(s, job->loc.region);
     }
     if (job->status == 0) {
-        if (e->flags & E_DISK) {
+        bool moved = e->flags & E_DISK; /* a relocation: no event */
+
+        if (moved) {
             kvs_region_remove(s, e);
             s->st.nvme_blocks--;
         }
@@ -303,6 +306,8 @@ static void finish_job_locked(kvs_store_t *s, struct wjob *job)
         e->flags |= E_DISK;
         kvs_region_add(s, e);
         s->st.nvme_blocks++;
+        if (!moved)
+            ev_tier_locked(s, e, KVS_STORE_EV_STORED, KVS_TIER_NVME);
         s->st.bytes_written += job->loc.disk_len;
     }
     if (job->kind == JOB_PUT) {

@@ -9,6 +9,8 @@ pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev cppcheck
       iptables python3-pytest python3-numpy python3-torch python3-pip
       python3-setuptools python3-wheel libopenblas0-pthread
       libfuse3-dev fuse3
+      libzmq3-dev libmsgpack-dev libcurl4-openssl-dev etcd-server etcd-client
+      python3-zmq python3-msgpack
       systemd)  # systemd-analyze verifies the unit (tests/cli/install.sh)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -55,6 +55,9 @@ NOT_WRAPPED = {
     "kvs_client_progress", "kvs_client_progress_wait", "kvs_client_wait",
     # Thin forms of the batch calls, done in Python on top of those.
     "kvs_client_put", "kvs_client_get",
+    # Locating blocks across sidecars: C and the CLI only, for now.
+    "kvs_locator_open", "kvs_locator_sync", "kvs_locate",
+    "kvs_locator_blocks", "kvs_locator_close",
 }
 
 

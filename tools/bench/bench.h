@@ -71,5 +71,6 @@ int bench_warmup_main(int argc, char **argv);
 int bench_report_main(int argc, char **argv);
 int bench_replay_main(int argc, char **argv);
 int bench_scale_main(int argc, char **argv);
+int bench_events_main(int argc, char **argv);
 
 #endif

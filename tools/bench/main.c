@@ -38,6 +38,8 @@ static const struct mode modes[] = {
      "one node at scale: memory per indexed block, fixed memory, space amp"},
     {"report", bench_report_main,
      "JSON lines of one or more runs -> a PNG (figures beside limits)"},
+    {"events", bench_events_main,
+     "PUT rate with the KV event publisher on vs off, events/s published"},
     {"warmup", bench_warmup_main,
      "kvstash-warmup import rate vs raw client puts, running daemon"},
 };

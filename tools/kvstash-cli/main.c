@@ -24,6 +24,7 @@
 #include "kvstash/kvstash.h"
 #include "common/cliarg.h"
 #include "common/hex.h"
+#include "tools/kvstash-cli/locate.h"
 
 /* The command line, parsed whole before anything is sent: options may come
  * before or after the command and its arguments, in any order. */
@@ -33,6 +34,8 @@ typedef struct cli {
     bool lease;                   /* match --lease */
     const char *parent;           /* put --parent */
     kvs_client_put_t put;         /* put --durable, --class, --ttl-ms */
+    const char *etcd, *prefix;    /* locate --etcd, --prefix */
+    uint32_t repeat;              /* locate --repeat */
 } cli_t;
 
 static cli_t cli;
@@ -64,6 +67,9 @@ static void usage(FILE *out)
         "  delete KEY...                    remove blocks\n"
         "  prefetch KEY...                  bring blocks from NVMe to DRAM\n"
         "  verify                           check every block on disk\n"
+        "  locate KEY... --etcd URL [--prefix P] [--repeat N]\n"
+        "                                   which node holds the longest\n"
+        "                                   prefix, from the nodes' events\n"
         "Exit status: 0 success, 1 the operation failed (not found, ...),\n"
         "2 usage or connection.\n",
         KVS_DEFAULT_PORT);
@@ -398,6 +404,31 @@ static int cmd_verify(kvs_client_t *c, int argc, char **argv)
     return bad ? 1 : 0;
 }
 
+/* locate: no daemon connection; the nodes come from etcd. */
+static int locate(int n, char **args)
+{
+    kvs_client_key_t *keys;
+    int ret;
+
+    if (!cli.etcd)
+        return die_usage("%s", "locate needs --etcd URL (etcd's client URL, "
+                         "e.g. http://127.0.0.1:2379)");
+    if (n < 1)
+        return die_usage("%s", "locate needs at least one KEY");
+    keys = calloc((size_t)n, sizeof(*keys));
+    if (!keys)
+        return 2;
+    if (make_keys(args, n, keys)) {
+        free(keys);
+        return die_usage("%s", "a key is empty, longer than 64 bytes, or not "
+                         "hex (with --hex)");
+    }
+    ret = kvs_cli_locate(cli.etcd, cli.prefix ? cli.prefix : "/kvstash/nodes/",
+                         cli.repeat, keys, n);
+    free(keys);
+    return ret;
+}
+
 /* The commands, and which of the command options each takes. */
 static const struct command {
     const char *name;
@@ -405,7 +436,7 @@ static const struct command {
 } commands[] = {
     {"stat", "j"}, {"put", "PDCT"}, {"get", ""}, {"match", "L"},
     {"exists", ""}, {"pin", ""}, {"unpin", ""}, {"delete", ""},
-    {"prefetch", ""}, {"verify", ""},
+    {"prefetch", ""}, {"verify", ""}, {"locate", "EXR"},
 };
 
 static const struct option opts[] = {
@@ -423,6 +454,9 @@ static const struct option opts[] = {
     {"class", required_argument, NULL, 'C'},
     {"ttl-ms", required_argument, NULL, 'T'},
     {"lease", no_argument, NULL, 'L'},
+    {"etcd", required_argument, NULL, 'E'},
+    {"prefix", required_argument, NULL, 'X'},
+    {"repeat", required_argument, NULL, 'R'},
     {NULL, 0, NULL, 0},
 };
 
@@ -488,12 +522,19 @@ int main(int argc, char **argv)
                 return 2;
             cli.put.ttl_ms = x;
             break;
+        case 'E': cli.etcd = optarg; break;
+        case 'X': cli.prefix = optarg; break;
+        case 'R':
+            if (kvs_cliarg_u32("kvstash", "--repeat", optarg, 1, 10000000,
+                               &cli.repeat))
+                return 2;
+            break;
         case ':':
             return die_usage("option '%s' needs a value", argv[optind - 1]);
         default:
             return die_usage("unknown option '%s'", argv[optind - 1]);
         }
-        if (strchr("jLPDCT", o)) { /* a command's own: checked below */
+        if (strchr("jLPDCTEXR", o)) { /* a command's own: checked below */
             size_t l = strlen(cmd_letters);
 
             if (!strchr(cmd_letters, o) && l + 1 < sizeof(cmd_letters)) {
@@ -510,7 +551,7 @@ int main(int argc, char **argv)
     if (!cmd)
         return die_usage("unknown command '%s' (commands: stat, put, get, "
                          "match, exists, pin, unpin, delete, prefetch, "
-                         "verify)", argv[optind]);
+                         "verify, locate)", argv[optind]);
     for (const char *l = cmd_letters; *l; l++) {
         if (!strchr(cmd->opts, *l)) {
             fprintf(stderr, "kvstash: --%s is not an option of %s (kvstash "
@@ -518,6 +559,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (!strcmp(cmd->name, "locate"))
+        return locate(argc - optind - 1, argv + optind + 1);
     if (kvs_cliarg_daemon("kvstash", addr_arg, port_arg, addr, sizeof(addr),
                           &p.port))
         return 2;

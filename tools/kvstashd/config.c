@@ -72,6 +72,22 @@ static const setting_t settings[] = {
     S("peer", "list", T_STR, peers, "name=host:port,... peers to stream from"),
     S("peer", "timeout_ms", T_U32, server.peer_timeout_ms,
       "a silent peer link fails after this"),
+    S("events", "endpoint", T_STR, ev_endpoint,
+      "ZMQ PUB address for vLLM-format KV events (tcp://ip:port); unset: off"),
+    S("events", "replay_endpoint", T_STR, ev_replay,
+      "ZMQ ROUTER address that replays past batches; unset: none"),
+    S("events", "topic", T_STR, ev_topic, "first frame of every message"),
+    S("events", "queue_events", T_U32, events.queue_events,
+      "tier changes queued for the publisher; more are dropped"),
+    S("events", "buffer_steps", T_U32, events.buffer_steps,
+      "batches kept for replay"),
+    S("events", "block_size", T_U32, events.block_size,
+      "tokens per block, as BlockStored reports it; 0: unknown"),
+    S("cluster", "etcd", T_STR, cl_etcd,
+      "etcd v3 JSON gateway URL (http://ip:2379); unset: no membership"),
+    S("cluster", "prefix", T_STR, cl_prefix, "key prefix of the records"),
+    S("cluster", "node", T_STR, cl_node, "this node's name (unique)"),
+    S("cluster", "ttl_s", T_U32, cluster.ttl_s, "lease TTL, seconds"),
     S("store", "dir", T_STR, dir, "data directory"),
     S("store", "dram_mib", T_U64_MIB, store.dram_bytes, "DRAM arena"),
     S("store", "nvme_mib", T_U64_MIB, store.nvme_bytes, "0: no NVMe tier"),
@@ -113,6 +129,10 @@ void kvs_config_init(kvs_config_t *cfg)
     cfg->store.dram_bytes = 512ull << 20;
     cfg->store.nvme_bytes = 2048ull << 20;
     cfg->server.max_body = 128u << 10;
+    kvs_events_config_default(&cfg->events);
+    kvs_cluster_config_default(&cfg->cluster);
+    cfg->ev_topic = dup_or_die("");
+    cfg->cl_prefix = dup_or_die("/kvstash/nodes/");
 }
 
 void kvs_config_fini(kvs_config_t *cfg)
@@ -591,6 +611,9 @@ int kvs_config_finish(kvs_config_t *cfg)
     cfg->server.peer_secret = cfg->peer_secret;
     cfg->server.peers = cfg->peers_num;
     cfg->store.dir = cfg->dir;
+    ret = kvs_config_cluster_finish(cfg);
+    if (ret)
+        return ret;
     /* A PUT frame carries at most one block's worth of payload, so the
      * largest block must fit one staging slot. */
     cfg->server.max_payload = cfg->store.max_block_bytes;

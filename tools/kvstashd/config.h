@@ -13,6 +13,8 @@
 
 #include "common/resolve.h"
 #include "kvstore/store.h"
+#include "transport/server/cluster.h"
+#include "transport/server/events.h"
 #include "transport/server/server.h"
 
 #define KVS_CONFIG_TENANTS_MAX 64
@@ -42,6 +44,12 @@ typedef struct kvs_config {
     char *peer_secret;            /* [peer] secret */
     char *peers;                  /* [peer] list: name=host:port,... */
     char *peers_num;              /* the same, hosts resolved (finish) */
+    /* [events] and [cluster] (docs/cluster.md); strings point below. */
+    kvs_events_config_t events;
+    char *ev_endpoint, *ev_replay, *ev_topic;
+    kvs_cluster_config_t cluster;
+    char *cl_etcd, *cl_prefix, *cl_node;
+    char cl_ns[1024];             /* the namespaces the record lists */
 } kvs_config_t;
 
 /* Fills cfg with the laptop defaults. */
@@ -60,6 +68,8 @@ int kvs_config_load(kvs_config_t *cfg, const char *path);
  * alike. Returns 0 or KVS_ECONFIG with a message on stderr naming the
  * setting. */
 int kvs_config_finish(kvs_config_t *cfg);
+/* The [events] and [cluster] part of kvs_config_finish (cluster_config.c). */
+int kvs_config_cluster_finish(kvs_config_t *cfg);
 /* Prints the effective configuration as INI (tokens masked). */
 void kvs_config_print(const kvs_config_t *cfg, FILE *out);
 

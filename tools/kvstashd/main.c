@@ -251,6 +251,8 @@ int main(int argc, char **argv)
     kvs_config_t cfg;
     kvs_store_t *store = NULL;
     kvs_server_t *srv = NULL;
+    kvs_events_t *events = NULL;
+    kvs_cluster_t *cluster = NULL;
     bool print_only = false;
     int ret;
 
@@ -310,11 +312,32 @@ int main(int argc, char **argv)
         }
         /* fd stays open until exit: it holds the lock. */
     }
+    /* Events first: the store reports what it finds on disk while it
+     * opens, and consumers learn it after the AllBlocksCleared. */
+    if (cfg.events.endpoint && *cfg.events.endpoint) {
+        ret = kvs_events_create(&cfg.events, &events);
+        if (ret) {
+            kvs_error("cannot publish events on %s: %s (events.endpoint)",
+                      cfg.events.endpoint, kvs_strerror(ret));
+            goto out;
+        }
+        cfg.store.event_cb = kvs_events_store_cb;
+        cfg.store.event_arg = events;
+    }
     ret = kvs_store_open(&cfg.store, &store);
     if (ret) {
         kvs_error("cannot open the store in %s: %s", cfg.dir,
                   kvs_strerror(ret));
         goto out;
+    }
+    if (cfg.cluster.etcd) {
+        ret = kvs_cluster_create(&cfg.cluster, &cluster);
+        if (ret) {
+            kvs_error("cannot start membership: %s", kvs_strerror(ret));
+            goto err_close_store;
+        }
+        cfg.server.peer_resolve = kvs_cluster_resolve;
+        cfg.server.peer_resolve_arg = cluster;
     }
     ret = kvs_server_create(&cfg.server, store, &srv);
     if (ret) {
@@ -327,6 +350,11 @@ int main(int argc, char **argv)
             kvs_error("cannot write %s: %s", cfg.port_file, kvs_strerror(ret));
             goto err_destroy_server;
         }
+    }
+    ret = kvs_cluster_announce(cluster, cfg.listen_num, kvs_server_port(srv));
+    if (ret) {
+        kvs_error("cannot start membership: %s", kvs_strerror(ret));
+        goto err_destroy_server;
     }
     printf("kvstashd: serving on %s port %u, data in %s\n", cfg.listen,
            kvs_server_port(srv), cfg.dir);
@@ -352,8 +380,10 @@ err_destroy_server:
         }
     }
 err_close_store:
+    kvs_cluster_destroy(cluster);
     kvs_store_close(store);
 out:
+    kvs_events_destroy(events);
     if (ret == 0)
         kvs_info("stopped cleanly");
     kvs_config_fini(&cfg);

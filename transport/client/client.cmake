@@ -5,11 +5,13 @@ add_library(kvstash SHARED ${CMAKE_CURRENT_SOURCE_DIR}/client/conn.c
     ${CMAKE_CURRENT_SOURCE_DIR}/client/request.c
     ${CMAKE_CURRENT_SOURCE_DIR}/client/ops.c
     ${CMAKE_CURRENT_SOURCE_DIR}/client/stream.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/client/locate.c
     ${PROJECT_SOURCE_DIR}/common/status.c)
 # kvs_strerror() is part of the client API: export it from this copy.
 set_source_files_properties(${PROJECT_SOURCE_DIR}/common/status.c
     TARGET_DIRECTORY kvstash PROPERTIES COMPILE_OPTIONS -fvisibility=default)
-target_link_libraries(kvstash PRIVATE kvs_wire kvs_ucx kvs_common PkgConfig::UCX)
+target_link_libraries(kvstash PRIVATE kvs_wire kvs_ucx kvs_common kvs_cluster
+    PkgConfig::UCX)
 set_target_properties(kvstash PROPERTIES
     VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR}
     C_VISIBILITY_PRESET hidden
@@ -25,6 +27,7 @@ install(TARGETS kvstash EXPORT kvstashTargets
 install(FILES ${PROJECT_SOURCE_DIR}/include/kvstash/kvstash.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/client.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/stream.h
+    ${PROJECT_SOURCE_DIR}/include/kvstash/locate.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/status.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/types.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/wire.h

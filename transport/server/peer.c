@@ -173,6 +173,9 @@ int kvs_peer_get(kvs_srvstream_t *st, const char *peer, link_t **out)
             snprintf(addr, sizeof(addr), "%s", st->peers[i].addr);
             port = st->peers[i].port;
         }
+    if (!addr[0] && st->resolve &&
+        st->resolve(st->resolve_arg, peer, addr, sizeof(addr), &port) != 0)
+        addr[0] = '\0';
     if (!addr[0] && parse_hostport(peer, addr, sizeof(addr), &port))
         return KVS_ENOTFOUND;
     if (kvs_sockaddr_parse(addr, port, &ss) != 0)

@@ -384,6 +384,8 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     sp.memh = srv->arena_memh;
     sp.secret = cfg->peer_secret;
     sp.peers = cfg->peers;
+    sp.resolve = cfg->peer_resolve;
+    sp.resolve_arg = cfg->peer_resolve_arg;
     sp.timeout_ms = cfg->peer_timeout_ms;
     ret = kvs_srvstream_create(&sp, &srv->stream);
     if (ret)

@@ -48,6 +48,12 @@ typedef struct kvs_server_config {
     const char *peer_secret;      /* shared by peers; NULL: no peer links in */
     const char *peers;            /* "name=ip:port,..."; NULL: none */
     uint32_t peer_timeout_ms;     /* a silent peer link fails after this */
+    /* Peers not in the list: found by name through this hook (membership,
+     * transport/server/cluster.h), called on the server thread; it must
+     * not block. NULL: only the list. */
+    int (*peer_resolve)(void *arg, const char *name, char *addr, size_t cap,
+                        uint16_t *port);
+    void *peer_resolve_arg;
 } kvs_server_config_t;
 
 typedef struct kvs_server kvs_server_t;

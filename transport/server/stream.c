@@ -522,6 +522,8 @@ int kvs_srvstream_create(const kvs_srvstream_params_t *p,
     snprintf(st->secret, sizeof(st->secret), "%s", p->secret ? p->secret : "");
     st->timeout_ns = (uint64_t)(p->timeout_ms ? p->timeout_ms : 5000) *
                      1000000ull;
+    st->resolve = p->resolve;
+    st->resolve_arg = p->resolve_arg;
     ret = kvs_peer_parse(st, p->peers);
     if (ret) {
         free(st);

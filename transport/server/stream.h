@@ -23,6 +23,8 @@ typedef struct kvs_srvstream_params {
     ucp_mem_h memh;               /* the arena's registration; NULL: none */
     const char *secret;           /* [peer] secret; NULL: accept no links */
     const char *peers;            /* [peer] list: name=ip:port,... */
+    int (*resolve)(void *, const char *, char *, size_t, uint16_t *);
+    void *resolve_arg;            /* kvs_server_config_t.peer_resolve */
     uint32_t timeout_ms;          /* [peer] timeout_ms; 0: 5000 */
 } kvs_srvstream_params_t;
 

@@ -202,6 +202,8 @@ struct kvs_srvstream {
     uint64_t timeout_ns;
     peer_cfg_t peers[PEERS_MAX];
     size_t npeers;
+    int (*resolve)(void *, const char *, char *, size_t, uint16_t *);
+    void *resolve_arg;            /* peers by name beyond the list */
     /* counters */
     uint64_t parts_in, parts_out, blocks_sealed, blocks_failed;
 };
