@@ -205,6 +205,8 @@ void kvs_conn_bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
     kvs_wire_msg_t m;
     kvs_conn_t *conn = NULL;
 
+    if (b->refused_ns)
+        return; /* one BIND per endpoint; this one is being closed */
     if (b->conn || kvs_wire_decode(frame, len, 0, &srv->lim, srv->scratch,
                                    &m) != 0 ||
         m.hdr.opcode != KVS_OP_BIND || (m.hdr.flags & KVS_WIRE_F_REPLY)) {
@@ -213,17 +215,21 @@ void kvs_conn_bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
         b->failed = true;
         return;
     }
-    for (kvs_conn_t *c = srv->conns; c; c = c->next)
-        if (c->id == m.u.bind.session && !c->closing && c->ready)
+    /* Every connection is compared, in time that does not depend on which
+     * one matches or where a session or secret differs. */
+    for (kvs_conn_t *c = srv->conns; c; c = c->next) {
+        uint64_t diff = (c->session ^ m.u.bind.session) |
+                        (c->bind_secret ^ m.u.bind.secret);
+
+        if (diff == 0 && !c->closing && c->ready)
             conn = c;
-    if (!conn || conn->bulk || !(conn->features & KVS_WIRE_FEAT_BULK) ||
-        conn->bind_secret != m.u.bind.secret) {
-        kvs_debug("bulk endpoint: BIND to session %llu refused",
-                  (unsigned long long)m.u.bind.session);
+    }
+    if (!conn || conn->bulk || !(conn->features & KVS_WIRE_FEAT_BULK)) {
+        /* Answered on this endpoint, which sent it: never on the
+         * connection it names, which may be someone else's. */
+        kvs_debug("bulk endpoint: BIND refused");
         srv->bad_frames++;
-        b->failed = true;
-        if (conn)
-            kvs_send_status(srv, conn, &m.hdr, KVS_EAUTH, false);
+        kvs_send_bulk_status(srv, b, &m.hdr, KVS_EAUTH);
         return;
     }
     b->conn = conn;
@@ -387,6 +393,7 @@ void kvs_conn_set_ready(kvs_server_t *srv, kvs_conn_t *conn,
     conn->ns_ok = tenant && ns_ok;
     conn->ns = conn->ns_ok ? ns : 0;
     conn->features = features;
+    conn->session = secret64();
     if (srv->bulk_port && (features & KVS_WIRE_FEAT_BULK))
         conn->bind_secret = secret64();
     else

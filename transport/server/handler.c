@@ -96,7 +96,7 @@ static kvs_wire_msg_t hello_reply(kvs_server_t *srv, kvs_conn_t *conn,
     r.u.hello_rep.max_inflight = srv->cfg.max_inflight;
     r.u.hello_rep.max_keys = srv->cfg.max_keys;
     r.u.hello_rep.lease_max_ms = srv->cfg.lease_max_ms;
-    r.u.hello_rep.session = conn->id;
+    r.u.hello_rep.session = conn->session;
     r.u.hello_rep.features = conn->features;
     if (conn->features & KVS_WIRE_FEAT_BULK) {
         r.u.hello_rep.bind_secret = conn->bind_secret;

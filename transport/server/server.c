@@ -442,8 +442,10 @@ static void bulk_sweep(kvs_server_t *srv, uint64_t now)
 {
     for (kvs_bulk_t *b = srv->bulks, *next; b; b = next) {
         next = b->next;
-        /* An unbound bulk endpoint gets 10 s to BIND. */
-        if (b->failed || (!b->conn && now - b->created_ns > 10000000000ull))
+        /* An unbound bulk endpoint gets 10 s to BIND; a refused one is
+         * closed once its refusal is sent (failed), or after 1 s. */
+        if (b->failed || (!b->conn && now - b->created_ns > 10000000000ull) ||
+            (b->refused_ns && now - b->refused_ns > 1000000000ull))
             kvs_conn_bulk_close(srv, b);
     }
 }

@@ -37,7 +37,9 @@ typedef struct kvs_bulk {
     ucp_ep_h ep;
     kvs_conn_t *conn;             /* NULL until bound */
     uint64_t created_ns;          /* unbound ones expire */
-    bool failed;                  /* UCX reported an error */
+    uint64_t refused_ns;          /* BIND refused: closed once the refusal
+                                     is sent, or 1 s after it at most */
+    bool failed;                  /* UCX reported an error, or to close */
 } kvs_bulk_t;
 
 /* A lease: references taken by one MATCH, dropped by a GET naming it, a
@@ -82,6 +84,7 @@ struct kvs_conn {
     uint32_t nleases;
     kvs_conn_pin_t *pins;         /* max_pins entries, allocated at first PIN */
     uint32_t npins;
+    uint64_t session;             /* random, for BIND; told in HELLO */
     uint64_t bind_secret;         /* for BIND, from HELLO */
     kvs_bulk_t *bulk;             /* bound bulk endpoint, if any */
     struct kvs_tx *data_txs;      /* DATA sends UCX has not completed */
@@ -179,6 +182,12 @@ int kvs_send_data(kvs_server_t *srv, kvs_tx_t *tx, size_t hlen);
 void kvs_send_status(kvs_server_t *srv, kvs_conn_t *conn,
                      const kvs_wire_hdr_t *req, int status, bool close_after);
 void kvs_send_reply(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *rep);
+/* A header-only reply on a bulk endpoint that is not bound (a refused
+ * BIND): it goes back where the request came from, never to a connection
+ * the request named. The endpoint is marked failed (and so closed) once
+ * the reply has been sent. */
+void kvs_send_bulk_status(kvs_server_t *srv, kvs_bulk_t *b,
+                          const kvs_wire_hdr_t *req, int status);
 
 /* conn.c */
 /* The open connection whose control endpoint is ep, or NULL. */
