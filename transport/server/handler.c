@@ -561,7 +561,7 @@ static const struct {
 static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                     const uint8_t *payload)
 {
-    kvs_wire_stat_t ents[KVS_ARRAY_SIZE(store_stats) + 16];
+    kvs_wire_stat_t ents[KVS_ARRAY_SIZE(store_stats) + 32];
     kvs_store_stats_t st;
     kvs_wire_msg_t r;
     size_t n = 0;
@@ -576,6 +576,7 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     }
 #define SRV_STAT(nm, v)                                                    \
     do {                                                                   \
+        kvs_assert(n < KVS_ARRAY_SIZE(ents));                              \
         ents[n].name.data = (const uint8_t *)nm;                           \
         ents[n].name.len = (uint32_t)strlen(nm);                           \
         ents[n].value = (v);                                               \
@@ -584,6 +585,9 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     SRV_STAT("connections", srv->nconns);
     SRV_STAT("connections_accepted", srv->conns_accepted);
     SRV_STAT("connections_rejected", srv->conns_rejected);
+    SRV_STAT("connections_prehello", srv->nprehello);
+    SRV_STAT("hello_timeouts", srv->hello_timeouts);
+    SRV_STAT("hello_evictions", srv->hello_evictions);
     SRV_STAT("requests", srv->requests);
     SRV_STAT("bad_frames", srv->bad_frames);
     SRV_STAT("auth_failures", srv->auth_failures);

@@ -51,6 +51,8 @@ void kvs_server_config_default(kvs_server_config_t *cfg)
     cfg->listen_addr = "127.0.0.1";
     cfg->port = 7370;
     cfg->max_conns = 256;
+    cfg->max_prehello = 0; /* max_conns / 4 */
+    cfg->hello_timeout_ms = 5000;
     cfg->max_inflight = 64;
     cfg->max_body = 64u << 10;
     cfg->max_keys = KVS_WIRE_KEYS_MAX;
@@ -197,7 +199,7 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
         }
         conn = b->conn;
     }
-    if (conn->closing)
+    if (conn->closing || conn->evicted)
         return UCS_OK;
     if (hlen == 0) {
         /* A frame without payload must come eagerly, as the AM data. */
@@ -309,6 +311,7 @@ int kvs_server_config_check(const kvs_server_config_t *c)
         c->max_body < 1024 || c->max_body > KVS_WIRE_BODY_MAX ||
         c->max_payload < 4096 || c->max_inflight < 1 || c->max_conns < 1 ||
         c->staging_slots < 1 || c->lease_max_ms < 1 ||
+        c->max_prehello > c->max_conns || c->hello_timeout_ms < 1 ||
         c->lease_default_ms > c->lease_max_ms || !c->listen_addr) {
         kvs_error("invalid transport configuration");
         return KVS_ECONFIG;
@@ -351,6 +354,8 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     if (!srv)
         return -ENOMEM;
     srv->cfg = *cfg;
+    if (!srv->cfg.max_prehello)
+        srv->cfg.max_prehello = KVS_MAX(cfg->max_conns / 4, 1u);
     srv->store = store;
     srv->epfd = -1;
     srv->lim.max_body = cfg->max_body;
@@ -475,6 +480,7 @@ int kvs_server_run(kvs_server_t *srv, volatile sig_atomic_t *stop)
         now = kvs_clock_mono_ns();
         if (now - last_timer > 50000000ull) {
             expire_leases(srv, now);
+            kvs_conn_sweep_prehello(srv, now);
             bulk_sweep(srv, now);
             kvs_srvstream_tick(srv->stream, now);
             last_timer = now;

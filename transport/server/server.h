@@ -30,6 +30,10 @@ typedef struct kvs_server_config {
     const char *listen_addr;      /* numeric IPv4/IPv6 address */
     uint16_t port;                /* 0: any free port (see kvs_server_port) */
     uint32_t max_conns;           /* connections at once */
+    uint32_t max_prehello;        /* of them before HELLO; 0: max_conns / 4
+                                     (at least 1) */
+    uint32_t hello_timeout_ms;    /* a connection without HELLO after this
+                                     is closed */
     uint32_t max_inflight;        /* requests in flight per connection */
     uint32_t max_body;            /* bytes of a request body */
     uint32_t max_keys;            /* entries per batch frame */

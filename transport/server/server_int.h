@@ -69,8 +69,12 @@ struct kvs_conn {
     kvs_server_t *srv;
     ucp_ep_h ep;
     uint64_t id;
+    uint64_t accepted_ns;         /* monotonic; for the HELLO deadline */
     int refs;                     /* 1 while open + in-flight operations */
     bool ready;                   /* HELLO accepted */
+    bool prehello;                /* counted in srv->nprehello */
+    bool evicted;                 /* closed to make room; counted in
+                                     srv->nevicting until closed */
     bool closing;                 /* no new work; being torn down */
     bool close_queued;
     bool close_graceful;          /* flush before disconnecting */
@@ -134,6 +138,9 @@ struct kvs_server {
     uint32_t hash_mask;
     kvs_conn_t *close_list;       /* connections to close from the loop */
     uint32_t nconns;              /* open connections */
+    uint32_t nprehello;           /* of them, not past HELLO yet */
+    uint32_t nevicting;           /* of them, queued for closing to make
+                                     room for a new one */
     uint64_t next_conn_id;
     uint64_t next_lease_id;
 
@@ -158,6 +165,8 @@ struct kvs_server {
     /* Counters, reported by STAT. */
     uint64_t conns_accepted;
     uint64_t conns_rejected;
+    uint64_t hello_timeouts;      /* closed for want of a HELLO */
+    uint64_t hello_evictions;     /* closed without HELLO to make room */
     uint64_t bad_frames;
     uint64_t auth_failures;
     uint64_t requests;
@@ -206,6 +215,8 @@ void kvs_conn_bulk_request_cb(ucp_conn_request_h req, void *arg);
 void kvs_conn_bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
                         size_t len);
 void kvs_conn_bulk_close(kvs_server_t *srv, kvs_bulk_t *b);
+/* Closes the connections whose HELLO deadline has passed. */
+void kvs_conn_sweep_prehello(kvs_server_t *srv, uint64_t now);
 /* The one place a connection's tenancy and features are set, once handler.c
  * has checked its HELLO: tenant (NULL: a peer daemon's link), whether it
  * may use its namespace ns, the features agreed (BULK only when this
