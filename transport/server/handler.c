@@ -263,6 +263,13 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
             b->status = KVS_ENOTFOUND;
             continue;
         }
+        /* DATA the client has not taken yet is bounded per connection
+         * (a client that never pulls would pin blocks without end). */
+        if (conn->ndata >= srv->cfg.max_inflight_blocks) {
+            b->status = -EAGAIN;
+            srv->get_throttled++;
+            continue;
+        }
         tx = kvs_send_tx_get(srv, conn);
         if (!tx) {
             b->status = -ENOMEM;
@@ -282,6 +289,13 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         if (tx->view.len > ge->cap) {
             b->status = -ENOBUFS;
             kvs_send_tx_put(srv, tx); /* unpins */
+            continue;
+        }
+        if (conn->ndata > 0 &&
+            conn->data_bytes + tx->view.len > srv->cfg.max_inflight_bytes) {
+            b->status = -EAGAIN; /* one block alone is always sent */
+            srv->get_throttled++;
+            kvs_send_tx_put(srv, tx);
             continue;
         }
         memset(&d, 0, sizeof(d));
@@ -599,6 +613,7 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     SRV_STAT("get_blocks_sent", srv->blocks_sent);
     SRV_STAT("get_bytes_sent", srv->bytes_sent);
     SRV_STAT("get_misses", srv->get_misses);
+    SRV_STAT("get_throttled", srv->get_throttled);
 #undef SRV_STAT
     r = reply_to(m, (uint32_t)n);
     r.u.stat_rep.ents = ents;

@@ -53,6 +53,8 @@ static void data_list_del(kvs_tx_t *tx)
     if (tx->dnext)
         tx->dnext->dprev = tx->dprev;
     tx->in_data_list = false;
+    tx->conn->ndata--;
+    tx->conn->data_bytes -= tx->data_len;
 }
 
 void kvs_send_tx_put(kvs_server_t *srv, kvs_tx_t *tx)
@@ -155,6 +157,9 @@ int kvs_send_data(kvs_server_t *srv, kvs_tx_t *tx, size_t hlen)
             tx->dnext->dprev = tx;
         tx->conn->data_txs = tx;
         tx->in_data_list = true;
+        tx->data_len = tx->view.len;
+        tx->conn->ndata++;
+        tx->conn->data_bytes += tx->data_len;
     }
     return tx_finish(srv, tx, sp);
 }

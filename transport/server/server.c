@@ -54,6 +54,8 @@ void kvs_server_config_default(kvs_server_config_t *cfg)
     cfg->max_prehello = 0; /* max_conns / 4 */
     cfg->hello_timeout_ms = 5000;
     cfg->max_inflight = 64;
+    cfg->max_inflight_blocks = KVS_WIRE_KEYS_MAX;
+    cfg->max_inflight_bytes = 256ull << 20;
     cfg->max_body = 64u << 10;
     cfg->max_keys = KVS_WIRE_KEYS_MAX;
     cfg->max_payload = 16u << 20;
@@ -310,6 +312,7 @@ int kvs_server_config_check(const kvs_server_config_t *c)
     if (c->max_keys < 1 || c->max_keys > KVS_WIRE_KEYS_MAX ||
         c->max_body < 1024 || c->max_body > KVS_WIRE_BODY_MAX ||
         c->max_payload < 4096 || c->max_inflight < 1 || c->max_conns < 1 ||
+        c->max_inflight_blocks < 1 || c->max_inflight_bytes < 1 ||
         c->staging_slots < 1 || c->lease_max_ms < 1 ||
         c->max_prehello > c->max_conns || c->hello_timeout_ms < 1 ||
         c->lease_default_ms > c->lease_max_ms || !c->listen_addr) {

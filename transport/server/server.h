@@ -35,6 +35,9 @@ typedef struct kvs_server_config {
     uint32_t hello_timeout_ms;    /* a connection without HELLO after this
                                      is closed */
     uint32_t max_inflight;        /* requests in flight per connection */
+    uint32_t max_inflight_blocks; /* DATA messages not yet taken by the
+                                     client, per connection */
+    uint64_t max_inflight_bytes;  /* their bytes, per connection */
     uint32_t max_body;            /* bytes of a request body */
     uint32_t max_keys;            /* entries per batch frame */
     uint32_t max_payload;         /* bytes of one PUT payload */

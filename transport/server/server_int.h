@@ -92,6 +92,8 @@ struct kvs_conn {
     uint64_t bind_secret;         /* for BIND, from HELLO */
     kvs_bulk_t *bulk;             /* bound bulk endpoint, if any */
     struct kvs_tx *data_txs;      /* DATA sends UCX has not completed */
+    uint32_t ndata;               /* of them (max_inflight_blocks) */
+    uint64_t data_bytes;          /* their bytes (max_inflight_bytes) */
 };
 
 /* A send in flight: a frame and, for DATA, the pinned block it carries. */
@@ -99,6 +101,7 @@ typedef struct kvs_tx {
     struct kvs_tx *next;          /* free list */
     struct kvs_tx *dnext, *dprev; /* conn->data_txs while a DATA is posted */
     bool in_data_list;
+    uint64_t data_len;            /* counted in conn->data_bytes */
     kvs_conn_t *conn;             /* referenced while in flight */
     bool has_view;
     bool close_after;             /* close the connection once sent */
@@ -178,6 +181,8 @@ struct kvs_server {
     uint64_t blocks_sent;         /* DATA messages posted */
     uint64_t bytes_sent;          /* their payload bytes */
     uint64_t get_misses;          /* GET entries answered without data */
+    uint64_t get_throttled;       /* GET entries answered -EAGAIN: too
+                                     much DATA not taken yet */
 
     /* Streaming between sidecars (transport/server/stream.c). */
     struct kvs_srvstream *stream;
