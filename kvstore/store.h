@@ -342,6 +342,9 @@ typedef void (*kvs_verify_cb)(void *arg, uint32_t ns, const void *key,
  * dropped from the index. */
 int kvs_store_verify(kvs_store_t *store, kvs_verify_cb cb, void *arg,
                      uint64_t *checked_out, uint64_t *bad_out);
+/* The same for the blocks of namespace ns only. */
+int kvs_store_verify_ns(kvs_store_t *store, uint32_t ns, kvs_verify_cb cb,
+                        void *arg, uint64_t *checked_out, uint64_t *bad_out);
 
 /* Arena access for transports that register it (UCX). Valid until close. */
 void *kvs_store_arena(kvs_store_t *store, size_t *len_out);

@@ -73,7 +73,9 @@ int main(void)
     int round = 0;
 
     kvs_e2e_daemon_init(&d, "e2e_badinput");
-    kvs_e2e_write_config(&d, "[tenant.t]\ntoken = right\nnamespaces = ns\n");
+    /* An operator: the counters below are store-wide. */
+    kvs_e2e_write_config(&d, "[tenant.t]\ntoken = right\nnamespaces = ns\n"
+                             "operator = true\n");
     kvs_e2e_daemon_start(&d, NULL);
     good = kvs_e2e_connect(&d, "ns", "right");
     still_serving(good, round++);

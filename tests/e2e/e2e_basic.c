@@ -20,6 +20,7 @@ static const char config[] =
     "[tenant.alice]\n"
     "token = alice-secret\n"
     "namespaces = " NS_A ", shared\n"
+    "operator = true\n" /* auth_failures is a store-wide figure */
     "[tenant.bob]\n"
     "token = bob-secret\n"
     "namespaces = " NS_B ", shared\n";

@@ -223,8 +223,20 @@ static int set_tenant(kvs_config_t *cfg, const char *name, const char *key,
         free(list);
         return 0;
     }
+    if (strcmp(key, "operator") == 0) {
+        if (!strcasecmp(value, "true") || !strcmp(value, "1"))
+            t->is_operator = true;
+        else if (!strcasecmp(value, "false") || !strcmp(value, "0"))
+            t->is_operator = false;
+        else {
+            snprintf(err, errcap, "tenant.%s.operator: bad value '%s' (want "
+                     "true or false)", name, value);
+            return KVS_ECONFIG;
+        }
+        return 0;
+    }
     snprintf(err, errcap, "unknown setting 'tenant.%s.%s' (a tenant has "
-             "token and namespaces)", name, key);
+             "token, namespaces and operator)", name, key);
     return KVS_ECONFIG;
 }
 
@@ -622,6 +634,7 @@ int kvs_config_finish(kvs_config_t *cfg)
         st->namespaces = (const char *const *)t->ns;
         st->nnamespaces = t->nns;
         st->all_ns = t->all_ns;
+        st->is_operator = t->is_operator;
     }
     cfg->server.tenants = cfg->ntenants ? cfg->server_tenants : NULL;
     cfg->server.ntenants = cfg->ntenants;
@@ -686,8 +699,9 @@ void kvs_config_print(const kvs_config_t *cfg, FILE *out)
         fprintf(out, "# no [tenant.*] sections: every token is accepted and "
                 "every namespace is open\n");
     for (size_t i = 0; i < cfg->ntenants; i++)
-        fprintf(out, "[tenant.%s]\ntoken = ********\nnamespaces = %s\n",
+        fprintf(out, "[tenant.%s]\ntoken = ********\nnamespaces = %s\n%s",
                 cfg->tenants[i].name,
-                cfg->tenants[i].ns_list ? cfg->tenants[i].ns_list : "");
+                cfg->tenants[i].ns_list ? cfg->tenants[i].ns_list : "",
+                cfg->tenants[i].is_operator ? "operator = true\n" : "");
     fflush(out);
 }

@@ -72,7 +72,9 @@ static bool token_eq(const char *want, const kvs_wire_bytes_t *got)
     return diff == 0 && wl > 0;
 }
 
-static const kvs_tenant_t open_tenant = {.name = "default", .all_ns = true};
+/* Laptop mode: one tenant, which is also the operator. */
+static const kvs_tenant_t open_tenant = {.name = "default", .all_ns = true,
+                                         .is_operator = true};
 
 static bool ns_allowed(const kvs_tenant_t *t, const kvs_wire_bytes_t *ns)
 {
@@ -572,6 +574,79 @@ static const struct {
     STAT_ENT(s, stored_bytes_degraded), STAT_ENT(s, admission_rejected),
 };
 
+/* What a tenant's STAT shows: its own namespace (by a walk of it) and
+ * its own connections, nothing of the rest of the store. */
+typedef struct tenant_view {
+    uint64_t blocks, dram_blocks, nvme_blocks;
+    uint64_t dram_used_bytes, nvme_used_bytes, pinned_bytes;
+} tenant_view_t;
+
+static int tenant_view_add(void *arg, const void *key, uint32_t key_len,
+                           const void *parent, uint32_t parent_len,
+                           const kvs_block_info_t *info)
+{
+    tenant_view_t *v = arg;
+
+    (void)key, (void)key_len, (void)parent, (void)parent_len;
+    v->blocks++;
+    if (info->tier == KVS_TIER_DRAM) {
+        v->dram_blocks++;
+        v->dram_used_bytes += info->data_len;
+    } else {
+        v->nvme_blocks++;
+        v->nvme_used_bytes += info->data_len;
+    }
+    if (info->cls == KVS_CLASS_PINNED)
+        v->pinned_bytes += info->data_len;
+    return 0;
+}
+
+static void stat_tenant(kvs_server_t *srv, kvs_conn_t *conn,
+                        kvs_wire_msg_t *m)
+{
+    kvs_wire_stat_t ents[16];
+    tenant_view_t v = {0};
+    uint64_t conns = 0, leases = 0, pins = 0, refs = 0;
+    kvs_wire_msg_t r;
+    size_t n = 0;
+
+    if (conn->ns_ok)
+        (void)kvs_store_scan(srv->store, conn->ns, 0, tenant_view_add, &v,
+                             NULL);
+    for (const kvs_conn_t *c = srv->conns; c; c = c->next) {
+        if (c->closing || !c->ready || c->tenant != conn->tenant)
+            continue;
+        conns++;
+        leases += c->nleases;
+        pins += c->npins;
+        refs += c->npins + c->ndata;
+        for (const kvs_lease_t *l = c->leases; l; l = l->next)
+            refs += l->nkeys;
+    }
+#define TEN_STAT(nm, val)                                                  \
+    do {                                                                   \
+        kvs_assert(n < KVS_ARRAY_SIZE(ents));                              \
+        ents[n].name.data = (const uint8_t *)nm;                           \
+        ents[n].name.len = (uint32_t)strlen(nm);                           \
+        ents[n].value = (val);                                             \
+        n++;                                                               \
+    } while (0)
+    TEN_STAT("blocks", v.blocks);
+    TEN_STAT("dram_blocks", v.dram_blocks);
+    TEN_STAT("nvme_blocks", v.nvme_blocks);
+    TEN_STAT("dram_used_bytes", v.dram_used_bytes);
+    TEN_STAT("nvme_used_bytes", v.nvme_used_bytes);
+    TEN_STAT("pinned_bytes", v.pinned_bytes);
+    TEN_STAT("refs", refs);
+    TEN_STAT("connections", conns);
+    TEN_STAT("leases", leases);
+    TEN_STAT("conn_pins", pins);
+#undef TEN_STAT
+    r = reply_to(m, (uint32_t)n);
+    r.u.stat_rep.ents = ents;
+    kvs_send_reply(srv, conn, &r);
+}
+
 static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                     const uint8_t *payload)
 {
@@ -581,6 +656,10 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     size_t n = 0;
 
     (void)payload;
+    if (!conn->tenant || !conn->tenant->is_operator) {
+        stat_tenant(srv, conn, m);
+        return;
+    }
     kvs_store_stats(srv->store, &st);
     for (size_t i = 0; i < KVS_ARRAY_SIZE(store_stats); i++) {
         ents[n].name.data = (const uint8_t *)store_stats[i].name;
@@ -628,8 +707,15 @@ static void op_verify(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     int ret;
 
     (void)payload;
-    /* Runs on the serving thread: other clients wait while it reads. */
-    ret = kvs_store_verify(srv->store, NULL, NULL, &checked, &bad);
+    /* Runs on the serving thread: other clients wait while it reads. An
+     * operator checks the whole store, a tenant its own namespace. */
+    if (conn->tenant && conn->tenant->is_operator)
+        ret = kvs_store_verify(srv->store, NULL, NULL, &checked, &bad);
+    else if (conn->ns_ok)
+        ret = kvs_store_verify_ns(srv->store, conn->ns, NULL, NULL, &checked,
+                                  &bad);
+    else
+        ret = 0;
     if (ret) {
         kvs_send_status(srv, conn, &m->hdr, ret, false);
         return;

@@ -16,7 +16,9 @@
 #include "kvstore/store.h"
 
 /* One tenant: the connections that present token act as name and may use
- * the listed namespaces (or every namespace when all_ns). Strings are the
+ * the listed namespaces (or every namespace when all_ns). STAT and VERIFY
+ * of a tenant describe its own namespace and connections only, unless it
+ * is an operator. Strings are the
  * caller's and must outlive the server. */
 typedef struct kvs_tenant {
     const char *name;
@@ -24,6 +26,7 @@ typedef struct kvs_tenant {
     const char *const *namespaces;
     size_t nnamespaces;
     bool all_ns;
+    bool is_operator;             /* STAT and VERIFY see the whole store */
 } kvs_tenant_t;
 
 typedef struct kvs_server_config {
