@@ -8,9 +8,11 @@
  * the token it presented in HELLO; its namespace is usable only if the
  * tenant is allowed it (conn->ns_ok). On a namespace the tenant may not use,
  * every operation answers exactly what it would answer if the namespace were
- * empty: reads miss (KVS_ENOTFOUND, nothing present, a match of 0), writes
- * are KVS_ENOTFOUND. The store is not consulted, so nothing about another
- * tenant's blocks can be learnt, not even through timing of a lookup.
+ * empty: reads miss (KVS_ENOTFOUND, nothing present, a match of 0), DELETE,
+ * PIN and UNPIN find nothing (KVS_ENOTFOUND), and a PUT, which would store
+ * something, is refused with -EACCES, whatever the namespace holds. The
+ * store is not consulted, so nothing about another tenant's blocks can be
+ * learnt, not even through timing of a lookup.
  */
 #include "transport/server/server_int.h"
 #include "transport/server/stream.h"
@@ -213,8 +215,9 @@ static void op_put(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         kvs_put_args_t *a = &srv->puts[i];
         uint64_t off = pe->data_off;
 
+        /* Refused whatever the namespace holds (docs/protocol.md 8). */
         if (!conn->ns_ok) {
-            srv->status[i] = KVS_ENOTFOUND;
+            srv->status[i] = -EACCES;
             continue;
         }
         memset(a, 0, sizeof(*a));
