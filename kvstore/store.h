@@ -226,6 +226,9 @@ typedef struct kvs_view {
     uint32_t nparts;
     const uint32_t *part_lens;    /* nparts entries, in the arena */
     uint64_t arena_off;           /* offset of data within the arena */
+    uint8_t cls;                  /* enum kvs_class of the block */
+    uint8_t tier;                 /* enum kvs_tier it was found in: NVMe
+                                     when this pin read it from disk */
     void *ref;                    /* the store's handle; do not touch */
 } kvs_view_t;
 

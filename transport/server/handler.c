@@ -290,7 +290,8 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         tx->has_view = true;
         b->len = tx->view.len;
         b->nparts = tx->view.nparts;
-        b->tier = KVS_TIER_DRAM;
+        b->tier = tx->view.tier; /* where the store found it */
+        b->cls = tx->view.cls;
         if (tx->view.len > ge->cap) {
             b->status = -ENOBUFS;
             kvs_send_tx_put(srv, tx); /* unpins */
@@ -310,7 +311,8 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         d.hdr.count = i;
         d.u.data.len = tx->view.len;
         d.u.data.nparts = tx->view.nparts;
-        d.u.data.tier = KVS_TIER_DRAM;
+        d.u.data.tier = tx->view.tier;
+        d.u.data.cls = tx->view.cls;
         d.u.data.part_lens = tx->view.part_lens;
         ret = kvs_wire_encode(&d, tx->buf, srv->tx_cap, &hlen);
         if (ret) {
