@@ -122,7 +122,7 @@ typedef struct kvs_put_args {
     uint32_t flags;               /* KVS_PUT_* */
     uint8_t cls;                  /* enum kvs_class */
     uint8_t elem_size;            /* 0: the namespace's */
-    uint64_t ttl_ms;              /* user class: time to live; 0: none */
+    uint64_t ttl_ms;              /* time to live, any class; 0: none */
     uint32_t parent_len;          /* 0: no parent */
     const void *parent;           /* key of the block before it in the prompt */
     uint64_t group;               /* conversation or user id; 0: none */
