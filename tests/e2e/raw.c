@@ -185,8 +185,8 @@ int raw_send(raw_t *r, const void *frame, size_t flen, const void *payload,
     for (;;) {
         CHECK(raw_wait(r)); /* an error reply comes before any close */
         CHECK(raw_pop(r, &h, &f));
-        if (h.opcode != KVS_OP_DATA)
-            break;
+        if (h.opcode != KVS_OP_DATA || (h.flags & KVS_WIRE_F_REPLY))
+            break; /* a reply, even one refusing a DATA */
     }
     CHECK(f->len >= KVS_WIRE_HDR_SIZE);
     CHECK_EQ(h.magic, KVS_WIRE_MAGIC);

@@ -156,6 +156,25 @@ static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
     return UCS_OK;
 }
 
+/* A frame that travels in the AM header (one with a payload, or a stream
+ * opcode) is at most KVS_WIRE_INLINE_MAX bytes: KVS_ETOOBIG, fatal only
+ * before HELLO like every bad frame; a stream opcode is dropped. */
+static ucs_status_t frame_too_big(kvs_server_t *srv, kvs_conn_t *conn,
+                                  const void *frame, size_t len)
+{
+    kvs_wire_hdr_t h;
+
+    srv->requests++;
+    srv->bad_frames++;
+    (void)kvs_wire_decode_hdr(frame, len, &srv->lim, &h);
+    kvs_info("conn %llu: %zu-byte frame with payload (over %u)%s",
+             (unsigned long long)conn->id, len, KVS_WIRE_INLINE_MAX,
+             conn->ready ? "" : "; closing");
+    if (!conn->ready || !kvs_wire_op_is_stream(h.opcode))
+        kvs_send_status(srv, conn, &h, KVS_ETOOBIG, !conn->ready);
+    return UCS_OK;
+}
+
 /* A frame on an endpoint that is neither a connection nor a bulk endpoint:
  * one of the stream module's outbound peer links, or nothing. */
 static ucs_status_t link_frame(kvs_server_t *srv, ucp_ep_h ep,
@@ -214,6 +233,8 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
         }
         return handle_frame(srv, conn, b, data, len, NULL, 0, false);
     }
+    if (hlen > KVS_WIRE_INLINE_MAX)
+        return frame_too_big(srv, conn, header, hlen);
     return handle_frame(srv, conn, b, header, hlen, data, len, rndv);
 }
 
