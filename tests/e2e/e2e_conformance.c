@@ -31,6 +31,14 @@ typedef struct row {
 
 static uint8_t payload10[10];
 
+/* A request of opcode op, req_id 9, all else zero. */
+static void req(kvs_wire_msg_t *m, unsigned op)
+{
+    memset(m, 0, sizeof(*m));
+    m->hdr.opcode = (uint8_t)op;
+    m->hdr.req_id = 9;
+}
+
 static size_t b_hello(uint8_t *buf)
 {
     return raw_hello(buf, 9, "tok", "ns", KVS_WIRE_FEAT_ALL);
@@ -157,18 +165,14 @@ static size_t b_bind(uint8_t *buf)
 {
     kvs_wire_msg_t m;
 
-    memset(&m, 0, sizeof(m));
-    m.hdr.opcode = KVS_OP_BIND;
-    m.hdr.req_id = 9;
+    req(&m, KVS_OP_BIND);
     return raw_enc(buf, 4096, &m);
 }
 static size_t b_release(uint8_t *buf)
 {
     kvs_wire_msg_t m;
 
-    memset(&m, 0, sizeof(m));
-    m.hdr.opcode = KVS_OP_RELEASE;
-    m.hdr.req_id = 9;
+    req(&m, KVS_OP_RELEASE);
     m.u.release.lease_id = 12345;
     return raw_enc(buf, 4096, &m);
 }
@@ -176,9 +180,7 @@ static size_t b_stat(uint8_t *buf)
 {
     kvs_wire_msg_t m;
 
-    memset(&m, 0, sizeof(m));
-    m.hdr.opcode = KVS_OP_STAT;
-    m.hdr.req_id = 9;
+    req(&m, KVS_OP_STAT);
     return raw_enc(buf, 4096, &m);
 }
 static size_t b_verify(uint8_t *buf)
@@ -192,9 +194,7 @@ static size_t b_scan(uint8_t *buf)
 {
     kvs_wire_msg_t m;
 
-    memset(&m, 0, sizeof(m));
-    m.hdr.opcode = KVS_OP_SCAN;
-    m.hdr.req_id = 9;
+    req(&m, KVS_OP_SCAN);
     m.hdr.count = 4;
     return raw_enc(buf, 4096, &m);
 }
@@ -207,9 +207,7 @@ static size_t b_match_lease(uint8_t *buf)
     kvs_wire_msg_t m;
     kvs_wire_bytes_t k = {(const uint8_t *)"k", 1};
 
-    memset(&m, 0, sizeof(m));
-    m.hdr.opcode = KVS_OP_MATCH;
-    m.hdr.req_id = 9;
+    req(&m, KVS_OP_MATCH);
     m.hdr.count = 1;
     m.u.keys.flags = KVS_WIRE_MATCH_LEASE;
     m.u.keys.keys = &k;

@@ -9,12 +9,11 @@
  */
 #include <string.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 
 #include <ucp/api/ucp.h>
 
 #include "tests/e2e/e2e.h"
+#include "tests/e2e/raw.h"
 
 #define IDLE 20
 
@@ -44,7 +43,6 @@ int main(void)
                        .features = UCP_FEATURE_AM};
     ucp_worker_params_t wp = {.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
                               .thread_mode = UCS_THREAD_MODE_SINGLE};
-    struct sockaddr_in sa = {.sin_family = AF_INET};
     ucp_ep_h eps[IDLE];
     ucp_context_h ctx;
     ucp_worker_h w;
@@ -59,25 +57,11 @@ int main(void)
            kvs_e2e_stat(observer, "connections_rejected");
 
     /* 20 endpoints on one worker that never send a byte. */
-    sa.sin_port = htons(d.port);
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     CHECK(ucp_init(&up, NULL, &ctx) == UCS_OK);
     CHECK(ucp_worker_create(ctx, &wp, &w) == UCS_OK);
-    for (uintptr_t i = 0; i < IDLE; i++) {
-        ucp_ep_params_t ep = {0};
-
-        ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS |
-                        UCP_EP_PARAM_FIELD_SOCK_ADDR |
-                        UCP_EP_PARAM_FIELD_ERR_HANDLER |
-                        UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-        ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
-        ep.sockaddr.addr = (struct sockaddr *)&sa;
-        ep.sockaddr.addrlen = sizeof(sa);
-        ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-        ep.err_handler.cb = idle_err;
-        ep.err_handler.arg = (void *)i;
-        CHECK(ucp_ep_create(w, &ep, &eps[i]) == UCS_OK);
-    }
+    for (uintptr_t i = 0; i < IDLE; i++)
+        eps[i] = raw_ep_create(w, d.port, UCP_ERR_HANDLING_MODE_PEER,
+                               idle_err, (void *)i);
     /* Until the daemon has decided on every one of them. */
     while (kvs_e2e_stat(observer, "connections_accepted") +
                kvs_e2e_stat(observer, "connections_rejected") < base + IDLE) {

@@ -52,6 +52,28 @@ static void raw_err(void *arg, ucp_ep_h ep, ucs_status_t st)
     ((raw_t *)arg)->closed = true;
 }
 
+ucp_ep_h raw_ep_create(ucp_worker_h w, uint16_t port,
+                       ucp_err_handling_mode_t mode, ucp_err_handler_cb_t cb,
+                       void *arg)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    ucp_ep_params_t ep = {0};
+    ucp_ep_h h = NULL;
+
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLER |
+                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+    ep.sockaddr.addr = (struct sockaddr *)&sa;
+    ep.sockaddr.addrlen = sizeof(sa);
+    ep.err_mode = mode;
+    ep.err_handler.cb = cb;
+    ep.err_handler.arg = arg;
+    CHECK(ucp_ep_create(w, &ep, &h) == UCS_OK);
+    return h;
+}
+
 void raw_connect_mode(raw_t *r, uint16_t port, ucp_err_handling_mode_t mode)
 {
     ucp_params_t up = {.field_mask = UCP_PARAM_FIELD_FEATURES,
@@ -63,26 +85,14 @@ void raw_connect_mode(raw_t *r, uint16_t port, ucp_err_handling_mode_t mode)
                       UCP_AM_HANDLER_PARAM_FIELD_CB |
                       UCP_AM_HANDLER_PARAM_FIELD_ARG,
         .id = KVS_AM_ID, .cb = raw_am, .arg = r};
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    ucp_ep_params_t ep = {0};
 
     memset(r, 0, sizeof(*r));
     r->q = calloc(RAW_QUEUE, sizeof(*r->q));
     CHECK(r->q);
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     CHECK(ucp_init(&up, NULL, &r->ctx) == UCS_OK);
     CHECK(ucp_worker_create(r->ctx, &wp, &r->w) == UCS_OK);
     CHECK(ucp_worker_set_am_recv_handler(r->w, &ap) == UCS_OK);
-    ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLER |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-    ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
-    ep.sockaddr.addr = (struct sockaddr *)&sa;
-    ep.sockaddr.addrlen = sizeof(sa);
-    ep.err_mode = mode;
-    ep.err_handler.cb = raw_err;
-    ep.err_handler.arg = r;
-    CHECK(ucp_ep_create(r->w, &ep, &r->ep) == UCS_OK);
+    r->ep = raw_ep_create(r->w, port, mode, raw_err, r);
 }
 
 void raw_connect(raw_t *r, uint16_t port)

@@ -46,6 +46,11 @@ typedef struct raw {
 void raw_connect(raw_t *r, uint16_t port);
 void raw_connect_mode(raw_t *r, uint16_t port, ucp_err_handling_mode_t mode);
 void raw_close(raw_t *r);
+/* One more endpoint on worker w to 127.0.0.1:port (for tests that make
+ * many connections on one worker). */
+ucp_ep_h raw_ep_create(ucp_worker_h w, uint16_t port,
+                       ucp_err_handling_mode_t mode, ucp_err_handler_cb_t cb,
+                       void *arg);
 /* Sends raw bytes: the frame as AM data, or with a payload the frame as AM
  * header and the payload as AM data; waits until UCX is done with them. */
 void raw_post(raw_t *r, const void *frame, size_t flen, const void *payload,

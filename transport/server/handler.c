@@ -579,6 +579,17 @@ static const struct {
     STAT_ENT(s, stored_bytes_degraded), STAT_ENT(s, admission_rejected),
 };
 
+/* One named value of a STAT reply, into ents (cap entries). */
+static void stat_add(kvs_wire_stat_t *ents, size_t cap, size_t *n,
+                     const char *name, uint64_t value)
+{
+    kvs_assert(*n < cap);
+    ents[*n].name.data = (const uint8_t *)name;
+    ents[*n].name.len = (uint32_t)strlen(name);
+    ents[*n].value = value;
+    (*n)++;
+}
+
 /* What a tenant's STAT shows: its own namespace (by a walk of it) and
  * its own connections, nothing of the rest of the store. */
 typedef struct tenant_view {
@@ -628,14 +639,7 @@ static void stat_tenant(kvs_server_t *srv, kvs_conn_t *conn,
         for (const kvs_lease_t *l = c->leases; l; l = l->next)
             refs += l->nkeys;
     }
-#define TEN_STAT(nm, val)                                                  \
-    do {                                                                   \
-        kvs_assert(n < KVS_ARRAY_SIZE(ents));                              \
-        ents[n].name.data = (const uint8_t *)nm;                           \
-        ents[n].name.len = (uint32_t)strlen(nm);                           \
-        ents[n].value = (val);                                             \
-        n++;                                                               \
-    } while (0)
+#define TEN_STAT(nm, val) stat_add(ents, KVS_ARRAY_SIZE(ents), &n, nm, val)
     TEN_STAT("blocks", v.blocks);
     TEN_STAT("dram_blocks", v.dram_blocks);
     TEN_STAT("nvme_blocks", v.nvme_blocks);
@@ -672,14 +676,7 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         memcpy(&ents[n].value, (const char *)&st + store_stats[i].off, 8);
         n++;
     }
-#define SRV_STAT(nm, v)                                                    \
-    do {                                                                   \
-        kvs_assert(n < KVS_ARRAY_SIZE(ents));                              \
-        ents[n].name.data = (const uint8_t *)nm;                           \
-        ents[n].name.len = (uint32_t)strlen(nm);                           \
-        ents[n].value = (v);                                               \
-        n++;                                                               \
-    } while (0)
+#define SRV_STAT(nm, val) stat_add(ents, KVS_ARRAY_SIZE(ents), &n, nm, val)
     SRV_STAT("connections", srv->nconns);
     SRV_STAT("connections_accepted", srv->conns_accepted);
     SRV_STAT("connections_rejected", srv->conns_rejected);
