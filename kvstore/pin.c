@@ -19,6 +19,7 @@ int kvs_store_pin(kvs_store_t *s, uint32_t ns, const void *key,
                   uint32_t key_len, kvs_view_t *view_out)
 {
     struct entry *e;
+    uint8_t tier;
     int ret;
 
     if (!key || key_len == 0 || key_len > KVS_KEY_MAX)
@@ -30,6 +31,7 @@ int kvs_store_pin(kvs_store_t *s, uint32_t ns, const void *key,
         pthread_mutex_unlock(&s->lock);
         return KVS_ENOTFOUND;
     }
+    tier = (e->flags & E_DRAM) ? KVS_TIER_DRAM : KVS_TIER_NVME;
     ret = kvs_read_promote_locked(s, e, true);
     if (ret == 0 && !(e->flags & E_LINKED))
         ret = KVS_ENOTFOUND;
@@ -43,6 +45,8 @@ int kvs_store_pin(kvs_store_t *s, uint32_t ns, const void *key,
             view_out->nparts = e->nparts;
             view_out->part_lens = part_table(s, e);
             view_out->arena_off = e->dram_off;
+            view_out->cls = e->cls;
+            view_out->tier = tier;
             view_out->ref = e;
         }
     }

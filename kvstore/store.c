@@ -365,8 +365,10 @@ void kvs_store_stats(kvs_store_t *s, kvs_store_stats_t *out)
     pthread_mutex_unlock(&s->lock);
 }
 
-int kvs_store_verify(kvs_store_t *s, kvs_verify_cb cb, void *arg,
-                     uint64_t *checked_out, uint64_t *bad_out)
+#define NS_ALL UINT64_MAX
+
+static int verify(kvs_store_t *s, uint64_t ns, kvs_verify_cb cb, void *arg,
+                  uint64_t *checked_out, uint64_t *bad_out)
 {
     uint64_t checked = 0, bad = 0;
     uint8_t *tmp;
@@ -386,7 +388,8 @@ int kvs_store_verify(kvs_store_t *s, kvs_verify_cb cb, void *arg,
 
         pthread_mutex_lock(&s->lock);
         struct entry *e = &s->ents[i];
-        if (!(e->flags & E_LINKED) || !(e->flags & E_DISK)) {
+        if (!(e->flags & E_LINKED) || !(e->flags & E_DISK) ||
+            (ns != NS_ALL && e->ns != ns)) {
             pthread_mutex_unlock(&s->lock);
             continue;
         }
@@ -420,6 +423,18 @@ int kvs_store_verify(kvs_store_t *s, kvs_verify_cb cb, void *arg,
     *checked_out = checked;
     *bad_out = bad;
     return 0;
+}
+
+int kvs_store_verify(kvs_store_t *s, kvs_verify_cb cb, void *arg,
+                     uint64_t *checked_out, uint64_t *bad_out)
+{
+    return verify(s, NS_ALL, cb, arg, checked_out, bad_out);
+}
+
+int kvs_store_verify_ns(kvs_store_t *s, uint32_t ns, kvs_verify_cb cb,
+                        void *arg, uint64_t *checked_out, uint64_t *bad_out)
+{
+    return verify(s, ns, cb, arg, checked_out, bad_out);
 }
 
 void *kvs_store_arena(kvs_store_t *s, size_t *len_out)

@@ -154,7 +154,7 @@ typedef struct kvs_put_args {
     uint32_t flags;               /* KVS_PUT_* */
     uint8_t cls;                  /* enum kvs_class */
     uint8_t elem_size;            /* 0: the namespace's */
-    uint64_t ttl_ms;              /* user class: time to live; 0: none */
+    uint64_t ttl_ms;              /* time to live, any class; 0: none */
     uint32_t parent_len;          /* 0: no parent */
     const void *parent;           /* key of the block before it in the prompt */
     uint64_t group;               /* conversation or user id; 0: none */
@@ -258,6 +258,9 @@ typedef struct kvs_view {
     uint32_t nparts;
     const uint32_t *part_lens;    /* nparts entries, in the arena */
     uint64_t arena_off;           /* offset of data within the arena */
+    uint8_t cls;                  /* enum kvs_class of the block */
+    uint8_t tier;                 /* enum kvs_tier it was found in: NVMe
+                                     when this pin read it from disk */
     void *ref;                    /* the store's handle; do not touch */
 } kvs_view_t;
 
@@ -374,6 +377,9 @@ typedef void (*kvs_verify_cb)(void *arg, uint32_t ns, const void *key,
  * dropped from the index. */
 int kvs_store_verify(kvs_store_t *store, kvs_verify_cb cb, void *arg,
                      uint64_t *checked_out, uint64_t *bad_out);
+/* The same for the blocks of namespace ns only. */
+int kvs_store_verify_ns(kvs_store_t *store, uint32_t ns, kvs_verify_cb cb,
+                        void *arg, uint64_t *checked_out, uint64_t *bad_out);
 
 /* Arena access for transports that register it (UCX). Valid until close. */
 void *kvs_store_arena(kvs_store_t *store, size_t *len_out);

@@ -240,9 +240,6 @@ def test_closed_client_and_missing_namespace(daemon):
         c.get(b"k")
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug: a GET reply always says "
-                   "tier DRAM and class 0 (transport/handler.c op_get never "
-                   "sets them); strict, so a fix shows up here")
 def test_get_reports_the_tier_and_class_served_from(make_daemon):
     d = make_daemon()
     d.start()

@@ -54,7 +54,15 @@ static const setting_t settings[] = {
     S("daemon", "log_level", T_STR, log_level, "error|warn|info|debug|trace"),
     S("daemon", "port_file", T_STR, port_file, "write the port here"),
     S("daemon", "max_conns", T_U32, server.max_conns, ""),
+    S("daemon", "max_prehello", T_U32, server.max_prehello,
+      "of max_conns, before HELLO; 0: max_conns / 4"),
+    S("daemon", "hello_timeout_ms", T_U32, server.hello_timeout_ms,
+      "close a connection without HELLO after this"),
     S("daemon", "max_inflight", T_U32, server.max_inflight, "per connection"),
+    S("daemon", "max_inflight_blocks", T_U32, server.max_inflight_blocks,
+      "GET blocks not yet taken by the client, per connection"),
+    S("daemon", "max_inflight_mib", T_U64_MIB, server.max_inflight_bytes,
+      "their bytes, per connection"),
     S("daemon", "max_keys", T_U32, server.max_keys, "entries per frame"),
     S("daemon", "max_body", T_U32, server.max_body, "bytes per frame body"),
     S("daemon", "staging_slots", T_U32, server.staging_slots,
@@ -235,8 +243,20 @@ static int set_tenant(kvs_config_t *cfg, const char *name, const char *key,
         free(list);
         return 0;
     }
+    if (strcmp(key, "operator") == 0) {
+        if (!strcasecmp(value, "true") || !strcmp(value, "1"))
+            t->is_operator = true;
+        else if (!strcasecmp(value, "false") || !strcmp(value, "0"))
+            t->is_operator = false;
+        else {
+            snprintf(err, errcap, "tenant.%s.operator: bad value '%s' (want "
+                     "true or false)", name, value);
+            return KVS_ECONFIG;
+        }
+        return 0;
+    }
     snprintf(err, errcap, "unknown setting 'tenant.%s.%s' (a tenant has "
-             "token and namespaces)", name, key);
+             "token, namespaces and operator)", name, key);
     return KVS_ECONFIG;
 }
 
@@ -637,6 +657,7 @@ int kvs_config_finish(kvs_config_t *cfg)
         st->namespaces = (const char *const *)t->ns;
         st->nnamespaces = t->nns;
         st->all_ns = t->all_ns;
+        st->is_operator = t->is_operator;
     }
     cfg->server.tenants = cfg->ntenants ? cfg->server_tenants : NULL;
     cfg->server.ntenants = cfg->ntenants;
@@ -701,8 +722,9 @@ void kvs_config_print(const kvs_config_t *cfg, FILE *out)
         fprintf(out, "# no [tenant.*] sections: every token is accepted and "
                 "every namespace is open\n");
     for (size_t i = 0; i < cfg->ntenants; i++)
-        fprintf(out, "[tenant.%s]\ntoken = ********\nnamespaces = %s\n",
+        fprintf(out, "[tenant.%s]\ntoken = ********\nnamespaces = %s\n%s",
                 cfg->tenants[i].name,
-                cfg->tenants[i].ns_list ? cfg->tenants[i].ns_list : "");
+                cfg->tenants[i].ns_list ? cfg->tenants[i].ns_list : "",
+                cfg->tenants[i].is_operator ? "operator = true\n" : "");
     fflush(out);
 }

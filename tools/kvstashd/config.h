@@ -27,6 +27,7 @@ typedef struct kvs_config_tenant {
     char *ns[KVS_CONFIG_NS_MAX];  /* split */
     size_t nns;
     bool all_ns;                  /* "*" */
+    bool is_operator;             /* "operator = true": store-wide STAT */
 } kvs_config_tenant_t;
 
 typedef struct kvs_config {

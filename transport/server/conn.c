@@ -61,6 +61,39 @@ static void conn_unhash(kvs_server_t *srv, kvs_conn_t *conn)
     }
 }
 
+/* A connection leaves the pre-HELLO budget once: at HELLO, eviction or
+ * close. */
+static void prehello_leave(kvs_server_t *srv, kvs_conn_t *conn)
+{
+    if (conn->prehello) {
+        conn->prehello = false;
+        srv->nprehello--;
+    }
+}
+
+/* Queues the oldest connection still without HELLO for closing (from a
+ * listener callback: the close itself runs from the loop). */
+static bool evict_oldest_prehello(kvs_server_t *srv)
+{
+    kvs_conn_t *old = NULL;
+
+    for (kvs_conn_t *c = srv->conns; c; c = c->next)
+        if (c->prehello && !c->closing &&
+            (!old || c->accepted_ns < old->accepted_ns))
+            old = c;
+    if (!old)
+        return false;
+    kvs_info("conn %llu: no HELLO yet, and its place is wanted; closing",
+             (unsigned long long)old->id);
+    prehello_leave(srv, old);
+    old->evicted = true;
+    srv->nevicting++;
+    srv->hello_evictions++;
+    old->close_graceful = true;
+    kvs_conn_close(old);
+    return true;
+}
+
 void kvs_conn_unref(kvs_conn_t *conn)
 {
     kvs_server_t *srv = conn->srv;
@@ -209,6 +242,8 @@ void kvs_conn_bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
     kvs_wire_msg_t m;
     kvs_conn_t *conn = NULL;
 
+    if (b->refused_ns)
+        return; /* one BIND per endpoint; this one is being closed */
     if (b->conn || kvs_wire_decode(frame, len, 0, &srv->lim, srv->scratch,
                                    &m) != 0 ||
         m.hdr.opcode != KVS_OP_BIND || (m.hdr.flags & KVS_WIRE_F_REPLY)) {
@@ -217,17 +252,21 @@ void kvs_conn_bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
         b->failed = true;
         return;
     }
-    for (kvs_conn_t *c = srv->conns; c; c = c->next)
-        if (c->id == m.u.bind.session && !c->closing && c->ready)
+    /* Every connection is compared, in time that does not depend on which
+     * one matches or where a session or secret differs. */
+    for (kvs_conn_t *c = srv->conns; c; c = c->next) {
+        uint64_t diff = (c->session ^ m.u.bind.session) |
+                        (c->bind_secret ^ m.u.bind.secret);
+
+        if (diff == 0 && !c->closing && c->ready)
             conn = c;
-    if (!conn || conn->bulk || !(conn->features & KVS_WIRE_FEAT_BULK) ||
-        conn->bind_secret != m.u.bind.secret) {
-        kvs_debug("bulk endpoint: BIND to session %llu refused",
-                  (unsigned long long)m.u.bind.session);
+    }
+    if (!conn || conn->bulk || !(conn->features & KVS_WIRE_FEAT_BULK)) {
+        /* Answered on this endpoint, which sent it: never on the
+         * connection it names, which may be someone else's. */
+        kvs_debug("bulk endpoint: BIND refused");
         srv->bad_frames++;
-        b->failed = true;
-        if (conn)
-            kvs_send_status(srv, conn, &m.hdr, KVS_EAUTH, false);
+        kvs_send_bulk_status(srv, b, &m.hdr, KVS_EAUTH);
         return;
     }
     b->conn = conn;
@@ -262,6 +301,9 @@ void kvs_conn_close_now(kvs_conn_t *conn)
         prm.flags = 0;
     conn->closing = true;
     srv->nconns--;
+    prehello_leave(srv, conn);
+    if (conn->evicted)
+        srv->nevicting--;
     kvs_debug("conn %llu: closing (tenant %s)", (unsigned long long)conn->id,
               conn->tenant ? conn->tenant->name : "-");
     conn_release_refs(srv, conn);
@@ -302,6 +344,22 @@ void kvs_conn_close_now(kvs_conn_t *conn)
         kvs_conn_unref(conn); /* the open reference */
 }
 
+void kvs_conn_sweep_prehello(kvs_server_t *srv, uint64_t now)
+{
+    uint64_t limit = (uint64_t)srv->cfg.hello_timeout_ms * 1000000ull;
+
+    for (kvs_conn_t *c = srv->conns; c; c = c->next) {
+        if (!c->prehello || c->closing || c->close_queued ||
+            now - c->accepted_ns <= limit)
+            continue;
+        srv->hello_timeouts++;
+        kvs_info("conn %llu: no HELLO within %u ms; closing",
+                 (unsigned long long)c->id, srv->cfg.hello_timeout_ms);
+        c->close_graceful = true;
+        kvs_conn_close(c);
+    }
+}
+
 /* Queues a connection for closing by the event loop. Safe anywhere,
  * including inside UCX callbacks, and more than once. */
 void kvs_conn_close(kvs_conn_t *conn)
@@ -331,10 +389,19 @@ void kvs_conn_request_cb(ucp_conn_request_h req, void *arg)
     kvs_server_t *srv = arg;
     kvs_conn_t *conn;
 
-    if (srv->nconns >= srv->cfg.max_conns) {
+    /* Connections before HELLO have a budget of their own, so that ones
+     * that never speak cannot take the authenticated ones' places: when
+     * it (or the whole budget) is spent, the oldest connection still
+     * without HELLO makes room. A client that sends HELLO at once is past
+     * it within a round trip; a silent one is the oldest soon enough. */
+    if ((srv->nconns - srv->nevicting >= srv->cfg.max_conns ||
+         srv->nprehello >= srv->cfg.max_prehello) &&
+        !evict_oldest_prehello(srv)) {
         srv->conns_rejected++;
-        kvs_warn("connection refused: %u connections already open",
-                 srv->nconns);
+        kvs_warn("connection refused: %u connections already open, %u of "
+                 "them before HELLO (daemon.max_conns %u, "
+                 "daemon.max_prehello %u)", srv->nconns, srv->nprehello,
+                 srv->cfg.max_conns, srv->cfg.max_prehello);
         ucp_listener_reject(srv->listener, req);
         return;
     }
@@ -359,7 +426,10 @@ void kvs_conn_request_cb(ucp_conn_request_h req, void *arg)
     srv->conns = conn;
     conn->hnext = srv->hash[ep_hash(srv, conn->ep)];
     srv->hash[ep_hash(srv, conn->ep)] = conn;
+    conn->accepted_ns = kvs_clock_mono_ns();
     srv->nconns++;
+    srv->nprehello++;
+    conn->prehello = true;
     srv->conns_accepted++;
     kvs_debug("conn %llu: accepted", (unsigned long long)conn->id);
 }
@@ -391,9 +461,11 @@ void kvs_conn_set_ready(kvs_server_t *srv, kvs_conn_t *conn,
     conn->ns_ok = tenant && ns_ok;
     conn->ns = conn->ns_ok ? ns : 0;
     conn->features = features;
+    conn->session = secret64();
     if (srv->bulk_port && (features & KVS_WIRE_FEAT_BULK))
         conn->bind_secret = secret64();
     else
         conn->features &= ~KVS_WIRE_FEAT_BULK;
+    prehello_leave(srv, conn);
     conn->ready = true;
 }

@@ -8,9 +8,11 @@
  * the token it presented in HELLO; its namespace is usable only if the
  * tenant is allowed it (conn->ns_ok). On a namespace the tenant may not use,
  * every operation answers exactly what it would answer if the namespace were
- * empty: reads miss (KVS_ENOTFOUND, nothing present, a match of 0), writes
- * are KVS_ENOTFOUND. The store is not consulted, so nothing about another
- * tenant's blocks can be learnt, not even through timing of a lookup.
+ * empty: reads miss (KVS_ENOTFOUND, nothing present, a match of 0), DELETE,
+ * PIN and UNPIN find nothing (KVS_ENOTFOUND), and a PUT, which would store
+ * something, is refused with -EACCES, whatever the namespace holds. The
+ * store is not consulted, so nothing about another tenant's blocks can be
+ * learnt, not even through timing of a lookup.
  */
 #include "transport/server/server_int.h"
 #include "transport/server/stream.h"
@@ -72,7 +74,9 @@ static bool token_eq(const char *want, const kvs_wire_bytes_t *got)
     return diff == 0 && wl > 0;
 }
 
-static const kvs_tenant_t open_tenant = {.name = "default", .all_ns = true};
+/* Laptop mode: one tenant, which is also the operator. */
+static const kvs_tenant_t open_tenant = {.name = "default", .all_ns = true,
+                                         .is_operator = true};
 
 static bool ns_allowed(const kvs_tenant_t *t, const kvs_wire_bytes_t *ns)
 {
@@ -96,7 +100,7 @@ static kvs_wire_msg_t hello_reply(kvs_server_t *srv, kvs_conn_t *conn,
     r.u.hello_rep.max_inflight = srv->cfg.max_inflight;
     r.u.hello_rep.max_keys = srv->cfg.max_keys;
     r.u.hello_rep.lease_max_ms = srv->cfg.lease_max_ms;
-    r.u.hello_rep.session = conn->id;
+    r.u.hello_rep.session = conn->session;
     r.u.hello_rep.features = conn->features;
     if (conn->features & KVS_WIRE_FEAT_BULK) {
         r.u.hello_rep.bind_secret = conn->bind_secret;
@@ -211,8 +215,9 @@ static void op_put(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         kvs_put_args_t *a = &srv->puts[i];
         uint64_t off = pe->data_off;
 
+        /* Refused whatever the namespace holds (docs/protocol.md 8). */
         if (!conn->ns_ok) {
-            srv->status[i] = KVS_ENOTFOUND;
+            srv->status[i] = -EACCES;
             continue;
         }
         memset(a, 0, sizeof(*a));
@@ -263,6 +268,13 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
             b->status = KVS_ENOTFOUND;
             continue;
         }
+        /* DATA the client has not taken yet is bounded per connection
+         * (a client that never pulls would pin blocks without end). */
+        if (conn->ndata >= srv->cfg.max_inflight_blocks) {
+            b->status = -EAGAIN;
+            srv->get_throttled++;
+            continue;
+        }
         tx = kvs_send_tx_get(srv, conn);
         if (!tx) {
             b->status = -ENOMEM;
@@ -278,10 +290,18 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         tx->has_view = true;
         b->len = tx->view.len;
         b->nparts = tx->view.nparts;
-        b->tier = KVS_TIER_DRAM;
+        b->tier = tx->view.tier; /* where the store found it */
+        b->cls = tx->view.cls;
         if (tx->view.len > ge->cap) {
             b->status = -ENOBUFS;
             kvs_send_tx_put(srv, tx); /* unpins */
+            continue;
+        }
+        if (conn->ndata > 0 &&
+            conn->data_bytes + tx->view.len > srv->cfg.max_inflight_bytes) {
+            b->status = -EAGAIN; /* one block alone is always sent */
+            srv->get_throttled++;
+            kvs_send_tx_put(srv, tx);
             continue;
         }
         memset(&d, 0, sizeof(d));
@@ -291,7 +311,8 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         d.hdr.count = i;
         d.u.data.len = tx->view.len;
         d.u.data.nparts = tx->view.nparts;
-        d.u.data.tier = KVS_TIER_DRAM;
+        d.u.data.tier = tx->view.tier;
+        d.u.data.cls = tx->view.cls;
         d.u.data.part_lens = tx->view.part_lens;
         ret = kvs_wire_encode(&d, tx->buf, srv->tx_cap, &hlen);
         if (ret) {
@@ -558,15 +579,96 @@ static const struct {
     STAT_ENT(s, stored_bytes_degraded), STAT_ENT(s, admission_rejected),
 };
 
+/* One named value of a STAT reply, into ents (cap entries). */
+static void stat_add(kvs_wire_stat_t *ents, size_t cap, size_t *n,
+                     const char *name, uint64_t value)
+{
+    kvs_assert(*n < cap);
+    ents[*n].name.data = (const uint8_t *)name;
+    ents[*n].name.len = (uint32_t)strlen(name);
+    ents[*n].value = value;
+    (*n)++;
+}
+
+/* What a tenant's STAT shows: its own namespace (by a walk of it) and
+ * its own connections, nothing of the rest of the store. */
+typedef struct tenant_view {
+    uint64_t blocks, dram_blocks, nvme_blocks;
+    uint64_t dram_used_bytes, nvme_used_bytes, pinned_bytes;
+} tenant_view_t;
+
+static int tenant_view_add(void *arg, const void *key, uint32_t key_len,
+                           const void *parent, uint32_t parent_len,
+                           const kvs_block_info_t *info)
+{
+    tenant_view_t *v = arg;
+
+    (void)key, (void)key_len, (void)parent, (void)parent_len;
+    v->blocks++;
+    if (info->tier == KVS_TIER_DRAM) {
+        v->dram_blocks++;
+        v->dram_used_bytes += info->data_len;
+    } else {
+        v->nvme_blocks++;
+        v->nvme_used_bytes += info->data_len;
+    }
+    if (info->cls == KVS_CLASS_PINNED)
+        v->pinned_bytes += info->data_len;
+    return 0;
+}
+
+static void stat_tenant(kvs_server_t *srv, kvs_conn_t *conn,
+                        kvs_wire_msg_t *m)
+{
+    kvs_wire_stat_t ents[16];
+    tenant_view_t v = {0};
+    uint64_t conns = 0, leases = 0, pins = 0, refs = 0;
+    kvs_wire_msg_t r;
+    size_t n = 0;
+
+    if (conn->ns_ok)
+        (void)kvs_store_scan(srv->store, conn->ns, 0, tenant_view_add, &v,
+                             NULL);
+    for (const kvs_conn_t *c = srv->conns; c; c = c->next) {
+        if (c->closing || !c->ready || c->tenant != conn->tenant)
+            continue;
+        conns++;
+        leases += c->nleases;
+        pins += c->npins;
+        refs += c->npins + c->ndata;
+        for (const kvs_lease_t *l = c->leases; l; l = l->next)
+            refs += l->nkeys;
+    }
+#define TEN_STAT(nm, val) stat_add(ents, KVS_ARRAY_SIZE(ents), &n, nm, val)
+    TEN_STAT("blocks", v.blocks);
+    TEN_STAT("dram_blocks", v.dram_blocks);
+    TEN_STAT("nvme_blocks", v.nvme_blocks);
+    TEN_STAT("dram_used_bytes", v.dram_used_bytes);
+    TEN_STAT("nvme_used_bytes", v.nvme_used_bytes);
+    TEN_STAT("pinned_bytes", v.pinned_bytes);
+    TEN_STAT("refs", refs);
+    TEN_STAT("connections", conns);
+    TEN_STAT("leases", leases);
+    TEN_STAT("conn_pins", pins);
+#undef TEN_STAT
+    r = reply_to(m, (uint32_t)n);
+    r.u.stat_rep.ents = ents;
+    kvs_send_reply(srv, conn, &r);
+}
+
 static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                     const uint8_t *payload)
 {
-    kvs_wire_stat_t ents[KVS_ARRAY_SIZE(store_stats) + 16];
+    kvs_wire_stat_t ents[KVS_ARRAY_SIZE(store_stats) + 32];
     kvs_store_stats_t st;
     kvs_wire_msg_t r;
     size_t n = 0;
 
     (void)payload;
+    if (!conn->tenant || !conn->tenant->is_operator) {
+        stat_tenant(srv, conn, m);
+        return;
+    }
     kvs_store_stats(srv->store, &st);
     for (size_t i = 0; i < KVS_ARRAY_SIZE(store_stats); i++) {
         ents[n].name.data = (const uint8_t *)store_stats[i].name;
@@ -574,16 +676,13 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         memcpy(&ents[n].value, (const char *)&st + store_stats[i].off, 8);
         n++;
     }
-#define SRV_STAT(nm, v)                                                    \
-    do {                                                                   \
-        ents[n].name.data = (const uint8_t *)nm;                           \
-        ents[n].name.len = (uint32_t)strlen(nm);                           \
-        ents[n].value = (v);                                               \
-        n++;                                                               \
-    } while (0)
+#define SRV_STAT(nm, val) stat_add(ents, KVS_ARRAY_SIZE(ents), &n, nm, val)
     SRV_STAT("connections", srv->nconns);
     SRV_STAT("connections_accepted", srv->conns_accepted);
     SRV_STAT("connections_rejected", srv->conns_rejected);
+    SRV_STAT("connections_prehello", srv->nprehello);
+    SRV_STAT("hello_timeouts", srv->hello_timeouts);
+    SRV_STAT("hello_evictions", srv->hello_evictions);
     SRV_STAT("requests", srv->requests);
     SRV_STAT("bad_frames", srv->bad_frames);
     SRV_STAT("auth_failures", srv->auth_failures);
@@ -595,6 +694,7 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     SRV_STAT("get_blocks_sent", srv->blocks_sent);
     SRV_STAT("get_bytes_sent", srv->bytes_sent);
     SRV_STAT("get_misses", srv->get_misses);
+    SRV_STAT("get_throttled", srv->get_throttled);
 #undef SRV_STAT
     r = reply_to(m, (uint32_t)n);
     r.u.stat_rep.ents = ents;
@@ -609,8 +709,15 @@ static void op_verify(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     int ret;
 
     (void)payload;
-    /* Runs on the serving thread: other clients wait while it reads. */
-    ret = kvs_store_verify(srv->store, NULL, NULL, &checked, &bad);
+    /* Runs on the serving thread: other clients wait while it reads. An
+     * operator checks the whole store, a tenant its own namespace. */
+    if (conn->tenant && conn->tenant->is_operator)
+        ret = kvs_store_verify(srv->store, NULL, NULL, &checked, &bad);
+    else if (conn->ns_ok)
+        ret = kvs_store_verify_ns(srv->store, conn->ns, NULL, NULL, &checked,
+                                  &bad);
+    else
+        ret = 0;
     if (ret) {
         kvs_send_status(srv, conn, &m->hdr, ret, false);
         return;

@@ -53,6 +53,8 @@ static void data_list_del(kvs_tx_t *tx)
     if (tx->dnext)
         tx->dnext->dprev = tx->dprev;
     tx->in_data_list = false;
+    tx->conn->ndata--;
+    tx->conn->data_bytes -= tx->data_len;
 }
 
 void kvs_send_tx_put(kvs_server_t *srv, kvs_tx_t *tx)
@@ -155,6 +157,9 @@ int kvs_send_data(kvs_server_t *srv, kvs_tx_t *tx, size_t hlen)
             tx->dnext->dprev = tx;
         tx->conn->data_txs = tx;
         tx->in_data_list = true;
+        tx->data_len = tx->view.len;
+        tx->conn->ndata++;
+        tx->conn->data_bytes += tx->data_len;
     }
     return tx_finish(srv, tx, sp);
 }
@@ -213,4 +218,66 @@ void kvs_send_reply(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *rep)
         return;
     }
     kvs_send_frame(srv, tx, len);
+}
+
+/* A refusal on an unbound bulk endpoint: it has no connection, so the
+ * frame is its own allocation, freed with the send. The endpoint is found
+ * again by its handle when the send completes (it may be gone by then). */
+typedef struct bulk_tx {
+    kvs_server_t *srv;
+    ucp_ep_h ep;
+    uint8_t buf[KVS_WIRE_HDR_SIZE];
+} bulk_tx_t;
+
+static void bulk_tx_done(kvs_server_t *srv, bulk_tx_t *bt)
+{
+    kvs_bulk_t *b = kvs_conn_bulk_find(srv, bt->ep);
+
+    if (b)
+        b->failed = true; /* closed by the sweep */
+    free(bt);
+}
+
+static void bulk_tx_cb(void *request, ucs_status_t status, void *user_data)
+{
+    bulk_tx_t *bt = user_data;
+
+    (void)status;
+    bulk_tx_done(bt->srv, bt);
+    ucp_request_free(request);
+}
+
+void kvs_send_bulk_status(kvs_server_t *srv, kvs_bulk_t *b,
+                          const kvs_wire_hdr_t *req, int status)
+{
+    ucp_request_param_t prm = {
+        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
+                        UCP_OP_ATTR_FIELD_USER_DATA |
+                        UCP_OP_ATTR_FIELD_FLAGS,
+        .cb.send = bulk_tx_cb,
+        .flags = UCP_AM_SEND_FLAG_EAGER,
+    };
+    bulk_tx_t *bt = calloc(1, sizeof(*bt));
+    kvs_wire_msg_t m;
+    ucs_status_ptr_t sp;
+    size_t len;
+
+    b->refused_ns = kvs_clock_mono_ns();
+    if (!bt) {
+        b->failed = true;
+        return;
+    }
+    bt->srv = srv;
+    bt->ep = b->ep;
+    memset(&m, 0, sizeof(m));
+    m.hdr.opcode = KVS_OP_BIND;
+    m.hdr.flags = KVS_WIRE_F_REPLY;
+    m.hdr.req_id = req->req_id;
+    m.hdr.status = status;
+    if (kvs_wire_encode(&m, bt->buf, sizeof(bt->buf), &len) != 0)
+        kvs_panic("cannot encode a BIND refusal");
+    prm.user_data = bt;
+    sp = ucp_am_send_nbx(b->ep, KVS_AM_ID, NULL, 0, bt->buf, len, &prm);
+    if (!UCS_PTR_IS_PTR(sp))
+        bulk_tx_done(srv, bt);
 }

@@ -51,7 +51,11 @@ void kvs_server_config_default(kvs_server_config_t *cfg)
     cfg->listen_addr = "127.0.0.1";
     cfg->port = 7370;
     cfg->max_conns = 256;
+    cfg->max_prehello = 0; /* max_conns / 4 */
+    cfg->hello_timeout_ms = 5000;
     cfg->max_inflight = 64;
+    cfg->max_inflight_blocks = KVS_WIRE_KEYS_MAX;
+    cfg->max_inflight_bytes = 256ull << 20;
     cfg->max_body = 64u << 10;
     cfg->max_keys = KVS_WIRE_KEYS_MAX;
     cfg->max_payload = 16u << 20;
@@ -152,6 +156,25 @@ static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
     return UCS_OK;
 }
 
+/* A frame that travels in the AM header (one with a payload, or a stream
+ * opcode) is at most KVS_WIRE_INLINE_MAX bytes: KVS_ETOOBIG, fatal only
+ * before HELLO like every bad frame; a stream opcode is dropped. */
+static ucs_status_t frame_too_big(kvs_server_t *srv, kvs_conn_t *conn,
+                                  const void *frame, size_t len)
+{
+    kvs_wire_hdr_t h;
+
+    srv->requests++;
+    srv->bad_frames++;
+    (void)kvs_wire_decode_hdr(frame, len, &srv->lim, &h);
+    kvs_info("conn %llu: %zu-byte frame with payload (over %u)%s",
+             (unsigned long long)conn->id, len, KVS_WIRE_INLINE_MAX,
+             conn->ready ? "" : "; closing");
+    if (!conn->ready || !kvs_wire_op_is_stream(h.opcode))
+        kvs_send_status(srv, conn, &h, KVS_ETOOBIG, !conn->ready);
+    return UCS_OK;
+}
+
 /* A frame on an endpoint that is neither a connection nor a bulk endpoint:
  * one of the stream module's outbound peer links, or nothing. */
 static ucs_status_t link_frame(kvs_server_t *srv, ucp_ep_h ep,
@@ -197,7 +220,7 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
         }
         conn = b->conn;
     }
-    if (conn->closing)
+    if (conn->closing || conn->evicted)
         return UCS_OK;
     if (hlen == 0) {
         /* A frame without payload must come eagerly, as the AM data. */
@@ -210,6 +233,8 @@ static ucs_status_t am_cb(void *arg, const void *header, size_t hlen,
         }
         return handle_frame(srv, conn, b, data, len, NULL, 0, false);
     }
+    if (hlen > KVS_WIRE_INLINE_MAX)
+        return frame_too_big(srv, conn, header, hlen);
     return handle_frame(srv, conn, b, header, hlen, data, len, rndv);
 }
 
@@ -308,7 +333,9 @@ int kvs_server_config_check(const kvs_server_config_t *c)
     if (c->max_keys < 1 || c->max_keys > KVS_WIRE_KEYS_MAX ||
         c->max_body < 1024 || c->max_body > KVS_WIRE_BODY_MAX ||
         c->max_payload < 4096 || c->max_inflight < 1 || c->max_conns < 1 ||
+        c->max_inflight_blocks < 1 || c->max_inflight_bytes < 1 ||
         c->staging_slots < 1 || c->lease_max_ms < 1 ||
+        c->max_prehello > c->max_conns || c->hello_timeout_ms < 1 ||
         c->lease_default_ms > c->lease_max_ms || !c->listen_addr) {
         kvs_error("invalid transport configuration");
         return KVS_ECONFIG;
@@ -351,6 +378,8 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     if (!srv)
         return -ENOMEM;
     srv->cfg = *cfg;
+    if (!srv->cfg.max_prehello)
+        srv->cfg.max_prehello = KVS_MAX(cfg->max_conns / 4, 1u);
     srv->store = store;
     srv->epfd = -1;
     srv->lim.max_body = cfg->max_body;
@@ -444,8 +473,10 @@ static void bulk_sweep(kvs_server_t *srv, uint64_t now)
 {
     for (kvs_bulk_t *b = srv->bulks, *next; b; b = next) {
         next = b->next;
-        /* An unbound bulk endpoint gets 10 s to BIND. */
-        if (b->failed || (!b->conn && now - b->created_ns > 10000000000ull))
+        /* An unbound bulk endpoint gets 10 s to BIND; a refused one is
+         * closed once its refusal is sent (failed), or after 1 s. */
+        if (b->failed || (!b->conn && now - b->created_ns > 10000000000ull) ||
+            (b->refused_ns && now - b->refused_ns > 1000000000ull))
             kvs_conn_bulk_close(srv, b);
     }
 }
@@ -475,6 +506,7 @@ int kvs_server_run(kvs_server_t *srv, volatile sig_atomic_t *stop)
         now = kvs_clock_mono_ns();
         if (now - last_timer > 50000000ull) {
             expire_leases(srv, now);
+            kvs_conn_sweep_prehello(srv, now);
             bulk_sweep(srv, now);
             kvs_srvstream_tick(srv->stream, now);
             last_timer = now;

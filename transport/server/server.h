@@ -16,7 +16,9 @@
 #include "kvstore/store.h"
 
 /* One tenant: the connections that present token act as name and may use
- * the listed namespaces (or every namespace when all_ns). Strings are the
+ * the listed namespaces (or every namespace when all_ns). STAT and VERIFY
+ * of a tenant describe its own namespace and connections only, unless it
+ * is an operator. Strings are the
  * caller's and must outlive the server. */
 typedef struct kvs_tenant {
     const char *name;
@@ -24,13 +26,21 @@ typedef struct kvs_tenant {
     const char *const *namespaces;
     size_t nnamespaces;
     bool all_ns;
+    bool is_operator;             /* STAT and VERIFY see the whole store */
 } kvs_tenant_t;
 
 typedef struct kvs_server_config {
     const char *listen_addr;      /* numeric IPv4/IPv6 address */
     uint16_t port;                /* 0: any free port (see kvs_server_port) */
     uint32_t max_conns;           /* connections at once */
+    uint32_t max_prehello;        /* of them before HELLO; 0: max_conns / 4
+                                     (at least 1) */
+    uint32_t hello_timeout_ms;    /* a connection without HELLO after this
+                                     is closed */
     uint32_t max_inflight;        /* requests in flight per connection */
+    uint32_t max_inflight_blocks; /* DATA messages not yet taken by the
+                                     client, per connection */
+    uint64_t max_inflight_bytes;  /* their bytes, per connection */
     uint32_t max_body;            /* bytes of a request body */
     uint32_t max_keys;            /* entries per batch frame */
     uint32_t max_payload;         /* bytes of one PUT payload */

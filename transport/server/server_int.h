@@ -37,7 +37,9 @@ typedef struct kvs_bulk {
     ucp_ep_h ep;
     kvs_conn_t *conn;             /* NULL until bound */
     uint64_t created_ns;          /* unbound ones expire */
-    bool failed;                  /* UCX reported an error */
+    uint64_t refused_ns;          /* BIND refused: closed once the refusal
+                                     is sent, or 1 s after it at most */
+    bool failed;                  /* UCX reported an error, or to close */
 } kvs_bulk_t;
 
 /* A lease: references taken by one MATCH, dropped by a GET naming it, a
@@ -67,8 +69,12 @@ struct kvs_conn {
     kvs_server_t *srv;
     ucp_ep_h ep;
     uint64_t id;
+    uint64_t accepted_ns;         /* monotonic; for the HELLO deadline */
     int refs;                     /* 1 while open + in-flight operations */
     bool ready;                   /* HELLO accepted */
+    bool prehello;                /* counted in srv->nprehello */
+    bool evicted;                 /* closed to make room; counted in
+                                     srv->nevicting until closed */
     bool closing;                 /* no new work; being torn down */
     bool close_queued;
     bool close_graceful;          /* flush before disconnecting */
@@ -82,9 +88,12 @@ struct kvs_conn {
     uint32_t nleases;
     kvs_conn_pin_t *pins;         /* max_pins entries, allocated at first PIN */
     uint32_t npins;
+    uint64_t session;             /* random, for BIND; told in HELLO */
     uint64_t bind_secret;         /* for BIND, from HELLO */
     kvs_bulk_t *bulk;             /* bound bulk endpoint, if any */
     struct kvs_tx *data_txs;      /* DATA sends UCX has not completed */
+    uint32_t ndata;               /* of them (max_inflight_blocks) */
+    uint64_t data_bytes;          /* their bytes (max_inflight_bytes) */
 };
 
 /* A send in flight: a frame and, for DATA, the pinned block it carries. */
@@ -92,6 +101,7 @@ typedef struct kvs_tx {
     struct kvs_tx *next;          /* free list */
     struct kvs_tx *dnext, *dprev; /* conn->data_txs while a DATA is posted */
     bool in_data_list;
+    uint64_t data_len;            /* counted in conn->data_bytes */
     kvs_conn_t *conn;             /* referenced while in flight */
     bool has_view;
     bool close_after;             /* close the connection once sent */
@@ -131,6 +141,9 @@ struct kvs_server {
     uint32_t hash_mask;
     kvs_conn_t *close_list;       /* connections to close from the loop */
     uint32_t nconns;              /* open connections */
+    uint32_t nprehello;           /* of them, not past HELLO yet */
+    uint32_t nevicting;           /* of them, queued for closing to make
+                                     room for a new one */
     uint64_t next_conn_id;
     uint64_t next_lease_id;
 
@@ -155,6 +168,8 @@ struct kvs_server {
     /* Counters, reported by STAT. */
     uint64_t conns_accepted;
     uint64_t conns_rejected;
+    uint64_t hello_timeouts;      /* closed for want of a HELLO */
+    uint64_t hello_evictions;     /* closed without HELLO to make room */
     uint64_t bad_frames;
     uint64_t auth_failures;
     uint64_t requests;
@@ -166,6 +181,8 @@ struct kvs_server {
     uint64_t blocks_sent;         /* DATA messages posted */
     uint64_t bytes_sent;          /* their payload bytes */
     uint64_t get_misses;          /* GET entries answered without data */
+    uint64_t get_throttled;       /* GET entries answered -EAGAIN: too
+                                     much DATA not taken yet */
 
     /* Streaming between sidecars (transport/server/stream.c). */
     struct kvs_srvstream *stream;
@@ -179,6 +196,12 @@ int kvs_send_data(kvs_server_t *srv, kvs_tx_t *tx, size_t hlen);
 void kvs_send_status(kvs_server_t *srv, kvs_conn_t *conn,
                      const kvs_wire_hdr_t *req, int status, bool close_after);
 void kvs_send_reply(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *rep);
+/* A header-only reply on a bulk endpoint that is not bound (a refused
+ * BIND): it goes back where the request came from, never to a connection
+ * the request named. The endpoint is marked failed (and so closed) once
+ * the reply has been sent. */
+void kvs_send_bulk_status(kvs_server_t *srv, kvs_bulk_t *b,
+                          const kvs_wire_hdr_t *req, int status);
 
 /* conn.c */
 /* The open connection whose control endpoint is ep, or NULL. */
@@ -197,6 +220,8 @@ void kvs_conn_bulk_request_cb(ucp_conn_request_h req, void *arg);
 void kvs_conn_bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
                         size_t len);
 void kvs_conn_bulk_close(kvs_server_t *srv, kvs_bulk_t *b);
+/* Closes the connections whose HELLO deadline has passed. */
+void kvs_conn_sweep_prehello(kvs_server_t *srv, uint64_t now);
 /* The one place a connection's tenancy and features are set, once handler.c
  * has checked its HELLO: tenant (NULL: a peer daemon's link), whether it
  * may use its namespace ns, the features agreed (BULK only when this

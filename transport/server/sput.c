@@ -156,7 +156,7 @@ void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     st->sputs = p;
     p->finished = true; /* until begun */
     if (!conn->ns_ok) {
-        p->status = KVS_ENOTFOUND;
+        p->status = -EACCES; /* as a PUT, docs/protocol.md 8 */
         goto out;
     }
     if (m->str_len < 1 || m->str_len > KVS_KEY_MAX) {
