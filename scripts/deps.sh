@@ -8,6 +8,7 @@ pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev cppcheck
       fio redis-server redis-tools python3 python3-matplotlib iproute2
       iptables python3-pytest python3-numpy python3-torch python3-pip
       python3-setuptools python3-wheel libopenblas0-pthread
+      libmicrohttpd-dev prometheus  # /metrics; promtool checks it
       systemd)  # systemd-analyze verifies the unit (tests/cli/install.sh)
 missing=()
 for p in "${pkgs[@]}"; do

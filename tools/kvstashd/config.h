@@ -41,6 +41,7 @@ typedef struct kvs_config {
     kvs_tenant_t server_tenants[KVS_CONFIG_TENANTS_MAX];
     char *peer_secret;            /* [peer] secret */
     char *peers;                  /* [peer] list: name=host:port,... */
+    char *metrics_listen;         /* [metrics] listen: numeric IPv4 */
     char *peers_num;              /* the same, hosts resolved (finish) */
 } kvs_config_t;
 

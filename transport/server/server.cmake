@@ -8,6 +8,9 @@ add_library(kvs_transport STATIC ${CMAKE_CURRENT_SOURCE_DIR}/server/server.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/peer.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/source.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/sput.c
-    ${CMAKE_CURRENT_SOURCE_DIR}/server/fetch.c)
+    ${CMAKE_CURRENT_SOURCE_DIR}/server/fetch.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/server/metrics.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/server/diskq.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/server/diskop.c)
 target_link_libraries(kvs_transport PUBLIC kvstore kvs_wire kvs_ucx kvs_common
-    PkgConfig::UCX)
+    PkgConfig::UCX PkgConfig::MHD)

@@ -14,11 +14,14 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <ucp/api/ucp.h>
 
 #include "kvstash/wire.h"
 #include "transport/proto/ucx.h"
+#include "transport/server/diskq.h"
+#include "transport/server/metrics.h"
 #include "transport/server/server.h"
 
 
@@ -150,7 +153,10 @@ struct kvs_server {
     int32_t *status;
     kvs_wire_block_t *blocks;
     kvs_put_args_t *puts;
+    uint32_t *idx;                /* GET entries to read from disk */
     kvs_iov_t *iovs;              /* KVS_WIRE_BODY_MAX / 4 entries */
+
+    uint64_t started_ns;          /* monotonic, at create */
 
     /* Counters, reported by STAT. */
     uint64_t conns_accepted;
@@ -169,6 +175,11 @@ struct kvs_server {
 
     /* Streaming between sidecars (transport/server/stream.c). */
     struct kvs_srvstream *stream;
+    struct kvs_metrics *metrics;  /* NULL: metrics off (metrics.c) */
+    struct kvs_diskq *diskq;      /* I/O threads (diskq.c) */
+    bool deferred;                /* set by a handler that handed its
+                                   * request to diskop.c (which replies
+                                   * and counts it) */
 };
 
 /* send.c */
@@ -179,6 +190,23 @@ int kvs_send_data(kvs_server_t *srv, kvs_tx_t *tx, size_t hlen);
 void kvs_send_status(kvs_server_t *srv, kvs_conn_t *conn,
                      const kvs_wire_hdr_t *req, int status, bool close_after);
 void kvs_send_reply(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *rep);
+int kvs_send_block(kvs_server_t *srv, kvs_tx_t *tx, uint64_t req_id,
+                   uint32_t idx, uint64_t cap, uint8_t tier,
+                   kvs_wire_block_t *b);
+
+/* A reply's header to request req, with count entries. */
+static inline kvs_wire_msg_t kvs_reply_to(const kvs_wire_hdr_t *req,
+                                          uint32_t count)
+{
+    kvs_wire_msg_t r;
+
+    memset(&r, 0, sizeof(r));
+    r.hdr.opcode = req->opcode;
+    r.hdr.flags = KVS_WIRE_F_REPLY;
+    r.hdr.req_id = req->req_id;
+    r.hdr.count = count;
+    return r;
+}
 
 /* conn.c */
 /* The open connection whose control endpoint is ep, or NULL. */
@@ -189,6 +217,10 @@ void kvs_conn_unref(kvs_conn_t *conn);
 void kvs_conn_close(kvs_conn_t *conn);
 void kvs_conn_close_now(kvs_conn_t *conn);
 void kvs_conn_lease_free(kvs_server_t *srv, kvs_lease_t *lease);
+/* A lease on keys[0..n-1], already referenced in the connection's
+ * namespace, for ms (capped at lease_max_ms); its id in *id_out. */
+int kvs_conn_lease_add(kvs_conn_t *conn, const kvs_key_t *keys, size_t n,
+                       uint64_t ms, uint64_t *id_out);
 /* The listeners' callbacks: a client's (or peer's) control endpoint, and
  * a bulk endpoint. */
 void kvs_conn_request_cb(ucp_conn_request_h req, void *arg);
@@ -219,6 +251,23 @@ kvs_stage_t *kvs_stage_get(kvs_server_t *srv);
 void kvs_stage_release(kvs_server_t *srv, kvs_stage_t *st);
 void kvs_stage_start(kvs_server_t *srv, kvs_stage_t *st);
 void kvs_stage_pump(kvs_server_t *srv);
+
+/* diskop.c: the part of a request that reads the disk, on an I/O thread;
+ * each replies when its reads are done. The handler has checked the
+ * request; these copy what they need of m. On failure to hand over
+ * (-ENOMEM) nothing was taken and the handler answers. */
+/* GET entries idx[0..nidx-1] of m that are on disk only; blocks holds the
+ * results of the others (m->hdr.count entries). */
+int kvs_diskop_get(kvs_server_t *srv, kvs_conn_t *conn,
+                   const kvs_wire_msg_t *m, const kvs_wire_block_t *blocks,
+                   const uint32_t *idx, uint32_t nidx);
+/* MATCH with a lease whose chain reaches a block on disk only. */
+int kvs_diskop_match(kvs_server_t *srv, kvs_conn_t *conn,
+                     const kvs_wire_msg_t *m);
+int kvs_diskop_prefetch(kvs_server_t *srv, kvs_conn_t *conn,
+                        const kvs_wire_msg_t *m);
+int kvs_diskop_verify(kvs_server_t *srv, kvs_conn_t *conn,
+                      const kvs_wire_msg_t *m);
 
 /* handler.c */
 int kvs_handler_check(void);
