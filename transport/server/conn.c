@@ -390,7 +390,7 @@ void kvs_conn_set_ready(kvs_server_t *srv, kvs_conn_t *conn,
     if (srv->bulk_port && (features & KVS_WIRE_FEAT_BULK))
         conn->bind_secret = secret64();
     else
-        conn->features &= ~KVS_WIRE_FEAT_BULK;
+        conn->features &= ~(KVS_WIRE_FEAT_BULK | KVS_WIRE_FEAT_BULK_PUT);
     conn->ready = true;
 }
 

@@ -193,6 +193,33 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     kvs_send_reply(srv, conn, &r);
 }
 
+void kvs_handler_put_args(const kvs_conn_t *conn,
+                          const kvs_wire_put_ent_t *pe,
+                          const uint8_t *payload, kvs_put_args_t *a,
+                          kvs_iov_t *iovs)
+{
+    uint64_t off = pe->data_off;
+
+    memset(a, 0, sizeof(*a));
+    a->ns = conn->ns;
+    a->key = pe->key.data;
+    a->key_len = pe->key.len;
+    a->parent = pe->parent.data;
+    a->parent_len = pe->parent.len;
+    a->flags = pe->flags;
+    a->cls = pe->cls;
+    a->elem_size = pe->elem_size;
+    a->ttl_ms = pe->ttl_ms;
+    a->group = pe->group;
+    a->nparts = pe->nparts;
+    a->parts = iovs;
+    for (uint32_t j = 0; j < pe->nparts; j++) {
+        iovs[j].base = payload ? payload + off : NULL;
+        iovs[j].len = pe->part_lens[j];
+        off += pe->part_lens[j];
+    }
+}
+
 static void op_put(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                    const uint8_t *payload)
 {
@@ -207,32 +234,12 @@ static void op_put(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         kvs_send_reply(srv, conn, &r);
         return;
     }
+    /* The decoder checked that the parts add up to the payload, and a body
+     * bounds the number of parts below the iov scratch. */
     for (uint32_t i = 0; i < n; i++) {
-        const kvs_wire_put_ent_t *pe = &m->u.put.ents[i];
-        kvs_put_args_t *a = &srv->puts[i];
-        uint64_t off = pe->data_off;
-
-        memset(a, 0, sizeof(*a));
-        a->ns = conn->ns;
-        a->key = pe->key.data;
-        a->key_len = pe->key.len;
-        a->parent = pe->parent.data;
-        a->parent_len = pe->parent.len;
-        a->flags = pe->flags;
-        a->cls = pe->cls;
-        a->elem_size = pe->elem_size;
-        a->ttl_ms = pe->ttl_ms;
-        a->group = pe->group;
-        a->nparts = pe->nparts;
-        a->parts = &srv->iovs[iov];
-        /* The decoder checked that the parts add up to the payload, and a
-         * body bounds the number of parts below the iov scratch. */
-        for (uint32_t j = 0; j < pe->nparts; j++) {
-            srv->iovs[iov].base = payload + off;
-            srv->iovs[iov].len = pe->part_lens[j];
-            off += pe->part_lens[j];
-            iov++;
-        }
+        kvs_handler_put_args(conn, &m->u.put.ents[i], payload, &srv->puts[i],
+                             &srv->iovs[iov]);
+        iov += m->u.put.ents[i].nparts;
     }
     /* One batch: durable entries share one disk write and one index
      * commit; each entry still gets its own status. */
@@ -575,6 +582,7 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     SRV_STAT("leases_expired", srv->leases_expired);
     SRV_STAT("conn_pins", srv->conn_pins);
     SRV_STAT("staged_puts", srv->staged_puts);
+    SRV_STAT("direct_puts", srv->direct_puts);
     SRV_STAT("bulk_endpoints_bound", srv->bulk_bound);
     SRV_STAT("get_blocks_sent", srv->blocks_sent);
     SRV_STAT("get_bytes_sent", srv->bytes_sent);

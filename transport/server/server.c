@@ -115,7 +115,10 @@ static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
     if (kvs_wire_op_is_stream(m.hdr.opcode))
         return kvs_handler_dispatch_stream(srv, conn, &m, payload, plen,
                                            rndv);
-    if (bulk) { /* a bulk endpoint carries BIND and stream opcodes only */
+    /* A bulk endpoint carries BIND, stream opcodes and, with BULK_PUT,
+     * PUT (whose reply goes on the control endpoint) only. */
+    if (bulk && !(m.hdr.opcode == KVS_OP_PUT &&
+                  (conn->features & KVS_WIRE_FEAT_BULK_PUT))) {
         bulk->failed = true;
         return UCS_OK;
     }
@@ -139,6 +142,8 @@ static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
         conn->refs++;
         conn->inflight++;
         srv->staged_puts++;
+        if (kvs_stage_direct(srv, st, &m))
+            return UCS_INPROGRESS;
         if (srv->nslot_free > 0 && !srv->wait_head) {
             kvs_stage_start(srv, st);
         } else {

@@ -111,6 +111,10 @@ typedef struct kvs_stage {
     uint64_t len;                 /* payload bytes */
     int slot;                     /* -1 until assigned */
     size_t frame_len;
+    bool direct;                  /* received straight into the arena */
+    kvs_put_stream_t ps;          /* direct: the block reserved there */
+    kvs_wire_hdr_t hdr;           /* direct: the request's */
+    uint64_t t0;                  /* direct: arrival */
     uint8_t frame[KVS_WIRE_INLINE_MAX];
 } kvs_stage_t;
 
@@ -168,6 +172,7 @@ struct kvs_server {
     uint64_t leases_expired;
     uint64_t conn_pins;
     uint64_t staged_puts;
+    uint64_t direct_puts;         /* of those, received into the arena */
     uint64_t bulk_bound;
     uint64_t blocks_sent;         /* DATA messages posted */
     uint64_t bytes_sent;          /* their payload bytes */
@@ -251,6 +256,11 @@ kvs_stage_t *kvs_stage_get(kvs_server_t *srv);
 void kvs_stage_release(kvs_server_t *srv, kvs_stage_t *st);
 void kvs_stage_start(kvs_server_t *srv, kvs_stage_t *st);
 void kvs_stage_pump(kvs_server_t *srv);
+/* A one-block PUT (m, decoded from st's frame) received straight into
+ * the block's place in the DRAM arena: true when started (st is then
+ * consumed), false when the staging path must take it. */
+bool kvs_stage_direct(kvs_server_t *srv, kvs_stage_t *st,
+                      const kvs_wire_msg_t *m);
 
 /* diskop.c: the part of a request that reads the disk, on an I/O thread;
  * each replies when its reads are done. The handler has checked the
@@ -271,6 +281,12 @@ int kvs_diskop_verify(kvs_server_t *srv, kvs_conn_t *conn,
 
 /* handler.c */
 int kvs_handler_check(void);
+/* The store's put arguments for PUT entry pe (parts at iovs, pe->nparts
+ * entries; their bases in payload, or NULL without one). */
+void kvs_handler_put_args(const kvs_conn_t *conn,
+                          const kvs_wire_put_ent_t *pe,
+                          const uint8_t *payload, kvs_put_args_t *a,
+                          kvs_iov_t *iovs);
 /* Handles one decoded request; payload is the PUT payload when it is
  * already in memory (eager or staged). */
 void kvs_handler_dispatch(kvs_server_t *srv, kvs_conn_t *conn,
