@@ -221,8 +221,13 @@ typedef struct dkeys {
     uint8_t bytes[];
 } dkeys_t;
 
+/* A deferred request of m, with a copy of its keys if with_keys, that
+ * runs run and then done; the caller fills what else run needs and
+ * submits it. */
 static dkeys_t *dkeys_new(kvs_server_t *srv, kvs_conn_t *conn,
-                          const kvs_wire_msg_t *m, bool with_keys)
+                          const kvs_wire_msg_t *m, bool with_keys,
+                          void (*run)(kvs_djob_t *),
+                          void (*done)(kvs_djob_t *, bool))
 {
     uint32_t n = with_keys ? m->hdr.count : 0;
     size_t kb = 0, off;
@@ -246,6 +251,8 @@ static dkeys_t *dkeys_new(kvs_server_t *srv, kvs_conn_t *conn,
         d->keys[i].len = m->u.keys.keys[i].len;
         off += m->u.keys.keys[i].len;
     }
+    d->job.run = run;
+    d->job.done = done;
     dreq_begin(&d->req, srv, conn, m);
     return d;
 }
@@ -294,13 +301,11 @@ static void match_done(kvs_djob_t *job, bool cancelled)
 int kvs_diskop_match(kvs_server_t *srv, kvs_conn_t *conn,
                      const kvs_wire_msg_t *m)
 {
-    dkeys_t *d = dkeys_new(srv, conn, m, true);
+    dkeys_t *d = dkeys_new(srv, conn, m, true, match_run, match_done);
 
     if (!d)
         return -ENOMEM;
     d->lease_ms = m->u.keys.lease_ms;
-    d->job.run = match_run;
-    d->job.done = match_done;
     kvs_diskq_submit(srv->diskq, &d->job);
     return 0;
 }
@@ -332,12 +337,10 @@ static void prefetch_done(kvs_djob_t *job, bool cancelled)
 int kvs_diskop_prefetch(kvs_server_t *srv, kvs_conn_t *conn,
                         const kvs_wire_msg_t *m)
 {
-    dkeys_t *d = dkeys_new(srv, conn, m, true);
+    dkeys_t *d = dkeys_new(srv, conn, m, true, prefetch_run, prefetch_done);
 
     if (!d)
         return -ENOMEM;
-    d->job.run = prefetch_run;
-    d->job.done = prefetch_done;
     kvs_diskq_submit(srv->diskq, &d->job);
     return 0;
 }
@@ -374,14 +377,12 @@ static void verify_done(kvs_djob_t *job, bool cancelled)
 int kvs_diskop_verify(kvs_server_t *srv, kvs_conn_t *conn,
                       const kvs_wire_msg_t *m)
 {
-    dkeys_t *d = dkeys_new(srv, conn, m, false);
+    dkeys_t *d = dkeys_new(srv, conn, m, false, verify_run, verify_done);
 
     if (!d)
         return -ENOMEM;
     d->max_bps = (uint64_t)srv->cfg.verify_mib_s << 20;
     d->stop = kvs_diskq_stopping(srv->diskq);
-    d->job.run = verify_run;
-    d->job.done = verify_done;
     d->job.slow = true;
     kvs_info("verify: started in the background (%s)",
              srv->cfg.verify_mib_s ? "rate-limited" : "at disk speed");

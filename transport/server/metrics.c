@@ -108,6 +108,18 @@ static void one(FILE *f, const char *name, const char *type,
 
 static const char *const tier_label[3] = {"none", "dram", "nvme"};
 
+/* A metric with one label and two values: name{label="a"} va, ...="b"}. */
+static void two(FILE *f, const char *name, const char *type,
+                const char *help, const char *label, const char *a,
+                uint64_t va, const char *b, uint64_t vb)
+{
+    head(f, name, type, help);
+    fprintf(f, "kvstash_%s{%s=\"%s\"} %llu\n", name, label, a,
+            (unsigned long long)va);
+    fprintf(f, "kvstash_%s{%s=\"%s\"} %llu\n", name, label, b,
+            (unsigned long long)vb);
+}
+
 static void render_requests(FILE *f, kvs_metrics_t *m)
 {
     head(f, "requests_total", "counter", "Requests handled, by opcode.");
@@ -144,12 +156,9 @@ static void render_requests(FILE *f, kvs_metrics_t *m)
 
 static void render_store(FILE *f, const kvs_store_stats_t *s)
 {
-    head(f, "client_hits_total", "counter",
-         "GET blocks found, by the tier they were in.");
-    fprintf(f, "kvstash_client_hits_total{tier=\"dram\"} %llu\n",
-            (unsigned long long)s->dram_hits);
-    fprintf(f, "kvstash_client_hits_total{tier=\"nvme\"} %llu\n",
-            (unsigned long long)s->nvme_hits);
+    two(f, "client_hits_total", "counter",
+        "GET blocks found, by the tier they were in.", "tier", "dram",
+        s->dram_hits, "nvme", s->nvme_hits);
     one(f, "client_misses_total", "counter", "GET blocks not found.",
         s->misses);
     head(f, "match_keys_total", "counter",
@@ -160,27 +169,15 @@ static void render_store(FILE *f, const kvs_store_stats_t *s)
             (unsigned long long)s->match_nvme_hits);
     fprintf(f, "kvstash_match_keys_total{result=\"miss\",tier=\"none\"} %llu\n",
             (unsigned long long)(s->match_keys - s->match_hits));
-    head(f, "blocks", "gauge", "Blocks present, by tier holding a copy.");
-    fprintf(f, "kvstash_blocks{tier=\"dram\"} %llu\n",
-            (unsigned long long)s->dram_blocks);
-    fprintf(f, "kvstash_blocks{tier=\"nvme\"} %llu\n",
-            (unsigned long long)s->nvme_blocks);
-    head(f, "used_bytes", "gauge", "Bytes in use, by tier.");
-    fprintf(f, "kvstash_used_bytes{tier=\"dram\"} %llu\n",
-            (unsigned long long)s->dram_used_bytes);
-    fprintf(f, "kvstash_used_bytes{tier=\"nvme\"} %llu\n",
-            (unsigned long long)s->nvme_used_bytes);
-    head(f, "capacity_bytes", "gauge", "Capacity, by tier.");
-    fprintf(f, "kvstash_capacity_bytes{tier=\"dram\"} %llu\n",
-            (unsigned long long)s->dram_capacity_bytes);
-    fprintf(f, "kvstash_capacity_bytes{tier=\"nvme\"} %llu\n",
-            (unsigned long long)s->nvme_capacity_bytes);
-    head(f, "disk_bytes_total", "counter", "Bytes moved to and from the "
-         "data file.");
-    fprintf(f, "kvstash_disk_bytes_total{direction=\"read\"} %llu\n",
-            (unsigned long long)s->bytes_read);
-    fprintf(f, "kvstash_disk_bytes_total{direction=\"written\"} %llu\n",
-            (unsigned long long)s->bytes_written);
+    two(f, "blocks", "gauge", "Blocks present, by tier holding a copy.",
+        "tier", "dram", s->dram_blocks, "nvme", s->nvme_blocks);
+    two(f, "used_bytes", "gauge", "Bytes in use, by tier.", "tier", "dram",
+        s->dram_used_bytes, "nvme", s->nvme_used_bytes);
+    two(f, "capacity_bytes", "gauge", "Capacity, by tier.", "tier", "dram",
+        s->dram_capacity_bytes, "nvme", s->nvme_capacity_bytes);
+    two(f, "disk_bytes_total", "counter",
+        "Bytes moved to and from the data file.", "direction", "read",
+        s->bytes_read, "written", s->bytes_written);
     one(f, "evictions_total", "counter", "Blocks dropped to make room.",
         s->evicted);
     one(f, "degraded_total", "counter", "Blocks written behind to disk.",
