@@ -389,6 +389,10 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     ret = map_arena(srv);
     if (ret)
         goto err_destroy;
+    ret = kvs_diskq_create(cfg->io_threads, &srv->diskq);
+    if (ret)
+        goto err_destroy;
+    sp.diskq = srv->diskq;
     sp.store = store;
     sp.worker = srv->worker;
     sp.memh = srv->arena_memh;
@@ -414,9 +418,6 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
         ret = -errno;
         goto err_destroy;
     }
-    ret = kvs_diskq_create(cfg->io_threads, &srv->diskq);
-    if (ret)
-        goto err_destroy;
     ev.events = EPOLLIN;
     ev.data.fd = kvs_diskq_fd(srv->diskq);
     if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, ev.data.fd, &ev) < 0) {
@@ -544,6 +545,7 @@ void kvs_server_destroy(kvs_server_t *srv)
     srv->metrics = NULL;
     /* Disk jobs finish (or are cancelled) and answer, or drop what they
      * pinned, while the connections are still there. */
+    kvs_srvstream_drop_diskq(srv->stream);
     kvs_diskq_destroy(srv->diskq);
     srv->diskq = NULL;
     if (srv->worker) {

@@ -509,6 +509,7 @@ int kvs_srvstream_create(const kvs_srvstream_params_t *p,
     if (!st)
         return -ENOMEM;
     st->store = p->store;
+    st->diskq = p->diskq;
     st->worker = p->worker;
     st->memh = p->memh;
     if (p->secret && strlen(p->secret) > KVS_WIRE_TOKEN_MAX) {
@@ -540,6 +541,12 @@ void kvs_srvstream_stop(kvs_srvstream_t *st)
     for (link_t *l = st->links; l; l = l->next)
         if (l->outbound && !l->closed)
             kvs_peer_fail(st, l, KVS_EPEER);
+}
+
+void kvs_srvstream_drop_diskq(kvs_srvstream_t *st)
+{
+    if (st)
+        st->diskq = NULL;
 }
 
 void kvs_srvstream_destroy(kvs_srvstream_t *st)
