@@ -171,6 +171,7 @@ static void *background_main(void *arg)
             /* A write error (disk full, EIO): back off a second; puts
              * waiting for space time out with KVS_EFULL meanwhile. */
             err_backoff = 1;
+            s->st.io_errors++;
             pthread_cond_broadcast(&s->space_cv);
             bg_wait_locked(s, 1000);
             continue;

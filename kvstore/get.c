@@ -101,6 +101,8 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
                     continue;
                 }
                 s->st.misses++;
+                if (r->status < 0 && r->status > KVS_EBASE)
+                    s->st.io_errors++; /* a negative errno: the read */
                 if (r->status == KVS_ECORRUPT || r->status == -EIO)
                     kvs_read_drop_corrupt_locked(s, r->ns, r->a->key,
                                                  r->a->key_len, &r->loc, NULL);

@@ -14,6 +14,8 @@
 #include "kvstore/store_int.h"
 #include "common/clock.h"
 
+#include <errno.h>
+
 int kvs_store_exists(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
                      size_t n, uint8_t *present_out)
 {
@@ -76,6 +78,21 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             break;
         if (tiers_out)
             tiers_out[m] = (e->flags & E_DRAM) ? KVS_TIER_DRAM : KVS_TIER_NVME;
+        if ((flags & KVS_MATCH_PIN) && (flags & KVS_MATCH_NO_READ) &&
+            !(e->flags & E_DRAM)) {
+            /* The lock was never released: found[] is exact. */
+            for (size_t i = 0; i < m; i++) {
+                struct entry *p = i < MATCH_WIN ? found[i]
+                    : kvs_table_lookup_locked(s, ns, keys[i].data,
+                                              keys[i].len,
+                                              key_hash(ns, keys[i].data,
+                                                       keys[i].len));
+                p->refs--;
+                s->st.refs--;
+            }
+            pthread_mutex_unlock(&s->lock);
+            return -EWOULDBLOCK;
+        }
         if (flags & KVS_MATCH_PIN) {
             /* A pinned match needs the block in DRAM; the read happens
              * with the lock released, so the chain is re-checked. */
@@ -107,6 +124,15 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
                                                  keys[i].len));
         if (e)
             kvs_table_touch_locked(s, e);
+    }
+    s->st.matches++;
+    s->st.match_keys += n;
+    s->st.match_hits += m;
+    for (size_t i = 0; tiers_out && i < m; i++) {
+        if (tiers_out[i] == KVS_TIER_DRAM)
+            s->st.match_dram_hits++;
+        else
+            s->st.match_nvme_hits++;
     }
     pthread_mutex_unlock(&s->lock);
     *matched_out = m;

@@ -15,8 +15,9 @@
 
 #include <errno.h>
 
-int kvs_store_pin(kvs_store_t *s, uint32_t ns, const void *key,
-                  uint32_t key_len, kvs_view_t *view_out)
+int kvs_store_pin_flags(kvs_store_t *s, uint32_t ns, const void *key,
+                        uint32_t key_len, uint32_t flags, kvs_view_t *view_out,
+                        uint8_t *tier_out)
 {
     struct entry *e;
     uint8_t tier;
@@ -28,13 +29,33 @@ int kvs_store_pin(kvs_store_t *s, uint32_t ns, const void *key,
     e = ns_valid_locked(s, ns) ? kvs_table_find_locked(s, ns, key, key_len)
                                : NULL;
     if (!e) {
+        if (flags & KVS_PIN_GET) {
+            s->st.gets++;
+            s->st.misses++;
+        }
         pthread_mutex_unlock(&s->lock);
         return KVS_ENOTFOUND;
     }
     tier = (e->flags & E_DRAM) ? KVS_TIER_DRAM : KVS_TIER_NVME;
+    if ((flags & KVS_PIN_NO_READ) && tier != KVS_TIER_DRAM) {
+        pthread_mutex_unlock(&s->lock);
+        return -EWOULDBLOCK;
+    }
     ret = kvs_read_promote_locked(s, e, true);
     if (ret == 0 && !(e->flags & E_LINKED))
         ret = KVS_ENOTFOUND;
+    if (flags & KVS_PIN_GET) {
+        s->st.gets++;
+        if (ret == 0) {
+            s->st.hits++;
+            if (tier == KVS_TIER_DRAM)
+                s->st.dram_hits++;
+            else
+                s->st.nvme_hits++;
+        } else {
+            s->st.misses++;
+        }
+    }
     if (ret == 0) {
         e->refs++;
         s->st.refs++;
@@ -49,9 +70,17 @@ int kvs_store_pin(kvs_store_t *s, uint32_t ns, const void *key,
             view_out->tier = tier;
             view_out->ref = e;
         }
+        if (tier_out)
+            *tier_out = tier;
     }
     pthread_mutex_unlock(&s->lock);
     return ret;
+}
+
+int kvs_store_pin(kvs_store_t *s, uint32_t ns, const void *key,
+                  uint32_t key_len, kvs_view_t *view_out)
+{
+    return kvs_store_pin_flags(s, ns, key, key_len, 0, view_out, NULL);
 }
 
 static void unref_locked(kvs_store_t *s, struct entry *e)

@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 /* A read of e's disk copy, to be made with the lock released: what the
  * check needs of the entry, copied (status 1: not read yet). */
@@ -75,6 +76,17 @@ static int verify_decode_rlocked(kvs_store_t *s, const struct rd *r,
     return 0;
 }
 
+/* The test hook (store_int.h): a slow disk, for tests only. */
+static void test_read_delay(const kvs_store_t *s)
+{
+    if (s->test_read_delay_ms) {
+        struct timespec ts = {.tv_sec = s->test_read_delay_ms / 1000,
+                              .tv_nsec = (long)(s->test_read_delay_ms % 1000) *
+                                         1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void rd_done(void *arg, uint64_t user_data, int res)
 {
     struct rd *rds = arg;
@@ -95,6 +107,7 @@ int kvs_read_one_rlocked(kvs_store_t *s, struct rd *r, const void *key,
 
     r->slot = 0;
     r->status = 1;
+    test_read_delay(s);
     ret = kvs_segment_read_submit(s->seg, &r->loc, 0, 0);
     if (ret == 0) {
         ret = kvs_segment_read_reap(s->seg, 1, rd_done, r);
@@ -151,6 +164,7 @@ void kvs_read_batch_rlocked(kvs_store_t *s, struct rd *rds, size_t nrd)
         while (next < nrd && nfree) {
             struct rd *r = &rds[next];
             r->slot = free_slots[--nfree];
+            test_read_delay(s);
             int ret = kvs_segment_read_submit(s->seg, &r->loc,
                                               r->slot, next);
             if (ret) {
@@ -249,6 +263,8 @@ int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
         kvs_table_free_locked(s, e);
         return KVS_ENOTFOUND;
     }
+    if (ret < 0 && ret > KVS_EBASE && ret != -ENOMEM)
+        s->st.io_errors++; /* a negative errno: the read */
     if (ret == KVS_ECORRUPT || ret == -EIO) {
         kvs_read_drop_corrupt_locked(s, r.ns, key, key_len, &r.loc, NULL);
         return KVS_ENOTFOUND;

@@ -21,6 +21,7 @@
 #include "common/log.h"
 
 #include <errno.h>
+#include <time.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -103,6 +104,14 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
     s->cfg = *cfg;
     s->dir = strdup(cfg->dir);
     s->cfg.dir = s->dir;
+    /* A test hook, never set in production: a slow disk on demand, for
+     * tests that show the daemon serving while a disk read waits. */
+    const char *delay = getenv("KVSTASH_TEST_READ_DELAY_MS");
+    if (delay && *delay) {
+        s->test_read_delay_ms = (uint32_t)strtoul(delay, NULL, 10);
+        kvs_warn("store: TEST HOOK KVSTASH_TEST_READ_DELAY_MS: every disk "
+                 "read is delayed by %u ms", s->test_read_delay_ms);
+    }
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->wlock, NULL);
     pthread_mutex_init(&s->rlock, NULL);
@@ -362,15 +371,31 @@ void kvs_store_stats(kvs_store_t *s, kvs_store_stats_t *out)
         if (s->regions[r].state == RG_SEALED || s->regions[r].state == RG_OPEN)
             out->nvme_used_bytes += s->cfg.region_bytes;
     out->pinned_bytes = s->pinned_bytes;
+    out->degrade_backlog_bytes = s->degrade_pending;
     pthread_mutex_unlock(&s->lock);
 }
 
 #define NS_ALL UINT64_MAX
 
+/* Sleeps until done bytes at max_bps would have taken since t0. */
+static void verify_pace(uint64_t t0, uint64_t done, uint64_t max_bps)
+{
+    uint64_t due = t0 + (uint64_t)((double)done * 1e9 / (double)max_bps);
+    uint64_t now = kvs_clock_mono_ns();
+
+    if (due > now) {
+        struct timespec ts = {.tv_sec = (time_t)((due - now) / 1000000000ull),
+                              .tv_nsec = (long)((due - now) % 1000000000ull)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Verifies the blocks of namespace ns (NS_ALL: every namespace). */
 static int verify(kvs_store_t *s, uint64_t ns, kvs_verify_cb cb, void *arg,
+                  uint64_t max_bps, const atomic_int *stop,
                   uint64_t *checked_out, uint64_t *bad_out)
 {
-    uint64_t checked = 0, bad = 0;
+    uint64_t checked = 0, bad = 0, done = 0, t0 = kvs_clock_mono_ns();
     uint8_t *tmp;
 
     if (!s->seg) {
@@ -386,6 +411,10 @@ static int verify(kvs_store_t *s, uint64_t ns, kvs_verify_cb cb, void *arg,
         uint32_t key_len;
         int ret;
 
+        if (stop && atomic_load_explicit(stop, memory_order_relaxed)) {
+            free(tmp);
+            return -ECANCELED;
+        }
         pthread_mutex_lock(&s->lock);
         struct entry *e = &s->ents[i];
         if (!(e->flags & E_LINKED) || !(e->flags & E_DISK) ||
@@ -402,6 +431,9 @@ static int verify(kvs_store_t *s, uint64_t ns, kvs_verify_cb cb, void *arg,
         ret = kvs_read_one_rlocked(s, &r, key, key_len, tmp, NULL, 0);
         pthread_mutex_unlock(&s->rlock);
         checked++;
+        done += r.loc.disk_len;
+        if (max_bps)
+            verify_pace(t0, done, max_bps);
         if (ret) {
             bad++;
             if (cb)
@@ -428,13 +460,22 @@ static int verify(kvs_store_t *s, uint64_t ns, kvs_verify_cb cb, void *arg,
 int kvs_store_verify(kvs_store_t *s, kvs_verify_cb cb, void *arg,
                      uint64_t *checked_out, uint64_t *bad_out)
 {
-    return verify(s, NS_ALL, cb, arg, checked_out, bad_out);
+    return verify(s, NS_ALL, cb, arg, 0, NULL, checked_out, bad_out);
 }
 
 int kvs_store_verify_ns(kvs_store_t *s, uint32_t ns, kvs_verify_cb cb,
                         void *arg, uint64_t *checked_out, uint64_t *bad_out)
 {
-    return verify(s, ns, cb, arg, checked_out, bad_out);
+    return verify(s, ns, cb, arg, 0, NULL, checked_out, bad_out);
+}
+
+int kvs_store_verify_paced(kvs_store_t *s, const uint32_t *ns,
+                           kvs_verify_cb cb, void *arg, uint64_t max_bps,
+                           const atomic_int *stop, uint64_t *checked_out,
+                           uint64_t *bad_out)
+{
+    return verify(s, ns ? *ns : NS_ALL, cb, arg, max_bps, stop, checked_out,
+                  bad_out);
 }
 
 void *kvs_store_arena(kvs_store_t *s, size_t *len_out)

@@ -28,6 +28,7 @@
 #ifndef KVS_STORE_H
 #define KVS_STORE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -272,6 +273,18 @@ typedef struct kvs_view {
  */
 int kvs_store_pin(kvs_store_t *store, uint32_t ns, const void *key,
                   uint32_t key_len, kvs_view_t *view_out);
+/* Pin flags (kvs_store_pin_flags). */
+#define KVS_PIN_GET     (1u << 0) /* a read for a client: counted in gets,
+                                   * hits (by tier) and misses */
+#define KVS_PIN_NO_READ (1u << 1) /* never read the disk: -EWOULDBLOCK
+                                   * when the block is on disk only (then
+                                   * nothing is counted) */
+
+/* kvs_store_pin() with flags; *tier_out (optional) gets the tier the block
+ * was in before the call. */
+int kvs_store_pin_flags(kvs_store_t *store, uint32_t ns, const void *key,
+                        uint32_t key_len, uint32_t flags, kvs_view_t *view_out,
+                        uint8_t *tier_out);
 /* Drops a reference taken by kvs_store_pin(), by view or by key. */
 void kvs_store_unpin_view(kvs_store_t *store, kvs_view_t *view);
 int kvs_store_unpin(kvs_store_t *store, uint32_t ns, const void *key,
@@ -289,6 +302,10 @@ int kvs_store_exists(kvs_store_t *store, uint32_t ns, const kvs_key_t *keys,
 
 /* Match flags. */
 #define KVS_MATCH_PIN (1u << 0) /* take a reference on each matched block */
+#define KVS_MATCH_NO_READ (1u << 1) /* with PIN: never read the disk; a
+                                     * matched block on disk only ends the
+                                     * call with -EWOULDBLOCK and no
+                                     * references taken */
 
 /*
  * Longest present prefix: *matched_out = the number of leading keys, in
@@ -357,6 +374,12 @@ typedef struct kvs_store_stats {
     uint64_t bytes_read;          /* from the data file */
     uint64_t logical_bytes_degraded; /* before compression */
     uint64_t stored_bytes_degraded;  /* after compression */
+    uint64_t matches;             /* match calls */
+    uint64_t match_keys;          /* keys they asked about */
+    uint64_t match_hits;          /* keys they found (the matched prefix) */
+    uint64_t match_dram_hits, match_nvme_hits; /* the same, by tier */
+    uint64_t io_errors;           /* disk reads and writes that failed */
+    uint64_t degrade_backlog_bytes; /* gauge: DRAM bytes queued to degrade */
     uint64_t admission_rejected;  /* blocks kept off the disk by the filter */
     uint64_t compress_skipped;    /* blocks written raw to keep up (backlog) */
 } kvs_store_stats_t;
@@ -380,6 +403,16 @@ int kvs_store_verify(kvs_store_t *store, kvs_verify_cb cb, void *arg,
 /* The same for the blocks of namespace ns only. */
 int kvs_store_verify_ns(kvs_store_t *store, uint32_t ns, kvs_verify_cb cb,
                         void *arg, uint64_t *checked_out, uint64_t *bad_out);
+
+/* kvs_store_verify() (ns NULL) or kvs_store_verify_ns() (*ns) paced to
+ * at most max_bps bytes read per second (0: as fast as the disk goes),
+ * stopping with -ECANCELED as soon as *stop (if not NULL) becomes
+ * non-zero; the counts so far are then not reported. For a daemon that
+ * verifies in the background. */
+int kvs_store_verify_paced(kvs_store_t *store, const uint32_t *ns,
+                           kvs_verify_cb cb, void *arg, uint64_t max_bps,
+                           const atomic_int *stop, uint64_t *checked_out,
+                           uint64_t *bad_out);
 
 /* Arena access for transports that register it (UCX). Valid until close. */
 void *kvs_store_arena(kvs_store_t *store, size_t *len_out);

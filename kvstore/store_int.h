@@ -229,6 +229,9 @@ struct kvs_store {
     bool degrading;           /* between high and low watermark */
     int space_waiters;        /* puts waiting for DRAM (atomic reads) */
     uint64_t degrade_pending; /* DRAM bytes queued to degrade */
+    uint32_t test_read_delay_ms; /* TEST HOOK: every disk read sleeps this
+                                  * long first ($KVSTASH_TEST_READ_DELAY_MS,
+                                  * read at open; 0 in production) */
     kvs_ghost_t *ghost;       /* admission (admit_ghost_factor), or NULL */
     struct ns_rec *ns;
     uint32_t nns;

@@ -11,6 +11,7 @@ pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev cppcheck
       libfuse3-dev fuse3
       libzmq3-dev libmsgpack-dev libcurl4-openssl-dev etcd-server etcd-client
       python3-zmq python3-msgpack
+      libmicrohttpd-dev prometheus  # /metrics; promtool checks it
       systemd)  # systemd-analyze verifies the unit (tests/cli/install.sh)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -96,10 +96,12 @@ enum kvs_wire_op {
 #define KVS_WIRE_FEAT_BULK       (1u << 4) /* a second endpoint for DATA */
 #define KVS_WIRE_FEAT_SCAN       (1u << 5) /* SCAN */
 #define KVS_WIRE_FEAT_STREAM     (1u << 6) /* the stream opcodes */
-#define KVS_WIRE_FEAT_ALL        0x7fu     /* every bit a client may ask */
 /* Not a client's: the HELLO is a peer daemon's (token = the peer secret,
  * namespace empty); the connection is a peer link (section 9.3). */
 #define KVS_WIRE_FEAT_PEER       (1u << 7)
+#define KVS_WIRE_FEAT_BULK_PUT   (1u << 8) /* PUT may come on the bound bulk
+                                            * endpoint (its payload by CMA) */
+#define KVS_WIRE_FEAT_ALL        0x17fu    /* every bit a client may ask */
 
 /* MATCH flags. */
 #define KVS_WIRE_MATCH_LEASE (1u << 0) /* hold the matched blocks */

@@ -59,6 +59,23 @@ expect 1 '^K3 success$' "$K" delete K3 nokey
 grep -q '^nokey not found$' "$T/out" || fail "the second key's result"
 [ "$(wc -l <"$T/out")" -eq 2 ] || fail "delete printed more than each key's result"
 
+# The daemon's own traffic moves the counters `kvstash stat` shows (issue
+# 12): one GET hit (K1, from DRAM) and one miss (nokey) so far, and three
+# MATCHes that found both of their two keys.
+expect 0 '"gets": 2, "hits": 1, "misses": 1, "dram_hits": 1, "nvme_hits": 0' \
+    "$K" stat --json
+expect 0 '"matches": 3, "match_keys": 6, "match_hits": 6' "$K" stat --json
+# Each 100000-byte PUT came by rendezvous straight into the arena.
+grep -Eq '"staged_puts": ([1-9][0-9]*), "direct_puts": \1' "$T/out" ||
+    fail "rendezvous PUTs not received into the arena: $(cat "$T/out")" 
+expect 0 '^get hit ratio +50\.0% \(1 of 2\)$' "$K" stat
+grep -Eq '^match key hit ratio +100\.0% \(6 of 6\)$' "$T/out" ||
+    fail "no match hit ratio in: $(cat "$T/out")"
+grep -Eq '^daemon version +[0-9]+\.[0-9]+\.[0-9]+$' "$T/out" || fail "no version"
+grep -Eq '^uptime +[0-9]+d [0-9]{2}h [0-9]{2}m [0-9]{2}s$' "$T/out" || fail "no uptime"
+grep -Eq '^dram_capacity_bytes +[0-9.]+ (KiB|MiB|GiB)$' "$T/out" ||
+    fail "sizes not in human units: $(cat "$T/out")"
+
 # An oversized put names the size and the setting, and is refused before
 # the file is read: a 600 MiB sparse file costs nothing to stat.
 truncate -s 600M "$T/huge"

@@ -142,6 +142,81 @@ static int too_big(const char *key, const char *file, uint64_t len,
     return 1;
 }
 
+/* A value of the STAT table by name; 0 when the daemon did not send it. */
+static uint64_t stat_value(const kvs_client_stat_t *st, size_t n,
+                           const char *name, bool *found)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(st[i].name, name) == 0) {
+            if (found)
+                *found = true;
+            return st[i].value;
+        }
+    }
+    if (found)
+        *found = false;
+    return 0;
+}
+
+/* Bytes in binary units: "512 B", "1.5 KiB", ..., "3.2 TiB". */
+static void human_bytes(char *out, size_t cap, uint64_t v)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double d = (double)v;
+    unsigned u = 0;
+
+    while (d >= 1024 && u + 1 < sizeof(unit) / sizeof(unit[0])) {
+        d /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(out, cap, "%" PRIu64 " B", v);
+    else
+        snprintf(out, cap, "%.1f %s", d, unit[u]);
+}
+
+/* A count with k/M/G suffixes above 10,000. */
+static void human_count(char *out, size_t cap, uint64_t v)
+{
+    if (v < 10000)
+        snprintf(out, cap, "%" PRIu64, v);
+    else if (v < 10000000)
+        snprintf(out, cap, "%.1fk", (double)v / 1e3);
+    else if (v < 10000000000ull)
+        snprintf(out, cap, "%.1fM", (double)v / 1e6);
+    else
+        snprintf(out, cap, "%.1fG", (double)v / 1e9);
+}
+
+static void print_ratio(const char *what, uint64_t part, uint64_t whole)
+{
+    if (whole)
+        printf("%-24s %.1f%% (%" PRIu64 " of %" PRIu64 ")\n", what,
+               100.0 * (double)part / (double)whole, part, whole);
+    else
+        printf("%-24s - (none yet)\n", what);
+}
+
+/* The summary above the table: version, uptime, hit ratios. */
+static void stat_summary(const kvs_client_stat_t *st, size_t n)
+{
+    bool have_v, have_up;
+    uint64_t v = stat_value(st, n, "version", &have_v);
+    uint64_t up = stat_value(st, n, "uptime_ms", &have_up) / 1000;
+
+    if (have_v)
+        printf("%-24s %u.%u.%u\n", "daemon version", (unsigned)(v / 10000),
+               (unsigned)(v / 100 % 100), (unsigned)(v % 100));
+    if (have_up)
+        printf("%-24s %" PRIu64 "d %02" PRIu64 "h %02" PRIu64 "m %02" PRIu64
+               "s\n", "uptime", up / 86400, up / 3600 % 24, up / 60 % 60,
+               up % 60);
+    print_ratio("get hit ratio", stat_value(st, n, "hits", NULL),
+                stat_value(st, n, "gets", NULL));
+    print_ratio("match key hit ratio", stat_value(st, n, "match_hits", NULL),
+                stat_value(st, n, "match_keys", NULL));
+}
+
 static int cmd_stat(kvs_client_t *c, int argc, char **argv)
 {
     kvs_client_stat_t st[128];
@@ -161,15 +236,22 @@ static int cmd_stat(kvs_client_t *c, int argc, char **argv)
         printf("}\n");
         return 0;
     }
+    stat_summary(st, n);
     for (size_t i = 0; i < n; i++) {
         const char *nm = st[i].name;
         size_t l = strlen(nm);
+        char h[32];
 
-        if (l > 6 && strcmp(nm + l - 6, "_bytes") == 0 && st[i].value >= 1024)
-            printf("%-24s %" PRIu64 " (%.1f MiB)\n", nm, st[i].value,
-                   (double)st[i].value / (1 << 20));
-        else
-            printf("%-24s %" PRIu64 "\n", nm, st[i].value);
+        if (strcmp(nm, "version") == 0 || strcmp(nm, "uptime_ms") == 0)
+            continue; /* in the summary */
+        if ((l > 6 && strcmp(nm + l - 6, "_bytes") == 0) ||
+            strncmp(nm, "bytes_", 6) == 0) {
+            human_bytes(h, sizeof(h), st[i].value);
+            printf("%-24s %s\n", nm, h);
+        } else {
+            human_count(h, sizeof(h), st[i].value);
+            printf("%-24s %s\n", nm, h);
+        }
     }
     return 0;
 }

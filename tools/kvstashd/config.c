@@ -75,6 +75,10 @@ static const setting_t settings[] = {
       "spin before sleeping"),
     S("daemon", "bulk_ep", T_BOOL, server.bulk_ep,
       "second endpoint for GET data"),
+    S("daemon", "io_threads", T_U32, server.io_threads,
+      "threads that read the disk for GET, MATCH, PREFETCH (1..16)"),
+    S("daemon", "verify_mib_s", T_U32, server.verify_mib_s,
+      "VERIFY reads at most this; 0: disk speed"),
     S("peer", "secret", T_STR, peer_secret,
       "shared secret of peer links; unset: no peer may connect"),
     S("peer", "list", T_STR, peers, "name=host:port,... peers to stream from"),
@@ -96,6 +100,10 @@ static const setting_t settings[] = {
     S("cluster", "prefix", T_STR, cl_prefix, "key prefix of the records"),
     S("cluster", "node", T_STR, cl_node, "this node's name (unique)"),
     S("cluster", "ttl_s", T_U32, cluster.ttl_s, "lease TTL, seconds"),
+    S("metrics", "port", T_U16, server.metrics_port,
+      "Prometheus /metrics over HTTP; 0: off"),
+    S("metrics", "listen", T_STR, metrics_listen,
+      "numeric IPv4 address of /metrics"),
     S("store", "dir", T_STR, dir, "data directory"),
     S("store", "dram_mib", T_U64_MIB, store.dram_bytes, "DRAM arena"),
     S("store", "nvme_mib", T_U64_MIB, store.nvme_bytes, "0: no NVMe tier"),
@@ -133,6 +141,7 @@ void kvs_config_init(kvs_config_t *cfg)
     cfg->listen = dup_or_die("127.0.0.1");
     cfg->dir = dup_or_die("./var/kvstash");
     cfg->log_level = dup_or_die("info");
+    cfg->metrics_listen = dup_or_die("127.0.0.1");
     /* A laptop: half a GiB of DRAM, 2 GiB of disk. */
     cfg->store.dram_bytes = 512ull << 20;
     cfg->store.nvme_bytes = 2048ull << 20;
@@ -629,6 +638,7 @@ int kvs_config_finish(kvs_config_t *cfg)
         return ret;
     cfg->server.listen_addr = cfg->listen_num;
     cfg->server.peer_secret = cfg->peer_secret;
+    cfg->server.metrics_addr = cfg->metrics_listen;
     cfg->server.peers = cfg->peers_num;
     cfg->store.dir = cfg->dir;
     ret = kvs_config_cluster_finish(cfg);

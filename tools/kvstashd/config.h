@@ -44,6 +44,7 @@ typedef struct kvs_config {
     kvs_tenant_t server_tenants[KVS_CONFIG_TENANTS_MAX];
     char *peer_secret;            /* [peer] secret */
     char *peers;                  /* [peer] list: name=host:port,... */
+    char *metrics_listen;         /* [metrics] listen: numeric IPv4 */
     char *peers_num;              /* the same, hosts resolved (finish) */
     /* [events] and [cluster] (docs/cluster.md); strings point below. */
     kvs_events_config_t events;

@@ -98,6 +98,8 @@ struct kvs_client {
     ucp_worker_h worker;
     ucp_ep_h ep;                  /* control: peer error handling on */
     ucp_ep_h bulk_ep;             /* DATA: see transport/server/server_int.h */
+    bool bulk_bound;              /* the daemon answered its BIND: PUTs
+                                   * go there too with BULK_PUT */
     int efd;
     int failed;                   /* 0, or why every call now fails */
     bool peer_gone;               /* UCX said so; failed once drained */

@@ -43,6 +43,8 @@ int kvs_req_run_completions(kvs_client_t *c)
         int status = op->status;
 
         c->done_head = op->done_next;
+        if (op->opcode == KVS_OP_BIND && status == 0)
+            c->bulk_bound = true;
         if (op->sync_done) {
             *op->sync_status = status;
             *op->sync_done = true;
@@ -481,7 +483,13 @@ void kvs_req_abort(kvs_client_t *c, op_t *op)
 static int op_send(kvs_client_t *c, op_t *op, size_t len, const void *payload,
                    size_t plen, size_t niov)
 {
-    ucp_ep_h ep = op->opcode == KVS_OP_BIND ? c->bulk_ep : c->ep;
+    /* A PUT's payload moves by CMA on the bound bulk endpoint; on the
+     * control endpoint UCX 1.13 would carry it in fragments (docs/protocol.md
+     * section 5, BIND). */
+    bool bulk_put = op->opcode == KVS_OP_PUT && c->bulk_bound &&
+                    (c->limits.features & KVS_WIRE_FEAT_BULK_PUT) &&
+                    (payload || niov);
+    ucp_ep_h ep = op->opcode == KVS_OP_BIND || bulk_put ? c->bulk_ep : c->ep;
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
                         UCP_OP_ATTR_FIELD_USER_DATA |

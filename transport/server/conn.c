@@ -465,7 +465,39 @@ void kvs_conn_set_ready(kvs_server_t *srv, kvs_conn_t *conn,
     if (srv->bulk_port && (features & KVS_WIRE_FEAT_BULK))
         conn->bind_secret = secret64();
     else
-        conn->features &= ~KVS_WIRE_FEAT_BULK;
+        conn->features &= ~(KVS_WIRE_FEAT_BULK | KVS_WIRE_FEAT_BULK_PUT);
     prehello_leave(srv, conn);
     conn->ready = true;
+}
+
+int kvs_conn_lease_add(kvs_conn_t *conn, const kvs_key_t *keys, size_t n,
+                       uint64_t ms, uint64_t *id_out)
+{
+    kvs_server_t *srv = conn->srv;
+    size_t bytes = 0;
+    kvs_lease_t *l;
+
+    for (size_t i = 0; i < n; i++)
+        bytes += 1 + keys[i].len;
+    l = malloc(sizeof(*l) + bytes);
+    if (!l)
+        return -ENOMEM;
+    if (ms > srv->cfg.lease_max_ms)
+        ms = srv->cfg.lease_max_ms;
+    l->id = ++srv->next_lease_id;
+    l->ns = conn->ns;
+    l->nkeys = (uint32_t)n;
+    l->expiry_ns = kvs_clock_mono_ns() + ms * 1000000ull;
+    bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        l->keys[bytes] = (uint8_t)keys[i].len;
+        memcpy(&l->keys[bytes + 1], keys[i].data, keys[i].len);
+        bytes += 1 + keys[i].len;
+    }
+    l->next = conn->leases;
+    conn->leases = l;
+    conn->nleases++;
+    srv->leases_active++;
+    *id_out = l->id;
+    return 0;
 }

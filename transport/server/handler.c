@@ -24,6 +24,7 @@
 #include "common/clock.h"
 #include "common/debug.h"
 #include "common/log.h"
+#include "kvstash/kvstash.h"
 
 typedef void (*handle_fn)(kvs_server_t *srv, kvs_conn_t *conn,
                           kvs_wire_msg_t *m, const uint8_t *payload);
@@ -45,14 +46,7 @@ typedef struct opdef {
 
 static kvs_wire_msg_t reply_to(const kvs_wire_msg_t *req, uint32_t count)
 {
-    kvs_wire_msg_t r;
-
-    memset(&r, 0, sizeof(r));
-    r.hdr.opcode = req->hdr.opcode;
-    r.hdr.flags = KVS_WIRE_F_REPLY;
-    r.hdr.req_id = req->hdr.req_id;
-    r.hdr.count = count;
-    return r;
+    return kvs_reply_to(&req->hdr, count);
 }
 
 static void fill_keys(kvs_server_t *srv, const kvs_wire_msg_t *m)
@@ -203,6 +197,33 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     kvs_send_reply(srv, conn, &r);
 }
 
+void kvs_handler_put_args(const kvs_conn_t *conn,
+                          const kvs_wire_put_ent_t *pe,
+                          const uint8_t *payload, kvs_put_args_t *a,
+                          kvs_iov_t *iovs)
+{
+    uint64_t off = pe->data_off;
+
+    memset(a, 0, sizeof(*a));
+    a->ns = conn->ns;
+    a->key = pe->key.data;
+    a->key_len = pe->key.len;
+    a->parent = pe->parent.data;
+    a->parent_len = pe->parent.len;
+    a->flags = pe->flags;
+    a->cls = pe->cls;
+    a->elem_size = pe->elem_size;
+    a->ttl_ms = pe->ttl_ms;
+    a->group = pe->group;
+    a->nparts = pe->nparts;
+    a->parts = iovs;
+    for (uint32_t j = 0; j < pe->nparts; j++) {
+        iovs[j].base = payload ? payload + off : NULL;
+        iovs[j].len = pe->part_lens[j];
+        off += pe->part_lens[j];
+    }
+}
+
 static void op_put(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                    const uint8_t *payload)
 {
@@ -210,57 +231,53 @@ static void op_put(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     size_t iov = 0;
     kvs_wire_msg_t r = reply_to(m, n);
 
+    r.u.status_rep.status = srv->status;
+    /* Refused whatever the namespace holds (docs/protocol.md 8). */
+    if (!conn->ns_ok) {
+        for (uint32_t i = 0; i < n; i++)
+            srv->status[i] = -EACCES;
+        kvs_send_reply(srv, conn, &r);
+        return;
+    }
+    /* The decoder checked that the parts add up to the payload, and a body
+     * bounds the number of parts below the iov scratch. */
+    for (uint32_t i = 0; i < n; i++) {
+        kvs_handler_put_args(conn, &m->u.put.ents[i], payload, &srv->puts[i],
+                             &srv->iovs[iov]);
+        iov += m->u.put.ents[i].nparts;
+    }
+    /* One batch: durable entries share one disk write and one index
+     * commit; each entry still gets its own status. */
+    kvs_store_put_batch(srv->store, srv->puts, n, srv->status);
     for (uint32_t i = 0; i < n; i++) {
         const kvs_wire_put_ent_t *pe = &m->u.put.ents[i];
-        kvs_put_args_t *a = &srv->puts[i];
-        uint64_t off = pe->data_off;
+        uint64_t len = 0;
 
-        /* Refused whatever the namespace holds (docs/protocol.md 8). */
-        if (!conn->ns_ok) {
-            srv->status[i] = -EACCES;
-            continue;
-        }
-        memset(a, 0, sizeof(*a));
-        a->ns = conn->ns;
-        a->key = pe->key.data;
-        a->key_len = pe->key.len;
-        a->parent = pe->parent.data;
-        a->parent_len = pe->parent.len;
-        a->flags = pe->flags;
-        a->cls = pe->cls;
-        a->elem_size = pe->elem_size;
-        a->ttl_ms = pe->ttl_ms;
-        a->group = pe->group;
-        a->nparts = pe->nparts;
-        a->parts = &srv->iovs[iov];
-        /* The decoder checked that the parts add up to the payload, and a
-         * body bounds the number of parts below the iov scratch. */
-        for (uint32_t j = 0; j < pe->nparts; j++) {
-            srv->iovs[iov].base = payload + off;
-            srv->iovs[iov].len = pe->part_lens[j];
-            off += pe->part_lens[j];
-            iov++;
-        }
-        srv->status[i] = kvs_store_put(srv->store, a);
+        for (uint32_t j = 0; srv->status[i] == 0 && j < pe->nparts; j++)
+            len += pe->part_lens[j];
+        kvs_metrics_note_bytes(srv->metrics, KVS_METRICS_IN,
+                               (pe->flags & KVS_PUT_NO_DRAM) ? KVS_TIER_NVME
+                                                             : KVS_TIER_DRAM,
+                               len);
     }
-    r.u.status_rep.status = srv->status;
     kvs_send_reply(srv, conn, &r);
 }
 
-/* Serves each block with its own DATA message straight from the arena. */
+/* Serves each block with its own DATA message straight from the arena.
+ * Blocks on disk only are read on an I/O thread (diskop.c), which sends
+ * them and the reply; those in DRAM go out now. */
 static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                    const uint8_t *payload)
 {
-    uint32_t n = m->hdr.count;
+    uint32_t n = m->hdr.count, ndisk = 0;
     kvs_wire_msg_t r = reply_to(m, n);
 
     (void)payload;
     for (uint32_t i = 0; i < n; i++) {
         const kvs_wire_get_ent_t *ge = &m->u.get.ents[i];
         kvs_wire_block_t *b = &srv->blocks[i];
-        kvs_wire_msg_t d;
+        uint8_t tier = KVS_TIER_DRAM;
         kvs_tx_t *tx;
-        size_t hlen;
         int ret;
 
         memset(b, 0, sizeof(*b));
@@ -280,52 +297,18 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
             b->status = -ENOMEM;
             continue;
         }
-        ret = kvs_store_pin(srv->store, conn->ns, ge->key.data, ge->key.len,
-                            &tx->view);
+        ret = kvs_store_pin_flags(srv->store, conn->ns, ge->key.data,
+                                  ge->key.len, KVS_PIN_GET | KVS_PIN_NO_READ,
+                                  &tx->view, &tier);
         if (ret) {
+            if (ret == -EWOULDBLOCK)
+                srv->idx[ndisk++] = i;
             b->status = ret;
             kvs_send_tx_put(srv, tx);
             continue;
         }
-        tx->has_view = true;
-        b->len = tx->view.len;
-        b->nparts = tx->view.nparts;
-        b->tier = tx->view.tier; /* where the store found it */
-        b->cls = tx->view.cls;
-        if (tx->view.len > ge->cap) {
-            b->status = -ENOBUFS;
-            kvs_send_tx_put(srv, tx); /* unpins */
-            continue;
-        }
-        if (conn->ndata > 0 &&
-            conn->data_bytes + tx->view.len > srv->cfg.max_inflight_bytes) {
-            b->status = -EAGAIN; /* one block alone is always sent */
-            srv->get_throttled++;
-            kvs_send_tx_put(srv, tx);
-            continue;
-        }
-        memset(&d, 0, sizeof(d));
-        d.hdr.opcode = KVS_OP_DATA;
-        d.hdr.flags = KVS_WIRE_F_PAYLOAD;
-        d.hdr.req_id = m->hdr.req_id;
-        d.hdr.count = i;
-        d.u.data.len = tx->view.len;
-        d.u.data.nparts = tx->view.nparts;
-        d.u.data.tier = tx->view.tier;
-        d.u.data.cls = tx->view.cls;
-        d.u.data.part_lens = tx->view.part_lens;
-        ret = kvs_wire_encode(&d, tx->buf, srv->tx_cap, &hlen);
-        if (ret) {
-            b->status = KVS_ETOOBIG;
-            kvs_send_tx_put(srv, tx);
-            continue;
-        }
-        srv->blocks_sent++;
-        srv->bytes_sent += b->len;
-        b->status = kvs_send_data(srv, tx, hlen);
+        kvs_send_block(srv, tx, m->hdr.req_id, i, ge->cap, tier, b);
     }
-    for (uint32_t i = 0; i < n; i++)
-        srv->get_misses += srv->blocks[i].status != 0;
     /* A GET that names a lease ends it: the blocks are now pinned by their
      * own sends, or were not wanted. */
     if (m->u.get.lease_id) {
@@ -339,6 +322,14 @@ static void op_get(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
             }
         }
     }
+    if (ndisk) {
+        if (kvs_diskop_get(srv, conn, m, srv->blocks, srv->idx, ndisk) == 0)
+            return; /* diskop.c replies */
+        for (uint32_t k = 0; k < ndisk; k++)
+            srv->blocks[srv->idx[k]].status = -ENOMEM;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        srv->get_misses += srv->blocks[i].status != 0;
     r.u.get_rep.blocks = srv->blocks;
     kvs_send_reply(srv, conn, &r);
 }
@@ -363,8 +354,16 @@ static void op_match(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     }
     if (conn->ns_ok) {
         fill_keys(srv, m);
+        /* From memory only: a lease on a block that is on disk only needs
+         * a read first, made on an I/O thread (diskop.c). */
         ret = kvs_store_match(srv->store, conn->ns, srv->keys, n,
-                              lease ? KVS_MATCH_PIN : 0, srv->bytes, &matched);
+                              lease ? KVS_MATCH_PIN | KVS_MATCH_NO_READ : 0,
+                              srv->bytes, &matched);
+        if (ret == -EWOULDBLOCK) {
+            ret = kvs_diskop_match(srv, conn, m);
+            if (ret == 0)
+                return; /* diskop.c replies */
+        }
         if (ret) {
             kvs_send_status(srv, conn, &m->hdr, ret, false);
             return;
@@ -373,38 +372,20 @@ static void op_match(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     r = reply_to(m, (uint32_t)matched);
     r.u.match_rep.tiers = srv->bytes;
     if (lease && matched > 0) {
-        size_t bytes = 0;
-        kvs_lease_t *l;
-        uint64_t ms = m->u.keys.lease_ms ? m->u.keys.lease_ms
-                                         : srv->cfg.lease_default_ms;
+        uint64_t id;
 
-        for (size_t i = 0; i < matched; i++)
-            bytes += 1 + srv->keys[i].len;
-        l = malloc(sizeof(*l) + bytes);
-        if (!l) {
+        ret = kvs_conn_lease_add(conn, srv->keys, matched,
+                                 m->u.keys.lease_ms ? m->u.keys.lease_ms
+                                                    : srv->cfg.lease_default_ms,
+                                 &id);
+        if (ret) {
             for (size_t i = 0; i < matched; i++)
                 kvs_store_unpin(srv->store, conn->ns, srv->keys[i].data,
                                 srv->keys[i].len);
-            kvs_send_status(srv, conn, &m->hdr, -ENOMEM, false);
+            kvs_send_status(srv, conn, &m->hdr, ret, false);
             return;
         }
-        if (ms > srv->cfg.lease_max_ms)
-            ms = srv->cfg.lease_max_ms;
-        l->id = ++srv->next_lease_id;
-        l->ns = conn->ns;
-        l->nkeys = (uint32_t)matched;
-        l->expiry_ns = kvs_clock_mono_ns() + ms * 1000000ull;
-        bytes = 0;
-        for (size_t i = 0; i < matched; i++) {
-            l->keys[bytes] = (uint8_t)srv->keys[i].len;
-            memcpy(&l->keys[bytes + 1], srv->keys[i].data, srv->keys[i].len);
-            bytes += 1 + srv->keys[i].len;
-        }
-        l->next = conn->leases;
-        conn->leases = l;
-        conn->nleases++;
-        srv->leases_active++;
-        r.u.match_rep.lease_id = l->id;
+        r.u.match_rep.lease_id = id;
     }
     kvs_send_reply(srv, conn, &r);
 }
@@ -525,20 +506,17 @@ static void op_prefetch(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                         const uint8_t *payload)
 {
     kvs_wire_msg_t r = reply_to(m, 0);
-    size_t promoted = 0;
     int ret;
 
     (void)payload;
     if (conn->ns_ok) {
-        fill_keys(srv, m);
-        ret = kvs_store_promote(srv->store, conn->ns, srv->keys, m->hdr.count,
-                                &promoted);
-        if (ret) {
+        /* Reads the disk: on an I/O thread, which replies (diskop.c). */
+        ret = kvs_diskop_prefetch(srv, conn, m);
+        if (ret)
             kvs_send_status(srv, conn, &m->hdr, ret, false);
-            return;
-        }
+        return;
     }
-    r.u.prefetch_rep.promoted = promoted;
+    r.u.prefetch_rep.promoted = 0;
     kvs_send_reply(srv, conn, &r);
 }
 
@@ -577,6 +555,10 @@ static const struct {
     STAT_ENT(s, regions_reclaimed), STAT_ENT(s, bytes_written),
     STAT_ENT(s, bytes_read), STAT_ENT(s, logical_bytes_degraded),
     STAT_ENT(s, stored_bytes_degraded), STAT_ENT(s, admission_rejected),
+    STAT_ENT(s, compress_skipped), STAT_ENT(s, matches),
+    STAT_ENT(s, match_keys), STAT_ENT(s, match_hits),
+    STAT_ENT(s, match_dram_hits), STAT_ENT(s, match_nvme_hits),
+    STAT_ENT(s, io_errors), STAT_ENT(s, degrade_backlog_bytes),
 };
 
 /* One named value of a STAT reply, into ents (cap entries). */
@@ -690,11 +672,14 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     SRV_STAT("leases_expired", srv->leases_expired);
     SRV_STAT("conn_pins", srv->conn_pins);
     SRV_STAT("staged_puts", srv->staged_puts);
+    SRV_STAT("direct_puts", srv->direct_puts);
     SRV_STAT("bulk_endpoints_bound", srv->bulk_bound);
     SRV_STAT("get_blocks_sent", srv->blocks_sent);
     SRV_STAT("get_bytes_sent", srv->bytes_sent);
     SRV_STAT("get_misses", srv->get_misses);
     SRV_STAT("get_throttled", srv->get_throttled);
+    SRV_STAT("uptime_ms", (kvs_clock_mono_ns() - srv->started_ns) / 1000000);
+    SRV_STAT("version", KVS_VERSION_NUMBER);
 #undef SRV_STAT
     r = reply_to(m, (uint32_t)n);
     r.u.stat_rep.ents = ents;
@@ -704,29 +689,14 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
 static void op_verify(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                       const uint8_t *payload)
 {
-    kvs_wire_msg_t r = reply_to(m, 0);
-    uint64_t checked = 0, bad = 0;
     int ret;
 
     (void)payload;
-    /* Runs on the serving thread: other clients wait while it reads. An
-     * operator checks the whole store, a tenant its own namespace. */
-    if (conn->tenant && conn->tenant->is_operator)
-        ret = kvs_store_verify(srv->store, NULL, NULL, &checked, &bad);
-    else if (conn->ns_ok)
-        ret = kvs_store_verify_ns(srv->store, conn->ns, NULL, NULL, &checked,
-                                  &bad);
-    else
-        ret = 0;
-    if (ret) {
+    /* In the background, paced, on an I/O thread of its own; the reply
+     * comes when it is done (diskop.c). */
+    ret = kvs_diskop_verify(srv, conn, m);
+    if (ret)
         kvs_send_status(srv, conn, &m->hdr, ret, false);
-        return;
-    }
-    kvs_info("verify: %llu blocks checked, %llu bad",
-             (unsigned long long)checked, (unsigned long long)bad);
-    r.u.verify_rep.checked = checked;
-    r.u.verify_rep.bad = bad;
-    kvs_send_reply(srv, conn, &r);
 }
 
 /* SCAN: one page of the namespace's blocks (or one group's), in the store's
@@ -906,9 +876,17 @@ void kvs_handler_dispatch(kvs_server_t *srv, kvs_conn_t *conn,
     }
     kvs_trace("conn %llu: %s id %llu count %u", (unsigned long long)conn->id,
               op->name, (unsigned long long)m->hdr.req_id, m->hdr.count);
+    uint64_t t0 = kvs_clock_mono_ns();
+    unsigned opcode = m->hdr.opcode;
+
     conn->inflight++;
+    srv->deferred = false;
     op->handle(srv, conn, m, payload);
     conn->inflight--;
+    /* A deferred request is counted when diskop.c replies. */
+    if (!srv->deferred)
+        kvs_metrics_note_request(srv->metrics, opcode,
+                                 kvs_clock_mono_ns() - t0);
 }
 
 ucs_status_t kvs_handler_dispatch_stream(kvs_server_t *srv, kvs_conn_t *conn,
@@ -924,5 +902,10 @@ ucs_status_t kvs_handler_dispatch_stream(kvs_server_t *srv, kvs_conn_t *conn,
                  (unsigned long long)conn->id, kvs_wire_op_name(m->hdr.opcode));
         return UCS_OK;
     }
-    return op->stream(srv, conn, m, data, len, rndv);
+    uint64_t t0 = kvs_clock_mono_ns();
+    unsigned opcode = m->hdr.opcode;
+    ucs_status_t st = op->stream(srv, conn, m, data, len, rndv);
+
+    kvs_metrics_note_request(srv->metrics, opcode, kvs_clock_mono_ns() - t0);
+    return st;
 }

@@ -281,3 +281,52 @@ void kvs_send_bulk_status(kvs_server_t *srv, kvs_bulk_t *b,
     if (!UCS_PTR_IS_PTR(sp))
         bulk_tx_done(srv, bt);
 }
+
+/* One block of a GET, pinned in tx->view: checks it fits the client's
+ * buffer, then sends it as DATA number idx of request req_id. Fills b;
+ * returns b->status. tx is consumed either way. */
+int kvs_send_block(kvs_server_t *srv, kvs_tx_t *tx, uint64_t req_id,
+                   uint32_t idx, uint64_t cap, uint8_t tier,
+                   kvs_wire_block_t *b)
+{
+    kvs_wire_msg_t d;
+    size_t hlen;
+
+    tx->has_view = true;
+    b->len = tx->view.len;
+    b->nparts = tx->view.nparts;
+    b->tier = tx->view.tier; /* where the store found it */
+    b->cls = tx->view.cls;
+    if (tx->view.len > cap) {
+        b->status = -ENOBUFS;
+        kvs_send_tx_put(srv, tx); /* unpins */
+        return b->status;
+    }
+    if (tx->conn->ndata > 0 && tx->conn->data_bytes + tx->view.len >
+                                   srv->cfg.max_inflight_bytes) {
+        b->status = -EAGAIN; /* one block alone is always sent */
+        srv->get_throttled++;
+        kvs_send_tx_put(srv, tx);
+        return b->status;
+    }
+    memset(&d, 0, sizeof(d));
+    d.hdr.opcode = KVS_OP_DATA;
+    d.hdr.flags = KVS_WIRE_F_PAYLOAD;
+    d.hdr.req_id = req_id;
+    d.hdr.count = idx;
+    d.u.data.len = tx->view.len;
+    d.u.data.nparts = tx->view.nparts;
+    d.u.data.tier = tx->view.tier;
+    d.u.data.cls = tx->view.cls;
+    d.u.data.part_lens = tx->view.part_lens;
+    if (kvs_wire_encode(&d, tx->buf, srv->tx_cap, &hlen)) {
+        b->status = KVS_ETOOBIG;
+        kvs_send_tx_put(srv, tx);
+        return b->status;
+    }
+    srv->blocks_sent++;
+    srv->bytes_sent += b->len;
+    kvs_metrics_note_bytes(srv->metrics, KVS_METRICS_OUT, tier, b->len);
+    b->status = kvs_send_data(srv, tx, hlen);
+    return b->status;
+}

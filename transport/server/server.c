@@ -67,6 +67,8 @@ void kvs_server_config_default(kvs_server_config_t *cfg)
     cfg->busy_poll_us = 50;
     cfg->bulk_ep = true;
     cfg->peer_timeout_ms = 5000;
+    cfg->io_threads = 2;
+    cfg->verify_mib_s = 256;
 }
 
 uint16_t kvs_server_port(const kvs_server_t *srv)
@@ -117,7 +119,10 @@ static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
     if (kvs_wire_op_is_stream(m.hdr.opcode))
         return kvs_handler_dispatch_stream(srv, conn, &m, payload, plen,
                                            rndv);
-    if (bulk) { /* a bulk endpoint carries BIND and stream opcodes only */
+    /* A bulk endpoint carries BIND, stream opcodes and, with BULK_PUT,
+     * PUT (whose reply goes on the control endpoint) only. */
+    if (bulk && !(m.hdr.opcode == KVS_OP_PUT &&
+                  (conn->features & KVS_WIRE_FEAT_BULK_PUT))) {
         bulk->failed = true;
         return UCS_OK;
     }
@@ -141,6 +146,8 @@ static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
         conn->refs++;
         conn->inflight++;
         srv->staged_puts++;
+        if (kvs_stage_direct(srv, st, &m))
+            return UCS_INPROGRESS;
         if (srv->nslot_free > 0 && !srv->wait_head) {
             kvs_stage_start(srv, st);
         } else {
@@ -301,6 +308,7 @@ static int alloc_scratch(kvs_server_t *srv)
     srv->status = calloc(n, sizeof(*srv->status));
     srv->blocks = calloc(n, sizeof(*srv->blocks));
     srv->puts = calloc(n, sizeof(*srv->puts));
+    srv->idx = calloc(n, sizeof(*srv->idx));
     srv->iovs = calloc(KVS_WIRE_BODY_MAX / 4, sizeof(*srv->iovs));
     srv->hash_mask = 1;
     while (srv->hash_mask < 2 * c->max_conns)
@@ -311,7 +319,7 @@ static int alloc_scratch(kvs_server_t *srv)
     srv->slots = calloc(c->staging_slots, sizeof(*srv->slots));
     srv->slot_free = calloc(c->staging_slots, sizeof(*srv->slot_free));
     if (!srv->scratch || !srv->keys || !srv->bytes || !srv->status ||
-        !srv->blocks || !srv->puts || !srv->iovs || !srv->hash ||
+        !srv->blocks || !srv->puts || !srv->idx || !srv->iovs || !srv->hash ||
         !srv->bulk_hash ||
         !srv->slots || !srv->slot_free)
         return -ENOMEM;
@@ -336,7 +344,8 @@ int kvs_server_config_check(const kvs_server_config_t *c)
         c->max_inflight_blocks < 1 || c->max_inflight_bytes < 1 ||
         c->staging_slots < 1 || c->lease_max_ms < 1 ||
         c->max_prehello > c->max_conns || c->hello_timeout_ms < 1 ||
-        c->lease_default_ms > c->lease_max_ms || !c->listen_addr) {
+        c->lease_default_ms > c->lease_max_ms || !c->listen_addr ||
+        c->io_threads < 1 || c->io_threads > 16) {
         kvs_error("invalid transport configuration");
         return KVS_ECONFIG;
     }
@@ -382,6 +391,7 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
         srv->cfg.max_prehello = KVS_MAX(cfg->max_conns / 4, 1u);
     srv->store = store;
     srv->epfd = -1;
+    srv->started_ns = kvs_clock_mono_ns();
     srv->lim.max_body = cfg->max_body;
     srv->lim.max_keys = cfg->max_keys;
     srv->lim.max_payload = cfg->max_payload;
@@ -408,6 +418,10 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     ret = map_arena(srv);
     if (ret)
         goto err_destroy;
+    ret = kvs_diskq_create(cfg->io_threads, &srv->diskq);
+    if (ret)
+        goto err_destroy;
+    sp.diskq = srv->diskq;
     sp.store = store;
     sp.worker = srv->worker;
     sp.memh = srv->arena_memh;
@@ -435,7 +449,17 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
         ret = -errno;
         goto err_destroy;
     }
+    ev.events = EPOLLIN;
+    ev.data.fd = kvs_diskq_fd(srv->diskq);
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, ev.data.fd, &ev) < 0) {
+        ret = -errno;
+        goto err_destroy;
+    }
     ret = listen_on(srv);
+    if (ret)
+        goto err_destroy;
+    ret = kvs_metrics_start(cfg->metrics_addr, cfg->metrics_port, store,
+                            &srv->metrics);
     if (ret)
         goto err_destroy;
     kvs_info("listening on %s port %u, bulk port %u (UCX %s)",
@@ -481,6 +505,22 @@ static void bulk_sweep(kvs_server_t *srv, uint64_t now)
     }
 }
 
+static void publish_metrics(kvs_server_t *srv)
+{
+    kvs_metrics_srv_t v = {
+        .connections = srv->nconns,
+        .connections_accepted = srv->conns_accepted,
+        .connections_rejected = srv->conns_rejected,
+        .leases = srv->leases_active,
+        .conn_pins = srv->conn_pins,
+        .bad_frames = srv->bad_frames,
+        .auth_failures = srv->auth_failures,
+        .disk_jobs = kvs_diskq_pending(srv->diskq),
+    };
+
+    kvs_metrics_publish(srv->metrics, &v);
+}
+
 static void run_deferred(kvs_server_t *srv)
 {
     while (srv->close_list) {
@@ -502,6 +542,7 @@ int kvs_server_run(kvs_server_t *srv, volatile sig_atomic_t *stop)
         unsigned n = ucp_worker_progress(srv->worker);
         uint64_t now;
 
+        n += kvs_diskq_poll(srv->diskq); /* disk reads done: replies */
         run_deferred(srv);
         now = kvs_clock_mono_ns();
         if (now - last_timer > 50000000ull) {
@@ -509,6 +550,7 @@ int kvs_server_run(kvs_server_t *srv, volatile sig_atomic_t *stop)
             kvs_conn_sweep_prehello(srv, now);
             bulk_sweep(srv, now);
             kvs_srvstream_tick(srv->stream, now);
+            publish_metrics(srv);
             last_timer = now;
         }
         if (n) {
@@ -517,7 +559,8 @@ int kvs_server_run(kvs_server_t *srv, volatile sig_atomic_t *stop)
         }
         if (now - last_active < busy_ns)
             continue;
-        if (ucp_worker_arm(srv->worker) == UCS_ERR_BUSY)
+        if (ucp_worker_arm(srv->worker) == UCS_ERR_BUSY ||
+            kvs_diskq_ready(srv->diskq))
             continue;
         struct epoll_event ev;
         if (epoll_wait(srv->epfd, &ev, 1, 50) < 0 && errno != EINTR) {
@@ -532,6 +575,13 @@ void kvs_server_destroy(kvs_server_t *srv)
 {
     if (!srv)
         return;
+    kvs_metrics_stop(srv->metrics); /* no more scrapes of the store */
+    srv->metrics = NULL;
+    /* Disk jobs finish (or are cancelled) and answer, or drop what they
+     * pinned, while the connections are still there. */
+    kvs_srvstream_drop_diskq(srv->stream);
+    kvs_diskq_destroy(srv->diskq);
+    srv->diskq = NULL;
     if (srv->worker) {
         uint64_t deadline = kvs_clock_mono_ns() + 2000000000ull;
 
@@ -598,6 +648,7 @@ void kvs_server_destroy(kvs_server_t *srv)
     free(srv->status);
     free(srv->blocks);
     free(srv->puts);
+    free(srv->idx);
     free(srv->iovs);
     kvs_wire_scratch_destroy(srv->scratch);
     free(srv);

@@ -10,6 +10,9 @@ add_library(kvs_transport STATIC ${CMAKE_CURRENT_SOURCE_DIR}/server/server.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/sput.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/fetch.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/events.c
-    ${CMAKE_CURRENT_SOURCE_DIR}/server/cluster.c)
+    ${CMAKE_CURRENT_SOURCE_DIR}/server/cluster.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/server/metrics.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/server/diskq.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/server/diskop.c)
 target_link_libraries(kvs_transport PUBLIC kvstore kvs_wire kvs_ucx kvs_common
-    kvs_cluster PkgConfig::UCX)
+    kvs_cluster PkgConfig::UCX PkgConfig::MHD)

@@ -64,6 +64,12 @@ typedef struct kvs_server_config {
     int (*peer_resolve)(void *arg, const char *name, char *addr, size_t cap,
                         uint16_t *port);
     void *peer_resolve_arg;
+    uint32_t io_threads;          /* I/O threads for disk reads (1..16) */
+    uint32_t verify_mib_s;        /* VERIFY reads at most this (MiB/s);
+                                     0: as fast as the disk goes */
+    /* Prometheus /metrics over HTTP (transport/server/metrics.c). */
+    const char *metrics_addr;     /* numeric IPv4; NULL: 127.0.0.1 */
+    uint16_t metrics_port;        /* 0: no metrics endpoint */
 } kvs_server_config_t;
 
 typedef struct kvs_server kvs_server_t;

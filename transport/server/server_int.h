@@ -14,11 +14,14 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <ucp/api/ucp.h>
 
 #include "kvstash/wire.h"
 #include "transport/proto/ucx.h"
+#include "transport/server/diskq.h"
+#include "transport/server/metrics.h"
 #include "transport/server/server.h"
 
 
@@ -118,6 +121,10 @@ typedef struct kvs_stage {
     uint64_t len;                 /* payload bytes */
     int slot;                     /* -1 until assigned */
     size_t frame_len;
+    bool direct;                  /* received straight into the arena */
+    kvs_put_stream_t ps;          /* direct: the block reserved there */
+    kvs_wire_hdr_t hdr;           /* direct: the request's */
+    uint64_t t0;                  /* direct: arrival */
     uint8_t frame[KVS_WIRE_INLINE_MAX];
 } kvs_stage_t;
 
@@ -163,7 +170,10 @@ struct kvs_server {
     int32_t *status;
     kvs_wire_block_t *blocks;
     kvs_put_args_t *puts;
+    uint32_t *idx;                /* GET entries to read from disk */
     kvs_iov_t *iovs;              /* KVS_WIRE_BODY_MAX / 4 entries */
+
+    uint64_t started_ns;          /* monotonic, at create */
 
     /* Counters, reported by STAT. */
     uint64_t conns_accepted;
@@ -177,6 +187,7 @@ struct kvs_server {
     uint64_t leases_expired;
     uint64_t conn_pins;
     uint64_t staged_puts;
+    uint64_t direct_puts;         /* of those, received into the arena */
     uint64_t bulk_bound;
     uint64_t blocks_sent;         /* DATA messages posted */
     uint64_t bytes_sent;          /* their payload bytes */
@@ -186,6 +197,11 @@ struct kvs_server {
 
     /* Streaming between sidecars (transport/server/stream.c). */
     struct kvs_srvstream *stream;
+    struct kvs_metrics *metrics;  /* NULL: metrics off (metrics.c) */
+    struct kvs_diskq *diskq;      /* I/O threads (diskq.c) */
+    bool deferred;                /* set by a handler that handed its
+                                   * request to diskop.c (which replies
+                                   * and counts it) */
 };
 
 /* send.c */
@@ -203,6 +219,24 @@ void kvs_send_reply(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *rep);
 void kvs_send_bulk_status(kvs_server_t *srv, kvs_bulk_t *b,
                           const kvs_wire_hdr_t *req, int status);
 
+int kvs_send_block(kvs_server_t *srv, kvs_tx_t *tx, uint64_t req_id,
+                   uint32_t idx, uint64_t cap, uint8_t tier,
+                   kvs_wire_block_t *b);
+
+/* A reply's header to request req, with count entries. */
+static inline kvs_wire_msg_t kvs_reply_to(const kvs_wire_hdr_t *req,
+                                          uint32_t count)
+{
+    kvs_wire_msg_t r;
+
+    memset(&r, 0, sizeof(r));
+    r.hdr.opcode = req->opcode;
+    r.hdr.flags = KVS_WIRE_F_REPLY;
+    r.hdr.req_id = req->req_id;
+    r.hdr.count = count;
+    return r;
+}
+
 /* conn.c */
 /* The open connection whose control endpoint is ep, or NULL. */
 kvs_conn_t *kvs_conn_find(kvs_server_t *srv, ucp_ep_h ep);
@@ -212,6 +246,10 @@ void kvs_conn_unref(kvs_conn_t *conn);
 void kvs_conn_close(kvs_conn_t *conn);
 void kvs_conn_close_now(kvs_conn_t *conn);
 void kvs_conn_lease_free(kvs_server_t *srv, kvs_lease_t *lease);
+/* A lease on keys[0..n-1], already referenced in the connection's
+ * namespace, for ms (capped at lease_max_ms); its id in *id_out. */
+int kvs_conn_lease_add(kvs_conn_t *conn, const kvs_key_t *keys, size_t n,
+                       uint64_t ms, uint64_t *id_out);
 /* The listeners' callbacks: a client's (or peer's) control endpoint, and
  * a bulk endpoint. */
 void kvs_conn_request_cb(ucp_conn_request_h req, void *arg);
@@ -244,9 +282,37 @@ kvs_stage_t *kvs_stage_get(kvs_server_t *srv);
 void kvs_stage_release(kvs_server_t *srv, kvs_stage_t *st);
 void kvs_stage_start(kvs_server_t *srv, kvs_stage_t *st);
 void kvs_stage_pump(kvs_server_t *srv);
+/* A one-block PUT (m, decoded from st's frame) received straight into
+ * the block's place in the DRAM arena: true when started (st is then
+ * consumed), false when the staging path must take it. */
+bool kvs_stage_direct(kvs_server_t *srv, kvs_stage_t *st,
+                      const kvs_wire_msg_t *m);
+
+/* diskop.c: the part of a request that reads the disk, on an I/O thread;
+ * each replies when its reads are done. The handler has checked the
+ * request; these copy what they need of m. On failure to hand over
+ * (-ENOMEM) nothing was taken and the handler answers. */
+/* GET entries idx[0..nidx-1] of m that are on disk only; blocks holds the
+ * results of the others (m->hdr.count entries). */
+int kvs_diskop_get(kvs_server_t *srv, kvs_conn_t *conn,
+                   const kvs_wire_msg_t *m, const kvs_wire_block_t *blocks,
+                   const uint32_t *idx, uint32_t nidx);
+/* MATCH with a lease whose chain reaches a block on disk only. */
+int kvs_diskop_match(kvs_server_t *srv, kvs_conn_t *conn,
+                     const kvs_wire_msg_t *m);
+int kvs_diskop_prefetch(kvs_server_t *srv, kvs_conn_t *conn,
+                        const kvs_wire_msg_t *m);
+int kvs_diskop_verify(kvs_server_t *srv, kvs_conn_t *conn,
+                      const kvs_wire_msg_t *m);
 
 /* handler.c */
 int kvs_handler_check(void);
+/* The store's put arguments for PUT entry pe (parts at iovs, pe->nparts
+ * entries; their bases in payload, or NULL without one). */
+void kvs_handler_put_args(const kvs_conn_t *conn,
+                          const kvs_wire_put_ent_t *pe,
+                          const uint8_t *payload, kvs_put_args_t *a,
+                          kvs_iov_t *iovs);
 /* Handles one decoded request; payload is the PUT payload when it is
  * already in memory (eager or staged). */
 void kvs_handler_dispatch(kvs_server_t *srv, kvs_conn_t *conn,

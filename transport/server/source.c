@@ -6,6 +6,7 @@
  * view, every part at once).
  */
 #include "transport/server/stream_int.h"
+#include "transport/server/diskq.h"
 
 /* Sources: blocks sent to a link. */
 
@@ -56,6 +57,53 @@ static void src_part_sent(kvs_srvstream_t *st, void *obj, void *obj2,
     kvs_source_free_if_idle(st, s);
 }
 
+/* A disk read of a source's block into DRAM, on an I/O thread: a pin
+ * (which reads it in, making room as a GET would) and its unpin. It
+ * touches only its copy of the key, never the source, which may be gone
+ * by the time it runs. */
+typedef struct src_read {
+    kvs_djob_t job;               /* first: the job is the read */
+    kvs_store_t *store;
+    uint32_t ns;
+    uint8_t key_len;
+    uint8_t key[KVS_KEY_MAX];
+} src_read_t;
+
+static void src_read_run(kvs_djob_t *job)
+{
+    src_read_t *r = (src_read_t *)job;
+
+    if (kvs_store_pin(r->store, r->ns, r->key, r->key_len, NULL) == 0)
+        kvs_store_unpin(r->store, r->ns, r->key, r->key_len);
+}
+
+static void src_read_done(kvs_djob_t *job, bool cancelled)
+{
+    (void)cancelled;
+    free(job);
+}
+
+/* Asks for s's block to be read in, at most once a second per source. */
+static void source_read(kvs_srvstream_t *st, src_t *s)
+{
+    uint64_t now = kvs_clock_mono_ns();
+    src_read_t *r;
+
+    if (s->read_ns && now - s->read_ns < 1000000000ull)
+        return;
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return; /* asked again at the next tick */
+    s->read_ns = now;
+    r->job.run = src_read_run;
+    r->job.done = src_read_done;
+    r->store = st->store;
+    r->ns = s->ns;
+    r->key_len = s->key_len;
+    memcpy(r->key, s->key, s->key_len);
+    kvs_diskq_submit(st->diskq, &r->job);
+}
+
 void kvs_source_pump(kvs_srvstream_t *st, src_t *s)
 {
     const uint32_t *lens;
@@ -78,8 +126,15 @@ void kvs_source_pump(kvs_srvstream_t *st, src_t *s)
                 !memcmp(p->key, s->key, s->key_len))
                 s->put = p;
         if (!s->put) {
-            if (kvs_store_pin(st->store, s->ns, s->key, s->key_len,
-                              &s->view) != 0) {
+            /* A block on disk only is read into DRAM on an I/O thread;
+             * the tick pumps this source again until it is there. */
+            int ret = kvs_store_pin_flags(st->store, s->ns, s->key,
+                                          s->key_len,
+                                          st->diskq ? KVS_PIN_NO_READ : 0,
+                                          &s->view, NULL);
+            if (ret == -EWOULDBLOCK)
+                source_read(st, s);
+            if (ret != 0) {
                 if (kvs_clock_mono_ns() >= s->deadline_ns)
                     kvs_source_end(st, s, KVS_ENOTFOUND); /* may free s */
                 return;

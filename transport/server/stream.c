@@ -511,6 +511,7 @@ int kvs_srvstream_create(const kvs_srvstream_params_t *p,
     if (!st)
         return -ENOMEM;
     st->store = p->store;
+    st->diskq = p->diskq;
     st->worker = p->worker;
     st->memh = p->memh;
     if (p->secret && strlen(p->secret) > KVS_WIRE_TOKEN_MAX) {
@@ -554,6 +555,12 @@ static void stx_free_list(stx_t **head)
         *head = t->lnext;
         free(t);
     }
+}
+
+void kvs_srvstream_drop_diskq(kvs_srvstream_t *st)
+{
+    if (st)
+        st->diskq = NULL;
 }
 
 void kvs_srvstream_destroy(kvs_srvstream_t *st)

@@ -26,8 +26,13 @@ typedef struct kvs_srvstream_params {
     int (*resolve)(void *, const char *, char *, size_t, uint16_t *);
     void *resolve_arg;            /* kvs_server_config_t.peer_resolve */
     uint32_t timeout_ms;          /* [peer] timeout_ms; 0: 5000 */
+    struct kvs_diskq *diskq;      /* reads a source's block from disk off
+                                   * this thread; NULL: inline */
 } kvs_srvstream_params_t;
 
+/* From now on, sources read disk-only blocks inline (the daemon's disk
+ * queue is going away at shutdown). */
+void kvs_srvstream_drop_diskq(kvs_srvstream_t *st);
 /* Parses the peer table; the module then runs on the caller's thread. */
 int kvs_srvstream_create(const kvs_srvstream_params_t *params,
                          kvs_srvstream_t **stream_out);

@@ -107,6 +107,7 @@ typedef struct src {
     bool began, ended;
     uint32_t next_part;
     uint64_t deadline_ns;         /* waiting for the block to begin */
+    uint64_t read_ns;             /* when its disk read was last asked */
     uint32_t inflight;
 } src_t;
 
@@ -188,6 +189,7 @@ struct kvs_srvstream {
     kvs_store_t *store;
     ucp_worker_h worker;
     ucp_mem_h memh;               /* the arena's UCX registration, or NULL */
+    struct kvs_diskq *diskq;      /* disk reads of sources; NULL: inline */
     char secret[KVS_WIRE_TOKEN_MAX + 1]; /* the peer secret; "" none */
     kvs_iov_t iovs[KVS_PARTS_MAX];        /* kvs_sput_store_begin's scratch */
     link_t *links;
