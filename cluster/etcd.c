@@ -104,8 +104,8 @@ static int post(kvs_etcd_t *e, const char *path, json_object *body,
 {
     char url[512];
     struct curl_slist *hdr = NULL;
-    const char *txt = json_object_to_json_string_ext(body,
-                                                     JSON_C_TO_STRING_PLAIN);
+    const char *txt =
+        json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);
     long code = 0;
     CURLcode cc;
     json_object *j;
@@ -282,8 +282,8 @@ int kvs_etcd_put(kvs_etcd_t *e, const char *key, const void *val,
     return ret;
 }
 
-int kvs_etcd_range_prefix(kvs_etcd_t *e, const char *prefix,
-                          kvs_etcd_kv_cb cb, void *arg, size_t *count_out)
+int kvs_etcd_range_prefix(kvs_etcd_t *e, const char *prefix, kvs_etcd_kv_cb cb,
+                          void *arg, size_t *count_out)
 {
     size_t n = strlen(prefix);
     char *end = malloc(n + 1);

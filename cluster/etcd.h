@@ -33,7 +33,7 @@ int kvs_etcd_put(kvs_etcd_t *e, const char *key, const void *val,
 typedef void (*kvs_etcd_kv_cb)(void *arg, const char *key, const char *val,
                                size_t val_len);
 /* Every key that starts with prefix; *count_out gets their number. */
-int kvs_etcd_range_prefix(kvs_etcd_t *e, const char *prefix,
-                          kvs_etcd_kv_cb cb, void *arg, size_t *count_out);
+int kvs_etcd_range_prefix(kvs_etcd_t *e, const char *prefix, kvs_etcd_kv_cb cb,
+                          void *arg, size_t *count_out);
 
 #endif

@@ -17,14 +17,14 @@
 #include "kvstash/types.h"
 
 struct slot {
-    uint64_t cpu, sto;            /* node bitmasks; both 0: empty slot */
+    uint64_t cpu, sto; /* node bitmasks; both 0: empty slot */
     uint8_t len;
     uint8_t key[KVS_KEY_MAX];
 };
 
 struct kvs_kvindex {
     struct slot *t;
-    size_t cap;                   /* a power of two */
+    size_t cap; /* a power of two */
     size_t n;
 };
 

@@ -31,8 +31,7 @@ int kvs_cliarg_u64(const char *tool, const char *what, const char *s,
         }
     }
     fprintf(stderr, "%s: %s '%s': not a whole number in %llu..%llu\n", tool,
-            what, s ? s : "", (unsigned long long)min,
-            (unsigned long long)max);
+            what, s ? s : "", (unsigned long long)min, (unsigned long long)max);
     return -EINVAL;
 }
 
@@ -77,8 +76,8 @@ int kvs_cliarg_daemon(const char *tool, const char *addr, const char *port,
         *port_out = KVS_DEFAULT_PORT;
     }
     if (kvs_resolve_host(addr, addr_out, cap, why, sizeof(why))) {
-        fprintf(stderr, "%s: %s '%s': cannot resolve the host name: %s\n",
-                tool, addr_what, addr, why);
+        fprintf(stderr, "%s: %s '%s': cannot resolve the host name: %s\n", tool,
+                addr_what, addr, why);
         return -EINVAL;
     }
     return 0;
@@ -104,11 +103,12 @@ void kvs_cliarg_connect_failed(const char *tool, const char *addr,
         return;
     }
     if (status == KVS_EAUTH) {
-        fprintf(stderr, "%s: %s port %u refused the token: pass the one in "
+        fprintf(stderr,
+                "%s: %s port %u refused the token: pass the one in "
                 "the daemon's [tenant.*] section with -t or KVSTASH_TOKEN\n",
                 tool, addr, port);
         return;
     }
-    fprintf(stderr, "%s: cannot connect to %s port %u: %s\n", tool, addr,
-            port, kvs_strerror(status));
+    fprintf(stderr, "%s: cannot connect to %s port %u: %s\n", tool, addr, port,
+            kvs_strerror(status));
 }

@@ -5,19 +5,19 @@
 
 #include <stddef.h>
 
-#define kvs_likely(x)   __builtin_expect(!!(x), 1)
+#define kvs_likely(x) __builtin_expect(!!(x), 1)
 #define kvs_unlikely(x) __builtin_expect(!!(x), 0)
 
 #define KVS_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define KVS_ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
-#define KVS_IS_ALIGNED(x, a) (((x) & ((__typeof__(x))(a) - 1)) == 0)
+#define KVS_ALIGN_UP(x, a) (((x) + ((a)-1)) & ~((__typeof__(x))(a)-1))
+#define KVS_IS_ALIGNED(x, a) (((x) & ((__typeof__(x))(a)-1)) == 0)
 #define KVS_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define KVS_MAX(a, b) ((a) > (b) ? (a) : (b))
 
-#define kvs_container_of(ptr, type, member) \
-    ((type *)((char *)(ptr) - offsetof(type, member)))
+#define kvs_container_of(ptr, type, member)                                    \
+    ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #define KVS_PRINTF(f, a) __attribute__((format(printf, f, a)))
-#define KVS_UNUSED       __attribute__((unused))
+#define KVS_UNUSED __attribute__((unused))
 
 #endif

@@ -17,10 +17,10 @@ void kvs_panic_at(const char *file, int line, const char *fmt, ...)
 #define kvs_panic(...) kvs_panic_at(__FILE__, __LINE__, __VA_ARGS__)
 
 #ifdef KVS_DEBUG
-#define kvs_assert(cond) \
-    do { \
-        if (kvs_unlikely(!(cond))) \
-            kvs_panic_at(__FILE__, __LINE__, "assertion failed: %s", #cond); \
+#define kvs_assert(cond)                                                       \
+    do {                                                                       \
+        if (kvs_unlikely(!(cond)))                                             \
+            kvs_panic_at(__FILE__, __LINE__, "assertion failed: %s", #cond);   \
     } while (0)
 #else
 #define kvs_assert(cond) ((void)0)

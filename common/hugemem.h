@@ -17,9 +17,9 @@
 #include <stddef.h>
 
 typedef struct kvs_huge {
-    void *base;           /* len bytes, zeroed, 2 MiB aligned */
+    void *base; /* len bytes, zeroed, 2 MiB aligned */
     size_t len;
-    void *map;            /* the mapping, for munmap */
+    void *map; /* the mapping, for munmap */
     size_t map_len;
 } kvs_huge_t;
 

@@ -26,8 +26,8 @@ static int lookup(const char *host, int flags, struct addrinfo **res_out)
     return getaddrinfo(host, NULL, &hints, res_out);
 }
 
-int kvs_resolve_host(const char *host, char *num_out, size_t cap,
-                     char *why_out, size_t whycap)
+int kvs_resolve_host(const char *host, char *num_out, size_t cap, char *why_out,
+                     size_t whycap)
 {
     struct addrinfo *res = NULL, *pick = NULL;
     char num[KVS_RESOLVE_ADDR_MAX];
@@ -51,8 +51,9 @@ int kvs_resolve_host(const char *host, char *num_out, size_t cap,
     for (struct addrinfo *a = res; a && !pick; a = a->ai_next)
         if (a->ai_family == AF_INET6)
             pick = a;
-    if (!pick || getnameinfo(pick->ai_addr, pick->ai_addrlen, num,
-                             sizeof(num), NULL, 0, NI_NUMERICHOST) != 0 ||
+    if (!pick ||
+        getnameinfo(pick->ai_addr, pick->ai_addrlen, num, sizeof(num), NULL, 0,
+                    NI_NUMERICHOST) != 0 ||
         strlen(num) >= cap) {
         freeaddrinfo(res);
         snprintf(why_out, whycap, "no IPv4 or IPv6 address");

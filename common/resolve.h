@@ -21,8 +21,8 @@
  * daemon's default. Returns 0, or -ENOENT with why_out (whycap bytes) set
  * to the resolver's reason.
  */
-int kvs_resolve_host(const char *host, char *num_out, size_t cap,
-                     char *why_out, size_t whycap);
+int kvs_resolve_host(const char *host, char *num_out, size_t cap, char *why_out,
+                     size_t whycap);
 
 /*
  * Splits "host:port" or "[v6]:port" and resolves host. port must be

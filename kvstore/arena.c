@@ -33,22 +33,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NBINS     32
-#define FREE_BIT  1u
-#define NIL       UINT32_MAX
-#define SCAN_MAX  8 /* extents examined in the request's own bin */
+#define NBINS 32
+#define FREE_BIT 1u
+#define NIL UINT32_MAX
+#define SCAN_MAX 8 /* extents examined in the request's own bin */
 
 struct kvs_arena {
-    uint8_t *base;        /* the arena, in mem */
-    size_t size;          /* bytes of the arena */
+    uint8_t *base; /* the arena, in mem */
+    size_t size;   /* bytes of the arena */
     kvs_huge_t mem;
     uint32_t npages;
     uint32_t used_pages;
-    uint32_t *tag;        /* per page: (pages << 1) | FREE_BIT at both ends */
-    uint32_t *next;       /* per free extent head: next in bin, or NIL */
-    uint32_t *prev;       /* per free extent head: prev in bin, or NIL */
+    uint32_t *tag;  /* per page: (pages << 1) | FREE_BIT at both ends */
+    uint32_t *next; /* per free extent head: next in bin, or NIL */
+    uint32_t *prev; /* per free extent head: prev in bin, or NIL */
     uint32_t bin_head[NBINS];
-    uint32_t bin_mask;    /* bit b set: bin b is not empty */
+    uint32_t bin_mask; /* bit b set: bin b is not empty */
 };
 
 static unsigned bin_of(uint32_t pages)

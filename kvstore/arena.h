@@ -27,8 +27,8 @@ int kvs_arena_alloc(kvs_arena_t *arena, size_t bytes, uint64_t *off_out);
 void kvs_arena_free(kvs_arena_t *arena, uint64_t off, size_t bytes);
 
 void *kvs_arena_base(const kvs_arena_t *arena);
-size_t kvs_arena_size(const kvs_arena_t *arena);      /* bytes mapped */
-size_t kvs_arena_used(const kvs_arena_t *arena);      /* bytes allocated */
+size_t kvs_arena_size(const kvs_arena_t *arena); /* bytes mapped */
+size_t kvs_arena_used(const kvs_arena_t *arena); /* bytes allocated */
 /* Bytes of the largest extent that one alloc can get right now. */
 size_t kvs_arena_largest_free(const kvs_arena_t *arena);
 

@@ -34,8 +34,12 @@
 static void expire_sweep(kvs_store_t *s)
 {
     uint64_t now = kvs_clock_real_ms();
-    struct { uint32_t ns; uint8_t len; uint8_t key[KVS_KEY_MAX]; uint64_t uid; }
-        gone[64];
+    struct {
+        uint32_t ns;
+        uint8_t len;
+        uint8_t key[KVS_KEY_MAX];
+        uint64_t uid;
+    } gone[64];
     uint32_t budget = SWEEP_WINDOW;
 
     while (budget > 0) {
@@ -45,8 +49,8 @@ static void expire_sweep(kvs_store_t *s)
         pthread_mutex_lock(&s->lock);
         if (budget > s->nttl)
             budget = s->nttl;
-        for (; k < SWEEP_SLICE && k < budget &&
-               ngone < KVS_ARRAY_SIZE(gone); k++) {
+        for (; k < SWEEP_SLICE && k < budget && ngone < KVS_ARRAY_SIZE(gone);
+             k++) {
             struct entry *e = &s->ents[s->ttl_head];
 
             if (!expired(e, now) || e->refs || e->busy) {

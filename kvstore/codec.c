@@ -77,12 +77,12 @@
 #include "common/log.h"
 #include "kvstore/store.h"
 
-#define SHUF_VERSION      1u
-#define SHUF_FIXED_HDR    4u            /* version, P, flags, reserved */
-#define SHUF_MAX_PLANES   4u
-#define SAMPLE_BYTES      4096u         /* plane sample for the skip test */
-#define PLANE_MIN_BYTES   64u           /* smaller planes are stored raw */
-#define SHUF_CHUNK        32u           /* elements per inner shuffle loop */
+#define SHUF_VERSION 1u
+#define SHUF_FIXED_HDR 4u /* version, P, flags, reserved */
+#define SHUF_MAX_PLANES 4u
+#define SAMPLE_BYTES 4096u  /* plane sample for the skip test */
+#define PLANE_MIN_BYTES 64u /* smaller planes are stored raw */
+#define SHUF_CHUNK 32u      /* elements per inner shuffle loop */
 
 _Static_assert(SHUF_FIXED_HDR + 4 * SHUF_MAX_PLANES == KVS_CODEC_SHUF_HDR_MAX,
                "header size");
@@ -91,8 +91,8 @@ _Static_assert(SHUF_FIXED_HDR + 4 * SHUF_MAX_PLANES == KVS_CODEC_SHUF_HDR_MAX,
 struct kvs_codec {
     ZSTD_CCtx *cctx;
     ZSTD_DCtx *dctx;
-    uint8_t *scratch;                 /* planes; see the file comment */
-    size_t scratch_cap;               /* bytes at scratch */
+    uint8_t *scratch;                       /* planes; see the file comment */
+    size_t scratch_cap;                     /* bytes at scratch */
     bool plane_was_raw[2][SHUF_MAX_PLANES]; /* [P == 4][plane]: the last
                                              * encode stored it raw */
 };
@@ -316,9 +316,8 @@ static ssize_t zstd_capped(kvs_codec_t *codec, void *dst, size_t cap,
  * Returns the compressed size, 0 to store the plane raw (it does not
  * compress, or not into room), or KVS_ECODEC.
  */
-static ssize_t encode_plane(kvs_codec_t *codec, const uint8_t *plane,
-                            size_t n, bool sample, uint8_t *dst, size_t room,
-                            int level)
+static ssize_t encode_plane(kvs_codec_t *codec, const uint8_t *plane, size_t n,
+                            bool sample, uint8_t *dst, size_t room, int level)
 {
     const size_t sample_cap = SAMPLE_BYTES - SAMPLE_BYTES / 32;
 
@@ -326,13 +325,12 @@ static ssize_t encode_plane(kvs_codec_t *codec, const uint8_t *plane,
         return 0;
     if (sample && n >= 4 * SAMPLE_BYTES && room >= sample_cap) {
         const uint8_t *mid = plane + (n / 2 - SAMPLE_BYTES / 2);
-        ssize_t r = zstd_capped(codec, dst, sample_cap, mid, SAMPLE_BYTES,
-                                level);
+        ssize_t r =
+            zstd_capped(codec, dst, sample_cap, mid, SAMPLE_BYTES, level);
         if (r <= 0)
             return r;
     }
-    return zstd_capped(codec, dst, KVS_MIN(room, n - n / 32), plane, n,
-                       level);
+    return zstd_capped(codec, dst, KVS_MIN(room, n - n / 32), plane, n, level);
 }
 
 /*
@@ -358,10 +356,10 @@ static ssize_t encode_shuf(kvs_codec_t *codec, const uint8_t *src, size_t len,
 
     for (uint32_t i = 0; i < P; i++) {
         const uint8_t *plane = codec->scratch + i * n;
-        size_t room = limit - t - pos;   /* this plane and the later ones */
+        size_t room = limit - t - pos; /* this plane and the later ones */
         bool *was_raw = &codec->plane_was_raw[P == 4][i];
-        ssize_t z = encode_plane(codec, plane, n, *was_raw, dst + pos, room,
-                                 level);
+        ssize_t z =
+            encode_plane(codec, plane, n, *was_raw, dst + pos, room, level);
 
         if (z < 0)
             return z;
@@ -379,7 +377,7 @@ static ssize_t encode_shuf(kvs_codec_t *codec, const uint8_t *src, size_t len,
         pos += n;
     }
     if (flags == 0)
-        return 0;       /* nothing compressed: RAW is the same size, smaller */
+        return 0; /* nothing compressed: RAW is the same size, smaller */
     memcpy(dst + pos, src + P * n, t);
     pos += t;
     dst[0] = SHUF_VERSION;
@@ -408,7 +406,8 @@ int kvs_codec_encode(kvs_codec_t *codec, const void *src, size_t len,
     if (len > 0 && level > 0 && min_saving_pct < 100) {
         size_t limit = keep_limit(len, min_saving_pct);
 
-        if ((elem_size == 2 || elem_size == 4) && len / elem_size <= UINT32_MAX) {
+        if ((elem_size == 2 || elem_size == 4) &&
+            len / elem_size <= UINT32_MAX) {
             id = KVS_CODEC_SHUF_ZSTD;
             enc = encode_shuf(codec, src, len, elem_size, level, dst, limit);
         } else {
@@ -534,8 +533,8 @@ int kvs_codec_decode(kvs_codec_t *codec, uint8_t codec_id, const void *src,
 
 /* ---- measurement ---- */
 
-#define MEASURE_NS    30000000ull      /* per figure */
-#define MEASURE_MIN   3                /* runs per figure, at least */
+#define MEASURE_NS 30000000ull /* per figure */
+#define MEASURE_MIN 3          /* runs per figure, at least */
 
 enum measure_op { OP_ENCODE, OP_DECODE, OP_SHUFFLE, OP_UNSHUFFLE };
 
@@ -543,12 +542,12 @@ struct measure_run {
     kvs_codec_t *codec;
     const uint8_t *sample;
     size_t len;
-    uint32_t elem_size;                /* as given to encode */
+    uint32_t elem_size; /* as given to encode */
     int level;
-    uint8_t *enc;                      /* len bytes */
-    uint8_t *dec;                      /* len bytes */
-    uint8_t id;                        /* codec of the last encode */
-    size_t enc_len;                    /* bytes of the last encode */
+    uint8_t *enc;   /* len bytes */
+    uint8_t *dec;   /* len bytes */
+    uint8_t id;     /* codec of the last encode */
+    size_t enc_len; /* bytes of the last encode */
 };
 
 static int measure_once(struct measure_run *m, enum measure_op op)
@@ -584,8 +583,7 @@ static int measure_bps(struct measure_run *m, enum measure_op op,
 {
     uint64_t start = kvs_clock_mono_ns(), best = UINT64_MAX, now = start;
 
-    for (int runs = 0; runs < MEASURE_MIN || now - start < MEASURE_NS;
-         runs++) {
+    for (int runs = 0; runs < MEASURE_MIN || now - start < MEASURE_NS; runs++) {
         uint64_t t0 = now;
         int ret = measure_once(m, op);
 
@@ -627,8 +625,8 @@ static int measure_path(struct measure_run *m, uint32_t elem_size, int level,
 int kvs_codec_measure(const void *sample, size_t len, uint32_t elem_size,
                       int level, kvs_codec_perf_t *perf_out)
 {
-    kvs_codec_perf_t perf = { .sample_len = len, .level = level };
-    struct measure_run m = { .sample = sample, .len = len };
+    kvs_codec_perf_t perf = {.sample_len = len, .level = level};
+    struct measure_run m = {.sample = sample, .len = len};
     int ret;
 
     if (!sample || len == 0 || !perf_out || level <= 0 ||

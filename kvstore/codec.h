@@ -41,17 +41,17 @@ extern "C" {
 
 /* Codec ids: part of the disk format, never renumber. */
 enum kvs_codec_id {
-    KVS_CODEC_RAW = 0,          /* stored as is */
-    KVS_CODEC_ZSTD = 1,         /* zstd of the bytes as they are */
-    KVS_CODEC_SHUF_ZSTD = 2,    /* byte-plane shuffle by elem_size, then each
-                                 * plane zstd'd or stored raw (per-plane flag) */
+    KVS_CODEC_RAW = 0,       /* stored as is */
+    KVS_CODEC_ZSTD = 1,      /* zstd of the bytes as they are */
+    KVS_CODEC_SHUF_ZSTD = 2, /* byte-plane shuffle by elem_size, then each
+                              * plane zstd'd or stored raw (per-plane flag) */
 };
 
 /* Largest SHUF_ZSTD header: 4 fixed bytes plus one u32 length per plane,
  * for at most 4 planes. */
 #define KVS_CODEC_SHUF_HDR_MAX 20u
 
-typedef struct kvs_codec kvs_codec_t;   /* per-thread context; not thread-safe */
+typedef struct kvs_codec kvs_codec_t; /* per-thread context; not thread-safe */
 
 /* Creates a context. On success *codec_out belongs to the caller until
  * kvs_codec_destroy(). -ENOMEM if zstd's contexts cannot be allocated. */
@@ -120,7 +120,6 @@ int kvs_codec_decode(kvs_codec_t *codec, uint8_t codec_id, const void *src,
 /* kvs_codec_measure(), the codec's speed and ratio on this machine, is
  * declared in kvstore/store.h: benchmarks and start-up code call it, and
  * store.h is the only engine header they include. */
-
 
 #ifdef __cplusplus
 }

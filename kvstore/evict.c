@@ -66,8 +66,8 @@ bool kvs_evict_disk_copies_locked(kvs_store_t *s, uint64_t bytes)
 
 /*
  * The block table is full (max_blocks): drops the coldest block that is
- * in DRAM only, not in use and has no children in DRAM. Blocks with a disk copy are
- * left to region reclaim, which owns their index records. Returns whether
+ * in DRAM only, not in use and has no children in DRAM. Blocks with a disk copy
+ * are left to region reclaim, which owns their index records. Returns whether
  * an entry was freed.
  */
 bool kvs_evict_one_locked(kvs_store_t *s)

@@ -18,9 +18,9 @@
 #include <stdlib.h>
 
 struct kvs_ghost {
-    uint64_t *ring;       /* capacity hashes */
+    uint64_t *ring; /* capacity hashes */
     uint32_t cap, head, count;
-    uint64_t *set;        /* mask + 1 slots; 0 is empty */
+    uint64_t *set; /* mask + 1 slots; 0 is empty */
     uint32_t mask;
 };
 

@@ -38,7 +38,7 @@
 #include <xxhash.h>
 
 #define REC_VERSION 1
-#define REC_FIXED   81
+#define REC_FIXED 81
 
 struct kvs_index {
     rocksdb_t *db;
@@ -109,8 +109,8 @@ static int index_put(kvs_index_t *idx, const void *k, size_t klen,
 {
     char *err = NULL;
 
-    rocksdb_put(idx->db, sync ? idx->wopts_sync : idx->wopts_async, k, klen,
-                v, vlen, &err);
+    rocksdb_put(idx->db, sync ? idx->wopts_sync : idx->wopts_async, k, klen, v,
+                vlen, &err);
     return err ? index_error(err, what) : 0;
 }
 
@@ -229,8 +229,7 @@ static int region_one(void *arg, const char *k, size_t klen, const char *v,
         kvs_warn("index: skipping a malformed region record");
         return 0;
     }
-    s->cb(s->arg, kvs_be32_load(k + 1),
-          kvs_le64_load(v));
+    s->cb(s->arg, kvs_be32_load(k + 1), kvs_le64_load(v));
     return 0;
 }
 
@@ -331,7 +330,6 @@ int kvs_index_rec_decode(const void *key, size_t klen, const void *val,
     *out = r;
     return 0;
 }
-
 
 struct rec_scan {
     kvs_index_t *idx;
@@ -435,8 +433,8 @@ int kvs_index_block_delete_if(kvs_index_t *idx, uint32_t ns, const void *key,
     uint8_t k[KVS_INDEX_KEY_MAX];
     size_t kl = kvs_index_key_encode(ns, key, key_len, k), vlen;
     char *err = NULL;
-    char *v = rocksdb_get(idx->db, idx->ropts, (const char *)k, kl, &vlen,
-                          &err);
+    char *v =
+        rocksdb_get(idx->db, idx->ropts, (const char *)k, kl, &vlen, &err);
     kvs_index_rec_t rec;
 
     if (err)

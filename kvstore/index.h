@@ -27,7 +27,7 @@ typedef struct kvs_index kvs_index_t;
 typedef struct kvs_index_batch kvs_index_batch_t;
 
 typedef struct kvs_index_meta {
-    uint32_t format;        /* KVS_INDEX_FORMAT */
+    uint32_t format; /* KVS_INDEX_FORMAT */
     uint32_t region_bytes;
     uint32_t nregions;
 } kvs_index_meta_t;
@@ -39,20 +39,20 @@ typedef struct kvs_index_rec {
     uint32_t ns;
     uint8_t key_len;
     uint8_t parent_len;
-    uint8_t codec;          /* enum kvs_codec_id */
+    uint8_t codec; /* enum kvs_codec_id */
     uint8_t elem_size;
-    uint8_t cls;            /* enum kvs_class */
+    uint8_t cls; /* enum kvs_class */
     uint32_t nparts;
     uint32_t region;
-    uint32_t disk_len;      /* bytes on disk, header and padding included */
-    uint64_t disk_off;      /* byte offset in the data file */
-    uint64_t gen;           /* region generation when written */
-    uint64_t raw_len;       /* block bytes */
-    uint64_t stored_len;    /* bytes after the codec */
-    uint64_t data_xxh;      /* XXH3-64 of the raw bytes */
-    uint64_t expiry_ms;     /* wall clock; 0: none */
+    uint32_t disk_len;   /* bytes on disk, header and padding included */
+    uint64_t disk_off;   /* byte offset in the data file */
+    uint64_t gen;        /* region generation when written */
+    uint64_t raw_len;    /* block bytes */
+    uint64_t stored_len; /* bytes after the codec */
+    uint64_t data_xxh;   /* XXH3-64 of the raw bytes */
+    uint64_t expiry_ms;  /* wall clock; 0: none */
     uint64_t group;
-    uint64_t uid;           /* unique per put; orders conditional deletes */
+    uint64_t uid; /* unique per put; orders conditional deletes */
     uint8_t key[KVS_KEY_MAX];
     uint8_t parent[KVS_KEY_MAX];
 } kvs_index_rec_t;
@@ -98,8 +98,8 @@ int kvs_index_commit(kvs_index_t *index, kvs_index_batch_t *batch, bool sync);
 
 /* Deletes the block record only if it still carries uid (a newer put of
  * the same key has its own uid and is left alone). */
-int kvs_index_block_delete_if(kvs_index_t *index, uint32_t ns,
-                              const void *key, uint32_t key_len, uint64_t uid);
+int kvs_index_block_delete_if(kvs_index_t *index, uint32_t ns, const void *key,
+                              uint32_t key_len, uint64_t uid);
 
 /* Record codec, public for tests and fuzzing. encode returns bytes written
  * (at most KVS_INDEX_REC_MAX). decode validates everything and returns 0 or

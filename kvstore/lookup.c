@@ -50,9 +50,10 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
     size_t m = 0;
 
     for (size_t i = 0; i < n && i < MATCH_WIN; i++)
-        hashes[i] = keys[i].data && keys[i].len >= 1 &&
-                            keys[i].len <= KVS_KEY_MAX
-                        ? key_hash(ns, keys[i].data, keys[i].len) : 0;
+        hashes[i] =
+            keys[i].data && keys[i].len >= 1 && keys[i].len <= KVS_KEY_MAX
+                ? key_hash(ns, keys[i].data, keys[i].len)
+                : 0;
     pthread_mutex_lock(&s->lock);
     if (!ns_valid_locked(s, ns))
         n = 0;
@@ -70,10 +71,10 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             if (b != NIL)
                 __builtin_prefetch(&s->ents[b]);
         }
-        e = kvs_table_lookup_locked(s, ns, keys[m].data, keys[m].len,
-                                    m < MATCH_WIN ? hashes[m]
-                                        : key_hash(ns, keys[m].data,
-                                                   keys[m].len));
+        e = kvs_table_lookup_locked(
+            s, ns, keys[m].data, keys[m].len,
+            m < MATCH_WIN ? hashes[m]
+                          : key_hash(ns, keys[m].data, keys[m].len));
         if (!e || expired(e, now))
             break;
         if (tiers_out)
@@ -82,11 +83,12 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             !(e->flags & E_DRAM)) {
             /* The lock was never released: found[] is exact. */
             for (size_t i = 0; i < m; i++) {
-                struct entry *p = i < MATCH_WIN ? found[i]
-                    : kvs_table_lookup_locked(s, ns, keys[i].data,
-                                              keys[i].len,
-                                              key_hash(ns, keys[i].data,
-                                                       keys[i].len));
+                struct entry *p =
+                    i < MATCH_WIN
+                        ? found[i]
+                        : kvs_table_lookup_locked(
+                              s, ns, keys[i].data, keys[i].len,
+                              key_hash(ns, keys[i].data, keys[i].len));
                 p->refs--;
                 s->st.refs--;
             }
@@ -119,9 +121,9 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
         if (i < MATCH_WIN && !(flags & KVS_MATCH_PIN))
             e = found[i];
         else
-            e = kvs_table_lookup_locked(s, ns, keys[i].data, keys[i].len,
-                                        key_hash(ns, keys[i].data,
-                                                 keys[i].len));
+            e = kvs_table_lookup_locked(
+                s, ns, keys[i].data, keys[i].len,
+                key_hash(ns, keys[i].data, keys[i].len));
         if (e)
             kvs_table_touch_locked(s, e);
     }
@@ -139,8 +141,8 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
     return 0;
 }
 
-int kvs_store_scan(kvs_store_t *s, uint32_t ns, uint64_t group,
-                   kvs_scan_cb cb, void *arg, uint64_t *count_out)
+int kvs_store_scan(kvs_store_t *s, uint32_t ns, uint64_t group, kvs_scan_cb cb,
+                   void *arg, uint64_t *count_out)
 {
     uint64_t now = kvs_clock_real_ms(), n = 0;
 

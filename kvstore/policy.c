@@ -12,9 +12,10 @@
  * (ghost_wr), a window at most the whole DRAM would have kept it until
  * now: the target share grows. Older drops say nothing about the window's
  * size (no window could have kept them) and leave it alone. A put whose
- * key is in ghost_m means the main list was too small: the share shrinks. Steps follow ARC (the larger the
- * other ghost, the larger the step). Eviction takes the window's tail
- * first while the window holds more than its share, else the main list's.
+ * key is in ghost_m means the main list was too small: the share shrinks. Steps
+ * follow ARC (the larger the other ghost, the larger the step). Eviction takes
+ * the window's tail first while the window holds more than its share, else the
+ * main list's.
  *
  * Each node counts its tracked children (blocks inserted naming it as
  * parent, still tracked); a node with children is not evictable. The
@@ -38,20 +39,20 @@
 #include <stdlib.h>
 
 #define NIL KVS_POLICY_NIL
-#define SHARE_ONE 65536u          /* a share of 1, fixed point */
-#define GHOST_W_FACTOR 4          /* window ghost: 4 x cap keys */
-#define GHOST_M_FACTOR 1          /* main ghost: 1 x cap keys */
+#define SHARE_ONE 65536u            /* a share of 1, fixed point */
+#define GHOST_W_FACTOR 4            /* window ghost: 4 x cap keys */
+#define GHOST_M_FACTOR 1            /* main ghost: 1 x cap keys */
 #define START_SHARE (SHARE_ONE / 2) /* no prior: halfway */
 
 enum { L_NONE = 0, L_WIN, L_MAIN, L_COUNT };
 
 struct node {
-    uint32_t prev, next;    /* toward the head / the tail */
-    uint32_t parent;        /* tracked parent slot, or NIL */
-    uint32_t nchild;        /* tracked children */
-    uint16_t gen;           /* bumped at each insert and removal */
-    uint16_t parent_gen;    /* the parent's gen when linked */
-    uint8_t list;           /* L_* */
+    uint32_t prev, next; /* toward the head / the tail */
+    uint32_t parent;     /* tracked parent slot, or NIL */
+    uint32_t nchild;     /* tracked children */
+    uint16_t gen;        /* bumped at each insert and removal */
+    uint16_t parent_gen; /* the parent's gen when linked */
+    uint8_t list;        /* L_* */
     uint8_t pad[3];
 };
 _Static_assert(sizeof(struct node) == 24, "24 bytes a slot");
@@ -59,13 +60,13 @@ _Static_assert(sizeof(struct node) == 24, "24 bytes a slot");
 struct kvs_policy {
     struct node *n;
     uint32_t nslots;
-    uint32_t cap;           /* the cache's size in blocks, <= nslots */
+    uint32_t cap; /* the cache's size in blocks, <= nslots */
     uint32_t head[L_COUNT], tail[L_COUNT], count[L_COUNT];
-    uint32_t share;         /* window target, 1/65536 of tracked blocks */
+    uint32_t share; /* window target, 1/65536 of tracked blocks */
     bool adaptive;
-    uint8_t walk_first;     /* the list a walk started in */
+    uint8_t walk_first; /* the list a walk started in */
     kvs_ghost_t *ghost_w, *ghost_m;
-    kvs_ghost_t *ghost_wr;  /* the last cap of ghost_w's keys */
+    kvs_ghost_t *ghost_wr; /* the last cap of ghost_w's keys */
 };
 
 /* Ghost lists hold at most 2^28 keys (ghost.h). */
@@ -79,8 +80,8 @@ static uint32_t ghost_cap(uint32_t factor, uint32_t cap)
 int kvs_policy_create(uint32_t nslots, uint32_t cache_blocks,
                       uint32_t window_pct, kvs_policy_t **policy_out)
 {
-    uint32_t cap = cache_blocks && cache_blocks < nslots ? cache_blocks
-                                                         : nslots;
+    uint32_t cap =
+        cache_blocks && cache_blocks < nslots ? cache_blocks : nslots;
     kvs_policy_t *p;
 
     if (nslots == 0 || nslots > (1u << 28) ||
@@ -90,8 +91,8 @@ int kvs_policy_create(uint32_t nslots, uint32_t cache_blocks,
     if (!p)
         return -ENOMEM;
     p->n = calloc(nslots, sizeof(*p->n));
-    if (!p->n || kvs_ghost_create(ghost_cap(GHOST_W_FACTOR, cap),
-                                  &p->ghost_w) ||
+    if (!p->n ||
+        kvs_ghost_create(ghost_cap(GHOST_W_FACTOR, cap), &p->ghost_w) ||
         kvs_ghost_create(ghost_cap(GHOST_M_FACTOR, cap), &p->ghost_m) ||
         kvs_ghost_create(cap, &p->ghost_wr)) {
         kvs_policy_destroy(p);
@@ -229,8 +230,7 @@ void kvs_policy_touch(kvs_policy_t *p, uint32_t slot)
 {
     struct node *x = &p->n[slot];
 
-    if (x->list == L_NONE ||
-        (x->list == L_MAIN && p->head[L_MAIN] == slot))
+    if (x->list == L_NONE || (x->list == L_MAIN && p->head[L_MAIN] == slot))
         return;
     unlink_node(p, slot);
     push_head(p, slot, L_MAIN);
@@ -304,8 +304,8 @@ uint32_t kvs_policy_coldest(kvs_policy_t *p)
     uint64_t total = (uint64_t)p->count[L_WIN] + p->count[L_MAIN];
     uint64_t target = total * p->share / SHARE_ONE;
 
-    p->walk_first = (p->count[L_WIN] > target || !p->count[L_MAIN])
-                        ? L_WIN : L_MAIN;
+    p->walk_first =
+        (p->count[L_WIN] > target || !p->count[L_MAIN]) ? L_WIN : L_MAIN;
     if (p->tail[p->walk_first] != NIL)
         return p->tail[p->walk_first];
     return p->tail[other(p->walk_first)];

@@ -22,8 +22,8 @@
 
 #define PUT_CHUNK 64 /* puts sharing one durable write */
 
-int kvs_put_check(const kvs_store_t *s, const kvs_put_args_t *a,
-                  bool need_data, uint64_t *total_out)
+int kvs_put_check(const kvs_store_t *s, const kvs_put_args_t *a, bool need_data,
+                  uint64_t *total_out)
 {
     uint64_t total = 0;
 
@@ -127,8 +127,8 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
     e->nparts = a->nparts;
     e->raw_len = total;
     e->cls = a->cls;
-    e->elem_size = a->elem_size ? a->elem_size
-                                : (uint8_t)s->ns[a->ns].elem_size;
+    e->elem_size =
+        a->elem_size ? a->elem_size : (uint8_t)s->ns[a->ns].elem_size;
     e->group = a->group;
     e->expiry_ms = a->ttl_ms ? kvs_clock_real_ms() + a->ttl_ms : 0;
     e->parent_len = (uint8_t)a->parent_len;

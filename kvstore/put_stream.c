@@ -72,8 +72,7 @@ int kvs_store_put_part(kvs_store_t *s, kvs_put_stream_t *ps, uint32_t part,
     return kvs_store_put_part_done(s, ps, part);
 }
 
-int kvs_store_put_part_done(kvs_store_t *s, kvs_put_stream_t *ps,
-                            uint32_t part)
+int kvs_store_put_part_done(kvs_store_t *s, kvs_put_stream_t *ps, uint32_t part)
 {
     (void)s;
     if (!ps->ref || part >= ps->nparts)
@@ -96,8 +95,8 @@ int kvs_store_put_seal(kvs_store_t *s, kvs_put_stream_t *ps)
     if (ps->ndone != ps->nparts)
         return KVS_EINCOMPLETE;
     /* What commit_entries reads of the put: its flags and key. */
-    kvs_put_args_t a = {.ns = ps->ns, .key = e->key, .key_len = e->key_len,
-                        .flags = ps->flags};
+    kvs_put_args_t a = {
+        .ns = ps->ns, .key = e->key, .key_len = e->key_len, .flags = ps->flags};
     const kvs_put_args_t *ap = &a;
     uint32_t idx = eidx(s, e);
 

@@ -29,9 +29,15 @@
 void kvs_read_init(struct rd *r, const struct entry *e)
 {
     *r = (struct rd){
-        .loc = e->loc, .raw_len = e->raw_len, .stored_len = e->stored_len,
-        .data_xxh = e->data_xxh, .nparts = e->nparts, .codec = e->codec,
-        .elem_size = e->elem_size, .ns = e->ns, .hash = e->hash,
+        .loc = e->loc,
+        .raw_len = e->raw_len,
+        .stored_len = e->stored_len,
+        .data_xxh = e->data_xxh,
+        .nparts = e->nparts,
+        .codec = e->codec,
+        .elem_size = e->elem_size,
+        .ns = e->ns,
+        .hash = e->hash,
         .status = 1,
     };
 }
@@ -52,11 +58,10 @@ static int verify_decode_rlocked(kvs_store_t *s, const struct rd *r,
 
     if (ret)
         return ret;
-    if (blk.ns != r->ns || blk.key_hash != r->hash ||
-        blk.key_len != key_len || memcmp(blk.key, key, key_len) != 0 ||
-        blk.raw_len != r->raw_len || blk.stored_len != r->stored_len ||
-        blk.data_xxh != r->data_xxh || blk.codec != r->codec ||
-        blk.nparts != r->nparts)
+    if (blk.ns != r->ns || blk.key_hash != r->hash || blk.key_len != key_len ||
+        memcmp(blk.key, key, key_len) != 0 || blk.raw_len != r->raw_len ||
+        blk.stored_len != r->stored_len || blk.data_xxh != r->data_xxh ||
+        blk.codec != r->codec || blk.nparts != r->nparts)
         return KVS_ECORRUPT;
     if (blk.codec == KVS_CODEC_RAW) {
         if (blk.stored_len != blk.raw_len)
@@ -136,8 +141,8 @@ bool kvs_read_drop_corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
     kvs_warn("store: block at offset %llu failed verification; dropped "
              "(codec %u, %llu of %llu bytes stored, %u on disk)",
              (unsigned long long)loc->off, e->codec,
-             (unsigned long long)e->stored_len,
-             (unsigned long long)e->raw_len, loc->disk_len);
+             (unsigned long long)e->stored_len, (unsigned long long)e->raw_len,
+             loc->disk_len);
     if (uid_out)
         *uid_out = e->uid;
     ev_tier_locked(s, e, KVS_STORE_EV_REMOVED, KVS_TIER_NVME);
@@ -165,8 +170,7 @@ void kvs_read_batch_rlocked(kvs_store_t *s, struct rd *rds, size_t nrd)
             struct rd *r = &rds[next];
             r->slot = free_slots[--nfree];
             test_read_delay(s);
-            int ret = kvs_segment_read_submit(s->seg, &r->loc,
-                                              r->slot, next);
+            int ret = kvs_segment_read_submit(s->seg, &r->loc, r->slot, next);
             if (ret) {
                 r->status = ret;
                 free_slots[nfree++] = r->slot;
@@ -177,14 +181,12 @@ void kvs_read_batch_rlocked(kvs_store_t *s, struct rd *rds, size_t nrd)
         /* Finish reads in order as they complete. */
         for (size_t k = 0; k < nrd; k++) {
             struct rd *r = &rds[k];
-            if (r->status == 1 || r->slot == UINT32_MAX - 1 ||
-                k >= next)
+            if (r->status == 1 || r->slot == UINT32_MAX - 1 || k >= next)
                 continue;
             if (r->status == 0 && r->slot != UINT32_MAX) {
                 r->status = verify_decode_rlocked(
-                    s, r, kvs_segment_slot(s->seg, r->slot),
-                    r->a->key, r->a->key_len, r->a->buf,
-                    r->a->part_lens, r->a->part_cap);
+                    s, r, kvs_segment_slot(s->seg, r->slot), r->a->key,
+                    r->a->key_len, r->a->buf, r->a->part_lens, r->a->part_cap);
             }
             if (r->slot != UINT32_MAX)
                 free_slots[nfree++] = r->slot;
@@ -194,8 +196,7 @@ void kvs_read_batch_rlocked(kvs_store_t *s, struct rd *rds, size_t nrd)
         if (finished < nrd && kvs_segment_read_inflight(s->seg)) {
             int ret = kvs_segment_read_reap(s->seg, 1, rd_done, rds);
             if (ret < 0) {
-                kvs_error("store: read completion: %s",
-                          strerror(-ret));
+                kvs_error("store: read completion: %s", strerror(-ret));
                 break;
             }
         }

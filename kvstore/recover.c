@@ -114,8 +114,8 @@ static void load_rec(void *arg, const kvs_index_rec_t *r)
 int kvs_recover_load(kvs_store_t *s)
 {
     char path[PATH_MAX];
-    kvs_index_meta_t meta, want = {KVS_INDEX_FORMAT, s->cfg.region_bytes,
-                                   s->nregions};
+    kvs_index_meta_t meta,
+        want = {KVS_INDEX_FORMAT, s->cfg.region_bytes, s->nregions};
     struct load_ctx c = {.s = s};
     uint64_t bad = 0;
     int ret;
@@ -155,8 +155,7 @@ int kvs_recover_load(kvs_store_t *s)
     if (s->st.blocks || c.stale || bad || c.full)
         kvs_info("store: loaded %llu blocks from the index (%llu stale, "
                  "%llu malformed, %llu over max_blocks)",
-                 (unsigned long long)s->st.blocks,
-                 (unsigned long long)c.stale, (unsigned long long)bad,
-                 (unsigned long long)c.full);
+                 (unsigned long long)s->st.blocks, (unsigned long long)c.stale,
+                 (unsigned long long)bad, (unsigned long long)c.full);
     return 0;
 }

@@ -105,8 +105,7 @@ uint32_t kvs_region_victim_locked(kvs_store_t *s)
     for (uint32_t r = 0; r < s->nregions; r++) {
         struct region *rg = &s->regions[r];
         bool movable = rg->state == RG_SEALED && rg->pending == 0;
-        for (uint32_t i = rg->head; movable && i != NIL;
-             i = s->ents[i].rg_next)
+        for (uint32_t i = rg->head; movable && i != NIL; i = s->ents[i].rg_next)
             if (s->ents[i].busy)
                 movable = false;
         if (!movable)
@@ -176,13 +175,13 @@ int kvs_region_open_next_wlocked(kvs_store_t *s)
              * so the free count is true and reclaim starts. */
             uint32_t lost = 0;
             for (uint32_t k = 0; k < s->nregions; k++)
-                if (s->regions[k].state == RG_FREE &&
-                    !s->regions[k].reserved) {
+                if (s->regions[k].state == RG_FREE && !s->regions[k].reserved) {
                     kvs_region_set_state(s, k, RG_UNUSABLE);
                     lost++;
                 }
             kvs_warn("store: the file system is full: %u regions of the "
-                     "data file cannot be reserved and stay unused", lost);
+                     "data file cannot be reserved and stay unused",
+                     lost);
         }
         pthread_mutex_unlock(&s->lock);
         if (ret != -ENOSPC)

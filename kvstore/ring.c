@@ -19,16 +19,16 @@
 
 struct op {
     uint64_t user_data;
-    uint32_t len;           /* bytes expected */
+    uint32_t len; /* bytes expected */
 };
 
 struct kvs_ring {
     struct io_uring ring;
     unsigned depth;
-    unsigned inflight;      /* queued or submitted, not reaped */
+    unsigned inflight; /* queued or submitted, not reaped */
     unsigned nfree;
-    uint32_t *free_slots;   /* stack of free op slots */
-    struct op *ops;         /* depth entries */
+    uint32_t *free_slots; /* stack of free op slots */
+    struct op *ops;       /* depth entries */
 };
 
 int kvs_ring_create(unsigned depth, int fd, const struct iovec *bufs,
@@ -68,7 +68,8 @@ int kvs_ring_create(unsigned depth, int fd, const struct iovec *bufs,
         ret = io_uring_register_buffers(&r->ring, bufs, nbufs);
         if (ret < 0) {
             kvs_error("io_uring_register_buffers(%u): %s (is RLIMIT_MEMLOCK "
-                      "too small?)", nbufs, strerror(-ret));
+                      "too small?)",
+                      nbufs, strerror(-ret));
             goto err_exit_ring;
         }
     }

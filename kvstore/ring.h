@@ -32,8 +32,8 @@ void kvs_ring_destroy(kvs_ring_t *ring);
  * full (reap first). user_data comes back in the completion. */
 int kvs_ring_read(kvs_ring_t *ring, int buf_index, void *buf, size_t len,
                   uint64_t off, uint64_t user_data);
-int kvs_ring_write(kvs_ring_t *ring, int buf_index, const void *buf,
-                   size_t len, uint64_t off, uint64_t user_data);
+int kvs_ring_write(kvs_ring_t *ring, int buf_index, const void *buf, size_t len,
+                   uint64_t off, uint64_t user_data);
 
 /* Submits what is queued. Returns the number submitted or -errno. */
 int kvs_ring_submit(kvs_ring_t *ring);

@@ -61,9 +61,9 @@ _Static_assert(KVS_SEG_HDR_FIXED == 72 + KVS_KEY_MAX, "header layout");
 #define NWBUF 4
 
 struct wbuf {
-    uint8_t *mem;        /* write_buf_bytes, 4 KiB aligned */
-    uint64_t file_off;   /* where mem[0] goes */
-    uint32_t fill;       /* bytes appended */
+    uint8_t *mem;      /* write_buf_bytes, 4 KiB aligned */
+    uint64_t file_off; /* where mem[0] goes */
+    uint32_t fill;     /* bytes appended */
     bool in_flight;
 };
 
@@ -73,11 +73,11 @@ struct kvs_segment {
     uint32_t region_bytes;
     uint32_t nregions;
     uint32_t max_disk_len;
-    bool preallocated;    /* whole file reserved at open */
+    bool preallocated; /* whole file reserved at open */
 
     /* Writer side. */
     kvs_ring_t *wring;
-    bool wring_fixed;     /* buffers registered */
+    bool wring_fixed; /* buffers registered */
     struct wbuf wb[NWBUF];
     uint32_t wbuf_bytes;
     unsigned cur;         /* buffer being filled */
@@ -86,7 +86,7 @@ struct kvs_segment {
     uint64_t region_fill; /* bytes appended into it */
     int write_err;        /* first write error since the last flush */
     kvs_segment_write_cb write_cb;
-    bool image_fixed;     /* the image area is registered buffer NWBUF */
+    bool image_fixed; /* the image area is registered buffer NWBUF */
     const uint8_t *image_base;
     size_t image_len;
     void *write_cb_arg;
@@ -95,7 +95,7 @@ struct kvs_segment {
     kvs_ring_t *rring;
     bool rring_fixed;
     unsigned nslots;
-    uint8_t *slots;       /* nslots * max_disk_len */
+    uint8_t *slots; /* nslots * max_disk_len */
 };
 
 uint32_t kvs_segment_hdr_bytes(uint32_t nparts)
@@ -147,8 +147,8 @@ int kvs_segment_open(const kvs_segment_config_t *cfg, kvs_segment_t **seg_out)
     s->region_bytes = cfg->region_bytes;
     s->nregions = (uint32_t)(cfg->file_bytes / cfg->region_bytes);
     s->file_bytes = (uint64_t)s->nregions * cfg->region_bytes;
-    s->max_disk_len = kvs_segment_disk_len(KVS_KEY_MAX, KVS_PARTS_MAX,
-                                           cfg->max_block_bytes);
+    s->max_disk_len =
+        kvs_segment_disk_len(KVS_KEY_MAX, KVS_PARTS_MAX, cfg->max_block_bytes);
     if (s->max_disk_len > s->region_bytes) {
         kvs_error("segment: a block of %u bytes does not fit a region of %u",
                   cfg->max_block_bytes, s->region_bytes);
@@ -163,7 +163,8 @@ int kvs_segment_open(const kvs_segment_config_t *cfg, kvs_segment_t **seg_out)
         ret = -errno;
         kvs_error("segment: open %s with O_DIRECT: %m%s", cfg->path,
                   errno == EINVAL ? " (the file system does not support "
-                                    "O_DIRECT)" : "");
+                                    "O_DIRECT)"
+                                  : "");
         goto err_free;
     }
     if (fstat(s->fd, &st) < 0) {
@@ -316,9 +317,8 @@ static int wbuf_submit(kvs_segment_t *s, unsigned i)
     if (b->fill == 0 || b->in_flight)
         return 0;
     /* A full ring (direct writes share it) makes room by reaping. */
-    while ((ret = kvs_ring_write(s->wring, s->wring_fixed ? (int)i : -1,
-                                 b->mem, b->fill, b->file_off, i)) ==
-           -EBUSY) {
+    while ((ret = kvs_ring_write(s->wring, s->wring_fixed ? (int)i : -1, b->mem,
+                                 b->fill, b->file_off, i)) == -EBUSY) {
         kvs_ring_submit(s->wring);
         ret = kvs_ring_reap(s->wring, 1, write_done, s);
         if (ret < 0)
@@ -372,16 +372,15 @@ int kvs_segment_append_image(kvs_segment_t *s, const kvs_seg_block_t *blk,
                              uint8_t *image, uint64_t tag,
                              kvs_seg_loc_t *loc_out)
 {
-    uint32_t disk_len = kvs_segment_disk_len(blk->key_len, blk->nparts,
-                                             blk->stored_len);
+    uint32_t disk_len =
+        kvs_segment_disk_len(blk->key_len, blk->nparts, blk->stored_len);
     uint32_t hdr_bytes = kvs_segment_hdr_bytes(blk->nparts);
     uint64_t off;
     int ret;
 
     kvs_assert(tag >= NWBUF);
     kvs_assert(((uintptr_t)image & (KVS_SEG_ALIGN - 1)) == 0);
-    if (s->region == UINT32_MAX ||
-        s->region_fill + disk_len > s->region_bytes)
+    if (s->region == UINT32_MAX || s->region_fill + disk_len > s->region_bytes)
         return -ENOSPC;
     if (disk_len > s->max_disk_len)
         return KVS_ETOOBIG;
@@ -395,8 +394,8 @@ int kvs_segment_append_image(kvs_segment_t *s, const kvs_seg_block_t *blk,
     off = (uint64_t)s->region * s->region_bytes + s->region_fill;
     bool fixed = s->image_fixed && image >= s->image_base &&
                  image + disk_len <= s->image_base + s->image_len;
-    while ((ret = kvs_ring_write(s->wring, fixed ? NWBUF : -1, image,
-                                 disk_len, off, tag)) == -EBUSY) {
+    while ((ret = kvs_ring_write(s->wring, fixed ? NWBUF : -1, image, disk_len,
+                                 off, tag)) == -EBUSY) {
         kvs_ring_submit(s->wring);
         ret = kvs_ring_reap(s->wring, 1, write_done, s);
         if (ret < 0)
@@ -517,8 +516,8 @@ uint32_t kvs_segment_block_encode(const kvs_seg_block_t *blk, uint64_t gen,
     memcpy(b + 72, blk->key, blk->key_len);
     for (uint32_t i = 0; i < blk->nparts; i++)
         kvs_le32_store(b + KVS_SEG_HDR_FIXED + 4 * i, blk->part_lens[i]);
-    kvs_le64_store(b + 64, XXH3_64bits_withSeed(b + 72, hdr_len - 72,
-                                                XXH3_64bits(b, 64)));
+    kvs_le64_store(
+        b + 64, XXH3_64bits_withSeed(b + 72, hdr_len - 72, XXH3_64bits(b, 64)));
     return hdr_len;
 }
 
@@ -557,8 +556,7 @@ int kvs_segment_block_decode(const uint8_t *b, const kvs_seg_loc_t *loc,
     blk.key = b + 72;
     blk.part_lens = (const uint32_t *)(const void *)(b + KVS_SEG_HDR_FIXED);
     uint32_t hdr_bytes = kvs_segment_hdr_bytes(blk.nparts);
-    if (hdr_bytes > loc->disk_len ||
-        blk.stored_len > loc->disk_len - hdr_bytes)
+    if (hdr_bytes > loc->disk_len || blk.stored_len > loc->disk_len - hdr_bytes)
         return KVS_ECORRUPT;
     for (uint32_t i = 0; i < blk.nparts; i++)
         sum += blk.part_lens[i];
@@ -573,14 +571,13 @@ int kvs_segment_append(kvs_segment_t *s, const kvs_seg_block_t *blk,
                        const kvs_iov_t *payload, unsigned niov,
                        kvs_seg_loc_t *loc_out)
 {
-    uint32_t disk_len = kvs_segment_disk_len(blk->key_len, blk->nparts,
-                                             blk->stored_len);
+    uint32_t disk_len =
+        kvs_segment_disk_len(blk->key_len, blk->nparts, blk->stored_len);
     struct wbuf *b;
     uint8_t *p;
     int ret;
 
-    if (s->region == UINT32_MAX ||
-        s->region_fill + disk_len > s->region_bytes)
+    if (s->region == UINT32_MAX || s->region_fill + disk_len > s->region_bytes)
         return -ENOSPC;
     if (disk_len > s->max_disk_len)
         return KVS_ETOOBIG;

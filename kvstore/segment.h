@@ -22,32 +22,32 @@
 
 #include "kvstash/types.h"
 
-#define KVS_SEG_ALIGN      4096u
-#define KVS_SEG_MAGIC      0x4253564bu /* "KVSB" little-endian */
-#define KVS_SEG_VERSION    1u
-#define KVS_SEG_HDR_FIXED  136u /* fixed fields, then a 64-byte key area */
-#define KVS_SEG_HDR_MAX    (KVS_SEG_HDR_FIXED + 4u * KVS_PARTS_MAX)
+#define KVS_SEG_ALIGN 4096u
+#define KVS_SEG_MAGIC 0x4253564bu /* "KVSB" little-endian */
+#define KVS_SEG_VERSION 1u
+#define KVS_SEG_HDR_FIXED 136u /* fixed fields, then a 64-byte key area */
+#define KVS_SEG_HDR_MAX (KVS_SEG_HDR_FIXED + 4u * KVS_PARTS_MAX)
 
 typedef struct kvs_segment kvs_segment_t;
 
 typedef struct kvs_segment_config {
-    const char *path;         /* data file */
-    uint64_t file_bytes;      /* rounded down to whole regions */
+    const char *path;    /* data file */
+    uint64_t file_bytes; /* rounded down to whole regions */
     uint32_t region_bytes;
-    uint32_t max_block_bytes; /* largest raw block */
-    uint32_t io_depth;        /* per ring */
-    uint32_t read_slots;      /* bounce buffers for reads (>= 1) */
-    uint32_t write_buf_bytes; /* each of the 4 write buffers */
+    uint32_t max_block_bytes;  /* largest raw block */
+    uint32_t io_depth;         /* per ring */
+    uint32_t read_slots;       /* bounce buffers for reads (>= 1) */
+    uint32_t write_buf_bytes;  /* each of the 4 write buffers */
     const uint8_t *image_base; /* optional: memory block images are */
     size_t image_len;          /* written from (the DRAM arena) */
 } kvs_segment_config_t;
 
 /* Where a block is on disk. */
 typedef struct kvs_seg_loc {
-    uint64_t off;             /* byte offset in the file */
-    uint64_t gen;             /* generation of its region when written */
+    uint64_t off; /* byte offset in the file */
+    uint64_t gen; /* generation of its region when written */
     uint32_t region;
-    uint32_t disk_len;        /* bytes, 4 KiB multiple */
+    uint32_t disk_len; /* bytes, 4 KiB multiple */
 } kvs_seg_loc_t;
 
 /* What the header says about a block (also what append writes). */
@@ -62,7 +62,7 @@ typedef struct kvs_seg_block {
     const uint32_t *part_lens; /* on decode: points into the read buffer */
     uint64_t raw_len;
     uint64_t stored_len;
-    uint64_t data_xxh;        /* XXH3-64 of the raw bytes */
+    uint64_t data_xxh; /* XXH3-64 of the raw bytes */
 } kvs_seg_block_t;
 
 int kvs_segment_open(const kvs_segment_config_t *cfg, kvs_segment_t **seg_out);

@@ -110,7 +110,8 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
     if (delay && *delay) {
         s->test_read_delay_ms = (uint32_t)strtoul(delay, NULL, 10);
         kvs_warn("store: TEST HOOK KVSTASH_TEST_READ_DELAY_MS: every disk "
-                 "read is delayed by %u ms", s->test_read_delay_ms);
+                 "read is delayed by %u ms",
+                 s->test_read_delay_ms);
     }
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->wlock, NULL);
@@ -128,12 +129,11 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
      * linked (kvstore/table.c), so an idle store costs little whatever
      * its max_blocks. */
     s->nents = cfg->max_blocks;
-    if (kvs_huge_reserve((size_t)s->nents * sizeof(*s->ents),
-                         &s->ents_mem) == 0)
+    if (kvs_huge_reserve((size_t)s->nents * sizeof(*s->ents), &s->ents_mem) ==
+        0)
         s->ents = s->ents_mem.base;
     s->free_head = NIL;
-    if (!s->dir || !s->ns || !s->ents ||
-        kvs_table_buckets_init(s) != 0) {
+    if (!s->dir || !s->ns || !s->ents || kvs_table_buckets_init(s) != 0) {
         ret = -ENOMEM;
         goto err_close;
     }
@@ -152,9 +152,9 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
     /* A block in DRAM takes at least two arena pages (its header's and
      * its data's), which bounds the blocks the policy orders at once: its
      * slots and ghost lists are sized by that, not by max_blocks. */
-    uint32_t cache_blocks = (uint32_t)KVS_MIN(
-        kvs_arena_size(s->arena) / (2 * KVS_ARENA_PAGE),
-        (uint64_t)cfg->max_blocks);
+    uint32_t cache_blocks =
+        (uint32_t)KVS_MIN(kvs_arena_size(s->arena) / (2 * KVS_ARENA_PAGE),
+                          (uint64_t)cfg->max_blocks);
     ret = kvs_table_pslots_init(s, cache_blocks);
     if (!ret)
         ret = kvs_policy_create(cache_blocks, cache_blocks,
@@ -164,7 +164,8 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
     if (cfg->admit_ghost_factor) {
         ret = kvs_ghost_create(
             (uint32_t)KVS_MIN((uint64_t)cfg->admit_ghost_factor *
-                                  cfg->max_blocks, 1ull << 28),
+                                  cfg->max_blocks,
+                              1ull << 28),
             &s->ghost);
         if (ret)
             goto err_close;
@@ -296,8 +297,7 @@ int kvs_store_set_retention(kvs_store_t *s, uint32_t ns, const void *key,
     int ret = 0;
     bool rewrite = false;
 
-    if (!key || key_len == 0 || key_len > KVS_KEY_MAX ||
-        cls >= KVS_CLASS_COUNT)
+    if (!key || key_len == 0 || key_len > KVS_KEY_MAX || cls >= KVS_CLASS_COUNT)
         return -EINVAL;
     pthread_mutex_lock(&s->wlock);
     pthread_mutex_lock(&s->lock);
@@ -469,10 +469,9 @@ int kvs_store_verify_ns(kvs_store_t *s, uint32_t ns, kvs_verify_cb cb,
     return verify(s, ns, cb, arg, 0, NULL, checked_out, bad_out);
 }
 
-int kvs_store_verify_paced(kvs_store_t *s, const uint32_t *ns,
-                           kvs_verify_cb cb, void *arg, uint64_t max_bps,
-                           const atomic_int *stop, uint64_t *checked_out,
-                           uint64_t *bad_out)
+int kvs_store_verify_paced(kvs_store_t *s, const uint32_t *ns, kvs_verify_cb cb,
+                           void *arg, uint64_t max_bps, const atomic_int *stop,
+                           uint64_t *checked_out, uint64_t *bad_out)
 {
     return verify(s, ns ? *ns : NS_ALL, cb, arg, max_bps, stop, checked_out,
                   bad_out);

@@ -61,12 +61,12 @@ typedef struct kvs_store kvs_store_t;
 enum kvs_store_event_type { KVS_STORE_EV_STORED = 1, KVS_STORE_EV_REMOVED = 2 };
 
 typedef struct kvs_store_event {
-    uint8_t type;                 /* enum kvs_store_event_type */
-    uint8_t tier;                 /* enum kvs_tier: KVS_TIER_DRAM or _NVME */
+    uint8_t type; /* enum kvs_store_event_type */
+    uint8_t tier; /* enum kvs_tier: KVS_TIER_DRAM or _NVME */
     uint32_t ns;
     uint32_t key_len;
     const uint8_t *key;
-    uint32_t parent_len;          /* 0: none */
+    uint32_t parent_len; /* 0: none */
     const uint8_t *parent;
 } kvs_store_event_t;
 
@@ -76,37 +76,37 @@ typedef void (*kvs_store_event_cb)(void *arg, const kvs_store_event_t *ev);
  * Sizes are bytes. The store copies what it needs; the struct and its
  * strings may be freed after kvs_store_open() returns. */
 typedef struct kvs_store_config {
-    const char *dir;              /* data file and index live here; created */
-    uint64_t dram_bytes;          /* DRAM arena size */
-    uint64_t nvme_bytes;          /* data file size; 0 disables the NVMe tier */
-    uint32_t region_bytes;        /* NVMe region size, a multiple of 1 MiB */
-    uint32_t max_block_bytes;     /* largest block (all parts together) */
-    uint32_t max_blocks;          /* metadata capacity: blocks in DRAM + NVMe */
-    uint32_t io_depth;            /* io_uring queue depth per ring */
-    uint32_t dram_high_pct;       /* degrade starts above this fill, percent */
-    uint32_t dram_low_pct;        /* degrade stops below this fill, percent */
-    uint32_t pinned_max_pct;      /* pinned class cap, percent of capacity */
-    int32_t compress_level;       /* zstd level on the way to disk; 0: off */
+    const char *dir;          /* data file and index live here; created */
+    uint64_t dram_bytes;      /* DRAM arena size */
+    uint64_t nvme_bytes;      /* data file size; 0 disables the NVMe tier */
+    uint32_t region_bytes;    /* NVMe region size, a multiple of 1 MiB */
+    uint32_t max_block_bytes; /* largest block (all parts together) */
+    uint32_t max_blocks;      /* metadata capacity: blocks in DRAM + NVMe */
+    uint32_t io_depth;        /* io_uring queue depth per ring */
+    uint32_t dram_high_pct;   /* degrade starts above this fill, percent */
+    uint32_t dram_low_pct;    /* degrade stops below this fill, percent */
+    uint32_t pinned_max_pct;  /* pinned class cap, percent of capacity */
+    int32_t compress_level;   /* zstd level on the way to disk; 0: off */
     uint32_t compress_min_saving_pct; /* store raw below this saving */
-    uint32_t full_wait_ms;        /* a put waits this long for space */
-    bool sync_index;              /* sync the RocksDB WAL at every commit of
-                                   * block records, not only for durable
-                                   * puts and flushes (slower; narrows what
-                                   * a machine crash can take back) */
-    uint32_t admit_scratch_hits;  /* flash admission: a scratch block goes
-                                   * to disk only after this many hits
-                                   * (0: always); others just leave DRAM */
-    uint32_t admit_ghost_factor;  /* store admission for scratch puts: 0
-                                   * admits all; N admits a block only if
-                                   * its key was put before and is among the
-                                   * last N * max_blocks keys declined, and
-                                   * only if its parent is present */
-    uint32_t policy_window_pct;   /* DRAM order (docs/policy.md): the
-                                   * window's share of DRAM blocks, 0..100,
-                                   * fixed; KVS_STORE_WINDOW_ADAPTIVE (the
-                                   * default): it adapts to the workload */
-    kvs_store_event_cb event_cb;  /* tier changes (see below); NULL: none */
-    void *event_arg;              /* passed to event_cb */
+    uint32_t full_wait_ms;            /* a put waits this long for space */
+    bool sync_index;                  /* sync the RocksDB WAL at every commit of
+                                       * block records, not only for durable
+                                       * puts and flushes (slower; narrows what
+                                       * a machine crash can take back) */
+    uint32_t admit_scratch_hits;      /* flash admission: a scratch block goes
+                                       * to disk only after this many hits
+                                       * (0: always); others just leave DRAM */
+    uint32_t admit_ghost_factor;      /* store admission for scratch puts: 0
+                                       * admits all; N admits a block only if
+                                       * its key was put before and is among the
+                                       * last N * max_blocks keys declined, and
+                                       * only if its parent is present */
+    uint32_t policy_window_pct;       /* DRAM order (docs/policy.md): the
+                                       * window's share of DRAM blocks, 0..100,
+                                       * fixed; KVS_STORE_WINDOW_ADAPTIVE (the
+                                       * default): it adapts to the workload */
+    kvs_store_event_cb event_cb;      /* tier changes (see below); NULL: none */
+    void *event_arg;                  /* passed to event_cb */
 } kvs_store_config_t;
 
 #define KVS_STORE_WINDOW_ADAPTIVE UINT32_MAX
@@ -142,23 +142,23 @@ int kvs_store_ns_open(kvs_store_t *store, const char *name, uint32_t elem_size,
                       uint32_t *ns_out);
 
 /* Put flags. */
-#define KVS_PUT_DURABLE   (1u << 0) /* return after data + index are on disk */
-#define KVS_PUT_NO_DRAM   (1u << 1) /* write straight to disk (bulk loads) */
+#define KVS_PUT_DURABLE (1u << 0) /* return after data + index are on disk */
+#define KVS_PUT_NO_DRAM (1u << 1) /* write straight to disk (bulk loads) */
 
 /* One put. All pointers are the caller's and are read during the call only. */
 typedef struct kvs_put_args {
-    uint32_t ns;                  /* namespace id */
-    uint32_t key_len;             /* 1..KVS_KEY_MAX */
+    uint32_t ns;      /* namespace id */
+    uint32_t key_len; /* 1..KVS_KEY_MAX */
     const void *key;
-    const kvs_iov_t *parts;       /* the block, part by part */
-    uint32_t nparts;              /* 1..KVS_PARTS_MAX */
-    uint32_t flags;               /* KVS_PUT_* */
-    uint8_t cls;                  /* enum kvs_class */
-    uint8_t elem_size;            /* 0: the namespace's */
-    uint64_t ttl_ms;              /* time to live, any class; 0: none */
-    uint32_t parent_len;          /* 0: no parent */
-    const void *parent;           /* key of the block before it in the prompt */
-    uint64_t group;               /* conversation or user id; 0: none */
+    const kvs_iov_t *parts; /* the block, part by part */
+    uint32_t nparts;        /* 1..KVS_PARTS_MAX */
+    uint32_t flags;         /* KVS_PUT_* */
+    uint8_t cls;            /* enum kvs_class */
+    uint8_t elem_size;      /* 0: the namespace's */
+    uint64_t ttl_ms;        /* time to live, any class; 0: none */
+    uint32_t parent_len;    /* 0: no parent */
+    const void *parent;     /* key of the block before it in the prompt */
+    uint64_t group;         /* conversation or user id; 0: none */
 } kvs_put_args_t;
 
 /*
@@ -166,10 +166,10 @@ typedef struct kvs_put_args {
  * block is in DRAM, or with KVS_PUT_DURABLE when its data and index entry are
  * on stable storage. With admit_ghost_factor set, a scratch put may be
  * declined (it returns 0, the block is not stored, and
- * stats.admission_rejected counts it), as a cache may drop any block. KVS_EFULL when no space could be made within
- * full_wait_ms; KVS_EPINNED_FULL when a pinned put would exceed the cap;
- * KVS_ETOOBIG over max_block_bytes; KVS_EBUSY when the old block with that
- * key is referenced.
+ * stats.admission_rejected counts it), as a cache may drop any block. KVS_EFULL
+ * when no space could be made within full_wait_ms; KVS_EPINNED_FULL when a
+ * pinned put would exceed the cap; KVS_ETOOBIG over max_block_bytes; KVS_EBUSY
+ * when the old block with that key is referenced.
  */
 int kvs_store_put(kvs_store_t *store, const kvs_put_args_t *args);
 
@@ -194,10 +194,10 @@ int kvs_store_put_batch(kvs_store_t *store, const kvs_put_args_t *args,
  * KVS_EBUSY from put_begin: the admission filter declined the block.
  */
 typedef struct kvs_put_stream {
-    void *ref;                    /* the store's; do not touch */
+    void *ref; /* the store's; do not touch */
     uint32_t ns;
     uint32_t nparts;
-    uint32_t ndone;               /* parts done */
+    uint32_t ndone; /* parts done */
     uint32_t flags;
     uint64_t done[KVS_PARTS_MAX / 64];
 } kvs_put_stream_t;
@@ -218,11 +218,11 @@ void kvs_store_put_abort(kvs_store_t *store, kvs_put_stream_t *stream);
 
 /* What a get reports about a block. */
 typedef struct kvs_block_info {
-    uint64_t data_len;            /* bytes, all parts */
+    uint64_t data_len; /* bytes, all parts */
     uint32_t nparts;
-    uint8_t cls;                  /* enum kvs_class */
-    uint8_t tier;                 /* enum kvs_tier, before this call */
-    uint64_t expiry_ms;           /* wall clock ms; 0: none */
+    uint8_t cls;        /* enum kvs_class */
+    uint8_t tier;       /* enum kvs_tier, before this call */
+    uint64_t expiry_ms; /* wall clock ms; 0: none */
     uint64_t group;
 } kvs_block_info_t;
 
@@ -231,10 +231,10 @@ typedef struct kvs_get_args {
     uint32_t ns;
     uint32_t key_len;
     const void *key;
-    void *buf;                    /* receives the block's bytes */
-    size_t cap;                   /* bytes available at buf */
-    uint32_t *part_lens;          /* optional: receives each part's length */
-    uint32_t part_cap;            /* entries available at part_lens */
+    void *buf;           /* receives the block's bytes */
+    size_t cap;          /* bytes available at buf */
+    uint32_t *part_lens; /* optional: receives each part's length */
+    uint32_t part_cap;   /* entries available at part_lens */
 } kvs_get_args_t;
 
 /*
@@ -249,20 +249,19 @@ int kvs_store_get(kvs_store_t *store, const kvs_get_args_t *args,
 /* Gets n blocks, with up to io_depth disk reads in flight at once.
  * status_out[i] and infos_out[i] (optional) get each block's result. */
 int kvs_store_get_batch(kvs_store_t *store, const kvs_get_args_t *args,
-                        size_t n, kvs_block_info_t *infos_out,
-                        int *status_out);
+                        size_t n, kvs_block_info_t *infos_out, int *status_out);
 
 /* A referenced, zero-copy view of a block in DRAM. Valid until unpinned. */
 typedef struct kvs_view {
-    const void *data;             /* the block's bytes, in the DRAM arena */
-    uint64_t len;                 /* bytes */
+    const void *data; /* the block's bytes, in the DRAM arena */
+    uint64_t len;     /* bytes */
     uint32_t nparts;
-    const uint32_t *part_lens;    /* nparts entries, in the arena */
-    uint64_t arena_off;           /* offset of data within the arena */
-    uint8_t cls;                  /* enum kvs_class of the block */
-    uint8_t tier;                 /* enum kvs_tier it was found in: NVMe
-                                     when this pin read it from disk */
-    void *ref;                    /* the store's handle; do not touch */
+    const uint32_t *part_lens; /* nparts entries, in the arena */
+    uint64_t arena_off;        /* offset of data within the arena */
+    uint8_t cls;               /* enum kvs_class of the block */
+    uint8_t tier;              /* enum kvs_tier it was found in: NVMe
+                                  when this pin read it from disk */
+    void *ref;                 /* the store's handle; do not touch */
 } kvs_view_t;
 
 /*
@@ -274,11 +273,13 @@ typedef struct kvs_view {
 int kvs_store_pin(kvs_store_t *store, uint32_t ns, const void *key,
                   uint32_t key_len, kvs_view_t *view_out);
 /* Pin flags (kvs_store_pin_flags). */
-#define KVS_PIN_GET     (1u << 0) /* a read for a client: counted in gets,
-                                   * hits (by tier) and misses */
-#define KVS_PIN_NO_READ (1u << 1) /* never read the disk: -EWOULDBLOCK
-                                   * when the block is on disk only (then
-                                   * nothing is counted) */
+#define KVS_PIN_GET                                                            \
+    (1u << 0) /* a read for a client: counted in gets,                         \
+               * hits (by tier) and misses */
+#define KVS_PIN_NO_READ                                                        \
+    (1u << 1) /* never read the disk: -EWOULDBLOCK                             \
+               * when the block is on disk only (then                          \
+               * nothing is counted) */
 
 /* kvs_store_pin() with flags; *tier_out (optional) gets the tier the block
  * was in before the call. */
@@ -302,10 +303,11 @@ int kvs_store_exists(kvs_store_t *store, uint32_t ns, const kvs_key_t *keys,
 
 /* Match flags. */
 #define KVS_MATCH_PIN (1u << 0) /* take a reference on each matched block */
-#define KVS_MATCH_NO_READ (1u << 1) /* with PIN: never read the disk; a
-                                     * matched block on disk only ends the
-                                     * call with -EWOULDBLOCK and no
-                                     * references taken */
+#define KVS_MATCH_NO_READ                                                      \
+    (1u << 1) /* with PIN: never read the disk; a                              \
+               * matched block on disk only ends the                           \
+               * call with -EWOULDBLOCK and no                                 \
+               * references taken */
 
 /*
  * Longest present prefix: *matched_out = the number of leading keys, in
@@ -363,25 +365,25 @@ typedef struct kvs_store_stats {
     uint64_t refs;                /* gauge: references held */
     uint64_t puts, gets, hits, misses;
     uint64_t dram_hits, nvme_hits;
-    uint64_t degraded;            /* blocks written behind to disk */
-    uint64_t evicted;             /* blocks dropped to make room */
-    uint64_t expired;             /* user blocks dropped at their TTL */
-    uint64_t promoted;            /* disk to DRAM */
-    uint64_t corrupt_reads;       /* disk reads that failed a check */
-    uint64_t full_errors;         /* puts answered KVS_EFULL */
+    uint64_t degraded;      /* blocks written behind to disk */
+    uint64_t evicted;       /* blocks dropped to make room */
+    uint64_t expired;       /* user blocks dropped at their TTL */
+    uint64_t promoted;      /* disk to DRAM */
+    uint64_t corrupt_reads; /* disk reads that failed a check */
+    uint64_t full_errors;   /* puts answered KVS_EFULL */
     uint64_t regions_reclaimed;
-    uint64_t bytes_written;       /* to the data file */
-    uint64_t bytes_read;          /* from the data file */
+    uint64_t bytes_written;          /* to the data file */
+    uint64_t bytes_read;             /* from the data file */
     uint64_t logical_bytes_degraded; /* before compression */
     uint64_t stored_bytes_degraded;  /* after compression */
-    uint64_t matches;             /* match calls */
-    uint64_t match_keys;          /* keys they asked about */
-    uint64_t match_hits;          /* keys they found (the matched prefix) */
+    uint64_t matches;                /* match calls */
+    uint64_t match_keys;             /* keys they asked about */
+    uint64_t match_hits;             /* keys they found (the matched prefix) */
     uint64_t match_dram_hits, match_nvme_hits; /* the same, by tier */
-    uint64_t io_errors;           /* disk reads and writes that failed */
+    uint64_t io_errors;             /* disk reads and writes that failed */
     uint64_t degrade_backlog_bytes; /* gauge: DRAM bytes queued to degrade */
-    uint64_t admission_rejected;  /* blocks kept off the disk by the filter */
-    uint64_t compress_skipped;    /* blocks written raw to keep up (backlog) */
+    uint64_t admission_rejected;    /* blocks kept off the disk by the filter */
+    uint64_t compress_skipped; /* blocks written raw to keep up (backlog) */
 } kvs_store_stats_t;
 
 void kvs_store_stats(kvs_store_t *store, kvs_store_stats_t *stats_out);
@@ -423,37 +425,37 @@ void *kvs_store_arena(kvs_store_t *store, size_t *len_out);
 
 /* Speed and ratio of one encoding path, measured on one sample. */
 typedef struct kvs_codec_path_perf {
-    double ratio;                 /* raw bytes / encoded bytes (1.0 if RAW) */
-    double compress_bps;          /* raw bytes encoded per second */
-    double decompress_bps;        /* raw bytes decoded per second */
-    uint8_t codec;                /* codec id the encoder chose on the sample */
-    uint8_t planes;               /* SHUF_ZSTD: planes in the format */
-    uint8_t planes_zstd;          /* SHUF_ZSTD: planes that went through zstd */
+    double ratio;          /* raw bytes / encoded bytes (1.0 if RAW) */
+    double compress_bps;   /* raw bytes encoded per second */
+    double decompress_bps; /* raw bytes decoded per second */
+    uint8_t codec;         /* codec id the encoder chose on the sample */
+    uint8_t planes;        /* SHUF_ZSTD: planes in the format */
+    uint8_t planes_zstd;   /* SHUF_ZSTD: planes that went through zstd */
 } kvs_codec_path_perf_t;
 
 /* What kvs_codec_measure() reports. Throughputs are per thread. */
 typedef struct kvs_codec_perf {
-    size_t sample_len;            /* bytes measured */
-    int level;                    /* zstd level used */
-    kvs_codec_path_perf_t raw;    /* RAW: a copy, the floor of any path */
-    kvs_codec_path_perf_t zstd;   /* plain zstd */
+    size_t sample_len;               /* bytes measured */
+    int level;                       /* zstd level used */
+    kvs_codec_path_perf_t raw;       /* RAW: a copy, the floor of any path */
+    kvs_codec_path_perf_t zstd;      /* plain zstd */
     kvs_codec_path_perf_t shuf_zstd; /* shuffle + zstd; all zero unless
                                       * elem_size is 2 or 4 */
-    double shuffle_bps;           /* the shuffle alone, bytes per second */
-    double unshuffle_bps;         /* the unshuffle alone, bytes per second */
+    double shuffle_bps;              /* the shuffle alone, bytes per second */
+    double unshuffle_bps;            /* the unshuffle alone, bytes per second */
 } kvs_codec_perf_t;
 
 /*
  * Measures, on one thread and on this machine, the throughput and ratio of
  * each path on sample (len bytes, a representative block). Each figure is
  * the best of repeated runs over about 30 ms with a warm cache, so the call
- * takes roughly 0.25 s. Encodes use min_saving_pct 0, so a path whose output would not be
- * smaller reports ratio 1 and the time spent finding that out.
+ * takes roughly 0.25 s. Encodes use min_saving_pct 0, so a path whose output
+ * would not be smaller reports ratio 1 and the time spent finding that out.
  *
- * Meant for start-up and for kvstash-bench (codec and store modes): compare compress_bps / ratio
- * (bytes written per second) with the disk's write speed measured in the
- * same run to choose the path that does not limit the drain to NVMe.
- * Allocates its own context and buffers (not for the data path).
+ * Meant for start-up and for kvstash-bench (codec and store modes): compare
+ * compress_bps / ratio (bytes written per second) with the disk's write speed
+ * measured in the same run to choose the path that does not limit the drain to
+ * NVMe. Allocates its own context and buffers (not for the data path).
  *
  * Errors: -EINVAL (len 0, NULL, level <= 0, bad elem_size), -ENOMEM,
  * KVS_ECODEC.

@@ -75,43 +75,43 @@ _Static_assert(NIL == KVS_POLICY_NIL &&
                "the store and the policy agree on their constants");
 
 enum {
-    E_USED    = 1u << 0, /* allocated */
-    E_LINKED  = 1u << 1, /* in the hash: visible */
-    E_DRAM    = 1u << 2, /* DRAM copy valid */
-    E_DISK    = 1u << 3, /* disk copy valid, index record written */
+    E_USED = 1u << 0,    /* allocated */
+    E_LINKED = 1u << 1,  /* in the hash: visible */
+    E_DRAM = 1u << 2,    /* DRAM copy valid */
+    E_DISK = 1u << 3,    /* disk copy valid, index record written */
     E_DURABLE = 1u << 4, /* asked for durability: keep a disk copy */
-    E_DEAD    = 1u << 5, /* deleted or replaced while busy */
-    E_INTTL   = 1u << 7, /* on the TTL list */
+    E_DEAD = 1u << 5,    /* deleted or replaced while busy */
+    E_INTTL = 1u << 7,   /* on the TTL list */
 };
 
 struct entry {
     /* What a lookup and a MATCH's touch read, in the first two cache
      * lines (a block table spread over a large store misses on each). */
-    uint64_t hash;          /* XXH3-64 of (ns, key) */
-    uint32_t hnext;         /* hash chain */
-    uint16_t ns;            /* < ns_cap (65,536) */
-    uint8_t flags;          /* E_* */
+    uint64_t hash;  /* XXH3-64 of (ns, key) */
+    uint32_t hnext; /* hash chain */
+    uint16_t ns;    /* < ns_cap (65,536) */
+    uint8_t flags;  /* E_* */
     uint8_t key_len, parent_len, cls, elem_size;
-    uint8_t codec;          /* of the disk copy */
-    uint16_t hits;          /* accesses since put, saturating */
-    uint16_t nparts;        /* 1..KVS_PARTS_MAX */
-    uint64_t expiry_ms;     /* wall clock; 0: none */
+    uint8_t codec;      /* of the disk copy */
+    uint16_t hits;      /* accesses since put, saturating */
+    uint16_t nparts;    /* 1..KVS_PARTS_MAX */
+    uint64_t expiry_ms; /* wall clock; 0: none */
     uint8_t key[KVS_KEY_MAX];
-    uint64_t uid;           /* unique per put */
+    uint64_t uid;                /* unique per put */
     uint32_t ttl_prev, ttl_next; /* TTL list: linked entries with a TTL */
     /* The rest. */
     uint32_t rg_prev, rg_next;
-    uint32_t refs;          /* callers' references (pins, views, leases) */
-    uint32_t busy;          /* the store's own I/O in progress */
-    uint32_t flush_gen;     /* the last flush that wrote it */
-    uint32_t raw_len;       /* bytes, <= max_block_bytes */
-    uint32_t stored_len;    /* bytes after the codec, when E_DISK */
-    uint32_t pslot;         /* its node in the DRAM order while E_DRAM
-                             * (table.c), else NIL */
+    uint32_t refs;       /* callers' references (pins, views, leases) */
+    uint32_t busy;       /* the store's own I/O in progress */
+    uint32_t flush_gen;  /* the last flush that wrote it */
+    uint32_t raw_len;    /* bytes, <= max_block_bytes */
+    uint32_t stored_len; /* bytes after the codec, when E_DISK */
+    uint32_t pslot;      /* its node in the DRAM order while E_DRAM
+                          * (table.c), else NIL */
     uint64_t group;
-    uint64_t dram_off;      /* of the data in the arena, when E_DRAM */
-    kvs_seg_loc_t loc;      /* when E_DISK */
-    uint64_t data_xxh;      /* XXH3-64 of the raw bytes */
+    uint64_t dram_off; /* of the data in the arena, when E_DRAM */
+    kvs_seg_loc_t loc; /* when E_DISK */
+    uint64_t data_xxh; /* XXH3-64 of the raw bytes */
     uint8_t parent[KVS_KEY_MAX];
 } __attribute__((aligned(64)));
 _Static_assert(offsetof(struct entry, ttl_next) + 4 <= 128,
@@ -132,20 +132,25 @@ _Static_assert(KVS_PARTS_MAX <= UINT16_MAX, "nparts fits an entry");
  * flight (pending) is left in it, and only after the blocks moved out of
  * it are durable elsewhere; its next generation is given when it opens.
  */
-enum region_state { RG_FREE = 0, RG_OPEN, RG_SEALED, RG_RECLAIMING,
-                    RG_UNUSABLE };
+enum region_state {
+    RG_FREE = 0,
+    RG_OPEN,
+    RG_SEALED,
+    RG_RECLAIMING,
+    RG_UNUSABLE
+};
 
 /* Free regions kept in reserve: write-behind does not take the last of
  * them, so a reclaim always has room to move the blocks it keeps. */
 #define REGION_RESERVE 2
 
 struct region {
-    uint64_t gen;           /* current generation */
-    uint32_t head;          /* entries on disk in this region */
+    uint64_t gen;  /* current generation */
+    uint32_t head; /* entries on disk in this region */
     uint32_t nblocks;
-    uint32_t pending;       /* appends not yet published */
-    uint8_t state;          /* enum region_state */
-    bool reserved;          /* its space is allocated in the file */
+    uint32_t pending; /* appends not yet published */
+    uint8_t state;    /* enum region_state */
+    bool reserved;    /* its space is allocated in the file */
 };
 
 struct ns_rec {
@@ -158,16 +163,16 @@ enum job_state { JOB_QUEUED = 0, JOB_APPENDED, JOB_DONE };
 
 /* One block being written (see the write pipeline below). */
 struct wjob {
-    uint32_t e;             /* entry index */
+    uint32_t e; /* entry index */
     int status;
-    uint8_t kind;           /* enum job_kind */
-    uint8_t state;          /* enum job_state */
-    bool state_appended;    /* counted in its region's pending */
+    uint8_t kind;        /* enum job_kind */
+    uint8_t state;       /* enum job_state */
+    bool state_appended; /* counted in its region's pending */
     uint8_t codec;
-    uint64_t buf;           /* its write's tag (buffer 0..3 or >= 4) */
+    uint64_t buf; /* its write's tag (buffer 0..3 or >= 4) */
     kvs_seg_loc_t loc;
     uint64_t stored_len;
-    int *result;            /* JOB_PUT: receives the status */
+    int *result; /* JOB_PUT: receives the status */
 };
 
 /* A disk read in progress. */
@@ -191,71 +196,71 @@ struct kvs_store {
     char *dir;
 
     pthread_mutex_t lock;
-    pthread_cond_t space_cv;  /* DRAM space freed or a write finished */
-    pthread_cond_t work_cv;   /* wakes the background thread */
+    pthread_cond_t space_cv; /* DRAM space freed or a write finished */
+    pthread_cond_t work_cv;  /* wakes the background thread */
     pthread_mutex_t wlock;
     pthread_mutex_t rlock;
 
     /* Guarded by lock. */
     kvs_arena_t *arena;
     uint8_t *abase;
-    struct entry *ents;       /* in ents_mem */
+    struct entry *ents;               /* in ents_mem */
     kvs_huge_t ents_mem, buckets_mem; /* see common/hugemem.h */
-    uint32_t nents;           /* capacity: max_blocks */
-    uint32_t nents_used;      /* entries ever handed out: [0, nents_used)
-                               * are resident, the rest untouched */
-    uint32_t free_head;       /* freed entries below nents_used */
-    uint32_t *buckets;        /* in buckets_mem */
-    uint32_t bucket_mask;     /* buckets - 1, a power of two */
-    uint32_t nlinked;         /* entries in the hash */
-    kvs_policy_t *policy;     /* DRAM order: eviction and write-behind */
-    uint32_t *pslot_ent;      /* policy slot -> entry, npslots of them: a
-                               * slot per block DRAM can hold, not per
-                               * entry (table.c) */
+    uint32_t nents;                   /* capacity: max_blocks */
+    uint32_t nents_used;  /* entries ever handed out: [0, nents_used)
+                           * are resident, the rest untouched */
+    uint32_t free_head;   /* freed entries below nents_used */
+    uint32_t *buckets;    /* in buckets_mem */
+    uint32_t bucket_mask; /* buckets - 1, a power of two */
+    uint32_t nlinked;     /* entries in the hash */
+    kvs_policy_t *policy; /* DRAM order: eviction and write-behind */
+    uint32_t *pslot_ent;  /* policy slot -> entry, npslots of them: a
+                           * slot per block DRAM can hold, not per
+                           * entry (table.c) */
     uint32_t npslots;
-    uint32_t pslot_free;      /* free slots, chained through pslot_ent */
+    uint32_t pslot_free; /* free slots, chained through pslot_ent */
     struct region *regions;
     uint32_t nfree_regions;
-    uint64_t reclaim_retry_ns; /* no reclaim before this (mono clock) */
+    uint64_t reclaim_retry_ns;   /* no reclaim before this (mono clock) */
     uint32_t ttl_head, ttl_tail; /* linked entries with a TTL, for the
                                   * sweep, which rotates them */
     uint32_t nttl;
-    uint32_t *reloc;          /* scratch for region_relocate_locked */
+    uint32_t *reloc; /* scratch for region_relocate_locked */
     uint32_t nregions;
     uint64_t gen_seq;
     uint64_t uid_seq;
     uint64_t pinned_bytes;
     uint64_t dram_high, dram_low; /* bytes */
-    bool degrading;           /* between high and low watermark */
-    int space_waiters;        /* puts waiting for DRAM (atomic reads) */
-    uint64_t degrade_pending; /* DRAM bytes queued to degrade */
-    uint32_t test_read_delay_ms; /* TEST HOOK: every disk read sleeps this
-                                  * long first ($KVSTASH_TEST_READ_DELAY_MS,
-                                  * read at open; 0 in production) */
-    kvs_ghost_t *ghost;       /* admission (admit_ghost_factor), or NULL */
+    bool degrading;               /* between high and low watermark */
+    int space_waiters;            /* puts waiting for DRAM (atomic reads) */
+    uint64_t degrade_pending;     /* DRAM bytes queued to degrade */
+    uint32_t test_read_delay_ms;  /* TEST HOOK: every disk read sleeps this
+                                   * long first ($KVSTASH_TEST_READ_DELAY_MS,
+                                   * read at open; 0 in production) */
+    kvs_ghost_t *ghost;           /* admission (admit_ghost_factor), or NULL */
     struct ns_rec *ns;
     uint32_t nns;
     uint32_t ns_cap;
     bool stop;
-    uint32_t flush_gen;       /* flush requests made */
-    uint32_t flush_done;      /* flush requests served */
+    uint32_t flush_gen;  /* flush requests made */
+    uint32_t flush_done; /* flush requests served */
     int flush_status;
-    int flush_job_err;        /* first failed write of the flush */
+    int flush_job_err; /* first failed write of the flush */
     kvs_store_stats_t st;
 
     /* Guarded by wlock. */
-    kvs_segment_t *seg;       /* NULL: no NVMe tier */
+    kvs_segment_t *seg; /* NULL: no NVMe tier */
     kvs_index_batch_t *batch;
     kvs_codec_t *wcodec;
-    uint8_t *wscratch;        /* codec output, max_block bound */
+    uint8_t *wscratch; /* codec output, max_block bound */
     size_t wscratch_len;
-    struct wjob *pend;        /* jobs in flight, njobs_max entries */
+    struct wjob *pend; /* jobs in flight, njobs_max entries */
     uint32_t npend;
-    uint32_t ndone;           /* of them DONE */
+    uint32_t ndone; /* of them DONE */
     uint32_t njobs_max;
-    uint32_t *requeue;        /* blocks a reclaim writes again */
-    uint64_t tag_seq;         /* tags of direct writes, from 4 up */
-    uint32_t *dead;           /* dead entries to free after publishing */
+    uint32_t *requeue; /* blocks a reclaim writes again */
+    uint64_t tag_seq;  /* tags of direct writes, from 4 up */
+    uint32_t *dead;    /* dead entries to free after publishing */
     uint32_t ndead;
 
     /* Guarded by rlock. */
@@ -281,8 +286,8 @@ static inline void ev_tier_locked(const kvs_store_t *s, const struct entry *e,
 {
     if (!s->cfg.event_cb || !(e->flags & E_LINKED))
         return;
-    kvs_store_event_t ev = {type, tier, e->ns, e->key_len, e->key,
-                            e->parent_len, e->parent};
+    kvs_store_event_t ev = {type,   tier,          e->ns,    e->key_len,
+                            e->key, e->parent_len, e->parent};
     s->cfg.event_cb(s->cfg.event_arg, &ev);
 }
 
@@ -402,9 +407,8 @@ void kvs_read_batch_rlocked(kvs_store_t *s, struct rd *rds, size_t nrd);
 /* Drops an entry's disk copy that failed verification; true (and its uid
  * in *uid_out, if not NULL) when the copy at loc was still the entry's.
  * Caller holds lock. */
-bool kvs_read_drop_corrupt_locked(kvs_store_t *s, uint32_t ns,
-                                  const void *key, uint32_t len,
-                                  const kvs_seg_loc_t *loc,
+bool kvs_read_drop_corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
+                                  uint32_t len, const kvs_seg_loc_t *loc,
                                   uint64_t *uid_out);
 /* Brings visible entry e into DRAM; called and returns with lock held,
  * released during the read. */
@@ -436,8 +440,8 @@ int kvs_recover_load(kvs_store_t *s);
 /* ---- put.c: the steps of a put, shared with streaming puts. ---- */
 
 /* Checks a put's arguments; its byte count in *total_out. */
-int kvs_put_check(const kvs_store_t *s, const kvs_put_args_t *a,
-                  bool need_data, uint64_t *total_out);
+int kvs_put_check(const kvs_store_t *s, const kvs_put_args_t *a, bool need_data,
+                  uint64_t *total_out);
 /* A busy, invisible entry with DRAM for the block: 0 with *e_out, 1 when
  * admission declined the put, or an error. Caller holds lock. */
 int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,

@@ -363,8 +363,8 @@ static int check_list_locked(kvs_store_t *s, const char *what, uint32_t head,
 {
     uint32_t n = 0, prev = NIL, flagged = 0;
 
-    for (uint32_t i = head; i != NIL; i = *(uint32_t *)((char *)&s->ents[i] +
-                                                        next_off)) {
+    for (uint32_t i = head; i != NIL;
+         i = *(uint32_t *)((char *)&s->ents[i] + next_off)) {
         if (i >= s->nents_used || n++ > s->nents_used) {
             kvs_error("store check: %s list runs off the table", what);
             return KVS_ECORRUPT;
@@ -380,8 +380,8 @@ static int check_list_locked(kvs_store_t *s, const char *what, uint32_t head,
     for (uint32_t i = 0; i < s->nents_used; i++)
         flagged += (s->ents[i].flags & flag) != 0;
     if (prev != tail || flagged != n || (expect != UINT32_MAX && n != expect)) {
-        kvs_error("store check: %s list: %u entries, %u flagged, tail %s",
-                  what, n, flagged, prev == tail ? "right" : "wrong");
+        kvs_error("store check: %s list: %u entries, %u flagged, tail %s", what,
+                  n, flagged, prev == tail ? "right" : "wrong");
         return KVS_ECORRUPT;
     }
     return 0;
@@ -401,8 +401,8 @@ int kvs_table_check_locked(kvs_store_t *s)
             continue;
         if (e->pslot >= s->npslots || s->pslot_ent[e->pslot] != i ||
             !(e->flags & E_DRAM) || !kvs_policy_tracked(s->policy, e->pslot)) {
-            kvs_error("store check: entry %u: policy slot %u not its own",
-                      i, e->pslot);
+            kvs_error("store check: entry %u: policy slot %u not its own", i,
+                      e->pslot);
             ret = KVS_ECORRUPT;
         }
     }

@@ -34,13 +34,23 @@ void kvs_writer_rec(const struct entry *e, const kvs_seg_loc_t *loc,
                     uint8_t codec, uint64_t stored_len, kvs_index_rec_t *rec)
 {
     *rec = (kvs_index_rec_t){
-        .ns = e->ns, .key_len = e->key_len, .parent_len = e->parent_len,
-        .codec = codec, .elem_size = e->elem_size, .cls = e->cls,
-        .nparts = e->nparts, .region = loc->region,
-        .disk_len = loc->disk_len, .disk_off = loc->off, .gen = loc->gen,
-        .raw_len = e->raw_len, .stored_len = stored_len,
-        .data_xxh = e->data_xxh, .expiry_ms = e->expiry_ms,
-        .group = e->group, .uid = e->uid,
+        .ns = e->ns,
+        .key_len = e->key_len,
+        .parent_len = e->parent_len,
+        .codec = codec,
+        .elem_size = e->elem_size,
+        .cls = e->cls,
+        .nparts = e->nparts,
+        .region = loc->region,
+        .disk_len = loc->disk_len,
+        .disk_off = loc->off,
+        .gen = loc->gen,
+        .raw_len = e->raw_len,
+        .stored_len = stored_len,
+        .data_xxh = e->data_xxh,
+        .expiry_ms = e->expiry_ms,
+        .group = e->group,
+        .uid = e->uid,
     };
     memcpy(rec->key, e->key, e->key_len);
     memcpy(rec->parent, e->parent, e->parent_len);
@@ -81,10 +91,15 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
     struct entry *e = &s->ents[job->e];
     const uint8_t *src = s->abase + e->dram_off;
     kvs_seg_block_t blk = {
-        .ns = e->ns, .key_len = e->key_len, .key = e->key,
-        .key_hash = e->hash, .elem_size = e->elem_size,
-        .nparts = e->nparts, .part_lens = part_table(s, e),
-        .raw_len = e->raw_len, .data_xxh = e->data_xxh,
+        .ns = e->ns,
+        .key_len = e->key_len,
+        .key = e->key,
+        .key_hash = e->hash,
+        .elem_size = e->elem_size,
+        .nparts = e->nparts,
+        .part_lens = part_table(s, e),
+        .raw_len = e->raw_len,
+        .data_xxh = e->data_xxh,
     };
     kvs_iov_t payload = {src, e->raw_len};
     size_t out_len = 0;
@@ -100,9 +115,8 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
     }
     if (s->cfg.compress_level > 0 && e->raw_len > 0 && !backlog &&
         kvs_codec_encode(s->wcodec, src, e->raw_len, e->elem_size,
-                         s->cfg.compress_level,
-                         s->cfg.compress_min_saving_pct, s->wscratch,
-                         s->wscratch_len, &codec, &out_len) == 0 &&
+                         s->cfg.compress_level, s->cfg.compress_min_saving_pct,
+                         s->wscratch, s->wscratch_len, &codec, &out_len) == 0 &&
         codec != KVS_CODEC_RAW)
         payload = (kvs_iov_t){s->wscratch, out_len};
     else
@@ -113,18 +127,18 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
     job->stored_len = payload.len;
     /* Raw blocks are written from their DRAM image; compressed ones are
      * copied into the segment's write buffers. */
-    uint8_t *image = codec == KVS_CODEC_RAW
-                         ? s->abase + e->dram_off -
-                               kvs_segment_hdr_bytes(e->nparts)
-                         : NULL;
+    uint8_t *image =
+        codec == KVS_CODEC_RAW
+            ? s->abase + e->dram_off - kvs_segment_hdr_bytes(e->nparts)
+            : NULL;
     uint64_t tag = image ? ++s->tag_seq : 0;
     for (;;) {
         if (image)
-            job->status = kvs_segment_append_image(s->seg, &blk, image, tag,
-                                                   &job->loc);
+            job->status =
+                kvs_segment_append_image(s->seg, &blk, image, tag, &job->loc);
         else
-            job->status = kvs_segment_append(s->seg, &blk, &payload, 1,
-                                             &job->loc);
+            job->status =
+                kvs_segment_append(s->seg, &blk, &payload, 1, &job->loc);
         if (job->status != -ENOSPC)
             break;
         job->status = kvs_region_open_next_wlocked(s);
@@ -416,19 +430,22 @@ int kvs_writer_open(kvs_store_t *s)
 
     snprintf(path, sizeof(path), "%s/data.kvs", s->dir);
     sc = (kvs_segment_config_t){
-        .path = path, .file_bytes = s->cfg.nvme_bytes,
+        .path = path,
+        .file_bytes = s->cfg.nvme_bytes,
         .region_bytes = s->cfg.region_bytes,
         .max_block_bytes = s->cfg.max_block_bytes,
-        .io_depth = s->cfg.io_depth, .read_slots = s->cfg.io_depth,
+        .io_depth = s->cfg.io_depth,
+        .read_slots = s->cfg.io_depth,
         .write_buf_bytes = 8u << 20,
-        .image_base = s->abase, .image_len = kvs_arena_size(s->arena),
+        .image_base = s->abase,
+        .image_len = kvs_arena_size(s->arena),
     };
     /* Bounce slots for reads: io_depth of them, but not more than 256 MiB
      * of memory. */
     uint32_t per = kvs_segment_disk_len(KVS_KEY_MAX, KVS_PARTS_MAX,
                                         s->cfg.max_block_bytes);
-    sc.read_slots = (uint32_t)KVS_MAX(1u, KVS_MIN(s->cfg.io_depth,
-                                                  (256u << 20) / per));
+    sc.read_slots =
+        (uint32_t)KVS_MAX(1u, KVS_MIN(s->cfg.io_depth, (256u << 20) / per));
     ret = kvs_segment_open(&sc, &s->seg);
     if (ret)
         return ret;

@@ -61,8 +61,8 @@ static void test_random_no_overlap(void **state)
     assert_int_equal(kvs_arena_create(ARENA_BYTES, &a), 0);
     uint8_t *base = kvs_arena_base(a);
     for (int step = 0; step < 20000; step++) {
-        bool do_alloc = nlive == 0 ||
-                        (nlive < 512 && kvs_test_rand(&rng) % 100 < 55);
+        bool do_alloc =
+            nlive == 0 || (nlive < 512 && kvs_test_rand(&rng) % 100 < 55);
         if (do_alloc) {
             size_t len = 1 + kvs_test_rand(&rng) % (600u << 10);
             uint64_t off;

@@ -48,8 +48,11 @@ static int put_one(kvs_store_t *s, uint32_t ns, uint32_t chain, uint32_t i,
     key_of(parent, chain, i ? i - 1 : 0);
     kvs_test_fill(buf, BLK, seed_of(chain, i));
     with_parent = with_parent && i > 0;
-    kvs_put_args_t a = {.ns = ns, .key = key, .key_len = 16,
-                        .parts = &iov, .nparts = 1,
+    kvs_put_args_t a = {.ns = ns,
+                        .key = key,
+                        .key_len = 16,
+                        .parts = &iov,
+                        .nparts = 1,
                         .cls = KVS_CLASS_SCRATCH,
                         .parent = with_parent ? parent : NULL,
                         .parent_len = with_parent ? 16 : 0};
@@ -111,8 +114,8 @@ static void check_chain(kvs_store_t *s, uint32_t ns, uint32_t chain,
     assert_true(m <= first_absent);
     for (uint32_t i = 0; i < m; i++) {
         kvs_block_info_t info;
-        kvs_get_args_t g = {.ns = ns, .key = keys[i], .key_len = 16,
-                            .buf = buf, .cap = BLK};
+        kvs_get_args_t g = {
+            .ns = ns, .key = keys[i], .key_len = 16, .buf = buf, .cap = BLK};
         assert_int_equal(kvs_store_get(s, &g, &info), 0);
         kvs_test_fill(want, BLK, seed_of(chain, i));
         assert_memory_equal(buf, want, BLK);
@@ -151,13 +154,12 @@ static void run(kvs_store_config_t *c, const char *name)
             uint8_t key[16];
             kvs_block_info_t info;
             key_of(key, chain, (uint32_t)(kvs_test_rand(&rng) % DEPTH));
-            kvs_get_args_t g = {.ns = ns, .key = key, .key_len = 16,
-                                .buf = buf, .cap = BLK};
+            kvs_get_args_t g = {
+                .ns = ns, .key = key, .key_len = 16, .buf = buf, .cap = BLK};
             int ret = kvs_store_get(s, &g, &info);
             assert_true(ret == 0 || ret == KVS_ENOTFOUND);
         }
-        check_chain(s, ns, (uint32_t)(kvs_test_rand(&rng) % NCHAIN), buf,
-                    want);
+        check_chain(s, ns, (uint32_t)(kvs_test_rand(&rng) % NCHAIN), buf, want);
         assert_int_equal(kvs_store_check(s), 0);
     }
     kvs_store_stats(s, &st);

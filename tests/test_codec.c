@@ -103,10 +103,11 @@ static struct encoded encode(kvs_codec_t *codec, const void *src, size_t len,
 {
     size_t cap = kvs_codec_bound(len, elem_size);
     uint8_t *dst = xmalloc(cap);
-    struct encoded e = { 0 };
+    struct encoded e = {0};
 
     assert_int_equal(kvs_codec_encode(codec, src, len, elem_size, level, pct,
-                                      dst, cap, &e.id, &e.len), 0);
+                                      dst, cap, &e.id, &e.len),
+                     0);
     assert_true(e.len <= len);
     e.buf = xmalloc(e.len);
     memcpy(e.buf, dst, e.len);
@@ -121,8 +122,8 @@ static int decode(kvs_codec_t *codec, uint8_t id, const void *src,
                   const void *want)
 {
     uint8_t *dst = xmalloc(raw_len);
-    int ret = kvs_codec_decode(codec, id, src, src_len, elem_size, dst,
-                               raw_len);
+    int ret =
+        kvs_codec_decode(codec, id, src, src_len, elem_size, dst, raw_len);
 
     if (ret == 0 && want)
         assert_memory_equal(dst, want, raw_len);
@@ -155,8 +156,7 @@ static void check_round_trip(kvs_codec_t *codec, enum data_kind kind,
     if (kind == DATA_CONSTANT && len >= 4096 && level > 0 && pct <= 10)
         assert_int_not_equal(e.id, KVS_CODEC_RAW);
 
-    assert_int_equal(decode(codec, e.id, e.buf, e.len, elem_size, len, src),
-                     0);
+    assert_int_equal(decode(codec, e.id, e.buf, e.len, elem_size, len, src), 0);
     /* elem_size 0 means "trust the header" on decode. */
     if (e.id == KVS_CODEC_SHUF_ZSTD)
         assert_int_equal(decode(codec, e.id, e.buf, e.len, 0, len, src), 0);
@@ -167,12 +167,15 @@ static void check_round_trip(kvs_codec_t *codec, enum data_kind kind,
 static void test_round_trips(void **state)
 {
     static const size_t sizes[] = {
-        1, 2, 3, 5, 63, 64, 65, 127, 129, 1001, 4095, 4096, 4097, 16387,
-        65536, 262144, 262147, 1 << 20,
+        1,    2,    3,    5,    63,    64,    65,     127,    129,
+        1001, 4095, 4096, 4097, 16387, 65536, 262144, 262147, 1 << 20,
     };
-    static const uint32_t elems[] = { 0, 1, 2, 4 };
+    static const uint32_t elems[] = {0, 1, 2, 4};
     static const enum data_kind kinds[] = {
-        DATA_RANDOM, DATA_CONSTANT, DATA_BF16, DATA_FP32,
+        DATA_RANDOM,
+        DATA_CONSTANT,
+        DATA_BF16,
+        DATA_FP32,
     };
     kvs_codec_t *codec = new_codec();
 
@@ -185,8 +188,7 @@ static void test_round_trips(void **state)
                 check_round_trip(codec, kinds[k], sizes[s], elems[e], 1, 100);
                 check_round_trip(codec, kinds[k], sizes[s], elems[e], 0, 0);
                 if (sizes[s] <= 65536)
-                    check_round_trip(codec, kinds[k], sizes[s], elems[e], 3,
-                                     5);
+                    check_round_trip(codec, kinds[k], sizes[s], elems[e], 3, 5);
             }
     kvs_codec_destroy(codec);
 }
@@ -198,45 +200,54 @@ static void test_len_zero(void **state)
     size_t n = 99;
 
     (void)state;
-    assert_int_equal(kvs_codec_encode(codec, NULL, 0, 2, 1, 0, dst, 0, &id,
-                                      &n), 0);
+    assert_int_equal(kvs_codec_encode(codec, NULL, 0, 2, 1, 0, dst, 0, &id, &n),
+                     0);
     assert_int_equal(id, KVS_CODEC_RAW);
     assert_int_equal(n, 0);
-    assert_int_equal(kvs_codec_decode(codec, KVS_CODEC_RAW, NULL, 0, 2, NULL,
-                                      0), 0);
+    assert_int_equal(
+        kvs_codec_decode(codec, KVS_CODEC_RAW, NULL, 0, 2, NULL, 0), 0);
     /* The encoder never writes an empty ZSTD or SHUF_ZSTD block. */
-    assert_int_equal(kvs_codec_decode(codec, KVS_CODEC_ZSTD, NULL, 0, 0, NULL,
-                                      0), KVS_ECORRUPT);
-    assert_int_equal(kvs_codec_decode(codec, KVS_CODEC_SHUF_ZSTD, NULL, 0, 2,
-                                      NULL, 0), KVS_ECORRUPT);
+    assert_int_equal(
+        kvs_codec_decode(codec, KVS_CODEC_ZSTD, NULL, 0, 0, NULL, 0),
+        KVS_ECORRUPT);
+    assert_int_equal(
+        kvs_codec_decode(codec, KVS_CODEC_SHUF_ZSTD, NULL, 0, 2, NULL, 0),
+        KVS_ECORRUPT);
     kvs_codec_destroy(codec);
 }
 
 static void test_bad_args(void **state)
 {
     kvs_codec_t *codec = new_codec();
-    uint8_t src[256] = { 0 }, dst[256], id;
+    uint8_t src[256] = {0}, dst[256], id;
     size_t n;
 
     (void)state;
     assert_int_equal(kvs_codec_encode(codec, src, sizeof(src), 3, 1, 0, dst,
-                                      sizeof(dst), &id, &n), -EINVAL);
+                                      sizeof(dst), &id, &n),
+                     -EINVAL);
     assert_int_equal(kvs_codec_encode(codec, src, sizeof(src), 8, 1, 0, dst,
-                                      sizeof(dst), &id, &n), -EINVAL);
+                                      sizeof(dst), &id, &n),
+                     -EINVAL);
     assert_int_equal(kvs_codec_encode(codec, src, sizeof(src), 2, 1, 101, dst,
-                                      sizeof(dst), &id, &n), -EINVAL);
-    assert_int_equal(kvs_codec_encode(codec, src, sizeof(src), 2, 1000, 0,
-                                      dst, sizeof(dst), &id, &n), -EINVAL);
-    assert_int_equal(kvs_codec_encode(codec, NULL, 1, 2, 1, 0, dst,
-                                      sizeof(dst), &id, &n), -EINVAL);
-    assert_int_equal(kvs_codec_encode(NULL, src, 1, 2, 1, 0, dst,
-                                      sizeof(dst), &id, &n), -EINVAL);
+                                      sizeof(dst), &id, &n),
+                     -EINVAL);
+    assert_int_equal(kvs_codec_encode(codec, src, sizeof(src), 2, 1000, 0, dst,
+                                      sizeof(dst), &id, &n),
+                     -EINVAL);
+    assert_int_equal(
+        kvs_codec_encode(codec, NULL, 1, 2, 1, 0, dst, sizeof(dst), &id, &n),
+        -EINVAL);
+    assert_int_equal(
+        kvs_codec_encode(NULL, src, 1, 2, 1, 0, dst, sizeof(dst), &id, &n),
+        -EINVAL);
     assert_int_equal(kvs_codec_encode(codec, src, sizeof(src), 2, 1, 0, dst,
-                                      sizeof(src) - 1, &id, &n), -ENOBUFS);
-    assert_int_equal(kvs_codec_decode(codec, KVS_CODEC_RAW, NULL, 1, 0, dst,
-                                      1), -EINVAL);
-    assert_int_equal(kvs_codec_decode(codec, KVS_CODEC_RAW, src, 1, 0, NULL,
-                                      1), -EINVAL);
+                                      sizeof(src) - 1, &id, &n),
+                     -ENOBUFS);
+    assert_int_equal(kvs_codec_decode(codec, KVS_CODEC_RAW, NULL, 1, 0, dst, 1),
+                     -EINVAL);
+    assert_int_equal(kvs_codec_decode(codec, KVS_CODEC_RAW, src, 1, 0, NULL, 1),
+                     -EINVAL);
     assert_int_equal(kvs_codec_reserve(codec, 1 << 20), 0);
     kvs_codec_destroy(codec);
     kvs_codec_destroy(NULL);
@@ -272,7 +283,8 @@ static void test_shuffle_beats_zstd_on_bf16(void **state)
     assert_int_equal(shuf.buf[2], 0x2);
     assert_int_equal(shuf.buf[3], 0);
     assert_int_equal(shuf.buf[4] | shuf.buf[5] << 8 | shuf.buf[6] << 16 |
-                     shuf.buf[7] << 24, len / 2);
+                         shuf.buf[7] << 24,
+                     len / 2);
     free(plain.buf);
     free(shuf.buf);
     free(src);
@@ -333,29 +345,35 @@ static void corrupt_one(kvs_codec_t *codec, enum data_kind kind, size_t len,
     buf = xmalloc(e.len + 1);
     memcpy(buf, e.buf, e.len);
     buf[e.len] = 0;
-    assert_int_equal(decode(codec, e.id, buf, e.len + 1, elem_size, len,
-                            NULL), KVS_ECORRUPT);
+    assert_int_equal(decode(codec, e.id, buf, e.len + 1, elem_size, len, NULL),
+                     KVS_ECORRUPT);
     free(buf);
 
     /* Wrong raw_len. */
-    assert_int_equal(decode(codec, e.id, e.buf, e.len, elem_size, len + 1,
-                            NULL), KVS_ECORRUPT);
-    assert_int_equal(decode(codec, e.id, e.buf, e.len, elem_size, len - 1,
-                            NULL), KVS_ECORRUPT);
-    assert_int_equal(decode(codec, e.id, e.buf, e.len, elem_size, len + 4,
-                            NULL), KVS_ECORRUPT);
-    assert_int_equal(decode(codec, e.id, e.buf, e.len, elem_size, len * 2,
-                            NULL), KVS_ECORRUPT);
-    assert_int_equal(decode(codec, e.id, e.buf, e.len, elem_size, len / 2,
-                            NULL), KVS_ECORRUPT);
+    assert_int_equal(
+        decode(codec, e.id, e.buf, e.len, elem_size, len + 1, NULL),
+        KVS_ECORRUPT);
+    assert_int_equal(
+        decode(codec, e.id, e.buf, e.len, elem_size, len - 1, NULL),
+        KVS_ECORRUPT);
+    assert_int_equal(
+        decode(codec, e.id, e.buf, e.len, elem_size, len + 4, NULL),
+        KVS_ECORRUPT);
+    assert_int_equal(
+        decode(codec, e.id, e.buf, e.len, elem_size, len * 2, NULL),
+        KVS_ECORRUPT);
+    assert_int_equal(
+        decode(codec, e.id, e.buf, e.len, elem_size, len / 2, NULL),
+        KVS_ECORRUPT);
     assert_int_equal(decode(codec, e.id, e.buf, e.len, elem_size, 0, NULL),
                      KVS_ECORRUPT);
 
     /* Wrong or unknown codec id. */
     for (int id = 0; id < 256; id++)
         if (id != e.id)
-            assert_int_equal(decode(codec, (uint8_t)id, e.buf, e.len,
-                                    elem_size, len, NULL), KVS_ECORRUPT);
+            assert_int_equal(
+                decode(codec, (uint8_t)id, e.buf, e.len, elem_size, len, NULL),
+                KVS_ECORRUPT);
 
     /* Every bit of the shuffle header and of the zstd frame header is
      * checked; flips further in may decode (the checksum catches those)
@@ -367,7 +385,7 @@ static void corrupt_one(kvs_codec_t *codec, enum data_kind kind, size_t len,
             int ret;
 
             if (pos >= hdr + 4 && (kvs_test_rand(&rng) & 31))
-                continue;   /* sample the body, every bit of the headers */
+                continue; /* sample the body, every bit of the headers */
             memcpy(buf, e.buf, e.len);
             buf[pos] ^= (uint8_t)(1u << bit);
             ret = decode(codec, e.id, buf, e.len, elem_size, len, NULL);

@@ -35,18 +35,18 @@
 #include "kvstore/store.h"
 #include "tests/testutil.h"
 
-#define NBLK    60u
+#define NBLK 60u
 #define BLK_MAX (100u << 10)
-#define KEYLEN  12u
+#define KEYLEN 12u
 
 /* What is done to block i on disk. */
 enum damage {
     DMG_NONE = 0,
-    DMG_HDR_FIXED,   /* one byte of bytes [0, 136) */
-    DMG_HDR_PARTS,   /* one byte of the part-length table */
-    DMG_PAYLOAD,     /* one byte of the stored payload */
-    DMG_PADDING,     /* one byte after the payload: harmless */
-    DMG_TORN,        /* 512 zero bytes inside the payload */
+    DMG_HDR_FIXED, /* one byte of bytes [0, 136) */
+    DMG_HDR_PARTS, /* one byte of the part-length table */
+    DMG_PAYLOAD,   /* one byte of the stored payload */
+    DMG_PADDING,   /* one byte after the payload: harmless */
+    DMG_TORN,      /* 512 zero bytes inside the payload */
     DMG_COUNT
 };
 
@@ -106,7 +106,7 @@ struct found {
     bool seen;
     uint64_t off;
     uint32_t hdr_len, stored_len, disk_len;
-    uint32_t pay_off;   /* the payload starts on its own 4 KiB boundary */
+    uint32_t pay_off; /* the payload starts on its own 4 KiB boundary */
 };
 
 /* Finds every block header in the file by its magic at 4 KiB boundaries. */
@@ -188,8 +188,12 @@ static uint32_t get_all(kvs_store_t *s, uint32_t ns, const enum damage *dmg,
         uint32_t lens[4];
         kvs_block_info_t info;
         make_key(key, i);
-        kvs_get_args_t g = {.ns = ns, .key = key, .key_len = KEYLEN,
-                            .buf = buf, .cap = BLK_MAX, .part_lens = lens,
+        kvs_get_args_t g = {.ns = ns,
+                            .key = key,
+                            .key_len = KEYLEN,
+                            .buf = buf,
+                            .cap = BLK_MAX,
+                            .part_lens = lens,
                             .part_cap = 4};
         memset(buf, 0xee, BLK_MAX);
         int ret = kvs_store_get(s, &g, &info);
@@ -240,8 +244,11 @@ static void test_data_file_bitrot(void **state)
             parts[p] = (kvs_iov_t){buf + off, n};
             off += n;
         }
-        kvs_put_args_t a = {.ns = ns, .key = key, .key_len = KEYLEN,
-                            .parts = parts, .nparts = np};
+        kvs_put_args_t a = {.ns = ns,
+                            .key = key,
+                            .key_len = KEYLEN,
+                            .parts = parts,
+                            .nparts = np};
         assert_int_equal(kvs_store_put(s, &a), 0);
     }
     assert_int_equal(kvs_store_flush(s), 0);
@@ -263,14 +270,15 @@ static void test_data_file_bitrot(void **state)
             flip(fd, f[i].off + kvs_test_rand(&rng) % KVS_SEG_HDR_FIXED, mask);
             break;
         case DMG_HDR_PARTS:
-            flip(fd, f[i].off + KVS_SEG_HDR_FIXED +
-                         kvs_test_rand(&rng) % (f[i].hdr_len -
-                                                KVS_SEG_HDR_FIXED),
+            flip(fd,
+                 f[i].off + KVS_SEG_HDR_FIXED +
+                     kvs_test_rand(&rng) % (f[i].hdr_len - KVS_SEG_HDR_FIXED),
                  mask);
             break;
         case DMG_PAYLOAD:
-            flip(fd, f[i].off + f[i].pay_off +
-                         kvs_test_rand(&rng) % f[i].stored_len,
+            flip(fd,
+                 f[i].off + f[i].pay_off +
+                     kvs_test_rand(&rng) % f[i].stored_len,
                  mask);
             break;
         case DMG_PADDING:
@@ -278,8 +286,9 @@ static void test_data_file_bitrot(void **state)
                 dmg[i] = DMG_NONE; /* no padding to damage */
                 break;
             }
-            flip(fd, f[i].off + pay_end +
-                         kvs_test_rand(&rng) % (f[i].disk_len - pay_end),
+            flip(fd,
+                 f[i].off + pay_end +
+                     kvs_test_rand(&rng) % (f[i].disk_len - pay_end),
                  mask);
             break;
         case DMG_TORN: {
@@ -291,15 +300,16 @@ static void test_data_file_bitrot(void **state)
             /* Zeros where there were zeros already change nothing: damage
              * bytes that differ. */
             uint8_t old[512];
-            assert_int_equal(pread(fd, old, sizeof(old), (off_t)(f[i].off + at)),
-                             sizeof(old));
+            assert_int_equal(
+                pread(fd, old, sizeof(old), (off_t)(f[i].off + at)),
+                sizeof(old));
             if (memcmp(old, zero, sizeof(old)) == 0)
                 memset(old, 0xa5, sizeof(old));
             else
                 memset(old, 0, sizeof(old));
-            assert_int_equal(pwrite(fd, old, sizeof(old),
-                                    (off_t)(f[i].off + at)),
-                             sizeof(old));
+            assert_int_equal(
+                pwrite(fd, old, sizeof(old), (off_t)(f[i].off + at)),
+                sizeof(old));
             break;
         }
         default:
@@ -409,8 +419,7 @@ static void test_index_record_decode(void **state)
 
     /* Truncated or extended. */
     for (size_t n = 0; n < vl; n++)
-        assert_int_equal(kvs_index_rec_decode(k, kl, v, n, &out),
-                         KVS_ECORRUPT);
+        assert_int_equal(kvs_index_rec_decode(k, kl, v, n, &out), KVS_ECORRUPT);
     memcpy(w, v, vl);
     w[vl] = 0;
     assert_int_equal(kvs_index_rec_decode(k, kl, w, vl + 1, &out),
@@ -431,9 +440,9 @@ static void test_index_record_decode(void **state)
     assert_int_equal(kvs_index_rec_decode(k, 0, v, vl, &out), KVS_ECORRUPT);
     memset(kk + 1, 'x', sizeof(kk) - 1);
     kk[0] = 'B';
-    assert_int_equal(kvs_index_rec_decode(kk, KVS_INDEX_KEY_MAX + 1, v, vl,
-                                          &out),
-                     KVS_ECORRUPT);
+    assert_int_equal(
+        kvs_index_rec_decode(kk, KVS_INDEX_KEY_MAX + 1, v, vl, &out),
+        KVS_ECORRUPT);
     assert_int_equal(kvs_index_rec_decode(kk, KVS_INDEX_KEY_MAX, v, vl, &out),
                      0);
     assert_int_equal(out.key_len, KVS_KEY_MAX);
@@ -482,9 +491,9 @@ static void test_index_record_decode(void **state)
     w2[80] = KVS_KEY_MAX + 1;
     memset(w2 + 81, 'p', KVS_KEY_MAX + 1);
     rec_reseal(w2, 81 + KVS_KEY_MAX + 1);
-    assert_int_equal(kvs_index_rec_decode(k, kl, w2, 81 + KVS_KEY_MAX + 5,
-                                          &out),
-                     KVS_ECORRUPT);
+    assert_int_equal(
+        kvs_index_rec_decode(k, kl, w2, 81 + KVS_KEY_MAX + 5, &out),
+        KVS_ECORRUPT);
 
     /* Random values of every plausible length. */
     for (int t = 0; t < 20000; t++) {
@@ -523,16 +532,26 @@ static void test_segment_header_decode(void **state)
     uint32_t part_lens[3] = {1000, 0, 2000};
     const uint8_t key[] = "header-test-key";
     kvs_seg_block_t blk = {
-        .ns = 3, .key_len = sizeof(key) - 1, .key = key, .key_hash = 0xabcd,
-        .codec = 1, .elem_size = 2, .nparts = 3, .part_lens = part_lens,
-        .raw_len = 3000, .stored_len = 2500, .data_xxh = 0x5555,
+        .ns = 3,
+        .key_len = sizeof(key) - 1,
+        .key = key,
+        .key_hash = 0xabcd,
+        .codec = 1,
+        .elem_size = 2,
+        .nparts = 3,
+        .part_lens = part_lens,
+        .raw_len = 3000,
+        .stored_len = 2500,
+        .data_xxh = 0x5555,
     };
     kvs_seg_block_t out;
     const uint8_t *payload;
     uint32_t hl = kvs_segment_block_encode(&blk, 9, good);
-    kvs_seg_loc_t loc = {.off = 0, .gen = 9, .region = 0,
-                         .disk_len = kvs_segment_disk_len(blk.key_len, 3,
-                                                          blk.stored_len)};
+    kvs_seg_loc_t loc = {
+        .off = 0,
+        .gen = 9,
+        .region = 0,
+        .disk_len = kvs_segment_disk_len(blk.key_len, 3, blk.stored_len)};
     uint64_t rng = 5;
 
     (void)state;

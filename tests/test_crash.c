@@ -90,20 +90,20 @@
 #include "kvstore/store.h"
 #include "tests/testutil.h"
 
-#define NVOL          1024u       /* volatile key space */
-#define DUR_LIVE_MAX  64u         /* durable keys kept referenced */
-#define DUR_MAX       65536u      /* durable key numbers, all cycles */
-#define VOL_MAGIC     0x4c4f5676u /* "vVOL" */
-#define DUR_MAGIC     0x52554464u /* "dDUR" */
-#define BLK_MAX       (128u << 10)
-#define VERIFY_EVERY  5u          /* cycles between kvs_store_verify runs */
+#define NVOL 1024u            /* volatile key space */
+#define DUR_LIVE_MAX 64u      /* durable keys kept referenced */
+#define DUR_MAX 65536u        /* durable key numbers, all cycles */
+#define VOL_MAGIC 0x4c4f5676u /* "vVOL" */
+#define DUR_MAGIC 0x52554464u /* "dDUR" */
+#define BLK_MAX (128u << 10)
+#define VERIFY_EVERY 5u /* cycles between kvs_store_verify runs */
 
 /* Counters the children update in shared memory; they survive SIGKILL. */
 struct shared {
     /* Written by the writer. */
-    uint64_t durable_acked;      /* durable puts acknowledged, all cycles */
+    uint64_t durable_acked; /* durable puts acknowledged, all cycles */
     uint64_t puts, deletes, flushes, gets;
-    uint64_t put_errors;         /* puts that failed other than KVS_EFULL */
+    uint64_t put_errors; /* puts that failed other than KVS_EFULL */
     uint64_t efull;
     uint64_t writer_bad_reads;   /* wrong bytes seen by the writer */
     uint64_t pin_failures;       /* just-acknowledged block not pinnable */
@@ -111,22 +111,22 @@ struct shared {
     uint64_t cyc_written;        /* this cycle's stats.bytes_written */
     uint64_t reclaimed, written; /* summed by the parent */
     /* Written by the checker part of each cycle. */
-    uint64_t checks_done;        /* cycles whose check ran to the end */
-    uint64_t durable_checked;    /* acked, live durable keys looked up */
-    uint64_t lost;               /* acked durable blocks missing */
-    uint64_t lost_lookups;       /* lookups that found one missing */
-    uint8_t lost_map[DUR_MAX];   /* 1: reported missing */
-    uint64_t corrupt;            /* a get returned wrong bytes */
-    uint64_t get_errors;         /* a get failed other than KVS_ENOTFOUND */
+    uint64_t checks_done;      /* cycles whose check ran to the end */
+    uint64_t durable_checked;  /* acked, live durable keys looked up */
+    uint64_t lost;             /* acked durable blocks missing */
+    uint64_t lost_lookups;     /* lookups that found one missing */
+    uint8_t lost_map[DUR_MAX]; /* 1: reported missing */
+    uint64_t corrupt;          /* a get returned wrong bytes */
+    uint64_t get_errors;       /* a get failed other than KVS_ENOTFOUND */
     uint64_t vol_present, vol_absent;
     uint64_t open_errors;
-    uint64_t corrupt_reads;      /* stats.corrupt_reads, summed */
+    uint64_t corrupt_reads; /* stats.corrupt_reads, summed */
     uint64_t verify_runs, verify_checked, verify_bad;
-    uint64_t first_lost;         /* key number of the first loss, +1 */
+    uint64_t first_lost; /* key number of the first loss, +1 */
     uint64_t first_lost_cycle;
     uint64_t retention, retention_errors; /* set_retention calls, failed */
-    uint64_t power_stops;        /* children stopped by a power cut */
-    uint64_t aborts_after_cut;   /* children that died in RocksDB's assert */
+    uint64_t power_stops;                 /* children stopped by a power cut */
+    uint64_t aborts_after_cut; /* children that died in RocksDB's assert */
 };
 
 static struct shared *sh;
@@ -210,8 +210,8 @@ static void dur_make(uint8_t *buf, uint32_t n)
 
 static uint32_t vol_len(uint32_t k, uint64_t ver)
 {
-    return 1024u + (uint32_t)(mix(((uint64_t)k << 40) ^ ver) %
-                              (BLK_MAX - 1024u));
+    return 1024u +
+           (uint32_t)(mix(((uint64_t)k << 40) ^ ver) % (BLK_MAX - 1024u));
 }
 
 static void vol_make(uint8_t *buf, uint32_t k, uint64_t ver)
@@ -256,9 +256,9 @@ static void vkey(char *key, uint32_t k)
 enum { DUR_NONE = 0, DUR_ACKED = 1, DUR_RETIRED = 2 };
 
 struct ack_state {
-    uint8_t st[DUR_MAX];  /* DUR_* per durable key number */
+    uint8_t st[DUR_MAX];     /* DUR_* per durable key number */
     uint32_t cycle[DUR_MAX]; /* cycle that logged it */
-    uint32_t next;        /* one past the highest number logged */
+    uint32_t next;           /* one past the highest number logged */
 };
 
 /* Reads ack.log; an incomplete last line (the writer died in write()) is
@@ -324,8 +324,10 @@ static void note_lost(const struct ack_state *a, uint32_t n, uint32_t cycle)
     if (sh->lost_map[n])
         return;
     sh->lost_map[n] = 1;
-    fprintf(stderr, "crash: cycle %u: durable block d%07u (acknowledged in "
-            "cycle %u) is missing\n", cycle, n, a->cycle[n]);
+    fprintf(stderr,
+            "crash: cycle %u: durable block d%07u (acknowledged in "
+            "cycle %u) is missing\n",
+            cycle, n, a->cycle[n]);
     if (sh->lost++ == 0) {
         sh->first_lost = n + 1ull;
         sh->first_lost_cycle = cycle;
@@ -353,7 +355,8 @@ static void check_store(kvs_store_t *s, uint32_t ns, const struct ack_state *a,
         uint32_t cnt = end - base < B ? end - base : B;
         for (uint32_t i = 0; i < cnt; i++) {
             dkey(keys[i], base + i);
-            g[i] = (kvs_get_args_t){.ns = ns, .key = keys[i],
+            g[i] = (kvs_get_args_t){.ns = ns,
+                                    .key = keys[i],
                                     .key_len = KEYLEN,
                                     .buf = bufs + (size_t)i * BLK_MAX,
                                     .cap = BLK_MAX};
@@ -388,7 +391,8 @@ static void check_store(kvs_store_t *s, uint32_t ns, const struct ack_state *a,
     for (uint32_t base = 0; base < NVOL; base += B) {
         for (uint32_t i = 0; i < B; i++) {
             vkey(keys[i], base + i);
-            g[i] = (kvs_get_args_t){.ns = ns, .key = keys[i],
+            g[i] = (kvs_get_args_t){.ns = ns,
+                                    .key = keys[i],
                                     .key_len = KEYLEN,
                                     .buf = bufs + (size_t)i * BLK_MAX,
                                     .cap = BLK_MAX};
@@ -402,8 +406,7 @@ static void check_store(kvs_store_t *s, uint32_t ns, const struct ack_state *a,
                 sh->get_errors++;
                 fprintf(stderr, "crash: cycle %u: get v%07u: %s\n", cycle,
                         base + i, kvs_strerror(status[i]));
-            } else if (!vol_valid(g[i].buf, info[i].data_len, base + i,
-                                  want)) {
+            } else if (!vol_valid(g[i].buf, info[i].data_len, base + i, want)) {
                 sh->corrupt++;
                 fprintf(stderr, "crash: cycle %u: v%07u has wrong bytes\n",
                         cycle, base + i);
@@ -425,8 +428,10 @@ static void check_store(kvs_store_t *s, uint32_t ns, const struct ack_state *a,
         sh->verify_checked += checked;
         sh->verify_bad += bad;
         if (bad)
-            fprintf(stderr, "crash: cycle %u: verify found %" PRIu64
-                    " bad blocks of %" PRIu64 "\n", cycle, bad, checked);
+            fprintf(stderr,
+                    "crash: cycle %u: verify found %" PRIu64
+                    " bad blocks of %" PRIu64 "\n",
+                    cycle, bad, checked);
     }
     sh->checks_done++;
     free(bufs);
@@ -442,14 +447,18 @@ static int put_one(kvs_store_t *s, uint32_t ns, const char *key,
     uint32_t np = 1 + (uint32_t)(kvs_test_rand(rng) % 4), off = 0;
 
     for (uint32_t p = 0; p < np; p++) {
-        uint32_t n = p + 1 == np ? len - off
-                                 : (uint32_t)(kvs_test_rand(rng) %
-                                              (len - off + 1));
+        uint32_t n = p + 1 == np
+                         ? len - off
+                         : (uint32_t)(kvs_test_rand(rng) % (len - off + 1));
         parts[p] = (kvs_iov_t){buf + off, n};
         off += n;
     }
-    kvs_put_args_t pa = {.ns = ns, .key = key, .key_len = KEYLEN,
-                         .parts = parts, .nparts = np, .flags = flags};
+    kvs_put_args_t pa = {.ns = ns,
+                         .key = key,
+                         .key_len = KEYLEN,
+                         .parts = parts,
+                         .nparts = np,
+                         .flags = flags};
     return kvs_store_put(s, &pa);
 }
 
@@ -553,8 +562,7 @@ static void writer_loop(kvs_store_t *s, uint32_t ns, struct ack_state *a,
             }
         } else if (r < 77) {
             uint32_t k = (uint32_t)(kvs_test_rand(&rng) % NVOL);
-            uint32_t flags = kvs_test_rand(&rng) % 4 == 0 ? KVS_PUT_NO_DRAM
-                                                           : 0;
+            uint32_t flags = kvs_test_rand(&rng) % 4 == 0 ? KVS_PUT_NO_DRAM : 0;
             vkey(key, k);
             vol_make(buf, k, ++ver);
             count_put(put_one(s, ns, key, buf, vol_len(k, ver), flags, &rng));
@@ -566,9 +574,10 @@ static void writer_loop(kvs_store_t *s, uint32_t ns, struct ack_state *a,
         } else if (r < 92) {
             bool durable = nlive > 0 && kvs_test_rand(&rng) % 3 == 0;
             if (durable)
-                dkey(key, live[(live_head + (uint32_t)(kvs_test_rand(&rng) %
-                                                       nlive)) %
-                               DUR_LIVE_MAX]);
+                dkey(
+                    key,
+                    live[(live_head + (uint32_t)(kvs_test_rand(&rng) % nlive)) %
+                         DUR_LIVE_MAX]);
             else
                 vkey(key, (uint32_t)(kvs_test_rand(&rng) % NVOL));
             change_retention(s, ns, key, durable, &rng);
@@ -579,8 +588,11 @@ static void writer_loop(kvs_store_t *s, uint32_t ns, struct ack_state *a,
             uint32_t k = (uint32_t)(kvs_test_rand(&rng) % NVOL);
             kvs_block_info_t info;
             vkey(key, k);
-            kvs_get_args_t g = {.ns = ns, .key = key, .key_len = KEYLEN,
-                                .buf = buf, .cap = BLK_MAX};
+            kvs_get_args_t g = {.ns = ns,
+                                .key = key,
+                                .key_len = KEYLEN,
+                                .buf = buf,
+                                .cap = BLK_MAX};
             ret = kvs_store_get(s, &g, &info);
             sh->gets++;
             if (ret == 0 && !vol_valid(buf, info.data_len, k, want))
@@ -623,8 +635,7 @@ static void child_main(uint32_t cycle, uint64_t seed, int ready_fd)
         sh->open_errors++;
         _exit(2);
     }
-    check_store(s, ns, &a, cycle,
-                ready_fd < 0 || cycle % VERIFY_EVERY == 0);
+    check_store(s, ns, &a, cycle, ready_fd < 0 || cycle % VERIFY_EVERY == 0);
     if (ready_fd < 0) {
         kvs_store_close(s);
         exit(0);
@@ -662,8 +673,11 @@ static int reclaim_window_child(const kvs_store_config_t *c)
     dkey(key, 1);
     dur_make(buf, 1);
     kvs_iov_t part = {buf, x_len};
-    kvs_put_args_t pa = {.ns = ns, .key = key, .key_len = KEYLEN,
-                         .parts = &part, .nparts = 1,
+    kvs_put_args_t pa = {.ns = ns,
+                         .key = key,
+                         .key_len = KEYLEN,
+                         .parts = &part,
+                         .nparts = 1,
                          .flags = KVS_PUT_DURABLE};
     if (kvs_store_put(s, &pa))
         return 11;
@@ -699,7 +713,7 @@ static int reclaim_window_child(const kvs_store_config_t *c)
     kvs_store_put(s, &pa);
     if (power_off())
         return 17; /* the power went at the sync */
-    return 16; /* not killed: the put did not sync */
+    return 16;     /* not killed: the put did not sync */
 }
 
 static bool reclaim_window_check(const kvs_store_config_t *c)
@@ -719,15 +733,15 @@ static bool reclaim_window_check(const kvs_store_config_t *c)
     dkey(key, 1);
     dur_make(want, 1);
     ret = kvs_store_ns_open(s, "crash", 2, &ns);
-    kvs_get_args_t g = {.ns = ns, .key = key, .key_len = KEYLEN, .buf = got,
-                        .cap = BLK_MAX};
+    kvs_get_args_t g = {
+        .ns = ns, .key = key, .key_len = KEYLEN, .buf = got, .cap = BLK_MAX};
     if (ret == 0)
         ret = kvs_store_get(s, &g, &info);
     bool ok = ret == 0 && info.data_len == dur_len(1) &&
               memcmp(got, want, dur_len(1)) == 0;
     printf("crash: reclaim window: durable block %s after a crash while "
-           "its region was reclaimed (get: %s)\n", ok ? "back" : "LOST",
-           kvs_strerror(ret));
+           "its region was reclaimed (get: %s)\n",
+           ok ? "back" : "LOST", kvs_strerror(ret));
     kvs_store_close(s);
     free(got);
     free(want);
@@ -773,16 +787,17 @@ static bool reclaim_window_case(void)
         _exit(reclaim_window_child(&c));
     if (pid < 0 || waitpid(pid, &st, 0) != pid)
         return false;
-    bool died = kvs_test_faultfs()
-                    ? WIFEXITED(st) && WEXITSTATUS(st) == 17
-                    : WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS;
+    bool died = kvs_test_faultfs() ? WIFEXITED(st) && WEXITSTATUS(st) == 17
+                                   : WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS;
     if (!died) {
-        fprintf(stderr, "crash: reclaim window: writer did not die at the "
-                "sync (status %d)\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        fprintf(stderr,
+                "crash: reclaim window: writer did not die at the "
+                "sync (status %d)\n",
+                WIFEXITED(st) ? WEXITSTATUS(st) : -1);
         return false;
     }
-    if (kvs_test_faultfs() && (kvs_test_faultfs_cmd("restore") ||
-                               kvs_test_faultfs_cmd("clear")))
+    if (kvs_test_faultfs() &&
+        (kvs_test_faultfs_cmd("restore") || kvs_test_faultfs_cmd("clear")))
         return false;
     /* The check opens the store in a child as well: RocksDB's thread pool
      * must not exist in a process that forks. */
@@ -892,8 +907,7 @@ int main(void)
         }
         if (sched) {
             static const char *const where[] = {
-                "*", "data.kvs", "index/", "data.kvs op sync",
-                "index/ op sync",
+                "*", "data.kvs", "index/", "data.kvs op sync", "index/ op sync",
             };
             uint32_t w = (uint32_t)(kvs_test_rand(&rng) % 5);
             uint64_t skip = kvs_test_rand(&rng) % (w >= 3 ? 12 : 120);
@@ -970,15 +984,15 @@ int main(void)
         bad_exits++;
 
     printf("crash: cycles %u (%u killed during recovery, %" PRIu64
-           " checks completed), durable acked %" PRIu64 ", durable lookups %"
-           PRIu64 ", lost %" PRIu64 ", corrupt %" PRIu64 ", get errors %"
-           PRIu64 ", corrupt_reads %" PRIu64 "\n",
+           " checks completed), durable acked %" PRIu64
+           ", durable lookups %" PRIu64 ", lost %" PRIu64 ", corrupt %" PRIu64
+           ", get errors %" PRIu64 ", corrupt_reads %" PRIu64 "\n",
            cycles, early_kills, sh->checks_done, sh->durable_acked,
            sh->durable_checked, sh->lost, sh->corrupt, sh->get_errors,
            sh->corrupt_reads);
-    printf("crash: writer puts %" PRIu64 " (efull %" PRIu64 ", errors %"
-           PRIu64 "), deletes %" PRIu64 ", flushes %" PRIu64 ", gets %"
-           PRIu64 " (bad %" PRIu64 "), pin failures %" PRIu64
+    printf("crash: writer puts %" PRIu64 " (efull %" PRIu64 ", errors %" PRIu64
+           "), deletes %" PRIu64 ", flushes %" PRIu64 ", gets %" PRIu64
+           " (bad %" PRIu64 "), pin failures %" PRIu64
            "; volatile present %" PRIu64 " absent %" PRIu64
            "; verify runs %" PRIu64 " checked %" PRIu64 " bad %" PRIu64
            "; open errors %" PRIu64 ", bad exits %u; at least %" PRIu64
@@ -992,20 +1006,21 @@ int main(void)
     if (cuts)
         printf("crash: power cuts %u: %u scheduled (%u came before the "
                "kill), %u at the kill; %" PRIu64 " children stopped by the "
-               "cut, %" PRIu64 " aborted in RocksDB after it; faultfs injected %"
-               PRIu64 " cuts in %" PRIu64 " operations\n", cycles, sched_cuts, sched_fired, timed_cuts,
-               sh->power_stops, sh->aborts_after_cut,
-               kvs_test_faultfs_stat("fired_cut"),
+               "cut, %" PRIu64
+               " aborted in RocksDB after it; faultfs injected %" PRIu64
+               " cuts in %" PRIu64 " operations\n",
+               cycles, sched_cuts, sched_fired, timed_cuts, sh->power_stops,
+               sh->aborts_after_cut, kvs_test_faultfs_stat("fired_cut"),
                kvs_test_faultfs_stat("ops"));
     if (sh->lost)
         printf("crash: first lost durable block d%07" PRIu64
                " (found missing in cycle %" PRIu64 ")\n",
                sh->first_lost - 1, sh->first_lost_cycle);
 
-    bool ok = window_ok && sh->lost == 0 && sh->corrupt == 0 && sh->get_errors == 0 &&
-              sh->writer_bad_reads == 0 && sh->open_errors == 0 &&
-              sh->pin_failures == 0 && sh->put_errors == 0 &&
-              sh->retention_errors == 0 &&
+    bool ok = window_ok && sh->lost == 0 && sh->corrupt == 0 &&
+              sh->get_errors == 0 && sh->writer_bad_reads == 0 &&
+              sh->open_errors == 0 && sh->pin_failures == 0 &&
+              sh->put_errors == 0 && sh->retention_errors == 0 &&
               bad_exits == 0 && sh->checks_done > 0;
     if (ok && !getenv("KVS_CRASH_KEEP")) {
         kvs_test_rmtree(dir);

@@ -36,13 +36,13 @@
 #include "kvstore/store.h"
 #include "tests/testutil.h"
 
-#define FS_MB   40u
-#define BLK     (256u << 10)
-#define NMAX    400u        /* more blocks than the file system holds */
-#define KEYLEN  12u
+#define FS_MB 40u
+#define BLK (256u << 10)
+#define NMAX 400u /* more blocks than the file system holds */
+#define KEYLEN 12u
 
 static char mnt[4096];
-static char cur[4200];      /* the running case's store, removed after it */
+static char cur[4200]; /* the running case's store, removed after it */
 
 static int teardown(void **state)
 {
@@ -58,13 +58,13 @@ static void config(kvs_store_config_t *c, const char *dir)
     kvs_store_config_default(c);
     c->dir = dir;
     c->dram_bytes = 96u << 20;
-    c->nvme_bytes = 128u << 20;     /* more than the file system */
+    c->nvme_bytes = 128u << 20; /* more than the file system */
     c->region_bytes = 4u << 20;
     c->max_block_bytes = BLK;
     c->max_blocks = 2048;
     c->io_depth = 8;
     c->pinned_max_pct = 100;
-    c->compress_level = 0;          /* random bytes: do not try */
+    c->compress_level = 0; /* random bytes: do not try */
     c->full_wait_ms = 200;
 }
 
@@ -81,8 +81,12 @@ static int put_block(kvs_store_t *s, uint32_t ns, uint32_t i, uint8_t *buf,
     make_key(key, i);
     kvs_test_fill(buf, BLK, i);
     kvs_iov_t part = {buf, BLK};
-    kvs_put_args_t a = {.ns = ns, .key = key, .key_len = KEYLEN,
-                        .parts = &part, .nparts = 1, .cls = cls,
+    kvs_put_args_t a = {.ns = ns,
+                        .key = key,
+                        .key_len = KEYLEN,
+                        .parts = &part,
+                        .nparts = 1,
+                        .cls = cls,
                         .flags = KVS_PUT_DURABLE};
     return kvs_store_put(s, &a);
 }
@@ -96,8 +100,8 @@ static int get_block(kvs_store_t *s, uint32_t ns, uint32_t i, uint8_t *buf,
     kvs_block_info_t info;
 
     make_key(key, i);
-    kvs_get_args_t g = {.ns = ns, .key = key, .key_len = KEYLEN, .buf = buf,
-                        .cap = BLK};
+    kvs_get_args_t g = {
+        .ns = ns, .key = key, .key_len = KEYLEN, .buf = buf, .cap = BLK};
     int ret = kvs_store_get(s, &g, &info);
     if (ret)
         return ret;
@@ -186,8 +190,8 @@ static void test_scratch_reclaims(void **state)
     }
     kvs_store_stats(s, &st);
     print_message("scratch: %u of the %u blocks present at close are back "
-                  "after reopen (%llu corrupt reads)\n", back, present,
-                  (unsigned long long)st.corrupt_reads);
+                  "after reopen (%llu corrupt reads)\n",
+                  back, present, (unsigned long long)st.corrupt_reads);
     assert_int_equal(st.corrupt_reads, 0);
     assert_int_equal(back, present);
     kvs_store_close(s);
@@ -217,14 +221,13 @@ static void test_pinned_fills(void **state)
             break;
     }
     kvs_store_stats(s, &st);
-    print_message("pinned: %u durable pinned puts stored, then %s; %llu "
-                  "regions reclaimed, %llu evicted, %llu on disk, %llu MiB "
-                  "left on the file system\n",
-                  n, kvs_strerror(ret),
-                  (unsigned long long)st.regions_reclaimed,
-                  (unsigned long long)st.evicted,
-                  (unsigned long long)st.nvme_blocks,
-                  (unsigned long long)fs_free_mb());
+    print_message(
+        "pinned: %u durable pinned puts stored, then %s; %llu "
+        "regions reclaimed, %llu evicted, %llu on disk, %llu MiB "
+        "left on the file system\n",
+        n, kvs_strerror(ret), (unsigned long long)st.regions_reclaimed,
+        (unsigned long long)st.evicted, (unsigned long long)st.nvme_blocks,
+        (unsigned long long)fs_free_mb());
     stored = n;
     assert_true(n < NMAX);
     assert_int_equal(ret, KVS_EFULL);
@@ -248,8 +251,8 @@ static void test_pinned_fills(void **state)
     }
     kvs_store_stats(s, &st);
     print_message("pinned: after reopen %u of %u durable pinned blocks are "
-                  "missing (%llu corrupt reads)\n", lost, stored,
-                  (unsigned long long)st.corrupt_reads);
+                  "missing (%llu corrupt reads)\n",
+                  lost, stored, (unsigned long long)st.corrupt_reads);
     assert_int_equal(lost, 0);
     assert_int_equal(st.blocks, stored);
     assert_int_equal(st.corrupt_reads, 0);

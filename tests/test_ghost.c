@@ -119,15 +119,17 @@ static void test_readded_hash_forgotten_early(void **state)
     kvs_ghost_destroy(g);
 }
 
-static int put(kvs_store_t *s, uint32_t ns, const char *key,
-               const char *parent)
+static int put(kvs_store_t *s, uint32_t ns, const char *key, const char *parent)
 {
     char data[64];
     kvs_iov_t part = {data, sizeof(data)};
-    kvs_put_args_t a = {.ns = ns, .key = key, .key_len = strlen(key),
+    kvs_put_args_t a = {.ns = ns,
+                        .key = key,
+                        .key_len = strlen(key),
                         .parent = parent,
                         .parent_len = parent ? strlen(parent) : 0,
-                        .parts = &part, .nparts = 1,
+                        .parts = &part,
+                        .nparts = 1,
                         .cls = KVS_CLASS_SCRATCH};
 
     memset(data, key[0], sizeof(data));

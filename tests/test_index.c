@@ -29,11 +29,23 @@ static char db_path[4200];
 static kvs_index_rec_t rec_make(uint32_t ns, const char *key, uint64_t uid)
 {
     kvs_index_rec_t r = {
-        .ns = ns, .key_len = (uint8_t)strlen(key), .parent_len = 3,
-        .codec = 1, .elem_size = 2, .cls = KVS_CLASS_USER, .nparts = 4,
-        .region = 7, .disk_len = 12288, .disk_off = 7ull << 26, .gen = 9,
-        .raw_len = 10000, .stored_len = 8000, .data_xxh = 0xabcdef12345ull,
-        .expiry_ms = 1234567, .group = 77, .uid = uid,
+        .ns = ns,
+        .key_len = (uint8_t)strlen(key),
+        .parent_len = 3,
+        .codec = 1,
+        .elem_size = 2,
+        .cls = KVS_CLASS_USER,
+        .nparts = 4,
+        .region = 7,
+        .disk_len = 12288,
+        .disk_off = 7ull << 26,
+        .gen = 9,
+        .raw_len = 10000,
+        .stored_len = 8000,
+        .data_xxh = 0xabcdef12345ull,
+        .expiry_ms = 1234567,
+        .group = 77,
+        .uid = uid,
     };
 
     memcpy(r.key, key, r.key_len);
@@ -63,8 +75,7 @@ static const kvs_index_rec_t *find(const struct loaded *l, const char *key)
     return NULL;
 }
 
-static void assert_rec_equal(const kvs_index_rec_t *a,
-                             const kvs_index_rec_t *b)
+static void assert_rec_equal(const kvs_index_rec_t *a, const kvs_index_rec_t *b)
 {
     assert_non_null(a);
     assert_int_equal(a->ns, b->ns);
@@ -128,7 +139,8 @@ static void test_put_get_delete_reopen(void **state)
     kvs_index_batch_t *b;
     kvs_index_meta_t meta, want = {KVS_INDEX_FORMAT, 64u << 20, 16};
     kvs_index_rec_t r1 = rec_make(1, "alpha", 11), r2 = rec_make(1, "beta", 12),
-                    r3 = rec_make(2, "alpha", 13), gone = rec_make(1, "gone", 14);
+                    r3 = rec_make(2, "alpha", 13),
+                    gone = rec_make(1, "gone", 14);
     struct loaded l;
     struct ns_seen ns = {0};
     uint64_t bad = 99, gens[4] = {0};
@@ -244,15 +256,15 @@ static void test_corrupt_records_rejected(void **state)
     assert_int_equal(kvs_index_rec_decode(k, 3, v, vl, &out), KVS_ECORRUPT);
     v[20] ^= 0x10;
     assert_int_equal(kvs_index_rec_decode(k, kl, v, vl, &out), KVS_ECORRUPT);
-    raw_put(k, kl, v, vl);                  /* checksum mismatch */
+    raw_put(k, kl, v, vl); /* checksum mismatch */
     kvs_index_rec_t badcls = rec_make(1, "cls", 3);
-    badcls.cls = KVS_CLASS_COUNT;          /* checksummed, but invalid */
+    badcls.cls = KVS_CLASS_COUNT; /* checksummed, but invalid */
     kl = kvs_index_key_encode(1, "cls", 3, k);
     vl = kvs_index_rec_encode(&badcls, v);
     assert_int_equal(kvs_index_rec_decode(k, kl, v, vl, &out), KVS_ECORRUPT);
     raw_put(k, kl, v, vl);
     kl = kvs_index_key_encode(1, "short", 5, k);
-    raw_put(k, kl, "xyz", 3);               /* far too short */
+    raw_put(k, kl, "xyz", 3); /* far too short */
 
     /* Load hands out only the good record, counts three bad ones and
      * deletes them: the next load finds none. */

@@ -44,11 +44,11 @@ static void test_longest(void **state)
     assert_int_equal(m, 0);
     /* node 1: a b c on NVMe; node 2: a b in DRAM */
     for (int i = 0; i < 3; i++)
-        assert_int_equal(kvs_kvindex_stored(ix, 1, chain[i].data, 1,
-                                            KVS_TIER_NVME), 0);
+        assert_int_equal(
+            kvs_kvindex_stored(ix, 1, chain[i].data, 1, KVS_TIER_NVME), 0);
     for (int i = 0; i < 2; i++)
-        assert_int_equal(kvs_kvindex_stored(ix, 2, chain[i].data, 1,
-                                            KVS_TIER_DRAM), 0);
+        assert_int_equal(
+            kvs_kvindex_stored(ix, 2, chain[i].data, 1, KVS_TIER_DRAM), 0);
     kvs_kvindex_longest(ix, chain, 4, &node, &m, &tier);
     assert_int_equal(m, 3);
     assert_int_equal(node, 1);
@@ -66,10 +66,10 @@ static void test_longest(void **state)
     assert_int_equal(m, 1);
     assert_int_equal(node, 1);
     assert_int_equal(kvs_kvindex_count(ix), 2); /* a, c on node 1 */
-    assert_int_equal(kvs_kvindex_stored(ix, KVS_KVINDEX_NODES, "a", 1,
-                                        KVS_TIER_DRAM), -EINVAL);
-    assert_int_equal(kvs_kvindex_stored(ix, 0, "a", 0, KVS_TIER_DRAM),
-                     -EINVAL);
+    assert_int_equal(
+        kvs_kvindex_stored(ix, KVS_KVINDEX_NODES, "a", 1, KVS_TIER_DRAM),
+        -EINVAL);
+    assert_int_equal(kvs_kvindex_stored(ix, 0, "a", 0, KVS_TIER_DRAM), -EINVAL);
     assert_int_equal(kvs_kvindex_stored(ix, 0, "a", 1, 7), -EINVAL);
     kvs_kvindex_destroy(ix);
 }

@@ -4,8 +4,9 @@
  * a walk visits every tracked block once; a key put again after eviction
  * goes to the main list and moves the window's share; memory is fixed at
  * create. Through the engine: pinned blocks outlive a flood of scratch
- * blocks, expired user blocks are gone, and chains stay gap-free under the default policy. (Without an NVMe tier a
- * full block table drops user blocks in policy order, as it did before.) */
+ * blocks, expired user blocks are gone, and chains stay gap-free under the
+ * default policy. (Without an NVMe tier a full block table drops user blocks in
+ * policy order, as it did before.) */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -155,9 +156,15 @@ static int put_blk(kvs_store_t *s, uint32_t ns, uint32_t id, uint8_t cls,
     uint32_t key = id, par = (uint32_t)parent;
     kvs_iov_t iov = {buf, 1024};
     kvs_put_args_t a = {
-        .ns = ns, .key = &key, .key_len = 4, .parts = &iov, .nparts = 1,
-        .cls = cls, .ttl_ms = ttl_ms,
-        .parent = parent >= 0 ? &par : NULL, .parent_len = parent >= 0 ? 4 : 0,
+        .ns = ns,
+        .key = &key,
+        .key_len = 4,
+        .parts = &iov,
+        .nparts = 1,
+        .cls = cls,
+        .ttl_ms = ttl_ms,
+        .parent = parent >= 0 ? &par : NULL,
+        .parent_len = parent >= 0 ? 4 : 0,
     };
     return kvs_store_put(s, &a);
 }
@@ -202,7 +209,8 @@ static void test_engine_classes_ttl_chains(void **state)
         uint32_t base = 1000 + r * 8;
         for (uint32_t i = 0; i < 8; i++)
             assert_int_equal(put_blk(s, ns, base + i, KVS_CLASS_SCRATCH, 0,
-                                     i ? (int)(base + i - 1) : -1, buf), 0);
+                                     i ? (int)(base + i - 1) : -1, buf),
+                             0);
         if (r % 2) {
             uint32_t ks[8];
             kvs_key_t k[8];

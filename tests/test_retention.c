@@ -49,9 +49,14 @@ static int put(kvs_store_t *s, uint32_t ns, const char *prefix, uint32_t i,
     kvs_iov_t iov = {buf, len};
 
     key_of(key, prefix, i);
-    kvs_put_args_t a = {.ns = ns, .key = key, .key_len = (uint32_t)strlen(key),
-                        .parts = &iov, .nparts = 1, .cls = cls,
-                        .ttl_ms = ttl_ms, .flags = flags};
+    kvs_put_args_t a = {.ns = ns,
+                        .key = key,
+                        .key_len = (uint32_t)strlen(key),
+                        .parts = &iov,
+                        .nparts = 1,
+                        .cls = cls,
+                        .ttl_ms = ttl_ms,
+                        .flags = flags};
     return kvs_store_put(s, &a);
 }
 
@@ -62,8 +67,11 @@ static int get(kvs_store_t *s, uint32_t ns, const char *prefix, uint32_t i,
     kvs_block_info_t info;
 
     key_of(key, prefix, i);
-    kvs_get_args_t g = {.ns = ns, .key = key, .key_len = (uint32_t)strlen(key),
-                        .buf = buf, .cap = cap};
+    kvs_get_args_t g = {.ns = ns,
+                        .key = key,
+                        .key_len = (uint32_t)strlen(key),
+                        .buf = buf,
+                        .cap = cap};
     return kvs_store_get(s, &g, &info);
 }
 
@@ -73,7 +81,8 @@ static void fill_bf16(uint8_t *buf, size_t len, uint64_t seed)
     uint64_t rng = seed;
 
     for (size_t i = 0; i + 1 < len; i += 2) {
-        double u1 = ((double)(kvs_test_rand(&rng) >> 11) + 1) / 9007199254740993.0;
+        double u1 =
+            ((double)(kvs_test_rand(&rng) >> 11) + 1) / 9007199254740993.0;
         double u2 = (double)(kvs_test_rand(&rng) >> 11) / 9007199254740992.0;
         float f = (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
         uint32_t b;
@@ -102,12 +111,13 @@ static void test_pinned_and_user_survive_pressure(void **state)
     for (uint32_t i = 0; i < 8; i++) {
         kvs_test_fill(buf, BLK, 1000 + i);
         assert_int_equal(put(s, ns, "pin", i, buf, BLK, KVS_CLASS_PINNED, 0,
-                             KVS_PUT_DURABLE), 0);
+                             KVS_PUT_DURABLE),
+                         0);
     }
     for (uint32_t i = 0; i < 16; i++) {
         kvs_test_fill(buf, BLK, 2000 + i);
-        assert_int_equal(put(s, ns, "user", i, buf, BLK, KVS_CLASS_USER,
-                             3600 * 1000, 0), 0);
+        assert_int_equal(
+            put(s, ns, "user", i, buf, BLK, KVS_CLASS_USER, 3600 * 1000, 0), 0);
     }
     for (uint32_t i = 0; i < 2400; i++) {
         /* Compressible and incompressible blocks interleave, so buffered
@@ -170,8 +180,8 @@ static void test_admission_filter(void **state)
                      0);
     assert_int_equal(get(s, ns, "hot", 0, buf, BLK), 0);
     for (uint32_t i = 0; i < 200; i++)
-        assert_int_equal(put(s, ns, "cold", i, buf, BLK, KVS_CLASS_SCRATCH, 0,
-                             0), 0);
+        assert_int_equal(
+            put(s, ns, "cold", i, buf, BLK, KVS_CLASS_SCRATCH, 0, 0), 0);
     kvs_store_stats(s, &st);
     assert_true(st.admission_rejected > 0);
     /* The hit block went to disk rather than away. */
@@ -207,8 +217,7 @@ static void test_compressed_roundtrip_and_damage(void **state)
             memset(buf, (int)i, BLK);
         else
             kvs_test_fill(buf, BLK, i);
-        assert_int_equal(put(s, ns, "c", i, buf, BLK, KVS_CLASS_USER, 0, 0),
-                         0);
+        assert_int_equal(put(s, ns, "c", i, buf, BLK, KVS_CLASS_USER, 0, 0), 0);
     }
     assert_int_equal(kvs_store_flush(s), 0);
     kvs_store_stats(s, &st);
@@ -289,29 +298,33 @@ static void test_ttl_sweep(void **state)
     assert_int_equal(kvs_store_ns_open(s, "ns", 2, &ns), 0);
     memset(buf, 7, 4096);
     for (uint32_t i = 0; i < SHORT; i++)
-        assert_int_equal(put(s, ns, "short", i, buf, 4096, KVS_CLASS_USER,
-                             300, i % 2 ? KVS_PUT_DURABLE : 0), 0);
+        assert_int_equal(put(s, ns, "short", i, buf, 4096, KVS_CLASS_USER, 300,
+                             i % 2 ? KVS_PUT_DURABLE : 0),
+                         0);
     for (uint32_t i = 0; i < LONG; i++)
         assert_int_equal(put(s, ns, "long", i, buf, 4096, KVS_CLASS_USER,
-                             3600 * 1000, KVS_PUT_DURABLE), 0);
+                             3600 * 1000, KVS_PUT_DURABLE),
+                         0);
     for (uint32_t i = 0; i < NONE; i++)
-        assert_int_equal(put(s, ns, "none", i, buf, 4096, KVS_CLASS_SCRATCH,
-                             0, 0), 0);
+        assert_int_equal(
+            put(s, ns, "none", i, buf, 4096, KVS_CLASS_SCRATCH, 0, 0), 0);
     for (uint32_t i = 0; i < LIFTED; i++) {
-        assert_int_equal(put(s, ns, "lifted", i, buf, 4096, KVS_CLASS_USER,
-                             60000, 0), 0);
+        assert_int_equal(
+            put(s, ns, "lifted", i, buf, 4096, KVS_CLASS_USER, 60000, 0), 0);
         key_of(key, "lifted", i);
         assert_int_equal(kvs_store_set_retention(s, ns, key,
                                                  (uint32_t)strlen(key),
-                                                 KVS_CLASS_USER, 0), 0);
+                                                 KVS_CLASS_USER, 0),
+                         0);
     }
     for (uint32_t i = 0; i < LATER; i++) {
-        assert_int_equal(put(s, ns, "later", i, buf, 4096, KVS_CLASS_SCRATCH,
-                             0, 0), 0);
+        assert_int_equal(
+            put(s, ns, "later", i, buf, 4096, KVS_CLASS_SCRATCH, 0, 0), 0);
         key_of(key, "later", i);
         assert_int_equal(kvs_store_set_retention(s, ns, key,
                                                  (uint32_t)strlen(key),
-                                                 KVS_CLASS_USER, 300), 0);
+                                                 KVS_CLASS_USER, 300),
+                         0);
     }
     assert_int_equal(kvs_store_check(s), 0);
     /* The background thread sweeps at least once a second. Nothing here

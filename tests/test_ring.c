@@ -52,14 +52,13 @@ static int result_of(const struct done *d, uint64_t user_data)
     for (unsigned i = 0; i < d->n; i++)
         if (d->user_data[i] == user_data)
             return d->res[i];
-    fail_msg("no completion for user_data %llu",
-             (unsigned long long)user_data);
+    fail_msg("no completion for user_data %llu", (unsigned long long)user_data);
     return 0;
 }
 
 struct fixture {
     int fd;
-    uint8_t *buf;           /* NBLK blocks, registered as buffer 0 */
+    uint8_t *buf; /* NBLK blocks, registered as buffer 0 */
     kvs_ring_t *ring;
 };
 
@@ -201,17 +200,16 @@ static void test_errors_reach_the_callback(void **state)
     assert_int_equal(kvs_ring_read(f->ring, 0, f->buf, BLK, 1000, 1), 0);
     /* A read at the last block but one block long past the end is short:
      * the wrapper turns it into -EIO. */
-    assert_int_equal(kvs_ring_read(f->ring, 0, f->buf + BLK, 2 * BLK,
-                                   FILE_BYTES - BLK, 2),
-                     0);
+    assert_int_equal(
+        kvs_ring_read(f->ring, 0, f->buf + BLK, 2 * BLK, FILE_BYTES - BLK, 2),
+        0);
     /* Wholly past the end: 0 bytes, also short. */
-    assert_int_equal(kvs_ring_read(f->ring, 0, f->buf + 3 * BLK, BLK,
-                                   2ull * FILE_BYTES, 3),
-                     0);
+    assert_int_equal(
+        kvs_ring_read(f->ring, 0, f->buf + 3 * BLK, BLK, 2ull * FILE_BYTES, 3),
+        0);
     /* A misaligned buffer with O_DIRECT. */
-    assert_int_equal(kvs_ring_write(f->ring, -1, f->buf + 5 * BLK + 1, BLK,
-                                    0, 4),
-                     0);
+    assert_int_equal(
+        kvs_ring_write(f->ring, -1, f->buf + 5 * BLK + 1, BLK, 0, 4), 0);
     assert_int_equal(kvs_ring_submit(f->ring), 4);
     assert_int_equal(kvs_ring_reap(f->ring, 4, on_done, &d), 4);
     assert_int_equal(result_of(&d, 1), -EINVAL);

@@ -37,10 +37,13 @@ static void test_buffered_and_image_writes_interleave(void **state)
 
     (void)state;
     snprintf(path, sizeof(path), "%s/data.kvs", dir);
-    kvs_segment_config_t c = {.path = path, .file_bytes = 256u << 20,
+    kvs_segment_config_t c = {.path = path,
+                              .file_bytes = 256u << 20,
                               .region_bytes = 128u << 20,
-                              .max_block_bytes = 64u << 10, .io_depth = 4,
-                              .read_slots = 1, .write_buf_bytes = 64u << 10};
+                              .max_block_bytes = 64u << 10,
+                              .io_depth = 4,
+                              .read_slots = 1,
+                              .write_buf_bytes = 64u << 10};
     int ret = kvs_segment_open(&c, &seg);
     if (ret == KVS_EURING) {
         printf("io_uring refused: skip\n");
@@ -59,9 +62,14 @@ static void test_buffered_and_image_writes_interleave(void **state)
         lens[i] = image ? IMG_BYTES
                         : 1 + (uint32_t)(kvs_test_rand(&rng) % (48u << 10));
         uint32_t part = lens[i];
-        kvs_seg_block_t blk = {.ns = 1, .key_len = 8, .key = key,
-                               .key_hash = i, .nparts = 1, .part_lens = &part,
-                               .raw_len = lens[i], .stored_len = lens[i],
+        kvs_seg_block_t blk = {.ns = 1,
+                               .key_len = 8,
+                               .key = key,
+                               .key_hash = i,
+                               .nparts = 1,
+                               .part_lens = &part,
+                               .raw_len = lens[i],
+                               .stored_len = lens[i],
                                .data_xxh = i};
         if (image) {
             uint8_t *p = img + (size_t)i * (4096 + IMG_BYTES);

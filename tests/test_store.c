@@ -51,8 +51,13 @@ static int put_block(kvs_store_t *s, uint32_t ns, uint32_t i, uint8_t *buf,
     for (int p = 0; p < NPARTS; p++)
         parts[p] = (kvs_iov_t){buf + p * (BLK / NPARTS), BLK / NPARTS};
     kvs_put_args_t a = {
-        .ns = ns, .key = key, .key_len = 32, .parts = parts,
-        .nparts = NPARTS, .flags = flags, .cls = cls,
+        .ns = ns,
+        .key = key,
+        .key_len = 32,
+        .parts = parts,
+        .nparts = NPARTS,
+        .flags = flags,
+        .cls = cls,
     };
     return kvs_store_put(s, &a);
 }
@@ -68,8 +73,13 @@ static int check_block(kvs_store_t *s, uint32_t ns, uint32_t i, uint8_t *buf,
     make_key(key, i);
     kvs_test_fill(want, BLK, i);
     memset(buf, 0, BLK);
-    kvs_get_args_t g = {.ns = ns, .key = key, .key_len = 32, .buf = buf,
-                        .cap = BLK, .part_lens = lens, .part_cap = NPARTS};
+    kvs_get_args_t g = {.ns = ns,
+                        .key = key,
+                        .key_len = 32,
+                        .buf = buf,
+                        .cap = BLK,
+                        .part_lens = lens,
+                        .part_cap = NPARTS};
     int ret = kvs_store_get(s, &g, &info);
     if (ret)
         return ret;
@@ -147,8 +157,8 @@ static void test_durable_survives_close_without_flush(void **state)
     assert_int_equal(kvs_store_open(&c, &s), 0);
     assert_int_equal(kvs_store_ns_open(s, "ns", 0, &ns), 0);
     for (uint32_t i = 0; i < 8; i++)
-        assert_int_equal(put_block(s, ns, i, buf, KVS_PUT_DURABLE,
-                                   KVS_CLASS_USER), 0);
+        assert_int_equal(
+            put_block(s, ns, i, buf, KVS_PUT_DURABLE, KVS_CLASS_USER), 0);
     /* Durable blocks are on disk already. */
     kvs_store_stats_t st;
     kvs_store_stats(s, &st);
@@ -262,8 +272,11 @@ static void test_api_contracts(void **state)
     /* Errors: bad arguments, limits, small buffers. */
     uint8_t big[KVS_KEY_MAX + 1] = {0};
     kvs_iov_t part = {buf, 16};
-    kvs_put_args_t a = {.ns = ns, .key = big, .key_len = KVS_KEY_MAX + 1,
-                        .parts = &part, .nparts = 1};
+    kvs_put_args_t a = {.ns = ns,
+                        .key = big,
+                        .key_len = KVS_KEY_MAX + 1,
+                        .parts = &part,
+                        .nparts = 1};
     assert_int_equal(kvs_store_put(s, &a), -EINVAL);
     a.key_len = 0;
     assert_int_equal(kvs_store_put(s, &a), -EINVAL);
@@ -285,8 +298,8 @@ static void test_api_contracts(void **state)
     a.ns = ns;
     assert_int_equal(kvs_store_put(s, &a), 0);
     kvs_block_info_t info;
-    kvs_get_args_t g = {.ns = ns, .key = big, .key_len = 4, .buf = buf,
-                        .cap = 8};
+    kvs_get_args_t g = {
+        .ns = ns, .key = big, .key_len = 4, .buf = buf, .cap = 8};
     assert_int_equal(kvs_store_get(s, &g, &info), -ENOBUFS);
     assert_int_equal(info.data_len, 16);
     g.cap = 16;
@@ -303,8 +316,13 @@ static void test_api_contracts(void **state)
     free(pbuf);
 
     /* TTL: a user block is gone once its time is up. */
-    kvs_put_args_t t = {.ns = ns, .key = "ttl", .key_len = 3, .parts = &part,
-                        .nparts = 1, .cls = KVS_CLASS_USER, .ttl_ms = 30};
+    kvs_put_args_t t = {.ns = ns,
+                        .key = "ttl",
+                        .key_len = 3,
+                        .parts = &part,
+                        .nparts = 1,
+                        .cls = KVS_CLASS_USER,
+                        .ttl_ms = 30};
     assert_int_equal(kvs_store_put(s, &t), 0);
     g.key = "ttl";
     g.key_len = 3;
@@ -313,8 +331,8 @@ static void test_api_contracts(void **state)
     /* And retention can be changed on a live block. */
     t.ttl_ms = 0;
     assert_int_equal(kvs_store_put(s, &t), 0);
-    assert_int_equal(kvs_store_set_retention(s, ns, "ttl", 3, KVS_CLASS_USER,
-                                             30), 0);
+    assert_int_equal(
+        kvs_store_set_retention(s, ns, "ttl", 3, KVS_CLASS_USER, 30), 0);
     usleep(80 * 1000);
     assert_int_equal(kvs_store_get(s, &g, &info), KVS_ENOTFOUND);
 
@@ -373,8 +391,12 @@ static void test_streaming_put(void **state)
     kvs_test_fill(want, BLK, 7);
     for (int p = 0; p < NPARTS; p++)
         parts[p] = (kvs_iov_t){NULL, BLK / NPARTS};
-    kvs_put_args_t a = {.ns = ns, .key = key, .key_len = 32, .parts = parts,
-                        .nparts = NPARTS, .flags = KVS_PUT_DURABLE};
+    kvs_put_args_t a = {.ns = ns,
+                        .key = key,
+                        .key_len = 32,
+                        .parts = parts,
+                        .nparts = NPARTS,
+                        .flags = KVS_PUT_DURABLE};
     assert_int_equal(kvs_store_put_begin(s, &a, &ps), 0);
     kvs_key_t k = {key, 32};
     uint8_t present;
@@ -391,7 +413,8 @@ static void test_streaming_put(void **state)
         } else {
             assert_int_equal(kvs_store_put_part(s, &ps, (uint32_t)p,
                                                 want + p * (BLK / NPARTS),
-                                                BLK / NPARTS), 0);
+                                                BLK / NPARTS),
+                             0);
         }
         assert_int_equal(kvs_store_exists(s, ns, &k, 1, &present), 0);
         assert_int_equal(present, 0);

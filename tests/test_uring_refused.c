@@ -30,10 +30,10 @@
 
 enum {
     RC_OK = 0,
-    RC_NVME_OPENED = 10,   /* the NVMe store opened although refused */
-    RC_NVME_WRONG = 11,    /* it failed, with another status */
-    RC_DRAM_OPEN = 12,     /* the DRAM-only store did not open */
-    RC_DRAM_IO = 13,       /* ... or did not put/get */
+    RC_NVME_OPENED = 10, /* the NVMe store opened although refused */
+    RC_NVME_WRONG = 11,  /* it failed, with another status */
+    RC_DRAM_OPEN = 12,   /* the DRAM-only store did not open */
+    RC_DRAM_IO = 13,     /* ... or did not put/get */
 };
 
 static void config(kvs_store_config_t *c, const char *dir)
@@ -85,10 +85,13 @@ static int child(const char *dir, int err)
     uint8_t in[5000], out[5000];
     kvs_test_fill(in, sizeof(in), 1);
     kvs_iov_t part = {in, sizeof(in)};
-    kvs_put_args_t pa = {.key = "k", .key_len = 1, .parts = &part,
-                         .nparts = 1, .flags = KVS_PUT_DURABLE};
-    kvs_get_args_t ga = {.key = "k", .key_len = 1, .buf = out,
-                         .cap = sizeof(out)};
+    kvs_put_args_t pa = {.key = "k",
+                         .key_len = 1,
+                         .parts = &part,
+                         .nparts = 1,
+                         .flags = KVS_PUT_DURABLE};
+    kvs_get_args_t ga = {
+        .key = "k", .key_len = 1, .buf = out, .cap = sizeof(out)};
     ret = kvs_store_ns_open(s, "ns", 0, &ns);
     pa.ns = ga.ns = ns;
     if (ret == 0)

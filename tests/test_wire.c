@@ -134,10 +134,17 @@ static void test_put(void **state)
     uint32_t lens0[] = {100, 200, 300};
     uint32_t lens1[] = {4096};
     kvs_wire_put_ent_t ents[2] = {
-        {.key = B("block-0"), .cls = KVS_CLASS_USER, .elem_size = 2,
-         .flags = KVS_WIRE_PUT_DURABLE, .ttl_ms = 3600000, .group = 7,
-         .nparts = 3, .part_lens = lens0},
-        {.key = B("block-1"), .parent = B("block-0"), .nparts = 1,
+        {.key = B("block-0"),
+         .cls = KVS_CLASS_USER,
+         .elem_size = 2,
+         .flags = KVS_WIRE_PUT_DURABLE,
+         .ttl_ms = 3600000,
+         .group = 7,
+         .nparts = 3,
+         .part_lens = lens0},
+        {.key = B("block-1"),
+         .parent = B("block-0"),
+         .nparts = 1,
          .part_lens = lens1},
     };
     kvs_wire_msg_t m = req(KVS_OP_PUT, 2), o;
@@ -196,11 +203,17 @@ static void test_get_and_data(void **state)
     }
 
     kvs_wire_block_t blk[3] = {
-        {.status = 0, .nparts = 2, .len = 1 << 20, .tier = KVS_TIER_DRAM,
+        {.status = 0,
+         .nparts = 2,
+         .len = 1 << 20,
+         .tier = KVS_TIER_DRAM,
          .cls = KVS_CLASS_SCRATCH},
         {.status = KVS_ENOTFOUND},
-        {.status = -ENOBUFS, .nparts = 1, .len = 5 << 20,
-         .tier = KVS_TIER_NVME, .cls = KVS_CLASS_PINNED},
+        {.status = -ENOBUFS,
+         .nparts = 1,
+         .len = 5 << 20,
+         .tier = KVS_TIER_NVME,
+         .cls = KVS_CLASS_PINNED},
     };
     kvs_wire_msg_t r = rep(KVS_OP_GET, 3);
     r.u.get_rep.blocks = blk;
@@ -227,7 +240,7 @@ static void test_key_ops(void **state)
 {
     (void)state;
     static const uint8_t ops[] = {KVS_OP_MATCH, KVS_OP_EXISTS, KVS_OP_DELETE,
-                                  KVS_OP_PIN, KVS_OP_UNPIN, KVS_OP_PREFETCH};
+                                  KVS_OP_PIN,   KVS_OP_UNPIN,  KVS_OP_PREFETCH};
     kvs_wire_bytes_t keys[3];
 
     for (int i = 0; i < 3; i++)
@@ -505,8 +518,8 @@ static void test_key_too_big(void **state)
     raw[16] = 66;
     raw[32] = 65;
     raw[len] = 'x';
-    assert_int_equal(
-        kvs_wire_decode(raw, sizeof(raw), 0, &lim, scratch, &o), KVS_ETOOBIG);
+    assert_int_equal(kvs_wire_decode(raw, sizeof(raw), 0, &lim, scratch, &o),
+                     KVS_ETOOBIG);
 }
 
 /* The stream opcodes: one fixed part, a string, the rest; parts carry a
@@ -514,7 +527,7 @@ static void test_key_too_big(void **state)
 static void test_stream(void **state)
 {
     static const uint8_t body[] = {'p', 'r', 'e', 'f', 'i', 'l', 'l',
-                                   1, 'k', 4, 0, 0, 0};
+                                   1,   'k', 4,   0,   0,   0};
     kvs_wire_msg_t m = req(KVS_OP_SPUT_BEGIN, 0), o;
     size_t len;
 
@@ -527,11 +540,11 @@ static void test_stream(void **state)
     m.u.stream.len = 1234;
     m.u.stream.off = 5678;
     m.u.stream.str = (kvs_wire_bytes_t){.data = body, .len = 7};
-    m.u.stream.rest = (kvs_wire_bytes_t){.data = body + 7,
-                                         .len = sizeof(body) - 7};
+    m.u.stream.rest =
+        (kvs_wire_bytes_t){.data = body + 7, .len = sizeof(body) - 7};
     len = roundtrip(&m, 0, &o);
-    assert_int_equal(len, KVS_WIRE_HDR_SIZE + KVS_WIRE_STREAM_FIXED +
-                              sizeof(body));
+    assert_int_equal(len,
+                     KVS_WIRE_HDR_SIZE + KVS_WIRE_STREAM_FIXED + sizeof(body));
     assert_int_equal(o.u.stream.block, 1);
     assert_int_equal(o.u.stream.part, 2);
     assert_int_equal(o.u.stream.nparts, 1);

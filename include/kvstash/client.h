@@ -43,7 +43,7 @@ extern "C" {
 #error "include kvstash/kvstash.h, not kvstash/client.h"
 #endif
 
-#define KVS_DEFAULT_PORT 7370u/* kvstashd's default port, on 127.0.0.1 */
+#define KVS_DEFAULT_PORT 7370u /* kvstashd's default port, on 127.0.0.1 */
 
 typedef struct kvs_client kvs_client_t;
 typedef struct kvs_mr kvs_mr_t;
@@ -51,27 +51,27 @@ typedef struct kvs_mr kvs_mr_t;
 /* Which fields of kvs_client_params_t are set. Unset fields take their
  * defaults, so new fields can be added without breaking old callers. */
 enum kvs_client_param_field {
-    KVS_CLIENT_PARAM_ADDR         = 1u << 0,
-    KVS_CLIENT_PARAM_PORT         = 1u << 1,
-    KVS_CLIENT_PARAM_TOKEN        = 1u << 2,
-    KVS_CLIENT_PARAM_NS           = 1u << 3,
-    KVS_CLIENT_PARAM_ELEM_SIZE    = 1u << 4,
-    KVS_CLIENT_PARAM_TIMEOUT_MS   = 1u << 5,
+    KVS_CLIENT_PARAM_ADDR = 1u << 0,
+    KVS_CLIENT_PARAM_PORT = 1u << 1,
+    KVS_CLIENT_PARAM_TOKEN = 1u << 2,
+    KVS_CLIENT_PARAM_NS = 1u << 3,
+    KVS_CLIENT_PARAM_ELEM_SIZE = 1u << 4,
+    KVS_CLIENT_PARAM_TIMEOUT_MS = 1u << 5,
     KVS_CLIENT_PARAM_BUSY_POLL_US = 1u << 6,
 };
 
 typedef struct kvs_client_params {
-    uint64_t field_mask;          /* KVS_CLIENT_PARAM_* */
-    const char *addr;             /* numeric IP; default "127.0.0.1" */
-    uint16_t port;                /* default KVS_DEFAULT_PORT */
-    const char *token;            /* auth token; default none */
-    const char *ns;               /* namespace; required */
-    uint32_t elem_size;           /* bytes per tensor element; default 0 */
-    uint32_t timeout_ms;          /* connect, and each synchronous call;
-                                     0: wait forever (the default for calls;
-                                     connecting waits 10 s) */
-    uint32_t busy_poll_us;        /* spin this long before sleeping while
-                                     waiting; default 20 */
+    uint64_t field_mask;   /* KVS_CLIENT_PARAM_* */
+    const char *addr;      /* numeric IP; default "127.0.0.1" */
+    uint16_t port;         /* default KVS_DEFAULT_PORT */
+    const char *token;     /* auth token; default none */
+    const char *ns;        /* namespace; required */
+    uint32_t elem_size;    /* bytes per tensor element; default 0 */
+    uint32_t timeout_ms;   /* connect, and each synchronous call;
+                              0: wait forever (the default for calls;
+                              connecting waits 10 s) */
+    uint32_t busy_poll_us; /* spin this long before sleeping while
+                              waiting; default 20 */
 } kvs_client_params_t;
 
 /*
@@ -96,12 +96,12 @@ KVS_API void kvs_client_destroy(kvs_client_t *client);
 
 /* The daemon's limits, from the handshake. */
 typedef struct kvs_client_limits {
-    uint32_t max_keys;            /* entries in one frame */
-    uint32_t max_payload;         /* bytes of blocks in one PUT frame */
-    uint32_t max_inflight;        /* requests in flight */
+    uint32_t max_keys;     /* entries in one frame */
+    uint32_t max_payload;  /* bytes of blocks in one PUT frame */
+    uint32_t max_inflight; /* requests in flight */
     uint32_t lease_max_ms;
-    uint32_t features;            /* KVS_WIRE_FEAT_* agreed */
-    uint64_t session;             /* the daemon's connection id */
+    uint32_t features; /* KVS_WIRE_FEAT_* agreed */
+    uint64_t session;  /* the daemon's connection id */
 } kvs_client_limits_t;
 
 KVS_API void kvs_client_limits(const kvs_client_t *client,
@@ -134,15 +134,15 @@ KVS_API void kvs_client_mem_dereg(kvs_client_t *client, kvs_mr_t *mr);
 /* One block to store. parts are read until the call completes. */
 typedef struct kvs_client_put {
     kvs_client_key_t key;
-    kvs_client_key_t parent;      /* len 0: no parent */
-    const kvs_iov_t *parts;       /* the block, part by part (e.g. layers) */
-    uint32_t nparts;              /* 1..KVS_PARTS_MAX */
-    uint32_t flags;               /* KVS_CLIENT_PUT_* */
-    uint8_t cls;                  /* enum kvs_class */
-    uint8_t elem_size;            /* 0: the namespace's */
-    uint64_t ttl_ms;              /* user class; 0: none */
-    uint64_t group;               /* conversation or user id; 0: none */
-    int status;                   /* out: this block's result */
+    kvs_client_key_t parent; /* len 0: no parent */
+    const kvs_iov_t *parts;  /* the block, part by part (e.g. layers) */
+    uint32_t nparts;         /* 1..KVS_PARTS_MAX */
+    uint32_t flags;          /* KVS_CLIENT_PUT_* */
+    uint8_t cls;             /* enum kvs_class */
+    uint8_t elem_size;       /* 0: the namespace's */
+    uint64_t ttl_ms;         /* user class; 0: none */
+    uint64_t group;          /* conversation or user id; 0: none */
+    int status;              /* out: this block's result */
 } kvs_client_put_t;
 
 /* Stores n blocks. Returns 0 when all were stored, else the first failing
@@ -162,16 +162,16 @@ KVS_API int kvs_client_put(kvs_client_t *client, const void *key,
 /* One block to fetch into buf. */
 typedef struct kvs_client_get {
     kvs_client_key_t key;
-    void *buf;                    /* receives the block's bytes */
-    size_t cap;                   /* bytes at buf */
-    kvs_mr_t *mr;                 /* optional: a registration covering buf */
-    uint32_t *part_lens;          /* optional: receives part lengths */
-    uint32_t part_cap;            /* entries at part_lens */
-    int status;                   /* out: 0, KVS_ENOTFOUND, -ENOBUFS ... */
-    uint64_t len;                 /* out: block bytes (also on -ENOBUFS) */
-    uint32_t nparts;              /* out */
-    uint8_t tier;                 /* out: enum kvs_tier served from */
-    uint8_t cls;                  /* out: enum kvs_class */
+    void *buf;           /* receives the block's bytes */
+    size_t cap;          /* bytes at buf */
+    kvs_mr_t *mr;        /* optional: a registration covering buf */
+    uint32_t *part_lens; /* optional: receives part lengths */
+    uint32_t part_cap;   /* entries at part_lens */
+    int status;          /* out: 0, KVS_ENOTFOUND, -ENOBUFS ... */
+    uint64_t len;        /* out: block bytes (also on -ENOBUFS) */
+    uint32_t nparts;     /* out */
+    uint8_t tier;        /* out: enum kvs_tier served from */
+    uint8_t cls;         /* out: enum kvs_class */
 } kvs_client_get_t;
 
 /* Fetches n blocks; lease_id (0: none) is a lease from kvs_client_match(),
@@ -193,8 +193,8 @@ KVS_API int kvs_client_get(kvs_client_t *client, const void *key,
 #define KVS_CLIENT_MATCH_LEASE (1u << 0) /* hold the matched blocks */
 
 typedef struct kvs_client_match_result {
-    size_t matched;               /* leading keys present */
-    uint64_t lease_id;            /* 0 unless a lease was taken */
+    size_t matched;    /* leading keys present */
+    uint64_t lease_id; /* 0 unless a lease was taken */
 } kvs_client_match_result_t;
 
 /*
@@ -218,15 +218,17 @@ KVS_API int kvs_client_match_async(kvs_client_t *client,
 KVS_API int kvs_client_release(kvs_client_t *client, uint64_t lease_id);
 
 /* present_out[i] = 1 if keys[i] is present, else 0. */
-KVS_API int kvs_client_exists(kvs_client_t *client, const kvs_client_key_t *keys,
-                              size_t n, uint8_t *present_out);
+KVS_API int kvs_client_exists(kvs_client_t *client,
+                              const kvs_client_key_t *keys, size_t n,
+                              uint8_t *present_out);
 KVS_API int kvs_client_exists_async(kvs_client_t *client,
                                     const kvs_client_key_t *keys, size_t n,
                                     uint8_t *present_out, kvs_client_cb_t cb,
                                     void *arg);
 /* status_out[i] gets each key's result; returns the first failure. */
-KVS_API int kvs_client_delete(kvs_client_t *client, const kvs_client_key_t *keys,
-                              size_t n, int *status_out);
+KVS_API int kvs_client_delete(kvs_client_t *client,
+                              const kvs_client_key_t *keys, size_t n,
+                              int *status_out);
 
 /* PIN without flags holds a reference for this client's lifetime (the
  * block stays in DRAM); KVS_CLIENT_PIN_RETAIN makes the blocks' class
@@ -244,7 +246,7 @@ KVS_API int kvs_client_prefetch(kvs_client_t *client,
 /* ---- administration ----------------------------------------------- */
 
 typedef struct kvs_client_stat {
-    char name[64];                /* NUL-terminated */
+    char name[64]; /* NUL-terminated */
     uint64_t value;
 } kvs_client_stat_t;
 
@@ -261,13 +263,13 @@ typedef struct kvs_client_scan_ent {
     uint8_t key[KVS_KEY_MAX];
     uint32_t key_len;
     uint8_t parent[KVS_KEY_MAX];
-    uint32_t parent_len;          /* 0: no parent */
-    uint8_t tier;                 /* enum kvs_tier */
-    uint8_t cls;                  /* enum kvs_class */
+    uint32_t parent_len; /* 0: no parent */
+    uint8_t tier;        /* enum kvs_tier */
+    uint8_t cls;         /* enum kvs_class */
     uint32_t nparts;
-    uint64_t len;                 /* bytes, all parts */
+    uint64_t len; /* bytes, all parts */
     uint64_t group;
-    uint64_t expiry_ms;           /* wall clock ms; 0: none */
+    uint64_t expiry_ms; /* wall clock ms; 0: none */
 } kvs_client_scan_ent_t;
 
 /*

@@ -14,7 +14,7 @@
 #define KVS_VERSION_MAJOR 0
 #define KVS_VERSION_MINOR 1
 #define KVS_VERSION_PATCH 0
-#define KVS_VERSION_NUMBER \
+#define KVS_VERSION_NUMBER                                                     \
     (KVS_VERSION_MAJOR * 10000 + KVS_VERSION_MINOR * 100 + KVS_VERSION_PATCH)
 
 /* The client API version: major in the high 16 bits. A library accepts any

@@ -34,9 +34,9 @@ typedef struct kvs_locator kvs_locator_t;
 
 typedef struct kvs_locate_result {
     char node[KVS_LOCATE_NODE_MAX]; /* the node; "" when matched is 0 */
-    size_t matched;               /* leading keys that node holds */
-    uint8_t tier;                 /* enum kvs_tier: KVS_TIER_DRAM when all
-                                   * of them are in its DRAM, else NVME */
+    size_t matched;                 /* leading keys that node holds */
+    uint8_t tier;                   /* enum kvs_tier: KVS_TIER_DRAM when all
+                                     * of them are in its DRAM, else NVME */
 } kvs_locate_result_t;
 
 /*

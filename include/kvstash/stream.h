@@ -88,13 +88,13 @@ typedef struct kvs_stream_block {
 
 /* What is known of one block of a fetch. */
 typedef struct kvs_stream_info {
-    int status;                   /* 0, or why the block failed */
-    int complete;                 /* 1: every part in, stored on sidecar */
-    uint32_t nparts;              /* 0 until the peer announced the block */
-    uint32_t parts_in;            /* parts landed in buf */
-    uint64_t len;                 /* bytes of the block */
-    uint64_t first_part_ns;       /* monotonic: first part landed; 0: none */
-    uint64_t complete_ns;         /* monotonic: complete; 0: not yet */
+    int status;             /* 0, or why the block failed */
+    int complete;           /* 1: every part in, stored on sidecar */
+    uint32_t nparts;        /* 0 until the peer announced the block */
+    uint32_t parts_in;      /* parts landed in buf */
+    uint64_t len;           /* bytes of the block */
+    uint64_t first_part_ns; /* monotonic: first part landed; 0: none */
+    uint64_t complete_ns;   /* monotonic: complete; 0: not yet */
 } kvs_stream_info_t;
 
 /*

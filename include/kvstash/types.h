@@ -10,16 +10,16 @@
 extern "C" {
 #endif
 
-#define KVS_KEY_MAX       64u   /* bytes; keys are 1..KVS_KEY_MAX */
-#define KVS_NS_NAME_MAX   255u  /* bytes of a namespace name */
-#define KVS_PARTS_MAX     1024u /* parts (layers) in one block */
+#define KVS_KEY_MAX 64u      /* bytes; keys are 1..KVS_KEY_MAX */
+#define KVS_NS_NAME_MAX 255u /* bytes of a namespace name */
+#define KVS_PARTS_MAX 1024u  /* parts (layers) in one block */
 
 /* Retention class of a block. The numeric values are part of the wire and
  * disk formats. */
 enum kvs_class {
     KVS_CLASS_SCRATCH = 0, /* ordinary prefix cache: evicted first */
-    KVS_CLASS_USER    = 1, /* conversation memory: kept until its TTL */
-    KVS_CLASS_PINNED  = 2, /* system prompts: never evicted */
+    KVS_CLASS_USER = 1,    /* conversation memory: kept until its TTL */
+    KVS_CLASS_PINNED = 2,  /* system prompts: never evicted */
     KVS_CLASS_COUNT
 };
 
@@ -33,7 +33,7 @@ enum kvs_tier {
 /* One contiguous piece of memory, owned by the caller. */
 typedef struct kvs_iov {
     const void *base;
-    size_t      len;  /* bytes */
+    size_t len; /* bytes */
 } kvs_iov_t;
 
 #ifdef __cplusplus

@@ -139,8 +139,10 @@ void kvs_e2e_daemon_stop(kvs_e2e_daemon_t *d)
     CHECK(kill(d->pid, SIGTERM) == 0);
     CHECK(waitpid(d->pid, &status, 0) == d->pid);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "kvstashd did not stop cleanly (status 0x%x); see "
-                "%s/kvstashd.log\n", status, d->dir);
+        fprintf(stderr,
+                "kvstashd did not stop cleanly (status 0x%x); see "
+                "%s/kvstashd.log\n",
+                status, d->dir);
         exit(1);
     }
     d->pid = 0;

@@ -21,30 +21,32 @@
 
 #include "kvstash/kvstash.h"
 
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,         \
-                    __LINE__, #cond);                                      \
-            exit(1);                                                       \
-        }                                                                  \
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,   \
+                    #cond);                                                    \
+            exit(1);                                                           \
+        }                                                                      \
     } while (0)
 
-#define CHECK_EQ(a, b)                                                     \
-    do {                                                                   \
-        long long a_ = (long long)(a), b_ = (long long)(b);                \
-        if (a_ != b_) {                                                    \
-            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld vs %lld)" \
-                    " %s\n", __FILE__, __LINE__, #a, #b, a_, b_,            \
-                    a_ < 0 ? kvs_strerror((int)a_) : "");                  \
-            exit(1);                                                       \
-        }                                                                  \
+#define CHECK_EQ(a, b)                                                         \
+    do {                                                                       \
+        long long a_ = (long long)(a), b_ = (long long)(b);                    \
+        if (a_ != b_) {                                                        \
+            fprintf(stderr,                                                    \
+                    "%s:%d: CHECK failed: %s == %s (%lld vs %lld)"             \
+                    " %s\n",                                                   \
+                    __FILE__, __LINE__, #a, #b, a_, b_,                        \
+                    a_ < 0 ? kvs_strerror((int)a_) : "");                      \
+            exit(1);                                                           \
+        }                                                                      \
     } while (0)
 
 typedef struct kvs_e2e_daemon {
-    pid_t pid;                    /* 0: attached to an external daemon */
+    pid_t pid; /* 0: attached to an external daemon */
     uint16_t port;
-    bool external;                /* KVS_TEST_DAEMON */
+    bool external; /* KVS_TEST_DAEMON */
     char dir[512];
     char cfg[600];
 } kvs_e2e_daemon_t;

@@ -41,8 +41,8 @@ static size_t exists_frame(uint8_t *buf, const char *key)
 }
 
 /* A frame on a fresh connection, answered with status and then closed. */
-static void refused(raw_t *r, uint16_t port, const uint8_t *frame,
-                    size_t len, int status)
+static void refused(raw_t *r, uint16_t port, const uint8_t *frame, size_t len,
+                    int status)
 {
     raw_connect(r, port);
     CHECK_EQ(raw_send(r, frame, len, NULL, 0, false), status);
@@ -182,7 +182,8 @@ int main(void)
     len = exists_frame(buf, "abc");
     buf[5] = 99;
     CHECK_EQ(raw_send(&r, buf, len, NULL, 0, false), KVS_EPROTO);
-    CHECK_EQ(raw_last(&r)->bytes[5], 99); /* the reply names the opcode it refuses */
+    CHECK_EQ(raw_last(&r)->bytes[5],
+             99); /* the reply names the opcode it refuses */
     still_serving(good, round++);
     /* A key of 65 bytes. */
     {

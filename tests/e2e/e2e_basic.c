@@ -113,8 +113,8 @@ static void test_batch(kvs_client_t *c)
     CHECK(tiers[0] == KVS_TIER_DRAM || tiers[0] == KVS_TIER_NVME);
     /* With a lease: refs go up until the GET that names it. */
     uint64_t refs0 = kvs_e2e_stat(c, "refs");
-    CHECK_EQ(kvs_client_match(c, mk, 3, KVS_CLIENT_MATCH_LEASE, 5000, tiers,
-                              &r), 0);
+    CHECK_EQ(
+        kvs_client_match(c, mk, 3, KVS_CLIENT_MATCH_LEASE, 5000, tiers, &r), 0);
     CHECK_EQ(r.matched, 3);
     CHECK(r.lease_id != 0);
     CHECK_EQ(kvs_e2e_stat(c, "refs"), refs0 + 3);
@@ -172,8 +172,8 @@ static void test_async(kvs_client_t *c)
         gets[i].buf = outs[i];
         gets[i].cap = sizeof(outs[i]);
         k[i] = K(keys[i]);
-        CHECK_EQ(kvs_client_get_batch_async(c, &gets[i], 1, 0, on_done,
-                                            &count), 0);
+        CHECK_EQ(kvs_client_get_batch_async(c, &gets[i], 1, 0, on_done, &count),
+                 0);
     }
     CHECK_EQ(kvs_client_exists_async(c, k, N, present, on_done, &count), 0);
     while (count < 2 * N + 1)
@@ -222,8 +222,8 @@ static void test_tenancy(const kvs_e2e_daemon_t *d)
 {
     kvs_client_t *alice = kvs_e2e_connect(d, NS_A, "alice-secret");
     kvs_client_t *bob_in_a = kvs_e2e_connect(d, NS_A, "bob-secret");
-    kvs_client_t *bob_in_nowhere = kvs_e2e_connect(d, "no-such-ns",
-                                                   "bob-secret");
+    kvs_client_t *bob_in_nowhere =
+        kvs_e2e_connect(d, "no-such-ns", "bob-secret");
     kvs_client_t *bob_shared = kvs_e2e_connect(d, "shared", "bob-secret");
     kvs_client_t *alice_shared = kvs_e2e_connect(d, "shared", "alice-secret");
     kvs_client_t *bad = NULL;
@@ -243,16 +243,15 @@ static void test_tenancy(const kvs_e2e_daemon_t *d)
 
         CHECK_EQ(kvs_client_get(b, "secret-prefix", 13, buf, 64, &len),
                  KVS_ENOTFOUND);
-        CHECK_EQ(kvs_client_match(b, &k, 1, KVS_CLIENT_MATCH_LEASE, 0, NULL,
-                                  &r), 0);
+        CHECK_EQ(
+            kvs_client_match(b, &k, 1, KVS_CLIENT_MATCH_LEASE, 0, NULL, &r), 0);
         CHECK_EQ(r.matched, 0);
         CHECK_EQ(r.lease_id, 0);
         CHECK_EQ(kvs_client_exists(b, &k, 1, &present), 0);
         CHECK_EQ(present, 0);
         CHECK_EQ(kvs_client_delete(b, &k, 1, &st), KVS_ENOTFOUND);
         CHECK_EQ(kvs_client_pin(b, &k, 1, 0, &st), KVS_ENOTFOUND);
-        CHECK_EQ(kvs_client_put(b, "secret-prefix", 13, "bob", 3, 0),
-                 -EACCES);
+        CHECK_EQ(kvs_client_put(b, "secret-prefix", 13, "bob", 3, 0), -EACCES);
     }
     /* Alice's block is untouched. */
     CHECK_EQ(kvs_client_get(alice, "secret-prefix", 13, buf, 64, &len), 0);

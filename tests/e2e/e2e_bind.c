@@ -28,14 +28,15 @@ static size_t bind_frame(uint8_t *buf, uint64_t req_id, uint64_t session,
     return raw_enc(buf, 4096, &m);
 }
 
-static void hello_ok(raw_t *r, uint16_t port, const char *token,
-                     const char *ns, kvs_wire_msg_t *rep)
+static void hello_ok(raw_t *r, uint16_t port, const char *token, const char *ns,
+                     kvs_wire_msg_t *rep)
 {
     uint8_t buf[4096];
 
     raw_connect(r, port);
     CHECK_EQ(raw_send(r, buf, raw_hello(buf, 1, token, ns, KVS_WIRE_FEAT_ALL),
-                      NULL, 0, false), 0);
+                      NULL, 0, false),
+             0);
     raw_hello_reply(r, rep);
     CHECK(rep->u.hello_rep.features & KVS_WIRE_FEAT_BULK);
 }
@@ -64,8 +65,9 @@ static void victim_undisturbed(raw_t *v)
     uint8_t buf[4096];
     kvs_wire_hdr_t h;
 
-    CHECK_EQ(raw_send(v, buf, raw_keys(buf, KVS_OP_EXISTS, 5, "k"), NULL, 0,
-                      false), 0);
+    CHECK_EQ(
+        raw_send(v, buf, raw_keys(buf, KVS_OP_EXISTS, 5, "k"), NULL, 0, false),
+        0);
     raw_decode(raw_last(v), &(kvs_wire_msg_t){0});
     h.req_id = 0;
     memcpy(&h.req_id, raw_last(v)->bytes + 8, 8);
@@ -95,8 +97,8 @@ int main(void)
      * the attacker's bulk endpoint, never on the victim's endpoint. */
     raw_connect_mode(b, (uint16_t)ar.u.hello_rep.bulk_port,
                      UCP_ERR_HANDLING_MODE_NONE);
-    len = bind_frame(buf, 77, vr.u.hello_rep.session,
-                     ar.u.hello_rep.bind_secret);
+    len =
+        bind_frame(buf, 77, vr.u.hello_rep.session, ar.u.hello_rep.bind_secret);
     CHECK(bind_answered_on_bulk(b, a, v, buf, len, &h));
     CHECK_EQ(h.req_id, 77);
     CHECK_EQ(h.status, KVS_EAUTH);
@@ -114,15 +116,15 @@ int main(void)
      * session is refused on the endpoint it came on. */
     raw_connect_mode(b, (uint16_t)ar.u.hello_rep.bulk_port,
                      UCP_ERR_HANDLING_MODE_NONE);
-    len = bind_frame(buf, 78, ar.u.hello_rep.session,
-                     ar.u.hello_rep.bind_secret);
+    len =
+        bind_frame(buf, 78, ar.u.hello_rep.session, ar.u.hello_rep.bind_secret);
     CHECK(!bind_answered_on_bulk(b, a, v, buf, len, &h));
     CHECK_EQ(h.req_id, 78);
     CHECK_EQ(h.status, 0);
     raw_connect_mode(b2, (uint16_t)ar.u.hello_rep.bulk_port,
                      UCP_ERR_HANDLING_MODE_NONE);
-    len = bind_frame(buf, 79, ar.u.hello_rep.session,
-                     ar.u.hello_rep.bind_secret);
+    len =
+        bind_frame(buf, 79, ar.u.hello_rep.session, ar.u.hello_rep.bind_secret);
     CHECK(bind_answered_on_bulk(b2, a, v, buf, len, &h));
     CHECK_EQ(h.req_id, 79);
     CHECK_EQ(h.status, KVS_EAUTH);

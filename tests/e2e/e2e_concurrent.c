@@ -12,9 +12,9 @@
 #include "tests/e2e/e2e.h"
 #include "tests/testutil.h"
 
-#define NPROC  8
-#define NBLK   24
-#define BLK    (256u << 10)
+#define NPROC 8
+#define NBLK 24
+#define BLK (256u << 10)
 
 static void key_of(char *out, size_t cap, int proc, int i)
 {
@@ -71,8 +71,9 @@ static void child(const kvs_e2e_daemon_t *d, int me)
         memset(back, 0, sizeof(back));
         count_done = 0;
         for (int i = 0; i < NBLK; i++)
-            CHECK_EQ(kvs_client_get_batch_async(c, &gets[i], 1, 0, on_done,
-                                                NULL), 0);
+            CHECK_EQ(
+                kvs_client_get_batch_async(c, &gets[i], 1, 0, on_done, NULL),
+                0);
         CHECK_EQ(kvs_client_wait(c), 0);
         CHECK_EQ(count_done, NBLK);
         for (int i = 0; i < NBLK; i++)

@@ -23,7 +23,7 @@ typedef struct row {
     const char *what;
     enum state state;
     build_fn build;
-    const uint8_t *payload;       /* PUT rows: the payload, plen bytes */
+    const uint8_t *payload; /* PUT rows: the payload, plen bytes */
     size_t plen;
     int status;
     bool closed;
@@ -216,8 +216,11 @@ static size_t b_match_lease(uint8_t *buf)
 static size_t put_frame(uint8_t *buf, uint8_t cls, uint64_t ttl)
 {
     static uint32_t pl = 10;
-    kvs_wire_put_ent_t pe = {.key = {(const uint8_t *)"pk", 2}, .cls = cls,
-                             .ttl_ms = ttl, .nparts = 1, .part_lens = &pl};
+    kvs_wire_put_ent_t pe = {.key = {(const uint8_t *)"pk", 2},
+                             .cls = cls,
+                             .ttl_ms = ttl,
+                             .nparts = 1,
+                             .part_lens = &pl};
     kvs_wire_msg_t m;
 
     memset(&m, 0, sizeof(m));
@@ -274,18 +277,15 @@ static const row_t rows[] = {
     {"HELLO, NUL in namespace", PRE, b_hello_nul, NULL, 0, KVS_EPROTO, true},
     {"bad magic before HELLO", PRE, b_magic, NULL, 0, KVS_EPROTO, true},
     {"frame of 10 bytes", PRE, b_short, NULL, 0, KVS_EPROTO, true},
-    {"malformed frame before HELLO", PRE, b_count0, NULL, 0, KVS_EPROTO,
-     true},
+    {"malformed frame before HELLO", PRE, b_count0, NULL, 0, KVS_EPROTO, true},
     {"HELLO", PRE, b_hello, NULL, 0, 0, false},
     {"HELLO twice", AUTH, b_hello, NULL, 0, KVS_EPROTO, false},
     {"bad magic", AUTH, b_magic, NULL, 0, KVS_EPROTO, true},
     {"version 1", AUTH, b_hello_version, NULL, 0, KVS_EPROTO_VERSION, true},
-    {"frame of 10 bytes after HELLO", AUTH, b_short, NULL, 0, KVS_EPROTO,
-     true},
+    {"frame of 10 bytes after HELLO", AUTH, b_short, NULL, 0, KVS_EPROTO, true},
     {"unknown opcode", AUTH, b_unknown_op, NULL, 0, KVS_EPROTO, false},
     {"unknown flag", AUTH, b_unknown_flag, NULL, 0, KVS_EPROTO, false},
-    {"REPLY flag on a request", AUTH, b_reply_flag, NULL, 0, KVS_EPROTO,
-     false},
+    {"REPLY flag on a request", AUTH, b_reply_flag, NULL, 0, KVS_EPROTO, false},
     {"DATA from a client", AUTH, b_data, payload10, 10, KVS_EPROTO, false},
     {"truncated body", AUTH, b_truncated, NULL, 0, KVS_EPROTO, false},
     {"body_len 0xffffffff", AUTH, b_body_huge, NULL, 0, KVS_ETOOBIG, false},
@@ -293,8 +293,7 @@ static const row_t rows[] = {
     {"count 1025", AUTH, b_count1025, NULL, 0, KVS_ETOOBIG, false},
     {"zero-length key", AUTH, b_key0, NULL, 0, KVS_EPROTO, false},
     {"key of 65 bytes", AUTH, b_key65, NULL, 0, KVS_ETOOBIG, false},
-    {"BIND on the control endpoint", AUTH, b_bind, NULL, 0, KVS_EPROTO,
-     false},
+    {"BIND on the control endpoint", AUTH, b_bind, NULL, 0, KVS_EPROTO, false},
     {"RELEASE of an unknown lease", AUTH, b_release, NULL, 0, KVS_ENOTFOUND,
      false},
     {"PUT", AUTH, b_put, payload10, 10, 0, false},
@@ -335,11 +334,12 @@ int main(void)
         fprintf(stderr, "row %zu: %s\n", i, row->what);
         raw_connect(r, d.port);
         if (row->state != PRE)
-            CHECK_EQ(raw_send(r, buf, raw_hello(buf, 1, "tok", "ns",
-                                                row->state == AUTH
-                                                    ? KVS_WIRE_FEAT_ALL
-                                                    : 0),
-                              NULL, 0, false), 0);
+            CHECK_EQ(
+                raw_send(r, buf,
+                         raw_hello(buf, 1, "tok", "ns",
+                                   row->state == AUTH ? KVS_WIRE_FEAT_ALL : 0),
+                         NULL, 0, false),
+                0);
         len = row->build(buf);
         st = raw_send(r, buf, len, row->payload, row->plen, false);
         if (st != row->status) {

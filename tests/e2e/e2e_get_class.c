@@ -32,9 +32,11 @@ int main(void)
     kvs_e2e_daemon_init(&d, "e2e_get_class");
     kvs_e2e_daemon_start(&d, NULL);
     raw_connect(r, d.port);
-    CHECK_EQ(raw_send(r, buf, raw_hello(buf, 1, "", "ns", KVS_WIRE_FEAT_ALL &
-                                                          ~KVS_WIRE_FEAT_BULK),
-                      NULL, 0, false), 0);
+    CHECK_EQ(raw_send(r, buf,
+                      raw_hello(buf, 1, "", "ns",
+                                KVS_WIRE_FEAT_ALL & ~KVS_WIRE_FEAT_BULK),
+                      NULL, 0, false),
+             0);
 
     memset(pe, 0, sizeof(pe));
     memset(payload, 'p', sizeof(payload));

@@ -14,7 +14,7 @@
 #include "tests/testutil.h"
 
 #define NBLK 8
-#define BLK  (2u << 20)
+#define BLK (2u << 20)
 
 static void put_blocks(kvs_client_t *c, kvs_client_key_t *keys,
                        char names[][16])
@@ -42,7 +42,8 @@ static void victim(const kvs_e2e_daemon_t *d, int ready_fd)
 
     put_blocks(c, keys, names);
     CHECK_EQ(kvs_client_match(c, keys, NBLK, KVS_CLIENT_MATCH_LEASE, 60000,
-                              NULL, &r), 0);
+                              NULL, &r),
+             0);
     CHECK_EQ(r.matched, NBLK);
     CHECK_EQ(kvs_client_pin(c, keys, 2, 0, st), 0);
     memset(gets, 0, sizeof(gets));

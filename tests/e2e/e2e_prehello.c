@@ -60,11 +60,12 @@ int main(void)
     CHECK(ucp_init(&up, NULL, &ctx) == UCS_OK);
     CHECK(ucp_worker_create(ctx, &wp, &w) == UCS_OK);
     for (uintptr_t i = 0; i < IDLE; i++)
-        eps[i] = raw_ep_create(w, d.port, UCP_ERR_HANDLING_MODE_PEER,
-                               idle_err, (void *)i);
+        eps[i] = raw_ep_create(w, d.port, UCP_ERR_HANDLING_MODE_PEER, idle_err,
+                               (void *)i);
     /* Until the daemon has decided on every one of them. */
     while (kvs_e2e_stat(observer, "connections_accepted") +
-               kvs_e2e_stat(observer, "connections_rejected") < base + IDLE) {
+               kvs_e2e_stat(observer, "connections_rejected") <
+           base + IDLE) {
         for (int k = 0; k < 100; k++)
             ucp_worker_progress(w);
         usleep(1000);

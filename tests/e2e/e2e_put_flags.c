@@ -22,10 +22,13 @@ static int put1(raw_t *r, const char *key, uint8_t cls, uint32_t flags,
     static uint8_t payload[4096];
     uint8_t buf[4096];
     uint32_t plen = sizeof(payload);
-    kvs_wire_put_ent_t pe = {.key = {(const uint8_t *)key,
-                                     (uint32_t)strlen(key)},
-                             .cls = cls, .flags = flags, .ttl_ms = ttl_ms,
-                             .nparts = 1, .part_lens = &plen};
+    kvs_wire_put_ent_t pe = {
+        .key = {(const uint8_t *)key, (uint32_t)strlen(key)},
+        .cls = cls,
+        .flags = flags,
+        .ttl_ms = ttl_ms,
+        .nparts = 1,
+        .part_lens = &plen};
     kvs_wire_msg_t m, rep;
     size_t len;
 
@@ -65,9 +68,8 @@ static unsigned match_tier(raw_t *r, const char *key)
 static unsigned get_tier(raw_t *r, const char *key)
 {
     uint8_t buf[4096];
-    kvs_wire_get_ent_t ge = {.key = {(const uint8_t *)key,
-                                     (uint32_t)strlen(key)},
-                             .cap = 1 << 20};
+    kvs_wire_get_ent_t ge = {
+        .key = {(const uint8_t *)key, (uint32_t)strlen(key)}, .cap = 1 << 20};
     kvs_wire_msg_t m, rep;
     kvs_wire_hdr_t h;
     raw_frame_t *f;

@@ -19,8 +19,8 @@
 #define NB 3
 #define NP 8
 
-static const uint32_t part_len[NP] = {65536, 4096, 300000, 65536,
-                                      1u << 20, 128, 65536, 77777};
+static const uint32_t part_len[NP] = {65536,    4096, 300000, 65536,
+                                      1u << 20, 128,  65536,  77777};
 
 static uint64_t blk_len(void)
 {
@@ -90,13 +90,15 @@ int main(void)
     {
         kvs_client_key_t k0 = blocks[0].key;
 
-        CHECK_EQ(kvs_stream_put_begin(cp, &k0, part_len, NP, 0, 0, NULL,
-                                      &put[0]), 0);
+        CHECK_EQ(
+            kvs_stream_put_begin(cp, &k0, part_len, NP, 0, 0, NULL, &put[0]),
+            0);
     }
     CHECK_EQ(kvs_stream_fetch(cd, "prefill", blocks, NB, 30000, &f), 0);
     for (uint32_t p = 0; p < 4; p++)
-        CHECK_EQ(kvs_stream_put_part(put[0], p, src[0] + part_off(p),
-                                     part_len[p]), 0);
+        CHECK_EQ(
+            kvs_stream_put_part(put[0], p, src[0] + part_off(p), part_len[p]),
+            0);
     /* Parts 0..3 reach the decode client before block 0 is sealed. */
     for (uint32_t p = 0; p < 4; p++)
         CHECK_EQ(kvs_stream_wait(f, 0, p, -1), 0);
@@ -107,12 +109,14 @@ int main(void)
     CHECK_EQ(kvs_e2e_present(cp, keys[0]), 0);
     CHECK_EQ(kvs_e2e_present(cd, keys[0]), 0);
     for (uint32_t p = 4; p < NP; p++)
-        CHECK_EQ(kvs_stream_put_part(put[0], p, src[0] + part_off(p),
-                                     part_len[p]), 0);
+        CHECK_EQ(
+            kvs_stream_put_part(put[0], p, src[0] + part_off(p), part_len[p]),
+            0);
     CHECK_EQ(kvs_stream_put_seal(put[0]), 0);
     for (int b = 1; b < NB; b++) {
         CHECK_EQ(kvs_stream_put_begin(cp, &blocks[b].key, part_len, NP, 0, 0,
-                                      NULL, &put[b]), 0);
+                                      NULL, &put[b]),
+                 0);
         /* Parts out of order: delivery still waits for part 0. Odd
          * blocks post every part before waiting for any (the seal waits
          * for them). */
@@ -121,10 +125,12 @@ int main(void)
 
             if (b % 2)
                 CHECK_EQ(kvs_stream_put_part_nb(put[b], (uint32_t)p, pb,
-                                                part_len[p]), 0);
+                                                part_len[p]),
+                         0);
             else
-                CHECK_EQ(kvs_stream_put_part(put[b], (uint32_t)p, pb,
-                                             part_len[p]), 0);
+                CHECK_EQ(
+                    kvs_stream_put_part(put[b], (uint32_t)p, pb, part_len[p]),
+                    0);
         }
         CHECK_EQ(kvs_stream_put_seal(put[b]), 0);
     }
@@ -134,8 +140,8 @@ int main(void)
         CHECK_EQ(kvs_stream_info(f, (uint32_t)b, &info), 0);
         CHECK_EQ(info.complete, 1);
         CHECK_EQ(info.len, len);
-        printf("block %d: complete %.3f ms after its first part arrived\n",
-               b, (double)(info.complete_ns - info.first_part_ns) / 1e6);
+        printf("block %d: complete %.3f ms after its first part arrived\n", b,
+               (double)(info.complete_ns - info.first_part_ns) / 1e6);
     }
     kvs_stream_fetch_destroy(f);
     /* Stored on D: the next turn hits locally, with the same bytes. */
@@ -144,8 +150,9 @@ int main(void)
 
         CHECK_EQ(kvs_e2e_present(cd, keys[b]), 1);
         memset(dst[b], 0, sizeof(dst[b]));
-        CHECK_EQ(kvs_client_get(cd, keys[b], (uint32_t)strlen(keys[b]),
-                                dst[b], sizeof(dst[b]), &got), 0);
+        CHECK_EQ(kvs_client_get(cd, keys[b], (uint32_t)strlen(keys[b]), dst[b],
+                                sizeof(dst[b]), &got),
+                 0);
         CHECK_EQ(got, len);
         CHECK(memcmp(dst[b], src[b], len) == 0);
     }
@@ -157,8 +164,7 @@ int main(void)
         char k1[] = "sealed-1", k2[] = "missing-2";
 
         kvs_test_fill(src[0], 1000000, 7);
-        CHECK_EQ(kvs_client_put(cp, k1, sizeof(k1) - 1, src[0], 1000000, 0),
-                 0);
+        CHECK_EQ(kvs_client_put(cp, k1, sizeof(k1) - 1, src[0], 1000000, 0), 0);
         bl[0].key.data = k1;
         bl[0].key.len = sizeof(k1) - 1;
         bl[0].buf = dst[0];
@@ -186,8 +192,9 @@ int main(void)
         bl.key.len = sizeof(ka) - 1;
         bl.buf = dst[2];
         bl.cap = sizeof(dst[2]);
-        CHECK_EQ(kvs_stream_put_begin(cp, &bl.key, part_len, NP, 0, 0, NULL,
-                                      &pa), 0);
+        CHECK_EQ(
+            kvs_stream_put_begin(cp, &bl.key, part_len, NP, 0, 0, NULL, &pa),
+            0);
         CHECK_EQ(kvs_stream_fetch(cd, "prefill", &bl, 1, 30000, &f), 0);
         CHECK_EQ(kvs_stream_put_part(pa, 0, src[2], part_len[0]), 0);
         CHECK_EQ(kvs_stream_wait(f, 0, 0, -1), 0);
@@ -212,8 +219,9 @@ int main(void)
         CHECK_EQ(kvs_stream_put_begin(cp, &k, part_len, NP, 0, 0, dport, &pp),
                  0);
         for (uint32_t p = 0; p < NP; p++)
-            CHECK_EQ(kvs_stream_put_part(pp, p, src[1] + part_off(p),
-                                         part_len[p]), 0);
+            CHECK_EQ(
+                kvs_stream_put_part(pp, p, src[1] + part_off(p), part_len[p]),
+                0);
         CHECK_EQ(kvs_stream_put_seal(pp), 0);
         CHECK_EQ(kvs_e2e_present(cp, "pushed"), 1);
         CHECK_EQ(kvs_e2e_present(cd, "pushed"), 1);

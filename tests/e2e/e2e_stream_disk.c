@@ -41,7 +41,8 @@ int main(void)
     kvs_e2e_daemon_start(&P, args);
     cp = kvs_e2e_connect(&P, "s", NULL);
     kvs_test_fill(src, sizeof(src), 12);
-    CHECK_EQ(kvs_client_put(cp, "cold", 4, src, LEN, KVS_CLIENT_PUT_DURABLE), 0);
+    CHECK_EQ(kvs_client_put(cp, "cold", 4, src, LEN, KVS_CLIENT_PUT_DURABLE),
+             0);
     kvs_client_destroy(cp);
     kvs_e2e_daemon_stop(&P);
     snprintf(delay, sizeof(delay), "%d", DELAY_MS);
@@ -69,8 +70,9 @@ int main(void)
     CHECK_EQ(kvs_stream_wait(f, 0, KVS_STREAM_BLOCK, 20000), 0);
     fetch_ms = (kvs_clock_mono_ns() - t0) / 1000000;
     printf("MATCH on P: %llu ms while the source read waited; fetch: %llu ms "
-           "(disk delay %d ms)\n", (unsigned long long)match_ms,
-           (unsigned long long)fetch_ms, DELAY_MS);
+           "(disk delay %d ms)\n",
+           (unsigned long long)match_ms, (unsigned long long)fetch_ms,
+           DELAY_MS);
     CHECK(match_ms < DELAY_MS / 2);
     CHECK(fetch_ms >= DELAY_MS); /* it did read the slow disk */
     CHECK(memcmp(dst, src, LEN) == 0);

@@ -78,8 +78,8 @@ int main(void)
 
     ret = kvs_stream_put_seal(put);
     printf("seal on P returned %s %.0f ms after D was killed "
-           "(peer timeout 2000 ms)\n", kvs_strerror(ret),
-           (double)(kvs_clock_mono_ns() - t_kill) / 1e6);
+           "(peer timeout 2000 ms)\n",
+           kvs_strerror(ret), (double)(kvs_clock_mono_ns() - t_kill) / 1e6);
     CHECK_EQ(ret, 0);
 
     /* Stored on P, every byte. */

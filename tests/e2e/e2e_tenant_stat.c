@@ -13,7 +13,8 @@
 static void put_durable(kvs_client_t *c, const char *key)
 {
     CHECK_EQ(kvs_client_put(c, key, (uint32_t)strlen(key), "0123456789", 10,
-                            KVS_CLIENT_PUT_DURABLE), 0);
+                            KVS_CLIENT_PUT_DURABLE),
+             0);
 }
 
 static uint64_t verified(kvs_client_t *c)

@@ -80,11 +80,12 @@ void raw_connect_mode(raw_t *r, uint16_t port, ucp_err_handling_mode_t mode)
                        .features = UCP_FEATURE_AM};
     ucp_worker_params_t wp = {.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
                               .thread_mode = UCS_THREAD_MODE_SINGLE};
-    ucp_am_handler_param_t ap = {
-        .field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID |
-                      UCP_AM_HANDLER_PARAM_FIELD_CB |
-                      UCP_AM_HANDLER_PARAM_FIELD_ARG,
-        .id = KVS_AM_ID, .cb = raw_am, .arg = r};
+    ucp_am_handler_param_t ap = {.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID |
+                                               UCP_AM_HANDLER_PARAM_FIELD_CB |
+                                               UCP_AM_HANDLER_PARAM_FIELD_ARG,
+                                 .id = KVS_AM_ID,
+                                 .cb = raw_am,
+                                 .arg = r};
 
     memset(r, 0, sizeof(*r));
     r->q = calloc(RAW_QUEUE, sizeof(*r->q));
@@ -129,10 +130,10 @@ void raw_progress(raw_t *r)
 void raw_post(raw_t *r, const void *frame, size_t flen, const void *payload,
               size_t plen, bool rndv)
 {
-    ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
-                             .flags = UCP_AM_SEND_FLAG_REPLY |
-                                      (rndv ? UCP_AM_SEND_FLAG_RNDV
-                                            : UCP_AM_SEND_FLAG_EAGER)};
+    ucp_request_param_t p = {
+        .op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+        .flags = UCP_AM_SEND_FLAG_REPLY |
+                 (rndv ? UCP_AM_SEND_FLAG_RNDV : UCP_AM_SEND_FLAG_EAGER)};
     ucs_status_ptr_t sp;
 
     if (payload)
@@ -240,8 +241,7 @@ size_t raw_hello(uint8_t *buf, uint64_t req_id, const char *token,
     return raw_enc(buf, 4096, &m);
 }
 
-size_t raw_keys(uint8_t *buf, unsigned opcode, uint64_t req_id,
-                const char *key)
+size_t raw_keys(uint8_t *buf, unsigned opcode, uint64_t req_id, const char *key)
 {
     kvs_wire_msg_t m;
     kvs_wire_bytes_t k = {(const uint8_t *)key, (uint32_t)strlen(key)};

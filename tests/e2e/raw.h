@@ -33,12 +33,12 @@ typedef struct raw {
     ucp_context_h ctx;
     ucp_worker_h w;
     ucp_ep_h ep;
-    bool closed;                  /* the daemon closed it (peer error) */
-    unsigned head, tail;          /* queue of frames received */
-    raw_frame_t *q;               /* RAW_QUEUE entries */
-    void *held[RAW_HELD_MAX];     /* rendezvous descriptors not pulled */
+    bool closed;              /* the daemon closed it (peer error) */
+    unsigned head, tail;      /* queue of frames received */
+    raw_frame_t *q;           /* RAW_QUEUE entries */
+    void *held[RAW_HELD_MAX]; /* rendezvous descriptors not pulled */
     unsigned rndv_held;
-    uint64_t received;            /* frames received in all */
+    uint64_t received; /* frames received in all */
 } raw_t;
 
 /* Connects to 127.0.0.1:port, with peer error handling (a control

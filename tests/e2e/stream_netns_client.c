@@ -32,8 +32,8 @@ static uint8_t src[NB][NP * PART], dst[NB][NP * PART];
 static kvs_client_t *connect_to(const char *addr, const char *port)
 {
     kvs_client_params_t p = {
-        .field_mask = KVS_CLIENT_PARAM_ADDR | KVS_CLIENT_PARAM_PORT |
-                      KVS_CLIENT_PARAM_NS,
+        .field_mask =
+            KVS_CLIENT_PARAM_ADDR | KVS_CLIENT_PARAM_PORT | KVS_CLIENT_PARAM_NS,
         .addr = addr,
         .port = (uint16_t)atoi(port),
         .ns = "part",
@@ -67,13 +67,11 @@ static int prefill(const char *addr, const char *port)
     keys_init(bl, names);
     for (int i = 0; i < NP; i++)
         lens[i] = PART;
-    CHECK_EQ(kvs_stream_put_begin(c, &bl[0].key, lens, NP, 0, 0, NULL, &p0),
-             0);
+    CHECK_EQ(kvs_stream_put_begin(c, &bl[0].key, lens, NP, 0, 0, NULL, &p0), 0);
     for (uint32_t p = 0; p < NP; p++)
         CHECK_EQ(kvs_stream_put_part(p0, p, src[0] + p * PART, PART), 0);
     CHECK_EQ(kvs_stream_put_seal(p0), 0);
-    CHECK_EQ(kvs_stream_put_begin(c, &bl[1].key, lens, NP, 0, 0, NULL, &p1),
-             0);
+    CHECK_EQ(kvs_stream_put_begin(c, &bl[1].key, lens, NP, 0, 0, NULL, &p1), 0);
     for (uint32_t p = 0; p < NP / 2; p++)
         CHECK_EQ(kvs_stream_put_part(p1, p, src[1] + p * PART, PART), 0);
     printf("ready\n");

@@ -86,12 +86,22 @@
 #define CTL_NAME "/.faultfs"
 #define MAX_RULES 32
 
-enum kind { K_EIO_READ, K_EIO_WRITE, K_EIO_SYNC, K_DROP_SYNC, K_FLIP_READ,
-            K_DROP_WRITE, K_TORN_WRITE, K_DELAY, K_CUT, K_COUNT };
+enum kind {
+    K_EIO_READ,
+    K_EIO_WRITE,
+    K_EIO_SYNC,
+    K_DROP_SYNC,
+    K_FLIP_READ,
+    K_DROP_WRITE,
+    K_TORN_WRITE,
+    K_DELAY,
+    K_CUT,
+    K_COUNT
+};
 
 static const char *const kind_name[K_COUNT] = {
-    "eio_read", "eio_write", "eio_sync", "drop_sync", "flip_read", "drop_write",
-    "torn_write", "delay", "cut",
+    "eio_read",   "eio_write",  "eio_sync", "drop_sync", "flip_read",
+    "drop_write", "torn_write", "delay",    "cut",
 };
 
 enum op { OP_READ, OP_WRITE, OP_SYNC };
@@ -100,7 +110,7 @@ struct rule {
     enum kind kind;
     char substr[256];
     uint64_t one_in, skip, limit, arg, at, span;
-    int op;             /* enum op, or -1: any */
+    int op; /* enum op, or -1: any */
     uint64_t seen, fired;
 };
 
@@ -118,13 +128,13 @@ struct fstate {
     dev_t dev;
     ino_t ino;
     off_t synced_size;
-    struct undo *last;  /* newest first */
+    struct undo *last; /* newest first */
     size_t undo_bytes;
 };
 
 static struct {
     pthread_mutex_t lock;
-    int backing;            /* fd of the backing directory */
+    int backing; /* fd of the backing directory */
     struct rule rules[MAX_RULES];
     unsigned nrules;
     bool power_off;
@@ -132,7 +142,7 @@ static struct {
     uint64_t ops;
     uint64_t rng;
     struct fstate *files;
-    uint64_t unsynced;      /* bytes in undo logs */
+    uint64_t unsynced; /* bytes in undo logs */
 } g = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---------------------------------------------------------------------- */
@@ -159,13 +169,17 @@ static bool kind_applies(enum kind k, enum op op)
 {
     switch (k) {
     case K_EIO_READ:
-    case K_FLIP_READ:  return op == OP_READ;
+    case K_FLIP_READ:
+        return op == OP_READ;
     case K_EIO_WRITE:
     case K_DROP_WRITE:
-    case K_TORN_WRITE: return op == OP_WRITE;
+    case K_TORN_WRITE:
+        return op == OP_WRITE;
     case K_EIO_SYNC:
-    case K_DROP_SYNC:  return op == OP_SYNC;
-    default:           return true;
+    case K_DROP_SYNC:
+        return op == OP_SYNC;
+    default:
+        return true;
     }
 }
 
@@ -343,8 +357,8 @@ static int rollback_dir(int dirfd)
         if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
             continue;
         if (S_ISDIR(st.st_mode)) {
-            int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY |
-                             O_CLOEXEC);
+            int sub =
+                openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
             if (sub >= 0) {
                 int r = rollback_dir(sub);
                 close(sub);
@@ -423,18 +437,21 @@ static int command(char *line)
     while ((w = strtok_r(NULL, " \t", &save))) {
         char *v = strtok_r(NULL, " \t", &save);
         if (!strcmp(w, "op") && v) {
-            r.op = !strcmp(v, "read") ? OP_READ : !strcmp(v, "write") ? OP_WRITE
-                 : !strcmp(v, "sync") ? OP_SYNC : -2;
+            r.op = !strcmp(v, "read")    ? OP_READ
+                   : !strcmp(v, "write") ? OP_WRITE
+                   : !strcmp(v, "sync")  ? OP_SYNC
+                                         : -2;
             if (r.op == -2)
                 return -EINVAL;
             continue;
         }
-        uint64_t *dst = !strcmp(w, "one_in") ? &r.one_in
-                      : !strcmp(w, "skip")   ? &r.skip
-                      : !strcmp(w, "limit")  ? &r.limit
-                      : !strcmp(w, "arg")    ? &r.arg
-                      : !strcmp(w, "at")     ? &r.at
-                      : !strcmp(w, "span")   ? &r.span : NULL;
+        uint64_t *dst = !strcmp(w, "one_in")  ? &r.one_in
+                        : !strcmp(w, "skip")  ? &r.skip
+                        : !strcmp(w, "limit") ? &r.limit
+                        : !strcmp(w, "arg")   ? &r.arg
+                        : !strcmp(w, "at")    ? &r.at
+                        : !strcmp(w, "span")  ? &r.span
+                                              : NULL;
         if (!dst || !v || parse_u64(v, dst))
             return -EINVAL;
     }
@@ -466,12 +483,13 @@ static int ctl_read(char *buf, size_t size, off_t off)
     int n;
 
     pthread_mutex_lock(&g.lock);
-    n = snprintf(text, sizeof(text), "power %s\nops %" PRIu64 "\n"
+    n = snprintf(text, sizeof(text),
+                 "power %s\nops %" PRIu64 "\n"
                  "unsynced_bytes %" PRIu64 "\nrules %u\n",
                  g.power_off ? "off" : "on", g.ops, g.unsynced, g.nrules);
     for (unsigned k = 0; k < K_COUNT && n < (int)sizeof(text); k++)
-        n += snprintf(text + n, sizeof(text) - (size_t)n, "fired_%s %" PRIu64
-                      "\n", kind_name[k], g.fired[k]);
+        n += snprintf(text + n, sizeof(text) - (size_t)n,
+                      "fired_%s %" PRIu64 "\n", kind_name[k], g.fired[k]);
     pthread_mutex_unlock(&g.lock);
     if (n > (int)sizeof(text))
         n = (int)sizeof(text);
@@ -491,13 +509,13 @@ static bool is_ctl(const char *path)
 /* ---------------------------------------------------------------------- */
 /* File system operations */
 
-#define POWER_CHECK()                               \
-    do {                                            \
-        pthread_mutex_lock(&g.lock);                \
-        bool off_ = g.power_off;                    \
-        pthread_mutex_unlock(&g.lock);              \
-        if (off_)                                   \
-            return -EIO;                            \
+#define POWER_CHECK()                                                          \
+    do {                                                                       \
+        pthread_mutex_lock(&g.lock);                                           \
+        bool off_ = g.power_off;                                               \
+        pthread_mutex_unlock(&g.lock);                                         \
+        if (off_)                                                              \
+            return -EIO;                                                       \
     } while (0)
 
 static void *ffs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
@@ -543,7 +561,8 @@ static int ffs_readdir(const char *path, void *buf, fuse_fill_dir_t fill,
     }
     struct dirent *de;
     while ((de = readdir(d))) {
-        struct stat st = {.st_ino = de->d_ino, .st_mode = (mode_t)de->d_type << 12};
+        struct stat st = {.st_ino = de->d_ino,
+                          .st_mode = (mode_t)de->d_type << 12};
         if (fill(buf, de->d_name, &st, 0, 0))
             break;
     }
@@ -560,8 +579,8 @@ static int ffs_open(const char *path, struct fuse_file_info *fi)
     }
     /* O_DIRECT is the kernel's business (direct_io below); the backing
      * file is opened buffered, which is what the undo log reads from. */
-    int flags = fi->flags & ~(O_DIRECT | O_CREAT | O_EXCL | O_NOCTTY |
-                              O_APPEND);
+    int flags =
+        fi->flags & ~(O_DIRECT | O_CREAT | O_EXCL | O_NOCTTY | O_APPEND);
     if ((flags & O_ACCMODE) == O_WRONLY)
         flags = (flags & ~O_ACCMODE) | O_RDWR; /* the undo log reads */
     int fd = openat(g.backing, rel(path), flags | O_CLOEXEC);
@@ -627,8 +646,8 @@ static int ffs_read(const char *path, char *buf, size_t size, off_t off,
     return (int)n;
 }
 
-static int ffs_write(const char *path, const char *buf, size_t size,
-                     off_t off, struct fuse_file_info *fi)
+static int ffs_write(const char *path, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
 {
     if (is_ctl(path))
         return ctl_write(buf, size);
@@ -733,8 +752,8 @@ static int ffs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
     if (is_ctl(path))
         return 0;
-    int fd = fi ? (int)fi->fh : openat(g.backing, rel(path),
-                                       O_RDWR | O_CLOEXEC);
+    int fd =
+        fi ? (int)fi->fh : openat(g.backing, rel(path), O_RDWR | O_CLOEXEC);
     int ret = 0;
     if (fd < 0)
         return -errno;
@@ -815,8 +834,7 @@ static int ffs_rmdir(const char *path)
 static int ffs_link(const char *from, const char *to)
 {
     POWER_CHECK();
-    return linkat(g.backing, rel(from), g.backing, rel(to), 0) < 0 ? -errno
-                                                                   : 0;
+    return linkat(g.backing, rel(from), g.backing, rel(to), 0) < 0 ? -errno : 0;
 }
 
 static int ffs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
@@ -878,7 +896,8 @@ static const struct fuse_operations ffs_ops = {
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: faultfs BACKING MOUNTPOINT [-s SEED] [-d] "
+    fprintf(stderr,
+            "usage: faultfs BACKING MOUNTPOINT [-s SEED] [-d] "
             "[fuse options]\n(see the top of tests/faultfs/faultfs.c for the "
             "control file's commands)\n");
 }

@@ -86,15 +86,14 @@ int main(int argc, char **argv)
     if (fs == 0) {
         execl(argv[1], argv[1], backing, mnt, "-o", "max_threads=16",
               (char *)NULL);
-        fprintf(stderr, "faultfs-run: exec %s: %s\n", argv[1],
-                strerror(errno));
+        fprintf(stderr, "faultfs-run: exec %s: %s\n", argv[1], strerror(errno));
         _exit(127);
     }
     rc = wait_mounted(base, mnt, fs);
     if (rc) {
         printf("faultfs-run: SKIP: faultfs could not mount %s (%s); FUSE "
-               "mounts are not allowed here\n", mnt,
-               rc == -ECHILD ? "it exited" : "timed out");
+               "mounts are not allowed here\n",
+               mnt, rc == -ECHILD ? "it exited" : "timed out");
         if (rc != -ECHILD) {
             kill(fs, SIGKILL);
             waitpid(fs, &st, 0);
@@ -107,8 +106,7 @@ int main(int argc, char **argv)
     pid_t pid = fork();
     if (pid == 0) {
         execvp(argv[3], argv + 3);
-        fprintf(stderr, "faultfs-run: exec %s: %s\n", argv[3],
-                strerror(errno));
+        fprintf(stderr, "faultfs-run: exec %s: %s\n", argv[3], strerror(errno));
         _exit(127);
     }
     rc = 1;
@@ -118,8 +116,7 @@ int main(int argc, char **argv)
     if (umount2(mnt, 0) < 0)
         umount2(mnt, MNT_DETACH);
     bool reaped = false;
-    for (int i = 0; i < 300 && !(reaped = waitpid(fs, &st, WNOHANG) == fs);
-         i++)
+    for (int i = 0; i < 300 && !(reaped = waitpid(fs, &st, WNOHANG) == fs); i++)
         sleep_ms(10);
     if (!reaped) {
         kill(fs, SIGKILL);

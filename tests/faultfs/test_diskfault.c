@@ -56,42 +56,42 @@
 #include "kvstore/store.h"
 #include "tests/testutil.h"
 
-#define NBLK     1000u
-#define NCTL     32u
-#define BLK_MAX  (16u << 10)
-#define KEYLEN   16u
+#define NBLK 1000u
+#define NCTL 32u
+#define BLK_MAX (16u << 10)
+#define KEYLEN 16u
 
 struct kind {
-    const char *name;      /* for the report */
-    const char *fired;     /* faultfs counter */
-    const char *rule;      /* faultfs rule */
-    bool on_write;         /* on while writing (else while reading) */
-    bool puts_fail;        /* the durable puts must fail */
-    bool index;            /* RocksDB takes no writes after the first
-                            * failed one, until the store is reopened */
+    const char *name;  /* for the report */
+    const char *fired; /* faultfs counter */
+    const char *rule;  /* faultfs rule */
+    bool on_write;     /* on while writing (else while reading) */
+    bool puts_fail;    /* the durable puts must fail */
+    bool index;        /* RocksDB takes no writes after the first
+                        * failed one, until the store is reopened */
 };
 
 static const struct kind kinds[] = {
-    {"eio_read", "fired_eio_read", "rule eio_read data.kvs",
-     false, false, false},
+    {"eio_read", "fired_eio_read", "rule eio_read data.kvs", false, false,
+     false},
     {"flip_read header", "fired_flip_read",
      "rule flip_read data.kvs at 0 span 128", false, false, false},
     {"flip_read payload", "fired_flip_read",
      "rule flip_read data.kvs at 4096 span 4096", false, false, false},
-    {"drop_write", "fired_drop_write", "rule drop_write data.kvs",
-     true, false, false},
+    {"drop_write", "fired_drop_write", "rule drop_write data.kvs", true, false,
+     false},
     {"torn_write", "fired_torn_write", "rule torn_write data.kvs arg 4096",
      true, false, false},
-    {"eio_write", "fired_eio_write", "rule eio_write data.kvs",
-     true, true, false},
-    {"eio_write index", "fired_eio_write", "rule eio_write index/0",
-     true, true, true},
+    {"eio_write", "fired_eio_write", "rule eio_write data.kvs", true, true,
+     false},
+    {"eio_write index", "fired_eio_write", "rule eio_write index/0", true, true,
+     true},
 };
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
 struct outcome {
     uint64_t put_ok, put_err;
-    uint64_t right, wrong, miss, err;   /* gets of set G */
+    uint64_t right, wrong, miss, err; /* gets of set G */
     uint64_t verify_checked, verify_bad, verify_bad_v, verify_other;
     uint64_t fired;
 };
@@ -100,15 +100,15 @@ static char dir[4200];
 static uint8_t buf[BLK_MAX], got[BLK_MAX];
 static int failures;
 
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "diskfault: %s:%d: %s: ", __FILE__, __LINE__,  \
-                    #cond);                                                \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fputc('\n', stderr);                                           \
-            failures++;                                                    \
-        }                                                                  \
+#define CHECK(cond, ...)                                                       \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "diskfault: %s:%d: %s: ", __FILE__, __LINE__,      \
+                    #cond);                                                    \
+            fprintf(stderr, __VA_ARGS__);                                      \
+            fputc('\n', stderr);                                               \
+            failures++;                                                        \
+        }                                                                      \
     } while (0)
 
 static void config(kvs_store_config_t *c)
@@ -146,8 +146,11 @@ static int put(kvs_store_t *s, uint32_t ns, unsigned k, unsigned set,
     kvs_iov_t part = {buf, len};
 
     make_key(key, k, set, i);
-    kvs_put_args_t pa = {.ns = ns, .key = key, .key_len = KEYLEN,
-                         .parts = &part, .nparts = 1,
+    kvs_put_args_t pa = {.ns = ns,
+                         .key = key,
+                         .key_len = KEYLEN,
+                         .parts = &part,
+                         .nparts = 1,
                          .flags = KVS_PUT_DURABLE | KVS_PUT_NO_DRAM};
     return kvs_store_put(s, &pa);
 }
@@ -160,7 +163,10 @@ static int get(kvs_store_t *s, uint32_t ns, unsigned k, unsigned set,
     kvs_block_info_t info;
 
     make_key(key, k, set, i);
-    kvs_get_args_t g = {.ns = ns, .key = key, .key_len = KEYLEN, .buf = got,
+    kvs_get_args_t g = {.ns = ns,
+                        .key = key,
+                        .key_len = KEYLEN,
+                        .buf = got,
                         .cap = sizeof(got)};
     int ret = kvs_store_get(s, &g, &info);
     if (ret)
@@ -174,8 +180,8 @@ struct vctx {
     struct outcome *o;
 };
 
-static void verify_cb(void *arg, uint32_t ns, const void *key,
-                      uint32_t key_len, int status)
+static void verify_cb(void *arg, uint32_t ns, const void *key, uint32_t key_len,
+                      int status)
 {
     struct vctx *v = arg;
     char want[8];
@@ -198,8 +204,7 @@ static void check_controls(kvs_store_t *s, uint32_t ns, const char *when)
     CHECK(bad == 0, "%u of %u control blocks not right %s", bad, NCTL, when);
 }
 
-static void run_kind(kvs_store_t *s, uint32_t ns, unsigned k,
-                     struct outcome *o)
+static void run_kind(kvs_store_t *s, uint32_t ns, unsigned k, struct outcome *o)
 {
     const struct kind *kd = &kinds[k];
     uint64_t fired0 = kvs_test_faultfs_stat(kd->fired);
@@ -231,42 +236,48 @@ static void run_kind(kvs_store_t *s, uint32_t ns, unsigned k,
             o->err++;
     }
     struct vctx v = {k, o};
-    int ret = kvs_store_verify(s, verify_cb, &v, &o->verify_checked,
-                               &o->verify_bad);
+    int ret =
+        kvs_store_verify(s, verify_cb, &v, &o->verify_checked, &o->verify_bad);
     CHECK(ret == 0, "verify: %s", kvs_strerror(ret));
     CHECK(kvs_test_faultfs_cmd("clear") == 0, "clear");
     o->fired = kvs_test_faultfs_stat(kd->fired) - fired0;
 
     /* What each kind must give. */
-    CHECK(o->wrong == 0, "%s: %" PRIu64 " gets returned wrong bytes",
-          kd->name, o->wrong);
+    CHECK(o->wrong == 0, "%s: %" PRIu64 " gets returned wrong bytes", kd->name,
+          o->wrong);
     CHECK(o->right == 0, "%s: %" PRIu64 " faulted blocks read back right",
           kd->name, o->right);
-    CHECK(o->miss + o->err == NBLK, "%s: misses + errors %" PRIu64,
-          kd->name, o->miss + o->err);
+    CHECK(o->miss + o->err == NBLK, "%s: misses + errors %" PRIu64, kd->name,
+          o->miss + o->err);
     if (kd->puts_fail) {
-        CHECK(o->put_ok == 0, "%s: %" PRIu64 " durable puts acknowledged "
-              "though their writes failed", kd->name, o->put_ok);
+        CHECK(o->put_ok == 0,
+              "%s: %" PRIu64 " durable puts acknowledged "
+              "though their writes failed",
+              kd->name, o->put_ok);
         CHECK(o->verify_bad_v == 0, "%s: verify bad %" PRIu64, kd->name,
               o->verify_bad_v);
     } else {
         CHECK(o->put_err == 0, "%s: %" PRIu64 " puts failed", kd->name,
               o->put_err);
-        CHECK(o->verify_bad_v == NBLK, "%s: verify reported %" PRIu64
-              " of %u damaged blocks", kd->name, o->verify_bad_v, NBLK);
+        CHECK(o->verify_bad_v == NBLK,
+              "%s: verify reported %" PRIu64 " of %u damaged blocks", kd->name,
+              o->verify_bad_v, NBLK);
     }
     /* A read fault covers the whole file, so verify also fails the other
      * blocks on disk then (the controls among them); a write fault must
      * hurt no block but the ones written meanwhile. */
     if (kd->on_write)
-        CHECK(o->verify_other == 0, "%s: verify reported %" PRIu64 " blocks "
-              "outside the faulted set", kd->name, o->verify_other);
+        CHECK(o->verify_other == 0,
+              "%s: verify reported %" PRIu64 " blocks "
+              "outside the faulted set",
+              kd->name, o->verify_other);
     else
-        CHECK(o->verify_bad == o->verify_checked, "%s: %" PRIu64 " of %"
-              PRIu64 " blocks passed verify under a read fault", kd->name,
-              o->verify_checked - o->verify_bad, o->verify_checked);
-    CHECK(o->fired >= (kd->index ? 1 : NBLK), "%s: faultfs injected only %"
-          PRIu64, kd->name, o->fired);
+        CHECK(o->verify_bad == o->verify_checked,
+              "%s: %" PRIu64 " of %" PRIu64
+              " blocks passed verify under a read fault",
+              kd->name, o->verify_checked - o->verify_bad, o->verify_checked);
+    CHECK(o->fired >= (kd->index ? 1 : NBLK),
+          "%s: faultfs injected only %" PRIu64, kd->name, o->fired);
 
     /* The store keeps serving: the controls (written again after a read
      * fault, which dropped them) and a fresh durable block. */
@@ -276,9 +287,10 @@ static void run_kind(kvs_store_t *s, uint32_t ns, unsigned k,
     check_controls(s, ns, "after the faults");
     if (kd->index) {
         int r = put(s, ns, 98, 2, k);
-        CHECK(r == KVS_EINDEX, "%s: a put after a failed index write: %s "
-              "(want %s until the reopen)", kd->name, kvs_strerror(r),
-              kvs_strerror(KVS_EINDEX));
+        CHECK(r == KVS_EINDEX,
+              "%s: a put after a failed index write: %s "
+              "(want %s until the reopen)",
+              kd->name, kvs_strerror(r), kvs_strerror(KVS_EINDEX));
     } else {
         CHECK(put(s, ns, 98, 2, k) == 0 && get(s, ns, 98, 2, k) == 0,
               "%s: a put and get after the faults failed", kd->name);
@@ -305,15 +317,15 @@ static void slow_disk(kvs_store_t *s, uint32_t ns)
           put_bad, get_bad);
     CHECK(fired >= N / 2, "slow disk: only %" PRIu64 " delays", fired);
     printf("diskfault: %-18s faults injected %5" PRIu64 "; puts ok %u "
-           "failed %u; gets right %u wrong or missing %u\n", "delay 5 ms",
-           fired, N - put_bad, put_bad, N - get_bad, get_bad);
+           "failed %u; gets right %u wrong or missing %u\n",
+           "delay 5 ms", fired, N - put_bad, put_bad, N - get_bad, get_bad);
 }
 
 /* Verify at the reopen may find only blocks that a get found damaged on
  * disk (set G of drop_write and torn_write): a get drops a damaged block
  * from the table, its index record only goes with verify or a reclaim. */
-static void reopen_cb(void *arg, uint32_t ns, const void *key,
-                      uint32_t key_len, int status)
+static void reopen_cb(void *arg, uint32_t ns, const void *key, uint32_t key_len,
+                      int status)
 {
     uint64_t *unexpected = arg;
     unsigned k, set, i;
@@ -323,8 +335,9 @@ static void reopen_cb(void *arg, uint32_t ns, const void *key,
     (void)status;
     memcpy(text, key, key_len < KEYLEN ? key_len : KEYLEN);
     text[key_len < KEYLEN ? key_len : KEYLEN] = '\0';
-    if (key_len != KEYLEN || sscanf(text, "k%02u-%u-%010u", &k, &set, &i) != 3 ||
-        k >= NKINDS || set != 0 || !kinds[k].on_write || kinds[k].puts_fail)
+    if (key_len != KEYLEN ||
+        sscanf(text, "k%02u-%u-%010u", &k, &set, &i) != 3 || k >= NKINDS ||
+        set != 0 || !kinds[k].on_write || kinds[k].puts_fail)
         (*unexpected)++;
 }
 
@@ -347,8 +360,10 @@ static void reopen_check(void)
     CHECK(kvs_store_ns_open(s, "fault", 2, &ns) == 0, "ns");
     CHECK(kvs_store_verify(s, reopen_cb, &unexpected, &checked, &bad) == 0,
           "verify");
-    CHECK(unexpected == 0, "reopen: verify found %" PRIu64 " bad blocks "
-          "no get had found damaged", unexpected);
+    CHECK(unexpected == 0,
+          "reopen: verify found %" PRIu64 " bad blocks "
+          "no get had found damaged",
+          unexpected);
     check_controls(s, ns, "after the reopen");
     CHECK(put(s, ns, 98, 3, 0) == 0 && get(s, ns, 98, 3, 0) == 0,
           "reopen: a put and get failed");
@@ -359,24 +374,23 @@ static void reopen_check(void)
                 wrong += r == 1;
                 present += r == 0;
             }
-    CHECK(wrong == 0 && present == 0, "reopen: %" PRIu64 " wrong, %" PRIu64
-          " faulted blocks back", wrong, present);
+    CHECK(wrong == 0 && present == 0,
+          "reopen: %" PRIu64 " wrong, %" PRIu64 " faulted blocks back", wrong,
+          present);
     kvs_store_close(s);
     ret = kvs_store_open(&c, &s);
     CHECK(ret == 0, "second reopen: %s", kvs_strerror(ret));
     if (ret == 0) {
-        CHECK(kvs_store_verify(s, NULL, NULL, &checked2, &bad2) == 0,
-              "verify");
-        CHECK(bad2 == 0, "second reopen: verify found %" PRIu64 " bad",
-              bad2);
+        CHECK(kvs_store_verify(s, NULL, NULL, &checked2, &bad2) == 0, "verify");
+        CHECK(bad2 == 0, "second reopen: verify found %" PRIu64 " bad", bad2);
         check_controls(s, ns, "after the second reopen");
         kvs_store_close(s);
     }
-    printf("diskfault: reopen: opened, verify checked %" PRIu64 " bad %"
-           PRIu64 " (all found damaged by a get before), %u controls right, "
+    printf("diskfault: reopen: opened, verify checked %" PRIu64 " bad %" PRIu64
+           " (all found damaged by a get before), %u controls right, "
            "faulted blocks back %" PRIu64 ", wrong %" PRIu64 "; second "
-           "reopen: verify checked %" PRIu64 " bad %" PRIu64 "\n", checked,
-           bad, NCTL, present, wrong, checked2, bad2);
+           "reopen: verify checked %" PRIu64 " bad %" PRIu64 "\n",
+           checked, bad, NCTL, present, wrong, checked2, bad2);
 }
 
 /* The index/LOG case (see the top). Runs in a child, before this process
@@ -414,7 +428,8 @@ static bool log_eio_case(void)
         return false;
     kvs_test_faultfs_cmd("clear");
     bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
-    printf("diskfault: index/LOG: %s\n", ok ? "the store survived"
+    printf("diskfault: index/LOG: %s\n",
+           ok ? "the store survived"
            : WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT
                ? "FAIL: the process aborted (RocksDB assertion)"
                : "FAIL: the child failed");
@@ -466,13 +481,14 @@ int main(void)
         if (kinds[k].index)
             slow_disk(s, ns);
         run_kind(s, ns, k, &o[k]);
-        printf("diskfault: %-18s faults injected %5" PRIu64 "; puts ok %4"
-               PRIu64 " failed %4" PRIu64 "; gets: right %" PRIu64
-               " wrong %" PRIu64 " miss %4" PRIu64 " error %" PRIu64
-               "; verify: checked %" PRIu64 " bad %4" PRIu64 "\n",
-               kinds[k].name, o[k].fired, o[k].put_ok, o[k].put_err,
-               o[k].right, o[k].wrong, o[k].miss, o[k].err,
-               o[k].verify_checked, o[k].verify_bad);
+        printf("diskfault: %-18s faults injected %5" PRIu64
+               "; puts ok %4" PRIu64 " failed %4" PRIu64
+               "; gets: right %" PRIu64 " wrong %" PRIu64 " miss %4" PRIu64
+               " error %" PRIu64 "; verify: checked %" PRIu64 " bad %4" PRIu64
+               "\n",
+               kinds[k].name, o[k].fired, o[k].put_ok, o[k].put_err, o[k].right,
+               o[k].wrong, o[k].miss, o[k].err, o[k].verify_checked,
+               o[k].verify_bad);
     }
     kvs_store_close(s);
     reopen_check();

@@ -32,13 +32,13 @@
 
 static int failures;
 
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "test_faultfs: %s:%d: %s\n", __FILE__,         \
-                    __LINE__, #cond);                                      \
-            failures++;                                                    \
-        }                                                                  \
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "test_faultfs: %s:%d: %s\n", __FILE__, __LINE__,   \
+                    #cond);                                                    \
+            failures++;                                                        \
+        }                                                                      \
     } while (0)
 
 static char path_a[4200], path_b[4200], path_n[4200];
@@ -112,8 +112,8 @@ static void test_faults(void)
         return;
     CHECK(pread(fd, got, BS, 0) == BS && memcmp(got, buf, BS) == 0);
 
-    CHECK(kvs_test_faultfs_cmd("rule flip_read fa.dat limit 1 at 100 span 8")
-          == 0);
+    CHECK(kvs_test_faultfs_cmd("rule flip_read fa.dat limit 1 at 100 span 8") ==
+          0);
     CHECK(pread(fd, got, BS, 0) == BS);
     int diff = 0, where = -1;
     for (unsigned i = 0; i < BS; i++)
@@ -130,8 +130,7 @@ static void test_faults(void)
     CHECK(pwrite(fd, buf + 8 * BS, BS, 0) == BS);
     CHECK(pread(fd, got, BS, 0) == BS && memcmp(got, buf, BS) == 0);
 
-    CHECK(kvs_test_faultfs_cmd("rule torn_write fa.dat limit 1 arg 512")
-          == 0);
+    CHECK(kvs_test_faultfs_cmd("rule torn_write fa.dat limit 1 arg 512") == 0);
     CHECK(pwrite(fd, buf + 8 * BS, BS, 0) == BS);
     CHECK(pread(fd, got, BS, 0) == BS);
     CHECK(memcmp(got, buf + 8 * BS, 512) == 0 &&
@@ -186,8 +185,8 @@ static void test_power_cut(void)
     /* Synced: 16 blocks (the fallocate) with buf[0, 8 BS) in front. */
     CHECK(fdatasync(fd) == 0);
     kvs_test_fill(buf + 8 * BS, 2 * BS, 9);
-    CHECK(pwrite(fd, buf + 8 * BS, BS, BS) == BS);         /* overwrite */
-    CHECK(pwrite(fd, buf + 9 * BS, BS, 20 * BS) == BS);    /* extend */
+    CHECK(pwrite(fd, buf + 8 * BS, BS, BS) == BS);      /* overwrite */
+    CHECK(pwrite(fd, buf + 9 * BS, BS, 20 * BS) == BS); /* extend */
     CHECK(kvs_test_faultfs_stat("unsynced_bytes") == BS);
     /* A new file, written and never synced; and the synced one renamed. */
     int fn = open(path_n, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -209,8 +208,7 @@ static void test_power_cut(void)
 
     fd = open(renamed, O_RDONLY | O_DIRECT | O_CLOEXEC);
     CHECK(fd >= 0 && fstat(fd, &st) == 0 && st.st_size == 16 * BS);
-    CHECK(pread(fd, got, 8 * BS, 0) == 8 * BS &&
-          memcmp(got, buf, 8 * BS) == 0);
+    CHECK(pread(fd, got, 8 * BS, 0) == 8 * BS && memcmp(got, buf, 8 * BS) == 0);
     close(fd);
     CHECK(stat(path_n, &st) == 0 && st.st_size == 0);
 

@@ -18,8 +18,9 @@
  *
  * A last cycle checks, runs VERIFY through the daemon, and stops it with
  * SIGTERM, which must be an orderly exit. KVS_PCD_CYCLES (default 50),
- * KVS_PCD_SEED (tests/long/powercut.sh daemon runs 3,000); KVS_POWERCUT_RULE is one more faultfs rule for every cycle
- * (with "rule drop_sync data.kvs" the test must report losses).
+ * KVS_PCD_SEED (tests/long/powercut.sh daemon runs 3,000); KVS_POWERCUT_RULE is
+ * one more faultfs rule for every cycle (with "rule drop_sync data.kvs" the
+ * test must report losses).
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -32,10 +33,10 @@
 #include "tests/e2e/e2e.h"
 #include "tests/testutil.h"
 
-#define DUR_MAX   (1u << 17)
-#define DUR_LIVE  400u     /* acknowledged durable blocks kept */
-#define NVOL      256u
-#define BLK_MAX   (32u << 10)
+#define DUR_MAX (1u << 17)
+#define DUR_LIVE 400u /* acknowledged durable blocks kept */
+#define NVOL 256u
+#define BLK_MAX (32u << 10)
 
 static uint8_t acked[DUR_MAX];
 static uint32_t next_dur;
@@ -143,7 +144,8 @@ static void write_phase(kvs_client_t *c, uint32_t cycle, uint64_t *rng)
             snprintf(key, sizeof(key), "d%06u", n);
             dur_make(buf, n);
             kvs_iov_t part = {buf, dur_len(n)};
-            kvs_client_put_t p = {.key = {key, 7}, .parts = &part,
+            kvs_client_put_t p = {.key = {key, 7},
+                                  .parts = &part,
                                   .nparts = 1,
                                   .flags = KVS_CLIENT_PUT_DURABLE,
                                   .cls = KVS_CLASS_PINNED};
@@ -174,9 +176,9 @@ static void write_phase(kvs_client_t *c, uint32_t cycle, uint64_t *rng)
             uint64_t ver = ((uint64_t)cycle << 32) | op;
             snprintf(key, sizeof(key), "v%06u", k);
             vol_make(buf, k, ver);
-            int ret = kvs_client_put(c, key, 7, buf, vol_len(k, ver),
-                                     kvs_test_rand(rng) % 4 ? 0
-                                         : KVS_CLIENT_PUT_NO_DRAM);
+            int ret = kvs_client_put(
+                c, key, 7, buf, vol_len(k, ver),
+                kvs_test_rand(rng) % 4 ? 0 : KVS_CLIENT_PUT_NO_DRAM);
             if (ret && ret != KVS_EFULL && !power_off()) {
                 n_put_errors++;
                 fprintf(stderr, "pcd: cycle %u: put %s: %s\n", cycle, key,
@@ -194,11 +196,11 @@ static void write_phase(kvs_client_t *c, uint32_t cycle, uint64_t *rng)
 
 int main(void)
 {
-    uint32_t cycles = (uint32_t)strtoul(getenv("KVS_PCD_CYCLES") ?
-                                        getenv("KVS_PCD_CYCLES") : "50",
-                                        NULL, 0);
-    uint64_t rng = strtoull(getenv("KVS_PCD_SEED") ? getenv("KVS_PCD_SEED")
-                                                   : "0x70637464", NULL, 0);
+    uint32_t cycles = (uint32_t)strtoul(
+        getenv("KVS_PCD_CYCLES") ? getenv("KVS_PCD_CYCLES") : "50", NULL, 0);
+    uint64_t rng =
+        strtoull(getenv("KVS_PCD_SEED") ? getenv("KVS_PCD_SEED") : "0x70637464",
+                 NULL, 0);
     const char *m = kvs_test_faultfs();
     kvs_e2e_daemon_t d;
     char data[600], target[4200];
@@ -231,7 +233,8 @@ int main(void)
             uint64_t checked = 0, bad = 0;
             CHECK_EQ(kvs_client_verify(c, &checked, &bad), 0);
             printf("pcd: last start: verify checked %" PRIu64 " bad %" PRIu64
-                   "\n", checked, bad);
+                   "\n",
+                   checked, bad);
             kvs_client_destroy(c);
             kvs_e2e_daemon_stop(&d);
             break;
@@ -240,8 +243,9 @@ int main(void)
             bool sync = kvs_test_rand(&rng) % 2;
             uint64_t skip = kvs_test_rand(&rng) % (sync ? 20 : 300);
             CHECK_EQ(kvs_test_faultfs_cmd("rule cut daemon/%s skip %" PRIu64
-                                          " limit 1", sync ? " op sync" : "",
-                                          skip), 0);
+                                          " limit 1",
+                                          sync ? " op sync" : "", skip),
+                     0);
         }
         write_phase(c, cycle, &rng);
         if (power_off())
@@ -259,11 +263,12 @@ int main(void)
     }
     printf("pcd: %u cycles (%" PRIu64 " cut by a rule inside the daemon's "
            "I/O, %" PRIu64 " between client calls), durable puts "
-           "acknowledged %" PRIu64 ", durable lookups %" PRIu64 ", lost %"
-           PRIu64 ", wrong bytes %" PRIu64 ", get errors %" PRIu64
+           "acknowledged %" PRIu64 ", durable lookups %" PRIu64
+           ", lost %" PRIu64 ", wrong bytes %" PRIu64 ", get errors %" PRIu64
            ", put errors %" PRIu64 ", volatile blocks found intact %" PRIu64
-           "\n", cycles, n_sched_fired, n_client_cuts, n_acked, n_checked,
-           n_lost, n_wrong, n_errors, n_put_errors, n_vol_present);
+           "\n",
+           cycles, n_sched_fired, n_client_cuts, n_acked, n_checked, n_lost,
+           n_wrong, n_errors, n_put_errors, n_vol_present);
     bool ok = n_lost == 0 && n_wrong == 0 && n_errors == 0 &&
               n_put_errors == 0 && n_acked > 0;
     printf("pcd: %s\n", ok ? "PASS" : "FAIL");

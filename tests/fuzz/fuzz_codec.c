@@ -28,7 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FUZZ_RAW_MAX (4u << 20)
 
-static const uint32_t elem_sizes[4] = { 0, 1, 2, 4 };
+static const uint32_t elem_sizes[4] = {0, 1, 2, 4};
 
 static void round_trip(kvs_codec_t *codec, const uint8_t *p, size_t len,
                        uint32_t elem_size)
@@ -74,8 +74,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dst = malloc(raw_len ? raw_len : 1);
     if (!dst)
         kvs_panic("fuzz: out of memory");
-    ret = kvs_codec_decode(codec, id, size ? data : NULL, size, elem_size,
-                           dst, raw_len);
+    ret = kvs_codec_decode(codec, id, size ? data : NULL, size, elem_size, dst,
+                           raw_len);
     if (ret != 0 && ret != KVS_ECORRUPT)
         kvs_panic("fuzz: decode returned %d (%s)", ret, kvs_strerror(ret));
     if (ret == 0 && id > KVS_CODEC_SHUF_ZSTD)

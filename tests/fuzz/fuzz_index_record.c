@@ -31,8 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     klen = data[0] % (KVS_INDEX_KEY_MAX + 2);
     if (klen > size - 1)
         klen = size - 1;
-    ret = kvs_index_rec_decode(data + 1, klen, data + 1 + klen,
-                               size - 1 - klen, &rec);
+    ret = kvs_index_rec_decode(data + 1, klen, data + 1 + klen, size - 1 - klen,
+                               &rec);
     if (ret != 0) {
         if (ret != KVS_ECORRUPT)
             abort(); /* the only failure the decoder may report */

@@ -23,8 +23,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static uint8_t buf[(MAX_IN + KVS_SEG_ALIGN - 1) / KVS_SEG_ALIGN *
-                   KVS_SEG_ALIGN] __attribute__((aligned(KVS_SEG_ALIGN)));
+static uint8_t buf[(MAX_IN + KVS_SEG_ALIGN - 1) / KVS_SEG_ALIGN * KVS_SEG_ALIGN]
+    __attribute__((aligned(KVS_SEG_ALIGN)));
 static uint8_t again[KVS_SEG_HDR_MAX] __attribute__((aligned(8)));
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -38,8 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size > MAX_IN)
         size = MAX_IN;
-    loc.disk_len = (uint32_t)((size + KVS_SEG_ALIGN - 1) / KVS_SEG_ALIGN *
-                              KVS_SEG_ALIGN);
+    loc.disk_len =
+        (uint32_t)((size + KVS_SEG_ALIGN - 1) / KVS_SEG_ALIGN * KVS_SEG_ALIGN);
     if (loc.disk_len == 0)
         loc.disk_len = KVS_SEG_ALIGN;
     memset(buf, 0, loc.disk_len);

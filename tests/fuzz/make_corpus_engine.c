@@ -48,10 +48,20 @@ int main(int argc, char **argv)
     const char *dir = argc > 1 ? argv[1] : "tests/fuzz/corpus";
     const char *ir = "index_record", *sh = "segment_header";
     kvs_index_rec_t r = {
-        .ns = 1, .key_len = 8, .codec = 1, .elem_size = 2, .cls = 0,
-        .nparts = 2, .region = 3, .disk_len = 8192,
-        .disk_off = 3ull * (4u << 20), .gen = 7, .raw_len = 10000,
-        .stored_len = 6000, .data_xxh = 0x0123456789abcdefull, .uid = 5,
+        .ns = 1,
+        .key_len = 8,
+        .codec = 1,
+        .elem_size = 2,
+        .cls = 0,
+        .nparts = 2,
+        .region = 3,
+        .disk_len = 8192,
+        .disk_off = 3ull * (4u << 20),
+        .gen = 7,
+        .raw_len = 10000,
+        .stored_len = 6000,
+        .data_xxh = 0x0123456789abcdefull,
+        .uid = 5,
     };
     size_t n;
     int err = 0;
@@ -74,9 +84,16 @@ int main(int argc, char **argv)
 
     uint32_t lens[3] = {100, 200, 300};
     kvs_seg_block_t blk = {
-        .ns = 2, .key_len = 5, .key = (const uint8_t *)"hello",
-        .key_hash = 42, .codec = 0, .elem_size = 2, .nparts = 3,
-        .part_lens = lens, .raw_len = 600, .stored_len = 600,
+        .ns = 2,
+        .key_len = 5,
+        .key = (const uint8_t *)"hello",
+        .key_hash = 42,
+        .codec = 0,
+        .elem_size = 2,
+        .nparts = 3,
+        .part_lens = lens,
+        .raw_len = 600,
+        .stored_len = 600,
         .data_xxh = 99,
     };
     uint32_t hl = kvs_segment_block_encode(&blk, 11, b);

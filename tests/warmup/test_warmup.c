@@ -33,12 +33,12 @@
 #include "tests/testutil.h"
 
 #define LAYERS 4
-#define HEADS  2
-#define DIM    16
-#define TPB    4
-#define ROW    (HEADS * DIM * 2)           /* bytes per token, K or V */
-#define PART   (2 * TPB * ROW)             /* bytes per layer of a block */
-#define BLOCK  (LAYERS * PART)
+#define HEADS 2
+#define DIM 16
+#define TPB 4
+#define ROW (HEADS * DIM * 2) /* bytes per token, K or V */
+#define PART (2 * TPB * ROW)  /* bytes per layer of a block */
+#define BLOCK (LAYERS * PART)
 
 static kvs_e2e_daemon_t d;
 static char dir[512];
@@ -95,9 +95,10 @@ static void write_st(const char *path, unsigned seed, unsigned T, bool packed,
         json_object_array_add(shape, json_object_new_int((int)T));
         json_object_array_add(shape, json_object_new_int(HEADS));
         json_object_array_add(shape, json_object_new_int(DIM));
-        json_object_array_add(offs, json_object_new_int64((int64_t)(l * bytes)));
         json_object_array_add(offs,
-                              json_object_new_int64((int64_t)((l + 1) * bytes)));
+                              json_object_new_int64((int64_t)(l * bytes)));
+        json_object_array_add(
+            offs, json_object_new_int64((int64_t)((l + 1) * bytes)));
         json_object_object_add(o, "dtype", json_object_new_string(dtype));
         json_object_object_add(o, "shape", shape);
         json_object_object_add(o, "data_offsets", offs);
@@ -149,8 +150,8 @@ static void expect_block(unsigned seed, size_t b, uint8_t *out)
             for (unsigned t = 0; t < TPB; t++)
                 for (unsigned j = 0; j < HEADS * DIM; j++) {
                     uint16_t v = elem(seed, l, kv, (unsigned)(b * TPB + t), j);
-                    size_t off = (size_t)l * PART + kv * (TPB * ROW) +
-                                 t * ROW + j * 2;
+                    size_t off =
+                        (size_t)l * PART + kv * (TPB * ROW) + t * ROW + j * 2;
 
                     memcpy(out + off, &v, 2);
                 }
@@ -162,7 +163,7 @@ static void verify_prompt(const char *ns, unsigned seed, unsigned T)
 {
     size_t nb = T / TPB;
     uint32_t *tok = malloc(T * sizeof(*tok));
-    uint8_t (*keys)[32] = malloc(nb * 32);
+    uint8_t(*keys)[32] = malloc(nb * 32);
     uint8_t *buf = malloc(BLOCK), *want = malloc(BLOCK);
     kvs_client_t *c = kvs_e2e_connect(&d, ns, NULL);
     kvs_client_scan_ent_t *ents = calloc(1024, sizeof(*ents));
@@ -177,8 +178,11 @@ static void verify_prompt(const char *ns, unsigned seed, unsigned T)
     for (size_t b = 0; b < nb; b++) {
         uint32_t lens[LAYERS + 1];
         kvs_client_get_t g = {
-            .key = {keys[b], 32}, .buf = buf, .cap = BLOCK,
-            .part_lens = lens, .part_cap = LAYERS + 1,
+            .key = {keys[b], 32},
+            .buf = buf,
+            .cap = BLOCK,
+            .part_lens = lens,
+            .part_cap = LAYERS + 1,
         };
         bool found = false;
 
@@ -214,7 +218,7 @@ static void tiers(const char *ns, unsigned seed, unsigned T, size_t *dram,
 {
     size_t nb = T / TPB;
     uint32_t *tok = malloc(T * sizeof(*tok));
-    uint8_t (*keys)[32] = malloc(nb * 32), *tier = malloc(nb);
+    uint8_t(*keys)[32] = malloc(nb * 32), *tier = malloc(nb);
     kvs_client_key_t *k = malloc(nb * sizeof(*k));
     kvs_client_t *c = kvs_e2e_connect(&d, ns, NULL);
     kvs_client_match_result_t r;
@@ -340,13 +344,15 @@ static void test_import(void)
     fprintf(m, "{\"namespace\": \"%s\", \"tokens\": ", NS_A);
     tokens_json(m, 1, 64);
     fprintf(m, ", \"kv_file\": \"p1.safetensors\", \"class\": \"user\", "
-            "\"ttl_ms\": 3600000, \"group\": 11}\n\n");
+               "\"ttl_ms\": 3600000, \"group\": 11}\n\n");
     fprintf(m, "{\"namespace\": \"%s\", \"tokens\": ", NS_A);
     tokens_json(m, 2, 32);
     fprintf(m, ", \"kv_file\": \"p2.safetensors\", \"layout\": \"packed\", "
-            "\"class\": \"pinned\"}\n");
-    fprintf(m, "{\"namespace\": \"%s\", \"tokens_file\": \"p3.tokens\", "
-            "\"kv_file\": \"%s\"}\n", NS_A, path_in("p3.safetensors"));
+               "\"class\": \"pinned\"}\n");
+    fprintf(m,
+            "{\"namespace\": \"%s\", \"tokens_file\": \"p3.tokens\", "
+            "\"kv_file\": \"%s\"}\n",
+            NS_A, path_in("p3.safetensors"));
     CHECK(fclose(m) == 0);
 
     CHECK_EQ(run((const char *[]){"import", path_in("m1.jsonl"), NULL}), 0);
@@ -381,10 +387,10 @@ static void test_kill_and_resume(void)
     fprintf(m, ", \"kv_file\": \"p4.safetensors\"}\n");
     CHECK(fclose(m) == 0);
     /* Small batches, two in flight, killed after 20 blocks were acked. */
-    CHECK_EQ(run((const char *[]){"-j", "2", "--batch-kib", "16",
-                                  "--kill-after", "20", "import",
-                                  path_in("m2.jsonl"), NULL}),
-             128 + SIGKILL);
+    CHECK_EQ(
+        run((const char *[]){"-j", "2", "--batch-kib", "16", "--kill-after",
+                             "20", "import", path_in("m2.jsonl"), NULL}),
+        128 + SIGKILL);
     tok_ids(4, 256, tok);
     chain(tok, nb, keys);
     for (size_t i = 0; i < nb; i++)
@@ -436,9 +442,9 @@ static void test_bad_input(void)
     CHECK_EQ(run((const char *[]){"import", path_in("m3.jsonl"), NULL}), 1);
     CHECK(output_has("m3.jsonl:1: not valid JSON: the object does not end"));
     CHECK(output_has("m3.jsonl:2: ") && output_has("missing.safetensors: "
-                                                    "cannot open"));
+                                                   "cannot open"));
     CHECK(output_has("m3.jsonl:3: ") && output_has("trunc.safetensors: "
-                                                    "tensor"));
+                                                   "tensor"));
     CHECK(output_has("truncated"));
     CHECK(output_has("m3.jsonl:4: ") &&
           output_has("tensors hold 12 tokens but the line has 16"));
@@ -465,25 +471,27 @@ static void test_promote_export(void)
     fprintf(m, "{\"namespace\": \"%s\", \"tokens\": ", NS_P);
     tokens_json(m, 9, 64);
     fprintf(m, ", \"kv_file\": \"p9.safetensors\", \"class\": \"user\", "
-            "\"group\": 77}\n");
+               "\"group\": 77}\n");
     fprintf(m, "{\"namespace\": \"%s\", \"tokens\": ", NS_P);
     tokens_json(m, 10, 64);
     fprintf(m, ", \"kv_file\": \"p10.safetensors\", \"class\": \"user\", "
-            "\"group\": 78}\n");
+               "\"group\": 78}\n");
     CHECK(fclose(m) == 0);
-    CHECK_EQ(run((const char *[]){"--no-dram", "import", path_in("m4.jsonl"),
-                                  NULL}), 0);
+    CHECK_EQ(
+        run((const char *[]){"--no-dram", "import", path_in("m4.jsonl"), NULL}),
+        0);
     tiers(NS_P, 9, 64, &dram, &nvme);
     CHECK_EQ(nvme, nb);
-    CHECK_EQ(run((const char *[]){"-n", NS_P, "promote", "--group", "77",
-                                  NULL}), 0);
+    CHECK_EQ(
+        run((const char *[]){"-n", NS_P, "promote", "--group", "77", NULL}), 0);
     CHECK(output_has("promote: 16 promoted, 0 skipped, 0 failed"));
     tiers(NS_P, 9, 64, &dram, &nvme);
     CHECK_EQ(dram, nb);
     /* Group 78 with a budget of 5 blocks: the first 5 of the chain. */
     snprintf(budget, sizeof(budget), "%u", 5u * BLOCK / 1024);
     CHECK_EQ(run((const char *[]){"-n", NS_P, "promote", "--group", "78",
-                                  "--budget-kib", budget, NULL}), 0);
+                                  "--budget-kib", budget, NULL}),
+             0);
     CHECK(output_has("stopped at the DRAM budget"));
     tiers(NS_P, 10, 64, &dram, &nvme);
     CHECK_EQ(dram, 5);
@@ -491,7 +499,8 @@ static void test_promote_export(void)
 
     /* Export group 77, delete it, import the export: the same blocks. */
     CHECK_EQ(run((const char *[]){"-n", NS_P, "export", "--group", "77",
-                                  "--out", path_in("exp"), NULL}), 0);
+                                  "--out", path_in("exp"), NULL}),
+             0);
     CHECK(output_has("export: 16 exported"));
     tok_ids(9, 64, tok);
     chain(tok, nb, keys);
@@ -500,8 +509,9 @@ static void test_promote_export(void)
     c = kvs_e2e_connect(&d, NS_P, NULL);
     CHECK_EQ(kvs_client_delete(c, k, nb, del), 0);
     kvs_client_destroy(c);
-    CHECK_EQ(run((const char *[]){"import", path_in("exp/manifest.jsonl"),
-                                  NULL}), 0);
+    CHECK_EQ(
+        run((const char *[]){"import", path_in("exp/manifest.jsonl"), NULL}),
+        0);
     CHECK(output_has("import: 16 imported"));
     verify_prompt(NS_P, 9, 64);
 }
@@ -510,7 +520,8 @@ int main(void)
 {
     kvs_e2e_daemon_init(&d, "warmup");
     if (d.external) {
-        fprintf(stderr, "needs its own daemon and files; KVS_TEST_DAEMON set\n");
+        fprintf(stderr,
+                "needs its own daemon and files; KVS_TEST_DAEMON set\n");
         return KVS_TEST_SKIP;
     }
     /* Absolute: the tool resolves files against the manifest's folder. */

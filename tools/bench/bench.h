@@ -25,8 +25,7 @@ void bench_figure(const char *figure, double value, const char *unit,
 int bench_limits_run(const char *dir, uint64_t bytes, unsigned depth,
                      unsigned seconds, const char *what);
 int bench_limits_run_args(const char *dir, uint64_t bytes, unsigned depth,
-                          unsigned seconds, const char *args,
-                          const char *what);
+                          unsigned seconds, const char *args, const char *what);
 /* The latest MB/s of one limit, or -1 if none was measured. */
 double bench_limit(const char *name);
 

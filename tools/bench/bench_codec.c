@@ -28,8 +28,7 @@ static int read_file(const char *path, uint8_t *buf, size_t *len_io)
     size_t got;
 
     if (!f) {
-        fprintf(stderr, "kvstash-bench codec: %s: %s\n", path,
-                strerror(errno));
+        fprintf(stderr, "kvstash-bench codec: %s: %s\n", path, strerror(errno));
         return -errno;
     }
     got = fread(buf, 1, *len_io, f);
@@ -66,13 +65,14 @@ static void figures_path(const char *name, const kvs_codec_path_perf_t *p)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: kvstash-bench codec [options]\n"
-                 "  -s, --size BYTES     block size (default 256k)\n"
-                 "  -l, --level N        zstd level (default 1)\n"
-                 "  -e, --elem-size N    2 bf16, 4 fp32, 0/1 bytes (default 2)\n"
-                 "  -f, --file FILE      measure the first BYTES of FILE\n"
-                 "  -x, --seed N         seed of the generated floats (1)\n"
-                 "      --json           one JSON object per figure\n");
+    fprintf(out,
+            "usage: kvstash-bench codec [options]\n"
+            "  -s, --size BYTES     block size (default 256k)\n"
+            "  -l, --level N        zstd level (default 1)\n"
+            "  -e, --elem-size N    2 bf16, 4 fp32, 0/1 bytes (default 2)\n"
+            "  -f, --file FILE      measure the first BYTES of FILE\n"
+            "  -x, --seed N         seed of the generated floats (1)\n"
+            "      --json           one JSON object per figure\n");
 }
 
 int bench_codec_main(int argc, char **argv)
@@ -91,14 +91,30 @@ int bench_codec_main(int argc, char **argv)
 
     while ((opt = getopt_long(argc, argv, "s:l:e:f:x:h", lo, NULL)) != -1) {
         switch (opt) {
-        case 's': len = bench_parse_size(optarg); break;
-        case 'l': level = atoi(optarg); break;
-        case 'e': elem_size = (uint32_t)strtoul(optarg, NULL, 0); break;
-        case 'f': file = optarg; break;
-        case 'x': seed = strtoull(optarg, NULL, 0); break;
-        case 'j': bench_json = true; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 's':
+            len = bench_parse_size(optarg);
+            break;
+        case 'l':
+            level = atoi(optarg);
+            break;
+        case 'e':
+            elem_size = (uint32_t)strtoul(optarg, NULL, 0);
+            break;
+        case 'f':
+            file = optarg;
+            break;
+        case 'x':
+            seed = strtoull(optarg, NULL, 0);
+            break;
+        case 'j':
+            bench_json = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (len == 0 || optind != argc) {

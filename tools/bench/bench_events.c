@@ -132,8 +132,8 @@ static double callback_ns(const char *ep, double *publish_rate)
     kvs_events_config_t ec;
     kvs_events_t *ev;
     uint8_t key[32] = {1}, parent[32];
-    kvs_store_event_t e = {KVS_STORE_EV_STORED, KVS_TIER_DRAM, 0, 32, key,
-                           32, parent};
+    kvs_store_event_t e = {
+        KVS_STORE_EV_STORED, KVS_TIER_DRAM, 0, 32, key, 32, parent};
     enum { N = 50000, BURSTS = 10 };
     double spent = 0, drain = 0;
     kvs_events_stats_t st;
@@ -171,10 +171,13 @@ static double callback_ns(const char *ep, double *publish_rate)
 
 int bench_events_main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"threads", 1, 0, 't'}, {"blocks", 1, 0, 'n'}, {"rounds", 1, 0, 'r'},
-        {"dir", 1, 0, 'd'}, {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option lo[] = {{"threads", 1, 0, 't'},
+                                       {"blocks", 1, 0, 'n'},
+                                       {"rounds", 1, 0, 'r'},
+                                       {"dir", 1, 0, 'd'},
+                                       {"json", 0, 0, 'j'},
+                                       {"help", 0, 0, 'h'},
+                                       {0, 0, 0, 0}};
     unsigned threads = 2, rounds = 5;
     uint32_t x;
     uint64_t blocks = 200000;
@@ -187,8 +190,7 @@ int bench_events_main(int argc, char **argv)
     while ((o = getopt_long(argc, argv, "t:n:r:d:jh", lo, NULL)) != -1) {
         switch (o) {
         case 't':
-            if (kvs_cliarg_u32("kvstash-bench", "--threads", optarg, 1, 64,
-                               &x))
+            if (kvs_cliarg_u32("kvstash-bench", "--threads", optarg, 1, 64, &x))
                 return 2;
             threads = x;
             break;
@@ -204,8 +206,12 @@ int bench_events_main(int argc, char **argv)
                 return 2;
             rounds = x;
             break;
-        case 'd': dir = optarg; break;
-        case 'j': bench_json = true; break;
+        case 'd':
+            dir = optarg;
+            break;
+        case 'j':
+            bench_json = true;
+            break;
         case 'h':
             printf("usage: kvstash-bench events [-t THREADS] [-n BLOCKS] "
                    "[-r ROUNDS] [-d DIR] [--json]\n"
@@ -248,7 +254,7 @@ int bench_events_main(int argc, char **argv)
         t0 = bench_now();
         on[r] = round_puts(dir, threads, blocks / threads, ev);
         kvs_events_stats(ev, &st); /* every put is done: final counts */
-        kvs_events_destroy(ev); /* publishes what is queued */
+        kvs_events_destroy(ev);    /* publishes what is queued */
         secs += bench_now() - t0;
         atomic_store(&d.stop, true);
         pthread_join(dt, NULL);
@@ -260,9 +266,10 @@ int bench_events_main(int argc, char **argv)
         drops += st.dropped;
         bts += (double)d.msgs;
     }
-    bench_report_rounds("events-put-rate", rounds, on, off,
-                        "4 KiB puts (MB/s = puts/s x 4096 / 1e6) with the event "
-                        "publisher on vs off");
+    bench_report_rounds(
+        "events-put-rate", rounds, on, off,
+        "4 KiB puts (MB/s = puts/s x 4096 / 1e6) with the event "
+        "publisher on vs off");
     bench_figure("events-published", evs / secs, "events/s", 0,
                  "tier changes published per second of the rounds with "
                  "events on, store open and close included");

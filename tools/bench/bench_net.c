@@ -35,19 +35,19 @@
 #include "kvstash/kvstash.h"
 
 typedef struct net_opts {
-    uint16_t port;                /* 0: start our own daemon */
-    const char *daemon;           /* kvstashd path */
-    const char *dir;              /* data and limits scratch */
+    uint16_t port;      /* 0: start our own daemon */
+    const char *daemon; /* kvstashd path */
+    const char *dir;    /* data and limits scratch */
     const char *ns;
     unsigned seconds;
-    unsigned clients;             /* net-multi processes */
-    unsigned window;              /* async GETs in flight per client */
+    unsigned clients; /* net-multi processes */
+    unsigned window;  /* async GETs in flight per client */
     unsigned multi_window;
-    unsigned blocks;              /* distinct 1 MiB blocks net-get cycles */
-    unsigned rounds;              /* net-get, net-multi: (limit, ours) */
-    int busy_us;                  /* daemon and client spinning; -1: auto */
-    int match_busy_us;            /* the same, for the MATCH figure */
-    bool limits;                  /* measure limits */
+    unsigned blocks;   /* distinct 1 MiB blocks net-get cycles */
+    unsigned rounds;   /* net-get, net-multi: (limit, ours) */
+    int busy_us;       /* daemon and client spinning; -1: auto */
+    int match_busy_us; /* the same, for the MATCH figure */
+    bool limits;       /* measure limits */
     bool want_get, want_multi, want_match;
 } net_opts_t;
 
@@ -56,13 +56,14 @@ typedef struct net_opts {
 static int cmp_double(const void *a, const void *b);
 
 static pid_t daemon_pid;
-static pid_t daemon_owner;        /* the process that started it */
+static pid_t daemon_owner; /* the process that started it */
 static void stop_daemon(void);
 static void on_fatal_signal(int sig);
 
 static void usage(void)
 {
-    fprintf(stderr,
+    fprintf(
+        stderr,
         "usage: kvstash-bench net|net-get|net-multi|net-match [options]\n"
         "  --port N        use a running kvstashd on 127.0.0.1:N\n"
         "  --daemon PATH   kvstashd to start (default: next to this binary)\n"
@@ -229,10 +230,10 @@ static void load_blocks(kvs_client_t *c, const char *prefix, unsigned n,
 typedef struct mover {
     kvs_client_t *c;
     bool put;
-    kvs_client_get_t *gets;       /* window entries, when !put */
-    kvs_client_put_t *puts;       /* window entries, when put */
-    kvs_iov_t *iovs;              /* the PUTs' sources */
-    unsigned *slot;               /* slot[i] == i: the callbacks' argument */
+    kvs_client_get_t *gets; /* window entries, when !put */
+    kvs_client_put_t *puts; /* window entries, when put */
+    kvs_iov_t *iovs;        /* the PUTs' sources */
+    unsigned *slot;         /* slot[i] == i: the callbacks' argument */
     char (*keys)[64];
     size_t size;
     unsigned nkeys;
@@ -255,7 +256,8 @@ static void move_issue(mover_t *g, unsigned i)
     snprintf(g->keys[i], 64, "%s-%u", g->prefix, g->next++ % g->nkeys);
     key.len = (uint32_t)strlen(g->keys[i]);
     if (g->put) {
-        g->puts[i] = (kvs_client_put_t){.key = key, .parts = &g->iovs[i],
+        g->puts[i] = (kvs_client_put_t){.key = key,
+                                        .parts = &g->iovs[i],
                                         .nparts = 1,
                                         .cls = KVS_CLASS_SCRATCH};
         ret = kvs_client_put_batch_async(g->c, &g->puts[i], 1, move_done,
@@ -290,8 +292,8 @@ static double run_moves(kvs_client_t *c, bool put, const char *prefix,
                         bool one_buf, unsigned seconds, bool spin,
                         int *errors_out)
 {
-    mover_t g = {.c = c, .put = put, .size = size, .nkeys = nkeys,
-                 .prefix = prefix};
+    mover_t g = {
+        .c = c, .put = put, .size = size, .nkeys = nkeys, .prefix = prefix};
     unsigned nbufs = one_buf ? 1 : window;
     uint8_t *buf = aligned_alloc(4096, (size_t)nbufs * size);
     kvs_mr_t *mr = NULL;
@@ -362,8 +364,8 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
     char what[200];
 
     load_blocks(c, "g1m", o->blocks, 1u << 20);
-    if (o->limits && bench_limits_run(limits_dir, 1u << 20, 1, o->seconds,
-                                      "memcpy") == 0)
+    if (o->limits &&
+        bench_limits_run(limits_dir, 1u << 20, 1, o->seconds, "memcpy") == 0)
         mcpy = bench_limit("memcpy");
     for (unsigned r = 0; r < o->rounds; r++) {
         lim[r] = -1;
@@ -376,19 +378,21 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
                 int e = 0;
 
                 ours[r] = run_gets(c, "g1m", o->blocks, 1u << 20, o->window,
-                                   false, o->seconds, o->busy_us > 0,
-                                   &e) / 1e6;
+                                   false, o->seconds, o->busy_us > 0, &e) /
+                          1e6;
                 errors += e;
                 /* As ucx_perftest does: one source, one destination,
                  * several in flight. */
                 same[r] = run_gets(c, "g1m", 1, 1u << 20, o->window, true,
-                                   o->seconds, o->busy_us > 0, &e) / 1e6;
+                                   o->seconds, o->busy_us > 0, &e) /
+                          1e6;
                 errors += e;
                 /* At most 64 MiB of them, so that they never push the
                  * GETs' blocks out of the 1 GiB arena. */
                 puts[r] = run_moves(c, true, "p1m", KVS_MIN(o->blocks, 64u),
                                     1u << 20, o->window, false, o->seconds,
-                                    o->busy_us > 0, &e) / 1e6;
+                                    o->busy_us > 0, &e) /
+                          1e6;
                 errors += e;
             }
         }
@@ -400,17 +404,19 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
      * store serves distinct blocks, so say how many. */
     snprintf(what, sizeof(what),
              "%u distinct blocks, %u in flight, vs ucx_perftest ucp_am_bw "
-             "1 MiB; target ratio >= 0.85", o->blocks, o->window);
+             "1 MiB; target ratio >= 0.85",
+             o->blocks, o->window);
     bench_report_rounds("net-get-1MiB-dram", o->rounds, ours, lim, what);
-    bench_report_rounds("net-get-1MiB-dram-same-block", o->rounds, same, lim,
-                  "one block GET again and again into one buffer, as "
-                  "ucx_perftest ucp_am_bw 1 MiB sends one buffer, with as "
-                  "many in flight; the same limits as net-get-1MiB-dram");
+    bench_report_rounds(
+        "net-get-1MiB-dram-same-block", o->rounds, same, lim,
+        "one block GET again and again into one buffer, as "
+        "ucx_perftest ucp_am_bw 1 MiB sends one buffer, with as "
+        "many in flight; the same limits as net-get-1MiB-dram");
     snprintf(what, sizeof(what),
              "%u distinct blocks replaced, %u in flight, from another "
              "process into the DRAM tier; the same limits as "
-             "net-get-1MiB-dram (no target)", KVS_MIN(o->blocks, 64u),
-             o->window);
+             "net-get-1MiB-dram (no target)",
+             KVS_MIN(o->blocks, 64u), o->window);
     bench_report_rounds("net-put-1MiB-dram", o->rounds, puts, lim, what);
     /* One cold memcpy: a one-copy GET can at best match it. Against the
      * median of our rounds. */
@@ -420,7 +426,8 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
         memcpy(s, ours, o->rounds * sizeof(*s));
         qsort(s, o->rounds, sizeof(*s), cmp_double);
         bench_figure("net-get-1MiB-dram-vs-memcpy", s[o->rounds / 2], "MB/s",
-                     mcpy, "median of our rounds vs one thread's memcpy of "
+                     mcpy,
+                     "median of our rounds vs one thread's memcpy of "
                      "1 MiB, cold (limits.sh memcpy)");
     }
 }
@@ -433,7 +440,7 @@ static double run_multi(const net_opts_t *o, bool load)
 {
     unsigned n = o->clients;
     pid_t *pids = calloc(n, sizeof(*pids));
-    int (*pipes)[2] = calloc(n, sizeof(*pipes));
+    int(*pipes)[2] = calloc(n, sizeof(*pipes));
     int go[2];
     double total = 0;
     kvs_client_t *c;
@@ -513,7 +520,8 @@ static void fig_multi(const net_opts_t *o, const char *limits_dir)
     }
     snprintf(what, sizeof(what),
              "%u clients, %u in flight each, vs redis GET 256 KiB 8 clients; "
-             "target ratio >= 3", o->clients, o->multi_window);
+             "target ratio >= 3",
+             o->clients, o->multi_window);
     bench_report_rounds("net-get-256KiB-8clients", o->rounds, ours, lim, what);
 }
 
@@ -532,7 +540,7 @@ static int cmp_double(const void *a, const void *b)
 #define MATCH_REQ_BYTES (64 + MATCH_CHAIN * 33)
 
 typedef struct match_limits {
-    double rtt_us;                /* ucx_perftest round trip, 8 B, median */
+    double rtt_us; /* ucx_perftest round trip, 8 B, median */
 } match_limits_t;
 
 /* MATCHes of whole 128-key chains for o->seconds, cycling over nchains
@@ -542,12 +550,12 @@ typedef struct match_limits {
  * its 128 entries stay cached. Either way, after its first MATCH a chain
  * lies whole in the LRU list, so what is timed is the lookups and the
  * one-piece move, not a touch of each block. */
-static void match_run(const net_opts_t *o, unsigned nchains,
-                      const char *figure, const match_limits_t *lim)
+static void match_run(const net_opts_t *o, unsigned nchains, const char *figure,
+                      const match_limits_t *lim)
 {
     kvs_client_t *c = connect_or_die(o, o->match_busy_us ? 1000000 : 0);
     size_t nkeys = (size_t)nchains * MATCH_CHAIN, n = 0, cap = 4000000;
-    char (*names)[33] = malloc(nkeys * sizeof(*names));
+    char(*names)[33] = malloc(nkeys * sizeof(*names));
     kvs_client_key_t *keys = malloc(nkeys * sizeof(*keys));
     double *lat = malloc(cap * sizeof(*lat));
     double limit = lim->rtt_us > 0 ? lim->rtt_us + 10 : -1, end;
@@ -591,14 +599,14 @@ static void match_run(const net_opts_t *o, unsigned nchains,
     qsort(lat, n, sizeof(*lat), cmp_double);
     fprintf(stderr,
             "bench: %s, %zu samples, us: p50 %.1f p90 %.1f p95 %.1f "
-            "p98 %.1f p99 %.1f p99.9 %.1f max %.1f\n", figure, n,
-            lat[n / 2], lat[n * 90 / 100], lat[n * 95 / 100],
+            "p98 %.1f p99 %.1f p99.9 %.1f max %.1f\n",
+            figure, n, lat[n / 2], lat[n * 90 / 100], lat[n * 95 / 100],
             lat[n * 98 / 100], lat[n * 99 / 100], lat[n * 999 / 1000],
             lat[n - 1]);
     snprintf(what, sizeof(what),
              "%u chain%s of 4 KiB blocks%s; limit = UCX AM round trip + "
-             "10 us; target ratio <= 1; daemon and client %s", nchains,
-             nchains > 1 ? "s" : "",
+             "10 us; target ratio <= 1; daemon and client %s",
+             nchains, nchains > 1 ? "s" : "",
              nchains > 1 ? ", put interleaved, matched in turn" : "",
              o->match_busy_us ? "spin, as ucx_perftest does" : "sleep");
     snprintf(fig, sizeof(fig), "%s-p50", figure);
@@ -655,12 +663,14 @@ static void match_limits(match_limits_t *lim)
     if (rtt99 > 0) {
         snprintf(what, sizeof(what),
                  "ucx_perftest ucp_am_lat -s %d -R 99 (a MATCH request's "
-                 "size), 2 x one-way p99", MATCH_REQ_BYTES);
+                 "size), 2 x one-way p99",
+                 MATCH_REQ_BYTES);
         bench_figure("ucx-am-round-trip-p99", rtt99, "us", -1, what);
     }
     snprintf(what, sizeof(what),
              "a spinning thread on an idle machine lost its CPU for > 5 us "
-             "this often; %.1f%% of its time", lost);
+             "this often; %.1f%% of its time",
+             lost);
     bench_figure("cpu-stalls", stalls, "per s", -1, what);
 }
 
@@ -683,8 +693,13 @@ int bench_net_main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     char daemon_path[PATH_MAX], limits_dir[PATH_MAX];
-    net_opts_t o = {.dir = "./var/bench-net", .ns = "bench", .seconds = 5,
-                    .clients = 8, .window = 8, .multi_window = 1, .blocks = 64,
+    net_opts_t o = {.dir = "./var/bench-net",
+                    .ns = "bench",
+                    .seconds = 5,
+                    .clients = 8,
+                    .window = 8,
+                    .multi_window = 1,
+                    .blocks = 64,
                     .rounds = 5,
                     .busy_us = -1,
                     .limits = true};
@@ -700,25 +715,52 @@ int bench_net_main(int argc, char **argv)
     o.want_match = !strcmp(mode, "net") || !strcmp(mode, "net-match");
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'p': o.port = (uint16_t)atoi(optarg); break;
-        case 'D': o.daemon = optarg; break;
-        case 'd': o.dir = optarg; break;
-        case 's': o.seconds = (unsigned)atoi(optarg); break;
-        case 'c': o.clients = (unsigned)atoi(optarg); break;
-        case 'w': o.window = (unsigned)atoi(optarg); break;
-        case 'W': o.multi_window = (unsigned)atoi(optarg); break;
-        case 'b': o.blocks = (unsigned)atoi(optarg); break;
-        case 'r': o.rounds = (unsigned)atoi(optarg); break;
-        case 'B': o.busy_us = atoi(optarg); break;
-        case 'L': o.limits = false; break;
-        case 'j': bench_json = true; break;
-        case 'h': usage(); return 0;
-        default: usage(); return 2;
+        case 'p':
+            o.port = (uint16_t)atoi(optarg);
+            break;
+        case 'D':
+            o.daemon = optarg;
+            break;
+        case 'd':
+            o.dir = optarg;
+            break;
+        case 's':
+            o.seconds = (unsigned)atoi(optarg);
+            break;
+        case 'c':
+            o.clients = (unsigned)atoi(optarg);
+            break;
+        case 'w':
+            o.window = (unsigned)atoi(optarg);
+            break;
+        case 'W':
+            o.multi_window = (unsigned)atoi(optarg);
+            break;
+        case 'b':
+            o.blocks = (unsigned)atoi(optarg);
+            break;
+        case 'r':
+            o.rounds = (unsigned)atoi(optarg);
+            break;
+        case 'B':
+            o.busy_us = atoi(optarg);
+            break;
+        case 'L':
+            o.limits = false;
+            break;
+        case 'j':
+            bench_json = true;
+            break;
+        case 'h':
+            usage();
+            return 0;
+        default:
+            usage();
+            return 2;
         }
     }
-    if (!o.seconds || !o.clients || !o.window || !o.multi_window ||
-        !o.blocks || o.blocks > 512 || !o.rounds ||
-        o.rounds > NET_ROUNDS_MAX) {
+    if (!o.seconds || !o.clients || !o.window || !o.multi_window || !o.blocks ||
+        o.blocks > 512 || !o.rounds || o.rounds > NET_ROUNDS_MAX) {
         usage();
         return 2;
     }
@@ -736,7 +778,8 @@ int bench_net_main(int argc, char **argv)
         }
     }
     if (mkdir(o.dir, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "bench: cannot create %s: %s\n", o.dir, strerror(errno));
+        fprintf(stderr, "bench: cannot create %s: %s\n", o.dir,
+                strerror(errno));
         return 1;
     }
     snprintf(limits_dir, sizeof(limits_dir), "%s/limits", o.dir);

@@ -27,9 +27,9 @@
 #include <unistd.h>
 
 struct trace {
-    uint64_t *ids;       /* every request's ids, back to back */
-    uint32_t *start;     /* request r: ids[start[r] .. start[r + 1]) */
-    uint8_t *partial;    /* request r's last block is not full */
+    uint64_t *ids;    /* every request's ids, back to back */
+    uint32_t *start;  /* request r: ids[start[r] .. start[r + 1]) */
+    uint8_t *partial; /* request r's last block is not full */
     uint32_t nreq;
 };
 
@@ -84,12 +84,13 @@ static int trace_load(const char *path, struct trace *t)
         }
         json_object *il;
         int64_t tokens = json_object_object_get_ex(o, "input_length", &il)
-                             ? json_object_get_int64(il) : 0;
+                             ? json_object_get_int64(il)
+                             : 0;
         t->partial[t->nreq] = tokens % TRACE_BLOCK_TOKENS != 0;
         t->start[t->nreq++] = (uint32_t)nids;
         for (size_t i = 0; i < n; i++)
-            t->ids[nids++] =
-                (uint64_t)json_object_get_int64(json_object_array_get_idx(ids, i));
+            t->ids[nids++] = (uint64_t)json_object_get_int64(
+                json_object_array_get_idx(ids, i));
         json_object_put(o);
     }
     t->start[t->nreq] = (uint32_t)nids;
@@ -121,15 +122,24 @@ static uint32_t lru_find(struct lru *l, uint64_t id, uint32_t **slot_out)
 
 static void lru_unlink(struct lru *l, uint32_t i)
 {
-    if (l->prev[i] != LNIL) l->next[l->prev[i]] = l->next[i]; else l->head = l->next[i];
-    if (l->next[i] != LNIL) l->prev[l->next[i]] = l->prev[i]; else l->tail = l->prev[i];
+    if (l->prev[i] != LNIL)
+        l->next[l->prev[i]] = l->next[i];
+    else
+        l->head = l->next[i];
+    if (l->next[i] != LNIL)
+        l->prev[l->next[i]] = l->prev[i];
+    else
+        l->tail = l->prev[i];
 }
 
 static void lru_front(struct lru *l, uint32_t i)
 {
     l->prev[i] = LNIL;
     l->next[i] = l->head;
-    if (l->head != LNIL) l->prev[l->head] = i; else l->tail = i;
+    if (l->head != LNIL)
+        l->prev[l->head] = i;
+    else
+        l->tail = i;
     l->head = i;
 }
 
@@ -143,7 +153,8 @@ static void lru_map_del(struct lru *l, uint32_t *slot)
         if (l->map[j] == LNIL)
             break;
         uint64_t id = l->key[l->map[j]];
-        uint32_t home = (uint32_t)((id * 0x9e3779b97f4a7c15ull) >> 32) & l->mask;
+        uint32_t home =
+            (uint32_t)((id * 0x9e3779b97f4a7c15ull) >> 32) & l->mask;
         if (((j - home) & l->mask) >= ((j - h) & l->mask)) {
             l->map[h] = l->map[j];
             h = j;
@@ -290,7 +301,7 @@ static double belady_replay(const struct trace *t, uint32_t cap, bool full)
     memset(m.val, 0xff, (size_t)msize * sizeof(*m.val));
     for (uint32_t i = 0; i < nref; i++)
         dense[i] = idmap_get(&m, t->ids[i]);
-    cur = calloc(m.n, sizeof(*cur));   /* the next use of each id */
+    cur = calloc(m.n, sizeof(*cur)); /* the next use of each id */
     in = calloc(m.n, 1);
     if (!cur || !in)
         goto out_cur;
@@ -356,8 +367,8 @@ out_free:
 
 static int engine_replay(const struct trace *t, uint32_t cap, uint32_t payload,
                          uint32_t ghost, uint32_t window, bool full,
-                         const char *dir,
-                         double *ratio_out, kvs_store_stats_t *st_out)
+                         const char *dir, double *ratio_out,
+                         kvs_store_stats_t *st_out)
 {
     kvs_store_config_t c;
     kvs_store_t *s;
@@ -413,9 +424,14 @@ static int engine_replay(const struct trace *t, uint32_t cap, uint32_t payload,
         for (uint32_t i = (uint32_t)m; i < put_limit(t, r, full); i++) {
             kvs_iov_t iov = {buf, payload};
             kvs_put_args_t a = {
-                .ns = ns, .key = &kb[i], .key_len = 8, .parts = &iov,
-                .nparts = 1, .cls = KVS_CLASS_SCRATCH,
-                .parent = i ? &kb[i - 1] : NULL, .parent_len = i ? 8 : 0,
+                .ns = ns,
+                .key = &kb[i],
+                .key_len = 8,
+                .parts = &iov,
+                .nparts = 1,
+                .cls = KVS_CLASS_SCRATCH,
+                .parent = i ? &kb[i - 1] : NULL,
+                .parent_len = i ? 8 : 0,
             };
             ret = kvs_store_put(s, &a);
             if (ret && ret != KVS_EFULL) {
@@ -435,26 +451,27 @@ static int engine_replay(const struct trace *t, uint32_t cap, uint32_t payload,
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: kvstash-bench replay [options]\n"
-            "  --trace PATH     JSONL trace; repeat for several (default: the\n"
-            "                   shared conversation and synthetic traces)\n"
-            "  --capacity N     blocks; repeat for several (default 1000, 3000,\n"
-            "                   10000 and 30000)\n"
-            "  --payload BYTES  bytes put per block (default 1024)\n"
-            "  --ghost N        the fixed settings include store admission,\n"
-            "                   ghost list of N x capacity keys (default 4;\n"
-            "                   0: skip)\n"
-            "  --full-blocks    put only full 512-token blocks, as engines\n"
-            "                   do (the reference LRU does the same)\n"
-            "  --dir DIR        store directory (default ./var/replay)\n"
-            "  --json           one JSON object per figure\n"
-            "Per trace and capacity: replay-hit-ratio-<cap> (the default,\n"
-            "adaptive policy; limit: exact LRU), replay-best-fixed-<cap> (the\n"
-            "best fixed setting: window 0, 10, 30, 60 or 100%%, or ghost\n"
-            "admission) and replay-belady-<cap> (the clairvoyant bound); both\n"
-            "with the default's ratio as limit. Figures of a trace other than\n"
-            "the first carry its file name: replay-hit-ratio-<cap>-<name>.\n");
+    fprintf(
+        stderr,
+        "usage: kvstash-bench replay [options]\n"
+        "  --trace PATH     JSONL trace; repeat for several (default: the\n"
+        "                   shared conversation and synthetic traces)\n"
+        "  --capacity N     blocks; repeat for several (default 1000, 3000,\n"
+        "                   10000 and 30000)\n"
+        "  --payload BYTES  bytes put per block (default 1024)\n"
+        "  --ghost N        the fixed settings include store admission,\n"
+        "                   ghost list of N x capacity keys (default 4;\n"
+        "                   0: skip)\n"
+        "  --full-blocks    put only full 512-token blocks, as engines\n"
+        "                   do (the reference LRU does the same)\n"
+        "  --dir DIR        store directory (default ./var/replay)\n"
+        "  --json           one JSON object per figure\n"
+        "Per trace and capacity: replay-hit-ratio-<cap> (the default,\n"
+        "adaptive policy; limit: exact LRU), replay-best-fixed-<cap> (the\n"
+        "best fixed setting: window 0, 10, 30, 60 or 100%%, or ghost\n"
+        "admission) and replay-belady-<cap> (the clairvoyant bound); both\n"
+        "with the default's ratio as limit. Figures of a trace other than\n"
+        "the first carry its file name: replay-hit-ratio-<cap>-<name>.\n");
 }
 
 /* The fixed settings the default is compared with: window shares, then
@@ -527,18 +544,23 @@ static int replay_one(const struct trace *t, uint32_t cap, uint32_t payload,
 
 int bench_replay_main(int argc, char **argv)
 {
-    static const char *const dirs[] = {"../shared/traces", "/work/shared/traces"};
+    static const char *const dirs[] = {"../shared/traces",
+                                       "/work/shared/traces"};
     static const char *const names[] = {"conversation_trace.jsonl",
                                         "synthetic_trace.jsonl"};
     const char *traces[8], *dir = "./var/replay";
     char found[2][512];
     uint32_t ntrace = 0, caps[8], ncap = 0, payload = 1024, ghost = 4;
     bool full = false;
-    static const struct option lo[] = {
-        {"trace", 1, 0, 't'}, {"capacity", 1, 0, 'c'}, {"payload", 1, 0, 'p'},
-        {"dir", 1, 0, 'd'},   {"json", 0, 0, 'j'},     {"help", 0, 0, 'h'},
-        {"ghost", 1, 0, 'g'}, {"full-blocks", 0, 0, 'f'},
-        {0, 0, 0, 0}};
+    static const struct option lo[] = {{"trace", 1, 0, 't'},
+                                       {"capacity", 1, 0, 'c'},
+                                       {"payload", 1, 0, 'p'},
+                                       {"dir", 1, 0, 'd'},
+                                       {"json", 0, 0, 'j'},
+                                       {"help", 0, 0, 'h'},
+                                       {"ghost", 1, 0, 'g'},
+                                       {"full-blocks", 0, 0, 'f'},
+                                       {0, 0, 0, 0}};
     int ch;
 
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -551,13 +573,27 @@ int bench_replay_main(int argc, char **argv)
             if (ncap < 8)
                 caps[ncap++] = (uint32_t)strtoul(optarg, NULL, 10);
             break;
-        case 'p': payload = (uint32_t)bench_parse_size(optarg); break;
-        case 'd': dir = optarg; break;
-        case 'g': ghost = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'f': full = true; break;
-        case 'j': bench_json = true; break;
-        case 'h': usage(); return 0;
-        default: usage(); return 2;
+        case 'p':
+            payload = (uint32_t)bench_parse_size(optarg);
+            break;
+        case 'd':
+            dir = optarg;
+            break;
+        case 'g':
+            ghost = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'f':
+            full = true;
+            break;
+        case 'j':
+            bench_json = true;
+            break;
+        case 'h':
+            usage();
+            return 0;
+        default:
+            usage();
+            return 2;
         }
     }
     /* By default both shared traces, each from the first folder that has
@@ -594,8 +630,8 @@ int bench_replay_main(int argc, char **argv)
             snprintf(suffix, sizeof(suffix), "-%s", tname);
         for (uint32_t i = 0; i < ncap && !ret; i++)
             if (caps[i])
-                ret = replay_one(&t, caps[i], payload, ghost, full, dir,
-                                 suffix, tname);
+                ret = replay_one(&t, caps[i], payload, ghost, full, dir, suffix,
+                                 tname);
         free(t.ids);
         free(t.start);
         free(t.partial);

@@ -25,8 +25,10 @@ int bench_report_main(int argc, char **argv)
     if (!script || !*script)
         script = KVS_BENCH_REPORT;
     if (access(script, R_OK) != 0) {
-        fprintf(stderr, "kvstash-bench report: %s: %s (set "
-                "KVS_REPORT_SCRIPT)\n", script, strerror(errno));
+        fprintf(stderr,
+                "kvstash-bench report: %s: %s (set "
+                "KVS_REPORT_SCRIPT)\n",
+                script, strerror(errno));
         return 2;
     }
     /* python3 SCRIPT argv[1..] NULL */
@@ -38,8 +40,10 @@ int bench_report_main(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         args[i + 1] = argv[i];
     execv(args[0], args);
-    fprintf(stderr, "kvstash-bench report: cannot run %s: %s (install "
-            "python3-matplotlib: scripts/deps.sh)\n", args[0], strerror(errno));
+    fprintf(stderr,
+            "kvstash-bench report: cannot run %s: %s (install "
+            "python3-matplotlib: scripts/deps.sh)\n",
+            args[0], strerror(errno));
     free(args);
     return 2;
 }

@@ -41,7 +41,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SCALE_KEY   32u
+#define SCALE_KEY 32u
 #define SCALE_CHAIN 64u
 #define SCALE_BATCH 256u
 
@@ -50,8 +50,8 @@ struct opts {
     uint64_t blocks;
     uint64_t block;
     uint64_t dram;
-    double max_bpb;     /* bytes per block allowed */
-    double max_bps;     /* bytes per slot allowed */
+    double max_bpb; /* bytes per block allowed */
+    double max_bps; /* bytes per slot allowed */
     bool amp, restart, check;
 };
 
@@ -191,9 +191,12 @@ static int put_all(kvs_store_t *s, uint32_t ns, uint64_t n, uint64_t block,
             make_key(keys[k + 1], b);
             make_block(buf + k * block, block, b);
             iov[k] = (kvs_iov_t){buf + k * block, block};
-            pa[k] = (kvs_put_args_t){.ns = ns, .key = keys[k + 1],
-                                     .key_len = SCALE_KEY, .parts = &iov[k],
-                                     .nparts = 1, .flags = flags};
+            pa[k] = (kvs_put_args_t){.ns = ns,
+                                     .key = keys[k + 1],
+                                     .key_len = SCALE_KEY,
+                                     .parts = &iov[k],
+                                     .nparts = 1,
+                                     .flags = flags};
             if (b % SCALE_CHAIN) {
                 pa[k].parent = keys[k];
                 pa[k].parent_len = SCALE_KEY;
@@ -212,15 +215,18 @@ static int put_all(kvs_store_t *s, uint32_t ns, uint64_t n, uint64_t block,
 }
 
 /* Reads 1,000 blocks spread over [0, n) and compares them; the misses. */
-static uint64_t sample(kvs_store_t *s, uint32_t ns, uint64_t n,
-                       uint64_t block, uint8_t *buf)
+static uint64_t sample(kvs_store_t *s, uint32_t ns, uint64_t n, uint64_t block,
+                       uint8_t *buf)
 {
     uint64_t bad = 0, step = n > 1000 ? n / 1000 : 1;
     uint8_t key[SCALE_KEY];
 
     for (uint64_t i = 0; i < n; i += step) {
-        kvs_get_args_t ga = {.ns = ns, .key = key, .key_len = SCALE_KEY,
-                             .buf = buf, .cap = block};
+        kvs_get_args_t ga = {.ns = ns,
+                             .key = key,
+                             .key_len = SCALE_KEY,
+                             .buf = buf,
+                             .cap = block};
         kvs_block_info_t info;
         make_key(key, i);
         make_block(buf + block, block, i);
@@ -316,7 +322,8 @@ static int scale_run(const struct opts *o, bool *over)
                  (unsigned long long)st.blocks, (unsigned long long)bad,
                  (unsigned long long)KVS_MIN(n, 1000ull),
                  ((double)rss_bytes() - (double)before -
-                  (double)st.dram_capacity_bytes) / 1048576.0);
+                  (double)st.dram_capacity_bytes) /
+                     1048576.0);
         bench_figure("scale-restart-s", t1 - t0, "s", 5, note);
         if (bad || st.blocks != n)
             ret = 1;
@@ -341,8 +348,8 @@ static int amp_run(const struct opts *o, uint64_t size, const char *name)
 
     /* DRAM room for all of them at three times their size, so nothing is
      * written behind before they are measured. */
-    config(&c, o->dir, KVS_ALIGN_UP(3 * k * (size + 8192), 2ull << 20), size,
-           k, (uint32_t)(k + 1024));
+    config(&c, o->dir, KVS_ALIGN_UP(3 * k * (size + 8192), 2ull << 20), size, k,
+           (uint32_t)(k + 1024));
     c.dram_high_pct = 95;
     buf = malloc(size);
     if (!buf)
@@ -354,8 +361,11 @@ static int amp_run(const struct opts *o, uint64_t size, const char *name)
     uint8_t key[SCALE_KEY];
     for (uint64_t i = 0; i < k && !ret; i++) {
         kvs_iov_t iov = {buf, size};
-        kvs_put_args_t pa = {.ns = ns, .key = key, .key_len = SCALE_KEY,
-                             .parts = &iov, .nparts = 1};
+        kvs_put_args_t pa = {.ns = ns,
+                             .key = key,
+                             .key_len = SCALE_KEY,
+                             .parts = &iov,
+                             .nparts = 1};
         make_key(key, i);
         make_block(buf, size, i);
         ret = kvs_store_put(s, &pa);
@@ -385,32 +395,62 @@ static int amp_run(const struct opts *o, uint64_t size, const char *name)
 
 int bench_scale_main(int argc, char **argv)
 {
-    struct opts o = {.dir = "./var/bench-scale", .blocks = 100000,
-                     .block = 256, .dram = 64ull << 20, .max_bpb = 100,
-                     .max_bps = 8, .amp = true, .restart = true};
+    struct opts o = {.dir = "./var/bench-scale",
+                     .blocks = 100000,
+                     .block = 256,
+                     .dram = 64ull << 20,
+                     .max_bpb = 100,
+                     .max_bps = 8,
+                     .amp = true,
+                     .restart = true};
     static const struct option lo[] = {
-        {"blocks", 1, 0, 'n'}, {"block", 1, 0, 'b'}, {"dram", 1, 0, 'm'},
-        {"dir", 1, 0, 'd'}, {"max-bpb", 1, 0, 'B'}, {"max-bps", 1, 0, 'S'},
-        {"no-amp", 0, 0, 'A'}, {"no-restart", 0, 0, 'R'},
-        {"check", 0, 0, 'c'}, {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"blocks", 1, 0, 'n'},  {"block", 1, 0, 'b'},
+        {"dram", 1, 0, 'm'},    {"dir", 1, 0, 'd'},
+        {"max-bpb", 1, 0, 'B'}, {"max-bps", 1, 0, 'S'},
+        {"no-amp", 0, 0, 'A'},  {"no-restart", 0, 0, 'R'},
+        {"check", 0, 0, 'c'},   {"json", 0, 0, 'j'},
+        {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
     bool over = false;
     int ch, ret;
 
     while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (ch) {
-        case 'n': o.blocks = strtoull(optarg, NULL, 10); break;
-        case 'b': o.block = bench_parse_size(optarg); break;
-        case 'm': o.dram = bench_parse_size(optarg); break;
-        case 'd': o.dir = optarg; break;
-        case 'B': o.max_bpb = strtod(optarg, NULL); break;
-        case 'S': o.max_bps = strtod(optarg, NULL); break;
-        case 'A': o.amp = false; break;
-        case 'R': o.restart = false; break;
-        case 'c': o.check = true; break;
-        case 'j': bench_json = true; break;
-        case 'h': usage(); return 0;
-        default: usage(); return 2;
+        case 'n':
+            o.blocks = strtoull(optarg, NULL, 10);
+            break;
+        case 'b':
+            o.block = bench_parse_size(optarg);
+            break;
+        case 'm':
+            o.dram = bench_parse_size(optarg);
+            break;
+        case 'd':
+            o.dir = optarg;
+            break;
+        case 'B':
+            o.max_bpb = strtod(optarg, NULL);
+            break;
+        case 'S':
+            o.max_bps = strtod(optarg, NULL);
+            break;
+        case 'A':
+            o.amp = false;
+            break;
+        case 'R':
+            o.restart = false;
+            break;
+        case 'c':
+            o.check = true;
+            break;
+        case 'j':
+            bench_json = true;
+            break;
+        case 'h':
+            usage();
+            return 0;
+        default:
+            usage();
+            return 2;
         }
     }
     if (o.blocks < 1024 || o.blocks > (1ull << 26) || o.block == 0 ||
@@ -421,7 +461,10 @@ int bench_scale_main(int argc, char **argv)
     }
     ret = scale_run(&o, &over);
     if (!ret && o.amp) {
-        static const struct { uint64_t size; const char *name; } sz[] = {
+        static const struct {
+            uint64_t size;
+            const char *name;
+        } sz[] = {
             {4096, "4k"}, {65536, "64k"}, {1u << 20, "1m"}, {2u << 20, "2m"}};
         for (size_t i = 0; i < sizeof(sz) / sizeof(sz[0]) && !ret; i++)
             ret = amp_run(&o, sz[i].size, sz[i].name);

@@ -45,22 +45,23 @@ struct opts {
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: kvstash-bench store [options]\n"
-            "  --dir DIR        data directory (default ./var/bench)\n"
-            "  --block BYTES    block size (default 256k)\n"
-            "  --depth N        reads in flight (default 32)\n"
-            "  --data BYTES     data set written (default 2g)\n"
-            "  --dram BYTES     DRAM tier (default 256m)\n"
-            "  --seconds N      get phase and fio runtime (default 5)\n"
-            "  --compress L     zstd level on the way to disk (default 0)\n"
-            "  --durable        durable puts (synced, batch of 64)\n"
-            "  --bf16           bf16-like payloads (compressible) instead of\n"
-            "                   incompressible ones; also measures the codec\n"
-            "  --rounds N       interleaved rounds of ours and fio; the median\n"
-            "                   ratio is reported (default 3, at most 9)\n"
-            "  --no-limits      do not run fio\n"
-            "  --json           one JSON object per figure\n");
+    fprintf(
+        stderr,
+        "usage: kvstash-bench store [options]\n"
+        "  --dir DIR        data directory (default ./var/bench)\n"
+        "  --block BYTES    block size (default 256k)\n"
+        "  --depth N        reads in flight (default 32)\n"
+        "  --data BYTES     data set written (default 2g)\n"
+        "  --dram BYTES     DRAM tier (default 256m)\n"
+        "  --seconds N      get phase and fio runtime (default 5)\n"
+        "  --compress L     zstd level on the way to disk (default 0)\n"
+        "  --durable        durable puts (synced, batch of 64)\n"
+        "  --bf16           bf16-like payloads (compressible) instead of\n"
+        "                   incompressible ones; also measures the codec\n"
+        "  --rounds N       interleaved rounds of ours and fio; the median\n"
+        "                   ratio is reported (default 3, at most 9)\n"
+        "  --no-limits      do not run fio\n"
+        "  --json           one JSON object per figure\n");
 }
 
 static void make_key(uint8_t *key, uint64_t i)
@@ -74,7 +75,7 @@ static void make_key(uint8_t *key, uint64_t i)
 struct round {
     double put_mbps, durable_mbps, get_mbps;
     uint64_t miss, corrupt;
-    kvs_store_stats_t put_st;     /* after the puts and the flush */
+    kvs_store_stats_t put_st; /* after the puts and the flush */
 };
 
 /* One round of ours: an empty store, every block put and flushed, then
@@ -125,11 +126,12 @@ static int store_round(const struct opts *o, const kvs_store_config_t *c,
             /* Make each block unique without rewriting all of it. */
             memcpy(src + k * o->block, &(uint64_t){i + k}, 8);
             iov[k] = (kvs_iov_t){src + k * o->block, o->block};
-            pa[k] = (kvs_put_args_t){.ns = ns, .key = keys[i + k],
-                                     .key_len = 16, .parts = &iov[k],
+            pa[k] = (kvs_put_args_t){.ns = ns,
+                                     .key = keys[i + k],
+                                     .key_len = 16,
+                                     .parts = &iov[k],
                                      .nparts = 1,
-                                     .flags = o->durable ? KVS_PUT_DURABLE
-                                                         : 0};
+                                     .flags = o->durable ? KVS_PUT_DURABLE : 0};
         }
         ret = kvs_store_put_batch(s, pa, n, st);
         if (ret) {
@@ -171,7 +173,8 @@ static int store_round(const struct opts *o, const kvs_store_config_t *c,
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            ga[k] = (kvs_get_args_t){.ns = ns, .key = keys[rng % nblocks],
+            ga[k] = (kvs_get_args_t){.ns = ns,
+                                     .key = keys[rng % nblocks],
                                      .key_len = 16,
                                      .buf = dst + k * o->block,
                                      .cap = o->block};
@@ -200,7 +203,8 @@ static int store_round(const struct opts *o, const kvs_store_config_t *c,
 static void limit_note(const struct opts *o, uint64_t nblocks,
                        const char *pattern, char *out, size_t cap)
 {
-    snprintf(out, cap, "block=%llu depth=%u data=%lluMiB%s; limit: fio "
+    snprintf(out, cap,
+             "block=%llu depth=%u data=%lluMiB%s; limit: fio "
              "io_uring O_DIRECT, registered buffers and file, %s",
              (unsigned long long)o->block, o->depth,
              (unsigned long long)(nblocks * o->block >> 20),
@@ -213,7 +217,7 @@ static int run(const struct opts *o)
     uint64_t nblocks = o->data / o->block;
     const unsigned batch = 64;
     uint8_t *src, *dst;
-    uint8_t (*keys)[16];
+    uint8_t(*keys)[16];
 
     kvs_store_config_default(&c);
     c.dir = o->dir;
@@ -284,17 +288,15 @@ static int run(const struct opts *o)
                 miss += rounds[r].miss;
                 corrupt += rounds[r].corrupt;
                 evicted += rounds[r].put_st.evicted;
-            } else if (o->limits &&
-                       bench_limits_run_args(ldir, o->block, o->depth,
-                                             o->seconds, largs,
-                                             "disk-write disk-read") == 0) {
+            } else if (o->limits && bench_limits_run_args(
+                                        ldir, o->block, o->depth, o->seconds,
+                                        largs, "disk-write disk-read") == 0) {
                 lw[r] = bench_limit("disk-write");
                 lr[r] = bench_limit("disk-read");
             }
         }
     }
     kvs_store_stats_t put_st = rounds[o->rounds - 1].put_st;
-
 
     char wnote[260], rnote[260];
     limit_note(o, nblocks, "sequential writes of block + 4 KiB", wnote,
@@ -312,9 +314,8 @@ static int run(const struct opts *o)
         /* The codec on one thread, on the same data, beside the disk: the
          * reason compression yields under backlog (compress_skipped). */
         kvs_codec_perf_t perf;
-        if (kvs_codec_measure(src, o->block, 2, o->compress > 0 ? o->compress
-                                                                : 1,
-                              &perf) == 0) {
+        if (kvs_codec_measure(src, o->block, 2,
+                              o->compress > 0 ? o->compress : 1, &perf) == 0) {
             bench_figure("codec-shuffle-zstd-compress",
                          perf.shuf_zstd.compress_bps / 1e6, "MB/s", lwl,
                          "one thread, bf16-like; limit: disk write");
@@ -326,13 +327,15 @@ static int run(const struct opts *o)
         }
     }
     if (o->compress > 0)
-        fprintf(stderr, "bench: wrote %llu MiB of blocks as %llu MiB; %llu "
+        fprintf(stderr,
+                "bench: wrote %llu MiB of blocks as %llu MiB; %llu "
                 "blocks went raw while puts waited (backlog)\n",
                 (unsigned long long)(put_st.logical_bytes_degraded >> 20),
                 (unsigned long long)(put_st.stored_bytes_degraded >> 20),
                 (unsigned long long)put_st.compress_skipped);
     if (evicted)
-        fprintf(stderr, "bench: %llu blocks were evicted while they were put "
+        fprintf(stderr,
+                "bench: %llu blocks were evicted while they were put "
                 "(the data file of %llu MiB was too small for them)\n",
                 (unsigned long long)evicted,
                 (unsigned long long)(c.nvme_bytes >> 20));
@@ -347,37 +350,67 @@ static int run(const struct opts *o)
 
 int bench_store_main(int argc, char **argv)
 {
-    struct opts o = {"./var/bench", 256u << 10, 32, 2ull << 30, 256u << 20,
-                     5, 0, false, true, false, 3};
+    struct opts o = {"./var/bench", 256u << 10, 32, 2ull << 30,
+                     256u << 20,    5,          0,  false,
+                     true,          false,      3};
     static const struct option lo[] = {
-        {"dir", 1, 0, 'd'},     {"block", 1, 0, 'b'}, {"depth", 1, 0, 'q'},
-        {"data", 1, 0, 'n'},    {"dram", 1, 0, 'm'},  {"seconds", 1, 0, 't'},
-        {"compress", 1, 0, 'c'}, {"durable", 0, 0, 'D'},
-        {"no-limits", 0, 0, 'L'}, {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'},
-        {"bf16", 0, 0, 'B'},    {"rounds", 1, 0, 'r'},
-        {0, 0, 0, 0}};
+        {"dir", 1, 0, 'd'},       {"block", 1, 0, 'b'},
+        {"depth", 1, 0, 'q'},     {"data", 1, 0, 'n'},
+        {"dram", 1, 0, 'm'},      {"seconds", 1, 0, 't'},
+        {"compress", 1, 0, 'c'},  {"durable", 0, 0, 'D'},
+        {"no-limits", 0, 0, 'L'}, {"json", 0, 0, 'j'},
+        {"help", 0, 0, 'h'},      {"bf16", 0, 0, 'B'},
+        {"rounds", 1, 0, 'r'},    {0, 0, 0, 0}};
     int ch;
 
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
-        case 'd': o.dir = optarg; break;
-        case 'b': o.block = bench_parse_size(optarg); break;
-        case 'q': o.depth = (unsigned)atoi(optarg); break;
-        case 'n': o.data = bench_parse_size(optarg); break;
-        case 'm': o.dram = bench_parse_size(optarg); break;
-        case 't': o.seconds = (unsigned)atoi(optarg); break;
-        case 'r': o.rounds = (unsigned)atoi(optarg); break;
-        case 'c': o.compress = atoi(optarg); break;
-        case 'D': o.durable = true; break;
-        case 'B': o.bf16 = true; break;
-        case 'L': o.limits = false; break;
-        case 'j': bench_json = true; break;
-        case 'h': usage(); return 0;
-        default: usage(); return 2;
+        case 'd':
+            o.dir = optarg;
+            break;
+        case 'b':
+            o.block = bench_parse_size(optarg);
+            break;
+        case 'q':
+            o.depth = (unsigned)atoi(optarg);
+            break;
+        case 'n':
+            o.data = bench_parse_size(optarg);
+            break;
+        case 'm':
+            o.dram = bench_parse_size(optarg);
+            break;
+        case 't':
+            o.seconds = (unsigned)atoi(optarg);
+            break;
+        case 'r':
+            o.rounds = (unsigned)atoi(optarg);
+            break;
+        case 'c':
+            o.compress = atoi(optarg);
+            break;
+        case 'D':
+            o.durable = true;
+            break;
+        case 'B':
+            o.bf16 = true;
+            break;
+        case 'L':
+            o.limits = false;
+            break;
+        case 'j':
+            bench_json = true;
+            break;
+        case 'h':
+            usage();
+            return 0;
+        default:
+            usage();
+            return 2;
         }
     }
-    if (!o.block || !o.depth || o.depth > 1024 || o.data < o.block ||
-        !o.dram || !o.seconds || !o.rounds || o.rounds > BENCH_ROUNDS_MAX) {
+    if (!o.block || !o.depth || o.depth > 1024 || o.data < o.block || !o.dram ||
+        !o.seconds || !o.rounds || o.rounds > BENCH_ROUNDS_MAX) {
         usage();
         return 2;
     }

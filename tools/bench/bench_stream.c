@@ -43,17 +43,18 @@
 #include "kvstash/kvstash.h"
 
 #define MAX_BLOCKS 1024
-#define CHUNK      32             /* keys per fetch */
-#define PATTERNS   32             /* distinct block contents: block b holds
-                                     pattern b % PATTERNS */
+#define CHUNK 32 /* keys per fetch */
+#define PATTERNS                                                               \
+    32 /* distinct block contents: block b holds                               \
+          pattern b % PATTERNS */
 
 typedef struct sopts {
     const char *daemon;
     const char *dir;
     uint32_t blocks, parts;
     uint64_t part_bytes;
-    double rate;                  /* parts/s; 0: as fast as possible */
-    unsigned dram_mib;            /* each daemon's DRAM tier */
+    double rate;       /* parts/s; 0: as fast as possible */
+    unsigned dram_mib; /* each daemon's DRAM tier */
     bool demo, limits, verify;
 } sopts_t;
 
@@ -63,9 +64,9 @@ typedef struct shared {
     uint64_t t_first_in[2][MAX_BLOCKS]; /* decode: first part landed */
     uint64_t t_block_in[2][MAX_BLOCKS]; /* decode: whole block stored */
     uint64_t t_start[2], t_end[2];
-    uint64_t t_verify[2];               /* decode: byte checks, not counted */
-    uint64_t t_put_start;               /* prefill: first put begins */
-    int sealed_ok;                      /* prefill: all sealed */
+    uint64_t t_verify[2]; /* decode: byte checks, not counted */
+    uint64_t t_put_start; /* prefill: first put begins */
+    int sealed_ok;        /* prefill: all sealed */
     int bad_bytes;
     int errors;
 } shared_t;
@@ -228,8 +229,7 @@ static int prefill(const sopts_t *o, uint16_t port, shared_t *sh)
             key_of(key, sizeof(key), phase ? "sealed" : "live", b);
             k.data = key;
             k.len = (uint32_t)strlen(key);
-            ret = kvs_stream_put_begin(c, &k, lens, o->parts, 0, 0, NULL,
-                                       &put);
+            ret = kvs_stream_put_begin(c, &k, lens, o->parts, 0, 0, NULL, &put);
             for (uint32_t p = 0; p < o->parts && !ret; p++) {
                 if (phase == 0 && o->rate > 0) {
                     uint64_t due = t0 + (uint64_t)((double)n * 1e9 / o->rate);
@@ -405,23 +405,26 @@ static void report(const sopts_t *o, const shared_t *sh, double am_bw,
     for (int ph = 0; ph < 2; ph++) {
         /* Live: from whichever came first, the fetch or the first put,
          * to the last block in. */
-        uint64_t start = ph == 0 && sh->t_put_start &&
-                                 sh->t_put_start < sh->t_start[0]
-                             ? sh->t_put_start : sh->t_start[ph];
+        uint64_t start =
+            ph == 0 && sh->t_put_start && sh->t_put_start < sh->t_start[0]
+                ? sh->t_put_start
+                : sh->t_start[ph];
         double s = (double)(sh->t_end[ph] - start - sh->t_verify[ph]) / 1e9;
         double mbs = (double)bytes / s / 1e6;
         char note[320], lims[128] = "";
 
         if (nlim)
-            snprintf(lims, sizeof(lims), "; vs ucx_perftest ucp_am_bw (2 "
-                     "processes), median of %d runs (", nlim);
+            snprintf(lims, sizeof(lims),
+                     "; vs ucx_perftest ucp_am_bw (2 "
+                     "processes), median of %d runs (",
+                     nlim);
         for (int i = 0; i < nlim; i++)
-            snprintf(lims + strlen(lims), sizeof(lims) - strlen(lims),
-                     "%.0f%s", lim[i], i + 1 < nlim ? " " : " MB/s)");
+            snprintf(lims + strlen(lims), sizeof(lims) - strlen(lims), "%.0f%s",
+                     lim[i], i + 1 < nlim ? " " : " MB/s)");
         snprintf(note, sizeof(note),
                  "%u blocks x %u parts x %llu KiB, %s (byte checks not "
-                 "timed)%s", o->blocks, o->parts,
-                 (unsigned long long)(o->part_bytes >> 10),
+                 "timed)%s",
+                 o->blocks, o->parts, (unsigned long long)(o->part_bytes >> 10),
                  ph ? "fetched after sealing" : "fetched while being put",
                  lims);
         bench_figure(ph ? "stream-sealed" : "stream-live", mbs, "MB/s", am_bw,
@@ -430,7 +433,8 @@ static void report(const sopts_t *o, const shared_t *sh, double am_bw,
     for (uint32_t b = 0; b < o->blocks; b++) {
         if (sh->t_first_in[0][b] && sh->t_part0_put[b]) {
             ttfp[n] = sh->t_first_in[0][b] > sh->t_part0_put[b]
-                          ? sh->t_first_in[0][b] - sh->t_part0_put[b] : 0;
+                          ? sh->t_first_in[0][b] - sh->t_part0_put[b]
+                          : 0;
             ttb[n] = sh->t_block_in[0][b] - sh->t_part0_put[b];
             n++;
         }
@@ -438,10 +442,11 @@ static void report(const sopts_t *o, const shared_t *sh, double am_bw,
             tb2[n2++] = sh->t_block_in[1][b] - sh->t_first_in[1][b];
     }
     printf("time to first part (prefill's part 0 put -> decode client has "
-           "it): median %.3f ms\n", median_ms(ttfp, n));
+           "it): median %.3f ms\n",
+           median_ms(ttfp, n));
     printf("time to whole block (same start -> decode client has all %u "
-           "parts, stored on its sidecar): median %.3f ms\n", o->parts,
-           median_ms(ttb, n));
+           "parts, stored on its sidecar): median %.3f ms\n",
+           o->parts, median_ms(ttb, n));
     printf("sealed phase: first part -> whole block: median %.3f ms\n",
            median_ms(tb2, n2));
     printf("errors: %d, blocks with wrong bytes: %d%s\n", sh->errors,
@@ -451,17 +456,17 @@ static void report(const sopts_t *o, const shared_t *sh, double am_bw,
 static void usage(void)
 {
     fprintf(stderr,
-        "usage: kvstash-bench stream [options]\n"
-        "  --blocks N      blocks per phase (32)\n"
-        "  --parts L       parts (layers) per block (16)\n"
-        "  --part-kib K    bytes of a part in KiB (1024)\n"
-        "  --rate R        prefill parts per second (0: flat out)\n"
-        "  --demo          paced prefill, readable output, no limits run\n"
-        "  --no-limits     skip ucx_perftest\n"
-        "  --no-verify     skip the byte check\n"
-        "  --dir DIR       scratch directory (./var/bench-stream)\n"
-        "  --daemon PATH   kvstashd (default: next to this binary)\n"
-        "  --dram-mib N    each daemon's DRAM tier in MiB (2048)\n");
+            "usage: kvstash-bench stream [options]\n"
+            "  --blocks N      blocks per phase (32)\n"
+            "  --parts L       parts (layers) per block (16)\n"
+            "  --part-kib K    bytes of a part in KiB (1024)\n"
+            "  --rate R        prefill parts per second (0: flat out)\n"
+            "  --demo          paced prefill, readable output, no limits run\n"
+            "  --no-limits     skip ucx_perftest\n"
+            "  --no-verify     skip the byte check\n"
+            "  --dir DIR       scratch directory (./var/bench-stream)\n"
+            "  --daemon PATH   kvstashd (default: next to this binary)\n"
+            "  --dram-mib N    each daemon's DRAM tier in MiB (2048)\n");
 }
 
 int bench_stream_main(int argc, char **argv)
@@ -482,8 +487,12 @@ int bench_stream_main(int argc, char **argv)
         {0},
     };
     char dpath[PATH_MAX];
-    sopts_t o = {.dir = "./var/bench-stream", .blocks = 32, .parts = 16,
-                 .part_bytes = 1u << 20, .dram_mib = 2048, .limits = true,
+    sopts_t o = {.dir = "./var/bench-stream",
+                 .blocks = 32,
+                 .parts = 16,
+                 .part_bytes = 1u << 20,
+                 .dram_mib = 2048,
+                 .limits = true,
                  .verify = true};
     uint16_t pport = 0, dport = 0;
     pid_t P, D, cp, cd;
@@ -496,26 +505,51 @@ int bench_stream_main(int argc, char **argv)
     o.daemon = dpath;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
-        case 'b': o.blocks = (uint32_t)strtoul(optarg, NULL, 0); break;
-        case 'l': o.parts = (uint32_t)strtoul(optarg, NULL, 0); break;
-        case 'k': o.part_bytes = strtoull(optarg, NULL, 0) << 10; break;
-        case 'r': o.rate = strtod(optarg, NULL); break;
-        case 'D': o.demo = true; o.limits = false; break;
-        case 'N': o.limits = false; break;
-        case 'V': o.verify = false; break;
-        case 'd': o.dir = optarg; break;
-        case 'x': o.daemon = optarg; break;
-        case 'M': o.dram_mib = (unsigned)strtoul(optarg, NULL, 0); break;
-        case 'j': bench_json = true; break;
-        default: usage(); return c == 'h' ? 0 : 2;
+        case 'b':
+            o.blocks = (uint32_t)strtoul(optarg, NULL, 0);
+            break;
+        case 'l':
+            o.parts = (uint32_t)strtoul(optarg, NULL, 0);
+            break;
+        case 'k':
+            o.part_bytes = strtoull(optarg, NULL, 0) << 10;
+            break;
+        case 'r':
+            o.rate = strtod(optarg, NULL);
+            break;
+        case 'D':
+            o.demo = true;
+            o.limits = false;
+            break;
+        case 'N':
+            o.limits = false;
+            break;
+        case 'V':
+            o.verify = false;
+            break;
+        case 'd':
+            o.dir = optarg;
+            break;
+        case 'x':
+            o.daemon = optarg;
+            break;
+        case 'M':
+            o.dram_mib = (unsigned)strtoul(optarg, NULL, 0);
+            break;
+        case 'j':
+            bench_json = true;
+            break;
+        default:
+            usage();
+            return c == 'h' ? 0 : 2;
         }
     }
     if (o.blocks < 1 || o.blocks > MAX_BLOCKS || o.parts < 1 ||
         o.parts > KVS_PARTS_MAX || o.part_bytes < 1024 ||
-        o.part_bytes > (64u << 20) || o.blocks * o.parts * o.part_bytes >
-        (1536ull << 20)) {
+        o.part_bytes > (64u << 20) ||
+        o.blocks * o.parts * o.part_bytes > (1536ull << 20)) {
         fprintf(stderr, "bench: sizes out of range (at most 1.5 GiB a "
-                "phase)\n");
+                        "phase)\n");
         return 2;
     }
     busy_us = sysconf(_SC_NPROCESSORS_ONLN) > 4 ? 200 : 0;
@@ -539,9 +573,9 @@ int bench_stream_main(int argc, char **argv)
     if (o.demo)
         printf("demo: prefill sidecar on 127.0.0.1:%u, decode sidecar on "
                "127.0.0.1:%u\n      %u blocks x %u parts x %llu KiB, prefill "
-               "at %.0f parts/s; every byte checked\n", pport, dport,
-               o.blocks, o.parts, (unsigned long long)(o.part_bytes >> 10),
-               o.rate);
+               "at %.0f parts/s; every byte checked\n",
+               pport, dport, o.blocks, o.parts,
+               (unsigned long long)(o.part_bytes >> 10), o.rate);
     fflush(NULL);
     cd = fork();
     if (cd == 0)

@@ -59,10 +59,23 @@ uint64_t bench_parse_size(const char *s)
     unsigned long long v = strtoull(s, &end, 10);
 
     switch (*end) {
-    case 'k': case 'K': v <<= 10; end++; break;
-    case 'm': case 'M': v <<= 20; end++; break;
-    case 'g': case 'G': v <<= 30; end++; break;
-    default: break;
+    case 'k':
+    case 'K':
+        v <<= 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        v <<= 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        v <<= 30;
+        end++;
+        break;
+    default:
+        break;
     }
     return *end ? 0 : v;
 }
@@ -85,8 +98,7 @@ int bench_limits_run(const char *dir, uint64_t bytes, unsigned depth,
 }
 
 int bench_limits_run_args(const char *dir, uint64_t bytes, unsigned depth,
-                          unsigned seconds, const char *args,
-                          const char *what)
+                          unsigned seconds, const char *args, const char *what)
 {
     const char *script = limits_script();
     char cmd[1024], line[512];
@@ -190,11 +202,10 @@ void bench_report_rounds(const char *figure, unsigned nr, const double *ours,
         }
     med = order[nr / 2];
     for (unsigned i = 0; i < nr && off < sizeof(rl); i++) {
-        int w = nlim == nr
-                    ? snprintf(rl + off, sizeof(rl) - off, "%s%.0f/%.0f",
-                               i ? " " : "", ours[i], lim[i])
-                    : snprintf(rl + off, sizeof(rl) - off, "%s%.0f",
-                               i ? " " : "", ours[i]);
+        int w = nlim == nr ? snprintf(rl + off, sizeof(rl) - off, "%s%.0f/%.0f",
+                                      i ? " " : "", ours[i], lim[i])
+                           : snprintf(rl + off, sizeof(rl) - off, "%s%.0f",
+                                      i ? " " : "", ours[i]);
         if (w < 0)
             break;
         off += (size_t)w;

@@ -136,7 +136,8 @@ static double raw_puts(kvs_client_t *c, const kvs_warmup_opts_t *o,
 
 static void usage(FILE *out)
 {
-    fprintf(out,
+    fprintf(
+        out,
         "usage: kvstash-bench warmup [options]   (needs a running kvstashd)\n"
         "  -a, --addr IP           daemon address ($KVSTASH_ADDR, 127.0.0.1)\n"
         "  -p, --port N            daemon port ($KVSTASH_PORT, %u)\n"
@@ -165,8 +166,10 @@ static bool parse_u32(const char *opt, const char *arg, uint32_t lo,
     errno = 0;
     v = strtoul(arg, &end, 10);
     if (errno || end == arg || *end || v < lo || v > hi) {
-        fprintf(stderr, "kvstash-bench warmup: %s: '%s' is not a number in "
-                "%u..%u\n", opt, arg, lo, hi);
+        fprintf(stderr,
+                "kvstash-bench warmup: %s: '%s' is not a number in "
+                "%u..%u\n",
+                opt, arg, lo, hi);
         return false;
     }
     *out = (uint32_t)v;
@@ -206,39 +209,65 @@ int bench_warmup_main(int argc, char **argv)
     uint8_t *data = NULL, (*keys)[16] = NULL;
     uint64_t row, half, part, total;
     double raw_s, raw_rate, imp_rate;
-    char (*names)[32] = NULL;
+    char(*names)[32] = NULL;
     FILE *mf;
     int opt, rc = 2;
     bool ok = true;
 
     kvs_warmup_opts_default(&o);
     if (getenv("KVSTASH_PORT"))
-        ok = parse_u32("KVSTASH_PORT", getenv("KVSTASH_PORT"), 1, 65535,
-                       &port);
-    while (ok && (opt = getopt_long(argc, argv, "a:p:t:n:j:h", opts,
-                                    NULL)) != -1) {
+        ok = parse_u32("KVSTASH_PORT", getenv("KVSTASH_PORT"), 1, 65535, &port);
+    while (ok &&
+           (opt = getopt_long(argc, argv, "a:p:t:n:j:h", opts, NULL)) != -1) {
         switch (opt) {
-        case 'a': o.addr = optarg; break;
-        case 'p': ok = parse_u32("--port", optarg, 1, 65535, &port); break;
-        case 't': o.token = optarg; break;
-        case 'n': ns = optarg; break;
-        case 'j': ok = parse_u32("--jobs", optarg, 1, 256, &o.jobs); break;
+        case 'a':
+            o.addr = optarg;
+            break;
+        case 'p':
+            ok = parse_u32("--port", optarg, 1, 65535, &port);
+            break;
+        case 't':
+            o.token = optarg;
+            break;
+        case 'n':
+            ns = optarg;
+            break;
+        case 'j':
+            ok = parse_u32("--jobs", optarg, 1, 256, &o.jobs);
+            break;
         case OPT_BATCH:
             ok = parse_u32("--batch-kib", optarg, 1, 1u << 20, &batch_kib);
             break;
-        case OPT_DURABLE: o.put_flags |= KVS_CLIENT_PUT_DURABLE; break;
-        case OPT_NO_DRAM: o.put_flags |= KVS_CLIENT_PUT_NO_DRAM; break;
-        case OPT_JSON: bench_json = true; break;
-        case 'b': ok = parse_u32("--blocks", optarg, 1, 1u << 20, &nblocks);
+        case OPT_DURABLE:
+            o.put_flags |= KVS_CLIENT_PUT_DURABLE;
             break;
-        case 'l': ok = parse_u32("--layers", optarg, 1, 512, &layers); break;
-        case 'H': ok = parse_u32("--kv-heads", optarg, 1, 1024, &heads);
+        case OPT_NO_DRAM:
+            o.put_flags |= KVS_CLIENT_PUT_NO_DRAM;
             break;
-        case 'd': ok = parse_u32("--head-dim", optarg, 1, 4096, &dim); break;
-        case 'T': ok = parse_u32("--tokens-per-block", optarg, 1, 4096, &tpb);
+        case OPT_JSON:
+            bench_json = true;
             break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'b':
+            ok = parse_u32("--blocks", optarg, 1, 1u << 20, &nblocks);
+            break;
+        case 'l':
+            ok = parse_u32("--layers", optarg, 1, 512, &layers);
+            break;
+        case 'H':
+            ok = parse_u32("--kv-heads", optarg, 1, 1024, &heads);
+            break;
+        case 'd':
+            ok = parse_u32("--head-dim", optarg, 1, 4096, &dim);
+            break;
+        case 'T':
+            ok = parse_u32("--tokens-per-block", optarg, 1, 4096, &tpb);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!ok)
@@ -301,8 +330,10 @@ int bench_warmup_main(int argc, char **argv)
     mf = fopen(path, "w");
     if (!mf)
         goto out;
-    fprintf(mf, "{\"namespace\": \"%s\", \"kv_file\": \"kv.safetensors\", "
-            "\"tokens\": [", imp_ns);
+    fprintf(mf,
+            "{\"namespace\": \"%s\", \"kv_file\": \"kv.safetensors\", "
+            "\"tokens\": [",
+            imp_ns);
     for (uint64_t i = 0; i < (uint64_t)nblocks * tpb; i++)
         fprintf(mf, "%s%llu", i ? "," : "",
                 (unsigned long long)((i * 2654435761u) % 128000));
@@ -325,9 +356,10 @@ int bench_warmup_main(int argc, char **argv)
 
         raw_s = raw_puts(c, &o, data, layers, part, nblocks, keys);
         if (raw_s <= 0) {
-            fprintf(stderr, "kvstash-bench warmup: raw puts failed (is DRAM "
-                    "+ NVMe large enough for %.1f MiB?)\n", (double)nblocks *
-                    layers * part / 1048576);
+            fprintf(stderr,
+                    "kvstash-bench warmup: raw puts failed (is DRAM "
+                    "+ NVMe large enough for %.1f MiB?)\n",
+                    (double)nblocks * layers * part / 1048576);
             goto out;
         }
         for (uint32_t i = 0; i < nblocks; i += 256) {
@@ -351,16 +383,17 @@ int bench_warmup_main(int argc, char **argv)
     imp_rate = (double)r.bytes / r.seconds;
     if (!bench_json) {
         printf("blocks %u x %u parts x %llu bytes (%.1f MiB), %u batches "
-               "in flight\n", nblocks, layers, (unsigned long long)part,
+               "in flight\n",
+               nblocks, layers, (unsigned long long)part,
                (double)nblocks * layers * part / 1048576, o.jobs);
         printf("raw put:  %.0f blocks/s; import: %.0f blocks/s\n",
                nblocks / raw_s, nblocks / r.seconds);
     }
-    snprintf(note, sizeof(note), "blocks=%u block_bytes=%llu jobs=%u; "
-             "limit: raw client puts, same daemon", nblocks,
-             (unsigned long long)(layers * part), o.jobs);
-    bench_figure("warmup-import", imp_rate / 1e6, "MB/s", raw_rate / 1e6,
-                 note);
+    snprintf(note, sizeof(note),
+             "blocks=%u block_bytes=%llu jobs=%u; "
+             "limit: raw client puts, same daemon",
+             nblocks, (unsigned long long)(layers * part), o.jobs);
+    bench_figure("warmup-import", imp_rate / 1e6, "MB/s", raw_rate / 1e6, note);
     rc = 0;
 out:
     kvs_client_destroy(c);

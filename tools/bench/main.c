@@ -50,12 +50,13 @@ static void usage(void)
     for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
         fprintf(stderr, "  %-10s %s\n", modes[i].name, modes[i].help);
     fprintf(stderr, "\nkvstash-bench MODE --help lists a mode's options;\n"
-            "kvstash-bench --version prints the version.\n");
+                    "kvstash-bench --version prints the version.\n");
 }
 
 int main(int argc, char **argv)
 {
-    if (argc == 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
+    if (argc == 2 &&
+        (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
         kvs_cliarg_version("kvstash-bench", stdout);
         return 0;
     }

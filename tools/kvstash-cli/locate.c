@@ -34,9 +34,10 @@ int kvs_cli_locate(const char *etcd, const char *prefix, uint32_t repeat,
     }
     ret = kvs_locator_sync(loc, 10000);
     if (ret < 0) {
-        fprintf(stderr, "kvstash: locate: cannot read the nodes from etcd at "
-                "%s: %s (is etcd up? --etcd URL, --prefix P)\n", etcd,
-                kvs_strerror(ret));
+        fprintf(stderr,
+                "kvstash: locate: cannot read the nodes from etcd at "
+                "%s: %s (is etcd up? --etcd URL, --prefix P)\n",
+                etcd, kvs_strerror(ret));
         kvs_locator_close(loc);
         return 2;
     }
@@ -61,8 +62,8 @@ int kvs_cli_locate(const char *etcd, const char *prefix, uint32_t repeat,
         for (uint32_t i = 0; i < repeat; i++)
             sum += ns[i];
         printf("locate: %u calls over %zu indexed blocks from %d nodes: "
-               "mean %.2f us, p50 %.2f us, p99 %.2f us\n", repeat,
-               kvs_locator_blocks(loc), ret, sum / 1e3 / repeat,
+               "mean %.2f us, p50 %.2f us, p99 %.2f us\n",
+               repeat, kvs_locator_blocks(loc), ret, sum / 1e3 / repeat,
                ns[repeat / 2] / 1e3, ns[repeat * 99 / 100] / 1e3);
         free(ns);
     }

@@ -7,10 +7,11 @@
  * Options may come anywhere on the line ("kvstash put K FILE --durable");
  * an unknown one is refused by name, as is a command's option given to
  * another command. Connection options fall back to the environment
- * (KVSTASH_ADDR, KVSTASH_PORT, KVSTASH_TOKEN, KVSTASH_NS), then to the daemon's defaults;
- * host names are resolved here, since libkvstash takes numeric addresses.
- * Keys are given as text, or as hex with --hex. Exit status: 0 success,
- * 1 the operation failed (not found, mismatch, ...), 2 usage or connection.
+ * (KVSTASH_ADDR, KVSTASH_PORT, KVSTASH_TOKEN, KVSTASH_NS), then to the daemon's
+ * defaults; host names are resolved here, since libkvstash takes numeric
+ * addresses. Keys are given as text, or as hex with --hex. Exit status: 0
+ * success, 1 the operation failed (not found, mismatch, ...), 2 usage or
+ * connection.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -29,13 +30,13 @@
 /* The command line, parsed whole before anything is sent: options may come
  * before or after the command and its arguments, in any order. */
 typedef struct cli {
-    bool hex_keys;                /* -x: keys are hex strings */
-    bool json;                    /* stat --json */
-    bool lease;                   /* match --lease */
-    const char *parent;           /* put --parent */
-    kvs_client_put_t put;         /* put --durable, --class, --ttl-ms */
-    const char *etcd, *prefix;    /* locate --etcd, --prefix */
-    uint32_t repeat;              /* locate --repeat */
+    bool hex_keys;             /* -x: keys are hex strings */
+    bool json;                 /* stat --json */
+    bool lease;                /* match --lease */
+    const char *parent;        /* put --parent */
+    kvs_client_put_t put;      /* put --durable, --class, --ttl-ms */
+    const char *etcd, *prefix; /* locate --etcd, --prefix */
+    uint32_t repeat;           /* locate --repeat */
 } cli_t;
 
 static cli_t cli;
@@ -43,7 +44,8 @@ static const char *ns_name = "default"; /* -n, $KVSTASH_NS */
 
 static void usage(FILE *out)
 {
-    fprintf(out,
+    fprintf(
+        out,
         "usage: kvstash [options] COMMAND [args] [options]\n"
         "options (anywhere on the line; -- ends them):\n"
         "  -a, --addr HOST      daemon address or host name ($KVSTASH_ADDR,\n"
@@ -138,7 +140,7 @@ static int too_big(const char *key, const char *file, uint64_t len,
     fprintf(stderr, "longer than the daemon's largest block, ");
     print_size(stderr, max);
     fprintf(stderr, " (its setting store.max_block_mib; raise it there, or "
-            "split the data into several blocks)\n");
+                    "split the data into several blocks)\n");
     return 1;
 }
 
@@ -209,8 +211,8 @@ static void stat_summary(const kvs_client_stat_t *st, size_t n)
                (unsigned)(v / 100 % 100), (unsigned)(v % 100));
     if (have_up)
         printf("%-24s %" PRIu64 "d %02" PRIu64 "h %02" PRIu64 "m %02" PRIu64
-               "s\n", "uptime", up / 86400, up / 3600 % 24, up / 60 % 60,
-               up % 60);
+               "s\n",
+               "uptime", up / 86400, up / 3600 % 24, up / 60 % 60, up % 60);
     print_ratio("get hit ratio", stat_value(st, n, "hits", NULL),
                 stat_value(st, n, "gets", NULL));
     print_ratio("match key hit ratio", stat_value(st, n, "match_hits", NULL),
@@ -232,7 +234,8 @@ static int cmd_stat(kvs_client_t *c, int argc, char **argv)
     if (json) {
         printf("{");
         for (size_t i = 0; i < n; i++)
-            printf("%s\"%s\": %" PRIu64, i ? ", " : "", st[i].name, st[i].value);
+            printf("%s\"%s\": %" PRIu64, i ? ", " : "", st[i].name,
+                   st[i].value);
         printf("}\n");
         return 0;
     }
@@ -365,8 +368,10 @@ static int cmd_get(kvs_client_t *c, int argc, char **argv)
     }
     if (ret == KVS_ENOTFOUND) {
         free(buf);
-        fprintf(stderr, "kvstash: get %s: not found (no such block in "
-                "namespace '%s')\n", argv[1], ns_name);
+        fprintf(stderr,
+                "kvstash: get %s: not found (no such block in "
+                "namespace '%s')\n",
+                argv[1], ns_name);
         return 1;
     }
     if (ret) {
@@ -430,8 +435,8 @@ static int cmd_keys(kvs_client_t *c, const char *cmd, int argc, char **argv)
     } else if (!strcmp(cmd, "exists")) {
         uint8_t *present = calloc((size_t)n, 1);
 
-        ret = present ? kvs_client_exists(c, keys, (size_t)n, present)
-                      : -ENOMEM;
+        ret =
+            present ? kvs_client_exists(c, keys, (size_t)n, present) : -ENOMEM;
         for (int i = 0; !ret && i < n; i++) {
             printf("%s %d\n", argv[i], present[i]);
             bad |= !present[i];
@@ -453,8 +458,8 @@ static int cmd_keys(kvs_client_t *c, const char *cmd, int argc, char **argv)
         else if (!strcmp(cmd, "pin"))
             ret = kvs_client_pin(c, keys, (size_t)n, KVS_CLIENT_PIN_RETAIN, st);
         else
-            ret = kvs_client_unpin(c, keys, (size_t)n, KVS_CLIENT_PIN_RETAIN,
-                                   st);
+            ret =
+                kvs_client_unpin(c, keys, (size_t)n, KVS_CLIENT_PIN_RETAIN, st);
         /* Each key's result once; the call's own status is the first
          * key's failure, already printed. */
         for (int i = 0; st && i < n && (ret == 0 || ret < KVS_EBASE); i++) {
@@ -494,7 +499,7 @@ static int locate(int n, char **args)
 
     if (!cli.etcd)
         return die_usage("%s", "locate needs --etcd URL (etcd's client URL, "
-                         "e.g. http://127.0.0.1:2379)");
+                               "e.g. http://127.0.0.1:2379)");
     if (n < 1)
         return die_usage("%s", "locate needs at least one KEY");
     keys = calloc((size_t)n, sizeof(*keys));
@@ -503,7 +508,7 @@ static int locate(int n, char **args)
     if (make_keys(args, n, keys)) {
         free(keys);
         return die_usage("%s", "a key is empty, longer than 64 bytes, or not "
-                         "hex (with --hex)");
+                               "hex (with --hex)");
     }
     ret = kvs_cli_locate(cli.etcd, cli.prefix ? cli.prefix : "/kvstash/nodes/",
                          cli.repeat, keys, n);
@@ -514,11 +519,11 @@ static int locate(int n, char **args)
 /* The commands, and which of the command options each takes. */
 static const struct command {
     const char *name;
-    const char *opts;             /* letters of the command options */
+    const char *opts; /* letters of the command options */
 } commands[] = {
-    {"stat", "j"}, {"put", "PDCT"}, {"get", ""}, {"match", "L"},
-    {"exists", ""}, {"pin", ""}, {"unpin", ""}, {"delete", ""},
-    {"prefetch", ""}, {"verify", ""}, {"locate", "EXR"},
+    {"stat", "j"},    {"put", "PDCT"}, {"get", ""},       {"match", "L"},
+    {"exists", ""},   {"pin", ""},     {"unpin", ""},     {"delete", ""},
+    {"prefetch", ""}, {"verify", ""},  {"locate", "EXR"},
 };
 
 static const struct option opts[] = {
@@ -567,11 +572,21 @@ int main(int argc, char **argv)
     opterr = 0; /* the messages below name the option */
     while ((o = getopt_long(argc, argv, ":a:p:t:n:xhV", opts, NULL)) != -1) {
         switch (o) {
-        case 'a': addr_arg = optarg; break;
-        case 'p': port_arg = optarg; break;
-        case 't': p.token = optarg; break;
-        case 'n': ns_name = optarg; break;
-        case 'x': cli.hex_keys = true; break;
+        case 'a':
+            addr_arg = optarg;
+            break;
+        case 'p':
+            port_arg = optarg;
+            break;
+        case 't':
+            p.token = optarg;
+            break;
+        case 'n':
+            ns_name = optarg;
+            break;
+        case 'x':
+            cli.hex_keys = true;
+            break;
         case 'O':
             if (kvs_cliarg_u32("kvstash", "--timeout", optarg, 1, 86400000,
                                &p.timeout_ms))
@@ -583,10 +598,18 @@ int main(int argc, char **argv)
         case 'V':
             kvs_cliarg_version("kvstash", stdout);
             return 0;
-        case 'j': cli.json = true; break;
-        case 'L': cli.lease = true; break;
-        case 'P': cli.parent = optarg; break;
-        case 'D': cli.put.flags |= KVS_CLIENT_PUT_DURABLE; break;
+        case 'j':
+            cli.json = true;
+            break;
+        case 'L':
+            cli.lease = true;
+            break;
+        case 'P':
+            cli.parent = optarg;
+            break;
+        case 'D':
+            cli.put.flags |= KVS_CLIENT_PUT_DURABLE;
+            break;
         case 'C':
             if (!strcmp(optarg, "scratch"))
                 cli.put.cls = KVS_CLASS_SCRATCH;
@@ -604,8 +627,12 @@ int main(int argc, char **argv)
                 return 2;
             cli.put.ttl_ms = x;
             break;
-        case 'E': cli.etcd = optarg; break;
-        case 'X': cli.prefix = optarg; break;
+        case 'E':
+            cli.etcd = optarg;
+            break;
+        case 'X':
+            cli.prefix = optarg;
+            break;
         case 'R':
             if (kvs_cliarg_u32("kvstash", "--repeat", optarg, 1, 10000000,
                                &cli.repeat))
@@ -633,11 +660,14 @@ int main(int argc, char **argv)
     if (!cmd)
         return die_usage("unknown command '%s' (commands: stat, put, get, "
                          "match, exists, pin, unpin, delete, prefetch, "
-                         "verify, locate)", argv[optind]);
+                         "verify, locate)",
+                         argv[optind]);
     for (const char *l = cmd_letters; *l; l++) {
         if (!strchr(cmd->opts, *l)) {
-            fprintf(stderr, "kvstash: --%s is not an option of %s (kvstash "
-                    "--help for usage)\n", long_name(*l), cmd->name);
+            fprintf(stderr,
+                    "kvstash: --%s is not an option of %s (kvstash "
+                    "--help for usage)\n",
+                    long_name(*l), cmd->name);
             return 2;
         }
     }

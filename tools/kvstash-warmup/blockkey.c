@@ -61,7 +61,8 @@ int kvs_blockkey_chain(const kvs_blockkey_params_t *p, const uint32_t *tokens,
             EVP_DigestUpdate(ctx, key - key_size, (size_t)key_size);
         /* Token ids as u32 LE, whatever the host's byte order. */
         for (uint32_t i = 0; i < tokens_per_block; i += 256) {
-            uint32_t n = tokens_per_block - i < 256 ? tokens_per_block - i : 256;
+            uint32_t n =
+                tokens_per_block - i < 256 ? tokens_per_block - i : 256;
 
             for (uint32_t j = 0; j < n; j++)
                 for (int k = 0; k < 4; k++)

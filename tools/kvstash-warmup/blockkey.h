@@ -21,10 +21,10 @@
 #include "kvstash/types.h"
 
 typedef struct kvs_blockkey_params {
-    const char *hash;             /* OpenSSL digest name; NULL: "sha256" */
-    const uint8_t *root;          /* parent bytes of block 0 */
-    uint32_t root_len;            /* 0..KVS_KEY_MAX */
-    const uint8_t *extra;         /* extra keys, already length-prefixed */
+    const char *hash;     /* OpenSSL digest name; NULL: "sha256" */
+    const uint8_t *root;  /* parent bytes of block 0 */
+    uint32_t root_len;    /* 0..KVS_KEY_MAX */
+    const uint8_t *extra; /* extra keys, already length-prefixed */
     size_t extra_len;
 } kvs_blockkey_params_t;
 

@@ -27,7 +27,7 @@
 #include "tools/kvstash-warmup/scan.h"
 
 #define LINE_BLOCKS 1024u
-#define LINE_BYTES  (256ull << 20)
+#define LINE_BYTES (256ull << 20)
 
 static const char *const class_names[] = {"scratch", "user", "pinned"};
 
@@ -47,7 +47,7 @@ static int export_line(kvs_client_t *c, const char *ns, const char *dir,
     kvs_client_get_t *gets = calloc(n, sizeof(*gets));
     kvs_safetensors_out_t *outs = calloc(n, sizeof(*outs));
     uint32_t *lens = calloc(n * KVS_PARTS_MAX, sizeof(*lens));
-    char (*names)[32] = calloc(n, sizeof(*names));
+    char(*names)[32] = calloc(n, sizeof(*names));
     struct json_object *line = NULL, *keys, *parents;
     char path[4096], file[64], hex[2 * KVS_KEY_MAX + 1];
     uint64_t ttl = 0, now = now_ms(), bytes = 0;
@@ -91,8 +91,10 @@ static int export_line(kvs_client_t *c, const char *ns, const char *dir,
         for (uint32_t p = 1; p < np; p++) {
             if (g->part_lens[p] != g->part_lens[0]) {
                 kvs_warmup_hex(ents[i].key, ents[i].key_len, hex);
-                fprintf(stderr, "kvstash-warmup: export: block %s: parts of "
-                        "different lengths; left out\n", hex);
+                fprintf(stderr,
+                        "kvstash-warmup: export: block %s: parts of "
+                        "different lengths; left out\n",
+                        hex);
                 np = 0;
                 break;
             }
@@ -132,9 +134,9 @@ static int export_line(kvs_client_t *c, const char *ns, const char *dir,
         json_object_object_add(line, "kv_file", json_object_new_string(file));
         json_object_object_add(line, "layout",
                                json_object_new_string("blocks"));
-        json_object_object_add(line, "class",
-                               json_object_new_string(
-                                   class_names[ents[0].cls % 3]));
+        json_object_object_add(
+            line, "class",
+            json_object_new_string(class_names[ents[0].cls % 3]));
         json_object_object_add(line, "group",
                                json_object_new_int64((int64_t)ents[0].group));
         if (ttl)
@@ -179,15 +181,22 @@ int kvs_export_main(const kvs_warmup_opts_t *o, const char *ns, int argc,
     optind = 1;
     while ((opt = getopt_long(argc, argv, "g:Ao:", opts, NULL)) != -1) {
         switch (opt) {
-        case 'g': group = strtoull(optarg, NULL, 0); break;
-        case 'A': all = true; break;
-        case 'o': dir = optarg; break;
-        default: return KVS_WARMUP_EXIT_USAGE;
+        case 'g':
+            group = strtoull(optarg, NULL, 0);
+            break;
+        case 'A':
+            all = true;
+            break;
+        case 'o':
+            dir = optarg;
+            break;
+        default:
+            return KVS_WARMUP_EXIT_USAGE;
         }
     }
     if (!ns || !dir || (!group) == (!all) || optind != argc) {
         fprintf(stderr, "usage: kvstash-warmup -n NS export (--group G | "
-                "--all) --out DIR\n");
+                        "--all) --out DIR\n");
         return KVS_WARMUP_EXIT_USAGE;
     }
     if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
@@ -235,8 +244,8 @@ int kvs_export_main(const kvs_warmup_opts_t *o, const char *ns, int argc,
                 if (taken[j] || l.ents[j].group != l.ents[i].group ||
                     l.ents[j].cls != l.ents[i].cls)
                     continue;
-                if (nb && (nb == LINE_BLOCKS ||
-                           bytes + l.ents[j].len > LINE_BYTES))
+                if (nb &&
+                    (nb == LINE_BLOCKS || bytes + l.ents[j].len > LINE_BYTES))
                     break;
                 taken[j] = true;
                 buf[nb++] = l.ents[j];

@@ -36,10 +36,10 @@
 #include "tools/kvstash-warmup/progress.h"
 #include "tools/kvstash-warmup/safetensors.h"
 
-#define SLOT_ITEMS  (KVS_WIRE_INLINE_MAX / KVS_WIRE_PUT_ENT_FIXED)
-#define SLOT_IOVS   (KVS_WIRE_INLINE_MAX / 4)
-#define CONNS_MAX   64u
-#define ERRS_SHOWN  10u              /* failed puts printed per line */
+#define SLOT_ITEMS (KVS_WIRE_INLINE_MAX / KVS_WIRE_PUT_ENT_FIXED)
+#define SLOT_IOVS (KVS_WIRE_INLINE_MAX / 4)
+#define CONNS_MAX 64u
+#define ERRS_SHOWN 10u /* failed puts printed per line */
 
 /* One open connection per namespace. */
 typedef struct conn {
@@ -51,28 +51,28 @@ typedef struct conn {
 /* One put batch. Filled, then in flight, then reaped. */
 typedef struct slot {
     conn_t *conn;
-    bool busy;                    /* submitted, not yet reaped */
-    bool done;                    /* its callback ran */
+    bool busy; /* submitted, not yet reaped */
+    bool done; /* its callback ran */
     int status;
-    uint32_t n;                   /* blocks */
+    uint32_t n; /* blocks */
     uint32_t niov;
-    size_t frame;                 /* frame bytes the blocks take */
-    uint64_t payload;             /* bytes at buf in use */
+    size_t frame;     /* frame bytes the blocks take */
+    uint64_t payload; /* bytes at buf in use */
     size_t buf_cap;
-    uint8_t *buf;                 /* the blocks' bytes */
+    uint8_t *buf; /* the blocks' bytes */
     kvs_client_put_t items[SLOT_ITEMS];
     kvs_iov_t iovs[SLOT_IOVS];
     uint8_t keys[SLOT_ITEMS][2][KVS_KEY_MAX]; /* key, parent */
-    unsigned line[SLOT_ITEMS];    /* manifest line of each block */
-    uint32_t index[SLOT_ITEMS];   /* its index in the line */
+    unsigned line[SLOT_ITEMS];                /* manifest line of each block */
+    uint32_t index[SLOT_ITEMS];               /* its index in the line */
 } slot_t;
 
 /* A line's KV file, mapped, with its geometry. */
 typedef struct src {
     kvs_safetensors_t *st;
-    uint32_t nparts;              /* layers (or parts per block) */
-    uint64_t row;                 /* bytes of one token of K (or V) */
-    const uint8_t **k, **v;       /* per layer: K and V tensors' data */
+    uint32_t nparts;                      /* layers (or parts per block) */
+    uint64_t row;                         /* bytes of one token of K (or V) */
+    const uint8_t **k, **v;               /* per layer: K and V tensors' data */
     const kvs_safetensors_tensor_t **blk; /* blocks layout: per block */
     size_t nblocks;
     uint8_t elem_size;
@@ -85,12 +85,12 @@ typedef struct importer {
     size_t nconns;
     slot_t *slots;
     uint32_t nslots;
-    slot_t *open;                 /* the slot being filled, or NULL */
+    slot_t *open; /* the slot being filled, or NULL */
     kvs_progress_t prog;
-    unsigned errs_line;           /* line of the last printed put errors */
+    unsigned errs_line; /* line of the last printed put errors */
     unsigned errs_shown;
-    uint64_t acked;               /* blocks put, for the kill hook */
-    uint64_t bad_late;            /* lines whose file broke after pass 1 */
+    uint64_t acked;    /* blocks put, for the kill hook */
+    uint64_t bad_late; /* lines whose file broke after pass 1 */
 } importer_t;
 
 static void line_err(const char *manifest, const kvs_manifest_ent_t *e,
@@ -170,7 +170,8 @@ static int open_layers(const kvs_manifest_ent_t *e, src_t *s, uint64_t *t_out,
         n++;
     }
     if (n == 0) {
-        snprintf(err, len, "layout \"layers\" needs tensors layers.0.k, "
+        snprintf(err, len,
+                 "layout \"layers\" needs tensors layers.0.k, "
                  "layers.0.v, ...; none found");
         return -EINVAL;
     }
@@ -192,7 +193,8 @@ static int open_layers(const kvs_manifest_ent_t *e, src_t *s, uint64_t *t_out,
                 k0 = t;
                 if (t->ndim != 3) {
                     shape_str(t, sh, sizeof(sh));
-                    snprintf(err, len, "tensor %s has shape %s; layout "
+                    snprintf(err, len,
+                             "tensor %s has shape %s; layout "
                              "\"layers\" wants [tokens, kv_heads, head_dim]",
                              name, sh);
                     return -EINVAL;
@@ -231,9 +233,10 @@ static int open_packed(const kvs_manifest_ent_t *e, src_t *s, uint64_t *t_out,
     if (t->ndim != 5 || t->shape[1] != 2 || t->shape[0] == 0 ||
         t->shape[0] > KVS_PARTS_MAX) {
         shape_str(t, sh, sizeof(sh));
-        snprintf(err, len, "tensor kv has shape %s; layout \"packed\" wants "
-                 "[layers (1..%u), 2, tokens, kv_heads, head_dim]", sh,
-                 KVS_PARTS_MAX);
+        snprintf(err, len,
+                 "tensor kv has shape %s; layout \"packed\" wants "
+                 "[layers (1..%u), 2, tokens, kv_heads, head_dim]",
+                 sh, KVS_PARTS_MAX);
         return -EINVAL;
     }
     if (dtype_ok(e, t, err, len))
@@ -275,8 +278,10 @@ static int open_blocks(const kvs_manifest_ent_t *e, src_t *s, char *err,
             return -EINVAL;
         }
         if (t->ndim != 2 || t->shape[0] == 0 || t->shape[0] > KVS_PARTS_MAX) {
-            snprintf(err, len, "tensor %s: layout \"blocks\" wants [parts "
-                     "(1..%u), elements]", name, KVS_PARTS_MAX);
+            snprintf(err, len,
+                     "tensor %s: layout \"blocks\" wants [parts "
+                     "(1..%u), elements]",
+                     name, KVS_PARTS_MAX);
             return -EINVAL;
         }
         if (strcmp(t->dtype, "U8") && dtype_ok(e, t, err, len))
@@ -308,8 +313,10 @@ static int src_open(const kvs_manifest_ent_t *e, src_t *s, char *err,
         goto err_close;
     if (e->layout != KVS_LAYOUT_BLOCKS) {
         if (e->tokens && tokens != e->ntokens) {
-            snprintf(err, len, "tensors hold %" PRIu64 " tokens but the line "
-                     "has %zu token ids", tokens, e->ntokens);
+            snprintf(err, len,
+                     "tensors hold %" PRIu64 " tokens but the line "
+                     "has %zu token ids",
+                     tokens, e->ntokens);
             ret = -EINVAL;
             goto err_close;
         }
@@ -376,8 +383,10 @@ static conn_t *conn_get(importer_t *im, const char *ns, uint8_t elem_size)
         if (!strcmp(im->conns[i].ns, ns))
             return &im->conns[i];
     if (im->nconns == CONNS_MAX) {
-        fprintf(stderr, "kvstash-warmup: more than %u namespaces in one "
-                "manifest\n", CONNS_MAX);
+        fprintf(stderr,
+                "kvstash-warmup: more than %u namespaces in one "
+                "manifest\n",
+                CONNS_MAX);
         return NULL;
     }
     c = &im->conns[im->nconns];
@@ -429,9 +438,11 @@ static void reap(importer_t *im, slot_t *sl)
             char hex[2 * KVS_KEY_MAX + 1];
 
             kvs_warmup_hex(it->key.data, it->key.len, hex);
-            fprintf(stderr, "kvstash-warmup: %s:%u: block %u (key %s): put "
-                    "failed: %s\n", im->manifest, sl->line[j], sl->index[j],
-                    hex, kvs_strerror(st));
+            fprintf(stderr,
+                    "kvstash-warmup: %s:%u: block %u (key %s): put "
+                    "failed: %s\n",
+                    im->manifest, sl->line[j], sl->index[j], hex,
+                    kvs_strerror(st));
         }
     }
     im->acked += ok;
@@ -487,8 +498,8 @@ static void submit(importer_t *im, slot_t *sl)
         return;
     sl->busy = true;
     sl->done = false;
-    ret = kvs_client_put_batch_async(sl->conn->c, sl->items, sl->n, put_done,
-                                     sl);
+    ret =
+        kvs_client_put_batch_async(sl->conn->c, sl->items, sl->n, put_done, sl);
     if (ret) {
         sl->done = true;
         sl->status = ret;
@@ -557,8 +568,8 @@ static int queue_block(importer_t *im, conn_t *conn,
 
     for (uint32_t p = 0; p < np; p++)
         bytes += part_len(e, s, i, p);
-    if (bytes > conn->lim.max_payload || fb + KVS_WIRE_HDR_SIZE >
-                                             KVS_WIRE_INLINE_MAX)
+    if (bytes > conn->lim.max_payload ||
+        fb + KVS_WIRE_HDR_SIZE > KVS_WIRE_INLINE_MAX)
         return KVS_ETOOBIG;
     sl = slot_for(im, conn, fb, bytes);
     if (sl->n && sl->niov + np > SLOT_IOVS) {
@@ -681,7 +692,7 @@ static void import_line(importer_t *im, const kvs_manifest_ent_t *e)
     /* Resume: blocks already present are skipped. */
     for (size_t i = 0; i < s.nblocks; i += conn->lim.max_keys) {
         size_t n = s.nblocks - i < conn->lim.max_keys ? s.nblocks - i
-                                                       : conn->lim.max_keys;
+                                                      : conn->lim.max_keys;
 
         ret = kvs_client_exists(conn->c, ck + i, n, present + i);
         if (ret) {
@@ -769,8 +780,8 @@ int kvs_import_run(const kvs_warmup_opts_t *o, const char *manifest,
         total += s.nblocks;
         src_close(&s);
         if (nents == cap) {
-            kvs_manifest_ent_t *n = realloc(ents, (cap = cap * 2 + 16) *
-                                                      sizeof(*n));
+            kvs_manifest_ent_t *n =
+                realloc(ents, (cap = cap * 2 + 16) * sizeof(*n));
             if (!n) {
                 kvs_manifest_ent_fini(&e);
                 bad++;

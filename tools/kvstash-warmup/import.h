@@ -12,11 +12,11 @@
 #include "tools/kvstash-warmup/warmup.h"
 
 typedef struct kvs_import_result {
-    uint64_t imported;            /* blocks put */
-    uint64_t skipped;             /* blocks already present */
-    uint64_t failed;              /* blocks whose put failed */
-    uint64_t bad_lines;           /* manifest lines not loaded */
-    uint64_t bytes;               /* bytes of the imported blocks */
+    uint64_t imported;  /* blocks put */
+    uint64_t skipped;   /* blocks already present */
+    uint64_t failed;    /* blocks whose put failed */
+    uint64_t bad_lines; /* manifest lines not loaded */
+    uint64_t bytes;     /* bytes of the imported blocks */
     double seconds;
 } kvs_import_result_t;
 

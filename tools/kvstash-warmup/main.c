@@ -24,7 +24,8 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
+    fprintf(
+        out,
         "usage: kvstash-warmup [options] COMMAND [args]\n"
         "commands:\n"
         "  import MANIFEST       load the blocks a JSONL manifest describes;\n"
@@ -68,8 +69,15 @@ static int cmd_import(kvs_warmup_opts_t *o, int argc, char **argv)
 }
 
 enum {
-    OPT_HASH = 256, OPT_ROOT, OPT_DURABLE, OPT_NO_DRAM, OPT_PROGRESS,
-    OPT_INTERVAL, OPT_TIMEOUT, OPT_KILL_AFTER, OPT_BATCH,
+    OPT_HASH = 256,
+    OPT_ROOT,
+    OPT_DURABLE,
+    OPT_NO_DRAM,
+    OPT_PROGRESS,
+    OPT_INTERVAL,
+    OPT_TIMEOUT,
+    OPT_KILL_AFTER,
+    OPT_BATCH,
 };
 
 #define GLOBAL_SHORT "+a:p:t:n:j:hV"
@@ -103,8 +111,7 @@ static int global_opt(const struct option *opts, const char *arg)
  * parses only its own options. The short and long names of the shared
  * options and of every command's options are distinct.
  */
-static void hoist_global_opts(const struct option *opts, int argc,
-                              char **argv)
+static void hoist_global_opts(const struct option *opts, int argc, char **argv)
 {
     int cmd = 1, out;
 
@@ -166,10 +173,18 @@ int main(int argc, char **argv)
     hoist_global_opts(opts, argc, argv);
     while ((c = getopt_long(argc, argv, GLOBAL_SHORT, opts, NULL)) != -1) {
         switch (c) {
-        case 'a': addr_arg = optarg; break;
-        case 'p': port_arg = optarg; break;
-        case 't': o.token = optarg; break;
-        case 'n': ns = optarg; break;
+        case 'a':
+            addr_arg = optarg;
+            break;
+        case 'p':
+            port_arg = optarg;
+            break;
+        case 't':
+            o.token = optarg;
+            break;
+        case 'n':
+            ns = optarg;
+            break;
         case 'j':
             if (kvs_cliarg_u32(T, "-j", optarg, 1, 256, &o.jobs))
                 return KVS_WARMUP_EXIT_USAGE;
@@ -179,7 +194,9 @@ int main(int argc, char **argv)
                 return KVS_WARMUP_EXIT_USAGE;
             o.batch_bytes = kib << 10;
             break;
-        case OPT_HASH: o.hash = optarg; break;
+        case OPT_HASH:
+            o.hash = optarg;
+            break;
         case OPT_ROOT:
             if (kvs_manifest_hex_key(optarg, &root)) {
                 fprintf(stderr, "kvstash-warmup: --root: 1..%u bytes of hex\n",
@@ -189,13 +206,21 @@ int main(int argc, char **argv)
             memcpy(o.root, root.b, root.len);
             o.root_len = root.len;
             break;
-        case OPT_DURABLE: o.put_flags |= KVS_CLIENT_PUT_DURABLE; break;
-        case OPT_NO_DRAM: o.put_flags |= KVS_CLIENT_PUT_NO_DRAM; break;
+        case OPT_DURABLE:
+            o.put_flags |= KVS_CLIENT_PUT_DURABLE;
+            break;
+        case OPT_NO_DRAM:
+            o.put_flags |= KVS_CLIENT_PUT_NO_DRAM;
+            break;
         case OPT_PROGRESS:
-            if (!strcmp(optarg, "auto")) o.tty = -1;
-            else if (!strcmp(optarg, "bar")) o.tty = 1;
-            else if (!strcmp(optarg, "lines")) o.tty = 0;
-            else if (!strcmp(optarg, "none")) o.quiet = true;
+            if (!strcmp(optarg, "auto"))
+                o.tty = -1;
+            else if (!strcmp(optarg, "bar"))
+                o.tty = 1;
+            else if (!strcmp(optarg, "lines"))
+                o.tty = 0;
+            else if (!strcmp(optarg, "none"))
+                o.quiet = true;
             else {
                 usage(stderr);
                 return KVS_WARMUP_EXIT_USAGE;
@@ -230,8 +255,10 @@ int main(int argc, char **argv)
     o.addr = addr;
     bp.hash = o.hash;
     if (kvs_blockkey_size(&bp) < 0) {
-        fprintf(stderr, "kvstash-warmup: --hash %s: not a digest of 1..%u "
-                "bytes that OpenSSL knows\n", o.hash, KVS_KEY_MAX);
+        fprintf(stderr,
+                "kvstash-warmup: --hash %s: not a digest of 1..%u "
+                "bytes that OpenSSL knows\n",
+                o.hash, KVS_KEY_MAX);
         return KVS_WARMUP_EXIT_USAGE;
     }
     if (o.jobs == 0 || o.jobs > 256 || o.batch_bytes == 0) {

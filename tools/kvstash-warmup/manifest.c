@@ -25,9 +25,9 @@ static const struct {
     const char *ns;
     const char *st;
 } dtype_names[] = {
-    {"bf16", "BF16"},        {"bfloat16", "BF16"}, {"fp16", "F16"},
-    {"f16", "F16"},          {"float16", "F16"},   {"fp32", "F32"},
-    {"f32", "F32"},          {"float32", "F32"},   {"fp8", "F8_E4M3"},
+    {"bf16", "BF16"},        {"bfloat16", "BF16"},    {"fp16", "F16"},
+    {"f16", "F16"},          {"float16", "F16"},      {"fp32", "F32"},
+    {"f32", "F32"},          {"float32", "F32"},      {"fp8", "F8_E4M3"},
     {"fp8_e4m3", "F8_E4M3"}, {"fp8_e5m2", "F8_E5M2"}, {"u8", "U8"},
 };
 
@@ -69,8 +69,8 @@ static bool ns_field(const char *ns, const char *name, char *buf, size_t len)
 {
     size_t nl = strlen(name);
 
-    for (const char *p = ns; p && *p; p = strchr(p, ';') ? strchr(p, ';') + 1
-                                                         : NULL) {
+    for (const char *p = ns; p && *p;
+         p = strchr(p, ';') ? strchr(p, ';') + 1 : NULL) {
         if (!strncmp(p, name, nl) && p[nl] == '=') {
             const char *v = p + nl + 1, *e = strchr(v, ';');
             size_t vl = e ? (size_t)(e - v) : strlen(v);
@@ -127,8 +127,10 @@ static int tokens_from_json(struct json_object *arr, kvs_manifest_ent_t *e,
         uint64_t v;
 
         if (get_u64(json_object_array_get_idx(arr, i), &v) || v > UINT32_MAX)
-            return fail(err, errlen, "%s: token %zu is not an id in "
-                        "0..2^32-1", where, i);
+            return fail(err, errlen,
+                        "%s: token %zu is not an id in "
+                        "0..2^32-1",
+                        where, i);
         e->tokens[i] = (uint32_t)v;
     }
     e->ntokens = n;
@@ -137,8 +139,8 @@ static int tokens_from_json(struct json_object *arr, kvs_manifest_ent_t *e,
 
 /* A token file: a JSON array, or ids separated by spaces, commas or
  * newlines. */
-static int tokens_from_file(const char *path, kvs_manifest_ent_t *e,
-                            char *err, size_t errlen)
+static int tokens_from_file(const char *path, kvs_manifest_ent_t *e, char *err,
+                            size_t errlen)
 {
     FILE *f = fopen(path, "r");
     char *text = NULL;
@@ -192,8 +194,8 @@ static int tokens_from_file(const char *path, kvs_manifest_ent_t *e,
             goto out;
         }
         if (n == tcap) {
-            uint32_t *t = realloc(e->tokens, (tcap = tcap * 2 + 1024) *
-                                                 sizeof(*t));
+            uint32_t *t =
+                realloc(e->tokens, (tcap = tcap * 2 + 1024) * sizeof(*t));
             if (!t) {
                 ret = -ENOMEM;
                 goto out;
@@ -237,9 +239,9 @@ static int keys_from_json(struct json_object *arr, bool allow_empty,
 }
 
 static const char *const known_fields[] = {
-    "namespace", "tokens", "tokens_file", "kv_file", "layout", "class",
-    "ttl_ms", "group", "keys", "parents", "extra_keys", "tokens_per_block",
-    "dtype",
+    "namespace",  "tokens",           "tokens_file", "kv_file", "layout",
+    "class",      "ttl_ms",           "group",       "keys",    "parents",
+    "extra_keys", "tokens_per_block", "dtype",
 };
 
 static int parse_obj(const char *manifest_path, struct json_object *o,
@@ -264,14 +266,17 @@ static int parse_obj(const char *manifest_path, struct json_object *o,
     if (!json_object_object_get_ex(o, "namespace", &v) ||
         !json_object_is_type(v, json_type_string) ||
         !*(s = json_object_get_string(v)) || strlen(s) > KVS_NS_NAME_MAX)
-        return fail(err, errlen, "\"namespace\" must be a string of 1..%u "
-                    "bytes", KVS_NS_NAME_MAX);
+        return fail(err, errlen,
+                    "\"namespace\" must be a string of 1..%u "
+                    "bytes",
+                    KVS_NS_NAME_MAX);
     if (!(e->ns = strdup(s)))
         return -ENOMEM;
     if (!json_object_object_get_ex(o, "kv_file", &v) ||
         !json_object_is_type(v, json_type_string) ||
         !*json_object_get_string(v))
-        return fail(err, errlen, "\"kv_file\" (a safetensors file) is "
+        return fail(err, errlen,
+                    "\"kv_file\" (a safetensors file) is "
                     "required");
     if (!(e->kv_file = resolve(manifest_path, json_object_get_string(v))))
         return -ENOMEM;
@@ -288,8 +293,10 @@ static int parse_obj(const char *manifest_path, struct json_object *o,
         else if (!strcmp(s, "blocks"))
             e->layout = KVS_LAYOUT_BLOCKS;
         else
-            return fail(err, errlen, "\"layout\": '%s' is not layers, packed "
-                        "or blocks", s);
+            return fail(err, errlen,
+                        "\"layout\": '%s' is not layers, packed "
+                        "or blocks",
+                        s);
     }
 
     e->cls = KVS_CLASS_SCRATCH;
@@ -304,8 +311,10 @@ static int parse_obj(const char *manifest_path, struct json_object *o,
         else if (!strcmp(s, "pinned"))
             e->cls = KVS_CLASS_PINNED;
         else
-            return fail(err, errlen, "\"class\": '%s' is not scratch, user or "
-                        "pinned", s);
+            return fail(err, errlen,
+                        "\"class\": '%s' is not scratch, user or "
+                        "pinned",
+                        s);
     }
     if (json_object_object_get_ex(o, "ttl_ms", &v) && get_u64(v, &e->ttl_ms))
         return fail(err, errlen, "\"ttl_ms\" must be a non-negative integer");
@@ -329,8 +338,10 @@ static int parse_obj(const char *manifest_path, struct json_object *o,
             return fail(err, errlen, "\"dtype\": '%s' is unknown",
                         json_object_get_string(v));
         if (e->dtype[0] && strcmp(e->dtype, st))
-            return fail(err, errlen, "\"dtype\" %s contradicts the "
-                        "namespace's %s", st, e->dtype);
+            return fail(err, errlen,
+                        "\"dtype\" %s contradicts the "
+                        "namespace's %s",
+                        st, e->dtype);
         snprintf(e->dtype, sizeof(e->dtype), "%s", st);
     }
     if (ns_field(e->ns, "tokens_per_block", buf, sizeof(buf)))
@@ -341,9 +352,10 @@ static int parse_obj(const char *manifest_path, struct json_object *o,
         if (get_u64(v, &t) || t == 0 || t > (1u << 20))
             return fail(err, errlen, "\"tokens_per_block\" must be 1..2^20");
         if (e->tokens_per_block && e->tokens_per_block != t)
-            return fail(err, errlen, "\"tokens_per_block\" %llu contradicts "
-                        "the namespace's %u", (unsigned long long)t,
-                        e->tokens_per_block);
+            return fail(err, errlen,
+                        "\"tokens_per_block\" %llu contradicts "
+                        "the namespace's %u",
+                        (unsigned long long)t, e->tokens_per_block);
         e->tokens_per_block = (uint32_t)t;
     }
 
@@ -375,7 +387,8 @@ static int parse_obj(const char *manifest_path, struct json_object *o,
         size_t np = 0;
 
         if (!json_object_is_type(v, json_type_array) || !e->keys)
-            return fail(err, errlen, "\"parents\" must be an array of hex "
+            return fail(err, errlen,
+                        "\"parents\" must be an array of hex "
                         "keys (\"\" for none), with \"keys\"");
         if ((ret = keys_from_json(v, true, &e->parents, &np, "parents", err,
                                   errlen)))
@@ -387,7 +400,8 @@ static int parse_obj(const char *manifest_path, struct json_object *o,
         size_t n, len = 0;
 
         if (!json_object_is_type(v, json_type_array))
-            return fail(err, errlen, "\"extra_keys\" must be an array of "
+            return fail(err, errlen,
+                        "\"extra_keys\" must be an array of "
                         "strings");
         n = json_object_array_length(v);
         for (size_t i = 0; i < n; i++) {
@@ -416,10 +430,12 @@ static int parse_obj(const char *manifest_path, struct json_object *o,
             return fail(err, errlen, "layout \"blocks\" needs \"keys\"");
     } else {
         if (!e->tokens && !e->keys)
-            return fail(err, errlen, "\"tokens\", \"tokens_file\" or \"keys\" "
+            return fail(err, errlen,
+                        "\"tokens\", \"tokens_file\" or \"keys\" "
                         "is required");
         if (!e->tokens_per_block)
-            return fail(err, errlen, "tokens per block unknown: put "
+            return fail(err, errlen,
+                        "tokens per block unknown: put "
                         "tokens_per_block=N in the namespace or the line");
     }
     return 0;

@@ -15,32 +15,32 @@
 
 /* How the tensors of a KV file are laid out (docs/warmup.md, "Layouts"). */
 enum kvs_manifest_layout {
-    KVS_LAYOUT_LAYERS = 0,        /* layers.L.k, layers.L.v: [T, H, D] */
-    KVS_LAYOUT_PACKED = 1,        /* kv: [L, 2, T, H, D] */
-    KVS_LAYOUT_BLOCKS = 2,        /* block.I: [parts, n] (export's format) */
+    KVS_LAYOUT_LAYERS = 0, /* layers.L.k, layers.L.v: [T, H, D] */
+    KVS_LAYOUT_PACKED = 1, /* kv: [L, 2, T, H, D] */
+    KVS_LAYOUT_BLOCKS = 2, /* block.I: [parts, n] (export's format) */
 };
 
 typedef struct kvs_manifest_key {
-    uint8_t len;                  /* 1..KVS_KEY_MAX; 0: none */
+    uint8_t len; /* 1..KVS_KEY_MAX; 0: none */
     uint8_t b[KVS_KEY_MAX];
 } kvs_manifest_key_t;
 
 /* Everything one manifest line says. Owned: free with _fini(). */
 typedef struct kvs_manifest_ent {
-    unsigned line;                /* 1-based line number */
-    char *ns;                     /* namespace name */
-    char *kv_file;                /* path, resolved against the manifest */
-    int layout;                   /* enum kvs_manifest_layout */
-    uint32_t tokens_per_block;    /* from the line or the namespace */
-    char dtype[16];               /* safetensors name ("BF16"); "": any */
-    uint32_t *tokens;             /* token ids; NULL with given keys only */
+    unsigned line;             /* 1-based line number */
+    char *ns;                  /* namespace name */
+    char *kv_file;             /* path, resolved against the manifest */
+    int layout;                /* enum kvs_manifest_layout */
+    uint32_t tokens_per_block; /* from the line or the namespace */
+    char dtype[16];            /* safetensors name ("BF16"); "": any */
+    uint32_t *tokens;          /* token ids; NULL with given keys only */
     size_t ntokens;
-    kvs_manifest_key_t *keys;     /* given keys, or NULL: computed */
+    kvs_manifest_key_t *keys; /* given keys, or NULL: computed */
     size_t nkeys;
-    kvs_manifest_key_t *parents;  /* given parents (blocks layout), or NULL */
-    uint8_t *extra;               /* extra keys, each u32 LE len + bytes */
+    kvs_manifest_key_t *parents; /* given parents (blocks layout), or NULL */
+    uint8_t *extra;              /* extra keys, each u32 LE len + bytes */
     size_t extra_len;
-    uint8_t cls;                  /* enum kvs_class */
+    uint8_t cls; /* enum kvs_class */
     uint64_t ttl_ms;
     uint64_t group;
 } kvs_manifest_ent_t;

@@ -72,11 +72,13 @@ static void draw(kvs_progress_t *p, uint64_t now)
                 (unsigned long long)p->total, b, r, eta < 0 ? "?" : "",
                 eta < 0 ? 0 : eta);
     } else {
-        fprintf(p->out, "%s: %llu/%llu blocks (%llu ok, %llu skipped, %llu "
-                "failed), %s, %s/s, ETA %.0fs\n", p->what,
-                (unsigned long long)p->done, (unsigned long long)p->total,
-                (unsigned long long)p->ok, (unsigned long long)p->skipped,
-                (unsigned long long)p->failed, b, r, eta < 0 ? 0 : eta);
+        fprintf(p->out,
+                "%s: %llu/%llu blocks (%llu ok, %llu skipped, %llu "
+                "failed), %s, %s/s, ETA %.0fs\n",
+                p->what, (unsigned long long)p->done,
+                (unsigned long long)p->total, (unsigned long long)p->ok,
+                (unsigned long long)p->skipped, (unsigned long long)p->failed,
+                b, r, eta < 0 ? 0 : eta);
     }
     fflush(p->out);
     p->last_ns = now;
@@ -107,10 +109,12 @@ void kvs_progress_finish(kvs_progress_t *p, const char *ok_word)
         draw(p, now_ns());
         fputc('\n', p->out);
     }
-    fprintf(p->out, "%s: %llu %s, %llu skipped, %llu failed; %.3f GB in "
-            "%.2f s, %.3f GB/s\n", p->what, (unsigned long long)p->ok,
-            ok_word, (unsigned long long)p->skipped,
-            (unsigned long long)p->failed, (double)p->bytes / 1e9, secs,
+    fprintf(p->out,
+            "%s: %llu %s, %llu skipped, %llu failed; %.3f GB in "
+            "%.2f s, %.3f GB/s\n",
+            p->what, (unsigned long long)p->ok, ok_word,
+            (unsigned long long)p->skipped, (unsigned long long)p->failed,
+            (double)p->bytes / 1e9, secs,
             secs > 0 ? (double)p->bytes / 1e9 / secs : 0.0);
     fflush(p->out);
 }

@@ -13,11 +13,11 @@
 #include <stdio.h>
 
 typedef struct kvs_progress {
-    const char *what;             /* "import", "promote", "export" */
+    const char *what; /* "import", "promote", "export" */
     FILE *out;
-    bool tty;                     /* redraw a bar in place */
-    bool quiet;                   /* summary only */
-    uint64_t interval_ns;         /* between plain lines */
+    bool tty;             /* redraw a bar in place */
+    bool quiet;           /* summary only */
+    uint64_t interval_ns; /* between plain lines */
     uint64_t start_ns, last_ns;
     uint64_t total;               /* blocks expected; 0: unknown */
     uint64_t done;                /* blocks: ok + skipped + failed */

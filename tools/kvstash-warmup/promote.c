@@ -116,14 +116,16 @@ int kvs_promote_main(const kvs_warmup_opts_t *o, const char *ns, int argc,
     while ((opt = getopt_long(argc, argv, "g:k:b:K:", opts, NULL)) != -1) {
         switch (opt) {
         case 'g':
-            if (ngroups == 256 || !(groups[ngroups++] =
-                                        strtoull(optarg, NULL, 0))) {
+            if (ngroups == 256 ||
+                !(groups[ngroups++] = strtoull(optarg, NULL, 0))) {
                 fprintf(stderr, "kvstash-warmup: --group: 1..2^64-1, at most "
-                        "256 of them\n");
+                                "256 of them\n");
                 return KVS_WARMUP_EXIT_USAGE;
             }
             break;
-        case 'k': keys_file = optarg; break;
+        case 'k':
+            keys_file = optarg;
+            break;
         case 'b':
             budget = strtoull(optarg, NULL, 10) << 20;
             budget_set = true;
@@ -138,7 +140,7 @@ int kvs_promote_main(const kvs_warmup_opts_t *o, const char *ns, int argc,
     }
     if (!ns || (!ngroups && !keys_file) || optind != argc) {
         fprintf(stderr, "usage: kvstash-warmup -n NS promote [--group G]... "
-                "[--keys FILE] [--budget-mib N | --budget-kib N]\n");
+                        "[--keys FILE] [--budget-mib N | --budget-kib N]\n");
         return KVS_WARMUP_EXIT_USAGE;
     }
     if (kvs_warmup_connect(o, ns, 0, &c))
@@ -165,8 +167,8 @@ int kvs_promote_main(const kvs_warmup_opts_t *o, const char *ns, int argc,
             rc = KVS_WARMUP_EXIT_FAILED;
         for (size_t i = 0; i < all.n; i++) {
             if (l.n == l.cap) {
-                kvs_client_scan_ent_t *e = realloc(l.ents, (l.cap = l.cap * 2 +
-                                                            64) * sizeof(*e));
+                kvs_client_scan_ent_t *e =
+                    realloc(l.ents, (l.cap = l.cap * 2 + 64) * sizeof(*e));
                 if (!e) {
                     rc = KVS_WARMUP_EXIT_USAGE;
                     kvs_scan_list_fini(&all);
@@ -191,8 +193,10 @@ int kvs_promote_main(const kvs_warmup_opts_t *o, const char *ns, int argc,
     kvs_progress_init(&prog, "promote", l.n + missing, o->tty, o->quiet,
                       o->interval_ms);
     if (missing) {
-        fprintf(stderr, "kvstash-warmup: %llu of the keys in %s are not in "
-                "namespace '%s'\n", (unsigned long long)missing, keys_file, ns);
+        fprintf(stderr,
+                "kvstash-warmup: %llu of the keys in %s are not in "
+                "namespace '%s'\n",
+                (unsigned long long)missing, keys_file, ns);
         kvs_progress_add(&prog, 0, 0, missing, 0);
         rc = KVS_WARMUP_EXIT_FAILED;
     }
@@ -239,7 +243,8 @@ int kvs_promote_main(const kvs_warmup_opts_t *o, const char *ns, int argc,
             kvs_progress_add(&prog, promoted, 0, n - promoted,
                              n ? batch_bytes / n * promoted : 0);
             if (promoted < n) {
-                fprintf(stderr, "kvstash-warmup: the daemon promoted %llu of "
+                fprintf(stderr,
+                        "kvstash-warmup: the daemon promoted %llu of "
                         "%zu blocks (DRAM short of unpinned room)\n",
                         (unsigned long long)promoted, n);
                 rc = KVS_WARMUP_EXIT_FAILED;
@@ -261,8 +266,8 @@ int kvs_promote_main(const kvs_warmup_opts_t *o, const char *ns, int argc,
     kvs_progress_finish(&prog, "promoted");
     if (left)
         printf("promote: stopped at the DRAM budget of %.1f KiB: %zu blocks "
-               "(%.1f KiB) left on NVMe\n", (double)budget / 1024, left,
-               (double)left_bytes / 1024);
+               "(%.1f KiB) left on NVMe\n",
+               (double)budget / 1024, left, (double)left_bytes / 1024);
 out:
     kvs_scan_list_fini(&l);
     kvs_client_destroy(c);

@@ -31,10 +31,9 @@ static const struct {
     const char *name;
     uint32_t size;
 } dtypes[] = {
-    {"BF16", 2}, {"F16", 2},     {"F32", 4},     {"F64", 8},
-    {"U8", 1},   {"I8", 1},      {"I16", 2},     {"U16", 2},
-    {"I32", 4},  {"U32", 4},     {"I64", 8},     {"U64", 8},
-    {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1},
+    {"BF16", 2}, {"F16", 2}, {"F32", 4},  {"F64", 8},     {"U8", 1},
+    {"I8", 1},   {"I16", 2}, {"U16", 2},  {"I32", 4},     {"U32", 4},
+    {"I64", 8},  {"U64", 8}, {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1},
 };
 
 uint32_t kvs_safetensors_dtype_size(const char *dtype)
@@ -99,8 +98,8 @@ static int parse_tensor(kvs_safetensors_tensor_t *t, const char *name,
     dts = json_object_get_string(dt);
     t->elem_size = kvs_safetensors_dtype_size(dts);
     if (!t->elem_size || strlen(dts) >= sizeof(t->dtype))
-        return fail(err, errlen, KVS_ECORRUPT, "tensor '%s': unknown dtype '%s'",
-                    name, dts);
+        return fail(err, errlen, KVS_ECORRUPT,
+                    "tensor '%s': unknown dtype '%s'", name, dts);
     strcpy(t->dtype, dts);
     t->ndim = (uint32_t)json_object_array_length(shape);
     if (t->ndim > KVS_SAFETENSORS_DIMS_MAX)
@@ -111,27 +110,29 @@ static int parse_tensor(kvs_safetensors_tensor_t *t, const char *name,
     for (uint32_t i = 0; i < t->ndim; i++) {
         if (json_u64(json_object_array_get_idx(shape, i), &t->shape[i]) ||
             t->shape[i] > (1ull << 40))
-            return fail(err, errlen, KVS_ECORRUPT,
-                        "tensor '%s': bad shape", name);
+            return fail(err, errlen, KVS_ECORRUPT, "tensor '%s': bad shape",
+                        name);
         bytes *= t->shape[i];
         if (bytes > (1ull << 50))
-            return fail(err, errlen, KVS_ECORRUPT,
-                        "tensor '%s': too large", name);
+            return fail(err, errlen, KVS_ECORRUPT, "tensor '%s': too large",
+                        name);
     }
     if (json_u64(json_object_array_get_idx(offs, 0), &begin) ||
         json_u64(json_object_array_get_idx(offs, 1), &end) || begin > end)
-        return fail(err, errlen, KVS_ECORRUPT,
-                    "tensor '%s': bad data_offsets", name);
+        return fail(err, errlen, KVS_ECORRUPT, "tensor '%s': bad data_offsets",
+                    name);
     if (end - begin != bytes)
         return fail(err, errlen, KVS_ECORRUPT,
                     "tensor '%s': shape needs %llu bytes, data_offsets "
-                    "give %llu", name, (unsigned long long)bytes,
+                    "give %llu",
+                    name, (unsigned long long)bytes,
                     (unsigned long long)(end - begin));
     if (end > data_len)
         return fail(err, errlen, KVS_ECORRUPT,
                     "tensor '%s': data ends at byte %llu of the data "
-                    "section, which has %llu (file truncated?)", name,
-                    (unsigned long long)end, (unsigned long long)data_len);
+                    "section, which has %llu (file truncated?)",
+                    name, (unsigned long long)end,
+                    (unsigned long long)data_len);
     t->name = strdup(name);
     if (!t->name)
         return fail(err, errlen, -ENOMEM, "out of memory");
@@ -161,7 +162,8 @@ int kvs_safetensors_open(const char *path, kvs_safetensors_t **st_out,
     if (sb.st_size < 8) {
         ret = fail(err, errlen, KVS_ECORRUPT,
                    "%lld bytes: shorter than the 8-byte header length "
-                   "(truncated?)", (long long)sb.st_size);
+                   "(truncated?)",
+                   (long long)sb.st_size);
         goto err_close_fd;
     }
     map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -181,8 +183,8 @@ int kvs_safetensors_open(const char *path, kvs_safetensors_t **st_out,
     if (hlen > HEADER_MAX || hlen > st->size - 8) {
         ret = fail(err, errlen, KVS_ECORRUPT,
                    "header length %llu does not fit the file's %llu bytes "
-                   "(truncated or not safetensors)", (unsigned long long)hlen,
-                   (unsigned long long)st->size);
+                   "(truncated or not safetensors)",
+                   (unsigned long long)hlen, (unsigned long long)st->size);
         goto err_close;
     }
     tok = json_tokener_new();
@@ -207,9 +209,9 @@ int kvs_safetensors_open(const char *path, kvs_safetensors_t **st_out,
     {
         if (!strcmp(name, "__metadata__"))
             continue;
-        ret = parse_tensor(&st->tensors[st->ntensors], name, val,
-                           st->map + 8 + hlen, st->size - 8 - hlen, err,
-                           errlen);
+        ret =
+            parse_tensor(&st->tensors[st->ntensors], name, val,
+                         st->map + 8 + hlen, st->size - 8 - hlen, err, errlen);
         if (ret)
             goto err_free_json;
         st->ntensors++;
@@ -293,8 +295,8 @@ int kvs_safetensors_write(const char *path, const kvs_safetensors_out_t *t,
             return -ENOMEM;
         }
         for (uint32_t d = 0; d < t[i].ndim; d++)
-            json_object_array_add(shape,
-                                  json_object_new_int64((int64_t)t[i].shape[d]));
+            json_object_array_add(
+                shape, json_object_new_int64((int64_t)t[i].shape[d]));
         json_object_array_add(offs, json_object_new_int64((int64_t)off));
         json_object_array_add(offs,
                               json_object_new_int64((int64_t)(off + t[i].len)));

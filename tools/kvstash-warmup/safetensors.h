@@ -23,19 +23,19 @@
 
 /* One tensor of an open file. */
 typedef struct kvs_safetensors_tensor {
-    char *name;                   /* NUL-terminated; owned by the file */
-    char dtype[16];               /* "BF16", "F16", "F32", "U8", ... */
-    uint32_t elem_size;           /* bytes per element */
+    char *name;         /* NUL-terminated; owned by the file */
+    char dtype[16];     /* "BF16", "F16", "F32", "U8", ... */
+    uint32_t elem_size; /* bytes per element */
     uint32_t ndim;
     uint64_t shape[KVS_SAFETENSORS_DIMS_MAX];
-    const uint8_t *data;          /* in the file's mapping */
-    uint64_t len;                 /* bytes */
+    const uint8_t *data; /* in the file's mapping */
+    uint64_t len;        /* bytes */
 } kvs_safetensors_tensor_t;
 
 /* An open, mapped, checked file. Read-only; freed by _close(). */
 typedef struct kvs_safetensors {
     const uint8_t *map;
-    uint64_t size;                /* bytes of the file */
+    uint64_t size; /* bytes of the file */
     kvs_safetensors_tensor_t *tensors;
     size_t ntensors;
 } kvs_safetensors_t;
@@ -65,7 +65,7 @@ typedef struct kvs_safetensors_out {
     uint32_t ndim;
     uint64_t shape[KVS_SAFETENSORS_DIMS_MAX];
     const void *data;
-    uint64_t len;                 /* must equal the shape's bytes */
+    uint64_t len; /* must equal the shape's bytes */
 } kvs_safetensors_out_t;
 
 /* Writes a safetensors file of n tensors, in order, via a temporary file

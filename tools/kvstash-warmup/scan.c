@@ -19,8 +19,8 @@ int kvs_scan_collect(kvs_client_t *c, uint64_t group, kvs_scan_list_t *l)
         int ret;
 
         if (l->cap - l->n < 1024) {
-            kvs_client_scan_ent_t *e = realloc(l->ents, (l->cap * 2 + 1024) *
-                                                            sizeof(*e));
+            kvs_client_scan_ent_t *e =
+                realloc(l->ents, (l->cap * 2 + 1024) * sizeof(*e));
             if (!e)
                 return -ENOMEM;
             l->ents = e;

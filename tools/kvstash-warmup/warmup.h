@@ -15,25 +15,25 @@
 #include "kvstash/kvstash.h"
 
 /* Exit codes of every command. */
-#define KVS_WARMUP_EXIT_OK     0 /* everything done */
+#define KVS_WARMUP_EXIT_OK 0     /* everything done */
 #define KVS_WARMUP_EXIT_FAILED 1 /* some lines or blocks failed */
-#define KVS_WARMUP_EXIT_USAGE  2 /* bad usage, or no daemon */
+#define KVS_WARMUP_EXIT_USAGE 2  /* bad usage, or no daemon */
 
 typedef struct kvs_warmup_opts {
-    const char *addr;             /* daemon address */
+    const char *addr; /* daemon address */
     uint16_t port;
-    const char *token;            /* NULL: none */
-    uint32_t timeout_ms;          /* per synchronous call */
-    uint32_t jobs;                /* put batches in flight */
-    uint32_t batch_bytes;         /* payload of one put batch, at most */
-    const char *hash;             /* digest of block keys */
-    uint8_t root[KVS_KEY_MAX];    /* parent bytes of the first block */
+    const char *token;         /* NULL: none */
+    uint32_t timeout_ms;       /* per synchronous call */
+    uint32_t jobs;             /* put batches in flight */
+    uint32_t batch_bytes;      /* payload of one put batch, at most */
+    const char *hash;          /* digest of block keys */
+    uint8_t root[KVS_KEY_MAX]; /* parent bytes of the first block */
     uint32_t root_len;
-    uint32_t put_flags;           /* KVS_CLIENT_PUT_* */
-    int tty;                      /* -1 auto, 0 lines, 1 bar */
+    uint32_t put_flags; /* KVS_CLIENT_PUT_* */
+    int tty;            /* -1 auto, 0 lines, 1 bar */
     bool quiet;
-    uint32_t interval_ms;         /* between plain progress lines */
-    uint64_t kill_after;          /* test hook: SIGKILL self after N puts */
+    uint32_t interval_ms; /* between plain progress lines */
+    uint64_t kill_after;  /* test hook: SIGKILL self after N puts */
 } kvs_warmup_opts_t;
 
 /* The defaults every command starts from: address and token from

@@ -90,8 +90,8 @@ int kvs_config_cluster_finish(kvs_config_t *cfg)
         return bad("cluster.node", is_set(cfg->cl_node) ? cfg->cl_node : "",
                    "give this node a unique name of 1..63 characters "
                    "without '/', ',', '=' or blanks");
-    if (!is_set(cfg->cl_prefix) || cfg->cl_prefix[strlen(cfg->cl_prefix) - 1] !=
-                                       '/')
+    if (!is_set(cfg->cl_prefix) ||
+        cfg->cl_prefix[strlen(cfg->cl_prefix) - 1] != '/')
         return bad("cluster.prefix", cfg->cl_prefix ? cfg->cl_prefix : "",
                    "want a key prefix ending in '/', e.g. /kvstash/nodes/");
     if (c->ttl_s < 2 || c->ttl_s > 3600)

@@ -46,7 +46,10 @@ typedef struct setting {
     const char *help;
 } setting_t;
 
-#define S(sec, k, t, field, h) {sec, k, t, offsetof(kvs_config_t, field), h}
+#define S(sec, k, t, field, h)                                                 \
+    {                                                                          \
+        sec, k, t, offsetof(kvs_config_t, field), h                            \
+    }
 
 static const setting_t settings[] = {
     S("daemon", "listen", T_STR, listen, "IP or host name to listen on"),
@@ -115,8 +118,8 @@ static const setting_t settings[] = {
     S("store", "dram_low_pct", T_U32, store.dram_low_pct, ""),
     S("store", "pinned_max_pct", T_U32, store.pinned_max_pct, ""),
     S("store", "compress_level", T_I32, store.compress_level, "0: off"),
-    S("store", "compress_min_saving_pct", T_U32,
-      store.compress_min_saving_pct, ""),
+    S("store", "compress_min_saving_pct", T_U32, store.compress_min_saving_pct,
+      ""),
     S("store", "full_wait_ms", T_U32, store.full_wait_ms, ""),
     S("store", "sync_index", T_BOOL, store.sync_index, ""),
 };
@@ -213,8 +216,10 @@ static int set_tenant(kvs_config_t *cfg, const char *name, const char *key,
     kvs_config_tenant_t *t = tenant_get(cfg, name);
 
     if (!t) {
-        snprintf(err, errcap, "[tenant.%s]: more than %d tenants, or an "
-                 "empty name", name, KVS_CONFIG_TENANTS_MAX);
+        snprintf(err, errcap,
+                 "[tenant.%s]: more than %d tenants, or an "
+                 "empty name",
+                 name, KVS_CONFIG_TENANTS_MAX);
         return KVS_ECONFIG;
     }
     if (strcmp(key, "token") == 0) {
@@ -241,9 +246,10 @@ static int set_tenant(kvs_config_t *cfg, const char *name, const char *key,
                 continue;
             }
             if (t->nns == KVS_CONFIG_NS_MAX || strlen(tok) > KVS_NS_NAME_MAX) {
-                snprintf(err, errcap, "tenant.%s.namespaces: more than %d, "
-                         "or one longer than %u bytes", name,
-                         KVS_CONFIG_NS_MAX, KVS_NS_NAME_MAX);
+                snprintf(err, errcap,
+                         "tenant.%s.namespaces: more than %d, "
+                         "or one longer than %u bytes",
+                         name, KVS_CONFIG_NS_MAX, KVS_NS_NAME_MAX);
                 free(list);
                 return KVS_ECONFIG;
             }
@@ -258,14 +264,18 @@ static int set_tenant(kvs_config_t *cfg, const char *name, const char *key,
         else if (!strcasecmp(value, "false") || !strcmp(value, "0"))
             t->is_operator = false;
         else {
-            snprintf(err, errcap, "tenant.%s.operator: bad value '%s' (want "
-                     "true or false)", name, value);
+            snprintf(err, errcap,
+                     "tenant.%s.operator: bad value '%s' (want "
+                     "true or false)",
+                     name, value);
             return KVS_ECONFIG;
         }
         return 0;
     }
-    snprintf(err, errcap, "unknown setting 'tenant.%s.%s' (a tenant has "
-             "token, namespaces and operator)", name, key);
+    snprintf(err, errcap,
+             "unknown setting 'tenant.%s.%s' (a tenant has "
+             "token, namespaces and operator)",
+             name, key);
     return KVS_ECONFIG;
 }
 
@@ -273,13 +283,20 @@ static int set_tenant(kvs_config_t *cfg, const char *name, const char *key,
 static const char *type_want(enum ctype t)
 {
     switch (t) {
-    case T_BOOL: return "true or false";
-    case T_I32: return "a whole number";
-    case T_U16: return "a whole number 0..65535";
-    case T_U32: return "a whole number 0..4294967295";
-    case T_U32_MIB: return "a whole number of MiB, 0..4095";
-    case T_U64_MIB: return "a whole number of MiB";
-    case T_STR: break;
+    case T_BOOL:
+        return "true or false";
+    case T_I32:
+        return "a whole number";
+    case T_U16:
+        return "a whole number 0..65535";
+    case T_U32:
+        return "a whole number 0..4294967295";
+    case T_U32_MIB:
+        return "a whole number of MiB, 0..4095";
+    case T_U64_MIB:
+        return "a whole number of MiB";
+    case T_STR:
+        break;
     }
     return "text";
 }
@@ -292,15 +309,18 @@ static void unknown_setting(const char *section, const char *key, char *err,
 {
     for (size_t i = 0; i < KVS_ARRAY_SIZE(settings); i++) {
         if (strcmp(settings[i].key, key) == 0) {
-            snprintf(err, errcap, "unknown setting '%s%s%s': %s belongs "
-                     "in section [%s]", section, *section ? "." : "", key,
-                     key, settings[i].section);
+            snprintf(err, errcap,
+                     "unknown setting '%s%s%s': %s belongs "
+                     "in section [%s]",
+                     section, *section ? "." : "", key, key,
+                     settings[i].section);
             return;
         }
     }
-    snprintf(err, errcap, "unknown setting '%s%s%s' (kvstashd "
-             "--print-config lists every setting)", section,
-             *section ? "." : "", key);
+    snprintf(err, errcap,
+             "unknown setting '%s%s%s' (kvstashd "
+             "--print-config lists every setting)",
+             section, *section ? "." : "", key);
 }
 
 static int config_set(kvs_config_t *cfg, const char *section, const char *key,
@@ -362,8 +382,8 @@ static int config_set(kvs_config_t *cfg, const char *section, const char *key,
             *(uint64_t *)p = x << 20;
             return 0;
         }
-        snprintf(err, errcap, "%s.%s: bad value '%s' (want %s)", section,
-                 key, value, type_want(s->type));
+        snprintf(err, errcap, "%s.%s: bad value '%s' (want %s)", section, key,
+                 value, type_want(s->type));
         return KVS_ECONFIG;
     }
     unknown_setting(section, key, err, errcap);
@@ -445,8 +465,7 @@ static int clean_line(char *line, char *err, size_t errcap)
         return 0;
     }
     if (!strchr(line, '=')) {
-        snprintf(err, errcap, "'%s' is not a setting (want key = value)",
-                 line);
+        snprintf(err, errcap, "'%s' is not a setting (want key = value)", line);
         return KVS_ECONFIG;
     }
     return 0;
@@ -564,8 +583,10 @@ static int resolve_peers(kvs_config_t *cfg)
         int n;
 
         if (!eq || eq == tok) {
-            fprintf(stderr, "kvstashd: peer.list: '%s' is not "
-                    "name=host:port\n", tok);
+            fprintf(stderr,
+                    "kvstashd: peer.list: '%s' is not "
+                    "name=host:port\n",
+                    tok);
             goto err_free;
         }
         *eq = '\0';
@@ -607,12 +628,13 @@ static int check_memory(const kvs_config_t *cfg)
            (uint64_t)cfg->server.staging_slots * cfg->store.max_block_bytes;
     if (need <= phys)
         return 0;
-    fprintf(stderr, "kvstashd: store.dram_mib = %" PRIu64 " (plus %" PRIu32
+    fprintf(stderr,
+            "kvstashd: store.dram_mib = %" PRIu64 " (plus %" PRIu32
             " staging slots of max_block_mib = %" PRIu32 ") needs %" PRIu64
             " MiB, more than this machine's %" PRIu64 " MiB of memory: "
-            "lower store.dram_mib\n", cfg->store.dram_bytes >> 20,
-            cfg->server.staging_slots, cfg->store.max_block_bytes >> 20,
-            need >> 20, phys >> 20);
+            "lower store.dram_mib\n",
+            cfg->store.dram_bytes >> 20, cfg->server.staging_slots,
+            cfg->store.max_block_bytes >> 20, need >> 20, phys >> 20);
     return KVS_ECONFIG;
 }
 
@@ -622,13 +644,16 @@ int kvs_config_finish(kvs_config_t *cfg)
     int ret;
 
     if (kvs_log_parse_level(cfg->log_level) < 0) {
-        fprintf(stderr, "kvstashd: daemon.log_level: unknown level '%s' "
-                "(want error|warn|info|debug|trace)\n", cfg->log_level);
+        fprintf(stderr,
+                "kvstashd: daemon.log_level: unknown level '%s' "
+                "(want error|warn|info|debug|trace)\n",
+                cfg->log_level);
         return KVS_ECONFIG;
     }
     if (kvs_resolve_host(cfg->listen, cfg->listen_num, sizeof(cfg->listen_num),
                          why, sizeof(why))) {
-        fprintf(stderr, "kvstashd: daemon.listen = %s: cannot resolve the "
+        fprintf(stderr,
+                "kvstashd: daemon.listen = %s: cannot resolve the "
                 "host name: %s (give a numeric address, e.g. 127.0.0.1)\n",
                 cfg->listen, why);
         return KVS_ECONFIG;
@@ -730,7 +755,7 @@ void kvs_config_print(const kvs_config_t *cfg, FILE *out)
     }
     if (cfg->ntenants == 0)
         fprintf(out, "# no [tenant.*] sections: every token is accepted and "
-                "every namespace is open\n");
+                     "every namespace is open\n");
     for (size_t i = 0; i < cfg->ntenants; i++)
         fprintf(out, "[tenant.%s]\ntoken = ********\nnamespaces = %s\n%s",
                 cfg->tenants[i].name,

@@ -18,40 +18,40 @@
 #include "transport/server/server.h"
 
 #define KVS_CONFIG_TENANTS_MAX 64
-#define KVS_CONFIG_NS_MAX      64 /* namespaces listed per tenant */
+#define KVS_CONFIG_NS_MAX 64 /* namespaces listed per tenant */
 
 typedef struct kvs_config_tenant {
     char *name;
     char *token;
-    char *ns_list;                /* the raw list, for printing */
-    char *ns[KVS_CONFIG_NS_MAX];  /* split */
+    char *ns_list;               /* the raw list, for printing */
+    char *ns[KVS_CONFIG_NS_MAX]; /* split */
     size_t nns;
-    bool all_ns;                  /* "*" */
-    bool is_operator;             /* "operator = true": store-wide STAT */
+    bool all_ns;      /* "*" */
+    bool is_operator; /* "operator = true": store-wide STAT */
 } kvs_config_tenant_t;
 
 typedef struct kvs_config {
-    char *config_path;            /* NULL: none */
+    char *config_path; /* NULL: none */
     char *log_level;
-    char *port_file;              /* written with the port once listening */
-    char *listen;                 /* as given: an address or a host name */
+    char *port_file; /* written with the port once listening */
+    char *listen;    /* as given: an address or a host name */
     char listen_num[KVS_RESOLVE_ADDR_MAX]; /* resolved by kvs_config_finish */
     char *dir;
-    kvs_server_config_t server;   /* strings point into this struct */
+    kvs_server_config_t server; /* strings point into this struct */
     kvs_store_config_t store;
     kvs_config_tenant_t tenants[KVS_CONFIG_TENANTS_MAX];
     size_t ntenants;
     kvs_tenant_t server_tenants[KVS_CONFIG_TENANTS_MAX];
-    char *peer_secret;            /* [peer] secret */
-    char *peers;                  /* [peer] list: name=host:port,... */
-    char *metrics_listen;         /* [metrics] listen: numeric IPv4 */
-    char *peers_num;              /* the same, hosts resolved (finish) */
+    char *peer_secret;    /* [peer] secret */
+    char *peers;          /* [peer] list: name=host:port,... */
+    char *metrics_listen; /* [metrics] listen: numeric IPv4 */
+    char *peers_num;      /* the same, hosts resolved (finish) */
     /* [events] and [cluster] (docs/cluster.md); strings point below. */
     kvs_events_config_t events;
     char *ev_endpoint, *ev_replay, *ev_topic;
     kvs_cluster_config_t cluster;
     char *cl_etcd, *cl_prefix, *cl_node;
-    char cl_ns[1024];             /* the namespaces the record lists */
+    char cl_ns[1024]; /* the namespaces the record lists */
 } kvs_config_t;
 
 /* Fills cfg with the laptop defaults. */

@@ -42,10 +42,12 @@ static void on_signal(int sig)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
+    fprintf(
+        out,
         "usage: kvstashd [options]\n"
         "  -c, --config FILE      INI configuration file\n"
-        "  -l, --listen HOST      address or host name to listen on (127.0.0.1)\n"
+        "  -l, --listen HOST      address or host name to listen on "
+        "(127.0.0.1)\n"
         "  -p, --port N           port (7370; 0: any free port)\n"
         "  -d, --dir DIR          data directory (./var/kvstash)\n"
         "      --dram-mib N       DRAM arena size\n"
@@ -53,7 +55,8 @@ static void usage(FILE *out)
         "      --port-file FILE   write the port to FILE once listening\n"
         "      --log-level L      error|warn|info|debug|trace\n"
         "  -s, --set S.K=V        any setting, e.g. --set store.region_mib=4\n"
-        "      --print-config     check and print the effective configuration, exit\n"
+        "      --print-config     check and print the effective configuration, "
+        "exit\n"
         "  -V, --version          print the version, exit\n"
         "  -h, --help\n"
         "Settings are applied in order: defaults, the file, then flags.\n"
@@ -169,7 +172,8 @@ static int parse_args(kvs_config_t *cfg, int argc, char **argv, bool *print_out)
 
     for (int pass = 0; pass < 2; pass++) {
         optind = 1;
-        while ((c = getopt_long(argc, argv, "c:l:p:d:s:hV", opts, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "c:l:p:d:s:hV", opts, NULL)) !=
+               -1) {
             if (pass == 0) {
                 if (c == 'c' && (ret = kvs_config_load(cfg, optarg)))
                     return ret;
@@ -223,7 +227,8 @@ static int parse_args(kvs_config_t *cfg, int argc, char **argv, bool *print_out)
                 eq = strchr(buf, '=');
                 dot = eq ? memrchr(buf, '.', (size_t)(eq - buf)) : NULL;
                 if (!eq || !dot) {
-                    fprintf(stderr, "kvstashd: --set wants section.key=value\n");
+                    fprintf(stderr,
+                            "kvstashd: --set wants section.key=value\n");
                     ret = KVS_ECONFIG;
                     break;
                 }
@@ -282,8 +287,10 @@ int main(int argc, char **argv)
     if (ret) {
         kvs_error("cannot listen on %s port %u: %s%s", cfg.listen,
                   cfg.server.port, kvs_strerror(ret),
-                  ret == -EADDRINUSE ? " (another kvstashd? give this one "
-                  "another port with -p N, or -p 0 for any free port)" : "");
+                  ret == -EADDRINUSE
+                      ? " (another kvstashd? give this one "
+                        "another port with -p N, or -p 0 for any free port)"
+                      : "");
         goto out;
     }
     ret = kvs_fs_mkdir_p(cfg.dir);

@@ -36,25 +36,25 @@
 #include "kvstash/kvstash.h"
 #include "kvstash/wire.h"
 
-#define SLOTS_MAX  256u  /* request ids carry the slot in 8 bits */
-#define BODY_CAP   (128u << 10)
+#define SLOTS_MAX 256u /* request ids carry the slot in 8 bits */
+#define BODY_CAP (128u << 10)
 
 typedef struct op op_t;
 struct op {
-    uint64_t id;                  /* 0: slot free */
+    uint64_t id; /* 0: slot free */
     uint8_t opcode;
-    bool sent;                    /* UCX is done with our buffers */
+    bool sent; /* UCX is done with our buffers */
     bool replied;
     bool done_queued;
-    uint32_t data_expected;       /* GET: blocks the reply announced */
-    uint32_t data_done;           /* GET: blocks fully received */
-    uint32_t data_rndv;           /* GET: rendezvous receives still
-                                     writing into the caller's buffers */
+    uint32_t data_expected; /* GET: blocks the reply announced */
+    uint32_t data_done;     /* GET: blocks fully received */
+    uint32_t data_rndv;     /* GET: rendezvous receives still
+                               writing into the caller's buffers */
     int status;
-    uint32_t n;                   /* entries in the request */
+    uint32_t n; /* entries in the request */
     kvs_client_cb_t cb;
     void *arg;
-    int *sync_status;             /* synchronous waiters */
+    int *sync_status; /* synchronous waiters */
     bool *sync_done;
     op_t *done_next;
     union {
@@ -82,8 +82,8 @@ struct op {
             uint32_t *next_out;
         } scan;
     } out;
-    uint8_t *frame;               /* KVS_WIRE_HDR_SIZE + BODY_CAP bytes */
-    ucp_dt_iov_t *iov;            /* PUT payload pieces */
+    uint8_t *frame;    /* KVS_WIRE_HDR_SIZE + BODY_CAP bytes */
+    ucp_dt_iov_t *iov; /* PUT payload pieces */
     size_t iov_cap;
 };
 
@@ -96,16 +96,16 @@ struct kvs_mr {
 struct kvs_client {
     ucp_context_h ctx;
     ucp_worker_h worker;
-    ucp_ep_h ep;                  /* control: peer error handling on */
-    ucp_ep_h bulk_ep;             /* DATA: see transport/server/server_int.h */
-    bool bulk_bound;              /* the daemon answered its BIND: PUTs
-                                   * go there too with BULK_PUT */
+    ucp_ep_h ep;      /* control: peer error handling on */
+    ucp_ep_h bulk_ep; /* DATA: see transport/server/server_int.h */
+    bool bulk_bound;  /* the daemon answered its BIND: PUTs
+                       * go there too with BULK_PUT */
     int efd;
-    int failed;                   /* 0, or why every call now fails */
-    bool peer_gone;               /* UCX said so; failed once drained */
+    int failed;     /* 0, or why every call now fails */
+    bool peer_gone; /* UCX said so; failed once drained */
     bool ready;
     uint64_t seq;
-    uint32_t nslots;              /* window: min(max_inflight, SLOTS_MAX) */
+    uint32_t nslots; /* window: min(max_inflight, SLOTS_MAX) */
     uint32_t inflight;
     op_t ops[SLOTS_MAX];
     op_t *done_head;
@@ -113,7 +113,7 @@ struct kvs_client {
     uint32_t max_body;
     uint32_t timeout_ms;
     uint64_t busy_ns;
-    uint16_t bulk_port;           /* from HELLO; 0: no bulk endpoint */
+    uint16_t bulk_port; /* from HELLO; 0: no bulk endpoint */
     uint64_t bind_secret;
     kvs_wire_limits_t lim;
     kvs_wire_scratch_t *scratch;
@@ -140,21 +140,20 @@ int kvs_req_submit(kvs_client_t *c, op_t *op, kvs_wire_msg_t *m,
 /* What stream.c uses of a client. */
 typedef struct kvs_client_internals {
     ucp_worker_h worker;
-    ucp_ep_h ep;                  /* NULL once the connection failed */
-    ucp_ep_h data_ep;             /* where stream messages go: the bound
-                                     bulk endpoint, else ep */
-    const char *ns;               /* the namespace named in HELLO */
-    void **stream;                /* stream.c's state; freed with
-                                     the client */
-    int failed;                   /* 0, or why every call now fails */
+    ucp_ep_h ep;      /* NULL once the connection failed */
+    ucp_ep_h data_ep; /* where stream messages go: the bound
+                         bulk endpoint, else ep */
+    const char *ns;   /* the namespace named in HELLO */
+    void **stream;    /* stream.c's state; freed with
+                         the client */
+    int failed;       /* 0, or why every call now fails */
 } kvs_client_internals_t;
 
 void kvs_client_internals(kvs_client_t *client, kvs_client_internals_t *out);
 int kvs_client_progress_idle(kvs_client_t *client, uint64_t *idle_since);
 /* request.c hands every stream opcode it receives to stream.c: data
  * and len are the AM data (part bytes); UCS_INPROGRESS keeps them. */
-ucs_status_t kvs_client_stream_rx(kvs_client_t *client,
-                                  const kvs_wire_msg_t *m, void *data,
-                                  size_t len, bool rndv);
+ucs_status_t kvs_client_stream_rx(kvs_client_t *client, const kvs_wire_msg_t *m,
+                                  void *data, size_t len, bool rndv);
 
 #endif

@@ -75,8 +75,7 @@ static void bulk_connect(kvs_client_t *c, struct sockaddr_storage *ss)
     op_t *op;
 
     kvs_sockaddr_set_port(ss, c->bulk_port);
-    if (kvs_ucx_connect(c->worker, ss, false, bulk_err_cb, c,
-                        &c->bulk_ep) != 0)
+    if (kvs_ucx_connect(c->worker, ss, false, bulk_err_cb, c, &c->bulk_ep) != 0)
         return;
     op = kvs_req_alloc(c, KVS_OP_BIND);
     if (!op) {
@@ -165,9 +164,8 @@ KVS_API int kvs_client_create_v(unsigned api_version,
     if ((c->limits.features & KVS_WIRE_FEAT_BULK) && c->bulk_port &&
         !getenv("KVSTASH_NO_BULK"))
         bulk_connect(c, &ss);
-    c->timeout_ms = (params->field_mask & KVS_CLIENT_PARAM_TIMEOUT_MS)
-                        ? p.timeout_ms
-                        : 0;
+    c->timeout_ms =
+        (params->field_mask & KVS_CLIENT_PARAM_TIMEOUT_MS) ? p.timeout_ms : 0;
     c->nslots = KVS_MAX(1u, KVS_MIN(c->limits.max_inflight, SLOTS_MAX));
     c->ready = true;
     if (getenv("KVSTASH_PRINT_EP")) { /* which UCX lanes carry what */
@@ -242,8 +240,8 @@ void kvs_client_internals(kvs_client_t *c, kvs_client_internals_t *out)
     out->worker = c->worker;
     out->ep = c->failed || c->peer_gone ? NULL : c->ep;
     out->data_ep = c->failed || c->peer_gone ? NULL
-                   : c->bulk_ep               ? c->bulk_ep
-                                              : c->ep;
+                   : c->bulk_ep              ? c->bulk_ep
+                                             : c->ep;
     out->ns = c->ns;
     out->stream = &c->stream;
     out->failed = c->failed ? c->failed : c->peer_gone ? KVS_EPEER : 0;

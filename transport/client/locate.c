@@ -38,7 +38,7 @@ struct lnode {
     char name[KVS_LOCATE_NODE_MAX];
     char events[LOC_EP_MAX], replay[LOC_EP_MAX];
     void *sub;
-    uint64_t next;                /* next sequence number expected */
+    uint64_t next; /* next sequence number expected */
 };
 
 struct kvs_locator {
@@ -52,11 +52,11 @@ struct kvs_locator {
     bool stop;
     kvs_kvindex_t *ix;
     struct lnode nodes[KVS_KVINDEX_NODES];
-    uint64_t rounds;              /* etcd reads completed */
+    uint64_t rounds; /* etcd reads completed */
     int last_err;
     uint32_t followed;
 
-    uint32_t cur;                 /* the node whose events are applied */
+    uint32_t cur; /* the node whose events are applied */
 };
 
 /* ---- applying events (lock held) ---- */
@@ -110,7 +110,8 @@ static void apply(kvs_locator_t *l, uint32_t id, uint64_t seq,
     l->cur = id;
     if (kvs_kvevent_decode(payload, len, &sink))
         kvs_warn("locate: node %s: batch %llu is not a KVEventBatch; "
-                 "skipped", n->name, (unsigned long long)seq);
+                 "skipped",
+                 n->name, (unsigned long long)seq);
     pthread_mutex_unlock(&l->lock);
 }
 
@@ -170,8 +171,7 @@ static void replay(kvs_locator_t *l, uint32_t id)
         int k = recv_parts(s, p, 3, 0);
 
         if (k < 0) {
-            kvs_warn("locate: node %s: no replay from %s", n->name,
-                     n->replay);
+            kvs_warn("locate: node %s: no replay from %s", n->name, n->replay);
             break;
         }
         if (k != 3 || zmq_msg_size(&p[1]) != 8) {
@@ -326,8 +326,8 @@ static void drain(kvs_locator_t *l, int timeout_ms)
             continue;
         while ((c = recv_parts(it[k].socket, p, 3, ZMQ_DONTWAIT)) >= 0) {
             if (c == 3 && zmq_msg_size(&p[1]) == 8)
-                apply(l, map[k], be64(zmq_msg_data(&p[1])),
-                      zmq_msg_data(&p[2]), zmq_msg_size(&p[2]));
+                apply(l, map[k], be64(zmq_msg_data(&p[1])), zmq_msg_data(&p[2]),
+                      zmq_msg_size(&p[2]));
             close_parts(p, c, 3);
         }
     }
@@ -430,8 +430,8 @@ KVS_API int kvs_locator_sync(kvs_locator_t *l, int timeout_ms)
     return ret;
 }
 
-KVS_API int kvs_locate(kvs_locator_t *l, const kvs_client_key_t *keys,
-                       size_t n, kvs_locate_result_t *out)
+KVS_API int kvs_locate(kvs_locator_t *l, const kvs_client_key_t *keys, size_t n,
+                       kvs_locate_result_t *out)
 {
     kvs_kvindex_key_t stackk[64], *kk = stackk;
     uint32_t node = 0;

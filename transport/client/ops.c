@@ -44,8 +44,7 @@ typedef struct keyset {
 } keyset_t;
 
 static const kvs_wire_bytes_t *wire_keys(keyset_t *ks,
-                                         const kvs_client_key_t *keys,
-                                         size_t n)
+                                         const kvs_client_key_t *keys, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         ks->k[i].data = keys[i].data;
@@ -247,8 +246,8 @@ KVS_API int kvs_client_release(kvs_client_t *c, uint64_t lease_id)
     return plain_sync(c, op, &m);
 }
 
-KVS_API int kvs_client_stat(kvs_client_t *c, kvs_client_stat_t *out,
-                            size_t cap, size_t *n_out)
+KVS_API int kvs_client_stat(kvs_client_t *c, kvs_client_stat_t *out, size_t cap,
+                            size_t *n_out)
 {
     kvs_wire_msg_t m;
     op_t *op;
@@ -330,8 +329,8 @@ static int put_check(const kvs_client_put_t *it)
         it->nparts > KVS_PARTS_MAX)
         return KVS_ETOOBIG;
     for (uint32_t j = 0; j < it->nparts; j++)
-        if (it->parts[j].len > UINT32_MAX || (it->parts[j].len &&
-                                              !it->parts[j].base))
+        if (it->parts[j].len > UINT32_MAX ||
+            (it->parts[j].len && !it->parts[j].base))
             return it->parts[j].base ? KVS_ETOOBIG : -EINVAL;
     return 0;
 }
@@ -361,9 +360,8 @@ static size_t put_fit(const kvs_client_t *c, const kvs_client_put_t *items,
     return k;
 }
 
-KVS_API int kvs_client_put_batch_async(kvs_client_t *c,
-                                       kvs_client_put_t *items, size_t n,
-                                       kvs_client_cb_t cb, void *arg)
+KVS_API int kvs_client_put_batch_async(kvs_client_t *c, kvs_client_put_t *items,
+                                       size_t n, kvs_client_cb_t cb, void *arg)
 {
     kvs_wire_put_ent_t ents[64];
     kvs_wire_put_ent_t *pe = ents;
@@ -516,10 +514,9 @@ static size_t get_frame_bytes(const kvs_client_get_t *items, size_t n)
     return b;
 }
 
-KVS_API int kvs_client_get_batch_async(kvs_client_t *c,
-                                       kvs_client_get_t *items, size_t n,
-                                       uint64_t lease_id, kvs_client_cb_t cb,
-                                       void *arg)
+KVS_API int kvs_client_get_batch_async(kvs_client_t *c, kvs_client_get_t *items,
+                                       size_t n, uint64_t lease_id,
+                                       kvs_client_cb_t cb, void *arg)
 {
     static __thread kvs_wire_get_ent_t ents[KVS_WIRE_KEYS_MAX];
     kvs_wire_msg_t m;

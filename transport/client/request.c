@@ -181,8 +181,8 @@ static ucs_status_t on_data(kvs_client_t *c, const kvs_wire_msg_t *m,
     {
         data_ctx_t *d = malloc(sizeof(*d));
         ucp_request_param_t prm = {
-            .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                            UCP_OP_ATTR_FIELD_USER_DATA,
+            .op_attr_mask =
+                UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
             .cb.recv_am = rndv_cb,
         };
         ucs_status_ptr_t sp;
@@ -225,8 +225,8 @@ static void on_reply(kvs_client_t *c, op_t *op, const kvs_wire_msg_t *m)
     switch (op->opcode) {
     case KVS_OP_HELLO:
         c->limits.features = m->u.hello_rep.features;
-        c->limits.max_keys = KVS_MIN(m->u.hello_rep.max_keys,
-                                     KVS_WIRE_KEYS_MAX);
+        c->limits.max_keys =
+            KVS_MIN(m->u.hello_rep.max_keys, KVS_WIRE_KEYS_MAX);
         c->limits.max_payload = m->u.hello_rep.max_payload;
         c->limits.max_inflight = m->u.hello_rep.max_inflight;
         c->limits.lease_max_ms = m->u.hello_rep.lease_max_ms;
@@ -492,8 +492,7 @@ static int op_send(kvs_client_t *c, op_t *op, size_t len, const void *payload,
     ucp_ep_h ep = op->opcode == KVS_OP_BIND || bulk_put ? c->bulk_ep : c->ep;
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                        UCP_OP_ATTR_FIELD_USER_DATA |
-                        UCP_OP_ATTR_FIELD_FLAGS,
+                        UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS,
         .cb.send = sent_cb,
         .user_data = op,
         .flags = UCP_AM_SEND_FLAG_REPLY,
@@ -530,9 +529,9 @@ static int op_send(kvs_client_t *c, op_t *op, size_t len, const void *payload,
 int kvs_req_wait(kvs_client_t *c, bool *done, const int *status)
 {
     uint64_t idle = 0;
-    uint64_t deadline = c->timeout_ms
-        ? kvs_clock_mono_ns() + (uint64_t)c->timeout_ms * 1000000ull
-        : 0;
+    uint64_t deadline = c->timeout_ms ? kvs_clock_mono_ns() +
+                                            (uint64_t)c->timeout_ms * 1000000ull
+                                      : 0;
 
     while (!*done) {
         kvs_req_progress_once(c, &idle);

@@ -42,7 +42,7 @@ typedef struct cblk {
     bool began, complete;
     uint32_t nparts;
     uint32_t parts_in;
-    uint32_t inflight;            /* rendezvous receives into buf */
+    uint32_t inflight; /* rendezvous receives into buf */
     uint64_t len;
     uint64_t *offs;
     uint32_t *lens;
@@ -55,7 +55,7 @@ struct kvs_stream_fetch {
     cstate_t *cs;
     uint64_t id;
     uint32_t n;
-    int status;                   /* the whole fetch failed */
+    int status; /* the whole fetch failed */
     cblk_t blk[];
 };
 
@@ -66,7 +66,7 @@ struct kvs_stream_put {
     uint32_t nparts;
     bool done;
     int status;
-    struct csend *posted;         /* kvs_stream_put_part_nb() sends */
+    struct csend *posted; /* kvs_stream_put_part_nb() sends */
 };
 
 typedef struct crx {
@@ -111,8 +111,8 @@ static ucs_status_t on_part(cstate_t *cs, kvs_stream_fetch_t *f,
                             bool rndv, ucp_worker_h worker)
 {
     ucp_request_param_t prm = {
-        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                        UCP_OP_ATTR_FIELD_USER_DATA,
+        .op_attr_mask =
+            UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
         .cb.recv_am = crx_cb,
     };
     ucs_status_ptr_t sp;
@@ -123,9 +123,8 @@ static ucs_status_t on_part(cstate_t *cs, kvs_stream_fetch_t *f,
     if (m->block >= f->n)
         return UCS_OK;
     k = &f->blk[m->block];
-    if (!k->began || m->part >= k->nparts || k->got[m->part] ||
-        len != m->len || len != k->lens[m->part] ||
-        m->off != k->offs[m->part]) {
+    if (!k->began || m->part >= k->nparts || k->got[m->part] || len != m->len ||
+        len != k->lens[m->part] || m->off != k->offs[m->part]) {
         if (!k->status)
             k->status = KVS_EPROTO;
         return UCS_OK;
@@ -282,12 +281,12 @@ static int cstate_get(kvs_client_t *c, cstate_t **out)
  * again when a call returns. */
 
 typedef struct csend {
-    struct csend *next;           /* a put's sends not yet waited for */
-    void *req;                    /* the UCX request; NULL once done */
+    struct csend *next; /* a put's sends not yet waited for */
+    void *req;          /* the UCX request; NULL once done */
     bool done;
-    bool abandoned;               /* the caller gave up: the callback frees */
+    bool abandoned; /* the caller gave up: the callback frees */
     ucs_status_t status;
-    uint8_t hdr[];                /* UCX may read it until the send is done */
+    uint8_t hdr[]; /* UCX may read it until the send is done */
 } csend_t;
 
 static void csend_cb(void *request, ucs_status_t status, void *user_data)
@@ -304,8 +303,7 @@ static void csend_cb(void *request, ucs_status_t status, void *user_data)
 /* Posts m (with data bytes, if any) and returns at once. *out is NULL if
  * the send completed in place; otherwise csend_wait() must be called. */
 static int smsg_post(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
-                     size_t blen, const void *data, size_t dlen,
-                     csend_t **out)
+                     size_t blen, const void *data, size_t dlen, csend_t **out)
 {
     kvs_client_internals_t ci;
     csend_t *s;
@@ -332,8 +330,7 @@ static int smsg_post(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
         return -EINVAL;
     }
     /* On the bulk endpoint (when bound) part bytes move by CMA. */
-    sp = ucp_am_send_nbx(ci.data_ep, KVS_AM_ID, s->hdr, flen, data, dlen,
-                         &prm);
+    sp = ucp_am_send_nbx(ci.data_ep, KVS_AM_ID, s->hdr, flen, data, dlen, &prm);
     if (sp == NULL || UCS_PTR_IS_ERR(sp)) {
         free(s);
         return sp == NULL ? 0 : KVS_EPEER;
@@ -657,9 +654,9 @@ KVS_API int kvs_stream_wait(kvs_stream_fetch_t *f, uint32_t block,
         return -EINVAL;
     c = f->cs->c;
     idle = 0;
-    deadline = timeout_ms < 0 ? UINT64_MAX
-                              : kvs_clock_mono_ns() +
-                                    (uint64_t)timeout_ms * 1000000ull;
+    deadline = timeout_ms < 0
+                   ? UINT64_MAX
+                   : kvs_clock_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
     for (;;) {
         ret = wait_state(f, block, part);
         if (ret <= 0)

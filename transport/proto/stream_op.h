@@ -30,8 +30,8 @@
 #include "kvstash/types.h"
 #include "kvstash/wire.h"
 
-#define KVS_SMSG_MAX       KVS_WIRE_INLINE_MAX /* frame bytes, at most */
-#define KVS_SMSG_BODY_MAX  KVS_WIRE_STREAM_BODY_MAX
+#define KVS_SMSG_MAX KVS_WIRE_INLINE_MAX /* frame bytes, at most */
+#define KVS_SMSG_BODY_MAX KVS_WIRE_STREAM_BODY_MAX
 #define KVS_SMSG_SECRET_MAX KVS_WIRE_TOKEN_MAX
 
 #define KVS_SMSG_F_PUSH KVS_WIRE_STREAM_PUSH /* SPUT_BEGIN: a peer follows */
@@ -39,9 +39,9 @@
 /* One stream opcode, flat: the header's opcode, req_id and status with the
  * body's fixed fields; body is the string and the rest, back to back. */
 typedef struct kvs_smsg {
-    uint8_t op;                   /* KVS_OP_SPUT_BEGIN..KVS_OP_PUSH */
-    uint8_t flags;                /* KVS_SMSG_F_* */
-    uint16_t str_len;             /* bytes of the leading body string */
+    uint8_t op;       /* KVS_OP_SPUT_BEGIN..KVS_OP_PUSH */
+    uint8_t flags;    /* KVS_SMSG_F_* */
+    uint16_t str_len; /* bytes of the leading body string */
     uint64_t id;
     uint32_t block;
     uint32_t part;
@@ -49,8 +49,8 @@ typedef struct kvs_smsg {
     uint32_t nparts;
     uint64_t len;
     uint64_t off;
-    const uint8_t *body;          /* decode: points into the frame */
-    uint32_t body_len;            /* bytes of body */
+    const uint8_t *body; /* decode: points into the frame */
+    uint32_t body_len;   /* bytes of body */
 } kvs_smsg_t;
 
 /* The flat view of a decoded stream opcode. */
@@ -84,7 +84,8 @@ static inline int kvs_smsg_encode(const kvs_smsg_t *m, const void *body,
     memset(&w, 0, sizeof(w));
     w.hdr.opcode = m->op;
     w.hdr.flags = (m->op == KVS_OP_SPUT_PART || m->op == KVS_OP_PART)
-                      ? KVS_WIRE_F_PAYLOAD : 0;
+                      ? KVS_WIRE_F_PAYLOAD
+                      : 0;
     w.hdr.req_id = m->id;
     w.hdr.status = m->status;
     w.u.stream.block = m->block;

@@ -144,8 +144,8 @@ static void ep_errors(ucp_ep_params_t *ep, bool peer,
                       ucp_err_handler_cb_t err_cb, void *err_arg)
 {
     ep->field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-    ep->err_mode = peer ? UCP_ERR_HANDLING_MODE_PEER
-                        : UCP_ERR_HANDLING_MODE_NONE;
+    ep->err_mode =
+        peer ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
     if (err_cb) {
         ep->field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLER;
         ep->err_handler.cb = err_cb;
@@ -173,8 +173,7 @@ int kvs_ucx_connect(ucp_worker_h worker, const struct sockaddr_storage *ss,
 }
 
 int kvs_ucx_accept(ucp_worker_h worker, ucp_conn_request_h req, bool peer,
-                   ucp_err_handler_cb_t err_cb, void *err_arg,
-                   ucp_ep_h *ep_out)
+                   ucp_err_handler_cb_t err_cb, void *err_arg, ucp_ep_h *ep_out)
 {
     ucp_ep_params_t ep;
     ucs_status_t st;
@@ -228,8 +227,8 @@ int kvs_ucx_mem_map(ucp_context_h ctx, void *addr, size_t len,
     ucp_mem_map_params_t mp;
 
     memset(&mp, 0, sizeof(mp));
-    mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS |
-                    UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+    mp.field_mask =
+        UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
     mp.address = addr;
     mp.length = len;
     return kvs_ucx_status(ucp_mem_map(ctx, &mp, memh_out),

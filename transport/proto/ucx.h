@@ -31,10 +31,10 @@
 /* What kvs_ucx_open() should set in UCX's configuration (each only when the
  * operator has not set it in the environment; see ucx.c). */
 typedef struct kvs_ucx_opts {
-    const char *name;             /* the context's name, for UCX's logs */
-    bool loopback;                /* talking over 127.0.0.1 or ::1: TCP put
-                                     off (UCX_TCP_PUT_ENABLE=n) */
-    bool lo_only;                 /* daemon on loopback: UCX_NET_DEVICES=lo */
+    const char *name; /* the context's name, for UCX's logs */
+    bool loopback;    /* talking over 127.0.0.1 or ::1: TCP put
+                         off (UCX_TCP_PUT_ENABLE=n) */
+    bool lo_only;     /* daemon on loopback: UCX_NET_DEVICES=lo */
 } kvs_ucx_opts_t;
 
 /*

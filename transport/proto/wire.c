@@ -57,20 +57,33 @@ void kvs_wire_limits_default(kvs_wire_limits_t *lim)
 }
 
 static const char *const op_names[KVS_OP_COUNT] = {
-    [KVS_OP_HELLO] = "HELLO",     [KVS_OP_PUT] = "PUT",
-    [KVS_OP_GET] = "GET",         [KVS_OP_DATA] = "DATA",
-    [KVS_OP_MATCH] = "MATCH",     [KVS_OP_EXISTS] = "EXISTS",
-    [KVS_OP_DELETE] = "DELETE",   [KVS_OP_PIN] = "PIN",
-    [KVS_OP_UNPIN] = "UNPIN",     [KVS_OP_PREFETCH] = "PREFETCH",
-    [KVS_OP_RELEASE] = "RELEASE", [KVS_OP_STAT] = "STAT",
-    [KVS_OP_VERIFY] = "VERIFY",   [KVS_OP_BIND] = "BIND",
+    [KVS_OP_HELLO] = "HELLO",
+    [KVS_OP_PUT] = "PUT",
+    [KVS_OP_GET] = "GET",
+    [KVS_OP_DATA] = "DATA",
+    [KVS_OP_MATCH] = "MATCH",
+    [KVS_OP_EXISTS] = "EXISTS",
+    [KVS_OP_DELETE] = "DELETE",
+    [KVS_OP_PIN] = "PIN",
+    [KVS_OP_UNPIN] = "UNPIN",
+    [KVS_OP_PREFETCH] = "PREFETCH",
+    [KVS_OP_RELEASE] = "RELEASE",
+    [KVS_OP_STAT] = "STAT",
+    [KVS_OP_VERIFY] = "VERIFY",
+    [KVS_OP_BIND] = "BIND",
     [KVS_OP_SCAN] = "SCAN",
-    [KVS_OP_SPUT_BEGIN] = "SPUT_BEGIN", [KVS_OP_SPUT_PART] = "SPUT_PART",
-    [KVS_OP_SPUT_SEAL] = "SPUT_SEAL",   [KVS_OP_SPUT_DONE] = "SPUT_DONE",
-    [KVS_OP_SPUT_ABORT] = "SPUT_ABORT", [KVS_OP_FETCH] = "FETCH",
-    [KVS_OP_CANCEL] = "CANCEL",         [KVS_OP_BLOCK] = "BLOCK",
-    [KVS_OP_PART] = "PART",             [KVS_OP_END] = "END",
-    [KVS_OP_PING] = "PING",             [KVS_OP_PUSH] = "PUSH",
+    [KVS_OP_SPUT_BEGIN] = "SPUT_BEGIN",
+    [KVS_OP_SPUT_PART] = "SPUT_PART",
+    [KVS_OP_SPUT_SEAL] = "SPUT_SEAL",
+    [KVS_OP_SPUT_DONE] = "SPUT_DONE",
+    [KVS_OP_SPUT_ABORT] = "SPUT_ABORT",
+    [KVS_OP_FETCH] = "FETCH",
+    [KVS_OP_CANCEL] = "CANCEL",
+    [KVS_OP_BLOCK] = "BLOCK",
+    [KVS_OP_PART] = "PART",
+    [KVS_OP_END] = "END",
+    [KVS_OP_PING] = "PING",
+    [KVS_OP_PUSH] = "PUSH",
 };
 
 const char *kvs_wire_op_name(unsigned opcode)
@@ -235,7 +248,8 @@ static void enc_stream(enc_t *e, const kvs_wire_msg_t *m)
     kvs_wire_bytes_t str = m->u.stream.str, rest = m->u.stream.rest;
 
     if (str.len > UINT16_MAX || (str.len && !str.data) ||
-        (rest.len && !rest.data) || (m->u.stream.flags & ~KVS_WIRE_STREAM_KNOWN) ||
+        (rest.len && !rest.data) ||
+        (m->u.stream.flags & ~KVS_WIRE_STREAM_KNOWN) ||
         (size_t)str.len + rest.len > KVS_WIRE_STREAM_BODY_MAX) {
         e->err = -EINVAL;
         return;
@@ -518,11 +532,11 @@ static const uint8_t *dec_take(dec_t *d, size_t n)
     return p;
 }
 
-#define DEC_FIXED(d, n, ptr)              \
-    do {                                  \
-        (ptr) = dec_take((d), (n));       \
-        if (!(ptr))                       \
-            return KVS_EPROTO;            \
+#define DEC_FIXED(d, n, ptr)                                                   \
+    do {                                                                       \
+        (ptr) = dec_take((d), (n));                                            \
+        if (!(ptr))                                                            \
+            return KVS_EPROTO;                                                 \
     } while (0)
 
 /* A key: u8 length then bytes. Length 0 is malformed; over KVS_KEY_MAX is

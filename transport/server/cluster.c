@@ -44,8 +44,8 @@ struct cpeer {
 
 struct kvs_cluster {
     kvs_cluster_config_t cfg;
-    char *key;                    /* prefix + node */
-    char *record;                 /* the JSON written */
+    char *key;    /* prefix + node */
+    char *record; /* the JSON written */
     kvs_etcd_t *etcd;
     pthread_t thr;
     bool started;
@@ -53,15 +53,15 @@ struct kvs_cluster {
 
     pthread_mutex_t lock;
     pthread_cond_t cv;
-    bool stop;                    /* under lock */
-    struct cpeer *peers;          /* under lock */
+    bool stop;           /* under lock */
+    struct cpeer *peers; /* under lock */
     uint32_t npeers;
-    kvs_cluster_stats_t st;       /* under lock */
+    kvs_cluster_stats_t st; /* under lock */
 
     /* The thread's own. */
-    int64_t lease;                /* 0: none */
+    int64_t lease; /* 0: none */
     uint64_t renew_ns;
-    struct cpeer *scan;           /* records being read */
+    struct cpeer *scan; /* records being read */
     uint32_t nscan;
 };
 
@@ -87,15 +87,15 @@ static char *make_record(const kvs_cluster_config_t *c)
     json_add_str(o, "name", c->node);
     json_add_str(o, "addr", c->addr);
     json_object_object_add(o, "port", json_object_new_int(c->port));
-    json_add_str(o, "version", KVS_STR(KVS_VERSION_MAJOR) "." KVS_STR(
-                                   KVS_VERSION_MINOR) "." KVS_STR(
-                                   KVS_VERSION_PATCH));
+    json_add_str(o, "version",
+                 KVS_STR(KVS_VERSION_MAJOR) "." KVS_STR(
+                     KVS_VERSION_MINOR) "." KVS_STR(KVS_VERSION_PATCH));
     json_add_str(o, "events", c->events);
     json_add_str(o, "replay", c->replay);
-    json_object_object_add(t, "dram_bytes", json_object_new_int64(
-                                                (int64_t)c->dram_bytes));
-    json_object_object_add(t, "nvme_bytes", json_object_new_int64(
-                                                (int64_t)c->nvme_bytes));
+    json_object_object_add(t, "dram_bytes",
+                           json_object_new_int64((int64_t)c->dram_bytes));
+    json_object_object_add(t, "nvme_bytes",
+                           json_object_new_int64((int64_t)c->nvme_bytes));
     json_object_object_add(o, "tiers", t);
     for (char *tok = list ? strtok_r(list, ",", &save) : NULL; tok;
          tok = strtok_r(NULL, ",", &save))
@@ -108,8 +108,7 @@ static char *make_record(const kvs_cluster_config_t *c)
 }
 
 /* One record read from etcd into the scan list; bad ones are skipped. */
-static void on_record(void *arg, const char *key, const char *val,
-                      size_t len)
+static void on_record(void *arg, const char *key, const char *val, size_t len)
 {
     kvs_cluster_t *c = arg;
     json_object *o = json_tokener_parse(val), *jn, *ja, *jp;
@@ -123,8 +122,8 @@ static void on_record(void *arg, const char *key, const char *val,
         !json_object_is_type(ja, json_type_string) ||
         !json_object_is_type(jp, json_type_int) ||
         json_object_get_string_len(jn) >= CL_NAME_MAX ||
-        json_object_get_string_len(ja) >= 64 ||
-        json_object_get_int(jp) <= 0 || json_object_get_int(jp) > 65535) {
+        json_object_get_string_len(ja) >= 64 || json_object_get_int(jp) <= 0 ||
+        json_object_get_int(jp) > 65535) {
         kvs_debug("cluster: record %s is not a node record; skipped", key);
         json_object_put(o);
         return;
@@ -164,7 +163,8 @@ static int step(kvs_cluster_t *c)
         ret = kvs_etcd_lease_keepalive(c->etcd, c->lease);
         if (ret == KVS_ENOTFOUND) {
             kvs_warn("cluster: etcd lost the lease of node %s; registering "
-                     "again", c->cfg.node);
+                     "again",
+                     c->cfg.node);
             c->lease = 0;
         } else if (ret) {
             return ret;

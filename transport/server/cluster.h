@@ -14,27 +14,27 @@
 #include <stdint.h>
 
 typedef struct kvs_cluster_config {
-    const char *etcd;             /* http://ip:port of the v3 JSON gateway;
-                                   * NULL or "": no membership */
-    const char *prefix;           /* records are prefix + node */
-    const char *node;             /* this node's name */
-    uint32_t ttl_s;               /* lease TTL */
+    const char *etcd;   /* http://ip:port of the v3 JSON gateway;
+                         * NULL or "": no membership */
+    const char *prefix; /* records are prefix + node */
+    const char *node;   /* this node's name */
+    uint32_t ttl_s;     /* lease TTL */
     /* What the record says (filled by the daemon once listening). */
-    const char *addr;             /* the UCX listener's numeric address */
+    const char *addr; /* the UCX listener's numeric address */
     uint16_t port;
-    const char *events;           /* the PUB endpoint, or NULL */
-    const char *replay;           /* the ROUTER endpoint, or NULL */
+    const char *events; /* the PUB endpoint, or NULL */
+    const char *replay; /* the ROUTER endpoint, or NULL */
     uint64_t dram_bytes, nvme_bytes;
-    const char *namespaces;       /* comma-separated; "*": any */
+    const char *namespaces; /* comma-separated; "*": any */
 } kvs_cluster_config_t;
 
 typedef struct kvs_cluster kvs_cluster_t;
 
 typedef struct kvs_cluster_stats {
-    bool connected;               /* the last request to etcd succeeded */
-    uint64_t registrations;       /* leases granted and records written */
-    uint64_t errors;              /* failed requests to etcd */
-    uint32_t peers;               /* records in the cache, this one too */
+    bool connected;         /* the last request to etcd succeeded */
+    uint64_t registrations; /* leases granted and records written */
+    uint64_t errors;        /* failed requests to etcd */
+    uint32_t peers;         /* records in the cache, this one too */
 } kvs_cluster_stats_t;
 
 void kvs_cluster_config_default(kvs_cluster_config_t *cfg);

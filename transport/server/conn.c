@@ -214,14 +214,13 @@ void kvs_conn_bulk_request_cb(ucp_conn_request_h req, void *arg)
     kvs_server_t *srv = arg;
     kvs_bulk_t *b;
 
-    b = srv->nbulks < 2u * srv->cfg.max_conns ? calloc(1, sizeof(*b))
-                                              : NULL;
+    b = srv->nbulks < 2u * srv->cfg.max_conns ? calloc(1, sizeof(*b)) : NULL;
     if (!b) {
         ucp_listener_reject(srv->bulk_listener, req);
         return;
     }
-    if (kvs_ucx_accept(srv->worker, req, false, bulk_err_cb, srv,
-                       &b->ep) != 0) {
+    if (kvs_ucx_accept(srv->worker, req, false, bulk_err_cb, srv, &b->ep) !=
+        0) {
         free(b);
         return;
     }
@@ -234,7 +233,6 @@ void kvs_conn_bulk_request_cb(ucp_conn_request_h req, void *arg)
     srv->nbulks++;
 }
 
-
 /* The only frame a bulk endpoint may send: BIND (session, secret). */
 void kvs_conn_bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
                         size_t len)
@@ -244,8 +242,8 @@ void kvs_conn_bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
 
     if (b->refused_ns)
         return; /* one BIND per endpoint; this one is being closed */
-    if (b->conn || kvs_wire_decode(frame, len, 0, &srv->lim, srv->scratch,
-                                   &m) != 0 ||
+    if (b->conn ||
+        kvs_wire_decode(frame, len, 0, &srv->lim, srv->scratch, &m) != 0 ||
         m.hdr.opcode != KVS_OP_BIND || (m.hdr.flags & KVS_WIRE_F_REPLY)) {
         kvs_debug("bulk endpoint: first frame is not a BIND");
         srv->bad_frames++;
@@ -400,8 +398,9 @@ void kvs_conn_request_cb(ucp_conn_request_h req, void *arg)
         srv->conns_rejected++;
         kvs_warn("connection refused: %u connections already open, %u of "
                  "them before HELLO (daemon.max_conns %u, "
-                 "daemon.max_prehello %u)", srv->nconns, srv->nprehello,
-                 srv->cfg.max_conns, srv->cfg.max_prehello);
+                 "daemon.max_prehello %u)",
+                 srv->nconns, srv->nprehello, srv->cfg.max_conns,
+                 srv->cfg.max_prehello);
         ucp_listener_reject(srv->listener, req);
         return;
     }
@@ -414,8 +413,8 @@ void kvs_conn_request_cb(ucp_conn_request_h req, void *arg)
     conn->srv = srv;
     conn->id = ++srv->next_conn_id;
     conn->refs = 1;
-    if (kvs_ucx_accept(srv->worker, req, true, ep_err_cb, conn,
-                       &conn->ep) != 0) {
+    if (kvs_ucx_accept(srv->worker, req, true, ep_err_cb, conn, &conn->ep) !=
+        0) {
         srv->conns_rejected++;
         free(conn);
         return;

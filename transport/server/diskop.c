@@ -37,9 +37,9 @@
 /* What every deferred request carries. */
 typedef struct dreq {
     kvs_server_t *srv;
-    kvs_conn_t *conn;             /* referenced until dreq_end */
-    kvs_wire_hdr_t hdr;           /* of the request: opcode, req_id */
-    uint64_t t0;                  /* arrival, for the latency metric */
+    kvs_conn_t *conn;   /* referenced until dreq_end */
+    kvs_wire_hdr_t hdr; /* of the request: opcode, req_id */
+    uint64_t t0;        /* arrival, for the latency metric */
 } dreq_t;
 
 static void dreq_begin(dreq_t *d, kvs_server_t *srv, kvs_conn_t *conn,
@@ -73,24 +73,24 @@ static bool dreq_live(const dreq_t *d)
 
 typedef struct dget {
     dreq_t req;
-    uint32_t chunks;              /* chunk jobs not yet done */
+    uint32_t chunks; /* chunk jobs not yet done */
     uint32_t n;
-    kvs_wire_block_t blocks[];    /* the reply's entries */
+    kvs_wire_block_t blocks[]; /* the reply's entries */
 } dget_t;
 
 typedef struct dget_chunk {
-    kvs_djob_t job;               /* first: the job is the chunk */
+    kvs_djob_t job; /* first: the job is the chunk */
     dget_t *get;
     kvs_store_t *store;
     uint32_t ns;
     uint32_t nents;
     struct {
-        uint32_t idx;             /* entry of the GET */
+        uint32_t idx; /* entry of the GET */
         uint64_t cap;
         uint8_t key_len;
         uint8_t tier;
         int status;
-        kvs_view_t view;          /* pinned when status is 0 */
+        kvs_view_t view; /* pinned when status is 0 */
         uint8_t key[KVS_KEY_MAX];
     } ents[GET_CHUNK];
 } dget_chunk_t;
@@ -148,9 +148,9 @@ static void get_done(kvs_djob_t *job, bool cancelled)
     free(g);
 }
 
-int kvs_diskop_get(kvs_server_t *srv, kvs_conn_t *conn,
-                   const kvs_wire_msg_t *m, const kvs_wire_block_t *blocks,
-                   const uint32_t *idx, uint32_t nidx)
+int kvs_diskop_get(kvs_server_t *srv, kvs_conn_t *conn, const kvs_wire_msg_t *m,
+                   const kvs_wire_block_t *blocks, const uint32_t *idx,
+                   uint32_t nidx)
 {
     uint32_t n = m->hdr.count, nchunks = (nidx + GET_CHUNK - 1) / GET_CHUNK;
     dget_chunk_t **cs;
@@ -205,20 +205,20 @@ err_free:
 /* MATCH with a lease, PREFETCH and VERIFY: one job each. */
 
 typedef struct dkeys {
-    kvs_djob_t job;               /* first: the job is the request */
+    kvs_djob_t job; /* first: the job is the request */
     dreq_t req;
     kvs_store_t *store;
     uint32_t ns;
     uint32_t n;
-    uint32_t lease_ms;            /* MATCH */
-    uint64_t max_bps;             /* VERIFY */
-    const atomic_int *stop;       /* VERIFY */
-    bool one_ns;                  /* VERIFY of the namespace ns only */
+    uint32_t lease_ms;      /* MATCH */
+    uint64_t max_bps;       /* VERIFY */
+    const atomic_int *stop; /* VERIFY */
+    bool one_ns;            /* VERIFY of the namespace ns only */
     int status;
-    size_t result;                /* matched, promoted */
-    uint64_t checked, bad;        /* VERIFY */
-    kvs_key_t *keys;              /* n entries, into bytes */
-    uint8_t *tiers;               /* n entries */
+    size_t result;         /* matched, promoted */
+    uint64_t checked, bad; /* VERIFY */
+    kvs_key_t *keys;       /* n entries, into bytes */
+    uint8_t *tiers;        /* n entries */
     uint8_t bytes[];
 } dkeys_t;
 
@@ -246,8 +246,7 @@ static dkeys_t *dkeys_new(kvs_server_t *srv, kvs_conn_t *conn,
     d->tiers = d->bytes + (size_t)n * sizeof(kvs_key_t);
     off = (size_t)n * (sizeof(kvs_key_t) + 1);
     for (uint32_t i = 0; i < n; i++) {
-        memcpy(d->bytes + off, m->u.keys.keys[i].data,
-               m->u.keys.keys[i].len);
+        memcpy(d->bytes + off, m->u.keys.keys[i].data, m->u.keys.keys[i].len);
         d->keys[i].data = d->bytes + off;
         d->keys[i].len = m->u.keys.keys[i].len;
         off += m->u.keys.keys[i].len;
@@ -262,8 +261,8 @@ static void match_run(kvs_djob_t *job)
 {
     dkeys_t *d = (dkeys_t *)job;
 
-    d->status = kvs_store_match(d->store, d->ns, d->keys, d->n,
-                                KVS_MATCH_PIN, d->tiers, &d->result);
+    d->status = kvs_store_match(d->store, d->ns, d->keys, d->n, KVS_MATCH_PIN,
+                                d->tiers, &d->result);
 }
 
 static void match_done(kvs_djob_t *job, bool cancelled)
@@ -350,9 +349,9 @@ static void verify_run(kvs_djob_t *job)
 {
     dkeys_t *d = (dkeys_t *)job;
 
-    d->status = kvs_store_verify_paced(d->store, d->one_ns ? &d->ns : NULL,
-                                       NULL, NULL, d->max_bps, d->stop,
-                                       &d->checked, &d->bad);
+    d->status =
+        kvs_store_verify_paced(d->store, d->one_ns ? &d->ns : NULL, NULL, NULL,
+                               d->max_bps, d->stop, &d->checked, &d->bad);
 }
 
 static void verify_done(kvs_djob_t *job, bool cancelled)

@@ -33,18 +33,18 @@
 #define DISKQ_MAX_THREADS 16
 
 struct kvs_diskq {
-    pthread_mutex_t mu;           /* guards the lists and stop */
-    pthread_cond_t cv;            /* I/O threads wait for work */
+    pthread_mutex_t mu; /* guards the lists and stop */
+    pthread_cond_t cv;  /* I/O threads wait for work */
     kvs_djob_t *todo, **todo_tail;
     kvs_djob_t *slow_todo, **slow_tail;
     kvs_djob_t *fin, **fin_tail;
     bool stop;
-    atomic_int stopping;          /* the same, for slow run()s to poll */
-    _Atomic uint64_t pending;     /* submitted, done() not yet called */
-    atomic_uint nfin;             /* jobs on fin: lets poll skip the
-                                   * eventfd read and the mutex */
+    atomic_int stopping;      /* the same, for slow run()s to poll */
+    _Atomic uint64_t pending; /* submitted, done() not yet called */
+    atomic_uint nfin;         /* jobs on fin: lets poll skip the
+                               * eventfd read and the mutex */
     int efd;
-    unsigned nthreads;            /* threads started, the slow one last */
+    unsigned nthreads; /* threads started, the slow one last */
     pthread_t threads[DISKQ_MAX_THREADS + 1];
 };
 

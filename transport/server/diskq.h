@@ -29,7 +29,8 @@ typedef struct kvs_djob kvs_djob_t;
 struct kvs_djob {
     kvs_djob_t *next;             /* the queue's */
     void (*run)(kvs_djob_t *job); /* on an I/O thread */
-    void (*done)(kvs_djob_t *job, bool cancelled); /* on the serving thread;
+    void (*done)(kvs_djob_t *job,
+                 bool cancelled); /* on the serving thread;
                                    * cancelled: run() was never called */
     bool slow;                    /* VERIFY: a thread of its own (below) */
 };

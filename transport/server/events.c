@@ -54,13 +54,13 @@ struct kvs_events {
     struct qev *q;
     uint32_t qcap, qhead, qlen;
     bool stop;
-    kvs_events_stats_t st;        /* queued, dropped under qlock */
+    kvs_events_stats_t st; /* queued, dropped under qlock */
     uint64_t warned_ns;
 
     /* The publisher thread's own. */
     pthread_t thr;
-    struct qev *work;             /* batch_max events taken from the queue */
-    struct kept *kept;            /* buffer_steps entries, a ring */
+    struct qev *work;  /* batch_max events taken from the queue */
+    struct kept *kept; /* buffer_steps entries, a ring */
     uint32_t nkept, kept_head;
     uint64_t seq;
     msgpack_sbuffer sbuf;
@@ -93,8 +93,8 @@ void kvs_events_store_cb(void *arg, const kvs_store_event_t *e)
             ev->warned_ns = now;
             kvs_warn("events: queue full (%u): %llu tier changes dropped "
                      "so far; consumers' view of this node is stale "
-                     "(raise events.queue_events)", ev->qcap,
-                     (unsigned long long)ev->st.dropped);
+                     "(raise events.queue_events)",
+                     ev->qcap, (unsigned long long)ev->st.dropped);
         }
         pthread_mutex_unlock(&ev->qlock);
         return;
@@ -286,7 +286,8 @@ static void serve_replay(kvs_events_t *ev)
     if (nparts != 3 || zmq_msg_size(&part[1]) != 0 ||
         zmq_msg_size(&part[2]) != 8) {
         kvs_warn("events: replay request of %d frames ignored (expected "
-                 "[identity, empty, 8-byte start sequence])", nparts);
+                 "[identity, empty, 8-byte start sequence])",
+                 nparts);
         goto out;
     }
     const uint8_t *p = zmq_msg_data(&part[2]);
@@ -412,8 +413,8 @@ int kvs_events_create(const kvs_events_config_t *cfg, kvs_events_t **out)
     ev->topic = strdup(cfg->topic ? cfg->topic : "");
     ev->q = calloc(cfg->queue_events, sizeof(*ev->q));
     ev->work = calloc(cfg->batch_max, sizeof(*ev->work));
-    ev->kept = calloc(cfg->buffer_steps ? cfg->buffer_steps : 1,
-                      sizeof(*ev->kept));
+    ev->kept =
+        calloc(cfg->buffer_steps ? cfg->buffer_steps : 1, sizeof(*ev->kept));
     ev->qcap = cfg->queue_events;
     msgpack_sbuffer_init(&ev->sbuf);
     pthread_mutex_init(&ev->qlock, NULL);

@@ -15,26 +15,26 @@
 #include "kvstore/store.h"
 
 typedef struct kvs_events_config {
-    const char *endpoint;         /* PUB bind address (tcp://ip:port);
-                                   * NULL or "": no events */
-    const char *replay_endpoint;  /* ROUTER bind address; NULL/"": none */
-    const char *topic;            /* first frame of every message ("") */
-    uint32_t queue_events;        /* queue between store and publisher */
-    uint32_t buffer_steps;        /* batches kept for replay */
-    uint32_t batch_max;           /* events per batch at most */
-    uint32_t block_size;          /* tokens per block, as BlockStored says
-                                   * it (0: not known to kvstash) */
-    int32_t dp_rank;              /* EventBatch.data_parallel_rank */
+    const char *endpoint;        /* PUB bind address (tcp://ip:port);
+                                  * NULL or "": no events */
+    const char *replay_endpoint; /* ROUTER bind address; NULL/"": none */
+    const char *topic;           /* first frame of every message ("") */
+    uint32_t queue_events;       /* queue between store and publisher */
+    uint32_t buffer_steps;       /* batches kept for replay */
+    uint32_t batch_max;          /* events per batch at most */
+    uint32_t block_size;         /* tokens per block, as BlockStored says
+                                  * it (0: not known to kvstash) */
+    int32_t dp_rank;             /* EventBatch.data_parallel_rank */
 } kvs_events_config_t;
 
 typedef struct kvs_events kvs_events_t;
 
 typedef struct kvs_events_stats {
-    uint64_t queued;              /* tier changes taken from the store */
-    uint64_t dropped;             /* lost to a full queue (see below) */
-    uint64_t batches;             /* messages published */
-    uint64_t events;              /* events in them (after coalescing) */
-    uint64_t replays;             /* replay requests served */
+    uint64_t queued;  /* tier changes taken from the store */
+    uint64_t dropped; /* lost to a full queue (see below) */
+    uint64_t batches; /* messages published */
+    uint64_t events;  /* events in them (after coalescing) */
+    uint64_t replays; /* replay requests served */
 } kvs_events_stats_t;
 
 void kvs_events_config_default(kvs_events_config_t *cfg);

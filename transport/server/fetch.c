@@ -106,8 +106,11 @@ void kvs_fetch_part_landed(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
         b->ngot++;
         st->parts_in++;
         if (f->conn && !b->status) {
-            kvs_smsg_t m = {.op = KVS_OP_PART, .id = f->cid, .block = i,
-                            .part = part, .off = b->offs[part],
+            kvs_smsg_t m = {.op = KVS_OP_PART,
+                            .id = f->cid,
+                            .block = i,
+                            .part = part,
+                            .off = b->offs[part],
                             .len = b->lens[part]};
 
             b->inflight++;
@@ -206,8 +209,8 @@ void kvs_fetch_start(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     rd.p += blen;
     rd.left -= (uint32_t)blen;
     /* The namespace named must be the connection's own. */
-    if (!conn->ns_ok || !ns[0] ||
-        kvs_store_ns_open(st->store, ns, 0, &nsid) || nsid != conn->ns) {
+    if (!conn->ns_ok || !ns[0] || kvs_store_ns_open(st->store, ns, 0, &nsid) ||
+        nsid != conn->ns) {
         kvs_srvstream_send_end(st, kvs_srvstream_conn_ep(conn), m->id,
                                UINT32_MAX, KVS_ENOTFOUND);
         return;

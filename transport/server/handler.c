@@ -39,7 +39,7 @@ typedef ucs_status_t (*stream_fn)(kvs_server_t *srv, kvs_conn_t *conn,
  * no reply of their own) a stream handler. */
 typedef struct opdef {
     const char *name;
-    uint32_t feature;             /* KVS_WIRE_FEAT_* it needs; 0: none */
+    uint32_t feature; /* KVS_WIRE_FEAT_* it needs; 0: none */
     handle_fn handle;
     stream_fn stream;
 } opdef_t;
@@ -69,8 +69,8 @@ static bool token_eq(const char *want, const kvs_wire_bytes_t *got)
 }
 
 /* Laptop mode: one tenant, which is also the operator. */
-static const kvs_tenant_t open_tenant = {.name = "default", .all_ns = true,
-                                         .is_operator = true};
+static const kvs_tenant_t open_tenant = {
+    .name = "default", .all_ns = true, .is_operator = true};
 
 static bool ns_allowed(const kvs_tenant_t *t, const kvs_wire_bytes_t *ns)
 {
@@ -128,10 +128,10 @@ static void hello_peer(kvs_server_t *srv, kvs_conn_t *conn,
         kvs_send_status(srv, conn, &m->hdr, ret, true);
         return;
     }
-    kvs_conn_set_ready(srv, conn, NULL, false, 0,
-                       m->u.hello.features &
-                           (KVS_WIRE_FEAT_PEER | KVS_WIRE_FEAT_STREAM |
-                            KVS_WIRE_FEAT_BULK));
+    kvs_conn_set_ready(
+        srv, conn, NULL, false, 0,
+        m->u.hello.features &
+            (KVS_WIRE_FEAT_PEER | KVS_WIRE_FEAT_STREAM | KVS_WIRE_FEAT_BULK));
     r = hello_reply(srv, conn, m);
     kvs_info("conn %llu: peer link accepted", (unsigned long long)conn->id);
     kvs_send_reply(srv, conn, &r);
@@ -165,8 +165,7 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     }
     if (!tenant) {
         srv->auth_failures++;
-        kvs_info("conn %llu: bad token; closing",
-                 (unsigned long long)conn->id);
+        kvs_info("conn %llu: bad token; closing", (unsigned long long)conn->id);
         kvs_send_status(srv, conn, &m->hdr, KVS_EAUTH, true);
         return;
     }
@@ -197,8 +196,7 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     kvs_send_reply(srv, conn, &r);
 }
 
-void kvs_handler_put_args(const kvs_conn_t *conn,
-                          const kvs_wire_put_ent_t *pe,
+void kvs_handler_put_args(const kvs_conn_t *conn, const kvs_wire_put_ent_t *pe,
                           const uint8_t *payload, kvs_put_args_t *a,
                           kvs_iov_t *iovs)
 {
@@ -255,10 +253,9 @@ static void op_put(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
 
         for (uint32_t j = 0; srv->status[i] == 0 && j < pe->nparts; j++)
             len += pe->part_lens[j];
-        kvs_metrics_note_bytes(srv->metrics, KVS_METRICS_IN,
-                               (pe->flags & KVS_PUT_NO_DRAM) ? KVS_TIER_NVME
-                                                             : KVS_TIER_DRAM,
-                               len);
+        kvs_metrics_note_bytes(
+            srv->metrics, KVS_METRICS_IN,
+            (pe->flags & KVS_PUT_NO_DRAM) ? KVS_TIER_NVME : KVS_TIER_DRAM, len);
     }
     kvs_send_reply(srv, conn, &r);
 }
@@ -419,10 +416,10 @@ static void op_delete(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
 
     (void)payload;
     for (uint32_t i = 0; i < n; i++)
-        srv->status[i] = conn->ns_ok
-            ? kvs_store_delete(srv->store, conn->ns, m->u.keys.keys[i].data,
-                               m->u.keys.keys[i].len)
-            : KVS_ENOTFOUND;
+        srv->status[i] = conn->ns_ok ? kvs_store_delete(srv->store, conn->ns,
+                                                        m->u.keys.keys[i].data,
+                                                        m->u.keys.keys[i].len)
+                                     : KVS_ENOTFOUND;
     r.u.status_rep.status = srv->status;
     kvs_send_reply(srv, conn, &r);
 }
@@ -538,27 +535,50 @@ static void op_release(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     kvs_send_status(srv, conn, &m->hdr, KVS_ENOTFOUND, false);
 }
 
-#define STAT_ENT(s, field) {#field, offsetof(kvs_store_stats_t, field)}
+#define STAT_ENT(s, field)                                                     \
+    {                                                                          \
+#field, offsetof(kvs_store_stats_t, field)                             \
+    }
 
 static const struct {
     const char *name;
     size_t off;
 } store_stats[] = {
-    STAT_ENT(s, blocks), STAT_ENT(s, dram_blocks), STAT_ENT(s, nvme_blocks),
-    STAT_ENT(s, dram_used_bytes), STAT_ENT(s, dram_capacity_bytes),
-    STAT_ENT(s, nvme_used_bytes), STAT_ENT(s, nvme_capacity_bytes),
-    STAT_ENT(s, pinned_bytes), STAT_ENT(s, refs), STAT_ENT(s, puts),
-    STAT_ENT(s, gets), STAT_ENT(s, hits), STAT_ENT(s, misses),
-    STAT_ENT(s, dram_hits), STAT_ENT(s, nvme_hits), STAT_ENT(s, degraded),
-    STAT_ENT(s, evicted), STAT_ENT(s, expired), STAT_ENT(s, promoted),
-    STAT_ENT(s, corrupt_reads), STAT_ENT(s, full_errors),
-    STAT_ENT(s, regions_reclaimed), STAT_ENT(s, bytes_written),
-    STAT_ENT(s, bytes_read), STAT_ENT(s, logical_bytes_degraded),
-    STAT_ENT(s, stored_bytes_degraded), STAT_ENT(s, admission_rejected),
-    STAT_ENT(s, compress_skipped), STAT_ENT(s, matches),
-    STAT_ENT(s, match_keys), STAT_ENT(s, match_hits),
-    STAT_ENT(s, match_dram_hits), STAT_ENT(s, match_nvme_hits),
-    STAT_ENT(s, io_errors), STAT_ENT(s, degrade_backlog_bytes),
+    STAT_ENT(s, blocks),
+    STAT_ENT(s, dram_blocks),
+    STAT_ENT(s, nvme_blocks),
+    STAT_ENT(s, dram_used_bytes),
+    STAT_ENT(s, dram_capacity_bytes),
+    STAT_ENT(s, nvme_used_bytes),
+    STAT_ENT(s, nvme_capacity_bytes),
+    STAT_ENT(s, pinned_bytes),
+    STAT_ENT(s, refs),
+    STAT_ENT(s, puts),
+    STAT_ENT(s, gets),
+    STAT_ENT(s, hits),
+    STAT_ENT(s, misses),
+    STAT_ENT(s, dram_hits),
+    STAT_ENT(s, nvme_hits),
+    STAT_ENT(s, degraded),
+    STAT_ENT(s, evicted),
+    STAT_ENT(s, expired),
+    STAT_ENT(s, promoted),
+    STAT_ENT(s, corrupt_reads),
+    STAT_ENT(s, full_errors),
+    STAT_ENT(s, regions_reclaimed),
+    STAT_ENT(s, bytes_written),
+    STAT_ENT(s, bytes_read),
+    STAT_ENT(s, logical_bytes_degraded),
+    STAT_ENT(s, stored_bytes_degraded),
+    STAT_ENT(s, admission_rejected),
+    STAT_ENT(s, compress_skipped),
+    STAT_ENT(s, matches),
+    STAT_ENT(s, match_keys),
+    STAT_ENT(s, match_hits),
+    STAT_ENT(s, match_dram_hits),
+    STAT_ENT(s, match_nvme_hits),
+    STAT_ENT(s, io_errors),
+    STAT_ENT(s, degrade_backlog_bytes),
 };
 
 /* One named value of a STAT reply, into ents (cap entries). */
@@ -599,8 +619,7 @@ static int tenant_view_add(void *arg, const void *key, uint32_t key_len,
     return 0;
 }
 
-static void stat_tenant(kvs_server_t *srv, kvs_conn_t *conn,
-                        kvs_wire_msg_t *m)
+static void stat_tenant(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m)
 {
     kvs_wire_stat_t ents[16];
     tenant_view_t v = {0};
@@ -706,14 +725,14 @@ static void op_verify(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
  * promotion by group). A namespace that changes between pages may have
  * blocks missed or repeated; the tools scan a quiet namespace. */
 typedef struct scan_page {
-    uint32_t skip;                /* blocks still to skip */
-    uint32_t want;                /* most entries in this page */
-    uint32_t n;                   /* entries collected */
-    size_t room;                  /* body bytes left for entries */
-    bool more;                    /* a block was left for the next page */
+    uint32_t skip; /* blocks still to skip */
+    uint32_t want; /* most entries in this page */
+    uint32_t n;    /* entries collected */
+    size_t room;   /* body bytes left for entries */
+    bool more;     /* a block was left for the next page */
     kvs_wire_scan_ent_t *ents;
-    uint8_t *bytes;               /* copies of keys and parents */
-    size_t used;                  /* bytes used at bytes */
+    uint8_t *bytes; /* copies of keys and parents */
+    size_t used;    /* bytes used at bytes */
 } scan_page_t;
 
 static int scan_collect(void *arg, const void *key, uint32_t key_len,
@@ -813,20 +832,24 @@ static const opdef_t opdefs[KVS_OP_COUNT] = {
     [KVS_OP_PREFETCH] = {.name = "PREFETCH",
                          .feature = KVS_WIRE_FEAT_PREFETCH,
                          .handle = op_prefetch},
-    [KVS_OP_RELEASE] = {.name = "RELEASE", .feature = KVS_WIRE_FEAT_LEASE,
+    [KVS_OP_RELEASE] = {.name = "RELEASE",
+                        .feature = KVS_WIRE_FEAT_LEASE,
                         .handle = op_release},
     [KVS_OP_STAT] = {.name = "STAT", .handle = op_stat},
-    [KVS_OP_VERIFY] = {.name = "VERIFY", .feature = KVS_WIRE_FEAT_VERIFY,
+    [KVS_OP_VERIFY] = {.name = "VERIFY",
+                       .feature = KVS_WIRE_FEAT_VERIFY,
                        .handle = op_verify},
     /* BIND is valid on a bulk endpoint only (server.c), never here. */
-    [KVS_OP_BIND] = {.name = "BIND", .feature = KVS_WIRE_FEAT_BULK,
+    [KVS_OP_BIND] = {.name = "BIND",
+                     .feature = KVS_WIRE_FEAT_BULK,
                      .handle = op_bind_misplaced},
-    [KVS_OP_SCAN] = {.name = "SCAN", .feature = KVS_WIRE_FEAT_SCAN,
+    [KVS_OP_SCAN] = {.name = "SCAN",
+                     .feature = KVS_WIRE_FEAT_SCAN,
                      .handle = op_scan},
-    /* Stream opcodes (stream.c). A client's need STREAM; those only a
-     * peer daemon sends need PEER (a peer's HELLO grants both). SPUT_DONE
-     * goes to clients only: nobody may send it here. */
-#define STREAM_OP(op, nm, feat) \
+/* Stream opcodes (stream.c). A client's need STREAM; those only a
+ * peer daemon sends need PEER (a peer's HELLO grants both). SPUT_DONE
+ * goes to clients only: nobody may send it here. */
+#define STREAM_OP(op, nm, feat)                                                \
     [op] = {.name = nm, .feature = feat, .stream = op_stream}
     STREAM_OP(KVS_OP_SPUT_BEGIN, "SPUT_BEGIN", KVS_WIRE_FEAT_STREAM),
     STREAM_OP(KVS_OP_SPUT_PART, "SPUT_PART", KVS_WIRE_FEAT_STREAM),

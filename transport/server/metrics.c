@@ -32,8 +32,8 @@
 #include "kvstash/wire.h"
 
 /* Latency bucket bounds, in microseconds (the last bucket is +Inf). */
-static const uint32_t bucket_us[] = {10,    25,    50,    100,    250,
-                                     500,   1000,  2500,  5000,   10000,
+static const uint32_t bucket_us[] = {10,    25,    50,     100,    250,
+                                     500,   1000,  2500,   5000,   10000,
                                      25000, 50000, 100000, 250000, 1000000};
 #define NBUCKETS (sizeof(bucket_us) / sizeof(bucket_us[0]) + 1)
 
@@ -45,7 +45,7 @@ typedef struct op_metrics {
 
 struct kvs_metrics {
     struct MHD_Daemon *httpd;
-    kvs_store_t *store;           /* borrowed */
+    kvs_store_t *store; /* borrowed */
     op_metrics_t ops[KVS_OP_COUNT];
     _Atomic uint64_t bytes[2][3]; /* [direction][tier] */
     _Atomic uint64_t srv[sizeof(kvs_metrics_srv_t) / sizeof(uint64_t)];
@@ -92,15 +92,14 @@ static uint64_t ld(_Atomic uint64_t *a)
 }
 
 /* One metric's HELP and TYPE lines. */
-static void head(FILE *f, const char *name, const char *type,
-                 const char *help)
+static void head(FILE *f, const char *name, const char *type, const char *help)
 {
-    fprintf(f, "# HELP kvstash_%s %s\n# TYPE kvstash_%s %s\n", name, help,
-            name, type);
+    fprintf(f, "# HELP kvstash_%s %s\n# TYPE kvstash_%s %s\n", name, help, name,
+            type);
 }
 
-static void one(FILE *f, const char *name, const char *type,
-                const char *help, uint64_t v)
+static void one(FILE *f, const char *name, const char *type, const char *help,
+                uint64_t v)
 {
     head(f, name, type, help);
     fprintf(f, "kvstash_%s %llu\n", name, (unsigned long long)v);
@@ -109,9 +108,9 @@ static void one(FILE *f, const char *name, const char *type,
 static const char *const tier_label[3] = {"none", "dram", "nvme"};
 
 /* A metric with one label and two values: name{label="a"} va, ...="b"}. */
-static void two(FILE *f, const char *name, const char *type,
-                const char *help, const char *label, const char *a,
-                uint64_t va, const char *b, uint64_t vb)
+static void two(FILE *f, const char *name, const char *type, const char *help,
+                const char *label, const char *a, uint64_t va, const char *b,
+                uint64_t vb)
 {
     head(f, name, type, help);
     fprintf(f, "kvstash_%s{%s=\"%s\"} %llu\n", name, label, a,
@@ -140,15 +139,18 @@ static void render_requests(FILE *f, kvs_metrics_t *m)
         for (size_t b = 0; b < NBUCKETS; b++) {
             cum += ld(&o->buckets[b]);
             if (b < NBUCKETS - 1)
-                fprintf(f, "kvstash_request_duration_seconds_bucket{op=\"%s\","
-                        "le=\"%g\"} %llu\n", nm, bucket_us[b] / 1e6,
-                        (unsigned long long)cum);
+                fprintf(f,
+                        "kvstash_request_duration_seconds_bucket{op=\"%s\","
+                        "le=\"%g\"} %llu\n",
+                        nm, bucket_us[b] / 1e6, (unsigned long long)cum);
             else
-                fprintf(f, "kvstash_request_duration_seconds_bucket{op=\"%s\","
-                        "le=\"+Inf\"} %llu\n", nm, (unsigned long long)cum);
+                fprintf(f,
+                        "kvstash_request_duration_seconds_bucket{op=\"%s\","
+                        "le=\"+Inf\"} %llu\n",
+                        nm, (unsigned long long)cum);
         }
-        fprintf(f, "kvstash_request_duration_seconds_sum{op=\"%s\"} %.9f\n",
-                nm, (double)ld(&o->sum_ns) / 1e9);
+        fprintf(f, "kvstash_request_duration_seconds_sum{op=\"%s\"} %.9f\n", nm,
+                (double)ld(&o->sum_ns) / 1e9);
         fprintf(f, "kvstash_request_duration_seconds_count{op=\"%s\"} %llu\n",
                 nm, (unsigned long long)cum);
     }
@@ -169,8 +171,8 @@ static void render_store(FILE *f, const kvs_store_stats_t *s)
             (unsigned long long)s->match_nvme_hits);
     fprintf(f, "kvstash_match_keys_total{result=\"miss\",tier=\"none\"} %llu\n",
             (unsigned long long)(s->match_keys - s->match_hits));
-    two(f, "blocks", "gauge", "Blocks present, by tier holding a copy.",
-        "tier", "dram", s->dram_blocks, "nvme", s->nvme_blocks);
+    two(f, "blocks", "gauge", "Blocks present, by tier holding a copy.", "tier",
+        "dram", s->dram_blocks, "nvme", s->nvme_blocks);
     two(f, "used_bytes", "gauge", "Bytes in use, by tier.", "tier", "dram",
         s->dram_used_bytes, "nvme", s->nvme_used_bytes);
     two(f, "capacity_bytes", "gauge", "Capacity, by tier.", "tier", "dram",
@@ -192,10 +194,9 @@ static void render_store(FILE *f, const kvs_store_stats_t *s)
     head(f, "compression_ratio", "gauge",
          "Bytes degraded before compression over bytes stored (1 if none).");
     fprintf(f, "kvstash_compression_ratio %.4f\n",
-            s->stored_bytes_degraded
-                ? (double)s->logical_bytes_degraded /
-                      (double)s->stored_bytes_degraded
-                : 1.0);
+            s->stored_bytes_degraded ? (double)s->logical_bytes_degraded /
+                                           (double)s->stored_bytes_degraded
+                                     : 1.0);
     one(f, "block_refs", "gauge",
         "Block references held (sends in flight, leases, pins).", s->refs);
     one(f, "pinned_class_bytes", "gauge", "Bytes of pinned-class blocks.",
@@ -221,8 +222,10 @@ static void render_srv(FILE *f, kvs_metrics_t *m)
          "Block bytes clients sent (in) and received (out), by tier.");
     for (int d = 0; d < 2; d++)
         for (int t = 1; t < 3; t++)
-            fprintf(f, "kvstash_client_bytes_total{direction=\"%s\","
-                    "tier=\"%s\"} %llu\n", d ? "out" : "in", tier_label[t],
+            fprintf(f,
+                    "kvstash_client_bytes_total{direction=\"%s\","
+                    "tier=\"%s\"} %llu\n",
+                    d ? "out" : "in", tier_label[t],
                     (unsigned long long)ld(&m->bytes[d][t]));
     one(f, "connections", "gauge", "Open client and peer connections.",
         v.connections);
@@ -239,7 +242,8 @@ static void render_srv(FILE *f, kvs_metrics_t *m)
         v.auth_failures);
     one(f, "disk_jobs", "gauge",
         "Disk reads (GET, MATCH with lease, PREFETCH, VERIFY) queued or "
-        "running off the serving thread.", v.disk_jobs);
+        "running off the serving thread.",
+        v.disk_jobs);
 }
 
 static enum MHD_Result answer(void *cls, struct MHD_Connection *c,
@@ -316,8 +320,7 @@ int kvs_metrics_start(const char *addr, uint16_t port, kvs_store_t *store,
     sa.sin_family = AF_INET;
     sa.sin_port = htons(port);
     if (inet_pton(AF_INET, addr ? addr : "127.0.0.1", &sa.sin_addr) != 1) {
-        kvs_error("metrics.listen '%s' is not a numeric IPv4 address",
-                  addr);
+        kvs_error("metrics.listen '%s' is not a numeric IPv4 address", addr);
         return KVS_ECONFIG;
     }
     m = calloc(1, sizeof(*m));

@@ -22,14 +22,14 @@ typedef struct kvs_metrics kvs_metrics_t;
 /* What the serving thread publishes of its own state (gauges and
  * counters it owns), at every timer tick. */
 typedef struct kvs_metrics_srv {
-    uint64_t connections;         /* gauge: open connections */
+    uint64_t connections; /* gauge: open connections */
     uint64_t connections_accepted;
     uint64_t connections_rejected;
-    uint64_t leases;              /* gauge: leases held */
-    uint64_t conn_pins;           /* gauge: connection-held pins */
+    uint64_t leases;    /* gauge: leases held */
+    uint64_t conn_pins; /* gauge: connection-held pins */
     uint64_t bad_frames;
     uint64_t auth_failures;
-    uint64_t disk_jobs;           /* gauge: disk reads queued or running */
+    uint64_t disk_jobs; /* gauge: disk reads queued or running */
 } kvs_metrics_srv_t;
 
 /* Directions of kvs_metrics_note_bytes. */

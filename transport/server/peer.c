@@ -58,7 +58,6 @@ static bool addr_is_local(const struct sockaddr_storage *ss)
     return local;
 }
 
-
 /* The BIND went out, so the bulk endpoint is wired up: the link is ready.
  * (UCX 1.13 asserts in its rendezvous code when a large send is queued on
  * an endpoint that is still being wired up, so nothing else goes before.) */
@@ -115,8 +114,7 @@ void kvs_peer_bulk(kvs_srvstream_t *st, link_t *l, uint64_t session,
     b.u.bind.secret = secret;
     if (kvs_wire_encode(&b, l->bind_frame, sizeof(l->bind_frame), &len) != 0)
         return;
-    if (kvs_ucx_connect(st->worker, &ss, false, NULL, NULL,
-                        &l->bulk_ep) != 0)
+    if (kvs_ucx_connect(st->worker, &ss, false, NULL, NULL, &l->bulk_ep) != 0)
         return;
     sp = ucp_am_send_nbx(l->bulk_ep, KVS_AM_ID, NULL, 0, l->bind_frame, len,
                          &prm);
@@ -157,8 +155,8 @@ int kvs_peer_get(kvs_srvstream_t *st, const char *peer, link_t **out)
     struct sockaddr_storage ss;
     link_t *l;
     kvs_wire_msg_t h;
-    uint8_t frame[KVS_WIRE_HDR_SIZE + KVS_WIRE_HELLO_FIXED +
-                  KVS_WIRE_TOKEN_MAX];
+    uint8_t
+        frame[KVS_WIRE_HDR_SIZE + KVS_WIRE_HELLO_FIXED + KVS_WIRE_TOKEN_MAX];
     size_t flen;
     int ret;
 
@@ -199,8 +197,8 @@ int kvs_peer_get(kvs_srvstream_t *st, const char *peer, link_t **out)
     memset(&h, 0, sizeof(h));
     h.hdr.opcode = KVS_OP_HELLO;
     h.hdr.req_id = 1;
-    h.u.hello.features = KVS_WIRE_FEAT_PEER | KVS_WIRE_FEAT_STREAM |
-                         KVS_WIRE_FEAT_BULK;
+    h.u.hello.features =
+        KVS_WIRE_FEAT_PEER | KVS_WIRE_FEAT_STREAM | KVS_WIRE_FEAT_BULK;
     h.u.hello.token.data = (const uint8_t *)secret;
     h.u.hello.token.len = (uint32_t)strlen(secret);
     ret = kvs_wire_encode(&h, frame, sizeof(frame), &flen);
@@ -240,8 +238,8 @@ static void link_fetch(kvs_srvstream_t *st, link_t *l, const kvs_smsg_t *m)
     uint32_t nsid;
 
     kvs_smsg_rd_init(&rd, m);
-    if (rd.left < 1 || rd.p[0] < 1 || rd.p[0] + 1u > rd.left ||
-        m->nparts < 1 || m->nparts > KVS_WIRE_KEYS_MAX) {
+    if (rd.left < 1 || rd.p[0] < 1 || rd.p[0] + 1u > rd.left || m->nparts < 1 ||
+        m->nparts > KVS_WIRE_KEYS_MAX) {
         kvs_srvstream_send_end(st, kvs_srvstream_link_ep(l), m->id, UINT32_MAX,
                                KVS_EPROTO);
         return;
@@ -335,9 +333,9 @@ ucs_status_t kvs_peer_msg(kvs_srvstream_t *st, link_t *l, const kvs_smsg_t *m,
 
     l->last_rx_ns = kvs_clock_mono_ns();
     if (m->op != KVS_OP_PING)
-        kvs_debug("peer %s: op %u id %llu block %u part %u status %d",
-                  l->name, m->op, (unsigned long long)m->id, m->block,
-                  m->part, m->status);
+        kvs_debug("peer %s: op %u id %llu block %u part %u status %d", l->name,
+                  m->op, (unsigned long long)m->id, m->block, m->part,
+                  m->status);
     switch (m->op) {
     case KVS_OP_PING:
         return UCS_OK;
@@ -518,7 +516,6 @@ void kvs_peer_fail(kvs_srvstream_t *st, link_t *l, int status)
 }
 /* ------------------------------------------------------------------ */
 /* The configured peers. */
-
 
 int kvs_peer_parse(kvs_srvstream_t *st, const char *list)
 {

@@ -109,8 +109,7 @@ int kvs_send_frame(kvs_server_t *srv, kvs_tx_t *tx, size_t len)
 {
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                        UCP_OP_ATTR_FIELD_USER_DATA |
-                        UCP_OP_ATTR_FIELD_FLAGS,
+                        UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS,
         .cb.send = tx_done_cb,
         .user_data = tx,
         .flags = UCP_AM_SEND_FLAG_EAGER,
@@ -123,9 +122,9 @@ int kvs_send_frame(kvs_server_t *srv, kvs_tx_t *tx, size_t len)
     /* A peer daemon knows its links by the reply endpoint only. */
     if (tx->conn->features & KVS_WIRE_FEAT_PEER)
         prm.flags |= UCP_AM_SEND_FLAG_REPLY;
-    return tx_finish(srv, tx,
-                     ucp_am_send_nbx(tx->conn->ep, KVS_AM_ID, NULL, 0, tx->buf,
-                                     len, &prm));
+    return tx_finish(
+        srv, tx,
+        ucp_am_send_nbx(tx->conn->ep, KVS_AM_ID, NULL, 0, tx->buf, len, &prm));
 }
 
 /* A DATA message: the frame in the AM header, the pinned block from the
@@ -134,8 +133,7 @@ int kvs_send_data(kvs_server_t *srv, kvs_tx_t *tx, size_t hlen)
 {
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                        UCP_OP_ATTR_FIELD_USER_DATA |
-                        UCP_OP_ATTR_FIELD_MEMH,
+                        UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_MEMH,
         .cb.send = tx_done_cb,
         .user_data = tx,
         .memh = srv->arena_memh,
@@ -252,8 +250,7 @@ void kvs_send_bulk_status(kvs_server_t *srv, kvs_bulk_t *b,
 {
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                        UCP_OP_ATTR_FIELD_USER_DATA |
-                        UCP_OP_ATTR_FIELD_FLAGS,
+                        UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS,
         .cb.send = bulk_tx_cb,
         .flags = UCP_AM_SEND_FLAG_EAGER,
     };
@@ -302,8 +299,8 @@ int kvs_send_block(kvs_server_t *srv, kvs_tx_t *tx, uint64_t req_id,
         kvs_send_tx_put(srv, tx); /* unpins */
         return b->status;
     }
-    if (tx->conn->ndata > 0 && tx->conn->data_bytes + tx->view.len >
-                                   srv->cfg.max_inflight_bytes) {
+    if (tx->conn->ndata > 0 &&
+        tx->conn->data_bytes + tx->view.len > srv->cfg.max_inflight_bytes) {
         b->status = -EAGAIN; /* one block alone is always sent */
         srv->get_throttled++;
         kvs_send_tx_put(srv, tx);

@@ -91,8 +91,8 @@ static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
 
     srv->requests++;
     ret = kvs_wire_decode(frame, flen, plen, &srv->lim, srv->scratch, &m);
-    if (ret == 0 && ((m.hdr.flags & KVS_WIRE_F_REPLY) ||
-                     m.hdr.opcode == KVS_OP_DATA))
+    if (ret == 0 &&
+        ((m.hdr.flags & KVS_WIRE_F_REPLY) || m.hdr.opcode == KVS_OP_DATA))
         ret = KVS_EPROTO; /* clients send requests only */
     if (ret) {
         /* Bad magic, a wrong version, or garbage before the handshake end
@@ -117,8 +117,7 @@ static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
         return UCS_OK;
     }
     if (kvs_wire_op_is_stream(m.hdr.opcode))
-        return kvs_handler_dispatch_stream(srv, conn, &m, payload, plen,
-                                           rndv);
+        return kvs_handler_dispatch_stream(srv, conn, &m, payload, plen, rndv);
     /* A bulk endpoint carries BIND, stream opcodes and, with BULK_PUT,
      * PUT (whose reply goes on the control endpoint) only. */
     if (bulk && !(m.hdr.opcode == KVS_OP_PUT &&
@@ -192,8 +191,7 @@ static ucs_status_t link_frame(kvs_server_t *srv, ucp_ep_h ep,
 
     if (hlen == 0 && rndv)
         return UCS_OK;
-    if ((hlen ? kvs_wire_decode(header, hlen, len, &srv->lim, srv->scratch,
-                                &m)
+    if ((hlen ? kvs_wire_decode(header, hlen, len, &srv->lim, srv->scratch, &m)
               : kvs_wire_decode(data, len, 0, &srv->lim, srv->scratch, &m)))
         return UCS_OK; /* links are dropped by their timeout, not by us */
     return kvs_srvstream_link_rx(srv->stream, ep, &m, hlen ? data : NULL,
@@ -289,8 +287,7 @@ static int map_arena(kvs_server_t *srv)
     }
     ret = kvs_ucx_mem_map(srv->ctx, arena, len, &srv->arena_memh);
     if (ret) {
-        kvs_error("cannot register the DRAM arena (%zu bytes) with UCX",
-                  len);
+        kvs_error("cannot register the DRAM arena (%zu bytes) with UCX", len);
         return ret;
     }
     kvs_info("DRAM arena registered with UCX: %zu MiB", len >> 20);
@@ -320,8 +317,7 @@ static int alloc_scratch(kvs_server_t *srv)
     srv->slot_free = calloc(c->staging_slots, sizeof(*srv->slot_free));
     if (!srv->scratch || !srv->keys || !srv->bytes || !srv->status ||
         !srv->blocks || !srv->puts || !srv->idx || !srv->iovs || !srv->hash ||
-        !srv->bulk_hash ||
-        !srv->slots || !srv->slot_free)
+        !srv->bulk_hash || !srv->slots || !srv->slot_free)
         return -ENOMEM;
     for (uint32_t i = 0; i < c->staging_slots; i++) {
         srv->slots[i] = malloc(c->max_payload);
@@ -330,8 +326,8 @@ static int alloc_scratch(kvs_server_t *srv)
         srv->slot_free[srv->nslot_free++] = (int)i;
     }
     /* The largest reply: a GET of max_keys blocks, or STAT. */
-    srv->tx_cap = KVS_WIRE_HDR_SIZE +
-                  KVS_MAX((size_t)n * KVS_WIRE_BLOCK_SIZE + 16, 8192);
+    srv->tx_cap =
+        KVS_WIRE_HDR_SIZE + KVS_MAX((size_t)n * KVS_WIRE_BLOCK_SIZE + 16, 8192);
     srv->tx_cap = KVS_MAX(srv->tx_cap, (size_t)KVS_WIRE_INLINE_MAX);
     return 0;
 }
@@ -354,7 +350,8 @@ int kvs_server_config_check(const kvs_server_config_t *c)
             !c->tenants[i].token[0] ||
             strlen(c->tenants[i].token) > KVS_WIRE_TOKEN_MAX) {
             kvs_error("tenant %zu: a name and a token of 1..%u bytes are "
-                      "required", i, KVS_WIRE_TOKEN_MAX);
+                      "required",
+                      i, KVS_WIRE_TOKEN_MAX);
             return KVS_ECONFIG;
         }
     }
@@ -462,9 +459,8 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
                             &srv->metrics);
     if (ret)
         goto err_destroy;
-    kvs_info("listening on %s port %u, bulk port %u (UCX %s)",
-             cfg->listen_addr, srv->port, srv->bulk_port,
-             ucp_get_version_string());
+    kvs_info("listening on %s port %u, bulk port %u (UCX %s)", cfg->listen_addr,
+             srv->port, srv->bulk_port, ucp_get_version_string());
     *server_out = srv;
     return 0;
 

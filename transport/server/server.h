@@ -26,7 +26,7 @@ typedef struct kvs_tenant {
     const char *const *namespaces;
     size_t nnamespaces;
     bool all_ns;
-    bool is_operator;             /* STAT and VERIFY see the whole store */
+    bool is_operator; /* STAT and VERIFY see the whole store */
 } kvs_tenant_t;
 
 typedef struct kvs_server_config {
@@ -48,28 +48,28 @@ typedef struct kvs_server_config {
                                      max_payload bytes, allocated at start) */
     uint32_t lease_default_ms;    /* a MATCH lease without a time */
     uint32_t lease_max_ms;
-    uint32_t max_leases;          /* per connection */
-    uint32_t max_pins;            /* connection-held pins per connection */
-    uint32_t busy_poll_us;        /* spin this long before sleeping */
-    bool bulk_ep;                 /* offer a second endpoint for DATA */
-    const kvs_tenant_t *tenants;  /* none: every token is accepted */
+    uint32_t max_leases;         /* per connection */
+    uint32_t max_pins;           /* connection-held pins per connection */
+    uint32_t busy_poll_us;       /* spin this long before sleeping */
+    bool bulk_ep;                /* offer a second endpoint for DATA */
+    const kvs_tenant_t *tenants; /* none: every token is accepted */
     size_t ntenants;
     /* Streaming between sidecars (transport/server/stream.c). */
-    const char *peer_secret;      /* shared by peers; NULL: no peer links in */
-    const char *peers;            /* "name=ip:port,..."; NULL: none */
-    uint32_t peer_timeout_ms;     /* a silent peer link fails after this */
+    const char *peer_secret;  /* shared by peers; NULL: no peer links in */
+    const char *peers;        /* "name=ip:port,..."; NULL: none */
+    uint32_t peer_timeout_ms; /* a silent peer link fails after this */
     /* Peers not in the list: found by name through this hook (membership,
      * transport/server/cluster.h), called on the server thread; it must
      * not block. NULL: only the list. */
     int (*peer_resolve)(void *arg, const char *name, char *addr, size_t cap,
                         uint16_t *port);
     void *peer_resolve_arg;
-    uint32_t io_threads;          /* I/O threads for disk reads (1..16) */
-    uint32_t verify_mib_s;        /* VERIFY reads at most this (MiB/s);
-                                     0: as fast as the disk goes */
+    uint32_t io_threads;   /* I/O threads for disk reads (1..16) */
+    uint32_t verify_mib_s; /* VERIFY reads at most this (MiB/s);
+                              0: as fast as the disk goes */
     /* Prometheus /metrics over HTTP (transport/server/metrics.c). */
-    const char *metrics_addr;     /* numeric IPv4; NULL: 127.0.0.1 */
-    uint16_t metrics_port;        /* 0: no metrics endpoint */
+    const char *metrics_addr; /* numeric IPv4; NULL: 127.0.0.1 */
+    uint16_t metrics_port;    /* 0: no metrics endpoint */
 } kvs_server_config_t;
 
 typedef struct kvs_server kvs_server_t;

@@ -24,7 +24,6 @@
 #include "transport/server/metrics.h"
 #include "transport/server/server.h"
 
-
 typedef struct kvs_conn kvs_conn_t;
 
 /* A bulk endpoint: a second connection from a client, made without peer
@@ -36,13 +35,13 @@ typedef struct kvs_conn kvs_conn_t;
  * handling on) is what notices a dead client. */
 typedef struct kvs_bulk {
     struct kvs_bulk *next;
-    struct kvs_bulk *hnext;       /* endpoint hash chain */
+    struct kvs_bulk *hnext; /* endpoint hash chain */
     ucp_ep_h ep;
-    kvs_conn_t *conn;             /* NULL until bound */
-    uint64_t created_ns;          /* unbound ones expire */
-    uint64_t refused_ns;          /* BIND refused: closed once the refusal
-                                     is sent, or 1 s after it at most */
-    bool failed;                  /* UCX reported an error, or to close */
+    kvs_conn_t *conn;    /* NULL until bound */
+    uint64_t created_ns; /* unbound ones expire */
+    uint64_t refused_ns; /* BIND refused: closed once the refusal
+                            is sent, or 1 s after it at most */
+    bool failed;         /* UCX reported an error, or to close */
 } kvs_bulk_t;
 
 /* A lease: references taken by one MATCH, dropped by a GET naming it, a
@@ -50,10 +49,10 @@ typedef struct kvs_bulk {
 typedef struct kvs_lease {
     struct kvs_lease *next;
     uint64_t id;
-    uint64_t expiry_ns;           /* monotonic */
-    uint32_t ns;                  /* store namespace of the keys */
+    uint64_t expiry_ns; /* monotonic */
+    uint32_t ns;        /* store namespace of the keys */
     uint32_t nkeys;
-    uint8_t keys[];               /* nkeys x (u8 len, bytes) */
+    uint8_t keys[]; /* nkeys x (u8 len, bytes) */
 } kvs_lease_t;
 
 /* A reference a client took with PIN (not RETAIN); dropped by UNPIN or the
@@ -66,37 +65,37 @@ typedef struct kvs_conn_pin {
 /* One client connection. Lives until it is closed and the last send or
  * receive that refers to it has completed (refs). */
 struct kvs_conn {
-    kvs_conn_t *next, *prev;      /* server's list of connections */
-    kvs_conn_t *hnext;            /* endpoint hash chain */
-    kvs_conn_t *close_next;       /* deferred-close list */
+    kvs_conn_t *next, *prev; /* server's list of connections */
+    kvs_conn_t *hnext;       /* endpoint hash chain */
+    kvs_conn_t *close_next;  /* deferred-close list */
     kvs_server_t *srv;
     ucp_ep_h ep;
     uint64_t id;
-    uint64_t accepted_ns;         /* monotonic; for the HELLO deadline */
-    int refs;                     /* 1 while open + in-flight operations */
-    bool ready;                   /* HELLO accepted */
-    bool prehello;                /* counted in srv->nprehello */
-    bool evicted;                 /* closed to make room; counted in
-                                     srv->nevicting until closed */
-    bool closing;                 /* no new work; being torn down */
+    uint64_t accepted_ns; /* monotonic; for the HELLO deadline */
+    int refs;             /* 1 while open + in-flight operations */
+    bool ready;           /* HELLO accepted */
+    bool prehello;        /* counted in srv->nprehello */
+    bool evicted;         /* closed to make room; counted in
+                             srv->nevicting until closed */
+    bool closing;         /* no new work; being torn down */
     bool close_queued;
-    bool close_graceful;          /* flush before disconnecting */
-    bool peer_failed;             /* UCX reported the peer gone */
+    bool close_graceful; /* flush before disconnecting */
+    bool peer_failed;    /* UCX reported the peer gone */
     const kvs_tenant_t *tenant;
-    bool ns_ok;                   /* the tenant may use the namespace */
-    uint32_t ns;                  /* store namespace id, when ns_ok */
-    uint32_t features;            /* agreed in HELLO */
-    uint32_t inflight;            /* requests accepted, reply not yet sent */
+    bool ns_ok;        /* the tenant may use the namespace */
+    uint32_t ns;       /* store namespace id, when ns_ok */
+    uint32_t features; /* agreed in HELLO */
+    uint32_t inflight; /* requests accepted, reply not yet sent */
     kvs_lease_t *leases;
     uint32_t nleases;
-    kvs_conn_pin_t *pins;         /* max_pins entries, allocated at first PIN */
+    kvs_conn_pin_t *pins; /* max_pins entries, allocated at first PIN */
     uint32_t npins;
-    uint64_t session;             /* random, for BIND; told in HELLO */
-    uint64_t bind_secret;         /* for BIND, from HELLO */
-    kvs_bulk_t *bulk;             /* bound bulk endpoint, if any */
-    struct kvs_tx *data_txs;      /* DATA sends UCX has not completed */
-    uint32_t ndata;               /* of them (max_inflight_blocks) */
-    uint64_t data_bytes;          /* their bytes (max_inflight_bytes) */
+    uint64_t session;        /* random, for BIND; told in HELLO */
+    uint64_t bind_secret;    /* for BIND, from HELLO */
+    kvs_bulk_t *bulk;        /* bound bulk endpoint, if any */
+    struct kvs_tx *data_txs; /* DATA sends UCX has not completed */
+    uint32_t ndata;          /* of them (max_inflight_blocks) */
+    uint64_t data_bytes;     /* their bytes (max_inflight_bytes) */
 };
 
 /* A send in flight: a frame and, for DATA, the pinned block it carries. */
@@ -104,12 +103,12 @@ typedef struct kvs_tx {
     struct kvs_tx *next;          /* free list */
     struct kvs_tx *dnext, *dprev; /* conn->data_txs while a DATA is posted */
     bool in_data_list;
-    uint64_t data_len;            /* counted in conn->data_bytes */
-    kvs_conn_t *conn;             /* referenced while in flight */
+    uint64_t data_len; /* counted in conn->data_bytes */
+    kvs_conn_t *conn;  /* referenced while in flight */
     bool has_view;
-    bool close_after;             /* close the connection once sent */
-    kvs_view_t view;              /* pinned source of a DATA payload */
-    uint8_t buf[];                /* tx_cap bytes */
+    bool close_after; /* close the connection once sent */
+    kvs_view_t view;  /* pinned source of a DATA payload */
+    uint8_t buf[];    /* tx_cap bytes */
 } kvs_tx_t;
 
 /* A PUT whose payload comes by rendezvous: waits for a staging slot, then
@@ -117,50 +116,50 @@ typedef struct kvs_tx {
 typedef struct kvs_stage {
     struct kvs_stage *next;
     kvs_conn_t *conn;
-    void *desc;                   /* UCX rendezvous descriptor */
-    uint64_t len;                 /* payload bytes */
-    int slot;                     /* -1 until assigned */
+    void *desc;   /* UCX rendezvous descriptor */
+    uint64_t len; /* payload bytes */
+    int slot;     /* -1 until assigned */
     size_t frame_len;
-    bool direct;                  /* received straight into the arena */
-    kvs_put_stream_t ps;          /* direct: the block reserved there */
-    kvs_wire_hdr_t hdr;           /* direct: the request's */
-    uint64_t t0;                  /* direct: arrival */
+    bool direct;         /* received straight into the arena */
+    kvs_put_stream_t ps; /* direct: the block reserved there */
+    kvs_wire_hdr_t hdr;  /* direct: the request's */
+    uint64_t t0;         /* direct: arrival */
     uint8_t frame[KVS_WIRE_INLINE_MAX];
 } kvs_stage_t;
 
 struct kvs_server {
     kvs_server_config_t cfg;
-    kvs_store_t *store;           /* borrowed */
+    kvs_store_t *store; /* borrowed */
     ucp_context_h ctx;
     ucp_worker_h worker;
     ucp_listener_h listener;
     ucp_listener_h bulk_listener; /* NULL: no bulk endpoints */
     uint16_t bulk_port;
-    kvs_bulk_t *bulks;            /* every bulk endpoint */
-    kvs_bulk_t **bulk_hash;       /* the same, by endpoint (hash_mask) */
+    kvs_bulk_t *bulks;      /* every bulk endpoint */
+    kvs_bulk_t **bulk_hash; /* the same, by endpoint (hash_mask) */
     uint32_t nbulks;
-    ucp_mem_h arena_memh;         /* the store's DRAM arena, mapped once */
+    ucp_mem_h arena_memh; /* the store's DRAM arena, mapped once */
     int epfd;
     uint16_t port;
 
-    kvs_conn_t *conns;            /* every connection not yet freed */
-    kvs_conn_t **hash;            /* open connections by endpoint */
+    kvs_conn_t *conns; /* every connection not yet freed */
+    kvs_conn_t **hash; /* open connections by endpoint */
     uint32_t hash_mask;
-    kvs_conn_t *close_list;       /* connections to close from the loop */
-    uint32_t nconns;              /* open connections */
-    uint32_t nprehello;           /* of them, not past HELLO yet */
-    uint32_t nevicting;           /* of them, queued for closing to make
-                                     room for a new one */
+    kvs_conn_t *close_list; /* connections to close from the loop */
+    uint32_t nconns;        /* open connections */
+    uint32_t nprehello;     /* of them, not past HELLO yet */
+    uint32_t nevicting;     /* of them, queued for closing to make
+                               room for a new one */
     uint64_t next_conn_id;
     uint64_t next_lease_id;
 
     kvs_wire_limits_t lim;
     kvs_wire_scratch_t *scratch;
-    size_t tx_cap;                /* bytes of a kvs_tx_t buffer */
+    size_t tx_cap; /* bytes of a kvs_tx_t buffer */
     kvs_tx_t *tx_free;
     kvs_stage_t *stage_free;
     kvs_stage_t *wait_head, *wait_tail; /* stages waiting for a slot */
-    uint8_t **slots;              /* staging_slots x max_payload bytes */
+    uint8_t **slots;                    /* staging_slots x max_payload bytes */
     int *slot_free;
     uint32_t nslot_free;
 
@@ -170,16 +169,16 @@ struct kvs_server {
     int32_t *status;
     kvs_wire_block_t *blocks;
     kvs_put_args_t *puts;
-    uint32_t *idx;                /* GET entries to read from disk */
-    kvs_iov_t *iovs;              /* KVS_WIRE_BODY_MAX / 4 entries */
+    uint32_t *idx;   /* GET entries to read from disk */
+    kvs_iov_t *iovs; /* KVS_WIRE_BODY_MAX / 4 entries */
 
-    uint64_t started_ns;          /* monotonic, at create */
+    uint64_t started_ns; /* monotonic, at create */
 
     /* Counters, reported by STAT. */
     uint64_t conns_accepted;
     uint64_t conns_rejected;
-    uint64_t hello_timeouts;      /* closed for want of a HELLO */
-    uint64_t hello_evictions;     /* closed without HELLO to make room */
+    uint64_t hello_timeouts;  /* closed for want of a HELLO */
+    uint64_t hello_evictions; /* closed without HELLO to make room */
     uint64_t bad_frames;
     uint64_t auth_failures;
     uint64_t requests;
@@ -187,21 +186,21 @@ struct kvs_server {
     uint64_t leases_expired;
     uint64_t conn_pins;
     uint64_t staged_puts;
-    uint64_t direct_puts;         /* of those, received into the arena */
+    uint64_t direct_puts; /* of those, received into the arena */
     uint64_t bulk_bound;
-    uint64_t blocks_sent;         /* DATA messages posted */
-    uint64_t bytes_sent;          /* their payload bytes */
-    uint64_t get_misses;          /* GET entries answered without data */
-    uint64_t get_throttled;       /* GET entries answered -EAGAIN: too
-                                     much DATA not taken yet */
+    uint64_t blocks_sent;   /* DATA messages posted */
+    uint64_t bytes_sent;    /* their payload bytes */
+    uint64_t get_misses;    /* GET entries answered without data */
+    uint64_t get_throttled; /* GET entries answered -EAGAIN: too
+                               much DATA not taken yet */
 
     /* Streaming between sidecars (transport/server/stream.c). */
     struct kvs_srvstream *stream;
-    struct kvs_metrics *metrics;  /* NULL: metrics off (metrics.c) */
-    struct kvs_diskq *diskq;      /* I/O threads (diskq.c) */
-    bool deferred;                /* set by a handler that handed its
-                                   * request to diskop.c (which replies
-                                   * and counts it) */
+    struct kvs_metrics *metrics; /* NULL: metrics off (metrics.c) */
+    struct kvs_diskq *diskq;     /* I/O threads (diskq.c) */
+    bool deferred;               /* set by a handler that handed its
+                                  * request to diskop.c (which replies
+                                  * and counts it) */
 };
 
 /* send.c */
@@ -294,9 +293,9 @@ bool kvs_stage_direct(kvs_server_t *srv, kvs_stage_t *st,
  * (-ENOMEM) nothing was taken and the handler answers. */
 /* GET entries idx[0..nidx-1] of m that are on disk only; blocks holds the
  * results of the others (m->hdr.count entries). */
-int kvs_diskop_get(kvs_server_t *srv, kvs_conn_t *conn,
-                   const kvs_wire_msg_t *m, const kvs_wire_block_t *blocks,
-                   const uint32_t *idx, uint32_t nidx);
+int kvs_diskop_get(kvs_server_t *srv, kvs_conn_t *conn, const kvs_wire_msg_t *m,
+                   const kvs_wire_block_t *blocks, const uint32_t *idx,
+                   uint32_t nidx);
 /* MATCH with a lease whose chain reaches a block on disk only. */
 int kvs_diskop_match(kvs_server_t *srv, kvs_conn_t *conn,
                      const kvs_wire_msg_t *m);
@@ -309,8 +308,7 @@ int kvs_diskop_verify(kvs_server_t *srv, kvs_conn_t *conn,
 int kvs_handler_check(void);
 /* The store's put arguments for PUT entry pe (parts at iovs, pe->nparts
  * entries; their bases in payload, or NULL without one). */
-void kvs_handler_put_args(const kvs_conn_t *conn,
-                          const kvs_wire_put_ent_t *pe,
+void kvs_handler_put_args(const kvs_conn_t *conn, const kvs_wire_put_ent_t *pe,
                           const uint8_t *payload, kvs_put_args_t *a,
                           kvs_iov_t *iovs);
 /* Handles one decoded request; payload is the PUT payload when it is

@@ -10,7 +10,6 @@
 
 /* Sources: blocks sent to a link. */
 
-
 void kvs_source_free_if_idle(kvs_srvstream_t *st, src_t *s)
 {
     if (!s->ended || s->inflight)
@@ -62,7 +61,7 @@ static void src_part_sent(kvs_srvstream_t *st, void *obj, void *obj2,
  * touches only its copy of the key, never the source, which may be gone
  * by the time it runs. */
 typedef struct src_read {
-    kvs_djob_t job;               /* first: the job is the read */
+    kvs_djob_t job; /* first: the job is the read */
     kvs_store_t *store;
     uint32_t ns;
     uint8_t key_len;
@@ -122,14 +121,12 @@ void kvs_source_pump(kvs_srvstream_t *st, src_t *s)
     if (!s->put && !s->has_view) {
         for (sput_t *p = st->sputs; p; p = p->next)
             if (!p->finished && !p->abort_req && p->ns == s->ns &&
-                p->key_len == s->key_len &&
-                !memcmp(p->key, s->key, s->key_len))
+                p->key_len == s->key_len && !memcmp(p->key, s->key, s->key_len))
                 s->put = p;
         if (!s->put) {
             /* A block on disk only is read into DRAM on an I/O thread;
              * the tick pumps this source again until it is there. */
-            int ret = kvs_store_pin_flags(st->store, s->ns, s->key,
-                                          s->key_len,
+            int ret = kvs_store_pin_flags(st->store, s->ns, s->key, s->key_len,
                                           st->diskq ? KVS_PIN_NO_READ : 0,
                                           &s->view, NULL);
             if (ret == -EWOULDBLOCK)

@@ -37,8 +37,7 @@ int kvs_sput_store_begin(kvs_srvstream_t *st, uint32_t ns, const uint8_t *key,
 
 void kvs_sput_reply(kvs_srvstream_t *st, sput_t *p)
 {
-    kvs_smsg_t m = {.op = KVS_OP_SPUT_DONE,
-                    .id = p->cid};
+    kvs_smsg_t m = {.op = KVS_OP_SPUT_DONE, .id = p->cid};
 
     if (p->replied || !p->finished || p->push_wait)
         return;
@@ -50,8 +49,7 @@ void kvs_sput_reply(kvs_srvstream_t *st, sput_t *p)
 
 void kvs_sput_free_if_idle(kvs_srvstream_t *st, sput_t *p)
 {
-    if (!p->finished || p->inflight || p->push_wait ||
-        (p->conn && !p->replied))
+    if (!p->finished || p->inflight || p->push_wait || (p->conn && !p->replied))
         return;
     for (src_t *s = st->srcs; s; s = s->next)
         if (s->put == p)

@@ -90,8 +90,8 @@ static void stage_recv_cb(void *request, ucs_status_t status, size_t length,
 void kvs_stage_start(kvs_server_t *srv, kvs_stage_t *st)
 {
     ucp_request_param_t prm = {
-        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                        UCP_OP_ATTR_FIELD_USER_DATA,
+        .op_attr_mask =
+            UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
         .cb.recv_am = stage_recv_cb,
         .user_data = st,
     };
@@ -165,8 +165,7 @@ bool kvs_stage_direct(kvs_server_t *srv, kvs_stage_t *st,
 {
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                        UCP_OP_ATTR_FIELD_USER_DATA |
-                        UCP_OP_ATTR_FIELD_MEMH,
+                        UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_MEMH,
         .cb.recv_am = direct_recv_cb,
         .user_data = st,
         .memh = srv->arena_memh,
@@ -178,10 +177,10 @@ bool kvs_stage_direct(kvs_server_t *srv, kvs_stage_t *st,
     size_t len0;
     void *dst;
 
-    if (m->hdr.opcode != KVS_OP_PUT || m->hdr.count != 1 ||
-        !st->conn->ns_ok || !srv->arena_memh || pe->nparts > KVS_PARTS_MAX ||
-        (pe->flags & KVS_PUT_NO_DRAM) || pe->data_off != 0 ||
-        srv->wait_head || srv->nslot_free != srv->cfg.staging_slots)
+    if (m->hdr.opcode != KVS_OP_PUT || m->hdr.count != 1 || !st->conn->ns_ok ||
+        !srv->arena_memh || pe->nparts > KVS_PARTS_MAX ||
+        (pe->flags & KVS_PUT_NO_DRAM) || pe->data_off != 0 || srv->wait_head ||
+        srv->nslot_free != srv->cfg.staging_slots)
         return false; /* after staged PUTs, never ahead of them */
     kvs_handler_put_args(st->conn, pe, NULL, &a, iovs);
     if (kvs_store_put_begin(srv->store, &a, &st->ps) != 0)

@@ -196,16 +196,16 @@ int kvs_srvstream_link_send(kvs_srvstream_t *st, link_t *l, const kvs_smsg_t *m,
 void kvs_srvstream_send_end(kvs_srvstream_t *st, ucp_ep_h ep, uint64_t id,
                             uint32_t block, int status)
 {
-    kvs_smsg_t m = {.op = KVS_OP_END, .id = id, .block = block,
-                    .status = status};
+    kvs_smsg_t m = {
+        .op = KVS_OP_END, .id = id, .block = block, .status = status};
 
     kvs_srvstream_send(st, ep, &m, NULL, 0, NULL, 0, NULL, NULL, NULL);
 }
 
 typedef struct rx {
     kvs_srvstream_t *st;
-    sput_t *put;                  /* a client's part, or */
-    fetch_t *f;                   /* a peer's part */
+    sput_t *put; /* a client's part, or */
+    fetch_t *f;  /* a peer's part */
     uint32_t block, part;
 } rx_t;
 
@@ -249,8 +249,8 @@ ucs_status_t kvs_srvstream_rx_start(kvs_srvstream_t *st, sput_t *put,
                                     bool rndv)
 {
     ucp_request_param_t prm = {
-        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                        UCP_OP_ATTR_FIELD_USER_DATA,
+        .op_attr_mask =
+            UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
         .cb.recv_am = rx_cb,
     };
     ucs_status_ptr_t sp;
@@ -376,7 +376,8 @@ ucs_status_t kvs_srvstream_rx(kvs_srvstream_t *st, kvs_conn_t *conn,
                 if (p->conn == conn && p->cid == m.id)
                     break;
             if (!p) {
-                kvs_smsg_t r = {.op = KVS_OP_SPUT_DONE, .id = m.id,
+                kvs_smsg_t r = {.op = KVS_OP_SPUT_DONE,
+                                .id = m.id,
                                 .status = KVS_ENOTFOUND};
                 kvs_srvstream_send(st, conn->ep, &r, NULL, 0, NULL, 0, NULL,
                                    NULL, NULL);
@@ -418,7 +419,6 @@ ucs_status_t kvs_srvstream_rx(kvs_srvstream_t *st, kvs_conn_t *conn,
 
 /* ------------------------------------------------------------------ */
 /* Timers and closing connections. */
-
 
 void kvs_srvstream_tick(kvs_srvstream_t *st, uint64_t now)
 {
@@ -501,9 +501,7 @@ void kvs_srvstream_conn_closed(kvs_srvstream_t *st, kvs_conn_t *conn)
 /* ------------------------------------------------------------------ */
 /* Lifecycle. */
 
-
-int kvs_srvstream_create(const kvs_srvstream_params_t *p,
-                         kvs_srvstream_t **out)
+int kvs_srvstream_create(const kvs_srvstream_params_t *p, kvs_srvstream_t **out)
 {
     kvs_srvstream_t *st = calloc(1, sizeof(*st));
     int ret;
@@ -521,8 +519,8 @@ int kvs_srvstream_create(const kvs_srvstream_params_t *p,
         return KVS_ECONFIG;
     }
     snprintf(st->secret, sizeof(st->secret), "%s", p->secret ? p->secret : "");
-    st->timeout_ns = (uint64_t)(p->timeout_ms ? p->timeout_ms : 5000) *
-                     1000000ull;
+    st->timeout_ns =
+        (uint64_t)(p->timeout_ms ? p->timeout_ms : 5000) * 1000000ull;
     st->resolve = p->resolve;
     st->resolve_arg = p->resolve_arg;
     ret = kvs_peer_parse(st, p->peers);

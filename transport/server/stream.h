@@ -20,14 +20,14 @@ typedef struct kvs_srvstream kvs_srvstream_t;
 typedef struct kvs_srvstream_params {
     kvs_store_t *store;
     ucp_worker_h worker;
-    ucp_mem_h memh;               /* the arena's registration; NULL: none */
-    const char *secret;           /* [peer] secret; NULL: accept no links */
-    const char *peers;            /* [peer] list: name=ip:port,... */
+    ucp_mem_h memh;     /* the arena's registration; NULL: none */
+    const char *secret; /* [peer] secret; NULL: accept no links */
+    const char *peers;  /* [peer] list: name=ip:port,... */
     int (*resolve)(void *, const char *, char *, size_t, uint16_t *);
-    void *resolve_arg;            /* kvs_server_config_t.peer_resolve */
-    uint32_t timeout_ms;          /* [peer] timeout_ms; 0: 5000 */
-    struct kvs_diskq *diskq;      /* reads a source's block from disk off
-                                   * this thread; NULL: inline */
+    void *resolve_arg;       /* kvs_server_config_t.peer_resolve */
+    uint32_t timeout_ms;     /* [peer] timeout_ms; 0: 5000 */
+    struct kvs_diskq *diskq; /* reads a source's block from disk off
+                              * this thread; NULL: inline */
 } kvs_srvstream_params_t;
 
 /* From now on, sources read disk-only blocks inline (the daemon's disk
@@ -41,8 +41,8 @@ int kvs_srvstream_create(const kvs_srvstream_params_t *params,
  * len and rndv are the AM data (part bytes); returns UCS_INPROGRESS when
  * it keeps the data descriptor. */
 ucs_status_t kvs_srvstream_rx(kvs_srvstream_t *st, kvs_conn_t *conn,
-                              const kvs_wire_msg_t *m, void *data,
-                              size_t len, bool rndv);
+                              const kvs_wire_msg_t *m, void *data, size_t len,
+                              bool rndv);
 /* A frame that came on an endpoint that is no connection of ours: if it is
  * one of our outbound links, the peer's HELLO reply or a stream opcode. */
 ucs_status_t kvs_srvstream_link_rx(kvs_srvstream_t *st, ucp_ep_h ep,

@@ -63,21 +63,21 @@ enum { B_WAIT, B_OPEN, B_DONE };
 
 typedef struct link {
     struct link *next;
-    char name[64];                /* configured name, or "ip:port" */
-    bool outbound;                /* we connected (else conn is the peer) */
+    char name[64]; /* configured name, or "ip:port" */
+    bool outbound; /* we connected (else conn is the peer) */
     bool dead;
-    bool closed;                  /* ep closed / conn closing */
+    bool closed; /* ep closed / conn closing */
     int fail_status;
-    ucp_ep_h ep;                  /* outbound */
-    ucp_ep_h bulk_ep;             /* outbound, same host: see kvs_peer_bulk() */
-    struct sockaddr_storage ss;   /* outbound: the peer's address */
-    bool local;                   /* outbound: the peer is on this host */
+    ucp_ep_h ep;                /* outbound */
+    ucp_ep_h bulk_ep;           /* outbound, same host: see kvs_peer_bulk() */
+    struct sockaddr_storage ss; /* outbound: the peer's address */
+    bool local;                 /* outbound: the peer is on this host */
     uint8_t bind_frame[KVS_WIRE_HDR_SIZE + 32]; /* UCX reads it until sent */
-    void *bind_req;               /* the BIND send, until it completes */
-    bool bulk_bad;                /* BIND failed: stay on the control ep */
-    kvs_conn_t *conn;             /* inbound */
-    bool ready;                   /* inbound, or outbound and HELLO answered:
-                                     nothing but HELLO goes out before */
+    void *bind_req;   /* the BIND send, until it completes */
+    bool bulk_bad;    /* BIND failed: stay on the control ep */
+    kvs_conn_t *conn; /* inbound */
+    bool ready;       /* inbound, or outbound and HELLO answered:
+                         nothing but HELLO goes out before */
     struct pend *pend_head, *pend_tail; /* messages held until ready */
     uint64_t last_rx_ns, last_tx_ns;
 } link_t;
@@ -95,26 +95,26 @@ typedef struct pend {
 typedef struct src {
     struct src *next;
     link_t *link;
-    uint64_t id;                  /* fetch id on the receiver, or push id */
+    uint64_t id; /* fetch id on the receiver, or push id */
     uint32_t block;
     uint32_t ns;
     uint8_t key[KVS_KEY_MAX];
     uint8_t key_len;
-    bool push;                    /* first message is PUSH, not BLOCK */
-    sput_t *put;                  /* following a live put */
-    kvs_view_t view;              /* or a sealed block */
+    bool push;       /* first message is PUSH, not BLOCK */
+    sput_t *put;     /* following a live put */
+    kvs_view_t view; /* or a sealed block */
     bool has_view;
     bool began, ended;
     uint32_t next_part;
-    uint64_t deadline_ns;         /* waiting for the block to begin */
-    uint64_t read_ns;             /* when its disk read was last asked */
+    uint64_t deadline_ns; /* waiting for the block to begin */
+    uint64_t read_ns;     /* when its disk read was last asked */
     uint32_t inflight;
 } src_t;
 
 struct sput {
     sput_t *next;
-    kvs_conn_t *conn;             /* NULL once the client is gone */
-    uint64_t cid;                 /* the client's id */
+    kvs_conn_t *conn; /* NULL once the client is gone */
+    uint64_t cid;     /* the client's id */
     uint32_t ns;
     uint8_t key[KVS_KEY_MAX];
     uint8_t key_len;
@@ -124,9 +124,9 @@ struct sput {
     uint64_t *offs;
     uint8_t *done;
     uint32_t ndone;
-    uint32_t inflight;            /* receives + forwards in flight */
+    uint32_t inflight; /* receives + forwards in flight */
     bool seal_req, abort_req, finished;
-    int status;                   /* first error; seal's result */
+    int status; /* first error; seal's result */
     src_t *push_src;
     uint64_t push_id;
     char ns_name[KVS_NS_NAME_MAX + 1]; /* push: the namespace's name */
@@ -156,9 +156,9 @@ typedef struct dblk {
 
 typedef struct fetch {
     struct fetch *next;
-    kvs_conn_t *conn;             /* the client; NULL: push or gone */
-    uint64_t cid;                 /* the client's id / the pusher's id */
-    uint64_t id;                  /* ours, unique in this daemon */
+    kvs_conn_t *conn; /* the client; NULL: push or gone */
+    uint64_t cid;     /* the client's id / the pusher's id */
+    uint64_t id;      /* ours, unique in this daemon */
     link_t *link;
     bool push;
     uint32_t ns;
@@ -167,10 +167,10 @@ typedef struct fetch {
 } fetch_t;
 
 typedef struct stx {
-    struct stx *next;             /* free list */
-    struct stx *lnext, *lprev;    /* st->stx_live while UCX holds it */
+    struct stx *next;          /* free list */
+    struct stx *lnext, *lprev; /* st->stx_live while UCX holds it */
     ucp_ep_h ep;
-    bool orphan;                  /* done already ran; UCX still holds it */
+    bool orphan; /* done already ran; UCX still holds it */
     kvs_srvstream_t *st;
     void (*done)(kvs_srvstream_t *st, void *obj, void *obj2, int status);
     void *obj, *obj2;
@@ -188,24 +188,24 @@ typedef struct peer_cfg {
 struct kvs_srvstream {
     kvs_store_t *store;
     ucp_worker_h worker;
-    ucp_mem_h memh;               /* the arena's UCX registration, or NULL */
-    struct kvs_diskq *diskq;      /* disk reads of sources; NULL: inline */
+    ucp_mem_h memh;          /* the arena's UCX registration, or NULL */
+    struct kvs_diskq *diskq; /* disk reads of sources; NULL: inline */
     char secret[KVS_WIRE_TOKEN_MAX + 1]; /* the peer secret; "" none */
-    kvs_iov_t iovs[KVS_PARTS_MAX];        /* kvs_sput_store_begin's scratch */
+    kvs_iov_t iovs[KVS_PARTS_MAX];       /* kvs_sput_store_begin's scratch */
     link_t *links;
     sput_t *sputs;
     src_t *srcs;
     fetch_t *fetches;
     stx_t *stx_free;
-    stx_t *stx_failed;            /* failed sends, completed by the tick */
-    stx_t *stx_live;              /* sends UCX has not completed */
-    stx_t *stx_orphans;           /* finished by us, still held by UCX */
+    stx_t *stx_failed;  /* failed sends, completed by the tick */
+    stx_t *stx_live;    /* sends UCX has not completed */
+    stx_t *stx_orphans; /* finished by us, still held by UCX */
     uint64_t next_id;
     uint64_t timeout_ns;
     peer_cfg_t peers[PEERS_MAX];
     size_t npeers;
     int (*resolve)(void *, const char *, char *, size_t, uint16_t *);
-    void *resolve_arg;            /* peers by name beyond the list */
+    void *resolve_arg; /* peers by name beyond the list */
     /* counters */
     uint64_t parts_in, parts_out, blocks_sealed, blocks_failed;
 };
@@ -221,13 +221,13 @@ static inline uint8_t *part_buf(kvs_srvstream_t *st, kvs_put_stream_t *ps,
 /* stream.c: sends, part receives. */
 int kvs_srvstream_send(kvs_srvstream_t *st, ucp_ep_h ep, const kvs_smsg_t *m,
                        const void *body, size_t body_len, const void *data,
-                       size_t data_len, void (*done)(kvs_srvstream_t *, void *,
-                       void *, int), void *obj, void *obj2);
+                       size_t data_len,
+                       void (*done)(kvs_srvstream_t *, void *, void *, int),
+                       void *obj, void *obj2);
 ucp_ep_h kvs_srvstream_conn_ep(kvs_conn_t *c);
 ucp_ep_h kvs_srvstream_link_ep(link_t *l);
-int kvs_srvstream_link_send(kvs_srvstream_t *st, link_t *l,
-                            const kvs_smsg_t *m, const void *body,
-                            size_t blen);
+int kvs_srvstream_link_send(kvs_srvstream_t *st, link_t *l, const kvs_smsg_t *m,
+                            const void *body, size_t blen);
 void kvs_srvstream_send_end(kvs_srvstream_t *st, ucp_ep_h ep, uint64_t id,
                             uint32_t block, int status);
 ucs_status_t kvs_srvstream_rx_start(kvs_srvstream_t *st, sput_t *put,
@@ -265,8 +265,7 @@ void kvs_sput_free_if_idle(kvs_srvstream_t *st, sput_t *p);
 void kvs_sput_maybe_finish(kvs_srvstream_t *st, sput_t *p);
 sput_t *kvs_sput_find(kvs_srvstream_t *st, kvs_conn_t *conn, uint64_t cid);
 void kvs_sput_part_landed(kvs_srvstream_t *st, sput_t *p, uint32_t part);
-void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn,
-                    const kvs_smsg_t *m);
+void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m);
 ucs_status_t kvs_sput_part(kvs_srvstream_t *st, kvs_conn_t *conn,
                            const kvs_smsg_t *m, void *data, size_t len,
                            bool rndv);

@@ -20,8 +20,8 @@ int main(int argc, char **argv)
     if (argc != 3)
         return 2;
     printf("libkvstash %s\n", kvs_version_string());
-    p.field_mask = KVS_CLIENT_PARAM_ADDR | KVS_CLIENT_PARAM_PORT |
-                   KVS_CLIENT_PARAM_NS;
+    p.field_mask =
+        KVS_CLIENT_PARAM_ADDR | KVS_CLIENT_PARAM_PORT | KVS_CLIENT_PARAM_NS;
     p.addr = argv[1];
     p.port = (uint16_t)atoi(argv[2]);
     p.ns = "consumer";
@@ -37,7 +37,8 @@ int main(int argc, char **argv)
         ret = kvs_client_get(c, "k", 1, back, sizeof(back), &len);
     kvs_client_destroy(c);
     if (ret || len != sizeof(block) || memcmp(block, back, len)) {
-        fprintf(stderr, "put/get: %s\n", ret ? kvs_strerror(ret) : "bytes differ");
+        fprintf(stderr, "put/get: %s\n",
+                ret ? kvs_strerror(ret) : "bytes differ");
         return 1;
     }
     printf("put and get of %zu bytes: ok\n", len);
