@@ -213,7 +213,7 @@ static void render_store(FILE *f, const kvs_store_stats_t *s)
 static void render_srv(FILE *f, kvs_metrics_t *m)
 {
     kvs_metrics_srv_t v;
-    uint64_t raw[sizeof(m->srv) / sizeof(m->srv[0])];
+    uint64_t raw[sizeof(m->srv) / sizeof(m->srv[0])] = {0};
 
     for (size_t i = 0; i < sizeof(raw) / sizeof(raw[0]); i++)
         raw[i] = ld(&m->srv[i]);
