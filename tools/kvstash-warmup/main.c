@@ -97,7 +97,8 @@ static int global_opt(const struct option *opts, const char *arg)
         return 0;
     }
     {
-        const char *l = strchr(GLOBAL_SHORT + 1, arg[1]);
+        /* Skip the leading '+' (stop at the first non-option). */
+        const char *l = strchr(&GLOBAL_SHORT[1], arg[1]);
 
         if (!l || *l == ':')
             return 0;
