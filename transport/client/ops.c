@@ -184,30 +184,30 @@ KVS_API int kvs_client_delete(kvs_client_t *c, const kvs_client_key_t *keys,
                        &w);
 }
 
-KVS_API int kvs_client_pin(kvs_client_t *c, const kvs_client_key_t *keys,
-                           size_t n, uint32_t flags, int *status_out)
+/* PIN and UNPIN: the same request with another opcode. */
+static int pin_op(kvs_client_t *c, uint8_t op, const kvs_client_key_t *keys,
+                  size_t n, uint32_t flags, int *status_out)
 {
     sync_wait_t w = {0};
 
     if (flags & ~KVS_CLIENT_PIN_RETAIN)
         return -EINVAL;
     return sync_finish(c,
-                       simple_keys_async(c, KVS_OP_PIN, keys, n, flags,
-                                         status_out, sync_cb, &w),
+                       simple_keys_async(c, op, keys, n, flags, status_out,
+                                         sync_cb, &w),
                        &w);
+}
+
+KVS_API int kvs_client_pin(kvs_client_t *c, const kvs_client_key_t *keys,
+                           size_t n, uint32_t flags, int *status_out)
+{
+    return pin_op(c, KVS_OP_PIN, keys, n, flags, status_out);
 }
 
 KVS_API int kvs_client_unpin(kvs_client_t *c, const kvs_client_key_t *keys,
                              size_t n, uint32_t flags, int *status_out)
 {
-    sync_wait_t w = {0};
-
-    if (flags & ~KVS_CLIENT_PIN_RETAIN)
-        return -EINVAL;
-    return sync_finish(c,
-                       simple_keys_async(c, KVS_OP_UNPIN, keys, n, flags,
-                                         status_out, sync_cb, &w),
-                       &w);
+    return pin_op(c, KVS_OP_UNPIN, keys, n, flags, status_out);
 }
 
 KVS_API int kvs_client_prefetch(kvs_client_t *c, const kvs_client_key_t *keys,
