@@ -28,24 +28,8 @@ trap cleanup EXIT INT TERM
 
 command -v etcd >/dev/null && command -v etcdctl >/dev/null ||
     { echo "skip: etcd / etcdctl not installed"; exit 77; }
-if ! ip netns add "$A" 2>/dev/null; then
-    echo "skip: cannot create network namespaces (needs root)"
-    exit 77
-fi
-ip netns add "$B" || exit 77
-if ! ip link add "$VA" type veth peer name "$VB" 2>/dev/null; then
-    echo "skip: cannot create a veth pair"
-    exit 77
-fi
-ip link set "$VA" netns "$A" && ip link set "$VB" netns "$B" || exit 1
-ip -n "$A" addr add 10.78.0.1/24 dev "$VA" && ip -n "$A" link set "$VA" up &&
-ip -n "$A" link set lo up || exit 1
-ip -n "$B" addr add 10.78.0.2/24 dev "$VB" && ip -n "$B" link set "$VB" up &&
-ip -n "$B" link set lo up || exit 1
-if ! ip netns exec "$A" iptables -L INPUT >/dev/null 2>&1; then
-    echo "skip: no iptables in the namespace"
-    exit 77
-fi
+. "$(dirname "$0")/../netns.sh"
+kvs_netns_pair 10.78.0
 mkdir -p "$work/etcd" "$work/a" "$work/b"
 export UCX_TLS=tcp
 

@@ -27,24 +27,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-if ! ip netns add "$A" 2>/dev/null; then
-    echo "skip: cannot create network namespaces (needs root)"
-    exit 77
-fi
-ip netns add "$B" || exit 77
-if ! ip link add "$VA" type veth peer name "$VB" 2>/dev/null; then
-    echo "skip: cannot create a veth pair"
-    exit 77
-fi
-ip link set "$VA" netns "$A" && ip link set "$VB" netns "$B" || exit 1
-ip -n "$A" addr add 10.77.0.1/24 dev "$VA" && ip -n "$A" link set "$VA" up &&
-ip -n "$A" link set lo up || exit 1
-ip -n "$B" addr add 10.77.0.2/24 dev "$VB" && ip -n "$B" link set "$VB" up &&
-ip -n "$B" link set lo up || exit 1
-if ! ip netns exec "$A" iptables -L INPUT >/dev/null 2>&1; then
-    echo "skip: no iptables in the namespace"
-    exit 77
-fi
+. "$(dirname "$0")/../netns.sh"
+kvs_netns_pair 10.77.0
 mkdir -p "$work/p" "$work/d"
 export UCX_TLS=tcp
 
