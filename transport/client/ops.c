@@ -192,10 +192,9 @@ static int pin_op(kvs_client_t *c, uint8_t op, const kvs_client_key_t *keys,
 
     if (flags & ~KVS_CLIENT_PIN_RETAIN)
         return -EINVAL;
-    return sync_finish(c,
-                       simple_keys_async(c, op, keys, n, flags, status_out,
-                                         sync_cb, &w),
-                       &w);
+    return sync_finish(
+        c, simple_keys_async(c, op, keys, n, flags, status_out, sync_cb, &w),
+        &w);
 }
 
 KVS_API int kvs_client_pin(kvs_client_t *c, const kvs_client_key_t *keys,
