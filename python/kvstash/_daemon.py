@@ -91,6 +91,14 @@ class Daemon:
     def log(self) -> Path:
         return self.dir / "kvstashd.log"
 
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the daemon's log, for an error message."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError as e:
+            return f"(log unreadable: {e})"
+        return "\n".join(text.splitlines()[-lines:])
+
     def wipe(self) -> None:
         """Removes the data directory's contents (daemon stopped)."""
         if self.proc is not None:
@@ -127,12 +135,12 @@ class Daemon:
             if self.proc.poll() is not None:
                 code = self.proc.returncode
                 self.proc = None
-                raise RuntimeError(f"kvstashd exited ({code}) at start; see "
-                                   f"{self.log}")
+                raise RuntimeError(f"kvstashd exited ({code}) at start; "
+                                   f"{self.log} ends:\n{self.log_tail()}")
             time.sleep(0.02)
         self.kill()
         raise RuntimeError(f"kvstashd did not listen within {timeout_s} s; "
-                           f"see {self.log}")
+                           f"{self.log} ends:\n{self.log_tail()}")
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """SIGTERM and wait: connections closed, blocks flushed to disk,

@@ -59,4 +59,12 @@ stop_daemon() {
     daemon_pid=""
     return $rc
 }
-trap '[ -n "$daemon_pid" ] && kill -KILL "$daemon_pid" 2>/dev/null' EXIT
+# On exit the daemon is killed; a test that passed removes its directory
+# (each daemon's NVMe file is preallocated), one that failed keeps it.
+on_exit() {
+    local rc=$?
+    [ -n "$daemon_pid" ] && kill -KILL "$daemon_pid" 2>/dev/null
+    [ "$rc" -eq 0 ] && rm -rf "$T"
+    return "$rc"
+}
+trap on_exit EXIT

@@ -177,6 +177,11 @@ class Daemon:
     def log_text(self):
         return (self.dir / "kvstashd.log").read_text(errors="replace")
 
+    def remove_data(self):
+        """Drops the data directory (its NVMe file is preallocated); the
+        log stays for a look after a failure."""
+        shutil.rmtree(self.dir / "data", ignore_errors=True)
+
 
 def check_event(ev):
     """Asserts that ev is one of vLLM's three events, field for field."""

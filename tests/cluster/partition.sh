@@ -19,10 +19,14 @@ ETCD="http://10.78.0.1:2379"
 pids=""
 
 cleanup() {
+    local rc=$?
     for p in $pids; do kill -9 "$p" 2>/dev/null; done
     wait 2>/dev/null
     ip netns del "$A" 2>/dev/null
     ip netns del "$B" 2>/dev/null
+    # passed: the daemons' preallocated files go; failed: all stays
+    [ "$rc" -eq 0 ] && rm -rf "$work"
+    return "$rc"
 }
 trap cleanup EXIT INT TERM
 

@@ -42,6 +42,7 @@ def daemon():
     d.start()
     yield d
     d.stop()
+    d.remove_data()
 
 
 def test_bytes_match_fixtures(daemon):
@@ -117,3 +118,4 @@ def test_degrade_and_restart():
         assert all(m == {"STORAGE"} for m in idx.values())
     finally:
         d.stop()
+        d.remove_data()

@@ -33,6 +33,7 @@ def cluster():
     finally:
         for d in nodes:
             d.stop()
+            d.remove_data()
         etcd.stop()
 
 

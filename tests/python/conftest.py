@@ -40,8 +40,10 @@ def make_daemon(request):
         return d
 
     yield make
+    # The data (a preallocated NVMe file each) goes; the log stays.
     for d in made:
         d.kill()
+        d.wipe()
 
 
 @pytest.fixture
@@ -64,6 +66,7 @@ def daemon(request):
     d.start()
     yield d
     d.kill() if d.proc is None else d.stop()
+    d.wipe()
 
 
 @pytest.fixture
