@@ -234,7 +234,7 @@ int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
     }
     uint64_t data_off = off + kvs_segment_hdr_bytes(e->nparts);
     e->busy++;
-    memcpy(key, e->key, key_len);
+    memcpy(key, ent_key(s, e), key_len);
     pthread_mutex_unlock(&s->lock);
 
     pthread_mutex_lock(&s->rlock);

@@ -478,6 +478,106 @@ static void test_flush_larger_than_disk(void **state)
     kvs_test_rmtree(dir);
 }
 
+/* What a scan reports of block i's parent: -1 none, -2 not seen, else the
+ * parent's number. */
+struct parents {
+    int of[16];
+};
+
+static int note_parent(void *arg, const void *key, uint32_t key_len,
+                       const void *parent, uint32_t parent_len,
+                       const kvs_block_info_t *info)
+{
+    struct parents *p = arg;
+    unsigned i, j;
+
+    (void)info;
+    assert_int_equal(key_len, 32);
+    assert_int_equal(sscanf(key, "block-%08u", &i), 1);
+    assert_true(i < 16);
+    if (parent_len == 0) {
+        p->of[i] = -1;
+        return 0;
+    }
+    assert_int_equal(parent_len, 32);
+    assert_int_equal(sscanf(parent, "block-%08u", &j), 1);
+    p->of[i] = (int)j;
+    return 0;
+}
+
+static void scan_parents(kvs_store_t *s, uint32_t ns, struct parents *p)
+{
+    uint64_t n;
+
+    for (int i = 0; i < 16; i++)
+        p->of[i] = -2;
+    assert_int_equal(kvs_store_scan(s, ns, 0, note_parent, p, &n), 0);
+}
+
+/* A chain's blocks share their parents' key bytes (kvstore/keys.h): the
+ * bytes a child reports for its parent outlive the parent's deletion and
+ * replacement, and come back the same after a reopen, when the index
+ * gives children before their parents. */
+static void test_parent_keys_shared(void **state)
+{
+    const char *dir = kvs_test_dir("store_parent_keys");
+    uint8_t keys[8][32];
+    kvs_iov_t iov[8];
+    kvs_put_args_t a[8];
+    kvs_store_config_t c;
+    struct parents p;
+    kvs_store_t *s;
+    uint32_t ns;
+    int st[8];
+    uint8_t *buf = malloc(BLK);
+
+    (void)state;
+    config(&c, dir);
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "ns", 0, &ns), 0);
+    kvs_test_fill(buf, BLK, 7);
+    /* 0 <- 1 <- ... <- 7 in one batch, so the parents are not in the
+     * table yet when their children take their keys. */
+    for (uint32_t i = 0; i < 8; i++) {
+        make_key(keys[i], i);
+        iov[i] = (kvs_iov_t){buf, 4096};
+        a[i] = (kvs_put_args_t){.ns = ns,
+                                .key = keys[i],
+                                .key_len = 32,
+                                .parts = &iov[i],
+                                .nparts = 1,
+                                .flags = KVS_PUT_DURABLE,
+                                .parent = i ? keys[i - 1] : NULL,
+                                .parent_len = i ? 32 : 0};
+    }
+    assert_int_equal(kvs_store_put_batch(s, a, 8, st), 0);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(st[i], 0);
+    assert_int_equal(kvs_store_delete(s, ns, keys[3], 32), 0);
+    assert_int_equal(kvs_store_put(s, &a[5]), 0); /* replaced */
+    scan_parents(s, ns, &p);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(p.of[i], i == 3 ? -2 : i - 1);
+    assert_int_equal(kvs_store_flush(s), 0);
+    kvs_store_close(s);
+
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "ns", 0, &ns), 0);
+    scan_parents(s, ns, &p);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(p.of[i], i == 3 ? -2 : i - 1);
+    /* Children outlive their parents' keys' owners. */
+    for (uint32_t i = 0; i < 7; i++)
+        if (i != 3)
+            assert_int_equal(kvs_store_delete(s, ns, keys[i], 32), 0);
+    scan_parents(s, ns, &p);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(p.of[i], i == 7 ? 6 : -2);
+    kvs_store_close(s);
+    free(buf);
+    kvs_test_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -487,6 +587,7 @@ int main(void)
         cmocka_unit_test(test_dram_only_evicts_lru),
         cmocka_unit_test(test_streaming_put),
         cmocka_unit_test(test_flush_larger_than_disk),
+        cmocka_unit_test(test_parent_keys_shared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
