@@ -164,6 +164,7 @@ int kvs_recover_load(kvs_store_t *s)
         ret = kvs_index_region_load(s->index, load_region, s);
     if (ret)
         return ret;
+    kvs_table_buckets_reserve(s, kvs_index_block_estimate(s->index));
     ret = kvs_index_batch_create(&c.drop);
     if (ret)
         return ret;

@@ -366,6 +366,8 @@ bool kvs_table_touch_run_locked(kvs_store_t *s, struct entry *const *e,
  * DRAM can hold (at open); -ENOMEM. */
 int kvs_table_buckets_init(kvs_store_t *s);
 int kvs_table_pslots_init(kvs_store_t *s, uint32_t npslots);
+/* Buckets for about nblocks blocks (no fewer than now); best effort. */
+void kvs_table_buckets_reserve(kvs_store_t *s, uint64_t nblocks);
 /* A free entry, zeroed, E_USED, with a new uid; NULL if the table is full. */
 struct entry *kvs_table_alloc_locked(kvs_store_t *s);
 void kvs_table_free_locked(kvs_store_t *s, struct entry *e);

@@ -129,9 +129,9 @@ int kvs_table_buckets_init(kvs_store_t *s)
     return 0;
 }
 
-static void buckets_grow(kvs_store_t *s)
+/* Rehashes into nb buckets (a power of two); on no memory, stays. */
+static void buckets_resize(kvs_store_t *s, uint32_t nb)
 {
-    uint32_t nb = (s->bucket_mask + 1) * 2;
     kvs_huge_t mem;
     uint32_t *b;
 
@@ -151,13 +151,27 @@ static void buckets_grow(kvs_store_t *s)
     s->bucket_mask = nb - 1;
 }
 
+/* Recovery knows about how many blocks it will link: buckets for them at
+ * once, rather than a doubling (a rehash of all linked so far) every time
+ * the count passes a power of two. */
+void kvs_table_buckets_reserve(kvs_store_t *s, uint64_t nblocks)
+{
+    uint64_t nb = s->bucket_mask + 1ull;
+
+    nblocks = KVS_MIN(nblocks, (uint64_t)s->nents);
+    while (nb < nblocks && nb < (1ull << 31))
+        nb <<= 1;
+    if (nb > s->bucket_mask + 1ull)
+        buckets_resize(s, (uint32_t)nb);
+}
+
 void kvs_table_link(kvs_store_t *s, struct entry *e)
 {
     uint32_t *b;
 
     if (s->nlinked > s->bucket_mask && s->bucket_mask + 1 < s->nents &&
         s->bucket_mask < (1u << 31) - 1)
-        buckets_grow(s);
+        buckets_resize(s, (s->bucket_mask + 1) * 2);
     b = &s->buckets[e->hash & s->bucket_mask];
     e->hnext = *b;
     *b = eidx(s, e);
