@@ -578,6 +578,40 @@ static void test_parent_keys_shared(void **state)
     kvs_test_rmtree(dir);
 }
 
+/* Read slots for 16 MiB blocks add up past what kvstore/segment.c
+ * registers with io_uring: they are read into unregistered, and blocks
+ * still come back byte for byte from disk after a reopen. */
+static void test_unregistered_read_slots(void **state)
+{
+    const char *dir = kvs_test_dir("store_big_slots");
+    kvs_store_config_t c;
+    kvs_store_t *s;
+    uint32_t ns;
+    uint8_t *buf = malloc(BLK), *want = malloc(BLK);
+
+    (void)state;
+    config(&c, dir);
+    c.max_block_bytes = 16u << 20;
+    c.region_bytes = 32u << 20;
+    c.nvme_bytes = 128u << 20;
+    c.dram_bytes = 32u << 20;
+    c.io_depth = 4; /* 4 slots of 16 MiB: not registered */
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "ns", 0, &ns), 0);
+    for (uint32_t i = 0; i < 20; i++)
+        assert_int_equal(put_block(s, ns, i, buf, 0, KVS_CLASS_SCRATCH), 0);
+    assert_int_equal(kvs_store_flush(s), 0);
+    kvs_store_close(s);
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "ns", 0, &ns), 0);
+    for (uint32_t i = 0; i < 20; i++)
+        assert_int_equal(check_block(s, ns, i, buf, want), 0);
+    kvs_store_close(s);
+    free(buf);
+    free(want);
+    kvs_test_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -588,6 +622,7 @@ int main(void)
         cmocka_unit_test(test_streaming_put),
         cmocka_unit_test(test_flush_larger_than_disk),
         cmocka_unit_test(test_parent_keys_shared),
+        cmocka_unit_test(test_unregistered_read_slots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
