@@ -535,8 +535,11 @@ uint32_t kvs_segment_block_encode(const kvs_seg_block_t *blk, uint64_t gen,
     kvs_le64_store(b + 48, blk->stored_len);
     kvs_le64_store(b + 56, blk->data_xxh);
     memcpy(b + 72, blk->key, blk->key_len);
-    for (uint32_t i = 0; i < blk->nparts; i++)
-        kvs_le32_store(b + KVS_SEG_HDR_FIXED + 4 * i, blk->part_lens[i]);
+    /* A DRAM image keeps its part table in place already (kvstore/
+     * store_int.h), and readers may be reading it: no rewrite then. */
+    if ((const uint8_t *)blk->part_lens != b + KVS_SEG_HDR_FIXED)
+        for (uint32_t i = 0; i < blk->nparts; i++)
+            kvs_le32_store(b + KVS_SEG_HDR_FIXED + 4 * i, blk->part_lens[i]);
     kvs_le64_store(
         b + 64, XXH3_64bits_withSeed(b + 72, hdr_len - 72, XXH3_64bits(b, 64)));
     return hdr_len;

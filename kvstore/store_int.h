@@ -15,13 +15,17 @@
  *   region[r].head <-> ... (blocks on disk in region r)  (rg_prev/rg_next)
  *
  * An entry can be in DRAM (E_DRAM, bytes at dram_off in the arena), on disk
- * (E_DISK, at loc), or both. Its DRAM copy is laid out as the block's bytes
- * followed by its part-length table, behind room for its disk header, so
+ * (E_DISK, at loc), or both. Its DRAM copy is laid out as the block's disk
+ * image: its header pages, with the part-length table where the disk
+ * header keeps it (kvstore/segment.c), then its bytes padded to a page, so
  * the bytes start on a page boundary and can be sent from directly, and the
- * extent is the block's disk image, written without a copy:
+ * extent is written without a copy:
  *
- *   extent: | disk header pages | data (raw_len) | pad to 8 | part_lens |
- *                                ^ arena + dram_off
+ *   extent: | header fields | part_lens | 0s | data (raw_len) | 0s to 4 KiB |
+ *            ^ hdr_bytes(nparts) before   ^ +KVS_SEG_HDR_FIXED
+ *                                              ^ arena + dram_off
+ *
+ * A 4 KiB block takes 8 KiB, not 12 (the table used to follow the data).
  *
  * Locks, as layers: a thread holding a lock of one layer may take a lock
  * of a lower layer, never one of the same or a higher layer.
@@ -320,11 +324,19 @@ static inline bool expired(const struct entry *e, uint64_t now_ms)
     return e->expiry_ms && now_ms >= e->expiry_ms;
 }
 
-/* The block's part-length table, behind its bytes in DRAM (E_DRAM). */
+/* The part-length table of a DRAM copy whose data is at data_off, in its
+ * header page; of entry e (E_DRAM). */
+static inline uint32_t *part_table_at(kvs_store_t *s, uint64_t data_off,
+                                      uint32_t nparts)
+{
+    return (uint32_t *)(void *)(s->abase + data_off -
+                                kvs_segment_hdr_bytes(nparts) +
+                                KVS_SEG_HDR_FIXED);
+}
+
 static inline uint32_t *part_table(kvs_store_t *s, const struct entry *e)
 {
-    return (uint32_t *)(void *)(s->abase + e->dram_off +
-                                KVS_ALIGN_UP(e->raw_len, 8ull));
+    return part_table_at(s, e->dram_off, e->nparts);
 }
 
 static inline bool ns_valid_locked(const kvs_store_t *s, uint32_t ns)
