@@ -69,7 +69,11 @@ static int publish_locked(kvs_store_t *s, struct entry *e, bool *del_old,
                             s, e->ns, ent_parent(s, e), e->parent_len,
                             key_hash(e->ns, ent_parent(s, e), e->parent_len))
                       : NULL;
-    kvs_table_share_parent(s, e, parent);
+    /* The writer reads an entry's keys under wlock alone: only a block no
+     * write can be working on (none on disk yet) changes its parent's
+     * chunk here. */
+    if (!(e->flags & E_DISK))
+        kvs_table_share_parent(s, e, parent);
     kvs_table_lru_push(s, e, parent);
     s->st.blocks++;
     s->st.dram_blocks++;

@@ -102,7 +102,10 @@ struct entry {
     uint16_t hits;      /* accesses since put, saturating */
     uint16_t nparts;    /* 1..KVS_PARTS_MAX */
     uint32_t pref;      /* its parent's key bytes (the parent's own chunk
-                         * when it was in the table), or KVS_KEYS_NIL */
+                         * when it was in the table), or KVS_KEYS_NIL;
+                         * changes under lock only before the block has
+                         * a disk copy (put.c) or during recovery, so the
+                         * writer may read it under wlock alone */
     uint64_t expiry_ms; /* wall clock; 0: none */
     uint64_t uid;       /* unique per put */
     uint32_t ttl_prev, ttl_next; /* TTL list: linked entries with a TTL */

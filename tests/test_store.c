@@ -552,7 +552,6 @@ static void test_parent_keys_shared(void **state)
                                 .key_len = 32,
                                 .parts = &iov[i],
                                 .nparts = 1,
-                                .flags = KVS_PUT_DURABLE,
                                 .parent = i ? keys[i - 1] : NULL,
                                 .parent_len = i ? 32 : 0};
     }
