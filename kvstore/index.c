@@ -75,7 +75,9 @@ int kvs_index_open(const char *path, kvs_index_t **index_out)
     rocksdb_options_set_max_open_files(idx->opts, 256);
     rocksdb_options_set_keep_log_file_num(idx->opts, 2);
     rocksdb_options_set_max_log_file_size(idx->opts, 1 << 20);
-    rocksdb_options_set_write_buffer_size(idx->opts, 16 << 20);
+    /* Two memtables of 8 MiB at most: 16 MiB of the engine's fixed memory
+     * under puts (issue 19's 64 MiB), about 50,000 records each. */
+    rocksdb_options_set_write_buffer_size(idx->opts, 8 << 20);
     rocksdb_options_set_info_log_level(idx->opts, 2 /* WARN */);
     idx->db = rocksdb_open(idx->opts, path, &err);
     if (err) {
