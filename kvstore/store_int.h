@@ -288,8 +288,9 @@ static inline uint64_t key_hash(uint32_t ns, const void *key, uint32_t len)
     return XXH3_64bits_withSeed(key, len, 0x9e3779b97f4a7c15ull ^ ns);
 }
 
-/* An entry's key bytes (key_len of them) and its parent's (parent_len;
- * NULL when it has none), valid while the entry is allocated. */
+/* An entry's key bytes (key_len of them) and its parent's (parent_len),
+ * valid while the entry is allocated. With no parent, an empty array,
+ * never NULL: callers pass it on to memcpy and callbacks with length 0. */
 static inline const uint8_t *ent_key(const kvs_store_t *s,
                                      const struct entry *e)
 {
@@ -299,7 +300,9 @@ static inline const uint8_t *ent_key(const kvs_store_t *s,
 static inline const uint8_t *ent_parent(const kvs_store_t *s,
                                         const struct entry *e)
 {
-    return e->pref == KVS_KEYS_NIL ? NULL : kvs_keys_bytes(&s->keys, e->pref);
+    static const uint8_t none[1];
+
+    return e->pref == KVS_KEYS_NIL ? none : kvs_keys_bytes(&s->keys, e->pref);
 }
 
 /* Reports a tier change of a linked entry to the event callback
