@@ -61,7 +61,7 @@ static void expire_sweep(kvs_store_t *s)
             if (e->flags & E_DISK) {
                 gone[ngone].ns = e->ns;
                 gone[ngone].len = e->key_len;
-                memcpy(gone[ngone].key, e->key, e->key_len);
+                memcpy(gone[ngone].key, ent_key(s, e), e->key_len);
                 gone[ngone].uid = e->uid;
                 ngone++;
             }

@@ -33,20 +33,22 @@ void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e)
     pthread_cond_broadcast(&s->space_cv);
 }
 
+/* The header pages (which hold the part table) and the data to its page
+ * end: the block's disk image when stored raw. */
 uint64_t kvs_dram_bytes_for(uint64_t raw_len, uint32_t nparts)
 {
-    return kvs_segment_hdr_bytes(nparts) + KVS_ALIGN_UP(raw_len, 8ull) +
-           4ull * nparts;
+    return kvs_segment_hdr_bytes(nparts) +
+           KVS_ALIGN_UP(raw_len, (uint64_t)KVS_ARENA_PAGE);
 }
 
-/* Zeroes what follows the part table up to the page end, so that padding
- * written to disk never carries stale arena bytes. */
+/* Zeroes what follows the data up to the page end, so that padding written
+ * to disk never carries stale arena bytes. (nparts: the part table is in
+ * the header page now, which the header's encoding clears.) */
 void kvs_dram_zero_tail(uint8_t *data, uint64_t raw_len, uint32_t nparts)
 {
-    uint64_t end = KVS_ALIGN_UP(raw_len, 8ull) + 4ull * nparts;
-
-    memset(data + raw_len, 0, KVS_ALIGN_UP(raw_len, 8ull) - raw_len);
-    memset(data + end, 0, KVS_ALIGN_UP(end, (uint64_t)KVS_ARENA_PAGE) - end);
+    (void)nparts;
+    memset(data + raw_len, 0,
+           KVS_ALIGN_UP(raw_len, (uint64_t)KVS_ARENA_PAGE) - raw_len);
 }
 
 /*

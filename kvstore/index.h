@@ -82,6 +82,9 @@ int kvs_index_region_put(kvs_index_t *index, uint32_t region, uint64_t gen,
 
 /* Calls cb for each block record that decodes; *bad_out counts the ones
  * that do not (they are deleted). */
+/* About how many records the index holds (RocksDB's estimate, block
+ * records and the few others alike); 0 if unknown. */
+uint64_t kvs_index_block_estimate(kvs_index_t *index);
 typedef void (*kvs_index_rec_cb)(void *arg, const kvs_index_rec_t *rec);
 int kvs_index_block_load(kvs_index_t *index, kvs_index_rec_cb cb, void *arg,
                          uint64_t *bad_out);

@@ -155,7 +155,8 @@ int kvs_store_scan(kvs_store_t *s, uint32_t ns, uint64_t group, kvs_scan_cb cb,
             continue;
         kvs_table_info(&info, e);
         n++;
-        if (cb(arg, e->key, e->key_len, e->parent, e->parent_len, &info))
+        if (cb(arg, ent_key(s, e), e->key_len, ent_parent(s, e), e->parent_len,
+               &info))
             break;
     }
     pthread_mutex_unlock(&s->lock);

@@ -51,7 +51,7 @@ static int publish_locked(kvs_store_t *s, struct entry *e, bool *del_old,
                           uint64_t *old_uid)
 {
     struct entry *old =
-        kvs_table_lookup_locked(s, e->ns, e->key, e->key_len, e->hash);
+        kvs_table_lookup_locked(s, e->ns, ent_key(s, e), e->key_len, e->hash);
 
     *del_old = false;
     if (old) {
@@ -65,10 +65,15 @@ static int publish_locked(kvs_store_t *s, struct entry *e, bool *del_old,
     }
     kvs_table_link(s, e);
     struct entry *parent =
-        e->parent_len
-            ? kvs_table_lookup_locked(s, e->ns, e->parent, e->parent_len,
-                                      key_hash(e->ns, e->parent, e->parent_len))
-            : NULL;
+        e->parent_len ? kvs_table_lookup_locked(
+                            s, e->ns, ent_parent(s, e), e->parent_len,
+                            key_hash(e->ns, ent_parent(s, e), e->parent_len))
+                      : NULL;
+    /* The writer reads an entry's keys under wlock alone: only a block no
+     * write can be working on (none on disk yet) changes its parent's
+     * chunk here. */
+    if (!(e->flags & E_DISK))
+        kvs_table_share_parent(s, e, parent);
     kvs_table_lru_push(s, e, parent);
     s->st.blocks++;
     s->st.dram_blocks++;
@@ -109,18 +114,18 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
     e = kvs_table_alloc_locked(s);
     if (!e && kvs_evict_one_locked(s))
         e = kvs_table_alloc_locked(s);
-    ret = e ? kvs_dram_alloc_locked(s, bytes, &off) : KVS_EFULL;
+    ret = e ? kvs_table_set_key(s, e, a->ns, a->key, a->key_len,
+                                key_hash(a->ns, a->key, a->key_len), a->parent,
+                                a->parent_len)
+            : KVS_EFULL;
+    if (!ret)
+        ret = kvs_dram_alloc_locked(s, bytes, &off);
     if (ret) {
-        if (e) {
-            e->flags = 0;
-            e->hnext = s->free_head;
-            s->free_head = eidx(s, e);
-        }
+        if (e)
+            kvs_table_free_locked(s, e); /* fresh: only its keys to drop */
         s->st.full_errors++;
         return ret;
     }
-    kvs_table_set_key(e, a->ns, a->key, a->key_len,
-                      key_hash(a->ns, a->key, a->key_len));
     e->dram_off = off + kvs_segment_hdr_bytes(a->nparts);
     e->flags |= E_DRAM;
     e->busy = 1;
@@ -131,9 +136,6 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
         a->elem_size ? a->elem_size : (uint8_t)s->ns[a->ns].elem_size;
     e->group = a->group;
     e->expiry_ms = a->ttl_ms ? kvs_clock_real_ms() + a->ttl_ms : 0;
-    e->parent_len = (uint8_t)a->parent_len;
-    if (a->parent_len)
-        memcpy(e->parent, a->parent, a->parent_len);
     if (a->flags & (KVS_PUT_DURABLE | KVS_PUT_NO_DRAM))
         e->flags |= E_DURABLE;
     if (e->cls == KVS_CLASS_PINNED)

@@ -95,8 +95,10 @@ int kvs_store_put_seal(kvs_store_t *s, kvs_put_stream_t *ps)
     if (ps->ndone != ps->nparts)
         return KVS_EINCOMPLETE;
     /* What commit_entries reads of the put: its flags and key. */
-    kvs_put_args_t a = {
-        .ns = ps->ns, .key = e->key, .key_len = e->key_len, .flags = ps->flags};
+    kvs_put_args_t a = {.ns = ps->ns,
+                        .key = ent_key(s, e),
+                        .key_len = e->key_len,
+                        .flags = ps->flags};
     const kvs_put_args_t *ap = &a;
     uint32_t idx = eidx(s, e);
 

@@ -234,12 +234,11 @@ int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
     }
     uint64_t data_off = off + kvs_segment_hdr_bytes(e->nparts);
     e->busy++;
-    memcpy(key, e->key, key_len);
+    memcpy(key, ent_key(s, e), key_len);
     pthread_mutex_unlock(&s->lock);
 
     pthread_mutex_lock(&s->rlock);
-    uint32_t *pl = (uint32_t *)(void *)(s->abase + data_off +
-                                        KVS_ALIGN_UP(r.raw_len, 8ull));
+    uint32_t *pl = part_table_at(s, data_off, r.nparts);
     ret = kvs_read_one_rlocked(s, &r, key, key_len, s->abase + data_off, pl,
                                r.nparts);
     if (ret == 0)

@@ -82,12 +82,15 @@ static void load_rec(void *arg, const kvs_index_rec_t *r)
         c->full++;
         return;
     }
-    kvs_table_set_key(e, r->ns, r->key, r->key_len, h);
+    if (kvs_table_set_key(s, e, r->ns, r->key, r->key_len, h, r->parent,
+                          r->parent_len)) {
+        kvs_table_free_locked(s, e);
+        c->full++;
+        return;
+    }
     e->uid = r->uid;
     if (r->uid > s->uid_seq)
         s->uid_seq = r->uid;
-    e->parent_len = r->parent_len;
-    memcpy(e->parent, r->parent, r->parent_len);
     e->cls = r->cls;
     e->elem_size = r->elem_size;
     e->codec = r->codec;
@@ -109,6 +112,24 @@ static void load_rec(void *arg, const kvs_index_rec_t *r)
     s->st.blocks++;
     s->st.nvme_blocks++;
     ev_tier_locked(s, e, KVS_STORE_EV_STORED, KVS_TIER_NVME);
+}
+
+/* The index is in key order, not chain order: a child loaded before its
+ * parent holds a copy of the parent's key, given up here for the parent's
+ * own chunk (the copies freed go to the key store's free lists). */
+static void share_parents(kvs_store_t *s)
+{
+    for (uint32_t i = 0; i < s->nents_used; i++) {
+        struct entry *e = &s->ents[i];
+        if (!(e->flags & E_LINKED) || e->pref == KVS_KEYS_NIL ||
+            kvs_keys_refs(&s->keys, e->pref) != 1)
+            continue;
+        const uint8_t *p = ent_parent(s, e);
+        kvs_table_share_parent(
+            s, e,
+            kvs_table_lookup_locked(s, e->ns, p, e->parent_len,
+                                    key_hash(e->ns, p, e->parent_len)));
+    }
 }
 
 int kvs_recover_load(kvs_store_t *s)
@@ -143,6 +164,7 @@ int kvs_recover_load(kvs_store_t *s)
         ret = kvs_index_region_load(s->index, load_region, s);
     if (ret)
         return ret;
+    kvs_table_buckets_reserve(s, kvs_index_block_estimate(s->index));
     ret = kvs_index_batch_create(&c.drop);
     if (ret)
         return ret;
@@ -152,6 +174,7 @@ int kvs_recover_load(kvs_store_t *s)
     kvs_index_batch_destroy(c.drop);
     if (ret)
         return ret;
+    share_parents(s);
     if (s->st.blocks || c.stale || bad || c.full)
         kvs_info("store: loaded %llu blocks from the index (%llu stale, "
                  "%llu malformed, %llu over max_blocks)",

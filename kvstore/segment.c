@@ -37,7 +37,12 @@
  * append copies header and payload into the current buffer; a full buffer
  * is submitted as one write and the next one is filled meanwhile, so the
  * copy overlaps the disk. flush() submits the partial buffer and waits for
- * all of them. Reads use bounce slots, also registered.
+ * all of them. Reads use bounce slots, each as large as the largest block
+ * on disk. Registering a buffer with io_uring pins it, resident from open,
+ * so the slots are registered only while they add up to READ_REGISTER_MAX
+ * at most; past that (16 MiB blocks: 15 slots, 240 MiB) they are mapped
+ * unpopulated and read into without registration, and each becomes
+ * resident as far as the largest block read into it.
  */
 #include "kvstore/segment.h"
 #include "kvstore/ring.h"
@@ -50,6 +55,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -95,7 +101,8 @@ struct kvs_segment {
     kvs_ring_t *rring;
     bool rring_fixed;
     unsigned nslots;
-    uint8_t *slots; /* nslots * max_disk_len */
+    uint8_t *slots;   /* nslots * max_disk_len, mapped */
+    size_t slots_len; /* of the mapping */
 };
 
 uint32_t kvs_segment_hdr_bytes(uint32_t nparts)
@@ -114,6 +121,15 @@ uint32_t kvs_segment_disk_len(uint32_t key_len, uint32_t nparts,
 /* Creates a ring with registered buffers, or without them if the kernel
  * will not pin that much memory (RLIMIT_MEMLOCK); io_uring itself being
  * refused is an error. */
+#define READ_REGISTER_MAX (32u << 20)
+
+static void slots_unmap(kvs_segment_t *s)
+{
+    if (s->slots)
+        munmap(s->slots, s->slots_len);
+    s->slots = NULL;
+}
+
 static int ring_setup(unsigned depth, int fd, struct iovec *iov, unsigned n,
                       kvs_ring_t **ring_out, bool *fixed_out)
 {
@@ -197,8 +213,11 @@ int kvs_segment_open(const kvs_segment_config_t *cfg, kvs_segment_t **seg_out)
         iov[i] = (struct iovec){s->wb[i].mem, s->wbuf_bytes};
     }
     s->nslots = cfg->read_slots;
-    if (posix_memalign((void **)&s->slots, KVS_SEG_ALIGN,
-                       (size_t)s->nslots * s->max_disk_len)) {
+    s->slots_len = (size_t)s->nslots * s->max_disk_len;
+    s->slots = mmap(NULL, s->slots_len, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (s->slots == MAP_FAILED) {
+        s->slots = NULL;
         ret = -ENOMEM;
         goto err_bufs;
     }
@@ -223,10 +242,12 @@ int kvs_segment_open(const kvs_segment_config_t *cfg, kvs_segment_t **seg_out)
     s->image_fixed = s->wring_fixed && niov > NWBUF;
     if (ret)
         goto err_bufs;
-    ret = ring_setup(cfg->io_depth, s->fd, riov, s->nslots, &s->rring,
-                     &s->rring_fixed);
+    bool reg = s->slots_len <= READ_REGISTER_MAX;
+    ret = ring_setup(cfg->io_depth, s->fd, reg ? riov : NULL,
+                     reg ? s->nslots : 0, &s->rring, &s->rring_fixed);
     if (ret)
         goto err_wring;
+    s->rring_fixed = s->rring_fixed && reg;
     free(riov);
     *seg_out = s;
     return 0;
@@ -235,7 +256,7 @@ err_wring:
     kvs_ring_destroy(s->wring);
 err_bufs:
     free(riov);
-    free(s->slots);
+    slots_unmap(s);
     for (unsigned i = 0; i < NWBUF; i++)
         free(s->wb[i].mem);
 err_close:
@@ -252,7 +273,7 @@ void kvs_segment_close(kvs_segment_t *s)
     kvs_segment_flush(s);
     kvs_ring_destroy(s->wring);
     kvs_ring_destroy(s->rring);
-    free(s->slots);
+    slots_unmap(s);
     for (unsigned i = 0; i < NWBUF; i++)
         free(s->wb[i].mem);
     close(s->fd);
@@ -514,8 +535,11 @@ uint32_t kvs_segment_block_encode(const kvs_seg_block_t *blk, uint64_t gen,
     kvs_le64_store(b + 48, blk->stored_len);
     kvs_le64_store(b + 56, blk->data_xxh);
     memcpy(b + 72, blk->key, blk->key_len);
-    for (uint32_t i = 0; i < blk->nparts; i++)
-        kvs_le32_store(b + KVS_SEG_HDR_FIXED + 4 * i, blk->part_lens[i]);
+    /* A DRAM image keeps its part table in place already (kvstore/
+     * store_int.h), and readers may be reading it: no rewrite then. */
+    if ((const uint8_t *)blk->part_lens != b + KVS_SEG_HDR_FIXED)
+        for (uint32_t i = 0; i < blk->nparts; i++)
+            kvs_le32_store(b + KVS_SEG_HDR_FIXED + 4 * i, blk->part_lens[i]);
     kvs_le64_store(
         b + 64, XXH3_64bits_withSeed(b + 72, hdr_len - 72, XXH3_64bits(b, 64)));
     return hdr_len;

@@ -133,7 +133,10 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
         0)
         s->ents = s->ents_mem.base;
     s->free_head = NIL;
-    if (!s->dir || !s->ns || !s->ents || kvs_table_buckets_init(s) != 0) {
+    /* Each entry holds its key and, at worst, a parent of its own. */
+    if (!s->dir || !s->ns || !s->ents ||
+        kvs_keys_init(&s->keys, 2ull * s->nents) != 0 ||
+        kvs_table_buckets_init(s) != 0) {
         ret = -ENOMEM;
         goto err_close;
     }
@@ -208,6 +211,7 @@ void kvs_store_close(kvs_store_t *s)
     free(s->ns);
     kvs_huge_unmap(&s->buckets_mem);
     kvs_huge_unmap(&s->ents_mem);
+    kvs_keys_fini(&s->keys);
     pthread_cond_destroy(&s->space_cv);
     pthread_cond_destroy(&s->work_cv);
     pthread_mutex_destroy(&s->lock);
@@ -321,7 +325,7 @@ int kvs_store_set_retention(kvs_store_t *s, uint32_t ns, const void *key,
     }
     kvs_index_rec_t rec;
     if (rewrite) {
-        kvs_writer_rec(e, &e->loc, e->codec, e->stored_len, &rec);
+        kvs_writer_rec(s, e, &e->loc, e->codec, e->stored_len, &rec);
     }
     pthread_mutex_unlock(&s->lock);
     if (rewrite) {
@@ -424,7 +428,7 @@ static int verify(kvs_store_t *s, uint64_t ns, kvs_verify_cb cb, void *arg,
         }
         kvs_read_init(&r, e);
         key_len = e->key_len;
-        memcpy(key, e->key, key_len);
+        memcpy(key, ent_key(s, e), key_len);
         pthread_mutex_unlock(&s->lock);
 
         pthread_mutex_lock(&s->rlock);

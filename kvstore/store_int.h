@@ -15,13 +15,17 @@
  *   region[r].head <-> ... (blocks on disk in region r)  (rg_prev/rg_next)
  *
  * An entry can be in DRAM (E_DRAM, bytes at dram_off in the arena), on disk
- * (E_DISK, at loc), or both. Its DRAM copy is laid out as the block's bytes
- * followed by its part-length table, behind room for its disk header, so
+ * (E_DISK, at loc), or both. Its DRAM copy is laid out as the block's disk
+ * image: its header pages, with the part-length table where the disk
+ * header keeps it (kvstore/segment.c), then its bytes padded to a page, so
  * the bytes start on a page boundary and can be sent from directly, and the
- * extent is the block's disk image, written without a copy:
+ * extent is written without a copy:
  *
- *   extent: | disk header pages | data (raw_len) | pad to 8 | part_lens |
- *                                ^ arena + dram_off
+ *   extent: | header fields | part_lens | 0s | data (raw_len) | 0s to 4 KiB |
+ *            ^ hdr_bytes(nparts) before   ^ +KVS_SEG_HDR_FIXED
+ *                                              ^ arena + dram_off
+ *
+ * A 4 KiB block takes 8 KiB, not 12 (the table used to follow the data).
  *
  * Locks, as layers: a thread holding a lock of one layer may take a lock
  * of a lower layer, never one of the same or a higher layer.
@@ -57,6 +61,7 @@
 #include "kvstore/arena.h"
 #include "kvstore/codec.h"
 #include "kvstore/ghost.h"
+#include "kvstore/keys.h"
 #include "kvstore/policy.h"
 #include "kvstore/index.h"
 #include "kvstore/segment.h"
@@ -85,19 +90,24 @@ enum {
 };
 
 struct entry {
-    /* What a lookup and a MATCH's touch read, in the first two cache
-     * lines (a block table spread over a large store misses on each). */
+    /* What a lookup and a MATCH's touch read, in the first 64 bytes (a
+     * block table spread over a large store misses on each). */
     uint64_t hash;  /* XXH3-64 of (ns, key) */
     uint32_t hnext; /* hash chain */
+    uint32_t kref;  /* its key's bytes in s->keys (keys.h) */
     uint16_t ns;    /* < ns_cap (65,536) */
     uint8_t flags;  /* E_* */
     uint8_t key_len, parent_len, cls, elem_size;
     uint8_t codec;      /* of the disk copy */
     uint16_t hits;      /* accesses since put, saturating */
     uint16_t nparts;    /* 1..KVS_PARTS_MAX */
+    uint32_t pref;      /* its parent's key bytes (the parent's own chunk
+                         * when it was in the table), or KVS_KEYS_NIL;
+                         * changes under lock only before the block has
+                         * a disk copy (put.c) or during recovery, so the
+                         * writer may read it under wlock alone */
     uint64_t expiry_ms; /* wall clock; 0: none */
-    uint8_t key[KVS_KEY_MAX];
-    uint64_t uid;                /* unique per put */
+    uint64_t uid;       /* unique per put */
     uint32_t ttl_prev, ttl_next; /* TTL list: linked entries with a TTL */
     /* The rest. */
     uint32_t rg_prev, rg_next;
@@ -112,13 +122,12 @@ struct entry {
     uint64_t dram_off; /* of the data in the arena, when E_DRAM */
     kvs_seg_loc_t loc; /* when E_DISK */
     uint64_t data_xxh; /* XXH3-64 of the raw bytes */
-    uint8_t parent[KVS_KEY_MAX];
-} __attribute__((aligned(64)));
-_Static_assert(offsetof(struct entry, ttl_next) + 4 <= 128,
-               "a lookup and a touch read two cache lines of an entry");
-/* Four cache lines, 128 of them key and parent bytes: what an indexed
- * block costs (docs/operations.md, "Memory"). */
-_Static_assert(sizeof(struct entry) == 256, "an entry is 256 bytes");
+};
+_Static_assert(offsetof(struct entry, ttl_next) + 4 <= 64,
+               "a lookup and a touch read the first 64 bytes of an entry");
+/* 136 bytes and a key chunk (keys.h): what an indexed block costs in the
+ * table (docs/operations.md, "Memory"). */
+_Static_assert(sizeof(struct entry) == 136, "an entry is 136 bytes");
 _Static_assert(KVS_PARTS_MAX <= UINT16_MAX, "nparts fits an entry");
 
 /*
@@ -210,6 +219,7 @@ struct kvs_store {
     uint32_t nents_used;  /* entries ever handed out: [0, nents_used)
                            * are resident, the rest untouched */
     uint32_t free_head;   /* freed entries below nents_used */
+    kvs_keys_t keys;      /* the entries' key bytes */
     uint32_t *buckets;    /* in buckets_mem */
     uint32_t bucket_mask; /* buckets - 1, a power of two */
     uint32_t nlinked;     /* entries in the hash */
@@ -278,6 +288,23 @@ static inline uint64_t key_hash(uint32_t ns, const void *key, uint32_t len)
     return XXH3_64bits_withSeed(key, len, 0x9e3779b97f4a7c15ull ^ ns);
 }
 
+/* An entry's key bytes (key_len of them) and its parent's (parent_len),
+ * valid while the entry is allocated. With no parent, an empty array,
+ * never NULL: callers pass it on to memcpy and callbacks with length 0. */
+static inline const uint8_t *ent_key(const kvs_store_t *s,
+                                     const struct entry *e)
+{
+    return kvs_keys_bytes(&s->keys, e->kref);
+}
+
+static inline const uint8_t *ent_parent(const kvs_store_t *s,
+                                        const struct entry *e)
+{
+    static const uint8_t none[1];
+
+    return e->pref == KVS_KEYS_NIL ? none : kvs_keys_bytes(&s->keys, e->pref);
+}
+
 /* Reports a tier change of a linked entry to the event callback
  * (store.h, "Tier events"); silent for entries already unlinked, whose
  * removal was reported when they were unlinked. Caller holds lock. */
@@ -286,8 +313,9 @@ static inline void ev_tier_locked(const kvs_store_t *s, const struct entry *e,
 {
     if (!s->cfg.event_cb || !(e->flags & E_LINKED))
         return;
-    kvs_store_event_t ev = {type,   tier,          e->ns,    e->key_len,
-                            e->key, e->parent_len, e->parent};
+    kvs_store_event_t ev = {
+        type,          tier,          e->ns,           e->key_len,
+        ent_key(s, e), e->parent_len, ent_parent(s, e)};
     s->cfg.event_cb(s->cfg.event_arg, &ev);
 }
 
@@ -302,11 +330,19 @@ static inline bool expired(const struct entry *e, uint64_t now_ms)
     return e->expiry_ms && now_ms >= e->expiry_ms;
 }
 
-/* The block's part-length table, behind its bytes in DRAM (E_DRAM). */
+/* The part-length table of a DRAM copy whose data is at data_off, in its
+ * header page; of entry e (E_DRAM). */
+static inline uint32_t *part_table_at(kvs_store_t *s, uint64_t data_off,
+                                      uint32_t nparts)
+{
+    return (uint32_t *)(void *)(s->abase + data_off -
+                                kvs_segment_hdr_bytes(nparts) +
+                                KVS_SEG_HDR_FIXED);
+}
+
 static inline uint32_t *part_table(kvs_store_t *s, const struct entry *e)
 {
-    return (uint32_t *)(void *)(s->abase + e->dram_off +
-                                KVS_ALIGN_UP(e->raw_len, 8ull));
+    return part_table_at(s, e->dram_off, e->nparts);
 }
 
 static inline bool ns_valid_locked(const kvs_store_t *s, uint32_t ns)
@@ -348,12 +384,22 @@ bool kvs_table_touch_run_locked(kvs_store_t *s, struct entry *const *e,
  * DRAM can hold (at open); -ENOMEM. */
 int kvs_table_buckets_init(kvs_store_t *s);
 int kvs_table_pslots_init(kvs_store_t *s, uint32_t npslots);
+/* Buckets for about nblocks blocks (no fewer than now); best effort. */
+void kvs_table_buckets_reserve(kvs_store_t *s, uint64_t nblocks);
 /* A free entry, zeroed, E_USED, with a new uid; NULL if the table is full. */
 struct entry *kvs_table_alloc_locked(kvs_store_t *s);
 void kvs_table_free_locked(kvs_store_t *s, struct entry *e);
 void kvs_table_remove_locked(kvs_store_t *s, struct entry *e);
-void kvs_table_set_key(struct entry *e, uint32_t ns, const void *key,
-                       uint32_t len, uint64_t hash);
+/* Gives e (fresh from kvs_table_alloc_locked) its key and its parent's
+ * key (plen 0: none), sharing the parent's chunk when the parent is in the
+ * table; KVS_EFULL when the key region is full. */
+int kvs_table_set_key(kvs_store_t *s, struct entry *e, uint32_t ns,
+                      const void *key, uint32_t len, uint64_t hash,
+                      const void *parent, uint32_t plen);
+/* Makes e share its parent's key chunk (parent: the entry of e's parent
+ * key, or NULL). */
+void kvs_table_share_parent(kvs_store_t *s, struct entry *e,
+                            const struct entry *parent);
 void kvs_table_info(kvs_block_info_t *info, const struct entry *e);
 /* Checks the LRU and TTL lists; KVS_ECORRUPT (logged) if broken. */
 int kvs_table_check_locked(kvs_store_t *s);
@@ -419,8 +465,9 @@ int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait);
 
 int kvs_writer_open(kvs_store_t *s);
 void kvs_writer_close(kvs_store_t *s);
-void kvs_writer_rec(const struct entry *e, const kvs_seg_loc_t *loc,
-                    uint8_t codec, uint64_t stored_len, kvs_index_rec_t *rec);
+void kvs_writer_rec(const kvs_store_t *s, const struct entry *e,
+                    const kvs_seg_loc_t *loc, uint8_t codec,
+                    uint64_t stored_len, kvs_index_rec_t *rec);
 /* Queues the write of entry e (busy, in DRAM) as a job of kind (enum
  * job_kind), making room first; result receives a JOB_PUT's status. */
 void kvs_writer_queue_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,

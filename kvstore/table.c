@@ -36,7 +36,7 @@ struct entry *kvs_table_lookup_locked(kvs_store_t *s, uint32_t ns,
          i = s->ents[i].hnext) {
         struct entry *e = &s->ents[i];
         if (e->hash == hash && e->ns == ns && e->key_len == len &&
-            memcmp(e->key, key, len) == 0)
+            memcmp(ent_key(s, e), key, len) == 0)
             return e;
     }
     return NULL;
@@ -129,9 +129,9 @@ int kvs_table_buckets_init(kvs_store_t *s)
     return 0;
 }
 
-static void buckets_grow(kvs_store_t *s)
+/* Rehashes into nb buckets (a power of two); on no memory, stays. */
+static void buckets_resize(kvs_store_t *s, uint32_t nb)
 {
-    uint32_t nb = (s->bucket_mask + 1) * 2;
     kvs_huge_t mem;
     uint32_t *b;
 
@@ -151,13 +151,27 @@ static void buckets_grow(kvs_store_t *s)
     s->bucket_mask = nb - 1;
 }
 
+/* Recovery knows about how many blocks it will link: buckets for them at
+ * once, rather than a doubling (a rehash of all linked so far) every time
+ * the count passes a power of two. */
+void kvs_table_buckets_reserve(kvs_store_t *s, uint64_t nblocks)
+{
+    uint64_t nb = s->bucket_mask + 1ull;
+
+    nblocks = KVS_MIN(nblocks, (uint64_t)s->nents);
+    while (nb < nblocks && nb < (1ull << 31))
+        nb <<= 1;
+    if (nb > s->bucket_mask + 1ull)
+        buckets_resize(s, (uint32_t)nb);
+}
+
 void kvs_table_link(kvs_store_t *s, struct entry *e)
 {
     uint32_t *b;
 
     if (s->nlinked > s->bucket_mask && s->bucket_mask + 1 < s->nents &&
         s->bucket_mask < (1u << 31) - 1)
-        buckets_grow(s);
+        buckets_resize(s, (s->bucket_mask + 1) * 2);
     b = &s->buckets[e->hash & s->bucket_mask];
     e->hnext = *b;
     *b = eidx(s, e);
@@ -296,6 +310,7 @@ struct entry *kvs_table_alloc_locked(kvs_store_t *s)
     memset(e, 0, sizeof(*e));
     e->flags = E_USED;
     e->hnext = e->rg_prev = e->rg_next = e->pslot = NIL;
+    e->kref = e->pref = KVS_KEYS_NIL;
     e->uid = ++s->uid_seq;
     return e;
 }
@@ -314,6 +329,9 @@ void kvs_table_free_locked(kvs_store_t *s, struct entry *e)
     }
     if (e->cls == KVS_CLASS_PINNED)
         s->pinned_bytes -= e->raw_len;
+    kvs_keys_unref(&s->keys, e->kref);
+    kvs_keys_unref(&s->keys, e->pref);
+    e->kref = e->pref = KVS_KEYS_NIL;
     e->flags = 0;
     e->hnext = s->free_head;
     s->free_head = eidx(s, e);
@@ -335,13 +353,47 @@ void kvs_table_remove_locked(kvs_store_t *s, struct entry *e)
         kvs_table_free_locked(s, e);
 }
 
-void kvs_table_set_key(struct entry *e, uint32_t ns, const void *key,
-                       uint32_t len, uint64_t hash)
+/* A parent that is in the table lends its own key chunk, which its
+ * children keep alive after it leaves: a chain pays for each key once. */
+int kvs_table_set_key(kvs_store_t *s, struct entry *e, uint32_t ns,
+                      const void *key, uint32_t len, uint64_t hash,
+                      const void *parent, uint32_t plen)
 {
+    struct entry *p = plen ? kvs_table_lookup_locked(s, ns, parent, plen,
+                                                     key_hash(ns, parent, plen))
+                           : NULL;
+    uint32_t kref = kvs_keys_add(&s->keys, key, len), pref = KVS_KEYS_NIL;
+
+    if (kref == KVS_KEYS_NIL)
+        return KVS_EFULL;
+    if (p && kvs_keys_ref(&s->keys, p->kref))
+        pref = p->kref;
+    else if (plen &&
+             (pref = kvs_keys_add(&s->keys, parent, plen)) == KVS_KEYS_NIL) {
+        kvs_keys_unref(&s->keys, kref);
+        return KVS_EFULL;
+    }
     e->ns = ns;
     e->key_len = (uint8_t)len;
-    memcpy(e->key, key, len);
+    e->kref = kref;
+    e->parent_len = (uint8_t)plen;
+    e->pref = pref;
     e->hash = hash;
+    return 0;
+}
+
+/* A parent put in the same batch as its child, or loaded after it, was not
+ * in the table when the child got its key: the child's copy of the
+ * parent's key gives way to the parent's own chunk once it is. */
+void kvs_table_share_parent(kvs_store_t *s, struct entry *e,
+                            const struct entry *parent)
+{
+    if (!parent || e->pref == KVS_KEYS_NIL || e->pref == parent->kref ||
+        kvs_keys_refs(&s->keys, e->pref) != 1 ||
+        !kvs_keys_ref(&s->keys, parent->kref))
+        return;
+    kvs_keys_unref(&s->keys, e->pref);
+    e->pref = parent->kref;
 }
 
 void kvs_table_info(kvs_block_info_t *info, const struct entry *e)

@@ -30,8 +30,9 @@
 #include <string.h>
 
 /* The index record of entry e with its disk copy at loc. */
-void kvs_writer_rec(const struct entry *e, const kvs_seg_loc_t *loc,
-                    uint8_t codec, uint64_t stored_len, kvs_index_rec_t *rec)
+void kvs_writer_rec(const kvs_store_t *s, const struct entry *e,
+                    const kvs_seg_loc_t *loc, uint8_t codec,
+                    uint64_t stored_len, kvs_index_rec_t *rec)
 {
     *rec = (kvs_index_rec_t){
         .ns = e->ns,
@@ -52,8 +53,9 @@ void kvs_writer_rec(const struct entry *e, const kvs_seg_loc_t *loc,
         .group = e->group,
         .uid = e->uid,
     };
-    memcpy(rec->key, e->key, e->key_len);
-    memcpy(rec->parent, e->parent, e->parent_len);
+    memcpy(rec->key, ent_key(s, e), e->key_len);
+    if (e->parent_len)
+        memcpy(rec->parent, ent_parent(s, e), e->parent_len);
 }
 
 /*
@@ -93,7 +95,7 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
     kvs_seg_block_t blk = {
         .ns = e->ns,
         .key_len = e->key_len,
-        .key = e->key,
+        .key = ent_key(s, e),
         .key_hash = e->hash,
         .elem_size = e->elem_size,
         .nparts = e->nparts,
@@ -255,7 +257,7 @@ static void ensure_space_wlocked(kvs_store_t *s, bool force)
         }
         if (e->cls == KVS_CLASS_PINNED)
             continue; /* did not fit in DRAM: stays */
-        kvs_index_batch_delete(s->batch, e->ns, e->key, e->key_len);
+        kvs_index_batch_delete(s->batch, e->ns, ent_key(s, e), e->key_len);
         kvs_table_remove_locked(s, e);
         s->st.evicted++;
     }
@@ -364,7 +366,7 @@ int kvs_writer_publish_wlocked(kvs_store_t *s, bool sync)
         if (job->state != JOB_DONE || job->status)
             continue;
         kvs_index_rec_t rec;
-        kvs_writer_rec(e, &job->loc, job->codec, job->stored_len, &rec);
+        kvs_writer_rec(s, e, &job->loc, job->codec, job->stored_len, &rec);
         kvs_index_batch_put(s->batch, &rec);
     }
     ret = kvs_index_commit(s->index, s->batch, sync || s->cfg.sync_index);
@@ -389,8 +391,8 @@ int kvs_writer_publish_wlocked(kvs_store_t *s, bool sync)
     for (uint32_t i = 0; i < s->ndead; i++) {
         struct entry *e = &s->ents[s->dead[i]];
         if (e->flags & E_DISK)
-            kvs_index_block_delete_if(s->index, e->ns, e->key, e->key_len,
-                                      e->uid);
+            kvs_index_block_delete_if(s->index, e->ns, ent_key(s, e),
+                                      e->key_len, e->uid);
         pthread_mutex_lock(&s->lock);
         if ((e->flags & E_DEAD) && e->busy == 0)
             kvs_table_free_locked(s, e);

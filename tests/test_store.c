@@ -91,18 +91,15 @@ static int check_block(kvs_store_t *s, uint32_t ns, uint32_t i, uint8_t *buf,
     return 0;
 }
 
-static void test_tiers_roundtrip_and_reopen(void **state)
+/* 50 MiB through a DRAM tier of at most 32 MiB, then a reopen. */
+static void tiers_roundtrip(kvs_store_config_t c)
 {
-    const char *dir = kvs_test_dir("store_tiers");
-    kvs_store_config_t c;
     kvs_store_t *s;
     kvs_store_stats_t st;
     uint32_t ns;
     uint8_t *buf = malloc(BLK), *want = malloc(BLK);
-    const uint32_t n = 200; /* 50 MiB through a 16 MiB DRAM tier */
+    const uint32_t n = 200;
 
-    (void)state;
-    config(&c, dir);
     assert_int_equal(kvs_store_open(&c, &s), 0);
     assert_int_equal(kvs_store_ns_open(s, "model=test;dtype=bf16", 2, &ns), 0);
     for (uint32_t i = 0; i < n; i++)
@@ -136,11 +133,20 @@ static void test_tiers_roundtrip_and_reopen(void **state)
     kvs_store_close(s);
 
     /* Another region size is another layout. */
-    c.region_bytes = 8u << 20;
+    c.region_bytes *= 2;
     assert_int_equal(kvs_store_open(&c, &s), KVS_ELAYOUT);
     free(buf);
     free(want);
-    kvs_test_rmtree(dir);
+    kvs_test_rmtree(c.dir);
+}
+
+static void test_tiers_roundtrip_and_reopen(void **state)
+{
+    kvs_store_config_t c;
+
+    (void)state;
+    config(&c, kvs_test_dir("store_tiers"));
+    tiers_roundtrip(c);
 }
 
 static void test_durable_survives_close_without_flush(void **state)
@@ -478,6 +484,122 @@ static void test_flush_larger_than_disk(void **state)
     kvs_test_rmtree(dir);
 }
 
+/* What a scan reports of block i's parent: -1 none, -2 not seen, else the
+ * parent's number. */
+struct parents {
+    int of[16];
+};
+
+static int note_parent(void *arg, const void *key, uint32_t key_len,
+                       const void *parent, uint32_t parent_len,
+                       const kvs_block_info_t *info)
+{
+    struct parents *p = arg;
+    unsigned i, j;
+
+    (void)info;
+    assert_int_equal(key_len, 32);
+    assert_int_equal(sscanf(key, "block-%08u", &i), 1);
+    assert_true(i < 16);
+    if (parent_len == 0) {
+        p->of[i] = -1;
+        return 0;
+    }
+    assert_int_equal(parent_len, 32);
+    assert_int_equal(sscanf(parent, "block-%08u", &j), 1);
+    p->of[i] = (int)j;
+    return 0;
+}
+
+static void scan_parents(kvs_store_t *s, uint32_t ns, struct parents *p)
+{
+    uint64_t n;
+
+    for (int i = 0; i < 16; i++)
+        p->of[i] = -2;
+    assert_int_equal(kvs_store_scan(s, ns, 0, note_parent, p, &n), 0);
+}
+
+/* A chain's blocks share their parents' key bytes (kvstore/keys.h): the
+ * bytes a child reports for its parent outlive the parent's deletion and
+ * replacement, and come back the same after a reopen, when the index
+ * gives children before their parents. */
+static void test_parent_keys_shared(void **state)
+{
+    const char *dir = kvs_test_dir("store_parent_keys");
+    uint8_t keys[8][32];
+    kvs_iov_t iov[8];
+    kvs_put_args_t a[8];
+    kvs_store_config_t c;
+    struct parents p;
+    kvs_store_t *s;
+    uint32_t ns;
+    int st[8];
+    uint8_t *buf = malloc(BLK);
+
+    (void)state;
+    config(&c, dir);
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "ns", 0, &ns), 0);
+    kvs_test_fill(buf, BLK, 7);
+    /* 0 <- 1 <- ... <- 7 in one batch, so the parents are not in the
+     * table yet when their children take their keys. */
+    for (uint32_t i = 0; i < 8; i++) {
+        make_key(keys[i], i);
+        iov[i] = (kvs_iov_t){buf, 4096};
+        a[i] = (kvs_put_args_t){.ns = ns,
+                                .key = keys[i],
+                                .key_len = 32,
+                                .parts = &iov[i],
+                                .nparts = 1,
+                                .parent = i ? keys[i - 1] : NULL,
+                                .parent_len = i ? 32 : 0};
+    }
+    assert_int_equal(kvs_store_put_batch(s, a, 8, st), 0);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(st[i], 0);
+    assert_int_equal(kvs_store_delete(s, ns, keys[3], 32), 0);
+    assert_int_equal(kvs_store_put(s, &a[5]), 0); /* replaced */
+    scan_parents(s, ns, &p);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(p.of[i], i == 3 ? -2 : i - 1);
+    assert_int_equal(kvs_store_flush(s), 0);
+    kvs_store_close(s);
+
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "ns", 0, &ns), 0);
+    scan_parents(s, ns, &p);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(p.of[i], i == 3 ? -2 : i - 1);
+    /* Children outlive their parents' keys' owners. */
+    for (uint32_t i = 0; i < 7; i++)
+        if (i != 3)
+            assert_int_equal(kvs_store_delete(s, ns, keys[i], 32), 0);
+    scan_parents(s, ns, &p);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(p.of[i], i == 7 ? 6 : -2);
+    kvs_store_close(s);
+    free(buf);
+    kvs_test_rmtree(dir);
+}
+
+/* Read slots for 16 MiB blocks add up past what kvstore/segment.c
+ * registers with io_uring: they are read into unregistered, and the same
+ * round trip holds. */
+static void test_unregistered_read_slots(void **state)
+{
+    kvs_store_config_t c;
+
+    (void)state;
+    config(&c, kvs_test_dir("store_big_slots"));
+    c.max_block_bytes = 16u << 20;
+    c.region_bytes = 32u << 20;
+    c.nvme_bytes = 128u << 20;
+    c.dram_bytes = 32u << 20;
+    c.io_depth = 4; /* 4 slots of 16 MiB: not registered */
+    tiers_roundtrip(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -487,6 +609,8 @@ int main(void)
         cmocka_unit_test(test_dram_only_evicts_lru),
         cmocka_unit_test(test_streaming_put),
         cmocka_unit_test(test_flush_larger_than_disk),
+        cmocka_unit_test(test_parent_keys_shared),
+        cmocka_unit_test(test_unregistered_read_slots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
