@@ -66,6 +66,8 @@ typedef struct kvs_shm_block {
     uint32_t nparts;
     uint8_t tier; /* view: enum kvs_tier the block was found in */
     uint8_t cls;  /* view: enum kvs_class */
+    uint64_t lease_end_ns; /* view: the lease ends at this CLOCK_MONOTONIC
+                              time; bytes read before it are the block's */
 } kvs_shm_block_t;
 
 /* 0 when the arena is mapped; else why not: -EOPNOTSUPP (no socket
@@ -95,7 +97,10 @@ KVS_API int kvs_shm_view(kvs_client_t *client, const void *key,
 KVS_API int kvs_shm_release(kvs_client_t *client, uint64_t id);
 
 /* One copy into buf (cap bytes); *len_out gets the block's length, also
- * with -ENOBUFS. Retries a view whose lease expired during the copy. */
+ * with -ENOBUFS. One round trip: the copy is known good when it ended
+ * before the lease's end (the host's one monotonic clock), so the release
+ * is sent without waiting for its answer; a copy that ended after it is
+ * done again. */
 KVS_API int kvs_shm_get(kvs_client_t *client, const void *key,
                         uint32_t key_len, void *buf, size_t cap,
                         size_t *len_out);

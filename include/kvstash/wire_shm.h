@@ -40,7 +40,7 @@ enum kvs_wire_shm_op {
 #define KVS_WIRE_SHM_RESERVE_REP 24u   /* id, off, len */
 #define KVS_WIRE_SHM_ID_SIZE 8u        /* COMMIT, ABORT, RELEASE */
 #define KVS_WIRE_SHM_VIEW_FIXED 8u     /* lease_ms, key_len, rsvd */
-#define KVS_WIRE_SHM_VIEW_REP_FIXED 32u /* before the part lens */
+#define KVS_WIRE_SHM_VIEW_REP_FIXED 40u /* before the part lens */
 /* The largest frame: a reservation with every key and part at its limit. */
 #define KVS_WIRE_SHM_FRAME_MAX                                                 \
     (KVS_WIRE_HDR_SIZE + KVS_WIRE_SHM_RESERVE_FIXED + 2 * KVS_KEY_MAX +        \
@@ -78,6 +78,8 @@ typedef struct kvs_wire_shm_msg {
             uint64_t len;    /* bytes, all parts, back to back */
             uint8_t tier;    /* VIEW: enum kvs_tier it was found in */
             uint8_t cls;     /* VIEW */
+            uint64_t expiry_ns; /* VIEW: the lease ends at this
+                                   CLOCK_MONOTONIC time (the host's) */
             const uint32_t *part_lens; /* VIEW: hdr.count entries */
         } block;
         struct {

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -103,14 +104,28 @@ static int roundtrip(kvs_client_t *c, struct kvs_client_shm *sh,
                     close(fd);
             }
         ret = kvs_wire_shm_decode(sh->rx, (size_t)n, sh->lens, r);
-        if (ret)
+        if (ret || !(r->hdr.flags & KVS_WIRE_F_REPLY))
             return KVS_EPROTO;
-        if (!(r->hdr.flags & KVS_WIRE_F_REPLY) ||
-            r->hdr.opcode != q->hdr.opcode)
+        if (r->hdr.req_id != q->hdr.req_id)
+            continue; /* an earlier request's, posted without waiting */
+        if (r->hdr.opcode != q->hdr.opcode)
             return KVS_EPROTO;
-        if (r->hdr.req_id == q->hdr.req_id)
-            return r->hdr.status;
+        return r->hdr.status;
     }
+}
+
+/* Sends q without waiting for its reply (roundtrip drops it later). */
+static int post(struct kvs_client_shm *sh, kvs_wire_shm_msg_t *q)
+{
+    size_t len;
+    int ret;
+
+    q->hdr.req_id = ++sh->seq;
+    ret = kvs_wire_shm_encode(q, sh->tx, sizeof(sh->tx), &len);
+    if (ret)
+        return ret;
+    return send(sh->fd, sh->tx, len, MSG_NOSIGNAL) == (ssize_t)len ? 0
+                                                                   : KVS_EPEER;
 }
 
 static int connect_unix(const char *path)
@@ -276,6 +291,7 @@ KVS_API int kvs_shm_reserve(kvs_client_t *c, const kvs_client_put_t *put,
     out->nparts = put->nparts;
     out->tier = KVS_TIER_DRAM;
     out->cls = put->cls;
+    out->lease_end_ns = 0;
     return 0;
 }
 
@@ -338,6 +354,7 @@ KVS_API int kvs_shm_view(kvs_client_t *c, const void *key, uint32_t key_len,
     out->nparts = r.hdr.count;
     out->tier = r.u.block.tier;
     out->cls = r.u.block.cls;
+    out->lease_end_ns = r.u.block.expiry_ns;
     return 0;
 }
 
@@ -360,6 +377,15 @@ KVS_API int kvs_shm_get(kvs_client_t *c, const void *key, uint32_t key_len,
             return -ENOBUFS;
         }
         memcpy(buf, b.data, b.len);
+        /* The copy is complete before the clock is read. */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (kvs_clock_mono_ns() < b.lease_end_ns) {
+            kvs_wire_shm_msg_t q = {0};
+
+            q.hdr.opcode = KVS_OP_SHM_RELEASE;
+            q.u.id.id = b.id;
+            return post(c->shm, &q);
+        }
         ret = kvs_shm_release(c, b.id);
     }
     return ret;

@@ -140,6 +140,7 @@ int kvs_wire_shm_encode(const kvs_wire_shm_msg_t *m, void *buf, size_t cap,
             kvs_le64_store(b + 16, m->u.block.len);
             b[24] = m->u.block.tier;
             b[25] = m->u.block.cls;
+            kvs_le64_store(b + 32, m->u.block.expiry_ns);
             put_lens(b + KVS_WIRE_SHM_VIEW_REP_FIXED, m->u.block.part_lens,
                      h->count);
             break;
@@ -212,6 +213,7 @@ static int decode_body(const uint8_t *b, size_t blen, uint32_t *part_lens,
             m->u.block.len = kvs_le64_load(b + 16);
             m->u.block.tier = b[24];
             m->u.block.cls = b[25];
+            m->u.block.expiry_ns = kvs_le64_load(b + 32);
             m->u.block.part_lens = part_lens;
         } else {
             m->u.view.lease_ms = kvs_le32_load(b);
