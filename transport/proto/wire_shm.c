@@ -226,8 +226,8 @@ static int decode_body(const uint8_t *b, size_t blen, uint32_t *part_lens,
             m->u.id.id = kvs_le64_load(b);
         break;
     }
-    if (h->opcode == KVS_OP_SHM_ATTACH && reply && h->count != 0)
-        return KVS_EPROTO;
+    if (reply && h->opcode != KVS_OP_SHM_VIEW && h->count != 0)
+        return KVS_EPROTO; /* only a VIEW reply has entries */
     if (!within_limits(m))
         return KVS_ETOOBIG;
     if (body_len_of(m) != blen)
