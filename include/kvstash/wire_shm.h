@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The shared-memory protocol (docs/protocol.md section 10): what a client
+ * The shared-memory protocol (docs/protocol.md section 11): what a client
  * on the daemon's host and kvstashd exchange over the Unix-domain socket
  * beside the UCX listener (daemon.shm_socket), byte by byte.
  *

@@ -3,7 +3,7 @@
  * The daemon's shared-memory service: a Unix-domain socket beside the UCX
  * listener (daemon.shm_socket) through which a client on this host gets
  * the DRAM arena's memfd and then puts and gets blocks in place
- * (kvstash/wire_shm.h, docs/protocol.md section 10). It runs on a thread
+ * (kvstash/wire_shm.h, docs/protocol.md section 11). It runs on a thread
  * of its own, so that a reservation waiting for room or a view reading a
  * block from disk never stalls the UCX event loop; the store is
  * thread-safe and everything else here belongs to that thread.
