@@ -60,13 +60,9 @@ static int wait_readable(kvs_client_t *c, int fd)
     }
 }
 
-/* Sends q and receives its reply into r (fd_out: a passed fd, or -1).
- * Replies to other requests (there are none: one at a time) are
- * dropped. */
-static int roundtrip(kvs_client_t *c, struct kvs_client_shm *sh,
-                     kvs_wire_shm_msg_t *q, kvs_wire_shm_msg_t *r, int *fd_out)
+/* Sends q without waiting for its reply (roundtrip drops it later). */
+static int post(struct kvs_client_shm *sh, kvs_wire_shm_msg_t *q)
 {
-    char cbuf[CMSG_SPACE(sizeof(int))];
     size_t len;
     int ret;
 
@@ -74,8 +70,21 @@ static int roundtrip(kvs_client_t *c, struct kvs_client_shm *sh,
     ret = kvs_wire_shm_encode(q, sh->tx, sizeof(sh->tx), &len);
     if (ret)
         return ret;
-    if (send(sh->fd, sh->tx, len, MSG_NOSIGNAL) != (ssize_t)len)
-        return KVS_EPEER;
+    return send(sh->fd, sh->tx, len, MSG_NOSIGNAL) == (ssize_t)len ? 0
+                                                                   : KVS_EPEER;
+}
+
+/* Sends q and receives its reply into r (fd_out: a passed fd, or -1).
+ * Replies to other requests (there are none: one at a time) are
+ * dropped. */
+static int roundtrip(kvs_client_t *c, struct kvs_client_shm *sh,
+                     kvs_wire_shm_msg_t *q, kvs_wire_shm_msg_t *r, int *fd_out)
+{
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    int ret = post(sh, q);
+
+    if (ret)
+        return ret;
     for (;;) {
         struct iovec iov = {.iov_base = sh->rx, .iov_len = sizeof(sh->rx)};
         struct msghdr mh = {.msg_iov = &iov,
@@ -114,19 +123,6 @@ static int roundtrip(kvs_client_t *c, struct kvs_client_shm *sh,
     }
 }
 
-/* Sends q without waiting for its reply (roundtrip drops it later). */
-static int post(struct kvs_client_shm *sh, kvs_wire_shm_msg_t *q)
-{
-    size_t len;
-    int ret;
-
-    q->hdr.req_id = ++sh->seq;
-    ret = kvs_wire_shm_encode(q, sh->tx, sizeof(sh->tx), &len);
-    if (ret)
-        return ret;
-    return send(sh->fd, sh->tx, len, MSG_NOSIGNAL) == (ssize_t)len ? 0
-                                                                   : KVS_EPEER;
-}
 
 static int connect_unix(const char *path)
 {
