@@ -483,21 +483,6 @@ static void enc_body(enc_t *e, const kvs_wire_msg_t *m)
     }
 }
 
-void kvs_wire_hdr_store(void *buf, const kvs_wire_hdr_t *h, uint32_t body_len)
-{
-    uint8_t *hp = buf;
-
-    st32(hp + 0, KVS_WIRE_MAGIC);
-    hp[4] = KVS_WIRE_VERSION;
-    hp[5] = h->opcode;
-    st16(hp + 6, h->flags);
-    st64(hp + 8, h->req_id);
-    st32(hp + 16, body_len);
-    st32(hp + 20, (uint32_t)h->status);
-    st32(hp + 24, h->count);
-    st32(hp + 28, 0);
-}
-
 int kvs_wire_encode(const kvs_wire_msg_t *msg, void *buf, size_t cap,
                     size_t *len_out)
 {
@@ -636,21 +621,6 @@ static int dec_put(dec_t *d, const kvs_wire_msg_t *m, uint64_t payload_len,
         return KVS_EPROTO;
     *ents_out = s->puts;
     return 0;
-}
-
-void kvs_wire_hdr_load(const void *buf, kvs_wire_hdr_t *h)
-{
-    const uint8_t *p = buf;
-
-    h->magic = ld32(p);
-    h->version = p[4];
-    h->opcode = p[5];
-    h->flags = ld16(p + 6);
-    h->req_id = ld64(p + 8);
-    h->body_len = ld32(p + 16);
-    h->status = (int32_t)ld32(p + 20);
-    h->count = ld32(p + 24);
-    h->reserved = ld32(p + 28);
 }
 
 int kvs_wire_decode_hdr(const void *buf, size_t len,
