@@ -84,6 +84,17 @@ KVS_API int kvs_shm_reserve(kvs_client_t *client, const kvs_client_put_t *put,
  * in the reservation's flags). The reservation is spent either way. */
 KVS_API int kvs_shm_commit(kvs_client_t *client, uint64_t id);
 KVS_API int kvs_shm_abort(kvs_client_t *client, uint64_t id);
+/* Commit without waiting: *status is 1 until the reply has been read (by
+ * any later kvs_shm_* call of this client, or kvs_shm_flush), then what
+ * kvs_shm_commit would have returned; it must stay valid until then. The
+ * block is visible once *status is 0. Lets the daemon checksum one block
+ * while the caller writes the next (reserve the next block first: requests
+ * are answered in order). At most 32 are outstanding; a 33rd waits for
+ * the oldest. Returns 0 once posted. */
+KVS_API int kvs_shm_commit_nb(kvs_client_t *client, uint64_t id, int *status);
+/* Waits until every request posted without waiting is answered. 0, or the
+ * connection's failure (each outstanding *status gets it too). */
+KVS_API int kvs_shm_flush(kvs_client_t *client);
 
 /* A leased view of a block; lease_ms 0: the daemon's default. part_lens
  * (optional, part_cap entries) receives each part's length; -ENOBUFS (and

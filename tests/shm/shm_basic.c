@@ -109,6 +109,40 @@ int main(void)
     CHECK_EQ(kvs_shm_commit(c, 12345), KVS_ENOTFOUND);
     CHECK_EQ(kvs_shm_release(c, 0), KVS_ENOTFOUND);
 
+    /* Commits posted without waiting: settled by a later call or flush. */
+    {
+        kvs_iov_t part = {NULL, 8192};
+        kvs_client_put_t put = {.key = {"nb-1", 4}, .parts = &part,
+                                .nparts = 1};
+        kvs_shm_block_t b1, b2;
+        int st1 = 0, st2 = 0, st3 = 0;
+
+        CHECK_EQ(kvs_shm_reserve(c, &put, &b1), 0);
+        kvs_test_fill(b1.data, b1.len, 21);
+        put.key.data = "nb-2";
+        CHECK_EQ(kvs_shm_reserve(c, &put, &b2), 0);
+        kvs_test_fill(b2.data, b2.len, 22);
+        CHECK_EQ(kvs_shm_commit_nb(c, b1.id, &st1), 0);
+        CHECK_EQ(st1, 1);
+        CHECK_EQ(kvs_shm_commit_nb(c, b2.id, &st2), 0);
+        CHECK_EQ(kvs_shm_commit_nb(c, b2.id, &st3), 0); /* spent by then */
+        CHECK_EQ(kvs_shm_flush(c), 0);
+        CHECK_EQ(st1, 0);
+        CHECK_EQ(st2, 0);
+        CHECK_EQ(st3, KVS_ENOTFOUND);
+        CHECK_EQ(kvs_client_get(plain, "nb-2", 4, buf, sizeof(buf), &len), 0);
+        kvs_test_fill(want, 8192, 22);
+        CHECK(len == 8192 && memcmp(buf, want, len) == 0);
+        /* More than the 32 outstanding: the 33rd waits for the oldest. */
+        static int sts[40];
+        for (int i = 0; i < 40; i++)
+            CHECK_EQ(kvs_shm_commit_nb(c, 777, &sts[i]), 0);
+        CHECK_EQ(kvs_shm_flush(c), 0);
+        for (int i = 0; i < 40; i++)
+            CHECK_EQ(sts[i], KVS_ENOTFOUND);
+        CHECK_EQ(kvs_shm_commit_nb(plain, 1, &st1), -EOPNOTSUPP);
+    }
+
     /* A lease that runs out: the daemon unpins, release says so. */
     CHECK_EQ(kvs_shm_view(c, "three", 5, 20, NULL, 0, &v), 0);
     CHECK_EQ(kvs_e2e_stat(c, "shm_views"), 1);

@@ -26,12 +26,22 @@
 #include <unistd.h>
 
 #define GET_TRIES 3 /* kvs_shm_get: views whose lease expired mid-copy */
+/* Requests posted without waiting, at most: their replies wait in our
+ * socket's receive buffer, which must never fill (the daemon drops a
+ * reply it cannot send at once rather than block on one client). */
+#define PEND_MAX 32u
 
 struct kvs_client_shm {
     int fd; /* the SOCK_SEQPACKET connection */
     uint8_t *base;
     size_t len;
     uint64_t seq;
+    /* Posted requests, oldest first (replies come in order): a ring. */
+    struct {
+        uint64_t req_id;
+        int *status; /* set from the reply; NULL: not wanted */
+    } pend[PEND_MAX];
+    uint32_t phead, npend;
     uint8_t tx[KVS_WIRE_SHM_FRAME_MAX];
     uint8_t rx[KVS_WIRE_SHM_FRAME_MAX + 1];
     uint32_t lens[KVS_PARTS_MAX];
@@ -60,7 +70,8 @@ static int wait_readable(kvs_client_t *c, int fd)
     }
 }
 
-/* Sends q without waiting for its reply (roundtrip drops it later). */
+/* Sends q; its reply is read by whoever waits for it (roundtrip, or
+ * settle for one posted by post_async). */
 static int post(struct kvs_client_shm *sh, kvs_wire_shm_msg_t *q)
 {
     size_t len;
@@ -74,17 +85,12 @@ static int post(struct kvs_client_shm *sh, kvs_wire_shm_msg_t *q)
                                                                    : KVS_EPEER;
 }
 
-/* Sends q and receives its reply into r (fd_out: a passed fd, or -1).
- * Replies to other requests (there are none: one at a time) are
- * dropped. */
-static int roundtrip(kvs_client_t *c, struct kvs_client_shm *sh,
-                     kvs_wire_shm_msg_t *q, kvs_wire_shm_msg_t *r, int *fd_out)
+/* Receives one reply into r (fd_out: an fd passed with it, or left). */
+static int recv_one(kvs_client_t *c, struct kvs_client_shm *sh,
+                    kvs_wire_shm_msg_t *r, int *fd_out)
 {
     char cbuf[CMSG_SPACE(sizeof(int))];
-    int ret = post(sh, q);
 
-    if (ret)
-        return ret;
     for (;;) {
         struct iovec iov = {.iov_base = sh->rx, .iov_len = sizeof(sh->rx)};
         struct msghdr mh = {.msg_iov = &iov,
@@ -92,8 +98,8 @@ static int roundtrip(kvs_client_t *c, struct kvs_client_shm *sh,
                             .msg_control = cbuf,
                             .msg_controllen = sizeof(cbuf)};
         ssize_t n;
+        int ret = wait_readable(c, sh->fd);
 
-        ret = wait_readable(c, sh->fd);
         if (ret)
             return ret == -ETIMEDOUT ? ret : KVS_EPEER;
         n = recvmsg(sh->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
@@ -115,14 +121,75 @@ static int roundtrip(kvs_client_t *c, struct kvs_client_shm *sh,
         ret = kvs_wire_shm_decode(sh->rx, (size_t)n, sh->lens, r);
         if (ret || !(r->hdr.flags & KVS_WIRE_F_REPLY))
             return KVS_EPROTO;
-        if (r->hdr.req_id != q->hdr.req_id)
-            continue; /* an earlier request's, posted without waiting */
+        return 0;
+    }
+}
+
+/* A reply to a posted request: its status to whoever wanted it. */
+static void settle(struct kvs_client_shm *sh, const kvs_wire_shm_msg_t *r)
+{
+    if (sh->npend && sh->pend[sh->phead].req_id == r->hdr.req_id) {
+        if (sh->pend[sh->phead].status)
+            *sh->pend[sh->phead].status = r->hdr.status;
+        sh->phead = (sh->phead + 1) % PEND_MAX;
+        sh->npend--;
+    }
+}
+
+/* The connection failed: every posted request fails with it. */
+static int fail_pending(struct kvs_client_shm *sh, int err)
+{
+    for (; sh->npend; sh->npend--, sh->phead = (sh->phead + 1) % PEND_MAX)
+        if (sh->pend[sh->phead].status)
+            *sh->pend[sh->phead].status = err;
+    return err;
+}
+
+/* Sends q and receives its reply into r (fd_out: a passed fd, or -1),
+ * settling the replies of requests posted before it on the way. */
+static int roundtrip(kvs_client_t *c, struct kvs_client_shm *sh,
+                     kvs_wire_shm_msg_t *q, kvs_wire_shm_msg_t *r, int *fd_out)
+{
+    int ret = post(sh, q);
+
+    if (ret)
+        return ret == KVS_EPEER ? fail_pending(sh, ret) : ret;
+    for (;;) {
+        ret = recv_one(c, sh, r, fd_out);
+        if (ret)
+            return fail_pending(sh, ret);
+        if (r->hdr.req_id != q->hdr.req_id) {
+            settle(sh, r);
+            continue;
+        }
         if (r->hdr.opcode != q->hdr.opcode)
-            return KVS_EPROTO;
+            return fail_pending(sh, KVS_EPROTO);
         return r->hdr.status;
     }
 }
 
+/* Posts q without waiting; status (optional) gets its reply's status when
+ * that is read. Waits for the oldest reply first when PEND_MAX are out. */
+static int post_async(kvs_client_t *c, struct kvs_client_shm *sh,
+                      kvs_wire_shm_msg_t *q, int *status)
+{
+    kvs_wire_shm_msg_t r;
+    int ret;
+
+    while (sh->npend == PEND_MAX) {
+        ret = recv_one(c, sh, &r, NULL);
+        if (ret)
+            return fail_pending(sh, ret);
+        settle(sh, &r);
+    }
+    ret = post(sh, q);
+    if (ret)
+        return ret == KVS_EPEER ? fail_pending(sh, ret) : ret;
+    sh->pend[(sh->phead + sh->npend) % PEND_MAX].req_id = q->hdr.req_id;
+    sh->pend[(sh->phead + sh->npend) % PEND_MAX].status = status;
+    sh->npend++;
+    return 0;
+}
 
 static int connect_unix(const char *path)
 {
@@ -218,6 +285,7 @@ void kvs_client_shm_detach(kvs_client_t *c)
 
     if (!sh)
         return;
+    (void)kvs_shm_flush(c); /* the statuses of posted commits */
     /* Closing the socket is what tells the daemon to drop whatever this
      * client still reserved or viewed. */
     close(sh->fd);
@@ -307,6 +375,37 @@ KVS_API int kvs_shm_commit(kvs_client_t *c, uint64_t id)
     return by_id(c, KVS_OP_SHM_COMMIT, id);
 }
 
+KVS_API int kvs_shm_commit_nb(kvs_client_t *c, uint64_t id, int *status)
+{
+    kvs_wire_shm_msg_t q = {0};
+
+    if (!c->shm)
+        return -EOPNOTSUPP;
+    if (!status)
+        return -EINVAL;
+    *status = 1;
+    q.hdr.opcode = KVS_OP_SHM_COMMIT;
+    q.u.id.id = id;
+    return post_async(c, c->shm, &q, status);
+}
+
+KVS_API int kvs_shm_flush(kvs_client_t *c)
+{
+    struct kvs_client_shm *sh = c->shm;
+    kvs_wire_shm_msg_t r;
+    int ret;
+
+    if (!sh)
+        return -EOPNOTSUPP;
+    while (sh->npend) {
+        ret = recv_one(c, sh, &r, NULL);
+        if (ret)
+            return fail_pending(sh, ret);
+        settle(sh, &r);
+    }
+    return 0;
+}
+
 KVS_API int kvs_shm_abort(kvs_client_t *c, uint64_t id)
 {
     return by_id(c, KVS_OP_SHM_ABORT, id);
@@ -380,7 +479,7 @@ KVS_API int kvs_shm_get(kvs_client_t *c, const void *key, uint32_t key_len,
 
             q.hdr.opcode = KVS_OP_SHM_RELEASE;
             q.u.id.id = b.id;
-            return post(c->shm, &q);
+            return post_async(c, c->shm, &q, NULL);
         }
         ret = kvs_shm_release(c, b.id);
     }
