@@ -14,6 +14,7 @@
 #ifndef KVS_COMMON_HUGEMEM_H
 #define KVS_COMMON_HUGEMEM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct kvs_huge {
@@ -21,7 +22,16 @@ typedef struct kvs_huge {
     size_t len;
     void *map; /* the mapping, for munmap */
     size_t map_len;
+    bool shared; /* kvs_huge_map_shared: fd is a memfd of len bytes */
+    int fd;      /* owned; closed by kvs_huge_unmap when shared */
 } kvs_huge_t;
+
+/* How kvs_huge_map_shared got its pages. */
+enum kvs_huge_kind {
+    KVS_HUGE_HUGETLB = 1, /* MFD_HUGETLB: 2 MiB pages from the reserved pool */
+    KVS_HUGE_SHMEM_THP,   /* THP on shmem: the kernel allows it (advise) */
+    KVS_HUGE_SHMEM_4K,    /* shmem on 4 KiB pages: neither is available */
+};
 
 /* Maps len (> 0) bytes. 0, or -ENOMEM with *h zeroed. */
 int kvs_huge_map(size_t len, kvs_huge_t *h);
@@ -30,6 +40,18 @@ int kvs_huge_map(size_t len, kvs_huge_t *h);
  * populates nothing: memory becomes resident as it is first written, so a
  * table sized for its most entries costs what it holds. 0, or -ENOMEM. */
 int kvs_huge_reserve(size_t len, kvs_huge_t *h);
+
+/*
+ * Maps len (> 0) bytes of a memfd named name, shared, so that the fd can be
+ * handed to another process (SCM_RIGHTS) which maps the same pages. Tries
+ * MFD_HUGETLB first (len rounded up to 2 MiB; needs vm.nr_hugepages), then
+ * shmem with MADV_HUGEPAGE (2 MiB pages only where
+ * transparent_hugepage/shmem_enabled allows advise or always), else 4 KiB
+ * pages. Every page is populated now, as kvs_huge_map does. *kind_out
+ * (optional) says which. 0, or -ENOMEM / -errno with *h zeroed.
+ */
+int kvs_huge_map_shared(size_t len, const char *name, kvs_huge_t *h,
+                        enum kvs_huge_kind *kind_out);
 
 /* Unmaps; a zeroed kvs_huge_t is a no-op. */
 void kvs_huge_unmap(kvs_huge_t *h);

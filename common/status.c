@@ -24,6 +24,8 @@ static const char *const kvs_messages[] = {
     [-(KVS_ELAYOUT - KVS_EBASE)] =
         "on-disk layout does not match the configuration",
     [-(KVS_EINCOMPLETE - KVS_EBASE)] = "block is not complete",
+    [-(KVS_EEXPIRED - KVS_EBASE)] =
+        "lease expired before release: what was read under it may be wrong",
 };
 
 const char *kvs_strerror(int status)

@@ -23,10 +23,15 @@
  * large, varied block sizes of a KV cache without any per-block header in
  * the arena (the arena holds payload only, so it can be registered with UCX
  * and sent from directly).
+ *
+ * A shared arena (kvs_arena_create_shared) is the same on a memfd, so that
+ * the daemon can hand it to clients on the same host (transport/server/
+ * shm.c); only payload lives in it, never the allocator's tables.
  */
 #include "kvstore/arena.h"
 #include "common/debug.h"
 #include "common/hugemem.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -92,7 +97,7 @@ static void bin_remove(kvs_arena_t *a, uint32_t p, uint32_t n)
         a->bin_mask &= ~(1u << b);
 }
 
-int kvs_arena_create(size_t bytes, kvs_arena_t **arena_out)
+static int arena_create(size_t bytes, bool shared, kvs_arena_t **arena_out)
 {
     kvs_arena_t *a;
     size_t npages = bytes / KVS_ARENA_PAGE;
@@ -112,8 +117,19 @@ int kvs_arena_create(size_t bytes, kvs_arena_t **arena_out)
     /* Huge pages, populated now: see common/hugemem.h. The put and stream
      * paths write every byte of the arena, and before this they ran at the
      * ~200 MB/s of first writes to 4 KiB pages on the CI machine. */
-    if (kvs_huge_map(a->size, &a->mem) != 0)
+    if (shared) {
+        enum kvs_huge_kind kind;
+
+        if (kvs_huge_map_shared(a->size, "kvstash-arena", &a->mem, &kind) != 0)
+            goto err_free_tables;
+        kvs_info("DRAM arena in a memfd, %zu MiB, %s", a->size >> 20,
+                 kind == KVS_HUGE_HUGETLB     ? "on hugetlbfs 2 MiB pages"
+                 : kind == KVS_HUGE_SHMEM_THP ? "shmem with THP allowed"
+                                              : "shmem on 4 KiB pages (no "
+                                                "hugetlb pool, shmem THP off)");
+    } else if (kvs_huge_map(a->size, &a->mem) != 0) {
         goto err_free_tables;
+    }
     a->base = a->mem.base;
     for (unsigned b = 0; b < NBINS; b++)
         a->bin_head[b] = NIL;
@@ -127,6 +143,21 @@ err_free_tables:
     free(a->prev);
     free(a);
     return -ENOMEM;
+}
+
+int kvs_arena_create(size_t bytes, kvs_arena_t **arena_out)
+{
+    return arena_create(bytes, false, arena_out);
+}
+
+int kvs_arena_create_shared(size_t bytes, kvs_arena_t **arena_out)
+{
+    return arena_create(bytes, true, arena_out);
+}
+
+int kvs_arena_fd(const kvs_arena_t *a)
+{
+    return a->mem.shared ? a->mem.fd : -1;
 }
 
 void kvs_arena_destroy(kvs_arena_t *a)

@@ -18,6 +18,10 @@ typedef struct kvs_arena kvs_arena_t;
  * tables. -ENOMEM or -EINVAL. *arena_out is freed by kvs_arena_destroy(). */
 int kvs_arena_create(size_t bytes, kvs_arena_t **arena_out);
 void kvs_arena_destroy(kvs_arena_t *arena);
+/* The same on a memfd (common/hugemem.h, kvs_huge_map_shared), which
+ * kvs_arena_fd returns (owned by the arena; -1 for one not shared). */
+int kvs_arena_create_shared(size_t bytes, kvs_arena_t **arena_out);
+int kvs_arena_fd(const kvs_arena_t *arena);
 
 /* Allocates at least bytes (> 0) and returns the extent's offset from the
  * base. -ENOMEM when no free extent is large enough. */

@@ -108,6 +108,19 @@ int kvs_store_put_seal(kvs_store_t *s, kvs_put_stream_t *ps)
     return status;
 }
 
+int kvs_store_put_seal_parts(kvs_store_t *s, kvs_put_stream_t *ps,
+                             const uint32_t *part_lens)
+{
+    struct entry *e = ps->ref;
+
+    if (!e)
+        return -EINVAL;
+    memcpy(part_table(s, e), part_lens, 4ull * e->nparts);
+    for (uint32_t p = 0; p < ps->nparts; p++)
+        (void)kvs_store_put_part_done(s, ps, p);
+    return kvs_store_put_seal(s, ps);
+}
+
 void kvs_store_put_abort(kvs_store_t *s, kvs_put_stream_t *ps)
 {
     struct entry *e = ps->ref;

@@ -145,7 +145,8 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
         kvs_error("store: cannot create %s: %s", s->dir, strerror(-ret));
         goto err_close;
     }
-    ret = kvs_arena_create(cfg->dram_bytes, &s->arena);
+    ret = cfg->dram_shared ? kvs_arena_create_shared(cfg->dram_bytes, &s->arena)
+                           : kvs_arena_create(cfg->dram_bytes, &s->arena);
     if (ret) {
         kvs_error("store: cannot map a DRAM arena of %llu bytes",
                   (unsigned long long)cfg->dram_bytes);
@@ -485,4 +486,9 @@ void *kvs_store_arena(kvs_store_t *s, size_t *len_out)
 {
     *len_out = kvs_arena_size(s->arena);
     return kvs_arena_base(s->arena);
+}
+
+int kvs_store_arena_fd(kvs_store_t *s)
+{
+    return kvs_arena_fd(s->arena);
 }

@@ -105,6 +105,10 @@ typedef struct kvs_store_config {
                                        * window's share of DRAM blocks, 0..100,
                                        * fixed; KVS_STORE_WINDOW_ADAPTIVE (the
                                        * default): it adapts to the workload */
+    bool dram_shared;                 /* the arena on a memfd that a transport
+                                       * may hand to clients on this host
+                                       * (kvs_store_arena_fd); else anonymous
+                                       * memory on THP */
     kvs_store_event_cb event_cb;      /* tier changes (see below); NULL: none */
     void *event_arg;                  /* passed to event_cb */
 } kvs_store_config_t;
@@ -214,6 +218,14 @@ int kvs_store_put_part(kvs_store_t *store, kvs_put_stream_t *stream,
 int kvs_store_put_part_done(kvs_store_t *store, kvs_put_stream_t *stream,
                             uint32_t part);
 int kvs_store_put_seal(kvs_store_t *store, kvs_put_stream_t *stream);
+/* Seals a block that another process wrote in place (a shared arena):
+ * every part counts as done, and the part table behind the bytes, which
+ * that process could have overwritten, is first rewritten from part_lens
+ * (the caller's own copy of the lengths given to put_begin, nparts
+ * entries). The checksum is then computed here, over what the arena holds
+ * now. Returns as kvs_store_put_seal. */
+int kvs_store_put_seal_parts(kvs_store_t *store, kvs_put_stream_t *stream,
+                             const uint32_t *part_lens);
 void kvs_store_put_abort(kvs_store_t *store, kvs_put_stream_t *stream);
 
 /* What a get reports about a block. */
@@ -418,6 +430,9 @@ int kvs_store_verify_paced(kvs_store_t *store, const uint32_t *ns,
 
 /* Arena access for transports that register it (UCX). Valid until close. */
 void *kvs_store_arena(kvs_store_t *store, size_t *len_out);
+/* The arena's memfd when cfg.dram_shared, else -1. Owned by the store;
+ * valid until close (dup it to keep it). */
+int kvs_store_arena_fd(kvs_store_t *store);
 
 /* ---- The block codec on this machine (implemented in codec.c) ----
  * The only codec entry point outside kvstore/: the codec itself

@@ -58,6 +58,7 @@ enum kvs_client_param_field {
     KVS_CLIENT_PARAM_ELEM_SIZE = 1u << 4,
     KVS_CLIENT_PARAM_TIMEOUT_MS = 1u << 5,
     KVS_CLIENT_PARAM_BUSY_POLL_US = 1u << 6,
+    KVS_CLIENT_PARAM_SHM_SOCKET = 1u << 7,
 };
 
 typedef struct kvs_client_params {
@@ -72,6 +73,9 @@ typedef struct kvs_client_params {
                               connecting waits 10 s) */
     uint32_t busy_poll_us; /* spin this long before sleeping while
                               waiting; default 20 */
+    const char *shm_socket; /* the daemon's daemon.shm_socket: map its
+                               arena (kvstash/shm.h); default
+                               $KVSTASH_SHM_SOCKET, else none */
 } kvs_client_params_t;
 
 /*

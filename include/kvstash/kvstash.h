@@ -31,6 +31,7 @@
 #include "kvstash/types.h"
 #include "kvstash/client.h"
 #include "kvstash/stream.h"
+#include "kvstash/shm.h"
 #include "kvstash/locate.h"
 
 #ifdef __cplusplus

@@ -36,7 +36,9 @@ enum kvs_status {
     KVS_EBUSY = KVS_EBASE - 14,       /* block in use (referenced) */
     KVS_ELAYOUT = KVS_EBASE - 15,     /* on-disk layout differs from config */
     KVS_EINCOMPLETE = KVS_EBASE - 16, /* block not sealed (parts missing) */
-    KVS_ELAST = KVS_EBASE - 17
+    KVS_EEXPIRED = KVS_EBASE - 17,    /* a lease ran out before its release:
+                                       * bytes read under it may be wrong */
+    KVS_ELAST = KVS_EBASE - 18
 };
 
 /*

@@ -103,7 +103,11 @@ enum kvs_wire_op {
 #define KVS_WIRE_FEAT_BULK_PUT                                                 \
     (1u << 8)                    /* PUT may come on the bound bulk             \
                                   * endpoint (its payload by CMA) */
-#define KVS_WIRE_FEAT_ALL 0x17fu /* every bit a client may ask */
+/* The daemon has a shared-memory socket (kvstash/wire_shm.h) and this
+ * connection's tenant may attach to it; the client learns the socket's
+ * path from its own configuration. */
+#define KVS_WIRE_FEAT_SHM (1u << 9)
+#define KVS_WIRE_FEAT_ALL 0x37fu /* every bit a client may ask */
 
 /* MATCH flags. */
 #define KVS_WIRE_MATCH_LEASE (1u << 0) /* hold the matched blocks */
@@ -358,6 +362,12 @@ void kvs_wire_scratch_destroy(kvs_wire_scratch_t *scratch);
  */
 int kvs_wire_encode(const kvs_wire_msg_t *msg, void *buf, size_t cap,
                     size_t *len_out);
+
+/* The 32 header bytes at buf, without any check (kvs_wire_decode_hdr
+ * checks), and their encoding with magic, version and body_len. */
+void kvs_wire_hdr_load(const void *buf, kvs_wire_hdr_t *hdr_out);
+void kvs_wire_hdr_store(void *buf, const kvs_wire_hdr_t *hdr,
+                        uint32_t body_len);
 
 /* Reads and checks only the header (len >= KVS_WIRE_HDR_SIZE): magic, then
  * version, then known flags and opcode, then body_len against lim and len.

@@ -40,6 +40,7 @@ PARAM_NS = 1 << 3
 PARAM_ELEM_SIZE = 1 << 4
 PARAM_TIMEOUT_MS = 1 << 5
 PARAM_BUSY_POLL_US = 1 << 6
+PARAM_SHM_SOCKET = 1 << 7
 
 PUT_DURABLE = 1 << 0
 PUT_NO_DRAM = 1 << 1
@@ -60,6 +61,7 @@ class kvs_client_params_t(Structure):
         ("elem_size", c_uint32),
         ("timeout_ms", c_uint32),
         ("busy_poll_us", c_uint32),
+        ("shm_socket", c_char_p),
     ]
 
 

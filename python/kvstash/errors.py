@@ -37,6 +37,7 @@ class Status(IntEnum):
     EBUSY = EBASE - 14
     ELAYOUT = EBASE - 15
     EINCOMPLETE = EBASE - 16
+    EEXPIRED = EBASE - 17
 
 
 def strerror(status: int) -> str:

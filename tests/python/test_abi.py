@@ -58,6 +58,10 @@ NOT_WRAPPED = {
     # Locating blocks across sidecars: C and the CLI only, for now.
     "kvs_locator_open", "kvs_locator_sync", "kvs_locate",
     "kvs_locator_blocks", "kvs_locator_close",
+    # Zero copy with a same-host daemon (kvstash/shm.h): C only, for now.
+    "kvs_shm_status", "kvs_shm_reserve", "kvs_shm_commit", "kvs_shm_abort",
+    "kvs_shm_view", "kvs_shm_release", "kvs_shm_get", "kvs_shm_put",
+    "kvs_shm_commit_nb", "kvs_shm_flush",
 }
 
 

@@ -65,6 +65,7 @@ void bench_report_rounds(const char *figure, unsigned nr, const double *ours,
                          const double *lim, const char *what);
 
 int bench_store_main(int argc, char **argv);
+int bench_shm_main(int argc, char **argv);
 int bench_codec_main(int argc, char **argv);
 int bench_warmup_main(int argc, char **argv);
 int bench_report_main(int argc, char **argv);

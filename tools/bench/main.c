@@ -30,6 +30,8 @@ static const struct mode modes[] = {
      "256 KiB GETs from 8 client processes vs Redis GET, 8 clients"},
     {"net-match", bench_net_main,
      "MATCH of a 128-key chain: p50/p99 vs one UCX round trip"},
+    {"shm", bench_shm_main,
+     "put/get/view of 1 MiB in place in a same-host daemon's arena vs memcpy"},
     {"stream", bench_stream_main,
      "prefill->decode streaming between two daemons vs ucx_perftest am_bw"},
     {"replay", bench_replay_main,

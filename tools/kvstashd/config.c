@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <grp.h>
 #include <unistd.h>
 
 #include "common/compiler.h"
@@ -78,6 +79,11 @@ static const setting_t settings[] = {
       "spin before sleeping"),
     S("daemon", "bulk_ep", T_BOOL, server.bulk_ep,
       "second endpoint for GET data"),
+    S("daemon", "shm_socket", T_STR, server.shm_socket,
+      "Unix socket where clients on this host map the DRAM arena; unset: off"),
+    S("daemon", "shm_group", T_STR, shm_group,
+      "group allowed on shm_socket (mode 0660); unset: the daemon's user only "
+      "(0600)"),
     S("daemon", "io_threads", T_U32, server.io_threads,
       "threads that read the disk for GET, MATCH, PREFETCH (1..16)"),
     S("daemon", "verify_mib_s", T_U32, server.verify_mib_s,
@@ -258,25 +264,60 @@ static int set_tenant(kvs_config_t *cfg, const char *name, const char *key,
         free(list);
         return 0;
     }
-    if (strcmp(key, "operator") == 0) {
+    if (strcmp(key, "operator") == 0 || strcmp(key, "shm") == 0) {
+        bool *flag = key[0] == 'o' ? &t->is_operator : &t->shm;
+
         if (!strcasecmp(value, "true") || !strcmp(value, "1"))
-            t->is_operator = true;
+            *flag = true;
         else if (!strcasecmp(value, "false") || !strcmp(value, "0"))
-            t->is_operator = false;
+            *flag = false;
         else {
             snprintf(err, errcap,
-                     "tenant.%s.operator: bad value '%s' (want "
+                     "tenant.%s.%s: bad value '%s' (want "
                      "true or false)",
-                     name, value);
+                     name, key, value);
             return KVS_ECONFIG;
         }
         return 0;
     }
     snprintf(err, errcap,
              "unknown setting 'tenant.%s.%s' (a tenant has "
-             "token, namespaces and operator)",
+             "token, namespaces, operator and shm)",
              name, key);
     return KVS_ECONFIG;
+}
+
+/* daemon.shm_socket and shm_group: the group resolved to its id, and the
+ * arena put on a memfd, which only a shared arena needs (on anonymous
+ * memory it gets transparent huge pages where shmem may not). */
+static int shm_finish(kvs_config_t *cfg)
+{
+    char *end;
+
+    cfg->server.shm_gid = -1;
+    cfg->store.dram_shared = cfg->server.shm_socket != NULL;
+    if (!cfg->shm_group || !*cfg->shm_group)
+        return 0;
+    if (!cfg->server.shm_socket) {
+        fprintf(stderr, "kvstashd: daemon.shm_group is set but "
+                        "daemon.shm_socket is not\n");
+        return KVS_ECONFIG;
+    }
+    long v = strtol(cfg->shm_group, &end, 10);
+    if (*end == '\0' && v >= 0 && v < INT32_MAX) {
+        cfg->server.shm_gid = (int)v;
+        return 0;
+    }
+    struct group *g = getgrnam(cfg->shm_group);
+    if (!g) {
+        fprintf(stderr,
+                "kvstashd: daemon.shm_group: no group '%s' (give a group "
+                "name or number)\n",
+                cfg->shm_group);
+        return KVS_ECONFIG;
+    }
+    cfg->server.shm_gid = (int)g->gr_gid;
+    return 0;
 }
 
 /* What a bad value of type t should have looked like. */
@@ -664,6 +705,9 @@ int kvs_config_finish(kvs_config_t *cfg)
     cfg->server.listen_addr = cfg->listen_num;
     cfg->server.peer_secret = cfg->peer_secret;
     cfg->server.metrics_addr = cfg->metrics_listen;
+    ret = shm_finish(cfg);
+    if (ret)
+        return ret;
     cfg->server.peers = cfg->peers_num;
     cfg->store.dir = cfg->dir;
     ret = kvs_config_cluster_finish(cfg);
@@ -693,6 +737,7 @@ int kvs_config_finish(kvs_config_t *cfg)
         st->nnamespaces = t->nns;
         st->all_ns = t->all_ns;
         st->is_operator = t->is_operator;
+        st->shm = t->shm;
     }
     cfg->server.tenants = cfg->ntenants ? cfg->server_tenants : NULL;
     cfg->server.ntenants = cfg->ntenants;

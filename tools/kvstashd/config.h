@@ -28,6 +28,7 @@ typedef struct kvs_config_tenant {
     size_t nns;
     bool all_ns;      /* "*" */
     bool is_operator; /* "operator = true": store-wide STAT */
+    bool shm;         /* "shm = true": may map the DRAM arena */
 } kvs_config_tenant_t;
 
 typedef struct kvs_config {
@@ -45,6 +46,7 @@ typedef struct kvs_config {
     char *peer_secret;    /* [peer] secret */
     char *peers;          /* [peer] list: name=host:port,... */
     char *metrics_listen; /* [metrics] listen: numeric IPv4 */
+    char *shm_group;      /* daemon.shm_group: a group name or number */
     char *peers_num;      /* the same, hosts resolved (finish) */
     /* [events] and [cluster] (docs/cluster.md); strings point below. */
     kvs_events_config_t events;

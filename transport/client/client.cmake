@@ -6,6 +6,7 @@ add_library(kvstash SHARED ${CMAKE_CURRENT_SOURCE_DIR}/client/conn.c
     ${CMAKE_CURRENT_SOURCE_DIR}/client/ops.c
     ${CMAKE_CURRENT_SOURCE_DIR}/client/stream.c
     ${CMAKE_CURRENT_SOURCE_DIR}/client/locate.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/client/shm.c
     ${PROJECT_SOURCE_DIR}/common/status.c)
 # kvs_strerror() is part of the client API: export it from this copy.
 set_source_files_properties(${PROJECT_SOURCE_DIR}/common/status.c
@@ -28,6 +29,8 @@ install(FILES ${PROJECT_SOURCE_DIR}/include/kvstash/kvstash.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/client.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/stream.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/locate.h
+    ${PROJECT_SOURCE_DIR}/include/kvstash/shm.h
+    ${PROJECT_SOURCE_DIR}/include/kvstash/wire_shm.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/status.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/types.h
     ${PROJECT_SOURCE_DIR}/include/kvstash/wire.h

@@ -120,6 +120,9 @@ struct kvs_client {
     /* Streaming (stream.c): the namespace's name and its state. */
     char ns[KVS_NS_NAME_MAX + 1];
     void *stream;
+    /* Shared memory with a same-host daemon (shm.c). */
+    struct kvs_client_shm *shm; /* NULL: not attached */
+    int shm_status;             /* why not, for kvs_shm_status() */
 };
 
 /* request.c */
@@ -155,5 +158,11 @@ int kvs_client_progress_idle(kvs_client_t *client, uint64_t *idle_since);
  * and len are the AM data (part bytes); UCS_INPROGRESS keeps them. */
 ucs_status_t kvs_client_stream_rx(kvs_client_t *client, const kvs_wire_msg_t *m,
                                   void *data, size_t len, bool rndv);
+
+/* shm.c: attaches to the daemon's arena over the Unix socket at path
+ * (sets c->shm, or c->shm_status), and the teardown. */
+void kvs_client_shm_attach(kvs_client_t *c, const char *path,
+                           const char *token, uint32_t elem_size);
+void kvs_client_shm_detach(kvs_client_t *c);
 
 #endif

@@ -164,6 +164,14 @@ KVS_API int kvs_client_create_v(unsigned api_version,
     if ((c->limits.features & KVS_WIRE_FEAT_BULK) && c->bulk_port &&
         !getenv("KVSTASH_NO_BULK"))
         bulk_connect(c, &ss);
+    c->shm_status = -EOPNOTSUPP;
+    if (!(params->field_mask & KVS_CLIENT_PARAM_SHM_SOCKET))
+        p.shm_socket = getenv("KVSTASH_SHM_SOCKET");
+    else
+        p.shm_socket = params->shm_socket;
+    if (p.shm_socket && *p.shm_socket &&
+        (c->limits.features & KVS_WIRE_FEAT_SHM))
+        kvs_client_shm_attach(c, p.shm_socket, p.token, p.elem_size);
     c->timeout_ms =
         (params->field_mask & KVS_CLIENT_PARAM_TIMEOUT_MS) ? p.timeout_ms : 0;
     c->nslots = KVS_MAX(1u, KVS_MIN(c->limits.max_inflight, SLOTS_MAX));
@@ -229,6 +237,7 @@ KVS_API void kvs_client_destroy(kvs_client_t *c)
         free(c->ops[i].frame);
         free(c->ops[i].iov);
     }
+    kvs_client_shm_detach(c);
     kvs_wire_scratch_destroy(c->scratch);
     free(c->stream);
     free(c);

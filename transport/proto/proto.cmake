@@ -1,6 +1,8 @@
 # The wire codec: pure encode/decode, shared by the daemon, the client
 # library, the unit tests and the fuzz target.
-add_library(kvs_wire STATIC ${CMAKE_CURRENT_SOURCE_DIR}/proto/wire.c)
+add_library(kvs_wire STATIC ${CMAKE_CURRENT_SOURCE_DIR}/proto/wire.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/proto/wire_hdr.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/proto/wire_shm.c)
 set_target_properties(kvs_wire PROPERTIES POSITION_INDEPENDENT_CODE ON)
 target_link_libraries(kvs_wire PUBLIC kvs_common)
 # UCX setup (context, worker, endpoints, listeners, AM handler, memory

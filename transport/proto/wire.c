@@ -501,15 +501,7 @@ int kvs_wire_encode(const kvs_wire_msg_t *msg, void *buf, size_t cap,
         return e.err;
     if (e.len - KVS_WIRE_HDR_SIZE > KVS_WIRE_BODY_MAX)
         return -EINVAL;
-    st32(hp + 0, KVS_WIRE_MAGIC);
-    hp[4] = KVS_WIRE_VERSION;
-    hp[5] = h->opcode;
-    st16(hp + 6, h->flags);
-    st64(hp + 8, h->req_id);
-    st32(hp + 16, (uint32_t)(e.len - KVS_WIRE_HDR_SIZE));
-    st32(hp + 20, (uint32_t)h->status);
-    st32(hp + 24, h->count);
-    st32(hp + 28, 0);
+    kvs_wire_hdr_store(hp, h, (uint32_t)(e.len - KVS_WIRE_HDR_SIZE));
     *len_out = e.len;
     return 0;
 }
@@ -634,20 +626,11 @@ static int dec_put(dec_t *d, const kvs_wire_msg_t *m, uint64_t payload_len,
 int kvs_wire_decode_hdr(const void *buf, size_t len,
                         const kvs_wire_limits_t *lim, kvs_wire_hdr_t *hdr_out)
 {
-    const uint8_t *p = buf;
     kvs_wire_hdr_t h;
 
     if (len < KVS_WIRE_HDR_SIZE)
         return KVS_EPROTO;
-    h.magic = ld32(p);
-    h.version = p[4];
-    h.opcode = p[5];
-    h.flags = ld16(p + 6);
-    h.req_id = ld64(p + 8);
-    h.body_len = ld32(p + 16);
-    h.status = (int32_t)ld32(p + 20);
-    h.count = ld32(p + 24);
-    h.reserved = ld32(p + 28);
+    kvs_wire_hdr_load(buf, &h);
     *hdr_out = h;
     if (h.magic != KVS_WIRE_MAGIC)
         return KVS_EPROTO;

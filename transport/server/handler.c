@@ -15,6 +15,7 @@
  * learnt, not even through timing of a lookup.
  */
 #include "transport/server/server_int.h"
+#include "transport/server/shm.h"
 #include "transport/server/stream.h"
 
 #include <errno.h>
@@ -72,7 +73,20 @@ static bool token_eq(const char *want, const kvs_wire_bytes_t *got)
 static const kvs_tenant_t open_tenant = {
     .name = "default", .all_ns = true, .is_operator = true};
 
-static bool ns_allowed(const kvs_tenant_t *t, const kvs_wire_bytes_t *ns)
+const kvs_tenant_t *kvs_handler_tenant_find(const kvs_server_config_t *cfg,
+                                            const kvs_wire_bytes_t *token)
+{
+    const kvs_tenant_t *tenant = NULL;
+
+    if (cfg->ntenants == 0)
+        return &open_tenant;
+    for (size_t i = 0; i < cfg->ntenants; i++)
+        if (token_eq(cfg->tenants[i].token, token))
+            tenant = &cfg->tenants[i];
+    return tenant;
+}
+
+bool kvs_handler_ns_allowed(const kvs_tenant_t *t, const kvs_wire_bytes_t *ns)
 {
     if (t->all_ns)
         return true;
@@ -143,7 +157,7 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     const kvs_tenant_t *tenant = NULL;
     kvs_wire_msg_t r;
     char ns[KVS_NS_NAME_MAX + 1];
-    uint32_t nsid = 0;
+    uint32_t nsid = 0, features;
     bool ns_ok;
     int ret;
 
@@ -156,13 +170,7 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         hello_peer(srv, conn, m);
         return;
     }
-    if (srv->cfg.ntenants == 0) {
-        tenant = &open_tenant;
-    } else {
-        for (size_t i = 0; i < srv->cfg.ntenants; i++)
-            if (token_eq(srv->cfg.tenants[i].token, &m->u.hello.token))
-                tenant = &srv->cfg.tenants[i];
-    }
+    tenant = kvs_handler_tenant_find(&srv->cfg, &m->u.hello.token);
     if (!tenant) {
         srv->auth_failures++;
         kvs_info("conn %llu: bad token; closing", (unsigned long long)conn->id);
@@ -175,7 +183,7 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         kvs_send_status(srv, conn, &m->hdr, KVS_EPROTO, true);
         return;
     }
-    ns_ok = ns_allowed(tenant, &m->u.hello.ns);
+    ns_ok = kvs_handler_ns_allowed(tenant, &m->u.hello.ns);
     if (ns_ok) {
         ret = kvs_store_ns_open(srv->store, ns, m->u.hello.elem_size, &nsid);
         if (ret) {
@@ -185,8 +193,11 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
             return;
         }
     }
-    kvs_conn_set_ready(srv, conn, tenant, ns_ok, nsid,
-                       m->u.hello.features & KVS_WIRE_FEAT_ALL);
+    features = m->u.hello.features & KVS_WIRE_FEAT_ALL;
+    /* SHM is offered only where this tenant could attach (shm.c). */
+    if (!srv->shm || !kvs_shm_tenant_allowed(&srv->cfg, tenant))
+        features &= ~KVS_WIRE_FEAT_SHM;
+    kvs_conn_set_ready(srv, conn, tenant, ns_ok, nsid, features);
     /* A connection's life is debug news; a namespace refused is not. */
     kvs_log(ns_ok ? KVS_LOG_DEBUG : KVS_LOG_INFO,
             "conn %llu: tenant %s, namespace '%s'%s",
@@ -697,6 +708,19 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     SRV_STAT("get_bytes_sent", srv->bytes_sent);
     SRV_STAT("get_misses", srv->get_misses);
     SRV_STAT("get_throttled", srv->get_throttled);
+    if (srv->shm) {
+        kvs_shm_stats_t sh;
+
+        kvs_shm_stats(srv->shm, &sh);
+        SRV_STAT("shm_sessions", sh.sessions);
+        SRV_STAT("shm_reservations", sh.reservations);
+        SRV_STAT("shm_views", sh.views);
+        SRV_STAT("shm_attached", sh.attached);
+        SRV_STAT("shm_refused", sh.refused);
+        SRV_STAT("shm_commits", sh.commits);
+        SRV_STAT("shm_reclaimed", sh.reclaimed);
+        SRV_STAT("shm_views_expired", sh.expired);
+    }
     SRV_STAT("uptime_ms", (kvs_clock_mono_ns() - srv->started_ns) / 1000000);
     SRV_STAT("version", KVS_VERSION_NUMBER);
 #undef SRV_STAT

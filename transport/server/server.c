@@ -28,6 +28,7 @@
  * only when its last in-flight operation has completed (conn->refs).
  */
 #include "transport/server/server_int.h"
+#include "transport/server/shm.h"
 #include "transport/proto/sockaddr.h"
 #include "transport/proto/ucx.h"
 
@@ -69,6 +70,7 @@ void kvs_server_config_default(kvs_server_config_t *cfg)
     cfg->peer_timeout_ms = 5000;
     cfg->io_threads = 2;
     cfg->verify_mib_s = 256;
+    cfg->shm_gid = -1;
 }
 
 uint16_t kvs_server_port(const kvs_server_t *srv)
@@ -455,6 +457,11 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     ret = listen_on(srv);
     if (ret)
         goto err_destroy;
+    if (cfg->shm_socket) {
+        ret = kvs_shm_start(&srv->cfg, store, &srv->shm);
+        if (ret)
+            goto err_destroy;
+    }
     ret = kvs_metrics_start(cfg->metrics_addr, cfg->metrics_port, store,
                             &srv->metrics);
     if (ret)
@@ -571,6 +578,8 @@ void kvs_server_destroy(kvs_server_t *srv)
 {
     if (!srv)
         return;
+    kvs_shm_stop(srv->shm); /* drops what same-host clients held */
+    srv->shm = NULL;
     kvs_metrics_stop(srv->metrics); /* no more scrapes of the store */
     srv->metrics = NULL;
     /* Disk jobs finish (or are cancelled) and answer, or drop what they

@@ -27,6 +27,8 @@ typedef struct kvs_tenant {
     size_t nnamespaces;
     bool all_ns;
     bool is_operator; /* STAT and VERIFY see the whole store */
+    bool shm;         /* may map the DRAM arena (shm.h); with tenants
+                         configured, only those marked may */
 } kvs_tenant_t;
 
 typedef struct kvs_server_config {
@@ -52,6 +54,10 @@ typedef struct kvs_server_config {
     uint32_t max_pins;           /* connection-held pins per connection */
     uint32_t busy_poll_us;       /* spin this long before sleeping */
     bool bulk_ep;                /* offer a second endpoint for DATA */
+    const char *shm_socket;      /* Unix socket for same-host clients to
+                                    map the arena (shm.h); NULL: none */
+    int shm_gid;                 /* -1: the socket is 0600; else 0660 and
+                                    this group, whose members may attach */
     const kvs_tenant_t *tenants; /* none: every token is accepted */
     size_t ntenants;
     /* Streaming between sidecars (transport/server/stream.c). */

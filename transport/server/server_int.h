@@ -198,6 +198,7 @@ struct kvs_server {
     struct kvs_srvstream *stream;
     struct kvs_metrics *metrics; /* NULL: metrics off (metrics.c) */
     struct kvs_diskq *diskq;     /* I/O threads (diskq.c) */
+    struct kvs_shm *shm;         /* same-host clients (shm.c); NULL: off */
     bool deferred;               /* set by a handler that handed its
                                   * request to diskop.c (which replies
                                   * and counts it) */
@@ -321,5 +322,12 @@ bool kvs_handler_known(unsigned opcode);
 ucs_status_t kvs_handler_dispatch_stream(kvs_server_t *srv, kvs_conn_t *conn,
                                          kvs_wire_msg_t *m, void *data,
                                          size_t len, bool rndv);
+
+/* handler.c: the tenant whose token this is (the open tenant when none
+ * are configured), or NULL; and whether it may use namespace ns. Read
+ * only the configuration, so any thread may call them. */
+const kvs_tenant_t *kvs_handler_tenant_find(const kvs_server_config_t *cfg,
+                                            const kvs_wire_bytes_t *token);
+bool kvs_handler_ns_allowed(const kvs_tenant_t *t, const kvs_wire_bytes_t *ns);
 
 #endif

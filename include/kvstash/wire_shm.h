@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The shared-memory protocol (docs/protocol.md section 11): what a client
+ * on the daemon's host and kvstashd exchange over the Unix-domain socket
+ * beside the UCX listener (daemon.shm_socket), byte by byte.
+ *
+ * The socket is SOCK_SEQPACKET: one packet is one frame, the same 32-byte
+ * header as over UCX (kvstash/wire.h: magic, version, opcode, flags,
+ * request id, body_len, status, count) and a fixed body per opcode; there
+ * is never a payload, since block bytes are written and read in place in
+ * the arena. The daemon's reply to ATTACH carries the arena's memfd as
+ * SCM_RIGHTS ancillary data. Requests are answered in order, one reply
+ * each. Every integer is little-endian; decoding checks every length.
+ */
+#ifndef KVSTASH_WIRE_SHM_H
+#define KVSTASH_WIRE_SHM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvstash/wire.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Opcodes of the shm socket only (never sent over UCX). */
+enum kvs_wire_shm_op {
+    KVS_OP_SHM_ATTACH = 40,  /* token, namespace -> arena size; memfd */
+    KVS_OP_SHM_RESERVE = 41, /* key, parent, part lens -> id, offset */
+    KVS_OP_SHM_COMMIT = 42,  /* id -> status: checksummed, visible */
+    KVS_OP_SHM_ABORT = 43,   /* id -> status: the space is freed */
+    KVS_OP_SHM_VIEW = 44,    /* key, lease_ms -> id, offset, part lens */
+    KVS_OP_SHM_RELEASE = 45, /* id -> 0, or KVS_EEXPIRED */
+};
+
+#define KVS_WIRE_SHM_ATTACH_FIXED 16u  /* features, lens, elem_size, rsvd */
+#define KVS_WIRE_SHM_ATTACH_REP 16u    /* arena_len, max_block, lease_max */
+#define KVS_WIRE_SHM_RESERVE_FIXED 32u /* before key, parent, part lens */
+#define KVS_WIRE_SHM_RESERVE_REP 24u   /* id, off, len */
+#define KVS_WIRE_SHM_ID_SIZE 8u        /* COMMIT, ABORT, RELEASE */
+#define KVS_WIRE_SHM_VIEW_FIXED 8u     /* lease_ms, key_len, rsvd */
+#define KVS_WIRE_SHM_VIEW_REP_FIXED 40u /* before the part lens */
+/* The largest frame: a reservation with every key and part at its limit. */
+#define KVS_WIRE_SHM_FRAME_MAX                                                 \
+    (KVS_WIRE_HDR_SIZE + KVS_WIRE_SHM_RESERVE_FIXED + 2 * KVS_KEY_MAX +        \
+     4 * KVS_PARTS_MAX)
+
+/* A shm message in host form; see kvs_wire_msg_t for the conventions.
+ * hdr.count is the number of parts for RESERVE and the VIEW reply, else 0. */
+typedef struct kvs_wire_shm_msg {
+    kvs_wire_hdr_t hdr;
+    union {
+        struct {
+            uint32_t features; /* 0 today */
+            uint8_t elem_size;
+            kvs_wire_bytes_t token; /* 0..KVS_WIRE_TOKEN_MAX bytes */
+            kvs_wire_bytes_t ns;    /* 1..KVS_NS_NAME_MAX bytes */
+        } attach;
+        struct {
+            uint64_t arena_len; /* bytes of the memfd to map */
+            uint32_t max_block; /* bytes of one block, all parts */
+            uint32_t lease_max_ms;
+        } attach_rep;
+        struct {
+            kvs_wire_bytes_t key;    /* 1..KVS_KEY_MAX */
+            kvs_wire_bytes_t parent; /* 0..KVS_KEY_MAX */
+            uint8_t cls;
+            uint8_t elem_size;
+            uint32_t flags; /* KVS_WIRE_PUT_DURABLE only */
+            uint64_t ttl_ms;
+            uint64_t group;
+            const uint32_t *part_lens; /* hdr.count entries */
+        } reserve;
+        struct {             /* RESERVE and VIEW replies */
+            uint64_t id;     /* names the reservation or the lease */
+            uint64_t off;    /* of the block's first byte in the arena */
+            uint64_t len;    /* bytes, all parts, back to back */
+            uint8_t tier;    /* VIEW: enum kvs_tier it was found in */
+            uint8_t cls;     /* VIEW */
+            uint64_t expiry_ns; /* VIEW: the lease ends at this
+                                   CLOCK_MONOTONIC time (the host's) */
+            const uint32_t *part_lens; /* VIEW: hdr.count entries */
+        } block;
+        struct {
+            uint64_t id;
+        } id; /* COMMIT, ABORT, RELEASE */
+        struct {
+            uint32_t lease_ms; /* 0: the daemon's default */
+            kvs_wire_bytes_t key;
+        } view;
+    } u;
+} kvs_wire_shm_msg_t;
+
+/* Encodes msg (magic, version and body_len computed) into buf. 0, -ENOBUFS
+ * or -EINVAL (a length over a limit, an unknown opcode). */
+int kvs_wire_shm_encode(const kvs_wire_shm_msg_t *msg, void *buf, size_t cap,
+                        size_t *len_out);
+
+/*
+ * Decodes one packet of len bytes. part_lens (KVS_PARTS_MAX entries) holds
+ * the decoded part lengths; byte strings point into buf. 0, KVS_EPROTO
+ * (malformed, trailing bytes, unknown opcode or flags), KVS_EPROTO_VERSION
+ * or KVS_ETOOBIG (a key or a count over its limit); msg_out->hdr is filled
+ * whenever the header could be read, so that the reply names the request.
+ */
+int kvs_wire_shm_decode(const void *buf, size_t len, uint32_t *part_lens,
+                        kvs_wire_shm_msg_t *msg_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

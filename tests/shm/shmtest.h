@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Helpers of the shm tests: a daemon with daemon.shm_socket in its
+ * directory, clients that map its arena, and a raw ATTACH over the socket
+ * (for the refusals a well-behaved client never gets to see).
+ */
+#ifndef KVS_SHMTEST_H
+#define KVS_SHMTEST_H
+
+#include "tests/e2e/e2e.h"
+
+/* Starts d (kvs_e2e_daemon_init done, config written if any) with its shm
+ * socket at d->dir/shm.sock (returned in sock, cap bytes), plus extra
+ * --set arguments (NULL-terminated, may be NULL). */
+void shmtest_start(kvs_e2e_daemon_t *d, char *sock, size_t cap,
+                   const char *const *extra);
+/* A client that maps the arena when the daemon allows it. */
+int shmtest_try_connect(const kvs_e2e_daemon_t *d, const char *sock,
+                        const char *ns, const char *token,
+                        kvs_client_t **out);
+kvs_client_t *shmtest_connect(const kvs_e2e_daemon_t *d, const char *sock,
+                              const char *ns, const char *token);
+/* ATTACH over a fresh connection to sock, without UCX: the daemon's status
+ * (0: it passed the memfd), or -errno of connect. */
+int shmtest_raw_attach(const char *sock, const char *ns, const char *token);
+/* Waits (no clock: the CTest timeout) until STAT's name equals want. */
+void shmtest_wait_stat(kvs_client_t *c, const char *name, uint64_t want);
+
+#endif

@@ -1,0 +1,336 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * kvstash-bench shm: zero copy with a same-host daemon (kvstash/shm.h).
+ *
+ *   shm-put-1MiB   reserve, write 1 MiB in place from the client's buffer,
+ *                  commit (the daemon checksums it), over N distinct keys;
+ *   shm-get-1MiB   a leased view, one copy into the client's buffer,
+ *                  release, over N distinct blocks;
+ *   shm-view-1MiB  a leased view and its release, no copy: us per block.
+ *
+ * The limit of the first two is one thread's memcpy of 1 MiB, in this
+ * process, between one buffer and N distinct 1 MiB buffers (as cold as
+ * the blocks), measured in rounds interleaved with ours (the order
+ * alternating); the median round's ratio is reported. Target >= 0.9.
+ *
+ * The daemon is started here (DRAM only, daemon.shm_socket in --dir) and
+ * stopped at exit; the client is made after the fork.
+ */
+#include "tools/bench/bench.h"
+#include "tools/bench/bench_daemon.h"
+#include "common/compiler.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kvstash/kvstash.h"
+
+#define MIB (1u << 20)
+
+typedef struct shm_opts {
+    const char *dir;
+    unsigned blocks;
+    unsigned rounds;
+    double seconds;
+    unsigned busy_us; /* daemon and client spin before sleeping */
+} shm_opts_t;
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: kvstash-bench shm [options]\n"
+            "  --dir DIR      scratch directory (./var/bench-shm)\n"
+            "  --blocks N     distinct 1 MiB blocks (64)\n"
+            "  --rounds N     interleaved rounds of (memcpy, ours) (5, at "
+            "most 9)\n"
+            "  --seconds S    per round and figure (1)\n"
+            "  --busy-us N    daemon and client spin this long before "
+            "sleeping (0: on 2 shared cores spinning costs more than it saves)\n"
+            "  --json         one JSON object per figure\n");
+}
+
+static void die(const char *what, int ret)
+{
+    fprintf(stderr, "bench shm: %s: %s\n", what, kvs_strerror(ret));
+    exit(1);
+}
+
+static void key_of(char *key, size_t cap, const char *prefix, unsigned i)
+{
+    snprintf(key, cap, "%s-%u", prefix, i);
+}
+
+/* One thread's memcpy of 1 MiB: src into n distinct buffers at bufs
+ * (to_many) or n distinct buffers into dst; MB/s over about seconds. */
+static double memcpy_rate(uint8_t *one, uint8_t *many, unsigned n,
+                          bool to_many, double seconds)
+{
+    double t0 = bench_now(), t;
+    uint64_t bytes = 0;
+    unsigned i = 0;
+
+    do {
+        uint8_t *m = many + (size_t)(i++ % n) * MIB;
+
+        if (to_many)
+            memcpy(m, one, MIB);
+        else
+            memcpy(one, m, MIB);
+        bytes += MIB;
+        t = bench_now();
+    } while (t - t0 < seconds);
+    return (double)bytes / (t - t0) / 1e6;
+}
+
+static void reserve_or_die(kvs_client_t *c, unsigned i, unsigned n,
+                           kvs_shm_block_t *b)
+{
+    kvs_iov_t part = {NULL, MIB};
+    kvs_client_put_t put = {.parts = &part, .nparts = 1};
+    char key[32];
+    int ret;
+
+    key_of(key, sizeof(key), "p", i % n);
+    put.key.data = key;
+    put.key.len = (uint32_t)strlen(key);
+    ret = kvs_shm_reserve(c, &put, b);
+    if (ret)
+        die("reserve", ret);
+}
+
+/* Reserve, write, commit. pipelined: block i+1 is reserved before block i
+ * is committed without waiting (kvs_shm_commit_nb), so that the daemon
+ * checksums block i while this thread writes block i+1; else each
+ * commit is waited for. */
+static double put_rate(kvs_client_t *c, const uint8_t *src, unsigned n,
+                       bool pipelined, double seconds)
+{
+    static int status[2];
+    double t0 = bench_now(), t;
+    uint64_t bytes = 0;
+    unsigned i = 0;
+    kvs_shm_block_t cur, next;
+    int ret;
+
+    reserve_or_die(c, i, n, &cur);
+    do {
+        memcpy(cur.data, src, MIB);
+        if (pipelined) {
+            reserve_or_die(c, i + 1, n, &next);
+            if (status[i % 2] < 0) /* the commit before the last */
+                die("commit", status[i % 2]);
+            ret = kvs_shm_commit_nb(c, cur.id, &status[i % 2]);
+        } else {
+            ret = kvs_shm_commit(c, cur.id);
+            if (!ret)
+                reserve_or_die(c, i + 1, n, &next);
+        }
+        if (ret)
+            die("commit", ret);
+        cur = next;
+        i++;
+        bytes += MIB;
+        t = bench_now();
+    } while (t - t0 < seconds);
+    ret = kvs_shm_flush(c);
+    if (!ret)
+        ret = kvs_shm_abort(c, cur.id);
+    if (ret || status[0] < 0 || status[1] < 0)
+        die("commit", ret ? ret : KVS_EPROTO);
+    t = bench_now();
+    return (double)bytes / (t - t0) / 1e6;
+}
+
+static double get_rate(kvs_client_t *c, uint8_t *dst, unsigned n,
+                       double seconds)
+{
+    double t0 = bench_now(), t;
+    uint64_t bytes = 0;
+    unsigned i = 0;
+    char key[32];
+
+    do {
+        size_t len;
+        int ret;
+
+        key_of(key, sizeof(key), "g", i++ % n);
+        ret = kvs_shm_get(c, key, (uint32_t)strlen(key), dst, MIB, &len);
+        if (ret)
+            die("get", ret);
+        bytes += len;
+        t = bench_now();
+    } while (t - t0 < seconds);
+    return (double)bytes / (t - t0) / 1e6;
+}
+
+/* us per leased view and release of one block (no copy). */
+static double view_us(kvs_client_t *c, unsigned n, double seconds)
+{
+    double t0 = bench_now(), t;
+    uint64_t views = 0;
+    char key[32];
+
+    do {
+        kvs_shm_block_t b;
+        int ret;
+
+        key_of(key, sizeof(key), "g", (unsigned)(views % n));
+        ret = kvs_shm_view(c, key, (uint32_t)strlen(key), 0, NULL, 0, &b);
+        if (ret)
+            die("view", ret);
+        ret = kvs_shm_release(c, b.id);
+        if (ret)
+            die("release", ret);
+        views++;
+        t = bench_now();
+    } while (t - t0 < seconds);
+    return (t - t0) * 1e6 / (double)views;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+static void run(const shm_opts_t *o, uint16_t port, const char *sock)
+{
+    kvs_client_params_t p = {
+        .field_mask = KVS_CLIENT_PARAM_PORT | KVS_CLIENT_PARAM_NS |
+                      KVS_CLIENT_PARAM_SHM_SOCKET |
+                      KVS_CLIENT_PARAM_BUSY_POLL_US,
+        .port = port,
+        .busy_poll_us = o->busy_us,
+        .ns = "bench-shm",
+        .shm_socket = sock,
+    };
+    double put[BENCH_ROUNDS_MAX], get[BENCH_ROUNDS_MAX];
+    double sput[BENCH_ROUNDS_MAX];
+    double lput[BENCH_ROUNDS_MAX], lget[BENCH_ROUNDS_MAX];
+    double view[BENCH_ROUNDS_MAX];
+    size_t many_len = (size_t)o->blocks * MIB;
+    uint8_t *one = bench_alloc_huge(MIB), *many = bench_alloc_huge(many_len);
+    kvs_client_t *c;
+    char key[32], what[300];
+    int ret;
+
+    if (!one || !many)
+        die("buffers", -ENOMEM);
+    ret = kvs_client_create(&p, &c);
+    if (ret)
+        die("connect", ret);
+    if (kvs_shm_status(c) != 0)
+        die("attach", kvs_shm_status(c));
+    bench_fill_floats(one, MIB, 2, 1);
+    memset(many, 1, many_len);
+    for (unsigned i = 0; i < o->blocks; i++) {
+        key_of(key, sizeof(key), "g", i);
+        ret = kvs_shm_put(c, key, (uint32_t)strlen(key), one, MIB, 0);
+        if (ret)
+            die("load", ret);
+    }
+    (void)put_rate(c, one, o->blocks, true, o->seconds / 4); /* every key */
+    for (unsigned r = 0; r < o->rounds; r++) {
+        for (int step = 0; step < 2; step++) {
+            if ((step == 0) == (r % 2 == 0)) {
+                lput[r] = memcpy_rate(one, many, o->blocks, true, o->seconds);
+                lget[r] = memcpy_rate(one, many, o->blocks, false, o->seconds);
+            } else {
+                put[r] = put_rate(c, one, o->blocks, true, o->seconds);
+                sput[r] = put_rate(c, one, o->blocks, false, o->seconds);
+                get[r] = get_rate(c, one, o->blocks, o->seconds);
+                view[r] = view_us(c, o->blocks, o->seconds);
+            }
+        }
+    }
+    snprintf(what, sizeof(what),
+             "reserve, write 1 MiB in place, commit (daemon checksums; "
+             "the next block reserved before, commit not waited for), %u "
+             "keys, vs one thread's memcpy of 1 MiB into %u buffers; target "
+             "ratio >= 0.9",
+             o->blocks, o->blocks);
+    bench_report_rounds("shm-put-1MiB", o->rounds, put, lput, what);
+    bench_report_rounds("shm-put-1MiB-sync", o->rounds, sput, lput,
+                        "the same, each commit waited for; the same limits");
+    snprintf(what, sizeof(what),
+             "leased view, one copy out, release, %u blocks, vs one thread's "
+             "memcpy of 1 MiB from %u buffers; target ratio >= 0.9",
+             o->blocks, o->blocks);
+    bench_report_rounds("shm-get-1MiB", o->rounds, get, lget, what);
+    qsort(view, o->rounds, sizeof(*view), cmp_double);
+    bench_figure("shm-view-1MiB", view[o->rounds / 2], "us", -1,
+                 "median of rounds: one leased view and its release, no "
+                 "copy (two socket round trips)");
+    kvs_client_destroy(c);
+    bench_free_huge(one, MIB);
+    bench_free_huge(many, many_len);
+}
+
+int bench_shm_main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"dir", required_argument, NULL, 'd'},
+        {"blocks", required_argument, NULL, 'b'},
+        {"rounds", required_argument, NULL, 'r'},
+        {"seconds", required_argument, NULL, 's'},
+        {"busy-us", required_argument, NULL, 'u'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    shm_opts_t o = {.dir = "./var/bench-shm", .blocks = 64, .rounds = 5,
+                    .seconds = 1, .busy_us = 0};
+    char busy[64];
+    char sock[PATH_MAX], sockopt[PATH_MAX + 32];
+    bench_daemon_t d;
+    int ch;
+
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'd':
+            o.dir = optarg;
+            break;
+        case 'b':
+            o.blocks = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'r':
+            o.rounds = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 's':
+            o.seconds = strtod(optarg, NULL);
+            break;
+        case 'u':
+            o.busy_us = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'j':
+            bench_json = true;
+            break;
+        default:
+            usage();
+            return ch == 'h' ? 0 : 2;
+        }
+    }
+    if (o.blocks == 0 || o.blocks > 256 || o.rounds == 0 ||
+        o.rounds > BENCH_ROUNDS_MAX || !(o.seconds > 0)) {
+        usage();
+        return 2;
+    }
+    mkdir(o.dir, 0755);
+    snprintf(sock, sizeof(sock), "%s/shm.sock", o.dir);
+    snprintf(sockopt, sizeof(sockopt), "--set=daemon.shm_socket=%s", sock);
+    snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%u", o.busy_us);
+    const char *extra[] = {"--dram-mib=512", "--nvme-mib=0", sockopt, busy,
+                           NULL};
+    if (bench_daemon_start(&d, o.dir, extra) != 0)
+        return 1;
+    run(&o, d.port, sock);
+    bench_daemon_stop(&d);
+    return 0;
+}

@@ -1,0 +1,507 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libkvstash's side of shared memory with a same-host daemon
+ * (include/kvstash/shm.h): attaching over the daemon's Unix socket,
+ * mapping the arena from the memfd it passes, and the reserve / commit /
+ * abort / view / release requests, one synchronous round trip each
+ * (kvstash/wire_shm.h). Block bytes never cross the socket.
+ *
+ * Every offset and length the daemon returns is checked against the
+ * mapping before a pointer is made from it, so a confused daemon cannot
+ * make the library touch memory outside the arena.
+ */
+#include "transport/client/client_int.h"
+#include "common/clock.h"
+#include "kvstash/wire_shm.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define GET_TRIES 3 /* kvs_shm_get: views whose lease expired mid-copy */
+/* Requests posted without waiting, at most: their replies wait in our
+ * socket's receive buffer, which must never fill (the daemon drops a
+ * reply it cannot send at once rather than block on one client). */
+#define PEND_MAX 32u
+
+struct kvs_client_shm {
+    int fd; /* the SOCK_SEQPACKET connection */
+    uint8_t *base;
+    size_t len;
+    uint64_t seq;
+    /* Posted requests, oldest first (replies come in order): a ring. */
+    struct {
+        uint64_t req_id;
+        int *status; /* set from the reply; NULL: not wanted */
+    } pend[PEND_MAX];
+    uint32_t phead, npend;
+    uint8_t tx[KVS_WIRE_SHM_FRAME_MAX];
+    uint8_t rx[KVS_WIRE_SHM_FRAME_MAX + 1];
+    uint32_t lens[KVS_PARTS_MAX];
+};
+
+/* Waits for fd to be readable: busy_ns of spinning, then poll() up to the
+ * client's timeout (0: for ever). */
+static int wait_readable(kvs_client_t *c, int fd)
+{
+    uint64_t t0 = kvs_clock_mono_ns();
+    int tmo = c->timeout_ms ? (int)c->timeout_ms : -1;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+    while (kvs_clock_mono_ns() - t0 < c->busy_ns)
+        if (poll(&pfd, 1, 0) > 0)
+            return 0;
+    for (;;) {
+        int n = poll(&pfd, 1, tmo);
+
+        if (n > 0)
+            return 0;
+        if (n == 0)
+            return -ETIMEDOUT;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+/* Sends q; its reply is read by whoever waits for it (roundtrip, or
+ * settle for one posted by post_async). */
+static int post(struct kvs_client_shm *sh, kvs_wire_shm_msg_t *q)
+{
+    size_t len;
+    int ret;
+
+    q->hdr.req_id = ++sh->seq;
+    ret = kvs_wire_shm_encode(q, sh->tx, sizeof(sh->tx), &len);
+    if (ret)
+        return ret;
+    return send(sh->fd, sh->tx, len, MSG_NOSIGNAL) == (ssize_t)len ? 0
+                                                                   : KVS_EPEER;
+}
+
+/* Receives one reply into r (fd_out: an fd passed with it, or left). */
+static int recv_one(kvs_client_t *c, struct kvs_client_shm *sh,
+                    kvs_wire_shm_msg_t *r, int *fd_out)
+{
+    char cbuf[CMSG_SPACE(sizeof(int))];
+
+    for (;;) {
+        struct iovec iov = {.iov_base = sh->rx, .iov_len = sizeof(sh->rx)};
+        struct msghdr mh = {.msg_iov = &iov,
+                            .msg_iovlen = 1,
+                            .msg_control = cbuf,
+                            .msg_controllen = sizeof(cbuf)};
+        ssize_t n;
+        int ret = wait_readable(c, sh->fd);
+
+        if (ret)
+            return ret == -ETIMEDOUT ? ret : KVS_EPEER;
+        n = recvmsg(sh->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (n <= 0 || (mh.msg_flags & MSG_TRUNC))
+            return KVS_EPEER;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm;
+             cm = CMSG_NXTHDR(&mh, cm))
+            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+                int fd;
+
+                memcpy(&fd, CMSG_DATA(cm), sizeof(fd));
+                if (fd_out && *fd_out < 0)
+                    *fd_out = fd;
+                else
+                    close(fd);
+            }
+        ret = kvs_wire_shm_decode(sh->rx, (size_t)n, sh->lens, r);
+        if (ret || !(r->hdr.flags & KVS_WIRE_F_REPLY))
+            return KVS_EPROTO;
+        return 0;
+    }
+}
+
+/* A reply to a posted request: its status to whoever wanted it. */
+static void settle(struct kvs_client_shm *sh, const kvs_wire_shm_msg_t *r)
+{
+    if (sh->npend && sh->pend[sh->phead].req_id == r->hdr.req_id) {
+        if (sh->pend[sh->phead].status)
+            *sh->pend[sh->phead].status = r->hdr.status;
+        sh->phead = (sh->phead + 1) % PEND_MAX;
+        sh->npend--;
+    }
+}
+
+/* The connection failed: every posted request fails with it. */
+static int fail_pending(struct kvs_client_shm *sh, int err)
+{
+    for (; sh->npend; sh->npend--, sh->phead = (sh->phead + 1) % PEND_MAX)
+        if (sh->pend[sh->phead].status)
+            *sh->pend[sh->phead].status = err;
+    return err;
+}
+
+/* Sends q and receives its reply into r (fd_out: a passed fd, or -1),
+ * settling the replies of requests posted before it on the way. */
+static int roundtrip(kvs_client_t *c, struct kvs_client_shm *sh,
+                     kvs_wire_shm_msg_t *q, kvs_wire_shm_msg_t *r, int *fd_out)
+{
+    int ret = post(sh, q);
+
+    if (ret)
+        return ret == KVS_EPEER ? fail_pending(sh, ret) : ret;
+    for (;;) {
+        ret = recv_one(c, sh, r, fd_out);
+        if (ret)
+            return fail_pending(sh, ret);
+        if (r->hdr.req_id != q->hdr.req_id) {
+            settle(sh, r);
+            continue;
+        }
+        if (r->hdr.opcode != q->hdr.opcode)
+            return fail_pending(sh, KVS_EPROTO);
+        return r->hdr.status;
+    }
+}
+
+/* Posts q without waiting; status (optional) gets its reply's status when
+ * that is read. Waits for the oldest reply first when PEND_MAX are out. */
+static int post_async(kvs_client_t *c, struct kvs_client_shm *sh,
+                      kvs_wire_shm_msg_t *q, int *status)
+{
+    kvs_wire_shm_msg_t r;
+    int ret;
+
+    while (sh->npend == PEND_MAX) {
+        ret = recv_one(c, sh, &r, NULL);
+        if (ret)
+            return fail_pending(sh, ret);
+        settle(sh, &r);
+    }
+    ret = post(sh, q);
+    if (ret)
+        return ret == KVS_EPEER ? fail_pending(sh, ret) : ret;
+    sh->pend[(sh->phead + sh->npend) % PEND_MAX].req_id = q->hdr.req_id;
+    sh->pend[(sh->phead + sh->npend) % PEND_MAX].status = status;
+    sh->npend++;
+    return 0;
+}
+
+static int connect_unix(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd;
+
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        int ret = -errno;
+
+        close(fd);
+        return ret;
+    }
+    return fd;
+}
+
+static int attach(kvs_client_t *c, struct kvs_client_shm *sh,
+                  const char *token, uint32_t elem_size)
+{
+    kvs_wire_shm_msg_t q = {0}, r;
+    struct stat st;
+    int mfd = -1, ret;
+    void *p;
+
+    q.hdr.opcode = KVS_OP_SHM_ATTACH;
+    q.u.attach.elem_size = (uint8_t)elem_size;
+    q.u.attach.token.data = (const uint8_t *)(token ? token : "");
+    q.u.attach.token.len = token ? (uint32_t)strlen(token) : 0;
+    q.u.attach.ns.data = (const uint8_t *)c->ns;
+    q.u.attach.ns.len = (uint32_t)strlen(c->ns);
+    ret = roundtrip(c, sh, &q, &r, &mfd);
+    if (ret == 0 && mfd < 0)
+        ret = KVS_EPROTO;
+    if (ret)
+        goto err_close;
+    if (fstat(mfd, &st) != 0 || (uint64_t)st.st_size < r.u.attach_rep.arena_len ||
+        r.u.attach_rep.arena_len == 0 || r.u.attach_rep.arena_len > SIZE_MAX) {
+        ret = KVS_EPROTO;
+        goto err_close;
+    }
+    p = mmap(NULL, (size_t)r.u.attach_rep.arena_len, PROT_READ | PROT_WRITE,
+             MAP_SHARED, mfd, 0);
+    if (p == MAP_FAILED) {
+        ret = -errno;
+        goto err_close;
+    }
+    sh->base = p;
+    sh->len = (size_t)r.u.attach_rep.arena_len;
+    close(mfd);
+    return 0;
+
+err_close:
+    if (mfd >= 0)
+        close(mfd);
+    return ret;
+}
+
+void kvs_client_shm_attach(kvs_client_t *c, const char *path,
+                           const char *token, uint32_t elem_size)
+{
+    struct kvs_client_shm *sh = calloc(1, sizeof(*sh));
+    int ret;
+
+    if (!sh) {
+        c->shm_status = -ENOMEM;
+        return;
+    }
+    sh->fd = connect_unix(path);
+    if (sh->fd < 0) {
+        c->shm_status = sh->fd;
+        free(sh);
+        return;
+    }
+    ret = attach(c, sh, token, elem_size);
+    if (ret) {
+        close(sh->fd);
+        free(sh);
+        c->shm_status = ret;
+        return;
+    }
+    c->shm = sh;
+    c->shm_status = 0;
+}
+
+void kvs_client_shm_detach(kvs_client_t *c)
+{
+    struct kvs_client_shm *sh = c->shm;
+
+    if (!sh)
+        return;
+    (void)kvs_shm_flush(c); /* the statuses of posted commits */
+    /* Closing the socket is what tells the daemon to drop whatever this
+     * client still reserved or viewed. */
+    close(sh->fd);
+    munmap(sh->base, sh->len);
+    free(sh);
+    c->shm = NULL;
+}
+
+KVS_API int kvs_shm_status(const kvs_client_t *c)
+{
+    return c->shm_status;
+}
+
+/* A pointer into the mapping for [off, off + len), or NULL. */
+static void *in_map(const struct kvs_client_shm *sh, uint64_t off,
+                    uint64_t len)
+{
+    if (off > sh->len || len > sh->len - off)
+        return NULL;
+    return sh->base + off;
+}
+
+KVS_API int kvs_shm_reserve(kvs_client_t *c, const kvs_client_put_t *put,
+                            kvs_shm_block_t *out)
+{
+    struct kvs_client_shm *sh = c->shm;
+    kvs_wire_shm_msg_t q = {0}, r;
+    void *p;
+    int ret;
+
+    if (!sh)
+        return -EOPNOTSUPP;
+    if (!put || !out || !put->parts || put->nparts == 0 ||
+        put->nparts > KVS_PARTS_MAX)
+        return -EINVAL;
+    for (uint32_t i = 0; i < put->nparts; i++) {
+        if (put->parts[i].len > UINT32_MAX)
+            return KVS_ETOOBIG;
+        sh->lens[i] = (uint32_t)put->parts[i].len;
+    }
+    q.hdr.opcode = KVS_OP_SHM_RESERVE;
+    q.hdr.count = put->nparts;
+    q.u.reserve.key.data = put->key.data;
+    q.u.reserve.key.len = put->key.len;
+    q.u.reserve.parent.data = put->parent.data;
+    q.u.reserve.parent.len = put->parent.len;
+    q.u.reserve.cls = put->cls;
+    q.u.reserve.elem_size = put->elem_size;
+    q.u.reserve.flags = put->flags;
+    q.u.reserve.ttl_ms = put->ttl_ms;
+    q.u.reserve.group = put->group;
+    q.u.reserve.part_lens = sh->lens;
+    ret = kvs_wire_shm_encode(&q, sh->tx, sizeof(sh->tx), &(size_t){0});
+    if (ret)
+        return ret == -EINVAL ? KVS_ETOOBIG : ret;
+    ret = roundtrip(c, sh, &q, &r, NULL);
+    if (ret)
+        return ret;
+    p = in_map(sh, r.u.block.off, r.u.block.len);
+    if (!p) {
+        (void)kvs_shm_abort(c, r.u.block.id);
+        return KVS_EPROTO;
+    }
+    out->id = r.u.block.id;
+    out->data = p;
+    out->len = r.u.block.len;
+    out->nparts = put->nparts;
+    out->tier = KVS_TIER_DRAM;
+    out->cls = put->cls;
+    out->lease_end_ns = 0;
+    return 0;
+}
+
+static int by_id(kvs_client_t *c, uint8_t opcode, uint64_t id)
+{
+    kvs_wire_shm_msg_t q = {0}, r;
+
+    if (!c->shm)
+        return -EOPNOTSUPP;
+    q.hdr.opcode = opcode;
+    q.u.id.id = id;
+    return roundtrip(c, c->shm, &q, &r, NULL);
+}
+
+KVS_API int kvs_shm_commit(kvs_client_t *c, uint64_t id)
+{
+    return by_id(c, KVS_OP_SHM_COMMIT, id);
+}
+
+KVS_API int kvs_shm_commit_nb(kvs_client_t *c, uint64_t id, int *status)
+{
+    kvs_wire_shm_msg_t q = {0};
+
+    if (!c->shm)
+        return -EOPNOTSUPP;
+    if (!status)
+        return -EINVAL;
+    *status = 1;
+    q.hdr.opcode = KVS_OP_SHM_COMMIT;
+    q.u.id.id = id;
+    return post_async(c, c->shm, &q, status);
+}
+
+KVS_API int kvs_shm_flush(kvs_client_t *c)
+{
+    struct kvs_client_shm *sh = c->shm;
+    kvs_wire_shm_msg_t r;
+    int ret;
+
+    if (!sh)
+        return -EOPNOTSUPP;
+    while (sh->npend) {
+        ret = recv_one(c, sh, &r, NULL);
+        if (ret)
+            return fail_pending(sh, ret);
+        settle(sh, &r);
+    }
+    return 0;
+}
+
+KVS_API int kvs_shm_abort(kvs_client_t *c, uint64_t id)
+{
+    return by_id(c, KVS_OP_SHM_ABORT, id);
+}
+
+KVS_API int kvs_shm_release(kvs_client_t *c, uint64_t id)
+{
+    return by_id(c, KVS_OP_SHM_RELEASE, id);
+}
+
+KVS_API int kvs_shm_view(kvs_client_t *c, const void *key, uint32_t key_len,
+                         uint32_t lease_ms, uint32_t *part_lens,
+                         uint32_t part_cap, kvs_shm_block_t *out)
+{
+    struct kvs_client_shm *sh = c->shm;
+    kvs_wire_shm_msg_t q = {0}, r;
+    void *p;
+    int ret;
+
+    if (!sh)
+        return -EOPNOTSUPP;
+    if (!key || key_len == 0 || key_len > KVS_KEY_MAX || !out)
+        return -EINVAL;
+    q.hdr.opcode = KVS_OP_SHM_VIEW;
+    q.u.view.key.data = key;
+    q.u.view.key.len = key_len;
+    q.u.view.lease_ms = lease_ms;
+    ret = roundtrip(c, sh, &q, &r, NULL);
+    if (ret)
+        return ret;
+    p = in_map(sh, r.u.block.off, r.u.block.len);
+    if (!p || (part_lens && r.hdr.count > part_cap)) {
+        (void)kvs_shm_release(c, r.u.block.id);
+        return p ? -ENOBUFS : KVS_EPROTO;
+    }
+    if (part_lens)
+        memcpy(part_lens, r.u.block.part_lens, 4ull * r.hdr.count);
+    out->id = r.u.block.id;
+    out->data = p;
+    out->len = r.u.block.len;
+    out->nparts = r.hdr.count;
+    out->tier = r.u.block.tier;
+    out->cls = r.u.block.cls;
+    out->lease_end_ns = r.u.block.expiry_ns;
+    return 0;
+}
+
+KVS_API int kvs_shm_get(kvs_client_t *c, const void *key, uint32_t key_len,
+                        void *buf, size_t cap, size_t *len_out)
+{
+    kvs_shm_block_t b;
+    int ret = KVS_EEXPIRED;
+
+    if (!c->shm)
+        return kvs_client_get(c, key, key_len, buf, cap, len_out);
+    for (int t = 0; t < GET_TRIES && ret == KVS_EEXPIRED; t++) {
+        ret = kvs_shm_view(c, key, key_len, 0, NULL, 0, &b);
+        if (ret)
+            return ret;
+        if (len_out)
+            *len_out = b.len;
+        if (b.len > cap) {
+            (void)kvs_shm_release(c, b.id);
+            return -ENOBUFS;
+        }
+        memcpy(buf, b.data, b.len);
+        /* The copy is complete before the clock is read. */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (kvs_clock_mono_ns() < b.lease_end_ns) {
+            kvs_wire_shm_msg_t q = {0};
+
+            q.hdr.opcode = KVS_OP_SHM_RELEASE;
+            q.u.id.id = b.id;
+            return post_async(c, c->shm, &q, NULL);
+        }
+        ret = kvs_shm_release(c, b.id);
+    }
+    return ret;
+}
+
+KVS_API int kvs_shm_put(kvs_client_t *c, const void *key, uint32_t key_len,
+                        const void *buf, size_t len, uint32_t flags)
+{
+    kvs_iov_t part = {buf, len};
+    kvs_client_put_t put = {.key = {key, key_len},
+                            .parts = &part,
+                            .nparts = 1,
+                            .flags = flags};
+    kvs_shm_block_t b;
+    int ret;
+
+    if (!c->shm)
+        return kvs_client_put(c, key, key_len, buf, len, flags);
+    ret = kvs_shm_reserve(c, &put, &b);
+    if (ret)
+        return ret;
+    memcpy(b.data, buf, len);
+    return kvs_shm_commit(c, b.id);
+}

@@ -1,0 +1,795 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The shared-memory service (shm.h): the socket, its thread, and the
+ * sessions of the clients attached to the arena.
+ *
+ * A session is one accepted connection on the Unix socket. Its peer's
+ * credentials are read once (SO_PEERCRED, recorded by the kernel at
+ * connect); ATTACH checks them and the tenant's token before the memfd is
+ * passed (SCM_RIGHTS). After that the session owns:
+ *
+ *   resv[]:  blocks reserved in the arena, not yet committed or aborted;
+ *            each keeps the daemon's own copy of its part lengths;
+ *   views[]: blocks referenced (pinned) under a lease, until released,
+ *            expired, or the session's end.
+ *
+ * Ids are (sequence << 16 | slot), so a COMMIT or RELEASE finds its slot
+ * in O(1) and a stale or forged id is refused. When the client goes away
+ * (EOF or an error on the socket: the kernel closes it when the process
+ * dies, however it dies) every reservation is aborted and every view
+ * unpinned: nothing a dead client held stays reserved.
+ *
+ * What the client can and cannot do with the mapping (docs/operations.md):
+ * it can write any byte of the arena, so only trusted tenants get it. No
+ * daemon metadata is trusted from the mapping: offsets, lengths and part
+ * lengths of a reservation are the daemon's (kept here and rewritten into
+ * the block's part table at commit), the checksum is computed by the
+ * daemon at commit over what the arena then holds, and the block becomes
+ * visible only after that. A view's part lengths, which lie in the arena
+ * behind the block, are checked against the block's length (kept by the
+ * store outside the arena) before they are reported.
+ *
+ * Threading: everything below belongs to the service's thread, except the
+ * counters (atomics, read by STAT on the server's thread).
+ */
+#include "transport/server/shm.h"
+#include "common/clock.h"
+#include "common/debug.h"
+#include "common/log.h"
+#include "kvstash/wire_shm.h"
+#include "transport/server/server_int.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define RESV_MAX 256u       /* reservations per session */
+#define VIEWS_MAX 4096u     /* views per session */
+#define SESSIONS_MAX 256u   /* sessions at once */
+#define SWEEP_NS 10000000ull /* lease expiry is checked this often */
+
+typedef struct resv {
+    uint64_t id; /* 0: slot free */
+    kvs_put_stream_t ps;
+    uint32_t nparts;
+    uint32_t *lens; /* nparts, the daemon's copy */
+} resv_t;
+
+typedef struct view {
+    uint64_t id; /* 0: slot free */
+    uint64_t expiry_ns;
+    bool expired; /* unpinned at expiry; the slot waits for RELEASE */
+    kvs_view_t v;
+} view_t;
+
+typedef struct sess {
+    struct sess *next, *prev;
+    int fd;
+    struct ucred cred;
+    bool attached;
+    const kvs_tenant_t *tenant;
+    uint32_t ns;
+    uint64_t seq;
+    resv_t *resv; /* RESV_MAX, allocated at ATTACH */
+    view_t *views; /* VIEWS_MAX */
+    uint32_t nviews_live; /* views pinned (not expired) */
+} sess_t;
+
+struct kvs_shm {
+    const kvs_server_config_t *cfg;
+    kvs_store_t *store;
+    int arena_fd;
+    uint8_t *abase;
+    size_t alen;
+    int lfd, efd, epfd;
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    pthread_t thread;
+    bool started;
+    sess_t *sessions;
+    uint32_t nsessions;
+    uint64_t last_sweep_ns;
+    uint8_t rx[KVS_WIRE_SHM_FRAME_MAX + 1];
+    uint8_t tx[KVS_WIRE_SHM_FRAME_MAX];
+    uint32_t lens[KVS_PARTS_MAX];
+    uint32_t lens2[KVS_PARTS_MAX];
+    kvs_iov_t iov[KVS_PARTS_MAX];
+    atomic_uint_fast64_t st_sessions, st_resv, st_views, st_attached,
+        st_refused, st_commits, st_reclaimed, st_expired;
+};
+
+#define BUMP(ctr, d) atomic_fetch_add_explicit(&(ctr), (d), memory_order_relaxed)
+
+bool kvs_shm_tenant_allowed(const kvs_server_config_t *cfg,
+                            const kvs_tenant_t *t)
+{
+    return cfg->ntenants == 0 || (t && t->shm);
+}
+
+void kvs_shm_stats(kvs_shm_t *m, kvs_shm_stats_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    if (!m)
+        return;
+    o->sessions = atomic_load_explicit(&m->st_sessions, memory_order_relaxed);
+    o->reservations = atomic_load_explicit(&m->st_resv, memory_order_relaxed);
+    o->views = atomic_load_explicit(&m->st_views, memory_order_relaxed);
+    o->attached = atomic_load_explicit(&m->st_attached, memory_order_relaxed);
+    o->refused = atomic_load_explicit(&m->st_refused, memory_order_relaxed);
+    o->commits = atomic_load_explicit(&m->st_commits, memory_order_relaxed);
+    o->reclaimed = atomic_load_explicit(&m->st_reclaimed, memory_order_relaxed);
+    o->expired = atomic_load_explicit(&m->st_expired, memory_order_relaxed);
+}
+
+/* ---- replies ------------------------------------------------------ */
+
+static void send_msg(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *r,
+                     int pass_fd)
+{
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    size_t len;
+
+    if (kvs_wire_shm_encode(r, m->tx, sizeof(m->tx), &len) != 0) {
+        kvs_warn("shm: cannot encode a %u reply", r->hdr.opcode);
+        return;
+    }
+    iov.iov_base = m->tx;
+    iov.iov_len = len;
+    if (pass_fd >= 0) {
+        struct cmsghdr *c;
+
+        memset(cbuf, 0, sizeof(cbuf));
+        mh.msg_control = cbuf;
+        mh.msg_controllen = sizeof(cbuf);
+        c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+    }
+    /* A client that does not read its replies fills its socket buffer:
+     * the send fails (MSG_DONTWAIT) and the reply is lost, which is the
+     * client's problem only; the service never blocks on one client. */
+    if (sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        kvs_debug("shm: pid %d: reply lost: %s", (int)s->cred.pid,
+                  strerror(errno));
+}
+
+static kvs_wire_shm_msg_t reply_to(const kvs_wire_hdr_t *req, int status)
+{
+    kvs_wire_shm_msg_t r;
+
+    memset(&r, 0, sizeof(r));
+    r.hdr.opcode = req->opcode;
+    r.hdr.flags = KVS_WIRE_F_REPLY;
+    r.hdr.req_id = req->req_id;
+    r.hdr.status = status;
+    return r;
+}
+
+static void send_status(kvs_shm_t *m, sess_t *s, const kvs_wire_hdr_t *req,
+                        int status)
+{
+    kvs_wire_shm_msg_t r = reply_to(req, status);
+
+    send_msg(m, s, &r, -1);
+}
+
+/* ---- sessions ----------------------------------------------------- */
+
+static void drop_view(kvs_shm_t *m, sess_t *s, view_t *v)
+{
+    if (!v->expired) {
+        kvs_store_unpin_view(m->store, &v->v);
+        s->nviews_live--;
+        BUMP(m->st_views, (uint64_t)-1);
+    }
+    v->id = 0;
+}
+
+static void drop_resv(kvs_shm_t *m, resv_t *r)
+{
+    kvs_store_put_abort(m->store, &r->ps);
+    free(r->lens);
+    r->lens = NULL;
+    r->id = 0;
+    BUMP(m->st_resv, (uint64_t)-1);
+}
+
+static void sess_close(kvs_shm_t *m, sess_t *s)
+{
+    uint64_t n = 0;
+
+    for (uint32_t i = 0; s->resv && i < RESV_MAX; i++)
+        if (s->resv[i].id) {
+            drop_resv(m, &s->resv[i]);
+            n++;
+        }
+    for (uint32_t i = 0; s->views && i < VIEWS_MAX; i++)
+        if (s->views[i].id) {
+            n += !s->views[i].expired;
+            drop_view(m, s, &s->views[i]);
+        }
+    if (n) {
+        BUMP(m->st_reclaimed, n);
+        kvs_info("shm: pid %d went away; %llu reservations and views "
+                 "reclaimed",
+                 (int)s->cred.pid, (unsigned long long)n);
+    }
+    if (s->attached)
+        BUMP(m->st_sessions, (uint64_t)-1);
+    epoll_ctl(m->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+    close(s->fd);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        m->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    m->nsessions--;
+    free(s->resv);
+    free(s->views);
+    free(s);
+}
+
+static uint64_t next_id(sess_t *s, uint32_t slot)
+{
+    return (++s->seq << 16) | slot;
+}
+
+static bool peer_allowed(const kvs_shm_t *m, const struct ucred *c)
+{
+    return c->uid == geteuid() ||
+           (m->cfg->shm_gid >= 0 && c->gid == (gid_t)m->cfg->shm_gid);
+}
+
+/* ---- operations --------------------------------------------------- */
+
+static int attach(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
+{
+    const kvs_tenant_t *t;
+    char ns[KVS_NS_NAME_MAX + 1];
+    int ret;
+
+    if (s->attached)
+        return KVS_EPROTO;
+    if (!peer_allowed(m, &s->cred)) {
+        kvs_warn("shm: pid %d, uid %u, gid %u refused: not the daemon's "
+                 "user nor daemon.shm_group",
+                 (int)s->cred.pid, (unsigned)s->cred.uid,
+                 (unsigned)s->cred.gid);
+        return KVS_EAUTH;
+    }
+    t = kvs_handler_tenant_find(m->cfg, &q->u.attach.token);
+    if (!t) {
+        kvs_info("shm: pid %d: bad token", (int)s->cred.pid);
+        return KVS_EAUTH;
+    }
+    if (!kvs_shm_tenant_allowed(m->cfg, t)) {
+        kvs_warn("shm: pid %d: tenant %s may not map the arena (set "
+                 "tenant.%s.shm = true to allow it)",
+                 (int)s->cred.pid, t->name, t->name);
+        return KVS_EAUTH;
+    }
+    if (memchr(q->u.attach.ns.data, '\0', q->u.attach.ns.len))
+        return KVS_EPROTO;
+    if (!kvs_handler_ns_allowed(t, &q->u.attach.ns))
+        return -EACCES; /* as a PUT there (docs/protocol.md section 8) */
+    memcpy(ns, q->u.attach.ns.data, q->u.attach.ns.len);
+    ns[q->u.attach.ns.len] = '\0';
+    ret = kvs_store_ns_open(m->store, ns, q->u.attach.elem_size, &s->ns);
+    if (ret)
+        return ret;
+    s->resv = calloc(RESV_MAX, sizeof(*s->resv));
+    s->views = calloc(VIEWS_MAX, sizeof(*s->views));
+    if (!s->resv || !s->views)
+        return -ENOMEM;
+    s->tenant = t;
+    s->attached = true;
+    BUMP(m->st_sessions, 1);
+    BUMP(m->st_attached, 1);
+    kvs_debug("shm: pid %d attached: tenant %s, namespace '%s'",
+              (int)s->cred.pid, t->name, ns);
+    return 0;
+}
+
+static void op_attach(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
+{
+    kvs_wire_shm_msg_t r;
+    int ret = attach(m, s, q);
+
+    if (ret) {
+        BUMP(m->st_refused, 1);
+        send_status(m, s, &q->hdr, ret);
+        return;
+    }
+    r = reply_to(&q->hdr, 0);
+    r.u.attach_rep.arena_len = m->alen;
+    r.u.attach_rep.max_block = 0;
+    r.u.attach_rep.lease_max_ms = m->cfg->lease_max_ms;
+    send_msg(m, s, &r, m->arena_fd);
+}
+
+static int find_free(const void *arr, size_t elem, uint32_t n, uint32_t *slot)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (*(const uint64_t *)(const void *)((const uint8_t *)arr +
+                                              (size_t)i * elem) == 0) {
+            *slot = i;
+            return 0;
+        }
+    return KVS_EFULL;
+}
+
+static void op_reserve(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
+{
+    const uint32_t n = q->hdr.count;
+    kvs_wire_shm_msg_t r;
+    kvs_put_args_t a;
+    uint64_t total = 0;
+    uint32_t slot;
+    resv_t *rv;
+    size_t len0;
+    uint8_t *p;
+    int ret;
+
+    if (q->u.reserve.flags & ~KVS_WIRE_PUT_DURABLE) {
+        send_status(m, s, &q->hdr, KVS_EPROTO);
+        return;
+    }
+    if (find_free(s->resv, sizeof(*s->resv), RESV_MAX, &slot)) {
+        send_status(m, s, &q->hdr, KVS_EFULL);
+        return;
+    }
+    rv = &s->resv[slot];
+    for (uint32_t i = 0; i < n; i++) {
+        m->iov[i].base = NULL;
+        m->iov[i].len = q->u.reserve.part_lens[i];
+        total += q->u.reserve.part_lens[i];
+    }
+    memset(&a, 0, sizeof(a));
+    a.ns = s->ns;
+    a.key = q->u.reserve.key.data;
+    a.key_len = q->u.reserve.key.len;
+    a.parent = q->u.reserve.parent.len ? q->u.reserve.parent.data : NULL;
+    a.parent_len = q->u.reserve.parent.len;
+    a.parts = m->iov;
+    a.nparts = n;
+    a.flags = q->u.reserve.flags;
+    a.cls = q->u.reserve.cls;
+    a.elem_size = q->u.reserve.elem_size;
+    a.ttl_ms = q->u.reserve.ttl_ms;
+    a.group = q->u.reserve.group;
+    rv->lens = malloc(4ull * n);
+    if (!rv->lens) {
+        send_status(m, s, &q->hdr, -ENOMEM);
+        return;
+    }
+    memcpy(rv->lens, q->u.reserve.part_lens, 4ull * n);
+    ret = kvs_store_put_begin(m->store, &a, &rv->ps);
+    if (ret) {
+        free(rv->lens);
+        rv->lens = NULL;
+        send_status(m, s, &q->hdr, ret);
+        return;
+    }
+    p = kvs_store_put_part_buf(m->store, &rv->ps, 0, &len0);
+    kvs_assert(p && p >= m->abase && p + total <= m->abase + m->alen);
+    rv->nparts = n;
+    rv->id = next_id(s, slot);
+    BUMP(m->st_resv, 1);
+    r = reply_to(&q->hdr, 0);
+    r.u.block.id = rv->id;
+    r.u.block.off = (uint64_t)(p - m->abase);
+    r.u.block.len = total;
+    send_msg(m, s, &r, -1);
+}
+
+static resv_t *find_resv(sess_t *s, uint64_t id)
+{
+    uint32_t slot = (uint32_t)(id & 0xffff);
+
+    if (!id || slot >= RESV_MAX || s->resv[slot].id != id)
+        return NULL;
+    return &s->resv[slot];
+}
+
+static void op_commit(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
+{
+    resv_t *rv = find_resv(s, q->u.id.id);
+    int ret;
+
+    if (!rv) {
+        send_status(m, s, &q->hdr, KVS_ENOTFOUND);
+        return;
+    }
+    if (q->hdr.opcode == KVS_OP_SHM_ABORT) {
+        drop_resv(m, rv);
+        send_status(m, s, &q->hdr, 0);
+        return;
+    }
+    ret = kvs_store_put_seal_parts(m->store, &rv->ps, rv->lens);
+    free(rv->lens);
+    rv->lens = NULL;
+    rv->id = 0;
+    BUMP(m->st_resv, (uint64_t)-1);
+    if (ret == 0)
+        BUMP(m->st_commits, 1);
+    send_status(m, s, &q->hdr, ret);
+}
+
+/* The view's part lengths, copied out of the arena and checked against
+ * the block's length, which the store keeps outside it. */
+static int view_lens(kvs_shm_t *m, const kvs_view_t *v)
+{
+    uint64_t sum = 0;
+
+    if (v->nparts == 0 || v->nparts > KVS_PARTS_MAX)
+        return KVS_ECORRUPT;
+    memcpy(m->lens2, v->part_lens, 4ull * v->nparts);
+    for (uint32_t i = 0; i < v->nparts; i++)
+        sum += m->lens2[i];
+    return sum == v->len ? 0 : KVS_ECORRUPT;
+}
+
+static void op_view(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
+{
+    uint32_t ms = q->u.view.lease_ms ? q->u.view.lease_ms
+                                     : m->cfg->lease_default_ms;
+    kvs_wire_shm_msg_t r;
+    uint32_t slot;
+    view_t *v;
+    uint8_t tier = 0;
+    int ret;
+
+    if (find_free(s->views, sizeof(*s->views), VIEWS_MAX, &slot)) {
+        send_status(m, s, &q->hdr, KVS_EFULL);
+        return;
+    }
+    v = &s->views[slot];
+    /* Reads the block from disk into the arena first when it is on NVMe
+     * only; the pin keeps it there until unpinned. */
+    ret = kvs_store_pin_flags(m->store, s->ns, q->u.view.key.data,
+                              q->u.view.key.len, KVS_PIN_GET, &v->v, &tier);
+    if (ret) {
+        send_status(m, s, &q->hdr, ret);
+        return;
+    }
+    ret = view_lens(m, &v->v);
+    if (ret) {
+        kvs_warn("shm: a block's part table in the arena does not add up "
+                 "to its length (overwritten by a mapped client?)");
+        kvs_store_unpin_view(m->store, &v->v);
+        send_status(m, s, &q->hdr, ret);
+        return;
+    }
+    if (ms > m->cfg->lease_max_ms)
+        ms = m->cfg->lease_max_ms;
+    v->expiry_ns = kvs_clock_mono_ns() + (uint64_t)ms * 1000000ull;
+    v->expired = false;
+    v->id = next_id(s, slot);
+    s->nviews_live++;
+    BUMP(m->st_views, 1);
+    r = reply_to(&q->hdr, 0);
+    r.hdr.count = v->v.nparts;
+    r.u.block.id = v->id;
+    r.u.block.off = v->v.arena_off;
+    r.u.block.len = v->v.len;
+    r.u.block.tier = tier;
+    r.u.block.cls = v->v.cls;
+    r.u.block.expiry_ns = v->expiry_ns;
+    r.u.block.part_lens = m->lens2;
+    send_msg(m, s, &r, -1);
+}
+
+static void op_release(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
+{
+    uint64_t id = q->u.id.id;
+    uint32_t slot = (uint32_t)(id & 0xffff);
+    view_t *v;
+    bool was_expired;
+
+    if (!id || slot >= VIEWS_MAX || s->views[slot].id != id) {
+        send_status(m, s, &q->hdr, KVS_ENOTFOUND);
+        return;
+    }
+    v = &s->views[slot];
+    was_expired = v->expired;
+    drop_view(m, s, v);
+    send_status(m, s, &q->hdr, was_expired ? KVS_EEXPIRED : 0);
+}
+
+/* Answers one request; true when it closed the session. */
+static bool handle(kvs_shm_t *m, sess_t *s, size_t len)
+{
+    kvs_wire_shm_msg_t q;
+    int ret = kvs_wire_shm_decode(m->rx, len, m->lens, &q);
+
+    if (ret == 0 && (q.hdr.flags & KVS_WIRE_F_REPLY))
+        ret = KVS_EPROTO;
+    if (ret) {
+        kvs_warn("shm: pid %d: bad frame (%s); closing", (int)s->cred.pid,
+                 kvs_strerror(ret));
+        if (len >= KVS_WIRE_HDR_SIZE && q.hdr.opcode >= KVS_OP_SHM_ATTACH &&
+            q.hdr.opcode <= KVS_OP_SHM_RELEASE)
+            send_status(m, s, &q.hdr, ret);
+        sess_close(m, s);
+        return true;
+    }
+    if (!s->attached && q.hdr.opcode != KVS_OP_SHM_ATTACH) {
+        send_status(m, s, &q.hdr, KVS_EAUTH);
+        return false;
+    }
+    switch (q.hdr.opcode) {
+    case KVS_OP_SHM_ATTACH:
+        op_attach(m, s, &q);
+        break;
+    case KVS_OP_SHM_RESERVE:
+        op_reserve(m, s, &q);
+        break;
+    case KVS_OP_SHM_COMMIT:
+    case KVS_OP_SHM_ABORT:
+        op_commit(m, s, &q);
+        break;
+    case KVS_OP_SHM_VIEW:
+        op_view(m, s, &q);
+        break;
+    default:
+        op_release(m, s, &q);
+        break;
+    }
+    return false;
+}
+
+/* ---- the thread --------------------------------------------------- */
+
+static void accept_one(kvs_shm_t *m)
+{
+    socklen_t cl = sizeof(struct ucred);
+    struct epoll_event ev = {.events = EPOLLIN};
+    sess_t *s;
+    int fd = accept4(m->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+    if (fd < 0)
+        return;
+    if (m->nsessions >= SESSIONS_MAX) {
+        kvs_warn("shm: %u sessions already; refusing one", SESSIONS_MAX);
+        close(fd);
+        return;
+    }
+    s = calloc(1, sizeof(*s));
+    if (!s) {
+        close(fd);
+        return;
+    }
+    s->fd = fd;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &s->cred, &cl) != 0) {
+        free(s);
+        close(fd);
+        return;
+    }
+    ev.data.ptr = s;
+    if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        free(s);
+        close(fd);
+        return;
+    }
+    s->next = m->sessions;
+    if (s->next)
+        s->next->prev = s;
+    m->sessions = s;
+    m->nsessions++;
+}
+
+static void readable(kvs_shm_t *m, sess_t *s)
+{
+    for (;;) {
+        ssize_t n = recv(s->fd, m->rx, sizeof(m->rx), MSG_DONTWAIT);
+
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (n <= 0) {
+            sess_close(m, s);
+            return;
+        }
+        if ((size_t)n > KVS_WIRE_SHM_FRAME_MAX) {
+            kvs_warn("shm: pid %d: frame over %u bytes; closing",
+                     (int)s->cred.pid, (unsigned)KVS_WIRE_SHM_FRAME_MAX);
+            sess_close(m, s);
+            return;
+        }
+        if (handle(m, s, (size_t)n))
+            return; /* closed: s is gone */
+    }
+}
+
+static void sweep(kvs_shm_t *m, uint64_t now)
+{
+    for (sess_t *s = m->sessions; s; s = s->next) {
+        if (!s->nviews_live)
+            continue;
+        for (uint32_t i = 0; i < VIEWS_MAX; i++) {
+            view_t *v = &s->views[i];
+
+            if (v->id && !v->expired && now >= v->expiry_ns) {
+                kvs_store_unpin_view(m->store, &v->v);
+                v->expired = true;
+                s->nviews_live--;
+                BUMP(m->st_views, (uint64_t)-1);
+                BUMP(m->st_expired, 1);
+            }
+        }
+    }
+}
+
+static void *shm_thread(void *arg)
+{
+    kvs_shm_t *m = arg;
+    struct epoll_event evs[32];
+
+    uint64_t busy_ns = (uint64_t)m->cfg->busy_poll_us * 1000, last = 0;
+
+    for (;;) {
+        /* Spins (daemon.busy_poll_us) after a request, as the UCX loop
+         * does: a client's next request usually follows within microseconds,
+         * and a sleeping thread's wake-up costs tens of them on a VM. */
+        uint64_t now = kvs_clock_mono_ns();
+        int n = epoll_wait(m->epfd, evs, 32, now - last < busy_ns ? 0 : 5);
+
+        now = kvs_clock_mono_ns();
+        if (n > 0)
+            last = now;
+
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == &m->efd)
+                return NULL;
+            if (evs[i].data.ptr == &m->lfd)
+                accept_one(m);
+            else
+                readable(m, evs[i].data.ptr);
+        }
+        if (now - m->last_sweep_ns >= SWEEP_NS) {
+            sweep(m, now);
+            m->last_sweep_ns = now;
+        }
+    }
+}
+
+/* ---- start and stop ----------------------------------------------- */
+
+static int listen_unix(kvs_shm_t *m, const char *path, int gid)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct stat st;
+    mode_t old;
+    int ret;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        kvs_error("daemon.shm_socket: '%s' is longer than %zu bytes", path,
+                  sizeof(sa.sun_path) - 1);
+        return KVS_ECONFIG;
+    }
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            kvs_error("daemon.shm_socket: '%s' exists and is not a socket; "
+                      "remove it or choose another path",
+                      path);
+            return KVS_ECONFIG;
+        }
+        unlink(path); /* a stale socket of an earlier daemon */
+    }
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    m->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (m->lfd < 0)
+        return -errno;
+    /* The socket is created with the mode the umask leaves: no window in
+     * which another user could connect before the chmod below. */
+    old = umask(0177);
+    ret = bind(m->lfd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (ret != 0) {
+        ret = -errno;
+        kvs_error("daemon.shm_socket: cannot bind '%s': %s", path,
+                  strerror(-ret));
+        return ret;
+    }
+    snprintf(m->path, sizeof(m->path), "%s", path);
+    if (gid >= 0 && (chown(path, (uid_t)-1, (gid_t)gid) != 0 ||
+                     chmod(path, 0660) != 0)) {
+        ret = -errno;
+        kvs_error("daemon.shm_group: cannot give '%s' to group %d: %s", path,
+                  gid, strerror(-ret));
+        return ret;
+    }
+    if (listen(m->lfd, 64) != 0)
+        return -errno;
+    return 0;
+}
+
+static int add_fd(kvs_shm_t *m, int fd, void *tag)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = tag};
+
+    return epoll_ctl(m->epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : -errno;
+}
+
+int kvs_shm_start(const kvs_server_config_t *cfg, kvs_store_t *store,
+                  kvs_shm_t **out)
+{
+    kvs_shm_t *m;
+    int ret;
+
+    m = calloc(1, sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    m->cfg = cfg;
+    m->store = store;
+    m->lfd = m->efd = m->epfd = -1;
+    m->arena_fd = kvs_store_arena_fd(store);
+    m->abase = kvs_store_arena(store, &m->alen);
+    if (m->arena_fd < 0) {
+        kvs_error("daemon.shm_socket: the DRAM arena is not on a memfd "
+                  "(store.dram_shared)");
+        ret = KVS_ECONFIG;
+        goto err_free;
+    }
+    ret = listen_unix(m, cfg->shm_socket, cfg->shm_gid);
+    if (ret)
+        goto err_free;
+    m->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    m->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (m->efd < 0 || m->epfd < 0) {
+        ret = -errno;
+        goto err_free;
+    }
+    ret = add_fd(m, m->lfd, &m->lfd);
+    if (!ret)
+        ret = add_fd(m, m->efd, &m->efd);
+    if (ret)
+        goto err_free;
+    ret = -pthread_create(&m->thread, NULL, shm_thread, m);
+    if (ret)
+        goto err_free;
+    m->started = true;
+    kvs_info("shared memory: %s (mode %s), %zu MiB arena", cfg->shm_socket,
+             cfg->shm_gid >= 0 ? "0660" : "0600", m->alen >> 20);
+    *out = m;
+    return 0;
+
+err_free:
+    kvs_shm_stop(m);
+    return ret;
+}
+
+void kvs_shm_stop(kvs_shm_t *m)
+{
+    if (!m)
+        return;
+    if (m->started) {
+        uint64_t one = 1;
+
+        if (write(m->efd, &one, sizeof(one)) != sizeof(one))
+            kvs_warn("shm: cannot wake the thread: %s", strerror(errno));
+        pthread_join(m->thread, NULL);
+    }
+    while (m->sessions)
+        sess_close(m, m->sessions);
+    if (m->lfd >= 0)
+        close(m->lfd);
+    if (m->path[0])
+        unlink(m->path);
+    if (m->efd >= 0)
+        close(m->efd);
+    if (m->epfd >= 0)
+        close(m->epfd);
+    free(m);
+}
