@@ -109,14 +109,17 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
     e = kvs_table_alloc_locked(s);
     if (!e && kvs_evict_one_locked(s))
         e = kvs_table_alloc_locked(s);
-    ret = e ? kvs_dram_alloc_locked(s, bytes, &off) : KVS_EFULL;
+    ret = e ? kvs_dram_alloc_flags_locked(s, bytes,
+                                          !(a->flags & KVS_PUT_NO_WAIT), &off)
+            : KVS_EFULL;
     if (ret) {
         if (e) {
             e->flags = 0;
             e->hnext = s->free_head;
             s->free_head = eidx(s, e);
         }
-        s->st.full_errors++;
+        if (ret != -EWOULDBLOCK)
+            s->st.full_errors++;
         return ret;
     }
     kvs_table_set_key(e, a->ns, a->key, a->key_len,
@@ -213,6 +216,7 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
     int wstat[PUT_CHUNK];
     size_t pos[PUT_CHUNK] = {0}; /* set for each filled slot */
     int first = 0;
+    bool blocked = false; /* a KVS_PUT_NO_WAIT put would have waited */
 
     for (size_t done = 0; done < n;) {
         size_t chunk = KVS_MIN(n - done, (size_t)PUT_CHUNK);
@@ -226,12 +230,15 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
             struct entry *e = NULL;
             int ret = kvs_put_check(s, a, true, &total);
 
-            if (ret == 0) {
+            if (ret == 0 && blocked && (a->flags & KVS_PUT_NO_WAIT))
+                ret = -EWOULDBLOCK; /* after one that would wait */
+            else if (ret == 0) {
                 pthread_mutex_lock(&s->lock);
                 ret = kvs_put_reserve_locked(s, a, total, &e);
                 pthread_mutex_unlock(&s->lock);
             }
             status_out[i] = ret == 1 ? 0 : ret; /* 1: declined */
+            blocked |= ret == -EWOULDBLOCK;
             if (ret)
                 continue;
             uint8_t *dst = s->abase + e->dram_off;
