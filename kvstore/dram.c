@@ -11,7 +11,8 @@
  *
  * Callers: puts and promotes (alloc), the table (a freed entry's DRAM),
  * eviction and the writer (drop). All need `lock`; kvs_dram_alloc_locked
- * waits on space_cv, releasing it meanwhile.
+ * waits on space_cv, releasing it meanwhile (unless told not to wait: a
+ * serving thread's put, which then goes to an I/O thread).
  */
 #include "kvstore/store_int.h"
 #include "common/debug.h"
@@ -77,6 +78,12 @@ bool kvs_dram_need_degrade_locked(kvs_store_t *s)
  */
 int kvs_dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out)
 {
+    return kvs_dram_alloc_flags_locked(s, bytes, true, off_out);
+}
+
+int kvs_dram_alloc_flags_locked(kvs_store_t *s, uint64_t bytes, bool wait,
+                                uint64_t *off_out)
+{
     struct timespec deadline;
     bool have_deadline = false;
 
@@ -104,6 +111,8 @@ int kvs_dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out)
         if (kvs_evict_disk_copies_locked(s, bytes))
             continue;
         pthread_cond_signal(&s->work_cv);
+        if (!wait)
+            return -EWOULDBLOCK;
         __atomic_add_fetch(&s->space_waiters, 1, __ATOMIC_RELAXED);
         int tret = pthread_cond_timedwait(&s->space_cv, &s->lock, &deadline);
         __atomic_sub_fetch(&s->space_waiters, 1, __ATOMIC_RELAXED);

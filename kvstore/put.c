@@ -119,11 +119,13 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
                                 a->parent_len)
             : KVS_EFULL;
     if (!ret)
-        ret = kvs_dram_alloc_locked(s, bytes, &off);
+        ret = kvs_dram_alloc_flags_locked(s, bytes,
+                                          !(a->flags & KVS_PUT_NO_WAIT), &off);
     if (ret) {
         if (e)
             kvs_table_free_locked(s, e); /* fresh: only its keys to drop */
-        s->st.full_errors++;
+        if (ret != -EWOULDBLOCK)
+            s->st.full_errors++;
         return ret;
     }
     e->dram_off = off + kvs_segment_hdr_bytes(a->nparts);
@@ -215,6 +217,7 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
     int wstat[PUT_CHUNK];
     size_t pos[PUT_CHUNK] = {0}; /* set for each filled slot */
     int first = 0;
+    bool blocked = false; /* a KVS_PUT_NO_WAIT put would have waited */
 
     for (size_t done = 0; done < n;) {
         size_t chunk = KVS_MIN(n - done, (size_t)PUT_CHUNK);
@@ -228,12 +231,15 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
             struct entry *e = NULL;
             int ret = kvs_put_check(s, a, true, &total);
 
-            if (ret == 0) {
+            if (ret == 0 && blocked && (a->flags & KVS_PUT_NO_WAIT))
+                ret = -EWOULDBLOCK; /* after one that would wait */
+            else if (ret == 0) {
                 pthread_mutex_lock(&s->lock);
                 ret = kvs_put_reserve_locked(s, a, total, &e);
                 pthread_mutex_unlock(&s->lock);
             }
             status_out[i] = ret == 1 ? 0 : ret; /* 1: declined */
+            blocked |= ret == -EWOULDBLOCK;
             if (ret)
                 continue;
             uint8_t *dst = s->abase + e->dram_off;

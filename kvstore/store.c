@@ -113,6 +113,13 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
                  "read is delayed by %u ms",
                  s->test_read_delay_ms);
     }
+    delay = getenv("KVSTASH_TEST_WRITE_DELAY_MS");
+    if (delay && *delay) {
+        s->test_write_delay_ms = (uint32_t)strtoul(delay, NULL, 10);
+        kvs_warn("store: TEST HOOK KVSTASH_TEST_WRITE_DELAY_MS: every disk "
+                 "write is delayed by %u ms",
+                 s->test_write_delay_ms);
+    }
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->wlock, NULL);
     pthread_mutex_init(&s->rlock, NULL);
@@ -227,10 +234,25 @@ int kvs_store_ns_open(kvs_store_t *s, const char *name, uint32_t elem_size,
 {
     size_t len = name ? strlen(name) : 0;
     uint32_t id;
+    bool found;
     int ret;
 
     if (len == 0 || len > KVS_NS_NAME_MAX || elem_size > 8)
         return -EINVAL;
+    /* A namespace that exists is found under `lock` alone: a daemon's
+     * HELLO must not wait for wlock, which a writer holds across its disk
+     * writes. Only a new one takes wlock (its index record), and looks
+     * again under it. */
+    pthread_mutex_lock(&s->lock);
+    for (id = 0; id < s->nns; id++)
+        if (s->ns[id].name && strcmp(s->ns[id].name, name) == 0)
+            break;
+    found = id < s->nns;
+    pthread_mutex_unlock(&s->lock);
+    if (found) {
+        *ns_out = id;
+        return 0;
+    }
     pthread_mutex_lock(&s->wlock);
     pthread_mutex_lock(&s->lock);
     for (id = 0; id < s->nns; id++)

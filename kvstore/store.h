@@ -148,6 +148,11 @@ int kvs_store_ns_open(kvs_store_t *store, const char *name, uint32_t elem_size,
 /* Put flags. */
 #define KVS_PUT_DURABLE (1u << 0) /* return after data + index are on disk */
 #define KVS_PUT_NO_DRAM (1u << 1) /* write straight to disk (bulk loads) */
+/* Never wait for room: where DRAM is full until the write-behind has made
+ * room, the put fails with -EWOULDBLOCK at once, and in a batch so does
+ * every put after it (so that a caller can retry the rest in order, where
+ * it may wait: a serving thread hands them to an I/O thread). */
+#define KVS_PUT_NO_WAIT (1u << 2)
 
 /* One put. All pointers are the caller's and are read during the call only. */
 typedef struct kvs_put_args {

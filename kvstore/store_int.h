@@ -247,6 +247,10 @@ struct kvs_store {
     uint32_t test_read_delay_ms;  /* TEST HOOK: every disk read sleeps this
                                    * long first ($KVSTASH_TEST_READ_DELAY_MS,
                                    * read at open; 0 in production) */
+    uint32_t test_write_delay_ms; /* TEST HOOK: every drain of the writer
+                                   * (a durable put, a write-behind batch)
+                                   * sleeps this long first, wlock held
+                                   * ($KVSTASH_TEST_WRITE_DELAY_MS) */
     kvs_ghost_t *ghost;           /* admission (admit_ghost_factor), or NULL */
     struct ns_rec *ns;
     uint32_t nns;
@@ -432,6 +436,10 @@ bool kvs_dram_need_degrade_locked(kvs_store_t *s);
 /* DRAM for bytes at *off_out, waiting up to full_wait_ms for write-behind
  * (releases lock meanwhile); KVS_EFULL if no room. */
 int kvs_dram_alloc_locked(kvs_store_t *s, uint64_t bytes, uint64_t *off_out);
+/* The same; without wait, -EWOULDBLOCK where it would have waited (the
+ * writer has been woken to make room). */
+int kvs_dram_alloc_flags_locked(kvs_store_t *s, uint64_t bytes, bool wait,
+                                uint64_t *off_out);
 
 /* ---- evict.c: what leaves DRAM or the store, and what is not admitted.
  * Caller holds lock. ---- */

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* The index record of entry e with its disk copy at loc. */
 void kvs_writer_rec(const kvs_store_t *s, const struct entry *e,
@@ -406,7 +407,16 @@ int kvs_writer_publish_wlocked(kvs_store_t *s, bool sync)
  * index, and publishes. Returns the first error. */
 int kvs_writer_drain_wlocked(kvs_store_t *s, bool sync)
 {
-    int ret = kvs_segment_flush(s->seg);
+    int ret;
+
+    if (s->test_write_delay_ms) { /* the test hook (store_int.h) */
+        struct timespec ts = {.tv_sec = s->test_write_delay_ms / 1000,
+                              .tv_nsec = (long)(s->test_write_delay_ms % 1000) *
+                                         1000000};
+
+        nanosleep(&ts, NULL);
+    }
+    ret = kvs_segment_flush(s->seg);
 
     if (ret == 0 && sync)
         ret = kvs_segment_sync(s->seg);

@@ -63,6 +63,11 @@ void bench_cpu_stalls(double seconds, double *per_s, double *lost_pct);
  * round, then what. */
 void bench_report_rounds(const char *figure, unsigned nr, const double *ours,
                          const double *lim, const char *what);
+/* The same for a figure in another unit than MB/s (a latency: the ratio
+ * is then a slowdown, the lower the better). */
+void bench_report_rounds_unit(const char *figure, const char *unit, unsigned nr,
+                              const double *ours, const double *lim,
+                              const char *what);
 
 int bench_store_main(int argc, char **argv);
 int bench_shm_main(int argc, char **argv);
@@ -72,5 +77,6 @@ int bench_report_main(int argc, char **argv);
 int bench_replay_main(int argc, char **argv);
 int bench_scale_main(int argc, char **argv);
 int bench_events_main(int argc, char **argv);
+int bench_load_main(int argc, char **argv);
 
 #endif

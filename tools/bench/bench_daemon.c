@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Starting and stopping a benchmark's kvstashd (bench_daemon.h): fork,
- * exec with the port file in the scratch directory, poll for the port.
+ * Starting and stopping a kvstashd for a benchmark (see bench_daemon.h).
+ * The daemon writes its port to a file once it listens (--port-file); we
+ * poll for that file, and for the daemon's early exit, for up to 20 s.
  */
 #include "tools/bench/bench_daemon.h"
 #include "tools/bench/bench.h"
@@ -10,74 +11,38 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-static pid_t at_exit_pid; /* stopped by stop_at_exit */
+#define DAEMON_ARGS_MAX 16
 
-static void stop_at_exit(void)
-{
-    bench_daemon_t d = {.pid = at_exit_pid};
-
-    bench_daemon_stop(&d);
-}
-
-static void daemon_path(char *out, size_t cap)
+void bench_daemon_default_path(char *out, size_t cap)
 {
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     char *slash;
 
-    self[n > 0 ? n : 0] = '\0';
-    slash = strrchr(self, '/');
-    if (n <= 0 || !slash) {
+    if (n <= 0) {
         snprintf(out, cap, "kvstashd");
         return;
     }
-    *slash = '\0';
-    snprintf(out, cap, "%s/kvstashd", self); /* built and installed so */
+    self[n] = '\0';
+    slash = strrchr(self, '/');
+    if (slash)
+        *slash = '\0';
+    if ((size_t)snprintf(out, cap, "%s/kvstashd", self) >= cap)
+        snprintf(out, cap, "kvstashd");
 }
 
-int bench_daemon_start(bench_daemon_t *d, const char *dir,
-                       const char *const *extra)
+/* Waits for the port file; the daemon's pid, or -1 if it exited or did not
+ * listen in time (then it is killed). */
+static pid_t wait_listening(pid_t pid, const char *port_file, const char *log,
+                            uint16_t *port_out)
 {
-    char bin[PATH_MAX + 32], port_file[PATH_MAX], data[PATH_MAX],
-        log[PATH_MAX];
-    const char *argv[32];
-    int argc = 0;
-
-    daemon_path(bin, sizeof(bin));
-    snprintf(port_file, sizeof(port_file), "%s/port", dir);
-    snprintf(data, sizeof(data), "%s/data", dir);
-    snprintf(log, sizeof(log), "%s/kvstashd.log", dir);
-    unlink(port_file);
-    bench_rmtree(data);
-    argv[argc++] = bin;
-    argv[argc++] = "--port=0";
-    argv[argc++] = "--port-file";
-    argv[argc++] = port_file;
-    argv[argc++] = "--dir";
-    argv[argc++] = data;
-    argv[argc++] = "--log-level=info";
-    for (int i = 0; extra && extra[i] && argc < 31; i++)
-        argv[argc++] = extra[i];
-    argv[argc] = NULL;
-    fflush(NULL);
-    d->pid = fork();
-    if (d->pid < 0)
-        return -errno;
-    if (d->pid == 0) {
-        if (!freopen(log, "w", stdout) || dup2(1, 2) < 0)
-            _exit(127);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    if (!at_exit_pid)
-        atexit(stop_at_exit);
-    at_exit_pid = d->pid;
-    for (int i = 0; i < 3000; i++) {
+    for (int i = 0; i < 1000; i++) {
         FILE *f = fopen(port_file, "r");
         unsigned port = 0;
         int st;
@@ -86,32 +51,80 @@ int bench_daemon_start(bench_daemon_t *d, const char *dir,
             int n = fscanf(f, "%u", &port);
 
             fclose(f);
-            if (n == 1 && port) {
-                d->port = (uint16_t)port;
-                return 0;
+            if (n == 1 && port && port <= UINT16_MAX) {
+                *port_out = (uint16_t)port;
+                return pid;
             }
         }
-        if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+        if (waitpid(pid, &st, WNOHANG) == pid) {
             fprintf(stderr, "bench: kvstashd exited; see %s\n", log);
-            d->pid = at_exit_pid = 0;
-            return -ECHILD;
+            return -1;
         }
-        usleep(10000);
+        usleep(20000);
     }
     fprintf(stderr, "bench: kvstashd did not start; see %s\n", log);
-    bench_daemon_stop(d);
-    return -ETIMEDOUT;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
 }
 
-void bench_daemon_stop(bench_daemon_t *d)
+pid_t bench_daemon_start(const char *path, const char *dir,
+                         const char *const *args, uint16_t *port_out)
 {
-    int st;
+    char port_file[PATH_MAX], data[PATH_MAX], log[PATH_MAX];
+    const char *argv[DAEMON_ARGS_MAX + 8];
+    size_t n = 0;
+    pid_t pid;
 
-    if (d->pid <= 0)
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "bench: cannot create %s: %m\n", dir);
+        return -1;
+    }
+    if ((size_t)snprintf(port_file, sizeof(port_file), "%s/port", dir) >=
+            sizeof(port_file) ||
+        (size_t)snprintf(data, sizeof(data), "%s/data", dir) >= sizeof(data) ||
+        (size_t)snprintf(log, sizeof(log), "%s/kvstashd.log", dir) >=
+            sizeof(log)) {
+        fprintf(stderr, "bench: directory name too long: %s\n", dir);
+        return -1;
+    }
+    argv[n++] = path;
+    argv[n++] = "--port=0";
+    argv[n++] = "--port-file";
+    argv[n++] = port_file;
+    argv[n++] = "--dir";
+    argv[n++] = data;
+    for (size_t i = 0; args && args[i]; i++) {
+        if (i == DAEMON_ARGS_MAX) {
+            fprintf(stderr, "bench: more than %d kvstashd arguments\n",
+                    DAEMON_ARGS_MAX);
+            return -1;
+        }
+        argv[n++] = args[i];
+    }
+    argv[n] = NULL;
+    unlink(port_file);
+    bench_rmtree(data);
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "bench: fork: %m\n");
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (!freopen(log, "w", stdout) || dup2(1, 2) < 0)
+            _exit(127);
+        execv(path, (char *const *)argv);
+        _exit(127);
+    }
+    return wait_listening(pid, port_file, log, port_out);
+}
+
+void bench_daemon_stop(pid_t pid)
+{
+    if (pid <= 0)
         return;
-    kill(d->pid, SIGTERM);
-    waitpid(d->pid, &st, 0);
-    if (at_exit_pid == d->pid)
-        at_exit_pid = 0;
-    d->pid = 0;
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
 }

@@ -1,26 +1,29 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * A kvstashd for a benchmark: the one next to kvstash-bench, started on an
- * ephemeral port with its data under a scratch directory, stopped with
- * SIGTERM (also at exit, if still running). For modes that need nothing
- * more of it (bench_shm.c).
+ * A kvstashd started by kvstash-bench (bench_daemon.c): on 127.0.0.1, an
+ * ephemeral port, its data and log under a directory of the bench's, and
+ * stopped by its pid. Used by the modes that start daemons of their own
+ * with settings of their own (bench_load.c).
  */
 #ifndef KVS_BENCH_DAEMON_H
 #define KVS_BENCH_DAEMON_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
-typedef struct bench_daemon {
-    pid_t pid;
-    uint16_t port;
-} bench_daemon_t;
+/* kvstashd next to this program, else "kvstashd" (found on PATH). */
+void bench_daemon_default_path(char *out, size_t cap);
 
-/* Starts it in dir (data in dir/data, log in dir/kvstashd.log) with extra
- * arguments (NULL-terminated) and waits until it listens. 0, or -errno
- * with the reason on stderr. */
-int bench_daemon_start(bench_daemon_t *d, const char *dir,
-                       const char *const *extra);
-void bench_daemon_stop(bench_daemon_t *d);
+/* Starts kvstashd at path with --dir DIR/data (emptied first), its log in
+ * DIR/kvstashd.log, and the NULL-terminated extra arguments args (at most
+ * 16). The daemon gets SIGTERM if this process dies. Returns its pid and
+ * its port in *port_out once it listens; -1 when it could not start (the
+ * reason and the log on stderr). */
+pid_t bench_daemon_start(const char *path, const char *dir,
+                         const char *const *args, uint16_t *port_out);
+
+/* SIGTERM (an orderly shutdown) and waits for it; pid <= 0 is a no-op. */
+void bench_daemon_stop(pid_t pid);
 
 #endif

@@ -288,8 +288,9 @@ int bench_shm_main(int argc, char **argv)
     shm_opts_t o = {.dir = "./var/bench-shm", .blocks = 64, .rounds = 5,
                     .seconds = 1, .busy_us = 0};
     char busy[64];
-    char sock[PATH_MAX], sockopt[PATH_MAX + 32];
-    bench_daemon_t d;
+    char sock[PATH_MAX], sockopt[PATH_MAX + 32], bin[PATH_MAX + 16];
+    uint16_t port;
+    pid_t d;
     int ch;
 
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -328,9 +329,11 @@ int bench_shm_main(int argc, char **argv)
     snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%u", o.busy_us);
     const char *extra[] = {"--dram-mib=512", "--nvme-mib=0", sockopt, busy,
                            NULL};
-    if (bench_daemon_start(&d, o.dir, extra) != 0)
+    bench_daemon_default_path(bin, sizeof(bin));
+    d = bench_daemon_start(bin, o.dir, extra, &port);
+    if (d < 0)
         return 1;
-    run(&o, d.port, sock);
-    bench_daemon_stop(&d);
+    run(&o, port, sock);
+    bench_daemon_stop(d);
     return 0;
 }

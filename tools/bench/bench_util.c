@@ -182,9 +182,16 @@ void bench_fill_floats(uint8_t *p, size_t len, uint32_t elem_size,
 void bench_report_rounds(const char *figure, unsigned nr, const double *ours,
                          const double *lim, const char *what)
 {
+    bench_report_rounds_unit(figure, "MB/s", nr, ours, lim, what);
+}
+
+void bench_report_rounds_unit(const char *figure, const char *unit, unsigned nr,
+                              const double *ours, const double *lim,
+                              const char *what)
+{
     unsigned order[BENCH_ROUNDS_MAX] = {0}, nlim = 0, med;
     double key[BENCH_ROUNDS_MAX];
-    char note[400], rl[200] = "";
+    char note[640], rl[200] = "";
     size_t off = 0;
 
     for (unsigned i = 0; i < nr; i++)
@@ -211,9 +218,9 @@ void bench_report_rounds(const char *figure, unsigned nr, const double *ours,
         off += (size_t)w;
     }
     snprintf(note, sizeof(note),
-             "median of %u interleaved rounds (ours/limit MB/s: %s); %s", nr,
-             rl, what);
-    bench_figure(figure, ours[med], "MB/s", nlim == nr ? lim[med] : -1, note);
+             "median of %u interleaved rounds (ours/limit %s: %s); %s", nr,
+             unit, rl, what);
+    bench_figure(figure, ours[med], unit, nlim == nr ? lim[med] : -1, note);
 }
 
 int bench_rmtree(const char *path)

@@ -400,3 +400,193 @@ int kvs_diskop_verify(kvs_server_t *srv, kvs_conn_t *conn,
     kvs_diskq_submit(srv->diskq, &d->job);
     return 0;
 }
+
+/* ------------------------------------------------------------------ */
+/* PUT that must wait: durable entries are written to disk before they are
+ * answered, and an entry that finds DRAM full waits for the write-behind
+ * to make room (up to the store's full_wait_ms). handler.c stores what it
+ * can without waiting (KVS_PUT_NO_WAIT) and hands the rest of the request
+ * here: entries first..n-1, with a copy of their keys and payload (the
+ * AM data or staging slot they came in is released when the handler
+ * returns).
+ *
+ * PUTs are ordered among themselves (docs/protocol.md): a connection's
+ * deferred PUTs run one at a time, in arrival order, the head of
+ * conn->dput_head running; a PUT that arrives while one is queued goes
+ * behind it, whatever it holds. The copies of all connections together
+ * are bounded by dput_cap(); past it a PUT's entries are answered -EAGAIN
+ * (try again), never held without bound. */
+
+struct kvs_dput {
+    kvs_djob_t job; /* first: the job is the request */
+    dreq_t req;
+    struct kvs_dput *next; /* the connection's queue */
+    kvs_store_t *store;
+    uint32_t n;           /* entries of the request */
+    uint32_t first;       /* entries first..n-1 are put here */
+    uint64_t bytes;       /* of this allocation (srv->dput_bytes) */
+    int32_t *status;      /* n: the reply's */
+    kvs_put_args_t *args; /* n - first */
+    uint8_t buf[];        /* status, args, iovs, keys, payload */
+};
+
+/* Payload copies the daemon holds for deferred PUTs, at most: as many
+ * full-size payloads as it stages at once. */
+static uint64_t dput_cap(const kvs_server_t *srv)
+{
+    return (uint64_t)srv->cfg.max_payload * srv->cfg.staging_slots;
+}
+
+static size_t align8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+static void put_run(kvs_djob_t *job)
+{
+    kvs_dput_t *p = (kvs_dput_t *)job;
+
+    kvs_store_put_batch(p->store, p->args, p->n - p->first,
+                        p->status + p->first);
+}
+
+static void put_done(kvs_djob_t *job, bool cancelled);
+
+/* Ends p (run, or cancelled) and starts the connection's next PUT, or,
+ * once nothing more will run (the connection closing, the queue
+ * stopping), ends every one queued behind it too. */
+static void put_finish(kvs_dput_t *p, bool cancelled)
+{
+    kvs_server_t *srv = p->req.srv;
+    kvs_conn_t *conn = p->req.conn;
+    kvs_dput_t *next;
+
+    for (uint32_t i = p->first; i < p->n; i++) {
+        const kvs_put_args_t *a = &p->args[i - p->first];
+        uint64_t len = 0;
+
+        if (cancelled)
+            p->status[i] = -ECANCELED;
+        for (uint32_t j = 0; p->status[i] == 0 && j < a->nparts; j++)
+            len += a->parts[j].len;
+        kvs_metrics_note_bytes(
+            srv->metrics, KVS_METRICS_IN,
+            (a->flags & KVS_PUT_NO_DRAM) ? KVS_TIER_NVME : KVS_TIER_DRAM, len);
+    }
+    if (dreq_live(&p->req)) {
+        kvs_wire_msg_t r = kvs_reply_to(&p->req.hdr, p->n);
+
+        r.u.status_rep.status = p->status;
+        kvs_send_reply(srv, conn, &r);
+    }
+    srv->dput_bytes -= p->bytes;
+    /* p is the head of its connection's queue. */
+    next = p->next;
+    conn->dput_head = next;
+    if (!next)
+        conn->dput_tail = NULL;
+    dreq_end(&p->req); /* the next one holds a reference of its own */
+    free(p);
+    if (!next)
+        return;
+    if (cancelled || !dreq_live(&next->req) ||
+        atomic_load(kvs_diskq_stopping(srv->diskq)))
+        put_finish(next, true);
+    else
+        kvs_diskq_submit(srv->diskq, &next->job);
+}
+
+static void put_done(kvs_djob_t *job, bool cancelled)
+{
+    put_finish((kvs_dput_t *)job, cancelled);
+}
+
+int kvs_diskop_put(kvs_server_t *srv, kvs_conn_t *conn, const kvs_wire_msg_t *m,
+                   const uint8_t *payload, const int32_t *status,
+                   uint32_t first)
+{
+    uint32_t n = m->hdr.count, nparts = 0, k;
+    uint64_t data = 0, data_off = first < n ? m->u.put.ents[first].data_off : 0;
+    size_t keys = 0, size, off;
+    kvs_iov_t *iovs;
+    uint8_t *copy;
+    kvs_dput_t *p;
+
+    for (uint32_t i = first; i < n; i++) {
+        const kvs_wire_put_ent_t *pe = &m->u.put.ents[i];
+
+        nparts += pe->nparts;
+        keys += pe->key.len + pe->parent.len;
+        for (uint32_t j = 0; j < pe->nparts; j++)
+            data += pe->part_lens[j];
+    }
+    /* Entries lie in the payload in order, back to back (the decoder
+     * checked): first's offset and on, data bytes. */
+    if (data && !payload)
+        return -EINVAL;
+    size = align8(sizeof(*p)) + align8((size_t)n * sizeof(int32_t)) +
+           (size_t)(n - first) * sizeof(kvs_put_args_t) +
+           (size_t)nparts * sizeof(kvs_iov_t) + keys + data;
+    if (srv->dput_bytes + size > dput_cap(srv))
+        return -EAGAIN;
+    p = malloc(size);
+    if (!p)
+        return -ENOMEM;
+    memset(p, 0, sizeof(*p));
+    p->job.run = put_run;
+    p->job.done = put_done;
+    p->store = srv->store;
+    p->n = n;
+    p->first = first;
+    p->bytes = size;
+    off = align8(sizeof(*p));
+    p->status = (int32_t *)(void *)((uint8_t *)p + off);
+    off += align8((size_t)n * sizeof(int32_t));
+    p->args = (kvs_put_args_t *)(void *)((uint8_t *)p + off);
+    off += (size_t)(n - first) * sizeof(kvs_put_args_t);
+    iovs = (kvs_iov_t *)(void *)((uint8_t *)p + off);
+    off += (size_t)nparts * sizeof(kvs_iov_t);
+    copy = (uint8_t *)p + off;
+    for (uint32_t i = 0; i < n; i++)
+        p->status[i] = i < first ? status[i] : 0;
+    k = 0;
+    for (uint32_t i = first; i < n; i++) {
+        const kvs_wire_put_ent_t *pe = &m->u.put.ents[i];
+        kvs_put_args_t *a = &p->args[i - first];
+
+        kvs_handler_put_args(conn, pe, NULL, a, &iovs[k]);
+        memcpy(copy, pe->key.data, pe->key.len);
+        a->key = copy;
+        copy += pe->key.len;
+        if (pe->parent.len) {
+            memcpy(copy, pe->parent.data, pe->parent.len);
+            a->parent = copy;
+            copy += pe->parent.len;
+        }
+        k += pe->nparts;
+    }
+    /* The payload last: iovs point into it, at each part's offset. */
+    if (data)
+        memcpy(copy, payload + data_off, data);
+    k = 0;
+    for (uint32_t i = first; i < n; i++) {
+        const kvs_wire_put_ent_t *pe = &m->u.put.ents[i];
+        uint64_t at = pe->data_off - data_off;
+
+        for (uint32_t j = 0; j < pe->nparts; j++, k++) {
+            iovs[k].base = copy + at;
+            at += pe->part_lens[j];
+        }
+    }
+    srv->dput_bytes += size;
+    srv->puts_waited++;
+    dreq_begin(&p->req, srv, conn, m);
+    if (conn->dput_tail) {
+        conn->dput_tail->next = p;
+        conn->dput_tail = p;
+        return 0;
+    }
+    conn->dput_head = conn->dput_tail = p;
+    kvs_diskq_submit(srv->diskq, &p->job);
+    return 0;
+}

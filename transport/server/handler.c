@@ -233,10 +233,26 @@ void kvs_handler_put_args(const kvs_conn_t *conn, const kvs_wire_put_ent_t *pe,
     }
 }
 
+/* Bytes in of PUT entries 0..n-1 of m that were stored. */
+static void note_put_bytes(kvs_server_t *srv, const kvs_wire_msg_t *m,
+                           uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        const kvs_wire_put_ent_t *pe = &m->u.put.ents[i];
+        uint64_t len = 0;
+
+        for (uint32_t j = 0; srv->status[i] == 0 && j < pe->nparts; j++)
+            len += pe->part_lens[j];
+        kvs_metrics_note_bytes(
+            srv->metrics, KVS_METRICS_IN,
+            (pe->flags & KVS_PUT_NO_DRAM) ? KVS_TIER_NVME : KVS_TIER_DRAM, len);
+    }
+}
+
 static void op_put(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                    const uint8_t *payload)
 {
-    uint32_t n = m->hdr.count;
+    uint32_t n = m->hdr.count, first = n; /* entries stored here */
     size_t iov = 0;
     kvs_wire_msg_t r = reply_to(m, n);
 
@@ -249,24 +265,38 @@ static void op_put(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         return;
     }
     /* The decoder checked that the parts add up to the payload, and a body
-     * bounds the number of parts below the iov scratch. */
+     * bounds the number of parts below the iov scratch. A durable entry is
+     * written to disk before it is answered, and a PUT behind one that
+     * waits must wait too (PUTs keep their order): those go to an I/O
+     * thread whole. */
     for (uint32_t i = 0; i < n; i++) {
         kvs_handler_put_args(conn, &m->u.put.ents[i], payload, &srv->puts[i],
                              &srv->iovs[iov]);
+        srv->puts[i].flags |= KVS_PUT_NO_WAIT;
+        if (srv->puts[i].flags & (KVS_PUT_DURABLE | KVS_PUT_NO_DRAM))
+            first = 0;
         iov += m->u.put.ents[i].nparts;
     }
+    if (conn->dput_head)
+        first = 0;
     /* One batch: durable entries share one disk write and one index
-     * commit; each entry still gets its own status. */
-    kvs_store_put_batch(srv->store, srv->puts, n, srv->status);
-    for (uint32_t i = 0; i < n; i++) {
-        const kvs_wire_put_ent_t *pe = &m->u.put.ents[i];
-        uint64_t len = 0;
+     * commit; each entry still gets its own status. Entries that would
+     * wait for room in DRAM fail -EWOULDBLOCK, and so does every one after
+     * the first of them: those go to an I/O thread, in order. */
+    if (first == n) {
+        kvs_store_put_batch(srv->store, srv->puts, n, srv->status);
+        for (first = 0; first < n && srv->status[first] != -EWOULDBLOCK;)
+            first++;
+    }
+    note_put_bytes(srv, m, first);
+    if (first < n) {
+        int ret = kvs_diskop_put(srv, conn, m, payload, srv->status, first);
 
-        for (uint32_t j = 0; srv->status[i] == 0 && j < pe->nparts; j++)
-            len += pe->part_lens[j];
-        kvs_metrics_note_bytes(
-            srv->metrics, KVS_METRICS_IN,
-            (pe->flags & KVS_PUT_NO_DRAM) ? KVS_TIER_NVME : KVS_TIER_DRAM, len);
+        if (ret == 0)
+            return; /* diskop.c replies */
+        srv->puts_refused_busy += ret == -EAGAIN;
+        for (uint32_t i = first; i < n; i++)
+            srv->status[i] = ret;
     }
     kvs_send_reply(srv, conn, &r);
 }
@@ -721,6 +751,8 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         SRV_STAT("shm_reclaimed", sh.reclaimed);
         SRV_STAT("shm_views_expired", sh.expired);
     }
+    SRV_STAT("puts_waited", srv->puts_waited);
+    SRV_STAT("puts_refused_busy", srv->puts_refused_busy);
     SRV_STAT("uptime_ms", (kvs_clock_mono_ns() - srv->started_ns) / 1000000);
     SRV_STAT("version", KVS_VERSION_NUMBER);
 #undef SRV_STAT

@@ -25,6 +25,7 @@
 #include "transport/server/server.h"
 
 typedef struct kvs_conn kvs_conn_t;
+typedef struct kvs_dput kvs_dput_t;
 
 /* A bulk endpoint: a second connection from a client, made without peer
  * error handling so that UCX 1.13 may use CMA for rendezvous (it requires
@@ -96,6 +97,8 @@ struct kvs_conn {
     struct kvs_tx *data_txs; /* DATA sends UCX has not completed */
     uint32_t ndata;          /* of them (max_inflight_blocks) */
     uint64_t data_bytes;     /* their bytes (max_inflight_bytes) */
+    kvs_dput_t *dput_head;   /* PUTs on the I/O threads, in order: the */
+    kvs_dput_t *dput_tail;   /* head runs, the rest wait (diskop.c) */
 };
 
 /* A send in flight: a frame and, for DATA, the pinned block it carries. */
@@ -188,17 +191,22 @@ struct kvs_server {
     uint64_t staged_puts;
     uint64_t direct_puts; /* of those, received into the arena */
     uint64_t bulk_bound;
-    uint64_t blocks_sent;   /* DATA messages posted */
-    uint64_t bytes_sent;    /* their payload bytes */
-    uint64_t get_misses;    /* GET entries answered without data */
-    uint64_t get_throttled; /* GET entries answered -EAGAIN: too
-                               much DATA not taken yet */
+    uint64_t blocks_sent;       /* DATA messages posted */
+    uint64_t bytes_sent;        /* their payload bytes */
+    uint64_t get_misses;        /* GET entries answered without data */
+    uint64_t get_throttled;     /* GET entries answered -EAGAIN: too
+                                   much DATA not taken yet */
+    uint64_t puts_waited;       /* PUTs handed to an I/O thread: durable,
+                                 * or DRAM full (diskop.c) */
+    uint64_t puts_refused_busy; /* PUTs answered -EAGAIN: too many
+                                 * bytes of PUTs waiting already */
 
     /* Streaming between sidecars (transport/server/stream.c). */
     struct kvs_srvstream *stream;
     struct kvs_metrics *metrics; /* NULL: metrics off (metrics.c) */
     struct kvs_diskq *diskq;     /* I/O threads (diskq.c) */
     struct kvs_shm *shm;         /* same-host clients (shm.c); NULL: off */
+    uint64_t dput_bytes;         /* held by deferred PUTs (diskop.c) */
     bool deferred;               /* set by a handler that handed its
                                   * request to diskop.c (which replies
                                   * and counts it) */
@@ -304,6 +312,14 @@ int kvs_diskop_prefetch(kvs_server_t *srv, kvs_conn_t *conn,
                         const kvs_wire_msg_t *m);
 int kvs_diskop_verify(kvs_server_t *srv, kvs_conn_t *conn,
                       const kvs_wire_msg_t *m);
+/* PUT entries first..n-1 of m, whose payload is at payload, on an I/O
+ * thread where they may wait for room in DRAM or for the disk; status
+ * holds the results of entries 0..first-1 (stored already). 0: the reply
+ * will follow; -EAGAIN (too many PUT bytes waiting already: try again) or
+ * -ENOMEM: nothing was taken, the handler answers. */
+int kvs_diskop_put(kvs_server_t *srv, kvs_conn_t *conn, const kvs_wire_msg_t *m,
+                   const uint8_t *payload, const int32_t *status,
+                   uint32_t first);
 
 /* handler.c */
 int kvs_handler_check(void);

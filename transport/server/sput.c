@@ -10,7 +10,7 @@
 
 /* Reserves a block of nparts parts of lens[i] bytes in the store (a
  * client's streaming put, or a block arriving from a peer) and fills in
- * each part's offset in it. */
+ * each part's offset in it. -EAGAIN while DRAM is full. */
 int kvs_sput_store_begin(kvs_srvstream_t *st, uint32_t ns, const uint8_t *key,
                          uint8_t key_len, const uint32_t *lens, uint64_t *offs,
                          uint32_t nparts, uint8_t cls, uint32_t flags,
@@ -18,6 +18,7 @@ int kvs_sput_store_begin(kvs_srvstream_t *st, uint32_t ns, const uint8_t *key,
 {
     kvs_iov_t *iov = st->iovs;
     kvs_put_args_t a;
+    int ret;
 
     for (uint32_t i = 0; i < nparts; i++) {
         offs[i] = i ? offs[i - 1] + lens[i - 1] : 0;
@@ -31,8 +32,12 @@ int kvs_sput_store_begin(kvs_srvstream_t *st, uint32_t ns, const uint8_t *key,
     a.parts = iov;
     a.nparts = nparts;
     a.cls = cls;
-    a.flags = flags & KVS_WIRE_PUT_KNOWN;
-    return kvs_store_put_begin(st->store, &a, ps);
+    /* The serving thread never waits for room in DRAM: while it is full
+     * (the write-behind has been woken) the block is refused with -EAGAIN,
+     * try again, at once. */
+    a.flags = (flags & KVS_WIRE_PUT_KNOWN) | KVS_PUT_NO_WAIT;
+    ret = kvs_store_put_begin(st->store, &a, ps);
+    return ret == -EWOULDBLOCK ? -EAGAIN : ret;
 }
 
 void kvs_sput_reply(kvs_srvstream_t *st, sput_t *p)

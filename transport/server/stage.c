@@ -179,10 +179,14 @@ bool kvs_stage_direct(kvs_server_t *srv, kvs_stage_t *st,
 
     if (m->hdr.opcode != KVS_OP_PUT || m->hdr.count != 1 || !st->conn->ns_ok ||
         !srv->arena_memh || pe->nparts > KVS_PARTS_MAX ||
-        (pe->flags & KVS_PUT_NO_DRAM) || pe->data_off != 0 || srv->wait_head ||
+        (pe->flags & (KVS_PUT_NO_DRAM | KVS_PUT_DURABLE)) ||
+        pe->data_off != 0 || srv->wait_head || st->conn->dput_head ||
         srv->nslot_free != srv->cfg.staging_slots)
-        return false; /* after staged PUTs, never ahead of them */
+        return false; /* after staged or waiting PUTs, never ahead */
     kvs_handler_put_args(st->conn, pe, NULL, &a, iovs);
+    /* A durable block is written when sealed, and a full DRAM would make
+     * put_begin wait: both go the staging way, to an I/O thread. */
+    a.flags |= KVS_PUT_NO_WAIT;
     if (kvs_store_put_begin(srv->store, &a, &st->ps) != 0)
         return false;
     /* Parts lie back to back from part 0's place: one receive. */
