@@ -8,9 +8,10 @@
  *   main:   head <-> ... <-> tail   hit, or seen again    -> ghost_m
  *
  * A put whose key is in ghost_w goes to the main list: it was seen
- * before. If it left the window among the last nslots blocks to leave it
- * (ghost_wr), a window at most the whole DRAM would have kept it until
- * now: the target share grows. Older drops say nothing about the window's
+ * before. If it left the window among the last cap / 4 blocks to leave it
+ * (ghost_wr), a window a quarter of the DRAM larger would have kept it
+ * until now: the target share grows (a marginal signal; counting the last
+ * cap drops grew the window too far on short traces, see docs/policy.md). Older drops say nothing about the window's
  * size (no window could have kept them) and leave it alone. A put whose
  * key is in ghost_m means the main list was too small: the share shrinks. Steps
  * follow ARC (the larger the other ghost, the larger the step). Eviction takes
@@ -42,6 +43,7 @@
 #define SHARE_ONE 65536u            /* a share of 1, fixed point */
 #define GHOST_W_FACTOR 4            /* window ghost: 4 x cap keys */
 #define GHOST_M_FACTOR 1            /* main ghost: 1 x cap keys */
+#define GHOST_WR_DIV 4              /* recent window drops: cap / 4 keys */
 #define START_SHARE (SHARE_ONE / 2) /* no prior: halfway */
 
 enum { L_NONE = 0, L_WIN, L_MAIN, L_COUNT };
@@ -66,7 +68,7 @@ struct kvs_policy {
     bool adaptive;
     uint8_t walk_first; /* the list a walk started in */
     kvs_ghost_t *ghost_w, *ghost_m;
-    kvs_ghost_t *ghost_wr; /* the last cap of ghost_w's keys */
+    kvs_ghost_t *ghost_wr; /* the last cap / 4 of ghost_w's keys */
 };
 
 /* Ghost lists hold at most 2^28 keys (ghost.h). */
@@ -94,7 +96,7 @@ int kvs_policy_create(uint32_t nslots, uint32_t cache_blocks,
     if (!p->n ||
         kvs_ghost_create(ghost_cap(GHOST_W_FACTOR, cap), &p->ghost_w) ||
         kvs_ghost_create(ghost_cap(GHOST_M_FACTOR, cap), &p->ghost_m) ||
-        kvs_ghost_create(cap, &p->ghost_wr)) {
+        kvs_ghost_create(cap / GHOST_WR_DIV + 1, &p->ghost_wr)) {
         kvs_policy_destroy(p);
         return -ENOMEM;
     }
