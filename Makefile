@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 JOBS      ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-asan test-tsan test-clang fuzz cppcheck bench-report run demo bench clean install deb
+.PHONY: all deps build test test-asan test-tsan test-clang fuzz fuzz-long cppcheck bench-report run demo bench clean install deb
 
 all: build
 
@@ -48,10 +48,13 @@ test-clang: deps $(CLANG_BUILD)/CMakeCache.txt
 	cd $(CLANG_BUILD) && ctest --output-on-failure -j $(JOBS) -L unit
 
 # The libFuzzer targets (clang, ASan, UBSan), each run for FUZZ_SECONDS on
-# a scratch copy of its corpus (docs/testing.md, "Fuzzing").
+# a scratch copy of its corpus (docs/testing.md, "Fuzzing"). fuzz-long
+# gives them an hour in all.
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 10
-FUZZ_TARGETS = codec index_record segment_header wire
+FUZZ_TARGETS = codec index_record segment_header wire kvevent manifest \
+	safetensors config
+FUZZ_LONG_SECONDS ?= 3600
 $(FUZZ_BUILD)/CMakeCache.txt:
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKVS_FUZZ=ON -DKVS_ASAN=ON -DKVS_UBSAN=ON -DKVS_WERROR=ON $(CMAKE_FLAGS)
 
@@ -67,6 +70,9 @@ fuzz: deps $(FUZZ_BUILD)/CMakeCache.txt
 	    fi; \
 	    tail -n 2 $(FUZZ_BUILD)/fuzz_$$t.log; \
 	done
+
+fuzz-long:
+	$(MAKE) fuzz FUZZ_SECONDS=$$(( $(FUZZ_LONG_SECONDS) / $(words $(FUZZ_TARGETS)) ))
 
 # Static analysis: zero findings outside tests/ (docs/testing.md).
 cppcheck: deps
