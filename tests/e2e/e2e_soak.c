@@ -11,8 +11,10 @@
  *
  *   KVS_SOAK_CLIENTS  processes (default 16)   KVS_SOAK_SECONDS (default 10)
  *
- * Promises checked: 0 errors (a status other than success, a miss, or
- * KVS_EBUSY for replacing a block a neighbour is reading; 0 wrong bytes);
+ * Promises checked: 0 errors (a status other than success, a miss,
+ * KVS_EBUSY for replacing a block a neighbour is reading, or KVS_EFULL for
+ * a put that waited full_wait_ms for write-behind in vain, the store's
+ * back-pressure; both counted and printed); 0 wrong bytes;
  * the daemon's resident memory after warm-up (the first third of the run)
  * grows by at most KVS_SOAK_RSS_GROWTH_PCT (default 10) percent of itself
  * plus 16 MiB; afterwards, with every client gone, the store holds no
@@ -47,7 +49,7 @@
 /* Counters of one client, in memory shared with the parent. */
 struct counts {
     uint64_t ops, puts, gets, hits, misses, busy, matches, deletes, streams;
-    uint64_t pins, neighbour, async_gets, errors, wrong;
+    uint64_t pins, neighbour, async_gets, full, errors, wrong;
     int done;
 };
 
@@ -130,6 +132,10 @@ static int ok_or_busy(struct counts *c, int ret, const char *what)
 {
     if (ret == KVS_EBUSY) {
         c->busy++;
+        return 1;
+    }
+    if (ret == KVS_EFULL) { /* write-behind slower than puts: back-pressure */
+        c->full++;
         return 1;
     }
     if (ret) {
@@ -436,6 +442,7 @@ int main(void)
         tot.pins += shared[i].pins;
         tot.neighbour += shared[i].neighbour;
         tot.async_gets += shared[i].async_gets;
+        tot.full += shared[i].full;
         tot.errors += shared[i].errors;
         tot.wrong += shared[i].wrong;
     }
@@ -459,11 +466,11 @@ int main(void)
            " puts, %" PRIu64 " gets: %" PRIu64 " hits, %" PRIu64
            " misses; %" PRIu64 " async batches, %" PRIu64 " matches, %" PRIu64
            " deletes, %" PRIu64 " stream puts, %" PRIu64 " pins, %" PRIu64
-           " neighbour reads); busy %" PRIu64 "; errors %" PRIu64
-           ", wrong %" PRIu64 "\n",
+           " neighbour reads); busy %" PRIu64 ", full %" PRIu64
+           "; errors %" PRIu64 ", wrong %" PRIu64 "\n",
            nclients, seconds, tot.ops, tot.puts, tot.gets, tot.hits, tot.misses,
            tot.async_gets, tot.matches, tot.deletes, tot.streams, tot.pins,
-           tot.neighbour, tot.busy, tot.errors, tot.wrong);
+           tot.neighbour, tot.busy, tot.full, tot.errors, tot.wrong);
     printf("soak: daemon RSS %" PRIu64 " MiB at start, %" PRIu64
            " MiB after warm-up (%zu of %zu samples), max %" PRIu64
            " MiB after, %" PRIu64 " MiB at the end (bound %" PRIu64
