@@ -197,9 +197,20 @@ int kvs_arena_alloc(kvs_arena_t *a, size_t bytes, uint64_t *off_out)
     }
     if (p == NIL) {
         larger = b + 1 < NBINS ? a->bin_mask & ~((2u << b) - 1) : 0;
-        if (!larger)
-            return -ENOMEM;
-        p = a->bin_head[__builtin_ctz(larger)];
+        if (larger) {
+            p = a->bin_head[__builtin_ctz(larger)];
+        } else {
+            /* No larger bin: the rest of this one is all there is. Giving
+             * up after SCAN_MAX would contradict kvs_arena_largest_free(),
+             * which the store's eviction trusts. */
+            for (; q != NIL; q = a->next[q])
+                if ((a->tag[q] >> 1) >= n) {
+                    p = q;
+                    break;
+                }
+            if (p == NIL)
+                return -ENOMEM;
+        }
     }
     len = a->tag[p] >> 1;
     kvs_assert(a->tag[p] & FREE_BIT);

@@ -24,24 +24,52 @@
  *    80     1  parent_len (0..64)
  *    81     n  parent key
  *  81+n     4  low 32 bits of XXH3-64 over bytes [0, 81+n)
+ *
+ * After a failed write (an I/O error on the WAL, a MANIFEST or an SST)
+ * RocksDB stops taking writes for good: its C API in 7.8 has no Resume().
+ * The index then reopens the database before the next write, at most
+ * once a second while the reopen fails, so that writes come back when the
+ * disk does; until then every write fails at once with KVS_EINDEX and
+ * reads go on (from the stopped database, or fail while none is open).
+ * Reopening replays the WAL: what was acknowledged is there, what failed
+ * was never acknowledged.
  */
 #include "kvstore/index.h"
+#include "common/clock.h"
 #include "common/debug.h"
 #include "common/endian.h"
 #include "common/log.h"
 #include "kvstash/status.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <rocksdb/c.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
+/* RocksDB's InfoLogLevel: HEADER_LEVEL is 5; NUM_INFO_LOG_LEVELS (6)
+ * is below no message. */
+#define INFO_LOG_OFF 6
+
 #define REC_VERSION 1
 #define REC_FIXED 81
 
+/* How long a failed reopen waits before the next one. */
+#define REOPEN_RETRY_NS 1000000000ull
+
+/*
+ * lock: every call holds it shared while it uses db; a reopen holds it
+ * exclusive. broken is set by a failed write and cleared by a reopen;
+ * retry_ns (under lock, exclusive) is when the next reopen may run.
+ */
 struct kvs_index {
-    rocksdb_t *db;
+    pthread_rwlock_t lock;
+    rocksdb_t *db; /* NULL while a reopen has failed */
+    char *path;
+    atomic_bool broken;
+    uint64_t retry_ns;
     rocksdb_options_t *opts;
     rocksdb_writeoptions_t *wopts_sync;
     rocksdb_writeoptions_t *wopts_async;
@@ -62,27 +90,120 @@ static int index_error(char *err, const char *what)
     return ret;
 }
 
+/* The same for a failed write, after which RocksDB takes no more: the
+ * next write reopens the database first. */
+static int write_error(kvs_index_t *idx, char *err, const char *what)
+{
+    if (!atomic_exchange(&idx->broken, true))
+        kvs_error("index: writes stop until the index is reopened, which "
+                  "is tried before the next write and then every second "
+                  "(check the disk under %s)",
+                  idx->path);
+    return index_error(err, what);
+}
+
+/* Opens or reopens idx->db. */
+static int db_open(kvs_index_t *idx)
+{
+    char *err = NULL;
+
+    idx->db = rocksdb_open(idx->opts, idx->path, &err);
+    if (err) {
+        idx->db = NULL;
+        return index_error(err, "open");
+    }
+    return 0;
+}
+
+/* Reopens a broken index if it is time to try. Returns 0 when it is whole
+ * again, KVS_EINDEX (or KVS_EFULL) when not. */
+static int reopen(kvs_index_t *idx)
+{
+    uint64_t now = kvs_clock_mono_ns();
+    int ret = 0;
+
+    pthread_rwlock_wrlock(&idx->lock);
+    if (!atomic_load(&idx->broken))
+        goto out; /* another thread reopened it */
+    if (now < idx->retry_ns) {
+        ret = KVS_EINDEX;
+        goto out;
+    }
+    idx->retry_ns = now + REOPEN_RETRY_NS;
+    if (idx->db)
+        rocksdb_close(idx->db);
+    ret = db_open(idx);
+    if (ret) {
+        kvs_warn("index: reopen after a write error failed; writes fail "
+                 "until a reopen succeeds (next in 1 s)");
+        goto out;
+    }
+    atomic_store(&idx->broken, false);
+    kvs_warn("index: reopened after a write error; writes resume");
+out:
+    pthread_rwlock_unlock(&idx->lock);
+    return ret;
+}
+
+/* Every call brackets its use of idx->db with these. A write reopens a
+ * broken index first; a read uses what is open. */
+static int enter(kvs_index_t *idx, bool write)
+{
+    if (write && atomic_load(&idx->broken)) {
+        int ret = reopen(idx);
+
+        if (ret)
+            return ret;
+    }
+    pthread_rwlock_rdlock(&idx->lock);
+    if (!idx->db) {
+        pthread_rwlock_unlock(&idx->lock);
+        return KVS_EINDEX;
+    }
+    return 0;
+}
+
+static void leave(kvs_index_t *idx)
+{
+    pthread_rwlock_unlock(&idx->lock);
+}
+
 int kvs_index_open(const char *path, kvs_index_t **index_out)
 {
     kvs_index_t *idx = calloc(1, sizeof(*idx));
-    char *err = NULL;
+    int ret;
 
     if (!idx)
         return -ENOMEM;
+    idx->path = strdup(path);
+    if (!idx->path || pthread_rwlock_init(&idx->lock, NULL)) {
+        free(idx->path);
+        free(idx);
+        return -ENOMEM;
+    }
     idx->opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(idx->opts, 1);
     /* Small footprint: the index is small and the machine is shared. */
     rocksdb_options_set_max_open_files(idx->opts, 256);
-    rocksdb_options_set_keep_log_file_num(idx->opts, 2);
-    rocksdb_options_set_max_log_file_size(idx->opts, 1 << 20);
     /* Two memtables of 8 MiB at most: 16 MiB of the engine's fixed memory
      * under puts (issue 19's 64 MiB), about 50,000 records each. */
     rocksdb_options_set_write_buffer_size(idx->opts, 8 << 20);
-    rocksdb_options_set_info_log_level(idx->opts, 2 /* WARN */);
-    idx->db = rocksdb_open(idx->opts, path, &err);
-    if (err) {
-        int ret = index_error(err, "open");
+    /* Nothing goes to RocksDB's info log (index/LOG): Debian's RocksDB
+     * asserts after a failed write to it, so a disk error while it logs
+     * (as it does for the very error that hit the WAL) aborted the
+     * process. Its errors reach us as status strings, logged by
+     * index_error(). The level is one above HEADER; and no size limit, as
+     * a limit makes RocksDB wrap the log in a rolling logger that writes
+     * its header lines ("DB SUMMARY", ...) whatever the level. 7.8's C API
+     * has no way to set a logger of our own. The empty file stays. */
+    rocksdb_options_set_keep_log_file_num(idx->opts, 1);
+    rocksdb_options_set_max_log_file_size(idx->opts, 0);
+    rocksdb_options_set_info_log_level(idx->opts, INFO_LOG_OFF);
+    ret = db_open(idx);
+    if (ret) {
         rocksdb_options_destroy(idx->opts);
+        pthread_rwlock_destroy(&idx->lock);
+        free(idx->path);
         free(idx);
         return ret;
     }
@@ -100,21 +221,28 @@ void kvs_index_close(kvs_index_t *idx)
         return;
     /* The memtables to disk now, so that the next open has no log to
      * replay: 0.46 s of a restart with 1,000,000 blocks on the CI VM. A
-     * failure leaves the log, which the next open replays. */
-    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
-    char *err = NULL;
-    rocksdb_flushoptions_set_wait(fo, 1);
-    rocksdb_flush(idx->db, fo, &err);
-    if (err) {
-        kvs_warn("index: flush at close: %s", err);
-        rocksdb_free(err);
+     * failure leaves the log, which the next open replays; a broken
+     * index is closed as it is. */
+    if (idx->db && !atomic_load(&idx->broken)) {
+        rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+        char *err = NULL;
+
+        rocksdb_flushoptions_set_wait(fo, 1);
+        rocksdb_flush(idx->db, fo, &err);
+        if (err) {
+            kvs_warn("index: flush at close: %s", err);
+            rocksdb_free(err);
+        }
+        rocksdb_flushoptions_destroy(fo);
     }
-    rocksdb_flushoptions_destroy(fo);
-    rocksdb_close(idx->db);
+    if (idx->db)
+        rocksdb_close(idx->db);
     rocksdb_writeoptions_destroy(idx->wopts_sync);
     rocksdb_writeoptions_destroy(idx->wopts_async);
     rocksdb_readoptions_destroy(idx->ropts);
     rocksdb_options_destroy(idx->opts);
+    pthread_rwlock_destroy(&idx->lock);
+    free(idx->path);
     free(idx);
 }
 
@@ -122,18 +250,28 @@ static int index_put(kvs_index_t *idx, const void *k, size_t klen,
                      const void *v, size_t vlen, bool sync, const char *what)
 {
     char *err = NULL;
+    int ret = enter(idx, true);
 
+    if (ret)
+        return ret;
     rocksdb_put(idx->db, sync ? idx->wopts_sync : idx->wopts_async, k, klen, v,
                 vlen, &err);
-    return err ? index_error(err, what) : 0;
+    ret = err ? write_error(idx, err, what) : 0;
+    leave(idx);
+    return ret;
 }
 
 int kvs_index_meta_get(kvs_index_t *idx, kvs_index_meta_t *meta_out)
 {
     char *err = NULL;
     size_t vlen;
-    char *v = rocksdb_get(idx->db, idx->ropts, "M", 1, &vlen, &err);
+    char *v;
+    int ret = enter(idx, false);
 
+    if (ret)
+        return ret;
+    v = rocksdb_get(idx->db, idx->ropts, "M", 1, &vlen, &err);
+    leave(idx);
     if (err)
         return index_error(err, "read layout");
     if (!v)
@@ -169,15 +307,17 @@ typedef int (*scan_fn)(void *arg, const char *k, size_t klen, const char *v,
  * restart). */
 static int index_scan(kvs_index_t *idx, char prefix, scan_fn fn, void *arg)
 {
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_t *ro;
     rocksdb_iterator_t *it;
     char *err = NULL;
-    int ret = 0;
+    int ret = enter(idx, false);
 
+    if (ret)
+        return ret;
+    ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_fill_cache(ro, 0);
     rocksdb_readoptions_set_readahead_size(ro, 2u << 20);
     it = rocksdb_create_iterator(idx->db, ro);
-
     for (rocksdb_iter_seek(it, &prefix, 1); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
         size_t klen, vlen;
@@ -192,6 +332,7 @@ static int index_scan(kvs_index_t *idx, char prefix, scan_fn fn, void *arg)
     rocksdb_iter_get_error(it, &err);
     rocksdb_iter_destroy(it);
     rocksdb_readoptions_destroy(ro);
+    leave(idx);
     if (err)
         return index_error(err, "scan");
     return ret;
@@ -381,8 +522,11 @@ uint64_t kvs_index_block_estimate(kvs_index_t *idx)
 {
     uint64_t n = 0;
 
-    if (rocksdb_property_int(idx->db, "rocksdb.estimate-num-keys", &n) != 0)
+    if (enter(idx, false))
         return 0;
+    if (rocksdb_property_int(idx->db, "rocksdb.estimate-num-keys", &n) != 0)
+        n = 0;
+    leave(idx);
     return n;
 }
 
@@ -396,9 +540,13 @@ int kvs_index_block_load(kvs_index_t *idx, kvs_index_rec_cb cb, void *arg,
     if (ret == 0 && s.bad) {
         kvs_warn("index: dropping %llu malformed block records",
                  (unsigned long long)s.bad);
-        rocksdb_write(idx->db, idx->wopts_sync, s.drop, &err);
-        if (err)
-            ret = index_error(err, "drop malformed records");
+        ret = enter(idx, true);
+        if (ret == 0) {
+            rocksdb_write(idx->db, idx->wopts_sync, s.drop, &err);
+            if (err)
+                ret = write_error(idx, err, "drop malformed records");
+            leave(idx);
+        }
     }
     rocksdb_writebatch_destroy(s.drop);
     if (ret == 0 && bad_out)
@@ -451,12 +599,18 @@ void kvs_index_batch_delete(kvs_index_batch_t *b, uint32_t ns, const void *key,
 int kvs_index_commit(kvs_index_t *idx, kvs_index_batch_t *b, bool sync)
 {
     char *err = NULL;
+    int ret;
 
     if (rocksdb_writebatch_count(b->wb) == 0)
         return 0;
+    ret = enter(idx, true);
+    if (ret)
+        return ret;
     rocksdb_write(idx->db, sync ? idx->wopts_sync : idx->wopts_async, b->wb,
                   &err);
-    return err ? index_error(err, "commit") : 0;
+    ret = err ? write_error(idx, err, "commit") : 0;
+    leave(idx);
+    return ret;
 }
 
 int kvs_index_block_delete_if(kvs_index_t *idx, uint32_t ns, const void *key,
@@ -464,23 +618,25 @@ int kvs_index_block_delete_if(kvs_index_t *idx, uint32_t ns, const void *key,
 {
     uint8_t k[KVS_INDEX_KEY_MAX];
     size_t kl = kvs_index_key_encode(ns, key, key_len, k), vlen;
-    char *err = NULL;
-    char *v =
-        rocksdb_get(idx->db, idx->ropts, (const char *)k, kl, &vlen, &err);
+    char *err = NULL, *v;
     kvs_index_rec_t rec;
+    int ret = enter(idx, true);
 
-    if (err)
+    if (ret)
+        return ret;
+    v = rocksdb_get(idx->db, idx->ropts, (const char *)k, kl, &vlen, &err);
+    if (err) {
+        leave(idx);
         return index_error(err, "read block record");
-    if (!v)
-        return 0;
-    /* A record that does not decode is dropped as well. */
-    if (kvs_index_rec_decode(k, kl, v, vlen, &rec) != 0 || rec.uid == uid) {
-        rocksdb_delete(idx->db, idx->wopts_async, (const char *)k, kl, &err);
-        if (err) {
-            rocksdb_free(v);
-            return index_error(err, "delete block record");
-        }
     }
+    /* A record that does not decode is dropped as well. */
+    if (v &&
+        (kvs_index_rec_decode(k, kl, v, vlen, &rec) != 0 || rec.uid == uid)) {
+        rocksdb_delete(idx->db, idx->wopts_async, (const char *)k, kl, &err);
+        if (err)
+            ret = write_error(idx, err, "delete block record");
+    }
+    leave(idx);
     rocksdb_free(v);
-    return 0;
+    return ret;
 }

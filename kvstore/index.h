@@ -12,7 +12,13 @@
  *   "B" | u32 ns | key   block record (kvs_index_rec_t, encoded below)
  *
  * Thread-safety: RocksDB calls are thread-safe; callers order writes to the
- * same block key themselves (the store does it under its writer lock).
+ * same block key themselves (the store does it under its writer lock). The
+ * reopen that follows a failed write (index.c) waits for every other call
+ * to leave, so the callbacks of the _load() scans must not write to the
+ * index.
+ *
+ * Errors: after a failed write every write fails with KVS_EINDEX until the
+ * index has been reopened, which the next write tries, then once a second.
  */
 #ifndef KVS_INDEX_H
 #define KVS_INDEX_H

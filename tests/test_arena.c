@@ -44,6 +44,43 @@ static void test_exhaust_and_coalesce(void **state)
     kvs_arena_destroy(NULL);
 }
 
+/* An extent that fits must be found whenever kvs_arena_largest_free()
+ * says one exists: with more than a few shorter extents ahead of it in its
+ * own bin and no larger bin, the allocation used to give up, and the
+ * store's DRAM allocation looped for ever on the daemon's serving thread
+ * (evict: "it fits now"; alloc: "no room"), found by the soak test. */
+static void test_fit_behind_short_extents(void **state)
+{
+    enum { P = 4096, NSHORT = 12, SHORT = 16, LONG = 30 };
+    uint64_t shorts[NSHORT], seps[NSHORT + 1], lng, rest, off;
+    kvs_arena_t *a;
+    size_t used;
+
+    (void)state;
+    assert_int_equal(kvs_arena_create(ARENA_BYTES, &a), 0);
+    /* [LONG][sep] then NSHORT x ([SHORT][sep]), then the rest: the
+     * separators keep the holes from merging. */
+    assert_int_equal(kvs_arena_alloc(a, LONG * P, &lng), 0);
+    assert_int_equal(kvs_arena_alloc(a, P, &seps[0]), 0);
+    for (int i = 0; i < NSHORT; i++) {
+        assert_int_equal(kvs_arena_alloc(a, SHORT * P, &shorts[i]), 0);
+        assert_int_equal(kvs_arena_alloc(a, P, &seps[i + 1]), 0);
+    }
+    used = kvs_arena_used(a);
+    assert_int_equal(kvs_arena_alloc(a, ARENA_BYTES - used, &rest), 0);
+    /* The long hole first, then the short ones: whichever end of the bin
+     * a free goes to, the long one is not among the first few. */
+    kvs_arena_free(a, lng, LONG * P);
+    for (int i = 0; i < NSHORT; i++)
+        kvs_arena_free(a, shorts[i], SHORT * P);
+    assert_int_equal(kvs_arena_largest_free(a), LONG * P);
+    assert_int_equal(kvs_arena_alloc(a, (LONG - 5) * P, &off), 0);
+    assert_int_equal(off, lng);
+    assert_int_equal(kvs_arena_largest_free(a), SHORT * P);
+    assert_int_equal(kvs_arena_alloc(a, (SHORT + 1) * P, &off), -ENOMEM);
+    kvs_arena_destroy(a);
+}
+
 struct live {
     uint64_t off;
     size_t len;
@@ -96,6 +133,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exhaust_and_coalesce),
         cmocka_unit_test(test_random_no_overlap),
+        cmocka_unit_test(test_fit_behind_short_extents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -211,12 +211,63 @@ static void test_decode_fixtures(void **state)
     assert_int_equal(kvs_kvevent_decode(buf, n, &sink), -EPROTO);
 }
 
+/* A batch written with the wide msgpack headers (map16/32, array16/32,
+ * str8/16, bin16, float64) is accepted; the same batch with an array or a
+ * map declaring more elements than bytes are left, or a bin longer than
+ * the payload, is refused without allocating for the declared count. */
+static void test_decode_declared_counts(void **state)
+{
+    static const uint8_t ok[] = {0xde, 0x00, 0x02, /* map16: 2 */
+                                 0xa2, 't',  's',  0xcb, 0x3f, 0xf8,
+                                 0,    0,    0,    0,    0,    0, /* ts: 1.5 */
+                                 0xd9, 0x06, 'e',  'v',  'e',  'n',
+                                 't',  's',                    /* str8 */
+                                 0xdd, 0x00, 0x00, 0x00, 0x01, /* array32: 1 */
+                                 0xdf, 0x00, 0x00, 0x00, 0x03, /* map32: 3 */
+                                 0xa4, 't',  'y',  'p',  'e',  0xda,
+                                 0x00, 0x0b, 'B',  'l',  'o',  'c',
+                                 'k',  'S',  't',  'o',  'r',  'e',
+                                 'd', /* str16 */
+                                 0xac, 'b',  'l',  'o',  'c',  'k',
+                                 '_',  'h',  'a',  's',  'h',  'e',
+                                 's',  0xdc, 0x00, 0x01, 0xc5, 0x00,
+                                 0x02, 'k',  '1', /* array16, bin16 */
+                                 0xa6, 'm',  'e',  'd',  'i',  'u',
+                                 'm',  0xa3, 'C',  'P',  'U'};
+    uint8_t buf[sizeof(ok)];
+    struct rec r = {0};
+    kvs_kvevent_sink_t sink = {on_st, on_rm, on_cl, &r};
+    const size_t arr = 23, map = 28, bin = 68; /* offsets of the headers */
+
+    (void)state;
+    assert_int_equal(kvs_kvevent_decode(ok, sizeof(ok), &sink), 0);
+    assert_int_equal(r.stored, 1);
+    assert_string_equal(r.last_key, "k1");
+    assert_int_equal(ok[arr], 0xdd);
+    assert_int_equal(ok[map], 0xdf);
+    assert_int_equal(ok[bin], 0xc5);
+    memcpy(buf, ok, sizeof(ok));
+    memset(buf + arr + 1, 0xff, 4); /* 2^32 - 1 events */
+    assert_int_equal(kvs_kvevent_decode(buf, sizeof(buf), &sink), -EPROTO);
+    memcpy(buf, ok, sizeof(ok));
+    buf[map + 1] = 0x7f; /* 2^31 pairs */
+    assert_int_equal(kvs_kvevent_decode(buf, sizeof(buf), &sink), -EPROTO);
+    memcpy(buf, ok, sizeof(ok));
+    buf[bin + 1] = 0x01; /* 258 bytes of hash */
+    assert_int_equal(kvs_kvevent_decode(buf, sizeof(buf), &sink), -EPROTO);
+    memcpy(buf, ok, sizeof(ok));
+    buf[arr] = 0xc1; /* never used in msgpack */
+    assert_int_equal(kvs_kvevent_decode(buf, sizeof(buf), &sink), -EPROTO);
+    assert_int_equal(r.stored, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_longest),
         cmocka_unit_test(test_against_model),
         cmocka_unit_test(test_decode_fixtures),
+        cmocka_unit_test(test_decode_declared_counts),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,13 +6,17 @@
  *   stream_netns_client prefill ADDR PORT
  *       puts block 0 whole and parts 0..3 of block 1 (of 8), prints
  *       "ready", then holds block 1 open until killed;
- *   stream_netns_client decode ADDR PORT PEER
+ *   stream_netns_client decode ADDR PORT PEER [FAULT]
  *       fetches blocks 0..2 from PEER through its sidecar, waits for block
  *       0 and part 3 of block 1, prints "streaming", reads one line from
- *       stdin (the script cuts the network, then writes it), and waits for
- *       blocks 1 and 2 to fail. Exits 0 when exactly those failed, block 0
- *       stayed complete and nothing incomplete is visible on its sidecar.
- *       Prints the time from the cut to the errors (not asserted).
+ *       stdin (the script injects the fault, then writes it), and waits
+ *       for blocks 1 and 2 to fail. Exits 0 when exactly those failed,
+ *       block 0 stayed complete and nothing incomplete is visible on its
+ *       sidecar. Prints the time from the fault to the errors (not
+ *       asserted), and a line "fault FAULT ms N" for the loop script.
+ *       FAULT: "partition" (the default: the network cut), "kill-p" (the
+ *       prefill sidecar killed) or "kill-d" (this client's own sidecar
+ *       killed: the errors must come, there is nothing left to look at).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,7 +84,8 @@ static int prefill(const char *addr, const char *port)
         pause();
 }
 
-static int decode(const char *addr, const char *port, const char *peer)
+static int decode(const char *addr, const char *port, const char *peer,
+                  const char *fault)
 {
     kvs_client_t *c = connect_to(addr, port);
     kvs_stream_block_t bl[NB];
@@ -106,8 +111,17 @@ static int decode(const char *addr, const char *port, const char *peer)
     s2 = kvs_stream_wait(f, 2, 0, -1);
     printf("block 2 (not begun) failed %.0f ms after the cut: %s\n",
            (double)(kvs_clock_mono_ns() - t_cut) / 1e6, kvs_strerror(s2));
+    printf("fault %s ms %.0f\n", fault,
+           (double)(kvs_clock_mono_ns() - t_cut) / 1e6);
     CHECK(s1 < 0);
     CHECK(s2 < 0);
+    if (!strcmp(fault, "kill-d")) {
+        /* The sidecar is gone: the fetch ended with errors; done. */
+        kvs_stream_fetch_destroy(f);
+        kvs_client_destroy(c);
+        printf("ok\n");
+        return 0;
+    }
     CHECK_EQ(kvs_stream_info(f, 0, &info), 0);
     CHECK_EQ(info.complete, 1);
     kvs_stream_fetch_destroy(f);
@@ -124,9 +138,11 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc == 4 && !strcmp(argv[1], "prefill"))
         return prefill(argv[2], argv[3]);
-    if (argc == 5 && !strcmp(argv[1], "decode"))
-        return decode(argv[2], argv[3], argv[4]);
-    fprintf(stderr, "usage: %s prefill ADDR PORT | decode ADDR PORT PEER\n",
+    if ((argc == 5 || argc == 6) && !strcmp(argv[1], "decode"))
+        return decode(argv[2], argv[3], argv[4],
+                      argc == 6 ? argv[5] : "partition");
+    fprintf(stderr,
+            "usage: %s prefill ADDR PORT | decode ADDR PORT PEER [FAULT]\n",
             argv[0]);
     return 2;
 }

@@ -1,27 +1,37 @@
 #!/bin/sh
 # SPDX-License-Identifier: Apache-2.0
 #
-# A network partition in the middle of a streaming fetch. The test makes
-# its own two hosts: network namespaces kvs-a-PID and kvs-b-PID joined by a
-# veth pair with 10.77.x addresses that exist only inside them. The
-# prefill-side kvstashd (P) and its client run in A, the decode-side one
-# (D) and its client in B; UCX is limited to TCP so that nothing crosses
-# the namespaces by shared memory. Once block 1 is half streamed, every
-# packet on A's veth is dropped (iptables); the decode client must get an
-# error for exactly blocks 1 and 2 (the incomplete ones), block 0 stays
-# complete and nothing incomplete is visible on D. The time from the cut
-# to the error is printed (limit: D's peer timeout of 2 s plus 1 s), not
-# asserted. Exits 77 without the privileges for ip netns.
+# Faults in the middle of a streaming fetch. The test makes its own two
+# hosts: network namespaces kvs-a-PID and kvs-b-PID joined by a veth pair
+# with 10.77.x addresses that exist only inside them. The prefill-side
+# kvstashd (P) and its client run in A, the decode-side one (D) and its
+# client in B; UCX is limited to TCP so that nothing crosses the
+# namespaces by shared memory. Once block 1 is half streamed, the fault
+# comes; the decode client must get an error for exactly blocks 1 and 2
+# (the incomplete ones), block 0 stays complete and nothing incomplete is
+# visible on D. The time from the fault to the errors is printed (limit:
+# D's peer timeout of 2 s plus 1 s) and counted, not asserted; a decode
+# client that has not finished 30 s after the fault is a hang, and fails.
 #
-# usage: stream_partition.sh KVSTASHD CLIENT WORKDIR
+# With ROUNDS = 1 (the default) the one fault is a partition: every packet
+# on A's veth dropped (iptables). With more, each round starts afresh and
+# the faults take turns: the partition, kill -9 of P, kill -9 of D (the
+# decode client must then get its errors; there is no D left to look at).
+# Exits 77 without the privileges for ip netns.
+#
+# usage: stream_partition.sh KVSTASHD CLIENT WORKDIR [ROUNDS]
 set -u
-daemon=$1 client=$2 work=$3/partition.$$
+daemon=$1 client=$2 root=$3/partition.$$ rounds=${4:-1}
 A=kvs-a-$$ B=kvs-b-$$ VA=kva$$ VB=kvb$$
 pids=""
 
-cleanup() {
+kill_round() {
     for p in $pids; do kill -9 "$p" 2>/dev/null; done
     wait 2>/dev/null
+    pids=""
+}
+cleanup() {
+    kill_round
     ip netns del "$A" 2>/dev/null
     ip netns del "$B" 2>/dev/null
 }
@@ -29,7 +39,6 @@ trap cleanup EXIT INT TERM
 
 . "$(dirname "$0")/../netns.sh"
 kvs_netns_pair 10.77.0
-mkdir -p "$work/p" "$work/d"
 export UCX_TLS=tcp
 
 start() { # ns dir addr extra...
@@ -50,54 +59,116 @@ start() { # ns dir addr extra...
         sleep 0.02
     done
 }
-start "$A" "$work/p" 10.77.0.1
-pport=$(cat "$work/p/port")
-start "$B" "$work/d" 10.77.0.2
-dport=$(cat "$work/d/port")
-dpid=${pids##* }
 
-ip netns exec "$A" "$client" prefill 10.77.0.1 "$pport" >"$work/prefill.out" 2>&1 &
-pids="$pids $!"
-i=0
-until grep -q ready "$work/prefill.out" 2>/dev/null; do
-    i=$((i + 1))
-    [ $i -gt 1500 ] && { echo "prefill client stuck"; cat "$work/prefill.out"; exit 1; }
-    sleep 0.02
+# Waits up to $2 seconds for pid $1; returns its status, 124 if it hangs.
+wait_for() {
+    i=0
+    while [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ] &&
+        kill -0 "$1" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt $(($2 * 50)) ] && return 124
+        sleep 0.02
+    done
+    wait "$1"
+}
+
+# One round with fault $1: 0 when the decode client saw what it must.
+round() {
+    fault=$1 work=$root/r$r
+    mkdir -p "$work/p" "$work/d"
+    start "$A" "$work/p" 10.77.0.1
+    pport=$(cat "$work/p/port")
+    ppid=${pids##* }
+    start "$B" "$work/d" 10.77.0.2
+    dport=$(cat "$work/d/port")
+    dpid=${pids##* }
+
+    ip netns exec "$A" "$client" prefill 10.77.0.1 "$pport" \
+        >"$work/prefill.out" 2>&1 &
+    pids="$pids $!"
+    i=0
+    until grep -q ready "$work/prefill.out" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt 1500 ] && { echo "prefill client stuck"; cat "$work/prefill.out"; return 1; }
+        sleep 0.02
+    done
+
+    mkfifo "$work/ctl"
+    ip netns exec "$B" "$client" decode 10.77.0.2 "$dport" "10.77.0.1:$pport" \
+        "$fault" <"$work/ctl" >"$work/decode.out" 2>&1 &
+    cpid=$!
+    pids="$pids $cpid"
+    exec 3>"$work/ctl"
+    i=0
+    until grep -q streaming "$work/decode.out" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt 1500 ] && { echo "decode client stuck"; cat "$work/decode.out"; return 1; }
+        sleep 0.02
+    done
+
+    case $fault in
+    partition) # A's veth drops everything, both ways.
+        ip netns exec "$A" iptables -A INPUT -i "$VA" -j DROP
+        ip netns exec "$A" iptables -A OUTPUT -o "$VA" -j DROP ;;
+    kill-p) kill -9 "$ppid" ;;
+    kill-d) kill -9 "$dpid" ;;
+    esac
+    echo cut >&3
+    wait_for "$cpid" 30
+    rc=$?
+    exec 3>&-
+    [ "$rounds" -eq 1 ] && cat "$work/decode.out"
+    if [ $rc -ne 0 ]; then
+        [ $rc -eq 124 ] && echo "round $r ($fault): decode client hangs"
+        echo "round $r ($fault): decode client failed ($rc); logs in $work"
+        cat "$work/decode.out"
+        return 1
+    fi
+    ms=$(sed -n 's/^fault [a-z-]* ms \([0-9]*\)$/\1/p' "$work/decode.out")
+    [ "$ms" -gt "$max_ms" ] && max_ms=$ms
+    [ "$ms" -gt 3000 ] && late=$((late + 1))
+    if [ "$fault" != kill-d ]; then
+        # D shuts down cleanly with a dead link (under ASan: no leak).
+        kill -TERM "$dpid"
+        wait_for "$dpid" 30
+        drc=$?
+        if [ $drc -ne 0 ]; then
+            echo "round $r: decode-side kvstashd exited $drc"
+            tail -30 "$work/d/kvstashd.log"
+            return 1
+        fi
+    fi
+    ip netns exec "$A" iptables -F INPUT
+    ip netns exec "$A" iptables -F OUTPUT
+    kill_round
+    rm -rf "$work" # kept on failure only
+    return 0
+}
+
+max_ms=0 late=0 n_partition=0 n_kill_p=0 n_kill_d=0
+r=0
+while [ $r -lt "$rounds" ]; do
+    if [ "$rounds" -eq 1 ]; then
+        fault=partition
+    else
+        case $((r % 3)) in
+        0) fault=partition ;;
+        1) fault=kill-p ;;
+        2) fault=kill-d ;;
+        esac
+    fi
+    round "$fault" || exit 1
+    case $fault in
+    partition) n_partition=$((n_partition + 1)) ;;
+    kill-p) n_kill_p=$((n_kill_p + 1)) ;;
+    kill-d) n_kill_d=$((n_kill_d + 1)) ;;
+    esac
+    r=$((r + 1))
 done
-
-mkfifo "$work/ctl"
-ip netns exec "$B" "$client" decode 10.77.0.2 "$dport" "10.77.0.1:$pport" \
-    <"$work/ctl" >"$work/decode.out" 2>&1 &
-cpid=$!
-pids="$pids $cpid"
-exec 3>"$work/ctl"
-i=0
-until grep -q streaming "$work/decode.out" 2>/dev/null; do
-    i=$((i + 1))
-    [ $i -gt 1500 ] && { echo "decode client stuck"; cat "$work/decode.out"; exit 1; }
-    sleep 0.02
-done
-
-# The partition: A's veth drops everything, both ways.
-ip netns exec "$A" iptables -A INPUT -i "$VA" -j DROP
-ip netns exec "$A" iptables -A OUTPUT -o "$VA" -j DROP
-echo cut >&3
-wait "$cpid"
-rc=$?
-cat "$work/decode.out"
-exec 3>&-
-if [ $rc -ne 0 ]; then
-    echo "decode client failed ($rc); logs in $work"
-    exit 1
-fi
-# D shuts down cleanly with a dead link (and, under ASan, leaks nothing).
-kill -TERM "$dpid"
-wait "$dpid"
-drc=$?
-if [ $drc -ne 0 ]; then
-    echo "decode-side kvstashd exited $drc"; tail -30 "$work/d/kvstashd.log"
-    exit 1
-fi
-rm -rf "$work" # kept on failure only
+echo "stream faults: $rounds ($n_partition partitions, $n_kill_p kill -9 of" \
+    "the prefill sidecar, $n_kill_d of the decode sidecar): every one an" \
+    "error for the incomplete blocks and none visible; 0 hangs; slowest" \
+    "error ${max_ms} ms after its fault, $late over 3,000 ms"
+rm -rf "$root"
 echo ok
 exit 0

@@ -112,10 +112,12 @@ static int parse_tensor(kvs_safetensors_tensor_t *t, const char *name,
             t->shape[i] > (1ull << 40))
             return fail(err, errlen, KVS_ECORRUPT, "tensor '%s': bad shape",
                         name);
-        bytes *= t->shape[i];
-        if (bytes > (1ull << 50))
+        /* Checked before multiplying: two large dimensions would wrap to
+         * a small (or zero) byte count that data_offsets could match. */
+        if (t->shape[i] && bytes > (1ull << 50) / t->shape[i])
             return fail(err, errlen, KVS_ECORRUPT, "tensor '%s': too large",
                         name);
+        bytes *= t->shape[i];
     }
     if (json_u64(json_object_array_get_idx(offs, 0), &begin) ||
         json_u64(json_object_array_get_idx(offs, 1), &end) || begin > end)
@@ -141,44 +143,25 @@ static int parse_tensor(kvs_safetensors_tensor_t *t, const char *name,
     return 0;
 }
 
-int kvs_safetensors_open(const char *path, kvs_safetensors_t **st_out,
-                         char *err, size_t errlen)
+int kvs_safetensors_parse(const uint8_t *buf, uint64_t size,
+                          kvs_safetensors_t **st_out, char *err, size_t errlen)
 {
     kvs_safetensors_t *st;
     struct json_tokener *tok = NULL;
     struct json_object *hdr = NULL;
-    struct stat sb;
     uint64_t hlen;
-    void *map;
-    int fd, ret;
+    int ret;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return fail(err, errlen, -errno, "cannot open: %s", strerror(errno));
-    if (fstat(fd, &sb) < 0) {
-        ret = fail(err, errlen, -errno, "cannot stat: %s", strerror(errno));
-        goto err_close_fd;
-    }
-    if (sb.st_size < 8) {
-        ret = fail(err, errlen, KVS_ECORRUPT,
-                   "%lld bytes: shorter than the 8-byte header length "
-                   "(truncated?)",
-                   (long long)sb.st_size);
-        goto err_close_fd;
-    }
-    map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED) {
-        ret = fail(err, errlen, -errno, "cannot map: %s", strerror(errno));
-        goto err_close_fd;
-    }
-    close(fd);
+    if (size < 8)
+        return fail(err, errlen, KVS_ECORRUPT,
+                    "%llu bytes: shorter than the 8-byte header length "
+                    "(truncated?)",
+                    (unsigned long long)size);
     st = calloc(1, sizeof(*st));
-    if (!st) {
-        munmap(map, (size_t)sb.st_size);
+    if (!st)
         return fail(err, errlen, -ENOMEM, "out of memory");
-    }
-    st->map = map;
-    st->size = (uint64_t)sb.st_size;
+    st->map = buf;
+    st->size = size;
     hlen = ld64(st->map);
     if (hlen > HEADER_MAX || hlen > st->size - 8) {
         ret = fail(err, errlen, KVS_ECORRUPT,
@@ -227,9 +210,40 @@ err_free_json:
 err_close:
     kvs_safetensors_close(st);
     return ret;
-err_close_fd:
+}
+
+int kvs_safetensors_open(const char *path, kvs_safetensors_t **st_out,
+                         char *err, size_t errlen)
+{
+    struct stat sb;
+    void *map;
+    int fd, ret;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(err, errlen, -errno, "cannot open: %s", strerror(errno));
+    if (fstat(fd, &sb) < 0) {
+        ret = fail(err, errlen, -errno, "cannot stat: %s", strerror(errno));
+        close(fd);
+        return ret;
+    }
+    if (sb.st_size < 8) {
+        close(fd);
+        return kvs_safetensors_parse(NULL, (uint64_t)sb.st_size, st_out, err,
+                                     errlen);
+    }
+    map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    ret = map == MAP_FAILED ? -errno : 0;
     close(fd);
-    return ret;
+    if (ret)
+        return fail(err, errlen, ret, "cannot map: %s", strerror(-ret));
+    ret = kvs_safetensors_parse(map, (uint64_t)sb.st_size, st_out, err, errlen);
+    if (ret) {
+        munmap(map, (size_t)sb.st_size);
+        return ret;
+    }
+    (*st_out)->mapped = true;
+    return 0;
 }
 
 const kvs_safetensors_tensor_t *
@@ -248,7 +262,8 @@ void kvs_safetensors_close(kvs_safetensors_t *st)
     for (size_t i = 0; i < st->ntensors; i++)
         free(st->tensors[i].name);
     free(st->tensors);
-    munmap((void *)st->map, st->size);
+    if (st->mapped)
+        munmap((void *)st->map, st->size);
     free(st);
 }
 

@@ -16,6 +16,7 @@
 #ifndef KVS_SAFETENSORS_H
 #define KVS_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,10 +33,11 @@ typedef struct kvs_safetensors_tensor {
     uint64_t len;        /* bytes */
 } kvs_safetensors_tensor_t;
 
-/* An open, mapped, checked file. Read-only; freed by _close(). */
+/* An open, checked file. Read-only; freed by _close(). */
 typedef struct kvs_safetensors {
-    const uint8_t *map;
-    uint64_t size; /* bytes of the file */
+    const uint8_t *map; /* the file's bytes */
+    uint64_t size;      /* bytes of the file */
+    bool mapped;        /* map is our mapping (_open), else the caller's */
     kvs_safetensors_tensor_t *tensors;
     size_t ntensors;
 } kvs_safetensors_t;
@@ -50,6 +52,14 @@ uint32_t kvs_safetensors_dtype_size(const char *dtype);
  */
 int kvs_safetensors_open(const char *path, kvs_safetensors_t **st_out,
                          char *err, size_t errlen);
+
+/*
+ * The same checks on a file already in memory (buf, size bytes; the
+ * fuzz target's entry point). Tensors point into buf, which must outlive
+ * *st_out; _close() then frees only what the parse allocated.
+ */
+int kvs_safetensors_parse(const uint8_t *buf, uint64_t size,
+                          kvs_safetensors_t **st_out, char *err, size_t errlen);
 
 /* The tensor called name, or NULL. Valid until the file is closed. */
 const kvs_safetensors_tensor_t *
