@@ -472,6 +472,28 @@ static double match_phase(const load_opts_t *o, bool loaded, cold_res_t *cold,
     return ok ? m.p99 : -1;
 }
 
+/* Starts the daemon in sub with args and fills it with the blocks that fn
+ * (a child process) puts; its pid, or -1 (the reason on stderr). */
+static pid_t start_loaded(load_opts_t *o, const char *sub,
+                          const char *const *args, child_fn fn)
+{
+    uint8_t ok = 0;
+    pid_t d, pp;
+    int fp;
+
+    d = bench_daemon_start(o->daemon, sub, args, &o->port);
+    if (d < 0)
+        return -1;
+    pp = spawn(o, fn, 0, &fp);
+    if (!read_all(fp, &ok, 1) || !reap(pp, "preload")) {
+        close(fp);
+        bench_daemon_stop(d);
+        return -1;
+    }
+    close(fp);
+    return d;
+}
+
 static int fig_match_load(load_opts_t *o)
 {
     char sub[PATH_MAX], dram[32], nvme[32], busy[48], what[400];
@@ -481,24 +503,16 @@ static int fig_match_load(load_opts_t *o)
     double alone[BENCH_ROUNDS_MAX], loaded[BENCH_ROUNDS_MAX];
     double cold_mbps[BENCH_ROUNDS_MAX], disk_share = 0;
     uint64_t vruns = 0;
-    pid_t d, pp;
-    int fp;
-    uint8_t ok = 0;
+    pid_t d;
 
     snprintf(sub, sizeof(sub), "%s/match-load", o->dir);
     snprintf(dram, sizeof(dram), "--dram-mib=%u", o->dram_mib);
     /* Room for the cold blocks and the regions a reclaim needs. */
     snprintf(nvme, sizeof(nvme), "--nvme-mib=%u", o->cold_mib * 2 + 256);
     snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%d", o->busy_us);
-    d = bench_daemon_start(o->daemon, sub, args, &o->port);
+    d = start_loaded(o, sub, args, preload_child);
     if (d < 0)
         return 1;
-    pp = spawn(o, preload_child, 0, &fp);
-    if (!read_all(fp, &ok, 1) || !reap(pp, "preload")) {
-        bench_daemon_stop(d);
-        return 1;
-    }
-    close(fp);
     for (unsigned r = 0; r < o->rounds; r++) {
         cold_res_t cold = {0};
         verify_res_t ver = {0};
@@ -724,21 +738,13 @@ static int fig_mixed(load_opts_t *o)
                           "--log-level=warn", NULL};
     double mbps[BENCH_ROUNDS_MAX], p99[OP_N][BENCH_ROUNDS_MAX];
     uint64_t errors = 0;
-    pid_t d, pp;
-    int fp;
-    uint8_t ok = 0;
+    pid_t d;
 
     snprintf(sub, sizeof(sub), "%s/mixed", o->dir);
     snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%d", o->busy_us);
-    d = bench_daemon_start(o->daemon, sub, args, &o->port);
+    d = start_loaded(o, sub, args, mixed_load_child);
     if (d < 0)
         return 1;
-    pp = spawn(o, mixed_load_child, 0, &fp);
-    if (!read_all(fp, &ok, 1) || !reap(pp, "preload")) {
-        bench_daemon_stop(d);
-        return 1;
-    }
-    close(fp);
     for (unsigned r = 0; r < o->rounds; r++) {
         double p[OP_N];
 
@@ -758,7 +764,7 @@ static int fig_mixed(load_opts_t *o)
              "%u client processes, one request at a time each: GET (1/2) "
              "of %u shared 64 KiB blocks, PUT (1/4) of 64 KiB, MATCH (1/4) "
              "of a 128-key chain; DRAM tier; %llu failed (no target)",
-             o->clients, MIXED_SHARED, (unsigned long long)errors);
+             o->clients, (unsigned)MIXED_SHARED, (unsigned long long)errors);
     snprintf(fig, sizeof(fig), "net-mixed-%uclients", o->clients);
     bench_report_rounds(fig, o->rounds, mbps, (double[BENCH_ROUNDS_MAX]){0},
                         what);

@@ -18,6 +18,7 @@
  * not survive fork()).
  */
 #include "tools/bench/bench.h"
+#include "tools/bench/bench_daemon.h"
 #include "tools/bench/bench_net.h"
 #include "common/compiler.h"
 
@@ -85,35 +86,13 @@ static void usage(void)
 
 /* ---- the daemon --------------------------------------------------- */
 
-static void default_daemon(char *out, size_t cap)
-{
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    char *slash;
-
-    if (n <= 0) {
-        snprintf(out, cap, "kvstashd");
-        return;
-    }
-    self[n] = '\0';
-    slash = strrchr(self, '/');
-    if (slash)
-        *slash = '\0';
-    if (snprintf(out, cap, "%s/kvstashd", self) >= (int)cap)
-        snprintf(out, cap, "kvstashd");
-}
-
 static int start_daemon(net_opts_t *o, int busy_us)
 {
-    char port_file[PATH_MAX], data[PATH_MAX], log[PATH_MAX], busy[64];
+    char busy[64];
+    const char *args[] = {"--dram-mib=1024", "--nvme-mib=0", busy,
+                          "--log-level=warn", NULL};
 
     snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%d", busy_us);
-    snprintf(port_file, sizeof(port_file), "%s/port", o->dir);
-    snprintf(data, sizeof(data), "%s/data", o->dir);
-    snprintf(log, sizeof(log), "%s/kvstashd.log", o->dir);
-    unlink(port_file);
-    bench_rmtree(data);
-    fflush(NULL);
     /* Every exit(), including connect_or_die()'s, and the usual fatal
      * signals stop the daemon; a forked client's do not (stop_daemon and
      * on_fatal_signal check the owner). */
@@ -125,39 +104,12 @@ static int start_daemon(net_opts_t *o, int busy_us)
         signal(SIGPIPE, on_fatal_signal);
     }
     daemon_owner = getpid();
-    daemon_pid = fork();
-    if (daemon_pid < 0)
-        return -errno;
-    if (daemon_pid == 0) {
-        if (!freopen(log, "w", stdout) || dup2(1, 2) < 0)
-            _exit(127);
-        execl(o->daemon, o->daemon, "--port=0", "--port-file", port_file,
-              "--dir", data, "--dram-mib=1024", "--nvme-mib=0", busy,
-              "--log-level=warn", (char *)NULL);
-        _exit(127);
+    daemon_pid = bench_daemon_start(o->daemon, o->dir, args, &o->port);
+    if (daemon_pid < 0) {
+        daemon_pid = 0;
+        return -ECHILD;
     }
-    for (int i = 0; i < 1000; i++) {
-        FILE *f = fopen(port_file, "r");
-        unsigned port = 0;
-        int st;
-
-        if (f) {
-            int n = fscanf(f, "%u", &port);
-            fclose(f);
-            if (n == 1 && port) {
-                o->port = (uint16_t)port;
-                return 0;
-            }
-        }
-        if (waitpid(daemon_pid, &st, WNOHANG) == daemon_pid) {
-            fprintf(stderr, "bench: kvstashd exited; see %s\n", log);
-            daemon_pid = 0;
-            return -ECHILD;
-        }
-        usleep(20000);
-    }
-    fprintf(stderr, "bench: kvstashd did not start; see %s\n", log);
-    return -ETIMEDOUT;
+    return 0;
 }
 
 /* Ctrl-C, or a reader of our output that went away (SIGPIPE): stop the
@@ -708,7 +660,7 @@ int bench_net_main(int argc, char **argv)
     const char *mode = argv[0];
     int c;
 
-    default_daemon(daemon_path, sizeof(daemon_path));
+    bench_daemon_default_path(daemon_path, sizeof(daemon_path));
     o.daemon = daemon_path;
     o.want_get = !strcmp(mode, "net") || !strcmp(mode, "net-get");
     o.want_multi = !strcmp(mode, "net") || !strcmp(mode, "net-multi");
