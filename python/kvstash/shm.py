@@ -66,6 +66,7 @@ class _Block:
     """What reservations and views share: the block, its memoryview."""
 
     _op_end = ""
+    _drop_fn = ""  #: the C call that ends it when dropped unended
 
     def __init__(self, client: "Client", b: Any, part_lens: Tuple[int, ...],
                  writable: bool):
@@ -125,7 +126,12 @@ class _Block:
                 pass
 
     def _end_quietly(self) -> None:
-        raise NotImplementedError
+        with self._client._lock:
+            getattr(self._client._c, self._drop_fn)(self._client._handle(),
+                                                    self.id)
+
+    def __enter__(self) -> Any:
+        return self
 
     def __del__(self) -> None:
         if getattr(self, "_mv", None) is not None:
@@ -139,6 +145,7 @@ class ShmReservation(_Block):
     """
 
     _op_end = "shm commit/abort"
+    _drop_fn = "kvs_shm_abort"
 
     def commit(self) -> None:
         """Makes the block visible (durable with PUT_DURABLE). The daemon
@@ -149,13 +156,6 @@ class ShmReservation(_Block):
     def abort(self) -> None:
         """Drops the reservation and frees its space."""
         check(self._end(self._client._c.kvs_shm_abort), "shm_abort")
-
-    def _end_quietly(self) -> None:
-        with self._client._lock:
-            self._client._c.kvs_shm_abort(self._client._handle(), self.id)
-
-    def __enter__(self) -> "ShmReservation":
-        return self
 
     def __exit__(self, typ: Any, *exc: object) -> None:
         if not self.open:
@@ -174,6 +174,7 @@ class ShmView(_Block):
     """
 
     _op_end = "shm release"
+    _drop_fn = "kvs_shm_release"
 
     def __init__(self, client: "Client", b: Any, part_lens: Tuple[int, ...]):
         super().__init__(client, b, part_lens, writable=False)
@@ -190,13 +191,6 @@ class ShmView(_Block):
             return False
         check(ret, "shm_release")
         return True
-
-    def _end_quietly(self) -> None:
-        with self._client._lock:
-            self._client._c.kvs_shm_release(self._client._handle(), self.id)
-
-    def __enter__(self) -> "ShmView":
-        return self
 
     def __exit__(self, typ: Any, *exc: object) -> None:
         if self.open and not self.release() and typ is None:
