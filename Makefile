@@ -54,8 +54,8 @@ test-clang: deps $(CLANG_BUILD)/CMakeCache.txt
 # gives them an hour in all.
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 10
-FUZZ_TARGETS = codec index_record segment_header wire kvevent manifest \
-	safetensors config
+FUZZ_TARGETS = codec index_record segment_header wire wire_shm kvevent \
+	manifest safetensors config
 FUZZ_LONG_SECONDS ?= 3600
 $(FUZZ_BUILD)/CMakeCache.txt:
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKVS_FUZZ=ON -DKVS_ASAN=ON -DKVS_UBSAN=ON -DKVS_WERROR=ON $(CMAKE_FLAGS)

@@ -9,8 +9,9 @@
 Standard library only; numpy arrays and torch tensors are accepted where
 data is (no copy on the Python side). See docs/python.md.
 
-Not here yet: the zero-copy calls that hand out views of the daemon's
-shared arena (they do not exist in libkvstash yet).
+With the daemon on the same host, Client(..., shm_socket=...) maps its
+DRAM arena: shm_put/shm_get copy once in C, shm_reserve/shm_view hand out
+memoryviews of the arena itself (kvstash.shm).
 """
 from ._lib import (DEFAULT_PORT, KEY_MAX, PARTS_MAX, PIN_RETAIN, PUT_DURABLE,
                    PUT_NO_DRAM, find_library)
@@ -18,6 +19,7 @@ from .client import (Client, GetResult, Limits, MatchResult, PutItem,
                      ScanEntry, key_bytes)
 from .enums import Class, Tier
 from .errors import KvsError, NotFoundError, Status, status_name, strerror
+from .shm import ShmReservation, ShmView
 from .stream import StreamFetch, StreamInfo, StreamPut
 
 
@@ -29,7 +31,8 @@ def version() -> str:
 
 __all__ = [
     "Client", "GetResult", "Limits", "MatchResult", "PutItem", "ScanEntry",
-    "StreamPut", "StreamFetch", "StreamInfo", "Class", "Tier", "KvsError",
+    "StreamPut", "StreamFetch", "StreamInfo", "ShmReservation", "ShmView",
+    "Class", "Tier", "KvsError",
     "NotFoundError", "Status", "status_name", "strerror", "key_bytes",
     "find_library", "version", "DEFAULT_PORT", "KEY_MAX", "PARTS_MAX",
     "PIN_RETAIN", "PUT_DURABLE", "PUT_NO_DRAM",

@@ -23,7 +23,7 @@ from ctypes import (POINTER, Structure, c_char, c_char_p, c_int, c_size_t,
 from pathlib import Path
 from typing import Optional
 
-# ---- constants (kvstash.h, client.h, stream.h, types.h) -----------------
+# ---- constants (kvstash.h, client.h, stream.h, shm.h, types.h) -----------------
 
 #: The API version the structs below mirror: KVS_VERSION_MAJOR << 16 |
 #: KVS_VERSION_MINOR of include/kvstash/kvstash.h.
@@ -155,12 +155,24 @@ class kvs_stream_info_t(Structure):
     ]
 
 
+class kvs_shm_block_t(Structure):
+    _fields_ = [
+        ("id", c_uint64),
+        ("data", c_void_p),
+        ("len", c_uint64),
+        ("nparts", c_uint32),
+        ("tier", c_uint8),
+        ("cls", c_uint8),
+        ("lease_end_ns", c_uint64),
+    ]
+
+
 #: Every mirrored struct, by its C name: what the ABI test checks.
 STRUCTS = {cls.__name__: cls for cls in (
     kvs_client_params_t, kvs_client_limits_t, kvs_client_key_t, kvs_iov_t,
     kvs_client_put_t, kvs_client_get_t, kvs_client_match_result_t,
     kvs_client_stat_t, kvs_client_scan_ent_t, kvs_stream_block_t,
-    kvs_stream_info_t)}
+    kvs_stream_info_t, kvs_shm_block_t)}
 
 _P = POINTER
 # name: (restype, argtypes). Handles (kvs_client_t *, kvs_mr_t *, stream
@@ -213,6 +225,18 @@ _PROTOS = {
     "kvs_stream_wait": (c_int, [c_void_p, c_uint32, c_uint32, c_int]),
     "kvs_stream_info": (c_int, [c_void_p, c_uint32, _P(kvs_stream_info_t)]),
     "kvs_stream_fetch_destroy": (None, [c_void_p]),
+    "kvs_shm_status": (c_int, [c_void_p]),
+    "kvs_shm_reserve": (c_int, [c_void_p, _P(kvs_client_put_t),
+                                _P(kvs_shm_block_t)]),
+    "kvs_shm_commit": (c_int, [c_void_p, c_uint64]),
+    "kvs_shm_abort": (c_int, [c_void_p, c_uint64]),
+    "kvs_shm_view": (c_int, [c_void_p, c_void_p, c_uint32, c_uint32,
+                             _P(c_uint32), c_uint32, _P(kvs_shm_block_t)]),
+    "kvs_shm_release": (c_int, [c_void_p, c_uint64]),
+    "kvs_shm_get": (c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_size_t,
+                            _P(c_size_t)]),
+    "kvs_shm_put": (c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_size_t,
+                            c_uint32]),
 }
 
 

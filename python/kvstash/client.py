@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import threading
+import weakref
 from ctypes import byref, c_int, c_size_t, c_uint8, c_uint32, c_uint64, c_void_p
 from dataclasses import dataclass
 from typing import (TYPE_CHECKING, Any, Dict, Iterator, List, NamedTuple,
@@ -33,6 +34,7 @@ from .enums import Class, Tier
 from .errors import Status, check, error
 
 if TYPE_CHECKING:
+    from .shm import ShmReservation, ShmView
     from .stream import StreamFetch, StreamPut
 
 Key = Union[bytes, bytearray, memoryview, str]
@@ -165,6 +167,10 @@ class Client:
             (10 s to connect, calls wait forever).
         busy_poll_us: spin this long before sleeping while waiting.
         elem_size: bytes per tensor element (the codec's byte planes).
+        shm_socket: the daemon's daemon.shm_socket, to map its DRAM arena
+            when on the same host (see kvstash.shm); None: the environment
+            variable KVSTASH_SHM_SOCKET, if set. Not attaching is not an
+            error: shm_status says why, and the shm_* calls fall back.
 
     Raises KvsError: KVS_EAUTH (token refused), KVS_EPEER (nobody answered),
     KVS_EPROTO_VERSION (another protocol version).
@@ -175,12 +181,15 @@ class Client:
                  namespace: Optional[str] = None, *,
                  timeout_ms: Optional[int] = None,
                  busy_poll_us: Optional[int] = None,
-                 elem_size: Optional[int] = None):
+                 elem_size: Optional[int] = None,
+                 shm_socket: Optional[str] = None):
         if not namespace:
             raise TypeError("Client needs a namespace")
         self._c = _lib.lib()
         self._lock = threading.RLock()
         self._h: Optional[int] = None
+        #: Open shm reservations and views (kvstash.shm), ended at close().
+        self._shm_open: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self.namespace = namespace
         self.address = address
         self.port = port
@@ -201,6 +210,9 @@ class Client:
         if elem_size is not None:
             p.field_mask |= _lib.PARAM_ELEM_SIZE
             p.elem_size = elem_size
+        if shm_socket is not None:
+            p.field_mask |= _lib.PARAM_SHM_SOCKET
+            p.shm_socket = shm_socket.encode()
         h = c_void_p()
         check(self._c.kvs_client_create_v(_lib.API_VERSION, byref(p),
                                           byref(h)), "connect")
@@ -218,6 +230,8 @@ class Client:
         and pins). Stream objects made with it must be done first. Closing
         twice is a no-op."""
         with self._lock:
+            for blk in list(self._shm_open):
+                blk._drop()
             if self._h is not None:
                 self._c.kvs_client_destroy(self._h)
                 self._h = None
@@ -571,6 +585,102 @@ class Client:
             if nxt.value == 0:
                 return
             cursor = nxt.value
+
+    # ---- shared memory (kvstash/shm.h) --------------------------------
+
+    @property
+    def shm_status(self) -> int:
+        """0 when the daemon's arena is mapped; else why not: -EOPNOTSUPP
+        (no socket, or not offered to this tenant), KVS_EAUTH, or the
+        -errno of the socket or the mapping."""
+        with self._lock:
+            return self._c.kvs_shm_status(self._handle())
+
+    @property
+    def shm_attached(self) -> bool:
+        return self.shm_status == 0
+
+    def shm_put(self, key: Key, data: Any, *, flags: int = 0) -> None:
+        """Stores one block of one part (a buffer or CPU tensor): copied
+        once, in C, into the arena; a plain put() when not attached."""
+        k = key_bytes(key)
+        with Views() as views:
+            addr, n = views.add(data)
+            with self._lock:
+                ret = self._c.kvs_shm_put(self._handle(), k, len(k), addr, n,
+                                          flags)
+        check(ret, "shm_put")
+
+    def shm_get_into(self, key: Key, buf: Any) -> Optional[int]:
+        """Copies one block from the arena into buf (writable buffer or CPU
+        tensor), in C; a plain get over UCX when not attached. Returns its
+        length, None when absent; KvsError -ENOBUFS (attribute length)
+        when buf is too small."""
+        k = key_bytes(key)
+        got = c_size_t()
+        with Views() as views:
+            addr, cap = views.add(buf, writable=True)
+            with self._lock:
+                ret = self._c.kvs_shm_get(self._handle(), k, len(k), addr, cap,
+                                          byref(got))
+        if ret == Status.ENOTFOUND:
+            return None
+        if ret:
+            e = error(ret, "shm_get")
+            e.length = got.value  # type: ignore[attr-defined]
+            raise e
+        return got.value
+
+    def shm_get(self, key: Key, size_hint: int = 1 << 16
+                ) -> Optional[bytearray]:
+        """shm_get_into() a new bytearray; None when absent."""
+        buf = bytearray(size_hint)
+        try:
+            n = self.shm_get_into(key, buf)
+        except Exception as e:  # noqa: BLE001 - re-raised unless ENOBUFS
+            if getattr(e, "status", 0) != -errno.ENOBUFS:
+                raise
+            buf = bytearray(e.length)  # type: ignore[attr-defined]
+            n = self.shm_get_into(key, buf)
+        if n is None:
+            return None
+        del buf[n:]
+        return buf
+
+    def shm_reserve(self, key: Key, part_lens: Union[int, Sequence[int]], *,
+                    parent: Optional[Key] = None, cls: Class = Class.SCRATCH,
+                    flags: int = 0, ttl_ms: int = 0, group: int = 0,
+                    elem_size: int = 0) -> "ShmReservation":
+        """Reserves a block in the arena (part_lens: its size, or each
+        part's); write its .data, then commit(). KvsError -EOPNOTSUPP when
+        not attached; KVS_EFULL, KVS_ETOOBIG, KVS_EBUSY as put()."""
+        from . import shm
+        lens = (part_lens,) if isinstance(part_lens, int) \
+            else tuple(part_lens)
+        k = key_bytes(key)
+        pk = key_bytes(parent) if parent is not None else None
+        put = _lib.kvs_client_put_t()
+        _set_key(put.key, k)
+        if pk is not None:
+            _set_key(put.parent, pk)
+        iov = (_lib.kvs_iov_t * max(1, len(lens)))()
+        for j, n in enumerate(lens):
+            iov[j].len = n
+        put.parts = iov
+        put.nparts = len(lens)
+        put.flags = flags
+        put.cls = int(cls)
+        put.elem_size = elem_size
+        put.ttl_ms = ttl_ms
+        put.group = group
+        return shm.reserve(self, put, lens)
+
+    def shm_view(self, key: Key, lease_ms: int = 0) -> Optional["ShmView"]:
+        """A leased read-only view of a block in the arena (lease_ms 0: the
+        daemon's default); None when absent. Read its .data, then
+        release(). KvsError -EOPNOTSUPP when not attached."""
+        from . import shm
+        return shm.view(self, key_bytes(key), lease_ms)
 
     # ---- streaming (kvstash/stream.h) ---------------------------------
 

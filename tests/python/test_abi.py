@@ -33,6 +33,7 @@ CONSTANTS = {
     "KVS_CLIENT_PARAM_ELEM_SIZE": _lib.PARAM_ELEM_SIZE,
     "KVS_CLIENT_PARAM_TIMEOUT_MS": _lib.PARAM_TIMEOUT_MS,
     "KVS_CLIENT_PARAM_BUSY_POLL_US": _lib.PARAM_BUSY_POLL_US,
+    "KVS_CLIENT_PARAM_SHM_SOCKET": _lib.PARAM_SHM_SOCKET,
     "KVS_CLIENT_PUT_DURABLE": _lib.PUT_DURABLE,
     "KVS_CLIENT_PUT_NO_DRAM": _lib.PUT_NO_DRAM,
     "KVS_CLIENT_MATCH_LEASE": _lib.MATCH_LEASE,
@@ -58,9 +59,8 @@ NOT_WRAPPED = {
     # Locating blocks across sidecars: C and the CLI only, for now.
     "kvs_locator_open", "kvs_locator_sync", "kvs_locate",
     "kvs_locator_blocks", "kvs_locator_close",
-    # Zero copy with a same-host daemon (kvstash/shm.h): C only, for now.
-    "kvs_shm_status", "kvs_shm_reserve", "kvs_shm_commit", "kvs_shm_abort",
-    "kvs_shm_view", "kvs_shm_release", "kvs_shm_get", "kvs_shm_put",
+    # Commits without waiting (kvstash/shm.h): the status word must stay
+    # put until a later call fills it in; shm_commit() covers the request.
     "kvs_shm_commit_nb", "kvs_shm_flush",
 }
 
