@@ -199,6 +199,8 @@ static int decode_body(const uint8_t *b, size_t blen, uint32_t *part_lens,
         m->u.reserve.key.len = kvs_le16_load(b + 2);
         m->u.reserve.parent.len = kvs_le16_load(b + 4);
         m->u.reserve.flags = kvs_le32_load(b + 8);
+        if (m->u.reserve.flags & ~KVS_WIRE_PUT_DURABLE)
+            return KVS_EPROTO; /* the one flag a RESERVE takes */
         m->u.reserve.ttl_ms = kvs_le64_load(b + 16);
         m->u.reserve.group = kvs_le64_load(b + 24);
         m->u.reserve.key.data = b + KVS_WIRE_SHM_RESERVE_FIXED;
