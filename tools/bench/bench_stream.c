@@ -24,6 +24,7 @@
  * processes through a shared mapping (CLOCK_MONOTONIC is system-wide).
  */
 #include "tools/bench/bench.h"
+#include "tools/bench/bench_daemon.h"
 #include "tools/bench/bench_stream.h"
 
 #include <errno.h>
@@ -34,7 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -115,61 +115,26 @@ static void self_dir(char *out, size_t cap, const char *name)
 
 static pid_t start_daemon(const sopts_t *o, const char *name, uint16_t *port)
 {
-    char dir[PATH_MAX], port_file[PATH_MAX + 8], data[PATH_MAX + 8],
-        log[PATH_MAX + 16], blk[64], busy[64], dram[32];
-    pid_t pid;
+    char dir[PATH_MAX], blk[64], busy[64], dram[32];
+    const char *args[] = {dram,
+                          "--nvme-mib=0",
+                          blk,
+                          "--set=peer.secret=bench",
+                          busy,
+                          getenv("KVS_BENCH_DEBUG") ? "--log-level=debug"
+                                                    : "--log-level=warn",
+                          NULL};
 
     snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%u", busy_us);
     snprintf(dram, sizeof(dram), "--dram-mib=%u", o->dram_mib);
-
-    snprintf(dir, sizeof(dir), "%s/%s", o->dir, name);
-    mkdir(o->dir, 0755);
-    mkdir(dir, 0755);
-    snprintf(port_file, sizeof(port_file), "%s/port", dir);
-    snprintf(data, sizeof(data), "%s/data", dir);
-    snprintf(log, sizeof(log), "%s/kvstashd.log", dir);
     snprintf(blk, sizeof(blk), "--set=store.max_block_mib=%llu",
              (unsigned long long)((o->parts * o->part_bytes >> 20) + 1));
-    unlink(port_file);
-    bench_rmtree(data);
-    fflush(NULL);
-    pid = fork();
-    if (pid < 0)
+    if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", o->dir, name) >=
+        sizeof(dir))
         return -1;
-    if (pid == 0) {
-        /* A bench that dies (or is killed) takes its daemons with it:
-         * each holds a 2 GiB arena. */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (!freopen(log, "w", stdout) || dup2(1, 2) < 0)
-            _exit(127);
-        execl(o->daemon, o->daemon, "--port=0", "--port-file", port_file,
-              "--dir", data, dram, "--nvme-mib=0", blk,
-              "--set=peer.secret=bench", busy,
-              getenv("KVS_BENCH_DEBUG") ? "--log-level=debug"
-                                        : "--log-level=warn",
-              (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 1000; i++) {
-        FILE *f = fopen(port_file, "r");
-        unsigned p = 0;
-        int st;
-
-        if (f) {
-            int n = fscanf(f, "%u", &p);
-            fclose(f);
-            if (n == 1 && p) {
-                *port = (uint16_t)p;
-                return pid;
-            }
-        }
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            break;
-        usleep(20000);
-    }
-    fprintf(stderr, "bench: kvstashd did not start; see %s\n", log);
-    kill(pid, SIGKILL);
-    return -1;
+    mkdir(o->dir, 0755);
+    /* bench_daemon's child dies with the bench: each holds a 2 GiB arena. */
+    return bench_daemon_start(o->daemon, dir, args, port);
 }
 
 static kvs_client_t *connect_to(uint16_t port)
