@@ -121,7 +121,8 @@ struct entry {
     uint64_t group;
     uint64_t dram_off; /* of the data in the arena, when E_DRAM */
     kvs_seg_loc_t loc; /* when E_DISK */
-    uint64_t data_xxh; /* XXH3-64 of the raw bytes */
+    uint64_t data_xxh; /* XXH3-64 of the raw bytes, when E_DISK (taken
+                        * when the block is written, writer.c) */
 };
 _Static_assert(offsetof(struct entry, ttl_next) + 4 <= 64,
                "a lookup and a touch read the first 64 bytes of an entry");
@@ -181,7 +182,8 @@ struct wjob {
     uint64_t buf; /* its write's tag (buffer 0..3 or >= 4) */
     kvs_seg_loc_t loc;
     uint64_t stored_len;
-    int *result; /* JOB_PUT: receives the status */
+    uint64_t data_xxh; /* of the block's raw bytes, taken by the append */
+    int *result;       /* JOB_PUT: receives the status */
 };
 
 /* A disk read in progress. */
