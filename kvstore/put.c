@@ -186,7 +186,7 @@ void kvs_put_commit(kvs_store_t *s, const kvs_put_args_t *const *args,
         uint64_t old_uid = 0, own_uid = e->uid;
         int ret = status[k];
 
-        pthread_mutex_lock(&s->lock);
+        kvs_lockstat_lock(&s->lock, &s->lock_stat);
         if (ret == 0)
             ret = publish_locked(s, e, &del_old, &old_uid);
         if (ret) {

@@ -400,6 +400,18 @@ void kvs_store_stats(kvs_store_t *s, kvs_store_stats_t *out)
     out->pinned_bytes = s->pinned_bytes;
     out->degrade_backlog_bytes = s->degrade_pending;
     pthread_mutex_unlock(&s->lock);
+    out->lock_acquired = atomic_load_explicit(&s->lock_stat.acquired,
+                                              memory_order_relaxed);
+    out->lock_contended = atomic_load_explicit(&s->lock_stat.contended,
+                                               memory_order_relaxed);
+    out->lock_wait_us = atomic_load_explicit(&s->lock_stat.wait_ns,
+                                             memory_order_relaxed) / 1000;
+    out->rlock_acquired = atomic_load_explicit(&s->rlock_stat.acquired,
+                                               memory_order_relaxed);
+    out->rlock_contended = atomic_load_explicit(&s->rlock_stat.contended,
+                                                memory_order_relaxed);
+    out->rlock_wait_us = atomic_load_explicit(&s->rlock_stat.wait_ns,
+                                              memory_order_relaxed) / 1000;
 }
 
 #define NS_ALL UINT64_MAX
@@ -454,7 +466,7 @@ static int verify(kvs_store_t *s, uint64_t ns, kvs_verify_cb cb, void *arg,
         memcpy(key, ent_key(s, e), key_len);
         pthread_mutex_unlock(&s->lock);
 
-        pthread_mutex_lock(&s->rlock);
+        kvs_lockstat_lock(&s->rlock, &s->rlock_stat);
         ret = kvs_read_one_rlocked(s, &r, key, key_len, tmp, NULL, 0);
         pthread_mutex_unlock(&s->rlock);
         checked++;

@@ -67,6 +67,7 @@
 #include "kvstore/segment.h"
 #include "common/compiler.h"
 #include "common/hugemem.h"
+#include "common/lockstat.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -211,6 +212,11 @@ struct kvs_store {
     pthread_cond_t work_cv;  /* wakes the background thread */
     pthread_mutex_t wlock;
     pthread_mutex_t rlock;
+    /* How often lock was wanted by the calls a request makes (MATCH,
+     * EXISTS, PIN/GET, UNPIN, a put's begin and commit) and rlock by a
+     * disk read (promote, get, VERIFY), and how often they were held by
+     * another thread then (common/lockstat.h; atomics, no lock). */
+    kvs_lockstat_t lock_stat, rlock_stat;
 
     /* Guarded by lock. */
     kvs_arena_t *arena;

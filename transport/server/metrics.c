@@ -208,6 +208,17 @@ static void render_store(FILE *f, const kvs_store_stats_t *s)
         s->io_errors);
     one(f, "full_errors_total", "counter", "Puts answered KVS_EFULL.",
         s->full_errors);
+    one(f, "store_lock_contended_total", "counter",
+        "Requests' acquisitions of the store's lock that found it held.",
+        s->lock_contended);
+    head(f, "store_lock_wait_seconds_total", "counter",
+         "Time those acquisitions waited.");
+    fprintf(f, "kvstash_store_lock_wait_seconds_total %.6f\n",
+            (double)s->lock_wait_us / 1e6);
+    one(f, "store_rlock_contended_total", "counter",
+        "Disk reads' acquisitions of the store's reader lock that found it "
+        "held.",
+        s->rlock_contended);
 }
 
 static void render_srv(FILE *f, kvs_metrics_t *m)
