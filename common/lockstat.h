@@ -39,4 +39,14 @@ static inline void kvs_lockstat_lock(pthread_mutex_t *m, kvs_lockstat_t *ls)
                               memory_order_relaxed);
 }
 
+/* The counters now: acquisitions, contended ones, microseconds waited. */
+static inline void kvs_lockstat_read(const kvs_lockstat_t *ls,
+                                     uint64_t *acquired, uint64_t *contended,
+                                     uint64_t *wait_us)
+{
+    *acquired = atomic_load_explicit(&ls->acquired, memory_order_relaxed);
+    *contended = atomic_load_explicit(&ls->contended, memory_order_relaxed);
+    *wait_us = atomic_load_explicit(&ls->wait_ns, memory_order_relaxed) / 1000;
+}
+
 #endif

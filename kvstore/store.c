@@ -400,18 +400,10 @@ void kvs_store_stats(kvs_store_t *s, kvs_store_stats_t *out)
     out->pinned_bytes = s->pinned_bytes;
     out->degrade_backlog_bytes = s->degrade_pending;
     pthread_mutex_unlock(&s->lock);
-    out->lock_acquired = atomic_load_explicit(&s->lock_stat.acquired,
-                                              memory_order_relaxed);
-    out->lock_contended = atomic_load_explicit(&s->lock_stat.contended,
-                                               memory_order_relaxed);
-    out->lock_wait_us = atomic_load_explicit(&s->lock_stat.wait_ns,
-                                             memory_order_relaxed) / 1000;
-    out->rlock_acquired = atomic_load_explicit(&s->rlock_stat.acquired,
-                                               memory_order_relaxed);
-    out->rlock_contended = atomic_load_explicit(&s->rlock_stat.contended,
-                                                memory_order_relaxed);
-    out->rlock_wait_us = atomic_load_explicit(&s->rlock_stat.wait_ns,
-                                              memory_order_relaxed) / 1000;
+    kvs_lockstat_read(&s->lock_stat, &out->lock_acquired,
+                      &out->lock_contended, &out->lock_wait_us);
+    kvs_lockstat_read(&s->rlock_stat, &out->rlock_acquired,
+                      &out->rlock_contended, &out->rlock_wait_us);
 }
 
 #define NS_ALL UINT64_MAX
