@@ -149,13 +149,21 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
     return 0;
 }
 
-/* Clears what follows a filled block. Its checksum is taken when it is
- * written to disk (writer.c): a pass over every byte of a 1 MiB PUT cost
- * the daemon's serving thread a quarter of its time, for a block that may
- * leave DRAM without ever reaching the disk. */
+/* Settles a filled block's checksum and clears what follows it.
+ *
+ * In a private arena nothing but the store writes a sealed block, so the
+ * checksum is left to the writer, which takes it as it writes the block to
+ * disk (writer.c): a pass over every byte of a 1 MiB PUT here cost the
+ * daemon's serving thread a quarter of its time, for a block that may
+ * leave DRAM without ever reaching the disk. In a shared arena a mapped
+ * client can write over any block at any time, so the checksum is settled
+ * now, before the block is visible, and a block overwritten later fails
+ * its check when read back from disk instead of being served. */
 void kvs_put_seal(kvs_store_t *s, struct entry *e)
 {
-    e->data_xxh = 0;
+    e->data_xxh = s->cfg.dram_shared
+                      ? XXH3_64bits(s->abase + e->dram_off, e->raw_len)
+                      : 0;
     kvs_dram_zero_tail(s->abase + e->dram_off, e->raw_len, e->nparts);
 }
 

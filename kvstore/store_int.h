@@ -122,8 +122,9 @@ struct entry {
     uint64_t group;
     uint64_t dram_off; /* of the data in the arena, when E_DRAM */
     kvs_seg_loc_t loc; /* when E_DISK */
-    uint64_t data_xxh; /* XXH3-64 of the raw bytes, when E_DISK (taken
-                        * when the block is written, writer.c) */
+    uint64_t data_xxh; /* XXH3-64 of the raw bytes: when E_DISK, and
+                        * from the seal on in a shared arena
+                        * (kvs_put_seal) */
 };
 _Static_assert(offsetof(struct entry, ttl_next) + 4 <= 64,
                "a lookup and a touch read the first 64 bytes of an entry");

@@ -102,10 +102,12 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
         .nparts = e->nparts,
         .part_lens = part_table(s, e),
         .raw_len = e->raw_len,
-        /* Here, not at put time: on the writer's thread, and only for
-         * blocks that reach the disk. The DRAM copy does not change while
-         * the entry is busy. */
-        .data_xxh = XXH3_64bits(src, e->raw_len),
+        /* In a private arena, here rather than at put time: on the
+         * writer's thread, and only for blocks that reach the disk (a
+         * sealed block never changes there). In a shared arena the one
+         * settled at seal (kvs_put_seal). */
+        .data_xxh = s->cfg.dram_shared ? e->data_xxh
+                                       : XXH3_64bits(src, e->raw_len),
     };
     kvs_iov_t payload = {src, e->raw_len};
     size_t out_len = 0;
