@@ -16,6 +16,7 @@
  */
 #include "kvstore/store_int.h"
 #include "common/clock.h"
+#include "common/prio.h"
 
 #include <errno.h>
 #include <string.h>
@@ -106,6 +107,9 @@ static void *background_main(void *arg)
     uint64_t last_sweep = kvs_clock_mono_ns();
     int err_backoff = 0;
 
+    /* Write-behind and its zstd run behind the daemon's serving thread
+     * for the CPU (common/prio.h). */
+    kvs_prio_lower_self(KVS_PRIO_IO);
     pthread_mutex_lock(&s->lock);
     while (!s->stop) {
         /* TTLs are swept at most every 100 ms while the thread is busy,

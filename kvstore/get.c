@@ -82,7 +82,7 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
 
         /* Disk reads, up to the number of bounce slots in flight. */
         if (nrd) {
-            pthread_mutex_lock(&s->rlock);
+            kvs_lockstat_lock(&s->rlock, &s->rlock_stat);
             kvs_read_batch_rlocked(s, rds, nrd);
             pthread_mutex_unlock(&s->rlock);
             pthread_mutex_lock(&s->lock);

@@ -19,7 +19,7 @@
 int kvs_store_exists(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
                      size_t n, uint8_t *present_out)
 {
-    pthread_mutex_lock(&s->lock);
+    kvs_lockstat_lock(&s->lock, &s->lock_stat);
     bool nsok = ns_valid_locked(s, ns);
     uint64_t now = kvs_clock_real_ms();
     for (size_t i = 0; i < n; i++) {
@@ -54,7 +54,7 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             keys[i].data && keys[i].len >= 1 && keys[i].len <= KVS_KEY_MAX
                 ? key_hash(ns, keys[i].data, keys[i].len)
                 : 0;
-    pthread_mutex_lock(&s->lock);
+    kvs_lockstat_lock(&s->lock, &s->lock_stat);
     if (!ns_valid_locked(s, ns))
         n = 0;
     for (size_t i = 0; i < n && i < 2 * AHEAD && i < MATCH_WIN; i++)

@@ -25,7 +25,7 @@ int kvs_store_pin_flags(kvs_store_t *s, uint32_t ns, const void *key,
 
     if (!key || key_len == 0 || key_len > KVS_KEY_MAX)
         return -EINVAL;
-    pthread_mutex_lock(&s->lock);
+    kvs_lockstat_lock(&s->lock, &s->lock_stat);
     e = ns_valid_locked(s, ns) ? kvs_table_find_locked(s, ns, key, key_len)
                                : NULL;
     if (!e) {
@@ -96,7 +96,7 @@ void kvs_store_unpin_view(kvs_store_t *s, kvs_view_t *view)
 {
     if (!view || !view->ref)
         return;
-    pthread_mutex_lock(&s->lock);
+    kvs_lockstat_lock(&s->lock, &s->lock_stat);
     unref_locked(s, view->ref);
     pthread_mutex_unlock(&s->lock);
     view->ref = NULL;
@@ -110,7 +110,7 @@ int kvs_store_unpin(kvs_store_t *s, uint32_t ns, const void *key,
 
     if (!key || key_len == 0 || key_len > KVS_KEY_MAX)
         return -EINVAL;
-    pthread_mutex_lock(&s->lock);
+    kvs_lockstat_lock(&s->lock, &s->lock_stat);
     /* An expired block can still be unpinned. */
     e = kvs_table_lookup_locked(s, ns, key, key_len,
                                 key_hash(ns, key, key_len));

@@ -26,7 +26,7 @@ int kvs_store_put_begin(kvs_store_t *s, const kvs_put_args_t *a,
 
     if (ret)
         return ret;
-    pthread_mutex_lock(&s->lock);
+    kvs_lockstat_lock(&s->lock, &s->lock_stat);
     ret = kvs_put_reserve_locked(s, a, total, &e);
     pthread_mutex_unlock(&s->lock);
     if (ret == 1)
@@ -127,7 +127,7 @@ void kvs_store_put_abort(kvs_store_t *s, kvs_put_stream_t *ps)
 
     if (!e)
         return;
-    pthread_mutex_lock(&s->lock);
+    kvs_lockstat_lock(&s->lock, &s->lock_stat);
     e->busy = 0;
     kvs_table_free_locked(s, e);
     pthread_mutex_unlock(&s->lock);

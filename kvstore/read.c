@@ -237,7 +237,7 @@ int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
     memcpy(key, ent_key(s, e), key_len);
     pthread_mutex_unlock(&s->lock);
 
-    pthread_mutex_lock(&s->rlock);
+    kvs_lockstat_lock(&s->rlock, &s->rlock_stat);
     uint32_t *pl = part_table_at(s, data_off, r.nparts);
     ret = kvs_read_one_rlocked(s, &r, key, key_len, s->abase + data_off, pl,
                                r.nparts);

@@ -400,6 +400,10 @@ void kvs_store_stats(kvs_store_t *s, kvs_store_stats_t *out)
     out->pinned_bytes = s->pinned_bytes;
     out->degrade_backlog_bytes = s->degrade_pending;
     pthread_mutex_unlock(&s->lock);
+    kvs_lockstat_read(&s->lock_stat, &out->lock_acquired,
+                      &out->lock_contended, &out->lock_wait_us);
+    kvs_lockstat_read(&s->rlock_stat, &out->rlock_acquired,
+                      &out->rlock_contended, &out->rlock_wait_us);
 }
 
 #define NS_ALL UINT64_MAX
@@ -454,7 +458,7 @@ static int verify(kvs_store_t *s, uint64_t ns, kvs_verify_cb cb, void *arg,
         memcpy(key, ent_key(s, e), key_len);
         pthread_mutex_unlock(&s->lock);
 
-        pthread_mutex_lock(&s->rlock);
+        kvs_lockstat_lock(&s->rlock, &s->rlock_stat);
         ret = kvs_read_one_rlocked(s, &r, key, key_len, tmp, NULL, 0);
         pthread_mutex_unlock(&s->rlock);
         checked++;

@@ -401,6 +401,12 @@ typedef struct kvs_store_stats {
     uint64_t degrade_backlog_bytes; /* gauge: DRAM bytes queued to degrade */
     uint64_t admission_rejected;    /* blocks kept off the disk by the filter */
     uint64_t compress_skipped; /* blocks written raw to keep up (backlog) */
+    /* The store's lock as the calls a request makes take it (match,
+     * exists, pin, unpin, a put's begin and commit), and its reader lock
+     * as disk reads take it: acquisitions, those that found it held by
+     * another thread, and the time they waited (store_int.h). */
+    uint64_t lock_acquired, lock_contended, lock_wait_us;
+    uint64_t rlock_acquired, rlock_contended, rlock_wait_us;
 } kvs_store_stats_t;
 
 void kvs_store_stats(kvs_store_t *store, kvs_store_stats_t *stats_out);

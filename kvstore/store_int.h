@@ -67,6 +67,7 @@
 #include "kvstore/segment.h"
 #include "common/compiler.h"
 #include "common/hugemem.h"
+#include "common/lockstat.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -121,7 +122,9 @@ struct entry {
     uint64_t group;
     uint64_t dram_off; /* of the data in the arena, when E_DRAM */
     kvs_seg_loc_t loc; /* when E_DISK */
-    uint64_t data_xxh; /* XXH3-64 of the raw bytes */
+    uint64_t data_xxh; /* XXH3-64 of the raw bytes: when E_DISK, and
+                        * from the seal on in a shared arena
+                        * (kvs_put_seal) */
 };
 _Static_assert(offsetof(struct entry, ttl_next) + 4 <= 64,
                "a lookup and a touch read the first 64 bytes of an entry");
@@ -181,7 +184,8 @@ struct wjob {
     uint64_t buf; /* its write's tag (buffer 0..3 or >= 4) */
     kvs_seg_loc_t loc;
     uint64_t stored_len;
-    int *result; /* JOB_PUT: receives the status */
+    uint64_t data_xxh; /* of the block's raw bytes, taken by the append */
+    int *result;       /* JOB_PUT: receives the status */
 };
 
 /* A disk read in progress. */
@@ -209,6 +213,11 @@ struct kvs_store {
     pthread_cond_t work_cv;  /* wakes the background thread */
     pthread_mutex_t wlock;
     pthread_mutex_t rlock;
+    /* How often lock was wanted by the calls a request makes (MATCH,
+     * EXISTS, PIN/GET, UNPIN, a put's begin and commit) and rlock by a
+     * disk read (promote, get, VERIFY), and how often they were held by
+     * another thread then (common/lockstat.h; atomics, no lock). */
+    kvs_lockstat_t lock_stat, rlock_stat;
 
     /* Guarded by lock. */
     kvs_arena_t *arena;

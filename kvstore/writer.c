@@ -102,7 +102,12 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
         .nparts = e->nparts,
         .part_lens = part_table(s, e),
         .raw_len = e->raw_len,
-        .data_xxh = e->data_xxh,
+        /* In a private arena, here rather than at put time: on the
+         * writer's thread, and only for blocks that reach the disk (a
+         * sealed block never changes there). In a shared arena the one
+         * settled at seal (kvs_put_seal). */
+        .data_xxh = s->cfg.dram_shared ? e->data_xxh
+                                       : XXH3_64bits(src, e->raw_len),
     };
     kvs_iov_t payload = {src, e->raw_len};
     size_t out_len = 0;
@@ -128,6 +133,7 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
     blk.stored_len = payload.len;
     job->codec = codec;
     job->stored_len = payload.len;
+    job->data_xxh = blk.data_xxh;
     /* Raw blocks are written from their DRAM image; compressed ones are
      * copied into the segment's write buffers. */
     uint8_t *image =
@@ -320,6 +326,7 @@ static void finish_job_locked(kvs_store_t *s, struct wjob *job)
         e->loc = job->loc;
         e->codec = job->codec;
         e->stored_len = job->stored_len;
+        e->data_xxh = job->data_xxh;
         e->flags |= E_DISK;
         kvs_region_add(s, e);
         s->st.nvme_blocks++;
@@ -368,6 +375,7 @@ int kvs_writer_publish_wlocked(kvs_store_t *s, bool sync)
             continue;
         kvs_index_rec_t rec;
         kvs_writer_rec(s, e, &job->loc, job->codec, job->stored_len, &rec);
+        rec.data_xxh = job->data_xxh; /* e's is set once published */
         kvs_index_batch_put(s->batch, &rec);
     }
     ret = kvs_index_commit(s->index, s->batch, sync || s->cfg.sync_index);

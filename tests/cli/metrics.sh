@@ -48,7 +48,9 @@ has '^kvstash_capacity_bytes\{tier="nvme"\} 268435456$'
 has '^kvstash_connections [0-9]+$'
 has '^kvstash_connections_accepted_total [1-9]'
 for m in evictions_total degrade_backlog_bytes compression_ratio leases \
-         connection_pins checksum_failures_total io_errors_total disk_jobs; do
+         connection_pins checksum_failures_total io_errors_total disk_jobs \
+         store_lock_contended_total store_lock_wait_seconds_total \
+         store_rlock_contended_total; do
     has "^kvstash_$m [0-9.]+$"
 done
 # Only /metrics, only GET.

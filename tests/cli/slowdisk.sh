@@ -68,6 +68,10 @@ ms=$(( $(now_ms) - t0 ))
 cmp "$T/b1" "$T/back1" || fail "K1 came back different"
 echo "  GET K1 (disk): $ms ms"
 expect 0 '"nvme_hits": 1' "$K" stat --json
+# The lock counters move with that traffic: requests took the store's lock,
+# the disk read its reader lock (common/lockstat.h).
+expect 0 '"lock_acquired": [1-9]' "$K" stat --json
+expect 0 '"rlock_acquired": [1-9]' "$K" stat --json
 
 # A MATCH with a lease that reaches a block on disk only (K2) reads it on
 # an I/O thread; a plain MATCH meanwhile is not held up.

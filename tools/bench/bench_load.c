@@ -225,6 +225,49 @@ static void key_of(char *buf, size_t cap, const char *pfx, unsigned i)
     snprintf(buf, cap, "%s-%u", pfx, i);
 }
 
+/* Prints the daemon's lock counters (STAT lock_*, rlock_*: how often the
+ * store's locks were found held, common/lockstat.h) for the runs so far;
+ * a process of its own, like every client. */
+static void locks_child(const load_opts_t *o, unsigned idx, int fd)
+{
+    static const char *const names[] = {
+        "lock_acquired",  "lock_contended",  "lock_wait_us",
+        "rlock_acquired", "rlock_contended", "rlock_wait_us"};
+    kvs_client_t *c = connect_or_die(o, 0);
+    kvs_client_stat_t st[160];
+    uint64_t v[6] = {0};
+    size_t n = 0;
+    uint8_t ok = 1;
+
+    (void)idx;
+    if (kvs_client_stat(c, st, KVS_ARRAY_SIZE(st), &n) == 0)
+        for (size_t i = 0; i < n; i++)
+            for (size_t k = 0; k < KVS_ARRAY_SIZE(names); k++)
+                if (!strcmp(st[i].name, names[k]))
+                    v[k] = st[i].value;
+    kvs_client_destroy(c);
+    fprintf(stderr,
+            "bench: store lock: %llu taken by requests, %llu found held "
+            "(%.3f%%), %llu us waited; reader lock: %llu taken, %llu found "
+            "held, %llu us waited\n",
+            (unsigned long long)v[0], (unsigned long long)v[1],
+            v[0] ? 100.0 * (double)v[1] / (double)v[0] : 0.0,
+            (unsigned long long)v[2], (unsigned long long)v[3],
+            (unsigned long long)v[4], (unsigned long long)v[5]);
+    write_all(fd, &ok, 1);
+}
+
+static void report_locks(const load_opts_t *o)
+{
+    uint8_t ok = 0;
+    int fd;
+    pid_t p = spawn(o, locks_child, 0, &fd);
+
+    (void)read_all(fd, &ok, 1);
+    (void)reap(p, "STAT");
+    close(fd);
+}
+
 /* ---- net-match-load ---------------------------------------------------- */
 
 static unsigned cold_blocks(const load_opts_t *o)
@@ -531,6 +574,7 @@ static int fig_match_load(load_opts_t *o)
         disk_share += cold.gets ? (double)cold.from_disk / cold.gets : 0;
         vruns += ver.runs;
     }
+    report_locks(o);
     bench_daemon_stop(d);
     snprintf(what, sizeof(what),
              "p99 us of one client's 128-key MATCH while another GETs "
@@ -756,6 +800,7 @@ static int fig_mixed(load_opts_t *o)
                 "match %.0f\n",
                 r, mbps[r], p[OP_GET], p[OP_PUT], p[OP_MATCH]);
     }
+    report_locks(o);
     bench_daemon_stop(d);
     if (errors)
         fprintf(stderr, "bench: net-mixed: %llu requests failed\n",

@@ -18,7 +18,11 @@
  * served by a thread of its own so a background check never delays a GET),
  * and `fin`, jobs finished and waiting for done(). One mutex guards all
  * three and is held for a list operation only; the I/O threads sleep on
- * `cv` when there is nothing to do (the serving thread never waits on it).
+ * `cv` and the slow one on `slow_cv` when there is nothing to do (the
+ * serving thread never waits on either). A submit wakes one thread of the
+ * right kind: waking them all cost the serving thread a futex wake per
+ * sleeping thread per job, and each woken thread a trip through the
+ * scheduler that the serving thread then waited behind on a busy core.
  */
 #include "transport/server/diskq.h"
 
@@ -29,12 +33,14 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/prio.h"
 
 #define DISKQ_MAX_THREADS 16
 
 struct kvs_diskq {
     pthread_mutex_t mu; /* guards the lists and stop */
-    pthread_cond_t cv;  /* I/O threads wait for work */
+    pthread_cond_t cv;      /* I/O threads wait for work */
+    pthread_cond_t slow_cv; /* the slow thread waits for work */
     kvs_djob_t *todo, **todo_tail;
     kvs_djob_t *slow_todo, **slow_tail;
     kvs_djob_t *fin, **fin_tail;
@@ -79,6 +85,9 @@ static void *worker(void *arg)
     kvs_diskq_t *q = wa.q;
 
     free(arg);
+    /* Behind the serving thread for the CPU (common/prio.h); VERIFY,
+     * which no client waits on, behind everything. */
+    kvs_prio_lower_self(wa.slow ? KVS_PRIO_BACKGROUND : KVS_PRIO_IO);
     pthread_mutex_lock(&q->mu);
     for (;;) {
         kvs_djob_t *j = wa.slow ? pop(&q->slow_todo, &q->slow_tail)
@@ -88,7 +97,7 @@ static void *worker(void *arg)
         if (!j) {
             if (q->stop)
                 break;
-            pthread_cond_wait(&q->cv, &q->mu);
+            pthread_cond_wait(wa.slow ? &q->slow_cv : &q->cv, &q->mu);
             continue;
         }
         pthread_mutex_unlock(&q->mu);
@@ -133,6 +142,7 @@ int kvs_diskq_create(unsigned nthreads, kvs_diskq_t **out)
         return -ENOMEM;
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
+    pthread_cond_init(&q->slow_cv, NULL);
     q->todo_tail = &q->todo;
     q->slow_tail = &q->slow_todo;
     q->fin_tail = &q->fin;
@@ -156,6 +166,7 @@ err_stop:
     kvs_diskq_destroy(q);
     return ret;
 err_free:
+    pthread_cond_destroy(&q->slow_cv);
     pthread_cond_destroy(&q->cv);
     pthread_mutex_destroy(&q->mu);
     free(q);
@@ -171,12 +182,13 @@ void kvs_diskq_submit(kvs_diskq_t *q, kvs_djob_t *job)
 {
     atomic_fetch_add_explicit(&q->pending, 1, memory_order_relaxed);
     pthread_mutex_lock(&q->mu);
-    if (job->slow)
+    if (job->slow) {
         push(&q->slow_tail, job);
-    else
+        pthread_cond_signal(&q->slow_cv);
+    } else {
         push(&q->todo_tail, job);
-    /* Both kinds of thread wait on cv: wake them all, the right one runs. */
-    pthread_cond_broadcast(&q->cv);
+        pthread_cond_signal(&q->cv);
+    }
     pthread_mutex_unlock(&q->mu);
 }
 
@@ -246,6 +258,7 @@ void kvs_diskq_destroy(kvs_diskq_t *q)
     q->todo_tail = &q->todo;
     q->slow_tail = &q->slow_todo;
     pthread_cond_broadcast(&q->cv);
+    pthread_cond_broadcast(&q->slow_cv);
     pthread_mutex_unlock(&q->mu);
     for (unsigned i = 0; i < q->nthreads; i++)
         pthread_join(q->threads[i], NULL);
@@ -259,6 +272,7 @@ void kvs_diskq_destroy(kvs_diskq_t *q)
     }
     if (q->efd >= 0)
         close(q->efd);
+    pthread_cond_destroy(&q->slow_cv);
     pthread_cond_destroy(&q->cv);
     pthread_mutex_destroy(&q->mu);
     free(q);

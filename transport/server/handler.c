@@ -620,6 +620,12 @@ static const struct {
     STAT_ENT(s, match_nvme_hits),
     STAT_ENT(s, io_errors),
     STAT_ENT(s, degrade_backlog_bytes),
+    STAT_ENT(s, lock_acquired),
+    STAT_ENT(s, lock_contended),
+    STAT_ENT(s, lock_wait_us),
+    STAT_ENT(s, rlock_acquired),
+    STAT_ENT(s, rlock_contended),
+    STAT_ENT(s, rlock_wait_us),
 };
 
 /* One named value of a STAT reply, into ents (cap entries). */

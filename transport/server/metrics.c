@@ -105,6 +105,14 @@ static void one(FILE *f, const char *name, const char *type, const char *help,
     fprintf(f, "kvstash_%s %llu\n", name, (unsigned long long)v);
 }
 
+/* The same for a value that is not a count. */
+static void one_real(FILE *f, const char *name, const char *type,
+                     const char *help, double v)
+{
+    head(f, name, type, help);
+    fprintf(f, "kvstash_%s %.6g\n", name, v);
+}
+
 static const char *const tier_label[3] = {"none", "dram", "nvme"};
 
 /* A metric with one label and two values: name{label="a"} va, ...="b"}. */
@@ -191,12 +199,12 @@ static void render_store(FILE *f, const kvs_store_stats_t *s)
     one(f, "degrade_backlog_bytes", "gauge",
         "DRAM bytes chosen to be written behind and not yet written.",
         s->degrade_backlog_bytes);
-    head(f, "compression_ratio", "gauge",
-         "Bytes degraded before compression over bytes stored (1 if none).");
-    fprintf(f, "kvstash_compression_ratio %.4f\n",
-            s->stored_bytes_degraded ? (double)s->logical_bytes_degraded /
-                                           (double)s->stored_bytes_degraded
-                                     : 1.0);
+    one_real(f, "compression_ratio", "gauge",
+             "Bytes degraded before compression over bytes stored (1 if "
+             "none).",
+             s->stored_bytes_degraded ? (double)s->logical_bytes_degraded /
+                                            (double)s->stored_bytes_degraded
+                                      : 1.0);
     one(f, "block_refs", "gauge",
         "Block references held (sends in flight, leases, pins).", s->refs);
     one(f, "pinned_class_bytes", "gauge", "Bytes of pinned-class blocks.",
@@ -208,6 +216,15 @@ static void render_store(FILE *f, const kvs_store_stats_t *s)
         s->io_errors);
     one(f, "full_errors_total", "counter", "Puts answered KVS_EFULL.",
         s->full_errors);
+    one(f, "store_lock_contended_total", "counter",
+        "Requests' acquisitions of the store's lock that found it held.",
+        s->lock_contended);
+    one_real(f, "store_lock_wait_seconds_total", "counter",
+             "Time those acquisitions waited.", (double)s->lock_wait_us / 1e6);
+    one(f, "store_rlock_contended_total", "counter",
+        "Disk reads' acquisitions of the store's reader lock that found it "
+        "held.",
+        s->rlock_contended);
 }
 
 static void render_srv(FILE *f, kvs_metrics_t *m)
