@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * daemon.threads = 2: six client processes at once, half of them moved by
+ * their HELLO reply to the second serving thread, each putting its own
+ * chain, matching it with a lease, reading it back byte for byte, reading
+ * a neighbour's, and deleting half of it. STAT sums both threads: the
+ * connections moved, the requests served, and, once every client is gone,
+ * no connection, lease or reference left. Then a client on the second
+ * thread is killed in the middle of its GETs, and leaves nothing held.
+ */
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/e2e/e2e.h"
+#include "tests/testutil.h"
+
+#define NPROC 6
+#define NBLK 16
+#define BLK (128u << 10)
+#define ROUNDS 3
+
+static void key_of(char *out, size_t cap, int proc, int i)
+{
+    snprintf(out, cap, "t%d-block-%03d", proc, i);
+}
+
+static void child(const kvs_e2e_daemon_t *d, int me)
+{
+    static uint8_t data[NBLK][BLK], back[NBLK][BLK];
+    static char keys[NBLK][32];
+    kvs_client_t *c = kvs_e2e_connect(d, "threads", NULL);
+    kvs_client_put_t puts[NBLK];
+    kvs_client_get_t gets[NBLK];
+    kvs_client_key_t mk[NBLK];
+    kvs_iov_t iov[NBLK];
+    kvs_client_match_result_t r;
+    int st[NBLK];
+
+    memset(puts, 0, sizeof(puts));
+    memset(gets, 0, sizeof(gets));
+    for (int i = 0; i < NBLK; i++) {
+        key_of(keys[i], sizeof(keys[i]), me, i);
+        kvs_test_fill(data[i], BLK, (uint64_t)(me * 1000 + i));
+        iov[i].base = data[i];
+        iov[i].len = BLK;
+        puts[i].key.data = keys[i];
+        puts[i].key.len = (uint32_t)strlen(keys[i]);
+        puts[i].parts = &iov[i];
+        puts[i].nparts = 1;
+        if (i)
+            puts[i].parent = puts[i - 1].key;
+        mk[i] = puts[i].key;
+    }
+    CHECK_EQ(kvs_client_put_batch(c, puts, NBLK), 0);
+    for (int round = 0; round < ROUNDS; round++) {
+        CHECK_EQ(
+            kvs_client_match(c, mk, NBLK, KVS_CLIENT_MATCH_LEASE, 0, NULL, &r),
+            0);
+        CHECK_EQ(r.matched, NBLK);
+        CHECK(r.lease_id != 0);
+        memset(back, 0, sizeof(back));
+        for (int i = 0; i < NBLK; i++) {
+            gets[i].key = mk[i];
+            gets[i].buf = back[i];
+            gets[i].cap = BLK;
+        }
+        CHECK_EQ(kvs_client_get_batch(c, gets, NBLK, r.lease_id), 0);
+        for (int i = 0; i < NBLK; i++)
+            CHECK(gets[i].status == 0 && gets[i].len == BLK &&
+                  memcmp(back[i], data[i], BLK) == 0);
+    }
+    /* A neighbour's first block, if it is there yet: its bytes. */
+    {
+        int other = (me + 1) % NPROC;
+        char ok[32];
+        size_t len = 0;
+        uint8_t expect[256];
+        int ret;
+
+        key_of(ok, sizeof(ok), other, 0);
+        ret = kvs_client_get(c, ok, (uint32_t)strlen(ok), back[0], BLK, &len);
+        if (ret == 0) {
+            kvs_test_fill(expect, sizeof(expect), (uint64_t)(other * 1000));
+            CHECK(len == BLK && memcmp(back[0], expect, sizeof(expect)) == 0);
+        } else {
+            CHECK_EQ(ret, KVS_ENOTFOUND);
+        }
+    }
+    /* Delete the second half: it misses, the first half is intact. */
+    CHECK_EQ(kvs_client_delete(c, mk + NBLK / 2, NBLK / 2, st), 0);
+    for (int i = 0; i < NBLK / 2; i++)
+        CHECK_EQ(st[i], 0);
+    for (int i = 0; i < NBLK; i++)
+        CHECK_EQ(kvs_e2e_present(c, keys[i]), i < NBLK / 2);
+    CHECK_EQ(kvs_client_match(c, mk, NBLK, 0, 0, NULL, &r), 0);
+    CHECK_EQ(r.matched, NBLK / 2);
+    kvs_client_destroy(c);
+    exit(0);
+}
+
+/* Once told (a byte on fd: it is forked before the parent has a UCX
+ * context, which a child must not inherit), GETs with a lease, for ever,
+ * until killed. */
+static void victim(const kvs_e2e_daemon_t *d, int fd)
+{
+    static uint8_t data[NBLK][BLK], back[NBLK][BLK];
+    static char keys[NBLK][32];
+    kvs_client_t *c;
+    char go;
+
+    CHECK(read(fd, &go, 1) == 1);
+    c = kvs_e2e_connect(d, "threads", NULL);
+    kvs_client_put_t puts[NBLK];
+    kvs_client_get_t gets[NBLK];
+    kvs_client_key_t mk[NBLK];
+    kvs_iov_t iov[NBLK];
+    kvs_client_match_result_t r;
+
+    memset(puts, 0, sizeof(puts));
+    memset(gets, 0, sizeof(gets));
+    for (int i = 0; i < NBLK; i++) {
+        key_of(keys[i], sizeof(keys[i]), 99, i);
+        kvs_test_fill(data[i], BLK, (uint64_t)i);
+        iov[i].base = data[i];
+        iov[i].len = BLK;
+        puts[i].key.data = keys[i];
+        puts[i].key.len = (uint32_t)strlen(keys[i]);
+        puts[i].parts = &iov[i];
+        puts[i].nparts = 1;
+        if (i)
+            puts[i].parent = puts[i - 1].key;
+        mk[i] = puts[i].key;
+        gets[i].key = mk[i];
+        gets[i].buf = back[i];
+        gets[i].cap = BLK;
+    }
+    CHECK_EQ(kvs_client_put_batch(c, puts, NBLK), 0);
+    printf("victim: ready\n");
+    fflush(stdout);
+    for (;;) {
+        CHECK_EQ(
+            kvs_client_match(c, mk, NBLK, KVS_CLIENT_MATCH_LEASE, 0, NULL, &r),
+            0);
+        CHECK_EQ(kvs_client_get_batch_async(c, gets, NBLK, 0, NULL, NULL), 0);
+        CHECK_EQ(kvs_client_wait(c), 0);
+    }
+}
+
+static void wait_ok(pid_t pid, const char *what)
+{
+    int status;
+
+    CHECK(waitpid(pid, &status, 0) == pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "%s failed (status 0x%x)\n", what, status);
+        exit(1);
+    }
+}
+
+int main(void)
+{
+    static const char *const args[] = {"--set=daemon.threads=2", NULL};
+    kvs_e2e_daemon_t d;
+    pid_t pids[NPROC], vp;
+    kvs_client_t *c;
+    int go[2];
+
+    kvs_e2e_daemon_init(&d, "e2e_threads");
+    kvs_e2e_daemon_start(&d, args);
+    fflush(NULL);
+    CHECK(pipe(go) == 0);
+    vp = fork();
+    CHECK(vp >= 0);
+    if (vp == 0)
+        victim(&d, go[0]);
+    for (int i = 0; i < NPROC; i++) {
+        pids[i] = fork();
+        CHECK(pids[i] >= 0);
+        if (pids[i] == 0)
+            child(&d, i);
+    }
+    for (int i = 0; i < NPROC; i++)
+        wait_ok(pids[i], "client");
+    /* The seventh HELLO stays on thread 0 (round robin over two). */
+    c = kvs_e2e_connect(&d, "threads", NULL);
+    CHECK_EQ(kvs_e2e_stat(c, "serving_threads"), 2);
+    CHECK_EQ(kvs_e2e_stat(c, "connections_moved"), NPROC / 2);
+    while (kvs_e2e_stat(c, "connections") != 1)
+        usleep(10000);
+    CHECK_EQ(kvs_e2e_stat(c, "refs"), 0);
+    CHECK_EQ(kvs_e2e_stat(c, "leases"), 0);
+    /* Each moved client was accepted twice. */
+    CHECK_EQ(kvs_e2e_stat(c, "connections_accepted"), NPROC + NPROC / 2 + 1);
+    /* Per client at least: HELLO, PUT, ROUNDS x (MATCH, GET), a GET,
+     * DELETE, NBLK EXISTS, MATCH. */
+    CHECK(kvs_e2e_stat(c, "requests") >=
+          (uint64_t)NPROC * (5 + 2 * ROUNDS + NBLK));
+
+    /* The eighth moves: killed mid-request there, it leaves nothing. */
+    CHECK(write(go[1], "g", 1) == 1);
+    while (kvs_e2e_stat(c, "connections_moved") != NPROC / 2 + 1 ||
+           kvs_e2e_stat(c, "leases") == 0)
+        usleep(2000);
+    usleep(50000);
+    kill(vp, SIGKILL);
+    CHECK(waitpid(vp, NULL, 0) == vp);
+    while (kvs_e2e_stat(c, "connections") != 1)
+        usleep(10000);
+    CHECK_EQ(kvs_e2e_stat(c, "refs"), 0);
+    CHECK_EQ(kvs_e2e_stat(c, "leases"), 0);
+    CHECK_EQ(kvs_e2e_stat(c, "conn_pins"), 0);
+    kvs_client_destroy(c);
+    kvs_e2e_daemon_stop(&d);
+    printf("e2e_threads: ok\n");
+    return 0;
+}
