@@ -26,50 +26,61 @@ static void key_of(char *out, size_t cap, int proc, int i)
     snprintf(out, cap, "t%d-block-%03d", proc, i);
 }
 
-static void child(const kvs_e2e_daemon_t *d, int me)
-{
-    static uint8_t data[NBLK][BLK], back[NBLK][BLK];
-    static char keys[NBLK][32];
-    kvs_client_t *c = kvs_e2e_connect(d, "threads", NULL);
+/* One process's chain: NBLK blocks, each the parent of the next, with
+ * bytes from seed; gets[] aimed at back[]. */
+typedef struct chain {
+    uint8_t data[NBLK][BLK], back[NBLK][BLK];
+    char keys[NBLK][32];
     kvs_client_put_t puts[NBLK];
     kvs_client_get_t gets[NBLK];
     kvs_client_key_t mk[NBLK];
     kvs_iov_t iov[NBLK];
+} chain_t;
+
+static void chain_make(chain_t *ch, int me, uint64_t seed)
+{
+    memset(ch->puts, 0, sizeof(ch->puts));
+    memset(ch->gets, 0, sizeof(ch->gets));
+    for (int i = 0; i < NBLK; i++) {
+        key_of(ch->keys[i], sizeof(ch->keys[i]), me, i);
+        kvs_test_fill(ch->data[i], BLK, seed + (uint64_t)i);
+        ch->iov[i].base = ch->data[i];
+        ch->iov[i].len = BLK;
+        ch->puts[i].key.data = ch->keys[i];
+        ch->puts[i].key.len = (uint32_t)strlen(ch->keys[i]);
+        ch->puts[i].parts = &ch->iov[i];
+        ch->puts[i].nparts = 1;
+        if (i)
+            ch->puts[i].parent = ch->puts[i - 1].key;
+        ch->mk[i] = ch->puts[i].key;
+        ch->gets[i].key = ch->mk[i];
+        ch->gets[i].buf = ch->back[i];
+        ch->gets[i].cap = BLK;
+    }
+}
+
+static chain_t chain; /* one per process */
+
+static void child(const kvs_e2e_daemon_t *d, int me)
+{
+    chain_t *ch = &chain;
+    kvs_client_t *c = kvs_e2e_connect(d, "threads", NULL);
     kvs_client_match_result_t r;
     int st[NBLK];
 
-    memset(puts, 0, sizeof(puts));
-    memset(gets, 0, sizeof(gets));
-    for (int i = 0; i < NBLK; i++) {
-        key_of(keys[i], sizeof(keys[i]), me, i);
-        kvs_test_fill(data[i], BLK, (uint64_t)(me * 1000 + i));
-        iov[i].base = data[i];
-        iov[i].len = BLK;
-        puts[i].key.data = keys[i];
-        puts[i].key.len = (uint32_t)strlen(keys[i]);
-        puts[i].parts = &iov[i];
-        puts[i].nparts = 1;
-        if (i)
-            puts[i].parent = puts[i - 1].key;
-        mk[i] = puts[i].key;
-    }
-    CHECK_EQ(kvs_client_put_batch(c, puts, NBLK), 0);
+    chain_make(ch, me, (uint64_t)me * 1000);
+    CHECK_EQ(kvs_client_put_batch(c, ch->puts, NBLK), 0);
     for (int round = 0; round < ROUNDS; round++) {
-        CHECK_EQ(
-            kvs_client_match(c, mk, NBLK, KVS_CLIENT_MATCH_LEASE, 0, NULL, &r),
-            0);
+        CHECK_EQ(kvs_client_match(c, ch->mk, NBLK, KVS_CLIENT_MATCH_LEASE, 0,
+                                  NULL, &r),
+                 0);
         CHECK_EQ(r.matched, NBLK);
         CHECK(r.lease_id != 0);
-        memset(back, 0, sizeof(back));
-        for (int i = 0; i < NBLK; i++) {
-            gets[i].key = mk[i];
-            gets[i].buf = back[i];
-            gets[i].cap = BLK;
-        }
-        CHECK_EQ(kvs_client_get_batch(c, gets, NBLK, r.lease_id), 0);
+        memset(ch->back, 0, sizeof(ch->back));
+        CHECK_EQ(kvs_client_get_batch(c, ch->gets, NBLK, r.lease_id), 0);
         for (int i = 0; i < NBLK; i++)
-            CHECK(gets[i].status == 0 && gets[i].len == BLK &&
-                  memcmp(back[i], data[i], BLK) == 0);
+            CHECK(ch->gets[i].status == 0 && ch->gets[i].len == BLK &&
+                  memcmp(ch->back[i], ch->data[i], BLK) == 0);
     }
     /* A neighbour's first block, if it is there yet: its bytes. */
     {
@@ -80,21 +91,23 @@ static void child(const kvs_e2e_daemon_t *d, int me)
         int ret;
 
         key_of(ok, sizeof(ok), other, 0);
-        ret = kvs_client_get(c, ok, (uint32_t)strlen(ok), back[0], BLK, &len);
+        ret =
+            kvs_client_get(c, ok, (uint32_t)strlen(ok), ch->back[0], BLK, &len);
         if (ret == 0) {
             kvs_test_fill(expect, sizeof(expect), (uint64_t)(other * 1000));
-            CHECK(len == BLK && memcmp(back[0], expect, sizeof(expect)) == 0);
+            CHECK(len == BLK &&
+                  memcmp(ch->back[0], expect, sizeof(expect)) == 0);
         } else {
             CHECK_EQ(ret, KVS_ENOTFOUND);
         }
     }
     /* Delete the second half: it misses, the first half is intact. */
-    CHECK_EQ(kvs_client_delete(c, mk + NBLK / 2, NBLK / 2, st), 0);
+    CHECK_EQ(kvs_client_delete(c, ch->mk + NBLK / 2, NBLK / 2, st), 0);
     for (int i = 0; i < NBLK / 2; i++)
         CHECK_EQ(st[i], 0);
     for (int i = 0; i < NBLK; i++)
-        CHECK_EQ(kvs_e2e_present(c, keys[i]), i < NBLK / 2);
-    CHECK_EQ(kvs_client_match(c, mk, NBLK, 0, 0, NULL, &r), 0);
+        CHECK_EQ(kvs_e2e_present(c, ch->keys[i]), i < NBLK / 2);
+    CHECK_EQ(kvs_client_match(c, ch->mk, NBLK, 0, 0, NULL, &r), 0);
     CHECK_EQ(r.matched, NBLK / 2);
     kvs_client_destroy(c);
     exit(0);
@@ -105,45 +118,21 @@ static void child(const kvs_e2e_daemon_t *d, int me)
  * until killed. */
 static void victim(const kvs_e2e_daemon_t *d, int fd)
 {
-    static uint8_t data[NBLK][BLK], back[NBLK][BLK];
-    static char keys[NBLK][32];
+    chain_t *ch = &chain;
+    kvs_client_match_result_t r;
     kvs_client_t *c;
     char go;
 
     CHECK(read(fd, &go, 1) == 1);
     c = kvs_e2e_connect(d, "threads", NULL);
-    kvs_client_put_t puts[NBLK];
-    kvs_client_get_t gets[NBLK];
-    kvs_client_key_t mk[NBLK];
-    kvs_iov_t iov[NBLK];
-    kvs_client_match_result_t r;
-
-    memset(puts, 0, sizeof(puts));
-    memset(gets, 0, sizeof(gets));
-    for (int i = 0; i < NBLK; i++) {
-        key_of(keys[i], sizeof(keys[i]), 99, i);
-        kvs_test_fill(data[i], BLK, (uint64_t)i);
-        iov[i].base = data[i];
-        iov[i].len = BLK;
-        puts[i].key.data = keys[i];
-        puts[i].key.len = (uint32_t)strlen(keys[i]);
-        puts[i].parts = &iov[i];
-        puts[i].nparts = 1;
-        if (i)
-            puts[i].parent = puts[i - 1].key;
-        mk[i] = puts[i].key;
-        gets[i].key = mk[i];
-        gets[i].buf = back[i];
-        gets[i].cap = BLK;
-    }
-    CHECK_EQ(kvs_client_put_batch(c, puts, NBLK), 0);
-    printf("victim: ready\n");
-    fflush(stdout);
+    chain_make(ch, 99, 0);
+    CHECK_EQ(kvs_client_put_batch(c, ch->puts, NBLK), 0);
     for (;;) {
-        CHECK_EQ(
-            kvs_client_match(c, mk, NBLK, KVS_CLIENT_MATCH_LEASE, 0, NULL, &r),
-            0);
-        CHECK_EQ(kvs_client_get_batch_async(c, gets, NBLK, 0, NULL, NULL), 0);
+        CHECK_EQ(kvs_client_match(c, ch->mk, NBLK, KVS_CLIENT_MATCH_LEASE, 0,
+                                  NULL, &r),
+                 0);
+        CHECK_EQ(kvs_client_get_batch_async(c, ch->gets, NBLK, 0, NULL, NULL),
+                 0);
         CHECK_EQ(kvs_client_wait(c), 0);
     }
 }

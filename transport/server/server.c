@@ -389,11 +389,13 @@ static int add_epoll(int epfd, int fd)
 }
 
 /* The part of a serving thread's state that every thread has: limits,
- * scratch, the AM handler on its worker, I/O threads, its epoll set. */
+ * scratch, the AM handler on its worker, I/O threads, its epoll set, its
+ * listeners. */
 static int server_init(kvs_server_t *srv, const kvs_server_config_t *cfg,
                        kvs_store_t *store)
 {
-    int ret;
+    ucs_status_t st;
+    int ret, efd;
 
     srv->cfg = *cfg;
     if (!srv->cfg.max_prehello)
@@ -416,18 +418,17 @@ static int server_init(kvs_server_t *srv, const kvs_server_config_t *cfg,
     srv->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (srv->epfd < 0)
         return -errno;
-    return add_epoll(srv->epfd, kvs_diskq_fd(srv->diskq));
-}
-
-static int add_worker_efd(kvs_server_t *srv)
-{
-    ucs_status_t st;
-    int efd;
-
+    ret = add_epoll(srv->epfd, kvs_diskq_fd(srv->diskq));
+    if (ret)
+        return ret;
     st = ucp_worker_get_efd(srv->worker, &efd);
     if (st != UCS_OK)
         return kvs_ucx_status(st, "ucp_worker_get_efd");
-    return add_epoll(srv->epfd, efd);
+    ret = add_epoll(srv->epfd, efd);
+    if (ret)
+        return ret;
+    /* Nothing is accepted before kvs_server_run progresses the worker. */
+    return listen_on(srv);
 }
 
 /* Serving thread index (1 .. threads - 1) of primary: its own worker on
@@ -461,12 +462,6 @@ static int worker_create(kvs_server_t *primary, uint32_t index,
         goto err_destroy;
     srv->arena_memh = primary->arena_memh;
     srv->metrics = primary->metrics;
-    ret = add_worker_efd(srv);
-    if (ret)
-        goto err_destroy;
-    ret = listen_on(srv);
-    if (ret)
-        goto err_destroy;
     *out = srv;
     return 0;
 
@@ -525,12 +520,6 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     sp.resolve_arg = cfg->peer_resolve_arg;
     sp.timeout_ms = cfg->peer_timeout_ms;
     ret = kvs_srvstream_create(&sp, &srv->stream);
-    if (ret)
-        goto err_destroy;
-    ret = add_worker_efd(srv);
-    if (ret)
-        goto err_destroy;
-    ret = listen_on(srv);
     if (ret)
         goto err_destroy;
     if (cfg->shm_socket) {
