@@ -6,13 +6,17 @@
  * a neighbour's, and deleting half of it. STAT sums both threads: the
  * connections moved, the requests served, and, once every client is gone,
  * no connection, lease or reference left. Then a client on the second
- * thread is killed in the middle of its GETs, and leaves nothing held.
+ * thread is killed in the middle of its GETs, and leaves nothing held;
+ * and the features say who moved: a moved connection has no STREAM, one
+ * made with KVSTASH_NO_MOVE stays on thread 0.
  */
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kvstash/wire.h"
 #include "tests/e2e/e2e.h"
 #include "tests/testutil.h"
 
@@ -200,6 +204,34 @@ int main(void)
     CHECK_EQ(kvs_e2e_stat(c, "refs"), 0);
     CHECK_EQ(kvs_e2e_stat(c, "leases"), 0);
     CHECK_EQ(kvs_e2e_stat(c, "conn_pins"), 0);
+
+    /* Round robin goes on: the ninth stays and streams, the tenth moves
+     * and cannot; one asking no MOVE between them stays and counts no
+     * turn. */
+    {
+        kvs_client_t *stay, *nomove, *moved;
+        kvs_client_limits_t l;
+
+        stay = kvs_e2e_connect(&d, "threads", NULL);
+        kvs_client_limits(stay, &l);
+        CHECK((l.features & KVS_WIRE_FEAT_STREAM) &&
+              !(l.features & KVS_WIRE_FEAT_MOVE));
+        CHECK_EQ(kvs_e2e_stat(c, "connections_moved"), NPROC / 2 + 1);
+        CHECK(setenv("KVSTASH_NO_MOVE", "1", 1) == 0);
+        nomove = kvs_e2e_connect(&d, "threads", NULL);
+        CHECK(unsetenv("KVSTASH_NO_MOVE") == 0);
+        kvs_client_limits(nomove, &l);
+        CHECK(l.features & KVS_WIRE_FEAT_STREAM);
+        CHECK_EQ(kvs_e2e_stat(c, "connections_moved"), NPROC / 2 + 1);
+        moved = kvs_e2e_connect(&d, "threads", NULL);
+        kvs_client_limits(moved, &l);
+        CHECK(!(l.features & (KVS_WIRE_FEAT_STREAM | KVS_WIRE_FEAT_MOVE)));
+        CHECK_EQ(kvs_e2e_stat(c, "connections_moved"), NPROC / 2 + 2);
+        CHECK_EQ(kvs_e2e_present(moved, "t0-block-000"), 1);
+        kvs_client_destroy(moved);
+        kvs_client_destroy(nomove);
+        kvs_client_destroy(stay);
+    }
     kvs_client_destroy(c);
     kvs_e2e_daemon_stop(&d);
     printf("e2e_threads: ok\n");
