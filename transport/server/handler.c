@@ -119,7 +119,7 @@ static kvs_wire_msg_t hello_reply(kvs_server_t *srv, kvs_conn_t *conn,
 
 /* Thread 0, for a client that can move (MOVE): the port of the serving
  * thread its connection should be on, round robin over all of them; 0
- * when that is this one. */
+ * when that is this one, or one whose loop has failed. */
 static uint32_t move_port(kvs_server_t *srv)
 {
     uint32_t k;
@@ -127,7 +127,7 @@ static uint32_t move_port(kvs_server_t *srv)
     if (srv->primary || !srv->nworkers)
         return 0;
     k = srv->next_worker++ % (srv->nworkers + 1);
-    if (!k)
+    if (!k || atomic_load(&srv->workers[k - 1]->dead))
         return 0;
     srv->conns_moved++;
     return srv->workers[k - 1]->port;

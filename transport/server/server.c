@@ -676,9 +676,12 @@ static void *worker_main(void *arg)
     kvs_server_t *srv = arg;
 
     srv->run_status = serve(srv, NULL);
-    if (srv->run_status)
-        kvs_error("serving thread %u stopped: %s", srv->index,
-                  kvs_strerror(srv->run_status));
+    if (srv->run_status) {
+        atomic_store(&srv->dead, true);
+        kvs_error("serving thread %u stopped: %s; its connections wait for "
+                  "shutdown, new clients stay on thread 0",
+                  srv->index, kvs_strerror(srv->run_status));
+    }
     return NULL;
 }
 

@@ -234,6 +234,7 @@ struct kvs_server {
     bool thread_started;
     atomic_bool quit; /* set by thread 0 to end this one's loop */
     int run_status;   /* this thread's kvs_server_run() result */
+    atomic_bool dead; /* its loop failed: thread 0 moves no one there */
 };
 
 /* server.c: thread 0 of srv's threads. */
