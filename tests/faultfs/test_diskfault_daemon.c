@@ -41,37 +41,12 @@
 
 #include "common/clock.h"
 #include "tests/e2e/e2e.h"
+#include "tests/faultfs/diskfault_kinds.h"
 #include "tests/testutil.h"
 
 #define NCTL 32u
 #define BLK_MAX (16u << 10)
 #define BATCH 16u
-
-struct kind {
-    const char *name, *fired, *rule;
-    bool on_write;  /* on while writing (else while reading) */
-    bool puts_fail; /* the durable puts must fail */
-    bool index;     /* RocksDB takes no writes after its first failed one,
-                     * until the daemon's index reopens it (within 1 s) */
-};
-
-static const struct kind kinds[] = {
-    {"eio_read", "fired_eio_read", "rule eio_read data.kvs", false, false,
-     false},
-    {"flip_read header", "fired_flip_read",
-     "rule flip_read data.kvs at 0 span 128", false, false, false},
-    {"flip_read payload", "fired_flip_read",
-     "rule flip_read data.kvs at 4096 span 4096", false, false, false},
-    {"drop_write", "fired_drop_write", "rule drop_write data.kvs", true, false,
-     false},
-    {"torn_write", "fired_torn_write", "rule torn_write data.kvs arg 4096",
-     true, false, false},
-    {"eio_write", "fired_eio_write", "rule eio_write data.kvs", true, true,
-     false},
-    {"eio_write index", "fired_eio_write", "rule eio_write index/0", true, true,
-     true},
-};
-#define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
 /* Gets of one set: right bytes, wrong bytes, misses, errors. */
 struct gets {
@@ -182,7 +157,7 @@ static void check_controls(kvs_client_t *c, unsigned k, const char *when)
     get_set(c, k, 2, NCTL, &g);
     if (g.right != NCTL)
         fprintf(stderr, "dfd: %s: controls %s: %" PRIu64 " right of %u\n",
-                kinds[k].name, when, g.right, NCTL);
+                kvs_dfkinds[k].name, when, g.right, NCTL);
     CHECK_EQ(g.right, NCTL);
 }
 
@@ -200,7 +175,7 @@ static void stop(kvs_e2e_daemon_t *d, kvs_client_t *c)
 
 static void run_kind(const char *mnt, unsigned k)
 {
-    const struct kind *kd = &kinds[k];
+    const struct kvs_dfkind *kd = &kvs_dfkinds[k];
     uint64_t fired0 = kvs_test_faultfs_stat(kd->fired);
     uint64_t put_ok = 0, put_err = 0, ctl_ok = 0, ctl_err = 0, fired;
     uint64_t v_checked, v_bad, r_checked, r_bad, r2_checked, r2_bad;
@@ -321,8 +296,8 @@ int main(void)
     }
     nblk = n && *n ? (unsigned)strtoul(n, NULL, 0) : 1000u;
     CHECK(nblk >= 1 && nblk <= 100000);
-    for (unsigned k = 0; k < NKINDS; k++)
+    for (unsigned k = 0; k < KVS_DFKINDS; k++)
         run_kind(m, k);
-    printf("dfd: PASS (%u blocks a set, %zu kinds)\n", nblk, NKINDS);
+    printf("dfd: PASS (%u blocks a set, %zu kinds)\n", nblk, KVS_DFKINDS);
     return 0;
 }
