@@ -96,7 +96,8 @@ int kvs_store_put(kvs_store_t *s, const kvs_put_args_t *a)
 int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
                            uint64_t total, struct entry **e_out)
 {
-    uint64_t bytes = kvs_dram_bytes_for(total, a->nparts), off;
+    uint64_t bytes = kvs_dram_bytes_for(total), off;
+    struct dcopy *d = NULL;
     struct entry *e;
     int ret;
 
@@ -121,6 +122,11 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
     if (!ret)
         ret = kvs_dram_alloc_flags_locked(s, bytes,
                                           !(a->flags & KVS_PUT_NO_WAIT), &off);
+    if (!ret && !(d = kvs_dram_copy_new(off, a->nparts))) {
+        kvs_arena_free(s->arena, off, bytes);
+        pthread_cond_broadcast(&s->space_cv);
+        ret = -ENOMEM;
+    }
     if (ret) {
         if (e)
             kvs_table_free_locked(s, e); /* fresh: only its keys to drop */
@@ -128,8 +134,7 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
             s->st.full_errors++;
         return ret;
     }
-    e->dram_off = off + kvs_segment_hdr_bytes(a->nparts);
-    e->flags |= E_DRAM;
+    kvs_dram_attach_locked(e, d);
     e->busy = 1;
     e->nparts = a->nparts;
     e->raw_len = total;
@@ -142,7 +147,7 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
         e->flags |= E_DURABLE;
     if (e->cls == KVS_CLASS_PINNED)
         s->pinned_bytes += total;
-    uint32_t *pl = part_table(s, e);
+    uint32_t *pl = part_table(e);
     for (uint32_t p = 0; p < a->nparts; p++)
         pl[p] = (uint32_t)a->parts[p].len;
     *e_out = e;
@@ -152,8 +157,8 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
 /* Checksums a filled block and clears what follows it. */
 void kvs_put_seal(kvs_store_t *s, struct entry *e)
 {
-    e->data_xxh = XXH3_64bits(s->abase + e->dram_off, e->raw_len);
-    kvs_dram_zero_tail(s->abase + e->dram_off, e->raw_len, e->nparts);
+    e->data_xxh = XXH3_64bits(ent_data(s, e), e->raw_len);
+    kvs_dram_zero_tail(ent_data(s, e), e->raw_len);
 }
 
 /*
@@ -242,7 +247,7 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
             blocked |= ret == -EWOULDBLOCK;
             if (ret)
                 continue;
-            uint8_t *dst = s->abase + e->dram_off;
+            uint8_t *dst = ent_data(s, e);
             for (uint32_t p = 0; p < a->nparts; p++) {
                 if (a->parts[p].len)
                     memcpy(dst, a->parts[p].base, a->parts[p].len);

@@ -210,7 +210,8 @@ void kvs_read_batch_rlocked(kvs_store_t *s, struct rd *rds, size_t nrd)
  */
 int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
 {
-    uint64_t bytes = kvs_dram_bytes_for(e->raw_len, e->nparts), off;
+    uint64_t bytes = kvs_dram_bytes_for(e->raw_len), off;
+    struct dcopy *d;
     struct rd r;
     uint8_t key[KVS_KEY_MAX];
     uint32_t key_len = e->key_len;
@@ -232,24 +233,26 @@ int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
         kvs_arena_free(s->arena, off, bytes);
         return (e->flags & E_DRAM) ? 0 : KVS_ENOTFOUND;
     }
-    uint64_t data_off = off + kvs_segment_hdr_bytes(e->nparts);
+    if (!(d = kvs_dram_copy_new(off, r.nparts))) {
+        kvs_arena_free(s->arena, off, bytes);
+        pthread_cond_broadcast(&s->space_cv);
+        return -ENOMEM;
+    }
     e->busy++;
     memcpy(key, ent_key(s, e), key_len);
     pthread_mutex_unlock(&s->lock);
 
     pthread_mutex_lock(&s->rlock);
-    uint32_t *pl = part_table_at(s, data_off, r.nparts);
-    ret = kvs_read_one_rlocked(s, &r, key, key_len, s->abase + data_off, pl,
+    ret = kvs_read_one_rlocked(s, &r, key, key_len, s->abase + off, d->parts,
                                r.nparts);
     if (ret == 0)
-        kvs_dram_zero_tail(s->abase + data_off, r.raw_len, r.nparts);
+        kvs_dram_zero_tail(s->abase + off, r.raw_len);
     pthread_mutex_unlock(&s->rlock);
 
     pthread_mutex_lock(&s->lock);
     e->busy--;
     if (ret == 0 && !(e->flags & E_DEAD) && !(e->flags & E_DRAM)) {
-        e->dram_off = data_off;
-        e->flags |= E_DRAM;
+        kvs_dram_attach_locked(e, d);
         kvs_table_lru_push(s, e, NULL);
         s->st.dram_blocks++;
         ev_tier_locked(s, e, KVS_STORE_EV_STORED, KVS_TIER_DRAM);
@@ -258,6 +261,7 @@ int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
         return 0;
     }
     kvs_arena_free(s->arena, off, bytes);
+    kvs_dram_copy_free(d);
     pthread_cond_broadcast(&s->space_cv);
     if ((e->flags & E_DEAD) && !e->busy) {
         kvs_table_free_locked(s, e);

@@ -160,15 +160,20 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
         goto err_close;
     }
     s->abase = kvs_arena_base(s->arena);
-    /* A block in DRAM takes at least two arena pages (its header's and
-     * its data's), which bounds the blocks the policy orders at once: its
-     * slots and ghost lists are sized by that, not by max_blocks. */
+    /* A block in DRAM takes at least an arena page, which bounds the
+     * blocks the policy orders at once: its slots are sized by that, not
+     * by max_blocks. Its cache size (ghost lists, adaptation step) stays
+     * the arena over two pages, what it was while every DRAM copy had a
+     * header page: blocks of one page are not what engines store
+     * (docs/operations.md, "Space amplification"). */
+    uint32_t nslots = (uint32_t)KVS_MIN(
+        kvs_arena_size(s->arena) / KVS_ARENA_PAGE, (uint64_t)cfg->max_blocks);
     uint32_t cache_blocks =
         (uint32_t)KVS_MIN(kvs_arena_size(s->arena) / (2 * KVS_ARENA_PAGE),
                           (uint64_t)cfg->max_blocks);
-    ret = kvs_table_pslots_init(s, cache_blocks);
+    ret = kvs_table_pslots_init(s, nslots);
     if (!ret)
-        ret = kvs_policy_create(cache_blocks, cache_blocks,
+        ret = kvs_policy_create(nslots, cache_blocks,
                                 cfg->policy_window_pct, &s->policy);
     if (ret)
         goto err_close;

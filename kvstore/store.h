@@ -224,11 +224,11 @@ int kvs_store_put_part_done(kvs_store_t *store, kvs_put_stream_t *stream,
                             uint32_t part);
 int kvs_store_put_seal(kvs_store_t *store, kvs_put_stream_t *stream);
 /* Seals a block that another process wrote in place (a shared arena):
- * every part counts as done, and the part table behind the bytes, which
- * that process could have overwritten, is first rewritten from part_lens
- * (the caller's own copy of the lengths given to put_begin, nparts
- * entries). The checksum is then computed here, over what the arena holds
- * now. Returns as kvs_store_put_seal. */
+ * every part counts as done, and the part table (in the store's own
+ * memory, never in the arena) is first set from part_lens (the caller's
+ * own copy of the lengths given to put_begin, nparts entries). The
+ * checksum is then computed here, over what the arena holds now. Returns
+ * as kvs_store_put_seal. */
 int kvs_store_put_seal_parts(kvs_store_t *store, kvs_put_stream_t *stream,
                              const uint32_t *part_lens);
 void kvs_store_put_abort(kvs_store_t *store, kvs_put_stream_t *stream);
@@ -273,7 +273,8 @@ typedef struct kvs_view {
     const void *data; /* the block's bytes, in the DRAM arena */
     uint64_t len;     /* bytes */
     uint32_t nparts;
-    const uint32_t *part_lens; /* nparts entries, in the arena */
+    const uint32_t *part_lens; /* nparts entries, in the store's own
+                                * memory (not the arena): trusted */
     uint64_t arena_off;        /* offset of data within the arena */
     uint8_t cls;               /* enum kvs_class of the block */
     uint8_t tier;              /* enum kvs_tier it was found in: NVMe

@@ -14,18 +14,19 @@
  *   ttl_head <-> ... <-> ttl_tail                        (blocks with a TTL)
  *   region[r].head <-> ... (blocks on disk in region r)  (rg_prev/rg_next)
  *
- * An entry can be in DRAM (E_DRAM, bytes at dram_off in the arena), on disk
- * (E_DISK, at loc), or both. Its DRAM copy is laid out as the block's disk
- * image: its header pages, with the part-length table where the disk
- * header keeps it (kvstore/segment.c), then its bytes padded to a page, so
- * the bytes start on a page boundary and can be sent from directly, and the
- * extent is written without a copy:
+ * An entry can be in DRAM (E_DRAM, its copy's record at e->dram), on disk
+ * (E_DISK, at loc), or both. A DRAM copy is its bytes alone, padded to a
+ * page, so they can be sent from directly and written to disk without a
+ * copy (the segment adds the header page from its own memory):
  *
- *   extent: | header fields | part_lens | 0s | data (raw_len) | 0s to 4 KiB |
- *            ^ hdr_bytes(nparts) before   ^ +KVS_SEG_HDR_FIXED
- *                                              ^ arena + dram_off
+ *   extent: | data (raw_len) | 0s to 4 KiB |      (a page at least)
+ *            ^ arena + e->dram->off
  *
- * A 4 KiB block takes 8 KiB, not 12 (the table used to follow the data).
+ * Nothing the store trusts lives in the arena: with daemon.shm_socket set
+ * it is a memfd that same-host clients map and can write, so the copy's
+ * part table and its offset are kept in its record (struct dcopy), in
+ * this process's memory, and what is read from the arena is payload only,
+ * whose checksum (data_xxh, kept in the entry) a disk read checks.
  *
  * Locks, as layers: a thread holding a lock of one layer may take a lock
  * of a lower layer, never one of the same or a higher layer.
@@ -89,6 +90,15 @@ enum {
     E_INTTL = 1u << 7,   /* on the TTL list */
 };
 
+/* A DRAM copy: where its bytes are and its part table. Allocated with the
+ * copy's arena extent (kvs_dram_attach_locked) and freed with it
+ * (kvs_dram_drop_locked), so only blocks in DRAM pay for it: 8 B and 4 B
+ * a part. Written before the entry is published, then read-only. */
+struct dcopy {
+    uint64_t off;       /* of the data in the arena, page aligned */
+    uint32_t parts[];   /* nparts part lengths */
+};
+
 struct entry {
     /* What a lookup and a MATCH's touch read, in the first 64 bytes (a
      * block table spread over a large store misses on each). */
@@ -119,7 +129,7 @@ struct entry {
     uint32_t pslot;      /* its node in the DRAM order while E_DRAM
                           * (table.c), else NIL */
     uint64_t group;
-    uint64_t dram_off; /* of the data in the arena, when E_DRAM */
+    struct dcopy *dram; /* when E_DRAM */
     kvs_seg_loc_t loc; /* when E_DISK */
     uint64_t data_xxh; /* XXH3-64 of the raw bytes */
 };
@@ -334,19 +344,16 @@ static inline bool expired(const struct entry *e, uint64_t now_ms)
     return e->expiry_ms && now_ms >= e->expiry_ms;
 }
 
-/* The part-length table of a DRAM copy whose data is at data_off, in its
- * header page; of entry e (E_DRAM). */
-static inline uint32_t *part_table_at(kvs_store_t *s, uint64_t data_off,
-                                      uint32_t nparts)
+/* The part-length table of entry e's DRAM copy (E_DRAM), in this
+ * process's memory, and the copy's bytes in the arena. */
+static inline uint32_t *part_table(const struct entry *e)
 {
-    return (uint32_t *)(void *)(s->abase + data_off -
-                                kvs_segment_hdr_bytes(nparts) +
-                                KVS_SEG_HDR_FIXED);
+    return e->dram->parts;
 }
 
-static inline uint32_t *part_table(kvs_store_t *s, const struct entry *e)
+static inline uint8_t *ent_data(const kvs_store_t *s, const struct entry *e)
 {
-    return part_table_at(s, e->dram_off, e->nparts);
+    return s->abase + e->dram->off;
 }
 
 static inline bool ns_valid_locked(const kvs_store_t *s, uint32_t ns)
@@ -421,15 +428,22 @@ int kvs_region_open_next_wlocked(kvs_store_t *s);
 
 /* ---- dram.c: DRAM space and watermarks. Caller holds lock. ---- */
 
-/* DRAM for a block: its extent, header pages included. */
-uint64_t kvs_dram_bytes_for(uint64_t raw_len, uint32_t nparts);
+/* DRAM for a block: its extent, a page at least. */
+uint64_t kvs_dram_bytes_for(uint64_t raw_len);
 /* The DRAM entry e takes (or would take). */
 static inline uint64_t kvs_dram_bytes_of(const struct entry *e)
 {
-    return kvs_dram_bytes_for(e->raw_len, e->nparts);
+    return kvs_dram_bytes_for(e->raw_len);
 }
-void kvs_dram_zero_tail(uint8_t *data, uint64_t raw_len, uint32_t nparts);
-/* Frees e's DRAM copy (e in DRAM, not referenced). */
+void kvs_dram_zero_tail(uint8_t *data, uint64_t raw_len);
+/* A DRAM copy's record for the extent at off (from kvs_dram_alloc*) of a
+ * block of nparts parts; NULL when out of memory. kvs_dram_attach_locked
+ * gives it to e (E_DRAM); kvs_dram_copy_free frees one never attached. */
+struct dcopy *kvs_dram_copy_new(uint64_t off, uint32_t nparts);
+void kvs_dram_copy_free(struct dcopy *d);
+void kvs_dram_attach_locked(struct entry *e, struct dcopy *d);
+/* Frees e's DRAM copy, its extent and its record (e in DRAM, not
+ * referenced). */
 void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e);
 /* Updates the write-behind state; true while DRAM is to be degraded. */
 bool kvs_dram_need_degrade_locked(kvs_store_t *s);

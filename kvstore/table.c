@@ -197,7 +197,7 @@ void kvs_table_unlink(kvs_store_t *s, struct entry *e)
 
 /* The DRAM order is the policy's (kvstore/policy.h); these adapt it to
  * entries. The policy numbers its blocks by slot, and has one slot per
- * block DRAM can hold at once (two arena pages at least each), not one
+ * block DRAM can hold at once (an arena page at least each), not one
  * per entry: an entry takes a slot (pslot) when it enters DRAM and gives
  * it back when it leaves, so the order's 24 bytes a block are paid for
  * DRAM's blocks only. pslot_ent maps a slot back to its entry, and

@@ -92,7 +92,7 @@ static void wbuf_done(void *arg, uint64_t buf, int res)
 static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
 {
     struct entry *e = &s->ents[job->e];
-    const uint8_t *src = s->abase + e->dram_off;
+    const uint8_t *src = ent_data(s, e);
     kvs_seg_block_t blk = {
         .ns = e->ns,
         .key_len = e->key_len,
@@ -100,7 +100,7 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
         .key_hash = e->hash,
         .elem_size = e->elem_size,
         .nparts = e->nparts,
-        .part_lens = part_table(s, e),
+        .part_lens = part_table(e),
         .raw_len = e->raw_len,
         .data_xxh = e->data_xxh,
     };
@@ -128,12 +128,10 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
     blk.stored_len = payload.len;
     job->codec = codec;
     job->stored_len = payload.len;
-    /* Raw blocks are written from their DRAM image; compressed ones are
-     * copied into the segment's write buffers. */
-    uint8_t *image =
-        codec == KVS_CODEC_RAW
-            ? s->abase + e->dram_off - kvs_segment_hdr_bytes(e->nparts)
-            : NULL;
+    /* Raw blocks are written from their bytes in DRAM, behind a header
+     * the segment builds from blk (private memory, never the arena);
+     * compressed ones are copied into the segment's write buffers. */
+    const uint8_t *image = codec == KVS_CODEC_RAW ? src : NULL;
     uint64_t tag = image ? ++s->tag_seq : 0;
     for (;;) {
         if (image)
@@ -449,8 +447,6 @@ int kvs_writer_open(kvs_store_t *s)
         .io_depth = s->cfg.io_depth,
         .read_slots = s->cfg.io_depth,
         .write_buf_bytes = 8u << 20,
-        .image_base = s->abase,
-        .image_len = kvs_arena_size(s->arena),
     };
     /* Bounce slots for reads: io_depth of them, but not more than 256 MiB
      * of memory. */
