@@ -158,11 +158,13 @@ static void *background_main(void *arg)
         if (flush && !ret && n == 0) {
             /* Whatever this flush wrote but a reclaim took off the disk
              * again did not fit: the disk tier is smaller than DRAM. */
-            for (uint32_t i = 0; i < s->nents_used && !ret; i++)
-                if ((s->ents[i].flags & E_LINKED) &&
-                    s->ents[i].flush_gen == want &&
-                    !(s->ents[i].flags & E_DISK))
+            for (uint32_t i = 0; i < s->nents_used && !ret; i++) {
+                const struct entry *e = &s->ents[i];
+                if ((e->flags & (E_LINKED | E_DRAM | E_DISK)) ==
+                        (E_LINKED | E_DRAM) &&
+                    e->dram->flush_gen == want)
                     ret = KVS_EFULL;
+            }
         }
         if (flush)
             s->flush_job_err = 0;

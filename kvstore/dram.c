@@ -28,7 +28,7 @@ struct dcopy *kvs_dram_copy_new(uint64_t off, uint32_t nparts)
     struct dcopy *d = malloc(sizeof(*d) + sizeof(uint32_t) * (size_t)nparts);
 
     if (d)
-        *d = (struct dcopy){.off = off};
+        *d = (struct dcopy){.off = off, .pslot = NIL};
     return d;
 }
 

@@ -90,12 +90,18 @@ enum {
     E_INTTL = 1u << 7,   /* on the TTL list */
 };
 
-/* A DRAM copy: where its bytes are and its part table. Allocated with the
- * copy's arena extent (kvs_dram_attach_locked) and freed with it
- * (kvs_dram_drop_locked), so only blocks in DRAM pay for it: 8 B and 4 B
- * a part. Written before the entry is published, then read-only. */
+/* A DRAM copy: where its bytes are, its part table, and what only a
+ * block in DRAM needs. Allocated with the copy's arena extent
+ * (kvs_dram_copy_new) and freed with it (kvs_dram_drop_locked), so only
+ * blocks in DRAM pay for it: 24 B and 4 B a part. off and parts are set
+ * before the entry is published, then read-only; the rest under lock. */
 struct dcopy {
     uint64_t off;       /* of the data in the arena, page aligned */
+    uint32_t pslot;     /* its node in the DRAM order once published
+                         * (table.c), else NIL */
+    uint32_t flush_gen; /* the last flush that wrote it */
+    uint16_t hits;      /* accesses since it entered DRAM, saturating
+                         * (flash admission, evict.c) */
     uint32_t parts[];   /* nparts part lengths */
 };
 
@@ -109,7 +115,6 @@ struct entry {
     uint8_t flags;  /* E_* */
     uint8_t key_len, parent_len, cls, elem_size;
     uint8_t codec;      /* of the disk copy */
-    uint16_t hits;      /* accesses since put, saturating */
     uint16_t nparts;    /* 1..KVS_PARTS_MAX */
     uint32_t pref;      /* its parent's key bytes (the parent's own chunk
                          * when it was in the table), or KVS_KEYS_NIL;
@@ -123,11 +128,8 @@ struct entry {
     uint32_t rg_prev, rg_next;
     uint32_t refs;       /* callers' references (pins, views, leases) */
     uint32_t busy;       /* the store's own I/O in progress */
-    uint32_t flush_gen;  /* the last flush that wrote it */
     uint32_t raw_len;    /* bytes, <= max_block_bytes */
     uint32_t stored_len; /* bytes after the codec, when E_DISK */
-    uint32_t pslot;      /* its node in the DRAM order while E_DRAM
-                          * (table.c), else NIL */
     uint64_t group;
     struct dcopy *dram; /* when E_DRAM */
     kvs_seg_loc_t loc; /* when E_DISK */
@@ -135,9 +137,10 @@ struct entry {
 };
 _Static_assert(offsetof(struct entry, ttl_next) + 4 <= 64,
                "a lookup and a touch read the first 64 bytes of an entry");
-/* 136 bytes and a key chunk (keys.h): what an indexed block costs in the
- * table (docs/operations.md, "Memory"). */
-_Static_assert(sizeof(struct entry) == 136, "an entry is 136 bytes");
+/* 128 bytes and a key chunk (keys.h): what an indexed block costs in the
+ * table (docs/operations.md, "Memory"); a block in DRAM adds its struct
+ * dcopy. */
+_Static_assert(sizeof(struct entry) == 128, "an entry is 128 bytes");
 _Static_assert(KVS_PARTS_MAX <= UINT16_MAX, "nparts fits an entry");
 
 /*
@@ -354,6 +357,13 @@ static inline uint32_t *part_table(const struct entry *e)
 static inline uint8_t *ent_data(const kvs_store_t *s, const struct entry *e)
 {
     return s->abase + e->dram->off;
+}
+
+/* Entry e's node in the DRAM order, or NIL (not in DRAM, or not yet
+ * published). */
+static inline uint32_t ent_pslot(const struct entry *e)
+{
+    return (e->flags & E_DRAM) ? e->dram->pslot : NIL;
 }
 
 static inline bool ns_valid_locked(const kvs_store_t *s, uint32_t ns)
