@@ -73,7 +73,7 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
                 continue;
             }
             struct rd *r = &rds[nrd++];
-            kvs_read_init(r, e);
+            kvs_read_init(s, r, e);
             r->a = a;
             r->info = info;
             status_out[i] = 1;

@@ -26,10 +26,10 @@
 
 /* A read of e's disk copy, to be made with the lock released: what the
  * check needs of the entry, copied (status 1: not read yet). */
-void kvs_read_init(struct rd *r, const struct entry *e)
+void kvs_read_init(const kvs_store_t *s, struct rd *r, const struct entry *e)
 {
     *r = (struct rd){
-        .loc = e->loc,
+        .loc = ent_loc(s, e),
         .raw_len = e->raw_len,
         .stored_len = e->stored_len,
         .data_xxh = e->data_xxh,
@@ -135,8 +135,8 @@ bool kvs_read_drop_corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
         kvs_table_lookup_locked(s, ns, key, len, key_hash(ns, key, len));
 
     s->st.corrupt_reads++;
-    if (!e || !(e->flags & E_DISK) || e->loc.off != loc->off ||
-        e->loc.gen != loc->gen)
+    if (!e || !(e->flags & E_DISK) || ent_loc(s, e).off != loc->off ||
+        e->loc_gen != loc->gen)
         return false; /* moved or reclaimed meanwhile */
     kvs_warn("store: block at offset %llu failed verification; dropped "
              "(codec %u, %llu of %llu bytes stored, %u on disk)",
@@ -221,7 +221,7 @@ int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
         return 0;
     if (!s->seg)
         return KVS_ENOTFOUND;
-    kvs_read_init(&r, e);
+    kvs_read_init(s, &r, e);
     if (wait)
         ret = kvs_dram_alloc_locked(s, bytes, &off);
     else

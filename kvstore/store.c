@@ -79,6 +79,9 @@ int kvs_store_config_check(const kvs_store_config_t *c)
         why = "region_bytes must be a multiple of 1 MiB";
     else if (c->nvme_bytes && c->nvme_bytes < 2ull * c->region_bytes)
         why = "nvme_bytes must hold at least two regions";
+    else if (c->nvme_bytes > (uint64_t)UINT32_MAX * KVS_SEG_ALIGN)
+        why = "nvme_bytes must be at most 16 TiB (an entry keeps a block's "
+              "place in 4 KiB pages, 32 bits)";
     else if (c->nvme_bytes &&
              kvs_segment_disk_len(KVS_KEY_MAX, KVS_PARTS_MAX,
                                   c->max_block_bytes) > c->region_bytes)
@@ -353,7 +356,8 @@ int kvs_store_set_retention(kvs_store_t *s, uint32_t ns, const void *key,
     }
     kvs_index_rec_t rec;
     if (rewrite) {
-        kvs_writer_rec(s, e, &e->loc, e->codec, e->stored_len, &rec);
+        kvs_seg_loc_t loc = ent_loc(s, e);
+        kvs_writer_rec(s, e, &loc, e->codec, e->stored_len, &rec);
     }
     pthread_mutex_unlock(&s->lock);
     if (rewrite) {
@@ -454,7 +458,7 @@ static int verify(kvs_store_t *s, uint64_t ns, kvs_verify_cb cb, void *arg,
             pthread_mutex_unlock(&s->lock);
             continue;
         }
-        kvs_read_init(&r, e);
+        kvs_read_init(s, &r, e);
         key_len = e->key_len;
         memcpy(key, ent_key(s, e), key_len);
         pthread_mutex_unlock(&s->lock);

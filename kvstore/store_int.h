@@ -132,15 +132,19 @@ struct entry {
     uint32_t stored_len; /* bytes after the codec, when E_DISK */
     uint64_t group;
     struct dcopy *dram; /* when E_DRAM */
-    kvs_seg_loc_t loc; /* when E_DISK */
+    /* Its disk copy, when E_DISK (ent_loc): the region's generation when
+     * written, and where and how long in 4 KiB pages (a data file of
+     * 16 TiB at most, kvs_store_config_check). */
+    uint64_t loc_gen;
+    uint32_t loc_page, loc_pages;
     uint64_t data_xxh; /* XXH3-64 of the raw bytes */
 };
 _Static_assert(offsetof(struct entry, ttl_next) + 4 <= 64,
                "a lookup and a touch read the first 64 bytes of an entry");
-/* 128 bytes and a key chunk (keys.h): what an indexed block costs in the
+/* 120 bytes and a key chunk (keys.h): what an indexed block costs in the
  * table (docs/operations.md, "Memory"); a block in DRAM adds its struct
  * dcopy. */
-_Static_assert(sizeof(struct entry) == 128, "an entry is 128 bytes");
+_Static_assert(sizeof(struct entry) == 120, "an entry is 120 bytes");
 _Static_assert(KVS_PARTS_MAX <= UINT16_MAX, "nparts fits an entry");
 
 /*
@@ -359,6 +363,31 @@ static inline uint8_t *ent_data(const kvs_store_t *s, const struct entry *e)
     return s->abase + e->dram->off;
 }
 
+/* Entry e's disk copy (E_DISK), its region, and setting it. */
+static inline kvs_seg_loc_t ent_loc(const kvs_store_t *s,
+                                    const struct entry *e)
+{
+    uint64_t off = (uint64_t)e->loc_page * KVS_SEG_ALIGN;
+
+    return (kvs_seg_loc_t){off, e->loc_gen,
+                           (uint32_t)(off / s->cfg.region_bytes),
+                           e->loc_pages * KVS_SEG_ALIGN};
+}
+
+static inline uint32_t ent_region(const kvs_store_t *s, const struct entry *e)
+{
+    return (uint32_t)((uint64_t)e->loc_page * KVS_SEG_ALIGN /
+                      s->cfg.region_bytes);
+}
+
+/* loc: 4 KiB aligned, inside the data file (checked where it is made). */
+static inline void ent_set_loc(struct entry *e, const kvs_seg_loc_t *loc)
+{
+    e->loc_gen = loc->gen;
+    e->loc_page = (uint32_t)(loc->off / KVS_SEG_ALIGN);
+    e->loc_pages = loc->disk_len / KVS_SEG_ALIGN;
+}
+
 /* Entry e's node in the DRAM order, or NIL (not in DRAM, or not yet
  * published). */
 static inline uint32_t ent_pslot(const struct entry *e)
@@ -477,7 +506,7 @@ uint32_t kvs_evict_pick_degrade_locked(kvs_store_t *s, uint32_t *out,
 
 /* ---- read.c: NVMe reads, checks, promotion. ---- */
 
-void kvs_read_init(struct rd *r, const struct entry *e);
+void kvs_read_init(const kvs_store_t *s, struct rd *r, const struct entry *e);
 int kvs_read_one_rlocked(kvs_store_t *s, struct rd *r, const void *key,
                          uint32_t key_len, void *dst, uint32_t *part_lens,
                          uint32_t part_cap);

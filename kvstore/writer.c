@@ -315,7 +315,7 @@ static void finish_job_locked(kvs_store_t *s, struct wjob *job)
             kvs_region_remove(s, e);
             s->st.nvme_blocks--;
         }
-        e->loc = job->loc;
+        ent_set_loc(e, &job->loc);
         e->codec = job->codec;
         e->stored_len = job->stored_len;
         e->flags |= E_DISK;

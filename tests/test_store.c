@@ -600,9 +600,25 @@ static void test_unregistered_read_slots(void **state)
     tiers_roundtrip(c);
 }
 
+/* An entry keeps a block's place in 4 KiB pages, 32 bits of them: a data
+ * file over 16 TiB is refused at open, not truncated. */
+static void test_config_refuses_nvme_over_16tib(void **state)
+{
+    kvs_store_config_t c;
+
+    (void)state;
+    kvs_store_config_default(&c);
+    c.dir = "unused";
+    c.nvme_bytes = (uint64_t)UINT32_MAX * 4096;
+    assert_int_equal(kvs_store_config_check(&c), 0);
+    c.nvme_bytes += 4096;
+    assert_int_equal(kvs_store_config_check(&c), KVS_ECONFIG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_refuses_nvme_over_16tib),
         cmocka_unit_test(test_tiers_roundtrip_and_reopen),
         cmocka_unit_test(test_durable_survives_close_without_flush),
         cmocka_unit_test(test_api_contracts),
