@@ -16,6 +16,7 @@
  */
 #include "kvstore/store_int.h"
 #include "common/clock.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <string.h>
@@ -40,6 +41,16 @@ int kvs_put_check(const kvs_store_t *s, const kvs_put_args_t *a, bool need_data,
     }
     if (total > s->cfg.max_block_bytes)
         return KVS_ETOOBIG;
+    if (total < s->cfg.min_block_bytes) {
+        static bool logged; /* once a process: a client may send many */
+        if (!__atomic_exchange_n(&logged, true, __ATOMIC_RELAXED))
+            kvs_warn("store: a put of %llu bytes refused (KVS_ETOOSMALL): "
+                     "under store.min_block_bytes = %u, as a block takes "
+                     "whole 4 KiB pages (docs/operations.md, \"Space "
+                     "amplification\"); later refusals are not logged",
+                     (unsigned long long)total, s->cfg.min_block_bytes);
+        return KVS_ETOOSMALL;
+    }
     *total_out = total;
     return 0;
 }

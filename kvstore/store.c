@@ -63,6 +63,8 @@ int kvs_store_config_check(const kvs_store_config_t *c)
         why = "max_block_bytes must be 1 B .. 1 GiB";
     else if (c->max_block_bytes > c->dram_bytes / 2)
         why = "max_block_bytes must be at most half of dram_bytes";
+    else if (c->min_block_bytes > c->max_block_bytes)
+        why = "min_block_bytes must be at most max_block_bytes";
     else if (c->max_blocks == 0 || c->max_blocks > (1u << 28))
         why = "max_blocks must be 1 .. 2^28";
     else if (c->policy_window_pct > 100 &&

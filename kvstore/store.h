@@ -81,6 +81,11 @@ typedef struct kvs_store_config {
     uint64_t nvme_bytes;      /* data file size; 0 disables the NVMe tier */
     uint32_t region_bytes;    /* NVMe region size, a multiple of 1 MiB */
     uint32_t max_block_bytes; /* largest block (all parts together) */
+    uint32_t min_block_bytes; /* smallest block (KVS_ETOOSMALL under it);
+                               * 0: none. A block takes whole 4 KiB pages
+                               * (docs/operations.md, "Space
+                               * amplification"): the daemon's packaged
+                               * config sets 4096 */
     uint32_t max_blocks;      /* metadata capacity: blocks in DRAM + NVMe */
     uint32_t io_depth;        /* io_uring queue depth per ring */
     uint32_t dram_high_pct;   /* degrade starts above this fill, percent */
@@ -177,7 +182,8 @@ typedef struct kvs_put_args {
  * declined (it returns 0, the block is not stored, and
  * stats.admission_rejected counts it), as a cache may drop any block. KVS_EFULL
  * when no space could be made within full_wait_ms; KVS_EPINNED_FULL when a
- * pinned put would exceed the cap; KVS_ETOOBIG over max_block_bytes; KVS_EBUSY
+ * pinned put would exceed the cap; KVS_ETOOBIG over max_block_bytes,
+ * KVS_ETOOSMALL under min_block_bytes (logged once, naming it); KVS_EBUSY
  * when the old block with that key is referenced.
  */
 int kvs_store_put(kvs_store_t *store, const kvs_put_args_t *args);

@@ -615,10 +615,40 @@ static void test_config_refuses_nvme_over_16tib(void **state)
     assert_int_equal(kvs_store_config_check(&c), KVS_ECONFIG);
 }
 
+/* min_block_bytes: a put under it is refused with KVS_ETOOSMALL, one at
+ * it stored; a minimum over max_block_bytes is a configuration error. */
+static void test_min_block_bytes(void **state)
+{
+    const char *dir = kvs_test_dir("store_min_block");
+    kvs_store_config_t c;
+    kvs_store_t *s;
+    uint32_t ns;
+    uint8_t data[4096] = {1};
+    kvs_iov_t part = {data, 4095};
+    kvs_put_args_t a = {.key = "k", .key_len = 1, .parts = &part,
+                        .nparts = 1};
+
+    (void)state;
+    config(&c, dir);
+    c.nvme_bytes = 0;
+    c.min_block_bytes = c.max_block_bytes + 1;
+    assert_int_equal(kvs_store_config_check(&c), KVS_ECONFIG);
+    c.min_block_bytes = 4096;
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "a", 2, &ns), 0);
+    a.ns = ns;
+    assert_int_equal(kvs_store_put(s, &a), KVS_ETOOSMALL);
+    part.len = 4096;
+    assert_int_equal(kvs_store_put(s, &a), 0);
+    kvs_store_close(s);
+    kvs_test_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_refuses_nvme_over_16tib),
+        cmocka_unit_test(test_min_block_bytes),
         cmocka_unit_test(test_tiers_roundtrip_and_reopen),
         cmocka_unit_test(test_durable_survives_close_without_flush),
         cmocka_unit_test(test_api_contracts),
