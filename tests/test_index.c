@@ -20,9 +20,13 @@
 #include <cmocka.h>
 #include <rocksdb/c.h>
 
+#include "common/endian.h"
 #include "kvstash/status.h"
 #include "kvstore/index.h"
+#include "kvstore/store.h"
 #include "tests/testutil.h"
+
+#include <xxhash.h>
 
 static char db_path[4200];
 
@@ -286,9 +290,194 @@ static void test_corrupt_records_rejected(void **state)
     kvs_index_close(idx);
 }
 
+/* A record as format 1 wrote it: named "B" | ns | key, a version 1 value
+ * (the fields of version 2 to offset 80, then parent_len, the parent and
+ * the check). */
+static void v1_put(rocksdb_t *db, rocksdb_writeoptions_t *w,
+                   const kvs_index_rec_t *r)
+{
+    uint8_t k[5 + KVS_KEY_MAX], v[KVS_INDEX_REC_MAX];
+    char *err = NULL;
+    size_t n;
+
+    kvs_index_rec_encode(r, v); /* bytes [0, 80) are the same */
+    v[0] = 1;
+    v[80] = r->parent_len;
+    memcpy(v + 81, r->parent, r->parent_len);
+    n = 81 + r->parent_len;
+    kvs_le32_store(v + n, (uint32_t)XXH3_64bits(v, n));
+    k[0] = 'B';
+    kvs_be32_store(k + 1, r->ns);
+    memcpy(k + 5, r->key, r->key_len);
+    rocksdb_put(db, w, (const char *)k, 5 + r->key_len, (const char *)v, n + 4,
+                &err);
+    assert_null(err);
+}
+
+/* Rewrites the index at path as format 1 (what an older kvstash left):
+ * every block record renamed and re-encoded, the layout record's format
+ * 1, and one record that decodes as neither. */
+static void downgrade_to_format_1(const char *path)
+{
+    kvs_index_t *idx;
+    struct loaded l;
+    uint64_t bad;
+    kvs_index_meta_t meta;
+
+    assert_int_equal(kvs_index_open(path, &idx), 0);
+    load(idx, &l, &bad);
+    assert_int_equal(kvs_index_meta_get(idx, &meta), 0);
+    kvs_index_close(idx);
+
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_writeoptions_t *w = rocksdb_writeoptions_create();
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open(o, path, &err);
+    uint8_t k[KVS_INDEX_KEY_MAX], mv[12];
+
+    assert_null(err);
+    for (unsigned i = 0; i < l.n; i++) {
+        size_t kl = kvs_index_key_encode(l.recs[i].ns, l.recs[i].key,
+                                         l.recs[i].key_len, k);
+        rocksdb_delete(db, w, (const char *)k, kl, &err);
+        assert_null(err);
+        v1_put(db, w, &l.recs[i]);
+    }
+    rocksdb_put(db, w, "Bjunk-key", 9, "xyz", 3, &err);
+    assert_null(err);
+    kvs_le32_store(mv, 1);
+    kvs_le32_store(mv + 4, meta.region_bytes);
+    kvs_le32_store(mv + 8, meta.nregions);
+    rocksdb_put(db, w, "M", 1, (const char *)mv, sizeof(mv), &err);
+    assert_null(err);
+    rocksdb_close(db);
+    rocksdb_writeoptions_destroy(w);
+    rocksdb_options_destroy(o);
+}
+
+/* An index of format 1 is migrated at open: a store made by an older
+ * kvstash keeps its blocks, with their parents; the layout record says 2
+ * after; a second migration (as after a crash in the middle) finds
+ * nothing to do. */
+static void test_format_1_migrated(void **state)
+{
+    const char *dir = kvs_test_dir("index_migrate");
+    kvs_store_config_t c;
+    kvs_store_t *st;
+    uint32_t ns;
+    uint8_t buf[8192], got[8192];
+    char path[4200];
+    kvs_index_t *idx;
+    kvs_index_meta_t meta;
+    struct loaded l;
+    uint64_t bad, moved;
+
+    (void)state;
+    kvs_store_config_default(&c);
+    c.dir = dir;
+    c.dram_bytes = 16u << 20;
+    c.nvme_bytes = 32u << 20;
+    c.region_bytes = 4u << 20;
+    c.max_block_bytes = 1u << 20;
+    c.max_blocks = 1024;
+    c.io_depth = 4;
+    assert_int_equal(kvs_store_open(&c, &st), 0);
+    assert_int_equal(kvs_store_ns_open(st, "m", 2, &ns), 0);
+    for (uint32_t i = 0; i < 12; i++) {
+        char key[16], parent[16];
+        snprintf(key, sizeof(key), "blk%u", i);
+        snprintf(parent, sizeof(parent), "blk%u", i ? i - 1 : 0);
+        kvs_test_fill(buf, sizeof(buf), i);
+        kvs_iov_t part = {buf, sizeof(buf)};
+        kvs_put_args_t a = {.ns = ns,
+                            .key = key,
+                            .key_len = (uint32_t)strlen(key),
+                            .parent = i ? parent : NULL,
+                            .parent_len = i ? (uint32_t)strlen(parent) : 0,
+                            .parts = &part,
+                            .nparts = 1,
+                            .flags = KVS_PUT_DURABLE};
+        assert_int_equal(kvs_store_put(st, &a), 0);
+    }
+    kvs_store_close(st);
+    snprintf(path, sizeof(path), "%s/index", dir);
+    downgrade_to_format_1(path);
+
+    assert_int_equal(kvs_store_open(&c, &st), 0);
+    assert_int_equal(kvs_store_ns_open(st, "m", 2, &ns), 0);
+    for (uint32_t i = 0; i < 12; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "blk%u", i);
+        kvs_get_args_t g = {.ns = ns,
+                            .key = key,
+                            .key_len = (uint32_t)strlen(key),
+                            .buf = got,
+                            .cap = sizeof(got)};
+        kvs_block_info_t info;
+        assert_int_equal(kvs_store_get(st, &g, &info), 0);
+        assert_int_equal(info.data_len, sizeof(got));
+        kvs_test_fill(buf, sizeof(buf), i);
+        assert_memory_equal(got, buf, sizeof(buf));
+    }
+    kvs_store_close(st);
+
+    assert_int_equal(kvs_index_open(path, &idx), 0);
+    assert_int_equal(kvs_index_meta_get(idx, &meta), 0);
+    assert_int_equal(meta.format, KVS_INDEX_FORMAT);
+    load(idx, &l, &bad);
+    assert_int_equal(bad, 0);
+    assert_int_equal(l.n, 12);
+    for (unsigned i = 0; i < l.n; i++) {
+        unsigned n = 0;
+        assert_int_equal(sscanf((const char *)l.recs[i].key, "blk%u", &n), 1);
+        if (n) {
+            char parent[16];
+            snprintf(parent, sizeof(parent), "blk%u", n - 1);
+            assert_int_equal(l.recs[i].parent_len, strlen(parent));
+            assert_memory_equal(l.recs[i].parent, parent, strlen(parent));
+        }
+    }
+    assert_int_equal(kvs_index_migrate(idx, &moved, &bad), 0);
+    assert_int_equal(moved, 0);
+    assert_int_equal(bad, 0);
+    kvs_index_close(idx);
+    kvs_test_rmtree(dir);
+}
+
+/* An index of a format this kvstash does not know is refused, not read. */
+static void test_newer_format_refused(void **state)
+{
+    const char *dir = kvs_test_dir("index_newer");
+    kvs_store_config_t c;
+    kvs_store_t *st;
+    char path[4200];
+    kvs_index_t *idx;
+    kvs_index_meta_t meta;
+
+    (void)state;
+    kvs_store_config_default(&c);
+    c.dir = dir;
+    c.dram_bytes = 16u << 20;
+    c.nvme_bytes = 0;
+    c.max_block_bytes = 1u << 20;
+    c.max_blocks = 1024;
+    assert_int_equal(kvs_store_open(&c, &st), 0);
+    kvs_store_close(st);
+    snprintf(path, sizeof(path), "%s/index", dir);
+    assert_int_equal(kvs_index_open(path, &idx), 0);
+    assert_int_equal(kvs_index_meta_get(idx, &meta), 0);
+    meta.format = KVS_INDEX_FORMAT + 1;
+    assert_int_equal(kvs_index_meta_put(idx, &meta), 0);
+    kvs_index_close(idx);
+    assert_int_equal(kvs_store_open(&c, &st), KVS_ELAYOUT);
+    kvs_test_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_format_1_migrated),
+        cmocka_unit_test(test_newer_format_refused),
         cmocka_unit_test(test_put_get_delete_reopen),
         cmocka_unit_test(test_corrupt_records_rejected),
     };
