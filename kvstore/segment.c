@@ -197,8 +197,10 @@ int kvs_segment_open(const kvs_segment_config_t *cfg, kvs_segment_t **seg_out)
         ret = KVS_ECONFIG;
         goto err_free;
     }
-    s->wbuf_bytes = KVS_MAX(cfg->write_buf_bytes, s->max_disk_len);
-    s->wbuf_bytes = KVS_ALIGN_UP(s->wbuf_bytes, KVS_SEG_ALIGN);
+    /* Not sized for the largest block: one larger than a buffer is
+     * written from its own memory (kvs_segment_append_image). */
+    s->wbuf_bytes = KVS_ALIGN_UP(
+        KVS_MAX(cfg->write_buf_bytes, 2 * KVS_SEG_ALIGN), KVS_SEG_ALIGN);
 
     s->fd = open(cfg->path, O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0644);
     if (s->fd < 0) {
@@ -323,6 +325,11 @@ uint32_t kvs_segment_region_bytes(const kvs_segment_t *s)
 uint32_t kvs_segment_max_disk_len(const kvs_segment_t *s)
 {
     return s->max_disk_len;
+}
+
+uint32_t kvs_segment_buf_bytes(const kvs_segment_t *s)
+{
+    return s->wbuf_bytes;
 }
 
 static void write_done(void *arg, uint64_t user_data, int res)
@@ -645,7 +652,7 @@ int kvs_segment_append(kvs_segment_t *s, const kvs_seg_block_t *blk,
 
     if (s->region == UINT32_MAX || s->region_fill + disk_len > s->region_bytes)
         return -ENOSPC;
-    if (disk_len > s->max_disk_len)
+    if (disk_len > s->max_disk_len || disk_len > s->wbuf_bytes)
         return KVS_ETOOBIG;
     b = &s->wb[s->cur];
     if (b->fill + disk_len > s->wbuf_bytes) {

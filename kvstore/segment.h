@@ -74,6 +74,9 @@ bool kvs_segment_preallocated(const kvs_segment_t *seg);
 uint32_t kvs_segment_region_bytes(const kvs_segment_t *seg);
 /* Largest disk_len of any block (header and padding included). */
 uint32_t kvs_segment_max_disk_len(const kvs_segment_t *seg);
+/* Bytes of each write buffer: the largest disk_len kvs_segment_append
+ * takes (a larger block goes through kvs_segment_append_image). */
+uint32_t kvs_segment_buf_bytes(const kvs_segment_t *seg);
 /* Bytes of a block's header on disk, padding included (4 KiB multiple). */
 uint32_t kvs_segment_hdr_bytes(uint32_t nparts);
 /* Bytes a block of this shape takes on disk. */
@@ -93,7 +96,8 @@ uint32_t kvs_segment_region_current(const kvs_segment_t *seg);
 /*
  * Copies the header and the payload (niov pieces, stored_len bytes in all)
  * into the write buffers and returns the block's location. -ENOSPC when the
- * open region has no room for it (open another and append again). The data
+ * open region has no room for it (open another and append again);
+ * KVS_ETOOBIG when its disk_len is over kvs_segment_buf_bytes(). The data
  * reaches the file by the next flush; a write error there fails every
  * append since the previous flush.
  */

@@ -116,11 +116,15 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
         s->st.compress_skipped++;
         pthread_mutex_unlock(&s->lock);
     }
+    /* A compressed block is copied into a write buffer, so it must fit
+     * one (8 MiB): else it goes out raw from DRAM. */
     if (s->cfg.compress_level > 0 && e->raw_len > 0 && !backlog &&
         kvs_codec_encode(s->wcodec, src, e->raw_len, e->elem_size,
                          s->cfg.compress_level, s->cfg.compress_min_saving_pct,
                          s->wscratch, s->wscratch_len, &codec, &out_len) == 0 &&
-        codec != KVS_CODEC_RAW)
+        codec != KVS_CODEC_RAW &&
+        kvs_segment_disk_len(e->key_len, e->nparts, out_len) <=
+            kvs_segment_buf_bytes(s->seg))
         payload = (kvs_iov_t){s->wscratch, out_len};
     else
         codec = KVS_CODEC_RAW;
