@@ -355,6 +355,20 @@ static void downgrade_to_format_1(const char *path)
     rocksdb_options_destroy(o);
 }
 
+/* A small store in dir (nvme_bytes 0: DRAM only). */
+static void store_config(kvs_store_config_t *c, const char *dir,
+                         uint64_t nvme_bytes)
+{
+    kvs_store_config_default(c);
+    c->dir = dir;
+    c->dram_bytes = 16u << 20;
+    c->nvme_bytes = nvme_bytes;
+    c->region_bytes = 4u << 20;
+    c->max_block_bytes = 1u << 20;
+    c->max_blocks = 1024;
+    c->io_depth = 4;
+}
+
 /* An index of format 1 is migrated at open: a store made by an older
  * kvstash keeps its blocks, with their parents; the layout record says 2
  * after; a second migration (as after a crash in the middle) finds
@@ -373,14 +387,7 @@ static void test_format_1_migrated(void **state)
     uint64_t bad, moved;
 
     (void)state;
-    kvs_store_config_default(&c);
-    c.dir = dir;
-    c.dram_bytes = 16u << 20;
-    c.nvme_bytes = 32u << 20;
-    c.region_bytes = 4u << 20;
-    c.max_block_bytes = 1u << 20;
-    c.max_blocks = 1024;
-    c.io_depth = 4;
+    store_config(&c, dir, 32u << 20);
     assert_int_equal(kvs_store_open(&c, &st), 0);
     assert_int_equal(kvs_store_ns_open(st, "m", 2, &ns), 0);
     for (uint32_t i = 0; i < 12; i++) {
@@ -455,12 +462,7 @@ static void test_newer_format_refused(void **state)
     kvs_index_meta_t meta;
 
     (void)state;
-    kvs_store_config_default(&c);
-    c.dir = dir;
-    c.dram_bytes = 16u << 20;
-    c.nvme_bytes = 0;
-    c.max_block_bytes = 1u << 20;
-    c.max_blocks = 1024;
+    store_config(&c, dir, 0);
     assert_int_equal(kvs_store_open(&c, &st), 0);
     kvs_store_close(st);
     snprintf(path, sizeof(path), "%s/index", dir);
