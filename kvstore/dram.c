@@ -37,6 +37,13 @@ void kvs_dram_copy_free(struct dcopy *d)
     free(d);
 }
 
+void kvs_dram_close(kvs_store_t *s)
+{
+    for (uint32_t i = 0; s->ents && i < s->nents_used; i++)
+        if (s->ents[i].flags & E_DRAM)
+            kvs_dram_copy_free(s->ents[i].dram);
+}
+
 void kvs_dram_attach_locked(struct entry *e, struct dcopy *d)
 {
     kvs_assert(!(e->flags & E_DRAM));

@@ -227,6 +227,7 @@ void kvs_store_close(kvs_store_t *s)
         for (uint32_t i = 0; i < s->nns; i++)
             free(s->ns[i].name);
     free(s->ns);
+    kvs_dram_close(s);
     kvs_huge_unmap(&s->buckets_mem);
     kvs_huge_unmap(&s->ents_mem);
     kvs_keys_fini(&s->keys);

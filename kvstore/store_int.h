@@ -481,6 +481,9 @@ void kvs_dram_zero_tail(uint8_t *data, uint64_t raw_len);
 struct dcopy *kvs_dram_copy_new(uint64_t off, uint32_t nparts);
 void kvs_dram_copy_free(struct dcopy *d);
 void kvs_dram_attach_locked(struct entry *e, struct dcopy *d);
+/* At close, nothing else running: frees every DRAM copy's record (the
+ * arena goes as a whole). */
+void kvs_dram_close(kvs_store_t *s);
 /* Frees e's DRAM copy, its extent and its record (e in DRAM, not
  * referenced). */
 void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e);
