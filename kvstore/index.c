@@ -1,15 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * RocksDB index. See index.h for the key space. A block record is keyed by
- * a 128-bit hash of (namespace, key), a fixed 16 bytes whatever the key,
- * so that a block can be named without its key bytes; the key itself is
- * in the value, and a record whose key does not hash to its name is
- * corrupt. The value is fixed-width little-endian, with a version byte
- * first and an XXH3 check last, so a record damaged on disk (or written by
- * a newer kvstash) is rejected rather than trusted:
+ * RocksDB index. See index.h for the key space. A block record's value is
+ * fixed-width little-endian, with a version byte first and an XXH3 check
+ * last, so a record damaged on disk (or written by a newer kvstash) is
+ * rejected rather than trusted:
  *
  *   off  size  field
- *     0     1  version (2)
+ *     0     1  version (1)
  *     1     1  codec
  *     2     1  elem_size
  *     3     1  class
@@ -24,23 +21,9 @@
  *    56     8  expiry_ms
  *    64     8  group
  *    72     8  uid
- *    80     1  key_len (1..64)
- *    81     1  parent_len (0..64)
- *    82     k  key
- *  82+k     p  parent key
- * 82+k+p    4  low 32 bits of XXH3-64 over bytes [0, 82+k+p)
- *
- * Two keys of one namespace with the same hash would share one record: a
- * put of one replaces the other's record (a miss after a restart, never
- * another block's bytes: a read checks the key in the block's header, and
- * conditional deletes check the uid). With 128 bits that takes about 2^64
- * keys by chance.
- *
- * Format 1 (the layout record's format) keyed records by the key bytes
- * themselves, with a version 1 value (the same fields to offset 80, then
- * parent_len, the parent and the check). kvs_index_migrate rewrites such
- * an index in place, record by record; a crash in the middle leaves both
- * kinds, and the next migration finishes the job.
+ *    80     1  parent_len (0..64)
+ *    81     n  parent key
+ *  81+n     4  low 32 bits of XXH3-64 over bytes [0, 81+n)
  *
  * After a failed write (an I/O error on the WAL, a MANIFEST or an SST)
  * RocksDB stops taking writes for good: its C API in 7.8 has no Resume().
@@ -70,11 +53,8 @@
  * is below no message. */
 #define INFO_LOG_OFF 6
 
-#define REC_VERSION 2
-#define REC_FIXED 82
-#define REC_V1_VERSION 1
-#define REC_V1_FIXED 81
-#define KEY_HASH_SEED 0x9e3779b97f4a7c15ull
+#define REC_VERSION 1
+#define REC_FIXED 81
 
 /* How long a failed reopen waits before the next one. */
 #define REOPEN_RETRY_NS 1000000000ull
@@ -435,31 +415,20 @@ int kvs_index_region_put(kvs_index_t *idx, uint32_t region, uint64_t gen,
     return index_put(idx, k, sizeof(k), v, sizeof(v), sync, "write region");
 }
 
-void kvs_index_key_hash(uint32_t ns, const void *key, uint32_t key_len,
-                        uint8_t out[16])
-{
-    XXH128_canonical_t c;
-
-    XXH128_canonicalFromHash(
-        &c, XXH3_128bits_withSeed(key, key_len, KEY_HASH_SEED ^ ns));
-    memcpy(out, c.digest, 16);
-}
-
 size_t kvs_index_key_encode(uint32_t ns, const void *key, uint32_t key_len,
                             uint8_t *buf)
 {
     kvs_assert(key_len >= 1 && key_len <= KVS_KEY_MAX);
     buf[0] = 'B';
     kvs_be32_store(buf + 1, ns);
-    kvs_index_key_hash(ns, key, key_len, buf + 5);
-    return KVS_INDEX_KEY_MAX;
+    memcpy(buf + 5, key, key_len);
+    return 5 + key_len;
 }
 
 size_t kvs_index_rec_encode(const kvs_index_rec_t *r, uint8_t *b)
 {
     size_t n;
 
-    kvs_assert(r->key_len >= 1 && r->key_len <= KVS_KEY_MAX);
     kvs_assert(r->parent_len <= KVS_KEY_MAX);
     b[0] = REC_VERSION;
     b[1] = r->codec;
@@ -476,93 +445,51 @@ size_t kvs_index_rec_encode(const kvs_index_rec_t *r, uint8_t *b)
     kvs_le64_store(b + 56, r->expiry_ms);
     kvs_le64_store(b + 64, r->group);
     kvs_le64_store(b + 72, r->uid);
-    b[80] = r->key_len;
-    b[81] = r->parent_len;
-    memcpy(b + REC_FIXED, r->key, r->key_len);
-    memcpy(b + REC_FIXED + r->key_len, r->parent, r->parent_len);
-    n = REC_FIXED + r->key_len + r->parent_len;
+    b[80] = r->parent_len;
+    memcpy(b + REC_FIXED, r->parent, r->parent_len);
+    n = REC_FIXED + r->parent_len;
     kvs_le32_store(b + n, (uint32_t)XXH3_64bits(b, n));
     return n + 4;
-}
-
-/* The fields both versions keep in [1, 80), and the checks on them. */
-static int rec_fields_decode(const uint8_t *b, kvs_index_rec_t *r)
-{
-    r->codec = b[1];
-    r->elem_size = b[2];
-    r->cls = b[3];
-    r->nparts = kvs_le32_load(b + 4);
-    r->region = kvs_le32_load(b + 8);
-    r->disk_len = kvs_le32_load(b + 12);
-    r->disk_off = kvs_le64_load(b + 16);
-    r->gen = kvs_le64_load(b + 24);
-    r->raw_len = kvs_le64_load(b + 32);
-    r->stored_len = kvs_le64_load(b + 40);
-    r->data_xxh = kvs_le64_load(b + 48);
-    r->expiry_ms = kvs_le64_load(b + 56);
-    r->group = kvs_le64_load(b + 64);
-    r->uid = kvs_le64_load(b + 72);
-    if (r->cls >= KVS_CLASS_COUNT || r->nparts == 0 ||
-        r->nparts > KVS_PARTS_MAX || r->stored_len > r->disk_len ||
-        r->disk_len == 0)
-        return KVS_ECORRUPT;
-    return 0;
 }
 
 int kvs_index_rec_decode(const void *key, size_t klen, const void *val,
                          size_t vlen, kvs_index_rec_t *out)
 {
     const uint8_t *k = key, *b = val;
-    uint8_t h[16];
     kvs_index_rec_t r;
     size_t n;
 
-    if (klen != KVS_INDEX_KEY_MAX || k[0] != 'B')
+    if (klen < 6 || klen > KVS_INDEX_KEY_MAX || k[0] != 'B')
         return KVS_ECORRUPT;
-    if (vlen < REC_FIXED + 1 + 4 || b[0] != REC_VERSION)
+    if (vlen < REC_FIXED + 4 || b[0] != REC_VERSION)
         return KVS_ECORRUPT;
-    if (b[80] == 0 || b[80] > KVS_KEY_MAX || b[81] > KVS_KEY_MAX ||
-        vlen != REC_FIXED + b[80] + b[81] + 4u)
+    if (b[80] > KVS_KEY_MAX || vlen != REC_FIXED + b[80] + 4u)
         return KVS_ECORRUPT;
-    n = REC_FIXED + b[80] + b[81];
-    if (kvs_le32_load(b + n) != (uint32_t)XXH3_64bits(b, n))
-        return KVS_ECORRUPT;
-    memset(&r, 0, sizeof(r));
-    r.ns = kvs_be32_load(k + 1);
-    r.key_len = b[80];
-    r.parent_len = b[81];
-    memcpy(r.key, b + REC_FIXED, r.key_len);
-    memcpy(r.parent, b + REC_FIXED + r.key_len, r.parent_len);
-    kvs_index_key_hash(r.ns, r.key, r.key_len, h);
-    if (memcmp(h, k + 5, 16) != 0 || rec_fields_decode(b, &r) != 0)
-        return KVS_ECORRUPT;
-    *out = r;
-    return 0;
-}
-
-/* A format 1 record: keyed by "B" | ns | key, a version 1 value. */
-static int rec_v1_decode(const uint8_t *k, size_t klen, const uint8_t *b,
-                         size_t vlen, kvs_index_rec_t *out)
-{
-    kvs_index_rec_t r;
-    size_t n;
-
-    if (klen < 6 || klen > 5 + KVS_KEY_MAX || k[0] != 'B')
-        return KVS_ECORRUPT;
-    if (vlen < REC_V1_FIXED + 4 || b[0] != REC_V1_VERSION)
-        return KVS_ECORRUPT;
-    if (b[80] > KVS_KEY_MAX || vlen != REC_V1_FIXED + b[80] + 4u)
-        return KVS_ECORRUPT;
-    n = REC_V1_FIXED + b[80];
+    n = REC_FIXED + b[80];
     if (kvs_le32_load(b + n) != (uint32_t)XXH3_64bits(b, n))
         return KVS_ECORRUPT;
     memset(&r, 0, sizeof(r));
     r.ns = kvs_be32_load(k + 1);
     r.key_len = (uint8_t)(klen - 5);
     memcpy(r.key, k + 5, r.key_len);
+    r.codec = b[1];
+    r.elem_size = b[2];
+    r.cls = b[3];
+    r.nparts = kvs_le32_load(b + 4);
+    r.region = kvs_le32_load(b + 8);
+    r.disk_len = kvs_le32_load(b + 12);
+    r.disk_off = kvs_le64_load(b + 16);
+    r.gen = kvs_le64_load(b + 24);
+    r.raw_len = kvs_le64_load(b + 32);
+    r.stored_len = kvs_le64_load(b + 40);
+    r.data_xxh = kvs_le64_load(b + 48);
+    r.expiry_ms = kvs_le64_load(b + 56);
+    r.group = kvs_le64_load(b + 64);
+    r.uid = kvs_le64_load(b + 72);
     r.parent_len = b[80];
-    memcpy(r.parent, b + REC_V1_FIXED, r.parent_len);
-    if (rec_fields_decode(b, &r) != 0)
+    memcpy(r.parent, b + REC_FIXED, r.parent_len);
+    if (r.cls >= KVS_CLASS_COUNT || r.nparts == 0 || r.nparts > KVS_PARTS_MAX ||
+        r.stored_len > r.disk_len || r.disk_len == 0)
         return KVS_ECORRUPT;
     *out = r;
     return 0;
@@ -624,72 +551,6 @@ int kvs_index_block_load(kvs_index_t *idx, kvs_index_rec_cb cb, void *arg,
     rocksdb_writebatch_destroy(s.drop);
     if (ret == 0 && bad_out)
         *bad_out = s.bad;
-    return ret;
-}
-
-/* Migration from format 1: every block record not yet in version 2 is
- * rewritten under its hashed name, 4,096 to a synced batch; one that
- * decodes as neither is deleted, as a load would. */
-#define MIGRATE_BATCH 4096
-
-struct migrate {
-    kvs_index_t *idx;
-    rocksdb_writebatch_t *wb;
-    uint64_t moved, bad;
-    int err;
-};
-
-static int migrate_flush(struct migrate *m)
-{
-    char *err = NULL;
-
-    if (rocksdb_writebatch_count(m->wb) == 0)
-        return 0;
-    rocksdb_write(m->idx->db, m->idx->wopts_sync, m->wb, &err);
-    rocksdb_writebatch_clear(m->wb);
-    return err ? write_error(m->idx, err, "migrate block records") : 0;
-}
-
-static int migrate_one(void *arg, const char *k, size_t klen, const char *v,
-                       size_t vlen)
-{
-    struct migrate *m = arg;
-    uint8_t nk[KVS_INDEX_KEY_MAX], nv[KVS_INDEX_REC_MAX];
-    kvs_index_rec_t rec;
-
-    if (kvs_index_rec_decode(k, klen, v, vlen, &rec) == 0)
-        return 0; /* migrated before a crash */
-    rocksdb_writebatch_delete(m->wb, k, klen);
-    if (rec_v1_decode((const uint8_t *)k, klen, (const uint8_t *)v, vlen,
-                      &rec) == 0) {
-        size_t nkl = kvs_index_key_encode(rec.ns, rec.key, rec.key_len, nk);
-        size_t nvl = kvs_index_rec_encode(&rec, nv);
-        rocksdb_writebatch_put(m->wb, (const char *)nk, nkl, (const char *)nv,
-                               nvl);
-        m->moved++;
-    } else {
-        m->bad++;
-    }
-    if (rocksdb_writebatch_count(m->wb) >= MIGRATE_BATCH)
-        return migrate_flush(m);
-    return 0;
-}
-
-int kvs_index_migrate(kvs_index_t *idx, uint64_t *moved_out, uint64_t *bad_out)
-{
-    struct migrate m = {idx, rocksdb_writebatch_create(), 0, 0, 0};
-    int ret = index_scan(idx, 'B', migrate_one, &m);
-
-    if (ret == 0) {
-        ret = enter(idx, true);
-        if (ret == 0) {
-            ret = migrate_flush(&m);
-            leave(idx);
-        }
-    }
-    rocksdb_writebatch_destroy(m.wb);
-    *moved_out = m.moved;
-    *bad_out = m.bad;
     return ret;
 }
 

@@ -9,9 +9,7 @@
  *   "M"                  layout record (kvs_index_meta_t)
  *   "N" | name           namespace: u32 id | u32 elem_size (LE)
  *   "R" | u32 region     u64 generation (LE)
- *   "B" | u32 ns | h     block record (kvs_index_rec_t, encoded in
- *                        index.c), h the 16-byte kvs_index_key_hash of
- *                        (ns, key); the key is in the record
+ *   "B" | u32 ns | key   block record (kvs_index_rec_t, encoded below)
  *
  * Thread-safety: RocksDB calls are thread-safe; callers order writes to the
  * same block key themselves (the store does it under its writer lock). The
@@ -40,9 +38,7 @@ typedef struct kvs_index_meta {
     uint32_t nregions;
 } kvs_index_meta_t;
 
-/* 2: block records named by a hash of their key (index.c); 1: by the key
- * bytes, which kvs_index_migrate converts. */
-#define KVS_INDEX_FORMAT 2u
+#define KVS_INDEX_FORMAT 1u
 
 /* One block on disk. */
 typedef struct kvs_index_rec {
@@ -67,8 +63,8 @@ typedef struct kvs_index_rec {
     uint8_t parent[KVS_KEY_MAX];
 } kvs_index_rec_t;
 
-#define KVS_INDEX_KEY_MAX (1 + 4 + 16) /* every block key's length */
-#define KVS_INDEX_REC_MAX (96 + 2 * KVS_KEY_MAX)
+#define KVS_INDEX_KEY_MAX (1 + 4 + KVS_KEY_MAX)
+#define KVS_INDEX_REC_MAX (96 + KVS_KEY_MAX)
 
 /* Opens or creates the database at path. KVS_EINDEX with the cause logged. */
 int kvs_index_open(const char *path, kvs_index_t **index_out);
@@ -114,22 +110,9 @@ int kvs_index_commit(kvs_index_t *index, kvs_index_batch_t *batch, bool sync);
 int kvs_index_block_delete_if(kvs_index_t *index, uint32_t ns, const void *key,
                               uint32_t key_len, uint64_t uid);
 
-/* Rewrites an index of format 1 as format 2, in place: *moved_out records
- * converted, *bad_out that decoded as neither (deleted). Safe to run again
- * after a crash in the middle; the caller writes the layout record's new
- * format once it returns 0. */
-int kvs_index_migrate(kvs_index_t *index, uint64_t *moved_out,
-                      uint64_t *bad_out);
-
-/* The 16-byte name of (ns, key) in the index: XXH3-128, seeded with ns,
- * big-endian. */
-void kvs_index_key_hash(uint32_t ns, const void *key, uint32_t key_len,
-                        uint8_t out[16]);
-
 /* Record codec, public for tests and fuzzing. encode returns bytes written
  * (at most KVS_INDEX_REC_MAX). decode validates everything and returns 0 or
- * KVS_ECORRUPT; key is the RocksDB key ("B" | ns | hash: key_encode, which
- * returns KVS_INDEX_KEY_MAX). */
+ * KVS_ECORRUPT; key is the RocksDB key ("B" | ns | key). */
 size_t kvs_index_rec_encode(const kvs_index_rec_t *rec, uint8_t *buf);
 size_t kvs_index_key_encode(uint32_t ns, const void *key, uint32_t key_len,
                             uint8_t *buf);

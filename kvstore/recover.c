@@ -135,31 +135,6 @@ static void share_parents(kvs_store_t *s)
     }
 }
 
-/* An index of format 1 (records named by their key bytes) is rewritten
- * as format 2 (named by a hash of the key), then marked so. */
-static int migrate(kvs_store_t *s, const kvs_index_meta_t *want)
-{
-    uint64_t moved = 0, bad = 0;
-    int ret;
-
-    kvs_info("store: %s: index format 1, rewriting its block records as "
-             "format %u (named by a hash of the key)",
-             s->dir, want->format);
-    ret = kvs_index_migrate(s->index, &moved, &bad);
-    if (ret == 0)
-        ret = kvs_index_meta_put(s->index, want);
-    if (ret) {
-        kvs_error("store: %s: migrating the index failed (%s); it is left "
-                  "as it was or half done, and the next open tries again",
-                  s->dir, kvs_strerror(ret));
-        return ret;
-    }
-    kvs_info("store: index migrated: %llu block records rewritten, %llu "
-             "malformed dropped",
-             (unsigned long long)moved, (unsigned long long)bad);
-    return 0;
-}
-
 int kvs_recover_load(kvs_store_t *s)
 {
     char path[PATH_MAX];
@@ -176,14 +151,8 @@ int kvs_recover_load(kvs_store_t *s)
     ret = kvs_index_meta_get(s->index, &meta);
     if (ret == KVS_ENOTFOUND) {
         ret = kvs_index_meta_put(s->index, &want);
-    } else if (ret == 0 && meta.format != want.format &&
-               meta.format != 1) {
-        kvs_error("store: %s has an index of format %u, which this kvstash "
-                  "(format %u) does not know: made by a newer version? Run "
-                  "that version, or remove the directory to start empty",
-                  s->dir, meta.format, want.format);
-        return KVS_ELAYOUT;
-    } else if (ret == 0 && (meta.region_bytes != want.region_bytes ||
+    } else if (ret == 0 && (meta.format != want.format ||
+                            meta.region_bytes != want.region_bytes ||
                             meta.nregions != want.nregions)) {
         kvs_error("store: %s was made with region_bytes=%u and %u regions; "
                   "the configuration asks for %u and %u (format %u vs %u)",
@@ -191,8 +160,6 @@ int kvs_recover_load(kvs_store_t *s)
                   want.nregions, meta.format, want.format);
         return KVS_ELAYOUT;
     }
-    if (ret == 0 && meta.format == 1)
-        ret = migrate(s, &want);
     if (ret)
         return ret;
     ret = kvs_index_ns_load(s->index, load_ns, s);
