@@ -34,12 +34,7 @@
 static void expire_sweep(kvs_store_t *s)
 {
     uint64_t now = kvs_clock_real_ms();
-    struct {
-        uint32_t ns;
-        uint8_t len;
-        uint8_t key[KVS_KEY_MAX];
-        uint64_t uid;
-    } gone[64];
+    uint64_t gone[64]; /* uids of the records to delete */
     uint32_t budget = SWEEP_WINDOW;
 
     while (budget > 0) {
@@ -58,21 +53,15 @@ static void expire_sweep(kvs_store_t *s)
                 kvs_table_ttl_append(s, e);
                 continue;
             }
-            if (e->flags & E_DISK) {
-                gone[ngone].ns = e->ns;
-                gone[ngone].len = e->key_len;
-                memcpy(gone[ngone].key, ent_key(s, e), e->key_len);
-                gone[ngone].uid = e->uid;
-                ngone++;
-            }
+            if (e->flags & E_DISK)
+                gone[ngone++] = e->uid;
             kvs_table_remove_locked(s, e); /* takes it off the list */
             s->st.expired++;
         }
         budget -= k;
         pthread_mutex_unlock(&s->lock);
         for (uint32_t i = 0; i < ngone; i++)
-            kvs_index_block_delete_if(s->index, gone[i].ns, gone[i].key,
-                                      gone[i].len, gone[i].uid);
+            kvs_index_block_delete(s->index, gone[i]);
         pthread_mutex_unlock(&s->wlock);
         if (k == 0)
             break;

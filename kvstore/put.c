@@ -56,8 +56,9 @@ int kvs_put_check(const kvs_store_t *s, const kvs_put_args_t *a, bool need_data,
 }
 
 /* Replaces or inserts e (busy, filled) under its key; returns 0 or
- * KVS_EBUSY if the old block is referenced. *old_uid_out is set when an old
- * block's index record must be deleted (the new block has none yet). */
+ * KVS_EBUSY if the old block is referenced. *old_uid is set when an old
+ * block's index record must be deleted (records are named by uid, so the
+ * new block's record, if written already, is another one). */
 static int publish_locked(kvs_store_t *s, struct entry *e, bool *del_old,
                           uint64_t *old_uid)
 {
@@ -68,7 +69,7 @@ static int publish_locked(kvs_store_t *s, struct entry *e, bool *del_old,
     if (old) {
         if (old->refs)
             return KVS_EBUSY;
-        if ((old->flags & E_DISK) && !(e->flags & E_DISK)) {
+        if (old->flags & E_DISK) {
             *del_old = true;
             *old_uid = old->uid;
         }
@@ -217,8 +218,7 @@ void kvs_put_commit(kvs_store_t *s, const kvs_put_args_t *const *args,
         pthread_mutex_unlock(&s->lock);
         if (del_old || del_own) {
             pthread_mutex_lock(&s->wlock);
-            kvs_index_block_delete_if(s->index, a->ns, a->key, a->key_len,
-                                      del_own ? own_uid : old_uid);
+            kvs_index_block_delete(s->index, del_own ? own_uid : old_uid);
             pthread_mutex_unlock(&s->wlock);
         }
         status[k] = ret;

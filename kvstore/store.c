@@ -323,7 +323,7 @@ int kvs_store_delete(kvs_store_t *s, uint32_t ns, const void *key,
     kvs_table_remove_locked(s, e);
     pthread_mutex_unlock(&s->lock);
     if (on_disk)
-        kvs_index_block_delete_if(s->index, ns, key, key_len, uid);
+        kvs_index_block_delete(s->index, uid);
     pthread_mutex_unlock(&s->wlock);
     return 0;
 }
@@ -486,7 +486,7 @@ static int verify(kvs_store_t *s, uint64_t ns, kvs_verify_cb cb, void *arg,
                                                         &r.loc, &uid);
             pthread_mutex_unlock(&s->lock);
             if (dropped)
-                kvs_index_block_delete_if(s->index, r.ns, key, key_len, uid);
+                kvs_index_block_delete(s->index, uid);
             pthread_mutex_unlock(&s->wlock);
         }
     }

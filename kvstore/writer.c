@@ -260,7 +260,7 @@ static void ensure_space_wlocked(kvs_store_t *s, bool force)
         }
         if (e->cls == KVS_CLASS_PINNED)
             continue; /* did not fit in DRAM: stays */
-        kvs_index_batch_delete(s->batch, e->ns, ent_key(s, e), e->key_len);
+        kvs_index_batch_delete(s->batch, e->uid);
         kvs_table_remove_locked(s, e);
         s->st.evicted++;
     }
@@ -394,8 +394,7 @@ int kvs_writer_publish_wlocked(kvs_store_t *s, bool sync)
     for (uint32_t i = 0; i < s->ndead; i++) {
         struct entry *e = &s->ents[s->dead[i]];
         if (e->flags & E_DISK)
-            kvs_index_block_delete_if(s->index, e->ns, ent_key(s, e),
-                                      e->key_len, e->uid);
+            kvs_index_block_delete(s->index, e->uid);
         pthread_mutex_lock(&s->lock);
         if ((e->flags & E_DEAD) && e->busy == 0)
             kvs_table_free_locked(s, e);
