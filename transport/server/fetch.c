@@ -52,7 +52,9 @@ void kvs_fetch_blk_try_finish(kvs_srvstream_t *st, fetch_t *f, uint32_t i)
         st->blocks_failed++;
         ret = b->status;
     } else {
-        ret = kvs_store_put_seal(st->store, &b->ps);
+        /* The part table is rewritten from the daemon's lengths: a client
+         * mapping the arena could have written it. */
+        ret = kvs_store_put_seal_parts(st->store, &b->ps, b->lens);
         if (ret == 0)
             st->blocks_sealed++;
     }
@@ -116,8 +118,9 @@ void kvs_fetch_part_landed(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
             b->inflight++;
             st->parts_out++;
             kvs_srvstream_send(st, kvs_srvstream_conn_ep(f->conn), &m, NULL, 0,
-                               part_buf(st, &b->ps, part), b->lens[part],
-                               fwd_sent, f, (void *)(uintptr_t)i);
+                               part_buf(st, &b->ps, b->offs, part),
+                               b->lens[part], fwd_sent, f,
+                               (void *)(uintptr_t)i);
         }
     }
     kvs_fetch_blk_try_finish(st, f, i);

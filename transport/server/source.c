@@ -142,7 +142,7 @@ void kvs_source_pump(kvs_srvstream_t *st, src_t *s)
     if (s->put) {
         nparts = s->put->nparts;
         lens = s->put->lens;
-        base = part_buf(st, &s->put->ps, 0);
+        base = part_buf(st, &s->put->ps, s->put->offs, 0);
     } else {
         nparts = s->view.nparts;
         lens = s->view.part_lens;
@@ -196,7 +196,7 @@ void kvs_source_pump(kvs_srvstream_t *st, src_t *s)
             if (!s->put->done[i])
                 break;
             off = s->put->offs[i];
-            data = part_buf(st, &s->put->ps, i);
+            data = part_buf(st, &s->put->ps, s->put->offs, i);
         } else {
             for (uint32_t j = 0; j < i; j++)
                 off += lens[j];

@@ -94,7 +94,9 @@ void kvs_sput_maybe_finish(kvs_srvstream_t *st, sput_t *p)
             kvs_store_put_abort(st->store, &p->ps);
             ret = p->status ? p->status : KVS_EPEER;
         } else {
-            ret = kvs_store_put_seal(st->store, &p->ps);
+            /* The part table is rewritten from the daemon's lengths: a
+             * client mapping the arena could have written it. */
+            ret = kvs_store_put_seal_parts(st->store, &p->ps, p->lens);
             if (ret)
                 kvs_warn("stream put: seal: %s", kvs_strerror(ret));
             else
@@ -259,12 +261,11 @@ ucs_status_t kvs_sput_part(kvs_srvstream_t *st, kvs_conn_t *conn,
 {
     sput_t *p = kvs_sput_find(st, conn, m->id);
     void *dst;
-    size_t plen = 0;
 
     if (!p)
         return UCS_OK; /* failed earlier: SEAL reports it */
-    dst = kvs_store_put_part_buf(st->store, &p->ps, m->part, &plen);
-    if (p->abort_req || m->part >= p->nparts || !dst || plen != len ||
+    /* Checked against the daemon's own lengths, not the arena's table. */
+    if (p->abort_req || m->part >= p->nparts || p->lens[m->part] != len ||
         p->done[m->part]) {
         if (!p->abort_req)
             p->status = KVS_EPROTO;
@@ -272,6 +273,7 @@ ucs_status_t kvs_sput_part(kvs_srvstream_t *st, kvs_conn_t *conn,
         kvs_sput_maybe_finish(st, p);
         return UCS_OK;
     }
+    dst = part_buf(st, &p->ps, p->offs, m->part);
     p->inflight++;
     return kvs_srvstream_rx_start(st, p, NULL, 0, m->part, dst, data, len,
                                   rndv);

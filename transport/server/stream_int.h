@@ -210,12 +210,17 @@ struct kvs_srvstream {
     uint64_t parts_in, parts_out, blocks_sealed, blocks_failed;
 };
 
+/* Where part i of a block being put lies in the arena: the block's first
+ * byte (which the store keeps outside the arena) plus the daemon's own
+ * offset of the part, never the part table behind the block's bytes,
+ * which a client mapping the arena can write (transport/server/shm.c). */
 static inline uint8_t *part_buf(kvs_srvstream_t *st, kvs_put_stream_t *ps,
-                                uint32_t i)
+                                const uint64_t *offs, uint32_t i)
 {
     size_t len;
+    uint8_t *b = kvs_store_put_part_buf(st->store, ps, 0, &len);
 
-    return kvs_store_put_part_buf(st->store, ps, i, &len);
+    return b ? b + offs[i] : NULL;
 }
 
 /* stream.c: sends, part receives. */
