@@ -70,6 +70,36 @@ KVS_API int kvs_stream_put_part(kvs_stream_put_t *put, uint32_t part,
  * for every posted part. Since libkvstash 0.3. */
 KVS_API int kvs_stream_put_part_nb(kvs_stream_put_t *put, uint32_t part,
                                    const void *buf, size_t len);
+/*
+ * In place (since libkvstash 0.6). As kvs_stream_put_begin(), but the
+ * caller writes each part where kvs_stream_put_buf() says and then
+ * commits it with kvs_stream_put_commit(); part i is streamed on (to a
+ * fetching or pushed peer) as soon as it and every part before it are
+ * committed. With a client that maps its sidecar's arena (kvstash/shm.h)
+ * the buffers are the block's bytes in the arena: no copy into the
+ * sidecar (the begin waits for the sidecar's answer, one round trip).
+ * Without one they are a buffer of the library's (one per block) and a
+ * commit sends the part: the same code runs on any host. The sidecar
+ * computes the block's checksum at seal, over what the arena holds then;
+ * bytes of part i written after its commit may already have been streamed
+ * to a peer as they were: do not write a part after committing it.
+ * A client that goes away (killed) before seal leaves nothing visible:
+ * the sidecar drops the block and reclaims its space.
+ */
+KVS_API int kvs_stream_put_begin_inplace(kvs_client_t *client,
+                                         const kvs_client_key_t *key,
+                                         const uint32_t *part_lens,
+                                         uint32_t nparts, uint8_t cls,
+                                         uint32_t flags, const char *push_peer,
+                                         kvs_stream_put_t **put_out);
+/* Where part's part_lens[part] bytes go; valid until seal or abort.
+ * -ERANGE: no such part; -EOPNOTSUPP: put not begun in place. */
+KVS_API int kvs_stream_put_buf(kvs_stream_put_t *put, uint32_t part,
+                               void **buf_out, size_t *len_out);
+/* Part's bytes are written: the sidecar may stream them. Returns once
+ * posted. -ERANGE: no such part; -EALREADY: committed before; the put's
+ * error once it failed. Seal with a part not committed: KVS_EINCOMPLETE. */
+KVS_API int kvs_stream_put_commit(kvs_stream_put_t *put, uint32_t part);
 /* Waits until the block is sealed (and pushed), returns the result, and
  * frees put. KVS_EINCOMPLETE if parts are missing. */
 KVS_API int kvs_stream_put_seal(kvs_stream_put_t *put);
@@ -79,7 +109,9 @@ KVS_API void kvs_stream_put_abort(kvs_stream_put_t *put);
 /* ---- streaming fetch ----------------------------------------------- */
 
 /* One block to fetch into buf (cap bytes, the caller's until the fetch is
- * destroyed). */
+ * destroyed). buf NULL (since 0.6): read it in place with kvs_stream_data()
+ * -- in the sidecar's arena when the client maps it (kvstash/shm.h; no
+ * copy at all), else in a buffer of the library's. */
 typedef struct kvs_stream_block {
     kvs_client_key_t key;
     void *buf;
@@ -119,6 +151,19 @@ KVS_API int kvs_stream_wait(kvs_stream_fetch_t *fetch, uint32_t block,
 /* What is known of block now (no progress is made). */
 KVS_API int kvs_stream_info(const kvs_stream_fetch_t *fetch, uint32_t block,
                             kvs_stream_info_t *info_out);
+/*
+ * Where part `part` of block `block` (KVS_STREAM_BLOCK: the whole block)
+ * lies, once kvs_stream_wait() said it landed: -EAGAIN before, the block's
+ * error if it failed. The bytes stay valid and unchanged until
+ * kvs_stream_fetch_destroy(): in place, the sidecar holds the block (a
+ * live block by its reservation, a sealed one by a reference) for this
+ * fetch until then. A block that failed after its parts were read (its
+ * error from kvs_stream_wait(block, KVS_STREAM_BLOCK), e.g. KVS_EEXPIRED:
+ * evicted before the sidecar could hold it) must be discarded. Since 0.6.
+ */
+KVS_API int kvs_stream_data(const kvs_stream_fetch_t *fetch, uint32_t block,
+                            uint32_t part, const void **data_out,
+                            size_t *len_out);
 /* Cancels what is still coming (blocks not complete are dropped by the
  * sidecars), waits until nothing writes into the buffers any more, and
  * frees fetch. NULL is a no-op. */

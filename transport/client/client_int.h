@@ -164,5 +164,9 @@ ucs_status_t kvs_client_stream_rx(kvs_client_t *client, const kvs_wire_msg_t *m,
 void kvs_client_shm_attach(kvs_client_t *c, const char *path,
                            const char *token, uint32_t elem_size);
 void kvs_client_shm_detach(kvs_client_t *c);
+/* The arena as this client maps it, and the session's stream key (for
+ * stream.c's puts and fetches in place); false when not attached. */
+bool kvs_client_shm_map(const kvs_client_t *c, uint8_t **base_out,
+                        size_t *len_out, uint64_t *key_out);
 
 #endif

@@ -35,6 +35,7 @@ struct kvs_client_shm {
     int fd; /* the SOCK_SEQPACKET connection */
     uint8_t *base;
     size_t len;
+    uint64_t stream_key; /* ATTACH's: in-place streaming puts carry it */
     uint64_t seq;
     /* Posted requests, oldest first (replies come in order): a ring. */
     struct {
@@ -243,6 +244,7 @@ static int attach(kvs_client_t *c, struct kvs_client_shm *sh,
     }
     sh->base = p;
     sh->len = (size_t)r.u.attach_rep.arena_len;
+    sh->stream_key = r.u.attach_rep.stream_key;
     close(mfd);
     return 0;
 
@@ -292,6 +294,17 @@ void kvs_client_shm_detach(kvs_client_t *c)
     munmap(sh->base, sh->len);
     free(sh);
     c->shm = NULL;
+}
+
+bool kvs_client_shm_map(const kvs_client_t *c, uint8_t **base_out,
+                        size_t *len_out, uint64_t *key_out)
+{
+    if (!c->shm)
+        return false;
+    *base_out = c->shm->base;
+    *len_out = c->shm->len;
+    *key_out = c->shm->stream_key;
+    return true;
 }
 
 KVS_API int kvs_shm_status(const kvs_client_t *c)

@@ -13,6 +13,16 @@
  * A fetch's block buffer receives each part at its offset: rendezvous data
  * is written there by UCX straight from the sidecar's arena (the one copy);
  * small parts that came eagerly are copied from UCX's receive buffer.
+ *
+ * In place (a client that maps its sidecar's arena, kvstash/shm.h): a put
+ * begun with kvs_stream_put_begin_inplace() learns where the block lies in
+ * the arena from the sidecar's BLOCK answer, the caller writes each part
+ * there, and a commit is a PART message without bytes; a fetch with
+ * blocks whose buf is NULL gets PART messages without bytes and the
+ * caller reads each part where it landed in the sidecar's arena. Offsets
+ * the sidecar sends are checked against the mapping before a pointer is
+ * made of them. Without a mapping the same calls work on buffers of the
+ * library's own (one allocation per block), with the ordinary messages.
  */
 #include "kvstash/kvstash.h"
 
@@ -48,6 +58,8 @@ typedef struct cblk {
     uint32_t *lens;
     uint8_t *got;
     uint64_t first_ns, complete_ns;
+    const uint8_t *view; /* in place: the block in the sidecar's arena */
+    void *own;           /* buf NULL, not in place: the library's buffer */
 } cblk_t;
 
 struct kvs_stream_fetch {
@@ -55,7 +67,8 @@ struct kvs_stream_fetch {
     cstate_t *cs;
     uint64_t id;
     uint32_t n;
-    int status; /* the whole fetch failed */
+    int status;   /* the whole fetch failed */
+    bool inplace; /* the sidecar sends PART without bytes */
     cblk_t blk[];
 };
 
@@ -67,6 +80,16 @@ struct kvs_stream_put {
     bool done;
     int status;
     struct csend *posted; /* kvs_stream_put_part_nb() sends */
+    /* kvs_stream_put_begin_inplace(): where part i goes (data + offs[i],
+     * lens[i] bytes), in the arena when inplace, else in the library's
+     * own buffer (data is then malloc'd); which parts were committed. */
+    bool buffered, inplace, began;
+    int begin_status; /* the sidecar's BLOCK answer */
+    uint8_t *data;
+    uint64_t len;
+    uint32_t *lens;
+    uint64_t *offs;
+    uint8_t *committed;
 };
 
 typedef struct crx {
@@ -123,6 +146,19 @@ static ucs_status_t on_part(cstate_t *cs, kvs_stream_fetch_t *f,
     if (m->block >= f->n)
         return UCS_OK;
     k = &f->blk[m->block];
+    if ((m->flags & KVS_SMSG_F_INPLACE) && k->view) {
+        /* No bytes: the part is in the arena, where BLOCK said. */
+        if (!k->began || m->part >= k->nparts || k->got[m->part] || len ||
+            rndv || m->len != k->lens[m->part] || m->off != k->offs[m->part]) {
+            if (!k->status)
+                k->status = KVS_EPROTO;
+            return UCS_OK;
+        }
+        if (k->buf && !k->status)
+            memcpy((uint8_t *)k->buf + m->off, k->view + m->off, m->len);
+        part_landed(f, m->block, m->part, 0);
+        return UCS_OK;
+    }
     if (!k->began || m->part >= k->nparts || k->got[m->part] || len != m->len ||
         len != k->lens[m->part] || m->off != k->offs[m->part]) {
         if (!k->status)
@@ -160,6 +196,22 @@ static ucs_status_t on_part(cstate_t *cs, kvs_stream_fetch_t *f,
     return UCS_INPROGRESS;
 }
 
+/* BLOCK of an in-place fetch: where the block lies in the mapping. */
+static int on_block_view(cstate_t *cs, cblk_t *k, const kvs_smsg_t *m,
+                         uint64_t total)
+{
+    uint8_t *base;
+    size_t len;
+    uint64_t key;
+
+    if (!(m->flags & KVS_SMSG_F_INPLACE) ||
+        !kvs_client_shm_map(cs->c, &base, &len, &key) || m->off > len ||
+        total > len - m->off || m->len != total)
+        return KVS_EPROTO;
+    k->view = base + m->off;
+    return 0;
+}
+
 static void on_block(kvs_stream_fetch_t *f, const kvs_smsg_t *m)
 {
     kvs_smsg_rd_t rd;
@@ -183,7 +235,19 @@ static void on_block(kvs_stream_fetch_t *f, const kvs_smsg_t *m)
         k->status = KVS_EPROTO;
         return;
     }
-    if (total > k->cap) {
+    if (f->inplace && (k->status = on_block_view(f->cs, k, m, total)) != 0)
+        return;
+    if (!k->buf && !k->view) {
+        /* Read "in place" without a mapping: into a buffer of ours. */
+        k->own = malloc(total ? total : 1);
+        if (!k->own) {
+            k->status = -ENOMEM;
+            return;
+        }
+        k->buf = k->own;
+        k->cap = total;
+    }
+    if (k->buf && total > k->cap) {
         k->status = -ENOBUFS;
         k->len = total;
         return;
@@ -215,6 +279,27 @@ static void on_end(kvs_stream_fetch_t *f, const kvs_smsg_t *m)
     }
 }
 
+/* The sidecar's answer to an in-place SPUT_BEGIN: where the block lies. */
+static void put_on_block(cstate_t *cs, kvs_stream_put_t *p, const kvs_smsg_t *m)
+{
+    uint8_t *base;
+    size_t len;
+    uint64_t key;
+
+    p->began = true;
+    if (m->status) {
+        p->begin_status = m->status;
+        return;
+    }
+    if (!kvs_client_shm_map(cs->c, &base, &len, &key) ||
+        m->nparts != p->nparts || m->len != p->len || m->off > len ||
+        p->len > len - m->off) {
+        p->begin_status = KVS_EPROTO;
+        return;
+    }
+    p->data = base + m->off;
+}
+
 ucs_status_t kvs_client_stream_rx(kvs_client_t *c, const kvs_wire_msg_t *w,
                                   void *data, size_t len, bool rndv)
 {
@@ -234,6 +319,15 @@ ucs_status_t kvs_client_stream_rx(kvs_client_t *c, const kvs_wire_msg_t *w,
                 p->status = m.status;
             }
         return UCS_OK;
+    }
+    if (m.op == KVS_OP_BLOCK && (m.flags & KVS_SMSG_F_INPLACE)) {
+        /* The answer to an in-place SPUT_BEGIN (puts and fetches share
+         * one id space). */
+        for (kvs_stream_put_t *p = cs->puts; p; p = p->next)
+            if (p->id == m.id && p->inplace && !p->began) {
+                put_on_block(cs, p, &m);
+                return UCS_OK;
+            }
     }
     for (kvs_stream_fetch_t *f = cs->fetches; f; f = f->next) {
         if (f->id != m.id)
@@ -386,12 +480,40 @@ static int smsg_send(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
 /* ------------------------------------------------------------------ */
 /* Streaming puts. */
 
-KVS_API int kvs_stream_put_begin(kvs_client_t *c, const kvs_client_key_t *key,
-                                 const uint32_t *part_lens, uint32_t nparts,
-                                 uint8_t cls, uint32_t flags,
-                                 const char *push_peer,
-                                 kvs_stream_put_t **put_out)
+static void put_unlink_free(kvs_stream_put_t *p);
+static int put_wait_block(kvs_stream_put_t *p);
+
+/* The parts' places, for kvs_stream_put_begin_inplace(): in the arena
+ * once the sidecar answers (inplace), else in a buffer of ours. */
+static int put_layout(kvs_stream_put_t *p, const uint32_t *part_lens,
+                      bool inplace)
 {
+    p->lens = malloc(4ull * p->nparts);
+    p->offs = malloc(8ull * p->nparts);
+    p->committed = calloc(p->nparts, 1);
+    if (!p->lens || !p->offs || !p->committed)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < p->nparts; i++) {
+        p->lens[i] = part_lens[i];
+        p->offs[i] = p->len;
+        p->len += part_lens[i];
+    }
+    p->buffered = true;
+    p->inplace = inplace;
+    if (!inplace && !(p->data = malloc(p->len ? p->len : 1)))
+        return -ENOMEM;
+    return 0;
+}
+
+static int put_begin(kvs_client_t *c, const kvs_client_key_t *key,
+                     const uint32_t *part_lens, uint32_t nparts, uint8_t cls,
+                     uint32_t flags, const char *push_peer, bool buffered,
+                     kvs_stream_put_t **put_out)
+{
+    uint8_t *abase;
+    size_t alen;
+    uint64_t skey = 0;
+    bool inplace = false;
     uint8_t body[KVS_SMSG_BODY_MAX];
     kvs_client_internals_t ci;
     kvs_smsg_t m;
@@ -418,9 +540,21 @@ KVS_API int kvs_stream_put_begin(kvs_client_t *c, const kvs_client_key_t *key,
     p->cs = cs;
     p->id = ++cs->next_id;
     p->nparts = nparts;
+    if (buffered) {
+        inplace = kvs_client_shm_map(c, &abase, &alen, &skey);
+        ret = put_layout(p, part_lens, inplace);
+        if (ret) {
+            put_unlink_free(p); /* not listed yet: only freed */
+            return ret;
+        }
+    }
     memset(&m, 0, sizeof(m));
     m.op = KVS_OP_SPUT_BEGIN;
     m.id = p->id;
+    if (inplace) {
+        m.flags |= KVS_SMSG_F_INPLACE;
+        m.off = skey;
+    }
     m.block = cls;
     m.part = flags;
     m.nparts = nparts;
@@ -439,15 +573,109 @@ KVS_API int kvs_stream_put_begin(kvs_client_t *c, const kvs_client_key_t *key,
         memcpy(body + blen, push_peer, strlen(push_peer));
         blen += strlen(push_peer);
     }
-    ret = smsg_send(c, &m, body, blen, NULL, 0);
-    if (ret) {
-        free(p);
-        return ret;
-    }
     p->next = cs->puts;
     cs->puts = p;
+    ret = smsg_send(c, &m, body, blen, NULL, 0);
+    if (!ret && inplace)
+        ret = put_wait_block(p);
+    if (ret) {
+        put_unlink_free(p);
+        return ret;
+    }
     *put_out = p;
     return 0;
+}
+
+KVS_API int kvs_stream_put_begin(kvs_client_t *c, const kvs_client_key_t *key,
+                                 const uint32_t *part_lens, uint32_t nparts,
+                                 uint8_t cls, uint32_t flags,
+                                 const char *push_peer,
+                                 kvs_stream_put_t **put_out)
+{
+    return put_begin(c, key, part_lens, nparts, cls, flags, push_peer, false,
+                     put_out);
+}
+
+KVS_API int kvs_stream_put_begin_inplace(kvs_client_t *c,
+                                         const kvs_client_key_t *key,
+                                         const uint32_t *part_lens,
+                                         uint32_t nparts, uint8_t cls,
+                                         uint32_t flags, const char *push_peer,
+                                         kvs_stream_put_t **put_out)
+{
+    return put_begin(c, key, part_lens, nparts, cls, flags, push_peer, true,
+                     put_out);
+}
+
+/* Waits for the sidecar's BLOCK answer to an in-place begin. */
+static int put_wait_block(kvs_stream_put_t *p)
+{
+    uint64_t idle = 0;
+    int ret;
+
+    while (!p->began && !p->done) {
+        ret = kvs_client_progress_idle(p->cs->c, &idle);
+        if (ret < 0)
+            return ret;
+    }
+    if (!p->began) /* SPUT_DONE before BLOCK: cannot be, but say why */
+        return p->status ? p->status : KVS_EPROTO;
+    return p->begin_status;
+}
+
+KVS_API int kvs_stream_put_buf(kvs_stream_put_t *p, uint32_t part,
+                               void **buf_out, size_t *len_out)
+{
+    if (!p || !buf_out || !len_out)
+        return -EINVAL;
+    if (!p->buffered)
+        return -EOPNOTSUPP; /* begun with kvs_stream_put_begin() */
+    if (part >= p->nparts)
+        return -ERANGE;
+    *buf_out = p->data + p->offs[part];
+    *len_out = p->lens[part];
+    return 0;
+}
+
+KVS_API int kvs_stream_put_commit(kvs_stream_put_t *p, uint32_t part)
+{
+    kvs_smsg_t m;
+    csend_t *s;
+    int ret;
+
+    if (!p)
+        return -EINVAL;
+    if (!p->buffered)
+        return -EOPNOTSUPP;
+    if (part >= p->nparts)
+        return -ERANGE;
+    if (p->committed[part])
+        return -EALREADY;
+    if (p->done)
+        return p->status ? p->status : KVS_EPROTO;
+    if (!p->inplace) {
+        /* No mapping: the part goes as an ordinary one, from our buffer,
+         * which stays unchanged until seal or abort. */
+        ret = kvs_stream_put_part_nb(p, part, p->data + p->offs[part],
+                                     p->lens[part]);
+        if (!ret)
+            p->committed[part] = 1;
+        return ret;
+    }
+    memset(&m, 0, sizeof(m));
+    m.op = KVS_OP_SPUT_PART;
+    m.flags = KVS_SMSG_F_INPLACE;
+    m.id = p->id;
+    m.part = part;
+    m.len = p->lens[part];
+    ret = smsg_post(p->cs->c, &m, NULL, 0, NULL, 0, &s);
+    if (!ret && s) {
+        s->next = p->posted;
+        p->posted = s;
+    }
+    if (!ret)
+        p->committed[part] = 1;
+    return ret;
 }
 
 /* The PUT_PART message for part of p, or why there is none. */
@@ -517,6 +745,11 @@ static void put_unlink_free(kvs_stream_put_t *p)
             *pp = p->next;
             break;
         }
+    free(p->lens);
+    free(p->offs);
+    free(p->committed);
+    if (!p->inplace)
+        free(p->data); /* ours; in place, the arena's */
     free(p);
 }
 
@@ -600,6 +833,15 @@ KVS_API int kvs_stream_fetch(kvs_client_t *c, const char *peer,
     body[blen] = (uint8_t)nl;
     memcpy(body + blen + 1, ci.ns, nl);
     blen += 1 + nl;
+    {
+        uint8_t *abase;
+        size_t alen;
+        uint64_t skey;
+
+        for (size_t i = 0; i < n; i++)
+            f->inplace |= blocks[i].buf == NULL;
+        f->inplace = f->inplace && kvs_client_shm_map(c, &abase, &alen, &skey);
+    }
     for (size_t i = 0; i < n; i++) {
         f->blk[i].buf = blocks[i].buf;
         f->blk[i].cap = blocks[i].cap;
@@ -609,6 +851,7 @@ KVS_API int kvs_stream_fetch(kvs_client_t *c, const char *peer,
     }
     memset(&m, 0, sizeof(m));
     m.op = KVS_OP_FETCH;
+    m.flags = f->inplace ? KVS_SMSG_F_INPLACE : 0;
     m.id = f->id;
     m.nparts = (uint32_t)n;
     m.len = wait_ms;
@@ -722,6 +965,34 @@ KVS_API void kvs_stream_fetch_destroy(kvs_stream_fetch_t *f)
         free(f->blk[b].lens);
         free(f->blk[b].offs);
         free(f->blk[b].got);
+        free(f->blk[b].own);
     }
     free(f);
+}
+
+KVS_API int kvs_stream_data(const kvs_stream_fetch_t *f, uint32_t block,
+                            uint32_t part, const void **data_out,
+                            size_t *len_out)
+{
+    const cblk_t *k;
+    const uint8_t *base;
+    int ret;
+
+    if (!f || !data_out || !len_out || block >= f->n)
+        return -EINVAL;
+    ret = wait_state(f, block, part);
+    if (ret < 0)
+        return ret;
+    if (ret > 0)
+        return -EAGAIN; /* not landed yet: kvs_stream_wait() first */
+    k = &f->blk[block];
+    base = k->view ? k->view : (const uint8_t *)k->buf;
+    if (part == KVS_STREAM_BLOCK) {
+        *data_out = base;
+        *len_out = k->len;
+    } else {
+        *data_out = base + k->offs[part];
+        *len_out = k->lens[part];
+    }
+    return 0;
 }

@@ -35,6 +35,7 @@
 #define KVS_SMSG_SECRET_MAX KVS_WIRE_TOKEN_MAX
 
 #define KVS_SMSG_F_PUSH KVS_WIRE_STREAM_PUSH /* SPUT_BEGIN: a peer follows */
+#define KVS_SMSG_F_INPLACE KVS_WIRE_STREAM_INPLACE /* in the shared arena */
 
 /* One stream opcode, flat: the header's opcode, req_id and status with the
  * body's fixed fields; body is the string and the rest, back to back. */

@@ -11,6 +11,10 @@
 
 void kvs_fetch_free_if_done(kvs_srvstream_t *st, fetch_t *f)
 {
+    /* In place, the client reads the sealed blocks where they lie until
+     * it cancels the fetch (or goes away). */
+    if (f->inplace && f->conn)
+        return;
     for (uint32_t i = 0; i < f->nblocks; i++)
         if (f->blk[i].state != B_DONE || f->blk[i].inflight)
             return;
@@ -20,11 +24,34 @@ void kvs_fetch_free_if_done(kvs_srvstream_t *st, fetch_t *f)
             break;
         }
     for (uint32_t i = 0; i < f->nblocks; i++) {
+        if (f->blk[i].has_view)
+            kvs_store_unpin_view(st->store, &f->blk[i].view);
         free(f->blk[i].lens);
         free(f->blk[i].offs);
         free(f->blk[i].got);
     }
     free(f);
+    atomic_fetch_sub(&st->nfetches, 1);
+}
+
+/* In place: holds the block just sealed for the client, which goes on
+ * reading it where it landed. 0, or KVS_EEXPIRED when it is not there any
+ * more (evicted between the seal and the pin: what was read of it must be
+ * discarded, as with an expired lease). */
+static int fetch_blk_hold(kvs_srvstream_t *st, fetch_t *f, dblk_t *b,
+                          uint64_t off)
+{
+    int ret = kvs_store_pin_flags(st->store, f->ns, b->key, b->key_len,
+                                  KVS_PIN_NO_READ, &b->view, NULL);
+
+    if (ret == 0 && b->view.arena_off != off) {
+        kvs_store_unpin_view(st->store, &b->view);
+        ret = KVS_EEXPIRED;
+    }
+    if (ret)
+        return KVS_EEXPIRED;
+    b->has_view = true;
+    return 0;
 }
 
 void kvs_fetch_blk_try_finish(kvs_srvstream_t *st, fetch_t *f, uint32_t i)
@@ -52,11 +79,15 @@ void kvs_fetch_blk_try_finish(kvs_srvstream_t *st, fetch_t *f, uint32_t i)
         st->blocks_failed++;
         ret = b->status;
     } else {
+        uint64_t off = (uint64_t)(part_buf(st, &b->ps, b->offs, 0) - st->abase);
+
         /* The part table is rewritten from the daemon's lengths: a client
-         * mapping the arena could have written it. */
+         * reading in place maps the arena and could have written it. */
         ret = kvs_store_put_seal_parts(st->store, &b->ps, b->lens);
         if (ret == 0)
             st->blocks_sealed++;
+        if (ret == 0 && f->inplace && f->conn)
+            ret = fetch_blk_hold(st, f, b, off);
     }
     b->put_open = false;
     b->state = B_DONE;
@@ -115,6 +146,15 @@ void kvs_fetch_part_landed(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
                             .off = b->offs[part],
                             .len = b->lens[part]};
 
+            if (f->inplace) {
+                /* The client reads the part where it landed. */
+                m.flags = KVS_SMSG_F_INPLACE;
+                st->parts_out++;
+                st->parts_inplace++;
+                kvs_srvstream_send(st, kvs_srvstream_conn_ep(f->conn), &m,
+                                   NULL, 0, NULL, 0, NULL, NULL, NULL);
+                goto out;
+            }
             b->inflight++;
             st->parts_out++;
             kvs_srvstream_send(st, kvs_srvstream_conn_ep(f->conn), &m, NULL, 0,
@@ -123,6 +163,7 @@ void kvs_fetch_part_landed(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
                                (void *)(uintptr_t)i);
         }
     }
+out:
     kvs_fetch_blk_try_finish(st, f, i);
     kvs_fetch_free_if_done(st, f);
 }
@@ -137,6 +178,7 @@ fetch_t *kvs_fetch_new(kvs_srvstream_t *st, uint32_t n)
     f->id = ++st->next_id;
     f->next = st->fetches;
     st->fetches = f;
+    atomic_fetch_add(&st->nfetches, 1);
     return f;
 }
 
@@ -175,6 +217,11 @@ int kvs_fetch_blk_open(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
         c.block = i;
         c.str_len = 0;
         c.len = total;
+        c.flags = f->inplace ? KVS_SMSG_F_INPLACE : 0;
+        /* In place: where the block lies in the arena. */
+        c.off = f->inplace ? (uint64_t)(part_buf(st, &b->ps, b->offs, 0) -
+                                        st->abase)
+                           : 0;
         for (uint32_t j = 0; j < b->nparts; j++)
             kvs_le32_store(body + 4 * j, b->lens[j]);
         kvs_srvstream_send(st, kvs_srvstream_conn_ep(f->conn), &c, body,
@@ -227,6 +274,7 @@ void kvs_fetch_start(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     f->conn = conn;
     f->cid = m->id;
     f->ns = conn->ns;
+    f->inplace = m->flags & KVS_SMSG_F_INPLACE;
     /* The peer gets: namespace, then the keys as they came. */
     body[0] = (uint8_t)strlen(ns);
     memcpy(body + 1, ns, body[0]);
@@ -256,6 +304,7 @@ void kvs_fetch_start(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     out = *m;
     out.id = f->id;
     out.str_len = 0;
+    out.flags = 0; /* in place is between this daemon and its client */
     if (kvs_srvstream_link_send(st, l, &out, body, blen))
         l->dead = true; /* failed by the next tick */
 }

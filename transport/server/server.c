@@ -461,6 +461,7 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
         ret = kvs_shm_start(&srv->cfg, store, &srv->shm);
         if (ret)
             goto err_destroy;
+        kvs_srvstream_set_shm(srv->stream, srv->shm);
     }
     ret = kvs_metrics_start(cfg->metrics_addr, cfg->metrics_port, store,
                             &srv->metrics);
@@ -578,6 +579,7 @@ void kvs_server_destroy(kvs_server_t *srv)
 {
     if (!srv)
         return;
+    kvs_srvstream_set_shm(srv->stream, NULL);
     kvs_shm_stop(srv->shm); /* drops what same-host clients held */
     srv->shm = NULL;
     kvs_metrics_stop(srv->metrics); /* no more scrapes of the store */

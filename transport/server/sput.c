@@ -5,6 +5,7 @@
  * once every follower (source) has sent every part.
  */
 #include "transport/server/stream_int.h"
+#include "transport/server/shm.h"
 
 /* Streaming puts. */
 
@@ -68,6 +69,7 @@ void kvs_sput_free_if_idle(kvs_srvstream_t *st, sput_t *p)
     free(p->offs);
     free(p->done);
     free(p);
+    atomic_fetch_sub(&st->nsputs, 1);
 }
 
 /* True while a source following p has parts still to send: the block is
@@ -94,8 +96,8 @@ void kvs_sput_maybe_finish(kvs_srvstream_t *st, sput_t *p)
             kvs_store_put_abort(st->store, &p->ps);
             ret = p->status ? p->status : KVS_EPEER;
         } else {
-            /* The part table is rewritten from the daemon's lengths: a
-             * client mapping the arena could have written it. */
+            /* The part table is rewritten from the daemon's lengths: an
+             * in-place writer could have overwritten it. */
             ret = kvs_store_put_seal_parts(st->store, &p->ps, p->lens);
             if (ret)
                 kvs_warn("stream put: seal: %s", kvs_strerror(ret));
@@ -144,6 +146,25 @@ void kvs_sput_part_landed(kvs_srvstream_t *st, sput_t *p, uint32_t part)
             kvs_source_pump(st, s);
 }
 
+/* An in-place put's answer to SPUT_BEGIN: BLOCK with where the block's
+ * first byte lies in the arena (the parts follow back to back), or why
+ * there is none. Sent before any SPUT_DONE, on the same endpoint. */
+static void sput_tell_block(kvs_srvstream_t *st, sput_t *p, uint64_t total)
+{
+    kvs_smsg_t r = {.op = KVS_OP_BLOCK,
+                    .flags = KVS_SMSG_F_INPLACE,
+                    .id = p->cid,
+                    .status = p->status,
+                    .nparts = p->nparts};
+
+    if (!p->status) {
+        r.off = (uint64_t)(part_buf(st, &p->ps, p->offs, 0) - st->abase);
+        r.len = total;
+    }
+    kvs_srvstream_send(st, kvs_srvstream_conn_ep(p->conn), &r, NULL, 0, NULL,
+                       0, NULL, NULL, NULL);
+}
+
 void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
 {
     kvs_smsg_rd_t rd;
@@ -159,7 +180,16 @@ void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     p->ns = conn->ns;
     p->next = st->sputs;
     st->sputs = p;
+    atomic_fetch_add(&st->nsputs, 1);
     p->finished = true; /* until begun */
+    p->inplace = m->flags & KVS_SMSG_F_INPLACE;
+    if (p->inplace && !kvs_shm_stream_key_ok(st->shm, m->off)) {
+        kvs_warn("stream put: conn %llu asked to write in place without "
+                 "the stream key of an attached shm session; refused",
+                 (unsigned long long)conn->id);
+        p->status = KVS_EAUTH;
+        goto out;
+    }
     if (!conn->ns_ok) {
         p->status = -EACCES; /* as a PUT, docs/protocol.md 8 */
         goto out;
@@ -252,6 +282,8 @@ void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
             kvs_source_pump(st, s);
     }
 out:
+    if (p->inplace)
+        sput_tell_block(st, p, total);
     kvs_sput_maybe_finish(st, p);
 }
 
@@ -260,16 +292,39 @@ ucs_status_t kvs_sput_part(kvs_srvstream_t *st, kvs_conn_t *conn,
                            bool rndv)
 {
     sput_t *p = kvs_sput_find(st, conn, m->id);
+    bool inplace = m->flags & KVS_SMSG_F_INPLACE;
+    const char *why = NULL;
     void *dst;
 
     if (!p)
         return UCS_OK; /* failed earlier: SEAL reports it */
-    /* Checked against the daemon's own lengths, not the arena's table. */
-    if (p->abort_req || m->part >= p->nparts || p->lens[m->part] != len ||
-        p->done[m->part]) {
+    /* Every check against the daemon's own lengths. */
+    if (m->part >= p->nparts)
+        why = "part index out of range";
+    else if (p->done[m->part])
+        why = "part committed twice";
+    else if (inplace && !p->inplace)
+        why = "committed in place, but the put was not begun in place";
+    else if (inplace && (len || rndv || m->len != p->lens[m->part]))
+        why = "committed in place with a length other than the part's";
+    else if (!inplace && len != p->lens[m->part])
+        why = "bytes other than the part's length";
+    if (why || p->abort_req) {
+        if (why)
+            kvs_warn("stream put: conn %llu, put %llu, part %u: %s; the "
+                     "block is dropped (KVS_EPROTO at seal)",
+                     (unsigned long long)conn->id, (unsigned long long)m->id,
+                     m->part, why);
         if (!p->abort_req)
             p->status = KVS_EPROTO;
         p->abort_req = true;
+        kvs_sput_maybe_finish(st, p);
+        return UCS_OK;
+    }
+    if (inplace) {
+        /* The client wrote the bytes in the arena already. */
+        st->parts_inplace++;
+        kvs_sput_part_landed(st, p, m->part);
         kvs_sput_maybe_finish(st, p);
         return UCS_OK;
     }

@@ -512,6 +512,11 @@ int kvs_srvstream_create(const kvs_srvstream_params_t *p, kvs_srvstream_t **out)
     st->diskq = p->diskq;
     st->worker = p->worker;
     st->memh = p->memh;
+    {
+        size_t alen;
+
+        st->abase = kvs_store_arena(p->store, &alen);
+    }
     if (p->secret && strlen(p->secret) > KVS_WIRE_TOKEN_MAX) {
         kvs_error("the peer secret is longer than %u bytes",
                   KVS_WIRE_TOKEN_MAX);
@@ -555,6 +560,22 @@ static void stx_free_list(stx_t **head)
     }
 }
 
+void kvs_srvstream_stats(kvs_srvstream_t *st, kvs_srvstream_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!st)
+        return;
+    out->parts_inplace = atomic_load(&st->parts_inplace);
+    out->puts_open = atomic_load(&st->nsputs);
+    out->fetches_open = atomic_load(&st->nfetches);
+}
+
+void kvs_srvstream_set_shm(kvs_srvstream_t *st, struct kvs_shm *shm)
+{
+    if (st)
+        st->shm = shm;
+}
+
 void kvs_srvstream_drop_diskq(kvs_srvstream_t *st)
 {
     if (st)
@@ -591,6 +612,8 @@ void kvs_srvstream_destroy(kvs_srvstream_t *st)
         for (uint32_t i = 0; i < f->nblocks; i++) {
             if (f->blk[i].put_open)
                 kvs_store_put_abort(st->store, &f->blk[i].ps);
+            if (f->blk[i].has_view)
+                kvs_store_unpin_view(st->store, &f->blk[i].view);
             free(f->blk[i].lens);
             free(f->blk[i].offs);
             free(f->blk[i].got);

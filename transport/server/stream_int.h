@@ -42,6 +42,7 @@
 #include "transport/server/stream.h"
 
 #include <arpa/inet.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
@@ -132,6 +133,7 @@ struct sput {
     char ns_name[KVS_NS_NAME_MAX + 1]; /* push: the namespace's name */
     uint8_t cls;
     uint32_t flags;
+    bool inplace; /* the client writes the parts in the shared arena */
     bool push_wait;
     int push_status;
     bool replied;
@@ -152,6 +154,8 @@ typedef struct dblk {
     bool remote_end;
     int status;
     bool told;
+    kvs_view_t view; /* in place: the sealed block, held for the client */
+    bool has_view;
 } dblk_t;
 
 typedef struct fetch {
@@ -161,6 +165,9 @@ typedef struct fetch {
     uint64_t id;      /* ours, unique in this daemon */
     link_t *link;
     bool push;
+    bool inplace; /* the client reads the parts in the shared arena: PART
+                     carries no bytes, and each sealed block stays pinned
+                     until CANCEL or the connection's end */
     uint32_t ns;
     uint32_t nblocks;
     dblk_t blk[];
@@ -189,6 +196,8 @@ struct kvs_srvstream {
     kvs_store_t *store;
     ucp_worker_h worker;
     ucp_mem_h memh;          /* the arena's UCX registration, or NULL */
+    struct kvs_shm *shm;     /* same-host clients' stream keys; NULL: off */
+    uint8_t *abase;          /* the arena, for offsets sent in place */
     struct kvs_diskq *diskq; /* disk reads of sources; NULL: inline */
     char secret[KVS_WIRE_TOKEN_MAX + 1]; /* the peer secret; "" none */
     kvs_iov_t iovs[KVS_PARTS_MAX];       /* kvs_sput_store_begin's scratch */
@@ -208,6 +217,9 @@ struct kvs_srvstream {
     void *resolve_arg; /* peers by name beyond the list */
     /* counters */
     uint64_t parts_in, parts_out, blocks_sealed, blocks_failed;
+    /* Read by STAT (kvs_srvstream_stats), maybe from another thread. */
+    _Atomic uint64_t parts_inplace; /* committed or delivered in place */
+    _Atomic uint64_t nsputs, nfetches; /* live objects */
 };
 
 /* Where part i of a block being put lies in the arena: the block's first
