@@ -49,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -88,6 +89,8 @@ typedef struct shared {
     uint64_t t_start[2], t_end[2];
     uint64_t t_verify[2]; /* decode: byte checks, not counted */
     uint64_t t_put_start; /* prefill: first put begins */
+    double cpu0[2];       /* prefill, decode: CPU seconds used before
+                             streaming began (attach, pattern fill) */
     int sealed_ok;        /* prefill: all sealed */
     int bad_bytes;
     int errors;
@@ -96,6 +99,15 @@ typedef struct shared {
 /* Spinning pays only with idle cores: two daemons and two clients on a
  * 2-core machine have none (as in bench_net.c). */
 static unsigned busy_us;
+
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
 
 static uint64_t now_ns(void)
 {
@@ -249,13 +261,19 @@ static int prefill(const sopts_t *o, uint16_t port, shared_t *sh)
      * measures streaming, not this process's random-number generator. */
     for (uint32_t i = 0; i < npat; i++)
         fill(pat + i * blen, blen, i + 1);
+    sh->cpu0[0] = self_cpu_s();
     t0 = now_ns();
     __atomic_store_n(&sh->t_put_start, t0, __ATOMIC_RELEASE);
     for (int phase = 0; phase < 2 && !ret; phase++) {
+        /* Two blocks open at a time: block b-1 is sealed once block b is
+         * written, as an engine saving layer after layer of one request
+         * while the last one's seal (its transfer, its checksum) ends. */
+        kvs_stream_put_t *prev = NULL;
+
         for (uint32_t b = 0; b < o->blocks && !ret; b++) {
             char key[32];
             kvs_client_key_t k;
-            kvs_stream_put_t *put;
+            kvs_stream_put_t *put = NULL;
             uint8_t *buf = pat + (b % PATTERNS) * blen;
 
             key_of(key, sizeof(key), phase ? "sealed" : "live", b);
@@ -284,11 +302,18 @@ static int prefill(const sopts_t *o, uint16_t port, shared_t *sh)
                     sh->t_part0_put[b] = now_ns();
                 n++;
             }
-            if (!ret)
-                ret = kvs_stream_put_seal(put);
-            else
+            if (ret) {
                 kvs_stream_put_abort(put);
+                break;
+            }
+            if (prev)
+                ret = kvs_stream_put_seal(prev);
+            prev = put;
         }
+        if (prev && !ret)
+            ret = kvs_stream_put_seal(prev);
+        else if (prev)
+            kvs_stream_put_abort(prev);
         if (phase == 0)
             __atomic_store_n(&sh->sealed_ok, 1, __ATOMIC_RELEASE);
     }
@@ -391,6 +416,7 @@ static int decode(const sopts_t *o, uint16_t dport, uint16_t pport,
      * its buffers. */
     memset(want, 0, blen);
     snprintf(peer, sizeof(peer), "127.0.0.1:%u", pport);
+    sh->cpu0[1] = self_cpu_s();
     if (decode_phase(o, c, peer, 0, sh, bufs, want))
         return 1;
     while (__atomic_load_n(&sh->sealed_ok, __ATOMIC_ACQUIRE) < 2)
@@ -454,7 +480,40 @@ typedef struct result {
     double ttfp_ms;  /* live: prefill's part 0 -> decode client has it */
     double ttb_ms;   /* live: same start -> whole block stored on D */
     double tb2_ms;   /* sealed: first part -> whole block */
+    double cpu_s[4]; /* prefill client, P, D, decode client: both phases */
+    double load;     /* 1-minute load average after the run */
 } result_t;
+
+enum { CPU_PREFILL, CPU_P, CPU_D, CPU_DECODE };
+
+/* CPU seconds (user + system) a live process has used so far. */
+static double proc_cpu_s(pid_t pid)
+{
+    char path[64], buf[1024], *p;
+    unsigned long long ut = 0, stt = 0;
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    p = strrchr(buf, ')'); /* after the command's name */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu "
+                            "%llu",
+                     &ut, &stt) != 2)
+        return 0;
+    return (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double rusage_s(const struct rusage *ru)
+{
+    return (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6 +
+           (double)ru->ru_stime.tv_sec + (double)ru->ru_stime.tv_usec / 1e6;
+}
 
 static void measure(const sopts_t *o, const shared_t *sh, result_t *r)
 {
@@ -495,6 +554,8 @@ static int run_once(const sopts_t *o, result_t *r)
 {
     uint16_t pport = 0, dport = 0;
     pid_t P, D, cp, cd;
+    struct rusage ru;
+    double p0, d0;
     shared_t *sh;
     int st, rc = 0;
 
@@ -510,6 +571,8 @@ static int run_once(const sopts_t *o, result_t *r)
         munmap(sh, sizeof(*sh));
         return 1;
     }
+    p0 = proc_cpu_s(P); /* their start (the arena's population) */
+    d0 = proc_cpu_s(D);
     if (o->demo)
         printf("demo: prefill sidecar on 127.0.0.1:%u, decode sidecar on "
                "127.0.0.1:%u\n      %u blocks x %u parts x %llu KiB, prefill "
@@ -523,12 +586,18 @@ static int run_once(const sopts_t *o, result_t *r)
     cp = fork();
     if (cp == 0)
         _exit(prefill(o, pport, sh));
-    waitpid(cp, &st, 0);
+    wait4(cp, &st, 0, &ru);
+    r->cpu_s[CPU_PREFILL] = rusage_s(&ru) - sh->cpu0[0];
     if (!WIFEXITED(st) || WEXITSTATUS(st))
         rc = 1;
-    waitpid(cd, &st, 0);
+    wait4(cd, &st, 0, &ru);
+    r->cpu_s[CPU_DECODE] = rusage_s(&ru) - sh->cpu0[1];
     if (!WIFEXITED(st) || WEXITSTATUS(st))
         rc = 1;
+    r->cpu_s[CPU_P] = proc_cpu_s(P) - p0;
+    r->cpu_s[CPU_D] = proc_cpu_s(D) - d0;
+    if (getloadavg(&r->load, 1) != 1)
+        r->load = -1;
     bench_daemon_stop(D);
     bench_daemon_stop(P);
     if (sh->errors || sh->bad_bytes) {
@@ -579,6 +648,26 @@ static void report(const sopts_t *o, const result_t *r, int n, double *lim,
                                                (size_t)ph * sizeof(double)),
                      "MB/s", limit, note);
     }
+    {
+        double gb = 2.0 * o->blocks * o->parts * (double)o->part_bytes / 1e9;
+        double c[4], tot;
+
+        for (int i = 0; i < 4; i++)
+            c[i] = median_of(r, n, offsetof(result_t, cpu_s) +
+                                       (size_t)i * sizeof(double));
+        tot = c[0] + c[1] + c[2] + c[3];
+        snprintf(name, sizeof(name), "stream-cpu%s%s", mode, sfx);
+        snprintf(note, sizeof(note),
+                 "CPU seconds (user+sys) per GB streamed, both phases: "
+                 "prefill client %.2f, P %.2f, D %.2f, decode client %.2f "
+                 "(from the clock's start: attach and set-up left out; the "
+                 "byte checks, when on, counted in the decode client's); "
+                 "%ld cores, load average %.1f after the run",
+                 c[0] / gb, c[1] / gb, c[2] / gb, c[3] / gb,
+                 sysconf(_SC_NPROCESSORS_ONLN),
+                 median_of(r, n, offsetof(result_t, load)));
+        bench_figure(name, tot / gb, "s/GB", -1, note);
+    }
     snprintf(name, sizeof(name), "stream-first-part%s%s", mode, sfx);
     bench_figure(name, median_of(r, n, offsetof(result_t, ttfp_ms)), "ms", -1,
                  "live: prefill committed part 0 -> decode client has it");
@@ -606,6 +695,8 @@ static void usage(void)
             "                  in place in the sidecars' arenas\n"
             "  --link L        default, tcp or both (both): the daemons' link\n"
             "  --rounds N      interleaved rounds per link, medians (3)\n"
+            "  --busy-us N     spin N us before sleeping, daemons and clients\n"
+            "                  (default: 200 with more than 4 cores, else 0)\n"
             "  --demo          paced prefill, readable output, no limits run\n"
             "  --no-limits     skip ucx_perftest\n"
             "  --no-verify     skip the byte check\n"
@@ -624,6 +715,7 @@ int bench_stream_main(int argc, char **argv)
         {"copy", no_argument, NULL, 'C'},
         {"link", required_argument, NULL, 'L'},
         {"rounds", required_argument, NULL, 'R'},
+        {"busy-us", required_argument, NULL, 'B'},
         {"demo", no_argument, NULL, 'D'},
         {"no-limits", no_argument, NULL, 'N'},
         {"no-verify", no_argument, NULL, 'V'},
@@ -647,7 +739,7 @@ int bench_stream_main(int argc, char **argv)
                  .rounds = 3};
     result_t res[2][ROUNDS_MAX];
     double lim[2][ROUNDS_MAX];
-    int nres[2] = {0, 0}, nlim[2] = {0, 0};
+    int nres[2] = {0, 0}, nlim[2] = {0, 0}, busy_set = -1;
     int c, rc = 0;
 
     self_dir(dpath, sizeof(dpath), "kvstashd");
@@ -677,6 +769,9 @@ int bench_stream_main(int argc, char **argv)
             break;
         case 'R':
             o.rounds = (unsigned)strtoul(optarg, NULL, 0);
+            break;
+        case 'B':
+            busy_set = (int)strtol(optarg, NULL, 0);
             break;
         case 'D':
             o.demo = true;
@@ -720,7 +815,9 @@ int bench_stream_main(int argc, char **argv)
                 ROUNDS_MAX);
         return 2;
     }
-    busy_us = sysconf(_SC_NPROCESSORS_ONLN) > 4 ? 200 : 0;
+    busy_us = busy_set >= 0                          ? (unsigned)busy_set
+              : sysconf(_SC_NPROCESSORS_ONLN) > 4 ? 200
+                                                   : 0;
     /* ucx_perftest on these VMs is bimodal (4 or 14-21 GB/s within
      * minutes): each round samples each link's limit right before its
      * stream run, and the figures are medians over the rounds. */
