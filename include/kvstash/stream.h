@@ -129,13 +129,16 @@ typedef struct kvs_stream_info {
     uint64_t complete_ns;   /* monotonic: complete; 0: not yet */
 } kvs_stream_info_t;
 
+/* The most blocks one fetch names (a whole prompt: thousands of keys). */
+#define KVS_STREAM_FETCH_MAX (1u << 20)
+
 /*
  * Asks the client's sidecar to fetch blocks[0..n) (a chain, in order) from
  * peer, a name from the sidecar's config or "ip:port". wait_ms is how long
  * the peer waits for a block that nobody has begun to put yet (0: it must
- * exist or be in progress). n must fit one message (about 60 keys of 64
- * bytes); KVS_ETOOBIG otherwise. *fetch_out is the caller's until
- * kvs_stream_fetch_destroy().
+ * exist or be in progress). n is 1..KVS_STREAM_FETCH_MAX: the keys go in as
+ * many messages as they need (since 0.6; before, one: about 60 keys of 64
+ * bytes). *fetch_out is the caller's until kvs_stream_fetch_destroy().
  */
 KVS_API int kvs_stream_fetch(kvs_client_t *client, const char *peer,
                              const kvs_stream_block_t *blocks, size_t n,

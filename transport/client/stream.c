@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * libkvstash: streaming puts and streaming fetches (kvstash/stream.h).
+ * libkvstash: streaming (kvstash/stream.h; stream_int.h has the map): the
+ * state, the dispatch of what the sidecar sends, the sends, and streaming
+ * puts. Fetches are stream_fetch.c's.
  *
  * The stream opcodes (transport/proto/stream_op.h) are opcodes of the one
  * wire protocol, on the client's connection (its bound bulk endpoint when
@@ -10,18 +12,11 @@
  * (the live fetches and puts, by id) is made on first use and hangs off
  * the client.
  *
- * A fetch's block buffer receives each part at its offset: rendezvous data
- * is written there by UCX straight from the sidecar's arena (the one copy);
- * small parts that came eagerly are copied from UCX's receive buffer.
- *
  * In place (a client that maps its sidecar's arena, kvstash/shm.h): a put
  * begun with kvs_stream_put_begin_inplace() learns where the block lies in
- * the arena from the sidecar's BLOCK answer, the caller writes each part
- * there, and a commit is a PART message without bytes; a fetch with
- * blocks whose buf is NULL gets PART messages without bytes and the
- * caller reads each part where it landed in the sidecar's arena. Offsets
- * the sidecar sends are checked against the mapping before a pointer is
- * made of them. Without a mapping the same calls work on buffers of the
+ * the arena from the sidecar's BLOCK answer (checked against the mapping),
+ * the caller writes each part there, and a commit is a PART message
+ * without bytes. Without a mapping the same calls work on a buffer of the
  * library's own (one allocation per block), with the ordinary messages.
  */
 #include "kvstash/kvstash.h"
@@ -35,249 +30,9 @@
 
 #include "common/clock.h"
 #include "transport/client/client_int.h"
+#include "transport/client/stream_int.h"
 #include "transport/proto/stream_op.h"
 #include "transport/proto/ucx.h"
-
-typedef struct cstate {
-    kvs_client_t *c;
-    kvs_stream_fetch_t *fetches;
-    kvs_stream_put_t *puts;
-    uint64_t next_id;
-} cstate_t;
-
-typedef struct cblk {
-    void *buf;
-    size_t cap;
-    int status;
-    bool began, complete;
-    uint32_t nparts;
-    uint32_t parts_in;
-    uint32_t inflight; /* rendezvous receives into buf */
-    uint64_t len;
-    uint64_t *offs;
-    uint32_t *lens;
-    uint8_t *got;
-    uint64_t first_ns, complete_ns;
-    const uint8_t *view; /* in place: the block in the sidecar's arena */
-    void *own;           /* buf NULL, not in place: the library's buffer */
-} cblk_t;
-
-struct kvs_stream_fetch {
-    kvs_stream_fetch_t *next;
-    cstate_t *cs;
-    uint64_t id;
-    uint32_t n;
-    int status;   /* the whole fetch failed */
-    bool inplace; /* the sidecar sends PART without bytes */
-    cblk_t blk[];
-};
-
-struct kvs_stream_put {
-    kvs_stream_put_t *next;
-    cstate_t *cs;
-    uint64_t id;
-    uint32_t nparts;
-    bool done;
-    int status;
-    struct csend *posted; /* kvs_stream_put_part_nb() sends */
-    /* kvs_stream_put_begin_inplace(): where part i goes (data + offs[i],
-     * lens[i] bytes), in the arena when inplace, else in the library's
-     * own buffer (data is then malloc'd); which parts were committed. */
-    bool buffered, inplace, began;
-    int begin_status; /* the sidecar's BLOCK answer */
-    uint8_t *data;
-    uint64_t len;
-    uint32_t *lens;
-    uint64_t *offs;
-    uint8_t *committed;
-};
-
-typedef struct crx {
-    kvs_stream_fetch_t *f;
-    uint32_t block, part;
-} crx_t;
-
-/* ------------------------------------------------------------------ */
-
-static void part_landed(kvs_stream_fetch_t *f, uint32_t b, uint32_t part,
-                        int status)
-{
-    cblk_t *k = &f->blk[b];
-
-    if (status) {
-        if (!k->status)
-            k->status = status;
-        return;
-    }
-    if (!k->got[part]) {
-        k->got[part] = 1;
-        k->parts_in++;
-        if (!k->first_ns)
-            k->first_ns = kvs_clock_mono_ns();
-    }
-}
-
-static void crx_cb(void *request, ucs_status_t status, size_t length,
-                   void *user_data)
-{
-    crx_t *r = user_data;
-
-    (void)length;
-    r->f->blk[r->block].inflight--;
-    part_landed(r->f, r->block, r->part, status == UCS_OK ? 0 : KVS_EPEER);
-    free(r);
-    ucp_request_free(request);
-}
-
-static ucs_status_t on_part(cstate_t *cs, kvs_stream_fetch_t *f,
-                            const kvs_smsg_t *m, void *data, size_t len,
-                            bool rndv, ucp_worker_h worker)
-{
-    ucp_request_param_t prm = {
-        .op_attr_mask =
-            UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
-        .cb.recv_am = crx_cb,
-    };
-    ucs_status_ptr_t sp;
-    cblk_t *k;
-    crx_t *r;
-
-    (void)cs;
-    if (m->block >= f->n)
-        return UCS_OK;
-    k = &f->blk[m->block];
-    if ((m->flags & KVS_SMSG_F_INPLACE) && k->view) {
-        /* No bytes: the part is in the arena, where BLOCK said. */
-        if (!k->began || m->part >= k->nparts || k->got[m->part] || len ||
-            rndv || m->len != k->lens[m->part] || m->off != k->offs[m->part]) {
-            if (!k->status)
-                k->status = KVS_EPROTO;
-            return UCS_OK;
-        }
-        if (k->buf && !k->status)
-            memcpy((uint8_t *)k->buf + m->off, k->view + m->off, m->len);
-        part_landed(f, m->block, m->part, 0);
-        return UCS_OK;
-    }
-    if (!k->began || m->part >= k->nparts || k->got[m->part] || len != m->len ||
-        len != k->lens[m->part] || m->off != k->offs[m->part]) {
-        if (!k->status)
-            k->status = KVS_EPROTO;
-        return UCS_OK;
-    }
-    if (k->status)
-        return UCS_OK;
-    if (!rndv) {
-        memcpy((uint8_t *)k->buf + m->off, data, len);
-        part_landed(f, m->block, m->part, 0);
-        return UCS_OK;
-    }
-    r = malloc(sizeof(*r));
-    if (!r) {
-        k->status = -ENOMEM;
-        return UCS_OK;
-    }
-    r->f = f;
-    r->block = m->block;
-    r->part = m->part;
-    prm.user_data = r;
-    k->inflight++;
-    sp = ucp_am_recv_data_nbx(worker, data, (uint8_t *)k->buf + m->off, len,
-                              &prm);
-    if (sp == NULL) {
-        k->inflight--;
-        free(r);
-        part_landed(f, m->block, m->part, 0);
-    } else if (UCS_PTR_IS_ERR(sp)) {
-        k->inflight--;
-        free(r);
-        part_landed(f, m->block, m->part, KVS_EPEER);
-    }
-    return UCS_INPROGRESS;
-}
-
-/* BLOCK of an in-place fetch: where the block lies in the mapping. */
-static int on_block_view(cstate_t *cs, cblk_t *k, const kvs_smsg_t *m,
-                         uint64_t total)
-{
-    uint8_t *base;
-    size_t len;
-    uint64_t key;
-
-    if (!(m->flags & KVS_SMSG_F_INPLACE) ||
-        !kvs_client_shm_map(cs->c, &base, &len, &key) || m->off > len ||
-        total > len - m->off || m->len != total)
-        return KVS_EPROTO;
-    k->view = base + m->off;
-    return 0;
-}
-
-static void on_block(kvs_stream_fetch_t *f, const kvs_smsg_t *m)
-{
-    kvs_smsg_rd_t rd;
-    cblk_t *k;
-    uint64_t total;
-
-    if (m->block >= f->n)
-        return;
-    k = &f->blk[m->block];
-    if (k->began || m->nparts < 1 || m->nparts > KVS_PARTS_MAX)
-        return;
-    k->lens = calloc(m->nparts, sizeof(*k->lens));
-    k->offs = calloc(m->nparts, sizeof(*k->offs));
-    k->got = calloc(m->nparts, 1);
-    kvs_smsg_rd_init(&rd, m);
-    if (!k->lens || !k->offs || !k->got) {
-        k->status = -ENOMEM;
-        return;
-    }
-    if (kvs_smsg_rd_lens(&rd, m->nparts, k->lens, &total)) {
-        k->status = KVS_EPROTO;
-        return;
-    }
-    if (f->inplace && (k->status = on_block_view(f->cs, k, m, total)) != 0)
-        return;
-    if (!k->buf && !k->view) {
-        /* Read "in place" without a mapping: into a buffer of ours. */
-        k->own = malloc(total ? total : 1);
-        if (!k->own) {
-            k->status = -ENOMEM;
-            return;
-        }
-        k->buf = k->own;
-        k->cap = total;
-    }
-    if (k->buf && total > k->cap) {
-        k->status = -ENOBUFS;
-        k->len = total;
-        return;
-    }
-    for (uint32_t i = 0; i < m->nparts; i++)
-        k->offs[i] = i ? k->offs[i - 1] + k->lens[i - 1] : 0;
-    k->nparts = m->nparts;
-    k->len = total;
-    k->began = true;
-}
-
-static void on_end(kvs_stream_fetch_t *f, const kvs_smsg_t *m)
-{
-    if (m->block == UINT32_MAX) {
-        f->status = m->status ? m->status : KVS_EPROTO;
-        for (uint32_t i = 0; i < f->n; i++)
-            if (!f->blk[i].complete && !f->blk[i].status)
-                f->blk[i].status = f->status;
-        return;
-    }
-    if (m->block >= f->n)
-        return;
-    if (m->status) {
-        if (!f->blk[m->block].status)
-            f->blk[m->block].status = m->status;
-    } else {
-        f->blk[m->block].complete = true;
-        f->blk[m->block].complete_ns = kvs_clock_mono_ns();
-    }
-}
 
 /* The sidecar's answer to an in-place SPUT_BEGIN: where the block lies. */
 static void put_on_block(cstate_t *cs, kvs_stream_put_t *p, const kvs_smsg_t *m)
@@ -329,27 +84,13 @@ ucs_status_t kvs_client_stream_rx(kvs_client_t *c, const kvs_wire_msg_t *w,
                 return UCS_OK;
             }
     }
-    for (kvs_stream_fetch_t *f = cs->fetches; f; f = f->next) {
-        if (f->id != m.id)
-            continue;
-        switch (m.op) {
-        case KVS_OP_BLOCK:
-            on_block(f, &m);
-            break;
-        case KVS_OP_PART:
-            return on_part(cs, f, &m, data, len, rndv, ci.worker);
-        case KVS_OP_END:
-            on_end(f, &m);
-            break;
-        default:
-            break;
-        }
-        break;
-    }
+    for (kvs_stream_fetch_t *f = cs->fetches; f; f = f->next)
+        if (f->id == m.id)
+            return kvs_stream_fetch_rx(f, &m, data, len, rndv, ci.worker);
     return UCS_OK;
 }
 
-static int cstate_get(kvs_client_t *c, cstate_t **out)
+int kvs_stream_state_get(kvs_client_t *c, cstate_t **out)
 {
     kvs_client_internals_t ci;
     cstate_t *cs;
@@ -374,15 +115,6 @@ static int cstate_get(kvs_client_t *c, cstate_t **out)
 /* Sending: every send is waited for, so the buffers are the caller's
  * again when a call returns. */
 
-typedef struct csend {
-    struct csend *next; /* a put's sends not yet waited for */
-    void *req;          /* the UCX request; NULL once done */
-    bool done;
-    bool abandoned; /* the caller gave up: the callback frees */
-    ucs_status_t status;
-    uint8_t hdr[]; /* UCX may read it until the send is done */
-} csend_t;
-
 static void csend_cb(void *request, ucs_status_t status, void *user_data)
 {
     csend_t *s = user_data;
@@ -395,9 +127,10 @@ static void csend_cb(void *request, ucs_status_t status, void *user_data)
 }
 
 /* Posts m (with data bytes, if any) and returns at once. *out is NULL if
- * the send completed in place; otherwise csend_wait() must be called. */
-static int smsg_post(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
-                     size_t blen, const void *data, size_t dlen, csend_t **out)
+ * the send completed in place; otherwise kvs_stream_msg_wait() must be called. */
+int kvs_stream_msg_post(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
+                        size_t blen, const void *data, size_t dlen,
+                        csend_t **out)
 {
     kvs_client_internals_t ci;
     csend_t *s;
@@ -435,7 +168,7 @@ static int smsg_post(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
 }
 
 /* Waits for s to complete and frees it. */
-static int csend_wait(kvs_client_t *c, csend_t *s)
+int kvs_stream_msg_wait(kvs_client_t *c, csend_t *s)
 {
     kvs_client_internals_t ci;
     uint64_t idle = 0;
@@ -468,13 +201,13 @@ static int csend_wait(kvs_client_t *c, csend_t *s)
     return ret;
 }
 
-static int smsg_send(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
-                     size_t blen, const void *data, size_t dlen)
+int kvs_stream_msg_send(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
+                        size_t blen, const void *data, size_t dlen)
 {
     csend_t *s;
-    int ret = smsg_post(c, m, body, blen, data, dlen, &s);
+    int ret = kvs_stream_msg_post(c, m, body, blen, data, dlen, &s);
 
-    return ret || !s ? ret : csend_wait(c, s);
+    return ret || !s ? ret : kvs_stream_msg_wait(c, s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -531,7 +264,7 @@ static int put_begin(kvs_client_t *c, const kvs_client_key_t *key,
         blen += 1 + strlen(ci.ns) + strlen(push_peer);
     if (blen > sizeof(body) || (push_peer && strlen(ci.ns) > 255))
         return KVS_ETOOBIG;
-    ret = cstate_get(c, &cs);
+    ret = kvs_stream_state_get(c, &cs);
     if (ret)
         return ret;
     p = calloc(1, sizeof(*p));
@@ -575,7 +308,7 @@ static int put_begin(kvs_client_t *c, const kvs_client_key_t *key,
     }
     p->next = cs->puts;
     cs->puts = p;
-    ret = smsg_send(c, &m, body, blen, NULL, 0);
+    ret = kvs_stream_msg_send(c, &m, body, blen, NULL, 0);
     if (!ret && inplace)
         ret = put_wait_block(p);
     if (ret) {
@@ -668,7 +401,7 @@ KVS_API int kvs_stream_put_commit(kvs_stream_put_t *p, uint32_t part)
     m.id = p->id;
     m.part = part;
     m.len = p->lens[part];
-    ret = smsg_post(p->cs->c, &m, NULL, 0, NULL, 0, &s);
+    ret = kvs_stream_msg_post(p->cs->c, &m, NULL, 0, NULL, 0, &s);
     if (!ret && s) {
         s->next = p->posted;
         p->posted = s;
@@ -700,7 +433,7 @@ KVS_API int kvs_stream_put_part(kvs_stream_put_t *p, uint32_t part,
     kvs_smsg_t m;
     int ret = part_msg(p, part, len, &m);
 
-    return ret ? ret : smsg_send(p->cs->c, &m, NULL, 0, buf, len);
+    return ret ? ret : kvs_stream_msg_send(p->cs->c, &m, NULL, 0, buf, len);
 }
 
 KVS_API int kvs_stream_put_part_nb(kvs_stream_put_t *p, uint32_t part,
@@ -712,7 +445,7 @@ KVS_API int kvs_stream_put_part_nb(kvs_stream_put_t *p, uint32_t part,
 
     if (ret)
         return ret;
-    ret = smsg_post(p->cs->c, &m, NULL, 0, buf, len, &s);
+    ret = kvs_stream_msg_post(p->cs->c, &m, NULL, 0, buf, len, &s);
     if (!ret && s) {
         s->next = p->posted;
         p->posted = s;
@@ -731,7 +464,7 @@ static int put_wait_posted(kvs_stream_put_t *p)
         int r;
 
         p->posted = s->next;
-        r = csend_wait(p->cs->c, s);
+        r = kvs_stream_msg_wait(p->cs->c, s);
         if (!ret)
             ret = r;
     }
@@ -764,7 +497,7 @@ static int put_finish(kvs_stream_put_t *p, uint8_t op)
     m.op = op;
     m.id = p->id;
     /* SEAL or ABORT follows the posted parts on the same endpoint. */
-    ret = smsg_send(c, &m, NULL, 0, NULL, 0);
+    ret = kvs_stream_msg_send(c, &m, NULL, 0, NULL, 0);
     if (put_wait_posted(p) && !ret && op == KVS_OP_SPUT_SEAL)
         ret = KVS_EPEER;
     while (!ret && !p->done) {
@@ -789,210 +522,4 @@ KVS_API void kvs_stream_put_abort(kvs_stream_put_t *p)
 {
     if (p)
         (void)put_finish(p, KVS_OP_SPUT_ABORT);
-}
-
-/* ------------------------------------------------------------------ */
-/* Streaming fetches. */
-
-KVS_API int kvs_stream_fetch(kvs_client_t *c, const char *peer,
-                             const kvs_stream_block_t *blocks, size_t n,
-                             uint32_t wait_ms, kvs_stream_fetch_t **fetch_out)
-{
-    uint8_t body[KVS_SMSG_BODY_MAX];
-    kvs_client_internals_t ci;
-    kvs_stream_fetch_t *f;
-    kvs_smsg_t m;
-    size_t blen, plen, nl;
-    cstate_t *cs;
-    int ret;
-
-    if (!c || !peer || !blocks || !fetch_out || n < 1 || n > UINT32_MAX - 1)
-        return -EINVAL;
-    kvs_client_internals(c, &ci);
-    plen = strlen(peer);
-    nl = strlen(ci.ns);
-    blen = plen + 1 + nl;
-    for (size_t i = 0; i < n; i++) {
-        if (blocks[i].key.len < 1 || blocks[i].key.len > KVS_KEY_MAX)
-            return -EINVAL;
-        blen += 1 + blocks[i].key.len;
-    }
-    if (blen > sizeof(body) || plen < 1 || plen > 255 || nl > 255)
-        return KVS_ETOOBIG;
-    ret = cstate_get(c, &cs);
-    if (ret)
-        return ret;
-    f = calloc(1, sizeof(*f) + n * sizeof(cblk_t));
-    if (!f)
-        return -ENOMEM;
-    f->cs = cs;
-    f->id = ++cs->next_id;
-    f->n = (uint32_t)n;
-    memcpy(body, peer, plen);
-    blen = plen;
-    body[blen] = (uint8_t)nl;
-    memcpy(body + blen + 1, ci.ns, nl);
-    blen += 1 + nl;
-    {
-        uint8_t *abase;
-        size_t alen;
-        uint64_t skey;
-
-        for (size_t i = 0; i < n; i++)
-            f->inplace |= blocks[i].buf == NULL;
-        f->inplace = f->inplace && kvs_client_shm_map(c, &abase, &alen, &skey);
-    }
-    for (size_t i = 0; i < n; i++) {
-        f->blk[i].buf = blocks[i].buf;
-        f->blk[i].cap = blocks[i].cap;
-        body[blen] = (uint8_t)blocks[i].key.len;
-        memcpy(body + blen + 1, blocks[i].key.data, blocks[i].key.len);
-        blen += 1 + blocks[i].key.len;
-    }
-    memset(&m, 0, sizeof(m));
-    m.op = KVS_OP_FETCH;
-    m.flags = f->inplace ? KVS_SMSG_F_INPLACE : 0;
-    m.id = f->id;
-    m.nparts = (uint32_t)n;
-    m.len = wait_ms;
-    m.str_len = (uint16_t)plen;
-    f->next = cs->fetches;
-    cs->fetches = f;
-    ret = smsg_send(c, &m, body, blen, NULL, 0);
-    if (ret) {
-        cs->fetches = f->next;
-        free(f);
-        return ret;
-    }
-    *fetch_out = f;
-    return 0;
-}
-
-static int wait_state(const kvs_stream_fetch_t *f, uint32_t block,
-                      uint32_t part)
-{
-    const cblk_t *k = &f->blk[block];
-
-    if (part == KVS_STREAM_BLOCK) {
-        if (k->complete && k->parts_in == k->nparts && !k->inflight)
-            return 0;
-    } else if (k->began && part < k->nparts && k->got[part]) {
-        return 0;
-    } else if (k->began && part >= k->nparts) {
-        return -EINVAL;
-    }
-    if (k->status)
-        return k->status;
-    return 1; /* not yet */
-}
-
-KVS_API int kvs_stream_wait(kvs_stream_fetch_t *f, uint32_t block,
-                            uint32_t part, int timeout_ms)
-{
-    kvs_client_t *c;
-    uint64_t deadline, idle;
-    int ret;
-
-    if (!f || block >= f->n)
-        return -EINVAL;
-    c = f->cs->c;
-    idle = 0;
-    deadline = timeout_ms < 0
-                   ? UINT64_MAX
-                   : kvs_clock_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
-    for (;;) {
-        ret = wait_state(f, block, part);
-        if (ret <= 0)
-            return ret;
-        if (kvs_clock_mono_ns() >= deadline)
-            return -ETIMEDOUT;
-        ret = kvs_client_progress_idle(c, &idle);
-        if (ret < 0) {
-            ret = wait_state(f, block, part);
-            return ret <= 0 ? ret : KVS_EPEER;
-        }
-    }
-}
-
-KVS_API int kvs_stream_info(const kvs_stream_fetch_t *f, uint32_t block,
-                            kvs_stream_info_t *out)
-{
-    const cblk_t *k;
-
-    if (!f || !out || block >= f->n)
-        return -EINVAL;
-    k = &f->blk[block];
-    memset(out, 0, sizeof(*out));
-    out->status = k->status;
-    out->complete = k->complete && k->parts_in == k->nparts && !k->inflight;
-    out->nparts = k->nparts;
-    out->parts_in = k->parts_in;
-    out->len = k->len;
-    out->first_part_ns = k->first_ns;
-    out->complete_ns = out->complete ? k->complete_ns : 0;
-    return 0;
-}
-
-KVS_API void kvs_stream_fetch_destroy(kvs_stream_fetch_t *f)
-{
-    kvs_client_internals_t ci;
-    kvs_client_t *c;
-    bool busy = true;
-
-    if (!f)
-        return;
-    c = f->cs->c;
-    kvs_client_internals(c, &ci);
-    if (ci.ep) {
-        kvs_smsg_t m = {.op = KVS_OP_CANCEL, .id = f->id};
-
-        (void)smsg_send(c, &m, NULL, 0, NULL, 0);
-    }
-    /* Receives in flight write into the caller's buffers: wait them out. */
-    for (int i = 0; busy && i < 100000; i++) {
-        busy = false;
-        for (uint32_t b = 0; b < f->n; b++)
-            busy |= f->blk[b].inflight > 0;
-        if (busy)
-            ucp_worker_progress(ci.worker);
-    }
-    for (kvs_stream_fetch_t **pp = &f->cs->fetches; *pp; pp = &(*pp)->next)
-        if (*pp == f) {
-            *pp = f->next;
-            break;
-        }
-    for (uint32_t b = 0; b < f->n; b++) {
-        free(f->blk[b].lens);
-        free(f->blk[b].offs);
-        free(f->blk[b].got);
-        free(f->blk[b].own);
-    }
-    free(f);
-}
-
-KVS_API int kvs_stream_data(const kvs_stream_fetch_t *f, uint32_t block,
-                            uint32_t part, const void **data_out,
-                            size_t *len_out)
-{
-    const cblk_t *k;
-    const uint8_t *base;
-    int ret;
-
-    if (!f || !data_out || !len_out || block >= f->n)
-        return -EINVAL;
-    ret = wait_state(f, block, part);
-    if (ret < 0)
-        return ret;
-    if (ret > 0)
-        return -EAGAIN; /* not landed yet: kvs_stream_wait() first */
-    k = &f->blk[block];
-    base = k->view ? k->view : (const uint8_t *)k->buf;
-    if (part == KVS_STREAM_BLOCK) {
-        *data_out = base;
-        *len_out = k->len;
-    } else {
-        *data_out = base + k->offs[part];
-        *len_out = k->lens[part];
-    }
-    return 0;
 }

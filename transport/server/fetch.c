@@ -68,8 +68,8 @@ void kvs_fetch_blk_try_finish(kvs_srvstream_t *st, fetch_t *f, uint32_t i)
         /* The client hears of a failure at once; the arena bytes are
          * dropped once nothing is reading them. */
         b->told = true;
-        kvs_srvstream_send_end(st, kvs_srvstream_conn_ep(f->conn), f->cid, i,
-                               b->status);
+        kvs_srvstream_send_end(st, kvs_srvstream_conn_ep(f->conn), f->cid,
+                               f->base + i, b->status);
     }
     if (b->inflight)
         return;
@@ -93,8 +93,8 @@ void kvs_fetch_blk_try_finish(kvs_srvstream_t *st, fetch_t *f, uint32_t i)
     b->state = B_DONE;
     if (!b->told) {
         b->told = true;
-        kvs_srvstream_send_end(st, kvs_srvstream_conn_ep(f->conn), f->cid, i,
-                               ret);
+        kvs_srvstream_send_end(st, kvs_srvstream_conn_ep(f->conn), f->cid,
+                               f->base + i, ret);
     }
     if (f->push)
         kvs_srvstream_send_end(st, kvs_srvstream_link_ep(f->link), f->cid, 0,
@@ -141,7 +141,7 @@ void kvs_fetch_part_landed(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
         if (f->conn && !b->status) {
             kvs_smsg_t m = {.op = KVS_OP_PART,
                             .id = f->cid,
-                            .block = i,
+                            .block = f->base + i,
                             .part = part,
                             .off = b->offs[part],
                             .len = b->lens[part]};
@@ -214,7 +214,7 @@ int kvs_fetch_blk_open(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
 
         c.op = KVS_OP_BLOCK;
         c.id = f->cid;
-        c.block = i;
+        c.block = f->base + i;
         c.str_len = 0;
         c.len = total;
         c.flags = f->inplace ? KVS_SMSG_F_INPLACE : 0;
@@ -245,8 +245,11 @@ void kvs_fetch_start(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
 
     /* The body: peer name, namespace name (u8 len, bytes), keys. */
     kvs_smsg_rd_init(&rd, m);
+    /* A fetch of more keys than one message holds comes as several
+     * FETCHes with the fetch's id, each naming its first block. */
     if (m->str_len == 0 || m->str_len >= sizeof(peer) || n < 1 ||
-        n > KVS_WIRE_KEYS_MAX || rd.left < 1 || rd.p[0] + 1u > rd.left) {
+        n > KVS_WIRE_KEYS_MAX || m->block >= UINT32_MAX - n || rd.left < 1 ||
+        rd.p[0] + 1u > rd.left) {
         kvs_srvstream_send_end(st, kvs_srvstream_conn_ep(conn), m->id,
                                UINT32_MAX, KVS_EPROTO);
         return;
@@ -275,6 +278,7 @@ void kvs_fetch_start(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     f->cid = m->id;
     f->ns = conn->ns;
     f->inplace = m->flags & KVS_SMSG_F_INPLACE;
+    f->base = m->block;
     /* The peer gets: namespace, then the keys as they came. */
     body[0] = (uint8_t)strlen(ns);
     memcpy(body + 1, ns, body[0]);
@@ -305,6 +309,7 @@ void kvs_fetch_start(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     out.id = f->id;
     out.str_len = 0;
     out.flags = 0; /* in place is between this daemon and its client */
+    out.block = 0; /* the peer numbers this message's blocks from 0 */
     if (kvs_srvstream_link_send(st, l, &out, body, blen))
         l->dead = true; /* failed by the next tick */
 }

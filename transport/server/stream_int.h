@@ -169,6 +169,8 @@ typedef struct fetch {
                      carries no bytes, and each sealed block stays pinned
                      until CANCEL or the connection's end */
     uint32_t ns;
+    uint32_t base;    /* the client's index of blk[0]: a fetch of more
+                         keys than one message holds is several */
     uint32_t nblocks;
     dblk_t blk[];
 } fetch_t;
