@@ -61,6 +61,26 @@ KVS_API int kvs_stream_put_begin(kvs_client_t *client,
                                  uint8_t cls, uint32_t flags,
                                  const char *push_peer,
                                  kvs_stream_put_t **put_out);
+/* Everything a streaming put can carry, as an ordinary put does
+ * (kvs_client_put_t): since libkvstash 0.6. */
+typedef struct kvs_stream_put_args {
+    kvs_client_key_t key;
+    kvs_client_key_t parent;   /* len 0: no parent (a chain's previous) */
+    const uint32_t *part_lens; /* nparts entries, read during the call */
+    uint32_t nparts;           /* 1..KVS_PARTS_MAX */
+    uint32_t flags;            /* KVS_CLIENT_PUT_* */
+    uint8_t cls;               /* enum kvs_class */
+    uint8_t inplace;           /* 1: as kvs_stream_put_begin_inplace() */
+    uint64_t ttl_ms;           /* 0: none */
+    uint64_t group;            /* conversation or user id; 0: none */
+    const char *push_peer;     /* NULL, or as kvs_stream_put_begin() */
+} kvs_stream_put_args_t;
+
+/* kvs_stream_put_begin() (or _inplace) with parent, TTL and group: stored
+ * with the block on the sidecar, and on the push peer with push_peer. */
+KVS_API int kvs_stream_put_open(kvs_client_t *client,
+                                const kvs_stream_put_args_t *args,
+                                kvs_stream_put_t **put_out);
 /* Sends one part; buf may be reused when this returns. */
 KVS_API int kvs_stream_put_part(kvs_stream_put_t *put, uint32_t part,
                                 const void *buf, size_t len);

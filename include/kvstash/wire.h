@@ -125,7 +125,11 @@ enum kvs_wire_op {
  * payload: the part was written there), on a client's FETCH (the daemon
  * sends PART without payload; BLOCK's off says where the block lies). */
 #define KVS_WIRE_STREAM_INPLACE (1u << 1)
-#define KVS_WIRE_STREAM_KNOWN (KVS_WIRE_STREAM_PUSH | KVS_WIRE_STREAM_INPLACE)
+/* SPUT_BEGIN, PUSH: after the part lengths, what an ordinary put carries
+ * beyond class and flags: u64 ttl_ms, u64 group, u8 parent_len, parent. */
+#define KVS_WIRE_STREAM_META (1u << 2)
+#define KVS_WIRE_STREAM_KNOWN                                                  \
+    (KVS_WIRE_STREAM_PUSH | KVS_WIRE_STREAM_INPLACE | KVS_WIRE_STREAM_META)
 
 /*
  * The frame header as it lies on the wire (offsets in bytes):

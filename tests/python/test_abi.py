@@ -66,6 +66,8 @@ NOT_WRAPPED = {
     # sidecar's arena, for C callers (a GPU copy); not wrapped yet.
     "kvs_stream_put_begin_inplace", "kvs_stream_put_buf",
     "kvs_stream_put_commit", "kvs_stream_data",
+    # Its metadata form, for now C only too.
+    "kvs_stream_put_open",
 }
 
 

@@ -238,27 +238,36 @@ static int put_layout(kvs_stream_put_t *p, const uint32_t *part_lens,
     return 0;
 }
 
-static int put_begin(kvs_client_t *c, const kvs_client_key_t *key,
-                     const uint32_t *part_lens, uint32_t nparts, uint8_t cls,
-                     uint32_t flags, const char *push_peer, bool buffered,
+static int put_begin(kvs_client_t *c, const kvs_stream_put_args_t *a,
                      kvs_stream_put_t **put_out)
 {
+    const kvs_client_key_t *key = &a->key;
+    const uint32_t *part_lens = a->part_lens;
+    const char *push_peer = a->push_peer;
+    uint32_t nparts = a->nparts;
+    bool buffered = a->inplace, inplace = false;
     uint8_t *abase;
     size_t alen;
     uint64_t skey = 0;
-    bool inplace = false;
     uint8_t body[KVS_SMSG_BODY_MAX];
     kvs_client_internals_t ci;
+    kvs_smeta_t meta = {.ttl_ms = a->ttl_ms, .group = a->group};
     kvs_smsg_t m;
     size_t blen;
     kvs_stream_put_t *p;
     cstate_t *cs;
     int ret;
 
-    if (!c || !key || !part_lens || !put_out || key->len < 1 ||
-        key->len > KVS_KEY_MAX || nparts < 1 || nparts > KVS_PARTS_MAX)
+    if (!c || !key->data || !part_lens || !put_out || key->len < 1 ||
+        key->len > KVS_KEY_MAX || nparts < 1 || nparts > KVS_PARTS_MAX ||
+        a->parent.len > KVS_KEY_MAX || (a->parent.len && !a->parent.data))
         return -EINVAL;
+    meta.parent_len = (uint8_t)a->parent.len;
+    if (a->parent.len)
+        memcpy(meta.parent, a->parent.data, a->parent.len);
     blen = key->len + 4ull * nparts;
+    if (kvs_smeta_any(&meta))
+        blen += KVS_SMETA_FIXED + meta.parent_len;
     kvs_client_internals(c, &ci);
     if (push_peer)
         blen += 1 + strlen(ci.ns) + strlen(push_peer);
@@ -288,8 +297,8 @@ static int put_begin(kvs_client_t *c, const kvs_client_key_t *key,
         m.flags |= KVS_SMSG_F_INPLACE;
         m.off = skey;
     }
-    m.block = cls;
-    m.part = flags;
+    m.block = a->cls;
+    m.part = a->flags;
     m.nparts = nparts;
     m.str_len = (uint16_t)key->len;
     memcpy(body, key->data, key->len);
@@ -297,6 +306,10 @@ static int put_begin(kvs_client_t *c, const kvs_client_key_t *key,
     for (uint32_t i = 0; i < nparts; i++) {
         kvs_le32_store(body + blen, part_lens[i]);
         blen += 4;
+    }
+    if (kvs_smeta_any(&meta)) {
+        m.flags |= KVS_SMSG_F_META;
+        blen += kvs_smeta_put(&meta, body + blen);
     }
     if (push_peer) {
         m.flags |= KVS_SMSG_F_PUSH;
@@ -325,8 +338,25 @@ KVS_API int kvs_stream_put_begin(kvs_client_t *c, const kvs_client_key_t *key,
                                  const char *push_peer,
                                  kvs_stream_put_t **put_out)
 {
-    return put_begin(c, key, part_lens, nparts, cls, flags, push_peer, false,
-                     put_out);
+    kvs_stream_put_args_t a = {.part_lens = part_lens,
+                               .nparts = nparts,
+                               .flags = flags,
+                               .cls = cls,
+                               .push_peer = push_peer};
+
+    if (!key)
+        return -EINVAL;
+    a.key = *key;
+    return put_begin(c, &a, put_out);
+}
+
+KVS_API int kvs_stream_put_open(kvs_client_t *c,
+                                const kvs_stream_put_args_t *args,
+                                kvs_stream_put_t **put_out)
+{
+    if (!args)
+        return -EINVAL;
+    return put_begin(c, args, put_out);
 }
 
 KVS_API int kvs_stream_put_begin_inplace(kvs_client_t *c,
@@ -336,8 +366,17 @@ KVS_API int kvs_stream_put_begin_inplace(kvs_client_t *c,
                                          uint32_t flags, const char *push_peer,
                                          kvs_stream_put_t **put_out)
 {
-    return put_begin(c, key, part_lens, nparts, cls, flags, push_peer, true,
-                     put_out);
+    kvs_stream_put_args_t a = {.part_lens = part_lens,
+                               .nparts = nparts,
+                               .flags = flags,
+                               .cls = cls,
+                               .inplace = 1,
+                               .push_peer = push_peer};
+
+    if (!key)
+        return -EINVAL;
+    a.key = *key;
+    return put_begin(c, &a, put_out);
 }
 
 /* Waits for the sidecar's BLOCK answer to an in-place begin. */

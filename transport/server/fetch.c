@@ -188,6 +188,7 @@ int kvs_fetch_blk_open(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
                        uint32_t flags)
 {
     dblk_t *b = &f->blk[i];
+    kvs_smeta_t meta;
     uint64_t total;
     int ret;
 
@@ -201,9 +202,13 @@ int kvs_fetch_blk_open(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
     ret = kvs_smsg_rd_lens(rd, m->nparts, b->lens, &total);
     if (ret)
         return ret;
+    /* A PUSH carries the put's parent, TTL and group (META). */
+    memset(&meta, 0, sizeof(meta));
+    if ((m->flags & KVS_SMSG_F_META) && kvs_smsg_rd_meta(rd, &meta))
+        return KVS_EPROTO;
     b->nparts = m->nparts;
     ret = kvs_sput_store_begin(st, f->ns, b->key, b->key_len, b->lens, b->offs,
-                               b->nparts, cls, flags, &b->ps);
+                               b->nparts, cls, flags, &meta, &b->ps);
     if (ret)
         return ret;
     b->put_open = true;

@@ -152,6 +152,7 @@ void kvs_source_pump(kvs_srvstream_t *st, src_t *s)
         uint8_t body[KVS_SMSG_BODY_MAX];
         size_t blen = 0;
         uint64_t total = 0;
+        bool meta = s->push && kvs_smeta_any(&s->put->meta);
 
         memset(&m, 0, sizeof(m));
         m.id = s->id;
@@ -171,7 +172,9 @@ void kvs_source_pump(kvs_srvstream_t *st, src_t *s)
         } else {
             m.op = KVS_OP_BLOCK;
         }
-        if (blen + 4ull * nparts > sizeof(body)) {
+        if (blen + 4ull * nparts +
+                (meta ? KVS_SMETA_FIXED + s->put->meta.parent_len : 0) >
+            sizeof(body)) {
             kvs_source_end(st, s, KVS_ETOOBIG);
             return;
         }
@@ -179,6 +182,11 @@ void kvs_source_pump(kvs_srvstream_t *st, src_t *s)
             kvs_le32_store(body + blen, lens[i]);
             blen += 4;
             total += lens[i];
+        }
+        /* A push carries the put's parent, TTL and group. */
+        if (meta) {
+            m.flags |= KVS_SMSG_F_META;
+            blen += kvs_smeta_put(&s->put->meta, body + blen);
         }
         m.len = total;
         s->began = true;

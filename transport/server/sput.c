@@ -15,7 +15,7 @@
 int kvs_sput_store_begin(kvs_srvstream_t *st, uint32_t ns, const uint8_t *key,
                          uint8_t key_len, const uint32_t *lens, uint64_t *offs,
                          uint32_t nparts, uint8_t cls, uint32_t flags,
-                         kvs_put_stream_t *ps)
+                         const kvs_smeta_t *meta, kvs_put_stream_t *ps)
 {
     kvs_iov_t *iov = st->iovs;
     kvs_put_args_t a;
@@ -33,6 +33,12 @@ int kvs_sput_store_begin(kvs_srvstream_t *st, uint32_t ns, const uint8_t *key,
     a.parts = iov;
     a.nparts = nparts;
     a.cls = cls;
+    if (meta) {
+        a.parent = meta->parent_len ? meta->parent : NULL;
+        a.parent_len = meta->parent_len;
+        a.ttl_ms = meta->ttl_ms;
+        a.group = meta->group;
+    }
     /* The serving thread never waits for room in DRAM: while it is full
      * (the write-behind has been woken) the block is refused with -EAGAIN,
      * try again, at once. */
@@ -216,8 +222,12 @@ void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     }
     p->cls = (uint8_t)m->block;
     p->flags = m->part & KVS_WIRE_PUT_KNOWN;
+    if ((m->flags & KVS_SMSG_F_META) && kvs_smsg_rd_meta(&rd, &p->meta)) {
+        p->status = KVS_EPROTO;
+        goto out;
+    }
     ret = kvs_sput_store_begin(st, p->ns, p->key, p->key_len, p->lens, p->offs,
-                               p->nparts, p->cls, p->flags, &p->ps);
+                               p->nparts, p->cls, p->flags, &p->meta, &p->ps);
     if (ret) {
         p->status = ret;
         goto out;

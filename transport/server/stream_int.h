@@ -133,6 +133,7 @@ struct sput {
     char ns_name[KVS_NS_NAME_MAX + 1]; /* push: the namespace's name */
     uint8_t cls;
     uint32_t flags;
+    kvs_smeta_t meta; /* parent, TTL, group (SPUT_BEGIN with META) */
     bool inplace; /* the client writes the parts in the shared arena */
     bool push_wait;
     int push_status;
@@ -278,7 +279,7 @@ src_t *kvs_source_new(kvs_srvstream_t *st, link_t *l, uint64_t id,
 int kvs_sput_store_begin(kvs_srvstream_t *st, uint32_t ns, const uint8_t *key,
                          uint8_t key_len, const uint32_t *lens, uint64_t *offs,
                          uint32_t nparts, uint8_t cls, uint32_t flags,
-                         kvs_put_stream_t *ps);
+                         const kvs_smeta_t *meta, kvs_put_stream_t *ps);
 void kvs_sput_reply(kvs_srvstream_t *st, sput_t *p);
 void kvs_sput_free_if_idle(kvs_srvstream_t *st, sput_t *p);
 void kvs_sput_maybe_finish(kvs_srvstream_t *st, sput_t *p);
