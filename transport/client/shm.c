@@ -25,6 +25,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#define KVS_MADV_POPULATE_WRITE 23 /* MADV_POPULATE_WRITE, Linux 5.14 */
 #define GET_TRIES 3 /* kvs_shm_get: views whose lease expired mid-copy */
 /* Requests posted without waiting, at most: their replies wait in our
  * socket's receive buffer, which must never fill (the daemon drops a
@@ -236,17 +237,20 @@ static int attach(kvs_client_t *c, struct kvs_client_shm *sh,
         ret = KVS_EPROTO;
         goto err_close;
     }
-    /* Populated now: the daemon has every page of the memfd in memory
-     * already, but this mapping's page tables are empty, and a first
-     * touch of each 4 KiB page (shmem without THP) costs a fault: writes
-     * in place ran at ~400 MB/s, bound by them. Mapping them all here
-     * moves that cost to attach (a few ms per GiB). */
     p = mmap(NULL, (size_t)r.u.attach_rep.arena_len, PROT_READ | PROT_WRITE,
-             MAP_SHARED | MAP_POPULATE, mfd, 0);
+             MAP_SHARED, mfd, 0);
     if (p == MAP_FAILED) {
         ret = -errno;
         goto err_close;
     }
+    /* Populated for writing now: the daemon has every page of the memfd
+     * in memory already, but this mapping's page tables are empty, and a
+     * first write to each 4 KiB page (shmem without THP) costs a fault
+     * (more on a VM with shadow paging, even after a read populate:
+     * common/hugemem.h): writes in place ran at ~400 MB/s, bound by them.
+     * Best effort: without MADV_POPULATE_WRITE (Linux 5.14) the pages
+     * fault as they are touched. */
+    (void)madvise(p, (size_t)r.u.attach_rep.arena_len, KVS_MADV_POPULATE_WRITE);
     sh->base = p;
     sh->len = (size_t)r.u.attach_rep.arena_len;
     sh->stream_key = r.u.attach_rep.stream_key;
