@@ -158,6 +158,8 @@ int kvs_client_progress_idle(kvs_client_t *client, uint64_t *idle_since);
  * and len are the AM data (part bytes); UCS_INPROGRESS keeps them. */
 ucs_status_t kvs_client_stream_rx(kvs_client_t *client, const kvs_wire_msg_t *m,
                                   void *data, size_t len, bool rndv);
+/* stream.c: frees the streaming state (its pools) with the client. */
+void kvs_client_stream_free(void *stream);
 
 /* shm.c: attaches to the daemon's arena over the Unix socket at path
  * (sets c->shm, or c->shm_status), and the teardown. */

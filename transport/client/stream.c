@@ -123,7 +123,57 @@ static void csend_cb(void *request, ucs_status_t status, void *user_data)
     s->status = status;
     ucp_request_free(request);
     if (s->abandoned)
+        free(s); /* its client may be gone: not pooled */
+}
+
+static csend_t *csend_get(cstate_t *cs)
+{
+    csend_t *s = cs->send_free;
+
+    if (s)
+        cs->send_free = s->next;
+    else if (!(s = malloc(sizeof(*s) + KVS_SMSG_MAX)))
+        return NULL;
+    s->next = NULL;
+    s->cs = cs;
+    s->req = NULL;
+    s->done = s->abandoned = false;
+    s->status = UCS_OK;
+    return s;
+}
+
+static void csend_put(csend_t *s)
+{
+    s->next = s->cs->send_free;
+    s->cs->send_free = s;
+}
+
+void kvs_client_stream_free(void *stream)
+{
+    cstate_t *cs = stream;
+
+    if (!cs)
+        return;
+    while (cs->send_free) {
+        csend_t *s = cs->send_free;
+
+        cs->send_free = s->next;
         free(s);
+    }
+    while (cs->rx_free) {
+        crx_t *r = cs->rx_free;
+
+        cs->rx_free = r->next;
+        free(r);
+    }
+    while (cs->put_free) {
+        kvs_stream_put_t *p = cs->put_free;
+
+        cs->put_free = p->next;
+        free(p);
+    }
+    kvs_partpool_drain(&cs->parts);
+    free(cs);
 }
 
 /* Posts m (with data bytes, if any) and returns at once. *out is NULL if
@@ -149,17 +199,17 @@ int kvs_stream_msg_post(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
     kvs_client_internals(c, &ci);
     if (!ci.ep)
         return ci.failed ? ci.failed : KVS_EPEER;
-    if (!(s = calloc(1, sizeof(*s) + KVS_SMSG_MAX)))
+    if (!*ci.stream || !(s = csend_get(*ci.stream)))
         return -ENOMEM;
     prm.user_data = s;
     if (kvs_smsg_encode(m, body, blen, s->hdr, &flen) != 0) {
-        free(s);
+        csend_put(s);
         return -EINVAL;
     }
     /* On the bulk endpoint (when bound) part bytes move by CMA. */
     sp = ucp_am_send_nbx(ci.data_ep, KVS_AM_ID, s->hdr, flen, data, dlen, &prm);
     if (sp == NULL || UCS_PTR_IS_ERR(sp)) {
-        free(s);
+        csend_put(s);
         return sp == NULL ? 0 : KVS_EPEER;
     }
     s->req = sp;
@@ -190,14 +240,14 @@ int kvs_stream_msg_wait(kvs_client_t *c, csend_t *s)
             for (int i = 0; i < 10000 && !s->done; i++)
                 ucp_worker_progress(ci.worker);
             if (s->done)
-                free(s);
+                csend_put(s);
             else
                 s->abandoned = true;
             return ret;
         }
     }
     ret = s->status == UCS_OK ? 0 : KVS_EPEER;
-    free(s);
+    csend_put(s);
     return ret;
 }
 
@@ -221,11 +271,12 @@ static int put_wait_block(kvs_stream_put_t *p);
 static int put_layout(kvs_stream_put_t *p, const uint32_t *part_lens,
                       bool inplace)
 {
-    p->lens = malloc(4ull * p->nparts);
-    p->offs = malloc(8ull * p->nparts);
-    p->committed = calloc(p->nparts, 1);
-    if (!p->lens || !p->offs || !p->committed)
+    p->pv = kvs_partpool_get(&p->cs->parts, p->nparts);
+    if (!p->pv)
         return -ENOMEM;
+    p->lens = p->pv->lens;
+    p->offs = p->pv->offs;
+    p->committed = p->pv->flag;
     for (uint32_t i = 0; i < p->nparts; i++) {
         p->lens[i] = part_lens[i];
         p->offs[i] = p->len;
@@ -276,9 +327,12 @@ static int put_begin(kvs_client_t *c, const kvs_stream_put_args_t *a,
     ret = kvs_stream_state_get(c, &cs);
     if (ret)
         return ret;
-    p = calloc(1, sizeof(*p));
-    if (!p)
+    p = cs->put_free;
+    if (p)
+        cs->put_free = p->next;
+    else if (!(p = malloc(sizeof(*p))))
         return -ENOMEM;
+    memset(p, 0, sizeof(*p));
     p->cs = cs;
     p->id = ++cs->next_id;
     p->nparts = nparts;
@@ -517,12 +571,11 @@ static void put_unlink_free(kvs_stream_put_t *p)
             *pp = p->next;
             break;
         }
-    free(p->lens);
-    free(p->offs);
-    free(p->committed);
+    kvs_partpool_put(&p->cs->parts, p->pv);
     if (!p->inplace)
         free(p->data); /* ours; in place, the arena's */
-    free(p);
+    p->next = p->cs->put_free;
+    p->cs->put_free = p;
 }
 
 static int put_finish(kvs_stream_put_t *p, uint8_t op)

@@ -53,7 +53,8 @@ static void crx_cb(void *request, ucs_status_t status, size_t length,
     (void)length;
     r->f->blk[r->block].inflight--;
     part_landed(r->f, r->block, r->part, status == UCS_OK ? 0 : KVS_EPEER);
-    free(r);
+    r->next = r->f->cs->rx_free;
+    r->f->cs->rx_free = r;
     ucp_request_free(request);
 }
 
@@ -99,8 +100,10 @@ static ucs_status_t on_part(kvs_stream_fetch_t *f,
         part_landed(f, m->block, m->part, 0);
         return UCS_OK;
     }
-    r = malloc(sizeof(*r));
-    if (!r) {
+    r = f->cs->rx_free;
+    if (r)
+        f->cs->rx_free = r->next;
+    else if (!(r = malloc(sizeof(*r)))) {
         k->status = -ENOMEM;
         return UCS_OK;
     }
@@ -111,14 +114,11 @@ static ucs_status_t on_part(kvs_stream_fetch_t *f,
     k->inflight++;
     sp = ucp_am_recv_data_nbx(worker, data, (uint8_t *)k->buf + m->off, len,
                               &prm);
-    if (sp == NULL) {
+    if (sp == NULL || UCS_PTR_IS_ERR(sp)) {
         k->inflight--;
-        free(r);
-        part_landed(f, m->block, m->part, 0);
-    } else if (UCS_PTR_IS_ERR(sp)) {
-        k->inflight--;
-        free(r);
-        part_landed(f, m->block, m->part, KVS_EPEER);
+        r->next = f->cs->rx_free;
+        f->cs->rx_free = r;
+        part_landed(f, m->block, m->part, sp == NULL ? 0 : KVS_EPEER);
     }
     return UCS_INPROGRESS;
 }
@@ -150,14 +150,15 @@ static void on_block(kvs_stream_fetch_t *f, const kvs_smsg_t *m)
     k = &f->blk[m->block];
     if (k->began || m->nparts < 1 || m->nparts > KVS_PARTS_MAX)
         return;
-    k->lens = calloc(m->nparts, sizeof(*k->lens));
-    k->offs = calloc(m->nparts, sizeof(*k->offs));
-    k->got = calloc(m->nparts, 1);
+    k->pv = kvs_partpool_get(&f->cs->parts, m->nparts);
     kvs_smsg_rd_init(&rd, m);
-    if (!k->lens || !k->offs || !k->got) {
+    if (!k->pv) {
         k->status = -ENOMEM;
         return;
     }
+    k->lens = k->pv->lens;
+    k->offs = k->pv->offs;
+    k->got = k->pv->flag;
     if (kvs_smsg_rd_lens(&rd, m->nparts, k->lens, &total)) {
         k->status = KVS_EPROTO;
         return;
@@ -418,9 +419,7 @@ KVS_API void kvs_stream_fetch_destroy(kvs_stream_fetch_t *f)
             break;
         }
     for (uint32_t b = 0; b < f->n; b++) {
-        free(f->blk[b].lens);
-        free(f->blk[b].offs);
-        free(f->blk[b].got);
+        kvs_partpool_put(&f->cs->parts, f->blk[b].pv);
         free(f->blk[b].own);
     }
     free(f);

@@ -14,14 +14,21 @@
 
 #include <ucp/api/ucp.h>
 
+#include "common/partpool.h"
 #include "kvstash/kvstash.h"
 #include "transport/proto/stream_op.h"
 
+/* The pools keep a stream that goes block after block from allocating
+ * once they are warm (issue 12 item 5); freed with the client. */
 typedef struct cstate {
     kvs_client_t *c;
     kvs_stream_fetch_t *fetches;
     kvs_stream_put_t *puts;
     uint64_t next_id;
+    kvs_partpool_t parts;          /* lens, offs, flags of blocks */
+    struct csend *send_free;       /* sends */
+    struct crx *rx_free;           /* rendezvous receives */
+    struct kvs_stream_put *put_free; /* puts */
 } cstate_t;
 
 typedef struct cblk {
@@ -33,6 +40,7 @@ typedef struct cblk {
     uint32_t parts_in;
     uint32_t inflight; /* rendezvous receives into buf */
     uint64_t len;
+    kvs_partv_t *pv; /* offs, lens, got: from the state's pool */
     uint64_t *offs;
     uint32_t *lens;
     uint8_t *got;
@@ -66,18 +74,21 @@ struct kvs_stream_put {
     int begin_status; /* the sidecar's BLOCK answer */
     uint8_t *data;
     uint64_t len;
+    kvs_partv_t *pv; /* lens, offs, committed: from the state's pool */
     uint32_t *lens;
     uint64_t *offs;
     uint8_t *committed;
 };
 
 typedef struct crx {
+    struct crx *next; /* the pool */
     kvs_stream_fetch_t *f;
     uint32_t block, part;
 } crx_t;
 
 typedef struct csend {
-    struct csend *next; /* a put's sends not yet waited for */
+    struct csend *next; /* a put's sends not yet waited for; the pool */
+    cstate_t *cs;       /* whose pool it goes back to */
     void *req;          /* the UCX request; NULL once done */
     bool done;
     bool abandoned; /* the caller gave up: the callback frees */

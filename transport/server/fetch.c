@@ -26,9 +26,7 @@ void kvs_fetch_free_if_done(kvs_srvstream_t *st, fetch_t *f)
     for (uint32_t i = 0; i < f->nblocks; i++) {
         if (f->blk[i].has_view)
             kvs_store_unpin_view(st->store, &f->blk[i].view);
-        free(f->blk[i].lens);
-        free(f->blk[i].offs);
-        free(f->blk[i].got);
+        kvs_partpool_put(&st->parts, f->blk[i].pv);
     }
     free(f);
     atomic_fetch_sub(&st->nfetches, 1);
@@ -194,11 +192,12 @@ int kvs_fetch_blk_open(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
 
     if (b->state != B_WAIT || m->nparts < 1 || m->nparts > KVS_PARTS_MAX)
         return KVS_EPROTO;
-    b->lens = calloc(m->nparts, sizeof(*b->lens));
-    b->offs = calloc(m->nparts, sizeof(*b->offs));
-    b->got = calloc(m->nparts, 1);
-    if (!b->lens || !b->offs || !b->got)
+    b->pv = kvs_srvstream_parts_get(st, m->nparts);
+    if (!b->pv)
         return -ENOMEM;
+    b->lens = b->pv->lens;
+    b->offs = b->pv->offs;
+    b->got = b->pv->flag;
     ret = kvs_smsg_rd_lens(rd, m->nparts, b->lens, &total);
     if (ret)
         return ret;

@@ -761,6 +761,7 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         SRV_STAT("stream_parts_inplace", ss.parts_inplace);
         SRV_STAT("stream_puts_open", ss.puts_open);
         SRV_STAT("stream_fetches_open", ss.fetches_open);
+        SRV_STAT("stream_pool_allocs", ss.pool_allocs);
     }
     SRV_STAT("puts_waited", srv->puts_waited);
     SRV_STAT("puts_refused_busy", srv->puts_refused_busy);

@@ -23,7 +23,7 @@ void kvs_source_free_if_idle(kvs_srvstream_t *st, src_t *s)
         kvs_store_unpin_view(st->store, &s->view);
     if (s->put && s->put->push_src == s)
         s->put->push_src = NULL;
-    free(s);
+    kvs_srvstream_src_put(st, s);
 }
 
 void kvs_source_end(kvs_srvstream_t *st, src_t *s, int status)
@@ -236,7 +236,7 @@ src_t *kvs_source_new(kvs_srvstream_t *st, link_t *l, uint64_t id,
                       uint32_t block, uint32_t ns, const uint8_t *key,
                       uint32_t key_len, uint64_t wait_ms)
 {
-    src_t *s = calloc(1, sizeof(*s));
+    src_t *s = kvs_srvstream_src_get(st);
 
     if (!s)
         return NULL;

@@ -71,10 +71,7 @@ void kvs_sput_free_if_idle(kvs_srvstream_t *st, sput_t *p)
             *pp = p->next;
             break;
         }
-    free(p->lens);
-    free(p->offs);
-    free(p->done);
-    free(p);
+    kvs_srvstream_sput_put(st, p);
     atomic_fetch_sub(&st->nsputs, 1);
 }
 
@@ -178,7 +175,7 @@ void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     sput_t *p;
     int ret = 0;
 
-    p = calloc(1, sizeof(*p));
+    p = kvs_srvstream_sput_get(st);
     if (!p)
         return;
     p->conn = conn;
@@ -207,13 +204,18 @@ void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     memcpy(p->key, m->body, m->str_len);
     p->key_len = (uint8_t)m->str_len;
     p->nparts = m->nparts;
-    p->lens = calloc(m->nparts ? m->nparts : 1, sizeof(*p->lens));
-    p->offs = calloc(m->nparts ? m->nparts : 1, sizeof(*p->offs));
-    p->done = calloc(m->nparts ? m->nparts : 1, 1);
-    if (!p->lens || !p->offs || !p->done) {
+    if (m->nparts < 1 || m->nparts > KVS_PARTS_MAX) {
+        p->status = KVS_EPROTO;
+        goto out;
+    }
+    p->pv = kvs_srvstream_parts_get(st, m->nparts);
+    if (!p->pv) {
         p->status = -ENOMEM;
         goto out;
     }
+    p->lens = p->pv->lens;
+    p->offs = p->pv->offs;
+    p->done = p->pv->flag;
     kvs_smsg_rd_init(&rd, m);
     ret = kvs_smsg_rd_lens(&rd, m->nparts, p->lens, &total);
     if (ret) {

@@ -7,6 +7,60 @@
  */
 #include "transport/server/stream_int.h"
 
+/* Pools. */
+
+sput_t *kvs_srvstream_sput_get(kvs_srvstream_t *st)
+{
+    sput_t *p = st->sput_free;
+
+    if (p)
+        st->sput_free = p->next;
+    else if ((p = malloc(sizeof(*p))) != NULL)
+        st->pool_allocs++;
+    else
+        return NULL;
+    memset(p, 0, sizeof(*p));
+    return p;
+}
+
+void kvs_srvstream_sput_put(kvs_srvstream_t *st, sput_t *p)
+{
+    kvs_partpool_put(&st->parts, p->pv);
+    p->pv = NULL;
+    p->next = st->sput_free;
+    st->sput_free = p;
+}
+
+kvs_partv_t *kvs_srvstream_parts_get(kvs_srvstream_t *st, uint32_t n)
+{
+    uint64_t before = st->parts.allocs;
+    kvs_partv_t *v = kvs_partpool_get(&st->parts, n);
+
+    if (st->parts.allocs != before)
+        st->pool_allocs++;
+    return v;
+}
+
+src_t *kvs_srvstream_src_get(kvs_srvstream_t *st)
+{
+    src_t *s = st->src_free;
+
+    if (s)
+        st->src_free = s->next;
+    else if ((s = malloc(sizeof(*s))) != NULL)
+        st->pool_allocs++;
+    else
+        return NULL;
+    memset(s, 0, sizeof(*s));
+    return s;
+}
+
+void kvs_srvstream_src_put(kvs_srvstream_t *st, src_t *s)
+{
+    s->next = st->src_free;
+    st->src_free = s;
+}
+
 /* Sends. */
 
 static stx_t *stx_get(kvs_srvstream_t *st)
@@ -203,6 +257,7 @@ void kvs_srvstream_send_end(kvs_srvstream_t *st, ucp_ep_h ep, uint64_t id,
 }
 
 typedef struct rx {
+    struct rx *next; /* st->rx_free */
     kvs_srvstream_t *st;
     sput_t *put; /* a client's part, or */
     fetch_t *f;  /* a peer's part */
@@ -232,11 +287,13 @@ static void rx_cb(void *request, ucs_status_t status, size_t length,
                   void *user_data)
 {
     rx_t *r = user_data;
+    kvs_srvstream_t *st = r->st;
 
     (void)length;
-    rx_done(r->st, r->put, r->f, r->block, r->part,
+    rx_done(st, r->put, r->f, r->block, r->part,
             status == UCS_OK ? 0 : KVS_EPEER);
-    free(r);
+    r->next = st->rx_free;
+    st->rx_free = r;
     ucp_request_free(request);
 }
 
@@ -261,7 +318,11 @@ ucs_status_t kvs_srvstream_rx_start(kvs_srvstream_t *st, sput_t *put,
         rx_done(st, put, f, block, part, 0);
         return UCS_OK;
     }
-    r = malloc(sizeof(*r));
+    r = st->rx_free;
+    if (r)
+        st->rx_free = r->next;
+    else if ((r = malloc(sizeof(*r))) != NULL)
+        st->pool_allocs++;
     if (r) {
         r->st = st;
         r->put = put;
@@ -274,14 +335,14 @@ ucs_status_t kvs_srvstream_rx_start(kvs_srvstream_t *st, sput_t *put,
             prm.memh = st->memh;
         }
         sp = ucp_am_recv_data_nbx(st->worker, data, dst, len, &prm);
+        if (!UCS_PTR_IS_ERR(sp) && sp != NULL)
+            return UCS_INPROGRESS;
+        r->next = st->rx_free;
+        st->rx_free = r;
         if (sp == NULL) {
-            free(r);
             rx_done(st, put, f, block, part, 0);
             return UCS_INPROGRESS;
         }
-        if (!UCS_PTR_IS_ERR(sp))
-            return UCS_INPROGRESS;
-        free(r);
     }
     rx_done(st, put, f, block, part, KVS_EPEER);
     return UCS_OK;
@@ -568,6 +629,7 @@ void kvs_srvstream_stats(kvs_srvstream_t *st, kvs_srvstream_stats_t *out)
     out->parts_inplace = atomic_load(&st->parts_inplace);
     out->puts_open = atomic_load(&st->nsputs);
     out->fetches_open = atomic_load(&st->nfetches);
+    out->pool_allocs = atomic_load(&st->pool_allocs);
 }
 
 void kvs_srvstream_set_shm(kvs_srvstream_t *st, struct kvs_shm *shm)
@@ -592,7 +654,7 @@ void kvs_srvstream_destroy(kvs_srvstream_t *st)
         st->srcs = s->next;
         if (s->has_view)
             kvs_store_unpin_view(st->store, &s->view);
-        free(s);
+        kvs_srvstream_src_put(st, s);
     }
     while (st->sputs) {
         sput_t *p = st->sputs;
@@ -600,10 +662,7 @@ void kvs_srvstream_destroy(kvs_srvstream_t *st)
         st->sputs = p->next;
         if (!p->finished)
             kvs_store_put_abort(st->store, &p->ps);
-        free(p->lens);
-        free(p->offs);
-        free(p->done);
-        free(p);
+        kvs_srvstream_sput_put(st, p);
     }
     while (st->fetches) {
         fetch_t *f = st->fetches;
@@ -614,9 +673,7 @@ void kvs_srvstream_destroy(kvs_srvstream_t *st)
                 kvs_store_put_abort(st->store, &f->blk[i].ps);
             if (f->blk[i].has_view)
                 kvs_store_unpin_view(st->store, &f->blk[i].view);
-            free(f->blk[i].lens);
-            free(f->blk[i].offs);
-            free(f->blk[i].got);
+            kvs_partpool_put(&st->parts, f->blk[i].pv);
         }
         free(f);
     }
@@ -638,6 +695,25 @@ void kvs_srvstream_destroy(kvs_srvstream_t *st)
         st->stx_free = t->next;
         free(t);
     }
+    while (st->sput_free) {
+        sput_t *p = st->sput_free;
+
+        st->sput_free = p->next;
+        free(p);
+    }
+    while (st->src_free) {
+        src_t *s = st->src_free;
+
+        st->src_free = s->next;
+        free(s);
+    }
+    while (st->rx_free) {
+        struct rx *r = st->rx_free;
+
+        st->rx_free = r->next;
+        free(r);
+    }
+    kvs_partpool_drain(&st->parts);
     /* Failed sends the tick has not reached yet: the objects their done
      * callbacks would touch were freed above, so they are only freed. */
     while (st->stx_failed) {

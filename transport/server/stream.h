@@ -39,6 +39,8 @@ typedef struct kvs_srvstream_stats {
     uint64_t puts_open;     /* streaming puts not yet freed */
     uint64_t fetches_open;  /* fetches not yet freed (in place: held
                                until the client cancels them) */
+    uint64_t pool_allocs;   /* puts, sources, receives and part arrays
+                               ever allocated: flat once the pools are warm */
 } kvs_srvstream_stats_t;
 void kvs_srvstream_stats(kvs_srvstream_t *st, kvs_srvstream_stats_t *out);
 /* From now on, sources read disk-only blocks inline (the daemon's disk

@@ -52,6 +52,7 @@
 #include <sys/socket.h>
 
 #include "common/clock.h"
+#include "common/partpool.h"
 #include "common/debug.h"
 #include "common/log.h"
 #include "transport/proto/sockaddr.h"
@@ -121,6 +122,7 @@ struct sput {
     uint8_t key_len;
     kvs_put_stream_t ps;
     uint32_t nparts;
+    kvs_partv_t *pv; /* lens, offs, done: from st->parts */
     uint32_t *lens;
     uint64_t *offs;
     uint8_t *done;
@@ -147,6 +149,7 @@ typedef struct dblk {
     bool put_open;
     kvs_put_stream_t ps;
     uint32_t nparts;
+    kvs_partv_t *pv; /* lens, offs, got: from st->parts */
     uint32_t *lens;
     uint64_t *offs;
     uint8_t *got;
@@ -208,6 +211,12 @@ struct kvs_srvstream {
     sput_t *sputs;
     src_t *srcs;
     fetch_t *fetches;
+    /* Pools (issue 12 item 5): a block or a part allocates nothing once
+     * they are warm. Freed at destroy. */
+    kvs_partpool_t parts;
+    sput_t *sput_free;
+    src_t *src_free;
+    struct rx *rx_free;
     stx_t *stx_free;
     stx_t *stx_failed;  /* failed sends, completed by the tick */
     stx_t *stx_live;    /* sends UCX has not completed */
@@ -223,6 +232,7 @@ struct kvs_srvstream {
     /* Read by STAT (kvs_srvstream_stats), maybe from another thread. */
     _Atomic uint64_t parts_inplace; /* committed or delivered in place */
     _Atomic uint64_t nsputs, nfetches; /* live objects */
+    _Atomic uint64_t pool_allocs;      /* pooled objects ever allocated */
 };
 
 /* Where part i of a block being put lies in the arena: the block's first
@@ -237,6 +247,13 @@ static inline uint8_t *part_buf(kvs_srvstream_t *st, kvs_put_stream_t *ps,
 
     return b ? b + offs[i] : NULL;
 }
+
+/* stream.c: the pools (objects come zeroed). */
+sput_t *kvs_srvstream_sput_get(kvs_srvstream_t *st);
+void kvs_srvstream_sput_put(kvs_srvstream_t *st, sput_t *p);
+src_t *kvs_srvstream_src_get(kvs_srvstream_t *st);
+kvs_partv_t *kvs_srvstream_parts_get(kvs_srvstream_t *st, uint32_t n);
+void kvs_srvstream_src_put(kvs_srvstream_t *st, src_t *s);
 
 /* stream.c: sends, part receives. */
 int kvs_srvstream_send(kvs_srvstream_t *st, ucp_ep_h ep, const kvs_smsg_t *m,
