@@ -7,28 +7,54 @@
  */
 #include "transport/server/stream_int.h"
 
-/* Pools. */
+/* Pools: free lists of objects whose first member is their next
+ * pointer (read and written with memcpy, whatever its type). */
+
+static void *pool_get(kvs_srvstream_t *st, void *headp, size_t size)
+{
+    void *o, *next;
+
+    memcpy(&o, headp, sizeof(o));
+    if (o) {
+        memcpy(&next, o, sizeof(next));
+        memcpy(headp, &next, sizeof(next));
+    } else if ((o = malloc(size)) != NULL) {
+        st->pool_allocs++;
+    } else {
+        return NULL;
+    }
+    memset(o, 0, size);
+    return o;
+}
+
+static void pool_put(void *headp, void *o)
+{
+    memcpy(o, headp, sizeof(void *)); /* o->next = *head */
+    memcpy(headp, &o, sizeof(o));
+}
+
+static void pool_drain(void *headp)
+{
+    void *o, *next;
+
+    for (memcpy(&o, headp, sizeof(o)); o; o = next) {
+        memcpy(&next, o, sizeof(next));
+        free(o);
+    }
+    o = NULL;
+    memcpy(headp, &o, sizeof(o));
+}
 
 sput_t *kvs_srvstream_sput_get(kvs_srvstream_t *st)
 {
-    sput_t *p = st->sput_free;
-
-    if (p)
-        st->sput_free = p->next;
-    else if ((p = malloc(sizeof(*p))) != NULL)
-        st->pool_allocs++;
-    else
-        return NULL;
-    memset(p, 0, sizeof(*p));
-    return p;
+    return pool_get(st, &st->sput_free, sizeof(sput_t));
 }
 
 void kvs_srvstream_sput_put(kvs_srvstream_t *st, sput_t *p)
 {
     kvs_partpool_put(&st->parts, p->pv);
     p->pv = NULL;
-    p->next = st->sput_free;
-    st->sput_free = p;
+    pool_put(&st->sput_free, p);
 }
 
 kvs_partv_t *kvs_srvstream_parts_get(kvs_srvstream_t *st, uint32_t n)
@@ -43,22 +69,12 @@ kvs_partv_t *kvs_srvstream_parts_get(kvs_srvstream_t *st, uint32_t n)
 
 src_t *kvs_srvstream_src_get(kvs_srvstream_t *st)
 {
-    src_t *s = st->src_free;
-
-    if (s)
-        st->src_free = s->next;
-    else if ((s = malloc(sizeof(*s))) != NULL)
-        st->pool_allocs++;
-    else
-        return NULL;
-    memset(s, 0, sizeof(*s));
-    return s;
+    return pool_get(st, &st->src_free, sizeof(src_t));
 }
 
 void kvs_srvstream_src_put(kvs_srvstream_t *st, src_t *s)
 {
-    s->next = st->src_free;
-    st->src_free = s;
+    pool_put(&st->src_free, s);
 }
 
 /* Sends. */
@@ -292,8 +308,7 @@ static void rx_cb(void *request, ucs_status_t status, size_t length,
     (void)length;
     rx_done(st, r->put, r->f, r->block, r->part,
             status == UCS_OK ? 0 : KVS_EPEER);
-    r->next = st->rx_free;
-    st->rx_free = r;
+    pool_put(&st->rx_free, r);
     ucp_request_free(request);
 }
 
@@ -318,11 +333,7 @@ ucs_status_t kvs_srvstream_rx_start(kvs_srvstream_t *st, sput_t *put,
         rx_done(st, put, f, block, part, 0);
         return UCS_OK;
     }
-    r = st->rx_free;
-    if (r)
-        st->rx_free = r->next;
-    else if ((r = malloc(sizeof(*r))) != NULL)
-        st->pool_allocs++;
+    r = pool_get(st, &st->rx_free, sizeof(*r));
     if (r) {
         r->st = st;
         r->put = put;
@@ -337,8 +348,7 @@ ucs_status_t kvs_srvstream_rx_start(kvs_srvstream_t *st, sput_t *put,
         sp = ucp_am_recv_data_nbx(st->worker, data, dst, len, &prm);
         if (!UCS_PTR_IS_ERR(sp) && sp != NULL)
             return UCS_INPROGRESS;
-        r->next = st->rx_free;
-        st->rx_free = r;
+        pool_put(&st->rx_free, r);
         if (sp == NULL) {
             rx_done(st, put, f, block, part, 0);
             return UCS_INPROGRESS;
@@ -689,30 +699,10 @@ void kvs_srvstream_destroy(kvs_srvstream_t *st)
         }
         free(l);
     }
-    while (st->stx_free) {
-        stx_t *t = st->stx_free;
-
-        st->stx_free = t->next;
-        free(t);
-    }
-    while (st->sput_free) {
-        sput_t *p = st->sput_free;
-
-        st->sput_free = p->next;
-        free(p);
-    }
-    while (st->src_free) {
-        src_t *s = st->src_free;
-
-        st->src_free = s->next;
-        free(s);
-    }
-    while (st->rx_free) {
-        struct rx *r = st->rx_free;
-
-        st->rx_free = r->next;
-        free(r);
-    }
+    pool_drain(&st->stx_free);
+    pool_drain(&st->sput_free);
+    pool_drain(&st->src_free);
+    pool_drain(&st->rx_free);
     kvs_partpool_drain(&st->parts);
     /* Failed sends the tick has not reached yet: the objects their done
      * callbacks would touch were freed above, so they are only freed. */
