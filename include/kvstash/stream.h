@@ -11,8 +11,14 @@
  * wait_for_layer_load). Parts are delivered in order, as soon as each is
  * done on the prefill side, also while later parts are still being put.
  * Each part's bytes are written once, by UCX, from the decode sidecar's
- * memory into the caller's buffer. Blocks fetched are stored in the decode
- * sidecar too, so the next turn hits locally.
+ * memory into the caller's buffer; or, in place (clients that map their
+ * sidecars' arenas, kvstash/shm.h), not at all: the prefill worker writes
+ * each part into its sidecar's arena (kvs_stream_put_begin_inplace), the
+ * decode worker reads it where it landed in its own sidecar's arena
+ * (blocks without a buffer, kvs_stream_data), and the one copy is the one
+ * between the sidecars. Blocks fetched are stored in the decode sidecar
+ * too, so the next turn hits locally.
+
  *
  * A block being put or fetched is invisible to match, get and exists on
  * either sidecar until it is complete and sealed. A peer that dies or is
@@ -97,7 +103,9 @@ KVS_API int kvs_stream_put_part_nb(kvs_stream_put_t *put, uint32_t part,
  * fetching or pushed peer) as soon as it and every part before it are
  * committed. With a client that maps its sidecar's arena (kvstash/shm.h)
  * the buffers are the block's bytes in the arena: no copy into the
- * sidecar (the begin waits for the sidecar's answer, one round trip).
+ * sidecar (the first kvs_stream_put_buf() waits for the sidecar's answer
+ * to the begin, one round trip: begin the next block before writing this
+ * one and it is hidden; a refused begin is its error).
  * Without one they are a buffer of the library's (one per block) and a
  * commit sends the part: the same code runs on any host. The sidecar
  * computes the block's checksum at seal, over what the arena holds then;

@@ -241,6 +241,22 @@ static int put_inplace(kvs_stream_put_t *put, uint32_t p, const uint8_t *blk,
     return kvs_stream_put_commit(put, p);
 }
 
+static int put_begin_one(const sopts_t *o, kvs_client_t *c, int phase,
+                         uint32_t b, const uint32_t *lens,
+                         kvs_stream_put_t **out)
+{
+    char key[32];
+    kvs_client_key_t k;
+
+    key_of(key, sizeof(key), phase ? "sealed" : "live", b);
+    k.data = key;
+    k.len = (uint32_t)strlen(key);
+    return o->inplace ? kvs_stream_put_begin_inplace(c, &k, lens, o->parts, 0,
+                                                     0, NULL, out)
+                      : kvs_stream_put_begin(c, &k, lens, o->parts, 0, 0,
+                                             NULL, out);
+}
+
 /* The prefill client: puts every block part by part, then (for the
  * sealed phase) the same bytes under "sealed-" names. */
 static int prefill(const sopts_t *o, uint16_t port, shared_t *sh)
@@ -268,21 +284,19 @@ static int prefill(const sopts_t *o, uint16_t port, shared_t *sh)
         /* Two blocks open at a time: block b-1 is sealed once block b is
          * written, as an engine saving layer after layer of one request
          * while the last one's seal (its transfer, its checksum) ends. */
-        kvs_stream_put_t *prev = NULL;
+        kvs_stream_put_t *prev = NULL, *next = NULL;
 
+        /* Each block is begun before the one ahead of it is written, so
+         * that the sidecar's answer to an in-place begin is there when
+         * the block's first part is. */
+        ret = put_begin_one(o, c, phase, 0, lens, &next);
         for (uint32_t b = 0; b < o->blocks && !ret; b++) {
-            char key[32];
-            kvs_client_key_t k;
-            kvs_stream_put_t *put = NULL;
+            kvs_stream_put_t *put = next;
             uint8_t *buf = pat + (b % PATTERNS) * blen;
 
-            key_of(key, sizeof(key), phase ? "sealed" : "live", b);
-            k.data = key;
-            k.len = (uint32_t)strlen(key);
-            ret = o->inplace ? kvs_stream_put_begin_inplace(
-                                   c, &k, lens, o->parts, 0, 0, NULL, &put)
-                             : kvs_stream_put_begin(c, &k, lens, o->parts, 0,
-                                                    0, NULL, &put);
+            next = NULL;
+            if (b + 1 < o->blocks)
+                ret = put_begin_one(o, c, phase, b + 1, lens, &next);
             for (uint32_t p = 0; p < o->parts && !ret; p++) {
                 if (phase == 0 && o->rate > 0) {
                     uint64_t due = t0 + (uint64_t)((double)n * 1e9 / o->rate);
@@ -304,6 +318,7 @@ static int prefill(const sopts_t *o, uint16_t port, shared_t *sh)
             }
             if (ret) {
                 kvs_stream_put_abort(put);
+                kvs_stream_put_abort(next);
                 break;
             }
             if (prev)

@@ -375,9 +375,10 @@ static int put_begin(kvs_client_t *c, const kvs_stream_put_args_t *a,
     }
     p->next = cs->puts;
     cs->puts = p;
+    /* In place, the sidecar's answer (where the block lies) is waited
+     * for by the first kvs_stream_put_buf(), so that a caller who begins
+     * the next block before writing this one never waits for it. */
     ret = kvs_stream_msg_send(c, &m, body, blen, NULL, 0);
-    if (!ret && inplace)
-        ret = put_wait_block(p);
     if (ret) {
         put_unlink_free(p);
         return ret;
@@ -444,8 +445,10 @@ static int put_wait_block(kvs_stream_put_t *p)
         if (ret < 0)
             return ret;
     }
-    if (!p->began) /* SPUT_DONE before BLOCK: cannot be, but say why */
-        return p->status ? p->status : KVS_EPROTO;
+    if (!p->began) { /* SPUT_DONE before BLOCK: cannot be, but say why */
+        p->began = true;
+        p->begin_status = p->status ? p->status : KVS_EPROTO;
+    }
     return p->begin_status;
 }
 
@@ -458,6 +461,12 @@ KVS_API int kvs_stream_put_buf(kvs_stream_put_t *p, uint32_t part,
         return -EOPNOTSUPP; /* begun with kvs_stream_put_begin() */
     if (part >= p->nparts)
         return -ERANGE;
+    if (p->inplace && !p->began) {
+        int ret = put_wait_block(p);
+
+        if (ret)
+            return ret;
+    }
     *buf_out = p->data + p->offs[part];
     *len_out = p->lens[part];
     return 0;
