@@ -188,7 +188,10 @@ KVS_API int kvs_stream_info(const kvs_stream_fetch_t *fetch, uint32_t block,
  * error if it failed. The bytes stay valid and unchanged until
  * kvs_stream_fetch_destroy(): in place, the sidecar holds the block (a
  * live block by its reservation, a sealed one by a reference) for this
- * fetch until then. A block that failed after its parts were read (its
+ * fetch until then, but a sealed block at most daemon.lease_max_ms after
+ * its seal: after that this returns KVS_EEXPIRED, and bytes read after
+ * the lease's end must be discarded (copy out what must last longer).
+ * A block that failed after its parts were read (its
  * error from kvs_stream_wait(block, KVS_STREAM_BLOCK), e.g. KVS_EEXPIRED:
  * evicted before the sidecar could hold it) must be discarded. Since 0.6.
  */

@@ -204,6 +204,7 @@ static void on_end(kvs_stream_fetch_t *f, const kvs_smsg_t *m)
     } else {
         f->blk[m->block].complete = true;
         f->blk[m->block].complete_ns = kvs_clock_mono_ns();
+        f->blk[m->block].lease_end_ns = m->off;
     }
 }
 
@@ -441,6 +442,10 @@ KVS_API int kvs_stream_data(const kvs_stream_fetch_t *f, uint32_t block,
     if (ret > 0)
         return -EAGAIN; /* not landed yet: kvs_stream_wait() first */
     k = &f->blk[block];
+    /* The sidecar holds a sealed block for the fetch until the lease's
+     * end it gave in END (the host's one monotonic clock). */
+    if (k->view && k->lease_end_ns && kvs_clock_mono_ns() >= k->lease_end_ns)
+        return KVS_EEXPIRED;
     base = k->view ? k->view : (const uint8_t *)k->buf;
     if (part == KVS_STREAM_BLOCK) {
         *data_out = base;

@@ -46,6 +46,7 @@ typedef struct cblk {
     uint8_t *got;
     uint64_t first_ns, complete_ns;
     const uint8_t *view; /* in place: the block in the sidecar's arena */
+    uint64_t lease_end_ns; /* in place, complete: held until (monotonic) */
     void *own;           /* buf NULL, not in place: the library's buffer */
 } cblk_t;
 

@@ -24,8 +24,10 @@ void kvs_fetch_free_if_done(kvs_srvstream_t *st, fetch_t *f)
             break;
         }
     for (uint32_t i = 0; i < f->nblocks; i++) {
-        if (f->blk[i].has_view)
+        if (f->blk[i].has_view) {
             kvs_store_unpin_view(st->store, &f->blk[i].view);
+            st->nheld--;
+        }
         kvs_partpool_put(&st->parts, f->blk[i].pv);
     }
     free(f);
@@ -49,7 +51,26 @@ static int fetch_blk_hold(kvs_srvstream_t *st, fetch_t *f, dblk_t *b,
     if (ret)
         return KVS_EEXPIRED;
     b->has_view = true;
+    b->lease_end_ns = kvs_clock_mono_ns() + st->lease_ns;
+    st->nheld++;
     return 0;
+}
+
+/* Blocks held for in-place fetches past their lease are let go (the
+ * client was told when, in END, and kvs_stream_data refuses them then):
+ * a client that never cancels its fetch does not hold DRAM for ever. */
+void kvs_fetch_expire(kvs_srvstream_t *st, uint64_t now)
+{
+    for (fetch_t *f = st->fetches; f; f = f->next)
+        for (uint32_t i = 0; f->inplace && i < f->nblocks; i++) {
+            dblk_t *b = &f->blk[i];
+
+            if (b->has_view && now >= b->lease_end_ns) {
+                kvs_store_unpin_view(st->store, &b->view);
+                b->has_view = false;
+                st->nheld--;
+            }
+        }
 }
 
 void kvs_fetch_blk_try_finish(kvs_srvstream_t *st, fetch_t *f, uint32_t i)
@@ -90,9 +111,16 @@ void kvs_fetch_blk_try_finish(kvs_srvstream_t *st, fetch_t *f, uint32_t i)
     b->put_open = false;
     b->state = B_DONE;
     if (!b->told) {
+        /* In place, END says until when the block is held (off). */
+        kvs_smsg_t e = {.op = KVS_OP_END,
+                        .id = f->cid,
+                        .block = f->base + i,
+                        .status = ret,
+                        .off = b->has_view ? b->lease_end_ns : 0};
+
         b->told = true;
-        kvs_srvstream_send_end(st, kvs_srvstream_conn_ep(f->conn), f->cid,
-                               f->base + i, ret);
+        kvs_srvstream_send(st, kvs_srvstream_conn_ep(f->conn), &e, NULL, 0,
+                           NULL, 0, NULL, NULL, NULL);
     }
     if (f->push)
         kvs_srvstream_send_end(st, kvs_srvstream_link_ep(f->link), f->cid, 0,

@@ -429,6 +429,7 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     sp.resolve = cfg->peer_resolve;
     sp.resolve_arg = cfg->peer_resolve_arg;
     sp.timeout_ms = cfg->peer_timeout_ms;
+    sp.lease_ms = cfg->lease_max_ms;
     ret = kvs_srvstream_create(&sp, &srv->stream);
     if (ret)
         goto err_destroy;

@@ -525,6 +525,8 @@ void kvs_srvstream_tick(kvs_srvstream_t *st, uint64_t now)
         if (!s->began && !s->ended)
             kvs_source_pump(st, s);
     }
+    if (st->nheld)
+        kvs_fetch_expire(st, now);
 }
 
 void kvs_srvstream_conn_closed(kvs_srvstream_t *st, kvs_conn_t *conn)
@@ -597,6 +599,7 @@ int kvs_srvstream_create(const kvs_srvstream_params_t *p, kvs_srvstream_t **out)
     snprintf(st->secret, sizeof(st->secret), "%s", p->secret ? p->secret : "");
     st->timeout_ns =
         (uint64_t)(p->timeout_ms ? p->timeout_ms : 5000) * 1000000ull;
+    st->lease_ns = (uint64_t)(p->lease_ms ? p->lease_ms : 60000) * 1000000ull;
     st->resolve = p->resolve;
     st->resolve_arg = p->resolve_arg;
     ret = kvs_peer_parse(st, p->peers);

@@ -26,6 +26,9 @@ typedef struct kvs_srvstream_params {
     int (*resolve)(void *, const char *, char *, size_t, uint16_t *);
     void *resolve_arg;       /* kvs_server_config_t.peer_resolve */
     uint32_t timeout_ms;     /* [peer] timeout_ms; 0: 5000 */
+    uint32_t lease_ms;       /* how long a block fetched in place stays
+                              * held after its seal (daemon.lease_max_ms);
+                              * 0: 60000 */
     struct kvs_diskq *diskq; /* reads a source's block from disk off
                               * this thread; NULL: inline */
 } kvs_srvstream_params_t;

@@ -160,6 +160,7 @@ typedef struct dblk {
     bool told;
     kvs_view_t view; /* in place: the sealed block, held for the client */
     bool has_view;
+    uint64_t lease_end_ns; /* in place: the hold ends (monotonic) */
 } dblk_t;
 
 typedef struct fetch {
@@ -223,6 +224,8 @@ struct kvs_srvstream {
     stx_t *stx_orphans; /* finished by us, still held by UCX */
     uint64_t next_id;
     uint64_t timeout_ns;
+    uint64_t lease_ns; /* a block fetched in place is held this long */
+    uint32_t nheld;    /* blocks held for in-place fetches */
     peer_cfg_t peers[PEERS_MAX];
     size_t npeers;
     int (*resolve)(void *, const char *, char *, size_t, uint16_t *);
@@ -320,5 +323,6 @@ int kvs_fetch_blk_open(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
                        uint32_t flags);
 void kvs_fetch_start(kvs_srvstream_t *st, kvs_conn_t *conn,
                      const kvs_smsg_t *m);
+void kvs_fetch_expire(kvs_srvstream_t *st, uint64_t now_ns);
 
 #endif
