@@ -505,8 +505,11 @@ KVS_API int kvs_stream_put_commit(kvs_stream_put_t *p, uint32_t part)
     m.len = p->lens[part];
     ret = kvs_stream_msg_post(p->cs->c, &m, NULL, 0, NULL, 0, &s);
     if (!ret && s) {
+        /* Not sent at once (a full FIFO): one turn of progress pushes it
+         * out now rather than at the caller's next wait, a block later. */
         s->next = p->posted;
         p->posted = s;
+        kvs_req_worker_progress(p->cs->c);
     }
     if (!ret)
         p->committed[part] = 1;
