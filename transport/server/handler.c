@@ -760,6 +760,15 @@ static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         SRV_STAT("shm_reclaimed", sh.reclaimed);
         SRV_STAT("shm_views_expired", sh.expired);
     }
+    {
+        kvs_srvstream_stats_t ss;
+
+        kvs_srvstream_stats(srv->stream, &ss);
+        SRV_STAT("stream_parts_inplace", ss.parts_inplace);
+        SRV_STAT("stream_puts_open", ss.puts_open);
+        SRV_STAT("stream_fetches_open", ss.fetches_open);
+        SRV_STAT("stream_pool_allocs", ss.pool_allocs);
+    }
     SRV_STAT("puts_waited", srv->puts_waited);
     SRV_STAT("puts_refused_busy", srv->puts_refused_busy);
     SRV_STAT("uptime_ms", (kvs_clock_mono_ns() - srv->started_ns) / 1000000);
