@@ -457,8 +457,10 @@ static void op_commit(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
     send_status(m, s, &q->hdr, ret);
 }
 
-/* The view's part lengths, copied out of the arena and checked against
- * the block's length, which the store keeps outside it. */
+/* The view's part lengths, copied from the store's record of the DRAM
+ * copy (daemon memory, never the arena) and checked against the block's
+ * length: a second guard, since nothing a mapped client writes reaches
+ * either. */
 static int view_lens(kvs_shm_t *m, const kvs_view_t *v)
 {
     uint64_t sum = 0;
@@ -496,8 +498,8 @@ static void op_view(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
     }
     ret = view_lens(m, &v->v);
     if (ret) {
-        kvs_warn("shm: a block's part table in the arena does not add up "
-                 "to its length (overwritten by a mapped client?)");
+        kvs_warn("shm: a block's part table does not add up to its length "
+                 "(a bug in the store); the view is refused");
         kvs_store_unpin_view(m->store, &v->v);
         send_status(m, s, &q->hdr, ret);
         return;
