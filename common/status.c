@@ -26,6 +26,8 @@ static const char *const kvs_messages[] = {
     [-(KVS_EINCOMPLETE - KVS_EBASE)] = "block is not complete",
     [-(KVS_EEXPIRED - KVS_EBASE)] =
         "lease expired before release: what was read under it may be wrong",
+    [-(KVS_ETOOSMALL - KVS_EBASE)] =
+        "block under the configured minimum size (store.min_block_bytes)",
 };
 
 const char *kvs_strerror(int status)

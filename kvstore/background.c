@@ -35,12 +35,7 @@
 static void expire_sweep(kvs_store_t *s)
 {
     uint64_t now = kvs_clock_real_ms();
-    struct {
-        uint32_t ns;
-        uint8_t len;
-        uint8_t key[KVS_KEY_MAX];
-        uint64_t uid;
-    } gone[64];
+    uint64_t gone[64]; /* uids of the records to delete */
     uint32_t budget = SWEEP_WINDOW;
 
     while (budget > 0) {
@@ -59,21 +54,15 @@ static void expire_sweep(kvs_store_t *s)
                 kvs_table_ttl_append(s, e);
                 continue;
             }
-            if (e->flags & E_DISK) {
-                gone[ngone].ns = e->ns;
-                gone[ngone].len = e->key_len;
-                memcpy(gone[ngone].key, ent_key(s, e), e->key_len);
-                gone[ngone].uid = e->uid;
-                ngone++;
-            }
+            if (e->flags & E_DISK)
+                gone[ngone++] = e->uid;
             kvs_table_remove_locked(s, e); /* takes it off the list */
             s->st.expired++;
         }
         budget -= k;
         pthread_mutex_unlock(&s->lock);
         for (uint32_t i = 0; i < ngone; i++)
-            kvs_index_block_delete_if(s->index, gone[i].ns, gone[i].key,
-                                      gone[i].len, gone[i].uid);
+            kvs_index_block_delete(s->index, gone[i]);
         pthread_mutex_unlock(&s->wlock);
         if (k == 0)
             break;
@@ -162,11 +151,13 @@ static void *background_main(void *arg)
         if (flush && !ret && n == 0) {
             /* Whatever this flush wrote but a reclaim took off the disk
              * again did not fit: the disk tier is smaller than DRAM. */
-            for (uint32_t i = 0; i < s->nents_used && !ret; i++)
-                if ((s->ents[i].flags & E_LINKED) &&
-                    s->ents[i].flush_gen == want &&
-                    !(s->ents[i].flags & E_DISK))
+            for (uint32_t i = 0; i < s->nents_used && !ret; i++) {
+                const struct entry *e = &s->ents[i];
+                if ((e->flags & (E_LINKED | E_DRAM | E_DISK)) ==
+                        (E_LINKED | E_DRAM) &&
+                    e->dram->flush_gen == want)
                     ret = KVS_EFULL;
+            }
         }
         if (flush)
             s->flush_job_err = 0;

@@ -4,8 +4,9 @@
  * (making room when the arena is full), freeing one, and the watermarks
  * that start and stop write-behind.
  *
- * Invariants: an entry has E_DRAM exactly while it owns dram_bytes of the
- * arena at dram_off - kvs_segment_hdr_bytes(nparts); st.dram_blocks counts
+ * Invariants: an entry has E_DRAM exactly while it owns
+ * kvs_dram_bytes_of(e) of the arena at e->dram->off and its record e->dram
+ * (private memory: the part table, store_int.h); st.dram_blocks counts
  * them. Every free broadcasts space_cv, which puts waiting for room sleep
  * on. `degrading` is set above dram_high and cleared at dram_low.
  *
@@ -18,8 +19,37 @@
 #include "common/debug.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+struct dcopy *kvs_dram_copy_new(uint64_t off, uint32_t nparts)
+{
+    struct dcopy *d = malloc(sizeof(*d) + sizeof(uint32_t) * (size_t)nparts);
+
+    if (d)
+        *d = (struct dcopy){.off = off, .pslot = NIL};
+    return d;
+}
+
+void kvs_dram_copy_free(struct dcopy *d)
+{
+    free(d);
+}
+
+void kvs_dram_close(kvs_store_t *s)
+{
+    for (uint32_t i = 0; s->ents && i < s->nents_used; i++)
+        if (s->ents[i].flags & E_DRAM)
+            kvs_dram_copy_free(s->ents[i].dram);
+}
+
+void kvs_dram_attach_locked(struct entry *e, struct dcopy *d)
+{
+    kvs_assert(!(e->flags & E_DRAM));
+    e->dram = d;
+    e->flags |= E_DRAM;
+}
 
 void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e)
 {
@@ -27,27 +57,26 @@ void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e)
     kvs_assert(e->refs == 0);
     ev_tier_locked(s, e, KVS_STORE_EV_REMOVED, KVS_TIER_DRAM);
     kvs_table_lru_remove(s, e, true);
-    kvs_arena_free(s->arena, e->dram_off - kvs_segment_hdr_bytes(e->nparts),
-                   kvs_dram_bytes_of(e));
+    kvs_arena_free(s->arena, e->dram->off, kvs_dram_bytes_of(e));
+    kvs_dram_copy_free(e->dram);
+    e->dram = NULL;
     e->flags &= ~E_DRAM;
     s->st.dram_blocks--;
     pthread_cond_broadcast(&s->space_cv);
 }
 
-/* The header pages (which hold the part table) and the data to its page
- * end: the block's disk image when stored raw. */
-uint64_t kvs_dram_bytes_for(uint64_t raw_len, uint32_t nparts)
+/* The data to its page end (a page for an empty block): the payload of
+ * the block's disk image when stored raw. */
+uint64_t kvs_dram_bytes_for(uint64_t raw_len)
 {
-    return kvs_segment_hdr_bytes(nparts) +
-           KVS_ALIGN_UP(raw_len, (uint64_t)KVS_ARENA_PAGE);
+    return KVS_MAX((uint64_t)KVS_ARENA_PAGE,
+                   KVS_ALIGN_UP(raw_len, (uint64_t)KVS_ARENA_PAGE));
 }
 
 /* Zeroes what follows the data up to the page end, so that padding written
- * to disk never carries stale arena bytes. (nparts: the part table is in
- * the header page now, which the header's encoding clears.) */
-void kvs_dram_zero_tail(uint8_t *data, uint64_t raw_len, uint32_t nparts)
+ * to disk never carries stale arena bytes. */
+void kvs_dram_zero_tail(uint8_t *data, uint64_t raw_len)
 {
-    (void)nparts;
     memset(data + raw_len, 0,
            KVS_ALIGN_UP(raw_len, (uint64_t)KVS_ARENA_PAGE) - raw_len);
 }

@@ -133,8 +133,8 @@ uint32_t kvs_evict_pick_degrade_locked(kvs_store_t *s, uint32_t *out,
             /* One pass: a block is written once per flush, even if a
              * reclaim takes its disk copy away again meanwhile (DRAM can
              * be larger than the disk). */
-            if (!(e->flags & E_DISK) && e->flush_gen != s->flush_gen) {
-                e->flush_gen = s->flush_gen;
+            if (!(e->flags & E_DISK) && e->dram->flush_gen != s->flush_gen) {
+                e->dram->flush_gen = s->flush_gen;
                 e->busy++;
                 out[n++] = eidx(s, e);
             }
@@ -150,7 +150,7 @@ uint32_t kvs_evict_pick_degrade_locked(kvs_store_t *s, uint32_t *out,
         /* Flash admission: scratch blocks that were never hit again are
          * not worth a disk write; they leave the store. */
         if (e->cls == KVS_CLASS_SCRATCH &&
-            e->hits < s->cfg.admit_scratch_hits &&
+            e->dram->hits < s->cfg.admit_scratch_hits &&
             kvs_table_lru_evictable(s, e)) {
             bytes += kvs_dram_bytes_of(e);
             kvs_table_lru_remove(s, e, true);

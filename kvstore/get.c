@@ -61,9 +61,9 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
                 s->st.hits++;
                 s->st.dram_hits++;
                 pthread_mutex_unlock(&s->lock);
-                memcpy(a->buf, s->abase + e->dram_off, e->raw_len);
+                memcpy(a->buf, ent_data(s, e), e->raw_len);
                 if (a->part_lens)
-                    memcpy(a->part_lens, part_table(s, e),
+                    memcpy(a->part_lens, part_table(e),
                            sizeof(uint32_t) * e->nparts);
                 pthread_mutex_lock(&s->lock);
                 e->busy--;
@@ -73,7 +73,7 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
                 continue;
             }
             struct rd *r = &rds[nrd++];
-            kvs_read_init(r, e);
+            kvs_read_init(s, r, e);
             r->a = a;
             r->info = info;
             status_out[i] = 1;

@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * RocksDB index. See index.h for the key space. A block record's value is
- * fixed-width little-endian, with a version byte first and an XXH3 check
- * last, so a record damaged on disk (or written by a newer kvstash) is
- * rejected rather than trusted:
+ * RocksDB index. See index.h for the key space. A block record is named
+ * by its put's uid ("U" | u64 uid, big-endian), so that it can be deleted
+ * or rewritten without the block's key bytes, and records are written and
+ * scanned in put order (a chain's parents before its children); namespace
+ * and key are in the value. The value is fixed-width little-endian, with a
+ * version byte first and an XXH3 check last, so a record damaged on disk
+ * (or written by a newer kvstash) is rejected rather than trusted:
  *
  *   off  size  field
- *     0     1  version (1)
+ *     0     1  version (2)
  *     1     1  codec
  *     2     1  elem_size
  *     3     1  class
@@ -20,10 +23,20 @@
  *    48     8  data_xxh
  *    56     8  expiry_ms
  *    64     8  group
- *    72     8  uid
- *    80     1  parent_len (0..64)
- *    81     n  parent key
- *  81+n     4  low 32 bits of XXH3-64 over bytes [0, 81+n)
+ *    72     4  namespace
+ *    76     1  key_len (1..64)
+ *    77     1  parent_len (0..64)
+ *    78     k  key
+ *  78+k     p  parent key
+ * 78+k+p    4  low 32 bits of XXH3-64 over bytes [0, 78+k+p)
+ *
+ * Two records of one key (a put replaced the block and the delete of the
+ * old record was lost in a crash) are told apart by their uids: recovery
+ * keeps the larger. Format 1 (the layout record's format) named a record
+ * "B" | u32 ns | key, with a version 1 value (the same fields to offset
+ * 72, then uid, parent_len, the parent and the check); kvs_index_migrate
+ * rewrites it, and a crash in the middle leaves both kinds for the next
+ * migration to finish.
  *
  * After a failed write (an I/O error on the WAL, a MANIFEST or an SST)
  * RocksDB stops taking writes for good: its C API in 7.8 has no Resume().
@@ -53,8 +66,10 @@
  * is below no message. */
 #define INFO_LOG_OFF 6
 
-#define REC_VERSION 1
-#define REC_FIXED 81
+#define REC_VERSION 2
+#define REC_FIXED 78
+#define REC_V1_VERSION 1
+#define REC_V1_FIXED 81
 
 /* How long a failed reopen waits before the next one. */
 #define REOPEN_RETRY_NS 1000000000ull
@@ -415,20 +430,19 @@ int kvs_index_region_put(kvs_index_t *idx, uint32_t region, uint64_t gen,
     return index_put(idx, k, sizeof(k), v, sizeof(v), sync, "write region");
 }
 
-size_t kvs_index_key_encode(uint32_t ns, const void *key, uint32_t key_len,
-                            uint8_t *buf)
+size_t kvs_index_key_encode(uint64_t uid, uint8_t *buf)
 {
-    kvs_assert(key_len >= 1 && key_len <= KVS_KEY_MAX);
-    buf[0] = 'B';
-    kvs_be32_store(buf + 1, ns);
-    memcpy(buf + 5, key, key_len);
-    return 5 + key_len;
+    buf[0] = 'U';
+    kvs_be32_store(buf + 1, (uint32_t)(uid >> 32)); /* sorts by uid */
+    kvs_be32_store(buf + 5, (uint32_t)uid);
+    return KVS_INDEX_KEY_MAX;
 }
 
 size_t kvs_index_rec_encode(const kvs_index_rec_t *r, uint8_t *b)
 {
     size_t n;
 
+    kvs_assert(r->key_len >= 1 && r->key_len <= KVS_KEY_MAX);
     kvs_assert(r->parent_len <= KVS_KEY_MAX);
     b[0] = REC_VERSION;
     b[1] = r->codec;
@@ -444,12 +458,37 @@ size_t kvs_index_rec_encode(const kvs_index_rec_t *r, uint8_t *b)
     kvs_le64_store(b + 48, r->data_xxh);
     kvs_le64_store(b + 56, r->expiry_ms);
     kvs_le64_store(b + 64, r->group);
-    kvs_le64_store(b + 72, r->uid);
-    b[80] = r->parent_len;
-    memcpy(b + REC_FIXED, r->parent, r->parent_len);
-    n = REC_FIXED + r->parent_len;
+    kvs_le32_store(b + 72, r->ns);
+    b[76] = r->key_len;
+    b[77] = r->parent_len;
+    memcpy(b + REC_FIXED, r->key, r->key_len);
+    memcpy(b + REC_FIXED + r->key_len, r->parent, r->parent_len);
+    n = REC_FIXED + r->key_len + r->parent_len;
     kvs_le32_store(b + n, (uint32_t)XXH3_64bits(b, n));
     return n + 4;
+}
+
+/* The fields both versions keep in [1, 72), and the checks on them. */
+static int rec_fields_decode(const uint8_t *b, kvs_index_rec_t *r)
+{
+    r->codec = b[1];
+    r->elem_size = b[2];
+    r->cls = b[3];
+    r->nparts = kvs_le32_load(b + 4);
+    r->region = kvs_le32_load(b + 8);
+    r->disk_len = kvs_le32_load(b + 12);
+    r->disk_off = kvs_le64_load(b + 16);
+    r->gen = kvs_le64_load(b + 24);
+    r->raw_len = kvs_le64_load(b + 32);
+    r->stored_len = kvs_le64_load(b + 40);
+    r->data_xxh = kvs_le64_load(b + 48);
+    r->expiry_ms = kvs_le64_load(b + 56);
+    r->group = kvs_le64_load(b + 64);
+    if (r->cls >= KVS_CLASS_COUNT || r->nparts == 0 ||
+        r->nparts > KVS_PARTS_MAX || r->stored_len > r->disk_len ||
+        r->disk_len == 0)
+        return KVS_ECORRUPT;
+    return 0;
 }
 
 int kvs_index_rec_decode(const void *key, size_t klen, const void *val,
@@ -459,37 +498,53 @@ int kvs_index_rec_decode(const void *key, size_t klen, const void *val,
     kvs_index_rec_t r;
     size_t n;
 
-    if (klen < 6 || klen > KVS_INDEX_KEY_MAX || k[0] != 'B')
+    if (klen != KVS_INDEX_KEY_MAX || k[0] != 'U')
         return KVS_ECORRUPT;
-    if (vlen < REC_FIXED + 4 || b[0] != REC_VERSION)
+    if (vlen < REC_FIXED + 1 + 4 || b[0] != REC_VERSION)
         return KVS_ECORRUPT;
-    if (b[80] > KVS_KEY_MAX || vlen != REC_FIXED + b[80] + 4u)
+    if (b[76] == 0 || b[76] > KVS_KEY_MAX || b[77] > KVS_KEY_MAX ||
+        vlen != REC_FIXED + b[76] + b[77] + 4u)
         return KVS_ECORRUPT;
-    n = REC_FIXED + b[80];
+    n = REC_FIXED + b[76] + b[77];
+    if (kvs_le32_load(b + n) != (uint32_t)XXH3_64bits(b, n))
+        return KVS_ECORRUPT;
+    memset(&r, 0, sizeof(r));
+    r.uid = (uint64_t)kvs_be32_load(k + 1) << 32 | kvs_be32_load(k + 5);
+    r.ns = kvs_le32_load(b + 72);
+    r.key_len = b[76];
+    r.parent_len = b[77];
+    memcpy(r.key, b + REC_FIXED, r.key_len);
+    memcpy(r.parent, b + REC_FIXED + r.key_len, r.parent_len);
+    if (rec_fields_decode(b, &r) != 0)
+        return KVS_ECORRUPT;
+    *out = r;
+    return 0;
+}
+
+/* A format 1 record: named "B" | ns | key, a version 1 value. */
+static int rec_v1_decode(const uint8_t *k, size_t klen, const uint8_t *b,
+                         size_t vlen, kvs_index_rec_t *out)
+{
+    kvs_index_rec_t r;
+    size_t n;
+
+    if (klen < 6 || klen > 5 + KVS_KEY_MAX || k[0] != 'B')
+        return KVS_ECORRUPT;
+    if (vlen < REC_V1_FIXED + 4 || b[0] != REC_V1_VERSION)
+        return KVS_ECORRUPT;
+    if (b[80] > KVS_KEY_MAX || vlen != REC_V1_FIXED + b[80] + 4u)
+        return KVS_ECORRUPT;
+    n = REC_V1_FIXED + b[80];
     if (kvs_le32_load(b + n) != (uint32_t)XXH3_64bits(b, n))
         return KVS_ECORRUPT;
     memset(&r, 0, sizeof(r));
     r.ns = kvs_be32_load(k + 1);
     r.key_len = (uint8_t)(klen - 5);
     memcpy(r.key, k + 5, r.key_len);
-    r.codec = b[1];
-    r.elem_size = b[2];
-    r.cls = b[3];
-    r.nparts = kvs_le32_load(b + 4);
-    r.region = kvs_le32_load(b + 8);
-    r.disk_len = kvs_le32_load(b + 12);
-    r.disk_off = kvs_le64_load(b + 16);
-    r.gen = kvs_le64_load(b + 24);
-    r.raw_len = kvs_le64_load(b + 32);
-    r.stored_len = kvs_le64_load(b + 40);
-    r.data_xxh = kvs_le64_load(b + 48);
-    r.expiry_ms = kvs_le64_load(b + 56);
-    r.group = kvs_le64_load(b + 64);
     r.uid = kvs_le64_load(b + 72);
     r.parent_len = b[80];
-    memcpy(r.parent, b + REC_FIXED, r.parent_len);
-    if (r.cls >= KVS_CLASS_COUNT || r.nparts == 0 || r.nparts > KVS_PARTS_MAX ||
-        r.stored_len > r.disk_len || r.disk_len == 0)
+    memcpy(r.parent, b + REC_V1_FIXED, r.parent_len);
+    if (rec_fields_decode(b, &r) != 0)
         return KVS_ECORRUPT;
     *out = r;
     return 0;
@@ -535,7 +590,7 @@ int kvs_index_block_load(kvs_index_t *idx, kvs_index_rec_cb cb, void *arg,
 {
     struct rec_scan s = {idx, cb, arg, 0, rocksdb_writebatch_create()};
     char *err = NULL;
-    int ret = index_scan(idx, 'B', rec_one, &s);
+    int ret = index_scan(idx, 'U', rec_one, &s);
 
     if (ret == 0 && s.bad) {
         kvs_warn("index: dropping %llu malformed block records",
@@ -551,6 +606,69 @@ int kvs_index_block_load(kvs_index_t *idx, kvs_index_rec_cb cb, void *arg,
     rocksdb_writebatch_destroy(s.drop);
     if (ret == 0 && bad_out)
         *bad_out = s.bad;
+    return ret;
+}
+
+/* Migration from format 1: every "B" record is rewritten under its uid,
+ * 4,096 to a synced batch, and deleted; one that does not decode is
+ * deleted, as a load would. */
+#define MIGRATE_BATCH 4096
+
+struct migrate {
+    kvs_index_t *idx;
+    rocksdb_writebatch_t *wb;
+    uint64_t moved, bad;
+};
+
+static int migrate_flush(struct migrate *m)
+{
+    char *err = NULL;
+
+    if (rocksdb_writebatch_count(m->wb) == 0)
+        return 0;
+    rocksdb_write(m->idx->db, m->idx->wopts_sync, m->wb, &err);
+    rocksdb_writebatch_clear(m->wb);
+    return err ? write_error(m->idx, err, "migrate block records") : 0;
+}
+
+static int migrate_one(void *arg, const char *k, size_t klen, const char *v,
+                       size_t vlen)
+{
+    struct migrate *m = arg;
+    uint8_t nk[KVS_INDEX_KEY_MAX], nv[KVS_INDEX_REC_MAX];
+    kvs_index_rec_t rec;
+
+    if (rec_v1_decode((const uint8_t *)k, klen, (const uint8_t *)v, vlen,
+                      &rec) == 0) {
+        size_t nkl = kvs_index_key_encode(rec.uid, nk);
+        size_t nvl = kvs_index_rec_encode(&rec, nv);
+        rocksdb_writebatch_put(m->wb, (const char *)nk, nkl, (const char *)nv,
+                               nvl);
+        m->moved++;
+    } else {
+        m->bad++;
+    }
+    rocksdb_writebatch_delete(m->wb, k, klen);
+    if (rocksdb_writebatch_count(m->wb) >= MIGRATE_BATCH)
+        return migrate_flush(m);
+    return 0;
+}
+
+int kvs_index_migrate(kvs_index_t *idx, uint64_t *moved_out, uint64_t *bad_out)
+{
+    struct migrate m = {idx, rocksdb_writebatch_create(), 0, 0};
+    int ret = index_scan(idx, 'B', migrate_one, &m);
+
+    if (ret == 0) {
+        ret = enter(idx, true);
+        if (ret == 0) {
+            ret = migrate_flush(&m);
+            leave(idx);
+        }
+    }
+    rocksdb_writebatch_destroy(m.wb);
+    *moved_out = m.moved;
+    *bad_out = m.bad;
     return ret;
 }
 
@@ -581,17 +699,16 @@ void kvs_index_batch_clear(kvs_index_batch_t *b)
 void kvs_index_batch_put(kvs_index_batch_t *b, const kvs_index_rec_t *rec)
 {
     uint8_t k[KVS_INDEX_KEY_MAX], v[KVS_INDEX_REC_MAX];
-    size_t kl = kvs_index_key_encode(rec->ns, rec->key, rec->key_len, k);
+    size_t kl = kvs_index_key_encode(rec->uid, k);
     size_t vl = kvs_index_rec_encode(rec, v);
 
     rocksdb_writebatch_put(b->wb, (const char *)k, kl, (const char *)v, vl);
 }
 
-void kvs_index_batch_delete(kvs_index_batch_t *b, uint32_t ns, const void *key,
-                            uint32_t key_len)
+void kvs_index_batch_delete(kvs_index_batch_t *b, uint64_t uid)
 {
     uint8_t k[KVS_INDEX_KEY_MAX];
-    size_t kl = kvs_index_key_encode(ns, key, key_len, k);
+    size_t kl = kvs_index_key_encode(uid, k);
 
     rocksdb_writebatch_delete(b->wb, (const char *)k, kl);
 }
@@ -613,30 +730,18 @@ int kvs_index_commit(kvs_index_t *idx, kvs_index_batch_t *b, bool sync)
     return ret;
 }
 
-int kvs_index_block_delete_if(kvs_index_t *idx, uint32_t ns, const void *key,
-                              uint32_t key_len, uint64_t uid)
+int kvs_index_block_delete(kvs_index_t *idx, uint64_t uid)
 {
     uint8_t k[KVS_INDEX_KEY_MAX];
-    size_t kl = kvs_index_key_encode(ns, key, key_len, k), vlen;
-    char *err = NULL, *v;
-    kvs_index_rec_t rec;
+    size_t kl = kvs_index_key_encode(uid, k);
+    char *err = NULL;
     int ret = enter(idx, true);
 
     if (ret)
         return ret;
-    v = rocksdb_get(idx->db, idx->ropts, (const char *)k, kl, &vlen, &err);
-    if (err) {
-        leave(idx);
-        return index_error(err, "read block record");
-    }
-    /* A record that does not decode is dropped as well. */
-    if (v &&
-        (kvs_index_rec_decode(k, kl, v, vlen, &rec) != 0 || rec.uid == uid)) {
-        rocksdb_delete(idx->db, idx->wopts_async, (const char *)k, kl, &err);
-        if (err)
-            ret = write_error(idx, err, "delete block record");
-    }
+    rocksdb_delete(idx->db, idx->wopts_async, (const char *)k, kl, &err);
+    if (err)
+        ret = write_error(idx, err, "delete block record");
     leave(idx);
-    rocksdb_free(v);
     return ret;
 }

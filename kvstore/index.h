@@ -9,7 +9,9 @@
  *   "M"                  layout record (kvs_index_meta_t)
  *   "N" | name           namespace: u32 id | u32 elem_size (LE)
  *   "R" | u32 region     u64 generation (LE)
- *   "B" | u32 ns | key   block record (kvs_index_rec_t, encoded below)
+ *   "U" | u64 uid        block record (kvs_index_rec_t, encoded in
+ *                        index.c), named by its put's uid
+ *   "B" | u32 ns | key   block record of format 1 (kvs_index_migrate)
  *
  * Thread-safety: RocksDB calls are thread-safe; callers order writes to the
  * same block key themselves (the store does it under its writer lock). The
@@ -38,7 +40,9 @@ typedef struct kvs_index_meta {
     uint32_t nregions;
 } kvs_index_meta_t;
 
-#define KVS_INDEX_FORMAT 1u
+/* 2: block records named by uid; 1: by (ns, key), which kvs_index_migrate
+ * converts. */
+#define KVS_INDEX_FORMAT 2u
 
 /* One block on disk. */
 typedef struct kvs_index_rec {
@@ -63,8 +67,8 @@ typedef struct kvs_index_rec {
     uint8_t parent[KVS_KEY_MAX];
 } kvs_index_rec_t;
 
-#define KVS_INDEX_KEY_MAX (1 + 4 + KVS_KEY_MAX)
-#define KVS_INDEX_REC_MAX (96 + KVS_KEY_MAX)
+#define KVS_INDEX_KEY_MAX (1 + 8) /* every block record's name */
+#define KVS_INDEX_REC_MAX (96 + 2 * KVS_KEY_MAX)
 
 /* Opens or creates the database at path. KVS_EINDEX with the cause logged. */
 int kvs_index_open(const char *path, kvs_index_t **index_out);
@@ -100,22 +104,27 @@ int kvs_index_batch_create(kvs_index_batch_t **batch_out);
 void kvs_index_batch_destroy(kvs_index_batch_t *batch);
 void kvs_index_batch_clear(kvs_index_batch_t *batch);
 void kvs_index_batch_put(kvs_index_batch_t *batch, const kvs_index_rec_t *rec);
-void kvs_index_batch_delete(kvs_index_batch_t *batch, uint32_t ns,
-                            const void *key, uint32_t key_len);
+void kvs_index_batch_delete(kvs_index_batch_t *batch, uint64_t uid);
 /* Applies the batch atomically; sync makes it durable before returning. */
 int kvs_index_commit(kvs_index_t *index, kvs_index_batch_t *batch, bool sync);
 
-/* Deletes the block record only if it still carries uid (a newer put of
- * the same key has its own uid and is left alone). */
-int kvs_index_block_delete_if(kvs_index_t *index, uint32_t ns, const void *key,
-                              uint32_t key_len, uint64_t uid);
+/* Deletes the block record of the put uid (a newer put of the same key
+ * has its own record and is left alone). */
+int kvs_index_block_delete(kvs_index_t *index, uint64_t uid);
+
+/* Rewrites an index of format 1 as format 2, in place: *moved_out records
+ * converted, *bad_out that did not decode (deleted). Safe to run again
+ * after a crash in the middle; the caller writes the layout record's new
+ * format once it returns 0. */
+int kvs_index_migrate(kvs_index_t *index, uint64_t *moved_out,
+                      uint64_t *bad_out);
 
 /* Record codec, public for tests and fuzzing. encode returns bytes written
  * (at most KVS_INDEX_REC_MAX). decode validates everything and returns 0 or
- * KVS_ECORRUPT; key is the RocksDB key ("B" | ns | key). */
+ * KVS_ECORRUPT; key is the RocksDB key ("U" | uid: key_encode, which
+ * returns KVS_INDEX_KEY_MAX). */
 size_t kvs_index_rec_encode(const kvs_index_rec_t *rec, uint8_t *buf);
-size_t kvs_index_key_encode(uint32_t ns, const void *key, uint32_t key_len,
-                            uint8_t *buf);
+size_t kvs_index_key_encode(uint64_t uid, uint8_t *buf);
 int kvs_index_rec_decode(const void *key, size_t key_len, const void *val,
                          size_t val_len, kvs_index_rec_t *rec_out);
 

@@ -61,11 +61,11 @@ int kvs_store_pin_flags(kvs_store_t *s, uint32_t ns, const void *key,
         s->st.refs++;
         kvs_table_touch_locked(s, e);
         if (view_out) {
-            view_out->data = s->abase + e->dram_off;
+            view_out->data = ent_data(s, e);
             view_out->len = e->raw_len;
             view_out->nparts = e->nparts;
-            view_out->part_lens = part_table(s, e);
-            view_out->arena_off = e->dram_off;
+            view_out->part_lens = part_table(e);
+            view_out->arena_off = e->dram->off;
             view_out->cls = e->cls;
             view_out->tier = tier;
             view_out->ref = e;
@@ -139,7 +139,7 @@ int kvs_store_promote(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
         if (!e || (e->flags & E_DRAM))
             continue;
         /* Stop at the DRAM budget rather than push out other blocks. */
-        uint64_t bytes = kvs_dram_bytes_for(e->raw_len, e->nparts);
+        uint64_t bytes = kvs_dram_bytes_for(e->raw_len);
         if (kvs_arena_used(s->arena) + bytes > s->dram_high ||
             kvs_arena_largest_free(s->arena) < bytes) {
             ret = KVS_EFULL;

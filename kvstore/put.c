@@ -16,6 +16,7 @@
  */
 #include "kvstore/store_int.h"
 #include "common/clock.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <string.h>
@@ -40,13 +41,24 @@ int kvs_put_check(const kvs_store_t *s, const kvs_put_args_t *a, bool need_data,
     }
     if (total > s->cfg.max_block_bytes)
         return KVS_ETOOBIG;
+    if (total < s->cfg.min_block_bytes) {
+        static bool logged; /* once a process: a client may send many */
+        if (!__atomic_exchange_n(&logged, true, __ATOMIC_RELAXED))
+            kvs_warn("store: a put of %llu bytes refused (KVS_ETOOSMALL): "
+                     "under store.min_block_bytes = %u, as a block takes "
+                     "whole 4 KiB pages (docs/operations.md, \"Space "
+                     "amplification\"); later refusals are not logged",
+                     (unsigned long long)total, s->cfg.min_block_bytes);
+        return KVS_ETOOSMALL;
+    }
     *total_out = total;
     return 0;
 }
 
 /* Replaces or inserts e (busy, filled) under its key; returns 0 or
- * KVS_EBUSY if the old block is referenced. *old_uid_out is set when an old
- * block's index record must be deleted (the new block has none yet). */
+ * KVS_EBUSY if the old block is referenced. *old_uid is set when an old
+ * block's index record must be deleted (records are named by uid, so the
+ * new block's record, if written already, is another one). */
 static int publish_locked(kvs_store_t *s, struct entry *e, bool *del_old,
                           uint64_t *old_uid)
 {
@@ -57,7 +69,7 @@ static int publish_locked(kvs_store_t *s, struct entry *e, bool *del_old,
     if (old) {
         if (old->refs)
             return KVS_EBUSY;
-        if ((old->flags & E_DISK) && !(e->flags & E_DISK)) {
+        if (old->flags & E_DISK) {
             *del_old = true;
             *old_uid = old->uid;
         }
@@ -96,7 +108,8 @@ int kvs_store_put(kvs_store_t *s, const kvs_put_args_t *a)
 int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
                            uint64_t total, struct entry **e_out)
 {
-    uint64_t bytes = kvs_dram_bytes_for(total, a->nparts), off;
+    uint64_t bytes = kvs_dram_bytes_for(total), off;
+    struct dcopy *d = NULL;
     struct entry *e;
     int ret;
 
@@ -121,6 +134,11 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
     if (!ret)
         ret = kvs_dram_alloc_flags_locked(s, bytes,
                                           !(a->flags & KVS_PUT_NO_WAIT), &off);
+    if (!ret && !(d = kvs_dram_copy_new(off, a->nparts))) {
+        kvs_arena_free(s->arena, off, bytes);
+        pthread_cond_broadcast(&s->space_cv);
+        ret = -ENOMEM;
+    }
     if (ret) {
         if (e)
             kvs_table_free_locked(s, e); /* fresh: only its keys to drop */
@@ -128,8 +146,7 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
             s->st.full_errors++;
         return ret;
     }
-    e->dram_off = off + kvs_segment_hdr_bytes(a->nparts);
-    e->flags |= E_DRAM;
+    kvs_dram_attach_locked(e, d);
     e->busy = 1;
     e->nparts = a->nparts;
     e->raw_len = total;
@@ -142,7 +159,7 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
         e->flags |= E_DURABLE;
     if (e->cls == KVS_CLASS_PINNED)
         s->pinned_bytes += total;
-    uint32_t *pl = part_table(s, e);
+    uint32_t *pl = part_table(e);
     for (uint32_t p = 0; p < a->nparts; p++)
         pl[p] = (uint32_t)a->parts[p].len;
     *e_out = e;
@@ -162,9 +179,9 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
 void kvs_put_seal(kvs_store_t *s, struct entry *e)
 {
     e->data_xxh = s->cfg.dram_shared
-                      ? XXH3_64bits(s->abase + e->dram_off, e->raw_len)
+                      ? XXH3_64bits(ent_data(s, e), e->raw_len)
                       : 0;
-    kvs_dram_zero_tail(s->abase + e->dram_off, e->raw_len, e->nparts);
+    kvs_dram_zero_tail(ent_data(s, e), e->raw_len);
 }
 
 /*
@@ -212,8 +229,7 @@ void kvs_put_commit(kvs_store_t *s, const kvs_put_args_t *const *args,
         pthread_mutex_unlock(&s->lock);
         if (del_old || del_own) {
             pthread_mutex_lock(&s->wlock);
-            kvs_index_block_delete_if(s->index, a->ns, a->key, a->key_len,
-                                      del_own ? own_uid : old_uid);
+            kvs_index_block_delete(s->index, del_own ? own_uid : old_uid);
             pthread_mutex_unlock(&s->wlock);
         }
         status[k] = ret;
@@ -253,7 +269,7 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
             blocked |= ret == -EWOULDBLOCK;
             if (ret)
                 continue;
-            uint8_t *dst = s->abase + e->dram_off;
+            uint8_t *dst = ent_data(s, e);
             for (uint32_t p = 0; p < a->nparts; p++) {
                 if (a->parts[p].len)
                     memcpy(dst, a->parts[p].base, a->parts[p].len);

@@ -50,11 +50,11 @@ void *kvs_store_put_part_buf(kvs_store_t *s, kvs_put_stream_t *ps,
 
     if (!e || part >= ps->nparts)
         return NULL;
-    pl = part_table(s, e);
+    pl = part_table(e);
     for (uint32_t p = 0; p < part; p++)
         off += pl[p];
     *len_out = pl[part];
-    return s->abase + e->dram_off + off;
+    return ent_data(s, e) + off;
 }
 
 int kvs_store_put_part(kvs_store_t *s, kvs_put_stream_t *ps, uint32_t part,
@@ -115,7 +115,7 @@ int kvs_store_put_seal_parts(kvs_store_t *s, kvs_put_stream_t *ps,
 
     if (!e)
         return -EINVAL;
-    memcpy(part_table(s, e), part_lens, 4ull * e->nparts);
+    memcpy(part_table(e), part_lens, 4ull * e->nparts);
     for (uint32_t p = 0; p < ps->nparts; p++)
         (void)kvs_store_put_part_done(s, ps, p);
     return kvs_store_put_seal(s, ps);

@@ -26,10 +26,10 @@
 
 /* A read of e's disk copy, to be made with the lock released: what the
  * check needs of the entry, copied (status 1: not read yet). */
-void kvs_read_init(struct rd *r, const struct entry *e)
+void kvs_read_init(const kvs_store_t *s, struct rd *r, const struct entry *e)
 {
     *r = (struct rd){
-        .loc = e->loc,
+        .loc = ent_loc(s, e),
         .raw_len = e->raw_len,
         .stored_len = e->stored_len,
         .data_xxh = e->data_xxh,
@@ -135,8 +135,8 @@ bool kvs_read_drop_corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
         kvs_table_lookup_locked(s, ns, key, len, key_hash(ns, key, len));
 
     s->st.corrupt_reads++;
-    if (!e || !(e->flags & E_DISK) || e->loc.off != loc->off ||
-        e->loc.gen != loc->gen)
+    if (!e || !(e->flags & E_DISK) || ent_loc(s, e).off != loc->off ||
+        e->loc_gen != loc->gen)
         return false; /* moved or reclaimed meanwhile */
     kvs_warn("store: block at offset %llu failed verification; dropped "
              "(codec %u, %llu of %llu bytes stored, %u on disk)",
@@ -210,7 +210,8 @@ void kvs_read_batch_rlocked(kvs_store_t *s, struct rd *rds, size_t nrd)
  */
 int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
 {
-    uint64_t bytes = kvs_dram_bytes_for(e->raw_len, e->nparts), off;
+    uint64_t bytes = kvs_dram_bytes_for(e->raw_len), off;
+    struct dcopy *d;
     struct rd r;
     uint8_t key[KVS_KEY_MAX];
     uint32_t key_len = e->key_len;
@@ -220,7 +221,7 @@ int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
         return 0;
     if (!s->seg)
         return KVS_ENOTFOUND;
-    kvs_read_init(&r, e);
+    kvs_read_init(s, &r, e);
     if (wait)
         ret = kvs_dram_alloc_locked(s, bytes, &off);
     else
@@ -232,24 +233,26 @@ int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
         kvs_arena_free(s->arena, off, bytes);
         return (e->flags & E_DRAM) ? 0 : KVS_ENOTFOUND;
     }
-    uint64_t data_off = off + kvs_segment_hdr_bytes(e->nparts);
+    if (!(d = kvs_dram_copy_new(off, r.nparts))) {
+        kvs_arena_free(s->arena, off, bytes);
+        pthread_cond_broadcast(&s->space_cv);
+        return -ENOMEM;
+    }
     e->busy++;
     memcpy(key, ent_key(s, e), key_len);
     pthread_mutex_unlock(&s->lock);
 
     kvs_lockstat_lock(&s->rlock, &s->rlock_stat);
-    uint32_t *pl = part_table_at(s, data_off, r.nparts);
-    ret = kvs_read_one_rlocked(s, &r, key, key_len, s->abase + data_off, pl,
+    ret = kvs_read_one_rlocked(s, &r, key, key_len, s->abase + off, d->parts,
                                r.nparts);
     if (ret == 0)
-        kvs_dram_zero_tail(s->abase + data_off, r.raw_len, r.nparts);
+        kvs_dram_zero_tail(s->abase + off, r.raw_len);
     pthread_mutex_unlock(&s->rlock);
 
     pthread_mutex_lock(&s->lock);
     e->busy--;
     if (ret == 0 && !(e->flags & E_DEAD) && !(e->flags & E_DRAM)) {
-        e->dram_off = data_off;
-        e->flags |= E_DRAM;
+        kvs_dram_attach_locked(e, d);
         kvs_table_lru_push(s, e, NULL);
         s->st.dram_blocks++;
         ev_tier_locked(s, e, KVS_STORE_EV_STORED, KVS_TIER_DRAM);
@@ -258,6 +261,7 @@ int kvs_read_promote_locked(kvs_store_t *s, struct entry *e, bool wait)
         return 0;
     }
     kvs_arena_free(s->arena, off, bytes);
+    kvs_dram_copy_free(d);
     pthread_cond_broadcast(&s->space_cv);
     if ((e->flags & E_DEAD) && !e->busy) {
         kvs_table_free_locked(s, e);

@@ -66,16 +66,22 @@ static void load_rec(void *arg, const kvs_index_rec_t *r)
      * location is out of range) describes data that is gone. */
     if (r->region >= s->nregions || r->gen != s->regions[r->region].gen ||
         r->disk_off / s->cfg.region_bytes != r->region ||
+        r->disk_off % KVS_SEG_ALIGN || r->disk_len % KVS_SEG_ALIGN ||
+        r->disk_len == 0 ||
         r->raw_len > s->cfg.max_block_bytes || r->key_len == 0 ||
         r->ns >= s->nns || !s->ns[r->ns].name) {
         c->stale++;
-        kvs_index_batch_delete(c->drop, r->ns, r->key, r->key_len);
+        kvs_index_batch_delete(c->drop, r->uid);
         return;
     }
     h = key_hash(r->ns, r->key, r->key_len);
-    if (kvs_table_lookup_locked(s, r->ns, r->key, r->key_len, h)) {
+    /* Records come in uid order: one of a key already loaded is older (a
+     * replaced block whose record's delete was lost in a crash). */
+    e = kvs_table_lookup_locked(s, r->ns, r->key, r->key_len, h);
+    if (e) {
         c->dup++;
-        return;
+        kvs_index_batch_delete(c->drop, e->uid);
+        kvs_table_remove_locked(s, e);
     }
     e = kvs_table_alloc_locked(s);
     if (!e) {
@@ -100,7 +106,8 @@ static void load_rec(void *arg, const kvs_index_rec_t *r)
     e->group = r->group;
     e->stored_len = r->stored_len;
     e->data_xxh = r->data_xxh;
-    e->loc = (kvs_seg_loc_t){r->disk_off, r->gen, r->region, r->disk_len};
+    ent_set_loc(e, &(kvs_seg_loc_t){r->disk_off, r->gen, r->region,
+                                    r->disk_len});
     e->flags |= E_DISK | E_DURABLE;
     kvs_table_link(s, e);
     kvs_region_add(s, e);
@@ -132,6 +139,31 @@ static void share_parents(kvs_store_t *s)
     }
 }
 
+/* An index of format 1 (records named by their key) is rewritten as
+ * format 2 (named by uid), then marked so. */
+static int migrate(kvs_store_t *s, const kvs_index_meta_t *want)
+{
+    uint64_t moved = 0, bad = 0;
+    int ret;
+
+    kvs_info("store: %s: index format 1, rewriting its block records as "
+             "format %u (named by uid)",
+             s->dir, want->format);
+    ret = kvs_index_migrate(s->index, &moved, &bad);
+    if (ret == 0)
+        ret = kvs_index_meta_put(s->index, want);
+    if (ret) {
+        kvs_error("store: %s: migrating the index failed (%s); it is left "
+                  "as it was or half done, and the next open tries again",
+                  s->dir, kvs_strerror(ret));
+        return ret;
+    }
+    kvs_info("store: index migrated: %llu block records rewritten, %llu "
+             "malformed dropped",
+             (unsigned long long)moved, (unsigned long long)bad);
+    return 0;
+}
+
 int kvs_recover_load(kvs_store_t *s)
 {
     char path[PATH_MAX];
@@ -148,8 +180,14 @@ int kvs_recover_load(kvs_store_t *s)
     ret = kvs_index_meta_get(s->index, &meta);
     if (ret == KVS_ENOTFOUND) {
         ret = kvs_index_meta_put(s->index, &want);
-    } else if (ret == 0 && (meta.format != want.format ||
-                            meta.region_bytes != want.region_bytes ||
+    } else if (ret == 0 && meta.format != want.format &&
+               meta.format != 1) {
+        kvs_error("store: %s has an index of format %u, which this kvstash "
+                  "(format %u) does not know: made by a newer version? Run "
+                  "that version, or remove the directory to start empty",
+                  s->dir, meta.format, want.format);
+        return KVS_ELAYOUT;
+    } else if (ret == 0 && (meta.region_bytes != want.region_bytes ||
                             meta.nregions != want.nregions)) {
         kvs_error("store: %s was made with region_bytes=%u and %u regions; "
                   "the configuration asks for %u and %u (format %u vs %u)",
@@ -157,6 +195,8 @@ int kvs_recover_load(kvs_store_t *s)
                   want.nregions, meta.format, want.format);
         return KVS_ELAYOUT;
     }
+    if (ret == 0 && meta.format == 1)
+        ret = migrate(s, &want);
     if (ret)
         return ret;
     ret = kvs_index_ns_load(s->index, load_ns, s);

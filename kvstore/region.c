@@ -25,7 +25,7 @@
 
 void kvs_region_add(kvs_store_t *s, struct entry *e)
 {
-    struct region *r = &s->regions[e->loc.region];
+    struct region *r = &s->regions[ent_region(s, e)];
     uint32_t i = eidx(s, e);
 
     e->rg_prev = NIL;
@@ -56,7 +56,8 @@ void kvs_region_maybe_free_locked(kvs_store_t *s, uint32_t r)
 
 void kvs_region_remove(kvs_store_t *s, struct entry *e)
 {
-    struct region *r = &s->regions[e->loc.region];
+    uint32_t rg = ent_region(s, e);
+    struct region *r = &s->regions[rg];
 
     if (e->rg_prev != NIL)
         s->ents[e->rg_prev].rg_next = e->rg_next;
@@ -65,7 +66,7 @@ void kvs_region_remove(kvs_store_t *s, struct entry *e)
     if (e->rg_next != NIL)
         s->ents[e->rg_next].rg_prev = e->rg_prev;
     r->nblocks--;
-    kvs_region_maybe_free_locked(s, e->loc.region);
+    kvs_region_maybe_free_locked(s, rg);
 }
 
 /* A block on disk only that must survive its region's reclaim. */
@@ -86,7 +87,7 @@ static uint64_t region_keep_bytes_locked(kvs_store_t *s, uint32_t r)
         if (((e->flags & E_DRAM) &&
              ((e->flags & E_DURABLE) || e->cls == KVS_CLASS_PINNED)) ||
             kvs_region_must_keep(e, now))
-            bytes += e->loc.disk_len;
+            bytes += (uint64_t)e->loc_pages * KVS_SEG_ALIGN;
     }
     return bytes;
 }

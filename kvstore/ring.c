@@ -153,6 +153,25 @@ int kvs_ring_write(kvs_ring_t *r, int buf_index, const void *buf, size_t len,
     return ring_prep(r, true, buf_index, (void *)buf, len, off, user_data);
 }
 
+int kvs_ring_writev(kvs_ring_t *r, const struct iovec *iov, unsigned niov,
+                    uint64_t off, uint64_t user_data)
+{
+    size_t len = 0;
+    uint32_t slot;
+    struct io_uring_sqe *sqe;
+
+    kvs_assert(niov >= 1 && niov <= 2);
+    for (unsigned i = 0; i < niov; i++)
+        len += iov[i].iov_len;
+    sqe = ring_get(r, len, user_data, &slot);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_writev(sqe, 0, iov, niov, off);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64(sqe, slot);
+    return 0;
+}
+
 int kvs_ring_submit(kvs_ring_t *r)
 {
     int ret;

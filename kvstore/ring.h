@@ -34,6 +34,10 @@ int kvs_ring_read(kvs_ring_t *ring, int buf_index, void *buf, size_t len,
                   uint64_t off, uint64_t user_data);
 int kvs_ring_write(kvs_ring_t *ring, int buf_index, const void *buf, size_t len,
                    uint64_t off, uint64_t user_data);
+/* Queues one write of niov pieces (1..2) gathered from unregistered memory.
+ * iov must stay valid until the operation completes. */
+int kvs_ring_writev(kvs_ring_t *ring, const struct iovec *iov, unsigned niov,
+                    uint64_t off, uint64_t user_data);
 
 /* Submits what is queued. Returns the number submitted or -errno. */
 int kvs_ring_submit(kvs_ring_t *ring);

@@ -11,10 +11,14 @@
  *   block:      | header (136 + 4*nparts) | pad | payload | pad to 4 KiB |
  *               ^ 4 KiB aligned                 ^ 4 KiB aligned
  *
- * The payload starts on its own 4 KiB boundary so that a block whose DRAM
- * copy is laid out the same way (header pages, then the bytes) is written
- * straight from the DRAM arena with one write, without a copy. Padding
- * bytes carry no meaning and are not checked.
+ * The payload starts on its own 4 KiB boundary so that a block in DRAM is
+ * written straight from the arena, without a copy: one gathered write of
+ * its header page, built here in the segment's own memory, and its bytes
+ * where they are (kvs_segment_append_image). The header never comes from
+ * the arena, which same-host clients may map and write (the shm socket):
+ * what such a client can change on the way to disk is the payload, which
+ * its checksum covers, and padding. Padding bytes carry no meaning and are
+ * not checked.
  *
  * Block header, little-endian:
  *
@@ -65,6 +69,15 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 _Static_assert(KVS_SEG_HDR_FIXED == 72 + KVS_KEY_MAX, "header layout");
 
 #define NWBUF 4
+/* A header page of a block written in place: the largest header, padded. */
+#define HDR_SLOT KVS_ALIGN_UP(KVS_SEG_HDR_MAX, KVS_SEG_ALIGN)
+
+/* One write from a block's payload in place: its header page (in hdrs) and
+ * the two pieces written, kept until the write completes. */
+struct hslot {
+    uint64_t tag; /* the caller's, reported at completion */
+    struct iovec iov[2];
+};
 
 struct wbuf {
     uint8_t *mem;      /* write_buf_bytes, 4 KiB aligned */
@@ -92,10 +105,13 @@ struct kvs_segment {
     uint64_t region_fill; /* bytes appended into it */
     int write_err;        /* first write error since the last flush */
     kvs_segment_write_cb write_cb;
-    bool image_fixed; /* the image area is registered buffer NWBUF */
-    const uint8_t *image_base;
-    size_t image_len;
     void *write_cb_arg;
+    /* Writes in place: nhdrs header pages of HDR_SLOT bytes, private to
+     * this process, one per write in flight; free ones on a stack. */
+    uint8_t *hdrs;
+    struct hslot *hslot;
+    uint32_t *hdr_free;
+    unsigned nhdrs, nhdr_free;
 
     /* Reader side. */
     kvs_ring_t *rring;
@@ -130,6 +146,17 @@ static void slots_unmap(kvs_segment_t *s)
     s->slots = NULL;
 }
 
+/* Frees the buffers kvs_segment_open made (NULL ones are skipped). */
+static void bufs_free(kvs_segment_t *s)
+{
+    slots_unmap(s);
+    for (unsigned i = 0; i < NWBUF; i++)
+        free(s->wb[i].mem);
+    free(s->hdrs);
+    free(s->hslot);
+    free(s->hdr_free);
+}
+
 static int ring_setup(unsigned depth, int fd, struct iovec *iov, unsigned n,
                       kvs_ring_t **ring_out, bool *fixed_out)
 {
@@ -145,8 +172,7 @@ static int ring_setup(unsigned depth, int fd, struct iovec *iov, unsigned n,
 int kvs_segment_open(const kvs_segment_config_t *cfg, kvs_segment_t **seg_out)
 {
     kvs_segment_t *s;
-    struct iovec iov[NWBUF + 1];
-    unsigned niov = NWBUF;
+    struct iovec iov[NWBUF];
     struct iovec *riov = NULL;
     struct stat st;
     int ret;
@@ -171,8 +197,10 @@ int kvs_segment_open(const kvs_segment_config_t *cfg, kvs_segment_t **seg_out)
         ret = KVS_ECONFIG;
         goto err_free;
     }
-    s->wbuf_bytes = KVS_MAX(cfg->write_buf_bytes, s->max_disk_len);
-    s->wbuf_bytes = KVS_ALIGN_UP(s->wbuf_bytes, KVS_SEG_ALIGN);
+    /* Not sized for the largest block: one larger than a buffer is
+     * written from its own memory (kvs_segment_append_image). */
+    s->wbuf_bytes = KVS_ALIGN_UP(
+        KVS_MAX(cfg->write_buf_bytes, 2 * KVS_SEG_ALIGN), KVS_SEG_ALIGN);
 
     s->fd = open(cfg->path, O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0644);
     if (s->fd < 0) {
@@ -229,17 +257,20 @@ int kvs_segment_open(const kvs_segment_config_t *cfg, kvs_segment_t **seg_out)
     for (unsigned i = 0; i < s->nslots; i++)
         riov[i] = (struct iovec){s->slots + (size_t)i * s->max_disk_len,
                                  s->max_disk_len};
-    /* The DRAM arena, when given, is registered too: blocks are written
-     * from it directly. io_uring takes buffers of up to 1 GiB. */
-    if (cfg->image_base && cfg->image_len && cfg->image_len <= (1ull << 30)) {
-        iov[NWBUF] = (struct iovec){(void *)cfg->image_base, cfg->image_len};
-        niov++;
+    s->nhdrs = KVS_MAX(cfg->io_depth, NWBUF);
+    s->hslot = calloc(s->nhdrs, sizeof(*s->hslot));
+    s->hdr_free = calloc(s->nhdrs, sizeof(*s->hdr_free));
+    if (!s->hslot || !s->hdr_free ||
+        posix_memalign((void **)&s->hdrs, KVS_SEG_ALIGN,
+                       (size_t)s->nhdrs * HDR_SLOT)) {
+        ret = -ENOMEM;
+        goto err_bufs;
     }
-    s->image_base = cfg->image_base;
-    s->image_len = cfg->image_len;
-    ret = ring_setup(2 * KVS_MAX(cfg->io_depth, NWBUF), s->fd, iov, niov,
+    for (unsigned i = 0; i < s->nhdrs; i++)
+        s->hdr_free[i] = s->nhdrs - 1 - i;
+    s->nhdr_free = s->nhdrs;
+    ret = ring_setup(2 * KVS_MAX(cfg->io_depth, NWBUF), s->fd, iov, NWBUF,
                      &s->wring, &s->wring_fixed);
-    s->image_fixed = s->wring_fixed && niov > NWBUF;
     if (ret)
         goto err_bufs;
     bool reg = s->slots_len <= READ_REGISTER_MAX;
@@ -256,9 +287,7 @@ err_wring:
     kvs_ring_destroy(s->wring);
 err_bufs:
     free(riov);
-    slots_unmap(s);
-    for (unsigned i = 0; i < NWBUF; i++)
-        free(s->wb[i].mem);
+    bufs_free(s);
 err_close:
     close(s->fd);
 err_free:
@@ -273,9 +302,7 @@ void kvs_segment_close(kvs_segment_t *s)
     kvs_segment_flush(s);
     kvs_ring_destroy(s->wring);
     kvs_ring_destroy(s->rring);
-    slots_unmap(s);
-    for (unsigned i = 0; i < NWBUF; i++)
-        free(s->wb[i].mem);
+    bufs_free(s);
     close(s->fd);
     free(s);
 }
@@ -300,18 +327,28 @@ uint32_t kvs_segment_max_disk_len(const kvs_segment_t *s)
     return s->max_disk_len;
 }
 
+uint32_t kvs_segment_buf_bytes(const kvs_segment_t *s)
+{
+    return s->wbuf_bytes;
+}
+
 static void write_done(void *arg, uint64_t user_data, int res)
 {
     kvs_segment_t *s = arg;
 
     if (user_data >= NWBUF) {
-        /* A block written straight from its image. */
+        /* A block written from its payload in place: its header page is
+         * free again. */
+        unsigned h = (unsigned)(user_data - NWBUF);
+        kvs_assert(h < s->nhdrs);
+        uint64_t tag = s->hslot[h].tag;
+        s->hdr_free[s->nhdr_free++] = h;
         if (res < 0 && s->write_err == 0) {
             s->write_err = res;
             kvs_error("segment: direct write failed: %s", strerror(-res));
         }
         if (s->write_cb)
-            s->write_cb(s->write_cb_arg, user_data, res < 0 ? res : 0);
+            s->write_cb(s->write_cb_arg, tag, res < 0 ? res : 0);
         return;
     }
     s->wb[user_data].in_flight = false;
@@ -390,7 +427,7 @@ int kvs_segment_submit(kvs_segment_t *s)
 }
 
 int kvs_segment_append_image(kvs_segment_t *s, const kvs_seg_block_t *blk,
-                             uint8_t *image, uint64_t tag,
+                             const uint8_t *payload, uint64_t tag,
                              kvs_seg_loc_t *loc_out)
 {
     uint32_t disk_len =
@@ -400,7 +437,7 @@ int kvs_segment_append_image(kvs_segment_t *s, const kvs_seg_block_t *blk,
     int ret;
 
     kvs_assert(tag >= NWBUF);
-    kvs_assert(((uintptr_t)image & (KVS_SEG_ALIGN - 1)) == 0);
+    kvs_assert(((uintptr_t)payload & (KVS_SEG_ALIGN - 1)) == 0);
     if (s->region == UINT32_MAX || s->region_fill + disk_len > s->region_bytes)
         return -ENOSPC;
     if (disk_len > s->max_disk_len)
@@ -410,20 +447,35 @@ int kvs_segment_append_image(kvs_segment_t *s, const kvs_seg_block_t *blk,
         wbuf_submit(s, s->cur);
         s->cur = (s->cur + 1) % NWBUF;
     }
-    uint32_t hdr_len = kvs_segment_block_encode(blk, s->gen, image);
-    memset(image + hdr_len, 0, hdr_bytes - hdr_len);
-    off = (uint64_t)s->region * s->region_bytes + s->region_fill;
-    bool fixed = s->image_fixed && image >= s->image_base &&
-                 image + disk_len <= s->image_base + s->image_len;
-    while ((ret = kvs_ring_write(s->wring, fixed ? NWBUF : -1, image, disk_len,
-                                 off, tag)) == -EBUSY) {
+    /* A header page: every one in use is a write in flight. */
+    while (s->nhdr_free == 0) {
         kvs_ring_submit(s->wring);
         ret = kvs_ring_reap(s->wring, 1, write_done, s);
         if (ret < 0)
             return ret;
     }
-    if (ret)
+    unsigned h = s->hdr_free[--s->nhdr_free]; /* given back by write_done */
+    struct hslot *hs = &s->hslot[h];
+    uint8_t *hdr = s->hdrs + (size_t)h * HDR_SLOT;
+    uint32_t hdr_len = kvs_segment_block_encode(blk, s->gen, hdr);
+    memset(hdr + hdr_len, 0, hdr_bytes - hdr_len);
+    hs->tag = tag;
+    hs->iov[0] = (struct iovec){hdr, hdr_bytes};
+    hs->iov[1] = (struct iovec){(void *)payload, disk_len - hdr_bytes};
+    off = (uint64_t)s->region * s->region_bytes + s->region_fill;
+    unsigned niov = disk_len > hdr_bytes ? 2 : 1;
+    while ((ret = kvs_ring_writev(s->wring, hs->iov, niov, off, NWBUF + h)) == -EBUSY) {
+        kvs_ring_submit(s->wring);
+        int rret = kvs_ring_reap(s->wring, 1, write_done, s);
+        if (rret < 0) {
+            ret = rret;
+            break;
+        }
+    }
+    if (ret) {
+        s->hdr_free[s->nhdr_free++] = h;
         return ret;
+    }
     ret = kvs_ring_submit(s->wring);
     if (ret < 0)
         return ret;
@@ -535,11 +587,8 @@ uint32_t kvs_segment_block_encode(const kvs_seg_block_t *blk, uint64_t gen,
     kvs_le64_store(b + 48, blk->stored_len);
     kvs_le64_store(b + 56, blk->data_xxh);
     memcpy(b + 72, blk->key, blk->key_len);
-    /* A DRAM image keeps its part table in place already (kvstore/
-     * store_int.h), and readers may be reading it: no rewrite then. */
-    if ((const uint8_t *)blk->part_lens != b + KVS_SEG_HDR_FIXED)
-        for (uint32_t i = 0; i < blk->nparts; i++)
-            kvs_le32_store(b + KVS_SEG_HDR_FIXED + 4 * i, blk->part_lens[i]);
+    for (uint32_t i = 0; i < blk->nparts; i++)
+        kvs_le32_store(b + KVS_SEG_HDR_FIXED + 4 * i, blk->part_lens[i]);
     kvs_le64_store(
         b + 64, XXH3_64bits_withSeed(b + 72, hdr_len - 72, XXH3_64bits(b, 64)));
     return hdr_len;
@@ -603,7 +652,7 @@ int kvs_segment_append(kvs_segment_t *s, const kvs_seg_block_t *blk,
 
     if (s->region == UINT32_MAX || s->region_fill + disk_len > s->region_bytes)
         return -ENOSPC;
-    if (disk_len > s->max_disk_len)
+    if (disk_len > s->max_disk_len || disk_len > s->wbuf_bytes)
         return KVS_ETOOBIG;
     b = &s->wb[s->cur];
     if (b->fill + disk_len > s->wbuf_bytes) {

@@ -38,8 +38,6 @@ typedef struct kvs_segment_config {
     uint32_t io_depth;         /* per ring */
     uint32_t read_slots;       /* bounce buffers for reads (>= 1) */
     uint32_t write_buf_bytes;  /* each of the 4 write buffers */
-    const uint8_t *image_base; /* optional: memory block images are */
-    size_t image_len;          /* written from (the DRAM arena) */
 } kvs_segment_config_t;
 
 /* Where a block is on disk. */
@@ -76,6 +74,9 @@ bool kvs_segment_preallocated(const kvs_segment_t *seg);
 uint32_t kvs_segment_region_bytes(const kvs_segment_t *seg);
 /* Largest disk_len of any block (header and padding included). */
 uint32_t kvs_segment_max_disk_len(const kvs_segment_t *seg);
+/* Bytes of each write buffer: the largest disk_len kvs_segment_append
+ * takes (a larger block goes through kvs_segment_append_image). */
+uint32_t kvs_segment_buf_bytes(const kvs_segment_t *seg);
 /* Bytes of a block's header on disk, padding included (4 KiB multiple). */
 uint32_t kvs_segment_hdr_bytes(uint32_t nparts);
 /* Bytes a block of this shape takes on disk. */
@@ -95,7 +96,8 @@ uint32_t kvs_segment_region_current(const kvs_segment_t *seg);
 /*
  * Copies the header and the payload (niov pieces, stored_len bytes in all)
  * into the write buffers and returns the block's location. -ENOSPC when the
- * open region has no room for it (open another and append again). The data
+ * open region has no room for it (open another and append again);
+ * KVS_ETOOBIG when its disk_len is over kvs_segment_buf_bytes(). The data
  * reaches the file by the next flush; a write error there fails every
  * append since the previous flush.
  */
@@ -115,14 +117,15 @@ void kvs_segment_set_write_cb(kvs_segment_t *seg, kvs_segment_write_cb cb,
 /* The buffer that holds the block appended last. */
 unsigned kvs_segment_last_buf(const kvs_segment_t *seg);
 /*
- * Appends a block from its image: kvs_segment_hdr_bytes() of room for the
- * header (written here) followed by the payload, padded to 4 KiB, at a
- * 4 KiB-aligned address that stays valid until the write completes. The
- * block is written with one write, without a copy; its completion is
- * reported to the callback with tag (>= 4, unique among writes in flight).
+ * Appends a block from its payload in place: stored_len bytes padded to
+ * 4 KiB, at a 4 KiB-aligned address that stays valid until the write
+ * completes. The header is built in the segment's own memory (nothing is
+ * read from the payload's memory but the payload), and header and payload
+ * go out in one gathered write, without a copy; its completion is reported
+ * to the callback with tag (>= 4, unique among writes in flight).
  */
 int kvs_segment_append_image(kvs_segment_t *seg, const kvs_seg_block_t *blk,
-                             uint8_t *image, uint64_t tag,
+                             const uint8_t *payload, uint64_t tag,
                              kvs_seg_loc_t *loc_out);
 /* Starts the write of the partly filled buffer without waiting. */
 int kvs_segment_submit(kvs_segment_t *seg);

@@ -63,6 +63,8 @@ int kvs_store_config_check(const kvs_store_config_t *c)
         why = "max_block_bytes must be 1 B .. 1 GiB";
     else if (c->max_block_bytes > c->dram_bytes / 2)
         why = "max_block_bytes must be at most half of dram_bytes";
+    else if (c->min_block_bytes > c->max_block_bytes)
+        why = "min_block_bytes must be at most max_block_bytes";
     else if (c->max_blocks == 0 || c->max_blocks > (1u << 28))
         why = "max_blocks must be 1 .. 2^28";
     else if (c->policy_window_pct > 100 &&
@@ -79,6 +81,9 @@ int kvs_store_config_check(const kvs_store_config_t *c)
         why = "region_bytes must be a multiple of 1 MiB";
     else if (c->nvme_bytes && c->nvme_bytes < 2ull * c->region_bytes)
         why = "nvme_bytes must hold at least two regions";
+    else if (c->nvme_bytes > (uint64_t)UINT32_MAX * KVS_SEG_ALIGN)
+        why = "nvme_bytes must be at most 16 TiB (an entry keeps a block's "
+              "place in 4 KiB pages, 32 bits)";
     else if (c->nvme_bytes &&
              kvs_segment_disk_len(KVS_KEY_MAX, KVS_PARTS_MAX,
                                   c->max_block_bytes) > c->region_bytes)
@@ -160,15 +165,20 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
         goto err_close;
     }
     s->abase = kvs_arena_base(s->arena);
-    /* A block in DRAM takes at least two arena pages (its header's and
-     * its data's), which bounds the blocks the policy orders at once: its
-     * slots and ghost lists are sized by that, not by max_blocks. */
+    /* A block in DRAM takes at least an arena page, which bounds the
+     * blocks the policy orders at once: its slots are sized by that, not
+     * by max_blocks. Its cache size (ghost lists, adaptation step) stays
+     * the arena over two pages, what it was while every DRAM copy had a
+     * header page: blocks of one page are not what engines store
+     * (docs/operations.md, "Space amplification"). */
+    uint32_t nslots = (uint32_t)KVS_MIN(
+        kvs_arena_size(s->arena) / KVS_ARENA_PAGE, (uint64_t)cfg->max_blocks);
     uint32_t cache_blocks =
         (uint32_t)KVS_MIN(kvs_arena_size(s->arena) / (2 * KVS_ARENA_PAGE),
                           (uint64_t)cfg->max_blocks);
-    ret = kvs_table_pslots_init(s, cache_blocks);
+    ret = kvs_table_pslots_init(s, nslots);
     if (!ret)
-        ret = kvs_policy_create(cache_blocks, cache_blocks,
+        ret = kvs_policy_create(nslots, cache_blocks,
                                 cfg->policy_window_pct, &s->policy);
     if (ret)
         goto err_close;
@@ -217,6 +227,7 @@ void kvs_store_close(kvs_store_t *s)
         for (uint32_t i = 0; i < s->nns; i++)
             free(s->ns[i].name);
     free(s->ns);
+    kvs_dram_close(s);
     kvs_huge_unmap(&s->buckets_mem);
     kvs_huge_unmap(&s->ents_mem);
     kvs_keys_fini(&s->keys);
@@ -312,7 +323,7 @@ int kvs_store_delete(kvs_store_t *s, uint32_t ns, const void *key,
     kvs_table_remove_locked(s, e);
     pthread_mutex_unlock(&s->lock);
     if (on_disk)
-        kvs_index_block_delete_if(s->index, ns, key, key_len, uid);
+        kvs_index_block_delete(s->index, uid);
     pthread_mutex_unlock(&s->wlock);
     return 0;
 }
@@ -348,7 +359,8 @@ int kvs_store_set_retention(kvs_store_t *s, uint32_t ns, const void *key,
     }
     kvs_index_rec_t rec;
     if (rewrite) {
-        kvs_writer_rec(s, e, &e->loc, e->codec, e->stored_len, &rec);
+        kvs_seg_loc_t loc = ent_loc(s, e);
+        kvs_writer_rec(s, e, &loc, e->codec, e->stored_len, &rec);
     }
     pthread_mutex_unlock(&s->lock);
     if (rewrite) {
@@ -453,7 +465,7 @@ static int verify(kvs_store_t *s, uint64_t ns, kvs_verify_cb cb, void *arg,
             pthread_mutex_unlock(&s->lock);
             continue;
         }
-        kvs_read_init(&r, e);
+        kvs_read_init(s, &r, e);
         key_len = e->key_len;
         memcpy(key, ent_key(s, e), key_len);
         pthread_mutex_unlock(&s->lock);
@@ -478,7 +490,7 @@ static int verify(kvs_store_t *s, uint64_t ns, kvs_verify_cb cb, void *arg,
                                                         &r.loc, &uid);
             pthread_mutex_unlock(&s->lock);
             if (dropped)
-                kvs_index_block_delete_if(s->index, r.ns, key, key_len, uid);
+                kvs_index_block_delete(s->index, uid);
             pthread_mutex_unlock(&s->wlock);
         }
     }

@@ -81,6 +81,11 @@ typedef struct kvs_store_config {
     uint64_t nvme_bytes;      /* data file size; 0 disables the NVMe tier */
     uint32_t region_bytes;    /* NVMe region size, a multiple of 1 MiB */
     uint32_t max_block_bytes; /* largest block (all parts together) */
+    uint32_t min_block_bytes; /* smallest block (KVS_ETOOSMALL under it);
+                               * 0: none. A block takes whole 4 KiB pages
+                               * (docs/operations.md, "Space
+                               * amplification"): the daemon's packaged
+                               * config sets 4096 */
     uint32_t max_blocks;      /* metadata capacity: blocks in DRAM + NVMe */
     uint32_t io_depth;        /* io_uring queue depth per ring */
     uint32_t dram_high_pct;   /* degrade starts above this fill, percent */
@@ -177,7 +182,8 @@ typedef struct kvs_put_args {
  * declined (it returns 0, the block is not stored, and
  * stats.admission_rejected counts it), as a cache may drop any block. KVS_EFULL
  * when no space could be made within full_wait_ms; KVS_EPINNED_FULL when a
- * pinned put would exceed the cap; KVS_ETOOBIG over max_block_bytes; KVS_EBUSY
+ * pinned put would exceed the cap; KVS_ETOOBIG over max_block_bytes,
+ * KVS_ETOOSMALL under min_block_bytes (logged once, naming it); KVS_EBUSY
  * when the old block with that key is referenced.
  */
 int kvs_store_put(kvs_store_t *store, const kvs_put_args_t *args);
@@ -224,11 +230,11 @@ int kvs_store_put_part_done(kvs_store_t *store, kvs_put_stream_t *stream,
                             uint32_t part);
 int kvs_store_put_seal(kvs_store_t *store, kvs_put_stream_t *stream);
 /* Seals a block that another process wrote in place (a shared arena):
- * every part counts as done, and the part table behind the bytes, which
- * that process could have overwritten, is first rewritten from part_lens
- * (the caller's own copy of the lengths given to put_begin, nparts
- * entries). The checksum is then computed here, over what the arena holds
- * now. Returns as kvs_store_put_seal. */
+ * every part counts as done, and the part table (in the store's own
+ * memory, never in the arena) is first set from part_lens (the caller's
+ * own copy of the lengths given to put_begin, nparts entries). The
+ * checksum is then computed here, over what the arena holds now. Returns
+ * as kvs_store_put_seal. */
 int kvs_store_put_seal_parts(kvs_store_t *store, kvs_put_stream_t *stream,
                              const uint32_t *part_lens);
 void kvs_store_put_abort(kvs_store_t *store, kvs_put_stream_t *stream);
@@ -273,7 +279,8 @@ typedef struct kvs_view {
     const void *data; /* the block's bytes, in the DRAM arena */
     uint64_t len;     /* bytes */
     uint32_t nparts;
-    const uint32_t *part_lens; /* nparts entries, in the arena */
+    const uint32_t *part_lens; /* nparts entries, in the store's own
+                                * memory (not the arena): trusted */
     uint64_t arena_off;        /* offset of data within the arena */
     uint8_t cls;               /* enum kvs_class of the block */
     uint8_t tier;              /* enum kvs_tier it was found in: NVMe

@@ -14,18 +14,19 @@
  *   ttl_head <-> ... <-> ttl_tail                        (blocks with a TTL)
  *   region[r].head <-> ... (blocks on disk in region r)  (rg_prev/rg_next)
  *
- * An entry can be in DRAM (E_DRAM, bytes at dram_off in the arena), on disk
- * (E_DISK, at loc), or both. Its DRAM copy is laid out as the block's disk
- * image: its header pages, with the part-length table where the disk
- * header keeps it (kvstore/segment.c), then its bytes padded to a page, so
- * the bytes start on a page boundary and can be sent from directly, and the
- * extent is written without a copy:
+ * An entry can be in DRAM (E_DRAM, its copy's record at e->dram), on disk
+ * (E_DISK, at loc), or both. A DRAM copy is its bytes alone, padded to a
+ * page, so they can be sent from directly and written to disk without a
+ * copy (the segment adds the header page from its own memory):
  *
- *   extent: | header fields | part_lens | 0s | data (raw_len) | 0s to 4 KiB |
- *            ^ hdr_bytes(nparts) before   ^ +KVS_SEG_HDR_FIXED
- *                                              ^ arena + dram_off
+ *   extent: | data (raw_len) | 0s to 4 KiB |      (a page at least)
+ *            ^ arena + e->dram->off
  *
- * A 4 KiB block takes 8 KiB, not 12 (the table used to follow the data).
+ * Nothing the store trusts lives in the arena: with daemon.shm_socket set
+ * it is a memfd that same-host clients map and can write, so the copy's
+ * part table and its offset are kept in its record (struct dcopy), in
+ * this process's memory, and what is read from the arena is payload only,
+ * whose checksum (data_xxh, kept in the entry) a disk read checks.
  *
  * Locks, as layers: a thread holding a lock of one layer may take a lock
  * of a lower layer, never one of the same or a higher layer.
@@ -90,6 +91,21 @@ enum {
     E_INTTL = 1u << 7,   /* on the TTL list */
 };
 
+/* A DRAM copy: where its bytes are, its part table, and what only a
+ * block in DRAM needs. Allocated with the copy's arena extent
+ * (kvs_dram_copy_new) and freed with it (kvs_dram_drop_locked), so only
+ * blocks in DRAM pay for it: 24 B and 4 B a part. off and parts are set
+ * before the entry is published, then read-only; the rest under lock. */
+struct dcopy {
+    uint64_t off;       /* of the data in the arena, page aligned */
+    uint32_t pslot;     /* its node in the DRAM order once published
+                         * (table.c), else NIL */
+    uint32_t flush_gen; /* the last flush that wrote it */
+    uint16_t hits;      /* accesses since it entered DRAM, saturating
+                         * (flash admission, evict.c) */
+    uint32_t parts[];   /* nparts part lengths */
+};
+
 struct entry {
     /* What a lookup and a MATCH's touch read, in the first 64 bytes (a
      * block table spread over a large store misses on each). */
@@ -100,7 +116,6 @@ struct entry {
     uint8_t flags;  /* E_* */
     uint8_t key_len, parent_len, cls, elem_size;
     uint8_t codec;      /* of the disk copy */
-    uint16_t hits;      /* accesses since put, saturating */
     uint16_t nparts;    /* 1..KVS_PARTS_MAX */
     uint32_t pref;      /* its parent's key bytes (the parent's own chunk
                          * when it was in the table), or KVS_KEYS_NIL;
@@ -114,23 +129,25 @@ struct entry {
     uint32_t rg_prev, rg_next;
     uint32_t refs;       /* callers' references (pins, views, leases) */
     uint32_t busy;       /* the store's own I/O in progress */
-    uint32_t flush_gen;  /* the last flush that wrote it */
     uint32_t raw_len;    /* bytes, <= max_block_bytes */
     uint32_t stored_len; /* bytes after the codec, when E_DISK */
-    uint32_t pslot;      /* its node in the DRAM order while E_DRAM
-                          * (table.c), else NIL */
     uint64_t group;
-    uint64_t dram_off; /* of the data in the arena, when E_DRAM */
-    kvs_seg_loc_t loc; /* when E_DISK */
+    struct dcopy *dram; /* when E_DRAM */
+    /* Its disk copy, when E_DISK (ent_loc): the region's generation when
+     * written, and where and how long in 4 KiB pages (a data file of
+     * 16 TiB at most, kvs_store_config_check). */
+    uint64_t loc_gen;
+    uint32_t loc_page, loc_pages;
     uint64_t data_xxh; /* XXH3-64 of the raw bytes: when E_DISK, and
                         * from the seal on in a shared arena
                         * (kvs_put_seal) */
 };
 _Static_assert(offsetof(struct entry, ttl_next) + 4 <= 64,
                "a lookup and a touch read the first 64 bytes of an entry");
-/* 136 bytes and a key chunk (keys.h): what an indexed block costs in the
- * table (docs/operations.md, "Memory"). */
-_Static_assert(sizeof(struct entry) == 136, "an entry is 136 bytes");
+/* 120 bytes and a key chunk (keys.h): what an indexed block costs in the
+ * table (docs/operations.md, "Memory"); a block in DRAM adds its struct
+ * dcopy. */
+_Static_assert(sizeof(struct entry) == 120, "an entry is 120 bytes");
 _Static_assert(KVS_PARTS_MAX <= UINT16_MAX, "nparts fits an entry");
 
 /*
@@ -343,19 +360,48 @@ static inline bool expired(const struct entry *e, uint64_t now_ms)
     return e->expiry_ms && now_ms >= e->expiry_ms;
 }
 
-/* The part-length table of a DRAM copy whose data is at data_off, in its
- * header page; of entry e (E_DRAM). */
-static inline uint32_t *part_table_at(kvs_store_t *s, uint64_t data_off,
-                                      uint32_t nparts)
+/* The part-length table of entry e's DRAM copy (E_DRAM), in this
+ * process's memory, and the copy's bytes in the arena. */
+static inline uint32_t *part_table(const struct entry *e)
 {
-    return (uint32_t *)(void *)(s->abase + data_off -
-                                kvs_segment_hdr_bytes(nparts) +
-                                KVS_SEG_HDR_FIXED);
+    return e->dram->parts;
 }
 
-static inline uint32_t *part_table(kvs_store_t *s, const struct entry *e)
+static inline uint8_t *ent_data(const kvs_store_t *s, const struct entry *e)
 {
-    return part_table_at(s, e->dram_off, e->nparts);
+    return s->abase + e->dram->off;
+}
+
+/* Entry e's disk copy (E_DISK), its region, and setting it. */
+static inline kvs_seg_loc_t ent_loc(const kvs_store_t *s,
+                                    const struct entry *e)
+{
+    uint64_t off = (uint64_t)e->loc_page * KVS_SEG_ALIGN;
+
+    return (kvs_seg_loc_t){off, e->loc_gen,
+                           (uint32_t)(off / s->cfg.region_bytes),
+                           e->loc_pages * KVS_SEG_ALIGN};
+}
+
+static inline uint32_t ent_region(const kvs_store_t *s, const struct entry *e)
+{
+    return (uint32_t)((uint64_t)e->loc_page * KVS_SEG_ALIGN /
+                      s->cfg.region_bytes);
+}
+
+/* loc: 4 KiB aligned, inside the data file (checked where it is made). */
+static inline void ent_set_loc(struct entry *e, const kvs_seg_loc_t *loc)
+{
+    e->loc_gen = loc->gen;
+    e->loc_page = (uint32_t)(loc->off / KVS_SEG_ALIGN);
+    e->loc_pages = loc->disk_len / KVS_SEG_ALIGN;
+}
+
+/* Entry e's node in the DRAM order, or NIL (not in DRAM, or not yet
+ * published). */
+static inline uint32_t ent_pslot(const struct entry *e)
+{
+    return (e->flags & E_DRAM) ? e->dram->pslot : NIL;
 }
 
 static inline bool ns_valid_locked(const kvs_store_t *s, uint32_t ns)
@@ -430,15 +476,25 @@ int kvs_region_open_next_wlocked(kvs_store_t *s);
 
 /* ---- dram.c: DRAM space and watermarks. Caller holds lock. ---- */
 
-/* DRAM for a block: its extent, header pages included. */
-uint64_t kvs_dram_bytes_for(uint64_t raw_len, uint32_t nparts);
+/* DRAM for a block: its extent, a page at least. */
+uint64_t kvs_dram_bytes_for(uint64_t raw_len);
 /* The DRAM entry e takes (or would take). */
 static inline uint64_t kvs_dram_bytes_of(const struct entry *e)
 {
-    return kvs_dram_bytes_for(e->raw_len, e->nparts);
+    return kvs_dram_bytes_for(e->raw_len);
 }
-void kvs_dram_zero_tail(uint8_t *data, uint64_t raw_len, uint32_t nparts);
-/* Frees e's DRAM copy (e in DRAM, not referenced). */
+void kvs_dram_zero_tail(uint8_t *data, uint64_t raw_len);
+/* A DRAM copy's record for the extent at off (from kvs_dram_alloc*) of a
+ * block of nparts parts; NULL when out of memory. kvs_dram_attach_locked
+ * gives it to e (E_DRAM); kvs_dram_copy_free frees one never attached. */
+struct dcopy *kvs_dram_copy_new(uint64_t off, uint32_t nparts);
+void kvs_dram_copy_free(struct dcopy *d);
+void kvs_dram_attach_locked(struct entry *e, struct dcopy *d);
+/* At close, nothing else running: frees every DRAM copy's record (the
+ * arena goes as a whole). */
+void kvs_dram_close(kvs_store_t *s);
+/* Frees e's DRAM copy, its extent and its record (e in DRAM, not
+ * referenced). */
 void kvs_dram_drop_locked(kvs_store_t *s, struct entry *e);
 /* Updates the write-behind state; true while DRAM is to be degraded. */
 bool kvs_dram_need_degrade_locked(kvs_store_t *s);
@@ -462,7 +518,7 @@ uint32_t kvs_evict_pick_degrade_locked(kvs_store_t *s, uint32_t *out,
 
 /* ---- read.c: NVMe reads, checks, promotion. ---- */
 
-void kvs_read_init(struct rd *r, const struct entry *e);
+void kvs_read_init(const kvs_store_t *s, struct rd *r, const struct entry *e);
 int kvs_read_one_rlocked(kvs_store_t *s, struct rd *r, const void *key,
                          uint32_t key_len, void *dst, uint32_t *part_lens,
                          uint32_t part_cap);

@@ -197,7 +197,7 @@ void kvs_table_unlink(kvs_store_t *s, struct entry *e)
 
 /* The DRAM order is the policy's (kvstore/policy.h); these adapt it to
  * entries. The policy numbers its blocks by slot, and has one slot per
- * block DRAM can hold at once (two arena pages at least each), not one
+ * block DRAM can hold at once (an arena page at least each), not one
  * per entry: an entry takes a slot (pslot) when it enters DRAM and gives
  * it back when it leaves, so the order's 24 bytes a block are paid for
  * DRAM's blocks only. pslot_ent maps a slot back to its entry, and
@@ -219,25 +219,28 @@ void kvs_table_lru_push(kvs_store_t *s, struct entry *e, struct entry *parent)
 {
     uint32_t slot = s->pslot_free;
 
-    if (e->pslot != NIL)
+    kvs_assert(e->flags & E_DRAM);
+    if (e->dram->pslot != NIL)
         return;
     /* DRAM holds fewer blocks than slots (see above). */
     kvs_assert(slot != NIL);
     s->pslot_free = s->pslot_ent[slot];
     s->pslot_ent[slot] = eidx(s, e);
-    e->pslot = slot;
+    e->dram->pslot = slot;
     kvs_policy_insert(s->policy, slot, e->hash,
-                      parent ? parent->pslot : KVS_POLICY_NIL);
+                      parent ? ent_pslot(parent) : KVS_POLICY_NIL);
 }
 
 void kvs_table_lru_remove(kvs_store_t *s, struct entry *e, bool remember)
 {
-    if (e->pslot == NIL)
+    uint32_t slot = ent_pslot(e);
+
+    if (slot == NIL)
         return;
-    kvs_policy_remove(s->policy, e->pslot, e->hash, remember);
-    s->pslot_ent[e->pslot] = s->pslot_free;
-    s->pslot_free = e->pslot;
-    e->pslot = NIL;
+    kvs_policy_remove(s->policy, slot, e->hash, remember);
+    s->pslot_ent[slot] = s->pslot_free;
+    s->pslot_free = slot;
+    e->dram->pslot = NIL;
 }
 
 static uint32_t ent_of(const kvs_store_t *s, uint32_t slot)
@@ -252,26 +255,30 @@ uint32_t kvs_table_lru_coldest(kvs_store_t *s)
 
 uint32_t kvs_table_lru_warmer(kvs_store_t *s, uint32_t i)
 {
-    return ent_of(s, kvs_policy_warmer(s->policy, s->ents[i].pslot));
+    return ent_of(s, kvs_policy_warmer(s->policy, ent_pslot(&s->ents[i])));
 }
 
 bool kvs_table_lru_evictable(kvs_store_t *s, const struct entry *e)
 {
-    return e->pslot == NIL || kvs_policy_evictable(s->policy, e->pslot);
+    uint32_t slot = ent_pslot(e);
+
+    return slot == NIL || kvs_policy_evictable(s->policy, slot);
 }
 
 static void count_hit(struct entry *e)
 {
-    if (e->hits < UINT16_MAX)
-        e->hits++;
+    if ((e->flags & E_DRAM) && e->dram->hits < UINT16_MAX)
+        e->dram->hits++;
 }
 
 /* An access: recency for eviction, a hit for flash admission. */
 void kvs_table_touch_locked(kvs_store_t *s, struct entry *e)
 {
+    uint32_t slot = ent_pslot(e);
+
     count_hit(e);
-    if (e->pslot != NIL)
-        kvs_policy_touch(s->policy, e->pslot);
+    if (slot != NIL)
+        kvs_policy_touch(s->policy, slot);
 }
 
 /* Touches e[0..n-1] (a MATCH's chain, root first) in one splice when the
@@ -284,9 +291,9 @@ bool kvs_table_touch_run_locked(kvs_store_t *s, struct entry *const *e,
     if (n == 0 || n > 256)
         return false;
     for (size_t i = 0; i < n; i++) {
-        if (e[i]->pslot == NIL)
+        slots[i] = ent_pslot(e[i]);
+        if (slots[i] == NIL)
             return false;
-        slots[i] = e[i]->pslot;
     }
     if (!kvs_policy_touch_run(s->policy, slots, n))
         return false;
@@ -309,7 +316,7 @@ struct entry *kvs_table_alloc_locked(kvs_store_t *s)
     }
     memset(e, 0, sizeof(*e));
     e->flags = E_USED;
-    e->hnext = e->rg_prev = e->rg_next = e->pslot = NIL;
+    e->hnext = e->rg_prev = e->rg_next = NIL;
     e->kref = e->pref = KVS_KEYS_NIL;
     e->uid = ++s->uid_seq;
     return e;
@@ -449,12 +456,13 @@ int kvs_table_check_locked(kvs_store_t *s)
     ret = kvs_policy_check(s->policy);
     for (uint32_t i = 0; i < s->nents_used && !ret; i++) {
         const struct entry *e = &s->ents[i];
-        if (e->pslot == NIL)
+        uint32_t slot = ent_pslot(e);
+        if (slot == NIL)
             continue;
-        if (e->pslot >= s->npslots || s->pslot_ent[e->pslot] != i ||
-            !(e->flags & E_DRAM) || !kvs_policy_tracked(s->policy, e->pslot)) {
+        if (slot >= s->npslots || s->pslot_ent[slot] != i ||
+            !kvs_policy_tracked(s->policy, slot)) {
             kvs_error("store check: entry %u: policy slot %u not its own", i,
-                      e->pslot);
+                      slot);
             ret = KVS_ECORRUPT;
         }
     }

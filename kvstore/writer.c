@@ -92,7 +92,7 @@ static void wbuf_done(void *arg, uint64_t buf, int res)
 static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
 {
     struct entry *e = &s->ents[job->e];
-    const uint8_t *src = s->abase + e->dram_off;
+    const uint8_t *src = ent_data(s, e);
     kvs_seg_block_t blk = {
         .ns = e->ns,
         .key_len = e->key_len,
@@ -100,7 +100,7 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
         .key_hash = e->hash,
         .elem_size = e->elem_size,
         .nparts = e->nparts,
-        .part_lens = part_table(s, e),
+        .part_lens = part_table(e),
         .raw_len = e->raw_len,
         /* In a private arena, here rather than at put time: on the
          * writer's thread, and only for blocks that reach the disk (a
@@ -121,11 +121,15 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
         s->st.compress_skipped++;
         pthread_mutex_unlock(&s->lock);
     }
+    /* A compressed block is copied into a write buffer, so it must fit
+     * one (8 MiB): else it goes out raw from DRAM. */
     if (s->cfg.compress_level > 0 && e->raw_len > 0 && !backlog &&
         kvs_codec_encode(s->wcodec, src, e->raw_len, e->elem_size,
                          s->cfg.compress_level, s->cfg.compress_min_saving_pct,
                          s->wscratch, s->wscratch_len, &codec, &out_len) == 0 &&
-        codec != KVS_CODEC_RAW)
+        codec != KVS_CODEC_RAW &&
+        kvs_segment_disk_len(e->key_len, e->nparts, out_len) <=
+            kvs_segment_buf_bytes(s->seg))
         payload = (kvs_iov_t){s->wscratch, out_len};
     else
         codec = KVS_CODEC_RAW;
@@ -134,12 +138,10 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
     job->codec = codec;
     job->stored_len = payload.len;
     job->data_xxh = blk.data_xxh;
-    /* Raw blocks are written from their DRAM image; compressed ones are
-     * copied into the segment's write buffers. */
-    uint8_t *image =
-        codec == KVS_CODEC_RAW
-            ? s->abase + e->dram_off - kvs_segment_hdr_bytes(e->nparts)
-            : NULL;
+    /* Raw blocks are written from their bytes in DRAM, behind a header
+     * the segment builds from blk (private memory, never the arena);
+     * compressed ones are copied into the segment's write buffers. */
+    const uint8_t *image = codec == KVS_CODEC_RAW ? src : NULL;
     uint64_t tag = image ? ++s->tag_seq : 0;
     for (;;) {
         if (image)
@@ -264,7 +266,7 @@ static void ensure_space_wlocked(kvs_store_t *s, bool force)
         }
         if (e->cls == KVS_CLASS_PINNED)
             continue; /* did not fit in DRAM: stays */
-        kvs_index_batch_delete(s->batch, e->ns, ent_key(s, e), e->key_len);
+        kvs_index_batch_delete(s->batch, e->uid);
         kvs_table_remove_locked(s, e);
         s->st.evicted++;
     }
@@ -323,7 +325,7 @@ static void finish_job_locked(kvs_store_t *s, struct wjob *job)
             kvs_region_remove(s, e);
             s->st.nvme_blocks--;
         }
-        e->loc = job->loc;
+        ent_set_loc(e, &job->loc);
         e->codec = job->codec;
         e->stored_len = job->stored_len;
         e->data_xxh = job->data_xxh;
@@ -400,8 +402,7 @@ int kvs_writer_publish_wlocked(kvs_store_t *s, bool sync)
     for (uint32_t i = 0; i < s->ndead; i++) {
         struct entry *e = &s->ents[s->dead[i]];
         if (e->flags & E_DISK)
-            kvs_index_block_delete_if(s->index, e->ns, ent_key(s, e),
-                                      e->key_len, e->uid);
+            kvs_index_block_delete(s->index, e->uid);
         pthread_mutex_lock(&s->lock);
         if ((e->flags & E_DEAD) && e->busy == 0)
             kvs_table_free_locked(s, e);
@@ -457,8 +458,6 @@ int kvs_writer_open(kvs_store_t *s)
         .io_depth = s->cfg.io_depth,
         .read_slots = s->cfg.io_depth,
         .write_buf_bytes = 8u << 20,
-        .image_base = s->abase,
-        .image_len = kvs_arena_size(s->arena),
     };
     /* Bounce slots for reads: io_depth of them, but not more than 256 MiB
      * of memory. */

@@ -412,7 +412,7 @@ static void test_index_record_decode(void **state)
 
     (void)state;
     sample_rec(&r);
-    kl = kvs_index_key_encode(r.ns, r.key, r.key_len, k);
+    kl = kvs_index_key_encode(r.uid, k);
     vl = kvs_index_rec_encode(&r, v);
     assert_int_equal(kvs_index_rec_decode(k, kl, v, vl, &out), 0);
     assert_memory_equal(&out, &r, sizeof(r));
@@ -438,14 +438,22 @@ static void test_index_record_decode(void **state)
     assert_int_equal(kvs_index_rec_decode(kk, kl, v, vl, &out), KVS_ECORRUPT);
     assert_int_equal(kvs_index_rec_decode(k, 5, v, vl, &out), KVS_ECORRUPT);
     assert_int_equal(kvs_index_rec_decode(k, 0, v, vl, &out), KVS_ECORRUPT);
-    memset(kk + 1, 'x', sizeof(kk) - 1);
-    kk[0] = 'B';
+    memcpy(kk, k, kl);
     assert_int_equal(
         kvs_index_rec_decode(kk, KVS_INDEX_KEY_MAX + 1, v, vl, &out),
         KVS_ECORRUPT);
-    assert_int_equal(kvs_index_rec_decode(kk, KVS_INDEX_KEY_MAX, v, vl, &out),
-                     0);
+    kk[0] = 'B'; /* a format 1 name is not a record of this format */
+    assert_int_equal(kvs_index_rec_decode(kk, kl, v, vl, &out), KVS_ECORRUPT);
+    /* The name is the uid; the longest key round-trips. */
+    kvs_index_rec_t longest = r;
+    longest.key_len = KVS_KEY_MAX;
+    memset(longest.key, 'x', KVS_KEY_MAX);
+    longest.uid = 0x0102030405060708ull;
+    kvs_index_key_encode(longest.uid, kk);
+    size_t ll = kvs_index_rec_encode(&longest, w);
+    assert_int_equal(kvs_index_rec_decode(kk, kl, w, ll, &out), 0);
     assert_int_equal(out.key_len, KVS_KEY_MAX);
+    assert_int_equal(out.uid, longest.uid);
 
     /* Checks behind the checksum: re-sealed records with bad fields. */
     const size_t n = vl - 4;
@@ -454,8 +462,10 @@ static void test_index_record_decode(void **state)
         size_t off;
         uint8_t byte;
     } edits[] = {
-        {"version 2", 0, 2},
+        {"version 1", 0, 1},
+        {"version 3", 0, 3},
         {"version 0", 0, 0},
+        {"key_len 0", 76, 0},
         {"class out of range", 3, KVS_CLASS_COUNT},
         {"nparts 0", 4, 0},
     };
@@ -487,12 +497,22 @@ static void test_index_record_decode(void **state)
     size_t bl = kvs_index_rec_encode(&big, w);
     assert_int_equal(kvs_index_rec_decode(k, kl, w, bl, &out), 0);
     uint8_t w2[KVS_INDEX_REC_MAX + 8];
-    memcpy(w2, w, 81);
-    w2[80] = KVS_KEY_MAX + 1;
-    memset(w2 + 81, 'p', KVS_KEY_MAX + 1);
-    rec_reseal(w2, 81 + KVS_KEY_MAX + 1);
+    size_t at = 78 + r.key_len;
+    memcpy(w2, w, at);
+    w2[77] = KVS_KEY_MAX + 1;
+    memset(w2 + at, 'p', KVS_KEY_MAX + 1);
+    rec_reseal(w2, at + KVS_KEY_MAX + 1);
     assert_int_equal(
-        kvs_index_rec_decode(k, kl, w2, 81 + KVS_KEY_MAX + 5, &out),
+        kvs_index_rec_decode(k, kl, w2, at + KVS_KEY_MAX + 5, &out),
+        KVS_ECORRUPT);
+    /* key_len over the maximum, the same way. */
+    memcpy(w2, w, 78);
+    w2[76] = KVS_KEY_MAX + 1;
+    w2[77] = 0;
+    memset(w2 + 78, 'k', KVS_KEY_MAX + 1);
+    rec_reseal(w2, 78 + KVS_KEY_MAX + 1);
+    assert_int_equal(
+        kvs_index_rec_decode(k, kl, w2, 78 + KVS_KEY_MAX + 5, &out),
         KVS_ECORRUPT);
 
     /* Random values of every plausible length. */
@@ -500,9 +520,11 @@ static void test_index_record_decode(void **state)
         size_t len = kvs_test_rand(&rng) % (KVS_INDEX_REC_MAX + 8);
         kvs_test_fill(w, len, kvs_test_rand(&rng));
         if (len && t % 2)
-            w[0] = 1; /* get past the version check */
-        if (len > 80 && t % 4 == 1)
-            w[80] = (uint8_t)(len - 85); /* and the length check */
+            w[0] = 2; /* get past the version check */
+        if (len > 84 && t % 4 == 1) {
+            w[76] = 1; /* and the length check */
+            w[77] = (uint8_t)(len - 83 > KVS_KEY_MAX ? KVS_KEY_MAX : len - 83);
+        }
         assert_int_equal(kvs_index_rec_decode(k, kl, w, len, &out),
                          KVS_ECORRUPT);
     }

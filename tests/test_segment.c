@@ -52,7 +52,7 @@ static void test_buffered_and_image_writes_interleave(void **state)
     assert_int_equal(ret, 0);
     assert_int_equal(kvs_segment_region_open(seg, 0, 1), 0);
     /* Each image block has its own memory, valid until the flush. */
-    img = aligned_alloc(4096, (size_t)NBLK * (4096 + IMG_BYTES));
+    img = aligned_alloc(4096, (size_t)NBLK * IMG_BYTES);
     assert_non_null(img);
     for (uint32_t i = 0; i < NBLK; i++) {
         uint8_t key[8];
@@ -72,8 +72,8 @@ static void test_buffered_and_image_writes_interleave(void **state)
                                .stored_len = lens[i],
                                .data_xxh = i};
         if (image) {
-            uint8_t *p = img + (size_t)i * (4096 + IMG_BYTES);
-            kvs_test_fill(p + 4096, IMG_BYTES, i);
+            uint8_t *p = img + (size_t)i * IMG_BYTES;
+            kvs_test_fill(p, IMG_BYTES, i);
             ret = kvs_segment_append_image(seg, &blk, p, 4 + i, &loc[i]);
         } else {
             kvs_test_fill(payload, lens[i], i);

@@ -600,9 +600,115 @@ static void test_unregistered_read_slots(void **state)
     tiers_roundtrip(c);
 }
 
+/* An entry keeps a block's place in 4 KiB pages, 32 bits of them: a data
+ * file over 16 TiB is refused at open, not truncated. */
+static void test_config_refuses_nvme_over_16tib(void **state)
+{
+    kvs_store_config_t c;
+
+    (void)state;
+    kvs_store_config_default(&c);
+    c.dir = "unused";
+    c.nvme_bytes = (uint64_t)UINT32_MAX * 4096;
+    assert_int_equal(kvs_store_config_check(&c), 0);
+    c.nvme_bytes += 4096;
+    assert_int_equal(kvs_store_config_check(&c), KVS_ECONFIG);
+}
+
+/* min_block_bytes: a put under it is refused with KVS_ETOOSMALL, one at
+ * it stored; a minimum over max_block_bytes is a configuration error. */
+static void test_min_block_bytes(void **state)
+{
+    const char *dir = kvs_test_dir("store_min_block");
+    kvs_store_config_t c;
+    kvs_store_t *s;
+    uint32_t ns;
+    uint8_t data[4096] = {1};
+    kvs_iov_t part = {data, 4095};
+    kvs_put_args_t a = {.key = "k", .key_len = 1, .parts = &part,
+                        .nparts = 1};
+
+    (void)state;
+    config(&c, dir);
+    c.nvme_bytes = 0;
+    c.min_block_bytes = c.max_block_bytes + 1;
+    assert_int_equal(kvs_store_config_check(&c), KVS_ECONFIG);
+    c.min_block_bytes = 4096;
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "a", 2, &ns), 0);
+    a.ns = ns;
+    assert_int_equal(kvs_store_put(s, &a), KVS_ETOOSMALL);
+    part.len = 4096;
+    assert_int_equal(kvs_store_put(s, &a), 0);
+    kvs_store_close(s);
+    kvs_test_rmtree(dir);
+}
+
+/* The write buffers (8 MiB) are not sized for the largest block: a block
+ * that still takes more than a buffer compressed is written raw from DRAM,
+ * and one that fits goes compressed, both read back exactly. */
+static void test_large_block_bypasses_write_buffers(void **state)
+{
+    const char *dir = kvs_test_dir("store_large");
+    const uint32_t big = 12u << 20;
+    kvs_store_config_t c;
+    kvs_store_stats_t st;
+    kvs_store_t *s;
+    uint32_t ns;
+    uint8_t *buf = malloc(big), *got = malloc(big);
+    uint64_t rng = 5;
+
+    (void)state;
+    kvs_store_config_default(&c);
+    c.dir = dir;
+    c.dram_bytes = 64u << 20;
+    c.nvme_bytes = 96u << 20;
+    c.region_bytes = 32u << 20;
+    c.max_block_bytes = 16u << 20;
+    c.max_blocks = 64;
+    c.io_depth = 4;
+    assert_int_equal(kvs_store_open(&c, &s), 0);
+    assert_int_equal(kvs_store_ns_open(s, "a", 1, &ns), 0);
+    for (uint32_t i = 0; i < 2; i++) {
+        /* "k0": 9 MiB of noise and 3 of zeros, over 8 MiB compressed;
+         * "k1": 3 MiB of noise, 9 of zeros, compressed to about 3. */
+        uint32_t noise = i ? 3u << 20 : 9u << 20;
+        char key[4] = {'k', (char)('0' + i), 0, 0};
+        for (uint32_t o = 0; o < noise; o += 8) {
+            uint64_t r = kvs_test_rand(&rng);
+            memcpy(buf + o, &r, 8);
+        }
+        memset(buf + noise, 0, big - noise);
+        kvs_iov_t part = {buf, big};
+        kvs_put_args_t a = {.ns = ns, .key = key, .key_len = 2,
+                            .parts = &part, .nparts = 1,
+                            .flags = KVS_PUT_NO_DRAM};
+        assert_int_equal(kvs_store_put(s, &a), 0);
+        kvs_store_stats(s, &st);
+        assert_int_equal(st.dram_blocks, 0);
+        if (i == 0)
+            assert_int_equal(st.stored_bytes_degraded, big); /* raw */
+        else
+            assert_true(st.stored_bytes_degraded < big + (6u << 20));
+        kvs_get_args_t g = {.ns = ns, .key = key, .key_len = 2, .buf = got,
+                            .cap = big};
+        kvs_block_info_t info;
+        assert_int_equal(kvs_store_get(s, &g, &info), 0);
+        assert_int_equal(info.data_len, big);
+        assert_memory_equal(got, buf, big);
+    }
+    kvs_store_close(s);
+    kvs_test_rmtree(dir);
+    free(buf);
+    free(got);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_refuses_nvme_over_16tib),
+        cmocka_unit_test(test_min_block_bytes),
+        cmocka_unit_test(test_large_block_bypasses_write_buffers),
         cmocka_unit_test(test_tiers_roundtrip_and_reopen),
         cmocka_unit_test(test_durable_survives_close_without_flush),
         cmocka_unit_test(test_api_contracts),

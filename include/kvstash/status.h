@@ -38,7 +38,9 @@ enum kvs_status {
     KVS_EINCOMPLETE = KVS_EBASE - 16, /* block not sealed (parts missing) */
     KVS_EEXPIRED = KVS_EBASE - 17,    /* a lease ran out before its release:
                                        * bytes read under it may be wrong */
-    KVS_ELAST = KVS_EBASE - 18
+    KVS_ETOOSMALL = KVS_EBASE - 18,   /* block under the configured minimum
+                                         (store.min_block_bytes) */
+    KVS_ELAST = KVS_EBASE - 19
 };
 
 /*

@@ -124,7 +124,17 @@ enum kvs_wire_op {
 #define KVS_WIRE_PUT_KNOWN (KVS_WIRE_PUT_DURABLE | KVS_WIRE_PUT_NO_DRAM)
 /* Stream body flags. */
 #define KVS_WIRE_STREAM_PUSH (1u << 0) /* SPUT_BEGIN: a push peer follows */
-#define KVS_WIRE_STREAM_KNOWN KVS_WIRE_STREAM_PUSH
+/* In place in the daemon's shared arena (docs/protocol.md 9.5): on
+ * SPUT_BEGIN (off = the shm session's stream key; the daemon answers with
+ * BLOCK, off = where the block lies in the arena), on SPUT_PART (no
+ * payload: the part was written there), on a client's FETCH (the daemon
+ * sends PART without payload; BLOCK's off says where the block lies). */
+#define KVS_WIRE_STREAM_INPLACE (1u << 1)
+/* SPUT_BEGIN, PUSH: after the part lengths, what an ordinary put carries
+ * beyond class and flags: u64 ttl_ms, u64 group, u8 parent_len, parent. */
+#define KVS_WIRE_STREAM_META (1u << 2)
+#define KVS_WIRE_STREAM_KNOWN                                                  \
+    (KVS_WIRE_STREAM_PUSH | KVS_WIRE_STREAM_INPLACE | KVS_WIRE_STREAM_META)
 
 /*
  * The frame header as it lies on the wire (offsets in bytes):

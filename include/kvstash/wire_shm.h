@@ -35,7 +35,8 @@ enum kvs_wire_shm_op {
 };
 
 #define KVS_WIRE_SHM_ATTACH_FIXED 16u  /* features, lens, elem_size, rsvd */
-#define KVS_WIRE_SHM_ATTACH_REP 16u    /* arena_len, max_block, lease_max */
+#define KVS_WIRE_SHM_ATTACH_REP 24u    /* arena_len, max_block, lease_max,
+                                          stream_key */
 #define KVS_WIRE_SHM_RESERVE_FIXED 32u /* before key, parent, part lens */
 #define KVS_WIRE_SHM_RESERVE_REP 24u   /* id, off, len */
 #define KVS_WIRE_SHM_ID_SIZE 8u        /* COMMIT, ABORT, RELEASE */
@@ -61,6 +62,9 @@ typedef struct kvs_wire_shm_msg {
             uint64_t arena_len; /* bytes of the memfd to map */
             uint32_t max_block; /* bytes of one block, all parts */
             uint32_t lease_max_ms;
+            uint64_t stream_key; /* names this session to the UCX side: a
+                                    streaming put in place carries it
+                                    (docs/protocol.md 11.4) */
         } attach_rep;
         struct {
             kvs_wire_bytes_t key;    /* 1..KVS_KEY_MAX */

@@ -38,6 +38,7 @@ class Status(IntEnum):
     ELAYOUT = EBASE - 15
     EINCOMPLETE = EBASE - 16
     EEXPIRED = EBASE - 17
+    ETOOSMALL = EBASE - 18
 
 
 def strerror(status: int) -> str:

@@ -127,6 +127,12 @@ round() {
     ms=$(sed -n 's/^fault [a-z-]* ms \([0-9]*\)$/\1/p' "$work/decode.out")
     [ "$ms" -gt "$max_ms" ] && max_ms=$ms
     [ "$ms" -gt 3000 ] && late=$((late + 1))
+    # How it ended, for the summary by kind: the time and both errors.
+    e1=$(sed -n 's/^block 1 (half put) failed [0-9]* ms after the cut: //p' \
+        "$work/decode.out")
+    e2=$(sed -n 's/^block 2 (not begun) failed [0-9]* ms after the cut: //p' \
+        "$work/decode.out")
+    printf '%s\t%s\t%s / %s\n' "$fault" "$ms" "$e1" "$e2" >>"$root/ended"
     if [ "$fault" != kill-d ]; then
         # D shuts down cleanly with a dead link (under ASan: no leak).
         kill -TERM "$dpid"
@@ -169,6 +175,17 @@ echo "stream faults: $rounds ($n_partition partitions, $n_kill_p kill -9 of" \
     "the prefill sidecar, $n_kill_d of the decode sidecar): every one an" \
     "error for the incomplete blocks and none visible; 0 hangs; slowest" \
     "error ${max_ms} ms after its fault, $late over 3,000 ms"
+if [ "$rounds" -gt 1 ]; then
+    # By kind: rounds, slowest and median time to the errors, the errors.
+    for k in partition kill-p kill-d; do
+        awk -F '\t' -v k="$k" '$1 == k { print $2 }' "$root/ended" |
+            sort -n | awk -v k="$k" '{ t[NR] = $1 } END { if (NR)
+                printf "  %s: %d rounds, error after %d ms median, %d max\n",
+                    k, NR, t[int((NR + 1) / 2)], t[NR] }'
+        awk -F '\t' -v k="$k" '$1 == k { print $3 }' "$root/ended" |
+            sort | uniq -c | sed 's/^/    /'
+    done
+fi
 rm -rf "$root"
 echo ok
 exit 0

@@ -58,40 +58,13 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "kvstore/store.h"
+#include "tests/faultfs/diskfault_kinds.h"
 #include "tests/testutil.h"
 
 #define NBLK 1000u
 #define NCTL 32u
 #define BLK_MAX (16u << 10)
 #define KEYLEN 16u
-
-struct kind {
-    const char *name;  /* for the report */
-    const char *fired; /* faultfs counter */
-    const char *rule;  /* faultfs rule */
-    bool on_write;     /* on while writing (else while reading) */
-    bool puts_fail;    /* the durable puts must fail */
-    bool index;        /* RocksDB takes no writes after the first
-                        * failed one, until the index reopens it */
-};
-
-static const struct kind kinds[] = {
-    {"eio_read", "fired_eio_read", "rule eio_read data.kvs", false, false,
-     false},
-    {"flip_read header", "fired_flip_read",
-     "rule flip_read data.kvs at 0 span 128", false, false, false},
-    {"flip_read payload", "fired_flip_read",
-     "rule flip_read data.kvs at 4096 span 4096", false, false, false},
-    {"drop_write", "fired_drop_write", "rule drop_write data.kvs", true, false,
-     false},
-    {"torn_write", "fired_torn_write", "rule torn_write data.kvs arg 4096",
-     true, false, false},
-    {"eio_write", "fired_eio_write", "rule eio_write data.kvs", true, true,
-     false},
-    {"eio_write index", "fired_eio_write", "rule eio_write index/0", true, true,
-     true},
-};
-#define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
 struct outcome {
     uint64_t put_ok, put_err;
@@ -211,7 +184,7 @@ static void check_controls(kvs_store_t *s, uint32_t ns, const char *when)
 
 static void run_kind(kvs_store_t *s, uint32_t ns, unsigned k, struct outcome *o)
 {
-    const struct kind *kd = &kinds[k];
+    const struct kvs_dfkind *kd = &kvs_dfkinds[k];
     uint64_t fired0 = kvs_test_faultfs_stat(kd->fired);
 
     memset(o, 0, sizeof(*o));
@@ -351,8 +324,8 @@ static void reopen_cb(void *arg, uint32_t ns, const void *key, uint32_t key_len,
     memcpy(text, key, key_len < KEYLEN ? key_len : KEYLEN);
     text[key_len < KEYLEN ? key_len : KEYLEN] = '\0';
     if (key_len != KEYLEN ||
-        sscanf(text, "k%02u-%u-%010u", &k, &set, &i) != 3 || k >= NKINDS ||
-        set != 0 || !kinds[k].on_write || kinds[k].puts_fail)
+        sscanf(text, "k%02u-%u-%010u", &k, &set, &i) != 3 || k >= KVS_DFKINDS ||
+        set != 0 || !kvs_dfkinds[k].on_write || kvs_dfkinds[k].puts_fail)
         (*unexpected)++;
 }
 
@@ -382,7 +355,7 @@ static void reopen_check(void)
     check_controls(s, ns, "after the reopen");
     CHECK(put(s, ns, 98, 3, 0) == 0 && get(s, ns, 98, 3, 0) == 0,
           "reopen: a put and get failed");
-    for (unsigned k = 0; k < NKINDS; k++)
+    for (unsigned k = 0; k < KVS_DFKINDS; k++)
         for (unsigned set = 0; set < 2; set++)
             for (unsigned i = 0; i < NBLK; i++) {
                 int r = get(s, ns, k, set, i);
@@ -479,7 +452,7 @@ int main(void)
     kvs_store_config_t c;
     kvs_store_t *s;
     uint32_t ns;
-    struct outcome o[NKINDS];
+    struct outcome o[KVS_DFKINDS];
 
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (!m) {
@@ -507,9 +480,9 @@ int main(void)
         CHECK(put(s, ns, 99, 2, i) == 0, "control put");
     check_controls(s, ns, "before any fault");
 
-    for (unsigned k = 0; k < NKINDS; k++) {
+    for (unsigned k = 0; k < KVS_DFKINDS; k++) {
         /* The slow disk before the index kind, as it always ran. */
-        if (kinds[k].index)
+        if (kvs_dfkinds[k].index)
             slow_disk(s, ns);
         run_kind(s, ns, k, &o[k]);
         printf("diskfault: %-18s faults injected %5" PRIu64
@@ -517,13 +490,13 @@ int main(void)
                "; gets: right %" PRIu64 " wrong %" PRIu64 " miss %4" PRIu64
                " error %" PRIu64 "; verify: checked %" PRIu64 " bad %4" PRIu64
                "\n",
-               kinds[k].name, o[k].fired, o[k].put_ok, o[k].put_err, o[k].right,
-               o[k].wrong, o[k].miss, o[k].err, o[k].verify_checked,
+               kvs_dfkinds[k].name, o[k].fired, o[k].put_ok, o[k].put_err,
+               o[k].right, o[k].wrong, o[k].miss, o[k].err, o[k].verify_checked,
                o[k].verify_bad);
-        if (kinds[k].index)
+        if (kvs_dfkinds[k].index)
             printf("diskfault: %-18s writes back %" PRIu64 " ms after the "
                    "fault ended, without a reopen of the store\n",
-                   kinds[k].name, o[k].recover_ms);
+                   kvs_dfkinds[k].name, o[k].recover_ms);
     }
     kvs_store_close(s);
     reopen_check();

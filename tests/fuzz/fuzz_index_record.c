@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort(); /* the only failure the decoder may report */
         return 0;
     }
-    if (kvs_index_key_encode(rec.ns, rec.key, rec.key_len, k) != klen ||
+    if (kvs_index_key_encode(rec.uid, k) != klen ||
         memcmp(k, data + 1, klen) != 0)
         abort();
     vlen = kvs_index_rec_encode(&rec, v);

@@ -67,7 +67,8 @@ static void check_same(const kvs_wire_shm_msg_t *m,
         if (reply) {
             if (m2->u.attach_rep.arena_len != m->u.attach_rep.arena_len ||
                 m2->u.attach_rep.max_block != m->u.attach_rep.max_block ||
-                m2->u.attach_rep.lease_max_ms != m->u.attach_rep.lease_max_ms)
+                m2->u.attach_rep.lease_max_ms != m->u.attach_rep.lease_max_ms ||
+                m2->u.attach_rep.stream_key != m->u.attach_rep.stream_key)
                 abort();
             break;
         }

@@ -35,7 +35,7 @@ static int put(const char *dir, const char *sub, const char *name,
 /* Index fuzz input: key length byte, key, value. */
 static size_t rec_input(const kvs_index_rec_t *r, uint8_t *out)
 {
-    size_t kl = kvs_index_key_encode(r->ns, r->key, r->key_len, out + 1);
+    size_t kl = kvs_index_key_encode(r->uid, out + 1);
 
     out[0] = (uint8_t)kl;
     return 1 + kl + kvs_index_rec_encode(r, out + 1 + kl);

@@ -20,7 +20,7 @@ def view_rep(ls, ident=7, off=4096, tier=0, cls=0, expiry=10**9):
 seeds = {
  "attach": frame(ATTACH, attach(b"tok", b"ns-01")),
  "attach_no_token": frame(ATTACH, attach(b"", b"n")),
- "attach_rep": frame(ATTACH, struct.pack("<QII", 1 << 30, 1 << 22, 60000), REPLY),
+ "attach_rep": frame(ATTACH, struct.pack("<QIIQ", 1 << 30, 1 << 22, 60000, 0x1234), REPLY),
  "reserve": frame(RESERVE, reserve(b"k1", b"", [100, 200], flags=1, ttl=5000, group=3), 0, 2),
  "reserve_parent": frame(RESERVE, reserve(b"k2", b"k1", [4096]), 0, 1),
  "reserve_rep": frame(RESERVE, struct.pack("<QQQ", 5, 8192, 300), REPLY),

@@ -64,6 +64,16 @@ kvs_client_t *shmtest_connect(const kvs_e2e_daemon_t *d, const char *sock,
 
 int shmtest_raw_attach(const char *sock, const char *ns, const char *token)
 {
+    int fd = -1, ret = shmtest_raw_attach_keep(sock, ns, token, &fd, NULL);
+
+    if (fd >= 0)
+        close(fd);
+    return ret;
+}
+
+int shmtest_raw_attach_keep(const char *sock, const char *ns,
+                            const char *token, int *fd_out, uint64_t *key_out)
+{
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     uint8_t buf[KVS_WIRE_SHM_FRAME_MAX + 1];
     static uint32_t lens[KVS_PARTS_MAX];
@@ -94,7 +104,9 @@ int shmtest_raw_attach(const char *sock, const char *ns, const char *token)
     CHECK(n > 0);
     CHECK_EQ(kvs_wire_shm_decode(buf, (size_t)n, lens, &r), 0);
     CHECK(r.hdr.req_id == 1 && (r.hdr.flags & KVS_WIRE_F_REPLY));
-    close(fd);
+    if (key_out)
+        *key_out = r.hdr.status ? 0 : r.u.attach_rep.stream_key;
+    *fd_out = fd;
     return r.hdr.status;
 }
 

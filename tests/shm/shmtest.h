@@ -23,6 +23,10 @@ kvs_client_t *shmtest_connect(const kvs_e2e_daemon_t *d, const char *sock,
 /* ATTACH over a fresh connection to sock, without UCX: the daemon's status
  * (0: it passed the memfd), or -errno of connect. */
 int shmtest_raw_attach(const char *sock, const char *ns, const char *token);
+/* The same, keeping the session open: its socket in *fd_out (close it to
+ * end the session), its stream key in *key_out (optional; 0 if refused). */
+int shmtest_raw_attach_keep(const char *sock, const char *ns,
+                            const char *token, int *fd_out, uint64_t *key_out);
 /* Waits (no clock: the CTest timeout) until STAT's name equals want. */
 void shmtest_wait_stat(kvs_client_t *c, const char *name, uint64_t want);
 

@@ -17,6 +17,19 @@
  * the first part of a block against the time to the whole block, both
  * counted from the moment the prefill client finished putting part 0.
  *
+ * By default each client maps its own sidecar's arena (daemon.shm_socket)
+ * and streams in place (kvstash/stream.h): the prefill client writes each
+ * part into P's arena and commits it, the decode client reads each part
+ * where it landed in D's arena; P -> D is the one copy. --copy streams
+ * through the clients' own buffers instead (the UCX path: figures named
+ * stream-*-copy). The link between the daemons runs on UCX's default
+ * transports (shared memory / CMA on one host: stream-live,
+ * stream-sealed) and, with the daemons alone given UCX_TLS=tcp,self, on
+ * TCP, the stand-in for two hosts (stream-live-tcp, stream-sealed-tcp);
+ * the clients keep their defaults. Each round measures the limit of each
+ * link (ucx_perftest with the same UCX_TLS) right before its stream run;
+ * the figures are medians over the rounds.
+ *
  * --demo is the same with a paced prefill (--rate parts per second) and
  * text meant to be read: `make demo`.
  *
@@ -31,10 +44,12 @@
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -56,7 +71,15 @@ typedef struct sopts {
     double rate;       /* parts/s; 0: as fast as possible */
     unsigned dram_mib; /* each daemon's DRAM tier */
     bool demo, limits, verify;
+    bool inplace;     /* clients map their sidecars' arenas */
+    unsigned links;   /* LINK_* bits to measure */
+    unsigned rounds;  /* interleaved rounds per link */
+    bool tcp;         /* this run: daemons on UCX_TLS=tcp,self */
 } sopts_t;
+
+#define LINK_DEFAULT 1u
+#define LINK_TCP 2u
+#define ROUNDS_MAX 9
 
 /* Shared between the processes. */
 typedef struct shared {
@@ -66,6 +89,8 @@ typedef struct shared {
     uint64_t t_start[2], t_end[2];
     uint64_t t_verify[2]; /* decode: byte checks, not counted */
     uint64_t t_put_start; /* prefill: first put begins */
+    double cpu0[2];       /* prefill, decode: CPU seconds used before
+                             streaming began (attach, pattern fill) */
     int sealed_ok;        /* prefill: all sealed */
     int bad_bytes;
     int errors;
@@ -74,6 +99,15 @@ typedef struct shared {
 /* Spinning pays only with idle cores: two daemons and two clients on a
  * 2-core machine have none (as in bench_net.c). */
 static unsigned busy_us;
+
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
 
 static uint64_t now_ns(void)
 {
@@ -113,9 +147,16 @@ static void self_dir(char *out, size_t cap, const char *name)
         snprintf(out, cap, "%s", name); /* too long: rely on PATH */
 }
 
+/* Where daemon name's shm socket is (o->dir/name.sock). */
+static void shm_path(const sopts_t *o, const char *name, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%s.sock", o->dir, name);
+}
+
 static pid_t start_daemon(const sopts_t *o, const char *name, uint16_t *port)
 {
-    char dir[PATH_MAX], blk[64], busy[64], dram[32];
+    char dir[PATH_MAX], blk[64], busy[64], dram[32], shm[PATH_MAX + 32];
+    char sock[PATH_MAX];
     const char *args[] = {dram,
                           "--nvme-mib=0",
                           blk,
@@ -123,7 +164,9 @@ static pid_t start_daemon(const sopts_t *o, const char *name, uint16_t *port)
                           busy,
                           getenv("KVS_BENCH_DEBUG") ? "--log-level=debug"
                                                     : "--log-level=warn",
+                          o->inplace ? shm : NULL,
                           NULL};
+    pid_t pid;
 
     snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%u", busy_us);
     snprintf(dram, sizeof(dram), "--dram-mib=%u", o->dram_mib);
@@ -133,12 +176,23 @@ static pid_t start_daemon(const sopts_t *o, const char *name, uint16_t *port)
         sizeof(dir))
         return -1;
     mkdir(o->dir, 0755);
+    shm_path(o, name, sock, sizeof(sock));
+    snprintf(shm, sizeof(shm), "--set=daemon.shm_socket=%s", sock);
+    /* The daemons alone on TCP: the clients, forked later, keep the
+     * environment they had. */
+    if (o->tcp)
+        setenv("UCX_TLS", "tcp,self", 1);
     /* bench_daemon's child dies with the bench: each holds a 2 GiB arena. */
-    return bench_daemon_start(o->daemon, dir, args, port);
+    pid = bench_daemon_start(o->daemon, dir, args, port);
+    if (o->tcp)
+        unsetenv("UCX_TLS");
+    return pid;
 }
 
-static kvs_client_t *connect_to(uint16_t port)
+static kvs_client_t *connect_to(const sopts_t *o, const char *name,
+                                uint16_t port)
 {
+    char sock[PATH_MAX];
     kvs_client_params_t p = {
         .field_mask = KVS_CLIENT_PARAM_PORT | KVS_CLIENT_PARAM_NS |
                       KVS_CLIENT_PARAM_BUSY_POLL_US,
@@ -147,11 +201,23 @@ static kvs_client_t *connect_to(uint16_t port)
         .busy_poll_us = busy_us,
     };
     kvs_client_t *c = NULL;
-    int ret = kvs_client_create(&p, &c);
+    int ret;
 
+    if (o->inplace) {
+        shm_path(o, name, sock, sizeof(sock));
+        p.field_mask |= KVS_CLIENT_PARAM_SHM_SOCKET;
+        p.shm_socket = sock;
+    }
+    ret = kvs_client_create(&p, &c);
     if (ret) {
         fprintf(stderr, "bench: connect to port %u: %s\n", port,
                 kvs_strerror(ret));
+        return NULL;
+    }
+    if (o->inplace && kvs_shm_status(c) != 0) {
+        fprintf(stderr, "bench: %s's arena not mapped: %s\n", name,
+                kvs_strerror(kvs_shm_status(c)));
+        kvs_client_destroy(c);
         return NULL;
     }
     return c;
@@ -162,11 +228,40 @@ static void key_of(char *buf, size_t cap, const char *pfx, uint32_t b)
     snprintf(buf, cap, "%s-%u", pfx, b);
 }
 
+static int put_inplace(kvs_stream_put_t *put, uint32_t p, const uint8_t *blk,
+                       uint64_t part_bytes)
+{
+    void *dst;
+    size_t len;
+    int ret = kvs_stream_put_buf(put, p, &dst, &len);
+
+    if (ret)
+        return ret;
+    memcpy(dst, blk + p * part_bytes, len);
+    return kvs_stream_put_commit(put, p);
+}
+
+static int put_begin_one(const sopts_t *o, kvs_client_t *c, int phase,
+                         uint32_t b, const uint32_t *lens,
+                         kvs_stream_put_t **out)
+{
+    char key[32];
+    kvs_client_key_t k;
+
+    key_of(key, sizeof(key), phase ? "sealed" : "live", b);
+    k.data = key;
+    k.len = (uint32_t)strlen(key);
+    return o->inplace ? kvs_stream_put_begin_inplace(c, &k, lens, o->parts, 0,
+                                                     0, NULL, out)
+                      : kvs_stream_put_begin(c, &k, lens, o->parts, 0, 0,
+                                             NULL, out);
+}
+
 /* The prefill client: puts every block part by part, then (for the
  * sealed phase) the same bytes under "sealed-" names. */
 static int prefill(const sopts_t *o, uint16_t port, shared_t *sh)
 {
-    kvs_client_t *c = connect_to(port);
+    kvs_client_t *c = connect_to(o, "prefill", port);
     uint64_t blen = o->parts * o->part_bytes;
     uint32_t npat = o->blocks < PATTERNS ? o->blocks : PATTERNS;
     uint32_t *lens = calloc(o->parts, sizeof(*lens));
@@ -182,19 +277,26 @@ static int prefill(const sopts_t *o, uint16_t port, shared_t *sh)
      * measures streaming, not this process's random-number generator. */
     for (uint32_t i = 0; i < npat; i++)
         fill(pat + i * blen, blen, i + 1);
+    sh->cpu0[0] = self_cpu_s();
     t0 = now_ns();
     __atomic_store_n(&sh->t_put_start, t0, __ATOMIC_RELEASE);
     for (int phase = 0; phase < 2 && !ret; phase++) {
+        /* Two blocks open at a time: block b-1 is sealed once block b is
+         * written, as an engine saving layer after layer of one request
+         * while the last one's seal (its transfer, its checksum) ends. */
+        kvs_stream_put_t *prev = NULL, *next = NULL;
+
+        /* Each block is begun before the one ahead of it is written, so
+         * that the sidecar's answer to an in-place begin is there when
+         * the block's first part is. */
+        ret = put_begin_one(o, c, phase, 0, lens, &next);
         for (uint32_t b = 0; b < o->blocks && !ret; b++) {
-            char key[32];
-            kvs_client_key_t k;
-            kvs_stream_put_t *put;
+            kvs_stream_put_t *put = next;
             uint8_t *buf = pat + (b % PATTERNS) * blen;
 
-            key_of(key, sizeof(key), phase ? "sealed" : "live", b);
-            k.data = key;
-            k.len = (uint32_t)strlen(key);
-            ret = kvs_stream_put_begin(c, &k, lens, o->parts, 0, 0, NULL, &put);
+            next = NULL;
+            if (b + 1 < o->blocks)
+                ret = put_begin_one(o, c, phase, b + 1, lens, &next);
             for (uint32_t p = 0; p < o->parts && !ret; p++) {
                 if (phase == 0 && o->rate > 0) {
                     uint64_t due = t0 + (uint64_t)((double)n * 1e9 / o->rate);
@@ -203,18 +305,30 @@ static int prefill(const sopts_t *o, uint16_t port, shared_t *sh)
                         usleep(200);
                 }
                 /* Posted, not waited for: the parts' bytes stay put
-                 * until the seal, as a prefill engine's layers do. */
-                ret = kvs_stream_put_part_nb(put, p, buf + p * o->part_bytes,
-                                             o->part_bytes);
+                 * until the seal, as a prefill engine's layers do. In
+                 * place, the layer is written into the arena (as a GPU
+                 * would copy it there) and committed. */
+                ret = o->inplace ? put_inplace(put, p, buf, o->part_bytes)
+                                 : kvs_stream_put_part_nb(
+                                       put, p, buf + p * o->part_bytes,
+                                       o->part_bytes);
                 if (p == 0 && phase == 0)
                     sh->t_part0_put[b] = now_ns();
                 n++;
             }
-            if (!ret)
-                ret = kvs_stream_put_seal(put);
-            else
+            if (ret) {
                 kvs_stream_put_abort(put);
+                kvs_stream_put_abort(next);
+                break;
+            }
+            if (prev)
+                ret = kvs_stream_put_seal(prev);
+            prev = put;
         }
+        if (prev && !ret)
+            ret = kvs_stream_put_seal(prev);
+        else if (prev)
+            kvs_stream_put_abort(prev);
         if (phase == 0)
             __atomic_store_n(&sh->sealed_ok, 1, __ATOMIC_RELEASE);
     }
@@ -247,8 +361,8 @@ static int decode_phase(const sopts_t *o, kvs_client_t *c, const char *peer,
                    first + i);
             bl[i].key.data = keys[i];
             bl[i].key.len = (uint32_t)strlen(keys[i]);
-            bl[i].buf = bufs + i * blen;
-            bl[i].cap = blen;
+            bl[i].buf = o->inplace ? NULL : bufs + i * blen;
+            bl[i].cap = o->inplace ? 0 : blen;
         }
         ret = kvs_stream_fetch(c, peer, bl, n, 60000, &f);
         if (ret) {
@@ -274,21 +388,26 @@ static int decode_phase(const sopts_t *o, kvs_client_t *c, const char *peer,
             }
             sh->t_block_in[phase][b] = now_ns();
         }
-        kvs_stream_fetch_destroy(f);
         /* Every byte is checked once the chunk is in, off the clock: the
          * client moves no data while it checks (it pulls parts itself),
-         * so the check would only be counted as transfer time. */
+         * so the check would only be counted as transfer time. In place
+         * the bytes are read where they are, before the fetch lets go. */
         if (o->verify) {
             uint64_t t = now_ns();
 
             for (uint32_t i = 0; i < n; i++) {
+                const void *d = NULL;
+                size_t dlen = 0;
+
                 fill(want, blen, (first + i) % PATTERNS + 1);
                 if (!sh->t_block_in[phase][first + i] ||
-                    memcmp(want, bufs + i * blen, blen))
+                    kvs_stream_data(f, i, KVS_STREAM_BLOCK, &d, &dlen) ||
+                    dlen != blen || memcmp(want, d, blen))
                     sh->bad_bytes++;
             }
             sh->t_verify[phase] += now_ns() - t;
         }
+        kvs_stream_fetch_destroy(f);
     }
     sh->t_end[phase] = now_ns();
     return 0;
@@ -299,24 +418,28 @@ static int decode(const sopts_t *o, uint16_t dport, uint16_t pport,
 {
     uint64_t blen = o->parts * o->part_bytes;
     uint32_t chunk = o->blocks < CHUNK ? o->blocks : CHUNK;
-    kvs_client_t *c = connect_to(dport);
-    uint8_t *bufs = bench_alloc_huge(chunk * blen), *want = malloc(blen);
+    kvs_client_t *c = connect_to(o, "decode", dport);
+    /* In place, the decode client has no buffers of its own. */
+    uint8_t *bufs = o->inplace ? NULL : bench_alloc_huge(chunk * blen);
+    uint8_t *want = malloc(blen);
     char peer[64];
 
-    if (!c || !bufs || !want)
+    if (!c || (!bufs && !o->inplace) || !want)
         return 1;
     /* bufs are written once already (bench_alloc_huge): a first touch
      * costs more than the copy on a VM, and a real decode worker reuses
      * its buffers. */
     memset(want, 0, blen);
     snprintf(peer, sizeof(peer), "127.0.0.1:%u", pport);
+    sh->cpu0[1] = self_cpu_s();
     if (decode_phase(o, c, peer, 0, sh, bufs, want))
         return 1;
     while (__atomic_load_n(&sh->sealed_ok, __ATOMIC_ACQUIRE) < 2)
         usleep(1000);
     if (decode_phase(o, c, peer, 1, sh, bufs, want))
         return 1;
-    bench_free_huge(bufs, chunk * blen);
+    if (bufs)
+        bench_free_huge(bufs, chunk * blen);
     free(want);
     kvs_client_destroy(c);
     return 0;
@@ -337,15 +460,21 @@ static double median_ms(uint64_t *v, uint32_t n)
     return (double)v[n / 2] / 1e6;
 }
 
+/* One limit sample of the link under test: ucx_perftest ucp_am_bw between
+ * two processes, with the daemons' UCX_TLS. */
 static void limit_sample(const sopts_t *o, double *lim, int *n)
 {
     char ldir[PATH_MAX];
 
     mkdir(o->dir, 0755);
     snprintf(ldir, sizeof(ldir), "%s/limits", o->dir);
-    if (bench_limits_run(ldir, o->part_bytes, 1, 5, "ucx") == 0 &&
+    if (o->tcp)
+        setenv("UCX_TLS", "tcp,self", 1);
+    if (bench_limits_run(ldir, o->part_bytes, 1, 3, "ucx") == 0 &&
         bench_limit("ucx-am") > 0)
         lim[(*n)++] = bench_limit("ucx-am");
+    if (o->tcp)
+        unsetenv("UCX_TLS");
 }
 
 static double median_d(double *v, int n)
@@ -360,8 +489,48 @@ static double median_d(double *v, int n)
     return n ? v[n / 2] : -1;
 }
 
-static void report(const sopts_t *o, const shared_t *sh, double am_bw,
-                   const double *lim, int nlim)
+/* What one run measured. */
+typedef struct result {
+    double mbs[2];   /* live, sealed */
+    double ttfp_ms;  /* live: prefill's part 0 -> decode client has it */
+    double ttb_ms;   /* live: same start -> whole block stored on D */
+    double tb2_ms;   /* sealed: first part -> whole block */
+    double cpu_s[4]; /* prefill client, P, D, decode client: both phases */
+    double load;     /* 1-minute load average after the run */
+} result_t;
+
+enum { CPU_PREFILL, CPU_P, CPU_D, CPU_DECODE };
+
+/* CPU seconds (user + system) a live process has used so far. */
+static double proc_cpu_s(pid_t pid)
+{
+    char path[64], buf[1024], *p;
+    unsigned long long ut = 0, stt = 0;
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    p = strrchr(buf, ')'); /* after the command's name */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu "
+                            "%llu",
+                     &ut, &stt) != 2)
+        return 0;
+    return (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double rusage_s(const struct rusage *ru)
+{
+    return (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6 +
+           (double)ru->ru_stime.tv_sec + (double)ru->ru_stime.tv_usec / 1e6;
+}
+
+static void measure(const sopts_t *o, const shared_t *sh, result_t *r)
 {
     uint64_t bytes = (uint64_t)o->blocks * o->parts * o->part_bytes;
     uint64_t ttfp[MAX_BLOCKS], ttb[MAX_BLOCKS], tb2[MAX_BLOCKS];
@@ -375,25 +544,8 @@ static void report(const sopts_t *o, const shared_t *sh, double am_bw,
                 ? sh->t_put_start
                 : sh->t_start[ph];
         double s = (double)(sh->t_end[ph] - start - sh->t_verify[ph]) / 1e9;
-        double mbs = (double)bytes / s / 1e6;
-        char note[320], lims[128] = "";
 
-        if (nlim)
-            snprintf(lims, sizeof(lims),
-                     "; vs ucx_perftest ucp_am_bw (2 "
-                     "processes), median of %d runs (",
-                     nlim);
-        for (int i = 0; i < nlim; i++)
-            snprintf(lims + strlen(lims), sizeof(lims) - strlen(lims), "%.0f%s",
-                     lim[i], i + 1 < nlim ? " " : " MB/s)");
-        snprintf(note, sizeof(note),
-                 "%u blocks x %u parts x %llu KiB, %s (byte checks not "
-                 "timed)%s",
-                 o->blocks, o->parts, (unsigned long long)(o->part_bytes >> 10),
-                 ph ? "fetched after sealing" : "fetched while being put",
-                 lims);
-        bench_figure(ph ? "stream-sealed" : "stream-live", mbs, "MB/s", am_bw,
-                     note);
+        r->mbs[ph] = (double)bytes / s / 1e6;
     }
     for (uint32_t b = 0; b < o->blocks; b++) {
         if (sh->t_first_in[0][b] && sh->t_part0_put[b]) {
@@ -406,16 +558,144 @@ static void report(const sopts_t *o, const shared_t *sh, double am_bw,
         if (sh->t_first_in[1][b])
             tb2[n2++] = sh->t_block_in[1][b] - sh->t_first_in[1][b];
     }
-    printf("time to first part (prefill's part 0 put -> decode client has "
-           "it): median %.3f ms\n",
-           median_ms(ttfp, n));
-    printf("time to whole block (same start -> decode client has all %u "
-           "parts, stored on its sidecar): median %.3f ms\n",
-           o->parts, median_ms(ttb, n));
-    printf("sealed phase: first part -> whole block: median %.3f ms\n",
-           median_ms(tb2, n2));
-    printf("errors: %d, blocks with wrong bytes: %d%s\n", sh->errors,
-           sh->bad_bytes, o->verify ? " (every byte checked)" : "");
+    r->ttfp_ms = median_ms(ttfp, n);
+    r->ttb_ms = median_ms(ttb, n);
+    r->tb2_ms = median_ms(tb2, n2);
+}
+
+/* Two daemons, a prefill and a decode client: one run. 0, or 1 when it
+ * failed (errors and wrong bytes included). */
+static int run_once(const sopts_t *o, result_t *r)
+{
+    uint16_t pport = 0, dport = 0;
+    pid_t P, D, cp, cd;
+    struct rusage ru;
+    double p0, d0;
+    shared_t *sh;
+    int st, rc = 0;
+
+    sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED)
+        return 1;
+    memset(sh, 0, sizeof(*sh));
+    P = start_daemon(o, "prefill", &pport);
+    D = P > 0 ? start_daemon(o, "decode", &dport) : -1;
+    if (P <= 0 || D <= 0) {
+        bench_daemon_stop(P);
+        munmap(sh, sizeof(*sh));
+        return 1;
+    }
+    p0 = proc_cpu_s(P); /* their start (the arena's population) */
+    d0 = proc_cpu_s(D);
+    if (o->demo)
+        printf("demo: prefill sidecar on 127.0.0.1:%u, decode sidecar on "
+               "127.0.0.1:%u\n      %u blocks x %u parts x %llu KiB, prefill "
+               "at %.0f parts/s; every byte checked\n",
+               pport, dport, o->blocks, o->parts,
+               (unsigned long long)(o->part_bytes >> 10), o->rate);
+    fflush(NULL);
+    cd = fork();
+    if (cd == 0)
+        _exit(decode(o, dport, pport, sh));
+    cp = fork();
+    if (cp == 0)
+        _exit(prefill(o, pport, sh));
+    wait4(cp, &st, 0, &ru);
+    r->cpu_s[CPU_PREFILL] = rusage_s(&ru) - sh->cpu0[0];
+    if (!WIFEXITED(st) || WEXITSTATUS(st))
+        rc = 1;
+    wait4(cd, &st, 0, &ru);
+    r->cpu_s[CPU_DECODE] = rusage_s(&ru) - sh->cpu0[1];
+    if (!WIFEXITED(st) || WEXITSTATUS(st))
+        rc = 1;
+    r->cpu_s[CPU_P] = proc_cpu_s(P) - p0;
+    r->cpu_s[CPU_D] = proc_cpu_s(D) - d0;
+    if (getloadavg(&r->load, 1) != 1)
+        r->load = -1;
+    bench_daemon_stop(D);
+    bench_daemon_stop(P);
+    if (sh->errors || sh->bad_bytes) {
+        fprintf(stderr, "bench: errors: %d, blocks with wrong bytes: %d\n",
+                sh->errors, sh->bad_bytes);
+        rc = 1;
+    }
+    if (!rc)
+        measure(o, sh, r);
+    munmap(sh, sizeof(*sh));
+    return rc;
+}
+
+static double median_of(const result_t *r, int n, size_t off)
+{
+    double v[ROUNDS_MAX];
+
+    for (int i = 0; i < n; i++)
+        memcpy(&v[i], (const char *)&r[i] + off, sizeof(double));
+    return median_d(v, n);
+}
+
+static void report(const sopts_t *o, const result_t *r, int n, double *lim,
+                   int nlim)
+{
+    const char *sfx = o->tcp ? "-tcp" : "";
+    const char *mode = o->inplace ? "" : "-copy";
+    double limit = median_d(lim, nlim);
+    char name[64], note[400], lims[160] = "";
+
+    for (int i = 0; i < nlim; i++)
+        snprintf(lims + strlen(lims), sizeof(lims) - strlen(lims), "%s%.0f",
+                 i ? " " : "", lim[i]);
+    for (int ph = 0; ph < 2; ph++) {
+        snprintf(name, sizeof(name), "stream-%s%s%s", ph ? "sealed" : "live",
+                 mode, sfx);
+        snprintf(note, sizeof(note),
+                 "%u blocks x %u parts x %llu KiB, %s; clients %s; daemons' "
+                 "link on %s; median of %d rounds; limit: ucx_perftest "
+                 "ucp_am_bw%s, median of %s MB/s",
+                 o->blocks, o->parts, (unsigned long long)(o->part_bytes >> 10),
+                 ph ? "fetched after sealing" : "fetched while being put",
+                 o->inplace ? "in place in their sidecars' arenas"
+                            : "through their own buffers",
+                 o->tcp ? "UCX_TLS=tcp,self" : "UCX defaults", n,
+                 o->tcp ? " over tcp" : "", nlim ? lims : "none");
+        bench_figure(name, median_of(r, n, offsetof(result_t, mbs) +
+                                               (size_t)ph * sizeof(double)),
+                     "MB/s", limit, note);
+    }
+    {
+        double gb = 2.0 * o->blocks * o->parts * (double)o->part_bytes / 1e9;
+        double c[4], tot;
+
+        for (int i = 0; i < 4; i++)
+            c[i] = median_of(r, n, offsetof(result_t, cpu_s) +
+                                       (size_t)i * sizeof(double));
+        tot = c[0] + c[1] + c[2] + c[3];
+        snprintf(name, sizeof(name), "stream-cpu%s%s", mode, sfx);
+        snprintf(note, sizeof(note),
+                 "CPU seconds (user+sys) per GB streamed, both phases: "
+                 "prefill client %.2f, P %.2f, D %.2f, decode client %.2f "
+                 "(from the clock's start: attach and set-up left out; the "
+                 "byte checks, when on, counted in the decode client's); "
+                 "%ld cores, load average %.1f after the run",
+                 c[0] / gb, c[1] / gb, c[2] / gb, c[3] / gb,
+                 sysconf(_SC_NPROCESSORS_ONLN),
+                 median_of(r, n, offsetof(result_t, load)));
+        bench_figure(name, tot / gb, "s/GB", -1, note);
+    }
+    snprintf(name, sizeof(name), "stream-first-part%s%s", mode, sfx);
+    bench_figure(name, median_of(r, n, offsetof(result_t, ttfp_ms)), "ms", -1,
+                 "live: prefill committed part 0 -> decode client has it");
+    snprintf(name, sizeof(name), "stream-whole-block%s%s", mode, sfx);
+    snprintf(note, sizeof(note),
+             "live: same start -> decode client has all %u parts, stored "
+             "on its sidecar",
+             o->parts);
+    bench_figure(name, median_of(r, n, offsetof(result_t, ttb_ms)), "ms", -1,
+                 note);
+    snprintf(name, sizeof(name), "stream-sealed-block%s%s", mode, sfx);
+    bench_figure(name, median_of(r, n, offsetof(result_t, tb2_ms)), "ms", -1,
+                 "sealed: first part -> whole block");
 }
 
 static void usage(void)
@@ -426,6 +706,12 @@ static void usage(void)
             "  --parts L       parts (layers) per block (16)\n"
             "  --part-kib K    bytes of a part in KiB (1024)\n"
             "  --rate R        prefill parts per second (0: flat out)\n"
+            "  --copy          stream through the clients' own buffers, not\n"
+            "                  in place in the sidecars' arenas\n"
+            "  --link L        default, tcp or both (both): the daemons' link\n"
+            "  --rounds N      interleaved rounds per link, medians (3)\n"
+            "  --busy-us N     spin N us before sleeping, daemons and clients\n"
+            "                  (default: 200 with more than 4 cores, else 0)\n"
             "  --demo          paced prefill, readable output, no limits run\n"
             "  --no-limits     skip ucx_perftest\n"
             "  --no-verify     skip the byte check\n"
@@ -441,6 +727,10 @@ int bench_stream_main(int argc, char **argv)
         {"parts", required_argument, NULL, 'l'},
         {"part-kib", required_argument, NULL, 'k'},
         {"rate", required_argument, NULL, 'r'},
+        {"copy", no_argument, NULL, 'C'},
+        {"link", required_argument, NULL, 'L'},
+        {"rounds", required_argument, NULL, 'R'},
+        {"busy-us", required_argument, NULL, 'B'},
         {"demo", no_argument, NULL, 'D'},
         {"no-limits", no_argument, NULL, 'N'},
         {"no-verify", no_argument, NULL, 'V'},
@@ -458,13 +748,14 @@ int bench_stream_main(int argc, char **argv)
                  .part_bytes = 1u << 20,
                  .dram_mib = 2048,
                  .limits = true,
-                 .verify = true};
-    uint16_t pport = 0, dport = 0;
-    pid_t P, D, cp, cd;
-    double am_bw = -1, lim[3];
-    int nlim = 0;
-    shared_t *sh;
-    int c, st, rc = 0;
+                 .verify = true,
+                 .inplace = true,
+                 .links = LINK_DEFAULT | LINK_TCP,
+                 .rounds = 3};
+    result_t res[2][ROUNDS_MAX];
+    double lim[2][ROUNDS_MAX];
+    int nres[2] = {0, 0}, nlim[2] = {0, 0}, busy_set = -1;
+    int c, rc = 0;
 
     self_dir(dpath, sizeof(dpath), "kvstashd");
     o.daemon = dpath;
@@ -482,9 +773,26 @@ int bench_stream_main(int argc, char **argv)
         case 'r':
             o.rate = strtod(optarg, NULL);
             break;
+        case 'C':
+            o.inplace = false;
+            break;
+        case 'L':
+            o.links = !strcmp(optarg, "default") ? LINK_DEFAULT
+                      : !strcmp(optarg, "tcp")   ? LINK_TCP
+                      : !strcmp(optarg, "both")  ? LINK_DEFAULT | LINK_TCP
+                                                 : 0;
+            break;
+        case 'R':
+            o.rounds = (unsigned)strtoul(optarg, NULL, 0);
+            break;
+        case 'B':
+            busy_set = (int)strtol(optarg, NULL, 0);
+            break;
         case 'D':
             o.demo = true;
             o.limits = false;
+            o.links = LINK_DEFAULT;
+            o.rounds = 1;
             break;
         case 'N':
             o.limits = false;
@@ -517,55 +825,33 @@ int bench_stream_main(int argc, char **argv)
                         "phase)\n");
         return 2;
     }
-    busy_us = sysconf(_SC_NPROCESSORS_ONLN) > 4 ? 200 : 0;
-    /* ucx_perftest on these VMs is bimodal (4 or 14-21 GB/s within
-     * minutes): the limit is the median of two runs before the streams
-     * and one after. */
-    for (int i = 0; o.limits && i < 2; i++)
-        limit_sample(&o, lim, &nlim);
-    sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
-              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (sh == MAP_FAILED)
-        return 1;
-    memset(sh, 0, sizeof(*sh));
-    P = start_daemon(&o, "prefill", &pport);
-    D = P > 0 ? start_daemon(&o, "decode", &dport) : -1;
-    if (P <= 0 || D <= 0) {
-        if (P > 0)
-            kill(P, SIGKILL);
-        return 1;
+    if (!o.links || o.rounds < 1 || o.rounds > ROUNDS_MAX) {
+        fprintf(stderr, "bench: --link default|tcp|both, --rounds 1..%d\n",
+                ROUNDS_MAX);
+        return 2;
     }
-    if (o.demo)
-        printf("demo: prefill sidecar on 127.0.0.1:%u, decode sidecar on "
-               "127.0.0.1:%u\n      %u blocks x %u parts x %llu KiB, prefill "
-               "at %.0f parts/s; every byte checked\n",
-               pport, dport, o.blocks, o.parts,
-               (unsigned long long)(o.part_bytes >> 10), o.rate);
-    fflush(NULL);
-    cd = fork();
-    if (cd == 0)
-        _exit(decode(&o, dport, pport, sh));
-    cp = fork();
-    if (cp == 0)
-        _exit(prefill(&o, pport, sh));
-    waitpid(cp, &st, 0);
-    if (!WIFEXITED(st) || WEXITSTATUS(st))
-        rc = 1;
-    waitpid(cd, &st, 0);
-    if (!WIFEXITED(st) || WEXITSTATUS(st))
-        rc = 1;
-    if (sh->errors || sh->bad_bytes)
-        rc = 1;
-    kill(D, SIGTERM);
-    kill(P, SIGTERM);
-    waitpid(D, &st, 0);
-    waitpid(P, &st, 0);
-    if (o.limits)
-        limit_sample(&o, lim, &nlim);
-    am_bw = median_d(lim, nlim);
-    if (!rc || sh->errors || sh->bad_bytes)
-        report(&o, sh, am_bw, lim, nlim);
-    munmap(sh, sizeof(*sh));
+    busy_us = busy_set >= 0                          ? (unsigned)busy_set
+              : sysconf(_SC_NPROCESSORS_ONLN) > 4 ? 200
+                                                   : 0;
+    /* ucx_perftest on these VMs is bimodal (4 or 14-21 GB/s within
+     * minutes): each round samples each link's limit right before its
+     * stream run, and the figures are medians over the rounds. */
+    for (unsigned r = 0; r < o.rounds && !rc; r++)
+        for (int l = 0; l < 2 && !rc; l++) {
+            if (!(o.links & (1u << l)))
+                continue;
+            o.tcp = l == 1;
+            if (o.limits)
+                limit_sample(&o, lim[l], &nlim[l]);
+            rc = run_once(&o, &res[l][nres[l]]);
+            if (!rc)
+                nres[l]++;
+        }
+    for (int l = 0; l < 2; l++) {
+        o.tcp = l == 1;
+        if (nres[l])
+            report(&o, res[l], nres[l], lim[l], nlim[l]);
+    }
     printf("%s\n", rc ? "FAILED" : "ok");
     return rc;
 }

@@ -122,6 +122,8 @@ static const setting_t settings[] = {
     S("store", "nvme_mib", T_U64_MIB, store.nvme_bytes, "0: no NVMe tier"),
     S("store", "region_mib", T_U32_MIB, store.region_bytes, ""),
     S("store", "max_block_mib", T_U32_MIB, store.max_block_bytes, ""),
+    S("store", "min_block_bytes", T_U32, store.min_block_bytes,
+      "smaller puts are refused (KVS_ETOOSMALL); 0: none"),
     S("store", "max_blocks", T_U32, store.max_blocks, ""),
     S("store", "io_depth", T_U32, store.io_depth, ""),
     S("store", "dram_high_pct", T_U32, store.dram_high_pct, ""),

@@ -5,6 +5,7 @@ add_library(kvstash SHARED ${CMAKE_CURRENT_SOURCE_DIR}/client/conn.c
     ${CMAKE_CURRENT_SOURCE_DIR}/client/request.c
     ${CMAKE_CURRENT_SOURCE_DIR}/client/ops.c
     ${CMAKE_CURRENT_SOURCE_DIR}/client/stream.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/client/stream_fetch.c
     ${CMAKE_CURRENT_SOURCE_DIR}/client/locate.c
     ${CMAKE_CURRENT_SOURCE_DIR}/client/shm.c
     ${PROJECT_SOURCE_DIR}/common/status.c)

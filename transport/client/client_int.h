@@ -159,11 +159,17 @@ int kvs_client_progress_idle(kvs_client_t *client, uint64_t *idle_since);
  * and len are the AM data (part bytes); UCS_INPROGRESS keeps them. */
 ucs_status_t kvs_client_stream_rx(kvs_client_t *client, const kvs_wire_msg_t *m,
                                   void *data, size_t len, bool rndv);
+/* stream.c: frees the streaming state (its pools) with the client. */
+void kvs_client_stream_free(void *stream);
 
 /* shm.c: attaches to the daemon's arena over the Unix socket at path
  * (sets c->shm, or c->shm_status), and the teardown. */
 void kvs_client_shm_attach(kvs_client_t *c, const char *path,
                            const char *token, uint32_t elem_size);
 void kvs_client_shm_detach(kvs_client_t *c);
+/* The arena as this client maps it, and the session's stream key (for
+ * stream.c's puts and fetches in place); false when not attached. */
+bool kvs_client_shm_map(const kvs_client_t *c, uint8_t **base_out,
+                        size_t *len_out, uint64_t *key_out);
 
 #endif

@@ -265,7 +265,7 @@ KVS_API void kvs_client_destroy(kvs_client_t *c)
     }
     kvs_client_shm_detach(c);
     kvs_wire_scratch_destroy(c->scratch);
-    free(c->stream);
+    kvs_client_stream_free(c->stream);
     free(c);
 }
 

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * libkvstash: streaming puts and streaming fetches (kvstash/stream.h).
+ * libkvstash: streaming (kvstash/stream.h; stream_int.h has the map): the
+ * state, the dispatch of what the sidecar sends, the sends, and streaming
+ * puts. Fetches are stream_fetch.c's.
  *
  * The stream opcodes (transport/proto/stream_op.h) are opcodes of the one
  * wire protocol, on the client's connection (its bound bulk endpoint when
@@ -10,9 +12,12 @@
  * (the live fetches and puts, by id) is made on first use and hangs off
  * the client.
  *
- * A fetch's block buffer receives each part at its offset: rendezvous data
- * is written there by UCX straight from the sidecar's arena (the one copy);
- * small parts that came eagerly are copied from UCX's receive buffer.
+ * In place (a client that maps its sidecar's arena, kvstash/shm.h): a put
+ * begun with kvs_stream_put_begin_inplace() learns where the block lies in
+ * the arena from the sidecar's BLOCK answer (checked against the mapping),
+ * the caller writes each part there, and a commit is a PART message
+ * without bytes. Without a mapping the same calls work on a buffer of the
+ * library's own (one allocation per block), with the ordinary messages.
  */
 #include "kvstash/kvstash.h"
 
@@ -25,194 +30,29 @@
 
 #include "common/clock.h"
 #include "transport/client/client_int.h"
+#include "transport/client/stream_int.h"
 #include "transport/proto/stream_op.h"
 #include "transport/proto/ucx.h"
 
-typedef struct cstate {
-    kvs_client_t *c;
-    kvs_stream_fetch_t *fetches;
-    kvs_stream_put_t *puts;
-    uint64_t next_id;
-} cstate_t;
-
-typedef struct cblk {
-    void *buf;
-    size_t cap;
-    int status;
-    bool began, complete;
-    uint32_t nparts;
-    uint32_t parts_in;
-    uint32_t inflight; /* rendezvous receives into buf */
-    uint64_t len;
-    uint64_t *offs;
-    uint32_t *lens;
-    uint8_t *got;
-    uint64_t first_ns, complete_ns;
-} cblk_t;
-
-struct kvs_stream_fetch {
-    kvs_stream_fetch_t *next;
-    cstate_t *cs;
-    uint64_t id;
-    uint32_t n;
-    int status; /* the whole fetch failed */
-    cblk_t blk[];
-};
-
-struct kvs_stream_put {
-    kvs_stream_put_t *next;
-    cstate_t *cs;
-    uint64_t id;
-    uint32_t nparts;
-    bool done;
-    int status;
-    struct csend *posted; /* kvs_stream_put_part_nb() sends */
-};
-
-typedef struct crx {
-    kvs_stream_fetch_t *f;
-    uint32_t block, part;
-} crx_t;
-
-/* ------------------------------------------------------------------ */
-
-static void part_landed(kvs_stream_fetch_t *f, uint32_t b, uint32_t part,
-                        int status)
+/* The sidecar's answer to an in-place SPUT_BEGIN: where the block lies. */
+static void put_on_block(cstate_t *cs, kvs_stream_put_t *p, const kvs_smsg_t *m)
 {
-    cblk_t *k = &f->blk[b];
+    uint8_t *base;
+    size_t len;
+    uint64_t key;
 
-    if (status) {
-        if (!k->status)
-            k->status = status;
-        return;
-    }
-    if (!k->got[part]) {
-        k->got[part] = 1;
-        k->parts_in++;
-        if (!k->first_ns)
-            k->first_ns = kvs_clock_mono_ns();
-    }
-}
-
-static void crx_cb(void *request, ucs_status_t status, size_t length,
-                   void *user_data)
-{
-    crx_t *r = user_data;
-
-    (void)length;
-    r->f->blk[r->block].inflight--;
-    part_landed(r->f, r->block, r->part, status == UCS_OK ? 0 : KVS_EPEER);
-    free(r);
-    ucp_request_free(request);
-}
-
-static ucs_status_t on_part(cstate_t *cs, kvs_stream_fetch_t *f,
-                            const kvs_smsg_t *m, void *data, size_t len,
-                            bool rndv, ucp_worker_h worker)
-{
-    ucp_request_param_t prm = {
-        .op_attr_mask =
-            UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
-        .cb.recv_am = crx_cb,
-    };
-    ucs_status_ptr_t sp;
-    cblk_t *k;
-    crx_t *r;
-
-    (void)cs;
-    if (m->block >= f->n)
-        return UCS_OK;
-    k = &f->blk[m->block];
-    if (!k->began || m->part >= k->nparts || k->got[m->part] || len != m->len ||
-        len != k->lens[m->part] || m->off != k->offs[m->part]) {
-        if (!k->status)
-            k->status = KVS_EPROTO;
-        return UCS_OK;
-    }
-    if (k->status)
-        return UCS_OK;
-    if (!rndv) {
-        memcpy((uint8_t *)k->buf + m->off, data, len);
-        part_landed(f, m->block, m->part, 0);
-        return UCS_OK;
-    }
-    r = malloc(sizeof(*r));
-    if (!r) {
-        k->status = -ENOMEM;
-        return UCS_OK;
-    }
-    r->f = f;
-    r->block = m->block;
-    r->part = m->part;
-    prm.user_data = r;
-    k->inflight++;
-    sp = ucp_am_recv_data_nbx(worker, data, (uint8_t *)k->buf + m->off, len,
-                              &prm);
-    if (sp == NULL) {
-        k->inflight--;
-        free(r);
-        part_landed(f, m->block, m->part, 0);
-    } else if (UCS_PTR_IS_ERR(sp)) {
-        k->inflight--;
-        free(r);
-        part_landed(f, m->block, m->part, KVS_EPEER);
-    }
-    return UCS_INPROGRESS;
-}
-
-static void on_block(kvs_stream_fetch_t *f, const kvs_smsg_t *m)
-{
-    kvs_smsg_rd_t rd;
-    cblk_t *k;
-    uint64_t total;
-
-    if (m->block >= f->n)
-        return;
-    k = &f->blk[m->block];
-    if (k->began || m->nparts < 1 || m->nparts > KVS_PARTS_MAX)
-        return;
-    k->lens = calloc(m->nparts, sizeof(*k->lens));
-    k->offs = calloc(m->nparts, sizeof(*k->offs));
-    k->got = calloc(m->nparts, 1);
-    kvs_smsg_rd_init(&rd, m);
-    if (!k->lens || !k->offs || !k->got) {
-        k->status = -ENOMEM;
-        return;
-    }
-    if (kvs_smsg_rd_lens(&rd, m->nparts, k->lens, &total)) {
-        k->status = KVS_EPROTO;
-        return;
-    }
-    if (total > k->cap) {
-        k->status = -ENOBUFS;
-        k->len = total;
-        return;
-    }
-    for (uint32_t i = 0; i < m->nparts; i++)
-        k->offs[i] = i ? k->offs[i - 1] + k->lens[i - 1] : 0;
-    k->nparts = m->nparts;
-    k->len = total;
-    k->began = true;
-}
-
-static void on_end(kvs_stream_fetch_t *f, const kvs_smsg_t *m)
-{
-    if (m->block == UINT32_MAX) {
-        f->status = m->status ? m->status : KVS_EPROTO;
-        for (uint32_t i = 0; i < f->n; i++)
-            if (!f->blk[i].complete && !f->blk[i].status)
-                f->blk[i].status = f->status;
-        return;
-    }
-    if (m->block >= f->n)
-        return;
+    p->began = true;
     if (m->status) {
-        if (!f->blk[m->block].status)
-            f->blk[m->block].status = m->status;
-    } else {
-        f->blk[m->block].complete = true;
-        f->blk[m->block].complete_ns = kvs_clock_mono_ns();
+        p->begin_status = m->status;
+        return;
     }
+    if (!kvs_client_shm_map(cs->c, &base, &len, &key) ||
+        m->nparts != p->nparts || m->len != p->len || m->off > len ||
+        p->len > len - m->off) {
+        p->begin_status = KVS_EPROTO;
+        return;
+    }
+    p->data = base + m->off;
 }
 
 ucs_status_t kvs_client_stream_rx(kvs_client_t *c, const kvs_wire_msg_t *w,
@@ -235,27 +75,22 @@ ucs_status_t kvs_client_stream_rx(kvs_client_t *c, const kvs_wire_msg_t *w,
             }
         return UCS_OK;
     }
-    for (kvs_stream_fetch_t *f = cs->fetches; f; f = f->next) {
-        if (f->id != m.id)
-            continue;
-        switch (m.op) {
-        case KVS_OP_BLOCK:
-            on_block(f, &m);
-            break;
-        case KVS_OP_PART:
-            return on_part(cs, f, &m, data, len, rndv, ci.worker);
-        case KVS_OP_END:
-            on_end(f, &m);
-            break;
-        default:
-            break;
-        }
-        break;
+    if (m.op == KVS_OP_BLOCK && (m.flags & KVS_SMSG_F_INPLACE)) {
+        /* The answer to an in-place SPUT_BEGIN (puts and fetches share
+         * one id space). */
+        for (kvs_stream_put_t *p = cs->puts; p; p = p->next)
+            if (p->id == m.id && p->inplace && !p->began) {
+                put_on_block(cs, p, &m);
+                return UCS_OK;
+            }
     }
+    for (kvs_stream_fetch_t *f = cs->fetches; f; f = f->next)
+        if (f->id == m.id)
+            return kvs_stream_fetch_rx(f, &m, data, len, rndv, ci.worker);
     return UCS_OK;
 }
 
-static int cstate_get(kvs_client_t *c, cstate_t **out)
+int kvs_stream_state_get(kvs_client_t *c, cstate_t **out)
 {
     kvs_client_internals_t ci;
     cstate_t *cs;
@@ -280,15 +115,6 @@ static int cstate_get(kvs_client_t *c, cstate_t **out)
 /* Sending: every send is waited for, so the buffers are the caller's
  * again when a call returns. */
 
-typedef struct csend {
-    struct csend *next; /* a put's sends not yet waited for */
-    void *req;          /* the UCX request; NULL once done */
-    bool done;
-    bool abandoned; /* the caller gave up: the callback frees */
-    ucs_status_t status;
-    uint8_t hdr[]; /* UCX may read it until the send is done */
-} csend_t;
-
 static void csend_cb(void *request, ucs_status_t status, void *user_data)
 {
     csend_t *s = user_data;
@@ -297,13 +123,64 @@ static void csend_cb(void *request, ucs_status_t status, void *user_data)
     s->status = status;
     ucp_request_free(request);
     if (s->abandoned)
+        free(s); /* its client may be gone: not pooled */
+}
+
+static csend_t *csend_get(cstate_t *cs)
+{
+    csend_t *s = cs->send_free;
+
+    if (s)
+        cs->send_free = s->next;
+    else if (!(s = malloc(sizeof(*s) + KVS_SMSG_MAX)))
+        return NULL;
+    s->next = NULL;
+    s->cs = cs;
+    s->req = NULL;
+    s->done = s->abandoned = false;
+    s->status = UCS_OK;
+    return s;
+}
+
+static void csend_put(csend_t *s)
+{
+    s->next = s->cs->send_free;
+    s->cs->send_free = s;
+}
+
+void kvs_client_stream_free(void *stream)
+{
+    cstate_t *cs = stream;
+
+    if (!cs)
+        return;
+    while (cs->send_free) {
+        csend_t *s = cs->send_free;
+
+        cs->send_free = s->next;
         free(s);
+    }
+    while (cs->rx_free) {
+        crx_t *r = cs->rx_free;
+
+        cs->rx_free = r->next;
+        free(r);
+    }
+    while (cs->put_free) {
+        kvs_stream_put_t *p = cs->put_free;
+
+        cs->put_free = p->next;
+        free(p);
+    }
+    kvs_partpool_drain(&cs->parts);
+    free(cs);
 }
 
 /* Posts m (with data bytes, if any) and returns at once. *out is NULL if
- * the send completed in place; otherwise csend_wait() must be called. */
-static int smsg_post(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
-                     size_t blen, const void *data, size_t dlen, csend_t **out)
+ * the send completed in place; otherwise kvs_stream_msg_wait() must be called. */
+int kvs_stream_msg_post(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
+                        size_t blen, const void *data, size_t dlen,
+                        csend_t **out)
 {
     kvs_client_internals_t ci;
     csend_t *s;
@@ -322,17 +199,17 @@ static int smsg_post(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
     kvs_client_internals(c, &ci);
     if (!ci.ep)
         return ci.failed ? ci.failed : KVS_EPEER;
-    if (!(s = calloc(1, sizeof(*s) + KVS_SMSG_MAX)))
+    if (!*ci.stream || !(s = csend_get(*ci.stream)))
         return -ENOMEM;
     prm.user_data = s;
     if (kvs_smsg_encode(m, body, blen, s->hdr, &flen) != 0) {
-        free(s);
+        csend_put(s);
         return -EINVAL;
     }
     /* On the bulk endpoint (when bound) part bytes move by CMA. */
     sp = ucp_am_send_nbx(ci.data_ep, KVS_AM_ID, s->hdr, flen, data, dlen, &prm);
     if (sp == NULL || UCS_PTR_IS_ERR(sp)) {
-        free(s);
+        csend_put(s);
         return sp == NULL ? 0 : KVS_EPEER;
     }
     s->req = sp;
@@ -341,7 +218,7 @@ static int smsg_post(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
 }
 
 /* Waits for s to complete and frees it. */
-static int csend_wait(kvs_client_t *c, csend_t *s)
+int kvs_stream_msg_wait(kvs_client_t *c, csend_t *s)
 {
     kvs_client_internals_t ci;
     uint64_t idle = 0;
@@ -363,66 +240,119 @@ static int csend_wait(kvs_client_t *c, csend_t *s)
             for (int i = 0; i < 10000 && !s->done; i++)
                 ucp_worker_progress(ci.worker);
             if (s->done)
-                free(s);
+                csend_put(s);
             else
                 s->abandoned = true;
             return ret;
         }
     }
     ret = s->status == UCS_OK ? 0 : KVS_EPEER;
-    free(s);
+    csend_put(s);
     return ret;
 }
 
-static int smsg_send(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
-                     size_t blen, const void *data, size_t dlen)
+int kvs_stream_msg_send(kvs_client_t *c, const kvs_smsg_t *m, const void *body,
+                        size_t blen, const void *data, size_t dlen)
 {
     csend_t *s;
-    int ret = smsg_post(c, m, body, blen, data, dlen, &s);
+    int ret = kvs_stream_msg_post(c, m, body, blen, data, dlen, &s);
 
-    return ret || !s ? ret : csend_wait(c, s);
+    return ret || !s ? ret : kvs_stream_msg_wait(c, s);
 }
 
 /* ------------------------------------------------------------------ */
 /* Streaming puts. */
 
-KVS_API int kvs_stream_put_begin(kvs_client_t *c, const kvs_client_key_t *key,
-                                 const uint32_t *part_lens, uint32_t nparts,
-                                 uint8_t cls, uint32_t flags,
-                                 const char *push_peer,
-                                 kvs_stream_put_t **put_out)
+static void put_unlink_free(kvs_stream_put_t *p);
+static int put_wait_block(kvs_stream_put_t *p);
+
+/* The parts' places, for kvs_stream_put_begin_inplace(): in the arena
+ * once the sidecar answers (inplace), else in a buffer of ours. */
+static int put_layout(kvs_stream_put_t *p, const uint32_t *part_lens,
+                      bool inplace)
 {
+    p->pv = kvs_partpool_get(&p->cs->parts, p->nparts);
+    if (!p->pv)
+        return -ENOMEM;
+    p->lens = p->pv->lens;
+    p->offs = p->pv->offs;
+    p->committed = p->pv->flag;
+    for (uint32_t i = 0; i < p->nparts; i++) {
+        p->lens[i] = part_lens[i];
+        p->offs[i] = p->len;
+        p->len += part_lens[i];
+    }
+    p->buffered = true;
+    p->inplace = inplace;
+    if (!inplace && !(p->data = malloc(p->len ? p->len : 1)))
+        return -ENOMEM;
+    return 0;
+}
+
+static int put_begin(kvs_client_t *c, const kvs_stream_put_args_t *a,
+                     kvs_stream_put_t **put_out)
+{
+    const kvs_client_key_t *key = &a->key;
+    const uint32_t *part_lens = a->part_lens;
+    const char *push_peer = a->push_peer;
+    uint32_t nparts = a->nparts;
+    bool buffered = a->inplace, inplace = false;
+    uint8_t *abase;
+    size_t alen;
+    uint64_t skey = 0;
     uint8_t body[KVS_SMSG_BODY_MAX];
     kvs_client_internals_t ci;
+    kvs_smeta_t meta = {.ttl_ms = a->ttl_ms, .group = a->group};
     kvs_smsg_t m;
     size_t blen;
     kvs_stream_put_t *p;
     cstate_t *cs;
     int ret;
 
-    if (!c || !key || !part_lens || !put_out || key->len < 1 ||
-        key->len > KVS_KEY_MAX || nparts < 1 || nparts > KVS_PARTS_MAX)
+    if (!c || !key->data || !part_lens || !put_out || key->len < 1 ||
+        key->len > KVS_KEY_MAX || nparts < 1 || nparts > KVS_PARTS_MAX ||
+        a->parent.len > KVS_KEY_MAX || (a->parent.len && !a->parent.data))
         return -EINVAL;
+    meta.parent_len = (uint8_t)a->parent.len;
+    if (a->parent.len)
+        memcpy(meta.parent, a->parent.data, a->parent.len);
     blen = key->len + 4ull * nparts;
+    if (kvs_smeta_any(&meta))
+        blen += KVS_SMETA_FIXED + meta.parent_len;
     kvs_client_internals(c, &ci);
     if (push_peer)
         blen += 1 + strlen(ci.ns) + strlen(push_peer);
     if (blen > sizeof(body) || (push_peer && strlen(ci.ns) > 255))
         return KVS_ETOOBIG;
-    ret = cstate_get(c, &cs);
+    ret = kvs_stream_state_get(c, &cs);
     if (ret)
         return ret;
-    p = calloc(1, sizeof(*p));
-    if (!p)
+    p = cs->put_free;
+    if (p)
+        cs->put_free = p->next;
+    else if (!(p = malloc(sizeof(*p))))
         return -ENOMEM;
+    memset(p, 0, sizeof(*p));
     p->cs = cs;
     p->id = ++cs->next_id;
     p->nparts = nparts;
+    if (buffered) {
+        inplace = kvs_client_shm_map(c, &abase, &alen, &skey);
+        ret = put_layout(p, part_lens, inplace);
+        if (ret) {
+            put_unlink_free(p); /* not listed yet: only freed */
+            return ret;
+        }
+    }
     memset(&m, 0, sizeof(m));
     m.op = KVS_OP_SPUT_BEGIN;
     m.id = p->id;
-    m.block = cls;
-    m.part = flags;
+    if (inplace) {
+        m.flags |= KVS_SMSG_F_INPLACE;
+        m.off = skey;
+    }
+    m.block = a->cls;
+    m.part = a->flags;
     m.nparts = nparts;
     m.str_len = (uint16_t)key->len;
     memcpy(body, key->data, key->len);
@@ -430,6 +360,10 @@ KVS_API int kvs_stream_put_begin(kvs_client_t *c, const kvs_client_key_t *key,
     for (uint32_t i = 0; i < nparts; i++) {
         kvs_le32_store(body + blen, part_lens[i]);
         blen += 4;
+    }
+    if (kvs_smeta_any(&meta)) {
+        m.flags |= KVS_SMSG_F_META;
+        blen += kvs_smeta_put(&meta, body + blen);
     }
     if (push_peer) {
         m.flags |= KVS_SMSG_F_PUSH;
@@ -439,15 +373,147 @@ KVS_API int kvs_stream_put_begin(kvs_client_t *c, const kvs_client_key_t *key,
         memcpy(body + blen, push_peer, strlen(push_peer));
         blen += strlen(push_peer);
     }
-    ret = smsg_send(c, &m, body, blen, NULL, 0);
-    if (ret) {
-        free(p);
-        return ret;
-    }
     p->next = cs->puts;
     cs->puts = p;
+    /* In place, the sidecar's answer (where the block lies) is waited
+     * for by the first kvs_stream_put_buf(), so that a caller who begins
+     * the next block before writing this one never waits for it. */
+    ret = kvs_stream_msg_send(c, &m, body, blen, NULL, 0);
+    if (ret) {
+        put_unlink_free(p);
+        return ret;
+    }
     *put_out = p;
     return 0;
+}
+
+KVS_API int kvs_stream_put_begin(kvs_client_t *c, const kvs_client_key_t *key,
+                                 const uint32_t *part_lens, uint32_t nparts,
+                                 uint8_t cls, uint32_t flags,
+                                 const char *push_peer,
+                                 kvs_stream_put_t **put_out)
+{
+    kvs_stream_put_args_t a = {.part_lens = part_lens,
+                               .nparts = nparts,
+                               .flags = flags,
+                               .cls = cls,
+                               .push_peer = push_peer};
+
+    if (!key)
+        return -EINVAL;
+    a.key = *key;
+    return put_begin(c, &a, put_out);
+}
+
+KVS_API int kvs_stream_put_open(kvs_client_t *c,
+                                const kvs_stream_put_args_t *args,
+                                kvs_stream_put_t **put_out)
+{
+    if (!args)
+        return -EINVAL;
+    return put_begin(c, args, put_out);
+}
+
+KVS_API int kvs_stream_put_begin_inplace(kvs_client_t *c,
+                                         const kvs_client_key_t *key,
+                                         const uint32_t *part_lens,
+                                         uint32_t nparts, uint8_t cls,
+                                         uint32_t flags, const char *push_peer,
+                                         kvs_stream_put_t **put_out)
+{
+    kvs_stream_put_args_t a = {.part_lens = part_lens,
+                               .nparts = nparts,
+                               .flags = flags,
+                               .cls = cls,
+                               .inplace = 1,
+                               .push_peer = push_peer};
+
+    if (!key)
+        return -EINVAL;
+    a.key = *key;
+    return put_begin(c, &a, put_out);
+}
+
+/* Waits for the sidecar's BLOCK answer to an in-place begin. */
+static int put_wait_block(kvs_stream_put_t *p)
+{
+    uint64_t idle = 0;
+    int ret;
+
+    while (!p->began && !p->done) {
+        ret = kvs_client_progress_idle(p->cs->c, &idle);
+        if (ret < 0)
+            return ret;
+    }
+    if (!p->began) { /* SPUT_DONE before BLOCK: cannot be, but say why */
+        p->began = true;
+        p->begin_status = p->status ? p->status : KVS_EPROTO;
+    }
+    return p->begin_status;
+}
+
+KVS_API int kvs_stream_put_buf(kvs_stream_put_t *p, uint32_t part,
+                               void **buf_out, size_t *len_out)
+{
+    if (!p || !buf_out || !len_out)
+        return -EINVAL;
+    if (!p->buffered)
+        return -EOPNOTSUPP; /* begun with kvs_stream_put_begin() */
+    if (part >= p->nparts)
+        return -ERANGE;
+    if (p->inplace && !p->began) {
+        int ret = put_wait_block(p);
+
+        if (ret)
+            return ret;
+    }
+    *buf_out = p->data + p->offs[part];
+    *len_out = p->lens[part];
+    return 0;
+}
+
+KVS_API int kvs_stream_put_commit(kvs_stream_put_t *p, uint32_t part)
+{
+    kvs_smsg_t m;
+    csend_t *s;
+    int ret;
+
+    if (!p)
+        return -EINVAL;
+    if (!p->buffered)
+        return -EOPNOTSUPP;
+    if (part >= p->nparts)
+        return -ERANGE;
+    if (p->committed[part])
+        return -EALREADY;
+    if (p->done)
+        return p->status ? p->status : KVS_EPROTO;
+    if (!p->inplace) {
+        /* No mapping: the part goes as an ordinary one, from our buffer,
+         * which stays unchanged until seal or abort. */
+        ret = kvs_stream_put_part_nb(p, part, p->data + p->offs[part],
+                                     p->lens[part]);
+        if (!ret)
+            p->committed[part] = 1;
+        return ret;
+    }
+    memset(&m, 0, sizeof(m));
+    m.op = KVS_OP_SPUT_PART;
+    m.flags = KVS_SMSG_F_INPLACE;
+    m.id = p->id;
+    m.part = part;
+    m.len = p->lens[part];
+    ret = kvs_stream_msg_post(p->cs->c, &m, NULL, 0, NULL, 0, &s);
+    if (!ret && s) {
+        /* Not sent at once (a full FIFO): one turn of progress pushes it
+         * out now rather than at the caller's next wait, a block later. */
+        s->next = p->posted;
+        p->posted = s;
+        kvs_req_worker_progress(p->cs->c);
+    }
+    if (!ret)
+        p->committed[part] = 1;
+    return ret;
 }
 
 /* The PUT_PART message for part of p, or why there is none. */
@@ -472,7 +538,7 @@ KVS_API int kvs_stream_put_part(kvs_stream_put_t *p, uint32_t part,
     kvs_smsg_t m;
     int ret = part_msg(p, part, len, &m);
 
-    return ret ? ret : smsg_send(p->cs->c, &m, NULL, 0, buf, len);
+    return ret ? ret : kvs_stream_msg_send(p->cs->c, &m, NULL, 0, buf, len);
 }
 
 KVS_API int kvs_stream_put_part_nb(kvs_stream_put_t *p, uint32_t part,
@@ -484,7 +550,7 @@ KVS_API int kvs_stream_put_part_nb(kvs_stream_put_t *p, uint32_t part,
 
     if (ret)
         return ret;
-    ret = smsg_post(p->cs->c, &m, NULL, 0, buf, len, &s);
+    ret = kvs_stream_msg_post(p->cs->c, &m, NULL, 0, buf, len, &s);
     if (!ret && s) {
         s->next = p->posted;
         p->posted = s;
@@ -503,7 +569,7 @@ static int put_wait_posted(kvs_stream_put_t *p)
         int r;
 
         p->posted = s->next;
-        r = csend_wait(p->cs->c, s);
+        r = kvs_stream_msg_wait(p->cs->c, s);
         if (!ret)
             ret = r;
     }
@@ -517,7 +583,11 @@ static void put_unlink_free(kvs_stream_put_t *p)
             *pp = p->next;
             break;
         }
-    free(p);
+    kvs_partpool_put(&p->cs->parts, p->pv);
+    if (!p->inplace)
+        free(p->data); /* ours; in place, the arena's */
+    p->next = p->cs->put_free;
+    p->cs->put_free = p;
 }
 
 static int put_finish(kvs_stream_put_t *p, uint8_t op)
@@ -531,7 +601,7 @@ static int put_finish(kvs_stream_put_t *p, uint8_t op)
     m.op = op;
     m.id = p->id;
     /* SEAL or ABORT follows the posted parts on the same endpoint. */
-    ret = smsg_send(c, &m, NULL, 0, NULL, 0);
+    ret = kvs_stream_msg_send(c, &m, NULL, 0, NULL, 0);
     if (put_wait_posted(p) && !ret && op == KVS_OP_SPUT_SEAL)
         ret = KVS_EPEER;
     while (!ret && !p->done) {
@@ -556,172 +626,4 @@ KVS_API void kvs_stream_put_abort(kvs_stream_put_t *p)
 {
     if (p)
         (void)put_finish(p, KVS_OP_SPUT_ABORT);
-}
-
-/* ------------------------------------------------------------------ */
-/* Streaming fetches. */
-
-KVS_API int kvs_stream_fetch(kvs_client_t *c, const char *peer,
-                             const kvs_stream_block_t *blocks, size_t n,
-                             uint32_t wait_ms, kvs_stream_fetch_t **fetch_out)
-{
-    uint8_t body[KVS_SMSG_BODY_MAX];
-    kvs_client_internals_t ci;
-    kvs_stream_fetch_t *f;
-    kvs_smsg_t m;
-    size_t blen, plen, nl;
-    cstate_t *cs;
-    int ret;
-
-    if (!c || !peer || !blocks || !fetch_out || n < 1 || n > UINT32_MAX - 1)
-        return -EINVAL;
-    kvs_client_internals(c, &ci);
-    plen = strlen(peer);
-    nl = strlen(ci.ns);
-    blen = plen + 1 + nl;
-    for (size_t i = 0; i < n; i++) {
-        if (blocks[i].key.len < 1 || blocks[i].key.len > KVS_KEY_MAX)
-            return -EINVAL;
-        blen += 1 + blocks[i].key.len;
-    }
-    if (blen > sizeof(body) || plen < 1 || plen > 255 || nl > 255)
-        return KVS_ETOOBIG;
-    ret = cstate_get(c, &cs);
-    if (ret)
-        return ret;
-    f = calloc(1, sizeof(*f) + n * sizeof(cblk_t));
-    if (!f)
-        return -ENOMEM;
-    f->cs = cs;
-    f->id = ++cs->next_id;
-    f->n = (uint32_t)n;
-    memcpy(body, peer, plen);
-    blen = plen;
-    body[blen] = (uint8_t)nl;
-    memcpy(body + blen + 1, ci.ns, nl);
-    blen += 1 + nl;
-    for (size_t i = 0; i < n; i++) {
-        f->blk[i].buf = blocks[i].buf;
-        f->blk[i].cap = blocks[i].cap;
-        body[blen] = (uint8_t)blocks[i].key.len;
-        memcpy(body + blen + 1, blocks[i].key.data, blocks[i].key.len);
-        blen += 1 + blocks[i].key.len;
-    }
-    memset(&m, 0, sizeof(m));
-    m.op = KVS_OP_FETCH;
-    m.id = f->id;
-    m.nparts = (uint32_t)n;
-    m.len = wait_ms;
-    m.str_len = (uint16_t)plen;
-    f->next = cs->fetches;
-    cs->fetches = f;
-    ret = smsg_send(c, &m, body, blen, NULL, 0);
-    if (ret) {
-        cs->fetches = f->next;
-        free(f);
-        return ret;
-    }
-    *fetch_out = f;
-    return 0;
-}
-
-static int wait_state(const kvs_stream_fetch_t *f, uint32_t block,
-                      uint32_t part)
-{
-    const cblk_t *k = &f->blk[block];
-
-    if (part == KVS_STREAM_BLOCK) {
-        if (k->complete && k->parts_in == k->nparts && !k->inflight)
-            return 0;
-    } else if (k->began && part < k->nparts && k->got[part]) {
-        return 0;
-    } else if (k->began && part >= k->nparts) {
-        return -EINVAL;
-    }
-    if (k->status)
-        return k->status;
-    return 1; /* not yet */
-}
-
-KVS_API int kvs_stream_wait(kvs_stream_fetch_t *f, uint32_t block,
-                            uint32_t part, int timeout_ms)
-{
-    kvs_client_t *c;
-    uint64_t deadline, idle;
-    int ret;
-
-    if (!f || block >= f->n)
-        return -EINVAL;
-    c = f->cs->c;
-    idle = 0;
-    deadline = timeout_ms < 0
-                   ? UINT64_MAX
-                   : kvs_clock_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
-    for (;;) {
-        ret = wait_state(f, block, part);
-        if (ret <= 0)
-            return ret;
-        if (kvs_clock_mono_ns() >= deadline)
-            return -ETIMEDOUT;
-        ret = kvs_client_progress_idle(c, &idle);
-        if (ret < 0) {
-            ret = wait_state(f, block, part);
-            return ret <= 0 ? ret : KVS_EPEER;
-        }
-    }
-}
-
-KVS_API int kvs_stream_info(const kvs_stream_fetch_t *f, uint32_t block,
-                            kvs_stream_info_t *out)
-{
-    const cblk_t *k;
-
-    if (!f || !out || block >= f->n)
-        return -EINVAL;
-    k = &f->blk[block];
-    memset(out, 0, sizeof(*out));
-    out->status = k->status;
-    out->complete = k->complete && k->parts_in == k->nparts && !k->inflight;
-    out->nparts = k->nparts;
-    out->parts_in = k->parts_in;
-    out->len = k->len;
-    out->first_part_ns = k->first_ns;
-    out->complete_ns = out->complete ? k->complete_ns : 0;
-    return 0;
-}
-
-KVS_API void kvs_stream_fetch_destroy(kvs_stream_fetch_t *f)
-{
-    kvs_client_internals_t ci;
-    kvs_client_t *c;
-    bool busy = true;
-
-    if (!f)
-        return;
-    c = f->cs->c;
-    kvs_client_internals(c, &ci);
-    if (ci.ep) {
-        kvs_smsg_t m = {.op = KVS_OP_CANCEL, .id = f->id};
-
-        (void)smsg_send(c, &m, NULL, 0, NULL, 0);
-    }
-    /* Receives in flight write into the caller's buffers: wait them out. */
-    for (int i = 0; busy && i < 100000; i++) {
-        busy = false;
-        for (uint32_t b = 0; b < f->n; b++)
-            busy |= f->blk[b].inflight > 0;
-        if (busy)
-            ucp_worker_progress(ci.worker);
-    }
-    for (kvs_stream_fetch_t **pp = &f->cs->fetches; *pp; pp = &(*pp)->next)
-        if (*pp == f) {
-            *pp = f->next;
-            break;
-        }
-    for (uint32_t b = 0; b < f->n; b++) {
-        free(f->blk[b].lens);
-        free(f->blk[b].offs);
-        free(f->blk[b].got);
-    }
-    free(f);
 }

@@ -35,6 +35,8 @@
 #define KVS_SMSG_SECRET_MAX KVS_WIRE_TOKEN_MAX
 
 #define KVS_SMSG_F_PUSH KVS_WIRE_STREAM_PUSH /* SPUT_BEGIN: a peer follows */
+#define KVS_SMSG_F_INPLACE KVS_WIRE_STREAM_INPLACE /* in the shared arena */
+#define KVS_SMSG_F_META KVS_WIRE_STREAM_META /* parent, TTL, group follow */
 
 /* One stream opcode, flat: the header's opcode, req_id and status with the
  * body's fixed fields; body is the string and the rest, back to back. */
@@ -146,6 +148,53 @@ static inline int kvs_smsg_rd_lens(kvs_smsg_rd_t *rd, uint32_t n,
     rd->p += 4 * n;
     rd->left -= 4 * n;
     *total_out = total;
+    return 0;
+}
+
+/* What a streaming put carries beyond class and flags, as an ordinary put
+ * does (KVS_SMSG_F_META). All zero: none. */
+typedef struct kvs_smeta {
+    uint64_t ttl_ms;
+    uint64_t group;
+    uint8_t parent_len; /* 0: no parent */
+    uint8_t parent[KVS_KEY_MAX];
+} kvs_smeta_t;
+
+#define KVS_SMETA_FIXED 17u /* ttl, group, parent_len */
+
+static inline int kvs_smeta_any(const kvs_smeta_t *mt)
+{
+    return mt->ttl_ms || mt->group || mt->parent_len;
+}
+
+/* Writes mt at p (KVS_SMETA_FIXED + parent_len bytes); returns that. */
+static inline size_t kvs_smeta_put(const kvs_smeta_t *mt, uint8_t *p)
+{
+    kvs_le64_store(p, mt->ttl_ms);
+    kvs_le64_store(p + 8, mt->group);
+    p[16] = mt->parent_len;
+    if (mt->parent_len)
+        memcpy(p + KVS_SMETA_FIXED, mt->parent, mt->parent_len);
+    return KVS_SMETA_FIXED + mt->parent_len;
+}
+
+/* Reads what kvs_smeta_put wrote; KVS_EPROTO when short or out of range. */
+static inline int kvs_smsg_rd_meta(kvs_smsg_rd_t *rd, kvs_smeta_t *mt)
+{
+    uint32_t pl;
+
+    if (rd->left < KVS_SMETA_FIXED)
+        return KVS_EPROTO;
+    pl = rd->p[16];
+    if (pl > KVS_KEY_MAX || rd->left < KVS_SMETA_FIXED + pl)
+        return KVS_EPROTO;
+    mt->ttl_ms = kvs_le64_load(rd->p);
+    mt->group = kvs_le64_load(rd->p + 8);
+    mt->parent_len = (uint8_t)pl;
+    if (pl)
+        memcpy(mt->parent, rd->p + KVS_SMETA_FIXED, pl);
+    rd->p += KVS_SMETA_FIXED + pl;
+    rd->left -= KVS_SMETA_FIXED + pl;
     return 0;
 }
 

@@ -106,6 +106,7 @@ int kvs_wire_shm_encode(const kvs_wire_shm_msg_t *m, void *buf, size_t cap,
             kvs_le64_store(b, m->u.attach_rep.arena_len);
             kvs_le32_store(b + 8, m->u.attach_rep.max_block);
             kvs_le32_store(b + 12, m->u.attach_rep.lease_max_ms);
+            kvs_le64_store(b + 16, m->u.attach_rep.stream_key);
             break;
         }
         kvs_le32_store(b, m->u.attach.features);
@@ -178,6 +179,7 @@ static int decode_body(const uint8_t *b, size_t blen, uint32_t *part_lens,
             m->u.attach_rep.arena_len = kvs_le64_load(b);
             m->u.attach_rep.max_block = kvs_le32_load(b + 8);
             m->u.attach_rep.lease_max_ms = kvs_le32_load(b + 12);
+            m->u.attach_rep.stream_key = kvs_le64_load(b + 16);
             break;
         }
         m->u.attach.features = kvs_le32_load(b);

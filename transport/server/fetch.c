@@ -11,6 +11,10 @@
 
 void kvs_fetch_free_if_done(kvs_srvstream_t *st, fetch_t *f)
 {
+    /* In place, the client reads the sealed blocks where they lie until
+     * it cancels the fetch (or goes away). */
+    if (f->inplace && f->conn)
+        return;
     for (uint32_t i = 0; i < f->nblocks; i++)
         if (f->blk[i].state != B_DONE || f->blk[i].inflight)
             return;
@@ -20,11 +24,53 @@ void kvs_fetch_free_if_done(kvs_srvstream_t *st, fetch_t *f)
             break;
         }
     for (uint32_t i = 0; i < f->nblocks; i++) {
-        free(f->blk[i].lens);
-        free(f->blk[i].offs);
-        free(f->blk[i].got);
+        if (f->blk[i].has_view) {
+            kvs_store_unpin_view(st->store, &f->blk[i].view);
+            st->nheld--;
+        }
+        kvs_partpool_put(&st->parts, f->blk[i].pv);
     }
     free(f);
+    atomic_fetch_sub(&st->nfetches, 1);
+}
+
+/* In place: holds the block just sealed for the client, which goes on
+ * reading it where it landed. 0, or KVS_EEXPIRED when it is not there any
+ * more (evicted between the seal and the pin: what was read of it must be
+ * discarded, as with an expired lease). */
+static int fetch_blk_hold(kvs_srvstream_t *st, fetch_t *f, dblk_t *b,
+                          uint64_t off)
+{
+    int ret = kvs_store_pin_flags(st->store, f->ns, b->key, b->key_len,
+                                  KVS_PIN_NO_READ, &b->view, NULL);
+
+    if (ret == 0 && b->view.arena_off != off) {
+        kvs_store_unpin_view(st->store, &b->view);
+        ret = KVS_EEXPIRED;
+    }
+    if (ret)
+        return KVS_EEXPIRED;
+    b->has_view = true;
+    b->lease_end_ns = kvs_clock_mono_ns() + st->lease_ns;
+    st->nheld++;
+    return 0;
+}
+
+/* Blocks held for in-place fetches past their lease are let go (the
+ * client was told when, in END, and kvs_stream_data refuses them then):
+ * a client that never cancels its fetch does not hold DRAM for ever. */
+void kvs_fetch_expire(kvs_srvstream_t *st, uint64_t now)
+{
+    for (fetch_t *f = st->fetches; f; f = f->next)
+        for (uint32_t i = 0; f->inplace && i < f->nblocks; i++) {
+            dblk_t *b = &f->blk[i];
+
+            if (b->has_view && now >= b->lease_end_ns) {
+                kvs_store_unpin_view(st->store, &b->view);
+                b->has_view = false;
+                st->nheld--;
+            }
+        }
 }
 
 void kvs_fetch_blk_try_finish(kvs_srvstream_t *st, fetch_t *f, uint32_t i)
@@ -41,8 +87,8 @@ void kvs_fetch_blk_try_finish(kvs_srvstream_t *st, fetch_t *f, uint32_t i)
         /* The client hears of a failure at once; the arena bytes are
          * dropped once nothing is reading them. */
         b->told = true;
-        kvs_srvstream_send_end(st, kvs_srvstream_conn_ep(f->conn), f->cid, i,
-                               b->status);
+        kvs_srvstream_send_end(st, kvs_srvstream_conn_ep(f->conn), f->cid,
+                               f->base + i, b->status);
     }
     if (b->inflight)
         return;
@@ -52,16 +98,29 @@ void kvs_fetch_blk_try_finish(kvs_srvstream_t *st, fetch_t *f, uint32_t i)
         st->blocks_failed++;
         ret = b->status;
     } else {
-        ret = kvs_store_put_seal(st->store, &b->ps);
+        uint64_t off = (uint64_t)(part_buf(st, &b->ps, b->offs, 0) - st->abase);
+
+        /* The part table is rewritten from the daemon's lengths: a client
+         * reading in place maps the arena and could have written it. */
+        ret = kvs_store_put_seal_parts(st->store, &b->ps, b->lens);
         if (ret == 0)
             st->blocks_sealed++;
+        if (ret == 0 && f->inplace && f->conn)
+            ret = fetch_blk_hold(st, f, b, off);
     }
     b->put_open = false;
     b->state = B_DONE;
     if (!b->told) {
+        /* In place, END says until when the block is held (off). */
+        kvs_smsg_t e = {.op = KVS_OP_END,
+                        .id = f->cid,
+                        .block = f->base + i,
+                        .status = ret,
+                        .off = b->has_view ? b->lease_end_ns : 0};
+
         b->told = true;
-        kvs_srvstream_send_end(st, kvs_srvstream_conn_ep(f->conn), f->cid, i,
-                               ret);
+        kvs_srvstream_send(st, kvs_srvstream_conn_ep(f->conn), &e, NULL, 0,
+                           NULL, 0, NULL, NULL, NULL);
     }
     if (f->push)
         kvs_srvstream_send_end(st, kvs_srvstream_link_ep(f->link), f->cid, 0,
@@ -108,18 +167,29 @@ void kvs_fetch_part_landed(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
         if (f->conn && !b->status) {
             kvs_smsg_t m = {.op = KVS_OP_PART,
                             .id = f->cid,
-                            .block = i,
+                            .block = f->base + i,
                             .part = part,
                             .off = b->offs[part],
                             .len = b->lens[part]};
 
+            if (f->inplace) {
+                /* The client reads the part where it landed. */
+                m.flags = KVS_SMSG_F_INPLACE;
+                st->parts_out++;
+                st->parts_inplace++;
+                kvs_srvstream_send(st, kvs_srvstream_conn_ep(f->conn), &m,
+                                   NULL, 0, NULL, 0, NULL, NULL, NULL);
+                goto out;
+            }
             b->inflight++;
             st->parts_out++;
             kvs_srvstream_send(st, kvs_srvstream_conn_ep(f->conn), &m, NULL, 0,
-                               part_buf(st, &b->ps, part), b->lens[part],
-                               fwd_sent, f, (void *)(uintptr_t)i);
+                               part_buf(st, &b->ps, b->offs, part),
+                               b->lens[part], fwd_sent, f,
+                               (void *)(uintptr_t)i);
         }
     }
+out:
     kvs_fetch_blk_try_finish(st, f, i);
     kvs_fetch_free_if_done(st, f);
 }
@@ -134,6 +204,7 @@ fetch_t *kvs_fetch_new(kvs_srvstream_t *st, uint32_t n)
     f->id = ++st->next_id;
     f->next = st->fetches;
     st->fetches = f;
+    atomic_fetch_add(&st->nfetches, 1);
     return f;
 }
 
@@ -143,22 +214,28 @@ int kvs_fetch_blk_open(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
                        uint32_t flags)
 {
     dblk_t *b = &f->blk[i];
+    kvs_smeta_t meta;
     uint64_t total;
     int ret;
 
     if (b->state != B_WAIT || m->nparts < 1 || m->nparts > KVS_PARTS_MAX)
         return KVS_EPROTO;
-    b->lens = calloc(m->nparts, sizeof(*b->lens));
-    b->offs = calloc(m->nparts, sizeof(*b->offs));
-    b->got = calloc(m->nparts, 1);
-    if (!b->lens || !b->offs || !b->got)
+    b->pv = kvs_srvstream_parts_get(st, m->nparts);
+    if (!b->pv)
         return -ENOMEM;
+    b->lens = b->pv->lens;
+    b->offs = b->pv->offs;
+    b->got = b->pv->flag;
     ret = kvs_smsg_rd_lens(rd, m->nparts, b->lens, &total);
     if (ret)
         return ret;
+    /* A PUSH carries the put's parent, TTL and group (META). */
+    memset(&meta, 0, sizeof(meta));
+    if ((m->flags & KVS_SMSG_F_META) && kvs_smsg_rd_meta(rd, &meta))
+        return KVS_EPROTO;
     b->nparts = m->nparts;
     ret = kvs_sput_store_begin(st, f->ns, b->key, b->key_len, b->lens, b->offs,
-                               b->nparts, cls, flags, &b->ps);
+                               b->nparts, cls, flags, &meta, &b->ps);
     if (ret)
         return ret;
     b->put_open = true;
@@ -169,9 +246,14 @@ int kvs_fetch_blk_open(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
 
         c.op = KVS_OP_BLOCK;
         c.id = f->cid;
-        c.block = i;
+        c.block = f->base + i;
         c.str_len = 0;
         c.len = total;
+        c.flags = f->inplace ? KVS_SMSG_F_INPLACE : 0;
+        /* In place: where the block lies in the arena. */
+        c.off = f->inplace ? (uint64_t)(part_buf(st, &b->ps, b->offs, 0) -
+                                        st->abase)
+                           : 0;
         for (uint32_t j = 0; j < b->nparts; j++)
             kvs_le32_store(body + 4 * j, b->lens[j]);
         kvs_srvstream_send(st, kvs_srvstream_conn_ep(f->conn), &c, body,
@@ -195,8 +277,11 @@ void kvs_fetch_start(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
 
     /* The body: peer name, namespace name (u8 len, bytes), keys. */
     kvs_smsg_rd_init(&rd, m);
+    /* A fetch of more keys than one message holds comes as several
+     * FETCHes with the fetch's id, each naming its first block. */
     if (m->str_len == 0 || m->str_len >= sizeof(peer) || n < 1 ||
-        n > KVS_WIRE_KEYS_MAX || rd.left < 1 || rd.p[0] + 1u > rd.left) {
+        n > KVS_WIRE_KEYS_MAX || m->block >= UINT32_MAX - n || rd.left < 1 ||
+        rd.p[0] + 1u > rd.left) {
         kvs_srvstream_send_end(st, kvs_srvstream_conn_ep(conn), m->id,
                                UINT32_MAX, KVS_EPROTO);
         return;
@@ -224,6 +309,8 @@ void kvs_fetch_start(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     f->conn = conn;
     f->cid = m->id;
     f->ns = conn->ns;
+    f->inplace = m->flags & KVS_SMSG_F_INPLACE;
+    f->base = m->block;
     /* The peer gets: namespace, then the keys as they came. */
     body[0] = (uint8_t)strlen(ns);
     memcpy(body + 1, ns, body[0]);
@@ -253,6 +340,8 @@ void kvs_fetch_start(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     out = *m;
     out.id = f->id;
     out.str_len = 0;
+    out.flags = 0; /* in place is between this daemon and its client */
+    out.block = 0; /* the peer numbers this message's blocks from 0 */
     if (kvs_srvstream_link_send(st, l, &out, body, blen))
         l->dead = true; /* failed by the next tick */
 }

@@ -380,7 +380,7 @@ ucs_status_t kvs_peer_msg(kvs_srvstream_t *st, link_t *l, const kvs_smsg_t *m,
             kvs_fetch_free_if_done(st, f);
             return UCS_OK;
         }
-        dst = part_buf(st, &b->ps, m->part);
+        dst = part_buf(st, &b->ps, b->offs, m->part);
         b->inflight++;
         return kvs_srvstream_rx_start(st, NULL, f, m->block, m->part, dst, data,
                                       len, rndv);

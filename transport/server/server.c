@@ -519,6 +519,7 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     sp.resolve = cfg->peer_resolve;
     sp.resolve_arg = cfg->peer_resolve_arg;
     sp.timeout_ms = cfg->peer_timeout_ms;
+    sp.lease_ms = cfg->lease_max_ms;
     ret = kvs_srvstream_create(&sp, &srv->stream);
     if (ret)
         goto err_destroy;
@@ -526,6 +527,7 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
         ret = kvs_shm_start(&srv->cfg, store, &srv->shm);
         if (ret)
             goto err_destroy;
+        kvs_srvstream_set_shm(srv->stream, srv->shm);
     }
     ret = kvs_metrics_start(cfg->metrics_addr, cfg->metrics_port, store,
                             &srv->metrics);
@@ -745,7 +747,8 @@ void kvs_server_destroy(kvs_server_t *srv)
     }
     if (srv->primary)
         srv->metrics = NULL; /* borrowed */
-    kvs_shm_stop(srv->shm);  /* drops what same-host clients held */
+    kvs_srvstream_set_shm(srv->stream, NULL);
+    kvs_shm_stop(srv->shm); /* drops what same-host clients held */
     srv->shm = NULL;
     kvs_metrics_stop(srv->metrics); /* no more scrapes of the store */
     srv->metrics = NULL;

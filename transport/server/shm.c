@@ -46,6 +46,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -75,6 +76,7 @@ typedef struct sess {
     int fd;
     struct ucred cred;
     bool attached;
+    uint32_t key_slot; /* its stream key in keys[], while attached */
     const kvs_tenant_t *tenant;
     uint32_t ns;
     uint64_t seq;
@@ -96,6 +98,9 @@ struct kvs_shm {
     sess_t *sessions;
     uint32_t nsessions;
     uint64_t last_sweep_ns;
+    /* The stream keys of attached sessions (0: free slot). Written here,
+     * read by the UCX thread (kvs_shm_stream_key_ok). */
+    _Atomic uint64_t keys[SESSIONS_MAX];
     uint8_t rx[KVS_WIRE_SHM_FRAME_MAX + 1];
     uint8_t tx[KVS_WIRE_SHM_FRAME_MAX];
     uint32_t lens[KVS_PARTS_MAX];
@@ -111,6 +116,16 @@ bool kvs_shm_tenant_allowed(const kvs_server_config_t *cfg,
                             const kvs_tenant_t *t)
 {
     return cfg->ntenants == 0 || (t && t->shm);
+}
+
+bool kvs_shm_stream_key_ok(kvs_shm_t *m, uint64_t key)
+{
+    if (!m || key == 0)
+        return false;
+    for (uint32_t i = 0; i < SESSIONS_MAX; i++)
+        if (atomic_load(&m->keys[i]) == key)
+            return true;
+    return false;
 }
 
 void kvs_shm_stats(kvs_shm_t *m, kvs_shm_stats_t *o)
@@ -225,8 +240,10 @@ static void sess_close(kvs_shm_t *m, sess_t *s)
                  "reclaimed",
                  (int)s->cred.pid, (unsigned long long)n);
     }
-    if (s->attached)
+    if (s->attached) {
+        atomic_store(&m->keys[s->key_slot], 0);
         BUMP(m->st_sessions, (uint64_t)-1);
+    }
     epoll_ctl(m->epfd, EPOLL_CTL_DEL, s->fd, NULL);
     close(s->fd);
     if (s->prev)
@@ -254,7 +271,8 @@ static bool peer_allowed(const kvs_shm_t *m, const struct ucred *c)
 
 /* ---- operations --------------------------------------------------- */
 
-static int attach(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
+static int attach(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q,
+                  uint64_t *key)
 {
     const kvs_tenant_t *t;
     char ns[KVS_NS_NAME_MAX + 1];
@@ -293,6 +311,16 @@ static int attach(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
     s->views = calloc(VIEWS_MAX, sizeof(*s->views));
     if (!s->resv || !s->views)
         return -ENOMEM;
+    for (s->key_slot = 0; s->key_slot < SESSIONS_MAX; s->key_slot++)
+        if (atomic_load(&m->keys[s->key_slot]) == 0)
+            break;
+    if (s->key_slot == SESSIONS_MAX) /* cannot be: a slot per session */
+        return KVS_EFULL;
+    *key = 0;
+    while (*key == 0)
+        if (getrandom(key, sizeof(*key), 0) != sizeof(*key))
+            return -EIO;
+    atomic_store(&m->keys[s->key_slot], *key);
     s->tenant = t;
     s->attached = true;
     BUMP(m->st_sessions, 1);
@@ -305,7 +333,8 @@ static int attach(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
 static void op_attach(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
 {
     kvs_wire_shm_msg_t r;
-    int ret = attach(m, s, q);
+    uint64_t key = 0;
+    int ret = attach(m, s, q, &key);
 
     if (ret) {
         BUMP(m->st_refused, 1);
@@ -316,6 +345,7 @@ static void op_attach(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
     r.u.attach_rep.arena_len = m->alen;
     r.u.attach_rep.max_block = 0;
     r.u.attach_rep.lease_max_ms = m->cfg->lease_max_ms;
+    r.u.attach_rep.stream_key = key;
     send_msg(m, s, &r, m->arena_fd);
 }
 
@@ -427,8 +457,10 @@ static void op_commit(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
     send_status(m, s, &q->hdr, ret);
 }
 
-/* The view's part lengths, copied out of the arena and checked against
- * the block's length, which the store keeps outside it. */
+/* The view's part lengths, copied from the store's record of the DRAM
+ * copy (daemon memory, never the arena) and checked against the block's
+ * length: a second guard, since nothing a mapped client writes reaches
+ * either. */
 static int view_lens(kvs_shm_t *m, const kvs_view_t *v)
 {
     uint64_t sum = 0;
@@ -466,8 +498,8 @@ static void op_view(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
     }
     ret = view_lens(m, &v->v);
     if (ret) {
-        kvs_warn("shm: a block's part table in the arena does not add up "
-                 "to its length (overwritten by a mapped client?)");
+        kvs_warn("shm: a block's part table does not add up to its length "
+                 "(a bug in the store); the view is refused");
         kvs_store_unpin_view(m->store, &v->v);
         send_status(m, s, &q->hdr, ret);
         return;

@@ -50,4 +50,10 @@ bool kvs_shm_tenant_allowed(const kvs_server_config_t *cfg,
 
 void kvs_shm_stats(kvs_shm_t *shm, kvs_shm_stats_t *out);
 
+/* Whether key is the stream key of a session attached now (the ATTACH
+ * reply gave it to that client): a streaming put in place over UCX
+ * carries it, so only a client that passed ATTACH's checks (uid, tenant)
+ * gets a block written in place. Any thread; shm may be NULL (false). */
+bool kvs_shm_stream_key_ok(kvs_shm_t *shm, uint64_t key);
+
 #endif

@@ -23,7 +23,7 @@ void kvs_source_free_if_idle(kvs_srvstream_t *st, src_t *s)
         kvs_store_unpin_view(st->store, &s->view);
     if (s->put && s->put->push_src == s)
         s->put->push_src = NULL;
-    free(s);
+    kvs_srvstream_src_put(st, s);
 }
 
 void kvs_source_end(kvs_srvstream_t *st, src_t *s, int status)
@@ -142,7 +142,7 @@ void kvs_source_pump(kvs_srvstream_t *st, src_t *s)
     if (s->put) {
         nparts = s->put->nparts;
         lens = s->put->lens;
-        base = part_buf(st, &s->put->ps, 0);
+        base = part_buf(st, &s->put->ps, s->put->offs, 0);
     } else {
         nparts = s->view.nparts;
         lens = s->view.part_lens;
@@ -152,6 +152,7 @@ void kvs_source_pump(kvs_srvstream_t *st, src_t *s)
         uint8_t body[KVS_SMSG_BODY_MAX];
         size_t blen = 0;
         uint64_t total = 0;
+        bool meta = s->push && kvs_smeta_any(&s->put->meta);
 
         memset(&m, 0, sizeof(m));
         m.id = s->id;
@@ -171,7 +172,9 @@ void kvs_source_pump(kvs_srvstream_t *st, src_t *s)
         } else {
             m.op = KVS_OP_BLOCK;
         }
-        if (blen + 4ull * nparts > sizeof(body)) {
+        if (blen + 4ull * nparts +
+                (meta ? KVS_SMETA_FIXED + s->put->meta.parent_len : 0) >
+            sizeof(body)) {
             kvs_source_end(st, s, KVS_ETOOBIG);
             return;
         }
@@ -179,6 +182,11 @@ void kvs_source_pump(kvs_srvstream_t *st, src_t *s)
             kvs_le32_store(body + blen, lens[i]);
             blen += 4;
             total += lens[i];
+        }
+        /* A push carries the put's parent, TTL and group. */
+        if (meta) {
+            m.flags |= KVS_SMSG_F_META;
+            blen += kvs_smeta_put(&s->put->meta, body + blen);
         }
         m.len = total;
         s->began = true;
@@ -196,7 +204,7 @@ void kvs_source_pump(kvs_srvstream_t *st, src_t *s)
             if (!s->put->done[i])
                 break;
             off = s->put->offs[i];
-            data = part_buf(st, &s->put->ps, i);
+            data = part_buf(st, &s->put->ps, s->put->offs, i);
         } else {
             for (uint32_t j = 0; j < i; j++)
                 off += lens[j];
@@ -228,7 +236,7 @@ src_t *kvs_source_new(kvs_srvstream_t *st, link_t *l, uint64_t id,
                       uint32_t block, uint32_t ns, const uint8_t *key,
                       uint32_t key_len, uint64_t wait_ms)
 {
-    src_t *s = calloc(1, sizeof(*s));
+    src_t *s = kvs_srvstream_src_get(st);
 
     if (!s)
         return NULL;

@@ -5,6 +5,7 @@
  * once every follower (source) has sent every part.
  */
 #include "transport/server/stream_int.h"
+#include "transport/server/shm.h"
 
 /* Streaming puts. */
 
@@ -14,7 +15,7 @@
 int kvs_sput_store_begin(kvs_srvstream_t *st, uint32_t ns, const uint8_t *key,
                          uint8_t key_len, const uint32_t *lens, uint64_t *offs,
                          uint32_t nparts, uint8_t cls, uint32_t flags,
-                         kvs_put_stream_t *ps)
+                         const kvs_smeta_t *meta, kvs_put_stream_t *ps)
 {
     kvs_iov_t *iov = st->iovs;
     kvs_put_args_t a;
@@ -32,6 +33,12 @@ int kvs_sput_store_begin(kvs_srvstream_t *st, uint32_t ns, const uint8_t *key,
     a.parts = iov;
     a.nparts = nparts;
     a.cls = cls;
+    if (meta) {
+        a.parent = meta->parent_len ? meta->parent : NULL;
+        a.parent_len = meta->parent_len;
+        a.ttl_ms = meta->ttl_ms;
+        a.group = meta->group;
+    }
     /* The serving thread never waits for room in DRAM: while it is full
      * (the write-behind has been woken) the block is refused with -EAGAIN,
      * try again, at once. */
@@ -64,10 +71,8 @@ void kvs_sput_free_if_idle(kvs_srvstream_t *st, sput_t *p)
             *pp = p->next;
             break;
         }
-    free(p->lens);
-    free(p->offs);
-    free(p->done);
-    free(p);
+    kvs_srvstream_sput_put(st, p);
+    atomic_fetch_sub(&st->nsputs, 1);
 }
 
 /* True while a source following p has parts still to send: the block is
@@ -94,7 +99,9 @@ void kvs_sput_maybe_finish(kvs_srvstream_t *st, sput_t *p)
             kvs_store_put_abort(st->store, &p->ps);
             ret = p->status ? p->status : KVS_EPEER;
         } else {
-            ret = kvs_store_put_seal(st->store, &p->ps);
+            /* The part table is rewritten from the daemon's lengths: an
+             * in-place writer could have overwritten it. */
+            ret = kvs_store_put_seal_parts(st->store, &p->ps, p->lens);
             if (ret)
                 kvs_warn("stream put: seal: %s", kvs_strerror(ret));
             else
@@ -142,6 +149,25 @@ void kvs_sput_part_landed(kvs_srvstream_t *st, sput_t *p, uint32_t part)
             kvs_source_pump(st, s);
 }
 
+/* An in-place put's answer to SPUT_BEGIN: BLOCK with where the block's
+ * first byte lies in the arena (the parts follow back to back), or why
+ * there is none. Sent before any SPUT_DONE, on the same endpoint. */
+static void sput_tell_block(kvs_srvstream_t *st, sput_t *p, uint64_t total)
+{
+    kvs_smsg_t r = {.op = KVS_OP_BLOCK,
+                    .flags = KVS_SMSG_F_INPLACE,
+                    .id = p->cid,
+                    .status = p->status,
+                    .nparts = p->nparts};
+
+    if (!p->status) {
+        r.off = (uint64_t)(part_buf(st, &p->ps, p->offs, 0) - st->abase);
+        r.len = total;
+    }
+    kvs_srvstream_send(st, kvs_srvstream_conn_ep(p->conn), &r, NULL, 0, NULL,
+                       0, NULL, NULL, NULL);
+}
+
 void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
 {
     kvs_smsg_rd_t rd;
@@ -149,7 +175,7 @@ void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     sput_t *p;
     int ret = 0;
 
-    p = calloc(1, sizeof(*p));
+    p = kvs_srvstream_sput_get(st);
     if (!p)
         return;
     p->conn = conn;
@@ -157,7 +183,16 @@ void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     p->ns = conn->ns;
     p->next = st->sputs;
     st->sputs = p;
+    atomic_fetch_add(&st->nsputs, 1);
     p->finished = true; /* until begun */
+    p->inplace = m->flags & KVS_SMSG_F_INPLACE;
+    if (p->inplace && !kvs_shm_stream_key_ok(st->shm, m->off)) {
+        kvs_warn("stream put: conn %llu asked to write in place without "
+                 "the stream key of an attached shm session; refused",
+                 (unsigned long long)conn->id);
+        p->status = KVS_EAUTH;
+        goto out;
+    }
     if (!conn->ns_ok) {
         p->status = -EACCES; /* as a PUT, docs/protocol.md 8 */
         goto out;
@@ -169,13 +204,18 @@ void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     memcpy(p->key, m->body, m->str_len);
     p->key_len = (uint8_t)m->str_len;
     p->nparts = m->nparts;
-    p->lens = calloc(m->nparts ? m->nparts : 1, sizeof(*p->lens));
-    p->offs = calloc(m->nparts ? m->nparts : 1, sizeof(*p->offs));
-    p->done = calloc(m->nparts ? m->nparts : 1, 1);
-    if (!p->lens || !p->offs || !p->done) {
+    if (m->nparts < 1 || m->nparts > KVS_PARTS_MAX) {
+        p->status = KVS_EPROTO;
+        goto out;
+    }
+    p->pv = kvs_srvstream_parts_get(st, m->nparts);
+    if (!p->pv) {
         p->status = -ENOMEM;
         goto out;
     }
+    p->lens = p->pv->lens;
+    p->offs = p->pv->offs;
+    p->done = p->pv->flag;
     kvs_smsg_rd_init(&rd, m);
     ret = kvs_smsg_rd_lens(&rd, m->nparts, p->lens, &total);
     if (ret) {
@@ -184,8 +224,12 @@ void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
     }
     p->cls = (uint8_t)m->block;
     p->flags = m->part & KVS_WIRE_PUT_KNOWN;
+    if ((m->flags & KVS_SMSG_F_META) && kvs_smsg_rd_meta(&rd, &p->meta)) {
+        p->status = KVS_EPROTO;
+        goto out;
+    }
     ret = kvs_sput_store_begin(st, p->ns, p->key, p->key_len, p->lens, p->offs,
-                               p->nparts, p->cls, p->flags, &p->ps);
+                               p->nparts, p->cls, p->flags, &p->meta, &p->ps);
     if (ret) {
         p->status = ret;
         goto out;
@@ -250,6 +294,8 @@ void kvs_sput_begin(kvs_srvstream_t *st, kvs_conn_t *conn, const kvs_smsg_t *m)
             kvs_source_pump(st, s);
     }
 out:
+    if (p->inplace)
+        sput_tell_block(st, p, total);
     kvs_sput_maybe_finish(st, p);
 }
 
@@ -258,20 +304,43 @@ ucs_status_t kvs_sput_part(kvs_srvstream_t *st, kvs_conn_t *conn,
                            bool rndv)
 {
     sput_t *p = kvs_sput_find(st, conn, m->id);
+    bool inplace = m->flags & KVS_SMSG_F_INPLACE;
+    const char *why = NULL;
     void *dst;
-    size_t plen = 0;
 
     if (!p)
         return UCS_OK; /* failed earlier: SEAL reports it */
-    dst = kvs_store_put_part_buf(st->store, &p->ps, m->part, &plen);
-    if (p->abort_req || m->part >= p->nparts || !dst || plen != len ||
-        p->done[m->part]) {
+    /* Every check against the daemon's own lengths. */
+    if (m->part >= p->nparts)
+        why = "part index out of range";
+    else if (p->done[m->part])
+        why = "part committed twice";
+    else if (inplace && !p->inplace)
+        why = "committed in place, but the put was not begun in place";
+    else if (inplace && (len || rndv || m->len != p->lens[m->part]))
+        why = "committed in place with a length other than the part's";
+    else if (!inplace && len != p->lens[m->part])
+        why = "bytes other than the part's length";
+    if (why || p->abort_req) {
+        if (why)
+            kvs_warn("stream put: conn %llu, put %llu, part %u: %s; the "
+                     "block is dropped (KVS_EPROTO at seal)",
+                     (unsigned long long)conn->id, (unsigned long long)m->id,
+                     m->part, why);
         if (!p->abort_req)
             p->status = KVS_EPROTO;
         p->abort_req = true;
         kvs_sput_maybe_finish(st, p);
         return UCS_OK;
     }
+    if (inplace) {
+        /* The client wrote the bytes in the arena already. */
+        st->parts_inplace++;
+        kvs_sput_part_landed(st, p, m->part);
+        kvs_sput_maybe_finish(st, p);
+        return UCS_OK;
+    }
+    dst = part_buf(st, &p->ps, p->offs, m->part);
     p->inflight++;
     return kvs_srvstream_rx_start(st, p, NULL, 0, m->part, dst, data, len,
                                   rndv);

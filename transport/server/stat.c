@@ -12,6 +12,7 @@
  */
 #include "transport/server/server_int.h"
 #include "transport/server/shm.h"
+#include "transport/server/stream.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -230,6 +231,15 @@ void kvs_stat_op(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         SRV_STAT("shm_commits", sh.commits);
         SRV_STAT("shm_reclaimed", sh.reclaimed);
         SRV_STAT("shm_views_expired", sh.expired);
+    }
+    {
+        kvs_srvstream_stats_t ss; /* thread 0's; atomics (stream.c) */
+
+        kvs_srvstream_stats(root->stream, &ss);
+        SRV_STAT("stream_parts_inplace", ss.parts_inplace);
+        SRV_STAT("stream_puts_open", ss.puts_open);
+        SRV_STAT("stream_fetches_open", ss.fetches_open);
+        SRV_STAT("stream_pool_allocs", ss.pool_allocs);
     }
     SRV_STAT("puts_waited", SRV_SUM(puts_waited));
     SRV_STAT("puts_refused_busy", SRV_SUM(puts_refused_busy));

@@ -7,6 +7,76 @@
  */
 #include "transport/server/stream_int.h"
 
+/* Pools: free lists of objects whose first member is their next
+ * pointer (read and written with memcpy, whatever its type). */
+
+static void *pool_get(kvs_srvstream_t *st, void *headp, size_t size)
+{
+    void *o, *next;
+
+    memcpy(&o, headp, sizeof(o));
+    if (o) {
+        memcpy(&next, o, sizeof(next));
+        memcpy(headp, &next, sizeof(next));
+    } else if ((o = malloc(size)) != NULL) {
+        st->pool_allocs++;
+    } else {
+        return NULL;
+    }
+    memset(o, 0, size);
+    return o;
+}
+
+static void pool_put(void *headp, void *o)
+{
+    memcpy(o, headp, sizeof(void *)); /* o->next = *head */
+    memcpy(headp, &o, sizeof(o));
+}
+
+static void pool_drain(void *headp)
+{
+    void *o, *next;
+
+    for (memcpy(&o, headp, sizeof(o)); o; o = next) {
+        memcpy(&next, o, sizeof(next));
+        free(o);
+    }
+    o = NULL;
+    memcpy(headp, &o, sizeof(o));
+}
+
+sput_t *kvs_srvstream_sput_get(kvs_srvstream_t *st)
+{
+    return pool_get(st, &st->sput_free, sizeof(sput_t));
+}
+
+void kvs_srvstream_sput_put(kvs_srvstream_t *st, sput_t *p)
+{
+    kvs_partpool_put(&st->parts, p->pv);
+    p->pv = NULL;
+    pool_put(&st->sput_free, p);
+}
+
+kvs_partv_t *kvs_srvstream_parts_get(kvs_srvstream_t *st, uint32_t n)
+{
+    uint64_t before = st->parts.allocs;
+    kvs_partv_t *v = kvs_partpool_get(&st->parts, n);
+
+    if (st->parts.allocs != before)
+        st->pool_allocs++;
+    return v;
+}
+
+src_t *kvs_srvstream_src_get(kvs_srvstream_t *st)
+{
+    return pool_get(st, &st->src_free, sizeof(src_t));
+}
+
+void kvs_srvstream_src_put(kvs_srvstream_t *st, src_t *s)
+{
+    pool_put(&st->src_free, s);
+}
+
 /* Sends. */
 
 static stx_t *stx_get(kvs_srvstream_t *st)
@@ -203,6 +273,7 @@ void kvs_srvstream_send_end(kvs_srvstream_t *st, ucp_ep_h ep, uint64_t id,
 }
 
 typedef struct rx {
+    struct rx *next; /* st->rx_free */
     kvs_srvstream_t *st;
     sput_t *put; /* a client's part, or */
     fetch_t *f;  /* a peer's part */
@@ -232,11 +303,12 @@ static void rx_cb(void *request, ucs_status_t status, size_t length,
                   void *user_data)
 {
     rx_t *r = user_data;
+    kvs_srvstream_t *st = r->st;
 
     (void)length;
-    rx_done(r->st, r->put, r->f, r->block, r->part,
+    rx_done(st, r->put, r->f, r->block, r->part,
             status == UCS_OK ? 0 : KVS_EPEER);
-    free(r);
+    pool_put(&st->rx_free, r);
     ucp_request_free(request);
 }
 
@@ -261,7 +333,7 @@ ucs_status_t kvs_srvstream_rx_start(kvs_srvstream_t *st, sput_t *put,
         rx_done(st, put, f, block, part, 0);
         return UCS_OK;
     }
-    r = malloc(sizeof(*r));
+    r = pool_get(st, &st->rx_free, sizeof(*r));
     if (r) {
         r->st = st;
         r->put = put;
@@ -274,14 +346,13 @@ ucs_status_t kvs_srvstream_rx_start(kvs_srvstream_t *st, sput_t *put,
             prm.memh = st->memh;
         }
         sp = ucp_am_recv_data_nbx(st->worker, data, dst, len, &prm);
+        if (!UCS_PTR_IS_ERR(sp) && sp != NULL)
+            return UCS_INPROGRESS;
+        pool_put(&st->rx_free, r);
         if (sp == NULL) {
-            free(r);
             rx_done(st, put, f, block, part, 0);
             return UCS_INPROGRESS;
         }
-        if (!UCS_PTR_IS_ERR(sp))
-            return UCS_INPROGRESS;
-        free(r);
     }
     rx_done(st, put, f, block, part, KVS_EPEER);
     return UCS_OK;
@@ -454,6 +525,8 @@ void kvs_srvstream_tick(kvs_srvstream_t *st, uint64_t now)
         if (!s->began && !s->ended)
             kvs_source_pump(st, s);
     }
+    if (st->nheld)
+        kvs_fetch_expire(st, now);
 }
 
 void kvs_srvstream_conn_closed(kvs_srvstream_t *st, kvs_conn_t *conn)
@@ -512,6 +585,11 @@ int kvs_srvstream_create(const kvs_srvstream_params_t *p, kvs_srvstream_t **out)
     st->diskq = p->diskq;
     st->worker = p->worker;
     st->memh = p->memh;
+    {
+        size_t alen;
+
+        st->abase = kvs_store_arena(p->store, &alen);
+    }
     if (p->secret && strlen(p->secret) > KVS_WIRE_TOKEN_MAX) {
         kvs_error("the peer secret is longer than %u bytes",
                   KVS_WIRE_TOKEN_MAX);
@@ -521,6 +599,7 @@ int kvs_srvstream_create(const kvs_srvstream_params_t *p, kvs_srvstream_t **out)
     snprintf(st->secret, sizeof(st->secret), "%s", p->secret ? p->secret : "");
     st->timeout_ns =
         (uint64_t)(p->timeout_ms ? p->timeout_ms : 5000) * 1000000ull;
+    st->lease_ns = (uint64_t)(p->lease_ms ? p->lease_ms : 60000) * 1000000ull;
     st->resolve = p->resolve;
     st->resolve_arg = p->resolve_arg;
     ret = kvs_peer_parse(st, p->peers);
@@ -555,6 +634,23 @@ static void stx_free_list(stx_t **head)
     }
 }
 
+void kvs_srvstream_stats(kvs_srvstream_t *st, kvs_srvstream_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!st)
+        return;
+    out->parts_inplace = atomic_load(&st->parts_inplace);
+    out->puts_open = atomic_load(&st->nsputs);
+    out->fetches_open = atomic_load(&st->nfetches);
+    out->pool_allocs = atomic_load(&st->pool_allocs);
+}
+
+void kvs_srvstream_set_shm(kvs_srvstream_t *st, struct kvs_shm *shm)
+{
+    if (st)
+        st->shm = shm;
+}
+
 void kvs_srvstream_drop_diskq(kvs_srvstream_t *st)
 {
     if (st)
@@ -571,7 +667,7 @@ void kvs_srvstream_destroy(kvs_srvstream_t *st)
         st->srcs = s->next;
         if (s->has_view)
             kvs_store_unpin_view(st->store, &s->view);
-        free(s);
+        kvs_srvstream_src_put(st, s);
     }
     while (st->sputs) {
         sput_t *p = st->sputs;
@@ -579,10 +675,7 @@ void kvs_srvstream_destroy(kvs_srvstream_t *st)
         st->sputs = p->next;
         if (!p->finished)
             kvs_store_put_abort(st->store, &p->ps);
-        free(p->lens);
-        free(p->offs);
-        free(p->done);
-        free(p);
+        kvs_srvstream_sput_put(st, p);
     }
     while (st->fetches) {
         fetch_t *f = st->fetches;
@@ -591,9 +684,9 @@ void kvs_srvstream_destroy(kvs_srvstream_t *st)
         for (uint32_t i = 0; i < f->nblocks; i++) {
             if (f->blk[i].put_open)
                 kvs_store_put_abort(st->store, &f->blk[i].ps);
-            free(f->blk[i].lens);
-            free(f->blk[i].offs);
-            free(f->blk[i].got);
+            if (f->blk[i].has_view)
+                kvs_store_unpin_view(st->store, &f->blk[i].view);
+            kvs_partpool_put(&st->parts, f->blk[i].pv);
         }
         free(f);
     }
@@ -609,12 +702,11 @@ void kvs_srvstream_destroy(kvs_srvstream_t *st)
         }
         free(l);
     }
-    while (st->stx_free) {
-        stx_t *t = st->stx_free;
-
-        st->stx_free = t->next;
-        free(t);
-    }
+    pool_drain(&st->stx_free);
+    pool_drain(&st->sput_free);
+    pool_drain(&st->src_free);
+    pool_drain(&st->rx_free);
+    kvs_partpool_drain(&st->parts);
     /* Failed sends the tick has not reached yet: the objects their done
      * callbacks would touch were freed above, so they are only freed. */
     while (st->stx_failed) {

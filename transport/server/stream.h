@@ -26,10 +26,26 @@ typedef struct kvs_srvstream_params {
     int (*resolve)(void *, const char *, char *, size_t, uint16_t *);
     void *resolve_arg;       /* kvs_server_config_t.peer_resolve */
     uint32_t timeout_ms;     /* [peer] timeout_ms; 0: 5000 */
+    uint32_t lease_ms;       /* how long a block fetched in place stays
+                              * held after its seal (daemon.lease_max_ms);
+                              * 0: 60000 */
     struct kvs_diskq *diskq; /* reads a source's block from disk off
                               * this thread; NULL: inline */
 } kvs_srvstream_params_t;
 
+/* The shared-memory service whose stream keys admit in-place puts
+ * (kvstash/wire.h, KVS_WIRE_STREAM_INPLACE); NULL before it stops. */
+void kvs_srvstream_set_shm(kvs_srvstream_t *st, struct kvs_shm *shm);
+/* What STAT shows of the module; any thread. */
+typedef struct kvs_srvstream_stats {
+    uint64_t parts_inplace; /* parts committed or delivered in place */
+    uint64_t puts_open;     /* streaming puts not yet freed */
+    uint64_t fetches_open;  /* fetches not yet freed (in place: held
+                               until the client cancels them) */
+    uint64_t pool_allocs;   /* puts, sources, receives and part arrays
+                               ever allocated: flat once the pools are warm */
+} kvs_srvstream_stats_t;
+void kvs_srvstream_stats(kvs_srvstream_t *st, kvs_srvstream_stats_t *out);
 /* From now on, sources read disk-only blocks inline (the daemon's disk
  * queue is going away at shutdown). */
 void kvs_srvstream_drop_diskq(kvs_srvstream_t *st);

@@ -42,6 +42,7 @@
 #include "transport/server/stream.h"
 
 #include <arpa/inet.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
@@ -51,6 +52,7 @@
 #include <sys/socket.h>
 
 #include "common/clock.h"
+#include "common/partpool.h"
 #include "common/debug.h"
 #include "common/log.h"
 #include "transport/proto/sockaddr.h"
@@ -120,6 +122,7 @@ struct sput {
     uint8_t key_len;
     kvs_put_stream_t ps;
     uint32_t nparts;
+    kvs_partv_t *pv; /* lens, offs, done: from st->parts */
     uint32_t *lens;
     uint64_t *offs;
     uint8_t *done;
@@ -132,6 +135,8 @@ struct sput {
     char ns_name[KVS_NS_NAME_MAX + 1]; /* push: the namespace's name */
     uint8_t cls;
     uint32_t flags;
+    kvs_smeta_t meta; /* parent, TTL, group (SPUT_BEGIN with META) */
+    bool inplace; /* the client writes the parts in the shared arena */
     bool push_wait;
     int push_status;
     bool replied;
@@ -144,6 +149,7 @@ typedef struct dblk {
     bool put_open;
     kvs_put_stream_t ps;
     uint32_t nparts;
+    kvs_partv_t *pv; /* lens, offs, got: from st->parts */
     uint32_t *lens;
     uint64_t *offs;
     uint8_t *got;
@@ -152,6 +158,9 @@ typedef struct dblk {
     bool remote_end;
     int status;
     bool told;
+    kvs_view_t view; /* in place: the sealed block, held for the client */
+    bool has_view;
+    uint64_t lease_end_ns; /* in place: the hold ends (monotonic) */
 } dblk_t;
 
 typedef struct fetch {
@@ -161,7 +170,12 @@ typedef struct fetch {
     uint64_t id;      /* ours, unique in this daemon */
     link_t *link;
     bool push;
+    bool inplace; /* the client reads the parts in the shared arena: PART
+                     carries no bytes, and each sealed block stays pinned
+                     until CANCEL or the connection's end */
     uint32_t ns;
+    uint32_t base;    /* the client's index of blk[0]: a fetch of more
+                         keys than one message holds is several */
     uint32_t nblocks;
     dblk_t blk[];
 } fetch_t;
@@ -189,6 +203,8 @@ struct kvs_srvstream {
     kvs_store_t *store;
     ucp_worker_h worker;
     ucp_mem_h memh;          /* the arena's UCX registration, or NULL */
+    struct kvs_shm *shm;     /* same-host clients' stream keys; NULL: off */
+    uint8_t *abase;          /* the arena, for offsets sent in place */
     struct kvs_diskq *diskq; /* disk reads of sources; NULL: inline */
     char secret[KVS_WIRE_TOKEN_MAX + 1]; /* the peer secret; "" none */
     kvs_iov_t iovs[KVS_PARTS_MAX];       /* kvs_sput_store_begin's scratch */
@@ -196,27 +212,51 @@ struct kvs_srvstream {
     sput_t *sputs;
     src_t *srcs;
     fetch_t *fetches;
+    /* Pools (issue 12 item 5): a block or a part allocates nothing once
+     * they are warm. Freed at destroy. */
+    kvs_partpool_t parts;
+    sput_t *sput_free;
+    src_t *src_free;
+    struct rx *rx_free;
     stx_t *stx_free;
     stx_t *stx_failed;  /* failed sends, completed by the tick */
     stx_t *stx_live;    /* sends UCX has not completed */
     stx_t *stx_orphans; /* finished by us, still held by UCX */
     uint64_t next_id;
     uint64_t timeout_ns;
+    uint64_t lease_ns; /* a block fetched in place is held this long */
+    uint32_t nheld;    /* blocks held for in-place fetches */
     peer_cfg_t peers[PEERS_MAX];
     size_t npeers;
     int (*resolve)(void *, const char *, char *, size_t, uint16_t *);
     void *resolve_arg; /* peers by name beyond the list */
     /* counters */
     uint64_t parts_in, parts_out, blocks_sealed, blocks_failed;
+    /* Read by STAT (kvs_srvstream_stats), maybe from another thread. */
+    _Atomic uint64_t parts_inplace; /* committed or delivered in place */
+    _Atomic uint64_t nsputs, nfetches; /* live objects */
+    _Atomic uint64_t pool_allocs;      /* pooled objects ever allocated */
 };
 
+/* Where part i of a block being put lies in the arena: the block's first
+ * byte (which the store keeps outside the arena) plus the daemon's own
+ * offset of the part, never the part table behind the block's bytes,
+ * which a client mapping the arena can write (transport/server/shm.c). */
 static inline uint8_t *part_buf(kvs_srvstream_t *st, kvs_put_stream_t *ps,
-                                uint32_t i)
+                                const uint64_t *offs, uint32_t i)
 {
     size_t len;
+    uint8_t *b = kvs_store_put_part_buf(st->store, ps, 0, &len);
 
-    return kvs_store_put_part_buf(st->store, ps, i, &len);
+    return b ? b + offs[i] : NULL;
 }
+
+/* stream.c: the pools (objects come zeroed). */
+sput_t *kvs_srvstream_sput_get(kvs_srvstream_t *st);
+void kvs_srvstream_sput_put(kvs_srvstream_t *st, sput_t *p);
+src_t *kvs_srvstream_src_get(kvs_srvstream_t *st);
+kvs_partv_t *kvs_srvstream_parts_get(kvs_srvstream_t *st, uint32_t n);
+void kvs_srvstream_src_put(kvs_srvstream_t *st, src_t *s);
 
 /* stream.c: sends, part receives. */
 int kvs_srvstream_send(kvs_srvstream_t *st, ucp_ep_h ep, const kvs_smsg_t *m,
@@ -259,7 +299,7 @@ src_t *kvs_source_new(kvs_srvstream_t *st, link_t *l, uint64_t id,
 int kvs_sput_store_begin(kvs_srvstream_t *st, uint32_t ns, const uint8_t *key,
                          uint8_t key_len, const uint32_t *lens, uint64_t *offs,
                          uint32_t nparts, uint8_t cls, uint32_t flags,
-                         kvs_put_stream_t *ps);
+                         const kvs_smeta_t *meta, kvs_put_stream_t *ps);
 void kvs_sput_reply(kvs_srvstream_t *st, sput_t *p);
 void kvs_sput_free_if_idle(kvs_srvstream_t *st, sput_t *p);
 void kvs_sput_maybe_finish(kvs_srvstream_t *st, sput_t *p);
@@ -283,5 +323,6 @@ int kvs_fetch_blk_open(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
                        uint32_t flags);
 void kvs_fetch_start(kvs_srvstream_t *st, kvs_conn_t *conn,
                      const kvs_smsg_t *m);
+void kvs_fetch_expire(kvs_srvstream_t *st, uint64_t now_ns);
 
 #endif
