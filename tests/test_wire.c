@@ -124,6 +124,7 @@ static void test_hello(void **state)
     r.u.hello_rep.session = 42;
     r.u.hello_rep.bind_secret = 0x0123456789abcdefull;
     r.u.hello_rep.bulk_port = 40001;
+    r.u.hello_rep.worker_port = 40002; /* MOVE: the former rsvd word */
     roundtrip(&r, 0, &o);
     assert_memory_equal(&o.u.hello_rep, &r.u.hello_rep, sizeof(r.u.hello_rep));
 }

@@ -107,7 +107,12 @@ enum kvs_wire_op {
  * connection's tenant may attach to it; the client learns the socket's
  * path from its own configuration. */
 #define KVS_WIRE_FEAT_SHM (1u << 9)
-#define KVS_WIRE_FEAT_ALL 0x37fu /* every bit a client may ask */
+/* The client can move: when the reply's worker_port is not 0, it closes
+ * this connection and makes its connection on that port (another serving
+ * thread of the same daemon, daemon.threads) instead. A moved connection
+ * has no STREAM. */
+#define KVS_WIRE_FEAT_MOVE (1u << 10)
+#define KVS_WIRE_FEAT_ALL 0x77fu /* every bit a client may ask */
 
 /* MATCH flags. */
 #define KVS_WIRE_MATCH_LEASE (1u << 0) /* hold the matched blocks */
@@ -269,6 +274,7 @@ typedef struct kvs_wire_msg {
             uint64_t bind_secret; /* BULK: proves a bulk endpoint's owner */
             uint32_t bulk_port;   /* BULK: where bulk endpoints connect;
                                      0: none */
+            uint32_t worker_port; /* MOVE: reconnect there; 0: stay */
         } hello_rep;
         struct {
             uint64_t session;

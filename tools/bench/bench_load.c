@@ -56,6 +56,7 @@ typedef struct load_opts {
     unsigned seconds;
     unsigned rounds;
     unsigned clients;   /* net-mixed processes */
+    unsigned threads;   /* the daemon's daemon.threads */
     unsigned window;    /* cold GETs in flight */
     unsigned cold_mib;  /* cold blocks, in all */
     unsigned block_kib; /* bytes of a cold block */
@@ -539,10 +540,14 @@ static pid_t start_loaded(load_opts_t *o, const char *sub,
 
 static int fig_match_load(load_opts_t *o)
 {
-    char sub[PATH_MAX], dram[32], nvme[32], busy[48], what[400];
-    const char *args[] = {
-        dram, nvme, busy, "--log-level=warn", "--set=store.compress_level=0",
-        NULL};
+    char sub[PATH_MAX], dram[32], nvme[32], busy[48], what[400], thr[48];
+    const char *args[] = {dram,
+                          nvme,
+                          busy,
+                          thr,
+                          "--log-level=warn",
+                          "--set=store.compress_level=0",
+                          NULL};
     double alone[BENCH_ROUNDS_MAX], loaded[BENCH_ROUNDS_MAX];
     double cold_mbps[BENCH_ROUNDS_MAX], disk_share = 0;
     uint64_t vruns = 0;
@@ -553,6 +558,7 @@ static int fig_match_load(load_opts_t *o)
     /* Room for the cold blocks and the regions a reclaim needs. */
     snprintf(nvme, sizeof(nvme), "--nvme-mib=%u", o->cold_mib * 2 + 256);
     snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%d", o->busy_us);
+    snprintf(thr, sizeof(thr), "--set=daemon.threads=%u", o->threads);
     d = start_loaded(o, sub, args, preload_child);
     if (d < 0)
         return 1;
@@ -777,8 +783,8 @@ static double median(const double *v, unsigned n)
 
 static int fig_mixed(load_opts_t *o)
 {
-    char sub[PATH_MAX], busy[48], fig[64], what[320];
-    const char *args[] = {"--dram-mib=1024", "--nvme-mib=0", busy,
+    char sub[PATH_MAX], busy[48], fig[64], what[320], thr[48];
+    const char *args[] = {"--dram-mib=1024", "--nvme-mib=0", busy, thr,
                           "--log-level=warn", NULL};
     double mbps[BENCH_ROUNDS_MAX], p99[OP_N][BENCH_ROUNDS_MAX];
     uint64_t errors = 0;
@@ -786,6 +792,7 @@ static int fig_mixed(load_opts_t *o)
 
     snprintf(sub, sizeof(sub), "%s/mixed", o->dir);
     snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%d", o->busy_us);
+    snprintf(thr, sizeof(thr), "--set=daemon.threads=%u", o->threads);
     d = start_loaded(o, sub, args, mixed_load_child);
     if (d < 0)
         return 1;
@@ -808,8 +815,10 @@ static int fig_mixed(load_opts_t *o)
     snprintf(what, sizeof(what),
              "%u client processes, one request at a time each: GET (1/2) "
              "of %u shared 64 KiB blocks, PUT (1/4) of 64 KiB, MATCH (1/4) "
-             "of a 128-key chain; DRAM tier; %llu failed (no target)",
-             o->clients, (unsigned)MIXED_SHARED, (unsigned long long)errors);
+             "of a 128-key chain; DRAM tier; daemon.threads %u; %llu failed "
+             "(no target)",
+             o->clients, (unsigned)MIXED_SHARED, o->threads,
+             (unsigned long long)errors);
     snprintf(fig, sizeof(fig), "net-mixed-%uclients", o->clients);
     bench_report_rounds(fig, o->rounds, mbps, (double[BENCH_ROUNDS_MAX]){0},
                         what);
@@ -838,6 +847,7 @@ static void usage(void)
             "  --seconds S     per phase (3)\n"
             "  --rounds N      rounds (5, at most 9)\n"
             "  --clients N     net-mixed processes (64)\n"
+            "  --threads N     the daemon's serving threads (1)\n"
             "  --window N      cold GETs in flight (16)\n"
             "  --cold-mib N    cold blocks put to disk (256)\n"
             "  --block-kib N   size of a cold block (256)\n"
@@ -855,6 +865,7 @@ int bench_load_main(int argc, char **argv)
         {"seconds", required_argument, NULL, 's'},
         {"rounds", required_argument, NULL, 'r'},
         {"clients", required_argument, NULL, 'c'},
+        {"threads", required_argument, NULL, 't'},
         {"window", required_argument, NULL, 'w'},
         {"cold-mib", required_argument, NULL, 'C'},
         {"block-kib", required_argument, NULL, 'k'},
@@ -869,6 +880,7 @@ int bench_load_main(int argc, char **argv)
                      .seconds = 3,
                      .rounds = 5,
                      .clients = 64,
+                     .threads = 1,
                      .window = 16,
                      .cold_mib = 256,
                      .block_kib = 256,
@@ -897,6 +909,9 @@ int bench_load_main(int argc, char **argv)
             break;
         case 'c':
             o.clients = (unsigned)atoi(optarg);
+            break;
+        case 't':
+            o.threads = (unsigned)atoi(optarg);
             break;
         case 'w':
             o.window = (unsigned)atoi(optarg);

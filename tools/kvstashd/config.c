@@ -85,7 +85,11 @@ static const setting_t settings[] = {
       "group allowed on shm_socket (mode 0660); unset: the daemon's user only "
       "(0600)"),
     S("daemon", "io_threads", T_U32, server.io_threads,
-      "threads that read the disk for GET, MATCH, PREFETCH (1..16)"),
+      "threads that read the disk for GET, MATCH, PREFETCH (1..16), per "
+      "serving thread"),
+    S("daemon", "threads", T_U32, server.threads,
+      "serving threads, each a UCX worker (1..16); clients without streaming "
+      "are spread over them"),
     S("daemon", "verify_mib_s", T_U32, server.verify_mib_s,
       "VERIFY reads at most this; 0: disk speed"),
     S("peer", "secret", T_STR, peer_secret,

@@ -114,6 +114,7 @@ struct kvs_client {
     uint32_t timeout_ms;
     uint64_t busy_ns;
     uint16_t bulk_port; /* from HELLO; 0: no bulk endpoint */
+    uint16_t worker_port; /* from HELLO (MOVE): reconnect there; 0: stay */
     uint64_t bind_secret;
     kvs_wire_limits_t lim;
     kvs_wire_scratch_t *scratch;

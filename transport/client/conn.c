@@ -42,6 +42,10 @@ static int client_hello(kvs_client_t *c, const kvs_client_params_t *p)
         return c->failed ? c->failed : -ENOMEM;
     memset(&m, 0, sizeof(m));
     m.u.hello.features = KVS_WIRE_FEAT_ALL;
+    /* A connection that moves to another serving thread has no STREAM
+     * there: a process that streams may stay (docs/operations.md). */
+    if (getenv("KVSTASH_NO_MOVE"))
+        m.u.hello.features &= ~KVS_WIRE_FEAT_MOVE;
     m.u.hello.elem_size = (uint8_t)p->elem_size;
     if (p->token) {
         m.u.hello.token.data = (const uint8_t *)p->token;
@@ -87,6 +91,23 @@ static void bulk_connect(kvs_client_t *c, struct sockaddr_storage *ss)
     m.u.bind.secret = c->bind_secret;
     if (kvs_req_submit(c, op, &m, NULL, 0, 0, NULL, NULL, true) != 0)
         ep_close(c, &c->bulk_ep, true);
+}
+
+/* The daemon asked this connection to move to another of its serving
+ * threads (MOVE, worker_port in the HELLO reply): a clean close of the
+ * first connection, and the same HELLO on the port it named, where the
+ * daemon does not move it again. */
+static int client_move(kvs_client_t *c, const kvs_client_params_t *p,
+                       struct sockaddr_storage *ss)
+{
+    uint16_t port = c->worker_port;
+
+    c->worker_port = 0;
+    ep_close(c, &c->ep, false);
+    kvs_sockaddr_set_port(ss, port);
+    if (kvs_ucx_connect(c->worker, ss, true, kvs_req_ep_err_cb, c, &c->ep))
+        return -ECONNREFUSED;
+    return client_hello(c, p);
 }
 
 KVS_API int kvs_client_create_v(unsigned api_version,
@@ -161,6 +182,11 @@ KVS_API int kvs_client_create_v(unsigned api_version,
     ret = client_hello(c, &p);
     if (ret)
         goto err_free;
+    if (c->worker_port && (c->limits.features & KVS_WIRE_FEAT_MOVE)) {
+        ret = client_move(c, &p, &ss);
+        if (ret)
+            goto err_free;
+    }
     if ((c->limits.features & KVS_WIRE_FEAT_BULK) && c->bulk_port &&
         !getenv("KVSTASH_NO_BULK"))
         bulk_connect(c, &ss);

@@ -233,6 +233,7 @@ static void on_reply(kvs_client_t *c, op_t *op, const kvs_wire_msg_t *m)
         c->limits.session = m->u.hello_rep.session;
         c->max_body = KVS_MIN(m->u.hello_rep.max_body, BODY_CAP);
         c->bulk_port = (uint16_t)m->u.hello_rep.bulk_port;
+        c->worker_port = (uint16_t)m->u.hello_rep.worker_port;
         c->bind_secret = m->u.hello_rep.bind_secret;
         break;
     case KVS_OP_PUT:

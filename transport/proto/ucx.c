@@ -107,6 +107,10 @@ int kvs_ucx_open(const kvs_ucx_opts_t *o, ucp_context_h *ctx_out,
     up.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
     up.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
     up.name = o->name;
+    if (o->mt_workers) {
+        up.field_mask |= UCP_PARAM_FIELD_MT_WORKERS_SHARED;
+        up.mt_workers_shared = 1;
+    }
     st = ucp_init(&up, config, ctx_out);
     ucp_config_release(config);
     if (st != UCS_OK)
@@ -121,6 +125,17 @@ int kvs_ucx_open(const kvs_ucx_opts_t *o, ucp_context_h *ctx_out,
         return kvs_ucx_status(st, "ucp_worker_create");
     }
     return 0;
+}
+
+int kvs_ucx_worker_create(ucp_context_h ctx, ucp_worker_h *worker_out)
+{
+    ucp_worker_params_t wp;
+
+    memset(&wp, 0, sizeof(wp));
+    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+    wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;
+    return kvs_ucx_status(ucp_worker_create(ctx, &wp, worker_out),
+                          "ucp_worker_create");
 }
 
 int kvs_ucx_am_handler(ucp_worker_h worker, unsigned am_id,

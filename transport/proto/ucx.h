@@ -35,6 +35,8 @@ typedef struct kvs_ucx_opts {
     bool loopback;    /* talking over 127.0.0.1 or ::1: TCP put
                          off (UCX_TCP_PUT_ENABLE=n) */
     bool lo_only;     /* daemon on loopback: UCX_NET_DEVICES=lo */
+    bool mt_workers;  /* workers of this context run on several
+                         threads (UCP_PARAM_FIELD_MT_WORKERS_SHARED) */
 } kvs_ucx_opts_t;
 
 /*
@@ -49,6 +51,11 @@ int kvs_ucx_status(ucs_status_t st, const char *what);
  * on it. On failure nothing is left to release. */
 int kvs_ucx_open(const kvs_ucx_opts_t *opts, ucp_context_h *ctx_out,
                  ucp_worker_h *worker_out);
+
+/* Another worker on ctx (opened with mt_workers), serialized: it may be
+ * created on one thread, served on another and destroyed on a third, one
+ * at a time. */
+int kvs_ucx_worker_create(ucp_context_h ctx, ucp_worker_h *worker_out);
 
 /* Sets cb as the worker's handler for active-message id am_id. */
 int kvs_ucx_am_handler(ucp_worker_h worker, unsigned am_id,

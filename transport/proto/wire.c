@@ -308,7 +308,7 @@ static void enc_body(enc_t *e, const kvs_wire_msg_t *m)
             enc_u64(e, m->u.hello_rep.session);
             enc_u64(e, m->u.hello_rep.bind_secret);
             enc_u32(e, m->u.hello_rep.bulk_port);
-            enc_u32(e, 0);
+            enc_u32(e, m->u.hello_rep.worker_port);
         }
         return;
     case KVS_OP_BIND:
@@ -806,6 +806,7 @@ static int dec_reply(dec_t *d, kvs_wire_msg_t *m, const kvs_wire_limits_t *lim,
         m->u.hello_rep.session = ld64(f + 24);
         m->u.hello_rep.bind_secret = ld64(f + 32);
         m->u.hello_rep.bulk_port = ld32(f + 40);
+        m->u.hello_rep.worker_port = ld32(f + 44); /* rsvd before MOVE */
         return 0;
     case KVS_OP_PUT:
     case KVS_OP_DELETE:

@@ -117,6 +117,22 @@ static kvs_wire_msg_t hello_reply(kvs_server_t *srv, kvs_conn_t *conn,
     return r;
 }
 
+/* Thread 0, for a client that can move (MOVE): the port of the serving
+ * thread its connection should be on, round robin over all of them; 0
+ * when that is this one, or one whose loop has failed. */
+static uint32_t move_port(kvs_server_t *srv)
+{
+    uint32_t k;
+
+    if (srv->primary || !srv->nworkers)
+        return 0;
+    k = srv->next_worker++ % (srv->nworkers + 1);
+    if (!k || atomic_load(&srv->workers[k - 1]->dead))
+        return 0;
+    srv->conns_moved++;
+    return srv->workers[k - 1]->port;
+}
+
 /* The peer form of HELLO: a daemon opening a link (docs/protocol.md 9.3).
  * The token is the shared peer secret; the link has no tenant and no
  * namespace of its own (each FETCH or PUSH names one). A peer on this
@@ -129,6 +145,14 @@ static void hello_peer(kvs_server_t *srv, kvs_conn_t *conn,
 
     /* So that even the refusal below reaches the peer. */
     kvs_conn_set_peer_form(conn);
+    if (!srv->stream) {
+        /* Links are thread 0's; a peer never learns another port. */
+        kvs_warn("conn %llu: peer link on serving thread %u refused: links "
+                 "connect to the daemon's port; closing",
+                 (unsigned long long)conn->id, srv->index);
+        kvs_send_status(srv, conn, &m->hdr, KVS_EPROTO, true);
+        return;
+    }
     if (!srv->cfg.peer_secret ||
         !token_eq(srv->cfg.peer_secret, &m->u.hello.token)) {
         srv->auth_failures++;
@@ -157,7 +181,7 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     const kvs_tenant_t *tenant = NULL;
     kvs_wire_msg_t r;
     char ns[KVS_NS_NAME_MAX + 1];
-    uint32_t nsid = 0, features;
+    uint32_t nsid = 0, features, worker_port = 0;
     bool ns_ok;
     int ret;
 
@@ -195,8 +219,16 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     }
     features = m->u.hello.features & KVS_WIRE_FEAT_ALL;
     /* SHM is offered only where this tenant could attach (shm.c). */
-    if (!srv->shm || !kvs_shm_tenant_allowed(&srv->cfg, tenant))
+    if (!kvs_server_root(srv)->shm ||
+        !kvs_shm_tenant_allowed(&srv->cfg, tenant))
         features &= ~KVS_WIRE_FEAT_SHM;
+    /* Streaming is thread 0's (stream.c), and only it moves clients. */
+    if (srv->primary)
+        features &= ~KVS_WIRE_FEAT_STREAM;
+    if (features & KVS_WIRE_FEAT_MOVE)
+        worker_port = move_port(srv);
+    if (!worker_port)
+        features &= ~KVS_WIRE_FEAT_MOVE;
     kvs_conn_set_ready(srv, conn, tenant, ns_ok, nsid, features);
     /* A connection's life is debug news; a namespace refused is not. */
     kvs_log(ns_ok ? KVS_LOG_DEBUG : KVS_LOG_INFO,
@@ -204,6 +236,7 @@ static void op_hello(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
             (unsigned long long)conn->id, tenant->name, ns,
             ns_ok ? "" : " (not allowed: answered as empty)");
     r = hello_reply(srv, conn, m);
+    r.u.hello_rep.worker_port = worker_port;
     kvs_send_reply(srv, conn, &r);
 }
 
@@ -576,209 +609,6 @@ static void op_release(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     kvs_send_status(srv, conn, &m->hdr, KVS_ENOTFOUND, false);
 }
 
-#define STAT_ENT(s, field)                                                     \
-    {                                                                          \
-#field, offsetof(kvs_store_stats_t, field)                             \
-    }
-
-static const struct {
-    const char *name;
-    size_t off;
-} store_stats[] = {
-    STAT_ENT(s, blocks),
-    STAT_ENT(s, dram_blocks),
-    STAT_ENT(s, nvme_blocks),
-    STAT_ENT(s, dram_used_bytes),
-    STAT_ENT(s, dram_capacity_bytes),
-    STAT_ENT(s, nvme_used_bytes),
-    STAT_ENT(s, nvme_capacity_bytes),
-    STAT_ENT(s, pinned_bytes),
-    STAT_ENT(s, refs),
-    STAT_ENT(s, puts),
-    STAT_ENT(s, gets),
-    STAT_ENT(s, hits),
-    STAT_ENT(s, misses),
-    STAT_ENT(s, dram_hits),
-    STAT_ENT(s, nvme_hits),
-    STAT_ENT(s, degraded),
-    STAT_ENT(s, evicted),
-    STAT_ENT(s, expired),
-    STAT_ENT(s, promoted),
-    STAT_ENT(s, corrupt_reads),
-    STAT_ENT(s, full_errors),
-    STAT_ENT(s, regions_reclaimed),
-    STAT_ENT(s, bytes_written),
-    STAT_ENT(s, bytes_read),
-    STAT_ENT(s, logical_bytes_degraded),
-    STAT_ENT(s, stored_bytes_degraded),
-    STAT_ENT(s, admission_rejected),
-    STAT_ENT(s, compress_skipped),
-    STAT_ENT(s, matches),
-    STAT_ENT(s, match_keys),
-    STAT_ENT(s, match_hits),
-    STAT_ENT(s, match_dram_hits),
-    STAT_ENT(s, match_nvme_hits),
-    STAT_ENT(s, io_errors),
-    STAT_ENT(s, degrade_backlog_bytes),
-    STAT_ENT(s, lock_acquired),
-    STAT_ENT(s, lock_contended),
-    STAT_ENT(s, lock_wait_us),
-    STAT_ENT(s, rlock_acquired),
-    STAT_ENT(s, rlock_contended),
-    STAT_ENT(s, rlock_wait_us),
-};
-
-/* One named value of a STAT reply, into ents (cap entries). */
-static void stat_add(kvs_wire_stat_t *ents, size_t cap, size_t *n,
-                     const char *name, uint64_t value)
-{
-    kvs_assert(*n < cap);
-    ents[*n].name.data = (const uint8_t *)name;
-    ents[*n].name.len = (uint32_t)strlen(name);
-    ents[*n].value = value;
-    (*n)++;
-}
-
-/* What a tenant's STAT shows: its own namespace (by a walk of it) and
- * its own connections, nothing of the rest of the store. */
-typedef struct tenant_view {
-    uint64_t blocks, dram_blocks, nvme_blocks;
-    uint64_t dram_used_bytes, nvme_used_bytes, pinned_bytes;
-} tenant_view_t;
-
-static int tenant_view_add(void *arg, const void *key, uint32_t key_len,
-                           const void *parent, uint32_t parent_len,
-                           const kvs_block_info_t *info)
-{
-    tenant_view_t *v = arg;
-
-    (void)key, (void)key_len, (void)parent, (void)parent_len;
-    v->blocks++;
-    if (info->tier == KVS_TIER_DRAM) {
-        v->dram_blocks++;
-        v->dram_used_bytes += info->data_len;
-    } else {
-        v->nvme_blocks++;
-        v->nvme_used_bytes += info->data_len;
-    }
-    if (info->cls == KVS_CLASS_PINNED)
-        v->pinned_bytes += info->data_len;
-    return 0;
-}
-
-static void stat_tenant(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m)
-{
-    kvs_wire_stat_t ents[16];
-    tenant_view_t v = {0};
-    uint64_t conns = 0, leases = 0, pins = 0, refs = 0;
-    kvs_wire_msg_t r;
-    size_t n = 0;
-
-    if (conn->ns_ok)
-        (void)kvs_store_scan(srv->store, conn->ns, 0, tenant_view_add, &v,
-                             NULL);
-    for (const kvs_conn_t *c = srv->conns; c; c = c->next) {
-        if (c->closing || !c->ready || c->tenant != conn->tenant)
-            continue;
-        conns++;
-        leases += c->nleases;
-        pins += c->npins;
-        refs += c->npins + c->ndata;
-        for (const kvs_lease_t *l = c->leases; l; l = l->next)
-            refs += l->nkeys;
-    }
-#define TEN_STAT(nm, val) stat_add(ents, KVS_ARRAY_SIZE(ents), &n, nm, val)
-    TEN_STAT("blocks", v.blocks);
-    TEN_STAT("dram_blocks", v.dram_blocks);
-    TEN_STAT("nvme_blocks", v.nvme_blocks);
-    TEN_STAT("dram_used_bytes", v.dram_used_bytes);
-    TEN_STAT("nvme_used_bytes", v.nvme_used_bytes);
-    TEN_STAT("pinned_bytes", v.pinned_bytes);
-    TEN_STAT("refs", refs);
-    TEN_STAT("connections", conns);
-    TEN_STAT("leases", leases);
-    TEN_STAT("conn_pins", pins);
-#undef TEN_STAT
-    r = reply_to(m, (uint32_t)n);
-    r.u.stat_rep.ents = ents;
-    kvs_send_reply(srv, conn, &r);
-}
-
-static void op_stat(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
-                    const uint8_t *payload)
-{
-    /* The store's counters, then the server's SRV_STAT lines below (31
-     * with shm on, after three branches each added some): room for 64, so
-     * that the next counter does not trip stat_add's assert. */
-    kvs_wire_stat_t ents[KVS_ARRAY_SIZE(store_stats) + 64];
-    kvs_store_stats_t st;
-    kvs_wire_msg_t r;
-    size_t n = 0;
-
-    (void)payload;
-    if (!conn->tenant || !conn->tenant->is_operator) {
-        stat_tenant(srv, conn, m);
-        return;
-    }
-    kvs_store_stats(srv->store, &st);
-    for (size_t i = 0; i < KVS_ARRAY_SIZE(store_stats); i++) {
-        ents[n].name.data = (const uint8_t *)store_stats[i].name;
-        ents[n].name.len = (uint32_t)strlen(store_stats[i].name);
-        memcpy(&ents[n].value, (const char *)&st + store_stats[i].off, 8);
-        n++;
-    }
-#define SRV_STAT(nm, val) stat_add(ents, KVS_ARRAY_SIZE(ents), &n, nm, val)
-    SRV_STAT("connections", srv->nconns);
-    SRV_STAT("connections_accepted", srv->conns_accepted);
-    SRV_STAT("connections_rejected", srv->conns_rejected);
-    SRV_STAT("connections_prehello", srv->nprehello);
-    SRV_STAT("hello_timeouts", srv->hello_timeouts);
-    SRV_STAT("hello_evictions", srv->hello_evictions);
-    SRV_STAT("requests", srv->requests);
-    SRV_STAT("bad_frames", srv->bad_frames);
-    SRV_STAT("auth_failures", srv->auth_failures);
-    SRV_STAT("leases", srv->leases_active);
-    SRV_STAT("leases_expired", srv->leases_expired);
-    SRV_STAT("conn_pins", srv->conn_pins);
-    SRV_STAT("staged_puts", srv->staged_puts);
-    SRV_STAT("direct_puts", srv->direct_puts);
-    SRV_STAT("bulk_endpoints_bound", srv->bulk_bound);
-    SRV_STAT("get_blocks_sent", srv->blocks_sent);
-    SRV_STAT("get_bytes_sent", srv->bytes_sent);
-    SRV_STAT("get_misses", srv->get_misses);
-    SRV_STAT("get_throttled", srv->get_throttled);
-    if (srv->shm) {
-        kvs_shm_stats_t sh;
-
-        kvs_shm_stats(srv->shm, &sh);
-        SRV_STAT("shm_sessions", sh.sessions);
-        SRV_STAT("shm_reservations", sh.reservations);
-        SRV_STAT("shm_views", sh.views);
-        SRV_STAT("shm_attached", sh.attached);
-        SRV_STAT("shm_refused", sh.refused);
-        SRV_STAT("shm_commits", sh.commits);
-        SRV_STAT("shm_reclaimed", sh.reclaimed);
-        SRV_STAT("shm_views_expired", sh.expired);
-    }
-    {
-        kvs_srvstream_stats_t ss;
-
-        kvs_srvstream_stats(srv->stream, &ss);
-        SRV_STAT("stream_parts_inplace", ss.parts_inplace);
-        SRV_STAT("stream_puts_open", ss.puts_open);
-        SRV_STAT("stream_fetches_open", ss.fetches_open);
-        SRV_STAT("stream_pool_allocs", ss.pool_allocs);
-    }
-    SRV_STAT("puts_waited", srv->puts_waited);
-    SRV_STAT("puts_refused_busy", srv->puts_refused_busy);
-    SRV_STAT("uptime_ms", (kvs_clock_mono_ns() - srv->started_ns) / 1000000);
-    SRV_STAT("version", KVS_VERSION_NUMBER);
-#undef SRV_STAT
-    r = reply_to(m, (uint32_t)n);
-    r.u.stat_rep.ents = ents;
-    kvs_send_reply(srv, conn, &r);
-}
-
 static void op_verify(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
                       const uint8_t *payload)
 {
@@ -909,7 +739,7 @@ static const opdef_t opdefs[KVS_OP_COUNT] = {
     [KVS_OP_RELEASE] = {.name = "RELEASE",
                         .feature = KVS_WIRE_FEAT_LEASE,
                         .handle = op_release},
-    [KVS_OP_STAT] = {.name = "STAT", .handle = op_stat},
+    [KVS_OP_STAT] = {.name = "STAT", .handle = kvs_stat_op},
     [KVS_OP_VERIFY] = {.name = "VERIFY",
                        .feature = KVS_WIRE_FEAT_VERIFY,
                        .handle = op_verify},

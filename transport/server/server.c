@@ -3,7 +3,17 @@
  * The daemon's transport: a UCX listener, the connections it accepts, the
  * event loop, and the sends that carry replies and blocks.
  *
- * One thread owns one UCX worker and everything below. A request arrives as
+ * One thread owns one UCX worker and everything below. With daemon.threads
+ * above 1 there are several such kvs_server_t, one per serving thread:
+ * thread 0 (the one kvs_server_create returns, run by the caller of
+ * kvs_server_run) creates the others with it (worker_create: a worker on
+ * its context, a listener on an ephemeral port), starts their threads in
+ * kvs_server_run and joins them before it returns; kvs_server_destroy
+ * closes their connections from the caller's thread (their workers are
+ * serialized) before its own. Only thread 0 has the stream module, shm
+ * and the metrics endpoint; the others share its metrics (atomics).
+ *
+ * A request arrives as
  * one active message; small frames are handled inside the receive callback.
  * A PUT whose payload comes by rendezvous waits for one of the staging
  * slots allocated at start (back-pressure instead of an unbounded queue),
@@ -35,6 +45,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -69,6 +81,7 @@ void kvs_server_config_default(kvs_server_config_t *cfg)
     cfg->bulk_ep = true;
     cfg->peer_timeout_ms = 5000;
     cfg->io_threads = 2;
+    cfg->threads = 1; /* see docs/operations.md, "Serving threads" */
     cfg->verify_mib_s = 256;
     cfg->shm_gid = -1;
 }
@@ -191,8 +204,8 @@ static ucs_status_t link_frame(kvs_server_t *srv, ucp_ep_h ep,
 {
     kvs_wire_msg_t m;
 
-    if (hlen == 0 && rndv)
-        return UCS_OK;
+    if ((hlen == 0 && rndv) || !srv->stream)
+        return UCS_OK; /* no links on threads other than 0 */
     if ((hlen ? kvs_wire_decode(header, hlen, len, &srv->lim, srv->scratch, &m)
               : kvs_wire_decode(data, len, 0, &srv->lim, srv->scratch, &m)))
         return UCS_OK; /* links are dropped by their timeout, not by us */
@@ -343,7 +356,8 @@ int kvs_server_config_check(const kvs_server_config_t *c)
         c->staging_slots < 1 || c->lease_max_ms < 1 ||
         c->max_prehello > c->max_conns || c->hello_timeout_ms < 1 ||
         c->lease_default_ms > c->lease_max_ms || !c->listen_addr ||
-        c->io_threads < 1 || c->io_threads > 16) {
+        c->io_threads < 1 || c->io_threads > 16 || c->threads < 1 ||
+        c->threads > 16) {
         kvs_error("invalid transport configuration");
         return KVS_ECONFIG;
     }
@@ -365,26 +379,24 @@ static bool is_loopback(const char *addr)
     return strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0;
 }
 
-int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
-                      kvs_server_t **server_out)
+static int add_epoll(int epfd, int fd)
 {
-    kvs_ucx_opts_t opts = {0};
-    kvs_srvstream_params_t sp = {0};
-    ucp_worker_attr_t wa;
     struct epoll_event ev;
-    kvs_server_t *srv;
-    ucs_status_t st;
-    int efd, ret;
 
-    ret = kvs_handler_check();
-    if (ret)
-        return ret;
-    ret = kvs_server_config_check(cfg);
-    if (ret)
-        return ret;
-    srv = calloc(1, sizeof(*srv));
-    if (!srv)
-        return -ENOMEM;
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+/* The part of a serving thread's state that every thread has: limits,
+ * scratch, the AM handler on its worker, I/O threads, its epoll set, its
+ * listeners. */
+static int server_init(kvs_server_t *srv, const kvs_server_config_t *cfg,
+                       kvs_store_t *store)
+{
+    ucs_status_t st;
+    int ret, efd;
+
     srv->cfg = *cfg;
     if (!srv->cfg.max_prehello)
         srv->cfg.max_prehello = KVS_MAX(cfg->max_conns / 4, 1u);
@@ -396,10 +408,91 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     srv->lim.max_payload = cfg->max_payload;
     ret = alloc_scratch(srv);
     if (ret)
-        goto err_destroy;
+        return ret;
+    ret = kvs_ucx_am_handler(srv->worker, KVS_AM_ID, am_cb, srv);
+    if (ret)
+        return ret;
+    ret = kvs_diskq_create(cfg->io_threads, &srv->diskq);
+    if (ret)
+        return ret;
+    srv->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (srv->epfd < 0)
+        return -errno;
+    ret = add_epoll(srv->epfd, kvs_diskq_fd(srv->diskq));
+    if (ret)
+        return ret;
+    st = ucp_worker_get_efd(srv->worker, &efd);
+    if (st != UCS_OK)
+        return kvs_ucx_status(st, "ucp_worker_get_efd");
+    ret = add_epoll(srv->epfd, efd);
+    if (ret)
+        return ret;
+    /* Nothing is accepted before kvs_server_run progresses the worker. */
+    return listen_on(srv);
+}
 
+/* Serving thread index (1 .. threads - 1) of primary: its own worker on
+ * primary's context, its own listener (and bulk listener) on an ephemeral
+ * port, the store, arena registration and metrics of primary; no peer
+ * links, streaming or shm (those stay on thread 0). */
+static int worker_create(kvs_server_t *primary, uint32_t index,
+                         kvs_server_t **out)
+{
+    kvs_server_config_t cfg = primary->cfg;
+    kvs_server_t *srv;
+    int ret;
+
+    srv = calloc(1, sizeof(*srv));
+    if (!srv)
+        return -ENOMEM;
+    srv->primary = primary;
+    srv->index = index;
+    srv->next_conn_id = (uint64_t)index << 40; /* distinct in the logs */
+    srv->ctx = primary->ctx;
+    srv->epfd = -1;
+    cfg.port = 0;
+    cfg.shm_socket = NULL;
+    cfg.metrics_port = 0;
+    cfg.peers = NULL;
+    ret = kvs_ucx_worker_create(srv->ctx, &srv->worker);
+    if (ret)
+        goto err_destroy;
+    ret = server_init(srv, &cfg, primary->store);
+    if (ret)
+        goto err_destroy;
+    srv->arena_memh = primary->arena_memh;
+    srv->metrics = primary->metrics;
+    *out = srv;
+    return 0;
+
+err_destroy:
+    kvs_server_destroy(srv);
+    return ret;
+}
+
+int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
+                      kvs_server_t **server_out)
+{
+    kvs_ucx_opts_t opts = {0};
+    kvs_srvstream_params_t sp = {0};
+    ucp_worker_attr_t wa;
+    kvs_server_t *srv;
+    ucs_status_t st;
+    int ret;
+
+    ret = kvs_handler_check();
+    if (ret)
+        return ret;
+    ret = kvs_server_config_check(cfg);
+    if (ret)
+        return ret;
+    srv = calloc(1, sizeof(*srv));
+    if (!srv)
+        return -ENOMEM;
+    srv->epfd = -1;
     opts.name = "kvstashd";
     opts.loopback = opts.lo_only = is_loopback(cfg->listen_addr);
+    opts.mt_workers = cfg->threads > 1;
     ret = kvs_ucx_open(&opts, &srv->ctx, &srv->worker);
     if (ret)
         goto err_destroy;
@@ -411,13 +504,10 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
         ret = KVS_ECONFIG;
         goto err_destroy;
     }
-    ret = kvs_ucx_am_handler(srv->worker, KVS_AM_ID, am_cb, srv);
+    ret = server_init(srv, cfg, store);
     if (ret)
         goto err_destroy;
     ret = map_arena(srv);
-    if (ret)
-        goto err_destroy;
-    ret = kvs_diskq_create(cfg->io_threads, &srv->diskq);
     if (ret)
         goto err_destroy;
     sp.diskq = srv->diskq;
@@ -433,31 +523,6 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
     ret = kvs_srvstream_create(&sp, &srv->stream);
     if (ret)
         goto err_destroy;
-    st = ucp_worker_get_efd(srv->worker, &efd);
-    if (st != UCS_OK) {
-        ret = kvs_ucx_status(st, "ucp_worker_get_efd");
-        goto err_destroy;
-    }
-    srv->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (srv->epfd < 0) {
-        ret = -errno;
-        goto err_destroy;
-    }
-    ev.events = EPOLLIN;
-    ev.data.fd = efd;
-    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, efd, &ev) < 0) {
-        ret = -errno;
-        goto err_destroy;
-    }
-    ev.events = EPOLLIN;
-    ev.data.fd = kvs_diskq_fd(srv->diskq);
-    if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, ev.data.fd, &ev) < 0) {
-        ret = -errno;
-        goto err_destroy;
-    }
-    ret = listen_on(srv);
-    if (ret)
-        goto err_destroy;
     if (cfg->shm_socket) {
         ret = kvs_shm_start(&srv->cfg, store, &srv->shm);
         if (ret)
@@ -468,8 +533,26 @@ int kvs_server_create(const kvs_server_config_t *cfg, kvs_store_t *store,
                             &srv->metrics);
     if (ret)
         goto err_destroy;
-    kvs_info("listening on %s port %u, bulk port %u (UCX %s)", cfg->listen_addr,
-             srv->port, srv->bulk_port, ucp_get_version_string());
+    if (cfg->threads > 1) {
+        srv->workers = calloc(cfg->threads - 1, sizeof(*srv->workers));
+        if (!srv->workers) {
+            ret = -ENOMEM;
+            goto err_destroy;
+        }
+        for (uint32_t i = 1; i < cfg->threads; i++) {
+            ret = worker_create(srv, i, &srv->workers[srv->nworkers]);
+            if (ret)
+                goto err_destroy;
+            kvs_info("serving thread %u: port %u, bulk port %u", i,
+                     srv->workers[srv->nworkers]->port,
+                     srv->workers[srv->nworkers]->bulk_port);
+            srv->nworkers++;
+        }
+    }
+    kvs_info("listening on %s port %u, bulk port %u, %u serving thread%s "
+             "(UCX %s)",
+             cfg->listen_addr, srv->port, srv->bulk_port, cfg->threads,
+             cfg->threads > 1 ? "s" : "", ucp_get_version_string());
     *server_out = srv;
     return 0;
 
@@ -510,19 +593,23 @@ static void bulk_sweep(kvs_server_t *srv, uint64_t now)
     }
 }
 
+/* Thread 0's: the connection counters of every serving thread, summed. */
 static void publish_metrics(kvs_server_t *srv)
 {
-    kvs_metrics_srv_t v = {
-        .connections = srv->nconns,
-        .connections_accepted = srv->conns_accepted,
-        .connections_rejected = srv->conns_rejected,
-        .leases = srv->leases_active,
-        .conn_pins = srv->conn_pins,
-        .bad_frames = srv->bad_frames,
-        .auth_failures = srv->auth_failures,
-        .disk_jobs = kvs_diskq_pending(srv->diskq),
-    };
+    kvs_metrics_srv_t v = {0};
 
+    for (uint32_t i = 0; i <= srv->nworkers; i++) {
+        kvs_server_t *w = i ? srv->workers[i - 1] : srv;
+
+        v.connections += w->nconns;
+        v.connections_accepted += w->conns_accepted;
+        v.connections_rejected += w->conns_rejected;
+        v.leases += w->leases_active;
+        v.conn_pins += w->conn_pins;
+        v.bad_frames += w->bad_frames;
+        v.auth_failures += w->auth_failures;
+        v.disk_jobs += kvs_diskq_pending(w->diskq);
+    }
     kvs_metrics_publish(srv->metrics, &v);
 }
 
@@ -538,12 +625,20 @@ static void run_deferred(kvs_server_t *srv)
     kvs_stage_pump(srv);
 }
 
-int kvs_server_run(kvs_server_t *srv, volatile sig_atomic_t *stop)
+static bool stopping(kvs_server_t *srv, volatile sig_atomic_t *stop)
+{
+    return stop ? *stop != 0
+                : atomic_load_explicit(&srv->quit, memory_order_acquire);
+}
+
+/* One serving thread's loop, until *stop (thread 0) or srv->quit (the
+ * others). */
+static int serve(kvs_server_t *srv, volatile sig_atomic_t *stop)
 {
     uint64_t busy_ns = (uint64_t)srv->cfg.busy_poll_us * 1000;
     uint64_t last_active = kvs_clock_mono_ns(), last_timer = last_active;
 
-    while (!*stop) {
+    while (!stopping(srv, stop)) {
         unsigned n = ucp_worker_progress(srv->worker);
         uint64_t now;
 
@@ -554,8 +649,10 @@ int kvs_server_run(kvs_server_t *srv, volatile sig_atomic_t *stop)
             expire_leases(srv, now);
             kvs_conn_sweep_prehello(srv, now);
             bulk_sweep(srv, now);
-            kvs_srvstream_tick(srv->stream, now);
-            publish_metrics(srv);
+            if (srv->stream)
+                kvs_srvstream_tick(srv->stream, now);
+            if (!srv->primary)
+                publish_metrics(srv);
             last_timer = now;
         }
         if (n) {
@@ -576,10 +673,80 @@ int kvs_server_run(kvs_server_t *srv, volatile sig_atomic_t *stop)
     return 0;
 }
 
+static void *worker_main(void *arg)
+{
+    kvs_server_t *srv = arg;
+
+    srv->run_status = serve(srv, NULL);
+    if (srv->run_status) {
+        atomic_store(&srv->dead, true);
+        kvs_error("serving thread %u stopped: %s; its connections wait for "
+                  "shutdown, new clients stay on thread 0",
+                  srv->index, kvs_strerror(srv->run_status));
+    }
+    return NULL;
+}
+
+/* Ends the other serving threads' loops and waits for them; their
+ * connections are closed by kvs_server_destroy(), from this thread. */
+static int workers_join(kvs_server_t *srv)
+{
+    int ret = 0;
+
+    for (uint32_t i = 0; i < srv->nworkers; i++)
+        atomic_store_explicit(&srv->workers[i]->quit, true,
+                              memory_order_release);
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        kvs_server_t *w = srv->workers[i];
+
+        if (!w->thread_started)
+            continue;
+        pthread_join(w->thread, NULL);
+        w->thread_started = false;
+        if (!ret)
+            ret = w->run_status;
+    }
+    return ret;
+}
+
+int kvs_server_run(kvs_server_t *srv, volatile sig_atomic_t *stop)
+{
+    int ret, wret;
+
+    for (uint32_t i = 0; i < srv->nworkers; i++) {
+        kvs_server_t *w = srv->workers[i];
+
+        atomic_store(&w->quit, false);
+        ret = pthread_create(&w->thread, NULL, worker_main, w);
+        if (ret) {
+            kvs_error("cannot start serving thread %u: %s", w->index,
+                      strerror(ret));
+            workers_join(srv);
+            return -ret;
+        }
+        w->thread_started = true;
+    }
+    ret = serve(srv, stop);
+    wret = workers_join(srv);
+    return ret ? ret : wret;
+}
+
 void kvs_server_destroy(kvs_server_t *srv)
 {
     if (!srv)
         return;
+    /* The other serving threads first: they use this one's context,
+     * arena registration and metrics. */
+    if (srv->workers) {
+        workers_join(srv);
+        for (uint32_t i = 0; i < srv->nworkers; i++)
+            kvs_server_destroy(srv->workers[i]);
+        free(srv->workers);
+        srv->workers = NULL;
+        srv->nworkers = 0;
+    }
+    if (srv->primary)
+        srv->metrics = NULL; /* borrowed */
     kvs_srvstream_set_shm(srv->stream, NULL);
     kvs_shm_stop(srv->shm); /* drops what same-host clients held */
     srv->shm = NULL;
@@ -611,7 +778,7 @@ void kvs_server_destroy(kvs_server_t *srv)
             kvs_warn("connections still closing at shutdown");
         while (srv->bulks)
             kvs_conn_bulk_close(srv, srv->bulks);
-        if (srv->arena_memh)
+        if (srv->arena_memh && !srv->primary)
             ucp_mem_unmap(srv->ctx, srv->arena_memh);
         ucp_worker_destroy(srv->worker);
         kvs_srvstream_destroy(srv->stream);
@@ -631,7 +798,7 @@ void kvs_server_destroy(kvs_server_t *srv)
             free(c);
         }
     }
-    if (srv->ctx)
+    if (srv->ctx && !srv->primary)
         ucp_cleanup(srv->ctx);
     if (srv->epfd >= 0)
         close(srv->epfd);

@@ -4,6 +4,7 @@ add_library(kvs_transport STATIC ${CMAKE_CURRENT_SOURCE_DIR}/server/server.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/send.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/stage.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/handler.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/server/stat.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/stream.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/peer.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/source.c

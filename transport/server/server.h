@@ -70,7 +70,14 @@ typedef struct kvs_server_config {
     int (*peer_resolve)(void *arg, const char *name, char *addr, size_t cap,
                         uint16_t *port);
     void *peer_resolve_arg;
-    uint32_t io_threads;   /* I/O threads for disk reads (1..16) */
+    uint32_t io_threads; /* I/O threads for disk reads (1..16), per
+                            serving thread */
+    /* Serving threads (1..16), each its own UCX worker. Thread 0 has the
+     * listener at port and everything with state beyond one connection
+     * (peer links, streaming, shm, metrics); each other one has a listener
+     * of its own on an ephemeral port of listen_addr, where a client is
+     * told to move in its HELLO reply (docs/protocol.md, worker_port). */
+    uint32_t threads;
     uint32_t verify_mib_s; /* VERIFY reads at most this (MiB/s);
                               0: as fast as the disk goes */
     /* Prometheus /metrics over HTTP (transport/server/metrics.c). */

@@ -5,13 +5,22 @@
  * stage.c (staging of rendezvous PUT payloads) and handler.c (the opcode
  * table). Not a public header.
  *
- * Threading: everything here is owned by the one thread that runs
- * kvs_server_run(); UCX callbacks run inside ucp_worker_progress() on that
- * thread, so nothing in this file takes a lock.
+ * Threading: a kvs_server_t is one serving thread's (daemon.threads): its
+ * UCX worker, connections, staging and scratch are owned by the thread
+ * that progresses that worker, and UCX callbacks run inside
+ * ucp_worker_progress() on it, so nothing in this file takes a lock. Thread
+ * 0 is the kvs_server_t that kvs_server_create() returns; it runs on the
+ * caller of kvs_server_run() and owns the others (workers[]), which share
+ * its store, UCX context and arena registration, and run on threads of
+ * their own (server.c). The counters that STAT and /metrics sum over the
+ * threads are atomics, written by their owner only (uncontended atomic
+ * increments) and read by any thread.
  */
 #ifndef KVS_SERVER_INT_H
 #define KVS_SERVER_INT_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -148,11 +157,11 @@ struct kvs_server {
     kvs_conn_t *conns; /* every connection not yet freed */
     kvs_conn_t **hash; /* open connections by endpoint */
     uint32_t hash_mask;
-    kvs_conn_t *close_list; /* connections to close from the loop */
-    uint32_t nconns;        /* open connections */
-    uint32_t nprehello;     /* of them, not past HELLO yet */
-    uint32_t nevicting;     /* of them, queued for closing to make
-                               room for a new one */
+    kvs_conn_t *close_list;     /* connections to close from the loop */
+    _Atomic uint32_t nconns;    /* open connections */
+    _Atomic uint32_t nprehello; /* of them, not past HELLO yet */
+    uint32_t nevicting;         /* of them, queued for closing to make
+                                   room for a new one */
     uint64_t next_conn_id;
     uint64_t next_lease_id;
 
@@ -178,28 +187,29 @@ struct kvs_server {
     uint64_t started_ns; /* monotonic, at create */
 
     /* Counters, reported by STAT. */
-    uint64_t conns_accepted;
-    uint64_t conns_rejected;
-    uint64_t hello_timeouts;  /* closed for want of a HELLO */
-    uint64_t hello_evictions; /* closed without HELLO to make room */
-    uint64_t bad_frames;
-    uint64_t auth_failures;
-    uint64_t requests;
-    uint64_t leases_active;
-    uint64_t leases_expired;
-    uint64_t conn_pins;
-    uint64_t staged_puts;
-    uint64_t direct_puts; /* of those, received into the arena */
-    uint64_t bulk_bound;
-    uint64_t blocks_sent;       /* DATA messages posted */
-    uint64_t bytes_sent;        /* their payload bytes */
-    uint64_t get_misses;        /* GET entries answered without data */
-    uint64_t get_throttled;     /* GET entries answered -EAGAIN: too
-                                   much DATA not taken yet */
-    uint64_t puts_waited;       /* PUTs handed to an I/O thread: durable,
-                                 * or DRAM full (diskop.c) */
-    uint64_t puts_refused_busy; /* PUTs answered -EAGAIN: too many
-                                 * bytes of PUTs waiting already */
+    _Atomic uint64_t conns_accepted;
+    _Atomic uint64_t conns_rejected;
+    _Atomic uint64_t conns_moved;     /* thread 0: told to move in HELLO */
+    _Atomic uint64_t hello_timeouts;  /* closed for want of a HELLO */
+    _Atomic uint64_t hello_evictions; /* closed without HELLO to make room */
+    _Atomic uint64_t bad_frames;
+    _Atomic uint64_t auth_failures;
+    _Atomic uint64_t requests;
+    _Atomic uint64_t leases_active;
+    _Atomic uint64_t leases_expired;
+    _Atomic uint64_t conn_pins;
+    _Atomic uint64_t staged_puts;
+    _Atomic uint64_t direct_puts; /* of those, received into the arena */
+    _Atomic uint64_t bulk_bound;
+    _Atomic uint64_t blocks_sent;   /* DATA messages posted */
+    _Atomic uint64_t bytes_sent;    /* their payload bytes */
+    _Atomic uint64_t get_misses;    /* GET entries answered without data */
+    _Atomic uint64_t get_throttled; /* GET entries answered -EAGAIN: too
+                               much DATA not taken yet */
+    _Atomic uint64_t puts_waited;   /* PUTs handed to an I/O thread: durable,
+                                     * or DRAM full (diskop.c) */
+    _Atomic uint64_t puts_refused_busy; /* PUTs answered -EAGAIN: too many
+                                         * bytes of PUTs waiting already */
 
     /* Streaming between sidecars (transport/server/stream.c). */
     struct kvs_srvstream *stream;
@@ -210,7 +220,28 @@ struct kvs_server {
     bool deferred;               /* set by a handler that handed its
                                   * request to diskop.c (which replies
                                   * and counts it) */
+
+    /* Serving threads (daemon.threads). On thread 0 (primary NULL):
+     * the others, created with it and destroyed with it. On another:
+     * its thread 0 (whose stream, shm and metrics it borrows or, for
+     * stream and shm, leaves alone: its stream is NULL). */
+    struct kvs_server *primary;
+    struct kvs_server **workers; /* threads - 1 of them */
+    uint32_t nworkers;
+    uint32_t next_worker; /* round robin of HELLO moves, thread 0's */
+    uint32_t index;       /* 0 .. threads - 1 */
+    pthread_t thread;     /* while thread_started */
+    bool thread_started;
+    atomic_bool quit; /* set by thread 0 to end this one's loop */
+    int run_status;   /* this thread's kvs_server_run() result */
+    atomic_bool dead; /* its loop failed: thread 0 moves no one there */
 };
+
+/* server.c: thread 0 of srv's threads. */
+static inline kvs_server_t *kvs_server_root(kvs_server_t *srv)
+{
+    return srv->primary ? srv->primary : srv;
+}
 
 /* send.c */
 kvs_tx_t *kvs_send_tx_get(kvs_server_t *srv, kvs_conn_t *conn);
@@ -320,6 +351,10 @@ int kvs_diskop_verify(kvs_server_t *srv, kvs_conn_t *conn,
 int kvs_diskop_put(kvs_server_t *srv, kvs_conn_t *conn, const kvs_wire_msg_t *m,
                    const uint8_t *payload, const int32_t *status,
                    uint32_t first);
+
+/* stat.c: the STAT handler (operator or tenant view). */
+void kvs_stat_op(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
+                 const uint8_t *payload);
 
 /* handler.c */
 int kvs_handler_check(void);
