@@ -10,12 +10,15 @@
  * and the features say who moved: a moved connection has no STREAM, one
  * made with KVSTASH_NO_MOVE stays on thread 0.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/clock.h"
+#include "kvstash/kvstash.h"
 #include "kvstash/wire.h"
 #include "tests/e2e/e2e.h"
 #include "tests/testutil.h"
@@ -227,6 +230,18 @@ int main(void)
         kvs_client_limits(moved, &l);
         CHECK(!(l.features & (KVS_WIRE_FEAT_STREAM | KVS_WIRE_FEAT_MOVE)));
         CHECK_EQ(kvs_e2e_stat(c, "connections_moved"), NPROC / 2 + 2);
+        {
+            /* A stream call on it is refused at once, not left to time
+             * out. */
+            uint32_t plen = 64;
+            kvs_stream_put_t *sp = NULL;
+            kvs_client_key_t k = {"t-moved-stream", 14};
+            uint64_t t0 = kvs_clock_mono_ns();
+            CHECK_EQ(kvs_stream_put_begin(moved, &k, &plen, 1, 0, 0, NULL,
+                                          &sp),
+                     -EOPNOTSUPP);
+            CHECK(kvs_clock_mono_ns() - t0 < 1000000000ull);
+        }
         CHECK_EQ(kvs_e2e_present(moved, "t0-block-000"), 1);
         kvs_client_destroy(moved);
         kvs_client_destroy(nomove);

@@ -29,6 +29,7 @@
 #include <ucp/api/ucp.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "transport/client/client_int.h"
 #include "transport/client/stream_int.h"
 #include "transport/proto/stream_op.h"
@@ -93,11 +94,23 @@ ucs_status_t kvs_client_stream_rx(kvs_client_t *c, const kvs_wire_msg_t *w,
 int kvs_stream_state_get(kvs_client_t *c, cstate_t **out)
 {
     kvs_client_internals_t ci;
+    kvs_client_limits_t lim;
     cstate_t *cs;
 
     kvs_client_internals(c, &ci);
     if (ci.failed || !ci.ep)
         return ci.failed ? ci.failed : KVS_EPEER;
+    /* Without STREAM the daemon drops stream opcodes, so a call would only
+     * time out: refuse it now. A connection lacks STREAM when the daemon
+     * moved it to another serving thread (daemon.threads > 1). */
+    kvs_client_limits(c, &lim);
+    if (!(lim.features & KVS_WIRE_FEAT_STREAM)) {
+        kvs_warn("stream: this connection has no streaming (the daemon "
+                 "moved it to a serving thread of its own, or does not "
+                 "stream); create the client with KVSTASH_NO_MOVE=1 to "
+                 "stream");
+        return -EOPNOTSUPP;
+    }
     if (*ci.stream) {
         *out = *ci.stream;
         return 0;
