@@ -3,9 +3,15 @@
  * Streaming without allocation per block or per part (issue 12 item 5):
  * 60 blocks streamed one after another from a client on P through a fetch
  * on D, each put part by part while it is fetched. Once the pools are
- * warm (after 10 blocks) neither daemon allocates another put, source,
- * receive or part array: STAT stream_pool_allocs stays flat on both, and
- * every block's bytes are right.
+ * warm (after 10 blocks) neither daemon allocates per block or per part:
+ * over the next 50 blocks (400 parts) STAT stream_pool_allocs grows by at
+ * most NP on either, and every block's bytes are right.
+ *
+ * Why not flat: D posts one receive per part of P's, and how many of a
+ * block's NP parts are in flight at once depends on timing (a slow run
+ * under ASan has had one more than the warm-up saw). The pool holds as
+ * many receives as were ever in flight together, which is at most NP; an
+ * allocation per part or per block would add 50 or more.
  */
 #include <string.h>
 
@@ -79,8 +85,8 @@ int main(void)
            ROUNDS,
            (unsigned long long)kvs_e2e_stat(cp, "stream_pool_allocs"),
            (unsigned long long)kvs_e2e_stat(cd, "stream_pool_allocs"));
-    CHECK_EQ(kvs_e2e_stat(cp, "stream_pool_allocs"), warm_p);
-    CHECK_EQ(kvs_e2e_stat(cd, "stream_pool_allocs"), warm_d);
+    CHECK(kvs_e2e_stat(cp, "stream_pool_allocs") <= warm_p + NP);
+    CHECK(kvs_e2e_stat(cd, "stream_pool_allocs") <= warm_d + NP);
 
     kvs_client_destroy(cp);
     kvs_client_destroy(cd);
