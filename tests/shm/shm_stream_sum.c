@@ -78,10 +78,8 @@ static int get_block(kvs_client_t *c, const char *key, int b, uint8_t *tier)
 int main(void)
 {
     kvs_e2e_daemon_t P, D;
-    char psock[700], dsock[700], peers[128];
-    const char *pargs[] = {"--set=peer.secret=s3cret", NULL};
-    const char *dargs[] = {"--set=peer.secret=s3cret", peers,
-                           "--set=store.dram_mib=16",
+    char psock[700], dsock[700];
+    const char *dargs[] = {"--set=store.dram_mib=16",
                            "--set=store.compress_level=0", NULL};
     kvs_stream_block_t bl[2] = {{.buf = NULL}, {.buf = NULL}};
     kvs_client_t *cp, *cd, *nd;
@@ -101,10 +99,8 @@ int main(void)
         kvs_test_fill(src[b], BLK, 900 + (uint64_t)b);
     kvs_e2e_daemon_init(&D, "shm_stream_sum-d");
     kvs_e2e_daemon_init(&P, "shm_stream_sum-p");
-    shmtest_start(&P, psock, sizeof(psock), pargs);
-    snprintf(peers, sizeof(peers), "--set=peer.list=prefill=127.0.0.1:%u",
-             P.port);
-    shmtest_start(&D, dsock, sizeof(dsock), dargs);
+    shmtest_start_prefill(&P, psock, sizeof(psock));
+    shmtest_start_decode(&D, dsock, sizeof(dsock), &P, dargs);
     cp = shmtest_connect(&P, psock, "s", NULL);
     cd = shmtest_connect(&D, dsock, "s", NULL);
     CHECK_EQ(kvs_shm_status(cp), 0);
@@ -160,7 +156,7 @@ int main(void)
     kvs_client_destroy(nd);
     kvs_client_destroy(cd);
     kvs_e2e_daemon_stop(&D);
-    shmtest_start(&D, dsock, sizeof(dsock), dargs);
+    shmtest_start_decode(&D, dsock, sizeof(dsock), &P, dargs);
     nd = kvs_e2e_connect(&D, "s", NULL);
     corrupt0 = kvs_e2e_stat(nd, "corrupt_reads");
     CHECK_EQ(kvs_client_verify(nd, &checked, &bad), 0);
