@@ -176,11 +176,15 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
  * client can write over any block at any time, so the checksum is settled
  * now, before the block is visible, and a block overwritten later fails
  * its check when read back from disk instead of being served. */
-void kvs_put_seal(kvs_store_t *s, struct entry *e)
+void kvs_put_seal(kvs_store_t *s, struct entry *e, const uint64_t *known)
 {
-    e->data_xxh = s->cfg.dram_shared
-                      ? XXH3_64bits(ent_data(s, e), e->raw_len)
-                      : 0;
+    /* A checksum that came with the bytes (a peer's, kvs_store_put_seal_sum)
+     * is taken as settled: the bytes crossed a reliable link after it was
+     * computed, and a copy that differs fails its check when read back from
+     * disk, as one overwritten here would. */
+    e->data_xxh = !s->cfg.dram_shared ? 0
+                  : known             ? *known
+                                      : XXH3_64bits(ent_data(s, e), e->raw_len);
     kvs_dram_zero_tail(ent_data(s, e), e->raw_len);
 }
 
@@ -275,7 +279,7 @@ int kvs_store_put_batch(kvs_store_t *s, const kvs_put_args_t *args, size_t n,
                     memcpy(dst, a->parts[p].base, a->parts[p].len);
                 dst += a->parts[p].len;
             }
-            kvs_put_seal(s, e);
+            kvs_put_seal(s, e, NULL);
             cargs[nd] = a;
             pos[nd] = i;
             wstat[nd] = 0;

@@ -85,7 +85,8 @@ int kvs_store_put_part_done(kvs_store_t *s, kvs_put_stream_t *ps, uint32_t part)
     return 0;
 }
 
-int kvs_store_put_seal(kvs_store_t *s, kvs_put_stream_t *ps)
+/* Seals with the checksum known (known) or computed here. */
+static int put_seal(kvs_store_t *s, kvs_put_stream_t *ps, const uint64_t *known)
 {
     struct entry *e = ps->ref;
     int status = 0;
@@ -102,14 +103,21 @@ int kvs_store_put_seal(kvs_store_t *s, kvs_put_stream_t *ps)
     const kvs_put_args_t *ap = &a;
     uint32_t idx = eidx(s, e);
 
-    kvs_put_seal(s, e);
+    kvs_put_seal(s, e, known);
+    ps->has_xxh = s->cfg.dram_shared;
+    ps->data_xxh = e->data_xxh;
     ps->ref = NULL;
     kvs_put_commit(s, &ap, &idx, 1, &status);
     return status;
 }
 
-int kvs_store_put_seal_parts(kvs_store_t *s, kvs_put_stream_t *ps,
-                             const uint32_t *part_lens)
+int kvs_store_put_seal(kvs_store_t *s, kvs_put_stream_t *ps)
+{
+    return put_seal(s, ps, NULL);
+}
+
+int kvs_store_put_seal_sum(kvs_store_t *s, kvs_put_stream_t *ps,
+                           const uint32_t *part_lens, const uint64_t *sum)
 {
     struct entry *e = ps->ref;
 
@@ -118,7 +126,13 @@ int kvs_store_put_seal_parts(kvs_store_t *s, kvs_put_stream_t *ps,
     memcpy(part_table(e), part_lens, 4ull * e->nparts);
     for (uint32_t p = 0; p < ps->nparts; p++)
         (void)kvs_store_put_part_done(s, ps, p);
-    return kvs_store_put_seal(s, ps);
+    return put_seal(s, ps, sum);
+}
+
+int kvs_store_put_seal_parts(kvs_store_t *s, kvs_put_stream_t *ps,
+                             const uint32_t *part_lens)
+{
+    return kvs_store_put_seal_sum(s, ps, part_lens, NULL);
 }
 
 void kvs_store_put_abort(kvs_store_t *s, kvs_put_stream_t *ps)

@@ -214,6 +214,8 @@ typedef struct kvs_put_stream {
     uint32_t nparts;
     uint32_t ndone; /* parts done */
     uint32_t flags;
+    bool has_xxh;      /* after a seal in a shared arena: data_xxh is the */
+    uint64_t data_xxh; /* block's checksum (XXH3-64), settled at the seal */
     uint64_t done[KVS_PARTS_MAX / 64];
 } kvs_put_stream_t;
 
@@ -237,6 +239,14 @@ int kvs_store_put_seal(kvs_store_t *store, kvs_put_stream_t *stream);
  * as kvs_store_put_seal. */
 int kvs_store_put_seal_parts(kvs_store_t *store, kvs_put_stream_t *stream,
                              const uint32_t *part_lens);
+/* As put_seal_parts, but with the block's checksum known (sum, non-NULL:
+ * the XXH3-64 a peer settled when it sealed the same bytes, END's): in a
+ * shared arena it is taken as is instead of computed over the arena, and
+ * a copy that differs from it fails its check when read back from disk.
+ * NULL: computed, as put_seal_parts. In a private arena the checksum is
+ * the writer's either way (taken as the block goes to disk). */
+int kvs_store_put_seal_sum(kvs_store_t *store, kvs_put_stream_t *stream,
+                           const uint32_t *part_lens, const uint64_t *sum);
 void kvs_store_put_abort(kvs_store_t *store, kvs_put_stream_t *stream);
 
 /* What a get reports about a block. */
@@ -285,6 +295,8 @@ typedef struct kvs_view {
     uint8_t cls;               /* enum kvs_class of the block */
     uint8_t tier;              /* enum kvs_tier it was found in: NVMe
                                   when this pin read it from disk */
+    bool has_xxh;              /* shared arena: data_xxh is the checksum */
+    uint64_t data_xxh;         /* settled at the block's seal */
     void *ref;                 /* the store's handle; do not touch */
 } kvs_view_t;
 

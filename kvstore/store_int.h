@@ -566,7 +566,7 @@ int kvs_put_check(const kvs_store_t *s, const kvs_put_args_t *a, bool need_data,
  * admission declined the put, or an error. Caller holds lock. */
 int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
                            uint64_t total, struct entry **e_out);
-void kvs_put_seal(kvs_store_t *s, struct entry *e);
+void kvs_put_seal(kvs_store_t *s, struct entry *e, const uint64_t *known);
 /* Makes filled entries visible; status[k] is 0 on entry, the result after.
  * Takes the locks itself. */
 void kvs_put_commit(kvs_store_t *s, const kvs_put_args_t *const *args,

@@ -133,8 +133,13 @@ enum kvs_wire_op {
 /* SPUT_BEGIN, PUSH: after the part lengths, what an ordinary put carries
  * beyond class and flags: u64 ttl_ms, u64 group, u8 parent_len, parent. */
 #define KVS_WIRE_STREAM_META (1u << 2)
+/* END between daemons, status 0: len is the block's XXH3-64 as the sender
+ * settled it at its seal; the receiver seals its copy with it instead of
+ * checksumming the bytes again (docs/protocol.md 9.2). */
+#define KVS_WIRE_STREAM_SUM (1u << 3)
 #define KVS_WIRE_STREAM_KNOWN                                                  \
-    (KVS_WIRE_STREAM_PUSH | KVS_WIRE_STREAM_INPLACE | KVS_WIRE_STREAM_META)
+    (KVS_WIRE_STREAM_PUSH | KVS_WIRE_STREAM_INPLACE | KVS_WIRE_STREAM_META |   \
+     KVS_WIRE_STREAM_SUM)
 
 /*
  * The frame header as it lies on the wire (offsets in bytes):

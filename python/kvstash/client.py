@@ -686,15 +686,19 @@ class Client:
 
     def stream_put(self, key: Key, part_lens: Sequence[int], *,
                    cls: Class = Class.SCRATCH, flags: int = 0,
-                   push_peer: Optional[str] = None) -> "StreamPut":
-        """Begins a block of len(part_lens) parts, put part by part; see
+                   push_peer: Optional[str] = None,
+                   inplace: bool = False) -> "StreamPut":
+        """Begins a block of len(part_lens) parts, put part by part (with
+        inplace, written where buf() says and committed); see
         kvstash.stream.StreamPut."""
         from .stream import StreamPut
-        return StreamPut(self, key, part_lens, cls, flags, push_peer)
+        return StreamPut(self, key, part_lens, cls, flags, push_peer,
+                         inplace)
 
     def stream_fetch(self, peer: str, blocks: Sequence[Tuple[Key, Any]],
                      wait_ms: int = 0) -> "StreamFetch":
         """Asks this client's sidecar to fetch a chain from peer into the
-        given (key, buffer) pairs; see kvstash.stream.StreamFetch."""
+        given (key, buffer) pairs (buffer None: read in place with
+        data()); see kvstash.stream.StreamFetch."""
         from .stream import StreamFetch
         return StreamFetch(self, peer, blocks, wait_ms)

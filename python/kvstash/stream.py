@@ -10,6 +10,17 @@ vLLM's wait_for_layer_load. Parts land in the caller's buffers, written
 once by UCX. A block being put or fetched is invisible to match, get and
 exists until it is complete and sealed.
 
+In place (a Client attached to its sidecar's arena, kvstash.shm): a
+StreamPut begun with inplace=True hands out each part's bytes in the
+prefill sidecar's arena with buf(i), to be written and then commit(i)ed;
+a StreamFetch given None for a block's buffer reads it where it landed in
+the decode sidecar's arena with data(). Not attached, the same calls work
+on buffers of the library's. The memoryviews they return follow
+kvstash.shm's rules: valid until seal()/abort() (buf) or close() (data),
+which release them (BufferError while one is still exported); what is
+derived from them (slices, numpy or torch arrays) is not invalidated and
+must not be used after that.
+
 Both objects belong to the Client they were made with (same thread rules,
 calls serialised with the client's lock) and must be finished before the
 client is closed: seal() or abort() a StreamPut, close() a StreamFetch (or
@@ -19,16 +30,31 @@ to them until then, so the memory stays valid and unresized.
 from __future__ import annotations
 
 import ctypes
-from ctypes import byref, c_uint32, c_void_p
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence, Tuple
+from ctypes import byref, c_size_t, c_uint32, c_void_p
+from typing import (TYPE_CHECKING, Any, List, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 from . import _lib
 from ._buffer import Views
 from .enums import Class
 from .errors import check, error
+from .shm import _arena_view
 
 if TYPE_CHECKING:
     from .client import Client, Key
+
+
+def _release_all(mvs: List[memoryview]) -> List[memoryview]:
+    """Releases every memoryview of mvs (into the arena, given out by buf()
+    or data()) and returns []. BufferError while one is exported (those
+    before it are released): the caller leaves its put or fetch open."""
+    for mv in mvs:
+        try:
+            mv.release()
+        except BufferError:
+            raise BufferError("a memoryview of the stream's bytes is still "
+                              "exported; release it first") from None
+    return []
 
 
 class StreamInfo(NamedTuple):
@@ -46,28 +72,33 @@ class StreamPut:
     """One block put part by part: part() or part_nb() for each part in any
     order, then seal() to make it visible (and pushed, with push_peer).
 
+    In place (inplace=True): buf(i), write it, commit(i), for each part.
+
     Use Client.stream_put() to make one. As a context manager it aborts the
     block when left without seal() (on an exception, say).
     """
 
     def __init__(self, client: "Client", key: "Key",
                  part_lens: Sequence[int], cls: Class = Class.SCRATCH,
-                 flags: int = 0, push_peer: Optional[str] = None):
+                 flags: int = 0, push_peer: Optional[str] = None,
+                 inplace: bool = False):
         from .client import key_bytes
         self._client = client
         self._views = Views()
+        self._mvs: List[memoryview] = []
         self._key = key_bytes(key)
         self.part_lens = tuple(int(n) for n in part_lens)
         k = _lib.kvs_client_key_t(ctypes.cast(self._key, c_void_p),
                                   len(self._key))
         lens = (c_uint32 * max(1, len(self.part_lens)))(*self.part_lens)
         h = c_void_p()
+        begin = (client._c.kvs_stream_put_begin_inplace if inplace else
+                 client._c.kvs_stream_put_begin)
         with client._lock:
-            check(client._c.kvs_stream_put_begin(
-                client._handle(), byref(k), lens, len(self.part_lens),
-                int(cls), flags,
-                push_peer.encode() if push_peer is not None else None,
-                byref(h)), "stream_put_begin")
+            check(begin(client._handle(), byref(k), lens, len(self.part_lens),
+                        int(cls), flags,
+                        push_peer.encode() if push_peer is not None else None,
+                        byref(h)), "stream_put_begin")
         self._h: Optional[int] = h.value
 
     def _live(self) -> int:
@@ -95,11 +126,35 @@ class StreamPut:
                                                          addr, n),
                   "stream_put_part_nb")
 
+    def buf(self, i: int) -> memoryview:
+        """Where part i's bytes go (a put begun with inplace=True): a
+        writable memoryview, in the sidecar's arena when the client is
+        attached, else in a buffer of the library's. The first call waits
+        for the sidecar's answer to the begin (begin the next block before
+        writing this one and it is hidden). Write it, then commit(i)."""
+        addr, n = c_void_p(), c_size_t()
+        with self._client._lock:
+            check(self._client._c.kvs_stream_put_buf(self._live(), i,
+                                                     byref(addr), byref(n)),
+                  "stream_put_buf")
+        mv = _arena_view(addr.value or 0, n.value, True)
+        self._mvs.append(mv)
+        return mv
+
+    def commit(self, i: int) -> None:
+        """Part i's bytes are written (at buf(i)): the sidecar streams it
+        on. Returns once posted."""
+        with self._client._lock:
+            check(self._client._c.kvs_stream_put_commit(self._live(), i),
+                  "stream_put_commit")
+
     def seal(self) -> None:
         """Waits until the block is stored (and pushed), making it visible.
         Raises KvsError: KVS_EINCOMPLETE when parts are missing, or what
-        the begin or the push failed with."""
+        the begin or the push failed with; BufferError (nothing done) while
+        a memoryview from buf() is still exported."""
         h = self._live()
+        self._mvs = _release_all(self._mvs)
         with self._client._lock:
             ret = self._client._c.kvs_stream_put_seal(h)
         self._h = None
@@ -109,6 +164,7 @@ class StreamPut:
     def abort(self) -> None:
         """Drops the block. A no-op once sealed or aborted."""
         if self._h is not None:
+            self._mvs = _release_all(self._mvs)
             with self._client._lock:
                 self._client._c.kvs_stream_put_abort(self._h)
             self._h = None
@@ -122,7 +178,8 @@ class StreamPut:
 
 
 class StreamFetch:
-    """A chain of blocks fetched from a peer into the caller's buffers.
+    """A chain of blocks fetched from a peer into the caller's buffers
+    (None for a block: read in place with data()).
 
     Use Client.stream_fetch() to make one; close() it (or use it as a
     context manager) when done: that cancels what is still coming and
@@ -134,6 +191,7 @@ class StreamFetch:
         from .client import key_bytes
         self._client = client
         self._views = Views()
+        self._mvs: List[memoryview] = []
         n = len(blocks)
         self._keys = [key_bytes(k) for k, _ in blocks]
         arr = (_lib.kvs_stream_block_t * max(1, n))()
@@ -141,7 +199,9 @@ class StreamFetch:
             for i, (k, (_, buf)) in enumerate(zip(self._keys, blocks)):
                 arr[i].key.data = ctypes.cast(k, c_void_p)
                 arr[i].key.len = len(k)
-                arr[i].buf, arr[i].cap = self._views.add(buf, writable=True)
+                if buf is not None:
+                    arr[i].buf, arr[i].cap = self._views.add(buf,
+                                                             writable=True)
             h = c_void_p()
             with client._lock:
                 check(client._c.kvs_stream_fetch(client._handle(),
@@ -182,10 +242,29 @@ class StreamFetch:
         return StreamInfo(i.status, bool(i.complete), i.nparts, i.parts_in,
                           i.len, i.first_part_ns, i.complete_ns)
 
+    def data(self, block: int, part: Optional[int] = None) -> memoryview:
+        """Part `part` of a block given without a buffer (part=None: the
+        whole block, once complete), read-only, where it lies: in the
+        sidecar's arena when the client is attached (no copy), else in a
+        buffer of the library's. Raises KvsError: -EAGAIN when it is not in
+        yet (wait() first), or the block's error."""
+        addr, n = c_void_p(), c_size_t()
+        p = _lib.STREAM_BLOCK if part is None else part
+        with self._client._lock:
+            check(self._client._c.kvs_stream_data(self._live(), block, p,
+                                                  byref(addr), byref(n)),
+                  f"stream_data(block {block}, part {part})")
+        mv = _arena_view(addr.value or 0, n.value, False)
+        self._mvs.append(mv)
+        return mv
+
     def close(self) -> None:
         """Cancels what is still coming and frees the fetch; the buffers
-        are the caller's again when this returns. Idempotent."""
+        are the caller's again when this returns, and the memoryviews
+        data() gave are released (BufferError, nothing done, while one is
+        still exported). Idempotent."""
         if self._h is not None:
+            self._mvs = _release_all(self._mvs)
             with self._client._lock:
                 self._client._c.kvs_stream_fetch_destroy(self._h)
             self._h = None

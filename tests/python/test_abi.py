@@ -62,11 +62,7 @@ NOT_WRAPPED = {
     # Commits without waiting (kvstash/shm.h): the status word must stay
     # put until a later call fills it in; shm_commit() covers the request.
     "kvs_shm_commit_nb", "kvs_shm_flush",
-    # Streaming in place (kvstash/stream.h, 0.6): pointers into the
-    # sidecar's arena, for C callers (a GPU copy); not wrapped yet.
-    "kvs_stream_put_begin_inplace", "kvs_stream_put_buf",
-    "kvs_stream_put_commit", "kvs_stream_data",
-    # Its metadata form, for now C only too.
+    # Streaming in place's metadata form (kvstash/stream.h): C only.
     "kvs_stream_put_open",
 }
 

@@ -338,9 +338,7 @@ static void bad_wire(const kvs_e2e_daemon_t *P, const char *psock,
 int main(void)
 {
     kvs_e2e_daemon_t P, D;
-    char psock[700], dsock[700], peers[128];
-    const char *pargs[] = {"--set=peer.secret=s3cret", NULL};
-    const char *dargs[] = {"--set=peer.secret=s3cret", peers, NULL};
+    char psock[700], dsock[700];
     kvs_client_t *cp, *cd, *np, *nd;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -350,10 +348,8 @@ int main(void)
         kvs_test_fill(src[b], BLK, 500 + (uint64_t)b);
     kvs_e2e_daemon_init(&D, "shm_stream-d");
     kvs_e2e_daemon_init(&P, "shm_stream-p");
-    shmtest_start(&P, psock, sizeof(psock), pargs);
-    snprintf(peers, sizeof(peers), "--set=peer.list=prefill=127.0.0.1:%u",
-             P.port);
-    shmtest_start(&D, dsock, sizeof(dsock), dargs);
+    shmtest_start_prefill(&P, psock, sizeof(psock));
+    shmtest_start_decode(&D, dsock, sizeof(dsock), &P, NULL);
     {
         pid_t pid = victim_start(&P, psock);
 

@@ -21,10 +21,8 @@ static uint8_t src[NP * PART], buf[NP * PART];
 int main(void)
 {
     kvs_e2e_daemon_t P, D;
-    char psock[700], dsock[700], peers[128];
-    const char *pargs[] = {"--set=peer.secret=l3ase", NULL};
-    const char *dargs[] = {"--set=peer.secret=l3ase", peers,
-                           "--set=daemon.lease_default_ms=1000",
+    char psock[700], dsock[700];
+    const char *dargs[] = {"--set=daemon.lease_default_ms=1000",
                            "--set=daemon.lease_max_ms=2000", NULL};
     kvs_client_key_t k = {"leased", 6};
     kvs_stream_block_t bl = {.key = {"leased", 6}};
@@ -39,10 +37,8 @@ int main(void)
     setvbuf(stdout, NULL, _IOLBF, 0);
     kvs_e2e_daemon_init(&D, "shm_lease-d");
     kvs_e2e_daemon_init(&P, "shm_lease-p");
-    shmtest_start(&P, psock, sizeof(psock), pargs);
-    snprintf(peers, sizeof(peers), "--set=peer.list=prefill=127.0.0.1:%u",
-             P.port);
-    shmtest_start(&D, dsock, sizeof(dsock), dargs);
+    shmtest_start_prefill(&P, psock, sizeof(psock));
+    shmtest_start_decode(&D, dsock, sizeof(dsock), &P, dargs);
     cp = shmtest_connect(&P, psock, "s", NULL);
     cd = shmtest_connect(&D, dsock, "s", NULL);
     CHECK_EQ(kvs_shm_status(cd), 0);

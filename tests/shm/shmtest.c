@@ -7,6 +7,7 @@
 #include "kvstash/wire_shm.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -30,6 +31,30 @@ void shmtest_start(kvs_e2e_daemon_t *d, char *sock, size_t cap,
         args[n++] = extra[i];
     args[n] = NULL;
     kvs_e2e_daemon_start(d, args);
+}
+
+#define PEER_SECRET "--set=peer.secret=shm-s3cret"
+
+void shmtest_start_prefill(kvs_e2e_daemon_t *P, char *sock, size_t cap)
+{
+    const char *const args[] = {PEER_SECRET, NULL};
+
+    shmtest_start(P, sock, cap, args);
+}
+
+void shmtest_start_decode(kvs_e2e_daemon_t *D, char *sock, size_t cap,
+                          const kvs_e2e_daemon_t *P, const char *const *extra)
+{
+    static char peers[128];
+    const char *args[15] = {PEER_SECRET, peers};
+    int n = 2;
+
+    snprintf(peers, sizeof(peers), "--set=peer.list=prefill=127.0.0.1:%u",
+             P->port);
+    for (int i = 0; extra && extra[i] && n < 14; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    shmtest_start(D, sock, cap, args);
 }
 
 int shmtest_try_connect(const kvs_e2e_daemon_t *d, const char *sock,

@@ -14,6 +14,14 @@
  * --set arguments (NULL-terminated, may be NULL). */
 void shmtest_start(kvs_e2e_daemon_t *d, char *sock, size_t cap,
                    const char *const *extra);
+/* A prefill/decode pair for the stream tests: P started with its shm
+ * socket and a peer secret; D (which may be started again on the same
+ * data) with its socket, the same secret, P as peer "prefill", and extra
+ * (NULL-terminated, may be NULL). */
+void shmtest_start_prefill(kvs_e2e_daemon_t *P, char *sock, size_t cap);
+void shmtest_start_decode(kvs_e2e_daemon_t *D, char *sock, size_t cap,
+                          const kvs_e2e_daemon_t *P,
+                          const char *const *extra);
 /* A client that maps the arena when the daemon allows it. */
 int shmtest_try_connect(const kvs_e2e_daemon_t *d, const char *sock,
                         const char *ns, const char *token,

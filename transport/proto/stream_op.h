@@ -37,6 +37,7 @@
 #define KVS_SMSG_F_PUSH KVS_WIRE_STREAM_PUSH /* SPUT_BEGIN: a peer follows */
 #define KVS_SMSG_F_INPLACE KVS_WIRE_STREAM_INPLACE /* in the shared arena */
 #define KVS_SMSG_F_META KVS_WIRE_STREAM_META /* parent, TTL, group follow */
+#define KVS_SMSG_F_SUM KVS_WIRE_STREAM_SUM   /* END: len is the checksum */
 
 /* One stream opcode, flat: the header's opcode, req_id and status with the
  * body's fixed fields; body is the string and the rest, back to back. */

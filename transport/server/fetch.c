@@ -102,7 +102,8 @@ void kvs_fetch_blk_try_finish(kvs_srvstream_t *st, fetch_t *f, uint32_t i)
 
         /* The part table is rewritten from the daemon's lengths: a client
          * reading in place maps the arena and could have written it. */
-        ret = kvs_store_put_seal_parts(st->store, &b->ps, b->lens);
+        ret = kvs_store_put_seal_sum(st->store, &b->ps, b->lens,
+                                     b->has_sum ? &b->sum : NULL);
         if (ret == 0)
             st->blocks_sealed++;
         if (ret == 0 && f->inplace && f->conn)
@@ -125,6 +126,15 @@ void kvs_fetch_blk_try_finish(kvs_srvstream_t *st, fetch_t *f, uint32_t i)
     if (f->push)
         kvs_srvstream_send_end(st, kvs_srvstream_link_ep(f->link), f->cid, 0,
                                ret);
+}
+
+void kvs_fetch_blk_remote_end(dblk_t *b, const kvs_smsg_t *m)
+{
+    b->remote_end = true;
+    if (m->flags & KVS_SMSG_F_SUM) {
+        b->has_sum = true;
+        b->sum = m->len;
+    }
 }
 
 void kvs_fetch_blk_fail(kvs_srvstream_t *st, fetch_t *f, uint32_t i, int status)

@@ -396,7 +396,7 @@ ucs_status_t kvs_peer_msg(kvs_srvstream_t *st, link_t *l, const kvs_smsg_t *m,
                 if (m->status)
                     kvs_fetch_blk_fail(st, f, m->block, m->status);
                 else
-                    f->blk[m->block].remote_end = true;
+                    kvs_fetch_blk_remote_end(&f->blk[m->block], m);
                 kvs_fetch_blk_try_finish(st, f, m->block);
             }
             kvs_fetch_free_if_done(st, f);
@@ -406,7 +406,7 @@ ucs_status_t kvs_peer_msg(kvs_srvstream_t *st, link_t *l, const kvs_smsg_t *m,
             if (m->status)
                 kvs_fetch_blk_fail(st, f, 0, m->status);
             else
-                f->blk[0].remote_end = true;
+                kvs_fetch_blk_remote_end(&f->blk[0], m);
             kvs_fetch_blk_try_finish(st, f, 0);
             kvs_fetch_free_if_done(st, f);
             return UCS_OK;

@@ -31,9 +31,25 @@ void kvs_source_end(kvs_srvstream_t *st, src_t *s, int status)
     if (s->ended)
         return;
     s->ended = true;
-    if (s->began || status)
+    if (s->has_view && s->view.has_xxh) {
+        s->has_sum = true;
+        s->sum = s->view.data_xxh;
+    }
+    if ((s->began || status) && !status && s->has_sum) {
+        /* The checksum this daemon settled at the seal goes with END, so
+         * the receiver need not read the block again to settle its own. */
+        kvs_smsg_t m = {.op = KVS_OP_END,
+                        .flags = KVS_SMSG_F_SUM,
+                        .id = s->id,
+                        .block = s->block,
+                        .len = s->sum};
+
+        kvs_srvstream_send(st, kvs_srvstream_link_ep(s->link), &m, NULL, 0,
+                           NULL, 0, NULL, NULL, NULL);
+    } else if (s->began || status) {
         kvs_srvstream_send_end(st, kvs_srvstream_link_ep(s->link), s->id,
                                s->block, status);
+    }
     if (status)
         st->blocks_failed++;
     kvs_source_free_if_idle(st, s);

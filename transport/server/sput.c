@@ -113,6 +113,8 @@ void kvs_sput_maybe_finish(kvs_srvstream_t *st, sput_t *p)
             if (s->put != p)
                 continue;
             s->put = NULL;
+            s->has_sum = ret == 0 && p->ps.has_xxh;
+            s->sum = p->ps.data_xxh;
             kvs_source_end(st, s, ret);
         }
         kvs_sput_reply(st, p);

@@ -111,6 +111,8 @@ typedef struct src {
     uint64_t deadline_ns; /* waiting for the block to begin */
     uint64_t read_ns;     /* when its disk read was last asked */
     uint32_t inflight;
+    bool has_sum; /* the block's checksum, settled at its seal here: */
+    uint64_t sum; /* END carries it (KVS_SMSG_F_SUM) */
 } src_t;
 
 struct sput {
@@ -156,6 +158,8 @@ typedef struct dblk {
     uint32_t ngot;
     uint32_t inflight;
     bool remote_end;
+    bool has_sum; /* the sender's END carried the block's checksum */
+    uint64_t sum;
     int status;
     bool told;
     kvs_view_t view; /* in place: the sealed block, held for the client */
@@ -313,6 +317,9 @@ ucs_status_t kvs_sput_part(kvs_srvstream_t *st, kvs_conn_t *conn,
 /* fetch.c: blocks received from a link. */
 void kvs_fetch_free_if_done(kvs_srvstream_t *st, fetch_t *f);
 void kvs_fetch_blk_try_finish(kvs_srvstream_t *st, fetch_t *f, uint32_t i);
+/* The sender's END 0 for block b: it is complete there; END's checksum
+ * (KVS_SMSG_F_SUM), when it carries one, is kept for the seal. */
+void kvs_fetch_blk_remote_end(dblk_t *b, const kvs_smsg_t *m);
 void kvs_fetch_blk_fail(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
                         int status);
 void kvs_fetch_part_landed(kvs_srvstream_t *st, fetch_t *f, uint32_t i,
