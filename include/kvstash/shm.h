@@ -120,6 +120,28 @@ KVS_API int kvs_shm_put(kvs_client_t *client, const void *key,
                         uint32_t key_len, const void *buf, size_t len,
                         uint32_t flags);
 
+/* Batches (libkvstash 0.7): n blocks, each copied once, with up to 8
+ * requests posted ahead so that the daemon answers block i+1 while this
+ * thread copies block i (one request at a time, each copy waits a round
+ * trip, and on a VM the wake-up of the daemon's thread). Each item's
+ * status is set; the return is 0 when all succeeded, else the first
+ * failing item's status, or the connection's failure. Without a mapping
+ * they are kvs_client_get_batch(client, items, n, 0) and
+ * kvs_client_put_batch().
+ *
+ * get: items[i].buf receives the block (cap bytes; -ENOBUFS, with len
+ * set, when it does not fit), part_lens (optional) its part lengths;
+ * items[i].mr is not used. A copy that ended after its lease is made
+ * again, as kvs_shm_get does.
+ *
+ * put: each item's parts are copied back to back into its reservation,
+ * which is committed without waiting; the call returns once every commit
+ * is answered (each block visible when its status is 0). */
+KVS_API int kvs_shm_get_batch(kvs_client_t *client, kvs_client_get_t *items,
+                              size_t n);
+KVS_API int kvs_shm_put_batch(kvs_client_t *client, kvs_client_put_t *items,
+                              size_t n);
+
 #ifdef __cplusplus
 }
 #endif

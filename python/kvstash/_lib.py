@@ -246,6 +246,8 @@ _PROTOS = {
                             _P(c_size_t)]),
     "kvs_shm_put": (c_int, [c_void_p, c_void_p, c_uint32, c_void_p, c_size_t,
                             c_uint32]),
+    "kvs_shm_get_batch": (c_int, [c_void_p, _P(kvs_client_get_t), c_size_t]),
+    "kvs_shm_put_batch": (c_int, [c_void_p, _P(kvs_client_put_t), c_size_t]),
 }
 
 

@@ -282,6 +282,9 @@ class Client:
     def put_batch(self, items: Sequence[PutItem]) -> None:
         """Stores several blocks in as few frames as the limits allow.
 
+        With the arena mapped (shm_socket=), each block is copied once into
+        its reservation in C, up to 8 reservations requested ahead.
+
         Sets each item's status; raises KvsError (its statuses say which
         blocks failed) unless every block was stored.
         """
@@ -312,7 +315,9 @@ class Client:
                 arr[i].ttl_ms = it.ttl_ms
                 arr[i].group = it.group
             with self._lock:
-                ret = self._c.kvs_client_put_batch(self._handle(), arr, n)
+                # In place when the arena is mapped, requests posted ahead
+                # of the copies; else (and as its fallback) over UCX.
+                ret = self._c.kvs_shm_put_batch(self._handle(), arr, n)
         statuses = [arr[i].status for i in range(n)]
         for it, st in zip(items, statuses):
             it.status = st
@@ -361,6 +366,9 @@ class Client:
                   ) -> List[GetResult]:
         """Fetches keys[i] into bufs[i] (writable buffers or CPU tensors).
 
+        With the arena mapped (shm_socket=) and no lease_id, each block is
+        copied once out of the arena in C, up to 8 views requested ahead.
+
         lease_id (from match(lease=True)) holds the blocks until this call,
         which ends the lease. With part_lens, each result also has its
         parts' lengths. Missing blocks come back with status KVS_ENOTFOUND
@@ -385,8 +393,11 @@ class Client:
                     arr[i].part_lens = pl
                     arr[i].part_cap = _lib.PARTS_MAX
             with self._lock:
-                ret = self._c.kvs_client_get_batch(self._handle(), arr, n,
-                                                   lease_id)
+                if lease_id:
+                    ret = self._c.kvs_client_get_batch(self._handle(), arr,
+                                                       n, lease_id)
+                else:  # from the mapped arena, else over UCX
+                    ret = self._c.kvs_shm_get_batch(self._handle(), arr, n)
         out = []
         for i in range(n):
             g = arr[i]

@@ -179,3 +179,26 @@ def test_an_expired_lease_says_so(sc):
         with sc.shm_view("x", lease_ms=20) as v2:
             time.sleep(0.2)
     assert e.value.status == Status.EEXPIRED and not v2.open
+
+
+def test_batches_go_through_the_arena(sc, plain):
+    # put_batch and get_batch of an attached client use kvs_shm_put_batch
+    # and kvs_shm_get_batch: the daemon counts the commits as shm ones,
+    # and the bytes agree with what a client over UCX reads.
+    before = sc.stat()
+    blocks = [(_payload(50_000 + 999 * i, i), _payload(3_000 + i, 100 + i))
+              for i in range(12)]
+    items = [kvstash.PutItem(f"b{i}", list(p)) for i, p in enumerate(blocks)]
+    sc.put_batch(items)
+    assert all(it.status == 0 for it in items)
+    keys = [f"b{i}" for i in range(12)] + ["absent"]
+    bufs = [bytearray(70_000) for _ in keys]
+    res = sc.get_batch(keys, bufs, part_lens=True)
+    after = sc.stat()
+    assert after["shm_commits"] - before["shm_commits"] == 12
+    assert res[-1].status == Status.ENOTFOUND
+    for i, (a, b) in enumerate(blocks):
+        assert res[i].status == 0
+        assert res[i].part_lens == (len(a), len(b))
+        assert bytes(bufs[i][:res[i].length]) == a + b
+        assert plain.get(f"b{i}") == a + b

@@ -7,6 +7,15 @@
  *   shm-get-1MiB   a leased view, one copy into the client's buffer,
  *                  release, over N distinct blocks;
  *   shm-view-1MiB  a leased view and its release, no copy: us per block.
+ *   shm-put-1MiB-batch16, shm-get-1MiB-batch16
+ *                  the same through kvs_shm_put_batch / kvs_shm_get_batch,
+ *                  16 blocks a call (requests posted ahead of the copies);
+ *   shm-copy-into-arena-1MiB, shm-copy-from-arena-1MiB
+ *                  the ceiling of the two above on this machine: the bare
+ *                  memcpy into reserved and out of viewed arena blocks,
+ *                  with no request at all, against the same limits (the
+ *                  arena's pages, 4 KiB shmem where the kernel gives no
+ *                  huge pages to shmem, copy slower than the limit's).
  *
  * The limit of the first two is one thread's memcpy of 1 MiB, in this
  * process, between one buffer and N distinct 1 MiB buffers (as cold as
@@ -193,6 +202,114 @@ static double view_us(kvs_client_t *c, unsigned n, double seconds)
     return (t - t0) * 1e6 / (double)views;
 }
 
+#define BATCH 16u
+
+/* kvs_shm_put_batch of BATCH blocks a call, each from src. */
+static double put_batch_rate(kvs_client_t *c, const uint8_t *src, unsigned n,
+                             double seconds)
+{
+    kvs_iov_t part = {src, MIB};
+    kvs_client_put_t items[BATCH];
+    char keys[BATCH][32];
+    double t0 = bench_now(), t;
+    uint64_t bytes = 0;
+    unsigned i = 0;
+    int ret;
+
+    do {
+        memset(items, 0, sizeof(items));
+        for (unsigned k = 0; k < BATCH; k++, i++) {
+            key_of(keys[k], sizeof(keys[k]), "p", i % n);
+            items[k].key.data = keys[k];
+            items[k].key.len = (uint32_t)strlen(keys[k]);
+            items[k].parts = &part;
+            items[k].nparts = 1;
+        }
+        ret = kvs_shm_put_batch(c, items, BATCH);
+        if (ret)
+            die("put batch", ret);
+        bytes += (uint64_t)BATCH * MIB;
+        t = bench_now();
+    } while (t - t0 < seconds);
+    return (double)bytes / (t - t0) / 1e6;
+}
+
+/* kvs_shm_get_batch of BATCH blocks a call, each into dst. */
+static double get_batch_rate(kvs_client_t *c, uint8_t *dst, unsigned n,
+                             double seconds)
+{
+    kvs_client_get_t items[BATCH];
+    char keys[BATCH][32];
+    double t0 = bench_now(), t;
+    uint64_t bytes = 0;
+    unsigned i = 0;
+    int ret;
+
+    do {
+        memset(items, 0, sizeof(items));
+        for (unsigned k = 0; k < BATCH; k++, i++) {
+            key_of(keys[k], sizeof(keys[k]), "g", i % n);
+            items[k].key.data = keys[k];
+            items[k].key.len = (uint32_t)strlen(keys[k]);
+            items[k].buf = dst;
+            items[k].cap = MIB;
+        }
+        ret = kvs_shm_get_batch(c, items, BATCH);
+        if (ret)
+            die("get batch", ret);
+        for (unsigned k = 0; k < BATCH; k++)
+            bytes += items[k].len;
+        t = bench_now();
+    } while (t - t0 < seconds);
+    return (double)bytes / (t - t0) / 1e6;
+}
+
+/* The ceiling: memcpy of 1 MiB into n reserved (to_arena) or out of n
+ * viewed arena blocks, the requests made before the clock starts. */
+static double arena_copy_rate(kvs_client_t *c, uint8_t *one, unsigned n,
+                              bool to_arena, double seconds)
+{
+    kvs_shm_block_t *b = calloc(n, sizeof(*b));
+    double t0, t;
+    uint64_t bytes = 0;
+    unsigned i = 0;
+    char key[32];
+    int ret;
+
+    if (!b)
+        die("copy ceiling", -ENOMEM);
+    for (unsigned k = 0; k < n; k++) {
+        if (to_arena) {
+            reserve_or_die(c, k, n, &b[k]);
+            continue;
+        }
+        key_of(key, sizeof(key), "g", k);
+        ret = kvs_shm_view(c, key, (uint32_t)strlen(key), 60000, NULL, 0,
+                           &b[k]);
+        if (ret)
+            die("view", ret);
+    }
+    t0 = bench_now();
+    do {
+        kvs_shm_block_t *x = &b[i++ % n];
+
+        if (to_arena)
+            memcpy(x->data, one, MIB);
+        else
+            memcpy(one, x->data, MIB);
+        bytes += MIB;
+        t = bench_now();
+    } while (t - t0 < seconds);
+    for (unsigned k = 0; k < n; k++) {
+        ret = to_arena ? kvs_shm_abort(c, b[k].id)
+                       : kvs_shm_release(c, b[k].id);
+        if (ret)
+            die(to_arena ? "abort" : "release", ret);
+    }
+    free(b);
+    return (double)bytes / (t - t0) / 1e6;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -215,6 +332,8 @@ static void run(const shm_opts_t *o, uint16_t port, const char *sock)
     double sput[BENCH_ROUNDS_MAX];
     double lput[BENCH_ROUNDS_MAX], lget[BENCH_ROUNDS_MAX];
     double view[BENCH_ROUNDS_MAX];
+    double bput[BENCH_ROUNDS_MAX], bget[BENCH_ROUNDS_MAX];
+    double cput[BENCH_ROUNDS_MAX], cget[BENCH_ROUNDS_MAX];
     size_t many_len = (size_t)o->blocks * MIB;
     uint8_t *one = bench_alloc_huge(MIB), *many = bench_alloc_huge(many_len);
     kvs_client_t *c;
@@ -247,6 +366,11 @@ static void run(const shm_opts_t *o, uint16_t port, const char *sock)
                 sput[r] = put_rate(c, one, o->blocks, false, o->seconds);
                 get[r] = get_rate(c, one, o->blocks, o->seconds);
                 view[r] = view_us(c, o->blocks, o->seconds);
+                bput[r] = put_batch_rate(c, one, o->blocks, o->seconds);
+                bget[r] = get_batch_rate(c, one, o->blocks, o->seconds);
+                cput[r] = arena_copy_rate(c, one, o->blocks, true, o->seconds);
+                cget[r] =
+                    arena_copy_rate(c, one, o->blocks, false, o->seconds);
             }
         }
     }
@@ -264,6 +388,25 @@ static void run(const shm_opts_t *o, uint16_t port, const char *sock)
              "memcpy of 1 MiB from %u buffers; target ratio >= 0.9",
              o->blocks, o->blocks);
     bench_report_rounds("shm-get-1MiB", o->rounds, get, lget, what);
+    snprintf(what, sizeof(what),
+             "kvs_shm_put_batch, %u blocks a call (reserves posted ahead, "
+             "commits not waited for until the call's end), %u keys; the "
+             "limits of shm-put-1MiB; target ratio >= 0.9",
+             BATCH, o->blocks);
+    bench_report_rounds("shm-put-1MiB-batch16", o->rounds, bput, lput, what);
+    snprintf(what, sizeof(what),
+             "kvs_shm_get_batch, %u blocks a call (views posted ahead), %u "
+             "blocks; the limits of shm-get-1MiB; target ratio >= 0.9",
+             BATCH, o->blocks);
+    bench_report_rounds("shm-get-1MiB-batch16", o->rounds, bget, lget, what);
+    bench_report_rounds("shm-copy-into-arena-1MiB", o->rounds, cput, lput,
+                        "the ceiling of the puts: memcpy of 1 MiB into "
+                        "reserved arena blocks, no request timed; the "
+                        "limits of shm-put-1MiB");
+    bench_report_rounds("shm-copy-from-arena-1MiB", o->rounds, cget, lget,
+                        "the ceiling of the gets: memcpy of 1 MiB out of "
+                        "viewed arena blocks, no request timed; the limits "
+                        "of shm-get-1MiB");
     qsort(view, o->rounds, sizeof(*view), cmp_double);
     bench_figure("shm-view-1MiB", view[o->rounds / 2], "us", -1,
                  "median of rounds: one leased view and its release, no "

@@ -99,14 +99,19 @@ static int recv_one(kvs_client_t *c, struct kvs_client_shm *sh,
                             .msg_iovlen = 1,
                             .msg_control = cbuf,
                             .msg_controllen = sizeof(cbuf)};
-        ssize_t n;
-        int ret = wait_readable(c, sh->fd);
+        /* A reply to a request posted ahead is usually there already:
+         * try before waiting (a poll is a syscall, microseconds on a VM). */
+        ssize_t n = recvmsg(sh->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        int ret;
 
-        if (ret)
-            return ret == -ETIMEDOUT ? ret : KVS_EPEER;
-        n = recvmsg(sh->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && errno == EAGAIN) {
+            ret = wait_readable(c, sh->fd);
+            if (ret)
+                return ret == -ETIMEDOUT ? ret : KVS_EPEER;
+            continue;
+        }
         if (n <= 0 || (mh.msg_flags & MSG_TRUNC))
             return KVS_EPEER;
         for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm;
@@ -330,39 +335,52 @@ static void *in_map(const struct kvs_client_shm *sh, uint64_t off,
     return sh->base + off;
 }
 
-KVS_API int kvs_shm_reserve(kvs_client_t *c, const kvs_client_put_t *put,
-                            kvs_shm_block_t *out)
+/* A RESERVE request for put into q (its part lengths in sh->lens, which
+ * stay valid until q is posted). */
+static int reserve_msg(struct kvs_client_shm *sh, const kvs_client_put_t *put,
+                       kvs_wire_shm_msg_t *q)
 {
-    struct kvs_client_shm *sh = c->shm;
-    kvs_wire_shm_msg_t q = {0}, r;
-    void *p;
     int ret;
 
-    if (!sh)
-        return -EOPNOTSUPP;
-    if (!put || !out || !put->parts || put->nparts == 0 ||
-        put->nparts > KVS_PARTS_MAX)
+    if (!put->parts || put->nparts == 0 || put->nparts > KVS_PARTS_MAX)
         return -EINVAL;
     for (uint32_t i = 0; i < put->nparts; i++) {
         if (put->parts[i].len > UINT32_MAX)
             return KVS_ETOOBIG;
         sh->lens[i] = (uint32_t)put->parts[i].len;
     }
-    q.hdr.opcode = KVS_OP_SHM_RESERVE;
-    q.hdr.count = put->nparts;
-    q.u.reserve.key.data = put->key.data;
-    q.u.reserve.key.len = put->key.len;
-    q.u.reserve.parent.data = put->parent.data;
-    q.u.reserve.parent.len = put->parent.len;
-    q.u.reserve.cls = put->cls;
-    q.u.reserve.elem_size = put->elem_size;
-    q.u.reserve.flags = put->flags;
-    q.u.reserve.ttl_ms = put->ttl_ms;
-    q.u.reserve.group = put->group;
-    q.u.reserve.part_lens = sh->lens;
-    ret = kvs_wire_shm_encode(&q, sh->tx, sizeof(sh->tx), &(size_t){0});
+    memset(q, 0, sizeof(*q));
+    q->hdr.opcode = KVS_OP_SHM_RESERVE;
+    q->hdr.count = put->nparts;
+    q->u.reserve.key.data = put->key.data;
+    q->u.reserve.key.len = put->key.len;
+    q->u.reserve.parent.data = put->parent.data;
+    q->u.reserve.parent.len = put->parent.len;
+    q->u.reserve.cls = put->cls;
+    q->u.reserve.elem_size = put->elem_size;
+    q->u.reserve.flags = put->flags;
+    q->u.reserve.ttl_ms = put->ttl_ms;
+    q->u.reserve.group = put->group;
+    q->u.reserve.part_lens = sh->lens;
+    ret = kvs_wire_shm_encode(q, sh->tx, sizeof(sh->tx), &(size_t){0});
+    return ret == -EINVAL ? KVS_ETOOBIG : ret;
+}
+
+KVS_API int kvs_shm_reserve(kvs_client_t *c, const kvs_client_put_t *put,
+                            kvs_shm_block_t *out)
+{
+    struct kvs_client_shm *sh = c->shm;
+    kvs_wire_shm_msg_t q, r;
+    void *p;
+    int ret;
+
+    if (!sh)
+        return -EOPNOTSUPP;
+    if (!put || !out)
+        return -EINVAL;
+    ret = reserve_msg(sh, put, &q);
     if (ret)
-        return ret == -EINVAL ? KVS_ETOOBIG : ret;
+        return ret;
     ret = roundtrip(c, sh, &q, &r, NULL);
     if (ret)
         return ret;
@@ -526,4 +544,232 @@ KVS_API int kvs_shm_put(kvs_client_t *c, const void *key, uint32_t key_len,
         return ret;
     memcpy(b.data, buf, len);
     return kvs_shm_commit(c, b.id);
+}
+
+/* ---- batches: requests posted ahead of the copies -------------------
+ *
+ * One request at a time leaves both sides idle in turn: the daemon's
+ * thread sleeps while the caller copies a block, and the caller waits a
+ * round trip (and, on a VM, the thread's wake-up) before each copy. The
+ * batch calls keep up to BATCH_AHEAD requests posted, so the daemon
+ * answers block i+1 while the caller copies block i. Their replies come
+ * in order among those of requests posted without waiting (pend), so
+ * each reply is either the oldest of ours or settles the oldest of pend;
+ * anything else is a protocol error. */
+#define BATCH_AHEAD 8u
+
+/* Posts q and returns its req_id in *id (0 on failure). */
+static int post_ahead(struct kvs_client_shm *sh, kvs_wire_shm_msg_t *q,
+                      uint64_t *id)
+{
+    int ret = post(sh, q);
+
+    *id = ret ? 0 : q->hdr.req_id;
+    return ret == KVS_EPEER ? fail_pending(sh, ret) : ret;
+}
+
+/* Receives replies until the one to req_id, settling pend's on the way. */
+static int recv_ahead(kvs_client_t *c, struct kvs_client_shm *sh,
+                      uint64_t req_id, uint8_t opcode, kvs_wire_shm_msg_t *r)
+{
+    for (;;) {
+        int ret = recv_one(c, sh, r, NULL);
+
+        if (ret)
+            return fail_pending(sh, ret);
+        if (r->hdr.req_id == req_id)
+            return r->hdr.opcode == opcode ? 0 : fail_pending(sh, KVS_EPROTO);
+        if (!sh->npend || sh->pend[sh->phead].req_id != r->hdr.req_id)
+            return fail_pending(sh, KVS_EPROTO);
+        settle(sh, r);
+    }
+}
+
+/* Room in pend for what a batch posts without waiting (one per block, its
+ * reply read before the next block's): the ring and our socket's receive
+ * buffer then never hold more than PEND_MAX. */
+static int batch_room(kvs_client_t *c)
+{
+    return c->shm->npend + 2 * BATCH_AHEAD + 1 > PEND_MAX ? kvs_shm_flush(c)
+                                                          : 0;
+}
+
+/* One viewed block into its item: copy, part lengths, release. Returns
+ * KVS_EEXPIRED when the copy ended after the lease (to be done again). */
+static int view_into(kvs_client_t *c, const kvs_wire_shm_msg_t *r,
+                     kvs_client_get_t *it)
+{
+    struct kvs_client_shm *sh = c->shm;
+    kvs_wire_shm_msg_t q = {0};
+    void *p = in_map(sh, r->u.block.off, r->u.block.len);
+    int ret = 0;
+
+    q.hdr.opcode = KVS_OP_SHM_RELEASE;
+    q.u.id.id = r->u.block.id;
+    it->len = r->u.block.len;
+    it->nparts = r->hdr.count;
+    it->tier = r->u.block.tier;
+    it->cls = r->u.block.cls;
+    if (!p)
+        ret = KVS_EPROTO;
+    else if (r->u.block.len > it->cap ||
+             (it->part_lens && r->hdr.count > it->part_cap))
+        ret = -ENOBUFS;
+    if (!ret) {
+        if (it->part_lens)
+            memcpy(it->part_lens, r->u.block.part_lens, 4ull * r->hdr.count);
+        memcpy(it->buf, p, r->u.block.len);
+        /* The copy is complete before the clock is read. */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (kvs_clock_mono_ns() >= r->u.block.expiry_ns)
+            ret = KVS_EEXPIRED;
+    }
+    it->status = ret;
+    /* Room was made by batch_room; its reply is settled by recv_ahead. */
+    return post_async(c, sh, &q, NULL) ? KVS_EPEER : ret;
+}
+
+KVS_API int kvs_shm_get_batch(kvs_client_t *c, kvs_client_get_t *items,
+                              size_t n)
+{
+    struct kvs_client_shm *sh = c->shm;
+    uint64_t ids[BATCH_AHEAD];
+    size_t posted = 0, done = 0;
+    int ret;
+
+    if (!sh)
+        return kvs_client_get_batch(c, items, n, 0);
+    if (n && !items)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].key.data || items[i].key.len == 0 ||
+            items[i].key.len > KVS_KEY_MAX || (!items[i].buf && items[i].cap))
+            return -EINVAL;
+        items[i].status = 1;
+    }
+    ret = batch_room(c);
+    while (!ret && done < n) {
+        kvs_wire_shm_msg_t r;
+
+        while (posted < n && posted - done < BATCH_AHEAD) {
+            kvs_wire_shm_msg_t q = {0};
+
+            q.hdr.opcode = KVS_OP_SHM_VIEW;
+            q.u.view.key.data = items[posted].key.data;
+            q.u.view.key.len = items[posted].key.len;
+            ret = post_ahead(sh, &q, &ids[posted % BATCH_AHEAD]);
+            if (ret)
+                break;
+            posted++;
+        }
+        if (ret || (ret = recv_ahead(c, sh, ids[done % BATCH_AHEAD],
+                                     KVS_OP_SHM_VIEW, &r)))
+            break;
+        if (r.hdr.status)
+            items[done].status = r.hdr.status;
+        else if (view_into(c, &r, &items[done]) == KVS_EPEER)
+            ret = KVS_EPEER;
+        done++;
+    }
+    /* What the connection's failure left unanswered fails with it; the
+     * views answered after the posts that failed cannot be read. */
+    for (size_t i = done; i < n; i++)
+        items[i].status = ret ? ret : KVS_EPROTO;
+    if (ret)
+        return ret;
+    /* A copy that outlasted its lease is done again, one at a time. */
+    for (size_t i = 0; i < n; i++)
+        for (int t = 0; t < GET_TRIES && items[i].status == KVS_EEXPIRED;
+             t++) {
+            kvs_wire_shm_msg_t q = {0}, r;
+
+            q.hdr.opcode = KVS_OP_SHM_VIEW;
+            q.u.view.key.data = items[i].key.data;
+            q.u.view.key.len = items[i].key.len;
+            ret = batch_room(c);
+            if (!ret)
+                ret = roundtrip(c, sh, &q, &r, NULL);
+            if (ret)
+                items[i].status = ret;
+            else if (view_into(c, &r, &items[i]) == KVS_EPEER)
+                return KVS_EPEER;
+        }
+    for (size_t i = 0; i < n; i++)
+        if (items[i].status)
+            return items[i].status;
+    return 0;
+}
+
+KVS_API int kvs_shm_put_batch(kvs_client_t *c, kvs_client_put_t *items,
+                              size_t n)
+{
+    struct kvs_client_shm *sh = c->shm;
+    uint64_t ids[BATCH_AHEAD];
+    size_t posted = 0, done = 0;
+    int ret;
+
+    if (!sh)
+        return kvs_client_put_batch(c, items, n);
+    if (n && !items)
+        return -EINVAL;
+    ret = batch_room(c);
+    while (!ret && done < n) {
+        kvs_client_put_t *it = &items[done];
+        kvs_wire_shm_msg_t r, q = {0};
+        uint64_t len = 0;
+        uint8_t *p;
+
+        while (posted < n && posted - done < BATCH_AHEAD) {
+            /* A put the request cannot carry fails alone. */
+            ids[posted % BATCH_AHEAD] = 0;
+            items[posted].status = reserve_msg(sh, &items[posted], &q);
+            if (!items[posted].status &&
+                (ret = post_ahead(sh, &q, &ids[posted % BATCH_AHEAD])))
+                break;
+            posted++;
+        }
+        if (ret)
+            break;
+        if (!ids[done % BATCH_AHEAD]) {
+            done++;
+            continue;
+        }
+        ret = recv_ahead(c, sh, ids[done % BATCH_AHEAD], KVS_OP_SHM_RESERVE,
+                         &r);
+        if (ret)
+            break;
+        done++;
+        if (r.hdr.status) {
+            it->status = r.hdr.status;
+            continue;
+        }
+        memset(&q, 0, sizeof(q));
+        q.hdr.opcode = KVS_OP_SHM_COMMIT;
+        q.u.id.id = r.u.block.id;
+        for (uint32_t i = 0; i < it->nparts; i++)
+            len += it->parts[i].len;
+        p = in_map(sh, r.u.block.off, r.u.block.len);
+        if (!p || r.u.block.len != len) {
+            it->status = KVS_EPROTO;
+            q.hdr.opcode = KVS_OP_SHM_ABORT;
+        } else {
+            for (uint32_t i = 0; i < it->nparts; i++) {
+                memcpy(p, it->parts[i].base, it->parts[i].len);
+                p += it->parts[i].len;
+            }
+            it->status = 1; /* the commit's reply sets it */
+        }
+        /* Room was made by batch_room; the reply is settled on the way. */
+        ret = post_async(c, sh, &q, it->status == 1 ? &it->status : NULL);
+    }
+    for (size_t i = done; i < n; i++)
+        items[i].status = ret;
+    if (!ret)
+        ret = kvs_shm_flush(c);
+    if (ret)
+        return ret;
+    for (size_t i = 0; i < n; i++)
+        if (items[i].status)
+            return items[i].status;
+    return 0;
 }
