@@ -12,7 +12,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
+
+#include "common/xxh.h"
 
 #include "kvstash/types.h"
 

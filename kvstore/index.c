@@ -60,7 +60,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
+
+#include "common/xxh.h"
 
 /* RocksDB's InfoLogLevel: HEADER_LEVEL is 5; NUM_INFO_LOG_LEVELS (6)
  * is below no message. */

@@ -74,7 +74,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <xxhash.h>
+
+#include "common/xxh.h"
 
 #define NIL UINT32_MAX
 _Static_assert(NIL == KVS_POLICY_NIL &&

@@ -27,7 +27,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
-#include <xxhash.h>
+
+#include "common/xxh.h"
 
 #include "common/endian.h"
 #include "kvstore/index.h"

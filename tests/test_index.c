@@ -26,7 +26,7 @@
 #include "kvstore/store.h"
 #include "tests/testutil.h"
 
-#include <xxhash.h>
+#include "common/xxh.h"
 
 static char db_path[4200];
 
