@@ -204,12 +204,14 @@ static double view_us(kvs_client_t *c, unsigned n, double seconds)
 
 #define BATCH 16u
 
-/* kvs_shm_put_batch of BATCH blocks a call, each from src. */
-static double put_batch_rate(kvs_client_t *c, const uint8_t *src, unsigned n,
-                             double seconds)
+/* kvs_shm_put_batch (put: each block from buf) or kvs_shm_get_batch (each
+ * into buf) of BATCH blocks a call; MB/s over about seconds. */
+static double batch_rate(kvs_client_t *c, uint8_t *buf, unsigned n, bool put,
+                         double seconds)
 {
-    kvs_iov_t part = {src, MIB};
-    kvs_client_put_t items[BATCH];
+    kvs_iov_t part = {buf, MIB};
+    kvs_client_put_t puts[BATCH];
+    kvs_client_get_t gets[BATCH];
     char keys[BATCH][32];
     double t0 = bench_now(), t;
     uint64_t bytes = 0;
@@ -217,48 +219,23 @@ static double put_batch_rate(kvs_client_t *c, const uint8_t *src, unsigned n,
     int ret;
 
     do {
-        memset(items, 0, sizeof(items));
+        memset(puts, 0, sizeof(puts));
+        memset(gets, 0, sizeof(gets));
         for (unsigned k = 0; k < BATCH; k++, i++) {
-            key_of(keys[k], sizeof(keys[k]), "p", i % n);
-            items[k].key.data = keys[k];
-            items[k].key.len = (uint32_t)strlen(keys[k]);
-            items[k].parts = &part;
-            items[k].nparts = 1;
+            key_of(keys[k], sizeof(keys[k]), put ? "p" : "g", i % n);
+            puts[k].key.data = gets[k].key.data = keys[k];
+            puts[k].key.len = gets[k].key.len = (uint32_t)strlen(keys[k]);
+            puts[k].parts = &part;
+            puts[k].nparts = 1;
+            gets[k].buf = buf;
+            gets[k].cap = MIB;
         }
-        ret = kvs_shm_put_batch(c, items, BATCH);
+        ret = put ? kvs_shm_put_batch(c, puts, BATCH)
+                  : kvs_shm_get_batch(c, gets, BATCH);
         if (ret)
-            die("put batch", ret);
-        bytes += (uint64_t)BATCH * MIB;
-        t = bench_now();
-    } while (t - t0 < seconds);
-    return (double)bytes / (t - t0) / 1e6;
-}
-
-/* kvs_shm_get_batch of BATCH blocks a call, each into dst. */
-static double get_batch_rate(kvs_client_t *c, uint8_t *dst, unsigned n,
-                             double seconds)
-{
-    kvs_client_get_t items[BATCH];
-    char keys[BATCH][32];
-    double t0 = bench_now(), t;
-    uint64_t bytes = 0;
-    unsigned i = 0;
-    int ret;
-
-    do {
-        memset(items, 0, sizeof(items));
-        for (unsigned k = 0; k < BATCH; k++, i++) {
-            key_of(keys[k], sizeof(keys[k]), "g", i % n);
-            items[k].key.data = keys[k];
-            items[k].key.len = (uint32_t)strlen(keys[k]);
-            items[k].buf = dst;
-            items[k].cap = MIB;
-        }
-        ret = kvs_shm_get_batch(c, items, BATCH);
-        if (ret)
-            die("get batch", ret);
+            die(put ? "put batch" : "get batch", ret);
         for (unsigned k = 0; k < BATCH; k++)
-            bytes += items[k].len;
+            bytes += put ? MIB : gets[k].len;
         t = bench_now();
     } while (t - t0 < seconds);
     return (double)bytes / (t - t0) / 1e6;
@@ -366,8 +343,8 @@ static void run(const shm_opts_t *o, uint16_t port, const char *sock)
                 sput[r] = put_rate(c, one, o->blocks, false, o->seconds);
                 get[r] = get_rate(c, one, o->blocks, o->seconds);
                 view[r] = view_us(c, o->blocks, o->seconds);
-                bput[r] = put_batch_rate(c, one, o->blocks, o->seconds);
-                bget[r] = get_batch_rate(c, one, o->blocks, o->seconds);
+                bput[r] = batch_rate(c, one, o->blocks, true, o->seconds);
+                bget[r] = batch_rate(c, one, o->blocks, false, o->seconds);
                 cput[r] = arena_copy_rate(c, one, o->blocks, true, o->seconds);
                 cget[r] =
                     arena_copy_rate(c, one, o->blocks, false, o->seconds);
