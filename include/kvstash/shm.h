@@ -132,7 +132,8 @@ KVS_API int kvs_shm_put(kvs_client_t *client, const void *key,
  * get: items[i].buf receives the block (cap bytes; -ENOBUFS, with len
  * set, when it does not fit), part_lens (optional) its part lengths;
  * items[i].mr is not used. A copy that ended after its lease is made
- * again, as kvs_shm_get does.
+ * again, up to 3 times in all (then KVS_EEXPIRED). kvs_shm_get and
+ * kvs_shm_put are these with n = 1.
  *
  * put: each item's parts are copied back to back into its reservation,
  * which is committed without waiting; the call returns once every commit

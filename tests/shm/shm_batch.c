@@ -14,6 +14,8 @@
  *    their statuses are settled on the way and come out 0;
  *  - a client without a mapping gets the same results from the same calls
  *    (all its puts valid), and the mapped client reads what it put;
+ *  - the mapped client's puts are counted as the arena's commits (so the
+ *    batches did not fall back to UCX), and an empty batch is refused;
  *  - afterwards no view, reservation or reference is left in the daemon.
  */
 #include <errno.h>
@@ -142,6 +144,8 @@ int main(void)
     CHECK_EQ(kvs_shm_status(plain), -EOPNOTSUPP);
 
     put_all(c, "m");
+    /* In place, not over UCX: the daemon counts the arena's commits. */
+    CHECK_EQ(kvs_e2e_stat(c, "shm_commits"), N - 1);
     check_plain(plain, "m");
     get_all(c, "m");
 
@@ -172,6 +176,10 @@ int main(void)
     get_all(c, "u");
 
     CHECK_EQ(kvs_shm_flush(c), 0);
+    CHECK_EQ(kvs_e2e_stat(c, "shm_commits"), N - 1 + 3); /* none by plain */
+    /* An empty batch is refused, attached or not, as over UCX. */
+    CHECK_EQ(kvs_shm_get_batch(c, NULL, 0), -EINVAL);
+    CHECK_EQ(kvs_shm_put_batch(plain, NULL, 0), -EINVAL);
     CHECK_EQ(kvs_e2e_stat(c, "shm_reservations"), 0);
     CHECK_EQ(kvs_e2e_stat(c, "shm_views"), 0);
     CHECK_EQ(kvs_e2e_stat(c, "refs"), 0);

@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #define KVS_MADV_POPULATE_WRITE 23 /* MADV_POPULATE_WRITE, Linux 5.14 */
-#define GET_TRIES 3 /* kvs_shm_get: views whose lease expired mid-copy */
+#define GET_TRIES 3 /* gets: tries of a copy that outlasts its lease */
 /* Requests posted without waiting, at most: their replies wait in our
  * socket's receive buffer, which must never fill (the daemon drops a
  * reply it cannot send at once rather than block on one client). */
@@ -493,36 +493,16 @@ KVS_API int kvs_shm_view(kvs_client_t *c, const void *key, uint32_t key_len,
     return 0;
 }
 
+/* The one-block forms are batches of one: the same checks, the same
+ * lease rule and the same fallback. */
 KVS_API int kvs_shm_get(kvs_client_t *c, const void *key, uint32_t key_len,
                         void *buf, size_t cap, size_t *len_out)
 {
-    kvs_shm_block_t b;
-    int ret = KVS_EEXPIRED;
+    kvs_client_get_t it = {.key = {key, key_len}, .buf = buf, .cap = cap};
+    int ret = kvs_shm_get_batch(c, &it, 1);
 
-    if (!c->shm)
-        return kvs_client_get(c, key, key_len, buf, cap, len_out);
-    for (int t = 0; t < GET_TRIES && ret == KVS_EEXPIRED; t++) {
-        ret = kvs_shm_view(c, key, key_len, 0, NULL, 0, &b);
-        if (ret)
-            return ret;
-        if (len_out)
-            *len_out = b.len;
-        if (b.len > cap) {
-            (void)kvs_shm_release(c, b.id);
-            return -ENOBUFS;
-        }
-        memcpy(buf, b.data, b.len);
-        /* The copy is complete before the clock is read. */
-        atomic_thread_fence(memory_order_seq_cst);
-        if (kvs_clock_mono_ns() < b.lease_end_ns) {
-            kvs_wire_shm_msg_t q = {0};
-
-            q.hdr.opcode = KVS_OP_SHM_RELEASE;
-            q.u.id.id = b.id;
-            return post_async(c, c->shm, &q, NULL);
-        }
-        ret = kvs_shm_release(c, b.id);
-    }
+    if ((ret == 0 || ret == -ENOBUFS) && len_out)
+        *len_out = it.len;
     return ret;
 }
 
@@ -530,20 +510,12 @@ KVS_API int kvs_shm_put(kvs_client_t *c, const void *key, uint32_t key_len,
                         const void *buf, size_t len, uint32_t flags)
 {
     kvs_iov_t part = {buf, len};
-    kvs_client_put_t put = {.key = {key, key_len},
-                            .parts = &part,
-                            .nparts = 1,
-                            .flags = flags};
-    kvs_shm_block_t b;
-    int ret;
+    kvs_client_put_t it = {.key = {key, key_len},
+                           .parts = &part,
+                           .nparts = 1,
+                           .flags = flags};
 
-    if (!c->shm)
-        return kvs_client_put(c, key, key_len, buf, len, flags);
-    ret = kvs_shm_reserve(c, &put, &b);
-    if (ret)
-        return ret;
-    memcpy(b.data, buf, len);
-    return kvs_shm_commit(c, b.id);
+    return kvs_shm_put_batch(c, &it, 1);
 }
 
 /* ---- batches: requests posted ahead of the copies -------------------
@@ -637,10 +609,10 @@ KVS_API int kvs_shm_get_batch(kvs_client_t *c, kvs_client_get_t *items,
     size_t posted = 0, done = 0;
     int ret;
 
+    if (!items || n == 0)
+        return -EINVAL; /* as kvs_client_get_batch */
     if (!sh)
         return kvs_client_get_batch(c, items, n, 0);
-    if (n && !items)
-        return -EINVAL;
     for (size_t i = 0; i < n; i++) {
         if (!items[i].key.data || items[i].key.len == 0 ||
             items[i].key.len > KVS_KEY_MAX || (!items[i].buf && items[i].cap))
@@ -674,7 +646,7 @@ KVS_API int kvs_shm_get_batch(kvs_client_t *c, kvs_client_get_t *items,
     /* What the connection's failure left unanswered fails with it; the
      * views answered after the posts that failed cannot be read. */
     for (size_t i = done; i < n; i++)
-        items[i].status = ret ? ret : KVS_EPROTO;
+        items[i].status = ret;
     if (ret)
         return ret;
     /* A copy that outlasted its lease is done again, one at a time. */
@@ -708,10 +680,10 @@ KVS_API int kvs_shm_put_batch(kvs_client_t *c, kvs_client_put_t *items,
     size_t posted = 0, done = 0;
     int ret;
 
+    if (!items || n == 0)
+        return -EINVAL; /* as kvs_client_put_batch */
     if (!sh)
         return kvs_client_put_batch(c, items, n);
-    if (n && !items)
-        return -EINVAL;
     ret = batch_room(c);
     while (!ret && done < n) {
         kvs_client_put_t *it = &items[done];
