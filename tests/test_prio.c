@@ -5,7 +5,8 @@
  * steps; and the disk queue's threads really run lowered, an ordinary I/O
  * thread KVS_PRIO_IO_NICE below the process and the VERIFY thread at 19.
  * Raising a nice value needs no privilege, so this holds as root (CI) and
- * as any user.
+ * as any user. And what the serving loop asks the queue before it sleeps:
+ * whether a client's disk read is in flight.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -114,11 +115,109 @@ static void test_disk_queue_threads_run_lowered(void **state)
     assert_int_equal(nice_of_self(), base);
 }
 
+/* A job that holds its I/O thread until released. */
+typedef struct gate_job {
+    kvs_djob_t job;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool open, running, done;
+} gate_job_t;
+
+static void gate_run(kvs_djob_t *j)
+{
+    gate_job_t *g = (gate_job_t *)j;
+
+    pthread_mutex_lock(&g->mu);
+    g->running = true;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_done(kvs_djob_t *j, bool cancelled)
+{
+    assert_false(cancelled);
+    ((gate_job_t *)j)->done = true;
+}
+
+static void gate_init(gate_job_t *g, bool slow)
+{
+    *g =
+        (gate_job_t){.job = {.run = gate_run, .done = gate_done, .slow = slow}};
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+}
+
+static void gate_wait_running(gate_job_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    while (!g->running)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(gate_job_t *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void poll_until_done(kvs_diskq_t *q, const gate_job_t *g)
+{
+    for (int i = 0; i < 5000 && !g->done; i++) {
+        kvs_diskq_poll(q);
+        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+    }
+    assert_true(g->done);
+}
+
+/* The serving loop spins while kvs_diskq_reading() (busy_poll_disk_us):
+ * true from a client's job's submit until its done() has been called,
+ * and never for VERIFY's slow job, which may run for minutes. */
+static void test_disk_queue_reading_is_client_jobs_only(void **state)
+{
+    gate_job_t fast, slow;
+    kvs_diskq_t *q;
+
+    (void)state;
+    gate_init(&fast, false);
+    gate_init(&slow, true);
+    assert_int_equal(kvs_diskq_create(1, &q), 0);
+    assert_false(kvs_diskq_reading(q));
+    kvs_diskq_submit(q, &slow.job);
+    gate_wait_running(&slow);
+    assert_false(kvs_diskq_reading(q));
+    kvs_diskq_submit(q, &fast.job);
+    assert_true(kvs_diskq_reading(q)); /* queued counts */
+    gate_wait_running(&fast);
+    assert_true(kvs_diskq_reading(q));
+    gate_open(&fast);
+    /* Finished but done() not yet called: the reply is still to send. */
+    while (!kvs_diskq_ready(q))
+        nanosleep(&(struct timespec){.tv_nsec = 100000}, NULL);
+    assert_true(kvs_diskq_reading(q));
+    poll_until_done(q, &fast);
+    assert_false(kvs_diskq_reading(q));
+    assert_int_equal(kvs_diskq_pending(q), 1); /* VERIFY's, still running */
+    gate_open(&slow);
+    poll_until_done(q, &slow);
+    assert_int_equal(kvs_diskq_pending(q), 0);
+    kvs_diskq_destroy(q);
+    for (gate_job_t *g = &fast; g; g = g == &fast ? &slow : NULL) {
+        pthread_cond_destroy(&g->cv);
+        pthread_mutex_destroy(&g->mu);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lowers_only_the_calling_thread),
         cmocka_unit_test(test_disk_queue_threads_run_lowered),
+        cmocka_unit_test(test_disk_queue_reading_is_client_jobs_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -89,6 +89,19 @@ grep -Eq '^matched 2 of 2 \(lease [0-9]+' "$T/lease.out" ||
 "$K" prefetch K4 >"$T/pf.out" 2>&1 &
 pf_pid=$!
 sleep 0.3
+# While a client waits on the disk the serving loop spins, but only
+# daemon.busy_poll_disk_us (300 us by default) past its last event: a read
+# that takes seconds costs no CPU. Spinning throughout would be a whole
+# second of CPU time in this second.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$daemon_pid/stat"; }
+c0=$(cpu_ticks)
+sleep 1
+c1=$(cpu_ticks)
+still_running "$pf_pid" "PREFETCH"
+hz=$(getconf CLK_TCK)
+[ $(( (c1 - c0) * 1000 / hz )) -lt 400 ] ||
+    fail "the daemon used $(( (c1 - c0) * 1000 / hz )) ms of CPU in 1 s while a read waited on the slow disk"
+echo "  daemon CPU while PREFETCH waits on the disk: $(( (c1 - c0) * 1000 / hz )) ms in 1 s"
 quick "$pf_pid" "PREFETCH" "MATCH during PREFETCH" "$K" match K1
 still_running "$pf_pid" "PREFETCH"
 wait "$pf_pid" || fail "PREFETCH failed: $(cat "$T/pf.out")"

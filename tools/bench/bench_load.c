@@ -62,6 +62,7 @@ typedef struct load_opts {
     unsigned block_kib; /* bytes of a cold block */
     unsigned dram_mib;  /* of the net-match-load daemon */
     int busy_us;        /* daemon and clients spin this long; -1: auto */
+    int disk_spin_us;   /* the daemon's busy_poll_disk_us; -1: its default */
     uint16_t port;      /* the daemon of the figure being run */
 } load_opts_t;
 
@@ -541,12 +542,14 @@ static pid_t start_loaded(load_opts_t *o, const char *sub,
 static int fig_match_load(load_opts_t *o)
 {
     char sub[PATH_MAX], dram[32], nvme[32], busy[48], what[400], thr[48];
+    char spin[48];
     const char *args[] = {dram,
                           nvme,
                           busy,
                           thr,
                           "--log-level=warn",
                           "--set=store.compress_level=0",
+                          o->disk_spin_us >= 0 ? spin : NULL,
                           NULL};
     double alone[BENCH_ROUNDS_MAX], loaded[BENCH_ROUNDS_MAX];
     double cold_mbps[BENCH_ROUNDS_MAX], disk_share = 0;
@@ -559,6 +562,8 @@ static int fig_match_load(load_opts_t *o)
     snprintf(nvme, sizeof(nvme), "--nvme-mib=%u", o->cold_mib * 2 + 256);
     snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%d", o->busy_us);
     snprintf(thr, sizeof(thr), "--set=daemon.threads=%u", o->threads);
+    snprintf(spin, sizeof(spin), "--set=daemon.busy_poll_disk_us=%d",
+             o->disk_spin_us);
     d = start_loaded(o, sub, args, preload_child);
     if (d < 0)
         return 1;
@@ -854,6 +859,8 @@ static void usage(void)
             "  --dram-mib N    DRAM of net-match-load's daemon (64)\n"
             "  --busy-us N     daemon and clients spin before sleeping\n"
             "                  (auto: 200 with more than 4 cores, else 0)\n"
+            "  --disk-spin-us N  net-match-load's daemon.busy_poll_disk_us\n"
+            "                  (default: the daemon's)\n"
             "  --json          one JSON object per figure\n");
 }
 
@@ -871,6 +878,7 @@ int bench_load_main(int argc, char **argv)
         {"block-kib", required_argument, NULL, 'k'},
         {"dram-mib", required_argument, NULL, 'M'},
         {"busy-us", required_argument, NULL, 'B'},
+        {"disk-spin-us", required_argument, NULL, 'S'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -885,7 +893,8 @@ int bench_load_main(int argc, char **argv)
                      .cold_mib = 256,
                      .block_kib = 256,
                      .dram_mib = 64,
-                     .busy_us = -1};
+                     .busy_us = -1,
+                     .disk_spin_us = -1};
     const char *mode = argv[0];
     bool want_match = strcmp(mode, "net-mixed") != 0;
     bool want_mixed = strcmp(mode, "net-match-load") != 0;
@@ -927,6 +936,9 @@ int bench_load_main(int argc, char **argv)
             break;
         case 'B':
             o.busy_us = atoi(optarg);
+            break;
+        case 'S':
+            o.disk_spin_us = atoi(optarg);
             break;
         case 'j':
             bench_json = true;

@@ -77,6 +77,9 @@ static const setting_t settings[] = {
     S("daemon", "max_pins", T_U32, server.max_pins, "per connection"),
     S("daemon", "busy_poll_us", T_U32, server.busy_poll_us,
       "spin before sleeping"),
+    S("daemon", "busy_poll_disk_us", T_U32, server.busy_poll_disk_us,
+      "spin this long before sleeping while a client's disk read is in "
+      "flight"),
     S("daemon", "bulk_ep", T_BOOL, server.bulk_ep,
       "second endpoint for GET data"),
     S("daemon", "shm_socket", T_STR, server.shm_socket,

@@ -38,7 +38,7 @@
 #define DISKQ_MAX_THREADS 16
 
 struct kvs_diskq {
-    pthread_mutex_t mu; /* guards the lists and stop */
+    pthread_mutex_t mu;     /* guards the lists and stop */
     pthread_cond_t cv;      /* I/O threads wait for work */
     pthread_cond_t slow_cv; /* the slow thread waits for work */
     kvs_djob_t *todo, **todo_tail;
@@ -47,6 +47,7 @@ struct kvs_diskq {
     bool stop;
     atomic_int stopping;      /* the same, for slow run()s to poll */
     _Atomic uint64_t pending; /* submitted, done() not yet called */
+    atomic_uint fast_pending; /* the same, jobs that are not slow */
     atomic_uint nfin;         /* jobs on fin: lets poll skip the
                                * eventfd read and the mutex */
     int efd;
@@ -178,9 +179,19 @@ int kvs_diskq_fd(const kvs_diskq_t *q)
     return q->efd;
 }
 
+/* Before j's done(): j no longer counts as pending. */
+static void job_finished(kvs_diskq_t *q, const kvs_djob_t *j)
+{
+    atomic_fetch_sub_explicit(&q->pending, 1, memory_order_relaxed);
+    if (!j->slow)
+        atomic_fetch_sub_explicit(&q->fast_pending, 1, memory_order_relaxed);
+}
+
 void kvs_diskq_submit(kvs_diskq_t *q, kvs_djob_t *job)
 {
     atomic_fetch_add_explicit(&q->pending, 1, memory_order_relaxed);
+    if (!job->slow)
+        atomic_fetch_add_explicit(&q->fast_pending, 1, memory_order_relaxed);
     pthread_mutex_lock(&q->mu);
     if (job->slow) {
         push(&q->slow_tail, job);
@@ -216,7 +227,7 @@ unsigned kvs_diskq_poll(kvs_diskq_t *q)
         kvs_djob_t *j = list;
 
         list = j->next;
-        atomic_fetch_sub_explicit(&q->pending, 1, memory_order_relaxed);
+        job_finished(q, j);
         j->done(j, false);
         n++;
     }
@@ -232,6 +243,11 @@ bool kvs_diskq_ready(const kvs_diskq_t *q)
 uint64_t kvs_diskq_pending(const kvs_diskq_t *q)
 {
     return atomic_load_explicit(&q->pending, memory_order_relaxed);
+}
+
+bool kvs_diskq_reading(const kvs_diskq_t *q)
+{
+    return atomic_load_explicit(&q->fast_pending, memory_order_relaxed) != 0;
 }
 
 const atomic_int *kvs_diskq_stopping(const kvs_diskq_t *q)
@@ -267,7 +283,7 @@ void kvs_diskq_destroy(kvs_diskq_t *q)
         kvs_djob_t *j = cancel;
 
         cancel = j->next;
-        atomic_fetch_sub_explicit(&q->pending, 1, memory_order_relaxed);
+        job_finished(q, j);
         j->done(j, true);
     }
     if (q->efd >= 0)

@@ -52,6 +52,10 @@ unsigned kvs_diskq_poll(kvs_diskq_t *q);
 bool kvs_diskq_ready(const kvs_diskq_t *q);
 /* Jobs submitted and not yet done (a gauge). */
 uint64_t kvs_diskq_pending(const kvs_diskq_t *q);
+/* True while a job that is not slow (a client waits for it, and the disk
+ * answers within a millisecond or so) is submitted and not yet done:
+ * the serving loop spins rather than sleeps then (busy_poll_disk_us). */
+bool kvs_diskq_reading(const kvs_diskq_t *q);
 /* Set while the queue is being destroyed: a slow run() (VERIFY) polls it
  * to stop early. */
 const atomic_int *kvs_diskq_stopping(const kvs_diskq_t *q);

@@ -78,6 +78,7 @@ void kvs_server_config_default(kvs_server_config_t *cfg)
     cfg->max_leases = 256;
     cfg->max_pins = 4096;
     cfg->busy_poll_us = 50;
+    cfg->busy_poll_disk_us = 300;
     cfg->bulk_ep = true;
     cfg->peer_timeout_ms = 5000;
     cfg->io_threads = 2;
@@ -636,6 +637,7 @@ static bool stopping(kvs_server_t *srv, volatile sig_atomic_t *stop)
 static int serve(kvs_server_t *srv, volatile sig_atomic_t *stop)
 {
     uint64_t busy_ns = (uint64_t)srv->cfg.busy_poll_us * 1000;
+    uint64_t disk_ns = (uint64_t)srv->cfg.busy_poll_disk_us * 1000;
     uint64_t last_active = kvs_clock_mono_ns(), last_timer = last_active;
 
     while (!stopping(srv, stop)) {
@@ -660,6 +662,13 @@ static int serve(kvs_server_t *srv, volatile sig_atomic_t *stop)
             continue;
         }
         if (now - last_active < busy_ns)
+            continue;
+        /* A client waits for a disk read: the loop will have its reply to
+         * send within the read's time, and meanwhile requests come in
+         * (MATCH above all) that a sleeping thread would answer a wake-up
+         * later, on a busy machine long after (see docs/operations.md,
+         * "busy_poll_disk_us"). */
+        if (now - last_active < disk_ns && kvs_diskq_reading(srv->diskq))
             continue;
         if (ucp_worker_arm(srv->worker) == UCS_ERR_BUSY ||
             kvs_diskq_ready(srv->diskq))

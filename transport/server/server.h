@@ -53,6 +53,8 @@ typedef struct kvs_server_config {
     uint32_t max_leases;         /* per connection */
     uint32_t max_pins;           /* connection-held pins per connection */
     uint32_t busy_poll_us;       /* spin this long before sleeping */
+    uint32_t busy_poll_disk_us;  /* the same while a disk read that a
+                                    client waits for is in flight */
     bool bulk_ep;                /* offer a second endpoint for DATA */
     const char *shm_socket;      /* Unix socket for same-host clients to
                                     map the arena (shm.h); NULL: none */
