@@ -77,7 +77,12 @@ KVS_API int kvs_shm_status(const kvs_client_t *client);
 
 /* Reserves a block of put->nparts parts of put->parts[i].len bytes each
  * (parts[i].base is not read; put->status is not set). -EOPNOTSUPP when
- * not attached; KVS_EFULL, KVS_ETOOBIG, KVS_EBUSY as kvs_client_put. */
+ * not attached; KVS_EFULL, KVS_ETOOBIG, KVS_EBUSY as kvs_client_put.
+ * -EAGAIN when DRAM is full of blocks not yet written to disk: the
+ * daemon's shared-memory thread, which serves every mapped client, never
+ * waits for room. Try again later, or kvs_client_put(), which waits for
+ * room (up to store.full_wait_ms) on the daemon's I/O threads;
+ * kvs_shm_put() and kvs_shm_put_batch() fall back to it themselves. */
 KVS_API int kvs_shm_reserve(kvs_client_t *client, const kvs_client_put_t *put,
                             kvs_shm_block_t *block_out);
 /* Makes a reserved block visible (and durable with KVS_CLIENT_PUT_DURABLE

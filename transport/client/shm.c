@@ -740,6 +740,12 @@ KVS_API int kvs_shm_put_batch(kvs_client_t *c, kvs_client_put_t *items,
         ret = kvs_shm_flush(c);
     if (ret)
         return ret;
+    /* -EAGAIN: DRAM was full and the daemon's shared-memory thread does not
+     * wait for room. The same put over UCX waits for it (up to
+     * store.full_wait_ms) on one of the daemon's I/O threads. */
+    for (size_t i = 0; i < n; i++)
+        if (items[i].status == -EAGAIN)
+            (void)kvs_client_put_batch(c, &items[i], 1);
     for (size_t i = 0; i < n; i++)
         if (items[i].status)
             return items[i].status;

@@ -394,7 +394,11 @@ static void op_reserve(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
     a.parent_len = q->u.reserve.parent.len;
     a.parts = m->iov;
     a.nparts = n;
-    a.flags = q->u.reserve.flags;
+    /* This thread serves every mapped client: it never waits for room in
+     * DRAM. While DRAM is full of blocks the write-behind has not written
+     * yet, RESERVE is answered -EAGAIN at once; libkvstash then puts the
+     * block over UCX, where the wait runs on an I/O thread. */
+    a.flags = q->u.reserve.flags | KVS_PUT_NO_WAIT;
     a.cls = q->u.reserve.cls;
     a.elem_size = q->u.reserve.elem_size;
     a.ttl_ms = q->u.reserve.ttl_ms;
@@ -409,7 +413,7 @@ static void op_reserve(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
     if (ret) {
         free(rv->lens);
         rv->lens = NULL;
-        send_status(m, s, &q->hdr, ret);
+        send_status(m, s, &q->hdr, ret == -EWOULDBLOCK ? -EAGAIN : ret);
         return;
     }
     p = kvs_store_put_part_buf(m->store, &rv->ps, 0, &len0);

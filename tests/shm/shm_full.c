@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A full DRAM never stalls the daemon's shared-memory thread (issue 12:
+ * nothing that serves clients waits for the disk). Every disk write is
+ * made slow by the engine's TEST HOOK KVSTASH_TEST_WRITE_DELAY_MS
+ * (kvstore/store_int.h), so a filler client's 1 MiB reservations fill the
+ * 64 MiB arena with blocks the write-behind has not written yet. Then:
+ *  - RESERVE is answered -EAGAIN at once instead of waiting for room;
+ *  - kvs_shm_put of one more block falls back to an ordinary PUT, which
+ *    waits for room on an I/O thread and then stores the block (or says
+ *    KVS_EFULL), byte for byte;
+ *  - while it waits, another mapped client's requests to the same thread
+ *    (a miss, STAT) are answered well inside one disk write.
+ * Before, the RESERVE itself waited up to store.full_wait_ms on the one
+ * thread that serves every mapped client.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/shm/shmtest.h"
+#include "tests/testutil.h"
+
+#define BLK (1u << 20)
+#define DELAY_MS 1500
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Fills DRAM until RESERVE says -EAGAIN, tells the parent, then puts one
+ * more block through kvs_shm_put. Exits 0 when that put stored the block
+ * or got a PUT's answer (KVS_EFULL, KVS_EBUSY), 2 when no -EAGAIN came. */
+static void filler(const kvs_e2e_daemon_t *d, const char *sock, int tell)
+{
+    static uint8_t data[BLK], back[BLK];
+    kvs_client_t *c = shmtest_connect(d, sock, "full", NULL);
+    kvs_iov_t part = {NULL, BLK};
+    int ret = 0, i, declined = 0;
+    size_t len;
+
+    CHECK_EQ(kvs_shm_status(c), 0);
+    for (i = 0; i < 200; i++) {
+        char key[16];
+        kvs_client_put_t put = {.parts = &part, .nparts = 1};
+        kvs_shm_block_t b;
+        uint64_t t0 = now_ms();
+
+        snprintf(key, sizeof(key), "fill-%d", i);
+        put.key.data = key;
+        put.key.len = (uint32_t)strlen(key);
+        ret = kvs_shm_reserve(c, &put, &b);
+        /* No reservation waits for the slow disk. */
+        CHECK(now_ms() - t0 < DELAY_MS / 2);
+        if (ret == KVS_EBUSY) {
+            declined++; /* the admission policy's answer, not a wait */
+            continue;
+        }
+        if (ret)
+            break;
+        memset(b.data, i & 0xff, b.len);
+        CHECK_EQ(kvs_shm_commit(c, b.id), 0);
+    }
+    printf("filler: %d blocks reserved (%d declined by admission), then "
+           "%s\n",
+           i - declined, declined, kvs_strerror(ret));
+    fflush(stdout);
+    if (ret != -EAGAIN)
+        _exit(2);
+    CHECK(write(tell, "x", 1) == 1);
+    kvs_test_fill(data, BLK, 7);
+    ret = kvs_shm_put(c, "last", 4, data, BLK, 0);
+    printf("filler: kvs_shm_put in a full DRAM: %s\n", kvs_strerror(ret));
+    if (ret == 0) {
+        CHECK_EQ(kvs_client_get(c, "last", 4, back, sizeof(back), &len), 0);
+        CHECK(len == BLK && memcmp(back, data, BLK) == 0);
+    } else {
+        /* No room within full_wait_ms, or declined by admission: answers
+         * a PUT may get; -EAGAIN would mean no fallback. */
+        CHECK(ret == KVS_EFULL || ret == KVS_EBUSY);
+    }
+    kvs_client_destroy(c);
+    fflush(stdout);
+    _exit(0);
+}
+
+int main(void)
+{
+    static uint8_t buf[BLK];
+    kvs_e2e_daemon_t d;
+    kvs_client_t *c;
+    char sock[700], ch;
+    int fds[2], status;
+    uint64_t t0, ms;
+    size_t len;
+    pid_t pid;
+
+    setenv("KVSTASH_TEST_WRITE_DELAY_MS", "1500", 1);
+    kvs_e2e_daemon_init(&d, "shm_full");
+    shmtest_start(&d, sock, sizeof(sock), NULL);
+    unsetenv("KVSTASH_TEST_WRITE_DELAY_MS");
+
+    /* UCX state does not survive a fork: the filler first. */
+    CHECK(pipe(fds) == 0);
+    fflush(NULL);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        filler(&d, sock, fds[1]);
+    }
+    close(fds[1]);
+    c = shmtest_connect(&d, sock, "full", NULL);
+    CHECK_EQ(kvs_shm_status(c), 0);
+    if (read(fds[0], &ch, 1) != 1) {
+        CHECK(waitpid(pid, &status, 0) == pid);
+        fprintf(stderr, "shm_full: the filler never saw -EAGAIN (exit %d)\n",
+                WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        return 1;
+    }
+    /* The filler's last put now waits for room; this thread must not. */
+    usleep(100000);
+    t0 = now_ms();
+    CHECK_EQ(kvs_shm_get(c, "absent", 6, buf, sizeof(buf), &len),
+             KVS_ENOTFOUND);
+    CHECK(kvs_e2e_stat(c, "shm_sessions") >= 1);
+    ms = now_ms() - t0;
+    printf("shm_full: a miss and a STAT while DRAM was full: %llu ms\n",
+           (unsigned long long)ms);
+    CHECK(ms < DELAY_MS / 2);
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    kvs_client_destroy(c);
+    kvs_e2e_daemon_stop(&d);
+    kvs_test_rmtree(d.dir);
+    printf("shm_full: ok\n");
+    return 0;
+}
