@@ -25,7 +25,10 @@
 #include "tests/testutil.h"
 
 #define BLK (1u << 20)
-#define DELAY_MS 1500
+/* Each drain of the writer sleeps this long, then writes every block it
+ * finds, which may then be evicted. The filler must fill the 64 MiB arena
+ * inside one such sleep, under TSan and on a busy machine too. */
+#define DELAY_MS 4000
 
 static uint64_t now_ms(void)
 {
@@ -47,7 +50,7 @@ static void filler(const kvs_e2e_daemon_t *d, const char *sock, int tell)
     size_t len;
 
     CHECK_EQ(kvs_shm_status(c), 0);
-    for (i = 0; i < 200; i++) {
+    for (i = 0; i < 1000; i++) {
         char key[16];
         kvs_client_put_t put = {.parts = &part, .nparts = 1};
         kvs_shm_block_t b;
@@ -102,7 +105,7 @@ int main(void)
     size_t len;
     pid_t pid;
 
-    setenv("KVSTASH_TEST_WRITE_DELAY_MS", "1500", 1);
+    setenv("KVSTASH_TEST_WRITE_DELAY_MS", "4000", 1);
     kvs_e2e_daemon_init(&d, "shm_full");
     shmtest_start(&d, sock, sizeof(sock), NULL);
     unsetenv("KVSTASH_TEST_WRITE_DELAY_MS");
@@ -123,6 +126,8 @@ int main(void)
         CHECK(waitpid(pid, &status, 0) == pid);
         fprintf(stderr, "shm_full: the filler never saw -EAGAIN (exit %d)\n",
                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        kvs_client_destroy(c);
+        kvs_e2e_daemon_stop(&d);
         return 1;
     }
     /* The filler's last put now waits for room; this thread must not. */
