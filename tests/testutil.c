@@ -186,3 +186,29 @@ uint64_t kvs_test_faultfs_stat(const char *key)
     }
     return UINT64_MAX;
 }
+
+pid_t kvs_test_fork(void (*fn)(void *arg, int tell), void *arg, int *heard)
+{
+    int fds[2];
+    pid_t pid;
+
+    if (pipe(fds) != 0) {
+        perror("pipe");
+        exit(1);
+    }
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        exit(1);
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        fn(arg, fds[1]);
+        fflush(NULL);
+        _exit(0);
+    }
+    close(fds[1]);
+    *heard = fds[0];
+    return pid;
+}

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define KVS_TEST_SKIP 77
 
@@ -46,6 +47,15 @@ int kvs_test_find_fd(const char *path);
  * (0 or -errno); kvs_test_faultfs_stat() reads one value from it ("power"
  * reads 1 when the power is off), or UINT64_MAX when it cannot.
  */
+/*
+ * Forks a child that runs fn(arg, tell), then exits 0. tell is the write
+ * end of a pipe whose read end the parent gets in *heard, so that the
+ * child can say when it got somewhere; the parent's copy of tell is
+ * closed. Returns the child's pid. Fork before the process opens UCX: UCX
+ * state does not survive a fork.
+ */
+pid_t kvs_test_fork(void (*fn)(void *arg, int tell), void *arg, int *heard);
+
 const char *kvs_test_faultfs(void);
 int kvs_test_faultfs_cmd(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));

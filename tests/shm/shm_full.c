@@ -41,10 +41,16 @@ static uint64_t now_ms(void)
 /* Fills DRAM until RESERVE says -EAGAIN, tells the parent, then puts one
  * more block through kvs_shm_put. Exits 0 when that put stored the block
  * or got a PUT's answer (KVS_EFULL, KVS_EBUSY), 2 when no -EAGAIN came. */
-static void filler(const kvs_e2e_daemon_t *d, const char *sock, int tell)
+struct where {
+    const kvs_e2e_daemon_t *d;
+    const char *sock;
+};
+
+static void filler(void *arg, int tell)
 {
+    const struct where *w = arg;
     static uint8_t data[BLK], back[BLK];
-    kvs_client_t *c = shmtest_connect(d, sock, "full", NULL);
+    kvs_client_t *c = shmtest_connect(w->d, w->sock, "full", NULL);
     kvs_iov_t part = {NULL, BLK};
     int ret = 0, i, declined = 0;
     size_t len;
@@ -100,7 +106,7 @@ int main(void)
     kvs_e2e_daemon_t d;
     kvs_client_t *c;
     char sock[700], ch;
-    int fds[2], status;
+    int heard, status;
     uint64_t t0, ms;
     size_t len;
     pid_t pid;
@@ -111,18 +117,10 @@ int main(void)
     unsetenv("KVSTASH_TEST_WRITE_DELAY_MS");
 
     /* UCX state does not survive a fork: the filler first. */
-    CHECK(pipe(fds) == 0);
-    fflush(NULL);
-    pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        close(fds[0]);
-        filler(&d, sock, fds[1]);
-    }
-    close(fds[1]);
+    pid = kvs_test_fork(filler, &(struct where){&d, sock}, &heard);
     c = shmtest_connect(&d, sock, "full", NULL);
     CHECK_EQ(kvs_shm_status(c), 0);
-    if (read(fds[0], &ch, 1) != 1) {
+    if (read(heard, &ch, 1) != 1) {
         CHECK(waitpid(pid, &status, 0) == pid);
         fprintf(stderr, "shm_full: the filler never saw -EAGAIN (exit %d)\n",
                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);

@@ -19,9 +19,15 @@
 #define NRESV 3
 #define NVIEW 2
 
-static void victim(const kvs_e2e_daemon_t *d, const char *sock, int ready_fd)
+struct where {
+    const kvs_e2e_daemon_t *d;
+    const char *sock;
+};
+
+static void victim(void *arg, int ready_fd)
 {
-    kvs_client_t *c = shmtest_connect(d, sock, "kill", NULL);
+    const struct where *w = arg;
+    kvs_client_t *c = shmtest_connect(w->d, w->sock, "kill", NULL);
     kvs_iov_t part = {NULL, BLK};
     kvs_shm_block_t b;
 
@@ -40,9 +46,8 @@ static void victim(const kvs_e2e_daemon_t *d, const char *sock, int ready_fd)
         char key[16];
 
         snprintf(key, sizeof(key), "kept-%d", i);
-        CHECK_EQ(kvs_shm_view(c, key, (uint32_t)strlen(key), 60000, NULL, 0,
-                              &b),
-                 0);
+        CHECK_EQ(
+            kvs_shm_view(c, key, (uint32_t)strlen(key), 60000, NULL, 0, &b), 0);
     }
     CHECK(write(ready_fd, "x", 1) == 1);
     for (;;)
@@ -55,7 +60,7 @@ int main(void)
     kvs_e2e_daemon_t d;
     kvs_client_t *c;
     char sock[700], ch;
-    int fds[2], status;
+    int heard, status;
     uint64_t used;
     size_t len;
     pid_t pid;
@@ -83,17 +88,8 @@ int main(void)
     CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
           WEXITSTATUS(status) == 0);
 
-    CHECK(pipe(fds) == 0);
-    fflush(NULL);
-    pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        close(fds[0]);
-        victim(&d, sock, fds[1]);
-        _exit(0);
-    }
-    close(fds[1]);
-    CHECK(read(fds[0], &ch, 1) == 1);
+    pid = kvs_test_fork(victim, &(struct where){&d, sock}, &heard);
+    CHECK(read(heard, &ch, 1) == 1);
 
     c = shmtest_connect(&d, sock, "kill", NULL);
     CHECK_EQ(kvs_e2e_stat(c, "shm_reservations"), NRESV);
