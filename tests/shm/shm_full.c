@@ -49,7 +49,7 @@ struct where {
 static void filler(void *arg, int tell)
 {
     const struct where *w = arg;
-    static uint8_t data[BLK], back[BLK];
+    static uint8_t data[BLK], data2[BLK], back[BLK];
     kvs_client_t *c = shmtest_connect(w->d, w->sock, "full", NULL);
     kvs_iov_t part = {NULL, BLK};
     int ret = 0, i, declined = 0;
@@ -94,6 +94,27 @@ static void filler(void *arg, int tell)
         /* No room within full_wait_ms, or declined by admission: answers
          * a PUT may get; -EAGAIN would mean no fallback. */
         CHECK(ret == KVS_EFULL || ret == KVS_EBUSY);
+    }
+    /* A batch that puts one key twice, DRAM still (nearly) full: however
+     * its items are split between the arena and UCX, the later one wins. */
+    {
+        kvs_iov_t p1 = {data, BLK}, p2 = {data2, BLK};
+        kvs_client_put_t twice[2] = {
+            {.key = {"twice", 5}, .parts = &p1, .nparts = 1},
+            {.key = {"twice", 5}, .parts = &p2, .nparts = 1},
+        };
+
+        kvs_test_fill(data2, BLK, 8);
+        ret = kvs_shm_put_batch(c, twice, 2);
+        printf("filler: a batch of one key twice: %s, %s\n",
+               kvs_strerror(twice[0].status), kvs_strerror(twice[1].status));
+        CHECK(twice[1].status == 0 || twice[1].status == KVS_EFULL ||
+              twice[1].status == KVS_EBUSY);
+        if (twice[1].status == 0) {
+            CHECK_EQ(kvs_client_get(c, "twice", 5, back, sizeof(back), &len),
+                     0);
+            CHECK(len == BLK && memcmp(back, data2, BLK) == 0);
+        }
     }
     kvs_client_destroy(c);
     fflush(stdout);

@@ -678,6 +678,7 @@ KVS_API int kvs_shm_put_batch(kvs_client_t *c, kvs_client_put_t *items,
     struct kvs_client_shm *sh = c->shm;
     uint64_t ids[BATCH_AHEAD];
     size_t posted = 0, done = 0;
+    bool full = false; /* a RESERVE said -EAGAIN: the rest go by UCX */
     int ret;
 
     if (!items || n == 0)
@@ -713,6 +714,7 @@ KVS_API int kvs_shm_put_batch(kvs_client_t *c, kvs_client_put_t *items,
         done++;
         if (r.hdr.status) {
             it->status = r.hdr.status;
+            full |= r.hdr.status == -EAGAIN;
             continue;
         }
         memset(&q, 0, sizeof(q));
@@ -723,6 +725,12 @@ KVS_API int kvs_shm_put_batch(kvs_client_t *c, kvs_client_put_t *items,
         p = in_map(sh, r.u.block.off, r.u.block.len);
         if (!p || r.u.block.len != len) {
             it->status = KVS_EPROTO;
+            q.hdr.opcode = KVS_OP_SHM_ABORT;
+        } else if (full) {
+            /* Reserved after one that must go by UCX: it goes there too,
+             * after it, so that the batch is stored in its order (a later
+             * put of the same key still wins). */
+            it->status = -EAGAIN;
             q.hdr.opcode = KVS_OP_SHM_ABORT;
         } else {
             for (uint32_t i = 0; i < it->nparts; i++) {
@@ -742,7 +750,8 @@ KVS_API int kvs_shm_put_batch(kvs_client_t *c, kvs_client_put_t *items,
         return ret;
     /* -EAGAIN: DRAM was full and the daemon's shared-memory thread does not
      * wait for room. The same put over UCX waits for it (up to
-     * store.full_wait_ms) on one of the daemon's I/O threads. */
+     * store.full_wait_ms) on one of the daemon's I/O threads. Every item
+     * after the first such one is here too, so they go in order. */
     for (size_t i = 0; i < n; i++)
         if (items[i].status == -EAGAIN)
             (void)kvs_client_put_batch(c, &items[i], 1);
