@@ -6,7 +6,7 @@
  * thread KVS_PRIO_IO_NICE below the process and the VERIFY thread at 19.
  * Raising a nice value needs no privilege, so this holds as root (CI) and
  * as any user. And what the serving loop asks the queue before it sleeps:
- * whether a client's disk read is in flight.
+ * whether a client waits for a disk job.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -174,10 +174,10 @@ static void poll_until_done(kvs_diskq_t *q, const gate_job_t *g)
     assert_true(g->done);
 }
 
-/* The serving loop spins while kvs_diskq_reading() (busy_poll_disk_us):
+/* The serving loop spins while kvs_diskq_client_waits() (busy_poll_disk_us):
  * true from a client's job's submit until its done() has been called,
  * and never for VERIFY's slow job, which may run for minutes. */
-static void test_disk_queue_reading_is_client_jobs_only(void **state)
+static void test_disk_queue_client_waits_for_client_jobs_only(void **state)
 {
     gate_job_t fast, slow;
     kvs_diskq_t *q;
@@ -186,21 +186,21 @@ static void test_disk_queue_reading_is_client_jobs_only(void **state)
     gate_init(&fast, false);
     gate_init(&slow, true);
     assert_int_equal(kvs_diskq_create(1, &q), 0);
-    assert_false(kvs_diskq_reading(q));
+    assert_false(kvs_diskq_client_waits(q));
     kvs_diskq_submit(q, &slow.job);
     gate_wait_running(&slow);
-    assert_false(kvs_diskq_reading(q));
+    assert_false(kvs_diskq_client_waits(q));
     kvs_diskq_submit(q, &fast.job);
-    assert_true(kvs_diskq_reading(q)); /* queued counts */
+    assert_true(kvs_diskq_client_waits(q)); /* queued counts */
     gate_wait_running(&fast);
-    assert_true(kvs_diskq_reading(q));
+    assert_true(kvs_diskq_client_waits(q));
     gate_open(&fast);
     /* Finished but done() not yet called: the reply is still to send. */
     while (!kvs_diskq_ready(q))
         nanosleep(&(struct timespec){.tv_nsec = 100000}, NULL);
-    assert_true(kvs_diskq_reading(q));
+    assert_true(kvs_diskq_client_waits(q));
     poll_until_done(q, &fast);
-    assert_false(kvs_diskq_reading(q));
+    assert_false(kvs_diskq_client_waits(q));
     assert_int_equal(kvs_diskq_pending(q), 1); /* VERIFY's, still running */
     gate_open(&slow);
     poll_until_done(q, &slow);
@@ -217,7 +217,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lowers_only_the_calling_thread),
         cmocka_unit_test(test_disk_queue_threads_run_lowered),
-        cmocka_unit_test(test_disk_queue_reading_is_client_jobs_only),
+        cmocka_unit_test(test_disk_queue_client_waits_for_client_jobs_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

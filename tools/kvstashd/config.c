@@ -78,8 +78,8 @@ static const setting_t settings[] = {
     S("daemon", "busy_poll_us", T_U32, server.busy_poll_us,
       "spin before sleeping"),
     S("daemon", "busy_poll_disk_us", T_U32, server.busy_poll_disk_us,
-      "spin this long before sleeping while a client's disk read is in "
-      "flight"),
+      "spin this long before sleeping while a client waits for a disk "
+      "job"),
     S("daemon", "bulk_ep", T_BOOL, server.bulk_ep,
       "second endpoint for GET data"),
     S("daemon", "shm_socket", T_STR, server.shm_socket,

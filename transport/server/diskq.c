@@ -45,11 +45,11 @@ struct kvs_diskq {
     kvs_djob_t *slow_todo, **slow_tail;
     kvs_djob_t *fin, **fin_tail;
     bool stop;
-    atomic_int stopping;      /* the same, for slow run()s to poll */
-    _Atomic uint64_t pending; /* submitted, done() not yet called */
-    atomic_uint fast_pending; /* the same, jobs that are not slow */
-    atomic_uint nfin;         /* jobs on fin: lets poll skip the
-                               * eventfd read and the mutex */
+    atomic_int stopping;        /* the same, for slow run()s to poll */
+    _Atomic uint64_t pending;   /* submitted, done() not yet called */
+    atomic_uint client_pending; /* the same, jobs that are not slow */
+    atomic_uint nfin;           /* jobs on fin: lets poll skip the
+                                 * eventfd read and the mutex */
     int efd;
     unsigned nthreads; /* threads started, the slow one last */
     pthread_t threads[DISKQ_MAX_THREADS + 1];
@@ -184,14 +184,14 @@ static void job_finished(kvs_diskq_t *q, const kvs_djob_t *j)
 {
     atomic_fetch_sub_explicit(&q->pending, 1, memory_order_relaxed);
     if (!j->slow)
-        atomic_fetch_sub_explicit(&q->fast_pending, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&q->client_pending, 1, memory_order_relaxed);
 }
 
 void kvs_diskq_submit(kvs_diskq_t *q, kvs_djob_t *job)
 {
     atomic_fetch_add_explicit(&q->pending, 1, memory_order_relaxed);
     if (!job->slow)
-        atomic_fetch_add_explicit(&q->fast_pending, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&q->client_pending, 1, memory_order_relaxed);
     pthread_mutex_lock(&q->mu);
     if (job->slow) {
         push(&q->slow_tail, job);
@@ -245,9 +245,9 @@ uint64_t kvs_diskq_pending(const kvs_diskq_t *q)
     return atomic_load_explicit(&q->pending, memory_order_relaxed);
 }
 
-bool kvs_diskq_reading(const kvs_diskq_t *q)
+bool kvs_diskq_client_waits(const kvs_diskq_t *q)
 {
-    return atomic_load_explicit(&q->fast_pending, memory_order_relaxed) != 0;
+    return atomic_load_explicit(&q->client_pending, memory_order_relaxed) != 0;
 }
 
 const atomic_int *kvs_diskq_stopping(const kvs_diskq_t *q)

@@ -52,10 +52,12 @@ unsigned kvs_diskq_poll(kvs_diskq_t *q);
 bool kvs_diskq_ready(const kvs_diskq_t *q);
 /* Jobs submitted and not yet done (a gauge). */
 uint64_t kvs_diskq_pending(const kvs_diskq_t *q);
-/* True while a job that is not slow (a client waits for it, and the disk
- * answers within a millisecond or so) is submitted and not yet done:
- * the serving loop spins rather than sleeps then (busy_poll_disk_us). */
-bool kvs_diskq_reading(const kvs_diskq_t *q);
+/* True while a job that is not slow is submitted and its done() not yet
+ * called: a GET, a leased MATCH, a PREFETCH, a stream source's read or a
+ * deferred PUT, each with a client waiting for its reply (everything but
+ * VERIFY). The serving loop spins rather than sleeps then
+ * (busy_poll_disk_us). */
+bool kvs_diskq_client_waits(const kvs_diskq_t *q);
 /* Set while the queue is being destroyed: a slow run() (VERIFY) polls it
  * to stop early. */
 const atomic_int *kvs_diskq_stopping(const kvs_diskq_t *q);

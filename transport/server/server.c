@@ -663,12 +663,12 @@ static int serve(kvs_server_t *srv, volatile sig_atomic_t *stop)
         }
         if (now - last_active < busy_ns)
             continue;
-        /* A client waits for a disk read: the loop will have its reply to
-         * send within the read's time, and meanwhile requests come in
+        /* A client waits for a disk job (a read, or a PUT waiting for its
+         * write or for room): the loop will have its reply to send soon, and meanwhile requests come in
          * (MATCH above all) that a sleeping thread would answer a wake-up
          * later, on a busy machine long after (see docs/operations.md,
          * "busy_poll_disk_us"). */
-        if (now - last_active < disk_ns && kvs_diskq_reading(srv->diskq))
+        if (now - last_active < disk_ns && kvs_diskq_client_waits(srv->diskq))
             continue;
         if (ucp_worker_arm(srv->worker) == UCS_ERR_BUSY ||
             kvs_diskq_ready(srv->diskq))
