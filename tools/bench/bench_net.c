@@ -387,7 +387,8 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
         "net-put-1MiB-dram-thp", o->rounds, puts_thp, lim,
         "net-put-1MiB-dram from client buffers on transparent huge pages "
         "(MADV_HUGEPAGE), as a long-lived staging pool can be; the same "
-        "limits");
+        "limits, whose ucx_perftest buffers are on 4 KiB pages (no target: "
+        "the target is net-put-1MiB-dram's)");
     /* One cold memcpy: a one-copy GET can at best match it. Against the
      * median of our rounds. */
     if (mcpy > 0) {
