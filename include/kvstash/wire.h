@@ -112,7 +112,12 @@ enum kvs_wire_op {
  * thread of the same daemon, daemon.threads) instead. A moved connection
  * has no STREAM. */
 #define KVS_WIRE_FEAT_MOVE (1u << 10)
-#define KVS_WIRE_FEAT_ALL 0x77fu /* every bit a client may ask */
+/* With BULK_PUT: a second BIND, on another bulk endpoint, binds that one as
+ * the connection's put endpoint, which carries PUTs only. Its client may
+ * run it with another rendezvous scheme (libkvstash: the sender writes the
+ * payload, docs/protocol.md section 5). */
+#define KVS_WIRE_FEAT_PUT_EP (1u << 11)
+#define KVS_WIRE_FEAT_ALL 0xf7fu /* every bit a client may ask */
 
 /* MATCH flags. */
 #define KVS_WIRE_MATCH_LEASE (1u << 0) /* hold the matched blocks */

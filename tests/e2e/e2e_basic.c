@@ -8,6 +8,8 @@
  * is refused.
  */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tests/e2e/e2e.h"
@@ -53,6 +55,68 @@ static void test_put_get(kvs_client_t *c)
     char key65[65];
     memset(key65, 'k', sizeof(key65));
     CHECK_EQ(kvs_client_put(c, key65, 65, "x", 1, 0), KVS_ETOOBIG);
+}
+
+/* On this host, PUTs of 64 KiB or more go on the put endpoint (PUT_EP,
+ * written by the client; transport/client/conn.c), smaller ones and every
+ * PUT of a client with KVSTASH_NO_PUT_EP on the bulk endpoint; the bytes
+ * are right either way. In flight together, and in two parts, so that
+ * the iov path is covered. */
+static void on_count(void *arg, int status)
+{
+    (void)status; /* each item's own status is checked */
+    ++*(int *)arg;
+}
+
+static void put_many(kvs_client_t *c, const char *prefix, uint64_t seed)
+{
+    enum { N = 8, HALF = 512u << 10 };
+    static uint8_t buf[N][2 * HALF], back[2 * HALF];
+    kvs_iov_t parts[N][2];
+    kvs_client_put_t items[N];
+    char keys[N][32];
+    size_t len = 0;
+    int done = 0;
+
+    memset(items, 0, sizeof(items));
+    for (int i = 0; i < N; i++) {
+        kvs_test_fill(buf[i], sizeof(buf[i]), seed + (uint64_t)i);
+        snprintf(keys[i], sizeof(keys[i]), "%s-%d", prefix, i);
+        parts[i][0] = (kvs_iov_t){buf[i], HALF};
+        parts[i][1] = (kvs_iov_t){buf[i] + HALF, HALF};
+        items[i].key = K(keys[i]);
+        items[i].parts = parts[i];
+        items[i].nparts = 2;
+        CHECK_EQ(kvs_client_put_batch_async(c, &items[i], 1, on_count, &done),
+                 0);
+    }
+    while (done < N)
+        CHECK(kvs_client_progress_wait(c, 100) >= 0);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(items[i].status, 0);
+        CHECK_EQ(kvs_client_get(c, keys[i], (uint32_t)strlen(keys[i]), back,
+                                sizeof(back), &len),
+                 0);
+        CHECK(len == sizeof(buf[i]) && memcmp(back, buf[i], len) == 0);
+    }
+}
+
+static void test_put_endpoint(const kvs_e2e_daemon_t *d, kvs_client_t *c)
+{
+    uint64_t p0 = kvs_e2e_stat(c, "put_endpoint_puts");
+    kvs_client_t *plain;
+
+    CHECK(p0 >= 1); /* test_put_get's 3 MiB block */
+    put_many(c, "pe", 100);
+    CHECK_EQ(kvs_e2e_stat(c, "put_endpoint_puts"), p0 + 8);
+    CHECK_EQ(kvs_client_put(c, "pe-small", 8, "tiny", 4, 0), 0);
+    CHECK_EQ(kvs_e2e_stat(c, "put_endpoint_puts"), p0 + 8);
+    setenv("KVSTASH_NO_PUT_EP", "1", 1);
+    plain = kvs_e2e_connect(d, NS_A, "alice-secret");
+    unsetenv("KVSTASH_NO_PUT_EP");
+    put_many(plain, "plain", 200);
+    CHECK_EQ(kvs_e2e_stat(c, "put_endpoint_puts"), p0 + 8);
+    kvs_client_destroy(plain);
 }
 
 /* A batch of 40 chained blocks of 4 parts each, in and out, into memory
@@ -282,6 +346,7 @@ int main(void)
     c = kvs_e2e_connect(&d, NS_A, "alice-secret");
     CHECK(kvs_version() == KVS_VERSION_NUMBER);
     test_put_get(c);
+    test_put_endpoint(&d, c);
     test_batch(c);
     test_async(c);
     test_key_ops(c);

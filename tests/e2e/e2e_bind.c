@@ -7,10 +7,12 @@
  * arrive on the victim's control endpoint (whose next reply must be the
  * answer to its own next request). Session ids must not be sequential,
  * so that a session cannot be guessed from one's own; a second BIND of a
- * bound connection is refused on the endpoint it came on as well.
+ * connection binds its put endpoint (PUT_EP), which carries PUTs only,
+ * and a third is refused on the endpoint it came on as well.
  */
 #include <string.h>
 
+#include "common/clock.h"
 #include "kvstash/wire.h"
 #include "tests/e2e/e2e.h"
 #include "tests/e2e/raw.h"
@@ -82,10 +84,11 @@ int main(void)
     uint8_t buf[4096];
     raw_t *v = calloc(1, sizeof(*v)), *a = calloc(1, sizeof(*a));
     raw_t *b = calloc(1, sizeof(*b)), *b2 = calloc(1, sizeof(*b2));
+    raw_t *b3 = calloc(1, sizeof(*b3));
     uint64_t diff;
     size_t len;
 
-    CHECK(v && a && b && b2);
+    CHECK(v && a && b && b2 && b3);
     kvs_e2e_daemon_init(&d, "e2e_bind");
     kvs_e2e_write_config(&d, "[tenant.victim]\ntoken = vtok\nnamespaces = vn\n"
                              "[tenant.evil]\ntoken = etok\nnamespaces = en\n");
@@ -121,19 +124,42 @@ int main(void)
     CHECK(!bind_answered_on_bulk(b, a, v, buf, len, &h));
     CHECK_EQ(h.req_id, 78);
     CHECK_EQ(h.status, 0);
+    /* With PUT_EP agreed, a second BIND binds the put endpoint (answered
+     * on the control endpoint too); a third is refused where it came. */
+    CHECK(ar.u.hello_rep.features & KVS_WIRE_FEAT_PUT_EP);
     raw_connect_mode(b2, (uint16_t)ar.u.hello_rep.bulk_port,
                      UCP_ERR_HANDLING_MODE_NONE);
     len =
         bind_frame(buf, 79, ar.u.hello_rep.session, ar.u.hello_rep.bind_secret);
-    CHECK(bind_answered_on_bulk(b2, a, v, buf, len, &h));
+    CHECK(!bind_answered_on_bulk(b2, a, v, buf, len, &h));
     CHECK_EQ(h.req_id, 79);
+    CHECK_EQ(h.status, 0);
+    raw_connect_mode(b3, (uint16_t)ar.u.hello_rep.bulk_port,
+                     UCP_ERR_HANDLING_MODE_NONE);
+    len =
+        bind_frame(buf, 80, ar.u.hello_rep.session, ar.u.hello_rep.bind_secret);
+    CHECK(bind_answered_on_bulk(b3, a, v, buf, len, &h));
+    CHECK_EQ(h.req_id, 80);
     CHECK_EQ(h.status, KVS_EAUTH);
     victim_undisturbed(v);
 
+    /* The put endpoint carries PUTs only: an EXISTS there is not answered
+     * (the daemon closes that endpoint), and the connection goes on. */
+    raw_post(b2, buf, raw_keys(buf, KVS_OP_EXISTS, 81, "k"), NULL, 0, false);
+    for (uint64_t end = kvs_clock_mono_ns() + 300000000ull;
+         kvs_clock_mono_ns() < end;) {
+        raw_progress(b2);
+        raw_progress(a);
+        CHECK(!raw_pop(a, &h, NULL) && !raw_pop(b2, &h, NULL));
+    }
+    victim_undisturbed(a);
+
+    raw_close(b3);
     raw_close(b2);
     raw_close(b);
     raw_close(a);
     raw_close(v);
+    free(b3);
     free(b2);
     free(b);
     free(a);

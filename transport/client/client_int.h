@@ -6,8 +6,10 @@
  * ops.c (the operations) and stream.c (streaming, include/kvstash/
  * stream.h). Not a public header and not exported from libkvstash.
  *
- * One client owns one UCX context, one worker and one endpoint to the
- * daemon, all driven by the calling thread. Each request occupies one slot
+ * One client owns a UCX context and worker with its endpoints to the
+ * daemon (control and bulk), and on this host a second context, worker
+ * and endpoint for its PUTs (conn.c, kvs_client_put_connect), all driven
+ * by the calling thread. Each request occupies one slot
  * of a fixed table (the in-flight window agreed in HELLO); its request id
  * is (sequence << 8 | slot), so a reply finds its slot in O(1) and a stale
  * or forged id is recognised and dropped.
@@ -30,6 +32,7 @@
 #include <ucp/api/ucp.h>
 
 #include <stdbool.h>
+#include <sys/socket.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +41,7 @@
 
 #define SLOTS_MAX 256u /* request ids carry the slot in 8 bits */
 #define BODY_CAP (128u << 10)
+#define PUT_EP_MIN (64u << 10) /* a PUT payload worth the put endpoint */
 
 typedef struct op op_t;
 struct op {
@@ -100,6 +104,18 @@ struct kvs_client {
     ucp_ep_h bulk_ep; /* DATA: see transport/server/server_int.h */
     bool bulk_bound;  /* the daemon answered its BIND: PUTs
                        * go there too with BULK_PUT */
+    /* The put endpoint (PUT_EP, on loopback): PUTs with a payload of
+     * PUT_EP_MIN bytes or more, on a UCX context of their own whose
+     * rendezvous sender writes (conn.c, put_connect). Made at the first
+     * such PUT; its worker is progressed and waited on with worker. */
+    ucp_context_h put_ctx;
+    ucp_worker_h put_worker;
+    ucp_ep_h put_ep;
+    int put_efd;
+    bool put_tried;  /* put_connect ran (once per client) */
+    bool put_bound;  /* its BIND was answered: PUTs go there */
+    ucp_ep_h bind_ep; /* where the BIND being sent goes */
+    struct sockaddr_storage daemon_ss; /* the daemon's bulk address */
     int efd;
     int failed;     /* 0, or why every call now fails */
     bool peer_gone; /* UCX said so; failed once drained */
@@ -125,6 +141,14 @@ struct kvs_client {
     struct kvs_client_shm *shm; /* NULL: not attached */
     int shm_status;             /* why not, for kvs_shm_status() */
 };
+
+/* conn.c: opens the put endpoint once, if the daemon and the address
+ * allow it; on any failure PUTs go on as before. */
+void kvs_client_put_connect(kvs_client_t *c);
+/* Arms both workers; false if either has events waiting. */
+bool kvs_client_arm(kvs_client_t *c);
+/* Sleeps up to timeout_ms on both workers' event fds, once armed. */
+void kvs_client_sleep(kvs_client_t *c, int timeout_ms);
 
 /* request.c */
 int kvs_req_run_completions(kvs_client_t *c);

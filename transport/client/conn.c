@@ -61,7 +61,7 @@ static int client_hello(kvs_client_t *c, const kvs_client_params_t *p)
     return kvs_req_submit(c, op, &m, NULL, 0, 0, NULL, NULL, true);
 }
 
-static void ep_close(kvs_client_t *c, ucp_ep_h *ep, bool force);
+static void ep_close(ucp_worker_h worker, ucp_ep_h *ep, bool force);
 
 static void bulk_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
 {
@@ -83,14 +83,97 @@ static void bulk_connect(kvs_client_t *c, struct sockaddr_storage *ss)
         return;
     op = kvs_req_alloc(c, KVS_OP_BIND);
     if (!op) {
-        ep_close(c, &c->bulk_ep, true);
+        ep_close(c->worker, &c->bulk_ep, true);
         return;
     }
     memset(&m, 0, sizeof(m));
     m.u.bind.session = c->limits.session;
     m.u.bind.secret = c->bind_secret;
+    c->bind_ep = c->bulk_ep;
     if (kvs_req_submit(c, op, &m, NULL, 0, 0, NULL, NULL, true) != 0)
-        ep_close(c, &c->bulk_ep, true);
+        ep_close(c->worker, &c->bulk_ep, true);
+    c->daemon_ss = *ss;
+}
+
+static void put_teardown(kvs_client_t *c, bool force)
+{
+    if (c->put_ep)
+        ep_close(c->put_worker, &c->put_ep, force);
+    if (c->put_worker)
+        ucp_worker_destroy(c->put_worker);
+    if (c->put_ctx)
+        ucp_cleanup(c->put_ctx);
+    c->put_worker = NULL;
+    c->put_ctx = NULL;
+    c->put_efd = -1;
+    c->put_bound = false;
+}
+
+/*
+ * The put endpoint. A rendezvous send's bytes move one of two ways in UCX:
+ * the receiver reads them (get_zcopy, the default: the daemon's serving
+ * thread calls process_vm_readv, which pins the client's pages, 16 at a
+ * time, 4 KiB pages for most buffers), or the sender writes them
+ * (put_zcopy: the client calls process_vm_writev into the arena, whose
+ * pages are huge, on its own core, while the daemon's thread serves
+ * others). The second is faster for PUTs, but the scheme is a context's
+ * setting, and with it a send only moves while its sender progresses:
+ * stream parts, sent before a prefill engine computes its next layer,
+ * would wait. So PUTs get a context, worker and endpoint of their own,
+ * bound as the connection's put endpoint (PUT_EP, docs/protocol.md
+ * section 5), and everything else stays where it was. Best effort: on
+ * any failure PUTs go on the bulk endpoint.
+ */
+void kvs_client_put_connect(kvs_client_t *c)
+{
+    kvs_ucx_opts_t opts = {
+        .name = "libkvstash-put", .loopback = true, .rndv_put = true};
+    uint32_t timeout_ms = c->timeout_ms;
+    kvs_wire_msg_t m;
+    op_t *op;
+    int ret;
+
+    if (c->put_tried)
+        return;
+    c->put_tried = true;
+    if (!c->bulk_bound || c->failed ||
+        !(c->limits.features & KVS_WIRE_FEAT_PUT_EP))
+        return;
+    if (kvs_ucx_open(&opts, &c->put_ctx, &c->put_worker) != 0 ||
+        ucp_worker_get_efd(c->put_worker, &c->put_efd) != UCS_OK ||
+        kvs_ucx_am_handler(c->put_worker, KVS_AM_ID, kvs_req_am_cb, c) != 0 ||
+        kvs_ucx_connect(c->put_worker, &c->daemon_ss, false, bulk_err_cb, c,
+                        &c->put_ep) != 0 ||
+        !(op = kvs_req_alloc(c, KVS_OP_BIND))) {
+        put_teardown(c, true);
+        return;
+    }
+    memset(&m, 0, sizeof(m));
+    m.u.bind.session = c->limits.session;
+    m.u.bind.secret = c->bind_secret;
+    c->bind_ep = c->put_ep;
+    c->timeout_ms = timeout_ms ? timeout_ms : 10000;
+    ret = kvs_req_submit(c, op, &m, NULL, 0, 0, NULL, NULL, true);
+    c->timeout_ms = timeout_ms;
+    c->bind_ep = NULL;
+    if (ret == 0 && !c->failed)
+        c->put_bound = true;
+    else
+        put_teardown(c, true);
+}
+
+bool kvs_client_arm(kvs_client_t *c)
+{
+    return ucp_worker_arm(c->worker) == UCS_OK &&
+           (!c->put_worker || ucp_worker_arm(c->put_worker) == UCS_OK);
+}
+
+void kvs_client_sleep(kvs_client_t *c, int timeout_ms)
+{
+    struct pollfd pfd[2] = {{.fd = c->efd, .events = POLLIN},
+                            {.fd = c->put_efd, .events = POLLIN}};
+
+    poll(pfd, c->put_worker ? 2 : 1, timeout_ms);
 }
 
 /* The daemon asked this connection to move to another of its serving
@@ -103,7 +186,7 @@ static int client_move(kvs_client_t *c, const kvs_client_params_t *p,
     uint16_t port = c->worker_port;
 
     c->worker_port = 0;
-    ep_close(c, &c->ep, false);
+    ep_close(c->worker, &c->ep, false);
     kvs_sockaddr_set_port(ss, port);
     if (kvs_ucx_connect(c->worker, ss, true, kvs_req_ep_err_cb, c, &c->ep))
         return -ECONNREFUSED;
@@ -157,6 +240,7 @@ KVS_API int kvs_client_create_v(unsigned api_version,
     c->lim.max_keys = KVS_WIRE_KEYS_MAX;
     c->lim.max_payload = KVS_WIRE_PAYLOAD_MAX;
     c->efd = -1;
+    c->put_efd = -1;
     c->scratch = kvs_wire_scratch_create();
     if (!c->scratch) {
         ret = -ENOMEM;
@@ -190,6 +274,9 @@ KVS_API int kvs_client_create_v(unsigned api_version,
     if ((c->limits.features & KVS_WIRE_FEAT_BULK) && c->bulk_port &&
         !getenv("KVSTASH_NO_BULK"))
         bulk_connect(c, &ss);
+    /* PUTs get their own endpoint only where the sender can write into the
+     * daemon's memory: on this host (kvs_client_put_connect). */
+    c->put_tried = !opts.loopback || getenv("KVSTASH_NO_PUT_EP");
     c->shm_status = -EOPNOTSUPP;
     if (!(params->field_mask & KVS_CLIENT_PARAM_SHM_SOCKET))
         p.shm_socket = getenv("KVSTASH_SHM_SOCKET");
@@ -215,7 +302,7 @@ err_free:
     return ret;
 }
 
-static void ep_close(kvs_client_t *c, ucp_ep_h *epp, bool force)
+static void ep_close(ucp_worker_h worker, ucp_ep_h *epp, bool force)
 {
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
@@ -230,9 +317,9 @@ static void ep_close(kvs_client_t *c, ucp_ep_h *epp, bool force)
     if (UCS_PTR_IS_PTR(sp)) {
         while (ucp_request_check_status(sp) == UCS_INPROGRESS &&
                kvs_clock_mono_ns() < deadline)
-            ucp_worker_progress(c->worker);
+            ucp_worker_progress(worker);
         if (ucp_request_check_status(sp) == UCS_INPROGRESS)
-            ucp_request_cancel(c->worker, sp);
+            ucp_request_cancel(worker, sp);
         ucp_request_free(sp);
     }
     *epp = NULL;
@@ -247,14 +334,17 @@ KVS_API void kvs_client_destroy(kvs_client_t *c)
             kvs_client_wait(c);
         /* The bulk endpoint has no error handling: force it when the
          * daemon is gone, or a flush could wait for ever. */
-        ep_close(c, &c->bulk_ep, c->failed != 0 || c->peer_gone);
-        ep_close(c, &c->ep, c->failed != 0 || c->peer_gone);
+        if (c->put_ep)
+            ep_close(c->put_worker, &c->put_ep, c->failed || c->peer_gone);
+        ep_close(c->worker, &c->bulk_ep, c->failed != 0 || c->peer_gone);
+        ep_close(c->worker, &c->ep, c->failed != 0 || c->peer_gone);
         /* Let failed requests call back, so no UCX request still points
          * into this client when it is freed. */
         for (int i = 0; i < 1000 && c->inflight; i++) {
             kvs_req_worker_progress(c);
             kvs_req_run_completions(c);
         }
+        put_teardown(c, true);
         ucp_worker_destroy(c->worker);
     }
     if (c->ctx)
@@ -306,10 +396,8 @@ KVS_API int kvs_client_progress_wait(kvs_client_t *c, int timeout_ms)
     kvs_req_worker_progress(c);
     n = kvs_req_run_completions(c);
     if (n == 0 && !c->failed && c->inflight &&
-        ucp_worker_arm(c->worker) == UCS_OK) {
-        struct pollfd pfd = {.fd = c->efd, .events = POLLIN};
-
-        poll(&pfd, 1, timeout_ms);
+        kvs_client_arm(c)) {
+        kvs_client_sleep(c, timeout_ms);
         kvs_req_worker_progress(c);
         n = kvs_req_run_completions(c);
     }

@@ -391,6 +391,8 @@ KVS_API int kvs_client_put_batch_async(kvs_client_t *c, kvs_client_put_t *items,
         if (!pe)
             return -ENOMEM;
     }
+    if (payload >= PUT_EP_MIN && !c->put_tried)
+        kvs_client_put_connect(c);
     op = kvs_req_alloc(c, KVS_OP_PUT);
     if (!op) {
         if (pe != ents)

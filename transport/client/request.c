@@ -43,6 +43,8 @@ int kvs_req_run_completions(kvs_client_t *c)
         int status = op->status;
 
         c->done_head = op->done_next;
+        /* The first BIND is the bulk endpoint's (conn.c), made while the
+         * client is created; a later one the put endpoint's. */
         if (op->opcode == KVS_OP_BIND && status == 0)
             c->bulk_bound = true;
         if (op->sync_done) {
@@ -103,6 +105,9 @@ void kvs_req_ep_err_cb(void *arg, ucp_ep_h ep, ucs_status_t status)
 unsigned kvs_req_worker_progress(kvs_client_t *c)
 {
     unsigned n = ucp_worker_progress(c->worker);
+
+    if (c->put_worker)
+        n += ucp_worker_progress(c->put_worker);
 
     if (c->peer_gone && !c->failed) {
         for (int i = 0; i < 64 && ucp_worker_progress(c->worker); i++)
@@ -429,10 +434,8 @@ int kvs_req_progress_once(kvs_client_t *c, uint64_t *idle_since)
         *idle_since = now;
     if (now - *idle_since < c->busy_ns)
         return 0;
-    if (ucp_worker_arm(c->worker) == UCS_OK) {
-        struct pollfd pfd = {.fd = c->efd, .events = POLLIN};
-        poll(&pfd, 1, 10);
-    }
+    if (kvs_client_arm(c))
+        kvs_client_sleep(c, 10);
     return 0;
 }
 
@@ -490,7 +493,10 @@ static int op_send(kvs_client_t *c, op_t *op, size_t len, const void *payload,
     bool bulk_put = op->opcode == KVS_OP_PUT && c->bulk_bound &&
                     (c->limits.features & KVS_WIRE_FEAT_BULK_PUT) &&
                     (payload || niov);
-    ucp_ep_h ep = op->opcode == KVS_OP_BIND || bulk_put ? c->bulk_ep : c->ep;
+    ucp_ep_h ep = op->opcode == KVS_OP_BIND          ? c->bind_ep
+                  : bulk_put && c->put_bound && plen >= PUT_EP_MIN ? c->put_ep
+                  : bulk_put                           ? c->bulk_ep
+                                                       : c->ep;
     ucp_request_param_t prm = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
                         UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS,

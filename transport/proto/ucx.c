@@ -28,6 +28,10 @@
  *    GB/s, 128-key MATCH p50 7 -> 4.7 us. Either side turning it off is
  *    enough; mixed settings were checked. Only on loopback: between hosts
  *    TCP is the only transport, and that path was not measured.
+ *  - RNDV_SCHEME=put_zcopy for libkvstash's put endpoint only (rndv_put,
+ *    client/conn.c): its PUTs are written by the client into the daemon's
+ *    arena. Every other context keeps UCX's default, in which the receiver
+ *    of a rendezvous send reads it.
  */
 #include "transport/proto/ucx.h"
 
@@ -103,6 +107,9 @@ int kvs_ucx_open(const kvs_ucx_opts_t *o, ucp_context_h *ctx_out,
         kvs_warn("cannot restrict UCX to the loopback device");
     if (o->loopback && !getenv("UCX_TCP_PUT_ENABLE"))
         (void)ucp_config_modify(config, "PUT_ENABLE", "n");
+    if (o->rndv_put && !getenv("UCX_RNDV_SCHEME") &&
+        ucp_config_modify(config, "RNDV_SCHEME", "put_zcopy") != UCS_OK)
+        kvs_warn("cannot make UCX rendezvous senders write (put_zcopy)");
     memset(&up, 0, sizeof(up));
     up.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
     up.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;

@@ -35,6 +35,8 @@ typedef struct kvs_ucx_opts {
     bool loopback;    /* talking over 127.0.0.1 or ::1: TCP put
                          off (UCX_TCP_PUT_ENABLE=n) */
     bool lo_only;     /* daemon on loopback: UCX_NET_DEVICES=lo */
+    bool rndv_put;    /* a large message's sender writes it into the
+                         receiver (UCX_RNDV_SCHEME=put_zcopy) */
     bool mt_workers;  /* workers of this context run on several
                          threads (UCP_PARAM_FIELD_MT_WORKERS_SHARED) */
 } kvs_ucx_opts_t;

@@ -189,8 +189,10 @@ void kvs_conn_bulk_close(kvs_server_t *srv, kvs_bulk_t *b)
      * peer error handling): they are finished now, whichever closes first,
      * the bulk endpoint (its error, seen by bulk_sweep) or its connection. */
     kvs_srvstream_stx_orphan_ep(srv->stream, b->ep);
-    if (b->conn)
+    if (b->conn && b->conn->bulk == b)
         b->conn->bulk = NULL;
+    if (b->conn && b->conn->put_bulk == b)
+        b->conn->put_bulk = NULL;
     sp = ucp_ep_close_nbx(b->ep, &prm);
     (void)sp; /* a pending close finishes in bulk_close_cb */
     free(b);
@@ -214,7 +216,7 @@ void kvs_conn_bulk_request_cb(ucp_conn_request_h req, void *arg)
     kvs_server_t *srv = arg;
     kvs_bulk_t *b;
 
-    b = srv->nbulks < 2u * srv->cfg.max_conns ? calloc(1, sizeof(*b)) : NULL;
+    b = srv->nbulks < 3u * srv->cfg.max_conns ? calloc(1, sizeof(*b)) : NULL;
     if (!b) {
         ucp_listener_reject(srv->bulk_listener, req);
         return;
@@ -259,7 +261,11 @@ void kvs_conn_bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
         if (diff == 0 && !c->closing && c->ready)
             conn = c;
     }
-    if (!conn || conn->bulk || !(conn->features & KVS_WIRE_FEAT_BULK)) {
+    /* The first BIND of a connection binds its bulk endpoint; with PUT_EP
+     * a second one, on another endpoint, binds its put endpoint. */
+    if (!conn || !(conn->features & KVS_WIRE_FEAT_BULK) ||
+        (conn->bulk &&
+         (conn->put_bulk || !(conn->features & KVS_WIRE_FEAT_PUT_EP)))) {
         /* Answered on this endpoint, which sent it: never on the
          * connection it names, which may be someone else's. */
         kvs_debug("bulk endpoint: BIND refused");
@@ -268,9 +274,15 @@ void kvs_conn_bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
         return;
     }
     b->conn = conn;
-    conn->bulk = b;
+    if (conn->bulk) {
+        b->put_only = true;
+        conn->put_bulk = b;
+    } else {
+        conn->bulk = b;
+    }
     srv->bulk_bound++;
-    kvs_debug("conn %llu: bulk endpoint bound", (unsigned long long)conn->id);
+    kvs_debug("conn %llu: %s endpoint bound", (unsigned long long)conn->id,
+              b->put_only ? "put" : "bulk");
     kvs_send_status(srv, conn, &m.hdr, 0, false);
 }
 
@@ -308,6 +320,8 @@ void kvs_conn_close_now(kvs_conn_t *conn)
     kvs_srvstream_conn_closed(srv->stream, conn);
     if (conn->bulk)
         kvs_conn_bulk_close(srv, conn->bulk);
+    if (conn->put_bulk)
+        kvs_conn_bulk_close(srv, conn->put_bulk);
     /* A bulk endpoint has no peer error handling, and UCX 1.13 does not
      * complete its rendezvous sends when it is force-closed. Nobody reads
      * those blocks any more (the client is gone or cut off), so their pins
@@ -464,7 +478,10 @@ void kvs_conn_set_ready(kvs_server_t *srv, kvs_conn_t *conn,
     if (srv->bulk_port && (features & KVS_WIRE_FEAT_BULK))
         conn->bind_secret = secret64();
     else
-        conn->features &= ~(KVS_WIRE_FEAT_BULK | KVS_WIRE_FEAT_BULK_PUT);
+        conn->features &= ~(KVS_WIRE_FEAT_BULK | KVS_WIRE_FEAT_BULK_PUT |
+                            KVS_WIRE_FEAT_PUT_EP);
+    if (!(conn->features & KVS_WIRE_FEAT_BULK_PUT))
+        conn->features &= ~KVS_WIRE_FEAT_PUT_EP;
     prehello_leave(srv, conn);
     conn->ready = true;
 }

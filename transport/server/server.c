@@ -132,6 +132,13 @@ static ucs_status_t handle_frame(kvs_server_t *srv, kvs_conn_t *conn,
         kvs_send_status(srv, conn, &m.hdr, KVS_EAUTH, true);
         return UCS_OK;
     }
+    /* A put endpoint carries PUTs only. */
+    if (bulk && bulk->put_only && m.hdr.opcode != KVS_OP_PUT) {
+        bulk->failed = true;
+        return UCS_OK;
+    }
+    if (bulk && bulk->put_only)
+        srv->put_ep_puts++;
     if (kvs_wire_op_is_stream(m.hdr.opcode))
         return kvs_handler_dispatch_stream(srv, conn, &m, payload, plen, rndv);
     /* A bulk endpoint carries BIND, stream opcodes and, with BULK_PUT,

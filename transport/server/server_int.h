@@ -52,6 +52,8 @@ typedef struct kvs_bulk {
     uint64_t refused_ns; /* BIND refused: closed once the refusal
                             is sent, or 1 s after it at most */
     bool failed;         /* UCX reported an error, or to close */
+    bool put_only;       /* bound as its connection's put endpoint
+                            (PUT_EP): PUTs only */
 } kvs_bulk_t;
 
 /* A lease: references taken by one MATCH, dropped by a GET naming it, a
@@ -103,6 +105,7 @@ struct kvs_conn {
     uint64_t session;        /* random, for BIND; told in HELLO */
     uint64_t bind_secret;    /* for BIND, from HELLO */
     kvs_bulk_t *bulk;        /* bound bulk endpoint, if any */
+    kvs_bulk_t *put_bulk;    /* bound put endpoint (PUT_EP), if any */
     struct kvs_tx *data_txs; /* DATA sends UCX has not completed */
     uint32_t ndata;          /* of them (max_inflight_blocks) */
     uint64_t data_bytes;     /* their bytes (max_inflight_bytes) */
@@ -200,7 +203,8 @@ struct kvs_server {
     _Atomic uint64_t conn_pins;
     _Atomic uint64_t staged_puts;
     _Atomic uint64_t direct_puts; /* of those, received into the arena */
-    _Atomic uint64_t bulk_bound;
+    _Atomic uint64_t bulk_bound;  /* bulk and put endpoints bound */
+    _Atomic uint64_t put_ep_puts; /* PUTs that came on a put endpoint */
     _Atomic uint64_t blocks_sent;   /* DATA messages posted */
     _Atomic uint64_t bytes_sent;    /* their payload bytes */
     _Atomic uint64_t get_misses;    /* GET entries answered without data */

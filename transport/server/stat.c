@@ -215,6 +215,7 @@ void kvs_stat_op(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
     SRV_STAT("staged_puts", SRV_SUM(staged_puts));
     SRV_STAT("direct_puts", SRV_SUM(direct_puts));
     SRV_STAT("bulk_endpoints_bound", SRV_SUM(bulk_bound));
+    SRV_STAT("put_endpoint_puts", SRV_SUM(put_ep_puts));
     SRV_STAT("get_blocks_sent", SRV_SUM(blocks_sent));
     SRV_STAT("get_bytes_sent", SRV_SUM(bytes_sent));
     SRV_STAT("get_misses", SRV_SUM(get_misses));
