@@ -24,12 +24,14 @@
  *
  * Block bytes of a GET are received directly into the caller's buffer (one
  * copy, done by UCX). Registering that buffer once with kvs_client_mem_reg()
- * and passing the registration spares UCX a registration per call. To a
- * daemon on this host, the bytes of a PUT of 64 KiB or more are copied by
- * the client itself, into the daemon's memory (the put endpoint,
- * docs/protocol.md section 5; KVSTASH_NO_PUT_EP=1 leaves the copy to the
- * daemon): inside the call, or for an asynchronous PUT inside the next
- * kvs_client_progress() or wait, so progress such a PUT to see it move.
+ * and passing the registration spares UCX a registration per call. The
+ * bytes of a PUT are read by the daemon. With KVSTASH_PUT_EP=1 in the
+ * environment, a client of a daemon on this host copies those of a PUT of
+ * 64 KiB or more itself, into the daemon's memory (the put endpoint,
+ * docs/protocol.md section 5): inside the call, or for an asynchronous
+ * PUT inside the next kvs_client_progress() or wait. Faster for one
+ * client, far slower with many client processes per core
+ * (docs/operations.md, PUTs).
  */
 #ifndef KVSTASH_CLIENT_H
 #define KVSTASH_CLIENT_H

@@ -57,10 +57,10 @@ static void test_put_get(kvs_client_t *c)
     CHECK_EQ(kvs_client_put(c, key65, 65, "x", 1, 0), KVS_ETOOBIG);
 }
 
-/* On this host, PUTs of 64 KiB or more go on the put endpoint (PUT_EP,
- * written by the client; transport/client/conn.c), smaller ones and every
- * PUT of a client with KVSTASH_NO_PUT_EP on the bulk endpoint; the bytes
- * are right either way. In flight together, and in two parts, so that
+/* On this host, with KVSTASH_PUT_EP=1, PUTs of 64 KiB or more go on the
+ * put endpoint (PUT_EP, written by the client; transport/client/conn.c),
+ * smaller ones and every PUT of a client without it on the bulk endpoint;
+ * the bytes are right either way. In flight together, and in two parts, so that
  * the iov path is covered. */
 static void on_count(void *arg, int status)
 {
@@ -111,9 +111,8 @@ static void test_put_endpoint(const kvs_e2e_daemon_t *d, kvs_client_t *c)
     CHECK_EQ(kvs_e2e_stat(c, "put_endpoint_puts"), p0 + 8);
     CHECK_EQ(kvs_client_put(c, "pe-small", 8, "tiny", 4, 0), 0);
     CHECK_EQ(kvs_e2e_stat(c, "put_endpoint_puts"), p0 + 8);
-    setenv("KVSTASH_NO_PUT_EP", "1", 1);
+    unsetenv("KVSTASH_PUT_EP");
     plain = kvs_e2e_connect(d, NS_A, "alice-secret");
-    unsetenv("KVSTASH_NO_PUT_EP");
     put_many(plain, "plain", 200);
     CHECK_EQ(kvs_e2e_stat(c, "put_endpoint_puts"), p0 + 8);
     kvs_client_destroy(plain);
@@ -343,6 +342,7 @@ int main(void)
     kvs_e2e_daemon_init(&d, "e2e_basic");
     kvs_e2e_write_config(&d, config);
     kvs_e2e_daemon_start(&d, NULL);
+    setenv("KVSTASH_PUT_EP", "1", 1); /* test_put_endpoint */
     c = kvs_e2e_connect(&d, NS_A, "alice-secret");
     CHECK(kvs_version() == KVS_VERSION_NUMBER);
     test_put_get(c);

@@ -316,9 +316,16 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
     kvs_client_t *c = connect_or_die(o, (uint32_t)o->busy_us * 5);
     double ours[NET_ROUNDS_MAX], lim[NET_ROUNDS_MAX], same[NET_ROUNDS_MAX];
     double puts[NET_ROUNDS_MAX], puts_thp[NET_ROUNDS_MAX], mcpy = -1;
+    double puts_ep[NET_ROUNDS_MAX];
+    kvs_client_t *cpe;
     int errors = 0;
     char what[200];
 
+    /* A second client whose PUTs go on a put endpoint (KVSTASH_PUT_EP:
+     * written by the client, transport/client/conn.c). */
+    setenv("KVSTASH_PUT_EP", "1", 1);
+    cpe = connect_or_die(o, (uint32_t)o->busy_us * 5);
+    unsetenv("KVSTASH_PUT_EP");
     load_blocks(c, "g1m", o->blocks, 1u << 20);
     if (o->limits &&
         bench_limits_run(limits_dir, 1u << 20, 1, o->seconds, "memcpy") == 0)
@@ -359,9 +366,16 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
                                         o->seconds, o->busy_us > 0, &e) /
                               1e6;
                 errors += e;
+                puts_ep[r] = run_moves(cpe, true, "p1m",
+                                       KVS_MIN(o->blocks, 64u), 1u << 20,
+                                       o->window, false, false, o->seconds,
+                                       o->busy_us > 0, &e) /
+                             1e6;
+                errors += e;
             }
         }
     }
+    kvs_client_destroy(cpe);
     kvs_client_destroy(c);
     if (errors)
         fprintf(stderr, "bench: %d GETs or PUTs failed\n", errors);
@@ -389,6 +403,12 @@ static void fig_get(const net_opts_t *o, const char *limits_dir)
         "(MADV_HUGEPAGE), as a long-lived staging pool can be; the same "
         "limits, whose ucx_perftest buffers are on 4 KiB pages (no target: "
         "the target is net-put-1MiB-dram's)");
+    bench_report_rounds(
+        "net-put-1MiB-dram-put-ep", o->rounds, puts_ep, lim,
+        "net-put-1MiB-dram from a client with KVSTASH_PUT_EP=1: its PUTs "
+        "written by the client over a put endpoint (off by default: slower "
+        "with many clients per core, docs/operations.md); the same limits "
+        "(no target: the target is net-put-1MiB-dram's)");
     /* One cold memcpy: a one-copy GET can at best match it. Against the
      * median of our rounds. */
     if (mcpy > 0) {
