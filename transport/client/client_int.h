@@ -149,6 +149,9 @@ void kvs_client_put_connect(kvs_client_t *c);
 bool kvs_client_arm(kvs_client_t *c);
 /* Sleeps up to timeout_ms on both workers' event fds, once armed. */
 void kvs_client_sleep(kvs_client_t *c, int timeout_ms);
+/* Gives the core away for about 20 us (more with the timer's slack): for
+ * when arming says events are pending but progress finds none. */
+void kvs_client_yield(void);
 
 /* request.c */
 int kvs_req_run_completions(kvs_client_t *c);

@@ -418,6 +418,8 @@ static void sent_cb(void *request, ucs_status_t status, void *user_data)
     ucp_request_free(request);
 }
 
+#define YIELD_NS 200000ull /* see kvs_req_progress_once */
+
 /* Waits while nothing can make progress: spin briefly, then sleep on the
  * worker's event fd. */
 int kvs_req_progress_once(kvs_client_t *c, uint64_t *idle_since)
@@ -434,8 +436,20 @@ int kvs_req_progress_once(kvs_client_t *c, uint64_t *idle_since)
         *idle_since = now;
     if (now - *idle_since < c->busy_ns)
         return 0;
+    /* UCX 1.13's ucp_worker_arm can answer BUSY (events pending) call after
+     * call while progress finds nothing: counted inside one of 64 client
+     * processes on two cores, 97% of its calls, with or without a put
+     * endpoint. Spinning on that took the cores from the daemon the client
+     * was waiting for (net-mixed-64clients: GET p99 43-47 ms, against
+     * 2.1-2.6 with this yield; docs/operations.md). So a BUSY gives the
+     * core away for a moment once nothing has happened for YIELD_NS past
+     * the busy window; sooner, it cost a lone client's MATCH its wake-up
+     * time twice over (net-match128-p99-under-disk-load's limit 74 -> 130
+     * us). */
     if (kvs_client_arm(c))
         kvs_client_sleep(c, 10);
+    else if (now - *idle_since >= c->busy_ns + YIELD_NS)
+        kvs_client_yield();
     return 0;
 }
 
