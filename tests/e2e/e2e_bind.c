@@ -61,6 +61,26 @@ static bool bind_answered_on_bulk(raw_t *b, raw_t *ctl, raw_t *victim,
     }
 }
 
+/* Opens bulk endpoint b to the attacker's (ar's) bulk port and sends a
+ * BIND naming session with the attacker's secret: a refusal (status not
+ * 0) must come back on b, a binding on the attacker's control endpoint
+ * a, and nothing on the victim's v. */
+static void bind_check(raw_t *b, raw_t *a, raw_t *v, const kvs_wire_msg_t *ar,
+                       uint64_t req_id, uint64_t session, int status)
+{
+    uint8_t buf[4096];
+    kvs_wire_hdr_t h;
+    size_t len;
+
+    raw_connect_mode(b, (uint16_t)ar->u.hello_rep.bulk_port,
+                     UCP_ERR_HANDLING_MODE_NONE);
+    len = bind_frame(buf, req_id, session, ar->u.hello_rep.bind_secret);
+    CHECK(bind_answered_on_bulk(b, a, v, buf, len, &h) == (status != 0));
+    CHECK_EQ(h.req_id, req_id);
+    CHECK_EQ(h.status, status);
+    CHECK(h.flags & KVS_WIRE_F_REPLY);
+}
+
 /* The victim's next reply is the answer to its own next request. */
 static void victim_undisturbed(raw_t *v)
 {
@@ -86,7 +106,6 @@ int main(void)
     raw_t *b = calloc(1, sizeof(*b)), *b2 = calloc(1, sizeof(*b2));
     raw_t *b3 = calloc(1, sizeof(*b3));
     uint64_t diff;
-    size_t len;
 
     CHECK(v && a && b && b2 && b3);
     kvs_e2e_daemon_init(&d, "e2e_bind");
@@ -98,14 +117,7 @@ int main(void)
 
     /* A BIND naming the victim's session with a wrong secret: refused on
      * the attacker's bulk endpoint, never on the victim's endpoint. */
-    raw_connect_mode(b, (uint16_t)ar.u.hello_rep.bulk_port,
-                     UCP_ERR_HANDLING_MODE_NONE);
-    len =
-        bind_frame(buf, 77, vr.u.hello_rep.session, ar.u.hello_rep.bind_secret);
-    CHECK(bind_answered_on_bulk(b, a, v, buf, len, &h));
-    CHECK_EQ(h.req_id, 77);
-    CHECK_EQ(h.status, KVS_EAUTH);
-    CHECK(h.flags & KVS_WIRE_F_REPLY);
+    bind_check(b, a, v, &ar, 77, vr.u.hello_rep.session, KVS_EAUTH);
     victim_undisturbed(v);
     raw_close(b);
 
@@ -117,30 +129,12 @@ int main(void)
     /* The attacker's own session with the right secret binds (answered on
      * its control endpoint, as documented); a second BIND of the same
      * session is refused on the endpoint it came on. */
-    raw_connect_mode(b, (uint16_t)ar.u.hello_rep.bulk_port,
-                     UCP_ERR_HANDLING_MODE_NONE);
-    len =
-        bind_frame(buf, 78, ar.u.hello_rep.session, ar.u.hello_rep.bind_secret);
-    CHECK(!bind_answered_on_bulk(b, a, v, buf, len, &h));
-    CHECK_EQ(h.req_id, 78);
-    CHECK_EQ(h.status, 0);
+    bind_check(b, a, v, &ar, 78, ar.u.hello_rep.session, 0);
     /* With PUT_EP agreed, a second BIND binds the put endpoint (answered
      * on the control endpoint too); a third is refused where it came. */
     CHECK(ar.u.hello_rep.features & KVS_WIRE_FEAT_PUT_EP);
-    raw_connect_mode(b2, (uint16_t)ar.u.hello_rep.bulk_port,
-                     UCP_ERR_HANDLING_MODE_NONE);
-    len =
-        bind_frame(buf, 79, ar.u.hello_rep.session, ar.u.hello_rep.bind_secret);
-    CHECK(!bind_answered_on_bulk(b2, a, v, buf, len, &h));
-    CHECK_EQ(h.req_id, 79);
-    CHECK_EQ(h.status, 0);
-    raw_connect_mode(b3, (uint16_t)ar.u.hello_rep.bulk_port,
-                     UCP_ERR_HANDLING_MODE_NONE);
-    len =
-        bind_frame(buf, 80, ar.u.hello_rep.session, ar.u.hello_rep.bind_secret);
-    CHECK(bind_answered_on_bulk(b3, a, v, buf, len, &h));
-    CHECK_EQ(h.req_id, 80);
-    CHECK_EQ(h.status, KVS_EAUTH);
+    bind_check(b2, a, v, &ar, 79, ar.u.hello_rep.session, 0);
+    bind_check(b3, a, v, &ar, 80, ar.u.hello_rep.session, KVS_EAUTH);
     victim_undisturbed(v);
 
     /* The put endpoint carries PUTs only: an EXISTS there is not answered
