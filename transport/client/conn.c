@@ -136,9 +136,9 @@ static void put_teardown(kvs_client_t *c, bool force)
  * Off unless KVSTASH_PUT_EP=1: one client's 1 MiB PUTs run at about the
  * limit with it (against 0.55-0.65 without), but 64 client processes on
  * two cores, each with one, moved 1.7 GB/s of 1 MiB blocks instead of
- * 7.0, and the clients then spin (ucp_worker_arm keeps answering BUSY on
- * one worker or the other) while the daemon waits for them; not yet
- * understood (docs/operations.md, PUTs).
+ * 7.0: the clients burn the cores in their progress loops while the
+ * daemon waits for them, and each PUT needs its client scheduled again
+ * to write. Not yet understood (docs/operations.md, PUTs).
  */
 void kvs_client_put_connect(kvs_client_t *c)
 {
