@@ -24,14 +24,13 @@
  *
  * Block bytes of a GET are received directly into the caller's buffer (one
  * copy, done by UCX). Registering that buffer once with kvs_client_mem_reg()
- * and passing the registration spares UCX a registration per call. The
- * bytes of a PUT are read by the daemon. With KVSTASH_PUT_EP=1 in the
- * environment, a client of a daemon on this host copies those of a PUT of
- * 64 KiB or more itself, into the daemon's memory (the put endpoint,
+ * and passing the registration spares UCX a registration per call. A
+ * client of a daemon on this host copies the bytes of its PUTs of 64 KiB
+ * or more itself, into the daemon's memory (the put endpoint,
  * docs/protocol.md section 5): inside the call, or for an asynchronous
- * PUT inside the next kvs_client_progress() or wait. Faster for one
- * client, far slower with many client processes per core
- * (docs/operations.md, PUTs).
+ * PUT inside the next kvs_client_progress() or wait. The daemon grants
+ * that to a few clients at once (daemon.put_endpoints); for the others,
+ * and with KVSTASH_PUT_EP=0 in the environment, the daemon reads them.
  */
 #ifndef KVSTASH_CLIENT_H
 #define KVSTASH_CLIENT_H

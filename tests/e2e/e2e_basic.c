@@ -57,17 +57,18 @@ static void test_put_get(kvs_client_t *c)
     CHECK_EQ(kvs_client_put(c, key65, 65, "x", 1, 0), KVS_ETOOBIG);
 }
 
-/* On this host, with KVSTASH_PUT_EP=1, PUTs of 64 KiB or more go on the
- * put endpoint (PUT_EP, written by the client; transport/client/conn.c),
- * smaller ones and every PUT of a client without it on the bulk endpoint;
- * the bytes are right either way. In flight together, and in two parts, so that
- * the iov path is covered. */
 static void on_count(void *arg, int status)
 {
     (void)status; /* each item's own status is checked */
     ++*(int *)arg;
 }
 
+/* On this host PUTs of 64 KiB or more go on the put endpoint (PUT_EP,
+ * written by the client; transport/client/conn.c); smaller ones, and
+ * every PUT of a client the daemon refused a put endpoint (this daemon
+ * binds two, daemon.put_endpoints = 2) or of one with KVSTASH_PUT_EP=0,
+ * on the bulk endpoint; the bytes are right either way. Eight PUTs in
+ * flight together, each in two parts, so that the iov path is covered. */
 static void put_many(kvs_client_t *c, const char *prefix, uint64_t seed)
 {
     enum { N = 8, HALF = 512u << 10 };
@@ -104,18 +105,30 @@ static void put_many(kvs_client_t *c, const char *prefix, uint64_t seed)
 static void test_put_endpoint(const kvs_e2e_daemon_t *d, kvs_client_t *c)
 {
     uint64_t p0 = kvs_e2e_stat(c, "put_endpoint_puts");
-    kvs_client_t *plain;
+    kvs_client_t *off, *second, *third;
 
     CHECK(p0 >= 1); /* test_put_get's 3 MiB block */
     put_many(c, "pe", 100);
     CHECK_EQ(kvs_e2e_stat(c, "put_endpoint_puts"), p0 + 8);
     CHECK_EQ(kvs_client_put(c, "pe-small", 8, "tiny", 4, 0), 0);
     CHECK_EQ(kvs_e2e_stat(c, "put_endpoint_puts"), p0 + 8);
+    /* c holds one of this daemon's two put endpoints. A client with
+     * KVSTASH_PUT_EP=0 takes none, though one is free: the next client
+     * gets it, and the one after is refused (-EAGAIN), both taken. */
+    setenv("KVSTASH_PUT_EP", "0", 1);
+    off = kvs_e2e_connect(d, NS_A, "alice-secret");
     unsetenv("KVSTASH_PUT_EP");
-    plain = kvs_e2e_connect(d, NS_A, "alice-secret");
-    put_many(plain, "plain", 200);
+    put_many(off, "off", 200);
     CHECK_EQ(kvs_e2e_stat(c, "put_endpoint_puts"), p0 + 8);
-    kvs_client_destroy(plain);
+    second = kvs_e2e_connect(d, NS_A, "alice-secret");
+    put_many(second, "second", 300);
+    CHECK_EQ(kvs_e2e_stat(c, "put_endpoint_puts"), p0 + 16);
+    third = kvs_e2e_connect(d, NS_A, "alice-secret");
+    put_many(third, "third", 400);
+    CHECK_EQ(kvs_e2e_stat(c, "put_endpoint_puts"), p0 + 16);
+    kvs_client_destroy(third);
+    kvs_client_destroy(second);
+    kvs_client_destroy(off);
 }
 
 /* A batch of 40 chained blocks of 4 parts each, in and out, into memory
@@ -336,13 +349,13 @@ static void test_tenancy(const kvs_e2e_daemon_t *d)
 
 int main(void)
 {
+    const char *put_eps[] = {"--set=daemon.put_endpoints=2", NULL};
     kvs_e2e_daemon_t d;
     kvs_client_t *c;
 
     kvs_e2e_daemon_init(&d, "e2e_basic");
     kvs_e2e_write_config(&d, config);
-    kvs_e2e_daemon_start(&d, NULL);
-    setenv("KVSTASH_PUT_EP", "1", 1); /* test_put_endpoint */
+    kvs_e2e_daemon_start(&d, put_eps);
     c = kvs_e2e_connect(&d, NS_A, "alice-secret");
     CHECK(kvs_version() == KVS_VERSION_NUMBER);
     test_put_get(c);

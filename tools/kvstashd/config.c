@@ -82,6 +82,9 @@ static const setting_t settings[] = {
       "job"),
     S("daemon", "bulk_ep", T_BOOL, server.bulk_ep,
       "second endpoint for GET data"),
+    S("daemon", "put_endpoints", T_U32, server.put_endpoints,
+      "clients on this host that may write their own PUTs at once; "
+      "default: half the online CPUs (at least 1), 0: none"),
     S("daemon", "shm_socket", T_STR, server.shm_socket,
       "Unix socket where clients on this host map the DRAM arena; unset: off"),
     S("daemon", "shm_group", T_STR, shm_group,

@@ -96,12 +96,12 @@ static void bulk_connect(kvs_client_t *c, struct sockaddr_storage *ss)
     c->daemon_ss = *ss;
 }
 
-/* KVSTASH_PUT_EP=1 in the environment (docs/operations.md, PUTs). */
+/* Unless KVSTASH_PUT_EP=0 in the environment (docs/operations.md, PUTs). */
 static bool put_ep_wanted(void)
 {
     const char *v = getenv("KVSTASH_PUT_EP");
 
-    return v && *v && strcmp(v, "0") != 0;
+    return !v || strcmp(v, "0") != 0;
 }
 
 static void put_teardown(kvs_client_t *c, bool force)
@@ -133,12 +133,14 @@ static void put_teardown(kvs_client_t *c, bool force)
  * section 5), and everything else stays where it was. Best effort: on
  * any failure PUTs go on the bulk endpoint.
  *
- * Off unless KVSTASH_PUT_EP=1: one client's 1 MiB PUTs run at about the
- * limit with it (against 0.55-0.65 without), but 64 client processes on
- * two cores, each with one, moved 1.7 GB/s of 1 MiB blocks instead of
- * 7.0: the clients burn the cores in their progress loops while the
- * daemon waits for them, and each PUT needs its client scheduled again
- * to write. Not yet understood (docs/operations.md, PUTs).
+ * One client's 1 MiB PUTs run at about the limit with it (against
+ * 0.55-0.70 without), but 64 client processes on two cores, each with
+ * one, moved 1.7 GB/s of 1 MiB blocks instead of 7.0: the clients burn
+ * the cores in their progress loops while the daemon waits for them, and
+ * each PUT needs its client scheduled again to write. So the daemon binds
+ * at most daemon.put_endpoints of them (default: half its online CPUs) and
+ * refuses more with -EAGAIN; such a client, or one with KVSTASH_PUT_EP=0,
+ * PUTs on its bulk endpoint (docs/operations.md, PUTs).
  */
 void kvs_client_put_connect(kvs_client_t *c)
 {
@@ -298,8 +300,7 @@ KVS_API int kvs_client_create_v(unsigned api_version,
         !getenv("KVSTASH_NO_BULK"))
         bulk_connect(c, &ss);
     /* PUTs get their own endpoint only where the sender can write into the
-     * daemon's memory, on this host, and only when asked: with many client
-     * processes per core it is far slower (kvs_client_put_connect). */
+     * daemon's memory: on this host (kvs_client_put_connect). */
     c->put_tried = !opts.loopback || !put_ep_wanted();
     c->shm_status = -EOPNOTSUPP;
     if (!(params->field_mask & KVS_CLIENT_PARAM_SHM_SOCKET))

@@ -191,6 +191,8 @@ void kvs_conn_bulk_close(kvs_server_t *srv, kvs_bulk_t *b)
     kvs_srvstream_stx_orphan_ep(srv->stream, b->ep);
     if (b->conn && b->conn->bulk == b)
         b->conn->bulk = NULL;
+    if (b->put_only)
+        atomic_fetch_sub(&kvs_server_root(srv)->nputeps, 1);
     if (b->conn && b->conn->put_bulk == b)
         b->conn->put_bulk = NULL;
     sp = ucp_ep_close_nbx(b->ep, &prm);
@@ -235,6 +237,17 @@ void kvs_conn_bulk_request_cb(ucp_conn_request_h req, void *arg)
     srv->nbulks++;
 }
 
+/* One of the daemon's put_endpoints, if one is free. */
+static bool put_ep_take(kvs_server_t *srv)
+{
+    _Atomic uint32_t *n = &kvs_server_root(srv)->nputeps;
+
+    if (atomic_fetch_add(n, 1) < srv->cfg.put_endpoints)
+        return true;
+    atomic_fetch_sub(n, 1);
+    return false;
+}
+
 /* The only frame a bulk endpoint may send: BIND (session, secret). */
 void kvs_conn_bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
                         size_t len)
@@ -271,6 +284,14 @@ void kvs_conn_bulk_bind(kvs_server_t *srv, kvs_bulk_t *b, const void *frame,
         kvs_debug("bulk endpoint: BIND refused");
         srv->bad_frames++;
         kvs_send_bulk_status(srv, b, &m.hdr, KVS_EAUTH);
+        return;
+    }
+    if (conn->bulk && !put_ep_take(srv)) {
+        /* All taken: not an error of the client's, which PUTs on its bulk
+         * endpoint instead. */
+        kvs_debug("conn %llu: put endpoint refused: %u bound already",
+                  (unsigned long long)conn->id, srv->cfg.put_endpoints);
+        kvs_send_bulk_status(srv, b, &m.hdr, -EAGAIN);
         return;
     }
     b->conn = conn;

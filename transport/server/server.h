@@ -56,6 +56,11 @@ typedef struct kvs_server_config {
     uint32_t busy_poll_disk_us;  /* the same while a disk read that a
                                     client waits for is in flight */
     bool bulk_ep;                /* offer a second endpoint for DATA */
+    uint32_t put_endpoints;      /* put endpoints (PUT_EP) bound at once in
+                                    the daemon; more are refused (the
+                                    client then PUTs on its bulk endpoint);
+                                    0: none. Default: half the online
+                                    CPUs, at least 1 */
     const char *shm_socket;      /* Unix socket for same-host clients to
                                     map the arena (shm.h); NULL: none */
     int shm_gid;                 /* -1: the socket is 0600; else 0660 and

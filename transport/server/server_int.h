@@ -53,7 +53,8 @@ typedef struct kvs_bulk {
                             is sent, or 1 s after it at most */
     bool failed;         /* UCX reported an error, or to close */
     bool put_only;       /* bound as its connection's put endpoint
-                            (PUT_EP): PUTs only */
+                            (PUT_EP): PUTs only; counted in the root's
+                            nputeps */
 } kvs_bulk_t;
 
 /* A lease: references taken by one MATCH, dropped by a GET naming it, a
@@ -205,6 +206,8 @@ struct kvs_server {
     _Atomic uint64_t direct_puts; /* of those, received into the arena */
     _Atomic uint64_t bulk_bound;  /* bulk and put endpoints bound */
     _Atomic uint64_t put_ep_puts; /* PUTs that came on a put endpoint */
+    _Atomic uint32_t nputeps;     /* root's: put endpoints bound, over
+                                   * every serving thread */
     _Atomic uint64_t blocks_sent;   /* DATA messages posted */
     _Atomic uint64_t bytes_sent;    /* their payload bytes */
     _Atomic uint64_t get_misses;    /* GET entries answered without data */
