@@ -157,8 +157,23 @@ int main(void)
     free(b2);
     free(b);
     free(a);
-    free(v);
     kvs_e2e_daemon_stop(&d);
+
+    /* A daemon that binds no put endpoint does not offer PUT_EP. */
+    {
+        const char *none[] = {"--set=daemon.put_endpoints=0", NULL};
+
+        kvs_e2e_daemon_init(&d, "e2e_bind-noput");
+        kvs_e2e_write_config(&d, "[tenant.victim]\ntoken = vtok\n"
+                                 "namespaces = vn\n");
+        kvs_e2e_daemon_start(&d, none);
+        hello_ok(v, d.port, "vtok", "vn", &vr);
+        CHECK(!(vr.u.hello_rep.features & KVS_WIRE_FEAT_PUT_EP));
+        CHECK(vr.u.hello_rep.features & KVS_WIRE_FEAT_BULK_PUT);
+        raw_close(v);
+        kvs_e2e_daemon_stop(&d);
+    }
+    free(v);
     printf("e2e_bind: ok\n");
     return 0;
 }

@@ -501,7 +501,10 @@ void kvs_conn_set_ready(kvs_server_t *srv, kvs_conn_t *conn,
     else
         conn->features &= ~(KVS_WIRE_FEAT_BULK | KVS_WIRE_FEAT_BULK_PUT |
                             KVS_WIRE_FEAT_PUT_EP);
-    if (!(conn->features & KVS_WIRE_FEAT_BULK_PUT))
+    /* No put endpoint to give: not offered, so that no client opens a UCX
+     * context for a BIND that is bound to be refused. */
+    if (!(conn->features & KVS_WIRE_FEAT_BULK_PUT) ||
+        srv->cfg.put_endpoints == 0)
         conn->features &= ~KVS_WIRE_FEAT_PUT_EP;
     prehello_leave(srv, conn);
     conn->ready = true;
