@@ -3,10 +3,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define HUGE_ALIGN ((size_t)2 << 20) /* a transparent huge page on x86-64 */
@@ -96,19 +102,177 @@ err_close:
     return -ENOMEM;
 }
 
-/* The shmem attempt: a memfd mapped at a 2 MiB boundary (inside a larger
- * reservation, so that THP can back it where the kernel allows). */
-static int map_shmem(size_t len, const char *name, kvs_huge_t *h)
+/*
+ * The private tmpfs attempt. shmem_enabled governs only the kernel's own
+ * shmem mount (memfds, SysV, shared anonymous memory); a tmpfs mounted
+ * with huge=always gets 2 MiB pages whatever it says (Documentation/
+ * admin-guide/mm/transhuge.rst), and needs no reserved pool. So a child
+ * process enters a mount namespace of its own (inside a user namespace of
+ * its own when not root, as unprivileged users may mount tmpfs there),
+ * mounts a tmpfs there that nobody else can reach, creates an unlinked
+ * file in it, passes the fd back and exits. The fd keeps the file and its
+ * tmpfs alive; it is a shmem file like a memfd, so clients map it the same
+ * way. Where namespaces or mounts are not allowed (a container, systemd's
+ * RestrictNamespaces=), the child fails and the memfd is used instead.
+ *
+ * The child is forked from a process that may have threads, so between
+ * fork and _exit it calls only system calls, on strings made beforehand.
+ */
+struct tmpfs_child {
+    bool userns;
+    const char *name;
+    char uid_map[32], gid_map[32], opts[64];
+};
+
+static const char *const tmpfs_dirs[] = {"/tmp", "/dev/shm", "/run", "/mnt",
+                                         "/var/tmp"};
+
+static int write_file(const char *path, const char *s)
 {
-    int fd = memfd_create(name, MFD_CLOEXEC);
-    int ret = -ENOMEM;
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    ssize_t n;
+
+    if (fd < 0)
+        return -1;
+    n = write(fd, s, strlen(s));
+    close(fd);
+    return n == (ssize_t)strlen(s) ? 0 : -1;
+}
+
+/* In the child: sends the file's fd, or the errno of the step that failed
+ * (as data, no fd), over sock. Never returns. */
+static void tmpfs_child_run(const struct tmpfs_child *c, int sock)
+{
+    int err = 0, fd = -1, dfd;
+    size_t i;
+
+    if (unshare(CLONE_NEWNS | (c->userns ? CLONE_NEWUSER : 0)) != 0) {
+        err = errno;
+        goto send;
+    }
+    if (c->userns &&
+        ((write_file("/proc/self/setgroups", "deny") != 0 && errno != ENOENT) ||
+         write_file("/proc/self/uid_map", c->uid_map) != 0 ||
+         write_file("/proc/self/gid_map", c->gid_map) != 0)) {
+        err = errno;
+        goto send;
+    }
+    /* Nothing mounted here may show in the namespace it came from. */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+        err = errno;
+        goto send;
+    }
+    err = ENOENT;
+    for (i = 0; i < sizeof(tmpfs_dirs) / sizeof(tmpfs_dirs[0]); i++) {
+        if (mount("kvstash", tmpfs_dirs[i], "tmpfs",
+                  MS_NOSUID | MS_NODEV | MS_NOEXEC, c->opts) != 0) {
+            err = errno;
+            continue;
+        }
+        /* Named, then unlinked, so that /proc/PID/maps names it. */
+        dfd = open(tmpfs_dirs[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+        fd = dfd < 0 ? -1
+                     : openat(dfd, c->name,
+                              O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        err = fd < 0 ? errno : 0;
+        if (fd >= 0)
+            (void)unlinkat(dfd, c->name, 0);
+        break;
+    }
+
+send : {
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {.iov_base = &err, .iov_len = sizeof(err)};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+
+    memset(cbuf, 0, sizeof(cbuf));
+    if (fd >= 0) {
+        struct cmsghdr *cm;
+
+        m.msg_control = cbuf;
+        m.msg_controllen = sizeof(cbuf);
+        cm = CMSG_FIRSTHDR(&m);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    }
+    (void)sendmsg(sock, &m, MSG_NOSIGNAL);
+    _exit(0);
+}
+}
+
+/* An fd of a tmpfs file on 2 MiB pages, len bytes, or -errno (the step
+ * that failed in the child, for the log). */
+static int tmpfs_huge_fd(size_t len, const char *name)
+{
+    struct tmpfs_child c = {.userns = geteuid() != 0, .name = name};
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    int err = EIO, fd = -1, sv[2], status;
+    struct iovec iov = {.iov_base = &err, .iov_len = sizeof(err)};
+    struct msghdr m = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = cbuf,
+                       .msg_controllen = sizeof(cbuf)};
+    struct pollfd pfd;
+    struct cmsghdr *cm;
+    size_t hlen = (len + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1);
+    pid_t pid;
+
+    snprintf(c.uid_map, sizeof(c.uid_map), "%u %u 1", (unsigned)geteuid(),
+             (unsigned)geteuid());
+    snprintf(c.gid_map, sizeof(c.gid_map), "%u %u 1", (unsigned)getegid(),
+             (unsigned)getegid());
+    snprintf(c.opts, sizeof(c.opts),
+             "huge=always,size=%zu,nr_inodes=16,mode=700", hlen);
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        return -errno;
+    pid = fork();
+    if (pid < 0) {
+        err = errno;
+        close(sv[0]);
+        close(sv[1]);
+        return -err;
+    }
+    if (pid == 0) {
+        close(sv[0]);
+        tmpfs_child_run(&c, sv[1]);
+    }
+    close(sv[1]);
+    /* The child makes a handful of system calls; 5 s is a hung kernel. */
+    pfd.fd = sv[0];
+    pfd.events = POLLIN;
+    if (poll(&pfd, 1, 5000) != 1) {
+        err = ETIMEDOUT;
+        kill(pid, SIGKILL);
+    } else if (recvmsg(sv[0], &m, MSG_CMSG_CLOEXEC) != (ssize_t)sizeof(err)) {
+        err = ECHILD; /* it died before it answered */
+    } else {
+        cm = CMSG_FIRSTHDR(&m);
+        if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
+            cm->cmsg_len == CMSG_LEN(sizeof(int)))
+            memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+    }
+    close(sv[0]);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (fd < 0)
+        return -(err ? err : EIO);
+    if (ftruncate(fd, (off_t)len) != 0) {
+        err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+/* Maps fd (len bytes, shared) at a 2 MiB boundary, inside a larger
+ * reservation, so that huge pages can back it. Takes fd. */
+static int map_fd_aligned(int fd, size_t len, kvs_huge_t *h)
+{
     void *res, *p;
     uintptr_t at;
 
-    if (fd < 0)
-        return -errno;
-    if (ftruncate(fd, (off_t)len) != 0)
-        goto err_close;
     res = mmap(NULL, len + HUGE_ALIGN, PROT_NONE,
                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (res == MAP_FAILED)
@@ -116,8 +280,10 @@ static int map_shmem(size_t len, const char *name, kvs_huge_t *h)
     at = ((uintptr_t)res + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1);
     p = mmap((void *)at, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
              fd, 0);
-    if (p == MAP_FAILED)
-        goto err_unmap_reservation;
+    if (p == MAP_FAILED) {
+        munmap(res, len + HUGE_ALIGN);
+        goto err_close;
+    }
     h->map = res;
     h->map_len = len + HUGE_ALIGN;
     h->base = p;
@@ -127,15 +293,38 @@ static int map_shmem(size_t len, const char *name, kvs_huge_t *h)
     (void)madvise(p, len, MADV_HUGEPAGE);
     return 0;
 
-err_unmap_reservation:
-    munmap(res, len + HUGE_ALIGN);
 err_close:
     close(fd);
-    return ret;
+    return -ENOMEM;
+}
+
+/* The shmem attempt: a memfd, where THP can back it only if the kernel's
+ * shmem_enabled allows. */
+static int map_shmem(size_t len, const char *name, kvs_huge_t *h)
+{
+    int fd = memfd_create(name, MFD_CLOEXEC);
+
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)len) != 0) {
+        close(fd);
+        return -ENOMEM;
+    }
+    return map_fd_aligned(fd, len, h);
+}
+
+static int map_tmpfs(size_t len, const char *name, kvs_huge_t *h, int *why)
+{
+    int fd = tmpfs_huge_fd(len, name);
+
+    *why = fd < 0 ? -fd : 0;
+    if (fd < 0)
+        return fd;
+    return map_fd_aligned(fd, len, h);
 }
 
 int kvs_huge_map_shared(size_t len, const char *name, kvs_huge_t *h,
-                        enum kvs_huge_kind *kind_out)
+                        enum kvs_huge_kind *kind_out, int *why_out)
 {
     enum kvs_huge_kind kind = KVS_HUGE_HUGETLB;
     int ret;
@@ -143,15 +332,31 @@ int kvs_huge_map_shared(size_t len, const char *name, kvs_huge_t *h,
     memset(h, 0, sizeof(*h));
     if (len == 0 || len > SIZE_MAX - HUGE_ALIGN)
         return -ENOMEM;
-    if (map_hugetlb(len, name, h) != 0) {
+    if (why_out)
+        *why_out = 0;
+    if (map_hugetlb(len, name, h) == 0)
+        goto out;
+    if (shmem_thp_allowed()) {
+        kind = KVS_HUGE_SHMEM_THP;
         ret = map_shmem(len, name, h);
+    } else {
+        int why;
+
+        kind = KVS_HUGE_TMPFS_THP;
+        ret = map_tmpfs(len, name, h, &why);
         if (ret) {
-            memset(h, 0, sizeof(*h));
-            return ret;
+            if (why_out)
+                *why_out = why;
+            kind = KVS_HUGE_SHMEM_4K;
+            ret = map_shmem(len, name, h);
         }
-        kind = shmem_thp_allowed() ? KVS_HUGE_SHMEM_THP : KVS_HUGE_SHMEM_4K;
-        populate(h->base, len);
     }
+    if (ret) {
+        memset(h, 0, sizeof(*h));
+        return ret;
+    }
+    populate(h->base, len);
+out:
     if (kind_out)
         *kind_out = kind;
     return 0;

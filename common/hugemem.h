@@ -22,7 +22,7 @@ typedef struct kvs_huge {
     size_t len;
     void *map; /* the mapping, for munmap */
     size_t map_len;
-    bool shared; /* kvs_huge_map_shared: fd is a memfd of len bytes */
+    bool shared; /* kvs_huge_map_shared: fd is a shmem file of len bytes */
     int fd;      /* owned; closed by kvs_huge_unmap when shared */
 } kvs_huge_t;
 
@@ -30,7 +30,8 @@ typedef struct kvs_huge {
 enum kvs_huge_kind {
     KVS_HUGE_HUGETLB = 1, /* MFD_HUGETLB: 2 MiB pages from the reserved pool */
     KVS_HUGE_SHMEM_THP,   /* THP on shmem: the kernel allows it (advise) */
-    KVS_HUGE_SHMEM_4K,    /* shmem on 4 KiB pages: neither is available */
+    KVS_HUGE_TMPFS_THP,   /* a file on a private tmpfs mounted huge=always */
+    KVS_HUGE_SHMEM_4K,    /* shmem on 4 KiB pages: none of these works */
 };
 
 /* Maps len (> 0) bytes. 0, or -ENOMEM with *h zeroed. */
@@ -42,16 +43,22 @@ int kvs_huge_map(size_t len, kvs_huge_t *h);
 int kvs_huge_reserve(size_t len, kvs_huge_t *h);
 
 /*
- * Maps len (> 0) bytes of a memfd named name, shared, so that the fd can be
- * handed to another process (SCM_RIGHTS) which maps the same pages. Tries
- * MFD_HUGETLB first (len rounded up to 2 MiB; needs vm.nr_hugepages), then
- * shmem with MADV_HUGEPAGE (2 MiB pages only where
- * transparent_hugepage/shmem_enabled allows advise or always), else 4 KiB
- * pages. Every page is populated now, as kvs_huge_map does. *kind_out
- * (optional) says which. 0, or -ENOMEM / -errno with *h zeroed.
+ * Maps len (> 0) bytes of shared memory, so that its fd can be handed to
+ * another process (SCM_RIGHTS) which maps the same pages. In order:
+ *   1. a memfd with MFD_HUGETLB (len rounded up to 2 MiB; needs
+ *      vm.nr_hugepages);
+ *   2. where transparent_hugepage/shmem_enabled allows THP (advise,
+ *      always, within_size, force), a memfd with MADV_HUGEPAGE;
+ *   3. else an unlinked file on a tmpfs mounted huge=always in a mount
+ *      namespace of a short-lived child's own (hugemem.c), which gets THP
+ *      whatever shmem_enabled says;
+ *   4. else a memfd on 4 KiB pages.
+ * Every page is populated now, as kvs_huge_map does. *kind_out (optional)
+ * says which; *why_out (optional) the errno that ruled out 3, or 0. 0, or
+ * -ENOMEM / -errno with *h zeroed.
  */
 int kvs_huge_map_shared(size_t len, const char *name, kvs_huge_t *h,
-                        enum kvs_huge_kind *kind_out);
+                        enum kvs_huge_kind *kind_out, int *why_out);
 
 /* Unmaps; a zeroed kvs_huge_t is a no-op. */
 void kvs_huge_unmap(kvs_huge_t *h);

@@ -119,14 +119,24 @@ static int arena_create(size_t bytes, bool shared, kvs_arena_t **arena_out)
      * ~200 MB/s of first writes to 4 KiB pages on the CI machine. */
     if (shared) {
         enum kvs_huge_kind kind;
+        int why;
 
-        if (kvs_huge_map_shared(a->size, "kvstash-arena", &a->mem, &kind) != 0)
+        if (kvs_huge_map_shared(a->size, "kvstash-arena", &a->mem, &kind,
+                                &why) != 0)
             goto err_free_tables;
-        kvs_info("DRAM arena in a memfd, %zu MiB, %s", a->size >> 20,
-                 kind == KVS_HUGE_HUGETLB     ? "on hugetlbfs 2 MiB pages"
-                 : kind == KVS_HUGE_SHMEM_THP ? "shmem with THP allowed"
-                                              : "shmem on 4 KiB pages (no "
-                                                "hugetlb pool, shmem THP off)");
+        if (kind == KVS_HUGE_SHMEM_4K)
+            kvs_warn("DRAM arena shared, %zu MiB, on 4 KiB pages: no hugetlb "
+                     "pool, shmem THP off (shmem_enabled), and no private "
+                     "tmpfs with huge=always (%s; namespaces or mounts not "
+                     "allowed?). Copies into and out of it run slower; see "
+                     "docs/operations.md, \"Shared memory on one host\"",
+                     a->size >> 20, strerror(why));
+        else
+            kvs_info("DRAM arena shared, %zu MiB, %s", a->size >> 20,
+                     kind == KVS_HUGE_HUGETLB     ? "on hugetlbfs 2 MiB pages"
+                     : kind == KVS_HUGE_SHMEM_THP ? "a memfd with shmem THP"
+                                                  : "on a private tmpfs with "
+                                                    "huge=always");
     } else if (kvs_huge_map(a->size, &a->mem) != 0) {
         goto err_free_tables;
     }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* DRAM arena: extents never overlap, frees coalesce back to one extent,
- * exhaustion is -ENOMEM, and allocated memory is usable. */
+ * exhaustion is -ENOMEM, and allocated memory is usable; a shared arena's
+ * fd maps the same pages, on huge pages where it says so. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,7 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <linux/magic.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
+#include <unistd.h>
 
+#include "common/hugemem.h"
 #include "kvstore/arena.h"
 #include "tests/testutil.h"
 
@@ -128,12 +135,86 @@ static void test_random_no_overlap(void **state)
     kvs_arena_destroy(a);
 }
 
+/* kB of a field of /proc/self/smaps_rollup, or -1. */
+static long rollup_kb(const char *field)
+{
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    char line[256];
+    long kb = -1;
+    size_t n = strlen(field);
+
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':')
+            kb = strtol(line + n + 1, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
+/* True if this process's mount table names a mount from "kvstash" (the
+ * private tmpfs must stay in the child's namespace). */
+static bool kvstash_mount_visible(void)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    char line[1024];
+    bool seen = false;
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f))
+        seen |= strstr(line, " - tmpfs kvstash ") != NULL;
+    fclose(f);
+    return seen;
+}
+
+static void test_shared_map(void **state)
+{
+    const size_t len = 16u << 20;
+    enum kvs_huge_kind kind;
+    struct statfs sf;
+    kvs_huge_t h;
+    uint8_t *again;
+    long before = rollup_kb("ShmemPmdMapped");
+    int why;
+
+    (void)state;
+    assert_int_equal(
+        kvs_huge_map_shared(len, "kvstash-arena-test", &h, &kind, &why), 0);
+    assert_true(h.shared && h.fd >= 0 && h.len == len);
+    assert_int_equal(((uintptr_t)h.base) & ((2u << 20) - 1), 0);
+    assert_int_equal(fstatfs(h.fd, &sf), 0);
+    assert_true(sf.f_type == TMPFS_MAGIC || sf.f_type == HUGETLBFS_MAGIC);
+    assert_false(kvstash_mount_visible());
+    /* Another mapping of the fd (what a client does) sees the same bytes,
+     * both ways. */
+    again = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, h.fd, 0);
+    assert_true(again != MAP_FAILED);
+    memset(h.base, 0x5a, len);
+    assert_int_equal(again[0], 0x5a);
+    assert_int_equal(again[len - 1], 0x5a);
+    again[len / 2] = 0xa5;
+    assert_int_equal(((uint8_t *)h.base)[len / 2], 0xa5);
+    munmap(again, len);
+    /* What the kind says is what the kernel gave: a private tmpfs with
+     * huge=always or shmem THP map 2 MiB pages. */
+    if (kind == KVS_HUGE_TMPFS_THP || kind == KVS_HUGE_SHMEM_THP) {
+        long after = rollup_kb("ShmemPmdMapped");
+        if (before >= 0 && after >= 0)
+            assert_true(after - before >= 2048);
+    } else {
+        print_message("shared arena on kind %d; private tmpfs refused: %s\n",
+                      (int)kind, strerror(why));
+    }
+    kvs_huge_unmap(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exhaust_and_coalesce),
         cmocka_unit_test(test_random_no_overlap),
         cmocka_unit_test(test_fit_behind_short_extents),
+        cmocka_unit_test(test_shared_map),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,7 +30,8 @@ static const uint32_t lens[NPARTS] = {1000, 3000, 5000, 7000};
 #define TOTAL 16000u
 #define FAKE (TOTAL / NPARTS) /* a part length that adds up */
 
-/* This process's mapping of the arena (the daemon's memfd). */
+/* This process's mapping of the arena (the daemon's memfd, or its file
+ * on a private tmpfs: common/hugemem.c). */
 static void arena_map(uint8_t **base, size_t *len)
 {
     FILE *f = fopen("/proc/self/maps", "r");
@@ -40,7 +41,7 @@ static void arena_map(uint8_t **base, size_t *len)
     *base = NULL;
     while (fgets(line, sizeof(line), f)) {
         uintptr_t lo, hi;
-        if (strstr(line, "memfd:kvstash-arena") &&
+        if (strstr(line, "kvstash-arena") &&
             sscanf(line, "%" SCNxPTR "-%" SCNxPTR, &lo, &hi) == 2) {
             CHECK(*base == NULL); /* one mapping: one attached client */
             *base = (uint8_t *)lo;
@@ -74,9 +75,8 @@ static void scribble(const uint8_t *const *keep, unsigned n)
 static uint8_t *put_block(kvs_client_t *c, const char *key, uint64_t seed)
 {
     kvs_iov_t parts[NPARTS];
-    kvs_client_put_t put = {.key = {key, (uint32_t)strlen(key)},
-                            .parts = parts,
-                            .nparts = NPARTS};
+    kvs_client_put_t put = {
+        .key = {key, (uint32_t)strlen(key)}, .parts = parts, .nparts = NPARTS};
     kvs_shm_block_t b;
 
     for (uint32_t i = 0; i < NPARTS; i++)
@@ -120,9 +120,8 @@ static void check_view(kvs_client_t *c, const char *key)
     uint32_t got[NPARTS + 4];
     kvs_shm_block_t v;
 
-    CHECK_EQ(kvs_shm_view(c, key, (uint32_t)strlen(key), 0, got, NPARTS + 4,
-                          &v),
-             0);
+    CHECK_EQ(
+        kvs_shm_view(c, key, (uint32_t)strlen(key), 0, got, NPARTS + 4, &v), 0);
     CHECK_EQ(v.nparts, NPARTS);
     for (uint32_t i = 0; i < NPARTS; i++)
         CHECK_EQ(got[i], lens[i]);
