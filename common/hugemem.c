@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "common/hugemem.h"
+#include "common/fdpass.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -181,22 +182,12 @@ static void tmpfs_child_run(const struct tmpfs_child *c, int sock)
     }
 
 send : {
-    char cbuf[CMSG_SPACE(sizeof(int))];
+    char cbuf[KVS_FDPASS_SPACE];
     struct iovec iov = {.iov_base = &err, .iov_len = sizeof(err)};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
 
-    memset(cbuf, 0, sizeof(cbuf));
-    if (fd >= 0) {
-        struct cmsghdr *cm;
-
-        m.msg_control = cbuf;
-        m.msg_controllen = sizeof(cbuf);
-        cm = CMSG_FIRSTHDR(&m);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-    }
+    if (fd >= 0)
+        kvs_fdpass_attach(&m, cbuf, fd);
     (void)sendmsg(sock, &m, MSG_NOSIGNAL);
     _exit(0);
 }
@@ -207,7 +198,7 @@ send : {
 static int tmpfs_huge_fd(size_t len, const char *name)
 {
     struct tmpfs_child c = {.userns = geteuid() != 0, .name = name};
-    char cbuf[CMSG_SPACE(sizeof(int))];
+    char cbuf[KVS_FDPASS_SPACE];
     int err = EIO, fd = -1, sv[2], status;
     struct iovec iov = {.iov_base = &err, .iov_len = sizeof(err)};
     struct msghdr m = {.msg_iov = &iov,

@@ -35,6 +35,7 @@
 #include "transport/server/shm.h"
 #include "common/clock.h"
 #include "common/debug.h"
+#include "common/fdpass.h"
 #include "common/log.h"
 #include "kvstash/wire_shm.h"
 #include "transport/server/server_int.h"
@@ -148,7 +149,7 @@ void kvs_shm_stats(kvs_shm_t *m, kvs_shm_stats_t *o)
 static void send_msg(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *r,
                      int pass_fd)
 {
-    char cbuf[CMSG_SPACE(sizeof(int))];
+    char cbuf[KVS_FDPASS_SPACE];
     struct iovec iov;
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
     size_t len;
@@ -159,18 +160,8 @@ static void send_msg(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *r,
     }
     iov.iov_base = m->tx;
     iov.iov_len = len;
-    if (pass_fd >= 0) {
-        struct cmsghdr *c;
-
-        memset(cbuf, 0, sizeof(cbuf));
-        mh.msg_control = cbuf;
-        mh.msg_controllen = sizeof(cbuf);
-        c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-    }
+    if (pass_fd >= 0)
+        kvs_fdpass_attach(&mh, cbuf, pass_fd);
     /* A client that does not read its replies fills its socket buffer:
      * the send fails (MSG_DONTWAIT) and the reply is lost, which is the
      * client's problem only; the service never blocks on one client. */
