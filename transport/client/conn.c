@@ -420,9 +420,15 @@ KVS_API int kvs_client_progress_wait(kvs_client_t *c, int timeout_ms)
 
     kvs_req_worker_progress(c);
     n = kvs_req_run_completions(c);
-    if (n == 0 && !c->failed && c->inflight &&
-        kvs_client_arm(c)) {
-        kvs_client_sleep(c, timeout_ms);
+    if (n == 0 && !c->failed && c->inflight) {
+        /* A BUSY arm (events pending that progress did not find, which
+         * UCX 1.13 answers call after call: kvs_req_progress_once) gets a
+         * short yield rather than a return at once, which a caller's loop
+         * would turn into the spin it asked to avoid. */
+        if (kvs_client_arm(c))
+            kvs_client_sleep(c, timeout_ms);
+        else if (timeout_ms != 0)
+            kvs_client_yield();
         kvs_req_worker_progress(c);
         n = kvs_req_run_completions(c);
     }
