@@ -58,21 +58,27 @@ int kvs_huge_map(size_t len, kvs_huge_t *h)
     return 0;
 }
 
-/* True when shmem may get transparent huge pages on MADV_HUGEPAGE: the
- * selected word of shmem_enabled is advise, always, within_size or force. */
-static bool shmem_thp_allowed(void)
+/* What transparent_hugepage/shmem_enabled selects for shmem. */
+enum shmem_thp { SHMEM_THP_OFF, SHMEM_THP_ON, SHMEM_THP_DENY };
+
+/* ON: a memfd gets huge pages on MADV_HUGEPAGE (advise, always,
+ * within_size, force); OFF: only the kernel's own mount goes without
+ * (never); DENY: no tmpfs mount gets them either (deny, or no THP). */
+static enum shmem_thp shmem_thp(void)
 {
     char buf[128];
     FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r");
     size_t n;
 
     if (!f)
-        return false;
+        return SHMEM_THP_DENY;
     n = fread(buf, 1, sizeof(buf) - 1, f);
     fclose(f);
     buf[n] = '\0';
-    return strstr(buf, "[advise]") || strstr(buf, "[always]") ||
-           strstr(buf, "[within_size]") || strstr(buf, "[force]");
+    if (strstr(buf, "[advise]") || strstr(buf, "[always]") ||
+        strstr(buf, "[within_size]") || strstr(buf, "[force]"))
+        return SHMEM_THP_ON;
+    return strstr(buf, "[never]") ? SHMEM_THP_OFF : SHMEM_THP_DENY;
 }
 
 /* The hugetlbfs attempt: a memfd whose pages come from the reserved pool,
@@ -145,13 +151,20 @@ static int write_file(const char *path, const char *s)
 static void tmpfs_child_run(const struct tmpfs_child *c, int sock)
 {
     int err = 0, fd = -1, dfd;
+    bool userns = c->userns;
     size_t i;
 
     if (unshare(CLONE_NEWNS | (c->userns ? CLONE_NEWUSER : 0)) != 0) {
-        err = errno;
-        goto send;
+        /* Root without CAP_SYS_ADMIN (a container) may still own a user
+         * namespace. */
+        if (c->userns || errno != EPERM ||
+            unshare(CLONE_NEWNS | CLONE_NEWUSER) != 0) {
+            err = errno;
+            goto send;
+        }
+        userns = true;
     }
-    if (c->userns &&
+    if (userns &&
         ((write_file("/proc/self/setgroups", "deny") != 0 && errno != ENOENT) ||
          write_file("/proc/self/uid_map", c->uid_map) != 0 ||
          write_file("/proc/self/gid_map", c->gid_map) != 0)) {
@@ -199,7 +212,7 @@ static int tmpfs_huge_fd(size_t len, const char *name)
 {
     struct tmpfs_child c = {.userns = geteuid() != 0, .name = name};
     char cbuf[KVS_FDPASS_SPACE];
-    int err = EIO, fd = -1, sv[2], status;
+    int err = EIO, fd = -1, sv[2], status, polled;
     struct iovec iov = {.iov_base = &err, .iov_len = sizeof(err)};
     struct msghdr m = {.msg_iov = &iov,
                        .msg_iovlen = 1,
@@ -233,7 +246,10 @@ static int tmpfs_huge_fd(size_t len, const char *name)
     /* The child makes a handful of system calls; 5 s is a hung kernel. */
     pfd.fd = sv[0];
     pfd.events = POLLIN;
-    if (poll(&pfd, 1, 5000) != 1) {
+    do
+        polled = poll(&pfd, 1, 5000);
+    while (polled < 0 && errno == EINTR);
+    if (polled != 1) {
         err = ETIMEDOUT;
         kill(pid, SIGKILL);
     } else if (recvmsg(sv[0], &m, MSG_CMSG_CLOEXEC) != (ssize_t)sizeof(err)) {
@@ -306,12 +322,15 @@ static int map_shmem(size_t len, const char *name, kvs_huge_t *h)
 
 static int map_tmpfs(size_t len, const char *name, kvs_huge_t *h, int *why)
 {
-    int fd = tmpfs_huge_fd(len, name);
+    int fd = tmpfs_huge_fd(len, name), ret;
 
-    *why = fd < 0 ? -fd : 0;
-    if (fd < 0)
+    if (fd < 0) {
+        *why = -fd;
         return fd;
-    return map_fd_aligned(fd, len, h);
+    }
+    ret = map_fd_aligned(fd, len, h);
+    *why = ret ? -ret : 0;
+    return ret;
 }
 
 int kvs_huge_map_shared(size_t len, const char *name, kvs_huge_t *h,
@@ -327,20 +346,26 @@ int kvs_huge_map_shared(size_t len, const char *name, kvs_huge_t *h,
         *why_out = 0;
     if (map_hugetlb(len, name, h) == 0)
         goto out;
-    if (shmem_thp_allowed()) {
+    switch (shmem_thp()) {
+    case SHMEM_THP_ON:
         kind = KVS_HUGE_SHMEM_THP;
         ret = map_shmem(len, name, h);
-    } else {
+        break;
+    case SHMEM_THP_OFF: {
         int why;
 
         kind = KVS_HUGE_TMPFS_THP;
         ret = map_tmpfs(len, name, h, &why);
-        if (ret) {
-            if (why_out)
-                *why_out = why;
-            kind = KVS_HUGE_SHMEM_4K;
-            ret = map_shmem(len, name, h);
-        }
+        if (ret == 0)
+            break;
+        if (why_out)
+            *why_out = why;
+    }
+        /* fall through */
+    default: /* deny: huge=always would be ignored */
+        kind = KVS_HUGE_SHMEM_4K;
+        ret = map_shmem(len, name, h);
+        break;
     }
     if (ret) {
         memset(h, 0, sizeof(*h));

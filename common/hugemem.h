@@ -49,9 +49,10 @@ int kvs_huge_reserve(size_t len, kvs_huge_t *h);
  *      vm.nr_hugepages);
  *   2. where transparent_hugepage/shmem_enabled allows THP (advise,
  *      always, within_size, force), a memfd with MADV_HUGEPAGE;
- *   3. else an unlinked file on a tmpfs mounted huge=always in a mount
- *      namespace of a short-lived child's own (hugemem.c), which gets THP
- *      whatever shmem_enabled says;
+ *   3. else, unless shmem_enabled is deny (which overrides every mount), an
+ *      unlinked file on a tmpfs mounted huge=always in a mount namespace of
+ *      a short-lived child's own (hugemem.c), which gets THP although
+ *      shmem_enabled is never;
  *   4. else a memfd on 4 KiB pages.
  * Every page is populated now, as kvs_huge_map does. *kind_out (optional)
  * says which; *why_out (optional) the errno that ruled out 3, or 0. 0, or

@@ -12,8 +12,11 @@
 #include <cmocka.h>
 #include <linux/magic.h>
 #include <stdio.h>
+#include <linux/seccomp.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/hugemem.h"
@@ -208,6 +211,43 @@ static void test_shared_map(void **state)
     kvs_huge_unmap(&h);
 }
 
+/* Where namespaces are refused (a container's seccomp profile, systemd's
+ * RestrictNamespaces=), the arena falls back to a memfd, and says why. Run
+ * in a child, which the filter then binds with its own children. */
+static void test_shared_map_refused(void **state)
+{
+    int status;
+    pid_t pid;
+
+    (void)state;
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        enum kvs_huge_kind kind;
+        kvs_huge_t h;
+        int why = -1;
+
+        if (kvs_test_seccomp(SYS_unshare, -1, SECCOMP_RET_ERRNO | EPERM) != 0)
+            _exit(3); /* no seccomp here: nothing to check */
+        if (kvs_huge_map_shared(8u << 20, "kvstash-arena-test", &h, &kind,
+                                &why) != 0)
+            _exit(1);
+        /* A hugetlb pool or shmem THP come first and need no namespace. */
+        if (kind == KVS_HUGE_TMPFS_THP ||
+            (kind == KVS_HUGE_SHMEM_4K && why != EPERM) ||
+            (kind != KVS_HUGE_SHMEM_4K && why != 0))
+            _exit(2);
+        memset(h.base, 1, h.len);
+        kvs_huge_unmap(&h);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 3)
+        skip();
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -215,6 +255,7 @@ int main(void)
         cmocka_unit_test(test_random_no_overlap),
         cmocka_unit_test(test_fit_behind_short_extents),
         cmocka_unit_test(test_shared_map),
+        cmocka_unit_test(test_shared_map_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
