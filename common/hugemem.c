@@ -363,6 +363,8 @@ int kvs_huge_map_shared(size_t len, const char *name, kvs_huge_t *h,
     }
         /* fall through */
     default: /* deny: huge=always would be ignored */
+        if (why_out && *why_out == 0)
+            *why_out = EOPNOTSUPP;
         kind = KVS_HUGE_SHMEM_4K;
         ret = map_shmem(len, name, h);
         break;

@@ -55,7 +55,8 @@ int kvs_huge_reserve(size_t len, kvs_huge_t *h);
  *      shmem_enabled is never;
  *   4. else a memfd on 4 KiB pages.
  * Every page is populated now, as kvs_huge_map does. *kind_out (optional)
- * says which; *why_out (optional) the errno that ruled out 3, or 0. 0, or
+ * says which; *why_out (optional) the errno that ruled out 3 (EOPNOTSUPP:
+ * shmem_enabled is deny, or there is no THP), or 0. 0, or
  * -ENOMEM / -errno with *h zeroed.
  */
 int kvs_huge_map_shared(size_t len, const char *name, kvs_huge_t *h,
