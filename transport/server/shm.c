@@ -29,8 +29,16 @@
  * behind the block, are checked against the block's length (kept by the
  * store outside the arena) before they are reported.
  *
+ * A VIEW of a block on NVMe only is not read on the service's thread: the
+ * read (which pins the block in the arena) runs on an I/O thread of the
+ * service's own disk queue, and the session is parked meanwhile: nothing
+ * more is read from its socket, so its replies stay in order, while every
+ * other session goes on being served. The read's end answers the VIEW and
+ * unparks the session.
+ *
  * Threading: everything below belongs to the service's thread, except the
- * counters (atomics, read by STAT on the server's thread).
+ * counters (atomics, read by STAT on the server's thread) and a cold
+ * view's run() (the store is thread-safe; run() touches only its job).
  */
 #include "transport/server/shm.h"
 #include "common/clock.h"
@@ -72,6 +80,8 @@ typedef struct view {
     kvs_view_t v;
 } view_t;
 
+struct cold;
+
 typedef struct sess {
     struct sess *next, *prev;
     int fd;
@@ -84,7 +94,24 @@ typedef struct sess {
     resv_t *resv; /* RESV_MAX, allocated at ATTACH */
     view_t *views; /* VIEWS_MAX */
     uint32_t nviews_live; /* views pinned (not expired) */
+    struct cold *cold; /* a VIEW waiting for its disk read: parked */
 } sess_t;
+
+/* A VIEW of a block on NVMe only, read on an I/O thread (the job is
+ * first, so that the queue's pointer is the cold view's). */
+typedef struct cold {
+    kvs_djob_t job;
+    struct kvs_shm *m;
+    sess_t *s; /* NULL once the session is gone */
+    kvs_wire_hdr_t req;
+    uint32_t lease_ms;
+    uint32_t ns;
+    uint32_t key_len;
+    uint8_t key[KVS_KEY_MAX];
+    int ret; /* of the pin, by run() */
+    uint8_t tier;
+    kvs_view_t v; /* pinned when ret is 0 */
+} cold_t;
 
 struct kvs_shm {
     const kvs_server_config_t *cfg;
@@ -93,6 +120,8 @@ struct kvs_shm {
     uint8_t *abase;
     size_t alen;
     int lfd, efd, epfd;
+    kvs_diskq_t *dq; /* cold views' disk reads */
+    bool stopping;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     pthread_t thread;
     bool started;
@@ -215,6 +244,8 @@ static void sess_close(kvs_shm_t *m, sess_t *s)
 {
     uint64_t n = 0;
 
+    if (s->cold)
+        s->cold->s = NULL; /* its done() unpins what it read */
     for (uint32_t i = 0; s->resv && i < RESV_MAX; i++)
         if (s->resv[i].id) {
             drop_resv(m, &s->resv[i]);
@@ -468,35 +499,36 @@ static int view_lens(kvs_shm_t *m, const kvs_view_t *v)
     return sum == v->len ? 0 : KVS_ECORRUPT;
 }
 
-static void op_view(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
+/* Answers a VIEW with the block pinned in v (found in tier), or with
+ * ret: the view is the session's from here, the pin its. */
+static void view_reply(kvs_shm_t *m, sess_t *s, const kvs_wire_hdr_t *req,
+                       uint32_t lease_ms, int ret, kvs_view_t *pinned,
+                       uint8_t tier)
 {
-    uint32_t ms = q->u.view.lease_ms ? q->u.view.lease_ms
-                                     : m->cfg->lease_default_ms;
+    uint32_t ms = lease_ms ? lease_ms : m->cfg->lease_default_ms;
     kvs_wire_shm_msg_t r;
     uint32_t slot;
     view_t *v;
-    uint8_t tier = 0;
-    int ret;
 
+    if (ret) {
+        send_status(m, s, req, ret);
+        return;
+    }
+    /* A slot was free when the VIEW came; a parked one may have lost it
+     * to nothing else (the session was parked), but check anyway. */
     if (find_free(s->views, sizeof(*s->views), VIEWS_MAX, &slot)) {
-        send_status(m, s, &q->hdr, KVS_EFULL);
+        kvs_store_unpin_view(m->store, pinned);
+        send_status(m, s, req, KVS_EFULL);
         return;
     }
     v = &s->views[slot];
-    /* Reads the block from disk into the arena first when it is on NVMe
-     * only; the pin keeps it there until unpinned. */
-    ret = kvs_store_pin_flags(m->store, s->ns, q->u.view.key.data,
-                              q->u.view.key.len, KVS_PIN_GET, &v->v, &tier);
-    if (ret) {
-        send_status(m, s, &q->hdr, ret);
-        return;
-    }
+    v->v = *pinned;
     ret = view_lens(m, &v->v);
     if (ret) {
         kvs_warn("shm: a block's part table does not add up to its length "
                  "(a bug in the store); the view is refused");
         kvs_store_unpin_view(m->store, &v->v);
-        send_status(m, s, &q->hdr, ret);
+        send_status(m, s, req, ret);
         return;
     }
     if (ms > m->cfg->lease_max_ms)
@@ -506,7 +538,7 @@ static void op_view(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
     v->id = next_id(s, slot);
     s->nviews_live++;
     BUMP(m->st_views, 1);
-    r = reply_to(&q->hdr, 0);
+    r = reply_to(req, 0);
     r.hdr.count = v->v.nparts;
     r.u.block.id = v->id;
     r.u.block.off = v->v.arena_off;
@@ -516,6 +548,86 @@ static void op_view(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
     r.u.block.expiry_ns = v->expiry_ns;
     r.u.block.part_lens = m->lens2;
     send_msg(m, s, &r, -1);
+}
+
+/* Sets what the session's socket wakes the thread for: nothing while a
+ * VIEW is parked (EPOLLHUP and EPOLLERR are reported anyway). */
+static void sess_listen(kvs_shm_t *m, sess_t *s, bool on)
+{
+    struct epoll_event ev = {.events = on ? EPOLLIN : 0, .data.ptr = s};
+
+    if (epoll_ctl(m->epfd, EPOLL_CTL_MOD, s->fd, &ev) != 0)
+        kvs_warn("shm: pid %d: epoll: %s", (int)s->cred.pid, strerror(errno));
+}
+
+/* On an I/O thread: reads the block into the arena and pins it there. */
+static void cold_run(kvs_djob_t *job)
+{
+    cold_t *c = (cold_t *)job;
+
+    c->ret = kvs_store_pin_flags(c->m->store, c->ns, c->key, c->key_len,
+                                 KVS_PIN_GET, &c->v, &c->tier);
+}
+
+/* On the service's thread: answers the parked VIEW, unparks. */
+static void cold_done(kvs_djob_t *job, bool cancelled)
+{
+    cold_t *c = (cold_t *)job;
+    kvs_shm_t *m = c->m;
+    sess_t *s = c->s;
+    int ret = cancelled ? -ECANCELED : c->ret;
+
+    if (s && !m->stopping) {
+        s->cold = NULL;
+        view_reply(m, s, &c->req, c->lease_ms, ret, &c->v, c->tier);
+        sess_listen(m, s, true);
+    } else {
+        if (s)
+            s->cold = NULL;
+        if (ret == 0)
+            kvs_store_unpin_view(m->store, &c->v);
+    }
+    free(c);
+}
+
+static void op_view(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
+{
+    kvs_view_t v;
+    uint32_t slot;
+    uint8_t tier = 0;
+    cold_t *c;
+    int ret;
+
+    if (find_free(s->views, sizeof(*s->views), VIEWS_MAX, &slot)) {
+        send_status(m, s, &q->hdr, KVS_EFULL);
+        return;
+    }
+    ret = kvs_store_pin_flags(m->store, s->ns, q->u.view.key.data,
+                              q->u.view.key.len,
+                              KVS_PIN_GET | KVS_PIN_NO_READ, &v, &tier);
+    if (ret != -EWOULDBLOCK) {
+        view_reply(m, s, &q->hdr, q->u.view.lease_ms, ret, &v, tier);
+        return;
+    }
+    /* On NVMe only: read into the arena on an I/O thread, the session
+     * parked until then. */
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        send_status(m, s, &q->hdr, -ENOMEM);
+        return;
+    }
+    c->job.run = cold_run;
+    c->job.done = cold_done;
+    c->m = m;
+    c->s = s;
+    c->req = q->hdr;
+    c->lease_ms = q->u.view.lease_ms;
+    c->ns = s->ns;
+    c->key_len = q->u.view.key.len;
+    memcpy(c->key, q->u.view.key.data, c->key_len);
+    s->cold = c;
+    sess_listen(m, s, false);
+    kvs_diskq_submit(m->dq, &c->job);
 }
 
 static void op_release(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
@@ -617,8 +729,15 @@ static void accept_one(kvs_shm_t *m)
     m->nsessions++;
 }
 
-static void readable(kvs_shm_t *m, sess_t *s)
+static void readable(kvs_shm_t *m, sess_t *s, uint32_t events)
 {
+    if (s->cold) {
+        /* Parked: only a hang-up or an error wakes us; the client is
+         * gone, and its VIEW's read is let go at its end. */
+        if (events & (EPOLLHUP | EPOLLERR))
+            sess_close(m, s);
+        return;
+    }
     for (;;) {
         ssize_t n = recv(s->fd, m->rx, sizeof(m->rx), MSG_DONTWAIT);
 
@@ -636,6 +755,8 @@ static void readable(kvs_shm_t *m, sess_t *s)
         }
         if (handle(m, s, (size_t)n))
             return; /* closed: s is gone */
+        if (s->cold)
+            return; /* parked: the rest waits for its VIEW's read */
     }
 }
 
@@ -681,8 +802,10 @@ static void *shm_thread(void *arg)
                 return NULL;
             if (evs[i].data.ptr == &m->lfd)
                 accept_one(m);
+            else if (evs[i].data.ptr == &m->dq)
+                kvs_diskq_poll(m->dq); /* cold views read: answered */
             else
-                readable(m, evs[i].data.ptr);
+                readable(m, evs[i].data.ptr, evs[i].events);
         }
         if (now - m->last_sweep_ns >= SWEEP_NS) {
             sweep(m, now);
@@ -778,9 +901,14 @@ int kvs_shm_start(const kvs_server_config_t *cfg, kvs_store_t *store,
         ret = -errno;
         goto err_free;
     }
+    ret = kvs_diskq_create(cfg->io_threads ? cfg->io_threads : 1, &m->dq);
+    if (ret)
+        goto err_free;
     ret = add_fd(m, m->lfd, &m->lfd);
     if (!ret)
         ret = add_fd(m, m->efd, &m->efd);
+    if (!ret)
+        ret = add_fd(m, kvs_diskq_fd(m->dq), &m->dq);
     if (ret)
         goto err_free;
     ret = -pthread_create(&m->thread, NULL, shm_thread, m);
@@ -808,6 +936,9 @@ void kvs_shm_stop(kvs_shm_t *m)
             kvs_warn("shm: cannot wake the thread: %s", strerror(errno));
         pthread_join(m->thread, NULL);
     }
+    /* Cold views' reads end here (done() on this thread, no replies). */
+    m->stopping = true;
+    kvs_diskq_destroy(m->dq);
     while (m->sessions)
         sess_close(m, m->sessions);
     if (m->lfd >= 0)
