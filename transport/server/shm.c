@@ -514,8 +514,8 @@ static void view_reply(kvs_shm_t *m, sess_t *s, const kvs_wire_hdr_t *req,
         send_status(m, s, req, ret);
         return;
     }
-    /* A slot was free when the VIEW came; a parked one may have lost it
-     * to nothing else (the session was parked), but check anyway. */
+    /* The one search for a slot on a hit in DRAM; a cold VIEW checked
+     * before its read (op_view) and its session took nothing since. */
     if (find_free(s->views, sizeof(*s->views), VIEWS_MAX, &slot)) {
         kvs_store_unpin_view(m->store, pinned);
         send_status(m, s, req, KVS_EFULL);
@@ -598,10 +598,6 @@ static void op_view(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
     cold_t *c;
     int ret;
 
-    if (find_free(s->views, sizeof(*s->views), VIEWS_MAX, &slot)) {
-        send_status(m, s, &q->hdr, KVS_EFULL);
-        return;
-    }
     ret = kvs_store_pin_flags(m->store, s->ns, q->u.view.key.data,
                               q->u.view.key.len,
                               KVS_PIN_GET | KVS_PIN_NO_READ, &v, &tier);
@@ -610,7 +606,11 @@ static void op_view(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
         return;
     }
     /* On NVMe only: read into the arena on an I/O thread, the session
-     * parked until then. */
+     * parked until then; not read at all when no view slot is left. */
+    if (find_free(s->views, sizeof(*s->views), VIEWS_MAX, &slot)) {
+        send_status(m, s, &q->hdr, KVS_EFULL);
+        return;
+    }
     c = calloc(1, sizeof(*c));
     if (!c) {
         send_status(m, s, &q->hdr, -ENOMEM);
