@@ -42,6 +42,10 @@
 extern "C" {
 #endif
 
+#ifndef KVS_API_VERSION
+#error "include kvstash/kvstash.h, not kvstash/stream.h"
+#endif
+
 typedef struct kvs_stream_fetch kvs_stream_fetch_t;
 typedef struct kvs_stream_put kvs_stream_put_t;
 
