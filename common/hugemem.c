@@ -7,12 +7,14 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -81,17 +83,25 @@ static enum shmem_thp shmem_thp(void)
     return strstr(buf, "[never]") ? SHMEM_THP_OFF : SHMEM_THP_DENY;
 }
 
+/* A memfd's size fixed for good: whoever is passed its fd (every client
+ * that maps the arena) cannot truncate it under our mapping, where the
+ * next touch of a page past the new end would kill us with SIGBUS. */
+static int seal(int fd)
+{
+    return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+}
+
 /* The hugetlbfs attempt: a memfd whose pages come from the reserved pool,
  * populated at mmap (so an empty pool fails here, not at first write). */
 static int map_hugetlb(size_t len, const char *name, kvs_huge_t *h)
 {
     size_t hlen = (len + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1);
-    int fd = memfd_create(name, MFD_CLOEXEC | MFD_HUGETLB);
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_HUGETLB | MFD_ALLOW_SEALING);
     void *p;
 
     if (fd < 0)
         return -errno;
-    if (ftruncate(fd, (off_t)hlen) != 0)
+    if (ftruncate(fd, (off_t)hlen) != 0 || seal(fd) != 0)
         goto err_close;
     p = mmap(NULL, hlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
              0);
@@ -273,6 +283,115 @@ static int tmpfs_huge_fd(size_t len, const char *name)
     return fd;
 }
 
+/*
+ * Shared mappings whose file may be cut under them. Only a memfd can be
+ * sealed against shrinking; a file on the private tmpfs cannot (tmpfs
+ * files refuse F_ADD_SEALS), and every client that maps it holds an fd
+ * open for writing, with which ftruncate() works. The pages past the new
+ * end are then gone from the file, and a touch of one from user space is
+ * a SIGBUS, from the kernel (an O_DIRECT write, a CMA copy) an EFAULT. So
+ * every shared mapping is registered here: a SIGBUS inside one puts
+ * private zeroed memory where the file's pages went, from the file's new
+ * end (rounded up to a page) to the mapping's, and the faulting access
+ * goes on there. What a client cut is lost, as if it had written zeros
+ * over it, which a mapped client may do anyway; kvs_huge_cut() says it
+ * happened, so that the owner stops sharing the mapping. The handler
+ * makes only system calls (fstat, mmap) and atomic operations.
+ */
+#define GUARDS 4
+
+static struct guard {
+    _Atomic uintptr_t base; /* 0: free slot */
+    size_t len;
+    int fd;
+    _Atomic uintptr_t from; /* private memory from here on; base + len:
+                               none */
+    atomic_flag busy;       /* one repair at a time */
+} guards[GUARDS];
+static struct sigaction guard_prev;
+static atomic_flag guard_installed = ATOMIC_FLAG_INIT;
+
+/* Puts private memory past the file's end; true when the file is shorter
+ * than the mapping (it was cut, now or before). */
+static bool guard_repair(struct guard *g)
+{
+    uintptr_t base = atomic_load(&g->base), end = base + g->len, from;
+    struct stat st;
+
+    if (fstat(g->fd, &st) != 0)
+        return atomic_load(&g->from) < end;
+    if ((uint64_t)st.st_size >= g->len)
+        return atomic_load(&g->from) < end;
+    from = base + (((size_t)st.st_size + 4095) & ~(size_t)4095);
+    while (atomic_flag_test_and_set(&g->busy))
+        ;
+    if (from < atomic_load(&g->from) &&
+        mmap((void *)from, atomic_load(&g->from) - from,
+             PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+             -1, 0) != MAP_FAILED)
+        atomic_store(&g->from, from);
+    atomic_flag_clear(&g->busy);
+    return true;
+}
+
+static void guard_on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+    uintptr_t a = (uintptr_t)si->si_addr;
+
+    for (unsigned i = 0; i < GUARDS; i++) {
+        struct guard *g = &guards[i];
+        uintptr_t base = atomic_load(&g->base);
+
+        if (base && a >= base && a < base + g->len) {
+            (void)guard_repair(g);
+            if (a >= atomic_load(&g->from))
+                return; /* the access is made again, on private memory */
+        }
+    }
+    /* Not ours: what was there before us decides. */
+    if ((guard_prev.sa_flags & SA_SIGINFO) && guard_prev.sa_sigaction)
+        guard_prev.sa_sigaction(sig, si, uc);
+    else if (guard_prev.sa_handler != SIG_DFL &&
+             guard_prev.sa_handler != SIG_IGN && guard_prev.sa_handler)
+        guard_prev.sa_handler(sig);
+    else
+        signal(sig, SIG_DFL); /* the fault comes again and kills us */
+}
+
+static int guard_add(const kvs_huge_t *h)
+{
+    if (!atomic_flag_test_and_set(&guard_installed)) {
+        struct sigaction sa;
+
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_sigaction = guard_on_sigbus;
+        sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGBUS, &sa, &guard_prev) != 0)
+            return -errno;
+    }
+    for (unsigned i = 0; i < GUARDS; i++) {
+        uintptr_t none = 0;
+
+        if (atomic_load(&guards[i].base) != 0)
+            continue;
+        guards[i].len = h->len;
+        guards[i].fd = h->fd;
+        atomic_store(&guards[i].from, (uintptr_t)h->base + h->len);
+        if (atomic_compare_exchange_strong(&guards[i].base, &none,
+                                           (uintptr_t)h->base))
+            return 0;
+    }
+    return -ENOSPC;
+}
+
+static void guard_del(const kvs_huge_t *h)
+{
+    for (unsigned i = 0; i < GUARDS; i++)
+        if (atomic_load(&guards[i].base) == (uintptr_t)h->base)
+            atomic_store(&guards[i].base, 0);
+}
+
 /* Maps fd (len bytes, shared) at a 2 MiB boundary, inside a larger
  * reservation, so that huge pages can back it. Takes fd. */
 static int map_fd_aligned(int fd, size_t len, kvs_huge_t *h)
@@ -309,11 +428,11 @@ err_close:
  * shmem_enabled allows. */
 static int map_shmem(size_t len, const char *name, kvs_huge_t *h)
 {
-    int fd = memfd_create(name, MFD_CLOEXEC);
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 
     if (fd < 0)
         return -errno;
-    if (ftruncate(fd, (off_t)len) != 0) {
+    if (ftruncate(fd, (off_t)len) != 0 || seal(fd) != 0) {
         close(fd);
         return -ENOMEM;
     }
@@ -375,13 +494,27 @@ int kvs_huge_map_shared(size_t len, const char *name, kvs_huge_t *h,
     }
     populate(h->base, len);
 out:
+    if (guard_add(h) != 0) {
+        kvs_huge_unmap(h);
+        return -ENOMEM;
+    }
     if (kind_out)
         *kind_out = kind;
     return 0;
 }
 
+bool kvs_huge_cut(const kvs_huge_t *h)
+{
+    for (unsigned i = 0; h->shared && i < GUARDS; i++)
+        if (atomic_load(&guards[i].base) == (uintptr_t)h->base)
+            return guard_repair(&guards[i]);
+    return false;
+}
+
 void kvs_huge_unmap(kvs_huge_t *h)
 {
+    if (h->shared)
+        guard_del(h);
     if (h->map)
         munmap(h->map, h->map_len);
     if (h->shared)

@@ -62,6 +62,13 @@ int kvs_huge_reserve(size_t len, kvs_huge_t *h);
 int kvs_huge_map_shared(size_t len, const char *name, kvs_huge_t *h,
                         enum kvs_huge_kind *kind_out, int *why_out);
 
+/* Whether the file under a kvs_huge_map_shared mapping was cut shorter
+ * (by a process it was passed to: a tmpfs file cannot be sealed against
+ * it). Where it was, private zeroed memory now stands where its pages
+ * went, as a SIGBUS there would also have put (hugemem.c), and the
+ * mapping is no longer shared past the cut: stop handing its fd out. */
+bool kvs_huge_cut(const kvs_huge_t *h);
+
 /* Unmaps; a zeroed kvs_huge_t is a no-op. */
 void kvs_huge_unmap(kvs_huge_t *h);
 

@@ -170,6 +170,11 @@ int kvs_arena_fd(const kvs_arena_t *a)
     return a->mem.shared ? a->mem.fd : -1;
 }
 
+bool kvs_arena_cut(const kvs_arena_t *a)
+{
+    return kvs_huge_cut(&a->mem);
+}
+
 void kvs_arena_destroy(kvs_arena_t *a)
 {
     if (!a)

@@ -7,6 +7,7 @@
 #ifndef KVS_ARENA_H
 #define KVS_ARENA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,10 @@ void kvs_arena_destroy(kvs_arena_t *arena);
  * kvs_arena_fd returns (owned by the arena; -1 for one not shared). */
 int kvs_arena_create_shared(size_t bytes, kvs_arena_t **arena_out);
 int kvs_arena_fd(const kvs_arena_t *arena);
+/* Whether a process the fd was passed to cut the file shorter (only a
+ * file on the private tmpfs can be: a memfd is sealed). The pages past
+ * the cut are private memory from then on (common/hugemem.h). */
+bool kvs_arena_cut(const kvs_arena_t *arena);
 
 /* Allocates at least bytes (> 0) and returns the extent's offset from the
  * base. -ENOMEM when no free extent is large enough. */

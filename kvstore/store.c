@@ -526,6 +526,11 @@ void *kvs_store_arena(kvs_store_t *s, size_t *len_out)
     return kvs_arena_base(s->arena);
 }
 
+bool kvs_store_arena_cut(kvs_store_t *s)
+{
+    return kvs_arena_cut(s->arena);
+}
+
 int kvs_store_arena_fd(kvs_store_t *s)
 {
     return kvs_arena_fd(s->arena);

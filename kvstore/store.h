@@ -463,6 +463,9 @@ void *kvs_store_arena(kvs_store_t *store, size_t *len_out);
 /* The arena's memfd when cfg.dram_shared, else -1. Owned by the store;
  * valid until close (dup it to keep it). */
 int kvs_store_arena_fd(kvs_store_t *store);
+/* Whether the shared arena's file was cut under it (kvs_arena_cut): its
+ * fd must not be handed out any more. Takes no lock. */
+bool kvs_store_arena_cut(kvs_store_t *store);
 
 /* ---- The block codec on this machine (implemented in codec.c) ----
  * The only codec entry point outside kvstore/: the codec itself

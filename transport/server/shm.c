@@ -122,6 +122,7 @@ struct kvs_shm {
     int lfd, efd, epfd;
     kvs_diskq_t *dq; /* cold views' disk reads */
     bool stopping;
+    bool cut; /* a client cut the arena's file: sharing is over */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     pthread_t thread;
     bool started;
@@ -137,7 +138,7 @@ struct kvs_shm {
     uint32_t lens2[KVS_PARTS_MAX];
     kvs_iov_t iov[KVS_PARTS_MAX];
     atomic_uint_fast64_t st_sessions, st_resv, st_views, st_attached,
-        st_refused, st_commits, st_reclaimed, st_expired;
+        st_refused, st_commits, st_reclaimed, st_expired, st_arena_cut;
 };
 
 #define BUMP(ctr, d) atomic_fetch_add_explicit(&(ctr), (d), memory_order_relaxed)
@@ -171,6 +172,8 @@ void kvs_shm_stats(kvs_shm_t *m, kvs_shm_stats_t *o)
     o->commits = atomic_load_explicit(&m->st_commits, memory_order_relaxed);
     o->reclaimed = atomic_load_explicit(&m->st_reclaimed, memory_order_relaxed);
     o->expired = atomic_load_explicit(&m->st_expired, memory_order_relaxed);
+    o->arena_cut =
+        atomic_load_explicit(&m->st_arena_cut, memory_order_relaxed);
 }
 
 /* ---- replies ------------------------------------------------------ */
@@ -302,6 +305,8 @@ static int attach(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q,
 
     if (s->attached)
         return KVS_EPROTO;
+    if (m->cut)
+        return -EIO; /* logged when it was found (sweep) */
     if (!peer_allowed(m, &s->cred)) {
         kvs_warn("shm: pid %d, uid %u, gid %u refused: not the daemon's "
                  "user nor daemon.shm_group",
@@ -762,6 +767,21 @@ static void readable(kvs_shm_t *m, sess_t *s, uint32_t events)
 
 static void sweep(kvs_shm_t *m, uint64_t now)
 {
+    /* A client that truncated the arena's file (possible only where it is
+     * a file on the private tmpfs: a memfd is sealed) took the pages past
+     * the cut out of the sharing; the daemon has private memory there now
+     * (common/hugemem.h). Nothing mapped agrees with it any more, so every
+     * session ends, and ATTACH is refused until a restart. */
+    if (!m->cut && kvs_store_arena_cut(m->store)) {
+        m->cut = true;
+        BUMP(m->st_arena_cut, 1);
+        kvs_error("shm: a client cut the shared arena's file (ftruncate); "
+                  "shared memory is off until kvstashd restarts: %u "
+                  "sessions closed, clients go on over UCX",
+                  m->nsessions);
+        while (m->sessions)
+            sess_close(m, m->sessions);
+    }
     for (sess_t *s = m->sessions; s; s = s->next) {
         if (!s->nviews_live)
             continue;
