@@ -326,9 +326,8 @@ static bool guard_repair(struct guard *g)
     while (atomic_flag_test_and_set(&g->busy))
         ;
     if (from < atomic_load(&g->from) &&
-        mmap((void *)from, atomic_load(&g->from) - from,
-             PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
-             -1, 0) != MAP_FAILED)
+        mmap((void *)from, atomic_load(&g->from) - from, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED)
         atomic_store(&g->from, from);
     atomic_flag_clear(&g->busy);
     return true;

@@ -106,9 +106,9 @@ int main(void)
     CHECK_EQ(kvs_shm_put(c1, "warm", 4, buf, MIB, 0), 0);
     /* Only reads slow down: write-behind of the last fills goes on at
      * full speed, and the one read is the cold view's. */
-    CHECK_EQ(kvs_test_faultfs_cmd("rule delay data.kvs op read arg %d",
-                                  DELAY_US),
-             0);
+    CHECK_EQ(
+        kvs_test_faultfs_cmd("rule delay data.kvs op read arg %d", DELAY_US),
+        0);
     a.c = c1;
     CHECK(pthread_create(&th, NULL, cold_view, &a) == 0);
     while (!atomic_load(&a.sent_ns))

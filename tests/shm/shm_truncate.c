@@ -92,8 +92,7 @@ int main(void)
 
         snprintf(key, sizeof(key), "before-%d", i);
         kvs_test_fill(buf, MIB, 10 + (uint64_t)i);
-        CHECK_EQ(kvs_client_put(c, key, (uint32_t)strlen(key), buf, MIB, 0),
-                 0);
+        CHECK_EQ(kvs_client_put(c, key, (uint32_t)strlen(key), buf, MIB, 0), 0);
     }
 
     mfd = attach_fd(sock, &sfd);
