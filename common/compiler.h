@@ -20,4 +20,15 @@
 #define KVS_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define KVS_UNUSED __attribute__((unused))
 
+/* One step of a spin-wait: tells the CPU (and a hypervisor watching for
+ * spinning vCPUs) that this thread waits. */
+static inline void kvs_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
 #endif

@@ -32,23 +32,80 @@ enum kvs_wire_shm_op {
     KVS_OP_SHM_ABORT = 43,   /* id -> status: the space is freed */
     KVS_OP_SHM_VIEW = 44,    /* key, lease_ms -> id, offset, part lens */
     KVS_OP_SHM_RELEASE = 45, /* id -> 0, or KVS_EEXPIRED */
+    KVS_OP_SHM_RING = 46,    /* slots, slot size; ring memfd -> status */
 };
 
-#define KVS_WIRE_SHM_ATTACH_FIXED 16u  /* features, lens, elem_size, rsvd */
-#define KVS_WIRE_SHM_ATTACH_REP 24u    /* arena_len, max_block, lease_max,
-                                          stream_key */
-#define KVS_WIRE_SHM_RESERVE_FIXED 32u /* before key, parent, part lens */
-#define KVS_WIRE_SHM_RESERVE_REP 24u   /* id, off, len */
-#define KVS_WIRE_SHM_ID_SIZE 8u        /* COMMIT, ABORT, RELEASE */
-#define KVS_WIRE_SHM_VIEW_FIXED 8u     /* lease_ms, key_len, rsvd */
+/* ATTACH's features, asked in the request and granted (the subset the
+ * daemon accepts) in the reply's count. */
+#define KVS_WIRE_SHM_FEAT_RING 1u /* the session may move to a ring */
+
+/*
+ * The request ring (docs/protocol.md 11.6). After a granted RING, the
+ * session's requests and replies no longer cross the socket: they are
+ * frames in two rings of fixed slots in a memfd the client made and
+ * passed with RING, which both processes map. A slot is a u32 frame
+ * length (host byte order: both ends are on one host) and the frame.
+ * The control words, u32 counters in host order that only grow (mod
+ * 2^32), each written by one side only:
+ */
+#define KVS_WIRE_SHM_RING_SLOTS 64u  /* per ring, a power of two */
+#define KVS_WIRE_SHM_RING_SLOT 4352u /* bytes per slot, 64-byte lines */
+#define KVS_WIRE_SHM_RING_CTL 256u   /* the control words' part */
+#define KVS_WIRE_SHM_RING_SQ_TAIL 0u /* client: requests written */
+#define KVS_WIRE_SHM_RING_CQ_HEAD 4u /* client: replies read */
+#define KVS_WIRE_SHM_RING_CLI_WAIT                                             \
+    8u                                 /* client: 1 while asleep on the        \
+                                          socket: ring it after a reply */
+#define KVS_WIRE_SHM_RING_SQ_HEAD 128u /* daemon: requests read */
+#define KVS_WIRE_SHM_RING_CQ_TAIL 132u /* daemon: replies written */
+#define KVS_WIRE_SHM_RING_SRV_WAIT                                             \
+    136u /* daemon: 1 while asleep: ring it                                    \
+            after a request */
+/* Requests' slots from CTL, then replies' slots. */
+#define KVS_WIRE_SHM_RING_BYTES                                                \
+    (KVS_WIRE_SHM_RING_CTL +                                                   \
+     2u * KVS_WIRE_SHM_RING_SLOTS * KVS_WIRE_SHM_RING_SLOT)
+#define KVS_WIRE_SHM_RING_REQ 8u /* RING's body: u32 slots, u32 slot size */
+
+#define KVS_WIRE_SHM_ATTACH_FIXED 16u /* features, lens, elem_size, rsvd */
+#define KVS_WIRE_SHM_ATTACH_REP                                                \
+    24u                                 /* arena_len, max_block, lease_max,    \
+                                           stream_key */
+#define KVS_WIRE_SHM_RESERVE_FIXED 32u  /* before key, parent, part lens */
+#define KVS_WIRE_SHM_RESERVE_REP 24u    /* id, off, len */
+#define KVS_WIRE_SHM_ID_SIZE 8u         /* COMMIT, ABORT, RELEASE */
+#define KVS_WIRE_SHM_VIEW_FIXED 8u      /* lease_ms, key_len, rsvd */
 #define KVS_WIRE_SHM_VIEW_REP_FIXED 40u /* before the part lens */
 /* The largest frame: a reservation with every key and part at its limit. */
 #define KVS_WIRE_SHM_FRAME_MAX                                                 \
     (KVS_WIRE_HDR_SIZE + KVS_WIRE_SHM_RESERVE_FIXED + 2 * KVS_KEY_MAX +        \
      4 * KVS_PARTS_MAX)
+_Static_assert(KVS_WIRE_SHM_FRAME_MAX + 4 <= KVS_WIRE_SHM_RING_SLOT,
+               "a ring slot holds the largest frame and its length");
+
+#ifndef __cplusplus /* C11 atomics */
+/* A control word of a mapped ring (KVS_WIRE_SHM_RING_SQ_TAIL, ...); C11
+ * atomics on it work across the two processes. */
+static inline _Atomic uint32_t *kvs_wire_shm_ring_word(uint8_t *ring,
+                                                       uint32_t off)
+{
+    return (_Atomic uint32_t *)(void *)(ring + off);
+}
+
+/* Message n's slot: of the requests' ring, or of the replies'. */
+static inline uint8_t *kvs_wire_shm_ring_slot(uint8_t *ring, int replies,
+                                              uint32_t n)
+{
+    return ring + KVS_WIRE_SHM_RING_CTL +
+           (size_t)((replies ? KVS_WIRE_SHM_RING_SLOTS : 0) +
+                    (n & (KVS_WIRE_SHM_RING_SLOTS - 1))) *
+               KVS_WIRE_SHM_RING_SLOT;
+}
+#endif
 
 /* A shm message in host form; see kvs_wire_msg_t for the conventions.
- * hdr.count is the number of parts for RESERVE and the VIEW reply, else 0. */
+ * hdr.count is the number of parts for RESERVE and the VIEW reply, the
+ * features granted for the ATTACH reply, else 0. */
 typedef struct kvs_wire_shm_msg {
     kvs_wire_hdr_t hdr;
     union {
@@ -76,12 +133,12 @@ typedef struct kvs_wire_shm_msg {
             uint64_t group;
             const uint32_t *part_lens; /* hdr.count entries */
         } reserve;
-        struct {             /* RESERVE and VIEW replies */
-            uint64_t id;     /* names the reservation or the lease */
-            uint64_t off;    /* of the block's first byte in the arena */
-            uint64_t len;    /* bytes, all parts, back to back */
-            uint8_t tier;    /* VIEW: enum kvs_tier it was found in */
-            uint8_t cls;     /* VIEW */
+        struct {                /* RESERVE and VIEW replies */
+            uint64_t id;        /* names the reservation or the lease */
+            uint64_t off;       /* of the block's first byte in the arena */
+            uint64_t len;       /* bytes, all parts, back to back */
+            uint8_t tier;       /* VIEW: enum kvs_tier it was found in */
+            uint8_t cls;        /* VIEW */
             uint64_t expiry_ns; /* VIEW: the lease ends at this
                                    CLOCK_MONOTONIC time (the host's) */
             const uint32_t *part_lens; /* VIEW: hdr.count entries */
@@ -89,6 +146,10 @@ typedef struct kvs_wire_shm_msg {
         struct {
             uint64_t id;
         } id; /* COMMIT, ABORT, RELEASE */
+        struct {
+            uint32_t slots;     /* KVS_WIRE_SHM_RING_SLOTS */
+            uint32_t slot_size; /* KVS_WIRE_SHM_RING_SLOT */
+        } ring;                 /* RING (the memfd as SCM_RIGHTS) */
         struct {
             uint32_t lease_ms; /* 0: the daemon's default */
             kvs_wire_bytes_t key;

@@ -47,7 +47,8 @@ typedef struct shm_opts {
     unsigned blocks;
     unsigned rounds;
     double seconds;
-    unsigned busy_us; /* daemon and client spin before sleeping */
+    int busy_us; /* daemon and client spin before sleeping; -1: their
+                    defaults */
 } shm_opts_t;
 
 static void usage(void)
@@ -60,7 +61,8 @@ static void usage(void)
             "most 9)\n"
             "  --seconds S    per round and figure (1)\n"
             "  --busy-us N    daemon and client spin this long before "
-            "sleeping (0: on 2 shared cores spinning costs more than it saves)\n"
+            "sleeping (default: their own defaults, daemon.busy_poll_us 50 "
+            "and the client's 20)\n"
             "  --json         one JSON object per figure\n");
 }
 
@@ -77,8 +79,8 @@ static void key_of(char *key, size_t cap, const char *prefix, unsigned i)
 
 /* One thread's memcpy of 1 MiB: src into n distinct buffers at bufs
  * (to_many) or n distinct buffers into dst; MB/s over about seconds. */
-static double memcpy_rate(uint8_t *one, uint8_t *many, unsigned n,
-                          bool to_many, double seconds)
+static double memcpy_rate(uint8_t *one, uint8_t *many, unsigned n, bool to_many,
+                          double seconds)
 {
     double t0 = bench_now(), t;
     uint64_t bytes = 0;
@@ -261,8 +263,8 @@ static double arena_copy_rate(kvs_client_t *c, uint8_t *one, unsigned n,
             continue;
         }
         key_of(key, sizeof(key), "g", k);
-        ret = kvs_shm_view(c, key, (uint32_t)strlen(key), 60000, NULL, 0,
-                           &b[k]);
+        ret =
+            kvs_shm_view(c, key, (uint32_t)strlen(key), 60000, NULL, 0, &b[k]);
         if (ret)
             die("view", ret);
     }
@@ -278,13 +280,27 @@ static double arena_copy_rate(kvs_client_t *c, uint8_t *one, unsigned n,
         t = bench_now();
     } while (t - t0 < seconds);
     for (unsigned k = 0; k < n; k++) {
-        ret = to_arena ? kvs_shm_abort(c, b[k].id)
-                       : kvs_shm_release(c, b[k].id);
+        ret =
+            to_arena ? kvs_shm_abort(c, b[k].id) : kvs_shm_release(c, b[k].id);
         if (ret)
             die(to_arena ? "abort" : "release", ret);
     }
     free(b);
     return (double)bytes / (t - t0) / 1e6;
+}
+
+/* The daemon's STAT name, or 0. */
+static uint64_t stat_of(kvs_client_t *c, const char *name)
+{
+    static kvs_client_stat_t st[256];
+    size_t n = 0;
+
+    if (kvs_client_stat(c, st, 256, &n) != 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(st[i].name, name) == 0)
+            return st[i].value;
+    return 0;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -299,9 +315,9 @@ static void run(const shm_opts_t *o, uint16_t port, const char *sock)
     kvs_client_params_t p = {
         .field_mask = KVS_CLIENT_PARAM_PORT | KVS_CLIENT_PARAM_NS |
                       KVS_CLIENT_PARAM_SHM_SOCKET |
-                      KVS_CLIENT_PARAM_BUSY_POLL_US,
+                      (o->busy_us < 0 ? 0 : KVS_CLIENT_PARAM_BUSY_POLL_US),
         .port = port,
-        .busy_poll_us = o->busy_us,
+        .busy_poll_us = o->busy_us < 0 ? 0 : (uint32_t)o->busy_us,
         .ns = "bench-shm",
         .shm_socket = sock,
     };
@@ -314,7 +330,8 @@ static void run(const shm_opts_t *o, uint16_t port, const char *sock)
     size_t many_len = (size_t)o->blocks * MIB;
     uint8_t *one = bench_alloc_huge(MIB), *many = bench_alloc_huge(many_len);
     kvs_client_t *c;
-    char key[32], what[300];
+    char key[32], what[400], busy[64];
+    uint64_t rings;
     int ret;
 
     if (!one || !many)
@@ -324,6 +341,11 @@ static void run(const shm_opts_t *o, uint16_t port, const char *sock)
         die("connect", ret);
     if (kvs_shm_status(c) != 0)
         die("attach", kvs_shm_status(c));
+    rings = stat_of(c, "shm_rings");
+    if (o->busy_us < 0)
+        snprintf(busy, sizeof(busy), "50 (default), client 20 (default)");
+    else
+        snprintf(busy, sizeof(busy), "%d, client the same", o->busy_us);
     bench_fill_floats(one, MIB, 2, 1);
     memset(many, 1, many_len);
     for (unsigned i = 0; i < o->blocks; i++) {
@@ -346,23 +368,24 @@ static void run(const shm_opts_t *o, uint16_t port, const char *sock)
                 bput[r] = batch_rate(c, one, o->blocks, true, o->seconds);
                 bget[r] = batch_rate(c, one, o->blocks, false, o->seconds);
                 cput[r] = arena_copy_rate(c, one, o->blocks, true, o->seconds);
-                cget[r] =
-                    arena_copy_rate(c, one, o->blocks, false, o->seconds);
+                cget[r] = arena_copy_rate(c, one, o->blocks, false, o->seconds);
             }
         }
     }
     snprintf(what, sizeof(what),
              "reserve, write 1 MiB in place, commit (daemon checksums; "
              "the next block reserved before, commit not waited for), %u "
-             "keys, vs one thread's memcpy of 1 MiB into %u buffers; target "
-             "ratio >= 0.9",
-             o->blocks, o->blocks);
+             "keys, vs one thread's memcpy of 1 MiB into %u buffers; "
+             "requests %s, daemon.busy_poll_us %s; target ratio >= 0.9",
+             o->blocks, o->blocks,
+             rings ? "on the request ring" : "over the socket", busy);
     bench_report_rounds("shm-put-1MiB", o->rounds, put, lput, what);
     bench_report_rounds("shm-put-1MiB-sync", o->rounds, sput, lput,
                         "the same, each commit waited for; the same limits");
     snprintf(what, sizeof(what),
              "leased view, one copy out, release, %u blocks, vs one thread's "
-             "memcpy of 1 MiB from %u buffers; target ratio >= 0.9",
+             "memcpy of 1 MiB from %u buffers; the same requests' path and "
+             "spin; target ratio >= 0.9",
              o->blocks, o->blocks);
     bench_report_rounds("shm-get-1MiB", o->rounds, get, lget, what);
     snprintf(what, sizeof(what),
@@ -385,9 +408,11 @@ static void run(const shm_opts_t *o, uint16_t port, const char *sock)
                         "viewed arena blocks, no request timed; the limits "
                         "of shm-get-1MiB");
     qsort(view, o->rounds, sizeof(*view), cmp_double);
-    bench_figure("shm-view-1MiB", view[o->rounds / 2], "us", -1,
-                 "median of rounds: one leased view and its release, no "
-                 "copy (two socket round trips)");
+    snprintf(what, sizeof(what),
+             "median of rounds: one leased view and its release, no copy "
+             "(two round trips, %s); daemon.busy_poll_us %s",
+             rings ? "on the request ring" : "over the socket", busy);
+    bench_figure("shm-view-1MiB", view[o->rounds / 2], "us", -1, what);
     kvs_client_destroy(c);
     bench_free_huge(one, MIB);
     bench_free_huge(many, many_len);
@@ -405,8 +430,11 @@ int bench_shm_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    shm_opts_t o = {.dir = "./var/bench-shm", .blocks = 64, .rounds = 5,
-                    .seconds = 1, .busy_us = 0};
+    shm_opts_t o = {.dir = "./var/bench-shm",
+                    .blocks = 64,
+                    .rounds = 5,
+                    .seconds = 1,
+                    .busy_us = -1};
     char busy[64];
     char sock[PATH_MAX], sockopt[PATH_MAX + 32], bin[PATH_MAX + 16];
     uint16_t port;
@@ -428,7 +456,7 @@ int bench_shm_main(int argc, char **argv)
             o.seconds = strtod(optarg, NULL);
             break;
         case 'u':
-            o.busy_us = (unsigned)strtoul(optarg, NULL, 10);
+            o.busy_us = (int)strtoul(optarg, NULL, 10);
             break;
         case 'j':
             bench_json = true;
@@ -446,9 +474,9 @@ int bench_shm_main(int argc, char **argv)
     mkdir(o.dir, 0755);
     snprintf(sock, sizeof(sock), "%s/shm.sock", o.dir);
     snprintf(sockopt, sizeof(sockopt), "--set=daemon.shm_socket=%s", sock);
-    snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%u", o.busy_us);
-    const char *extra[] = {"--dram-mib=512", "--nvme-mib=0", sockopt, busy,
-                           NULL};
+    snprintf(busy, sizeof(busy), "--set=daemon.busy_poll_us=%d", o.busy_us);
+    const char *extra[] = {"--dram-mib=512", "--nvme-mib=0", sockopt,
+                           o.busy_us < 0 ? NULL : busy, NULL};
     bench_daemon_default_path(bin, sizeof(bin));
     d = bench_daemon_start(bin, o.dir, extra, &port);
     if (d < 0)

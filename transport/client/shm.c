@@ -3,8 +3,13 @@
  * libkvstash's side of shared memory with a same-host daemon
  * (include/kvstash/shm.h): attaching over the daemon's Unix socket,
  * mapping the arena from the memfd it passes, and the reserve / commit /
- * abort / view / release requests, one synchronous round trip each
- * (kvstash/wire_shm.h). Block bytes never cross the socket.
+ * abort / view / release requests (kvstash/wire_shm.h). Block bytes never
+ * cross the socket, and once the session is on a ring (docs/protocol.md
+ * 11.6) neither do requests and replies: they are written to and read
+ * from shared memory, and the socket carries a one-byte doorbell only
+ * when the other side sleeps. A round trip then costs no system call
+ * while both sides spin (busy_poll_us), where a socket's wake-up costs
+ * tens of microseconds on a VM.
  *
  * Every offset and length the daemon returns is checked against the
  * mapping before a pointer is made from it, so a confused daemon cannot
@@ -12,9 +17,12 @@
  */
 #include "transport/client/client_int.h"
 #include "common/clock.h"
+#include "common/compiler.h"
+#include "common/fdpass.h"
 #include "kvstash/wire_shm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -44,6 +52,10 @@ struct kvs_client_shm {
         int *status; /* set from the reply; NULL: not wanted */
     } pend[PEND_MAX];
     uint32_t phead, npend;
+    /* The ring, once RING was granted (else NULL), and our counters of it:
+     * requests written, replies read. */
+    uint8_t *ring;
+    uint32_t sq_tail, cq_head;
     uint8_t tx[KVS_WIRE_SHM_FRAME_MAX];
     uint8_t rx[KVS_WIRE_SHM_FRAME_MAX + 1];
     uint32_t lens[KVS_PARTS_MAX];
@@ -72,9 +84,129 @@ static int wait_readable(kvs_client_t *c, int fd)
     }
 }
 
+/* ---- the ring ----------------------------------------------------- */
+
+static bool ring_has_reply(struct kvs_client_shm *sh)
+{
+    return atomic_load_explicit(
+               kvs_wire_shm_ring_word(sh->ring, KVS_WIRE_SHM_RING_CQ_TAIL),
+               memory_order_acquire) != sh->cq_head;
+}
+
+/* Waits for a reply in the ring: busy_ns of spinning, then asleep on the
+ * socket, where the daemon rings once it has written one. */
+static int ring_wait(kvs_client_t *c, struct kvs_client_shm *sh)
+{
+    _Atomic uint32_t *waiting =
+        kvs_wire_shm_ring_word(sh->ring, KVS_WIRE_SHM_RING_CLI_WAIT);
+    uint64_t t0 = kvs_clock_mono_ns();
+    int tmo = c->timeout_ms ? (int)c->timeout_ms : -1;
+    struct pollfd pfd = {.fd = sh->fd, .events = POLLIN};
+    char bell[16];
+    ssize_t n;
+
+    while (kvs_clock_mono_ns() - t0 < c->busy_ns) {
+        for (int i = 0; i < 64; i++) {
+            if (ring_has_reply(sh))
+                return 0;
+            kvs_cpu_relax();
+        }
+    }
+    atomic_store(waiting, 1);
+    /* Against the daemon's "reply, then look at the flag" (ring_reply in
+     * the service): one of us sees the other's store. */
+    atomic_thread_fence(memory_order_seq_cst);
+    while (!ring_has_reply(sh)) {
+        int r = poll(&pfd, 1, tmo);
+
+        if (r == 0) {
+            atomic_store(waiting, 0);
+            return -ETIMEDOUT;
+        }
+        if (r < 0 && errno != EINTR)
+            break;
+        while ((n = recv(sh->fd, bell, sizeof(bell), MSG_DONTWAIT)) > 0)
+            ; /* doorbells, any number */
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            break; /* the daemon went away */
+    }
+    atomic_store(waiting, 0);
+    return ring_has_reply(sh) ? 0 : KVS_EPEER;
+}
+
+/* Writes the encoded request (len bytes at sh->tx) into the ring. */
+static int ring_post(kvs_client_t *c, struct kvs_client_shm *sh, size_t len)
+{
+    uint32_t len32 = (uint32_t)len;
+    uint64_t t0 = kvs_clock_mono_ns();
+    uint8_t *slot;
+
+    /* Never full while fewer than SLOTS requests are unanswered, which
+     * libkvstash keeps to (PEND_MAX and the batches' look-ahead); a daemon
+     * that stopped reading it is waited for as for a reply. */
+    while (sh->sq_tail -
+               atomic_load_explicit(
+                   kvs_wire_shm_ring_word(sh->ring, KVS_WIRE_SHM_RING_SQ_HEAD),
+                   memory_order_acquire) >=
+           KVS_WIRE_SHM_RING_SLOTS) {
+        if (c->timeout_ms &&
+            kvs_clock_mono_ns() - t0 > (uint64_t)c->timeout_ms * 1000000)
+            return -ETIMEDOUT;
+        usleep(50);
+    }
+    slot = kvs_wire_shm_ring_slot(sh->ring, false, sh->sq_tail);
+    memcpy(slot, &len32, 4);
+    memcpy(slot + 4, sh->tx, len);
+    atomic_store_explicit(
+        kvs_wire_shm_ring_word(sh->ring, KVS_WIRE_SHM_RING_SQ_TAIL),
+        ++sh->sq_tail, memory_order_release);
+    /* Against the service's "flag, then look again" before it sleeps. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(
+            kvs_wire_shm_ring_word(sh->ring, KVS_WIRE_SHM_RING_SRV_WAIT),
+            memory_order_relaxed) &&
+        send(sh->fd, "", 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN)
+        return KVS_EPEER; /* a full socket holds doorbells enough */
+    return 0;
+}
+
+/* The oldest reply in the ring, copied out (the daemon's to write; we
+ * check what it wrote all the same) and decoded into r. */
+static int ring_recv(kvs_client_t *c, struct kvs_client_shm *sh,
+                     kvs_wire_shm_msg_t *r)
+{
+    uint32_t len;
+    uint8_t *slot;
+    int ret;
+
+    while (!ring_has_reply(sh)) {
+        ret = ring_wait(c, sh);
+        if (ret)
+            return ret;
+    }
+    if (atomic_load(
+            kvs_wire_shm_ring_word(sh->ring, KVS_WIRE_SHM_RING_CQ_TAIL)) -
+            sh->cq_head >
+        KVS_WIRE_SHM_RING_SLOTS)
+        return KVS_EPROTO;
+    slot = kvs_wire_shm_ring_slot(sh->ring, true, sh->cq_head);
+    memcpy(&len, slot, 4);
+    if (len < KVS_WIRE_HDR_SIZE || len > KVS_WIRE_SHM_FRAME_MAX)
+        return KVS_EPROTO;
+    memcpy(sh->rx, slot + 4, len);
+    atomic_store_explicit(
+        kvs_wire_shm_ring_word(sh->ring, KVS_WIRE_SHM_RING_CQ_HEAD),
+        ++sh->cq_head, memory_order_release);
+    ret = kvs_wire_shm_decode(sh->rx, len, sh->lens, r);
+    if (ret || !(r->hdr.flags & KVS_WIRE_F_REPLY))
+        return KVS_EPROTO;
+    return 0;
+}
+
 /* Sends q; its reply is read by whoever waits for it (roundtrip, or
  * settle for one posted by post_async). */
-static int post(struct kvs_client_shm *sh, kvs_wire_shm_msg_t *q)
+static int post(kvs_client_t *c, struct kvs_client_shm *sh,
+                kvs_wire_shm_msg_t *q)
 {
     size_t len;
     int ret;
@@ -83,6 +215,8 @@ static int post(struct kvs_client_shm *sh, kvs_wire_shm_msg_t *q)
     ret = kvs_wire_shm_encode(q, sh->tx, sizeof(sh->tx), &len);
     if (ret)
         return ret;
+    if (sh->ring)
+        return ring_post(c, sh, len);
     return send(sh->fd, sh->tx, len, MSG_NOSIGNAL) == (ssize_t)len ? 0
                                                                    : KVS_EPEER;
 }
@@ -93,6 +227,8 @@ static int recv_one(kvs_client_t *c, struct kvs_client_shm *sh,
 {
     char cbuf[CMSG_SPACE(sizeof(int))];
 
+    if (sh->ring)
+        return ring_recv(c, sh, r);
     for (;;) {
         struct iovec iov = {.iov_base = sh->rx, .iov_len = sizeof(sh->rx)};
         struct msghdr mh = {.msg_iov = &iov,
@@ -157,7 +293,7 @@ static int fail_pending(struct kvs_client_shm *sh, int err)
 static int roundtrip(kvs_client_t *c, struct kvs_client_shm *sh,
                      kvs_wire_shm_msg_t *q, kvs_wire_shm_msg_t *r, int *fd_out)
 {
-    int ret = post(sh, q);
+    int ret = post(c, sh, q);
 
     if (ret)
         return ret == KVS_EPEER ? fail_pending(sh, ret) : ret;
@@ -189,7 +325,7 @@ static int post_async(kvs_client_t *c, struct kvs_client_shm *sh,
             return fail_pending(sh, ret);
         settle(sh, &r);
     }
-    ret = post(sh, q);
+    ret = post(c, sh, q);
     if (ret)
         return ret == KVS_EPEER ? fail_pending(sh, ret) : ret;
     sh->pend[(sh->phead + sh->npend) % PEND_MAX].req_id = q->hdr.req_id;
@@ -218,8 +354,72 @@ static int connect_unix(const char *path)
     return fd;
 }
 
-static int attach(kvs_client_t *c, struct kvs_client_shm *sh,
-                  const char *token, uint32_t elem_size)
+/* Whether to ask for a ring: KVSTASH_SHM_RING=0 in the environment keeps
+ * requests on the socket (for comparing the two, and for tests of it). */
+static bool ring_wanted(void)
+{
+    const char *v = getenv("KVSTASH_SHM_RING");
+
+    return !v || strcmp(v, "0") != 0;
+}
+
+/* Moves the session onto a ring: a memfd sealed against resizing (the
+ * daemon maps it too and refuses one that could shrink under it), passed
+ * with RING. The session stays on the socket when the ring cannot be made
+ * or RING is refused; an error when RING's answer was lost (the session's
+ * state is then unknown). */
+static int ring_setup(kvs_client_t *c, struct kvs_client_shm *sh)
+{
+    int ret = 0;
+    kvs_wire_shm_msg_t q = {0}, r;
+    char cbuf[KVS_FDPASS_SPACE];
+    struct iovec iov;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    size_t len;
+    void *p;
+    int fd = memfd_create("kvstash-shm-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+    if (fd < 0)
+        return 0;
+    if (ftruncate(fd, KVS_WIRE_SHM_RING_BYTES) != 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+        goto out_close;
+    p = mmap(NULL, KVS_WIRE_SHM_RING_BYTES, PROT_READ | PROT_WRITE,
+             MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (p == MAP_FAILED)
+        goto out_close;
+    q.hdr.opcode = KVS_OP_SHM_RING;
+    q.hdr.req_id = ++sh->seq;
+    q.u.ring.slots = KVS_WIRE_SHM_RING_SLOTS;
+    q.u.ring.slot_size = KVS_WIRE_SHM_RING_SLOT;
+    if (kvs_wire_shm_encode(&q, sh->tx, sizeof(sh->tx), &len) != 0)
+        goto out_unmap;
+    iov.iov_base = sh->tx;
+    iov.iov_len = len;
+    kvs_fdpass_attach(&mh, cbuf, fd);
+    if (sendmsg(sh->fd, &mh, MSG_NOSIGNAL) != (ssize_t)len) {
+        ret = KVS_EPEER;
+        goto out_unmap;
+    }
+    ret = recv_one(c, sh, &r, NULL);
+    if (!ret &&
+        (r.hdr.req_id != q.hdr.req_id || r.hdr.opcode != KVS_OP_SHM_RING))
+        ret = KVS_EPROTO;
+    if (ret || r.hdr.status != 0)
+        goto out_unmap;
+    sh->ring = p;
+    close(fd);
+    return 0;
+
+out_unmap:
+    munmap(p, KVS_WIRE_SHM_RING_BYTES);
+out_close:
+    close(fd);
+    return ret;
+}
+
+static int attach(kvs_client_t *c, struct kvs_client_shm *sh, const char *token,
+                  uint32_t elem_size)
 {
     kvs_wire_shm_msg_t q = {0}, r;
     struct stat st;
@@ -227,6 +427,7 @@ static int attach(kvs_client_t *c, struct kvs_client_shm *sh,
     void *p;
 
     q.hdr.opcode = KVS_OP_SHM_ATTACH;
+    q.u.attach.features = ring_wanted() ? KVS_WIRE_SHM_FEAT_RING : 0;
     q.u.attach.elem_size = (uint8_t)elem_size;
     q.u.attach.token.data = (const uint8_t *)(token ? token : "");
     q.u.attach.token.len = token ? (uint32_t)strlen(token) : 0;
@@ -237,7 +438,8 @@ static int attach(kvs_client_t *c, struct kvs_client_shm *sh,
         ret = KVS_EPROTO;
     if (ret)
         goto err_close;
-    if (fstat(mfd, &st) != 0 || (uint64_t)st.st_size < r.u.attach_rep.arena_len ||
+    if (fstat(mfd, &st) != 0 ||
+        (uint64_t)st.st_size < r.u.attach_rep.arena_len ||
         r.u.attach_rep.arena_len == 0 || r.u.attach_rep.arena_len > SIZE_MAX) {
         ret = KVS_EPROTO;
         goto err_close;
@@ -260,6 +462,8 @@ static int attach(kvs_client_t *c, struct kvs_client_shm *sh,
     sh->len = (size_t)r.u.attach_rep.arena_len;
     sh->stream_key = r.u.attach_rep.stream_key;
     close(mfd);
+    if (r.hdr.count & KVS_WIRE_SHM_FEAT_RING)
+        return ring_setup(c, sh); /* the caller unmaps on failure */
     return 0;
 
 err_close:
@@ -268,8 +472,8 @@ err_close:
     return ret;
 }
 
-void kvs_client_shm_attach(kvs_client_t *c, const char *path,
-                           const char *token, uint32_t elem_size)
+void kvs_client_shm_attach(kvs_client_t *c, const char *path, const char *token,
+                           uint32_t elem_size)
 {
     struct kvs_client_shm *sh = calloc(1, sizeof(*sh));
     int ret;
@@ -287,6 +491,8 @@ void kvs_client_shm_attach(kvs_client_t *c, const char *path,
     ret = attach(c, sh, token, elem_size);
     if (ret) {
         close(sh->fd);
+        if (sh->base)
+            munmap(sh->base, sh->len);
         free(sh);
         c->shm_status = ret;
         return;
@@ -306,6 +512,8 @@ void kvs_client_shm_detach(kvs_client_t *c)
      * client still reserved or viewed. */
     close(sh->fd);
     munmap(sh->base, sh->len);
+    if (sh->ring)
+        munmap(sh->ring, KVS_WIRE_SHM_RING_BYTES);
     free(sh);
     c->shm = NULL;
 }
@@ -327,8 +535,7 @@ KVS_API int kvs_shm_status(const kvs_client_t *c)
 }
 
 /* A pointer into the mapping for [off, off + len), or NULL. */
-static void *in_map(const struct kvs_client_shm *sh, uint64_t off,
-                    uint64_t len)
+static void *in_map(const struct kvs_client_shm *sh, uint64_t off, uint64_t len)
 {
     if (off > sh->len || len > sh->len - off)
         return NULL;
@@ -510,10 +717,8 @@ KVS_API int kvs_shm_put(kvs_client_t *c, const void *key, uint32_t key_len,
                         const void *buf, size_t len, uint32_t flags)
 {
     kvs_iov_t part = {buf, len};
-    kvs_client_put_t it = {.key = {key, key_len},
-                           .parts = &part,
-                           .nparts = 1,
-                           .flags = flags};
+    kvs_client_put_t it = {
+        .key = {key, key_len}, .parts = &part, .nparts = 1, .flags = flags};
 
     return kvs_shm_put_batch(c, &it, 1);
 }
@@ -531,10 +736,10 @@ KVS_API int kvs_shm_put(kvs_client_t *c, const void *key, uint32_t key_len,
 #define BATCH_AHEAD 8u
 
 /* Posts q and returns its req_id in *id (0 on failure). */
-static int post_ahead(struct kvs_client_shm *sh, kvs_wire_shm_msg_t *q,
-                      uint64_t *id)
+static int post_ahead(kvs_client_t *c, struct kvs_client_shm *sh,
+                      kvs_wire_shm_msg_t *q, uint64_t *id)
 {
-    int ret = post(sh, q);
+    int ret = post(c, sh, q);
 
     *id = ret ? 0 : q->hdr.req_id;
     return ret == KVS_EPEER ? fail_pending(sh, ret) : ret;
@@ -629,7 +834,7 @@ KVS_API int kvs_shm_get_batch(kvs_client_t *c, kvs_client_get_t *items,
             q.hdr.opcode = KVS_OP_SHM_VIEW;
             q.u.view.key.data = items[posted].key.data;
             q.u.view.key.len = items[posted].key.len;
-            ret = post_ahead(sh, &q, &ids[posted % BATCH_AHEAD]);
+            ret = post_ahead(c, sh, &q, &ids[posted % BATCH_AHEAD]);
             if (ret)
                 break;
             posted++;
@@ -651,8 +856,7 @@ KVS_API int kvs_shm_get_batch(kvs_client_t *c, kvs_client_get_t *items,
         return ret;
     /* A copy that outlasted its lease is done again, one at a time. */
     for (size_t i = 0; i < n; i++)
-        for (int t = 0; t < GET_TRIES && items[i].status == KVS_EEXPIRED;
-             t++) {
+        for (int t = 0; t < GET_TRIES && items[i].status == KVS_EEXPIRED; t++) {
             kvs_wire_shm_msg_t q = {0}, r;
 
             q.hdr.opcode = KVS_OP_SHM_VIEW;
@@ -697,7 +901,7 @@ KVS_API int kvs_shm_put_batch(kvs_client_t *c, kvs_client_put_t *items,
             ids[posted % BATCH_AHEAD] = 0;
             items[posted].status = reserve_msg(sh, &items[posted], &q);
             if (!items[posted].status &&
-                (ret = post_ahead(sh, &q, &ids[posted % BATCH_AHEAD])))
+                (ret = post_ahead(c, sh, &q, &ids[posted % BATCH_AHEAD])))
                 break;
             posted++;
         }
@@ -707,8 +911,8 @@ KVS_API int kvs_shm_put_batch(kvs_client_t *c, kvs_client_put_t *items,
             done++;
             continue;
         }
-        ret = recv_ahead(c, sh, ids[done % BATCH_AHEAD], KVS_OP_SHM_RESERVE,
-                         &r);
+        ret =
+            recv_ahead(c, sh, ids[done % BATCH_AHEAD], KVS_OP_SHM_RESERVE, &r);
         if (ret)
             break;
         done++;

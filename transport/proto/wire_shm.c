@@ -14,7 +14,7 @@
 
 static bool is_shm_op(unsigned op)
 {
-    return op >= KVS_OP_SHM_ATTACH && op <= KVS_OP_SHM_RELEASE;
+    return op >= KVS_OP_SHM_ATTACH && op <= KVS_OP_SHM_RING;
 }
 
 static size_t body_len_of(const kvs_wire_shm_msg_t *m)
@@ -36,6 +36,8 @@ static size_t body_len_of(const kvs_wire_shm_msg_t *m)
     case KVS_OP_SHM_VIEW:
         return reply ? KVS_WIRE_SHM_VIEW_REP_FIXED + 4ull * h->count
                      : KVS_WIRE_SHM_VIEW_FIXED + m->u.view.key.len;
+    case KVS_OP_SHM_RING:
+        return reply ? 0 : KVS_WIRE_SHM_RING_REQ;
     default: /* COMMIT, ABORT, RELEASE */
         return reply ? 0 : KVS_WIRE_SHM_ID_SIZE;
     }
@@ -51,9 +53,11 @@ static bool within_limits(const kvs_wire_shm_msg_t *m)
         return h->count == 0;
     switch (h->opcode) {
     case KVS_OP_SHM_ATTACH:
-        return reply || (m->u.attach.token.len <= KVS_WIRE_TOKEN_MAX &&
-                         m->u.attach.ns.len >= 1 &&
-                         m->u.attach.ns.len <= KVS_NS_NAME_MAX);
+        if (reply)
+            return (h->count & ~KVS_WIRE_SHM_FEAT_RING) == 0;
+        return (m->u.attach.token.len <= KVS_WIRE_TOKEN_MAX &&
+                m->u.attach.ns.len >= 1 &&
+                m->u.attach.ns.len <= KVS_NS_NAME_MAX);
     case KVS_OP_SHM_RESERVE:
         return reply ? h->count == 0
                      : m->u.reserve.key.len >= 1 &&
@@ -150,6 +154,12 @@ int kvs_wire_shm_encode(const kvs_wire_shm_msg_t *m, void *buf, size_t cap,
         kvs_le16_store(b + 4, (uint16_t)m->u.view.key.len);
         (void)put_bytes(b + KVS_WIRE_SHM_VIEW_FIXED, m->u.view.key);
         break;
+    case KVS_OP_SHM_RING:
+        if (!reply) {
+            kvs_le32_store(b, m->u.ring.slots);
+            kvs_le32_store(b + 4, m->u.ring.slot_size);
+        }
+        break;
     default:
         if (!reply)
             kvs_le64_store(b, m->u.id.id);
@@ -206,8 +216,7 @@ static int decode_body(const uint8_t *b, size_t blen, uint32_t *part_lens,
         m->u.reserve.ttl_ms = kvs_le64_load(b + 16);
         m->u.reserve.group = kvs_le64_load(b + 24);
         m->u.reserve.key.data = b + KVS_WIRE_SHM_RESERVE_FIXED;
-        m->u.reserve.parent.data =
-            m->u.reserve.key.data + m->u.reserve.key.len;
+        m->u.reserve.parent.data = m->u.reserve.key.data + m->u.reserve.key.len;
         m->u.reserve.part_lens = part_lens;
         break;
     case KVS_OP_SHM_VIEW:
@@ -225,13 +234,21 @@ static int decode_body(const uint8_t *b, size_t blen, uint32_t *part_lens,
             m->u.view.key.data = b + KVS_WIRE_SHM_VIEW_FIXED;
         }
         break;
+    case KVS_OP_SHM_RING:
+        if (!reply) {
+            m->u.ring.slots = kvs_le32_load(b);
+            m->u.ring.slot_size = kvs_le32_load(b + 4);
+        }
+        break;
     default:
         if (!reply)
             m->u.id.id = kvs_le64_load(b);
         break;
     }
-    if (reply && h->opcode != KVS_OP_SHM_VIEW && h->count != 0)
-        return KVS_EPROTO; /* only a VIEW reply has entries */
+    /* Only a VIEW reply has entries, and an ATTACH reply features. */
+    if (reply && h->opcode != KVS_OP_SHM_VIEW &&
+        h->opcode != KVS_OP_SHM_ATTACH && h->count != 0)
+        return KVS_EPROTO;
     if (!within_limits(m))
         return KVS_ETOOBIG;
     if (body_len_of(m) != blen)
@@ -276,6 +293,9 @@ int kvs_wire_shm_decode(const void *buf, size_t len, uint32_t *part_lens,
         break;
     case KVS_OP_SHM_VIEW:
         fixed = reply ? KVS_WIRE_SHM_VIEW_REP_FIXED : KVS_WIRE_SHM_VIEW_FIXED;
+        break;
+    case KVS_OP_SHM_RING:
+        fixed = reply ? 0 : KVS_WIRE_SHM_RING_REQ;
         break;
     default:
         fixed = reply ? 0 : KVS_WIRE_SHM_ID_SIZE;

@@ -36,12 +36,26 @@
  * other session goes on being served. The read's end answers the VIEW and
  * unparks the session.
  *
+ * The ring (docs/protocol.md 11.6). A session that asked for it at ATTACH
+ * may pass a memfd of two rings of frame slots (RING): its requests and
+ * replies then cross shared memory, not the socket, which carries only
+ * one-byte doorbells from then on. The thread reads each ring while it
+ * spins (daemon.busy_poll_us after the last request) and, before it
+ * sleeps, says so in the ring's control words, so that a client rings the
+ * doorbell only for a sleeping thread; a client sleeping on its socket is
+ * rung the same way after a reply. Nothing in the ring is trusted: the
+ * counters the client writes are checked against the daemon's own (kept
+ * here), and each frame is copied out of its slot, its length checked,
+ * before it is decoded, so a client rewriting it meanwhile changes
+ * nothing. A session whose ring does not add up is closed.
+ *
  * Threading: everything below belongs to the service's thread, except the
  * counters (atomics, read by STAT on the server's thread) and a cold
  * view's run() (the store is thread-safe; run() touches only its job).
  */
 #include "transport/server/shm.h"
 #include "common/clock.h"
+#include "common/compiler.h"
 #include "common/debug.h"
 #include "common/fdpass.h"
 #include "common/log.h"
@@ -49,22 +63,27 @@
 #include "transport/server/server_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#define RESV_MAX 256u       /* reservations per session */
-#define VIEWS_MAX 4096u     /* views per session */
-#define SESSIONS_MAX 256u   /* sessions at once */
+#define RESV_MAX 256u        /* reservations per session */
+#define VIEWS_MAX 4096u      /* views per session */
+#define SESSIONS_MAX 256u    /* sessions at once */
 #define SWEEP_NS 10000000ull /* lease expiry is checked this often */
+#define SPIN_GROW                                                              \
+    16u /* the thread's spin grows up to this many times                       \
+         * daemon.busy_poll_us (shm_thread) */
 
 typedef struct resv {
     uint64_t id; /* 0: slot free */
@@ -91,10 +110,14 @@ typedef struct sess {
     const kvs_tenant_t *tenant;
     uint32_t ns;
     uint64_t seq;
-    resv_t *resv; /* RESV_MAX, allocated at ATTACH */
-    view_t *views; /* VIEWS_MAX */
+    resv_t *resv;         /* RESV_MAX, allocated at ATTACH */
+    view_t *views;        /* VIEWS_MAX */
     uint32_t nviews_live; /* views pinned (not expired) */
-    struct cold *cold; /* a VIEW waiting for its disk read: parked */
+    struct cold *cold;    /* a VIEW waiting for its disk read: parked */
+    /* The ring, once RING was granted (else NULL), and the daemon's own
+     * counters of it: requests read, replies written. */
+    uint8_t *ring;
+    uint32_t sq_head, cq_tail;
 } sess_t;
 
 /* A VIEW of a block on NVMe only, read on an I/O thread (the job is
@@ -138,10 +161,51 @@ struct kvs_shm {
     uint32_t lens2[KVS_PARTS_MAX];
     kvs_iov_t iov[KVS_PARTS_MAX];
     atomic_uint_fast64_t st_sessions, st_resv, st_views, st_attached,
-        st_refused, st_commits, st_reclaimed, st_expired, st_arena_cut;
+        st_refused, st_commits, st_reclaimed, st_expired, st_rings,
+        st_arena_cut;
 };
 
-#define BUMP(ctr, d) atomic_fetch_add_explicit(&(ctr), (d), memory_order_relaxed)
+#define BUMP(ctr, d)                                                           \
+    atomic_fetch_add_explicit(&(ctr), (d), memory_order_relaxed)
+
+/* ---- the ring ----------------------------------------------------- */
+
+/* A one-byte packet on the socket: the peer sleeps and has work. A full
+ * socket buffer means doorbells it has not read yet: as good as this one. */
+static void ring_doorbell(sess_t *s)
+{
+    (void)send(s->fd, "", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* Puts the encoded reply (len bytes at m->tx) in the session's ring. */
+static void ring_reply(kvs_shm_t *m, sess_t *s, size_t len)
+{
+    uint32_t head = atomic_load_explicit(
+        kvs_wire_shm_ring_word(s->ring, KVS_WIRE_SHM_RING_CQ_HEAD),
+        memory_order_acquire);
+    uint32_t len32 = (uint32_t)len;
+    uint8_t *slot;
+
+    /* Full (or a head past our tail, which only a broken client writes):
+     * the reply is lost, as on a full socket; the client's problem. */
+    if (s->cq_tail - head >= KVS_WIRE_SHM_RING_SLOTS) {
+        kvs_debug("shm: pid %d: reply ring full; reply lost", (int)s->cred.pid);
+        return;
+    }
+    slot = kvs_wire_shm_ring_slot(s->ring, true, s->cq_tail);
+    memcpy(slot, &len32, 4);
+    memcpy(slot + 4, m->tx, len);
+    atomic_store_explicit(
+        kvs_wire_shm_ring_word(s->ring, KVS_WIRE_SHM_RING_CQ_TAIL),
+        ++s->cq_tail, memory_order_release);
+    /* Against the client's "wait flag, then look again" (recv in
+     * libkvstash): one of us sees the other's store. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(
+            kvs_wire_shm_ring_word(s->ring, KVS_WIRE_SHM_RING_CLI_WAIT),
+            memory_order_relaxed))
+        ring_doorbell(s);
+}
 
 bool kvs_shm_tenant_allowed(const kvs_server_config_t *cfg,
                             const kvs_tenant_t *t)
@@ -172,8 +236,8 @@ void kvs_shm_stats(kvs_shm_t *m, kvs_shm_stats_t *o)
     o->commits = atomic_load_explicit(&m->st_commits, memory_order_relaxed);
     o->reclaimed = atomic_load_explicit(&m->st_reclaimed, memory_order_relaxed);
     o->expired = atomic_load_explicit(&m->st_expired, memory_order_relaxed);
-    o->arena_cut =
-        atomic_load_explicit(&m->st_arena_cut, memory_order_relaxed);
+    o->rings = atomic_load_explicit(&m->st_rings, memory_order_relaxed);
+    o->arena_cut = atomic_load_explicit(&m->st_arena_cut, memory_order_relaxed);
 }
 
 /* ---- replies ------------------------------------------------------ */
@@ -188,6 +252,10 @@ static void send_msg(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *r,
 
     if (kvs_wire_shm_encode(r, m->tx, sizeof(m->tx), &len) != 0) {
         kvs_warn("shm: cannot encode a %u reply", r->hdr.opcode);
+        return;
+    }
+    if (s->ring) {
+        ring_reply(m, s, len);
         return;
     }
     iov.iov_base = m->tx;
@@ -268,6 +336,10 @@ static void sess_close(kvs_shm_t *m, sess_t *s)
     if (s->attached) {
         atomic_store(&m->keys[s->key_slot], 0);
         BUMP(m->st_sessions, (uint64_t)-1);
+    }
+    if (s->ring) {
+        munmap(s->ring, KVS_WIRE_SHM_RING_BYTES);
+        BUMP(m->st_rings, (uint64_t)-1);
     }
     epoll_ctl(m->epfd, EPOLL_CTL_DEL, s->fd, NULL);
     close(s->fd);
@@ -369,6 +441,7 @@ static void op_attach(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
         return;
     }
     r = reply_to(&q->hdr, 0);
+    r.hdr.count = q->u.attach.features & KVS_WIRE_SHM_FEAT_RING;
     r.u.attach_rep.arena_len = m->alen;
     r.u.attach_rep.max_block = 0;
     r.u.attach_rep.lease_max_ms = m->cfg->lease_max_ms;
@@ -604,8 +677,8 @@ static void op_view(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
     int ret;
 
     ret = kvs_store_pin_flags(m->store, s->ns, q->u.view.key.data,
-                              q->u.view.key.len,
-                              KVS_PIN_GET | KVS_PIN_NO_READ, &v, &tier);
+                              q->u.view.key.len, KVS_PIN_GET | KVS_PIN_NO_READ,
+                              &v, &tier);
     if (ret != -EWOULDBLOCK) {
         view_reply(m, s, &q->hdr, q->u.view.lease_ms, ret, &v, tier);
         return;
@@ -652,11 +725,63 @@ static void op_release(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q)
     send_status(m, s, &q->hdr, was_expired ? KVS_EEXPIRED : 0);
 }
 
-/* Answers one request; true when it closed the session. */
-static bool handle(kvs_shm_t *m, sess_t *s, size_t len)
+/* RING: maps the client's memfd (rfd, ours to close) as the session's
+ * ring. The reply goes over the socket; every later one in the ring. */
+static void op_ring(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q,
+                    int rfd)
+{
+    struct stat st;
+    void *p;
+
+    if (s->ring || rfd < 0 || q->u.ring.slots != KVS_WIRE_SHM_RING_SLOTS ||
+        q->u.ring.slot_size != KVS_WIRE_SHM_RING_SLOT) {
+        send_status(m, s, &q->hdr, -EINVAL);
+        return;
+    }
+    /* The size must not change under us (a shrunk file faults the reader
+     * with SIGBUS): only a memfd sealed against shrinking is taken. */
+    if (fstat(rfd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        (uint64_t)st.st_size != KVS_WIRE_SHM_RING_BYTES ||
+        !(fcntl(rfd, F_GET_SEALS) & F_SEAL_SHRINK)) {
+        kvs_info("shm: pid %d: RING refused: not a memfd of %u bytes sealed "
+                 "against shrinking",
+                 (int)s->cred.pid, (unsigned)KVS_WIRE_SHM_RING_BYTES);
+        send_status(m, s, &q->hdr, -EINVAL);
+        return;
+    }
+    p = mmap(NULL, KVS_WIRE_SHM_RING_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED,
+             rfd, 0);
+    if (p == MAP_FAILED) {
+        send_status(m, s, &q->hdr, -errno);
+        return;
+    }
+    /* Every counter starts at 0 (the client may post as soon as it has
+     * this reply, before the lines below run). */
+    atomic_store(kvs_wire_shm_ring_word(p, KVS_WIRE_SHM_RING_SQ_HEAD), 0);
+    atomic_store(kvs_wire_shm_ring_word(p, KVS_WIRE_SHM_RING_CQ_TAIL), 0);
+    atomic_store(kvs_wire_shm_ring_word(p, KVS_WIRE_SHM_RING_SRV_WAIT), 0);
+    s->sq_head = 0;
+    s->cq_tail = 0;
+    send_status(m, s, &q->hdr, 0); /* still over the socket */
+    s->ring = p;
+    BUMP(m->st_rings, 1);
+}
+
+/* Answers one request (rfd: an fd that came with it, or -1; closed here
+ * unless RING keeps it); true when it closed the session. */
+static bool handle(kvs_shm_t *m, sess_t *s, size_t len, int rfd)
 {
     kvs_wire_shm_msg_t q;
     int ret = kvs_wire_shm_decode(m->rx, len, m->lens, &q);
+
+    if (ret == 0 && q.hdr.opcode == KVS_OP_SHM_RING && s->attached) {
+        op_ring(m, s, &q, rfd);
+        if (rfd >= 0)
+            close(rfd);
+        return false;
+    }
+    if (rfd >= 0)
+        close(rfd);
 
     if (ret == 0 && (q.hdr.flags & KVS_WIRE_F_REPLY))
         ret = KVS_EPROTO;
@@ -664,7 +789,7 @@ static bool handle(kvs_shm_t *m, sess_t *s, size_t len)
         kvs_warn("shm: pid %d: bad frame (%s); closing", (int)s->cred.pid,
                  kvs_strerror(ret));
         if (len >= KVS_WIRE_HDR_SIZE && q.hdr.opcode >= KVS_OP_SHM_ATTACH &&
-            q.hdr.opcode <= KVS_OP_SHM_RELEASE)
+            q.hdr.opcode <= KVS_OP_SHM_RING)
             send_status(m, s, &q.hdr, ret);
         sess_close(m, s);
         return true;
@@ -687,11 +812,72 @@ static bool handle(kvs_shm_t *m, sess_t *s, size_t len)
     case KVS_OP_SHM_VIEW:
         op_view(m, s, &q);
         break;
-    default:
+    case KVS_OP_SHM_RELEASE:
         op_release(m, s, &q);
+        break;
+    default: /* RING twice, or over the ring */
+        send_status(m, s, &q.hdr, -EINVAL);
         break;
     }
     return false;
+}
+
+/* Answers what the session's ring holds, unless parked. True when the
+ * session was closed (s is gone); *work is set when a request was read. */
+static bool ring_poll(kvs_shm_t *m, sess_t *s, bool *work)
+{
+    while (!s->cold) {
+        uint32_t tail = atomic_load_explicit(
+            kvs_wire_shm_ring_word(s->ring, KVS_WIRE_SHM_RING_SQ_TAIL),
+            memory_order_acquire);
+        uint32_t len;
+        uint8_t *slot;
+
+        if (tail == s->sq_head)
+            return false;
+        slot = kvs_wire_shm_ring_slot(s->ring, false, s->sq_head);
+        memcpy(&len, slot, 4);
+        if (tail - s->sq_head > KVS_WIRE_SHM_RING_SLOTS ||
+            len < KVS_WIRE_HDR_SIZE || len > KVS_WIRE_SHM_FRAME_MAX) {
+            kvs_warn("shm: pid %d: its request ring does not add up (%u "
+                     "requests ahead, a frame of %u bytes); closing",
+                     (int)s->cred.pid, tail - s->sq_head, len);
+            sess_close(m, s);
+            return true;
+        }
+        /* Copied out first: the client can write the slot at any time. */
+        memcpy(m->rx, slot + 4, len);
+        atomic_store_explicit(
+            kvs_wire_shm_ring_word(s->ring, KVS_WIRE_SHM_RING_SQ_HEAD),
+            ++s->sq_head, memory_order_release);
+        *work = true;
+        if (handle(m, s, len, -1))
+            return true;
+    }
+    return false;
+}
+
+/* Before the thread sleeps: tells each ring's client to ring the doorbell
+ * for its next request. False when a request came in meanwhile (then the
+ * thread does not sleep). */
+static bool ring_arm(kvs_shm_t *m, bool on)
+{
+    bool idle = true;
+
+    for (sess_t *s = m->sessions; s; s = s->next)
+        if (s->ring)
+            atomic_store(
+                kvs_wire_shm_ring_word(s->ring, KVS_WIRE_SHM_RING_SRV_WAIT),
+                on ? 1u : 0u);
+    if (!on)
+        return true;
+    atomic_thread_fence(memory_order_seq_cst);
+    for (sess_t *s = m->sessions; s; s = s->next)
+        if (s->ring && !s->cold &&
+            atomic_load(kvs_wire_shm_ring_word(
+                s->ring, KVS_WIRE_SHM_RING_SQ_TAIL)) != s->sq_head)
+            idle = false;
+    return idle;
 }
 
 /* ---- the thread --------------------------------------------------- */
@@ -744,21 +930,31 @@ static void readable(kvs_shm_t *m, sess_t *s, uint32_t events)
         return;
     }
     for (;;) {
-        ssize_t n = recv(s->fd, m->rx, sizeof(m->rx), MSG_DONTWAIT);
+        char cbuf[KVS_FDPASS_SPACE];
+        struct iovec iov = {.iov_base = m->rx, .iov_len = sizeof(m->rx)};
+        struct msghdr mh = {.msg_iov = &iov,
+                            .msg_iovlen = 1,
+                            .msg_control = cbuf,
+                            .msg_controllen = sizeof(cbuf)};
+        ssize_t n = recvmsg(s->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        int rfd = n >= 0 ? kvs_fdpass_take(&mh) : -1;
 
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
-        if (n <= 0) {
+        if (n > 0 && s->ring && n == 1 && rfd < 0)
+            continue; /* a doorbell: the ring is read after the events */
+        if (n <= 0 || s->ring || (size_t)n > KVS_WIRE_SHM_FRAME_MAX ||
+            (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+            if (n > 0)
+                kvs_warn("shm: pid %d: %s; closing", (int)s->cred.pid,
+                         s->ring ? "a frame on the socket after RING"
+                                 : "a frame over the size limit");
+            if (rfd >= 0)
+                close(rfd);
             sess_close(m, s);
             return;
         }
-        if ((size_t)n > KVS_WIRE_SHM_FRAME_MAX) {
-            kvs_warn("shm: pid %d: frame over %u bytes; closing",
-                     (int)s->cred.pid, (unsigned)KVS_WIRE_SHM_FRAME_MAX);
-            sess_close(m, s);
-            return;
-        }
-        if (handle(m, s, (size_t)n))
+        if (handle(m, s, (size_t)n, rfd))
             return; /* closed: s is gone */
         if (s->cold)
             return; /* parked: the rest waits for its VIEW's read */
@@ -804,18 +1000,29 @@ static void *shm_thread(void *arg)
     kvs_shm_t *m = arg;
     struct epoll_event evs[32];
 
-    uint64_t busy_ns = (uint64_t)m->cfg->busy_poll_us * 1000, last = 0;
+    /* The spin after the last request: daemon.busy_poll_us, grown up to
+     * SPIN_GROW times that while requests keep coming soon after the
+     * thread fell asleep (a client copying a MiB between two requests
+     * leaves a gap of about 100 us, and a wake-up costs tens of them on a
+     * VM), back to it once the thread slept a whole longest spin without
+     * a request. KVM's halt polling adapts the same way. 0: no spin. */
+    const uint64_t base_ns = (uint64_t)m->cfg->busy_poll_us * 1000;
+    uint64_t spin_ns = base_ns, last = 0, asleep_since = 0;
 
     for (;;) {
-        /* Spins (daemon.busy_poll_us) after a request, as the UCX loop
-         * does: a client's next request usually follows within microseconds,
-         * and a sleeping thread's wake-up costs tens of them on a VM. */
+        /* A ring is read on each turn; before the thread sleeps, each
+         * ring's client is told to ring the doorbell (ring_arm). */
         uint64_t now = kvs_clock_mono_ns();
-        int n = epoll_wait(m->epfd, evs, 32, now - last < busy_ns ? 0 : 5);
+        bool sleep = now - last >= spin_ns && ring_arm(m, true);
+        int n = epoll_wait(m->epfd, evs, 32, sleep ? 5 : 0);
+        bool work = n > 0;
 
+        if (sleep) {
+            (void)ring_arm(m, false);
+            if (!asleep_since)
+                asleep_since = now;
+        }
         now = kvs_clock_mono_ns();
-        if (n > 0)
-            last = now;
 
         for (int i = 0; i < n; i++) {
             if (evs[i].data.ptr == &m->efd)
@@ -826,6 +1033,19 @@ static void *shm_thread(void *arg)
                 kvs_diskq_poll(m->dq); /* cold views read: answered */
             else
                 readable(m, evs[i].data.ptr, evs[i].events);
+        }
+        for (sess_t *s = m->sessions, *next; s; s = next) {
+            next = s->next; /* s may be closed */
+            if (s->ring)
+                (void)ring_poll(m, s, &work);
+        }
+        if (work) {
+            if (asleep_since)
+                spin_ns = now - asleep_since < SPIN_GROW * base_ns
+                              ? KVS_MIN(2 * spin_ns, SPIN_GROW * base_ns)
+                              : base_ns;
+            asleep_since = 0;
+            last = now;
         }
         if (now - m->last_sweep_ns >= SWEEP_NS) {
             sweep(m, now);
@@ -873,8 +1093,8 @@ static int listen_unix(kvs_shm_t *m, const char *path, int gid)
         return ret;
     }
     snprintf(m->path, sizeof(m->path), "%s", path);
-    if (gid >= 0 && (chown(path, (uid_t)-1, (gid_t)gid) != 0 ||
-                     chmod(path, 0660) != 0)) {
+    if (gid >= 0 &&
+        (chown(path, (uid_t)-1, (gid_t)gid) != 0 || chmod(path, 0660) != 0)) {
         ret = -errno;
         kvs_error("daemon.shm_group: cannot give '%s' to group %d: %s", path,
                   gid, strerror(-ret));

@@ -31,6 +31,7 @@ typedef struct kvs_shm_stats {
     uint64_t reclaimed;    /* reservations and views dropped because their
                               client went away */
     uint64_t expired;      /* views whose lease ran out */
+    uint64_t rings;        /* gauge: sessions on a request ring */
     uint64_t arena_cut;    /* 1 once a client cut the arena's file: shared
                               memory is off until a restart */
 } kvs_shm_stats_t;

@@ -232,6 +232,7 @@ void kvs_stat_op(kvs_server_t *srv, kvs_conn_t *conn, kvs_wire_msg_t *m,
         SRV_STAT("shm_commits", sh.commits);
         SRV_STAT("shm_reclaimed", sh.reclaimed);
         SRV_STAT("shm_views_expired", sh.expired);
+        SRV_STAT("shm_rings", sh.rings);
         SRV_STAT("shm_arena_cut", sh.arena_cut);
     }
     {
