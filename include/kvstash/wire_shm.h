@@ -17,6 +17,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#ifndef __cplusplus
+#include <stdatomic.h>
+#endif
 
 #include "kvstash/wire.h"
 
@@ -100,6 +104,27 @@ static inline uint8_t *kvs_wire_shm_ring_slot(uint8_t *ring, int replies,
            (size_t)((replies ? KVS_WIRE_SHM_RING_SLOTS : 0) +
                     (n & (KVS_WIRE_SHM_RING_SLOTS - 1))) *
                KVS_WIRE_SHM_RING_SLOT;
+}
+
+/* Writes a frame of len bytes as message n of a ring (the replies' one
+ * when replies), then publishes n + 1 at the writer's tail word tail_off
+ * (release). Returns whether the reader sleeps and wants a doorbell: its
+ * flag at wait_off, read after a full fence, against the reader's "flag,
+ * fence, look again" before it sleeps, so that one of the two sees the
+ * other's store. */
+static inline int kvs_wire_shm_ring_push(uint8_t *ring, int replies, uint32_t n,
+                                         const void *frame, uint32_t len,
+                                         uint32_t tail_off, uint32_t wait_off)
+{
+    uint8_t *slot = kvs_wire_shm_ring_slot(ring, replies, n);
+
+    memcpy(slot, &len, 4);
+    memcpy(slot + 4, frame, len);
+    atomic_store_explicit(kvs_wire_shm_ring_word(ring, tail_off), n + 1,
+                          memory_order_release);
+    atomic_thread_fence(memory_order_seq_cst);
+    return atomic_load_explicit(kvs_wire_shm_ring_word(ring, wait_off),
+                                memory_order_relaxed) != 0;
 }
 #endif
 

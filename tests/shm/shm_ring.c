@@ -31,44 +31,15 @@
 static uint8_t rx[KVS_WIRE_SHM_FRAME_MAX + 1];
 static uint32_t lens[KVS_PARTS_MAX];
 
-/* A socket ATTACHed (asking for the ring) with the memfd it was passed
+/* A socket ATTACHed, asking for the ring, with the memfd it was passed
  * closed; *granted: whether the daemon offered the ring. */
 static int attach(const char *sock, bool *granted)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    char cbuf[KVS_FDPASS_SPACE];
-    struct iovec iov = {.iov_base = rx, .iov_len = sizeof(rx)};
-    struct msghdr mh = {.msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = cbuf,
-                        .msg_controllen = sizeof(cbuf)};
-    kvs_wire_shm_msg_t q = {0}, r;
-    uint8_t tx[256];
-    size_t len;
-    ssize_t n;
-    int fd, mfd;
+    uint32_t feat = 0;
+    int fd, mfd = shmtest_attach_fd(sock, KVS_WIRE_SHM_FEAT_RING, &fd, &feat);
 
-    CHECK(strlen(sock) < sizeof(sa.sun_path));
-    memcpy(sa.sun_path, sock, strlen(sock) + 1);
-    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    CHECK(fd >= 0);
-    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
-    q.hdr.opcode = KVS_OP_SHM_ATTACH;
-    q.hdr.req_id = 1;
-    q.u.attach.features = KVS_WIRE_SHM_FEAT_RING;
-    q.u.attach.ns.data = (const uint8_t *)"ns";
-    q.u.attach.ns.len = 2;
-    q.u.attach.token.data = (const uint8_t *)"";
-    CHECK_EQ(kvs_wire_shm_encode(&q, tx, sizeof(tx), &len), 0);
-    CHECK(send(fd, tx, len, MSG_NOSIGNAL) == (ssize_t)len);
-    n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-    CHECK(n > 0);
-    mfd = kvs_fdpass_take(&mh);
-    CHECK(mfd >= 0);
     close(mfd);
-    CHECK_EQ(kvs_wire_shm_decode(rx, (size_t)n, lens, &r), 0);
-    CHECK_EQ(r.hdr.status, 0);
-    *granted = r.hdr.count & KVS_WIRE_SHM_FEAT_RING;
+    *granted = feat & KVS_WIRE_SHM_FEAT_RING;
     return fd;
 }
 

@@ -29,48 +29,6 @@
 #define MIB (1u << 20)
 #define BLOCKS 24 /* more than the 16 MiB arena holds */
 
-/* ATTACH over a fresh connection: the arena's fd (the socket in *sock_fd,
- * open for the session's life). */
-static int attach_fd(const char *sock, int *sock_fd)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    uint8_t buf[KVS_WIRE_SHM_FRAME_MAX + 1];
-    static uint32_t lens[KVS_PARTS_MAX];
-    char cbuf[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
-    struct msghdr mh = {.msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = cbuf,
-                        .msg_controllen = sizeof(cbuf)};
-    kvs_wire_shm_msg_t q = {0}, r;
-    struct cmsghdr *cm;
-    size_t len;
-    ssize_t n;
-    int fd, mfd = -1;
-
-    CHECK(strlen(sock) < sizeof(sa.sun_path));
-    memcpy(sa.sun_path, sock, strlen(sock) + 1);
-    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    CHECK(fd >= 0);
-    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
-    q.hdr.opcode = KVS_OP_SHM_ATTACH;
-    q.hdr.req_id = 1;
-    q.u.attach.ns.data = (const uint8_t *)"ns";
-    q.u.attach.ns.len = 2;
-    q.u.attach.token.data = (const uint8_t *)"";
-    CHECK_EQ(kvs_wire_shm_encode(&q, buf, sizeof(buf), &len), 0);
-    CHECK(send(fd, buf, len, MSG_NOSIGNAL) == (ssize_t)len);
-    n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-    CHECK(n > 0);
-    CHECK_EQ(kvs_wire_shm_decode(buf, (size_t)n, lens, &r), 0);
-    CHECK_EQ(r.hdr.status, 0);
-    cm = CMSG_FIRSTHDR(&mh);
-    CHECK(cm && cm->cmsg_type == SCM_RIGHTS);
-    memcpy(&mfd, CMSG_DATA(cm), sizeof(int));
-    *sock_fd = fd;
-    return mfd;
-}
-
 int main(void)
 {
     const char *const extra[] = {"--set=store.dram_mib=16", NULL};
@@ -95,7 +53,7 @@ int main(void)
         CHECK_EQ(kvs_client_put(c, key, (uint32_t)strlen(key), buf, MIB, 0), 0);
     }
 
-    mfd = attach_fd(sock, &sfd);
+    mfd = shmtest_attach_fd(sock, 0, &sfd, NULL);
     CHECK(fstat(mfd, &st) == 0 && st.st_size > 0);
     ret = ftruncate(mfd, 0);
     printf("shm_truncate: ftruncate of the arena to 0: %s\n",

@@ -4,6 +4,7 @@
  * connecting mapped clients, and a raw ATTACH by the wire codec.
  */
 #include "tests/shm/shmtest.h"
+#include "common/fdpass.h"
 #include "kvstash/wire_shm.h"
 
 #include <errno.h>
@@ -96,8 +97,8 @@ int shmtest_raw_attach(const char *sock, const char *ns, const char *token)
     return ret;
 }
 
-int shmtest_raw_attach_keep(const char *sock, const char *ns,
-                            const char *token, int *fd_out, uint64_t *key_out)
+int shmtest_raw_attach_keep(const char *sock, const char *ns, const char *token,
+                            int *fd_out, uint64_t *key_out)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     uint8_t buf[KVS_WIRE_SHM_FRAME_MAX + 1];
@@ -133,6 +134,48 @@ int shmtest_raw_attach_keep(const char *sock, const char *ns,
         *key_out = r.hdr.status ? 0 : r.u.attach_rep.stream_key;
     *fd_out = fd;
     return r.hdr.status;
+}
+
+int shmtest_attach_fd(const char *sock, uint32_t features, int *sock_fd,
+                      uint32_t *granted)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    uint8_t buf[KVS_WIRE_SHM_FRAME_MAX + 1];
+    static uint32_t lens[KVS_PARTS_MAX];
+    char cbuf[KVS_FDPASS_SPACE];
+    struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = cbuf,
+                        .msg_controllen = sizeof(cbuf)};
+    kvs_wire_shm_msg_t q = {0}, r;
+    size_t len;
+    ssize_t n;
+    int fd, mfd;
+
+    CHECK(strlen(sock) < sizeof(sa.sun_path));
+    memcpy(sa.sun_path, sock, strlen(sock) + 1);
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    q.hdr.opcode = KVS_OP_SHM_ATTACH;
+    q.hdr.req_id = 1;
+    q.u.attach.features = features;
+    q.u.attach.ns.data = (const uint8_t *)"ns";
+    q.u.attach.ns.len = 2;
+    q.u.attach.token.data = (const uint8_t *)"";
+    CHECK_EQ(kvs_wire_shm_encode(&q, buf, sizeof(buf), &len), 0);
+    CHECK(send(fd, buf, len, MSG_NOSIGNAL) == (ssize_t)len);
+    n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+    CHECK(n > 0);
+    mfd = kvs_fdpass_take(&mh);
+    CHECK(mfd >= 0);
+    CHECK_EQ(kvs_wire_shm_decode(buf, (size_t)n, lens, &r), 0);
+    CHECK_EQ(r.hdr.status, 0);
+    if (granted)
+        *granted = r.hdr.count;
+    *sock_fd = fd;
+    return mfd;
 }
 
 void shmtest_wait_stat(kvs_client_t *c, const char *name, uint64_t want)

@@ -137,9 +137,7 @@ static int ring_wait(kvs_client_t *c, struct kvs_client_shm *sh)
 /* Writes the encoded request (len bytes at sh->tx) into the ring. */
 static int ring_post(kvs_client_t *c, struct kvs_client_shm *sh, size_t len)
 {
-    uint32_t len32 = (uint32_t)len;
     uint64_t t0 = kvs_clock_mono_ns();
-    uint8_t *slot;
 
     /* Never full while fewer than SLOTS requests are unanswered, which
      * libkvstash keeps to (PEND_MAX and the batches' look-ahead); a daemon
@@ -154,17 +152,9 @@ static int ring_post(kvs_client_t *c, struct kvs_client_shm *sh, size_t len)
             return -ETIMEDOUT;
         usleep(50);
     }
-    slot = kvs_wire_shm_ring_slot(sh->ring, false, sh->sq_tail);
-    memcpy(slot, &len32, 4);
-    memcpy(slot + 4, sh->tx, len);
-    atomic_store_explicit(
-        kvs_wire_shm_ring_word(sh->ring, KVS_WIRE_SHM_RING_SQ_TAIL),
-        ++sh->sq_tail, memory_order_release);
-    /* Against the service's "flag, then look again" before it sleeps. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(
-            kvs_wire_shm_ring_word(sh->ring, KVS_WIRE_SHM_RING_SRV_WAIT),
-            memory_order_relaxed) &&
+    if (kvs_wire_shm_ring_push(sh->ring, false, sh->sq_tail++, sh->tx,
+                               (uint32_t)len, KVS_WIRE_SHM_RING_SQ_TAIL,
+                               KVS_WIRE_SHM_RING_SRV_WAIT) &&
         send(sh->fd, "", 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN)
         return KVS_EPEER; /* a full socket holds doorbells enough */
     return 0;

@@ -183,8 +183,6 @@ static void ring_reply(kvs_shm_t *m, sess_t *s, size_t len)
     uint32_t head = atomic_load_explicit(
         kvs_wire_shm_ring_word(s->ring, KVS_WIRE_SHM_RING_CQ_HEAD),
         memory_order_acquire);
-    uint32_t len32 = (uint32_t)len;
-    uint8_t *slot;
 
     /* Full (or a head past our tail, which only a broken client writes):
      * the reply is lost, as on a full socket; the client's problem. */
@@ -192,18 +190,9 @@ static void ring_reply(kvs_shm_t *m, sess_t *s, size_t len)
         kvs_debug("shm: pid %d: reply ring full; reply lost", (int)s->cred.pid);
         return;
     }
-    slot = kvs_wire_shm_ring_slot(s->ring, true, s->cq_tail);
-    memcpy(slot, &len32, 4);
-    memcpy(slot + 4, m->tx, len);
-    atomic_store_explicit(
-        kvs_wire_shm_ring_word(s->ring, KVS_WIRE_SHM_RING_CQ_TAIL),
-        ++s->cq_tail, memory_order_release);
-    /* Against the client's "wait flag, then look again" (recv in
-     * libkvstash): one of us sees the other's store. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(
-            kvs_wire_shm_ring_word(s->ring, KVS_WIRE_SHM_RING_CLI_WAIT),
-            memory_order_relaxed))
+    if (kvs_wire_shm_ring_push(s->ring, true, s->cq_tail++, m->tx,
+                               (uint32_t)len, KVS_WIRE_SHM_RING_CQ_TAIL,
+                               KVS_WIRE_SHM_RING_CLI_WAIT))
         ring_doorbell(s);
 }
 
