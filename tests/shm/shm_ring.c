@@ -220,6 +220,7 @@ int main(void)
     memset(buf, 0, MIB);
     CHECK_EQ(kvs_shm_get(c, "k", 1, buf, MIB, &len), 0);
     CHECK(len == MIB && memcmp(buf, want, MIB) == 0);
+    CHECK_EQ(kvs_shm_flush(c), 0); /* the release was posted, not awaited */
     CHECK_EQ(kvs_e2e_stat(c, "shm_reservations"), 0);
     CHECK_EQ(kvs_e2e_stat(c, "shm_views"), 0);
     CHECK_EQ(kvs_e2e_stat(c, "refs"), 0);
