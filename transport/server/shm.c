@@ -81,9 +81,9 @@
 #define VIEWS_MAX 4096u      /* views per session */
 #define SESSIONS_MAX 256u    /* sessions at once */
 #define SWEEP_NS 10000000ull /* lease expiry is checked this often */
-#define SPIN_GROW                                                              \
-    16u /* the thread's spin grows up to this many times                       \
-         * daemon.busy_poll_us (shm_thread) */
+/* The thread's spin grows up to SPIN_GROW times daemon.busy_poll_us
+ * (shm_thread). */
+#define SPIN_GROW 16u
 
 typedef struct resv {
     uint64_t id; /* 0: slot free */
