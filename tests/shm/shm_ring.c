@@ -4,7 +4,8 @@
  * onto one (STAT shm_rings), unless KVSTASH_SHM_RING=0; and a raw client
  * that misuses one never crashes the daemon: RING without an fd, with a
  * memfd that could shrink under the daemon, of the wrong size or layout,
- * are refused; a frame on the socket after RING, a request counter far
+ * or a plain file (which no seal can keep from shrinking), are refused; a
+ * frame on the socket after RING, a request counter far
  * ahead of the daemon's, and a slot whose length is over the largest
  * frame each close that session and nothing else. A well-formed request
  * in the ring is answered in the reply ring. The daemon then still serves
@@ -147,6 +148,13 @@ int main(void)
     CHECK_EQ(ring_req(fd, -1, KVS_WIRE_SHM_RING_SLOTS, KVS_WIRE_SHM_RING_SLOT),
              -EINVAL);
     rfd = ring_fd(KVS_WIRE_SHM_RING_BYTES, false);
+    CHECK_EQ(ring_req(fd, rfd, KVS_WIRE_SHM_RING_SLOTS, KVS_WIRE_SHM_RING_SLOT),
+             -EINVAL);
+    close(rfd);
+    /* A plain file of the right size: F_GET_SEALS fails on it. */
+    rfd = open(d.dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    CHECK(rfd >= 0);
+    CHECK(ftruncate(rfd, KVS_WIRE_SHM_RING_BYTES) == 0);
     CHECK_EQ(ring_req(fd, rfd, KVS_WIRE_SHM_RING_SLOTS, KVS_WIRE_SHM_RING_SLOT),
              -EINVAL);
     close(rfd);

@@ -720,6 +720,7 @@ static void op_ring(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q,
                     int rfd)
 {
     struct stat st;
+    int seals;
     void *p;
 
     if (s->ring || rfd < 0 || q->u.ring.slots != KVS_WIRE_SHM_RING_SLOTS ||
@@ -729,9 +730,10 @@ static void op_ring(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q,
     }
     /* The size must not change under us (a shrunk file faults the reader
      * with SIGBUS): only a memfd sealed against shrinking is taken. */
+    seals = fcntl(rfd, F_GET_SEALS); /* -1 for a file that is no memfd */
     if (fstat(rfd, &st) != 0 || !S_ISREG(st.st_mode) ||
-        (uint64_t)st.st_size != KVS_WIRE_SHM_RING_BYTES ||
-        !(fcntl(rfd, F_GET_SEALS) & F_SEAL_SHRINK)) {
+        (uint64_t)st.st_size != KVS_WIRE_SHM_RING_BYTES || seals < 0 ||
+        !(seals & F_SEAL_SHRINK)) {
         kvs_info("shm: pid %d: RING refused: not a memfd of %u bytes sealed "
                  "against shrinking",
                  (int)s->cred.pid, (unsigned)KVS_WIRE_SHM_RING_BYTES);
@@ -811,11 +813,13 @@ static bool handle(kvs_shm_t *m, sess_t *s, size_t len, int rfd)
     return false;
 }
 
-/* Answers what the session's ring holds, unless parked. True when the
+/* Answers what the session's ring holds, unless parked, up to a ring's
+ * worth per call, so that a client refilling its ring as fast as it is
+ * read cannot keep the thread from the other sessions. True when the
  * session was closed (s is gone); *work is set when a request was read. */
 static bool ring_poll(kvs_shm_t *m, sess_t *s, bool *work)
 {
-    while (!s->cold) {
+    for (uint32_t k = 0; k < KVS_WIRE_SHM_RING_SLOTS && !s->cold; k++) {
         uint32_t tail = atomic_load_explicit(
             kvs_wire_shm_ring_word(s->ring, KVS_WIRE_SHM_RING_SQ_TAIL),
             memory_order_acquire);
