@@ -147,9 +147,14 @@ static int ring_post(kvs_client_t *c, struct kvs_client_shm *sh, size_t len)
                    kvs_wire_shm_ring_word(sh->ring, KVS_WIRE_SHM_RING_SQ_HEAD),
                    memory_order_acquire) >=
            KVS_WIRE_SHM_RING_SLOTS) {
+        struct pollfd pfd = {.fd = sh->fd, .events = POLLIN};
+
         if (c->timeout_ms &&
             kvs_clock_mono_ns() - t0 > (uint64_t)c->timeout_ms * 1000000)
             return -ETIMEDOUT;
+        /* A daemon that went away never reads it again. */
+        if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR)))
+            return KVS_EPEER;
         usleep(50);
     }
     if (kvs_wire_shm_ring_push(sh->ring, false, sh->sq_tail++, sh->tx,
