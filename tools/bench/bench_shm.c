@@ -17,6 +17,9 @@
  *                  arena's pages, 4 KiB shmem where the kernel gives no
  *                  huge pages to shmem, copy slower than the limit's).
  *
+ * Blocks are 1 MiB unless --block-kib says otherwise; the figures are
+ * named by the size (shm-get-64KiB).
+ *
  * The limit of the first two is one thread's memcpy of 1 MiB, in this
  * process, between one buffer and N distinct 1 MiB buffers (as cold as
  * the blocks), measured in rounds interleaved with ours (the order
@@ -42,6 +45,21 @@
 
 #define MIB (1u << 20)
 
+/* The block size (--block-kib), and how figure names and notes say it. */
+static size_t BLK = MIB;
+static char sz[16] = "1MiB", szh[16] = "1 MiB";
+
+/* A figure name: fmt with the size in it ("shm-put-%s"); 8 at a time. */
+static const char *nm(const char *fmt)
+{
+    static char b[8][64];
+    static unsigned i;
+    char *p = b[i++ % 8];
+
+    snprintf(p, 64, fmt, sz);
+    return p;
+}
+
 typedef struct shm_opts {
     const char *dir;
     unsigned blocks;
@@ -56,7 +74,9 @@ static void usage(void)
     fprintf(stderr,
             "usage: kvstash-bench shm [options]\n"
             "  --dir DIR      scratch directory (./var/bench-shm)\n"
-            "  --blocks N     distinct 1 MiB blocks (64)\n"
+            "  --blocks N     distinct blocks (64)\n"
+            "  --block-kib N  block size in KiB, 4 to 65536 (1024); the "
+            "figures are named by it (shm-put-64KiB)\n"
             "  --rounds N     interleaved rounds of (memcpy, ours) (5, at "
             "most 9)\n"
             "  --seconds S    per round and figure (1)\n"
@@ -87,13 +107,13 @@ static double memcpy_rate(uint8_t *one, uint8_t *many, unsigned n, bool to_many,
     unsigned i = 0;
 
     do {
-        uint8_t *m = many + (size_t)(i++ % n) * MIB;
+        uint8_t *m = many + (size_t)(i++ % n) * BLK;
 
         if (to_many)
-            memcpy(m, one, MIB);
+            memcpy(m, one, BLK);
         else
-            memcpy(one, m, MIB);
-        bytes += MIB;
+            memcpy(one, m, BLK);
+        bytes += BLK;
         t = bench_now();
     } while (t - t0 < seconds);
     return (double)bytes / (t - t0) / 1e6;
@@ -102,7 +122,7 @@ static double memcpy_rate(uint8_t *one, uint8_t *many, unsigned n, bool to_many,
 static void reserve_or_die(kvs_client_t *c, unsigned i, unsigned n,
                            kvs_shm_block_t *b)
 {
-    kvs_iov_t part = {NULL, MIB};
+    kvs_iov_t part = {NULL, BLK};
     kvs_client_put_t put = {.parts = &part, .nparts = 1};
     char key[32];
     int ret;
@@ -131,7 +151,7 @@ static double put_rate(kvs_client_t *c, const uint8_t *src, unsigned n,
 
     reserve_or_die(c, i, n, &cur);
     do {
-        memcpy(cur.data, src, MIB);
+        memcpy(cur.data, src, BLK);
         if (pipelined) {
             reserve_or_die(c, i + 1, n, &next);
             if (status[i % 2] < 0) /* the commit before the last */
@@ -146,7 +166,7 @@ static double put_rate(kvs_client_t *c, const uint8_t *src, unsigned n,
             die("commit", ret);
         cur = next;
         i++;
-        bytes += MIB;
+        bytes += BLK;
         t = bench_now();
     } while (t - t0 < seconds);
     ret = kvs_shm_flush(c);
@@ -171,7 +191,7 @@ static double get_rate(kvs_client_t *c, uint8_t *dst, unsigned n,
         int ret;
 
         key_of(key, sizeof(key), "g", i++ % n);
-        ret = kvs_shm_get(c, key, (uint32_t)strlen(key), dst, MIB, &len);
+        ret = kvs_shm_get(c, key, (uint32_t)strlen(key), dst, BLK, &len);
         if (ret)
             die("get", ret);
         bytes += len;
@@ -211,7 +231,7 @@ static double view_us(kvs_client_t *c, unsigned n, double seconds)
 static double batch_rate(kvs_client_t *c, uint8_t *buf, unsigned n, bool put,
                          double seconds)
 {
-    kvs_iov_t part = {buf, MIB};
+    kvs_iov_t part = {buf, BLK};
     kvs_client_put_t puts[BATCH];
     kvs_client_get_t gets[BATCH];
     char keys[BATCH][32];
@@ -230,14 +250,14 @@ static double batch_rate(kvs_client_t *c, uint8_t *buf, unsigned n, bool put,
             puts[k].parts = &part;
             puts[k].nparts = 1;
             gets[k].buf = buf;
-            gets[k].cap = MIB;
+            gets[k].cap = BLK;
         }
         ret = put ? kvs_shm_put_batch(c, puts, BATCH)
                   : kvs_shm_get_batch(c, gets, BATCH);
         if (ret)
             die(put ? "put batch" : "get batch", ret);
         for (unsigned k = 0; k < BATCH; k++)
-            bytes += put ? MIB : gets[k].len;
+            bytes += put ? BLK : gets[k].len;
         t = bench_now();
     } while (t - t0 < seconds);
     return (double)bytes / (t - t0) / 1e6;
@@ -273,10 +293,10 @@ static double arena_copy_rate(kvs_client_t *c, uint8_t *one, unsigned n,
         kvs_shm_block_t *x = &b[i++ % n];
 
         if (to_arena)
-            memcpy(x->data, one, MIB);
+            memcpy(x->data, one, BLK);
         else
-            memcpy(one, x->data, MIB);
-        bytes += MIB;
+            memcpy(one, x->data, BLK);
+        bytes += BLK;
         t = bench_now();
     } while (t - t0 < seconds);
     for (unsigned k = 0; k < n; k++) {
@@ -327,8 +347,8 @@ static void run(const shm_opts_t *o, uint16_t port, const char *sock)
     double view[BENCH_ROUNDS_MAX];
     double bput[BENCH_ROUNDS_MAX], bget[BENCH_ROUNDS_MAX];
     double cput[BENCH_ROUNDS_MAX], cget[BENCH_ROUNDS_MAX];
-    size_t many_len = (size_t)o->blocks * MIB;
-    uint8_t *one = bench_alloc_huge(MIB), *many = bench_alloc_huge(many_len);
+    size_t many_len = (size_t)o->blocks * BLK;
+    uint8_t *one = bench_alloc_huge(BLK), *many = bench_alloc_huge(many_len);
     kvs_client_t *c;
     char key[32], what[400], busy[64];
     uint64_t rings;
@@ -346,11 +366,11 @@ static void run(const shm_opts_t *o, uint16_t port, const char *sock)
         snprintf(busy, sizeof(busy), "50 (default), client 20 (default)");
     else
         snprintf(busy, sizeof(busy), "%d, client the same", o->busy_us);
-    bench_fill_floats(one, MIB, 2, 1);
+    bench_fill_floats(one, BLK, 2, 1);
     memset(many, 1, many_len);
     for (unsigned i = 0; i < o->blocks; i++) {
         key_of(key, sizeof(key), "g", i);
-        ret = kvs_shm_put(c, key, (uint32_t)strlen(key), one, MIB, 0);
+        ret = kvs_shm_put(c, key, (uint32_t)strlen(key), one, BLK, 0);
         if (ret)
             die("load", ret);
     }
@@ -373,48 +393,52 @@ static void run(const shm_opts_t *o, uint16_t port, const char *sock)
         }
     }
     snprintf(what, sizeof(what),
-             "reserve, write 1 MiB in place, commit (daemon checksums; "
+             "reserve, write %s in place, commit (daemon checksums; "
              "the next block reserved before, commit not waited for), %u "
-             "keys, vs one thread's memcpy of 1 MiB into %u buffers; "
+             "keys, vs one thread's memcpy of %s into %u buffers; "
              "requests %s, daemon.busy_poll_us %s; target ratio >= 0.9",
-             o->blocks, o->blocks,
+             szh, o->blocks, szh, o->blocks,
              rings ? "on the request ring" : "over the socket", busy);
-    bench_report_rounds("shm-put-1MiB", o->rounds, put, lput, what);
-    bench_report_rounds("shm-put-1MiB-sync", o->rounds, sput, lput,
+    bench_report_rounds(nm("shm-put-%s"), o->rounds, put, lput, what);
+    bench_report_rounds(nm("shm-put-%s-sync"), o->rounds, sput, lput,
                         "the same, each commit waited for; the same limits");
     snprintf(what, sizeof(what),
              "leased view, one copy out, release, %u blocks, vs one thread's "
-             "memcpy of 1 MiB from %u buffers; the same requests' path and "
+             "memcpy of %s from %u buffers; the same requests' path and "
              "spin; target ratio >= 0.9",
-             o->blocks, o->blocks);
-    bench_report_rounds("shm-get-1MiB", o->rounds, get, lget, what);
+             o->blocks, szh, o->blocks);
+    bench_report_rounds(nm("shm-get-%s"), o->rounds, get, lget, what);
     snprintf(what, sizeof(what),
              "kvs_shm_put_batch, %u blocks a call (reserves posted ahead, "
              "commits not waited for until the call's end), %u keys; the "
-             "limits of shm-put-1MiB; target ratio >= 0.9",
-             BATCH, o->blocks);
-    bench_report_rounds("shm-put-1MiB-batch16", o->rounds, bput, lput, what);
+             "limits of %s; target ratio >= 0.9",
+             BATCH, o->blocks, nm("shm-put-%s"));
+    bench_report_rounds(nm("shm-put-%s-batch16"), o->rounds, bput, lput, what);
     snprintf(what, sizeof(what),
              "kvs_shm_get_batch, %u blocks a call (views posted ahead), %u "
-             "blocks; the limits of shm-get-1MiB; target ratio >= 0.9",
-             BATCH, o->blocks);
-    bench_report_rounds("shm-get-1MiB-batch16", o->rounds, bget, lget, what);
-    bench_report_rounds("shm-copy-into-arena-1MiB", o->rounds, cput, lput,
-                        "the ceiling of the puts: memcpy of 1 MiB into "
-                        "reserved arena blocks, no request timed; the "
-                        "limits of shm-put-1MiB");
-    bench_report_rounds("shm-copy-from-arena-1MiB", o->rounds, cget, lget,
-                        "the ceiling of the gets: memcpy of 1 MiB out of "
-                        "viewed arena blocks, no request timed; the limits "
-                        "of shm-get-1MiB");
+             "blocks; the limits of %s; target ratio >= 0.9",
+             BATCH, o->blocks, nm("shm-get-%s"));
+    bench_report_rounds(nm("shm-get-%s-batch16"), o->rounds, bget, lget, what);
+    snprintf(what, sizeof(what),
+             "the ceiling of the puts: memcpy of %s into reserved arena "
+             "blocks, no request timed; the limits of %s",
+             szh, nm("shm-put-%s"));
+    bench_report_rounds(nm("shm-copy-into-arena-%s"), o->rounds, cput, lput,
+                        what);
+    snprintf(what, sizeof(what),
+             "the ceiling of the gets: memcpy of %s out of viewed arena "
+             "blocks, no request timed; the limits of %s",
+             szh, nm("shm-get-%s"));
+    bench_report_rounds(nm("shm-copy-from-arena-%s"), o->rounds, cget, lget,
+                        what);
     qsort(view, o->rounds, sizeof(*view), cmp_double);
     snprintf(what, sizeof(what),
              "median of rounds: one leased view and its release, no copy "
              "(two round trips, %s); daemon.busy_poll_us %s",
              rings ? "on the request ring" : "over the socket", busy);
-    bench_figure("shm-view-1MiB", view[o->rounds / 2], "us", -1, what);
+    bench_figure(nm("shm-view-%s"), view[o->rounds / 2], "us", -1, what);
     kvs_client_destroy(c);
-    bench_free_huge(one, MIB);
+    bench_free_huge(one, BLK);
     bench_free_huge(many, many_len);
 }
 
@@ -423,6 +447,7 @@ int bench_shm_main(int argc, char **argv)
     static const struct option opts[] = {
         {"dir", required_argument, NULL, 'd'},
         {"blocks", required_argument, NULL, 'b'},
+        {"block-kib", required_argument, NULL, 'k'},
         {"rounds", required_argument, NULL, 'r'},
         {"seconds", required_argument, NULL, 's'},
         {"busy-us", required_argument, NULL, 'u'},
@@ -435,6 +460,7 @@ int bench_shm_main(int argc, char **argv)
                     .rounds = 5,
                     .seconds = 1,
                     .busy_us = -1};
+    unsigned long kib = 1024;
     char busy[64];
     char sock[PATH_MAX], sockopt[PATH_MAX + 32], bin[PATH_MAX + 16];
     uint16_t port;
@@ -448,6 +474,9 @@ int bench_shm_main(int argc, char **argv)
             break;
         case 'b':
             o.blocks = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'k':
+            kib = strtoul(optarg, NULL, 10);
             break;
         case 'r':
             o.rounds = (unsigned)strtoul(optarg, NULL, 10);
@@ -465,6 +494,26 @@ int bench_shm_main(int argc, char **argv)
             usage();
             return ch == 'h' ? 0 : 2;
         }
+    }
+    if (kib < 4 || kib > 65536) {
+        usage();
+        return 2;
+    }
+    BLK = (size_t)kib << 10;
+    if (kib % 1024 == 0) {
+        snprintf(sz, sizeof(sz), "%luMiB", kib / 1024);
+        snprintf(szh, sizeof(szh), "%lu MiB", kib / 1024);
+    } else {
+        snprintf(sz, sizeof(sz), "%luKiB", kib);
+        snprintf(szh, sizeof(szh), "%lu KiB", kib);
+    }
+    /* The "g" and "p" blocks, and one more each, fit the 512 MiB arena. */
+    if ((size_t)o.blocks * BLK > ((size_t)192 << 20)) {
+        fprintf(stderr,
+                "bench shm: %u blocks of %s do not fit the bench's "
+                "512 MiB arena twice; use fewer --blocks\n",
+                o.blocks, szh);
+        return 2;
     }
     if (o.blocks == 0 || o.blocks > 256 || o.rounds == 0 ||
         o.rounds > BENCH_ROUNDS_MAX || !(o.seconds > 0)) {
