@@ -336,6 +336,8 @@ static bool guard_repair(struct guard *g)
 static void guard_on_sigbus(int sig, siginfo_t *si, void *uc)
 {
     uintptr_t a = (uintptr_t)si->si_addr;
+    int saved = errno; /* fstat and mmap may set it under the code we
+                          interrupted */
 
     for (unsigned i = 0; i < GUARDS; i++) {
         struct guard *g = &guards[i];
@@ -343,10 +345,13 @@ static void guard_on_sigbus(int sig, siginfo_t *si, void *uc)
 
         if (base && a >= base && a < base + g->len) {
             (void)guard_repair(g);
-            if (a >= atomic_load(&g->from))
+            if (a >= atomic_load(&g->from)) {
+                errno = saved;
                 return; /* the access is made again, on private memory */
+            }
         }
     }
+    errno = saved;
     /* Not ours: what was there before us decides. */
     if ((guard_prev.sa_flags & SA_SIGINFO) && guard_prev.sa_sigaction)
         guard_prev.sa_sigaction(sig, si, uc);
