@@ -15,6 +15,7 @@ add_library(kvs_transport STATIC ${CMAKE_CURRENT_SOURCE_DIR}/server/server.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/metrics.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/diskq.c
     ${CMAKE_CURRENT_SOURCE_DIR}/server/diskop.c
-    ${CMAKE_CURRENT_SOURCE_DIR}/server/shm.c)
+    ${CMAKE_CURRENT_SOURCE_DIR}/server/shm.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/server/shm_ops.c)
 target_link_libraries(kvs_transport PUBLIC kvstore kvs_wire kvs_ucx kvs_common
     kvs_cluster PkgConfig::UCX PkgConfig::MHD)
