@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -84,6 +85,12 @@ int main(int argc, char **argv)
         return 1;
     }
     if (fs == 0) {
+        /* Killed with us (CTest's timeout kills this process, not its
+         * children): SIGTERM makes fuse_main unmount before it returns,
+         * so a timed-out test leaves no mount behind (one left a build
+         * directory that rm -rf could not remove). */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() == 1)
+            _exit(127);
         execl(argv[1], argv[1], backing, mnt, "-o", "max_threads=16",
               (char *)NULL);
         fprintf(stderr, "faultfs-run: exec %s: %s\n", argv[1], strerror(errno));
@@ -105,6 +112,7 @@ int main(int argc, char **argv)
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL); /* it holds the mount */
         execvp(argv[3], argv + 3);
         fprintf(stderr, "faultfs-run: exec %s: %s\n", argv[3], strerror(errno));
         _exit(127);
