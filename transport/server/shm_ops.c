@@ -412,9 +412,11 @@ static void op_ring(kvs_shm_t *m, sess_t *s, const kvs_wire_shm_msg_t *q,
     atomic_store(kvs_wire_shm_ring_word(p, KVS_WIRE_SHM_RING_SRV_WAIT), 0);
     s->sq_head = 0;
     s->cq_tail = 0;
+    /* Counted before the reply: a STAT the client sends once it has the
+     * reply (over UCX, another thread) must see the ring. */
+    BUMP(m->st_rings, 1);
     kvs_shm_send_status(m, s, &q->hdr, 0); /* still over the socket */
     s->ring = p;
-    BUMP(m->st_rings, 1);
 }
 
 /* Answers one request (rfd: an fd that came with it, or -1; closed here
