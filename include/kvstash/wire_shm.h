@@ -126,6 +126,35 @@ static inline int kvs_wire_shm_ring_push(uint8_t *ring, int replies, uint32_t n,
     return atomic_load_explicit(kvs_wire_shm_ring_word(ring, wait_off),
                                 memory_order_relaxed) != 0;
 }
+
+/* The reader's side: copies message n of a ring into dst (room for
+ * KVS_WIRE_SHM_FRAME_MAX bytes) once the writer's tail word tail_off
+ * (acquire) is past it, then publishes n + 1 at the reader's head word
+ * head_off (release). Returns the frame's length; 0 when nothing is past
+ * n yet; -1 when the ring does not add up (the tail more than a ring
+ * ahead of n, or a length under a header or over the largest frame), and
+ * nothing is taken then. The slot is read once, into dst, so that a
+ * writer changing it meanwhile changes only that copy. */
+static inline int kvs_wire_shm_ring_pop(uint8_t *ring, int replies, uint32_t n,
+                                        void *dst, uint32_t tail_off,
+                                        uint32_t head_off)
+{
+    uint32_t tail = atomic_load_explicit(kvs_wire_shm_ring_word(ring, tail_off),
+                                         memory_order_acquire);
+    uint8_t *slot = kvs_wire_shm_ring_slot(ring, replies, n);
+    uint32_t len;
+
+    if (tail == n)
+        return 0;
+    memcpy(&len, slot, 4);
+    if (tail - n > KVS_WIRE_SHM_RING_SLOTS || len < KVS_WIRE_HDR_SIZE ||
+        len > KVS_WIRE_SHM_FRAME_MAX)
+        return -1;
+    memcpy(dst, slot + 4, len);
+    atomic_store_explicit(kvs_wire_shm_ring_word(ring, head_off), n + 1,
+                          memory_order_release);
+    return (int)len;
+}
 #endif
 
 /* A shm message in host form; see kvs_wire_msg_t for the conventions.

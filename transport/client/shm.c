@@ -170,29 +170,19 @@ static int ring_post(kvs_client_t *c, struct kvs_client_shm *sh, size_t len)
 static int ring_recv(kvs_client_t *c, struct kvs_client_shm *sh,
                      kvs_wire_shm_msg_t *r)
 {
-    uint32_t len;
-    uint8_t *slot;
-    int ret;
+    int len, ret;
 
-    while (!ring_has_reply(sh)) {
+    while ((len = kvs_wire_shm_ring_pop(sh->ring, true, sh->cq_head, sh->rx,
+                                        KVS_WIRE_SHM_RING_CQ_TAIL,
+                                        KVS_WIRE_SHM_RING_CQ_HEAD)) == 0) {
         ret = ring_wait(c, sh);
         if (ret)
             return ret;
     }
-    if (atomic_load(
-            kvs_wire_shm_ring_word(sh->ring, KVS_WIRE_SHM_RING_CQ_TAIL)) -
-            sh->cq_head >
-        KVS_WIRE_SHM_RING_SLOTS)
+    if (len < 0)
         return KVS_EPROTO;
-    slot = kvs_wire_shm_ring_slot(sh->ring, true, sh->cq_head);
-    memcpy(&len, slot, 4);
-    if (len < KVS_WIRE_HDR_SIZE || len > KVS_WIRE_SHM_FRAME_MAX)
-        return KVS_EPROTO;
-    memcpy(sh->rx, slot + 4, len);
-    atomic_store_explicit(
-        kvs_wire_shm_ring_word(sh->ring, KVS_WIRE_SHM_RING_CQ_HEAD),
-        ++sh->cq_head, memory_order_release);
-    ret = kvs_wire_shm_decode(sh->rx, len, sh->lens, r);
+    sh->cq_head++;
+    ret = kvs_wire_shm_decode(sh->rx, (size_t)len, sh->lens, r);
     if (ret || !(r->hdr.flags & KVS_WIRE_F_REPLY))
         return KVS_EPROTO;
     return 0;

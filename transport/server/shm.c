@@ -248,31 +248,24 @@ uint64_t kvs_shm_next_id(sess_t *s, uint32_t slot)
 static bool ring_poll(kvs_shm_t *m, sess_t *s, bool *work)
 {
     for (uint32_t k = 0; k < KVS_WIRE_SHM_RING_SLOTS && !s->cold; k++) {
-        uint32_t tail = atomic_load_explicit(
-            kvs_wire_shm_ring_word(s->ring, KVS_WIRE_SHM_RING_SQ_TAIL),
-            memory_order_acquire);
-        uint32_t len;
-        uint8_t *slot;
+        /* Copied out first: the client can write the slot at any time. */
+        int len = kvs_wire_shm_ring_pop(s->ring, false, s->sq_head, m->rx,
+                                        KVS_WIRE_SHM_RING_SQ_TAIL,
+                                        KVS_WIRE_SHM_RING_SQ_HEAD);
 
-        if (tail == s->sq_head)
+        if (len == 0)
             return false;
-        slot = kvs_wire_shm_ring_slot(s->ring, false, s->sq_head);
-        memcpy(&len, slot, 4);
-        if (tail - s->sq_head > KVS_WIRE_SHM_RING_SLOTS ||
-            len < KVS_WIRE_HDR_SIZE || len > KVS_WIRE_SHM_FRAME_MAX) {
-            kvs_warn("shm: pid %d: its request ring does not add up (%u "
-                     "requests ahead, a frame of %u bytes); closing",
-                     (int)s->cred.pid, tail - s->sq_head, len);
+        if (len < 0) {
+            kvs_warn("shm: pid %d: its request ring does not add up (a "
+                     "counter more than %u requests ahead, or a frame length "
+                     "out of range); closing",
+                     (int)s->cred.pid, (unsigned)KVS_WIRE_SHM_RING_SLOTS);
             kvs_shm_sess_close(m, s);
             return true;
         }
-        /* Copied out first: the client can write the slot at any time. */
-        memcpy(m->rx, slot + 4, len);
-        atomic_store_explicit(
-            kvs_wire_shm_ring_word(s->ring, KVS_WIRE_SHM_RING_SQ_HEAD),
-            ++s->sq_head, memory_order_release);
+        s->sq_head++;
         *work = true;
-        if (kvs_shm_handle(m, s, len, -1))
+        if (kvs_shm_handle(m, s, (size_t)len, -1))
             return true;
     }
     return false;
