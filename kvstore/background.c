@@ -24,11 +24,11 @@
 
 /*
  * Removes blocks past their TTL that nobody uses. Visits up to SWEEP_WINDOW
- * entries of the TTL list from its head, SWEEP_SLICE under the store's
- * lock at a time so that a MATCH or GET arriving meanwhile does not wait
- * for the window; an entry that stays goes to the tail, so successive
- * calls go round the list. Expired blocks are invisible from the moment
- * they expire; this only gives their space back.
+ * of the side records (table.c: the blocks with a TTL or a group) from
+ * where the last call stopped, SWEEP_SLICE under the store's lock at a
+ * time so that a MATCH or GET arriving meanwhile does not wait for the
+ * window, so successive calls go round them. Expired blocks are invisible
+ * from the moment they expire; this only gives their space back.
  */
 #define SWEEP_WINDOW 16384u
 #define SWEEP_SLICE 256u
@@ -43,20 +43,25 @@ static void expire_sweep(kvs_store_t *s)
 
         pthread_mutex_lock(&s->wlock);
         pthread_mutex_lock(&s->lock);
-        if (budget > s->nttl)
-            budget = s->nttl;
+        if (budget > s->nxrecs)
+            budget = s->nxrecs;
         for (; k < SWEEP_SLICE && k < budget && ngone < KVS_ARRAY_SIZE(gone);
              k++) {
-            struct entry *e = &s->ents[s->ttl_head];
+            if (s->xsweep >= s->nxrecs)
+                s->xsweep = 0;
+            uint32_t x = s->xsweep;
+            struct entry *e = &s->ents[s->xrecs[x].e];
 
-            if (!expired(e, now) || e->refs || e->busy) {
-                kvs_table_ttl_del(s, e);
-                kvs_table_ttl_append(s, e);
+            if (!(e->flags & E_LINKED) || !expired(s, e, now) || e->refs ||
+                e->busy) {
+                s->xsweep++;
                 continue;
             }
             if (e->flags & E_DISK)
                 gone[ngone++] = e->uid;
-            kvs_table_remove_locked(s, e); /* takes it off the list */
+            /* Freed, so its record goes and the last takes slot x, which
+             * is visited next. */
+            kvs_table_remove_locked(s, e);
             s->st.expired++;
         }
         budget -= k;

@@ -46,7 +46,7 @@ int kvs_store_get_batch(kvs_store_t *s, const kvs_get_args_t *args, size_t n,
                 status_out[i] = KVS_ENOTFOUND;
                 continue;
             }
-            kvs_table_info(&info, e);
+            kvs_table_info(s, &info, e);
             if (infos_out)
                 infos_out[i] = info;
             if (a->cap < e->raw_len ||

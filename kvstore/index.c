@@ -731,6 +731,32 @@ int kvs_index_commit(kvs_index_t *idx, kvs_index_batch_t *b, bool sync)
     return ret;
 }
 
+int kvs_index_block_get(kvs_index_t *idx, uint64_t uid,
+                        kvs_index_rec_t *rec_out)
+{
+    uint8_t k[KVS_INDEX_KEY_MAX];
+    size_t kl = kvs_index_key_encode(uid, k), vlen;
+    char *err = NULL;
+    char *v;
+    int ret = enter(idx, false);
+
+    if (ret)
+        return ret;
+    v = rocksdb_get(idx->db, idx->ropts, (const char *)k, kl, &vlen, &err);
+    leave(idx);
+    if (err)
+        return index_error(err, "read block record");
+    if (!v)
+        return KVS_ENOTFOUND;
+    ret = kvs_index_rec_decode(k, kl, v, vlen, rec_out);
+    rocksdb_free(v);
+    if (ret)
+        kvs_error("index: the record of put %llu does not decode (damaged "
+                  "on disk); the next restart drops its block",
+                  (unsigned long long)uid);
+    return ret;
+}
+
 int kvs_index_block_delete(kvs_index_t *idx, uint64_t uid)
 {
     uint8_t k[KVS_INDEX_KEY_MAX];

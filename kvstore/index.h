@@ -108,6 +108,11 @@ void kvs_index_batch_delete(kvs_index_batch_t *batch, uint64_t uid);
 /* Applies the batch atomically; sync makes it durable before returning. */
 int kvs_index_commit(kvs_index_t *index, kvs_index_batch_t *batch, bool sync);
 
+/* Reads the block record of the put uid: 0, KVS_ENOTFOUND, or
+ * KVS_ECORRUPT for one that does not decode (logged). */
+int kvs_index_block_get(kvs_index_t *index, uint64_t uid,
+                        kvs_index_rec_t *rec_out);
+
 /* Deletes the block record of the put uid (a newer put of the same key
  * has its own record and is left alone). */
 int kvs_index_block_delete(kvs_index_t *index, uint64_t uid);

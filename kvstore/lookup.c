@@ -29,7 +29,7 @@ int kvs_store_exists(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             e = kvs_table_lookup_locked(
                 s, ns, keys[i].data, keys[i].len,
                 key_hash(ns, keys[i].data, keys[i].len));
-        present_out[i] = e && !expired(e, now);
+        present_out[i] = e && !expired(s, e, now);
     }
     pthread_mutex_unlock(&s->lock);
     return 0;
@@ -75,7 +75,7 @@ int kvs_store_match(kvs_store_t *s, uint32_t ns, const kvs_key_t *keys,
             s, ns, keys[m].data, keys[m].len,
             m < MATCH_WIN ? hashes[m]
                           : key_hash(ns, keys[m].data, keys[m].len));
-        if (!e || expired(e, now))
+        if (!e || expired(s, e, now))
             break;
         if (tiers_out)
             tiers_out[m] = (e->flags & E_DRAM) ? KVS_TIER_DRAM : KVS_TIER_NVME;
@@ -150,10 +150,10 @@ int kvs_store_scan(kvs_store_t *s, uint32_t ns, uint64_t group, kvs_scan_cb cb,
     for (uint32_t i = 0; i < s->nents_used; i++) {
         const struct entry *e = &s->ents[i];
         kvs_block_info_t info;
-        if (!(e->flags & E_LINKED) || e->ns != ns || expired(e, now) ||
-            (group && e->group != group))
+        if (!(e->flags & E_LINKED) || e->ns != ns || expired(s, e, now) ||
+            (group && ent_group(s, e) != group))
             continue;
-        kvs_table_info(&info, e);
+        kvs_table_info(s, &info, e);
         n++;
         if (cb(arg, ent_key(s, e), e->key_len, ent_parent(s, e), e->parent_len,
                &info))

@@ -69,7 +69,7 @@ int kvs_store_pin_flags(kvs_store_t *s, uint32_t ns, const void *key,
             view_out->cls = e->cls;
             view_out->tier = tier;
             view_out->has_xxh = s->cfg.dram_shared;
-            view_out->data_xxh = e->data_xxh;
+            view_out->data_xxh = e->dram->xxh;
             view_out->ref = e;
         }
         if (tier_out)

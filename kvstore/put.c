@@ -132,6 +132,9 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
                                 a->parent_len)
             : KVS_EFULL;
     if (!ret)
+        ret = kvs_table_xrec_set(
+            s, e, a->ttl_ms ? kvs_clock_real_ms() + a->ttl_ms : 0, a->group);
+    if (!ret)
         ret = kvs_dram_alloc_flags_locked(s, bytes,
                                           !(a->flags & KVS_PUT_NO_WAIT), &off);
     if (!ret && !(d = kvs_dram_copy_new(off, a->nparts))) {
@@ -141,7 +144,7 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
     }
     if (ret) {
         if (e)
-            kvs_table_free_locked(s, e); /* fresh: only its keys to drop */
+            kvs_table_free_locked(s, e); /* fresh: keys and TTL to drop */
         if (ret != -EWOULDBLOCK)
             s->st.full_errors++;
         return ret;
@@ -153,8 +156,6 @@ int kvs_put_reserve_locked(kvs_store_t *s, const kvs_put_args_t *a,
     e->cls = a->cls;
     e->elem_size =
         a->elem_size ? a->elem_size : (uint8_t)s->ns[a->ns].elem_size;
-    e->group = a->group;
-    e->expiry_ms = a->ttl_ms ? kvs_clock_real_ms() + a->ttl_ms : 0;
     if (a->flags & (KVS_PUT_DURABLE | KVS_PUT_NO_DRAM))
         e->flags |= E_DURABLE;
     if (e->cls == KVS_CLASS_PINNED)
@@ -182,9 +183,9 @@ void kvs_put_seal(kvs_store_t *s, struct entry *e, const uint64_t *known)
      * is taken as settled: the bytes crossed a reliable link after it was
      * computed, and a copy that differs fails its check when read back from
      * disk, as one overwritten here would. */
-    e->data_xxh = !s->cfg.dram_shared ? 0
-                  : known             ? *known
-                                      : XXH3_64bits(ent_data(s, e), e->raw_len);
+    e->dram->xxh = !s->cfg.dram_shared ? 0
+                   : known             ? *known
+                           : XXH3_64bits(ent_data(s, e), e->raw_len);
     kvs_dram_zero_tail(ent_data(s, e), e->raw_len);
 }
 

@@ -105,7 +105,7 @@ static int put_seal(kvs_store_t *s, kvs_put_stream_t *ps, const uint64_t *known)
 
     kvs_put_seal(s, e, known);
     ps->has_xxh = s->cfg.dram_shared;
-    ps->data_xxh = e->data_xxh;
+    ps->data_xxh = e->dram->xxh;
     ps->ref = NULL;
     kvs_put_commit(s, &ap, &idx, 1, &status);
     return status;

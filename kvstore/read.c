@@ -32,7 +32,6 @@ void kvs_read_init(const kvs_store_t *s, struct rd *r, const struct entry *e)
         .loc = ent_loc(s, e),
         .raw_len = e->raw_len,
         .stored_len = e->stored_len,
-        .data_xxh = e->data_xxh,
         .nparts = e->nparts,
         .codec = e->codec,
         .elem_size = e->elem_size,
@@ -44,8 +43,9 @@ void kvs_read_init(const kvs_store_t *s, struct rd *r, const struct entry *e)
 
 /*
  * Checks a block read from disk and decodes it into dst (raw_len bytes) and
- * part_lens. Nothing in the read buffer is trusted: the header must match
- * the location and the entry, and the decoded bytes their checksum.
+ * part_lens. Nothing in the read buffer is trusted: the header (checked by
+ * its own checksum) must match the location and the entry, and the decoded
+ * bytes the checksum in the header.
  */
 static int verify_decode_rlocked(kvs_store_t *s, const struct rd *r,
                                  const uint8_t *buf, const void *key,
@@ -60,8 +60,8 @@ static int verify_decode_rlocked(kvs_store_t *s, const struct rd *r,
         return ret;
     if (blk.ns != r->ns || blk.key_hash != r->hash || blk.key_len != key_len ||
         memcmp(blk.key, key, key_len) != 0 || blk.raw_len != r->raw_len ||
-        blk.stored_len != r->stored_len || blk.data_xxh != r->data_xxh ||
-        blk.codec != r->codec || blk.nparts != r->nparts)
+        blk.stored_len != r->stored_len || blk.codec != r->codec ||
+        blk.nparts != r->nparts)
         return KVS_ECORRUPT;
     if (blk.codec == KVS_CODEC_RAW) {
         if (blk.stored_len != blk.raw_len)
@@ -136,7 +136,7 @@ bool kvs_read_drop_corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
 
     s->st.corrupt_reads++;
     if (!e || !(e->flags & E_DISK) || ent_loc(s, e).off != loc->off ||
-        e->loc_gen != loc->gen)
+        ent_loc(s, e).gen != loc->gen)
         return false; /* moved or reclaimed meanwhile */
     kvs_warn("store: block at offset %llu failed verification; dropped "
              "(codec %u, %llu of %llu bytes stored, %u on disk)",

@@ -66,8 +66,9 @@ static void load_rec(void *arg, const kvs_index_rec_t *r)
      * location is out of range) describes data that is gone. */
     if (r->region >= s->nregions || r->gen != s->regions[r->region].gen ||
         r->disk_off / s->cfg.region_bytes != r->region ||
-        r->disk_off % KVS_SEG_ALIGN || r->disk_len % KVS_SEG_ALIGN ||
-        r->disk_len == 0 ||
+        r->disk_off % KVS_SEG_ALIGN ||
+        r->disk_len !=
+            kvs_segment_disk_len(r->key_len, r->nparts, r->stored_len) ||
         r->raw_len > s->cfg.max_block_bytes || r->key_len == 0 ||
         r->ns >= s->nns || !s->ns[r->ns].name) {
         c->stale++;
@@ -102,12 +103,14 @@ static void load_rec(void *arg, const kvs_index_rec_t *r)
     e->codec = r->codec;
     e->nparts = r->nparts;
     e->raw_len = r->raw_len;
-    e->expiry_ms = r->expiry_ms;
-    e->group = r->group;
     e->stored_len = r->stored_len;
-    e->data_xxh = r->data_xxh;
-    ent_set_loc(e, &(kvs_seg_loc_t){r->disk_off, r->gen, r->region,
-                                    r->disk_len});
+    if (kvs_table_xrec_set(s, e, r->expiry_ms, r->group)) {
+        kvs_table_free_locked(s, e);
+        c->full++;
+        return;
+    }
+    ent_set_loc(s, e,
+                &(kvs_seg_loc_t){r->disk_off, r->gen, r->region, r->disk_len});
     e->flags |= E_DISK | E_DURABLE;
     kvs_table_link(s, e);
     kvs_region_add(s, e);

@@ -70,11 +70,12 @@ void kvs_region_remove(kvs_store_t *s, struct entry *e)
 }
 
 /* A block on disk only that must survive its region's reclaim. */
-bool kvs_region_must_keep(const struct entry *e, uint64_t now_ms)
+bool kvs_region_must_keep(const kvs_store_t *s, const struct entry *e,
+                          uint64_t now_ms)
 {
     return !(e->flags & E_DRAM) &&
            (e->cls == KVS_CLASS_PINNED ||
-            (e->cls == KVS_CLASS_USER && !expired(e, now_ms)));
+            (e->cls == KVS_CLASS_USER && !expired(s, e, now_ms)));
 }
 
 /* Bytes of region r that a reclaim would have to write again. */
@@ -86,8 +87,8 @@ static uint64_t region_keep_bytes_locked(kvs_store_t *s, uint32_t r)
         const struct entry *e = &s->ents[i];
         if (((e->flags & E_DRAM) &&
              ((e->flags & E_DURABLE) || e->cls == KVS_CLASS_PINNED)) ||
-            kvs_region_must_keep(e, now))
-            bytes += (uint64_t)e->loc_pages * KVS_SEG_ALIGN;
+            kvs_region_must_keep(s, e, now))
+            bytes += ent_loc(s, e).disk_len;
     }
     return bytes;
 }

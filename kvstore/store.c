@@ -130,7 +130,6 @@ int kvs_store_open(const kvs_store_config_t *cfg, kvs_store_t **store_out)
     pthread_mutex_init(&s->rlock, NULL);
     pthread_cond_init(&s->space_cv, NULL);
     pthread_cond_init(&s->work_cv, NULL);
-    s->ttl_head = s->ttl_tail = NIL;
     s->ns_cap = 1u << 16;
     s->ns = calloc(s->ns_cap, sizeof(*s->ns));
     /* The block table and the buckets are read at random by every lookup
@@ -223,6 +222,7 @@ void kvs_store_close(kvs_store_t *s)
     kvs_ghost_destroy(s->ghost);
     kvs_policy_destroy(s->policy);
     free(s->pslot_ent);
+    free(s->xrecs);
     if (s->ns)
         for (uint32_t i = 0; i < s->nns; i++)
             free(s->ns[i].name);
@@ -347,23 +347,35 @@ int kvs_store_set_retention(kvs_store_t *s, uint32_t ns, const void *key,
                s->pinned_bytes + e->raw_len >
                    (kvs_arena_size(s->arena) / 100) * s->cfg.pinned_max_pct) {
         ret = KVS_EPINNED_FULL;
+    } else if (kvs_table_xrec_set(s, e,
+                                  ttl_ms ? kvs_clock_real_ms() + ttl_ms : 0,
+                                  ent_group(s, e))) {
+        ret = -ENOMEM;
     } else {
         if (e->cls == KVS_CLASS_PINNED)
             s->pinned_bytes -= e->raw_len;
         if (cls == KVS_CLASS_PINNED)
             s->pinned_bytes += e->raw_len;
         e->cls = cls;
-        e->expiry_ms = ttl_ms ? kvs_clock_real_ms() + ttl_ms : 0;
-        kvs_table_ttl_sync(s, e);
         rewrite = e->flags & E_DISK;
     }
     kvs_index_rec_t rec;
     if (rewrite) {
         kvs_seg_loc_t loc = ent_loc(s, e);
-        kvs_writer_rec(s, e, &loc, e->codec, e->stored_len, &rec);
+        /* The checksum is the record's own: the entry does not keep it,
+         * and the record cannot change while wlock is held. */
+        kvs_writer_rec(s, e, &loc, e->codec, e->stored_len, 0, &rec);
     }
     pthread_mutex_unlock(&s->lock);
     if (rewrite) {
+        kvs_index_rec_t old;
+
+        ret = kvs_index_block_get(s->index, rec.uid, &old);
+        if (ret) {
+            pthread_mutex_unlock(&s->wlock);
+            return ret;
+        }
+        rec.data_xxh = old.data_xxh;
         kvs_index_batch_put(s->batch, &rec);
         ret = kvs_index_commit(s->index, s->batch, s->cfg.sync_index);
         kvs_index_batch_clear(s->batch);

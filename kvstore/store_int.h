@@ -11,7 +11,7 @@
  *
  *   buckets[hash & mask] -> entry -> entry -> NIL        (hnext chains)
  *   policy: window and main lists     (blocks in DRAM, kvstore/policy.h)
- *   ttl_head <-> ... <-> ttl_tail                        (blocks with a TTL)
+ *   xrecs[e->xslot]: its TTL and group   (the blocks with either, table.c)
  *   region[r].head <-> ... (blocks on disk in region r)  (rg_prev/rg_next)
  *
  * An entry can be in DRAM (E_DRAM, its copy's record at e->dram), on disk
@@ -26,7 +26,8 @@
  * it is a memfd that same-host clients map and can write, so the copy's
  * part table and its offset are kept in its record (struct dcopy), in
  * this process's memory, and what is read from the arena is payload only,
- * whose checksum (data_xxh, kept in the entry) a disk read checks.
+ * whose checksum (settled at seal, in the copy's record) a disk read checks
+ * against the block's header.
  *
  * Locks, as layers: a thread holding a lock of one layer may take a lock
  * of a lower layer, never one of the same or a higher layer.
@@ -67,6 +68,7 @@
 #include "kvstore/index.h"
 #include "kvstore/segment.h"
 #include "common/compiler.h"
+#include "common/debug.h"
 #include "common/hugemem.h"
 #include "common/lockstat.h"
 
@@ -89,16 +91,18 @@ enum {
     E_DISK = 1u << 3,    /* disk copy valid, index record written */
     E_DURABLE = 1u << 4, /* asked for durability: keep a disk copy */
     E_DEAD = 1u << 5,    /* deleted or replaced while busy */
-    E_INTTL = 1u << 7,   /* on the TTL list */
 };
 
 /* A DRAM copy: where its bytes are, its part table, and what only a
  * block in DRAM needs. Allocated with the copy's arena extent
  * (kvs_dram_copy_new) and freed with it (kvs_dram_drop_locked), so only
- * blocks in DRAM pay for it: 24 B and 4 B a part. off and parts are set
+ * blocks in DRAM pay for it: 32 B and 4 B a part. off and parts are set
  * before the entry is published, then read-only; the rest under lock. */
 struct dcopy {
     uint64_t off;       /* of the data in the arena, page aligned */
+    uint64_t xxh;       /* XXH3-64 of the raw bytes, settled at seal in a
+                         * shared arena (kvs_put_seal), else 0: the writer
+                         * takes it as it writes the block to disk */
     uint32_t pslot;     /* its node in the DRAM order once published
                          * (table.c), else NIL */
     uint32_t flush_gen; /* the last flush that wrote it */
@@ -107,6 +111,24 @@ struct dcopy {
     uint32_t parts[];   /* nparts part lengths */
 };
 
+/* What few blocks have, a TTL or a group, beside the table (table.c): an
+ * engine's blocks mostly have neither, and keeping both in every entry
+ * cost 24 B a block (issue 19). */
+struct xrec {
+    uint64_t expiry_ms; /* wall clock; 0: none */
+    uint64_t group;     /* 0: none */
+    uint32_t e;         /* its entry, whose xslot is this record's index */
+};
+
+/*
+ * A block's entry: 80 bytes (docs/operations.md, "Per indexed block").
+ * Nothing in it can be found elsewhere at no cost: the disk copy's
+ * generation is its region's (a region is given a new one only once no
+ * block is left in it), its length on disk follows from nparts and
+ * stored_len (kvs_segment_disk_len), and its checksum is in its header on
+ * disk (checked by the header's own) and, for a DRAM copy in a shared
+ * arena, in the copy's record.
+ */
 struct entry {
     /* What a lookup and a MATCH's touch read, in the first 64 bytes (a
      * block table spread over a large store misses on each). */
@@ -116,39 +138,32 @@ struct entry {
     uint16_t ns;    /* < ns_cap (65,536) */
     uint8_t flags;  /* E_* */
     uint8_t key_len, parent_len, cls, elem_size;
-    uint8_t codec;      /* of the disk copy */
-    uint16_t nparts;    /* 1..KVS_PARTS_MAX */
-    uint32_t pref;      /* its parent's key bytes (the parent's own chunk
-                         * when it was in the table), or KVS_KEYS_NIL;
-                         * changes under lock only before the block has
-                         * a disk copy (put.c) or during recovery, so the
-                         * writer may read it under wlock alone */
-    uint64_t expiry_ms; /* wall clock; 0: none */
-    uint64_t uid;       /* unique per put */
-    uint32_t ttl_prev, ttl_next; /* TTL list: linked entries with a TTL */
-    /* The rest. */
-    uint32_t rg_prev, rg_next;
+    uint8_t codec;       /* of the disk copy */
+    uint16_t nparts;     /* 1..KVS_PARTS_MAX */
+    uint32_t xslot;      /* its TTL and group in s->xrecs, or NIL: none */
+    struct dcopy *dram;  /* when E_DRAM */
+    uint32_t pref;       /* its parent's key bytes (the parent's own chunk
+                          * when it was in the table), or KVS_KEYS_NIL;
+                          * changes under lock only before the block has
+                          * a disk copy (put.c) or during recovery, so the
+                          * writer may read it under wlock alone */
     uint32_t refs;       /* callers' references (pins, views, leases) */
+    uint64_t uid;        /* unique per put */
+    /* The rest. */
     uint32_t busy;       /* the store's own I/O in progress */
     uint32_t raw_len;    /* bytes, <= max_block_bytes */
     uint32_t stored_len; /* bytes after the codec, when E_DISK */
-    uint64_t group;
-    struct dcopy *dram; /* when E_DRAM */
-    /* Its disk copy, when E_DISK (ent_loc): the region's generation when
-     * written, and where and how long in 4 KiB pages (a data file of
-     * 16 TiB at most, kvs_store_config_check). */
-    uint64_t loc_gen;
-    uint32_t loc_page, loc_pages;
-    uint64_t data_xxh; /* XXH3-64 of the raw bytes: when E_DISK, and
-                        * from the seal on in a shared arena
-                        * (kvs_put_seal) */
+    uint32_t rg_prev, rg_next;
+    /* Its disk copy, when E_DISK (ent_loc): where, in 4 KiB pages (a data
+     * file of 16 TiB at most, kvs_store_config_check). */
+    uint32_t loc_page;
 };
-_Static_assert(offsetof(struct entry, ttl_next) + 4 <= 64,
+_Static_assert(offsetof(struct entry, refs) + 4 <= 64,
                "a lookup and a touch read the first 64 bytes of an entry");
-/* 120 bytes and a key chunk (keys.h): what an indexed block costs in the
+/* 80 bytes and a key chunk (keys.h): what an indexed block costs in the
  * table (docs/operations.md, "Memory"); a block in DRAM adds its struct
- * dcopy. */
-_Static_assert(sizeof(struct entry) == 120, "an entry is 120 bytes");
+ * dcopy, a block with a TTL or a group its struct xrec. */
+_Static_assert(sizeof(struct entry) == 80, "an entry is 80 bytes");
 _Static_assert(KVS_PARTS_MAX <= UINT16_MAX, "nparts fits an entry");
 
 /*
@@ -211,7 +226,7 @@ struct rd {
     const kvs_get_args_t *a;
     kvs_block_info_t info;
     kvs_seg_loc_t loc;
-    uint64_t raw_len, stored_len, data_xxh;
+    uint64_t raw_len, stored_len;
     uint32_t nparts;
     uint8_t codec, elem_size;
     uint32_t ns;
@@ -259,9 +274,9 @@ struct kvs_store {
     struct region *regions;
     uint32_t nfree_regions;
     uint64_t reclaim_retry_ns;   /* no reclaim before this (mono clock) */
-    uint32_t ttl_head, ttl_tail; /* linked entries with a TTL, for the
-                                  * sweep, which rotates them */
-    uint32_t nttl;
+    struct xrec *xrecs;          /* TTLs and groups, nxrecs of xrecs_cap; the
+                                  * sweep visits them from xsweep on, round */
+    uint32_t nxrecs, xrecs_cap, xsweep;
     uint32_t *reloc; /* scratch for region_relocate_locked */
     uint32_t nregions;
     uint64_t gen_seq;
@@ -356,9 +371,23 @@ static inline uint32_t eidx(const kvs_store_t *s, const struct entry *e)
     return (uint32_t)(e - s->ents);
 }
 
-static inline bool expired(const struct entry *e, uint64_t now_ms)
+/* An entry's TTL (0: none) and group (0: none), from s->xrecs. */
+static inline uint64_t ent_expiry(const kvs_store_t *s, const struct entry *e)
 {
-    return e->expiry_ms && now_ms >= e->expiry_ms;
+    return e->xslot == NIL ? 0 : s->xrecs[e->xslot].expiry_ms;
+}
+
+static inline uint64_t ent_group(const kvs_store_t *s, const struct entry *e)
+{
+    return e->xslot == NIL ? 0 : s->xrecs[e->xslot].group;
+}
+
+static inline bool expired(const kvs_store_t *s, const struct entry *e,
+                           uint64_t now_ms)
+{
+    uint64_t t = ent_expiry(s, e);
+
+    return t && now_ms >= t;
 }
 
 /* The part-length table of entry e's DRAM copy (E_DRAM), in this
@@ -373,29 +402,37 @@ static inline uint8_t *ent_data(const kvs_store_t *s, const struct entry *e)
     return s->abase + e->dram->off;
 }
 
-/* Entry e's disk copy (E_DISK), its region, and setting it. */
-static inline kvs_seg_loc_t ent_loc(const kvs_store_t *s,
-                                    const struct entry *e)
-{
-    uint64_t off = (uint64_t)e->loc_page * KVS_SEG_ALIGN;
-
-    return (kvs_seg_loc_t){off, e->loc_gen,
-                           (uint32_t)(off / s->cfg.region_bytes),
-                           e->loc_pages * KVS_SEG_ALIGN};
-}
-
+/* Entry e's disk copy (E_DISK), its region, and setting it. The copy's
+ * generation is its region's: a region takes a new one only when it opens,
+ * after every block in it has left (region.c), so while e is E_DISK its
+ * region's generation is the one it was written under. */
 static inline uint32_t ent_region(const kvs_store_t *s, const struct entry *e)
 {
     return (uint32_t)((uint64_t)e->loc_page * KVS_SEG_ALIGN /
                       s->cfg.region_bytes);
 }
 
-/* loc: 4 KiB aligned, inside the data file (checked where it is made). */
-static inline void ent_set_loc(struct entry *e, const kvs_seg_loc_t *loc)
+static inline kvs_seg_loc_t ent_loc(const kvs_store_t *s,
+                                    const struct entry *e)
 {
-    e->loc_gen = loc->gen;
+    uint64_t off = (uint64_t)e->loc_page * KVS_SEG_ALIGN;
+    uint32_t r = ent_region(s, e);
+
+    return (kvs_seg_loc_t){
+        off, s->regions[r].gen, r,
+        kvs_segment_disk_len(e->key_len, e->nparts, e->stored_len)};
+}
+
+/* loc: 4 KiB aligned, inside the data file (checked where it is made), in
+ * a region of generation loc->gen, loc->disk_len as kvs_segment_disk_len
+ * gives for e's nparts and stored_len (set first). */
+static inline void ent_set_loc(const kvs_store_t *s, struct entry *e,
+                               const kvs_seg_loc_t *loc)
+{
     e->loc_page = (uint32_t)(loc->off / KVS_SEG_ALIGN);
-    e->loc_pages = loc->disk_len / KVS_SEG_ALIGN;
+    kvs_assert(s->regions[ent_region(s, e)].gen == loc->gen &&
+               loc->disk_len ==
+                   kvs_segment_disk_len(e->key_len, e->nparts, e->stored_len));
 }
 
 /* Entry e's node in the DRAM order, or NIL (not in DRAM, or not yet
@@ -419,9 +456,8 @@ struct entry *kvs_table_lookup_locked(kvs_store_t *s, uint32_t ns,
 /* A visible entry, or NULL if absent or past its TTL. */
 struct entry *kvs_table_find_locked(kvs_store_t *s, uint32_t ns,
                                     const void *key, uint32_t len);
-void kvs_table_ttl_del(kvs_store_t *s, struct entry *e);
-void kvs_table_ttl_append(kvs_store_t *s, struct entry *e);
-void kvs_table_ttl_sync(kvs_store_t *s, struct entry *e);
+int kvs_table_xrec_set(kvs_store_t *s, struct entry *e, uint64_t expiry_ms,
+                       uint64_t group);
 /* Makes e visible under its key, or invisible. */
 void kvs_table_link(kvs_store_t *s, struct entry *e);
 void kvs_table_unlink(kvs_store_t *s, struct entry *e);
@@ -460,7 +496,8 @@ int kvs_table_set_key(kvs_store_t *s, struct entry *e, uint32_t ns,
  * key, or NULL). */
 void kvs_table_share_parent(kvs_store_t *s, struct entry *e,
                             const struct entry *parent);
-void kvs_table_info(kvs_block_info_t *info, const struct entry *e);
+void kvs_table_info(const kvs_store_t *s, kvs_block_info_t *info,
+                    const struct entry *e);
 /* Checks the LRU and TTL lists; KVS_ECORRUPT (logged) if broken. */
 int kvs_table_check_locked(kvs_store_t *s);
 
@@ -470,7 +507,8 @@ void kvs_region_add(kvs_store_t *s, struct entry *e);
 void kvs_region_remove(kvs_store_t *s, struct entry *e);
 void kvs_region_set_state(kvs_store_t *s, uint32_t r, uint8_t state);
 void kvs_region_maybe_free_locked(kvs_store_t *s, uint32_t r);
-bool kvs_region_must_keep(const struct entry *e, uint64_t now_ms);
+bool kvs_region_must_keep(const kvs_store_t *s, const struct entry *e,
+                          uint64_t now_ms);
 uint32_t kvs_region_victim_locked(kvs_store_t *s);
 /* Caller holds wlock, not lock. */
 int kvs_region_open_next_wlocked(kvs_store_t *s);
@@ -541,7 +579,8 @@ int kvs_writer_open(kvs_store_t *s);
 void kvs_writer_close(kvs_store_t *s);
 void kvs_writer_rec(const kvs_store_t *s, const struct entry *e,
                     const kvs_seg_loc_t *loc, uint8_t codec,
-                    uint64_t stored_len, kvs_index_rec_t *rec);
+                    uint64_t stored_len, uint64_t data_xxh,
+                    kvs_index_rec_t *rec);
 /* Queues the write of entry e (busy, in DRAM) as a job of kind (enum
  * job_kind), making room first; result receives a JOB_PUT's status. */
 void kvs_writer_queue_wlocked(kvs_store_t *s, uint32_t e, uint8_t kind,

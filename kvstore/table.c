@@ -1,17 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The block table: the entries allocated at open, the chained hash that
- * finds them by (namespace, key), the TTL list, the glue to the DRAM
- * order of kvstore/policy.c, and an entry's life from allocation to free.
+ * finds them by (namespace, key), the side records of TTLs and groups, the
+ * glue to the DRAM order of kvstore/policy.c, and an entry's life from
+ * allocation to free.
  *
  * Entries are handed out from the free list, else from the untouched part
  * of the table above nents_used, so the table's resident memory follows
  * the most blocks it held at once, not max_blocks.
  *
  * Invariants: an entry is in the hash exactly while E_LINKED; tracked by
- * the policy only while it has a DRAM copy; on the TTL
- * list exactly while E_INTTL, which is while it is linked and has a TTL
- * (kvs_table_check_locked verifies the lists). A free entry is on the free
+ * the policy only while it has a DRAM copy; an allocated entry with a TTL
+ * or a group has one side record, which names it back, and the others none
+ * (kvs_table_check_locked verifies both). A free entry is on the free
  * list, chained through hnext. An entry is freed only when it is unlinked
  * and neither busy nor referenced.
  *
@@ -49,53 +50,55 @@ struct entry *kvs_table_find_locked(kvs_store_t *s, uint32_t ns,
     struct entry *e =
         kvs_table_lookup_locked(s, ns, key, len, key_hash(ns, key, len));
 
-    if (e && expired(e, kvs_clock_real_ms()))
+    if (e && expired(s, e, kvs_clock_real_ms()))
         return NULL;
     return e;
 }
 
-/* The TTL list holds exactly the visible entries that have a TTL, so that
- * the sweep visits those and not the whole table (80 MiB at the default
- * 2^18 entries): walking 16,384 table slots a second cost an idle store
- * 15 ms of CPU a second on this project's VMs. kvs_table_ttl_sync() puts e on
- * the list or takes it off after its visibility or its TTL changed. */
-void kvs_table_ttl_del(kvs_store_t *s, struct entry *e)
+/* TTLs and groups live in a dense array beside the table, one record per
+ * entry that has either (issue 19: 24 B for those, 4 B of xslot for the
+ * rest, where both in the entry cost 16 B more for every block). The
+ * sweep (background.c) walks the array, not the whole table. A record
+ * leaving is replaced by the last one, so every step is O(1). */
+static void xrec_drop(kvs_store_t *s, struct entry *e)
 {
-    if (e->ttl_prev != NIL)
-        s->ents[e->ttl_prev].ttl_next = e->ttl_next;
-    else
-        s->ttl_head = e->ttl_next;
-    if (e->ttl_next != NIL)
-        s->ents[e->ttl_next].ttl_prev = e->ttl_prev;
-    else
-        s->ttl_tail = e->ttl_prev;
-    e->flags &= ~E_INTTL;
-    s->nttl--;
+    uint32_t x = e->xslot, last = s->nxrecs - 1;
+
+    if (x == NIL)
+        return;
+    if (x != last) {
+        s->xrecs[x] = s->xrecs[last];
+        s->ents[s->xrecs[x].e].xslot = x;
+    }
+    s->nxrecs--;
+    e->xslot = NIL;
 }
 
-void kvs_table_ttl_append(kvs_store_t *s, struct entry *e)
+/* Gives e the TTL (an absolute wall-clock time, 0: none) and the group
+ * (0: none). 0, or -ENOMEM with e unchanged. */
+int kvs_table_xrec_set(kvs_store_t *s, struct entry *e, uint64_t expiry_ms,
+                       uint64_t group)
 {
-    uint32_t i = eidx(s, e);
+    if (!expiry_ms && !group) {
+        xrec_drop(s, e);
+        return 0;
+    }
+    if (e->xslot == NIL) {
+        if (s->nxrecs == s->xrecs_cap) {
+            uint32_t cap = s->xrecs_cap ? s->xrecs_cap * 2 : 256;
+            struct xrec *x = realloc(s->xrecs, sizeof(*x) * (size_t)cap);
 
-    e->ttl_prev = s->ttl_tail;
-    e->ttl_next = NIL;
-    if (s->ttl_tail != NIL)
-        s->ents[s->ttl_tail].ttl_next = i;
-    else
-        s->ttl_head = i;
-    s->ttl_tail = i;
-    e->flags |= E_INTTL;
-    s->nttl++;
-}
-
-void kvs_table_ttl_sync(kvs_store_t *s, struct entry *e)
-{
-    bool want = (e->flags & E_LINKED) && e->expiry_ms;
-
-    if (want && !(e->flags & E_INTTL))
-        kvs_table_ttl_append(s, e);
-    else if (!want && (e->flags & E_INTTL))
-        kvs_table_ttl_del(s, e);
+            if (!x)
+                return -ENOMEM;
+            s->xrecs = x;
+            s->xrecs_cap = cap;
+        }
+        e->xslot = s->nxrecs++;
+        s->xrecs[e->xslot].e = eidx(s, e);
+    }
+    s->xrecs[e->xslot].expiry_ms = expiry_ms;
+    s->xrecs[e->xslot].group = group;
+    return 0;
 }
 
 /* The buckets start at BUCKETS_MIN and double whenever the hash holds more
@@ -177,7 +180,6 @@ void kvs_table_link(kvs_store_t *s, struct entry *e)
     *b = eidx(s, e);
     e->flags |= E_LINKED;
     s->nlinked++;
-    kvs_table_ttl_sync(s, e);
 }
 
 void kvs_table_unlink(kvs_store_t *s, struct entry *e)
@@ -192,7 +194,6 @@ void kvs_table_unlink(kvs_store_t *s, struct entry *e)
     *p = e->hnext;
     e->flags &= ~E_LINKED;
     s->nlinked--;
-    kvs_table_ttl_sync(s, e);
 }
 
 /* The DRAM order is the policy's (kvstore/policy.h); these adapt it to
@@ -316,7 +317,7 @@ struct entry *kvs_table_alloc_locked(kvs_store_t *s)
     }
     memset(e, 0, sizeof(*e));
     e->flags = E_USED;
-    e->hnext = e->rg_prev = e->rg_next = NIL;
+    e->hnext = e->rg_prev = e->rg_next = e->xslot = NIL;
     e->kref = e->pref = KVS_KEYS_NIL;
     e->uid = ++s->uid_seq;
     return e;
@@ -339,6 +340,7 @@ void kvs_table_free_locked(kvs_store_t *s, struct entry *e)
     kvs_keys_unref(&s->keys, e->kref);
     kvs_keys_unref(&s->keys, e->pref);
     e->kref = e->pref = KVS_KEYS_NIL;
+    xrec_drop(s, e);
     e->flags = 0;
     e->hnext = s->free_head;
     s->free_head = eidx(s, e);
@@ -403,44 +405,38 @@ void kvs_table_share_parent(kvs_store_t *s, struct entry *e,
     e->pref = parent->kref;
 }
 
-void kvs_table_info(kvs_block_info_t *info, const struct entry *e)
+void kvs_table_info(const kvs_store_t *s, kvs_block_info_t *info,
+                    const struct entry *e)
 {
     info->data_len = e->raw_len;
     info->nparts = e->nparts;
     info->cls = e->cls;
     info->tier = (e->flags & E_DRAM) ? KVS_TIER_DRAM : KVS_TIER_NVME;
-    info->expiry_ms = e->expiry_ms;
-    info->group = e->group;
+    info->expiry_ms = ent_expiry(s, e);
+    info->group = ent_group(s, e);
 }
 
-/* One list of entries linked by index (LRU or TTL): walks it from the head
- * by next and checks each back link and the tail, then that exactly the
- * entries with flag are on it, as many as expected (UINT32_MAX: any). */
-static int check_list_locked(kvs_store_t *s, const char *what, uint32_t head,
-                             uint32_t tail, size_t next_off, size_t prev_off,
-                             uint32_t flag, uint32_t expect)
+/* Every xrec names an allocated entry that names it back, and every
+ * entry with an xslot has its record. */
+static int check_xrecs_locked(kvs_store_t *s)
 {
-    uint32_t n = 0, prev = NIL, flagged = 0;
+    uint32_t with = 0;
 
-    for (uint32_t i = head; i != NIL;
-         i = *(uint32_t *)((char *)&s->ents[i] + next_off)) {
-        if (i >= s->nents_used || n++ > s->nents_used) {
-            kvs_error("store check: %s list runs off the table", what);
+    for (uint32_t x = 0; x < s->nxrecs; x++) {
+        uint32_t i = s->xrecs[x].e;
+
+        if (i >= s->nents_used || !(s->ents[i].flags & E_USED) ||
+            s->ents[i].xslot != x) {
+            kvs_error("store check: side record %u: entry %u does not name it",
+                      x, i);
             return KVS_ECORRUPT;
         }
-        if (*(uint32_t *)((char *)&s->ents[i] + prev_off) != prev ||
-            !(s->ents[i].flags & flag)) {
-            kvs_error("store check: %s list entry %u: bad back link or flag",
-                      what, i);
-            return KVS_ECORRUPT;
-        }
-        prev = i;
     }
     for (uint32_t i = 0; i < s->nents_used; i++)
-        flagged += (s->ents[i].flags & flag) != 0;
-    if (prev != tail || flagged != n || (expect != UINT32_MAX && n != expect)) {
-        kvs_error("store check: %s list: %u entries, %u flagged, tail %s", what,
-                  n, flagged, prev == tail ? "right" : "wrong");
+        with += s->ents[i].xslot != NIL;
+    if (with != s->nxrecs) {
+        kvs_error("store check: %u side records, %u entries with one",
+                  s->nxrecs, with);
         return KVS_ECORRUPT;
     }
     return 0;
@@ -448,12 +444,8 @@ static int check_list_locked(kvs_store_t *s, const char *what, uint32_t head,
 
 int kvs_table_check_locked(kvs_store_t *s)
 {
-    uint32_t with_ttl = 0;
-    int ret;
+    int ret = kvs_policy_check(s->policy);
 
-    for (uint32_t i = 0; i < s->nents_used; i++)
-        with_ttl += (s->ents[i].flags & E_LINKED) && s->ents[i].expiry_ms;
-    ret = kvs_policy_check(s->policy);
     for (uint32_t i = 0; i < s->nents_used && !ret; i++) {
         const struct entry *e = &s->ents[i];
         uint32_t slot = ent_pslot(e);
@@ -467,14 +459,6 @@ int kvs_table_check_locked(kvs_store_t *s)
         }
     }
     if (!ret)
-        ret = check_list_locked(s, "TTL", s->ttl_head, s->ttl_tail,
-                                offsetof(struct entry, ttl_next),
-                                offsetof(struct entry, ttl_prev), E_INTTL,
-                                with_ttl);
-    if (!ret && s->nttl != with_ttl) {
-        kvs_error("store check: TTL count %u, %u entries with a TTL", s->nttl,
-                  with_ttl);
-        ret = KVS_ECORRUPT;
-    }
+        ret = check_xrecs_locked(s);
     return ret;
 }

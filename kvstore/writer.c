@@ -33,7 +33,8 @@
 /* The index record of entry e with its disk copy at loc. */
 void kvs_writer_rec(const kvs_store_t *s, const struct entry *e,
                     const kvs_seg_loc_t *loc, uint8_t codec,
-                    uint64_t stored_len, kvs_index_rec_t *rec)
+                    uint64_t stored_len, uint64_t data_xxh,
+                    kvs_index_rec_t *rec)
 {
     *rec = (kvs_index_rec_t){
         .ns = e->ns,
@@ -49,9 +50,9 @@ void kvs_writer_rec(const kvs_store_t *s, const struct entry *e,
         .gen = loc->gen,
         .raw_len = e->raw_len,
         .stored_len = stored_len,
-        .data_xxh = e->data_xxh,
-        .expiry_ms = e->expiry_ms,
-        .group = e->group,
+        .data_xxh = data_xxh,
+        .expiry_ms = ent_expiry(s, e),
+        .group = ent_group(s, e),
         .uid = e->uid,
     };
     memcpy(rec->key, ent_key(s, e), e->key_len);
@@ -106,8 +107,8 @@ static void append_one_wlocked(kvs_store_t *s, struct wjob *job)
          * writer's thread, and only for blocks that reach the disk (a
          * sealed block never changes there). In a shared arena the one
          * settled at seal (kvs_put_seal). */
-        .data_xxh = s->cfg.dram_shared ? e->data_xxh
-                                       : XXH3_64bits(src, e->raw_len),
+        .data_xxh =
+            s->cfg.dram_shared ? e->dram->xxh : XXH3_64bits(src, e->raw_len),
     };
     kvs_iov_t payload = {src, e->raw_len};
     size_t out_len = 0;
@@ -198,7 +199,7 @@ static void region_relocate_locked(kvs_store_t *s, uint32_t r)
     for (uint32_t i = s->regions[r].head; i != NIL && n < s->njobs_max;
          i = s->ents[i].rg_next) {
         struct entry *e = &s->ents[i];
-        if (kvs_region_must_keep(e, now)) {
+        if (kvs_region_must_keep(s, e, now)) {
             e->busy++;
             s->reloc[n++] = i;
         }
@@ -325,10 +326,9 @@ static void finish_job_locked(kvs_store_t *s, struct wjob *job)
             kvs_region_remove(s, e);
             s->st.nvme_blocks--;
         }
-        ent_set_loc(e, &job->loc);
         e->codec = job->codec;
         e->stored_len = job->stored_len;
-        e->data_xxh = job->data_xxh;
+        ent_set_loc(s, e, &job->loc);
         e->flags |= E_DISK;
         kvs_region_add(s, e);
         s->st.nvme_blocks++;
@@ -370,16 +370,19 @@ int kvs_writer_publish_wlocked(kvs_store_t *s, bool sync)
 
     if (s->ndone == 0)
         return 0;
+    /* lock, for the TTLs and groups (s->xrecs moves as others change). */
+    pthread_mutex_lock(&s->lock);
     for (uint32_t j = 0; j < s->npend; j++) {
         struct wjob *job = &s->pend[j];
         struct entry *e = &s->ents[job->e];
         if (job->state != JOB_DONE || job->status)
             continue;
         kvs_index_rec_t rec;
-        kvs_writer_rec(s, e, &job->loc, job->codec, job->stored_len, &rec);
-        rec.data_xxh = job->data_xxh; /* e's is set once published */
+        kvs_writer_rec(s, e, &job->loc, job->codec, job->stored_len,
+                       job->data_xxh, &rec);
         kvs_index_batch_put(s->batch, &rec);
     }
+    pthread_mutex_unlock(&s->lock);
     ret = kvs_index_commit(s->index, s->batch, sync || s->cfg.sync_index);
     kvs_index_batch_clear(s->batch);
 
