@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The table's key chunks (see keys.h). A chunk is a header word and the
- * key's bytes, in units of 8 bytes:
+ * key's bytes, in units of 4 bytes, two at least:
  *
- *   | size class (8 bits) | references (24 bits) | key bytes ... pad to 8 |
+ *   | size class (8 bits) | references (24 bits) | key bytes ... pad to 4 |
  *
  * A free chunk has no references and the handle of the next free chunk of
  * its class in the word after its header. Chunks come from their class's
@@ -19,17 +19,19 @@
 #include <string.h>
 
 #define REFS_MAX 0xffffffu
-#define UNIT 8u
+#define UNIT 4u
+#define UNITS_MIN 2u /* a free chunk's header and next handle */
 
 static uint32_t *word(const kvs_keys_t *k, uint32_t h)
 {
     return (uint32_t *)(void *)((uint8_t *)k->mem.base + (uint64_t)h * UNIT);
 }
 
-/* Units of a chunk holding len bytes, 1..KVS_KEYS_CLASSES. */
+/* Units of a chunk holding len bytes, UNITS_MIN..UNITS_MIN - 1 +
+ * KVS_KEYS_CLASSES; its class is units - UNITS_MIN. */
 static uint32_t units_for(uint32_t len)
 {
-    return (4 + len + UNIT - 1) / UNIT;
+    return KVS_MAX((4 + len + UNIT - 1) / UNIT, UNITS_MIN);
 }
 
 int kvs_keys_init(kvs_keys_t *k, uint64_t max_chunks)
@@ -37,7 +39,8 @@ int kvs_keys_init(kvs_keys_t *k, uint64_t max_chunks)
     uint64_t units = max_chunks * units_for(KVS_KEY_MAX);
 
     memset(k, 0, sizeof(*k));
-    _Static_assert(KVS_KEY_MAX + 4 <= KVS_KEYS_CLASSES * UNIT,
+    _Static_assert(KVS_KEY_MAX + 4 <=
+                       (KVS_KEYS_CLASSES + UNITS_MIN - 1) * UNIT,
                    "the largest key fits the largest class");
     /* Handles are 32 bits: past that, puts find the table full. */
     units = KVS_MAX(KVS_MIN(units, (uint64_t)KVS_KEYS_NIL - 1), 1ull);
@@ -58,7 +61,8 @@ void kvs_keys_fini(kvs_keys_t *k)
 uint32_t kvs_keys_add(kvs_keys_t *k, const void *bytes, uint32_t len)
 {
     kvs_assert(len >= 1 && len <= KVS_KEY_MAX);
-    uint32_t units = units_for(len), cls = units - 1, h = k->free[cls];
+    uint32_t units = units_for(len), cls = units - UNITS_MIN,
+             h = k->free[cls];
 
     if (h != KVS_KEYS_NIL) {
         k->free[cls] = word(k, h)[1];
@@ -99,7 +103,7 @@ void kvs_keys_unref(kvs_keys_t *k, uint32_t h)
     w[1] = k->free[cls];
     k->free[cls] = h;
     k->nchunks--;
-    k->bytes -= (uint64_t)(cls + 1) * UNIT;
+    k->bytes -= (uint64_t)(cls + UNITS_MIN) * UNIT;
 }
 
 uint32_t kvs_keys_refs(const kvs_keys_t *k, uint32_t h)

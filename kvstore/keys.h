@@ -2,9 +2,10 @@
 /*
  * The key bytes of the block table: each block's key, and its parent's
  * key, as a reference-counted chunk of exactly their length (plus a 4-byte
- * header, rounded up to 8 bytes), named by a 32-bit handle. A block whose
- * parent is in the table shares the parent's own key chunk, so a chain of
- * blocks pays for each key once: 40 B for a 32-byte key, where the entry
+ * header, rounded up to 4 bytes, 8 at least), named by a 32-bit handle. A
+ * block whose parent is in the table shares the parent's own key chunk, so
+ * a chain of blocks pays for each key once: 36 B for a 32-byte key (40 B
+ * when chunks were rounded up to 8 bytes), where the entry
  * used to reserve 2 x KVS_KEY_MAX = 128 B for a key and a parent.
  *
  * The chunks live in one region reserved at create for the most that
@@ -26,10 +27,10 @@
 #include <stdint.h>
 
 #define KVS_KEYS_NIL UINT32_MAX
-#define KVS_KEYS_CLASSES 9 /* chunks of 8, 16, ... 72 bytes */
+#define KVS_KEYS_CLASSES 16 /* chunks of 8, 12, ... 68 bytes */
 
 typedef struct kvs_keys {
-    kvs_huge_t mem;   /* the chunks; units of 8 bytes */
+    kvs_huge_t mem;   /* the chunks; units of 4 bytes */
     uint64_t top;     /* units ever handed out: [0, top) resident */
     uint64_t cap;     /* units reserved, < KVS_KEYS_NIL */
     uint64_t nchunks; /* chunks in use */
@@ -56,7 +57,7 @@ uint32_t kvs_keys_refs(const kvs_keys_t *k, uint32_t h);
 /* The bytes of chunk h, valid while a reference is held. */
 static inline const uint8_t *kvs_keys_bytes(const kvs_keys_t *k, uint32_t h)
 {
-    return (const uint8_t *)k->mem.base + (uint64_t)h * 8 + 4;
+    return (const uint8_t *)k->mem.base + (uint64_t)h * 4 + 4;
 }
 
 #endif
