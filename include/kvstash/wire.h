@@ -117,6 +117,11 @@ enum kvs_wire_op {
  * run it with another rendezvous scheme (libkvstash: the sender writes the
  * payload, docs/protocol.md section 5). */
 #define KVS_WIRE_FEAT_PUT_EP (1u << 11)
+/* Between daemons (with PEER): this daemon takes a PART that carries a run
+ * of consecutive parts of one block, nparts of them back to back in one
+ * payload (docs/protocol.md 9.2), so a sender may join parts that are
+ * ready together into one transfer. */
+#define KVS_WIRE_FEAT_PART_RUN (1u << 12)
 #define KVS_WIRE_FEAT_ALL 0xf7fu /* every bit a client may ask */
 
 /* MATCH flags. */

@@ -161,15 +161,15 @@ static void hello_peer(kvs_server_t *srv, kvs_conn_t *conn,
         kvs_send_status(srv, conn, &m->hdr, KVS_EAUTH, true);
         return;
     }
-    ret = kvs_srvstream_peer_accept(srv->stream, conn);
+    ret = kvs_srvstream_peer_accept(srv->stream, conn, m->u.hello.features);
     if (ret) {
         kvs_send_status(srv, conn, &m->hdr, ret, true);
         return;
     }
-    kvs_conn_set_ready(
-        srv, conn, NULL, false, 0,
-        m->u.hello.features &
-            (KVS_WIRE_FEAT_PEER | KVS_WIRE_FEAT_STREAM | KVS_WIRE_FEAT_BULK));
+    kvs_conn_set_ready(srv, conn, NULL, false, 0,
+                       m->u.hello.features &
+                           (KVS_WIRE_FEAT_PEER | KVS_WIRE_FEAT_STREAM |
+                            KVS_WIRE_FEAT_BULK | KVS_WIRE_FEAT_PART_RUN));
     r = hello_reply(srv, conn, m);
     kvs_info("conn %llu: peer link accepted", (unsigned long long)conn->id);
     kvs_send_reply(srv, conn, &r);

@@ -197,8 +197,8 @@ int kvs_peer_get(kvs_srvstream_t *st, const char *peer, link_t **out)
     memset(&h, 0, sizeof(h));
     h.hdr.opcode = KVS_OP_HELLO;
     h.hdr.req_id = 1;
-    h.u.hello.features =
-        KVS_WIRE_FEAT_PEER | KVS_WIRE_FEAT_STREAM | KVS_WIRE_FEAT_BULK;
+    h.u.hello.features = KVS_WIRE_FEAT_PEER | KVS_WIRE_FEAT_STREAM |
+                         KVS_WIRE_FEAT_BULK | KVS_WIRE_FEAT_PART_RUN;
     h.u.hello.token.data = (const uint8_t *)secret;
     h.u.hello.token.len = (uint32_t)strlen(secret);
     ret = kvs_wire_encode(&h, frame, sizeof(frame), &flen);
@@ -367,23 +367,34 @@ ucs_status_t kvs_peer_msg(kvs_srvstream_t *st, link_t *l, const kvs_smsg_t *m,
         }
         return UCS_OK;
     case KVS_OP_PART: {
+        uint64_t total = 0;
+        uint32_t n;
         dblk_t *b;
         void *dst;
+        bool bad;
 
         f = fetch_on_link(st, l, m->id);
         if (!f || m->block >= f->nblocks)
             return UCS_OK;
         b = &f->blk[m->block];
-        if (b->state != B_OPEN || b->status || m->part >= b->nparts ||
-            b->got[m->part] || m->len != len || len != b->lens[m->part]) {
+        /* One part, or a run of n back to back (FEAT_PART_RUN): each
+         * not received yet, their lengths adding up to the payload's. */
+        n = m->nparts ? m->nparts : 1;
+        bad = b->state != B_OPEN || b->status || m->part >= b->nparts ||
+              n > b->nparts - m->part || m->len != len;
+        for (uint32_t k = 0; !bad && k < n; k++) {
+            bad = b->got[m->part + k] != 0;
+            total += b->lens[m->part + k];
+        }
+        if (bad || total != len) {
             kvs_fetch_blk_fail(st, f, m->block, KVS_EPROTO);
             kvs_fetch_free_if_done(st, f);
             return UCS_OK;
         }
         dst = part_buf(st, &b->ps, b->offs, m->part);
-        b->inflight++;
-        return kvs_srvstream_rx_start(st, NULL, f, m->block, m->part, dst, data,
-                                      len, rndv);
+        b->inflight += n;
+        return kvs_srvstream_rx_start(st, NULL, f, m->block, m->part, n, dst,
+                                      data, len, rndv);
     }
     case KVS_OP_END:
         f = fetch_on_link(st, l, m->id);

@@ -344,6 +344,6 @@ ucs_status_t kvs_sput_part(kvs_srvstream_t *st, kvs_conn_t *conn,
     }
     dst = part_buf(st, &p->ps, p->offs, m->part);
     p->inflight++;
-    return kvs_srvstream_rx_start(st, p, NULL, 0, m->part, dst, data, len,
+    return kvs_srvstream_rx_start(st, p, NULL, 0, m->part, 1, dst, data, len,
                                   rndv);
 }

@@ -276,14 +276,15 @@ typedef struct rx {
     struct rx *next; /* st->rx_free */
     kvs_srvstream_t *st;
     sput_t *put; /* a client's part, or */
-    fetch_t *f;  /* a peer's part */
-    uint32_t block, part;
+    fetch_t *f;  /* a peer's parts */
+    uint32_t block, part, n;
 } rx_t;
 
-/* A part's bytes are in (ret 0) or never will be: tells its client put,
- * whose inflight count the caller raised, or its fetch. */
+/* The bytes of n parts from part on are in (ret 0) or never will be: tells
+ * its client put (n is 1), whose inflight count the caller raised, or its
+ * fetch, part by part. */
 static void rx_done(kvs_srvstream_t *st, sput_t *put, fetch_t *f,
-                    uint32_t block, uint32_t part, int ret)
+                    uint32_t block, uint32_t part, uint32_t n, int ret)
 {
     if (put) {
         if (ret) {
@@ -295,7 +296,8 @@ static void rx_done(kvs_srvstream_t *st, sput_t *put, fetch_t *f,
         put->inflight--;
         kvs_sput_maybe_finish(st, put);
     } else {
-        kvs_fetch_part_landed(st, f, block, part, ret);
+        for (uint32_t k = 0; k < n; k++)
+            kvs_fetch_part_landed(st, f, block, part + k, ret);
     }
 }
 
@@ -306,19 +308,20 @@ static void rx_cb(void *request, ucs_status_t status, size_t length,
     kvs_srvstream_t *st = r->st;
 
     (void)length;
-    rx_done(st, r->put, r->f, r->block, r->part,
+    rx_done(st, r->put, r->f, r->block, r->part, r->n,
             status == UCS_OK ? 0 : KVS_EPEER);
     pool_put(&st->rx_free, r);
     ucp_request_free(request);
 }
 
-/* Receives a part's data (eager: copied; rendezvous: UCX writes it into
- * dst). Returns what the AM callback returns. inflight is counted by the
- * caller and finished through the landed functions. */
+/* Receives the data of n parts from part on, back to back (eager: copied;
+ * rendezvous: UCX writes it into dst). Returns what the AM callback
+ * returns. inflight is counted by the caller (n for a fetch's run) and
+ * finished through the landed functions. */
 ucs_status_t kvs_srvstream_rx_start(kvs_srvstream_t *st, sput_t *put,
                                     fetch_t *f, uint32_t block, uint32_t part,
-                                    void *dst, void *data, size_t len,
-                                    bool rndv)
+                                    uint32_t n, void *dst, void *data,
+                                    size_t len, bool rndv)
 {
     ucp_request_param_t prm = {
         .op_attr_mask =
@@ -330,7 +333,7 @@ ucs_status_t kvs_srvstream_rx_start(kvs_srvstream_t *st, sput_t *put,
 
     if (!rndv) {
         memcpy(dst, data, len);
-        rx_done(st, put, f, block, part, 0);
+        rx_done(st, put, f, block, part, n, 0);
         return UCS_OK;
     }
     r = pool_get(st, &st->rx_free, sizeof(*r));
@@ -340,6 +343,7 @@ ucs_status_t kvs_srvstream_rx_start(kvs_srvstream_t *st, sput_t *put,
         r->f = f;
         r->block = block;
         r->part = part;
+        r->n = n;
         prm.user_data = r;
         if (st->memh) {
             prm.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
@@ -350,11 +354,11 @@ ucs_status_t kvs_srvstream_rx_start(kvs_srvstream_t *st, sput_t *put,
             return UCS_INPROGRESS;
         pool_put(&st->rx_free, r);
         if (sp == NULL) {
-            rx_done(st, put, f, block, part, 0);
+            rx_done(st, put, f, block, part, n, 0);
             return UCS_INPROGRESS;
         }
     }
-    rx_done(st, put, f, block, part, KVS_EPEER);
+    rx_done(st, put, f, block, part, n, KVS_EPEER);
     return UCS_OK;
 }
 /* ------------------------------------------------------------------ */
@@ -362,7 +366,8 @@ ucs_status_t kvs_srvstream_rx_start(kvs_srvstream_t *st, sput_t *put,
 
 /* A peer's HELLO (KVS_WIRE_FEAT_PEER) was accepted on conn (handler.c
  * checked the secret): from now on conn carries an inbound link. */
-int kvs_srvstream_peer_accept(kvs_srvstream_t *st, kvs_conn_t *conn)
+int kvs_srvstream_peer_accept(kvs_srvstream_t *st, kvs_conn_t *conn,
+                              uint32_t features)
 {
     link_t *l = calloc(1, sizeof(*l));
 
@@ -372,6 +377,7 @@ int kvs_srvstream_peer_accept(kvs_srvstream_t *st, kvs_conn_t *conn)
              (unsigned long long)conn->id);
     l->conn = conn;
     l->ready = true;
+    l->part_runs = features & KVS_WIRE_FEAT_PART_RUN;
     l->last_rx_ns = l->last_tx_ns = kvs_clock_mono_ns();
     l->next = st->links;
     st->links = l;
@@ -391,6 +397,7 @@ static void link_hello_rep(kvs_srvstream_t *st, link_t *l,
     }
     if (l->ready || l->bind_req)
         return;
+    l->part_runs = w->u.hello_rep.features & KVS_WIRE_FEAT_PART_RUN;
     if (w->u.hello_rep.features & KVS_WIRE_FEAT_BULK)
         kvs_peer_bulk(st, l, w->u.hello_rep.session, w->u.hello_rep.bind_secret,
                       w->u.hello_rep.bulk_port);

@@ -64,8 +64,10 @@ ucs_status_t kvs_srvstream_rx(kvs_srvstream_t *st, kvs_conn_t *conn,
 ucs_status_t kvs_srvstream_link_rx(kvs_srvstream_t *st, ucp_ep_h ep,
                                    const kvs_wire_msg_t *m, void *data,
                                    size_t len, bool rndv);
-/* handler.c accepted a peer's HELLO on conn: it now carries a link. */
-int kvs_srvstream_peer_accept(kvs_srvstream_t *st, kvs_conn_t *conn);
+/* handler.c accepted a peer's HELLO on conn, asking features: it now
+ * carries a link. */
+int kvs_srvstream_peer_accept(kvs_srvstream_t *st, kvs_conn_t *conn,
+                              uint32_t features);
 /* Timers: liveness pings, dead links, fetches waiting for a block. */
 void kvs_srvstream_tick(kvs_srvstream_t *st, uint64_t now_ns);
 /* A connection is closing (client or inbound peer): its puts are aborted,

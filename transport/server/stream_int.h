@@ -63,6 +63,10 @@
 
 enum { B_WAIT, B_OPEN, B_DONE };
 
+/* The most bytes of consecutive parts that go to a peer as one PART
+ * (KVS_WIRE_FEAT_PART_RUN; source.c). */
+#define KVS_PART_RUN_BYTES (4ull << 20)
+
 typedef struct link {
     struct link *next;
     char name[64]; /* configured name, or "ip:port" */
@@ -80,6 +84,7 @@ typedef struct link {
     kvs_conn_t *conn; /* inbound */
     bool ready;       /* inbound, or outbound and HELLO answered:
                          nothing but HELLO goes out before */
+    bool part_runs;   /* the peer takes runs of parts (FEAT_PART_RUN) */
     struct pend *pend_head, *pend_tail; /* messages held until ready */
     uint64_t last_rx_ns, last_tx_ns;
 } link_t;
@@ -276,8 +281,8 @@ void kvs_srvstream_send_end(kvs_srvstream_t *st, ucp_ep_h ep, uint64_t id,
                             uint32_t block, int status);
 ucs_status_t kvs_srvstream_rx_start(kvs_srvstream_t *st, sput_t *put,
                                     fetch_t *f, uint32_t block, uint32_t part,
-                                    void *dst, void *data, size_t len,
-                                    bool rndv);
+                                    uint32_t n, void *dst, void *data,
+                                    size_t len, bool rndv);
 
 /* peer.c: links. */
 void kvs_peer_bulk(kvs_srvstream_t *st, link_t *l, uint64_t session,
