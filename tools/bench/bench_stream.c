@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -511,6 +512,61 @@ static void limit_sample(const sopts_t *o, double *lim, int *n)
         unsetenv("UCX_TLS");
 }
 
+/* What a copy of the stream's bytes costs here, beside each round's limit.
+ * A phase moves blocks x parts x part bytes of memory that no cache holds
+ * (512 MiB by default, against an L3 of tens of MiB), while ucx_perftest
+ * copies one buffer of a message's size over and over, which stays in the
+ * caches. So each round also times memcpy in 1 MiB steps over a phase's
+ * worth of memory, by one thread and by two (each half): not a limit, the
+ * reading of one (docs/operations.md, "Streaming throughput"). */
+typedef struct cpy {
+    uint8_t *src, *dst;
+    size_t len;
+    double s;
+} cpy_t;
+
+static void *cpy_run(void *arg)
+{
+    cpy_t *c = arg;
+    double t0 = bench_now();
+
+    for (size_t off = 0; off < c->len; off += 1u << 20)
+        memcpy(c->dst + off, c->src + off,
+               c->len - off < (1u << 20) ? c->len - off : (1u << 20));
+    c->s = bench_now() - t0;
+    return NULL;
+}
+
+/* MB/s of one thread (one[0]) and of two together (two[0]); -1 if the
+ * memory is not there. */
+static void copy_sample(const sopts_t *o, double *one, double *two)
+{
+    size_t len = (size_t)o->blocks * o->parts * o->part_bytes;
+    uint8_t *src = malloc(len), *dst = malloc(len);
+    cpy_t c[2];
+    pthread_t th;
+
+    *one = *two = -1;
+    if (!src || !dst)
+        goto out;
+    memset(src, 0x5a, len);
+    memset(dst, 0, len);
+    c[0] = (cpy_t){src, dst, len, 0};
+    cpy_run(&c[0]); /* first touches and faults off the clock */
+    cpy_run(&c[0]);
+    *one = (double)len / c[0].s / 1e6;
+    c[0] = (cpy_t){src, dst, len / 2, 0};
+    c[1] = (cpy_t){src + len / 2, dst + len / 2, len - len / 2, 0};
+    if (pthread_create(&th, NULL, cpy_run, &c[1]) == 0) {
+        cpy_run(&c[0]);
+        pthread_join(th, NULL);
+        *two = (double)len / (c[0].s > c[1].s ? c[0].s : c[1].s) / 1e6;
+    }
+out:
+    free(src);
+    free(dst);
+}
+
 static double median_d(double *v, int n)
 {
     for (int i = 1; i < n; i++)
@@ -784,8 +840,8 @@ int bench_stream_main(int argc, char **argv)
                  .links = LINK_DEFAULT | LINK_TCP,
                  .rounds = 3};
     result_t res[2][ROUNDS_MAX];
-    double lim[2][ROUNDS_MAX];
-    int nres[2] = {0, 0}, nlim[2] = {0, 0}, busy_set = -1;
+    double lim[2][ROUNDS_MAX], cpy1[ROUNDS_MAX], cpy2[ROUNDS_MAX];
+    int nres[2] = {0, 0}, nlim[2] = {0, 0}, ncpy = 0, busy_set = -1;
     int c, rc = 0;
 
     self_dir(dpath, sizeof(dpath), "kvstashd");
@@ -890,6 +946,10 @@ int bench_stream_main(int argc, char **argv)
             o.tcp = l == 1;
             if (o.limits)
                 limit_sample(&o, lim[l], &nlim[l]);
+            if (o.limits && !o.demo && ncpy <= (int)r) {
+                copy_sample(&o, &cpy1[ncpy], &cpy2[ncpy]);
+                ncpy++;
+            }
             rc = run_once(&o, &res[l][nres[l]]);
             if (!rc)
                 nres[l]++;
@@ -898,6 +958,25 @@ int bench_stream_main(int argc, char **argv)
         o.tcp = l == 1;
         if (nres[l])
             report(&o, res[l], nres[l], lim[l], nlim[l]);
+    }
+    if (ncpy) {
+        char note[240];
+
+        snprintf(note, sizeof(note),
+                 "memcpy in 1 MiB steps over %llu MiB (a phase's bytes, out "
+                 "of the caches), one thread; median of %d rounds",
+                 (unsigned long long)(((uint64_t)o.blocks * o.parts *
+                                       o.part_bytes) >>
+                                      20),
+                 ncpy);
+        bench_figure("stream-memcpy", median_d(cpy1, ncpy), "MB/s", -1, note);
+        snprintf(note, sizeof(note),
+                 "the same by two threads at once, each half (a live stream "
+                 "moves each byte twice: at most half of this); median of %d "
+                 "rounds",
+                 ncpy);
+        bench_figure("stream-memcpy-2t", median_d(cpy2, ncpy), "MB/s", -1,
+                     note);
     }
     printf("%s\n", rc ? "FAILED" : "ok");
     return rc;
