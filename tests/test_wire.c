@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "kvstash/wire.h"
+#include "transport/proto/stream_op.h"
 
 static kvs_wire_scratch_t *scratch;
 static kvs_wire_limits_t lim;
@@ -627,18 +628,53 @@ static void test_encode_rules(void **state)
     assert_string_equal(kvs_wire_op_name(99), "?");
 }
 
+/* A PART between daemons names one part or a run of them (PART_RUN): the
+ * run is taken only where it is consecutive parts of the block, none in
+ * yet, whose lengths add up to the payload. */
+static void test_part_run(void **state)
+{
+    const uint32_t lens[4] = {100, 200, 300, 0};
+    uint8_t got[4] = {0, 0, 0, 0};
+    kvs_smsg_t m = {.op = KVS_OP_PART};
+
+    (void)state;
+    m.part = 1, m.nparts = 0, m.len = 200;
+    assert_int_equal(kvs_smsg_part_run(&m, 4, lens, got, 200), 1);
+    m.nparts = 1;
+    assert_int_equal(kvs_smsg_part_run(&m, 4, lens, got, 200), 1);
+    m.part = 0, m.nparts = 3, m.len = 600;
+    assert_int_equal(kvs_smsg_part_run(&m, 4, lens, got, 600), 3);
+    m.nparts = 4; /* the empty last part joins too */
+    assert_int_equal(kvs_smsg_part_run(&m, 4, lens, got, 600), 4);
+    /* Lengths that are not the parts', or a payload of another length. */
+    m.nparts = 3, m.len = 599;
+    assert_int_equal(kvs_smsg_part_run(&m, 4, lens, got, 599), 0);
+    m.len = 600;
+    assert_int_equal(kvs_smsg_part_run(&m, 4, lens, got, 601), 0);
+    /* Past the last part, from outside the block, or with a count so
+     * large that part + count wraps. */
+    m.part = 2, m.nparts = 3, m.len = 300;
+    assert_int_equal(kvs_smsg_part_run(&m, 4, lens, got, 300), 0);
+    m.part = 4, m.nparts = 0, m.len = 0;
+    assert_int_equal(kvs_smsg_part_run(&m, 4, lens, got, 0), 0);
+    m.part = 1, m.nparts = UINT32_MAX, m.len = 500;
+    assert_int_equal(kvs_smsg_part_run(&m, 4, lens, got, 500), 0);
+    /* Onto a part received already. */
+    got[2] = 1;
+    m.part = 1, m.nparts = 2, m.len = 500;
+    assert_int_equal(kvs_smsg_part_run(&m, 4, lens, got, 500), 0);
+    m.nparts = 0, m.len = 200;
+    assert_int_equal(kvs_smsg_part_run(&m, 4, lens, got, 200), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hello),
-        cmocka_unit_test(test_put),
-        cmocka_unit_test(test_get_and_data),
-        cmocka_unit_test(test_key_ops),
-        cmocka_unit_test(test_admin_ops),
-        cmocka_unit_test(test_scan),
-        cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_stream),
-        cmocka_unit_test(test_key_too_big),
+        cmocka_unit_test(test_hello),        cmocka_unit_test(test_put),
+        cmocka_unit_test(test_get_and_data), cmocka_unit_test(test_key_ops),
+        cmocka_unit_test(test_admin_ops),    cmocka_unit_test(test_scan),
+        cmocka_unit_test(test_malformed),    cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_part_run),     cmocka_unit_test(test_key_too_big),
         cmocka_unit_test(test_encode_rules),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -152,6 +152,29 @@ static inline int kvs_smsg_rd_lens(kvs_smsg_rd_t *rd, uint32_t n,
     return 0;
 }
 
+/* The parts a PART between daemons carries into a block of nparts parts of
+ * lens, of which got[i] != 0 are in already: its part and, with nparts >= 2
+ * (a run, KVS_WIRE_FEAT_PART_RUN), the ones after it, whose lengths add up
+ * to len. The count, or 0 when the PART does not fit the block (a
+ * part out of range, a run past the last part or onto one received, or a
+ * length that is not the parts'). */
+static inline uint32_t kvs_smsg_part_run(const kvs_smsg_t *m, uint32_t nparts,
+                                         const uint32_t *lens,
+                                         const uint8_t *got, uint64_t len)
+{
+    uint32_t n = m->nparts ? m->nparts : 1;
+    uint64_t total = 0;
+
+    if (m->part >= nparts || n > nparts - m->part || m->len != len)
+        return 0;
+    for (uint32_t k = 0; k < n; k++) {
+        if (got[m->part + k])
+            return 0;
+        total += lens[m->part + k];
+    }
+    return total == len ? n : 0;
+}
+
 /* What a streaming put carries beyond class and flags, as an ordinary put
  * does (KVS_SMSG_F_META). All zero: none. */
 typedef struct kvs_smeta {

@@ -367,26 +367,19 @@ ucs_status_t kvs_peer_msg(kvs_srvstream_t *st, link_t *l, const kvs_smsg_t *m,
         }
         return UCS_OK;
     case KVS_OP_PART: {
-        uint64_t total = 0;
         uint32_t n;
         dblk_t *b;
         void *dst;
-        bool bad;
 
         f = fetch_on_link(st, l, m->id);
         if (!f || m->block >= f->nblocks)
             return UCS_OK;
         b = &f->blk[m->block];
-        /* One part, or a run of n back to back (FEAT_PART_RUN): each
-         * not received yet, their lengths adding up to the payload's. */
-        n = m->nparts ? m->nparts : 1;
-        bad = b->state != B_OPEN || b->status || m->part >= b->nparts ||
-              n > b->nparts - m->part || m->len != len;
-        for (uint32_t k = 0; !bad && k < n; k++) {
-            bad = b->got[m->part + k] != 0;
-            total += b->lens[m->part + k];
-        }
-        if (bad || total != len) {
+        /* One part, or a run of n back to back (FEAT_PART_RUN). */
+        n = b->state == B_OPEN && !b->status
+                ? kvs_smsg_part_run(m, b->nparts, b->lens, b->got, len)
+                : 0;
+        if (!n) {
             kvs_fetch_blk_fail(st, f, m->block, KVS_EPROTO);
             kvs_fetch_free_if_done(st, f);
             return UCS_OK;
