@@ -401,18 +401,28 @@ static int decode_phase(const sopts_t *o, kvs_client_t *c, const char *peer,
             fprintf(stderr, "bench: fetch: %s\n", kvs_strerror(ret));
             return ret;
         }
-        for (uint32_t i = 0; i < n; i++) {
-            uint32_t b = first + i;
+        /* Block i's parts, then block i - 1's END: the prefill seals a
+         * block after putting the next one's parts (as it keeps the seal's
+         * round trip off its path), so waiting for END before the next
+         * block's first part would count that part late by a block. */
+        int bad[CHUNK] = {0};
 
-            for (uint32_t p = 0; p < o->parts; p++) {
+        for (uint32_t i = 0; i <= n; i++) {
+            for (uint32_t p = 0; i < n && p < o->parts; p++) {
                 ret = kvs_stream_wait(f, i, p, -1);
-                if (ret)
+                if (ret) {
+                    bad[i] = ret;
                     break;
+                }
                 if (p == 0)
-                    sh->t_first_in[phase][b] = now_ns();
+                    sh->t_first_in[phase][first + i] = now_ns();
             }
-            if (!ret)
-                ret = kvs_stream_wait(f, i, KVS_STREAM_BLOCK, -1);
+            if (i == 0)
+                continue;
+            uint32_t b = first + i - 1;
+
+            ret = bad[i - 1] ? bad[i - 1]
+                             : kvs_stream_wait(f, i - 1, KVS_STREAM_BLOCK, -1);
             if (ret) {
                 fprintf(stderr, "bench: block %u: %s\n", b, kvs_strerror(ret));
                 sh->errors++;
