@@ -135,8 +135,10 @@ bool kvs_read_drop_corrupt_locked(kvs_store_t *s, uint32_t ns, const void *key,
         kvs_table_lookup_locked(s, ns, key, len, key_hash(ns, key, len));
 
     s->st.corrupt_reads++;
-    if (!e || !(e->flags & E_DISK) || ent_loc(s, e).off != loc->off ||
-        ent_loc(s, e).gen != loc->gen)
+    if (!e || !(e->flags & E_DISK))
+        return false; /* gone meanwhile */
+    kvs_seg_loc_t now = ent_loc(s, e);
+    if (now.off != loc->off || now.gen != loc->gen)
         return false; /* moved or reclaimed meanwhile */
     kvs_warn("store: block at offset %llu failed verification; dropped "
              "(codec %u, %llu of %llu bytes stored, %u on disk)",

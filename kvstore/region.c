@@ -88,7 +88,7 @@ static uint64_t region_keep_bytes_locked(kvs_store_t *s, uint32_t r)
         if (((e->flags & E_DRAM) &&
              ((e->flags & E_DURABLE) || e->cls == KVS_CLASS_PINNED)) ||
             kvs_region_must_keep(s, e, now))
-            bytes += ent_loc(s, e).disk_len;
+            bytes += ent_disk_len(e);
     }
     return bytes;
 }

@@ -362,8 +362,11 @@ int kvs_store_set_retention(kvs_store_t *s, uint32_t ns, const void *key,
     kvs_index_rec_t rec;
     if (rewrite) {
         kvs_seg_loc_t loc = ent_loc(s, e);
-        /* The checksum is the record's own: the entry does not keep it,
-         * and the record cannot change while wlock is held. */
+        /* The checksum is the record's own: the entry does not keep it
+         * (8 B a block), and the record cannot change while wlock is held.
+         * So a change of retention on disk reads the record (a point read,
+         * mostly from RocksDB's memtable or cache) before it writes it,
+         * as it already did its commit, once a key. */
         kvs_writer_rec(s, e, &loc, e->codec, e->stored_len, 0, &rec);
     }
     pthread_mutex_unlock(&s->lock);

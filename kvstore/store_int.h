@@ -412,15 +412,19 @@ static inline uint32_t ent_region(const kvs_store_t *s, const struct entry *e)
                       s->cfg.region_bytes);
 }
 
+/* Bytes the disk copy takes: its header and its pages of stored bytes. */
+static inline uint32_t ent_disk_len(const struct entry *e)
+{
+    return kvs_segment_disk_len(e->key_len, e->nparts, e->stored_len);
+}
+
 static inline kvs_seg_loc_t ent_loc(const kvs_store_t *s,
                                     const struct entry *e)
 {
     uint64_t off = (uint64_t)e->loc_page * KVS_SEG_ALIGN;
     uint32_t r = ent_region(s, e);
 
-    return (kvs_seg_loc_t){
-        off, s->regions[r].gen, r,
-        kvs_segment_disk_len(e->key_len, e->nparts, e->stored_len)};
+    return (kvs_seg_loc_t){off, s->regions[r].gen, r, ent_disk_len(e)};
 }
 
 /* loc: 4 KiB aligned, inside the data file (checked where it is made), in
@@ -431,8 +435,7 @@ static inline void ent_set_loc(const kvs_store_t *s, struct entry *e,
 {
     e->loc_page = (uint32_t)(loc->off / KVS_SEG_ALIGN);
     kvs_assert(s->regions[ent_region(s, e)].gen == loc->gen &&
-               loc->disk_len ==
-                   kvs_segment_disk_len(e->key_len, e->nparts, e->stored_len));
+               loc->disk_len == ent_disk_len(e));
 }
 
 /* Entry e's node in the DRAM order, or NIL (not in DRAM, or not yet

@@ -41,9 +41,9 @@ static void key_of(char *key, const char *prefix, uint32_t i)
     snprintf(key, 24, "%s-%08u", prefix, i);
 }
 
-static int put(kvs_store_t *s, uint32_t ns, const char *prefix, uint32_t i,
-               uint8_t *buf, size_t len, uint8_t cls, uint64_t ttl_ms,
-               uint32_t flags)
+static int put_group(kvs_store_t *s, uint32_t ns, const char *prefix,
+                     uint32_t i, uint8_t *buf, size_t len, uint8_t cls,
+                     uint64_t ttl_ms, uint64_t group, uint32_t flags)
 {
     char key[24];
     kvs_iov_t iov = {buf, len};
@@ -56,8 +56,16 @@ static int put(kvs_store_t *s, uint32_t ns, const char *prefix, uint32_t i,
                         .nparts = 1,
                         .cls = cls,
                         .ttl_ms = ttl_ms,
+                        .group = group,
                         .flags = flags};
     return kvs_store_put(s, &a);
+}
+
+static int put(kvs_store_t *s, uint32_t ns, const char *prefix, uint32_t i,
+               uint8_t *buf, size_t len, uint8_t cls, uint64_t ttl_ms,
+               uint32_t flags)
+{
+    return put_group(s, ns, prefix, i, buf, len, cls, ttl_ms, 0, flags);
 }
 
 static int get(kvs_store_t *s, uint32_t ns, const char *prefix, uint32_t i,
@@ -397,23 +405,15 @@ static void test_side_records_restart(void **state)
     assert_int_equal(kvs_store_open(&c, &s), 0);
     assert_int_equal(kvs_store_ns_open(s, "ns", 2, &ns), 0);
     for (uint32_t i = 0; i < N; i++) {
-        kvs_iov_t iov = {buf, 4096};
-
         memset(buf, (int)(i + 1), 4096);
-        key_of(key, "side", i);
-        kvs_put_args_t a = {.ns = ns,
-                            .key = key,
-                            .key_len = (uint32_t)strlen(key),
-                            .parts = &iov,
-                            .nparts = 1,
-                            .cls = KVS_CLASS_USER,
-                            /* i % 4: TTL and group 7, group 9, TTL, none */
-                            .ttl_ms = i % 4 == 0 || i % 4 == 2 ? 3600000 : 0,
-                            .group = i % 4 == 0   ? 7
-                                     : i % 4 == 1 ? 9
-                                                  : 0,
-                            .flags = KVS_PUT_DURABLE};
-        assert_int_equal(kvs_store_put(s, &a), 0);
+        /* i % 4: TTL and group 7, group 9, TTL, none */
+        assert_int_equal(put_group(s, ns, "side", i, buf, 4096, KVS_CLASS_USER,
+                                   i % 4 == 0 || i % 4 == 2 ? 3600000 : 0,
+                                   i % 4 == 0   ? 7
+                                   : i % 4 == 1 ? 9
+                                                : 0,
+                                   KVS_PUT_DURABLE),
+                         0);
     }
     /* On disk, so each change rewrites the block's index record: the
      * TTLs of group 9 set, those of the "TTL only" blocks lifted. */
